@@ -1,0 +1,54 @@
+import knexFactory, { type Knex } from 'knex';
+import ClientPgLite from 'knex-pglite';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { migrationSource } from '../../migrations/index.js';
+
+export type Db = Knex;
+export type Executor = Knex | Knex.Transaction;
+
+export interface DbOptions {
+  /** postgres:// URL; when absent, embedded PostgreSQL (PGlite). */
+  databaseUrl?: string | undefined;
+  /** Where PGlite keeps its files; omit for an in-memory database. */
+  pgliteDir?: string | undefined;
+  poolMax?: number;
+}
+
+export function createDb(opts: DbOptions): Db {
+  if (opts.databaseUrl) {
+    return knexFactory({
+      client: 'pg',
+      connection: opts.databaseUrl,
+      pool: { min: 0, max: opts.poolMax ?? 10 },
+    });
+  }
+  if (opts.pgliteDir) mkdirSync(opts.pgliteDir, { recursive: true });
+  return knexFactory({
+    client: ClientPgLite as unknown as typeof knexFactory.Client,
+    dialect: 'postgres',
+    connection: opts.pgliteDir ? { filename: opts.pgliteDir } : {},
+  });
+}
+
+export function pgliteDirUnder(dataDir: string): string {
+  return join(dataDir, 'pglite');
+}
+
+export function isEmbedded(db: Db): boolean {
+  return db.client.config.client !== 'pg';
+}
+
+export async function migrateLatest(db: Db): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+  return applied;
+}
+
+export async function pingDb(db: Db): Promise<boolean> {
+  try {
+    await db.raw('select 1');
+    return true;
+  } catch {
+    return false;
+  }
+}
