@@ -30,6 +30,7 @@ export async function up(knex: Knex): Promise<void> {
     t.integer('path_len');
     t.binary('certificate_der');
     t.binary('csr_der');
+    t.text('external_chain_pem'); // issuer chain of an intermediate signed by an outside (offline) CA
     t.binary('subject_der').notNullable();
     t.binary('key_id').notNullable(); // SKI
     t.timestamp('not_before', { useTz: true });
@@ -73,6 +74,7 @@ export async function up(knex: Knex): Promise<void> {
     t.timestamp('revoked_at', { useTz: true });
     t.timestamp('last_used_at', { useTz: true });
     t.check("role in ('admin','operator','provisioner','auditor')", [], 'api_keys_role_check');
+    t.check('octet_length(secret_hash) = 32', [], 'api_keys_secret_hash_check'); // SHA-256
   });
 
   await knex.schema.createTable('audit_log', (t) => {
@@ -86,7 +88,12 @@ export async function up(knex: Knex): Promise<void> {
     t.jsonb('details').notNullable();
     t.binary('prev_hash').notNullable();
     t.binary('hash').notNullable();
-    t.index(['target_type', 'target_id']);
+    t.check('seq >= 1', [], 'audit_log_seq_check');
+    t.check('octet_length(prev_hash) = 32 and octet_length(hash) = 32', [], 'audit_log_hash_check');
+    // The list filters, newest first (seq desc) within each.
+    t.index(['target_type', 'target_id', 'seq']);
+    t.index(['actor', 'seq']);
+    t.index(['action', 'seq']);
   });
   // Append-only: the service never updates or deletes audit rows; make the database refuse it too.
   await knex.raw(`
@@ -97,9 +104,14 @@ export async function up(knex: Knex): Promise<void> {
   await knex.raw(`
     CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()`);
+  // Row triggers do not fire on TRUNCATE; a statement trigger does.
+  await knex.raw(`
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+      FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()`);
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.raw('DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log');
   await knex.raw('DROP TRIGGER IF EXISTS audit_log_no_update ON audit_log');
   await knex.raw('DROP FUNCTION IF EXISTS audit_log_append_only()');
   for (const t of ['audit_log', 'api_keys', 'certificates', 'cas', 'key_material', 'settings']) {

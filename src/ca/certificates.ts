@@ -1,0 +1,64 @@
+import type { Db } from '../store/db.js';
+import type { CertificateFilter, CertificateRow, CertificateStore } from '../store/certificate-store.js';
+import { badRequest, notFound } from '../shared/errors.js';
+import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
+import { toPem } from './x509/pem.js';
+
+export interface CertificateView {
+  serial: Serial;
+  certificate: string | null;
+  status: CertificateRow['status'];
+  caId: string;
+  profile: string;
+  subject: string;
+  deviceId: string | null;
+  notBefore: string;
+  notAfter: string;
+  createdAt: string;
+  issuedAt: string | null;
+}
+
+function view(r: CertificateRow): CertificateView {
+  return {
+    serial: serialFromBytes(r.serial),
+    certificate: r.der ? toPem(r.der) : null,
+    status: r.status,
+    caId: r.caId,
+    profile: r.profile,
+    subject: r.subjectCn,
+    deviceId: r.deviceId,
+    notBefore: r.notBefore.toISOString(),
+    notAfter: r.notAfter.toISOString(),
+    createdAt: r.createdAt.toISOString(),
+    issuedAt: r.issuedAt?.toISOString() ?? null,
+  };
+}
+
+const encodeCursor = (r: CertificateRow) => Buffer.from(`${r.createdAt.toISOString()}|${serialFromBytes(r.serial)}`).toString('base64url');
+
+function decodeCursor(cursor: string): { createdAt: Date; serial: Buffer } {
+  const [at, serial] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at ?? '');
+  if (!serial || !/^[0-9a-f]+$/.test(serial) || Number.isNaN(createdAt.getTime())) throw badRequest('the cursor is not valid');
+  return { createdAt, serial: serialToBytes(serial as Serial) };
+}
+
+/** Reading the certificate register. */
+export class CertificateRegistry {
+  constructor(
+    private readonly db: Db,
+    private readonly store: CertificateStore,
+  ) {}
+
+  async get(serial: Serial): Promise<CertificateView> {
+    const row = await this.store.get(this.db, serialToBytes(serial));
+    if (!row) throw notFound(`no certificate with serial ${serial}`);
+    return view(row);
+  }
+
+  async list(filter: CertificateFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: CertificateView[]; nextCursor: string | null }> {
+    const rows = await this.store.list(this.db, filter, { cursor: page.cursor ? decodeCursor(page.cursor) : undefined, limit: page.limit });
+    const last = rows.length === page.limit ? rows[rows.length - 1] : undefined;
+    return { items: rows.map(view), nextCursor: last ? encodeCursor(last) : null };
+  }
+}

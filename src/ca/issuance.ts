@@ -1,0 +1,304 @@
+import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Db } from '../store/db.js';
+import type { CertificateStore, IntentRow } from '../store/certificate-store.js';
+import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
+import type { Clock } from '../shared/clock.js';
+import { DomainError, badRequest, policyViolation } from '../shared/errors.js';
+import { serialFromBytes, type Serial } from '../shared/ids.js';
+import type { ActorContext, IssuerContext } from './hierarchy.js';
+import { newSerial } from './hierarchy.js';
+import { keyAlgorithmOf, type KeyAlgorithm } from './keys.js';
+import { DEVICE_ID_RE, PROFILES, deviceUri, type Profile, type ProfileName } from './profiles.js';
+import type { PkiUrls } from './urls.js';
+import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
+
+export interface IssueRequest {
+  profile: ProfileName;
+  /** The issuing CA; the default issuing CA when absent. */
+  caId?: string | undefined;
+  /** The subject's public key (SPKI DER), already proven to be held by the requester. */
+  subjectPublicKeyInfo: Uint8Array;
+  /** device: its id, which becomes the CN and the SAN URI. */
+  deviceId?: string | undefined;
+  /** broker and ocsp-responder: the CN (broker: defaults to the first DNS name or IP). */
+  commonName?: string | undefined;
+  dnsNames?: string[] | undefined;
+  ipAddresses?: string[] | undefined;
+  validityDays?: number | undefined;
+}
+
+export interface IssuedCertificate {
+  serial: Serial;
+  der: Buffer;
+  caId: string;
+  profile: ProfileName;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** Where issuance gets the signing CA: the hierarchy in production, a wrapper in fault-injection tests. */
+export interface IssuerSource {
+  issuer(caId: string): Promise<IssuerContext>;
+  defaultIssuerId(): Promise<string | null>;
+}
+
+/** A validated request: everything the certificate will hold except serial, validity and signature. */
+interface Plan {
+  req: IssueRequest;
+  ctx: ActorContext;
+  profile: Profile;
+  keyAlgorithm: KeyAlgorithm;
+  commonName: string;
+  sans: GeneralName[];
+  validityMs: number;
+}
+
+interface Waiter {
+  plan: Plan;
+  resolve(c: IssuedCertificate): void;
+  reject(e: unknown): void;
+}
+
+const DAY = 86_400_000;
+const BACKDATE_MS = 60_000;
+const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * The authority's issuance path: validate against the profile → record the intent (serial and
+ * TBS) → sign → record the DER and the audit entry in one transaction. Concurrent single requests
+ * are gathered into one batch per event-loop turn, so they share the database round trips.
+ */
+export class Issuance {
+  private queue: Waiter[] = [];
+  private flushScheduled = false;
+  /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
+  private readonly fixedExtensions = new Map<string, Uint8Array[]>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly issuers: IssuerSource,
+    private readonly certificates: CertificateStore,
+    private readonly audit: AuditLog,
+    private readonly urls: PkiUrls,
+    private readonly clock: Clock,
+    private readonly maxBatch = 500,
+  ) {}
+
+  /** One certificate. Validation errors reject this call alone; the database work is shared with concurrent calls. */
+  issue(req: IssueRequest, ctx: ActorContext): Promise<IssuedCertificate> {
+    let plan: Plan;
+    try {
+      plan = this.plan(req, ctx);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ plan, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Many certificates at once (a factory lot): all validated first, then issued together. */
+  async issueBatch(reqs: IssueRequest[], ctx: ActorContext): Promise<IssuedCertificate[]> {
+    const plans = reqs.map((r, i) => {
+      try {
+        return this.plan(r, ctx);
+      } catch (e) {
+        if (e instanceof DomainError) throw new DomainError(e.kind, `request ${i}: ${e.message}`, e.details);
+        throw e;
+      }
+    });
+    const out: IssuedCertificate[] = [];
+    for (let i = 0; i < plans.length; i += this.maxBatch) out.push(...(await this.run(plans.slice(i, i + this.maxBatch))));
+    return out;
+  }
+
+  /**
+   * Closes intents left pending by a process that died between recording and signing.
+   * Only those older than `olderThanMs`, so another live process's in-flight batch is untouched.
+   */
+  async failAbandoned(olderThanMs: number, ctx: ActorContext): Promise<Serial[]> {
+    return this.db.transaction(async (tx) => {
+      const before = new Date(this.clock.now().getTime() - olderThanMs);
+      const serials = await this.certificates.failStalePending(tx, before, 'abandoned: the process stopped between recording and signing');
+      await this.audit.append(
+        tx,
+        serials.map((s) => ({ ...ctx, action: 'certificate.abandoned', targetType: 'certificate', targetId: serialFromBytes(s) })),
+      );
+      return serials.map(serialFromBytes);
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue.splice(0, this.maxBatch);
+    if (this.queue.length > 0) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    this.run(batch.map((w) => w.plan)).then(
+      (issued) => batch.forEach((w, i) => w.resolve(issued[i]!)),
+      (e) => batch.forEach((w) => w.reject(e)),
+    );
+  }
+
+  private plan(req: IssueRequest, ctx: ActorContext): Plan {
+    const profile = PROFILES[req.profile];
+    if (!profile) throw badRequest(`unknown profile ${String(req.profile)}`);
+    const keyAlgorithm = keyAlgorithmOf(req.subjectPublicKeyInfo);
+    if (!profile.keyAlgorithms.includes(keyAlgorithm)) {
+      throw policyViolation(`profile ${profile.name} does not allow ${keyAlgorithm} keys`, { allowed: profile.keyAlgorithms });
+    }
+    const days = req.validityDays ?? profile.defaultValidityDays;
+    if (!Number.isInteger(days) || days < 1 || days > profile.maxValidityDays) {
+      throw policyViolation(`validityDays must be between 1 and ${profile.maxValidityDays} for profile ${profile.name}`);
+    }
+    const { commonName, sans } = this.names(profile, req);
+    return { req, ctx, profile, keyAlgorithm, commonName, sans, validityMs: days * DAY };
+  }
+
+  private names(profile: Profile, req: IssueRequest): { commonName: string; sans: GeneralName[] } {
+    const dns = req.dnsNames ?? [];
+    const ips = req.ipAddresses ?? [];
+    switch (profile.name) {
+      case 'device': {
+        if (!req.deviceId || !DEVICE_ID_RE.test(req.deviceId)) {
+          throw badRequest('a device certificate needs a deviceId of 1-64 characters: letters, digits, . _ : -');
+        }
+        if (dns.length || ips.length) throw policyViolation('profile device allows no DNS or IP names');
+        return { commonName: req.deviceId, sans: [{ type: 'uri', value: deviceUri(req.deviceId) }] };
+      }
+      case 'broker': {
+        if (dns.length + ips.length === 0) throw badRequest('a broker certificate needs at least one DNS name or IP address');
+        if (dns.length + ips.length > profile.maxSans) throw policyViolation(`at most ${profile.maxSans} names`);
+        const sans: GeneralName[] = [];
+        for (const d of dns) {
+          const name = d.toLowerCase();
+          if (!DNS_NAME_RE.test(name)) throw badRequest(`${JSON.stringify(d)} is not a valid DNS name`);
+          sans.push({ type: 'dns', value: name });
+        }
+        for (const ip of ips) {
+          if (isIP(ip) === 0) throw badRequest(`${JSON.stringify(ip)} is not an IP address`);
+          sans.push({ type: 'ip', value: ip });
+        }
+        const commonName = req.commonName ?? sans[0]!.value;
+        if (commonName.length > 64) throw badRequest('commonName is longer than 64 characters');
+        return { commonName, sans };
+      }
+      case 'ocsp-responder': {
+        if (dns.length || ips.length) throw policyViolation('profile ocsp-responder allows no names');
+        if (!req.commonName || req.commonName.length > 64) throw badRequest('an OCSP responder certificate needs a commonName of 1-64 characters');
+        return { commonName: req.commonName, sans: [] };
+      }
+    }
+  }
+
+  private async run(plans: Plan[]): Promise<IssuedCertificate[]> {
+    if (plans.length === 0) return [];
+    const defaultCa = plans.some((p) => !p.req.caId) ? await this.issuers.defaultIssuerId() : null;
+    const issuerIds = new Set(plans.map((p) => p.req.caId ?? defaultCa));
+    if (issuerIds.has(null)) throw new DomainError('Conflict', 'no default issuing CA is set');
+    const issuers = new Map<string, IssuerContext>();
+    for (const id of issuerIds) issuers.set(id!, await this.issuers.issuer(id!));
+
+    // 1. Build every TBS and record the intents: after this, each serial is known to the database.
+    const now = this.clock.now();
+    const notBefore = new Date(now.getTime() - BACKDATE_MS);
+    const intents: IntentRow[] = [];
+    const tbsList: Uint8Array[] = [];
+    const issuerOf: IssuerContext[] = [];
+    for (const p of plans) {
+      const issuer = issuers.get(p.req.caId ?? defaultCa!)!;
+      const wanted = new Date(notBefore.getTime() + p.validityMs);
+      const notAfter = wanted > issuer.notAfter ? issuer.notAfter : wanted;
+      const serial = newSerial();
+      const spki = p.req.subjectPublicKeyInfo;
+      const tbs = encodeTbsCertificate({
+        serial,
+        signatureAlgorithm: issuer.signer.signatureAlgorithm,
+        issuer: issuer.subjectDer,
+        notBefore,
+        notAfter,
+        subject: encodeName([{ type: 'CN', value: p.commonName }]),
+        subjectPublicKeyInfo: spki,
+        extensions: [
+          ...this.fixed(issuer, p),
+          ext.subjectKeyIdentifier(keyIdentifier(spki)),
+          ...(p.sans.length ? [ext.subjectAltName(p.sans, false)] : []),
+        ],
+      });
+      tbsList.push(tbs);
+      issuerOf.push(issuer);
+      intents.push({
+        serial,
+        caId: issuer.caId,
+        profile: p.profile.name,
+        subjectCn: p.commonName,
+        deviceId: p.req.deviceId ?? null,
+        tbsDer: Buffer.from(tbs),
+        spkiSha256: createHash('sha256').update(spki).digest(),
+        notBefore,
+        notAfter,
+        createdAt: now,
+      });
+    }
+    await this.certificates.insertIntents(this.db, intents);
+
+    // 2. Sign. 3. Record the DER and the audit entries together.
+    const serials = intents.map((i) => i.serial);
+    try {
+      const ders: Buffer[] = [];
+      for (let i = 0; i < tbsList.length; i++) {
+        const issuer = issuerOf[i]!;
+        const signature = await issuer.signer.sign(tbsList[i]!);
+        ders.push(Buffer.from(encodeCertificate(tbsList[i]!, issuer.signer.signatureAlgorithm, signature)));
+      }
+      const issuedAt = this.clock.now();
+      await this.db.transaction(async (tx) => {
+        const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
+        if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
+        await this.audit.append(tx, plans.map((p, i): AuditEntryInput => ({
+          ...p.ctx,
+          action: 'certificate.issued',
+          targetType: 'certificate',
+          targetId: serialFromBytes(serials[i]!),
+          details: { caId: intents[i]!.caId, profile: p.profile.name, subject: p.commonName, deviceId: p.req.deviceId ?? null, notAfter: intents[i]!.notAfter.toISOString() },
+        })));
+      });
+      return intents.map((it, i) => ({
+        serial: serialFromBytes(it.serial),
+        der: ders[i]!,
+        caId: it.caId,
+        profile: plans[i]!.profile.name,
+        notBefore: it.notBefore,
+        notAfter: it.notAfter,
+      }));
+    } catch (e) {
+      await this.certificates.markFailed(this.db, serials, `issuance failed: ${e instanceof Error ? e.message : String(e)}`).catch(() => undefined);
+      throw e instanceof DomainError ? e : new DomainError('Internal', 'issuance failed', { cause: String(e) });
+    }
+  }
+
+  private fixed(issuer: IssuerContext, p: Plan): Uint8Array[] {
+    const rsa = p.keyAlgorithm.startsWith('RSA');
+    const key = `${issuer.caId}|${p.profile.name}|${rsa}`;
+    let exts = this.fixedExtensions.get(key);
+    if (!exts) {
+      exts = [
+        ext.basicConstraints({ ca: false }),
+        ext.keyUsage([...p.profile.keyUsage, ...(rsa ? p.profile.rsaKeyUsage : [])]),
+        ext.extendedKeyUsage([...p.profile.extendedKeyUsage]),
+        ext.authorityKeyIdentifier(issuer.keyId),
+        ext.authorityInfoAccess({ ocsp: [this.urls.ocsp()], caIssuers: [this.urls.caCertificate(issuer.caId)] }),
+        ext.crlDistributionPoints([this.urls.crl(issuer.caId)]),
+        ...(p.profile.ocspNoCheck ? [ext.ocspNoCheck()] : []),
+      ];
+      this.fixedExtensions.set(key, exts);
+    }
+    return exts;
+  }
+}

@@ -1,0 +1,127 @@
+import { createPublicKey, generateKeyPair, sign, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
+import type { SignatureAlgorithm } from './x509/encode.js';
+import { badKey } from '../shared/errors.js';
+
+export const KEY_ALGORITHMS = ['EC-P256', 'EC-P384', 'Ed25519', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
+export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
+
+export const isKeyAlgorithm = (s: string): s is KeyAlgorithm => (KEY_ALGORITHMS as readonly string[]).includes(s);
+
+/** How a key of each algorithm signs certificates, CRLs and OCSP responses. */
+export function signatureAlgorithmFor(alg: KeyAlgorithm): SignatureAlgorithm {
+  switch (alg) {
+    case 'EC-P256':
+      return 'ecdsa-with-SHA256';
+    case 'EC-P384':
+      return 'ecdsa-with-SHA384';
+    case 'Ed25519':
+      return 'Ed25519';
+    default:
+      return 'sha256WithRSAEncryption';
+  }
+}
+
+/** The digest node:crypto.sign takes for a signature algorithm (null: Ed25519 hashes internally). */
+export function digestFor(alg: SignatureAlgorithm): string | null {
+  switch (alg) {
+    case 'ecdsa-with-SHA256':
+    case 'sha256WithRSAEncryption':
+      return 'sha256';
+    case 'ecdsa-with-SHA384':
+      return 'sha384';
+    case 'Ed25519':
+      return null;
+  }
+}
+
+const generate = promisify(generateKeyPair);
+
+export async function generateKey(alg: KeyAlgorithm): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  switch (alg) {
+    case 'EC-P256':
+      return generate('ec', { namedCurve: 'P-256' });
+    case 'EC-P384':
+      return generate('ec', { namedCurve: 'P-384' });
+    case 'Ed25519':
+      return generate('ed25519');
+    case 'RSA-2048':
+    case 'RSA-3072':
+    case 'RSA-4096':
+      return generate('rsa', { modulusLength: Number(alg.slice(4)), publicExponent: 0x10001 });
+  }
+}
+
+/** What a subject public key is, from its SPKI; anything we do not issue to is a BadKey error. */
+export function keyAlgorithmOf(spki: Uint8Array): KeyAlgorithm {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  } catch {
+    throw badKey('the public key cannot be parsed');
+  }
+  return keyAlgorithmOfKey(key);
+}
+
+export function keyAlgorithmOfKey(key: KeyObject): KeyAlgorithm {
+  const d = key.asymmetricKeyDetails ?? {};
+  switch (key.asymmetricKeyType) {
+    case 'ec':
+      if (d.namedCurve === 'prime256v1' || d.namedCurve === 'P-256') return 'EC-P256';
+      if (d.namedCurve === 'secp384r1' || d.namedCurve === 'P-384') return 'EC-P384';
+      throw badKey(`EC curve ${d.namedCurve ?? 'unknown'} is not supported (P-256, P-384)`);
+    case 'ed25519':
+      return 'Ed25519';
+    case 'rsa': {
+      if (d.publicExponent !== 65537n) throw badKey('RSA keys must use the public exponent 65537');
+      const alg = `RSA-${d.modulusLength}`;
+      if (isKeyAlgorithm(alg)) return alg;
+      throw badKey(`RSA keys must be 2048, 3072 or 4096 bits (got ${d.modulusLength})`);
+    }
+    default:
+      throw badKey(`key type ${key.asymmetricKeyType ?? 'unknown'} is not supported`);
+  }
+}
+
+/**
+ * The only way issuance touches a private key. A software key lives here unwrapped in memory;
+ * a PKCS#11 signer would implement the same three members.
+ */
+export interface Signer {
+  readonly keyAlgorithm: KeyAlgorithm;
+  readonly signatureAlgorithm: SignatureAlgorithm;
+  /** SPKI DER. */
+  readonly publicKey: Buffer;
+  sign(data: Uint8Array): Promise<Buffer>;
+}
+
+/**
+ * node:crypto.sign with a KeyObject: measured faster than either WebCrypto provider
+ * (bench/signing.ts, docs/benchmarks.md), so it is the hot path.
+ */
+export class SoftwareSigner implements Signer {
+  readonly signatureAlgorithm: SignatureAlgorithm;
+  readonly publicKey: Buffer;
+  private readonly digest: string | null;
+
+  constructor(
+    readonly keyAlgorithm: KeyAlgorithm,
+    private readonly privateKey: KeyObject,
+  ) {
+    this.signatureAlgorithm = signatureAlgorithmFor(keyAlgorithm);
+    this.digest = digestFor(this.signatureAlgorithm);
+    this.publicKey = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+  }
+
+  async sign(data: Uint8Array): Promise<Buffer> {
+    return sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' });
+  }
+
+  // Keep the key out of logs and inspection.
+  toJSON(): string {
+    return `[SoftwareSigner ${this.keyAlgorithm}]`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toJSON();
+  }
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { userInfo } from 'node:os';
+import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { KekError } from './ca/kek.js';
+import { bootstrap, type BootstrapResult } from './bootstrap.js';
+import { buildService, createLogger, listen, type Service } from './main.js';
+import { ROLES, type Role } from './access/api-keys.js';
+import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
+
+const cliActor = () => ({ actor: `cli:${userInfo().username}` });
+
+async function withService<T>(fn: (svc: Service) => Promise<T>, config: Config = loadConfig()): Promise<T> {
+  const svc = await buildService(config, { logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
+  try {
+    return await fn(svc);
+  } finally {
+    await svc.close();
+  }
+}
+
+function announce(r: BootstrapResult): void {
+  if (r.created) console.log(`Initialised a new CA: root ${r.rootId}, issuing CA ${r.issuingId} (default issuer).`);
+  if (r.adminKey) {
+    console.log('\n  Admin API key (shown once; also written to ' + r.adminKeyFile + ', mode 0600):\n');
+    console.log(`    ${r.adminKey}\n`);
+  }
+}
+
+const program = new Command('mqtt-ca').description('Private CA and credential lifecycle manager for MQTT fleets');
+
+program
+  .command('serve')
+  .description('run the service (initialises a CA on an empty store)')
+  .action(async () => {
+    const config = loadConfig();
+    const svc = await buildService(config);
+    announce(await bootstrap(svc));
+    const server = await listen(svc);
+    svc.logger.info(
+      { url: `http://${config.host}:${config.port}`, publicUrl: config.publicUrl, database: config.databaseUrl ? 'postgresql' : `pglite:${pgliteDirUnder(config.dataDir)}` },
+      'mqtt-ca listening',
+    );
+    console.log(`mqtt-ca listening on http://${config.host}:${(server.address() as { port: number }).port} (API docs at /docs)`);
+    const stop = async (signal: string) => {
+      svc.logger.info({ signal }, 'shutting down');
+      server.close();
+      server.closeAllConnections();
+      await svc.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+program
+  .command('migrate')
+  .description('apply database migrations')
+  .action(async () => {
+    const config = loadConfig();
+    const db = createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+    try {
+      const applied = await migrateLatest(db);
+      console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
+    } finally {
+      await db.destroy();
+    }
+  });
+
+program
+  .command('init')
+  .description('initialise the CA hierarchy and the admin API key on an empty store')
+  .action(async () => {
+    await withService(async (svc) => {
+      const r = await bootstrap(svc);
+      announce(r);
+      if (!r.created && !r.adminKey) console.log('already initialised');
+    });
+  });
+
+const apikey = program.command('apikey').description('manage API keys');
+const parseRole = (v: string): Role => {
+  if (!(ROLES as readonly string[]).includes(v)) throw new InvalidArgumentError(`one of ${ROLES.join(', ')}`);
+  return v as Role;
+};
+apikey
+  .command('create')
+  .requiredOption('--name <name>', 'what the key is for')
+  .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`, parseRole)
+  .action(async (o: { name: string; role: Role }) => {
+    await withService(async (svc) => {
+      const k = await svc.apiKeys.create({ name: o.name, role: o.role }, cliActor());
+      console.log(`id:   ${k.id}\nrole: ${k.role}\nkey:  ${k.key}\n(the key is shown once)`);
+    });
+  });
+apikey.command('list').action(async () => {
+  await withService(async (svc) => {
+    for (const k of await svc.apiKeys.list()) {
+      console.log([k.id, k.role, k.name, k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'active'].join('\t'));
+    }
+  });
+});
+apikey
+  .command('revoke <id>')
+  .action(async (id: string) => {
+    await withService(async (svc) => {
+      await svc.apiKeys.revoke(id, cliActor());
+      console.log(`revoked ${id}`);
+    });
+  });
+
+program
+  .command('audit')
+  .description('audit log tools')
+  .command('verify')
+  .description('check the hash chain; names the first altered, removed or reordered entry')
+  .action(async () => {
+    await withService(async (svc) => {
+      const r = await svc.audit.verify(svc.db);
+      if (r.ok) {
+        console.log(`audit log intact: ${r.entries} entries`);
+      } else {
+        console.error(`audit log BROKEN at seq ${r.firstBad.seq}: ${r.firstBad.problem} — ${r.firstBad.message}`);
+        process.exitCode = 1;
+      }
+    });
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof ConfigError || e instanceof KekError) {
+    console.error(`mqtt-ca: ${e.message}`);
+  } else {
+    console.error('mqtt-ca: failed:', e instanceof Error ? e.message : e);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,96 @@
+import express, { type Express, type RequestHandler } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import swaggerUi from 'swagger-ui-express';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ApiKeyService } from '../access/api-keys.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { CaHierarchy } from '../ca/hierarchy.js';
+import type { CertificateRegistry } from '../ca/certificates.js';
+import type { OperatorIssuance } from '../enroll/operator-issuance.js';
+import { authenticate } from './auth.js';
+import { loadApiSpec } from './openapi.js';
+import { errorHandler, sendProblem } from './problem.js';
+import { apiKeyRoutes } from './routes/api-keys.js';
+import { auditRoutes } from './routes/audit.js';
+import { casRoutes } from './routes/cas.js';
+import { certificateRoutes } from './routes/certificates.js';
+
+export interface AppDeps {
+  logger: Logger;
+  bodyLimit: string;
+  /** Tests turn this on: every response is checked against openapi.yaml, and a mismatch is a 500. */
+  validateResponses?: boolean;
+  ready(): Promise<boolean>;
+  apiKeys: ApiKeyService;
+  audit: AuditLog;
+  hierarchy: CaHierarchy;
+  certificates: CertificateRegistry;
+  operatorIssuance: OperatorIssuance;
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
+
+const requestId: RequestHandler = (req, res, next) => {
+  const given = req.headers['x-request-id'];
+  const id = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
+  res.locals.requestId = id;
+  res.setHeader('X-Request-Id', id);
+  next();
+};
+
+function accessLog(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      // Method, path and status only: headers and bodies may carry keys and tokens.
+      logger.info(
+        { requestId: res.locals.requestId, method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - start) / 1e6 },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+export function createApp(d: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use(requestId, accessLog(d.logger));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    if (await d.ready()) res.json({ status: 'ok', database: 'ok' });
+    else sendProblem(res, { status: 503, title: 'Service unavailable', detail: 'the database does not answer' });
+  });
+
+  const spec = loadApiSpec();
+  app.get('/openapi.json', (_req, res) => {
+    res.json(spec);
+  });
+  app.use('/docs', swaggerUi.serve, swaggerUi.setup(spec));
+
+  app.use(express.json({ limit: d.bodyLimit, type: ['application/json', 'application/*+json'] }));
+  app.use('/v1', authenticate(d.apiKeys));
+  app.use(
+    OpenApiValidator.middleware({
+      apiSpec: structuredClone(spec) as never,
+      validateRequests: { allowUnknownQueryParameters: false },
+      validateResponses: d.validateResponses ?? false,
+      validateSecurity: false, // authenticate() above does it, with roles
+      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi)/,
+    }),
+  );
+
+  app.use(casRoutes(d.hierarchy));
+  app.use(certificateRoutes(d.certificates, d.operatorIssuance));
+  app.use(apiKeyRoutes(d.apiKeys));
+  app.use(auditRoutes(d.audit));
+
+  app.use((_req, res) => sendProblem(res, { status: 404, title: 'Not found', detail: 'no such resource' }));
+  app.use(errorHandler(d.logger));
+  return app;
+}

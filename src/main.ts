@@ -1,0 +1,121 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { pino, type Logger } from 'pino';
+import { ApiKeyService } from './access/api-keys.js';
+import { AuditLog } from './audit/audit-log.js';
+import { CertificateRegistry } from './ca/certificates.js';
+import { CaHierarchy } from './ca/hierarchy.js';
+import { Issuance } from './ca/issuance.js';
+import { deriveKey, KekError, loadKek } from './ca/kek.js';
+import { KeyVault } from './ca/key-vault.js';
+import { PkiUrls } from './ca/urls.js';
+import type { Config } from './config/config.js';
+import { OperatorIssuance } from './enroll/operator-issuance.js';
+import { createApp } from './http/app.js';
+import { createPkiHandler } from './http/pki/handler.js';
+import { systemClock, type Clock } from './shared/clock.js';
+import { ApiKeyStore } from './store/api-key-store.js';
+import { AuditStore } from './store/audit-store.js';
+import { CaStore } from './store/ca-store.js';
+import { CertificateStore } from './store/certificate-store.js';
+import { createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
+import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
+
+/** The composition root: the only place that builds the database, keys, services and servers. */
+export interface Service {
+  config: Config;
+  logger: Logger;
+  clock: Clock;
+  db: Db;
+  settings: SettingsStore;
+  audit: AuditLog;
+  apiKeys: ApiKeyService;
+  vault: KeyVault;
+  hierarchy: CaHierarchy;
+  issuance: Issuance;
+  certificates: CertificateRegistry;
+  operatorIssuance: OperatorIssuance;
+  close(): Promise<void>;
+}
+
+export function createLogger(level: Config['logLevel']): Logger {
+  return pino({
+    level,
+    base: { service: 'mqtt-ca' },
+    redact: {
+      paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'key', 'token', 'password', 'secret', '*.key', '*.token', '*.password', '*.secret'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+const KEK_SETTING = 'kek_id';
+
+export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const clock = opts.clock ?? systemClock;
+  const db = opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+  try {
+    await migrateLatest(db);
+    const settings = new SettingsStore();
+    const keys = new KeyMaterialStore();
+
+    // The KEK must be the one this store's keys were wrapped with; a wrong one stops the start.
+    const storeHasKeys = (await keys.count(db)) > 0;
+    const { kek, origin, created } = loadKek(config, !storeHasKeys);
+    if (created) logger.warn({ path: origin }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened');
+    const expected = (await settings.get<string>(db, KEK_SETTING)) ?? (await keys.kekIds(db))[0];
+    if (expected && expected !== kek.id) {
+      throw new KekError(
+        `the key-encryption key from ${origin} (id ${kek.id}) is not the one this store's keys are wrapped with (id ${expected}); set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the right key`,
+      );
+    }
+    if (!expected) await settings.set(db, KEK_SETTING, kek.id);
+
+    const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), clock);
+    const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
+    const vault = new KeyVault(kek, keys, clock);
+    const urls = new PkiUrls(config.publicUrl);
+    const certificateStore = new CertificateStore();
+    const hierarchy = new CaHierarchy(db, new CaStore(), certificateStore, settings, vault, audit, urls, clock);
+    await hierarchy.checkKeys();
+    const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock);
+    const certificates = new CertificateRegistry(db, certificateStore);
+    const operatorIssuance = new OperatorIssuance(issuance, hierarchy);
+    return {
+      config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
+      close: () => db.destroy(),
+    };
+  } catch (e) {
+    await db.destroy();
+    throw e;
+  }
+}
+
+export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {
+  const app = createApp({
+    logger: svc.logger,
+    bodyLimit: svc.config.bodyLimit,
+    validateResponses: opts.validateResponses,
+    ready: () => pingDb(svc.db),
+    apiKeys: svc.apiKeys,
+    audit: svc.audit,
+    hierarchy: svc.hierarchy,
+    certificates: svc.certificates,
+    operatorIssuance: svc.operatorIssuance,
+  });
+  const pki = createPkiHandler({ caCertificateDer: (id) => svc.hierarchy.certificateDer(id) });
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (!pki(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
+  };
+}
+
+export async function listen(svc: Service): Promise<Server> {
+  const server = createServer(createHttpHandler(svc));
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(svc.config.port, svc.config.host, () => resolve());
+  });
+  return server;
+}

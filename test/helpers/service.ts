@@ -1,0 +1,27 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/config.js';
+import { buildService, type Service } from '../../src/main.js';
+import type { Clock } from '../../src/shared/clock.js';
+import type { DbTarget } from './db.js';
+import { disposeDb } from './db.js';
+
+export const TEST_PUBLIC_URL = 'http://ca.test:8080';
+
+/** A service on a fresh database of the given target, with its own KEK and data dir. */
+export async function makeService(target: DbTarget, opts: { clock?: Clock; env?: Record<string, string> } = {}): Promise<Service & { dispose(): Promise<void> }> {
+  const db = await target.create();
+  const dataDir = mkdtempSync(join(tmpdir(), 'mqttca-test-'));
+  const config = loadConfig({
+    MQTT_CA_KEK: randomBytes(32).toString('base64'),
+    DATA_DIR: dataDir,
+    PUBLIC_URL: TEST_PUBLIC_URL,
+    LOG_LEVEL: 'silent',
+    ...opts.env,
+  });
+  const svc = await buildService(config, { db, logger: pino({ level: 'silent' }), ...(opts.clock ? { clock: opts.clock } : {}) });
+  return Object.assign(svc, { dispose: () => disposeDb(db) });
+}
