@@ -1,0 +1,129 @@
+import type { Db, Executor } from './db.js';
+
+/** One audit_log row as stored. `details` is the JSON value as read back from jsonb. */
+export interface AuditRow {
+  seq: number;
+  at: Date;
+  actor: string;
+  action: string;
+  targetType: string;
+  targetId: string;
+  requestId: string | null;
+  details: Record<string, unknown>;
+  prevHash: Buffer;
+  hash: Buffer;
+}
+
+/** A row to append; `details` must already be plain JSON (no undefined, Dates, ...). */
+export type NewAuditRow = AuditRow;
+
+export interface AuditPageQuery {
+  /** Only rows with seq < beforeSeq (keyset paging, newest first). */
+  beforeSeq?: number | undefined;
+  limit: number;
+  action?: string | undefined;
+  targetType?: string | undefined;
+  targetId?: string | undefined;
+  actor?: string | undefined;
+  /** at >= since */
+  since?: Date | undefined;
+  /** at < until */
+  until?: Date | undefined;
+}
+
+const COLUMNS = [
+  'seq', 'at', 'actor', 'action', 'target_type', 'target_id', 'request_id', 'details', 'prev_hash', 'hash',
+];
+
+/**
+ * Serializes appenders to the audit chain. Any constant works as long as nothing else uses it;
+ * this one is 'mqca' 'audt' in ASCII.
+ */
+const AUDIT_APPEND_LOCK = '7886193692400510068'; // 0x6d716361_61756474, passed as text, cast to bigint
+
+function fromRow(r: Record<string, unknown>): AuditRow {
+  const d = r.details;
+  return {
+    seq: Number(r.seq),
+    at: new Date(r.at as string | Date),
+    actor: r.actor as string,
+    action: r.action as string,
+    targetType: r.target_type as string,
+    targetId: r.target_id as string,
+    requestId: (r.request_id as string | null) ?? null,
+    details: (typeof d === 'string' ? JSON.parse(d) : d) as Record<string, unknown>,
+    prevHash: Buffer.from(r.prev_hash as Uint8Array),
+    hash: Buffer.from(r.hash as Uint8Array),
+  };
+}
+
+/** SQL for the append-only audit chain (audit_log). */
+export class AuditStore {
+  /** `db` is used by reads that are not given an executor (the list endpoint). */
+  constructor(private readonly db: Db) {}
+
+  /**
+   * Takes the chain lock for the rest of the transaction `tx` (released at commit or rollback).
+   * Must be called on a transaction: on a bare connection it would be released immediately.
+   */
+  async lockForAppend(tx: Executor): Promise<void> {
+    await tx.raw('select pg_advisory_xact_lock(?::bigint)', [AUDIT_APPEND_LOCK]);
+  }
+
+  /** The newest row's seq and hash, or undefined when the log is empty. */
+  async head(ex: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
+    const r = await ex('audit_log').select('seq', 'hash').orderBy('seq', 'desc').first();
+    return r ? { seq: Number(r.seq), hash: Buffer.from(r.hash as Uint8Array) } : undefined;
+  }
+
+  /** Inserts all rows in ONE statement, whatever their number (one JSON parameter, no bind-parameter limit). */
+  async insertMany(tx: Executor, rows: NewAuditRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const payload = JSON.stringify(
+      rows.map((r) => ({
+        seq: r.seq,
+        at: r.at.toISOString(),
+        actor: r.actor,
+        action: r.action,
+        target_type: r.targetType,
+        target_id: r.targetId,
+        request_id: r.requestId,
+        details: r.details,
+        prev_hash: r.prevHash.toString('hex'),
+        hash: r.hash.toString('hex'),
+      })),
+    );
+    await tx.raw(
+      `insert into audit_log (seq, at, actor, action, target_type, target_id, request_id, details, prev_hash, hash)
+       select r.seq, r.at, r.actor, r.action, r.target_type, r.target_id, r.request_id, r.details,
+              decode(r.prev_hash, 'hex'), decode(r.hash, 'hex')
+         from jsonb_to_recordset(?::jsonb) as r(seq bigint, at timestamptz, actor text, action text,
+              target_type text, target_id text, request_id text, details jsonb, prev_hash text, hash text)`,
+      [payload],
+    );
+  }
+
+  /** Rows with seq > afterSeq in ascending seq order, at most `limit` of them (for verification). */
+  async rangeAfter(ex: Executor, afterSeq: number, limit: number): Promise<AuditRow[]> {
+    const rows = await ex('audit_log')
+      .select(COLUMNS)
+      .where('seq', '>', afterSeq)
+      .orderBy('seq', 'asc')
+      .limit(limit);
+    return rows.map(fromRow);
+  }
+
+  /** A page of rows, newest first, matching all given filters. */
+  async page(q: AuditPageQuery, ex: Executor = this.db): Promise<AuditRow[]> {
+    const b = ex('audit_log').select(COLUMNS);
+    if (q.beforeSeq !== undefined) b.where('seq', '<', q.beforeSeq);
+    if (q.action !== undefined) b.where('action', q.action);
+    if (q.targetType !== undefined) b.where('target_type', q.targetType);
+    if (q.targetId !== undefined) b.where('target_id', q.targetId);
+    if (q.actor !== undefined) b.where('actor', q.actor);
+    if (q.since !== undefined) b.where('at', '>=', q.since);
+    if (q.until !== undefined) b.where('at', '<', q.until);
+    const rows = await b.orderBy('seq', 'desc').limit(q.limit);
+    return rows.map(fromRow);
+  }
+}
