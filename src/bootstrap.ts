@@ -58,7 +58,8 @@ export async function bootstrap(svc: Service): Promise<BootstrapResult> {
 
 async function finishAdmin(svc: Service, result: BootstrapResult): Promise<BootstrapResult> {
   if (svc.config.adminApiKey) {
-    await svc.apiKeys.ensureKey(svc.config.adminApiKey, 'admin', 'ADMIN_API_KEY', SYSTEM);
+    const k = await svc.apiKeys.ensureKey(svc.config.adminApiKey, 'admin', 'ADMIN_API_KEY', SYSTEM);
+    if (k.revoked) svc.logger.warn({ keyId: k.id }, 'ADMIN_API_KEY was revoked and stays revoked: configure a different key');
   } else if (!(await svc.apiKeys.list()).some((k) => k.role === 'admin' && !k.revokedAt)) {
     const key = await svc.apiKeys.create({ name: 'initial admin', role: 'admin' }, SYSTEM);
     mkdirSync(svc.config.dataDir, { recursive: true, mode: 0o700 });

@@ -8,6 +8,7 @@ import { buildService, createLogger, listen, type Service } from './main.js';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
 
+const ABANDONED_AFTER_MS = 5 * 60_000;
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
 async function withService<T>(fn: (svc: Service) => Promise<T>, config: Config = loadConfig()): Promise<T> {
@@ -36,6 +37,14 @@ program
     const config = loadConfig();
     const svc = await buildService(config);
     announce(await bootstrap(svc));
+    // Intents left pending by a process that died mid-issuance: closed once they are surely orphaned.
+    const sweep = () =>
+      svc.issuance.failAbandoned(ABANDONED_AFTER_MS, { actor: 'system:recovery' }).then(
+        (s) => s.length && svc.logger.warn({ serials: s }, 'closed issuance intents abandoned by a stopped process'),
+        (err: unknown) => svc.logger.error({ err }, 'abandoned-intent sweep failed'),
+      );
+    await sweep();
+    setInterval(() => void sweep(), 60_000).unref();
     const server = await listen(svc);
     svc.logger.info(
       { url: `http://${config.host}:${config.port}`, publicUrl: config.publicUrl, database: config.databaseUrl ? 'postgresql' : `pglite:${pgliteDirUnder(config.dataDir)}` },

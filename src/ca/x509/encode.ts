@@ -533,9 +533,31 @@ export function compileTbsTemplate(fixed: TbsTemplateFixed): TbsTemplate {
   };
 }
 
+/**
+ * Cheap shape checks that catch the usual mix-ups: an ECDSA signature in IEEE P1363
+ * (r||s) form instead of DER, or a signature made with the wrong key type.
+ */
+function checkSignature(alg: SignatureAlgorithm, signature: Uint8Array): void {
+  if (alg === 'ecdsa-with-SHA256' || alg === 'ecdsa-with-SHA384') {
+    let ok = false;
+    try {
+      const h = readTlv(signature, 0);
+      ok = h.tag === TAG.SEQUENCE && h.end === signature.length;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new TypeError('ECDSA signature must be a DER ECDSA-Sig-Value (node:crypto.sign default dsaEncoding "der")');
+  } else if (alg === 'Ed25519' && signature.length !== 64) {
+    throw new TypeError(`Ed25519 signature must be 64 bytes, got ${signature.length}`);
+  } else if (signature.length === 0) {
+    throw new TypeError('empty signature');
+  }
+}
+
 /** Writes SEQUENCE { body, AlgorithmIdentifier, BIT STRING signature } in one allocation. */
 function signed(body: Bytes, alg: SignatureAlgorithm, signature: Uint8Array): Bytes {
   const algId = algorithmIdentifier(alg);
+  checkSignature(alg, signature);
   const sigLen = tlvSize(signature.length + 1);
   const len = body.length + algId.length + sigLen;
   const out = new Uint8Array(tlvSize(len));
