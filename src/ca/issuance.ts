@@ -112,9 +112,19 @@ export class Issuance {
         throw e;
       }
     });
-    const out: IssuedCertificate[] = [];
-    for (let i = 0; i < plans.length; i += this.maxBatch) out.push(...(await this.run(plans.slice(i, i + this.maxBatch))));
-    return out;
+    const chunks: Plan[][] = [];
+    for (let i = 0; i < plans.length; i += this.maxBatch) chunks.push(plans.slice(i, i + this.maxBatch));
+    // Two chunks in flight: one is signed while the other waits on the database.
+    const results: IssuedCertificate[][] = [];
+    let next = 0;
+    const lane = async () => {
+      while (next < chunks.length) {
+        const i = next++;
+        results[i] = await this.run(chunks[i]!);
+      }
+    };
+    await Promise.all([lane(), lane()]);
+    return results.flat();
   }
 
   /**

@@ -2,6 +2,7 @@ import { createPublicKey, generateKeyPair, sign, type KeyObject } from 'node:cry
 import { promisify } from 'node:util';
 import type { SignatureAlgorithm } from './x509/encode.js';
 import { badKey } from '../shared/errors.js';
+import { describeSpki, type SpkiDescription } from './x509/spki.js';
 
 export const KEY_ALGORITHMS = ['EC-P256', 'EC-P384', 'Ed25519', 'RSA-2048', 'RSA-3072', 'RSA-4096'] as const;
 export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
@@ -54,13 +55,28 @@ export async function generateKey(alg: KeyAlgorithm): Promise<{ privateKey: KeyO
 
 /** What a subject public key is, from its SPKI; anything we do not issue to is a BadKey error. */
 export function keyAlgorithmOf(spki: Uint8Array): KeyAlgorithm {
-  let key: KeyObject;
+  let d: SpkiDescription;
   try {
-    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+    d = describeSpki(spki);
   } catch {
     throw badKey('the public key cannot be parsed');
   }
-  return keyAlgorithmOfKey(key);
+  switch (d.kind) {
+    case 'ec':
+      if (d.curve === 'other') throw badKey('EC curve not supported (P-256, P-384)');
+      if (!d.uncompressed) throw badKey(`the ${d.curve} public key must be an uncompressed point of the right length`);
+      return d.curve === 'P-256' ? 'EC-P256' : 'EC-P384';
+    case 'ed25519':
+      return 'Ed25519';
+    case 'rsa': {
+      if (d.exponent !== 65537n) throw badKey('RSA keys must use the public exponent 65537');
+      const alg = `RSA-${d.bits}`;
+      if (isKeyAlgorithm(alg)) return alg;
+      throw badKey(`RSA keys must be 2048, 3072 or 4096 bits (got ${d.bits})`);
+    }
+    default:
+      throw badKey('this key type is not supported (EC P-256/P-384, Ed25519, RSA 2048/3072/4096)');
+  }
 }
 
 export function keyAlgorithmOfKey(key: KeyObject): KeyAlgorithm {

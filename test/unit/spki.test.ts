@@ -1,0 +1,84 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ECDH, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { keyAlgorithmOf } from '../../src/ca/keys.js';
+import { describeSpki } from '../../src/ca/x509/spki.js';
+import { DomainError } from '../../src/shared/errors.js';
+
+/** A P-256 SPKI carrying a compressed point (RFC 5480 allows it; we ask for uncompressed). */
+function compressedP256(): Buffer {
+  const raw = spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey).subarray(-65);
+  const compressed = ECDH.convertKey(raw, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
+  return Buffer.concat([Buffer.from('3039301306072a8648ce3d020106082a8648ce3d030107032200', 'hex'), compressed]);
+}
+
+const spkiOf = (k: { export(o: { format: 'der'; type: 'spki' }): Buffer }) => k.export({ format: 'der', type: 'spki' });
+
+describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
+  it('agrees with node:crypto on algorithm, curve, size and exponent', () => {
+    const cases: [Buffer, string][] = [
+      [spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey), 'EC-P256'],
+      [spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey), 'EC-P384'],
+      [spkiOf(generateKeyPairSync('ed25519').publicKey), 'Ed25519'],
+      [spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey), 'RSA-2048'],
+      [spkiOf(generateKeyPairSync('rsa', { modulusLength: 3072 }).publicKey), 'RSA-3072'],
+    ];
+    for (const [spki, alg] of cases) {
+      assert.equal(keyAlgorithmOf(spki), alg);
+      const k = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+      const d = describeSpki(spki);
+      if (d.kind === 'rsa') {
+        assert.equal(d.bits, k.asymmetricKeyDetails!.modulusLength);
+        assert.equal(d.exponent, k.asymmetricKeyDetails!.publicExponent);
+      }
+    }
+  });
+
+  it('refuses what we do not issue to, as BadKey with a reason', () => {
+    const refused: [Buffer, RegExp][] = [
+      [spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-521' }).publicKey), /curve/],
+      [spkiOf(generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey), /curve/],
+      [spkiOf(generateKeyPairSync('x25519').publicKey), /not supported/],
+      [spkiOf(generateKeyPairSync('ed448').publicKey), /not supported/],
+      [spkiOf(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey), /2048, 3072 or 4096 bits \(got 1024\)/],
+      [spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 }).publicKey), /65537/],
+      [compressedP256(), /uncompressed/],
+    ];
+    for (const [spki, re] of refused) {
+      assert.throws(() => keyAlgorithmOf(spki), (e: unknown) => e instanceof DomainError && e.kind === 'BadKey' && re.test(e.message));
+    }
+  });
+
+  it('never throws anything but BadKey on truncated, extended or random input', () => {
+    const valid = [
+      spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey),
+      spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey),
+      spkiOf(generateKeyPairSync('ed25519').publicKey),
+    ];
+    const malformed: Buffer[] = [Buffer.alloc(0), Buffer.from([0x30]), Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff])];
+    for (const v of valid) {
+      for (let cut = 0; cut < v.length; cut += 3) malformed.push(v.subarray(0, cut));
+      malformed.push(Buffer.concat([v, Buffer.from([0])]));
+    }
+    for (const m of malformed) {
+      assert.throws(() => keyAlgorithmOf(m), (e: unknown) => e instanceof DomainError && e.kind === 'BadKey');
+    }
+    // Random damage: whatever is refused is refused as BadKey; nothing else escapes.
+    const inputs: Buffer[] = [];
+    for (const v of valid) {
+      for (let i = 0; i < 300; i++) {
+        const m = Buffer.from(v);
+        m[Math.floor(Math.random() * m.length)] = randomBytes(1)[0]!;
+        inputs.push(m);
+      }
+    }
+    for (let i = 0; i < 300; i++) inputs.push(randomBytes(1 + (i % 120)));
+    for (const input of inputs) {
+      try {
+        keyAlgorithmOf(input);
+      } catch (e) {
+        assert.ok(e instanceof DomainError && e.kind === 'BadKey', `unexpected ${String(e)}`);
+      }
+    }
+  });
+});
