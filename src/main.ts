@@ -86,7 +86,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       close: () => db.destroy(),
     };
   } catch (e) {
-    await db.destroy();
+    if (!opts.db) await db.destroy(); // a database handed in belongs to the caller
     throw e;
   }
 }

@@ -1,0 +1,63 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { loadConfig, ConfigError } from '../../src/config/config.js';
+import { parseKek, deriveKey, KekError } from '../../src/ca/kek.js';
+import { seal, unseal, UnsealError } from '../../src/ca/envelope.js';
+
+describe('configuration', () => {
+  it('has embedded defaults and derives PUBLIC_URL from HOST and PORT', () => {
+    const c = loadConfig({});
+    assert.equal(c.port, 8080);
+    assert.equal(c.host, '127.0.0.1');
+    assert.equal(c.publicUrl, 'http://127.0.0.1:8080');
+    assert.equal(c.databaseUrl, undefined);
+    assert.match(c.dataDir, /\/data$/);
+    assert.equal(loadConfig({ PUBLIC_URL: 'https://ca.grid.example/' }).publicUrl, 'https://ca.grid.example');
+    assert.equal(loadConfig({ DATABASE_URL: '' }).databaseUrl, undefined);
+  });
+
+  it('names the variable that is wrong', () => {
+    const bad: Record<string, string>[] = [
+      { PORT: '70000' }, { PORT: 'http' }, { PUBLIC_URL: 'ftp://x' }, { DATABASE_URL: 'sqlite://x' },
+      { REDIS_URL: 'localhost:6379' }, { ADMIN_API_KEY: 'too-short' }, { BODY_LIMIT: 'lots' },
+    ];
+    for (const env of bad) {
+      const name = Object.keys(env)[0]!;
+      assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && e.message.includes(`${name}:`), name);
+    }
+    assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
+  });
+});
+
+describe('key custody', () => {
+  const kek = parseKek(randomBytes(32).toString('base64'), 'test');
+
+  it('reads a KEK as hex or base64, and refuses anything but 32 bytes', () => {
+    const raw = randomBytes(32);
+    assert.equal(parseKek(raw.toString('hex'), 'x').id, parseKek(raw.toString('base64'), 'x').id);
+    assert.throws(() => parseKek(randomBytes(16).toString('base64'), 'MQTT_CA_KEK'), (e: unknown) => e instanceof KekError && /MQTT_CA_KEK: .*32 bytes/.test(e.message));
+  });
+
+  it('seals with a fresh data key each time, opens with the right KEK only, and detects tampering and swapping', () => {
+    const secret = randomBytes(121);
+    const a = seal(kek, secret, 'key_1');
+    const b = seal(kek, secret, 'key_1');
+    assert.ok(!a.ciphertext.equals(b.ciphertext) && !a.wrappedDek.equals(b.wrappedDek));
+    assert.ok(!a.ciphertext.includes(secret.subarray(0, 16)), 'the ciphertext does not contain the plaintext');
+    assert.deepEqual(unseal(kek, a, 'key_1'), secret);
+    const other = parseKek(randomBytes(32).toString('base64'), 'other');
+    assert.throws(() => unseal(other, a, 'key_1'), UnsealError);
+    assert.throws(() => unseal(other, { ...a, kekId: other.id }, 'key_1'), /wrong KEK or altered/);
+    assert.throws(() => unseal(kek, a, 'key_2'), /wrong KEK or altered/); // bound to its row
+    const flipped = Buffer.from(a.ciphertext);
+    flipped[flipped.length - 1] = flipped[flipped.length - 1]! ^ 1;
+    assert.throws(() => unseal(kek, { ...a, ciphertext: flipped }, 'key_1'), /altered/);
+  });
+
+  it('derives independent purpose keys from the KEK', () => {
+    assert.notDeepEqual(deriveKey(kek, 'audit chain'), deriveKey(kek, 'something else'));
+    assert.equal(deriveKey(kek, 'audit chain').length, 32);
+    assert.ok(!deriveKey(kek, 'audit chain').equals(kek.key));
+  });
+});
