@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../src/config/config.js';
 import { buildService } from '../src/main.js';
 import { createDb, migrateLatest, type Db } from '../src/store/db.js';
-import { measureRate, result, type BenchResult } from './lib.js';
+import { concurrently, measureRate, result, type BenchResult } from './lib.js';
 
 export const description =
   'Issuance throughput: P-256 device certificates signed **and recorded** (intent row before signing, DER + audit entry after, ' +
@@ -56,8 +56,10 @@ export async function run(): Promise<BenchResult[]> {
     const signer = (await svc.hierarchy.issuer(issuing.id)).signer;
     const tbsLike = randomBytes(420); // about the size of a device certificate's TBS
 
-    const rawRate = await measureRate(() => signer.sign(tbsLike));
-    const raw = { name: 'raw ECDSA P-256 signing, same issuing key (Signer.sign)', value: rawRate };
+    // The baseline is the best raw rate of the same key: one at a time or 64 in flight, whichever is faster.
+    const sequential = await measureRate(() => signer.sign(tbsLike));
+    const parallel = await measureRate(concurrently(64, () => signer.sign(tbsLike)));
+    const raw = { name: 'raw ECDSA P-256 signing, same issuing key (Signer.sign, best of sequential and 64 in flight)', value: Math.max(sequential, parallel) };
 
     const keys = Array.from({ length: 64 }, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }));
     let n = 0;
@@ -87,7 +89,8 @@ export async function run(): Promise<BenchResult[]> {
     const note = `${label}; ${Number(stored[0]!.n).toLocaleString('en-US')} certificates recorded in the run`;
     await svc.close();
     return [
-      result(raw.name, 'signatures/s', raw.value, raw),
+      result('raw signing, Signer.sign one at a time', 'signatures/s', sequential, raw),
+      result('raw signing, Signer.sign 64 in flight', 'signatures/s', parallel, raw),
       result(`issuance, batch API (lots of 1,000), ${label}`, 'certificates/s', batchRate, raw, note),
       result(`issuance, 256 concurrent single requests, ${label}`, 'certificates/s', concurrentRate, raw, note),
     ];

@@ -261,12 +261,12 @@ export class Issuance {
     // 2. Sign. 3. Record the DER and the audit entries together.
     const serials = intents.map((i) => i.serial);
     try {
-      const ders: Buffer[] = [];
-      for (let i = 0; i < tbsList.length; i++) {
-        const issuer = issuerOf[i]!;
-        const signature = await issuer.signer.sign(tbsList[i]!);
-        ders.push(Buffer.from(encodeCertificate(tbsList[i]!, issuer.signer.signatureAlgorithm, signature)));
-      }
+      const ders = await Promise.all(
+        tbsList.map(async (tbs, i) => {
+          const { signer } = issuerOf[i]!;
+          return Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
+        }),
+      );
       const issuedAt = this.clock.now();
       await this.db.transaction(async (tx) => {
         const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);

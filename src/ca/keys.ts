@@ -113,7 +113,8 @@ export interface Signer {
 
 /**
  * node:crypto.sign with a KeyObject: measured faster than either WebCrypto provider
- * (bench/signing.ts, docs/benchmarks.md), so it is the hot path.
+ * (bench/signing.ts, docs/benchmarks.md: @peculiar/webcrypto re-parses the key on every call),
+ * so it is the hot path.
  */
 export class SoftwareSigner implements Signer {
   readonly signatureAlgorithm: SignatureAlgorithm;
@@ -129,8 +130,12 @@ export class SoftwareSigner implements Signer {
     this.publicKey = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
   }
 
-  async sign(data: Uint8Array): Promise<Buffer> {
-    return sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' });
+  sign(data: Uint8Array): Promise<Buffer> {
+    // The callback form signs on the libuv thread pool: with several signatures in flight it
+    // beats the synchronous call (bench/signing.ts) and leaves the event loop free meanwhile.
+    return new Promise((resolve, reject) =>
+      sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' }, (err, sig) => (err ? reject(err) : resolve(sig))),
+    );
   }
 
   // Keep the key out of logs and inspection.
