@@ -76,6 +76,15 @@ export function caNameAttributes(s: CaSubject): NameAttribute[] {
   return attrs;
 }
 
+/** What every CA certificate here carries: CA flag and path length, keyCertSign + cRLSign, its key id. */
+function caExtensions(pathLen: number | null, keyId: Uint8Array): Uint8Array[] {
+  return [
+    ext.basicConstraints(pathLen === null ? { ca: true } : { ca: true, pathLen }),
+    ext.keyUsage(['keyCertSign', 'cRLSign']),
+    ext.subjectKeyIdentifier(keyId),
+  ];
+}
+
 export const newSerial = (): Buffer => {
   const b = randomBytes(16);
   b[0] = b[0]! & 0x7f; // positive, 16 bytes of which 127 bits random
@@ -117,11 +126,7 @@ export class CaHierarchy {
         notAfter,
         subject: subjectDer,
         subjectPublicKeyInfo: signer.publicKey,
-        extensions: [
-          ext.basicConstraints(pathLen === null ? { ca: true } : { ca: true, pathLen }),
-          ext.keyUsage(['keyCertSign', 'cRLSign']),
-          ext.subjectKeyIdentifier(keyId),
-        ],
+        extensions: caExtensions(pathLen, keyId),
       });
       const der = Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
       const row: CaRow = {
@@ -177,9 +182,7 @@ export class CaHierarchy {
         subject: subjectDer,
         subjectPublicKeyInfo: signer.publicKey,
         extensions: [
-          ext.basicConstraints(pathLen === null ? { ca: true } : { ca: true, pathLen }),
-          ext.keyUsage(['keyCertSign', 'cRLSign']),
-          ext.subjectKeyIdentifier(keyId),
+          ...caExtensions(pathLen, keyId),
           ext.authorityKeyIdentifier(parent.keyId),
           ext.authorityInfoAccess({ ocsp: [this.urls.ocsp()], caIssuers: [this.urls.caCertificate(parent.id)] }),
           ext.crlDistributionPoints([this.urls.crl(parent.id)]),

@@ -1,6 +1,6 @@
 import { createPublicKey, generateKeyPair, sign, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { SignatureAlgorithm } from './x509/encode.js';
+import { nodeSignHash, type SignatureAlgorithm } from './x509/encode.js';
 import { badKey } from '../shared/errors.js';
 import { describeSpki, type SpkiDescription } from './x509/spki.js';
 
@@ -20,19 +20,6 @@ export function signatureAlgorithmFor(alg: KeyAlgorithm): SignatureAlgorithm {
       return 'Ed25519';
     default:
       return 'sha256WithRSAEncryption';
-  }
-}
-
-/** The digest node:crypto.sign takes for a signature algorithm (null: Ed25519 hashes internally). */
-export function digestFor(alg: SignatureAlgorithm): string | null {
-  switch (alg) {
-    case 'ecdsa-with-SHA256':
-    case 'sha256WithRSAEncryption':
-      return 'sha256';
-    case 'ecdsa-with-SHA384':
-      return 'sha384';
-    case 'Ed25519':
-      return null;
   }
 }
 
@@ -126,7 +113,7 @@ export class SoftwareSigner implements Signer {
     private readonly privateKey: KeyObject,
   ) {
     this.signatureAlgorithm = signatureAlgorithmFor(keyAlgorithm);
-    this.digest = digestFor(this.signatureAlgorithm);
+    this.digest = nodeSignHash(this.signatureAlgorithm);
     this.publicKey = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
   }
 
