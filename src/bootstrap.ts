@@ -50,7 +50,10 @@ export async function bootstrap(svc: Service): Promise<BootstrapResult> {
       { profile: 'ocsp-responder', caId: issuingId, subjectPublicKeyInfo: responder.signer.publicKey, commonName: 'mqtt-ca OCSP Responder 1' },
       SYSTEM,
     );
-    await svc.settings.set(svc.db, responderKey, { serial: cert.serial, signerRef: responder.signerRef });
+    await svc.db.transaction(async (tx) => {
+      await svc.settings.set(tx, responderKey, { serial: cert.serial, signerRef: responder.signerRef });
+      await svc.audit.append(tx, [{ ...SYSTEM, action: 'ocsp-responder.configured', targetType: 'ca', targetId: issuingId, details: { serial: cert.serial } }]);
+    });
     result.ocspResponderSerial = cert.serial;
   }
   return finishAdmin(svc, result);

@@ -69,9 +69,14 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         `the key-encryption key from ${origin} (id ${kek.id}) is not the one this store's keys are wrapped with (id ${expected}); set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the right key`,
       );
     }
-    if (!expected) await settings.set(db, KEK_SETTING, kek.id);
-
     const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), clock);
+    if (!expected) {
+      await db.transaction(async (tx) => {
+        await settings.set(tx, KEK_SETTING, kek.id);
+        await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
+      });
+    }
+
     const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
     const vault = new KeyVault(kek, keys, clock);
     const urls = new PkiUrls(config.publicUrl);
