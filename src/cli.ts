@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { KekError } from './ca/kek.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
-import { buildService, createLogger, listen, type Service } from './main.js';
+import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
 
@@ -46,6 +46,8 @@ program
     await sweep();
     setInterval(() => void sweep(), 60_000).unref();
     const server = await listen(svc);
+    const tls = config.tlsPort === undefined ? undefined : await listenTls(svc, config.tlsPort);
+    if (tls) console.log(`mqtt-ca TLS (EST, renewal) on https://${config.host}:${(tls.address() as { port: number }).port}`);
     svc.logger.info(
       { url: `http://${config.host}:${config.port}`, publicUrl: config.publicUrl, database: config.databaseUrl ? 'postgresql' : `pglite:${pgliteDirUnder(config.dataDir)}` },
       'mqtt-ca listening',
@@ -55,6 +57,8 @@ program
       svc.logger.info({ signal }, 'shutting down');
       server.close();
       server.closeAllConnections();
+      tls?.close();
+      tls?.closeAllConnections();
       await svc.close();
       process.exit(0);
     };

@@ -16,6 +16,8 @@ export interface CertificateView {
   notAfter: string;
   createdAt: string;
   issuedAt: string | null;
+  /** The certificate this one renewed (lineage). */
+  renewedFrom: Serial | null;
 }
 
 function view(r: CertificateRow): CertificateView {
@@ -31,6 +33,7 @@ function view(r: CertificateRow): CertificateView {
     notAfter: r.notAfter.toISOString(),
     createdAt: r.createdAt.toISOString(),
     issuedAt: r.issuedAt?.toISOString() ?? null,
+    renewedFrom: r.renewedFrom ? serialFromBytes(r.renewedFrom) : null,
   };
 }
 

@@ -94,6 +94,7 @@ export const newSerial = (): Buffer => {
 
 export class CaHierarchy {
   private readonly issuers = new Map<string, IssuerContext>();
+  private readonly chains = new Map<string, Buffer[]>();
 
   constructor(
     private readonly db: Db,
@@ -331,6 +332,8 @@ export class CaHierarchy {
 
   /** The CA's certificate and its issuers, up to the root: [this, parent, ..., root]. */
   async chain(caId: string, db: Executor = this.db): Promise<Buffer[]> {
+    const cached = this.chains.get(caId);
+    if (cached) return cached;
     const out: Buffer[] = [];
     let id: string | null = caId;
     while (id) {
@@ -340,6 +343,8 @@ export class CaHierarchy {
       if (ca.externalChainPem) out.push(...fromPemAll(ca.externalChainPem));
       id = ca.parentId;
     }
+    // A chain of active CAs never changes: each certificate is fixed once the CA is active.
+    if (out.length > 0) this.chains.set(caId, out);
     return out;
   }
 

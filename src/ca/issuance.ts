@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
+import type { Knex } from 'knex';
 import type { Db } from '../store/db.js';
 import type { CertificateStore, IntentRow } from '../store/certificate-store.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
@@ -26,6 +27,8 @@ export interface IssueRequest {
   dnsNames?: string[] | undefined;
   ipAddresses?: string[] | undefined;
   validityDays?: number | undefined;
+  /** The certificate this one renews (serial bytes), recorded as its lineage. */
+  renews?: Buffer | undefined;
 }
 
 export interface IssuedCertificate {
@@ -35,6 +38,14 @@ export interface IssuedCertificate {
   profile: ProfileName;
   notBefore: Date;
   notAfter: Date;
+}
+
+/**
+ * Told, inside the transaction that records a batch's certificates, what was issued: so that
+ * registration state (a device's current certificate and status) commits with the certificate.
+ */
+export interface IssuanceListener {
+  onIssued(tx: Knex.Transaction, issued: { serial: Buffer; deviceId: string; notAfter: Date; ctx: ActorContext }[]): Promise<void>;
 }
 
 /** Where issuance gets the signing CA: the hierarchy in production, a wrapper in fault-injection tests. */
@@ -82,8 +93,12 @@ export class Issuance {
     private readonly audit: AuditLog,
     private readonly urls: PkiUrls,
     private readonly clock: Clock,
-    private readonly maxBatch = 500,
+    private readonly options: { maxBatch?: number; listener?: IssuanceListener } = {},
   ) {}
+
+  private get maxBatch(): number {
+    return this.options.maxBatch ?? 500;
+  }
 
   /** One certificate. Validation errors reject this call alone; the database work is shared with concurrent calls. */
   issue(req: IssueRequest, ctx: ActorContext): Promise<IssuedCertificate> {
@@ -100,6 +115,11 @@ export class Issuance {
         setImmediate(() => this.flush());
       }
     });
+  }
+
+  /** Checks a request against its profile (key policy, names, validity) without issuing anything. */
+  validate(req: IssueRequest): void {
+    this.plan(req, { actor: 'validation' });
   }
 
   /** Many certificates at once (a factory lot): all validated first, then issued together. */
@@ -254,6 +274,7 @@ export class Issuance {
         notBefore,
         notAfter,
         createdAt: now,
+        renewedFrom: p.req.renews ?? null,
       });
     }
     await this.certificates.insertIntents(this.db, intents);
@@ -271,12 +292,21 @@ export class Issuance {
       await this.db.transaction(async (tx) => {
         const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
         if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
+        const forDevices = intents.flatMap((it, i) => (it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx }] : []));
+        if (forDevices.length && this.options.listener) await this.options.listener.onIssued(tx, forDevices);
         await this.audit.append(tx, plans.map((p, i): AuditEntryInput => ({
           ...p.ctx,
           action: 'certificate.issued',
           targetType: 'certificate',
           targetId: serialFromBytes(serials[i]!),
-          details: { caId: intents[i]!.caId, profile: p.profile.name, subject: p.commonName, deviceId: p.req.deviceId ?? null, notAfter: intents[i]!.notAfter.toISOString() },
+          details: {
+            caId: intents[i]!.caId,
+            profile: p.profile.name,
+            subject: p.commonName,
+            deviceId: p.req.deviceId ?? null,
+            notAfter: intents[i]!.notAfter.toISOString(),
+            ...(p.req.renews ? { renews: serialFromBytes(p.req.renews) } : {}),
+          },
         })));
       });
       return intents.map((it, i) => ({

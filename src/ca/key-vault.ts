@@ -34,6 +34,23 @@ export class KeyVault {
     return { signerRef, signer };
   }
 
+  /**
+   * The private key as PEM, for the one place that cannot sign through a Signer: Node's TLS
+   * stack, for the service's own listener certificate. Kept in memory only; software keys only.
+   */
+  async tlsPrivateKeyPem(db: Executor, signerRef: string): Promise<string> {
+    const [kind, id] = signerRef.split(':');
+    if (kind !== 'software' || !id) throw new Error(`the TLS key must be a software key, not ${signerRef}`);
+    const row = await this.store.get(db, id);
+    if (!row) throw new Error(`key ${id} not found`);
+    const pkcs8 = unseal(this.kek, row, id);
+    try {
+      return createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string;
+    } finally {
+      pkcs8.fill(0);
+    }
+  }
+
   async signer(db: Executor, signerRef: string): Promise<Signer> {
     const cached = this.cache.get(signerRef);
     if (cached) return cached;

@@ -25,6 +25,8 @@ export interface Profile {
   /** Extra key usage for RSA subject keys (TLS 1.2 RSA key transport). */
   rsaKeyUsage: readonly KeyUsageFlag[];
   ocspNoCheck: boolean;
+  /** How long after expiry a holder may still renew with the expired certificate (devices that were offline). */
+  renewalGraceDays: number;
 }
 
 const ALL_LEAF_KEYS: readonly KeyAlgorithm[] = ['EC-P256', 'EC-P384', 'Ed25519', 'RSA-2048', 'RSA-3072', 'RSA-4096'];
@@ -41,6 +43,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: ['keyEncipherment'],
     ocspNoCheck: false,
+    renewalGraceDays: 30,
   },
   broker: {
     name: 'broker',
@@ -53,6 +56,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: ['keyEncipherment'],
     ocspNoCheck: false,
+    renewalGraceDays: 7,
   },
   'ocsp-responder': {
     name: 'ocsp-responder',
@@ -65,6 +69,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: [],
     ocspNoCheck: true,
+    renewalGraceDays: 0,
   },
 };
 

@@ -15,6 +15,7 @@ const port = z.coerce.number().int().min(0).max(65535);
 
 const schema = z.object({
   PORT: port.default(8080),
+  TLS_PORT: optionalString.pipe(z.string().regex(/^\d{1,5}$/, 'must be a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
   HOST: z.string().min(1).default('127.0.0.1'),
   PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   DATA_DIR: z.string().min(1).default('./data'),
@@ -29,6 +30,8 @@ const schema = z.object({
 
 export interface Config {
   port: number;
+  /** The TLS listener for EST and certificate-authenticated renewal; off when unset. */
+  tlsPort: number | undefined;
   host: string;
   publicUrl: string;
   dataDir: string;
@@ -55,6 +58,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
+    tlsPort: e.TLS_PORT,
     host: e.HOST,
     publicUrl,
     dataDir: resolve(e.DATA_DIR),

@@ -1,8 +1,8 @@
 import type { ActorContext, CaHierarchy } from '../ca/hierarchy.js';
 import type { Issuance, IssueRequest } from '../ca/issuance.js';
 import type { ProfileName } from '../ca/profiles.js';
-import { parseCsr } from '../ca/x509/inspect.js';
-import { fromPemAll, toPem } from '../ca/x509/pem.js';
+import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
+import { toPem } from '../ca/x509/pem.js';
 import { DomainError } from '../shared/errors.js';
 
 export interface CsrIssueInput {
@@ -36,10 +36,14 @@ export class OperatorIssuance {
   ) {}
 
   async issueFromCsr(input: CsrIssueInput, ctx: ActorContext): Promise<IssuedWithChain> {
-    const der = fromPemAll(input.csr, 'CERTIFICATE REQUEST')[0] ?? fromPemAll(input.csr, 'NEW CERTIFICATE REQUEST')[0];
-    if (!der) throw new DomainError('BadCsr', 'csr must be a PEM "CERTIFICATE REQUEST"');
-    const csr = await parseCsr(der);
-    if (!csr.signatureValid) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
+    let csr: ParsedCsr;
+    try {
+      csr = parseCsrDer(csrFromBody(input.csr));
+    } catch (e) {
+      if (e instanceof CsrError) throw new DomainError('BadCsr', e.message);
+      throw e;
+    }
+    if (!verifyCsr(csr)) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
     const req: IssueRequest = {
       profile: input.profile,
       caId: input.caId,

@@ -10,6 +10,7 @@ export type ErrorKind =
   | 'Unauthenticated'
   | 'Forbidden'
   | 'PayloadTooLarge'
+  | 'RateLimited'
   | 'Unavailable'
   | 'Internal';
 

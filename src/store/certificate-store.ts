@@ -14,6 +14,8 @@ export interface IntentRow {
   notBefore: Date;
   notAfter: Date;
   createdAt: Date;
+  /** The certificate this one renews, for the lineage. */
+  renewedFrom?: Buffer | null;
 }
 
 export interface CertificateRow {
@@ -29,6 +31,7 @@ export interface CertificateRow {
   createdAt: Date;
   issuedAt: Date | null;
   failure: string | null;
+  renewedFrom: Buffer | null;
 }
 
 export interface CertificateFilter {
@@ -41,7 +44,7 @@ export interface CertificateFilter {
 
 const COLUMNS = [
   'serial', 'ca_id', 'profile', 'status', 'subject_cn', 'device_id', 'der', 'not_before', 'not_after',
-  'created_at', 'issued_at', 'failure',
+  'created_at', 'issued_at', 'failure', 'renewed_from',
 ];
 
 function fromRow(r: Record<string, unknown>): CertificateRow {
@@ -58,6 +61,7 @@ function fromRow(r: Record<string, unknown>): CertificateRow {
     createdAt: new Date(r.created_at as string),
     issuedAt: r.issued_at == null ? null : new Date(r.issued_at as string),
     failure: (r.failure as string | null) ?? null,
+    renewedFrom: r.renewed_from == null ? null : Buffer.from(r.renewed_from as Uint8Array),
   };
 }
 
@@ -84,6 +88,7 @@ export class CertificateStore {
         not_before: r.notBefore,
         not_after: r.notAfter,
         created_at: r.createdAt,
+        renewed_from: r.renewedFrom ?? null,
       })),
     );
   }

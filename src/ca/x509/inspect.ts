@@ -20,6 +20,8 @@ export interface ParsedCertificate {
   pathLen: number | null;
   canSignCertificates: boolean;
   selfIssued: boolean;
+  /** DNS, IP and URI subject alternative names. */
+  sans: { type: 'dns' | 'ip' | 'uri'; value: string }[];
   /** Verifies this certificate's signature with the issuer's SPKI. */
   verifiedBy(issuerSpki: Uint8Array): Promise<boolean>;
 }
@@ -33,6 +35,12 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
   }
   const bc = cert.getExtension(x509.BasicConstraintsExtension);
   const ku = cert.getExtension(x509.KeyUsagesExtension);
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  const sans: ParsedCertificate['sans'] = [];
+  for (const n of san?.names.items ?? []) {
+    if (n.type === 'dns' || n.type === 'ip') sans.push({ type: n.type, value: n.value });
+    else if (n.type === 'url') sans.push({ type: 'uri', value: n.value });
+  }
   const subjectDer = Buffer.from(cert.subjectName.toArrayBuffer());
   const issuerDer = Buffer.from(cert.issuerName.toArrayBuffer());
   return {
@@ -48,6 +56,7 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
     pathLen: bc?.pathLength ?? null,
     canSignCertificates: ku ? (ku.usages & x509.KeyUsageFlags.keyCertSign) !== 0 : true,
     selfIssued: subjectDer.equals(issuerDer),
+    sans,
     async verifiedBy(issuerSpki: Uint8Array) {
       try {
         const publicKey = new x509.PublicKey(Buffer.from(issuerSpki));
@@ -56,47 +65,5 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
         return false;
       }
     },
-  };
-}
-
-export interface ParsedCsr {
-  subject: string;
-  subjectDer: Buffer;
-  spki: Buffer;
-  commonName: string | undefined;
-  /** SAN entries the CSR asks for (issuance decides which, if any, it may have). */
-  requestedSans: { type: 'dns' | 'ip' | 'uri' | 'email'; value: string }[];
-  signatureValid: boolean;
-}
-
-export async function parseCsr(der: Uint8Array): Promise<ParsedCsr> {
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(Buffer.from(der));
-  } catch {
-    throw new DomainError('BadCsr', 'the CSR cannot be parsed as PKCS#10');
-  }
-  let signatureValid = false;
-  try {
-    signatureValid = await csr.verify();
-  } catch {
-    signatureValid = false;
-  }
-  const sanExt = csr.getExtension('2.5.29.17');
-  const san = sanExt ? new x509.SubjectAlternativeNameExtension(sanExt.rawData) : undefined;
-  const requestedSans: ParsedCsr['requestedSans'] = [];
-  for (const n of san?.names.items ?? []) {
-    if (n.type === 'dns' || n.type === 'ip' || n.type === 'url' || n.type === 'email') {
-      requestedSans.push({ type: n.type === 'url' ? 'uri' : n.type, value: n.value });
-    }
-  }
-  const cn = csr.subjectName.getField('CN')[0];
-  return {
-    subject: csr.subject,
-    subjectDer: Buffer.from(csr.subjectName.toArrayBuffer()),
-    spki: Buffer.from(csr.publicKey.rawData),
-    commonName: cn,
-    requestedSans,
-    signatureValid,
   };
 }

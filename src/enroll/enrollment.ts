@@ -1,0 +1,125 @@
+import type { CaHierarchy } from '../ca/hierarchy.js';
+import type { Issuance } from '../ca/issuance.js';
+import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
+import { toPem } from '../ca/x509/pem.js';
+import type { FailureThrottle } from '../detect/failure-throttle.js';
+import type { SecurityEvents } from '../detect/security-events.js';
+import { DomainError } from '../shared/errors.js';
+import type { Idempotency } from './idempotency.js';
+import type { Credential, EnrollmentContext, EnrollmentMethod } from './methods.js';
+import { runSteps } from './policy.js';
+
+export interface EnrollResult {
+  serial: string;
+  certificate: string;
+  chain: string[];
+  notAfter: string;
+}
+
+export interface EnrollInput {
+  credential: Credential | undefined;
+  csr: Buffer | string;
+  idempotencyKey?: string | undefined;
+  ctx: EnrollmentContext;
+  /** An EST label (or a route) that only enrolls this profile. */
+  expectedProfile?: 'device' | 'broker' | undefined;
+  /** Only these methods may authorize (e.g. simplereenroll: renewal by client certificate). */
+  methods?: string[] | undefined;
+}
+
+/**
+ * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
+ * the credential → proof of possession → policy steps → (idempotency) → spend the credential →
+ * issue → the certificate and its chain. Every refusal is a security event and counts against
+ * the source, which is slowed after repeated failures.
+ */
+export class Enrollment {
+  constructor(
+    private readonly methods: EnrollmentMethod[],
+    private readonly issuance: Issuance,
+    private readonly hierarchy: CaHierarchy,
+    private readonly idempotency: Idempotency,
+    private readonly events: SecurityEvents,
+    private readonly throttle: FailureThrottle,
+  ) {}
+
+  async enroll(input: EnrollInput): Promise<{ result: EnrollResult; replayed: boolean; method: string }> {
+    const { ctx } = input;
+    const wait = this.throttle.retryAfter(ctx.source);
+    if (wait > 0) {
+      throw new DomainError('RateLimited', `too many failed enrollments from this address; retry in ${wait} s`, { retryAfterSeconds: wait });
+    }
+    let subject: string | undefined;
+    let method = 'none';
+    try {
+      const csr = parse(input.csr);
+      const credential = input.credential;
+      const m = credential && this.methods.find((x) => x.accepts(credential) && (!input.methods || input.methods.includes(x.name)));
+      if (!credential || !m) throw new DomainError('Unauthenticated', 'an enrollment credential is required (Authorization: Bearer <enrollment token>)');
+      method = m.name;
+      const auth = await m.authorize(credential, csr, ctx);
+      subject = auth.subject;
+      if (!verifyCsr(csr)) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
+      const draft = auth.draft;
+      if (input.expectedProfile && draft.profile !== input.expectedProfile) {
+        throw new DomainError('Forbidden', `this endpoint enrolls ${input.expectedProfile} certificates; the credential is for a ${draft.profile}`);
+      }
+      await runSteps(auth.steps, draft, csr);
+      const request = {
+        profile: draft.profile,
+        deviceId: draft.deviceId,
+        commonName: draft.commonName,
+        dnsNames: draft.dnsNames,
+        ipAddresses: draft.ipAddresses,
+        renews: draft.renews,
+        subjectPublicKeyInfo: csr.spki,
+      };
+      this.issuance.validate(request); // key policy and names, before anything is spent
+
+      const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
+        if (!(await auth.spend())) {
+          throw new DomainError('Forbidden', `the credential is used up, or device ${draft.deviceId} already enrolled with it`);
+        }
+        try {
+          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId });
+          const chain = await this.hierarchy.chain(issued.caId);
+          return { serial: issued.serial, certificate: toPem(issued.der), chain: chain.map((d) => toPem(d)), notAfter: issued.notAfter.toISOString() };
+        } catch (e) {
+          await auth.refund();
+          throw e;
+        }
+      });
+      this.throttle.succeed(ctx.source);
+      return { result: response, replayed, method };
+    } catch (e) {
+      if (e instanceof DomainError && e.kind !== 'Internal' && e.kind !== 'Unavailable' && e.kind !== 'Conflict') {
+        await this.refused(e, method, subject, ctx);
+      }
+      throw e;
+    }
+  }
+
+  private async refused(e: DomainError, method: string, subject: string | undefined, ctx: EnrollmentContext): Promise<void> {
+    const blocked = this.throttle.fail(ctx.source);
+    await this.events.record({
+      kind: 'enrollment.refused',
+      severity: e.kind === 'Forbidden' || e.kind === 'Unauthenticated' ? 'warning' : 'info',
+      source: ctx.source,
+      subject,
+      requestId: ctx.requestId,
+      details: { method, reason: e.message, error: e.kind },
+    });
+    if (blocked) {
+      await this.events.record({ kind: 'enrollment.source-throttled', severity: 'warning', source: ctx.source, requestId: ctx.requestId, details: { method } });
+    }
+  }
+}
+
+function parse(body: Buffer | string): ParsedCsr {
+  try {
+    return parseCsrDer(csrFromBody(body));
+  } catch (e) {
+    if (e instanceof CsrError) throw new DomainError('BadCsr', e.message);
+    throw e;
+  }
+}

@@ -1,0 +1,67 @@
+import type { ParsedCsr } from '../ca/x509/csr.js';
+import type { ProfileName } from '../ca/profiles.js';
+import type { Executor } from '../store/db.js';
+
+/** What a client presented to enroll. */
+export type Credential =
+  | { kind: 'bearer'; value: string }
+  | { kind: 'basic'; user: string; password: string }
+  | { kind: 'client-certificate'; der: Buffer }
+  | { kind: 'signed-renewal'; certificateDer: Buffer; signedAt: string; signature: Buffer };
+
+export interface EnrollmentContext {
+  source: string;
+  requestId: string;
+}
+
+/** The certificate a request will get, as the policy steps shape and check it. */
+export interface IssueDraft {
+  profile: ProfileName;
+  deviceId: string;
+  commonName?: string | undefined;
+  dnsNames?: string[] | undefined;
+  ipAddresses?: string[] | undefined;
+  renews?: Buffer | undefined;
+}
+
+/**
+ * One step of enrollment policy. Steps run in a fixed order of kinds — modify (shape the
+ * draft), then validate (names, key, extensions), then enforce (state and limits) — whatever
+ * order methods list them in.
+ */
+export interface PolicyStep {
+  kind: 'modify' | 'validate' | 'enforce';
+  name: string;
+  apply(draft: IssueDraft, csr: ParsedCsr): Promise<void> | void;
+}
+
+/** What a method grants after checking the credential. */
+export interface Authorization {
+  method: string;
+  /** Whose retries share Idempotency-Keys: the token, or the certificate renewing. */
+  scope: string;
+  /** Who acts, for the audit log. */
+  actor: string;
+  /** The subject of security events about this request. */
+  subject: string;
+  draft: IssueDraft;
+  steps: PolicyStep[];
+  /** Spends the credential once for this device (a token use); false when it cannot be spent. */
+  spend(): Promise<boolean>;
+  refund(): Promise<void>;
+}
+
+/** A way to enroll (token, lot token, EST basic, mTLS renewal, signed renewal): chosen by the credential it accepts. */
+export interface EnrollmentMethod {
+  readonly name: string;
+  accepts(credential: Credential): boolean;
+  /** Checks the credential against the CSR's claims; throws DomainError (Unauthenticated, Forbidden, ...) with the reason. */
+  authorize(credential: Credential, csr: ParsedCsr, ctx: EnrollmentContext): Promise<Authorization>;
+}
+
+/** What enrollment needs to know of a device. */
+export interface DeviceDirectory {
+  deviceFacts(db: Executor, deviceId: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined>;
+}
+
+export const ENROLLABLE_STATUSES = new Set(['registered', 'active']);

@@ -1,0 +1,49 @@
+import { generateKey, signatureAlgorithmFor, type KeyAlgorithm } from '../ca/keys.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, nodeSignHash } from '../ca/x509/encode.js';
+import { fromPemAll } from '../ca/x509/pem.js';
+import { pkcs12, encryptedPkcs8Pem } from '../ca/x509/pkcs12.js';
+import { sign } from 'node:crypto';
+import { badRequest } from '../shared/errors.js';
+import type { Enrollment, EnrollResult } from './enrollment.js';
+import type { Credential, EnrollmentContext } from './methods.js';
+
+export const SERVER_KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['EC-P256', 'EC-P384', 'Ed25519', 'RSA-2048', 'RSA-3072'];
+
+export interface ServerKeygenInput {
+  credential: Credential | undefined;
+  /** The device the key is for (a lot token needs it; a device token already names it). */
+  deviceId?: string | undefined;
+  keyAlgorithm?: KeyAlgorithm | undefined;
+  ctx: EnrollmentContext;
+  expectedProfile?: 'device' | 'broker' | undefined;
+}
+
+/**
+ * Server-side key generation for devices that cannot make a key: the key pair is generated here,
+ * a CSR for it goes through the same enrollment flow as any other (so the same credential checks
+ * and policy apply), and the private key is returned once and never stored.
+ */
+export class ServerKeygen {
+  constructor(private readonly enrollment: Enrollment) {}
+
+  async generate(input: ServerKeygenInput): Promise<{ result: EnrollResult; privateKeyPkcs8: Buffer }> {
+    const alg = input.keyAlgorithm ?? 'EC-P256';
+    if (!SERVER_KEY_ALGORITHMS.includes(alg)) throw badRequest(`keyAlgorithm must be one of ${SERVER_KEY_ALGORITHMS.join(', ')}`);
+    const { privateKey, publicKey } = await generateKey(alg);
+    const spki = publicKey.export({ format: 'der', type: 'spki' });
+    const subject = encodeName(input.deviceId ? [{ type: 'CN', value: input.deviceId }] : []);
+    const info = encodeCertificationRequestInfo(subject, spki);
+    const sigAlg = signatureAlgorithmFor(alg);
+    const csr = Buffer.from(encodeCertificationRequest(info, sigAlg, sign(nodeSignHash(sigAlg), info, { key: privateKey, dsaEncoding: 'der' })));
+    const { result } = await this.enrollment.enroll({ credential: input.credential, csr, ctx: input.ctx, expectedProfile: input.expectedProfile });
+    return { result, privateKeyPkcs8: privateKey.export({ format: 'der', type: 'pkcs8' }) };
+  }
+
+  /** The key and its certificate as PKCS#12 (or encrypted PKCS#8 PEM) under the caller's password. */
+  static package(out: { result: EnrollResult; privateKeyPkcs8: Buffer }, format: 'pkcs12' | 'pkcs8', password: string) {
+    if (format === 'pkcs8') return { privateKey: encryptedPkcs8Pem(out.privateKeyPkcs8, password) };
+    const [certificate] = fromPemAll(out.result.certificate);
+    const chain = out.result.chain.flatMap((p) => fromPemAll(p));
+    return { pkcs12: pkcs12({ privateKeyPkcs8: out.privateKeyPkcs8, certificate: certificate!, chain, password, friendlyName: 'mqtt-ca' }).toString('base64') };
+  }
+}

@@ -1,0 +1,77 @@
+import type { ParsedCsr } from '../ca/x509/csr.js';
+import type { Db } from '../store/db.js';
+import { DomainError } from '../shared/errors.js';
+import type { EnrollmentTokens } from './tokens.js';
+import {
+  ENROLLABLE_STATUSES,
+  type Authorization,
+  type Credential,
+  type DeviceDirectory,
+  type EnrollmentContext,
+  type EnrollmentMethod,
+  type PolicyStep,
+} from './methods.js';
+import { brokerIdentity, deviceIdentity, noSmuggledExtensions } from './policy.js';
+
+const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
+const forbidden = (msg: string, details?: Record<string, unknown>) => new DomainError('Forbidden', msg, details);
+
+/**
+ * Enrollment with an enrollment token: a device token (that device), a lot token (any device of the
+ * lot, each once, named by the CSR's CN) or a broker token (that broker, its allowed names).
+ * `bearer` takes the token from `Authorization: Bearer`; `est-basic` from HTTP Basic's password
+ * (RFC 7030 §3.2.3), the username naming the device for lot tokens.
+ */
+export class TokenEnrollment implements EnrollmentMethod {
+  constructor(
+    readonly name: 'token' | 'est-basic',
+    private readonly db: Db,
+    private readonly tokens: EnrollmentTokens,
+    private readonly devices: DeviceDirectory,
+  ) {}
+
+  accepts(c: Credential): boolean {
+    return this.name === 'token' ? c.kind === 'bearer' : c.kind === 'basic';
+  }
+
+  async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
+    const presented = c.kind === 'bearer' ? c.value : c.kind === 'basic' ? c.password : '';
+    const auth = await this.tokens.authenticate(presented);
+    if (!auth.ok) throw unauthenticated(`the enrollment token is not valid (${auth.reason})`);
+    const token = auth.token;
+
+    let deviceId: string;
+    if (token.deviceId) {
+      deviceId = token.deviceId;
+    } else {
+      const named = csr.commonName ?? (c.kind === 'basic' && c.user ? c.user : undefined);
+      if (!named) throw forbidden('a lot token enrolls the device named by the CSR\'s common name; the CSR has none');
+      deviceId = named;
+    }
+    const device = await this.devices.deviceFacts(this.db, deviceId);
+    if (!device) throw forbidden(`device ${deviceId} is not in the inventory`);
+    if (token.lot && device.lot !== token.lot) throw forbidden(`device ${deviceId} is not in lot ${token.lot}`);
+    if (token.lot && device.kind !== 'client') throw forbidden(`lot tokens enroll client devices; ${deviceId} is a ${device.kind}`);
+    if (!ENROLLABLE_STATUSES.has(device.status)) {
+      throw forbidden(`device ${deviceId} is ${device.status}: it may not enroll until an operator re-admits it`);
+    }
+
+    const steps: PolicyStep[] = [noSmuggledExtensions];
+    if (token.profile === 'broker') {
+      if (!token.allowedNames) throw forbidden('this broker token names no DNS names or IP addresses');
+      steps.push(brokerIdentity(token.allowedNames));
+    } else {
+      steps.push(deviceIdentity);
+    }
+    return {
+      method: this.name,
+      scope: `token:${token.id}`,
+      actor: `enrollment-token:${token.id}`,
+      subject: deviceId,
+      draft: { profile: token.profile === 'broker' ? 'broker' : 'device', deviceId },
+      steps,
+      spend: () => this.tokens.consume(token.id, deviceId),
+      refund: () => this.tokens.refund(token.id, deviceId),
+    };
+  }
+}

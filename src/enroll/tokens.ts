@@ -1,0 +1,192 @@
+import type { Db, Executor } from '../store/db.js';
+import type { TokenRow, TokenStore } from '../store/token-store.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { Clock } from '../shared/clock.js';
+import type { ActorContext } from '../ca/hierarchy.js';
+import { badRequest, notFound } from '../shared/errors.js';
+import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
+
+export type TokenProfile = 'device' | 'broker';
+
+export interface TokenInput {
+  deviceId?: string | undefined;
+  lot?: string | undefined;
+  profile?: TokenProfile | undefined;
+  name?: string | undefined;
+  expiresInSeconds?: number | undefined;
+  maxUses?: number | undefined;
+  /** Broker tokens: the names the broker may ask for. */
+  dnsNames?: string[] | undefined;
+  ipAddresses?: string[] | undefined;
+}
+
+export interface TokenView {
+  id: string;
+  name: string | null;
+  deviceId: string | null;
+  lot: string | null;
+  profile: string;
+  dnsNames: string[];
+  ipAddresses: string[];
+  maxUses: number;
+  uses: number;
+  expiresAt: string;
+  createdAt: string;
+  createdBy: string;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+  status: 'active' | 'expired' | 'used-up' | 'revoked';
+}
+
+/** Why a presented token does not authorize anything (said in the security event; the client hears only 401). */
+export type TokenRefusal = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'used-up';
+
+export interface DeviceLookup {
+  /** The device's kind and lot, or undefined when it is not in the inventory. */
+  deviceFacts(db: Executor, deviceId: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined>;
+}
+
+const PREFIX = 'mqet';
+const ID_PREFIX = 'et';
+const DAY_S = 86_400;
+const MAX_EXPIRY_S = 90 * DAY_S;
+
+/** Enrollment tokens: one-device or whole-lot credentials for factory lines; the secret is shown once and stored hashed. */
+export class EnrollmentTokens {
+  constructor(
+    private readonly db: Db,
+    private readonly store: TokenStore,
+    private readonly devices: DeviceLookup,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+  ) {}
+
+  async create(input: TokenInput, ctx: ActorContext): Promise<TokenView & { token: string }> {
+    if (!input.deviceId === !input.lot) throw badRequest('a token is for one deviceId or for one lot');
+    const expiresIn = input.expiresInSeconds ?? 7 * DAY_S;
+    if (!Number.isInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_EXPIRY_S) throw badRequest(`expiresInSeconds must be 60 to ${MAX_EXPIRY_S}`);
+    return this.db.transaction(async (tx) => {
+      let profile: TokenProfile = input.profile ?? 'device';
+      let allowedNames: TokenRow['allowedNames'] = null;
+      if (input.deviceId) {
+        const device = await this.devices.deviceFacts(tx, input.deviceId);
+        if (!device) throw notFound(`device ${input.deviceId} is not in the inventory: register it first`);
+        if (['revoked', 'decommissioned', 'suspended'].includes(device.status)) throw badRequest(`device ${input.deviceId} is ${device.status}`);
+        profile = input.profile ?? (device.kind === 'broker' ? 'broker' : 'device');
+        if ((profile === 'broker') !== (device.kind === 'broker')) throw badRequest(`a ${device.kind} device takes a ${device.kind === 'broker' ? 'broker' : 'device'} token`);
+      } else if (profile !== 'device') {
+        throw badRequest('lot tokens enroll client devices (profile device)');
+      }
+      if (profile === 'broker') {
+        const dnsNames = input.dnsNames ?? [];
+        const ipAddresses = input.ipAddresses ?? [];
+        if (dnsNames.length + ipAddresses.length === 0) throw badRequest('a broker token names the DNS names or IP addresses the broker may ask for');
+        allowedNames = { dnsNames: dnsNames.map((d) => d.toLowerCase()), ipAddresses };
+      } else if (input.dnsNames?.length || input.ipAddresses?.length) {
+        throw badRequest('only broker tokens carry DNS names or IP addresses');
+      }
+      const maxUses = input.maxUses ?? (input.lot ? 1_000_000 : 1);
+      if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 10_000_000) throw badRequest('maxUses must be 1 to 10000000');
+      const { id, bearer } = newBearer(PREFIX, ID_PREFIX);
+      const now = this.clock.now();
+      const row: TokenRow = {
+        id,
+        secretHash: secretHash(bearer),
+        name: input.name ?? null,
+        deviceId: input.deviceId ?? null,
+        lot: input.lot ?? null,
+        profile,
+        allowedNames,
+        maxUses,
+        uses: 0,
+        expiresAt: new Date(now.getTime() + expiresIn * 1000),
+        createdAt: now,
+        createdBy: ctx.actor,
+        revokedAt: null,
+        lastUsedAt: null,
+      };
+      await this.store.insert(tx, row);
+      await this.audit.append(tx, [
+        { ...ctx, action: 'enrollment-token.created', targetType: 'enrollment-token', targetId: id, details: { deviceId: row.deviceId, lot: row.lot, profile, maxUses, expiresAt: row.expiresAt.toISOString() } },
+      ]);
+      return { ...this.view(row), token: bearer };
+    });
+  }
+
+  async list(q: { deviceId?: string; lot?: string; cursor?: string; limit: number }): Promise<{ items: TokenView[]; nextCursor: string | null }> {
+    let before: { createdAt: Date; id: string } | undefined;
+    if (q.cursor) {
+      const [at, id] = Buffer.from(q.cursor, 'base64url').toString().split('|');
+      const createdAt = new Date(at ?? '');
+      if (!id || Number.isNaN(createdAt.getTime())) throw badRequest('the cursor is not valid');
+      before = { createdAt, id };
+    }
+    const rows = await this.store.list(this.db, { deviceId: q.deviceId, lot: q.lot, before, limit: q.limit });
+    const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
+    return {
+      items: rows.map((r) => this.view(r)),
+      nextCursor: last ? Buffer.from(`${last.createdAt.toISOString()}|${last.id}`).toString('base64url') : null,
+    };
+  }
+
+  async get(id: string): Promise<TokenView> {
+    const row = await this.store.get(this.db, id);
+    if (!row) throw notFound(`no enrollment token ${id}`);
+    return this.view(row);
+  }
+
+  /** Idempotent: revoking a revoked token changes nothing. */
+  async revoke(id: string, ctx: ActorContext): Promise<TokenView> {
+    return this.db.transaction(async (tx) => {
+      const row = await this.store.get(tx, id);
+      if (!row) throw notFound(`no enrollment token ${id}`);
+      if (await this.store.revoke(tx, id, this.clock.now())) {
+        await this.audit.append(tx, [{ ...ctx, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: id }]);
+      }
+      return this.view((await this.store.get(tx, id))!);
+    });
+  }
+
+  /**
+   * The token a bearer string names, if the secret matches and it is live. A used-up token is
+   * still returned (with `usedUp`): a retried request may be owed its first response.
+   */
+  async authenticate(presented: string): Promise<{ ok: true; token: TokenRow; usedUp: boolean } | { ok: false; reason: TokenRefusal; tokenId?: string }> {
+    const id = bearerId(presented, PREFIX, ID_PREFIX);
+    if (!id) return { ok: false, reason: 'malformed' };
+    const row = await this.store.get(this.db, id);
+    if (!hashMatches(presented, row?.secretHash) || !row) return { ok: false, reason: 'unknown', tokenId: id };
+    if (row.revokedAt) return { ok: false, reason: 'revoked', tokenId: id };
+    if (row.expiresAt <= this.clock.now()) return { ok: false, reason: 'expired', tokenId: id };
+    return { ok: true, token: row, usedUp: row.uses >= row.maxUses };
+  }
+
+  consume(tokenId: string, deviceId: string): Promise<boolean> {
+    return this.store.consume(this.db, tokenId, deviceId, this.clock.now());
+  }
+
+  refund(tokenId: string, deviceId: string): Promise<void> {
+    return this.store.refund(this.db, tokenId, deviceId);
+  }
+
+  private view(r: TokenRow): TokenView {
+    const now = this.clock.now();
+    return {
+      id: r.id,
+      name: r.name,
+      deviceId: r.deviceId,
+      lot: r.lot,
+      profile: r.profile,
+      dnsNames: r.allowedNames?.dnsNames ?? [],
+      ipAddresses: r.allowedNames?.ipAddresses ?? [],
+      maxUses: r.maxUses,
+      uses: r.uses,
+      expiresAt: r.expiresAt.toISOString(),
+      createdAt: r.createdAt.toISOString(),
+      createdBy: r.createdBy,
+      revokedAt: r.revokedAt?.toISOString() ?? null,
+      lastUsedAt: r.lastUsedAt?.toISOString() ?? null,
+      status: r.revokedAt ? 'revoked' : r.expiresAt <= now ? 'expired' : r.uses >= r.maxUses ? 'used-up' : 'active',
+    };
+  }
+}

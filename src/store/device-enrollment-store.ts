@@ -1,0 +1,38 @@
+import type { Executor } from './db.js';
+
+/**
+ * What enrollment reads and writes of the device inventory: a device's facts, and the set-based
+ * update that records a batch of issued certificates (current certificate, first activation).
+ */
+export class DeviceEnrollmentStore {
+  async facts(db: Executor, id: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined> {
+    const r = await db('devices').select('kind', 'lot', 'status').where({ id }).first();
+    return r ? { kind: r.kind, lot: r.lot ?? null, status: r.status } : undefined;
+  }
+
+  /**
+   * One statement for the batch: each device's newest certificate, and `registered` → `active`.
+   * Returns the ids that were activated by it. Unknown device ids are skipped.
+   */
+  async recordIssued(db: Executor, rows: { deviceId: string; serial: Buffer; notAfter: Date }[], now: Date): Promise<string[]> {
+    if (rows.length === 0) return [];
+    const values = rows.map(() => '(?::text, ?::bytea, ?::timestamptz)').join(', ');
+    const bindings: (string | Buffer | Date)[] = [];
+    for (const r of rows) bindings.push(r.deviceId, r.serial, r.notAfter);
+    const result = await db.raw(
+      `with v(id, serial, not_after) as (values ${values}),
+            before as (select d.id, d.status from devices d join v on v.id = d.id for update of d)
+       update devices d
+          set current_serial = v.serial,
+              current_not_after = v.not_after,
+              status = case when d.status = 'registered' then 'active' else d.status end,
+              activated_at = case when d.status = 'registered' then ?::timestamptz else d.activated_at end,
+              updated_at = ?::timestamptz
+         from v join before b on b.id = v.id
+        where d.id = v.id
+        returning d.id, b.status as previous`,
+      [...bindings, now, now],
+    );
+    return (result.rows as { id: string; previous: string }[]).filter((r) => r.previous === 'registered').map((r) => r.id);
+  }
+}

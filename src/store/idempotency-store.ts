@@ -1,0 +1,39 @@
+import type { Executor } from './db.js';
+
+export type IdempotencyRecord =
+  | { state: 'in-progress'; requestHash: Buffer }
+  | { state: 'done'; requestHash: Buffer; statusCode: number; response: unknown };
+
+export class IdempotencyStore {
+  /** Claims (scope, key) for a new request; returns the existing record when someone already did. */
+  async claim(db: Executor, scope: string, key: string, requestHash: Buffer, now: Date): Promise<IdempotencyRecord | undefined> {
+    const inserted = await db.raw(
+      `insert into idempotency_keys (scope, key, request_hash, state, created_at) values (?, ?, ?, 'in-progress', ?)
+       on conflict do nothing returning scope`,
+      [scope, key, requestHash, now],
+    );
+    if (inserted.rows.length === 1) return undefined;
+    const r = await db('idempotency_keys').select('request_hash', 'state', 'status_code', 'response').where({ scope, key }).first();
+    if (!r) return undefined; // released between the two statements: treat as new next time
+    const requestHashStored = Buffer.from(r.request_hash as Uint8Array);
+    if (r.state === 'in-progress') return { state: 'in-progress', requestHash: requestHashStored };
+    return {
+      state: 'done',
+      requestHash: requestHashStored,
+      statusCode: Number(r.status_code),
+      response: typeof r.response === 'string' ? JSON.parse(r.response) : r.response,
+    };
+  }
+
+  async complete(db: Executor, scope: string, key: string, statusCode: number, response: unknown): Promise<void> {
+    await db('idempotency_keys').where({ scope, key }).update({ state: 'done', status_code: statusCode, response: JSON.stringify(response) });
+  }
+
+  async release(db: Executor, scope: string, key: string): Promise<void> {
+    await db('idempotency_keys').where({ scope, key, state: 'in-progress' }).delete();
+  }
+
+  async purgeBefore(db: Executor, before: Date): Promise<number> {
+    return db('idempotency_keys').where('created_at', '<', before).delete();
+  }
+}
