@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { tlsIdentity } from './tls-identity.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
@@ -10,6 +12,22 @@ import { KeyVault } from './ca/key-vault.js';
 import { PkiUrls } from './ca/urls.js';
 import type { Config } from './config/config.js';
 import { OperatorIssuance } from './enroll/operator-issuance.js';
+import { DeviceInventory } from './enroll/devices.js';
+import { DeviceStore } from './store/device-store.js';
+import { Enrollment } from './enroll/enrollment.js';
+import { Idempotency } from './enroll/idempotency.js';
+import type { DeviceDirectory } from './enroll/methods.js';
+import { RenewalEnrollment } from './enroll/renewal-method.js';
+import { ServerKeygen } from './enroll/server-keygen.js';
+import { TokenEnrollment } from './enroll/token-method.js';
+import { EnrollmentTokens } from './enroll/tokens.js';
+import { FailureThrottle } from './detect/failure-throttle.js';
+import { SecurityEvents } from './detect/security-events.js';
+import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
+import { IdempotencyStore } from './store/idempotency-store.js';
+import { ReplayStore } from './store/replay-store.js';
+import { SecurityEventStore } from './store/security-event-store.js';
+import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
 import { createPkiHandler } from './http/pki/handler.js';
 import { systemClock, type Clock } from './shared/clock.js';
@@ -34,6 +52,11 @@ export interface Service {
   issuance: Issuance;
   certificates: CertificateRegistry;
   operatorIssuance: OperatorIssuance;
+  securityEvents: SecurityEvents;
+  tokens: EnrollmentTokens;
+  enrollment: Enrollment;
+  serverKeygen: ServerKeygen;
+  devices: DeviceInventory;
   close(): Promise<void>;
 }
 
@@ -83,11 +106,41 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const certificateStore = new CertificateStore();
     const hierarchy = new CaHierarchy(db, new CaStore(), certificateStore, settings, vault, audit, urls, clock);
     await hierarchy.checkKeys();
-    const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock);
+    const deviceStore = new DeviceEnrollmentStore();
+    const devices: DeviceDirectory = { deviceFacts: (ex, id) => deviceStore.facts(ex, id) };
+    const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
+      listener: {
+        // A device's current certificate and first activation commit with the certificate itself.
+        async onIssued(tx, issued) {
+          const activated = await deviceStore.recordIssued(tx, issued, clock.now());
+          const ctxOf = new Map(issued.map((i) => [i.deviceId, i.ctx]));
+          await audit.append(tx, activated.map((id) => ({ ...ctxOf.get(id)!, action: 'device.activated', targetType: 'device', targetId: id })));
+        },
+      },
+    });
     const certificates = new CertificateRegistry(db, certificateStore);
     const operatorIssuance = new OperatorIssuance(issuance, hierarchy);
+    const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock);
+    const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
+    const replay = new ReplayStore();
+    const enrollment = new Enrollment(
+      [
+        new TokenEnrollment('token', db, tokens, devices),
+        new TokenEnrollment('est-basic', db, tokens, devices),
+        new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock),
+        new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock),
+      ],
+      issuance,
+      hierarchy,
+      new Idempotency(db, new IdempotencyStore(), clock),
+      securityEvents,
+      new FailureThrottle(clock),
+    );
+    const serverKeygen = new ServerKeygen(enrollment);
+    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
+      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory,
       close: () => db.destroy(),
     };
   } catch (e) {
@@ -107,11 +160,30 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     hierarchy: svc.hierarchy,
     certificates: svc.certificates,
     operatorIssuance: svc.operatorIssuance,
+    enrollment: svc.enrollment,
+    serverKeygen: svc.serverKeygen,
+    tokens: svc.tokens,
+    securityEvents: svc.securityEvents,
+    devices: svc.devices,
   });
   const pki = createPkiHandler({ caCertificateDer: (id) => svc.hierarchy.certificateDer(id) });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };
+}
+
+/**
+ * The TLS listener (TLS_PORT): the same handler, with the service's own certificate, asking
+ * every client for a certificate without requiring one — EST and renewal check it themselves.
+ */
+export async function listenTls(svc: Service, port: number): Promise<HttpsServer> {
+  const id = await tlsIdentity(svc);
+  const server = createHttpsServer({ key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false }, createHttpHandler(svc));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, svc.config.host, () => resolve());
+  });
+  return server;
 }
 
 export async function listen(svc: Service): Promise<Server> {

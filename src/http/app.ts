@@ -12,9 +12,17 @@ import { authenticate } from './auth.js';
 import { loadApiSpec } from './openapi.js';
 import { errorHandler, sendProblem } from './problem.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
-import { auditRoutes } from './routes/audit.js';
+import { auditRoutes, securityEventRoutes } from './routes/audit.js';
+import { enrollRoutes, tokenRoutes } from './routes/enrollment.js';
+import { estRoutes } from './routes/est.js';
+import type { Enrollment } from '../enroll/enrollment.js';
+import type { ServerKeygen } from '../enroll/server-keygen.js';
+import type { EnrollmentTokens } from '../enroll/tokens.js';
+import type { SecurityEvents } from '../detect/security-events.js';
 import { casRoutes } from './routes/cas.js';
 import { certificateRoutes } from './routes/certificates.js';
+import { deviceImportParsers, deviceRoutes } from './routes/devices.js';
+import type { DeviceInventory } from '../enroll/devices.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -27,7 +35,15 @@ export interface AppDeps {
   hierarchy: CaHierarchy;
   certificates: CertificateRegistry;
   operatorIssuance: OperatorIssuance;
+  enrollment: Enrollment;
+  serverKeygen: ServerKeygen;
+  tokens: EnrollmentTokens;
+  securityEvents: SecurityEvents;
+  devices: DeviceInventory;
 }
+
+/** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
+const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen']);
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
 
@@ -73,22 +89,31 @@ export function createApp(d: AppDeps): Express {
   });
   app.use('/docs', swaggerUi.serve, swaggerUi.setup(spec));
 
+  // Device manifests (JSON or CSV) exceed BODY_LIMIT: their route reads its body first, after auth and role check.
+  app.use(deviceImportParsers(d.apiKeys));
   app.use(express.json({ limit: d.bodyLimit, type: ['application/json', 'application/*+json'] }));
-  app.use('/v1', authenticate(d.apiKeys));
+  app.use(express.raw({ limit: d.bodyLimit, type: ['application/pkcs10'] }));
+  const apiKeyAuth = authenticate(d.apiKeys);
+  app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, next)));
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(spec) as never,
       validateRequests: { allowUnknownQueryParameters: false },
       validateResponses: d.validateResponses ?? false,
       validateSecurity: false, // authenticate() above does it, with roles
-      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi)/,
+      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|\.well-known)/,
     }),
   );
 
+  app.use(enrollRoutes(d.enrollment, d.serverKeygen));
+  app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
   app.use(certificateRoutes(d.certificates, d.operatorIssuance));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
+  app.use(securityEventRoutes(d.securityEvents));
+  app.use(tokenRoutes(d.tokens));
+  app.use(deviceRoutes(d.devices));
 
   app.use((_req, res) => sendProblem(res, { status: 404, title: 'Not found', detail: 'no such resource' }));
   app.use(errorHandler(d.logger));

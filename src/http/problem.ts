@@ -10,7 +10,31 @@ export interface Problem {
   detail?: string;
   instance?: string;
   requestId?: string;
-  errors?: { path: string; message: string }[];
+  errors?: ProblemError[];
+}
+
+/** One item of a problem's `errors`: a request-validation error (`path`) or a row of a bulk input (`row`, `id`, `field`). */
+export interface ProblemError {
+  path?: string;
+  message?: string;
+  row?: number;
+  id?: string;
+  field?: string;
+}
+
+/** The `errors` a domain error carries in its details, keeping only the documented fields. */
+function domainErrors(details: Record<string, unknown> | undefined): ProblemError[] | undefined {
+  const list = details?.errors;
+  if (!Array.isArray(list) || list.length === 0) return undefined;
+  return list.map((x: Record<string, unknown>) => {
+    const out: ProblemError = {};
+    if (typeof x.path === 'string') out.path = x.path;
+    if (typeof x.row === 'number' && Number.isInteger(x.row)) out.row = x.row;
+    if (typeof x.id === 'string') out.id = x.id;
+    if (typeof x.field === 'string') out.field = x.field;
+    if (typeof x.message === 'string') out.message = x.message;
+    return out;
+  });
 }
 
 const BY_KIND: Record<ErrorKind, { status: number; title: string }> = {
@@ -24,6 +48,7 @@ const BY_KIND: Record<ErrorKind, { status: number; title: string }> = {
   Unauthenticated: { status: 401, title: 'Unauthenticated' },
   Forbidden: { status: 403, title: 'Forbidden' },
   PayloadTooLarge: { status: 413, title: 'Payload too large' },
+  RateLimited: { status: 429, title: 'Too many requests' },
   Unavailable: { status: 503, title: 'Service unavailable' },
   Internal: { status: 500, title: 'Internal error' },
 };
@@ -56,7 +81,11 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
         sendProblem(res, { status, title, detail: 'the request could not be completed' });
         return;
       }
-      sendProblem(res, { status, title, detail: err.message });
+      if (err.kind === 'RateLimited' && typeof err.details?.retryAfterSeconds === 'number') {
+        res.setHeader('Retry-After', String(err.details.retryAfterSeconds));
+      }
+      const errors = domainErrors(err.details);
+      sendProblem(res, { status, title, detail: err.message, ...(errors ? { errors } : {}) });
       return;
     }
     const e = (err ?? {}) as HttpishError;

@@ -11,8 +11,9 @@ export class DeviceEnrollmentStore {
   }
 
   /**
-   * One statement for the batch: each device's newest certificate, and `registered` → `active`.
-   * Returns the ids that were activated by it. Unknown device ids are skipped.
+   * One statement for the batch: each device's newest certificate, and `registered` → `active`
+   * (the lifecycle's only move here; DeviceInventory owns the others). Returns the ids it
+   * activated. Unknown devices, and devices suspended, revoked or decommissioned meanwhile, are skipped.
    */
   async recordIssued(db: Executor, rows: { deviceId: string; serial: Buffer; notAfter: Date }[], now: Date): Promise<string[]> {
     if (rows.length === 0) return [];
@@ -29,7 +30,7 @@ export class DeviceEnrollmentStore {
               activated_at = case when d.status = 'registered' then ?::timestamptz else d.activated_at end,
               updated_at = ?::timestamptz
          from v join before b on b.id = v.id
-        where d.id = v.id
+        where d.id = v.id and d.status in ('registered', 'active')
         returning d.id, b.status as previous`,
       [...bindings, now, now],
     );

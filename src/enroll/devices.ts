@@ -1,0 +1,638 @@
+import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
+import { DEVICE_ID_RE } from '../ca/profiles.js';
+import type { Clock } from '../shared/clock.js';
+import { parseCsv } from '../shared/csv.js';
+import { badRequest, conflict, DomainError, notFound } from '../shared/errors.js';
+import type { Db, Executor } from '../store/db.js';
+import type {
+  DeviceAttributes,
+  DeviceFilter,
+  DeviceKind,
+  DeviceRow,
+  DeviceStatus,
+  DeviceStore,
+  NewDeviceRow,
+} from '../store/device-store.js';
+
+export type { DeviceKind, DeviceStatus } from '../store/device-store.js';
+/** A device as the domain and the enrollment code see it (Dates, the serial as bytes). */
+export type DeviceRecord = DeviceRow;
+
+export const DEVICE_KINDS: readonly DeviceKind[] = ['client', 'broker'];
+export const DEVICE_STATUSES: readonly DeviceStatus[] = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'];
+
+/** Who is acting (structurally the same as the CA's ActorContext). */
+export interface DeviceActor {
+  actor: string;
+  requestId?: string | undefined;
+}
+
+/** A device to register, from the API or a manifest row. */
+export interface DeviceInput {
+  id: string;
+  /** default `client` */
+  kind?: DeviceKind | undefined;
+  model?: string | undefined;
+  hardwareRevision?: string | undefined;
+  firmwareVersion?: string | undefined;
+  site?: string | undefined;
+  lot?: string | undefined;
+  labels?: Record<string, string> | undefined;
+}
+
+/** What an update may change; `null` clears a field, `labels` replaces the whole map. */
+export interface DevicePatch {
+  model?: string | null | undefined;
+  hardwareRevision?: string | null | undefined;
+  firmwareVersion?: string | null | undefined;
+  site?: string | null | undefined;
+  labels?: Record<string, string> | undefined;
+}
+
+/** A device as the API shows it: times in UTC ISO-8601, the serial in lowercase hex. */
+export interface DeviceView {
+  id: string;
+  kind: DeviceKind;
+  model: string | null;
+  hardwareRevision: string | null;
+  firmwareVersion: string | null;
+  site: string | null;
+  lot: string | null;
+  status: DeviceStatus;
+  labels: Record<string, string>;
+  currentSerial: string | null;
+  currentNotAfter: string | null;
+  createdAt: string;
+  activatedAt: string | null;
+  suspendedAt: string | null;
+  revokedAt: string | null;
+  decommissionedAt: string | null;
+  updatedAt: string;
+}
+
+/** One problem with one manifest row (`row` is 1-based; absent for a problem with the whole manifest, e.g. its CSV header). */
+export interface ManifestRowError {
+  row?: number;
+  id?: string;
+  field?: string;
+  message: string;
+}
+
+export interface ParsedManifest {
+  /** One entry per manifest row, in order (row n is devices[n - 1]), malformed rows included as far as they could be read. */
+  devices: DeviceInput[];
+  /** The manifest's own lot (JSON `{ "lot": ... }`). */
+  lot: string | undefined;
+  /** Rows that could not be read; pass them on to importManifest as `parseErrors`. */
+  errors: ManifestRowError[];
+}
+
+export interface ImportResult {
+  imported: number;
+  /** The lot the import applied, or the one lot all rows share; null when they differ or have none. */
+  lot: string | null;
+}
+
+export interface DeviceListFilter {
+  status?: DeviceStatus | undefined;
+  kind?: DeviceKind | undefined;
+  lot?: string | undefined;
+  model?: string | undefined;
+  firmwareVersion?: string | undefined;
+  site?: string | undefined;
+  /** devices whose current certificate ends before this time */
+  expiringBefore?: Date | undefined;
+}
+
+export const TEXT_FIELD_MAX = 128;
+export const LABELS_MAX = 32;
+export const LABEL_VALUE_MAX = 256;
+export const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
+export const MAX_IMPORT_ROWS = 50_000;
+export const LIST_MAX_LIMIT = 500;
+/** A manifest with more errors reports the first ones and their total in `detail`. */
+export const MAX_REPORTED_ERRORS = 1000;
+
+const TEXT_FIELDS = ['model', 'hardwareRevision', 'firmwareVersion', 'site', 'lot'] as const;
+const INPUT_FIELDS = new Set(['id', 'kind', ...TEXT_FIELDS, 'labels']);
+const PATCH_FIELDS = ['model', 'hardwareRevision', 'firmwareVersion', 'site', 'labels'] as const;
+/** Ids that name API paths (/v1/devices/import; paths match without case) and so cannot be device ids, in any case. */
+export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(['import']);
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\x00-\x1f\x7f]/;
+
+/**
+ * The lifecycle, in one place. decommissioned is terminal; revoked leads only to decommissioned or
+ * (an operator re-admitting the device) back to registered.
+ */
+const TRANSITIONS: Readonly<Record<DeviceStatus, readonly DeviceStatus[]>> = {
+  registered: ['active', 'revoked', 'decommissioned'],
+  active: ['suspended', 'revoked', 'decommissioned'],
+  suspended: ['active', 'revoked', 'decommissioned'],
+  revoked: ['registered', 'decommissioned'],
+  decommissioned: [],
+};
+
+export const canTransition = (from: DeviceStatus, to: DeviceStatus): boolean => TRANSITIONS[from].includes(to);
+
+function actionOf(from: DeviceStatus, to: DeviceStatus): string {
+  switch (to) {
+    case 'active':
+      return from === 'suspended' ? 'device.reactivated' : 'device.activated';
+    case 'registered':
+      return 'device.readmitted';
+    default:
+      return `device.${to}`;
+  }
+}
+
+const iso = (d: Date | null): string | null => (d === null ? null : d.toISOString());
+
+export function deviceView(r: DeviceRow): DeviceView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    model: r.model,
+    hardwareRevision: r.hardwareRevision,
+    firmwareVersion: r.firmwareVersion,
+    site: r.site,
+    lot: r.lot,
+    status: r.status,
+    labels: r.labels,
+    currentSerial: r.currentSerial ? r.currentSerial.toString('hex') : null,
+    currentNotAfter: iso(r.currentNotAfter),
+    createdAt: r.createdAt.toISOString(),
+    activatedAt: iso(r.activatedAt),
+    suspendedAt: iso(r.suspendedAt),
+    revokedAt: iso(r.revokedAt),
+    decommissionedAt: iso(r.decommissionedAt),
+    updatedAt: r.updatedAt.toISOString(),
+  };
+}
+
+// ---- validation -----------------------------------------------------------------------------
+
+interface FieldError {
+  field?: string;
+  message: string;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function checkText(field: string, v: unknown, errors: FieldError[]): void {
+  if (typeof v !== 'string') errors.push({ field, message: `${field} must be a string` });
+  else if (v.length === 0 || v.length > TEXT_FIELD_MAX) errors.push({ field, message: `${field} must be 1 to ${TEXT_FIELD_MAX} characters` });
+  else if (CONTROL_RE.test(v)) errors.push({ field, message: `${field} must not contain control characters` });
+}
+
+function checkId(v: unknown, errors: FieldError[]): void {
+  if (typeof v !== 'string' || v.length === 0) errors.push({ field: 'id', message: 'id is required' });
+  else if (!DEVICE_ID_RE.test(v)) {
+    errors.push({ field: 'id', message: 'id must be 1 to 64 of A-Z a-z 0-9 . _ : - and start with a letter or digit' });
+  } else if (RESERVED_DEVICE_IDS.has(v.toLowerCase())) errors.push({ field: 'id', message: `${v} is reserved` });
+}
+
+function checkLabels(v: unknown, errors: FieldError[]): void {
+  if (!isPlainObject(v)) {
+    errors.push({ field: 'labels', message: 'labels must be an object of strings' });
+    return;
+  }
+  const entries = Object.entries(v);
+  if (entries.length > LABELS_MAX) errors.push({ field: 'labels', message: `at most ${LABELS_MAX} labels` });
+  for (const [k, val] of entries) {
+    if (!LABEL_KEY_RE.test(k)) errors.push({ field: `labels.${k}`, message: 'a label key must be 1 to 63 of A-Z a-z 0-9 . _ / - and start with a letter or digit' });
+    else if (typeof val !== 'string') errors.push({ field: `labels.${k}`, message: 'a label value must be a string' });
+    else if (val.length > LABEL_VALUE_MAX || CONTROL_RE.test(val)) {
+      errors.push({ field: `labels.${k}`, message: `a label value must be at most ${LABEL_VALUE_MAX} characters without control characters` });
+    }
+  }
+}
+
+/** Every problem with one device input (unknown fields included); none means it is a valid DeviceInput. */
+function checkInput(raw: unknown): FieldError[] {
+  if (!isPlainObject(raw)) return [{ message: 'a device must be an object' }];
+  const errors: FieldError[] = [];
+  for (const k of Object.keys(raw)) if (!INPUT_FIELDS.has(k)) errors.push({ field: k, message: `unknown field ${k}` });
+  checkId(raw.id, errors);
+  if (raw.kind !== undefined && !DEVICE_KINDS.includes(raw.kind as DeviceKind)) {
+    errors.push({ field: 'kind', message: `kind must be one of ${DEVICE_KINDS.join(', ')}` });
+  }
+  for (const f of TEXT_FIELDS) if (raw[f] !== undefined) checkText(f, raw[f], errors);
+  if (raw.labels !== undefined) checkLabels(raw.labels, errors);
+  return errors;
+}
+
+function toNewRow(input: DeviceInput, lot: string | undefined, at: Date): NewDeviceRow {
+  return {
+    id: input.id,
+    kind: input.kind ?? 'client',
+    model: input.model ?? null,
+    hardwareRevision: input.hardwareRevision ?? null,
+    firmwareVersion: input.firmwareVersion ?? null,
+    site: input.site ?? null,
+    lot: input.lot ?? lot ?? null,
+    labels: input.labels ?? {},
+    createdAt: at,
+  };
+}
+
+function registeredEntry(row: NewDeviceRow, ctx: DeviceActor, source: 'api' | 'import'): AuditEntryInput {
+  const details: Record<string, unknown> = { source, kind: row.kind };
+  for (const [k, v] of [['model', row.model], ['hardwareRevision', row.hardwareRevision], ['firmwareVersion', row.firmwareVersion], ['site', row.site], ['lot', row.lot]] as const) {
+    if (v !== null) details[k] = v;
+  }
+  if (Object.keys(row.labels).length > 0) details.labels = row.labels;
+  return { actor: ctx.actor, requestId: ctx.requestId, action: 'device.registered', targetType: 'device', targetId: row.id, details };
+}
+
+const sameLabels = (a: Record<string, string>, b: Record<string, string>): boolean => {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && a[k] === b[k]);
+};
+
+// ---- cursor ---------------------------------------------------------------------------------
+
+const encodeCursor = (r: DeviceRow) => Buffer.from(`${r.createdAt.toISOString()}|${r.id}`, 'utf8').toString('base64url');
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const s = Buffer.from(cursor, 'base64url').toString('utf8');
+  const bar = s.indexOf('|');
+  const createdAt = new Date(bar > 0 ? s.slice(0, bar) : '');
+  const id = s.slice(bar + 1);
+  if (bar <= 0 || Number.isNaN(createdAt.getTime()) || !DEVICE_ID_RE.test(id) || Buffer.from(s, 'utf8').toString('base64url') !== cursor) {
+    throw badRequest('the cursor is not valid');
+  }
+  return { createdAt, id };
+}
+
+// ---- manifests ------------------------------------------------------------------------------
+
+/** CSV header names, compared without case, `_` or `-` (so `hardware_revision` works too). */
+const CSV_COLUMNS: Record<string, keyof DeviceInput> = {
+  id: 'id',
+  kind: 'kind',
+  model: 'model',
+  hardwarerevision: 'hardwareRevision',
+  firmwareversion: 'firmwareVersion',
+  site: 'site',
+  lot: 'lot',
+};
+const LABEL_COLUMN_RE = /^labels?\.(.+)$/i;
+
+type Column = { field: Exclude<keyof DeviceInput, 'labels'> } | { label: string };
+
+function manifestFromCsv(text: string): ParsedManifest {
+  const { records, error } = parseCsv(text);
+  const header = records[0];
+  if (!header) {
+    throw badRequest(error ? `the CSV cannot be read: ${error.message}` : 'the CSV is empty: it needs a header row and one row per device', {
+      errors: [{ field: 'header', message: error?.message ?? 'no header row' }],
+    });
+  }
+  const headerErrors: ManifestRowError[] = [];
+  const columns: Column[] = [];
+  const seen = new Set<string>();
+  for (const rawName of header.fields) {
+    const name = rawName.trim();
+    const label = LABEL_COLUMN_RE.exec(name)?.[1];
+    const field = CSV_COLUMNS[name.toLowerCase().replace(/[_-]/g, '')];
+    const key = label !== undefined ? `labels.${label}` : (field ?? name);
+    if (seen.has(key)) headerErrors.push({ field: name, message: `column ${name} appears twice` });
+    seen.add(key);
+    if (label !== undefined) columns.push({ label });
+    else if (field && field !== 'labels') columns.push({ field });
+    else headerErrors.push({ field: name || '(empty)', message: `unknown column ${JSON.stringify(name)}; columns are ${Object.values(CSV_COLUMNS).join(', ')} and labels.<key>` });
+  }
+  if (!seen.has('id')) headerErrors.push({ field: 'id', message: 'the header has no id column' });
+  if (headerErrors.length > 0) throw badRequest('the CSV header is not valid', { errors: headerErrors });
+
+  const devices: DeviceInput[] = [];
+  const errors: ManifestRowError[] = [];
+  const idColumn = columns.findIndex((c) => 'field' in c && c.field === 'id');
+  for (let r = 1; r < records.length; r++) {
+    const { fields } = records[r]!;
+    const input: Record<string, unknown> = {};
+    columns.forEach((c, i) => {
+      const v = fields[i];
+      if (v === undefined || v === '') return;
+      if ('label' in c) ((input.labels ??= {}) as Record<string, string>)[c.label] = v;
+      else input[c.field] = v;
+    });
+    devices.push(input as unknown as DeviceInput);
+    if (fields.length !== columns.length) {
+      const id = fields[idColumn];
+      errors.push({ row: r, ...(id ? { id } : {}), message: `the row has ${fields.length} fields; the header has ${columns.length}` });
+    }
+  }
+  if (error) {
+    // The rest of the text cannot be split into rows: report the row where it went wrong.
+    if (error.record === 0) throw badRequest(`the CSV header cannot be read: ${error.message}`, { errors: [{ field: 'header', message: error.message }] });
+    errors.push({ row: error.record, message: error.message });
+    devices.push({} as DeviceInput);
+  }
+  return { devices, lot: undefined, errors };
+}
+
+function manifestFromJson(body: unknown): ParsedManifest {
+  let list: unknown;
+  let lot: string | undefined;
+  if (Array.isArray(body)) {
+    list = body;
+  } else if (isPlainObject(body)) {
+    const unknown = Object.keys(body).filter((k) => k !== 'lot' && k !== 'devices');
+    if (unknown.length > 0) {
+      throw badRequest(`unknown field ${unknown[0]}: a manifest is { "lot": ..., "devices": [...] } or an array of devices`, {
+        errors: unknown.map((k) => ({ field: k, message: `unknown field ${k}` })),
+      });
+    }
+    if (body.lot !== undefined) {
+      const errs: FieldError[] = [];
+      checkText('lot', body.lot, errs);
+      if (errs.length > 0) throw badRequest(errs[0]!.message, { errors: errs });
+      lot = body.lot as string;
+    }
+    list = body.devices;
+  }
+  if (!Array.isArray(list)) throw badRequest('a manifest is { "lot": ..., "devices": [...] } or an array of devices');
+  // Each element is checked (type, fields) by importManifest, which numbers its errors by row.
+  return { devices: list as DeviceInput[], lot, errors: [] };
+}
+
+/**
+ * Turns a manifest body into rows. JSON: `{ "lot": "...", "devices": [...] }` or a bare array.
+ * CSV (`text/csv`): a header row naming the columns (id, kind, model, hardwareRevision,
+ * firmwareVersion, site, lot, and `labels.<key>` for labels), then one row per device; empty
+ * cells are absent fields. A broken header throws; broken rows come back in `errors`.
+ */
+export function parseManifest(body: string | object, contentType: string | undefined): ParsedManifest {
+  const mediaType = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  if (mediaType === 'text/csv') {
+    if (typeof body !== 'string') throw badRequest('a CSV manifest must be text');
+    return manifestFromCsv(body);
+  }
+  if (mediaType === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
+    if (typeof body !== 'string') return manifestFromJson(body);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      throw badRequest('the body is not valid JSON');
+    }
+    return manifestFromJson(parsed);
+  }
+  throw badRequest(`a manifest is application/json or text/csv, not ${mediaType || 'untyped'}`);
+}
+
+// ---- the inventory --------------------------------------------------------------------------
+
+/**
+ * The device inventory (Identify): who may hold an identity on the bus, and where each device is
+ * in its lifecycle. Every change is audited in the transaction that makes it.
+ */
+export class DeviceInventory {
+  constructor(
+    private readonly db: Db,
+    private readonly store: DeviceStore,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Registers one device (status `registered`); Conflict when the id exists. */
+  async register(input: DeviceInput, ctx: DeviceActor): Promise<DeviceView> {
+    const errors = checkInput(input);
+    if (errors.length > 0) {
+      const id = isPlainObject(input) && typeof input.id === 'string' ? input.id : undefined;
+      throw badRequest(errors[0]!.message, { errors: errors.map((e) => ({ ...(id ? { id } : {}), ...e })) });
+    }
+    const row = toNewRow(input, undefined, this.clock.now());
+    return this.db.transaction(async (tx) => {
+      if (!(await this.store.insert(tx, row))) throw conflict(`a device with id ${row.id} exists`);
+      await this.audit.append(tx, [registeredEntry(row, ctx, 'api')]);
+      const stored = await this.store.get(tx, row.id);
+      return deviceView(stored!);
+    });
+  }
+
+  /** See parseManifest. */
+  parseManifest(body: string | object, contentType: string | undefined): ParsedManifest {
+    return parseManifest(body, contentType);
+  }
+
+  /**
+   * Registers every row or none. All rows are checked first (id format, duplicates within the
+   * manifest, ids that exist, kind, field lengths; plus `parseErrors` from parseManifest); any
+   * problem throws BadRequest with `details.errors` = [{ row, id, field, message }] (1-based rows)
+   * and nothing is written. Otherwise one INSERT for all rows and one `device.registered` audit
+   * entry per device, in one transaction. `opts.lot` applies to rows without a lot.
+   */
+  async importManifest(rows: DeviceInput[], ctx: DeviceActor, opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {}): Promise<ImportResult> {
+    if (rows.length === 0) throw badRequest('the manifest lists no devices');
+    if (rows.length > MAX_IMPORT_ROWS) throw badRequest(`a manifest lists at most ${MAX_IMPORT_ROWS} devices; this one lists ${rows.length}`);
+    if (opts.lot !== undefined) {
+      const errs: FieldError[] = [];
+      checkText('lot', opts.lot, errs);
+      if (errs.length > 0) throw badRequest(errs[0]!.message, { errors: errs });
+    }
+
+    const errors: ManifestRowError[] = [...(opts.parseErrors ?? [])];
+    const unreadable = new Set(errors.map((e) => e.row));
+    const firstRowOf = new Map<string, number>();
+    const candidates: { id: string; row: number }[] = [];
+    rows.forEach((raw, i) => {
+      const row = i + 1;
+      const id = isPlainObject(raw) && typeof raw.id === 'string' ? raw.id : undefined;
+      const withId = id ? { id } : {};
+      if (!unreadable.has(row)) {
+        for (const e of checkInput(raw)) errors.push({ row, ...withId, ...e });
+      }
+      if (id === undefined || !DEVICE_ID_RE.test(id)) return;
+      const first = firstRowOf.get(id);
+      if (first !== undefined) errors.push({ row, id, field: 'id', message: `id ${id} is also on row ${first}` });
+      else {
+        firstRowOf.set(id, row);
+        candidates.push({ id, row });
+      }
+    });
+    for (const id of await this.store.existingIds(this.db, candidates.map((c) => c.id))) {
+      errors.push({ row: firstRowOf.get(id)!, id, field: 'id', message: `a device with id ${id} exists` });
+    }
+    if (errors.length > 0) throw manifestError(errors);
+
+    const at = this.clock.now();
+    const newRows = rows.map((r) => toNewRow(r, opts.lot, at));
+    await this.db.transaction(async (tx) => {
+      const inserted = await this.store.insertMany(tx, newRows);
+      if (inserted.length !== newRows.length) {
+        // Someone registered one of these ids since the check: roll everything back.
+        const got = new Set(inserted);
+        throw manifestError(
+          newRows.flatMap((r, i) => (got.has(r.id) ? [] : [{ row: i + 1, id: r.id, field: 'id', message: `a device with id ${r.id} exists` }])),
+        );
+      }
+      await this.audit.append(tx, newRows.map((r) => registeredEntry(r, ctx, 'import')));
+    });
+    const lots = new Set(newRows.map((r) => r.lot));
+    const only = lots.size === 1 ? [...lots][0]! : null;
+    return { imported: newRows.length, lot: opts.lot ?? only };
+  }
+
+  async get(id: string): Promise<DeviceView> {
+    const row = await this.store.get(this.db, id);
+    if (!row) throw notFound(`no device with id ${id}`);
+    return deviceView(row);
+  }
+
+  /** Newest first; `nextCursor` is null on the last page. */
+  async list(filter: DeviceListFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: DeviceView[]; nextCursor: string | null }> {
+    if (!Number.isInteger(page.limit) || page.limit < 1 || page.limit > LIST_MAX_LIMIT) {
+      throw badRequest(`limit must be an integer from 1 to ${LIST_MAX_LIMIT}`);
+    }
+    if (filter.status !== undefined && !DEVICE_STATUSES.includes(filter.status)) throw badRequest(`status must be one of ${DEVICE_STATUSES.join(', ')}`);
+    if (filter.kind !== undefined && !DEVICE_KINDS.includes(filter.kind)) throw badRequest(`kind must be one of ${DEVICE_KINDS.join(', ')}`);
+    if (filter.expiringBefore !== undefined && Number.isNaN(filter.expiringBefore.getTime())) throw badRequest('expiringBefore is not a valid time');
+    const storeFilter: DeviceFilter = { ...filter };
+    const rows = await this.store.list(this.db, storeFilter, { cursor: page.cursor ? decodeCursor(page.cursor) : undefined, limit: page.limit + 1 });
+    const more = rows.length > page.limit;
+    const items = more ? rows.slice(0, page.limit) : rows;
+    const last = items[items.length - 1];
+    return { items: items.map(deviceView), nextCursor: more && last ? encodeCursor(last) : null };
+  }
+
+  /** Changes descriptive fields; `device.updated` records the changed fields. A decommissioned device is Conflict. */
+  async update(id: string, patch: DevicePatch, ctx: DeviceActor): Promise<DeviceView> {
+    const attrs = checkPatch(patch);
+    return this.db.transaction(async (tx) => {
+      const current = await this.store.getForUpdate(tx, id);
+      if (!current) throw notFound(`no device with id ${id}`);
+      if (current.status === 'decommissioned') throw conflict(`device ${id} is decommissioned and cannot be changed`);
+      const changed: string[] = [];
+      const from: Record<string, unknown> = {};
+      const to: Record<string, unknown> = {};
+      for (const f of PATCH_FIELDS) {
+        const next = attrs[f];
+        if (next === undefined) continue;
+        const prev = current[f];
+        const same = f === 'labels' ? sameLabels(prev as Record<string, string>, next as Record<string, string>) : prev === next;
+        if (same) continue;
+        changed.push(f);
+        from[f] = prev;
+        to[f] = next;
+      }
+      if (changed.length === 0) return deviceView(current);
+      const updated = await this.store.updateAttributes(tx, id, attrs, this.clock.now());
+      await this.audit.append(tx, [
+        { actor: ctx.actor, requestId: ctx.requestId, action: 'device.updated', targetType: 'device', targetId: id, details: { changed, from, to } },
+      ]);
+      return deviceView(updated!);
+    });
+  }
+
+  /** Takes the device out of service for good. Idempotent: decommissioning a decommissioned device changes nothing. */
+  async decommission(id: string, ctx: DeviceActor): Promise<DeviceView> {
+    return this.db.transaction(async (tx) => deviceView(await this.transition(tx, id, 'decommissioned', ctx)));
+  }
+
+  /**
+   * The one place a device changes status. Locks the row, checks the lifecycle (Conflict when the
+   * move is not allowed; NotFound when there is no such device), stamps the status's time and
+   * appends the audit entry (`device.activated`, `device.reactivated`, `device.suspended`,
+   * `device.revoked`, `device.decommissioned`, `device.readmitted`) with `details` merged in.
+   * Moving to the current status changes nothing and writes no entry. Appends to the audit log:
+   * call it last in `tx`.
+   */
+  async transition(tx: Executor, id: string, to: DeviceStatus, ctx: DeviceActor, details: Record<string, unknown> = {}): Promise<DeviceRecord> {
+    const current = await this.store.getForUpdate(tx, id);
+    if (!current) throw notFound(`no device with id ${id}`);
+    const { row, entry } = await this.move(tx, current, to, ctx, details);
+    if (entry) await this.audit.append(tx, [entry]);
+    return row;
+  }
+
+  /** The device, locked until `tx` ends; undefined when there is none. */
+  async getForUpdate(tx: Executor, id: string): Promise<DeviceRecord | undefined> {
+    return this.store.getForUpdate(tx, id);
+  }
+
+  /** The device when it exists and belongs to `lot` (not locked); undefined otherwise. */
+  async findByLot(tx: Executor, lot: string, id: string): Promise<DeviceRecord | undefined> {
+    return this.store.getInLot(tx, lot, id);
+  }
+
+  /**
+   * Records a certificate just issued to the device (its newest): sets currentSerial and
+   * currentNotAfter and, on the first issuance, moves `registered` → `active` with a
+   * `device.activated` audit entry. Only a registered or active device may receive one (Conflict
+   * otherwise; NotFound without a device). Appends to the audit log: call it last in `tx`.
+   */
+  async recordIssued(tx: Executor, id: string, cert: { serial: Buffer; notAfter: Date }, ctx: DeviceActor): Promise<DeviceRecord> {
+    const current = await this.store.getForUpdate(tx, id);
+    if (!current) throw notFound(`no device with id ${id}`);
+    if (current.status !== 'registered' && current.status !== 'active') {
+      throw conflict(`device ${id} is ${current.status}: it may not receive a certificate`);
+    }
+    const withCert = await this.store.setCurrentCertificate(tx, id, cert, this.clock.now());
+    if (current.status === 'active') return withCert!;
+    const { row, entry } = await this.move(tx, withCert!, 'active', ctx, { serial: cert.serial.toString('hex'), notAfter: cert.notAfter.toISOString() });
+    if (entry) await this.audit.append(tx, [entry]);
+    return row;
+  }
+
+  /** Checks and applies one status change on a locked row; returns the audit entry to append. */
+  private async move(
+    tx: Executor,
+    current: DeviceRow,
+    to: DeviceStatus,
+    ctx: DeviceActor,
+    details: Record<string, unknown>,
+  ): Promise<{ row: DeviceRow; entry?: AuditEntryInput }> {
+    if (!DEVICE_STATUSES.includes(to)) throw badRequest(`unknown device status ${String(to)}`);
+    if (current.status === to) return { row: current };
+    if (!canTransition(current.status, to)) {
+      const why = current.status === 'decommissioned' ? 'decommissioned is final' : `allowed from ${current.status}: ${TRANSITIONS[current.status].join(', ') || 'nothing'}`;
+      throw new DomainError('Conflict', `device ${current.id} cannot go from ${current.status} to ${to} (${why})`);
+    }
+    const row = await this.store.setStatus(tx, current.id, to, this.clock.now());
+    return {
+      row: row!,
+      entry: {
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        action: actionOf(current.status, to),
+        targetType: 'device',
+        targetId: current.id,
+        details: { ...details, from: current.status, to },
+      },
+    };
+  }
+}
+
+function checkPatch(input: DevicePatch): DeviceAttributes {
+  const patch: unknown = input;
+  if (!isPlainObject(patch)) throw badRequest('a device patch must be an object');
+  const errors: FieldError[] = [];
+  for (const k of Object.keys(patch)) {
+    if (!(PATCH_FIELDS as readonly string[]).includes(k)) errors.push({ field: k, message: `${k} cannot be changed` });
+  }
+  const attrs: DeviceAttributes = {};
+  for (const f of ['model', 'hardwareRevision', 'firmwareVersion', 'site'] as const) {
+    const v = patch[f];
+    if (v === undefined) continue;
+    if (v !== null) checkText(f, v, errors);
+    attrs[f] = v as string | null;
+  }
+  if (patch.labels !== undefined) {
+    checkLabels(patch.labels, errors);
+    attrs.labels = patch.labels as Record<string, string>;
+  }
+  if (errors.length > 0) throw badRequest(errors[0]!.message, { errors });
+  if (Object.keys(attrs).length === 0) throw badRequest(`a patch changes at least one of ${PATCH_FIELDS.join(', ')}`);
+  return attrs;
+}
+
+function manifestError(errors: ManifestRowError[]): DomainError {
+  const sorted = [...errors].sort((a, b) => (a.row ?? 0) - (b.row ?? 0));
+  const rows = new Set(sorted.map((e) => e.row)).size;
+  const shown = sorted.slice(0, MAX_REPORTED_ERRORS);
+  const more = sorted.length > shown.length ? ` (the first ${shown.length} are listed)` : '';
+  return badRequest(`the manifest has ${sorted.length} error(s) on ${rows} row(s)${more}; nothing was imported`, { errors: shown });
+}
