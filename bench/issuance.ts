@@ -7,43 +7,17 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import knexFactory from 'knex';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/config.js';
 import { buildService } from '../src/main.js';
-import { createDb, migrateLatest, type Db } from '../src/store/db.js';
 import { concurrently, measureRate, result, type BenchResult } from './lib.js';
+import { freshDatabase } from './db.js';
 
 export const description =
   'Issuance throughput: P-256 device certificates signed **and recorded** (intent row before signing, DER + audit entry after, ' +
   'one transaction per batch) per second, against the raw ECDSA P-256 signing rate of the same issuing key in the same run ' +
   '(target: at least 10% of the raw rate). "batch" is the bulk API a factory lot uses; "concurrent" is single requests ' +
   'in flight at once, gathered into batches by the issuer.';
-
-async function freshDatabase(): Promise<{ db: Db; label: string; drop(): Promise<void> }> {
-  const url = process.env.DATABASE_URL;
-  if (!url) {
-    const db = createDb({});
-    await migrateLatest(db);
-    return { db, label: 'PGlite (embedded; set DATABASE_URL for PostgreSQL)', drop: () => db.destroy() };
-  }
-  const name = `mqttca_bench_${randomBytes(4).toString('hex')}`;
-  const admin = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
-  await admin.raw(`create database ${name}`);
-  const u = new URL(url);
-  u.pathname = `/${name}`;
-  const db = createDb({ databaseUrl: u.toString(), poolMax: 10 });
-  await migrateLatest(db);
-  return {
-    db,
-    label: 'PostgreSQL',
-    async drop() {
-      await db.destroy();
-      await admin.raw(`drop database if exists ${name} with (force)`);
-      await admin.destroy();
-    },
-  };
-}
 
 export async function run(): Promise<BenchResult[]> {
   const { db, label, drop } = await freshDatabase();

@@ -26,6 +26,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['signing', () => import('./signing.js')],
   ['encoder', () => import('./encoder.js')],
   ['issuance', () => import('./issuance.js')],
+  ['enrollment', () => import('./enrollment.js')],
   ['csr', () => import('./csr.js')],
 ];
 // -------------------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         async onIssued(tx, issued) {
           const activated = await deviceStore.recordIssued(tx, issued, clock.now());
           const ctxOf = new Map(issued.map((i) => [i.deviceId, i.ctx]));
-          await audit.append(tx, activated.map((id) => ({ ...ctxOf.get(id)!, action: 'device.activated', targetType: 'device', targetId: id })));
+          return activated.map((id) => ({ ...ctxOf.get(id)!, action: 'device.activated', targetType: 'device', targetId: id }));
         },
       },
     });
@@ -125,8 +125,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const replay = new ReplayStore();
     const enrollment = new Enrollment(
       [
-        new TokenEnrollment('token', db, tokens, devices),
-        new TokenEnrollment('est-basic', db, tokens, devices),
+        new TokenEnrollment('token', tokens),
+        new TokenEnrollment('est-basic', tokens),
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock),
       ],

@@ -66,6 +66,7 @@ export interface ActorContext {
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000; // tolerate a minute of clock skew on relying parties
 const DEFAULT_ISSUER_KEY = 'default_issuing_ca';
+const DEFAULT_ISSUER_TTL_MS = 5_000;
 
 export function caNameAttributes(s: CaSubject): NameAttribute[] {
   const attrs: NameAttribute[] = [];
@@ -95,6 +96,7 @@ export const newSerial = (): Buffer => {
 export class CaHierarchy {
   private readonly issuers = new Map<string, IssuerContext>();
   private readonly chains = new Map<string, Buffer[]>();
+  private defaultIssuer: { id: string | null; until: number } | undefined;
 
   constructor(
     private readonly db: Db,
@@ -356,10 +358,19 @@ export class CaHierarchy {
       await this.settings.set(tx, DEFAULT_ISSUER_KEY, caId);
       await this.audit.append(tx, [{ ...ctx, action: 'ca.default-issuer-set', targetType: 'ca', targetId: caId }]);
     });
+    this.defaultIssuer = undefined;
   }
 
+  /**
+   * The default issuing CA. Read on every issuance batch, so kept for a few seconds (a change made
+   * here is seen at once; one made by another replica within DEFAULT_ISSUER_TTL_MS).
+   */
   async defaultIssuerId(db: Executor = this.db): Promise<string | null> {
-    return (await this.settings.get<string>(db, DEFAULT_ISSUER_KEY)) ?? null;
+    const now = Date.now();
+    if (db === this.db && this.defaultIssuer && this.defaultIssuer.until > now) return this.defaultIssuer.id;
+    const id = (await this.settings.get<string>(db, DEFAULT_ISSUER_KEY)) ?? null;
+    if (db === this.db) this.defaultIssuer = { id, until: now + DEFAULT_ISSUER_TTL_MS };
+    return id;
   }
 
   /** The signing context of an active CA; cached (a CA's certificate and key never change). */

@@ -45,7 +45,8 @@ export interface IssuedCertificate {
  * registration state (a device's current certificate and status) commits with the certificate.
  */
 export interface IssuanceListener {
-  onIssued(tx: Knex.Transaction, issued: { serial: Buffer; deviceId: string; notAfter: Date; ctx: ActorContext }[]): Promise<void>;
+  /** Returns the audit entries for what it changed; they are appended with the batch's own. */
+  onIssued(tx: Knex.Transaction, issued: { serial: Buffer; deviceId: string; notAfter: Date; ctx: ActorContext }[]): Promise<AuditEntryInput[]>;
 }
 
 /** Where issuance gets the signing CA: the hierarchy in production, a wrapper in fault-injection tests. */
@@ -73,6 +74,7 @@ interface Waiter {
 
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000;
+const LANES = 2;
 const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /**
@@ -83,6 +85,8 @@ const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-
 export class Issuance {
   private queue: Waiter[] = [];
   private flushScheduled = false;
+  /** Batches being issued now; at most LANES, so that requests arriving meanwhile gather into the next. */
+  private inFlight = 0;
   /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
   private readonly fixedExtensions = new Map<string, Uint8Array[]>();
 
@@ -163,17 +167,29 @@ export class Issuance {
     });
   }
 
+  /**
+   * Group issuance: at most LANES batches run at once (one signing while another waits on the
+   * database); whatever arrives meanwhile waits and leaves as the next batch. Under load, batches
+   * grow by themselves and share their commits and the audit-chain lock.
+   */
   private flush(): void {
     this.flushScheduled = false;
-    const batch = this.queue.splice(0, this.maxBatch);
-    if (this.queue.length > 0) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
+    while (this.queue.length > 0 && this.inFlight < LANES) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      this.inFlight++;
+      this.run(batch.map((w) => w.plan))
+        .then(
+          (issued) => batch.forEach((w, i) => w.resolve(issued[i]!)),
+          (e) => batch.forEach((w) => w.reject(e)),
+        )
+        .finally(() => {
+          this.inFlight--;
+          if (this.queue.length > 0 && !this.flushScheduled) {
+            this.flushScheduled = true;
+            setImmediate(() => this.flush());
+          }
+        });
     }
-    this.run(batch.map((w) => w.plan)).then(
-      (issued) => batch.forEach((w, i) => w.resolve(issued[i]!)),
-      (e) => batch.forEach((w) => w.reject(e)),
-    );
   }
 
   private plan(req: IssueRequest, ctx: ActorContext): Plan {
@@ -293,8 +309,8 @@ export class Issuance {
         const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
         if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
         const forDevices = intents.flatMap((it, i) => (it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx }] : []));
-        if (forDevices.length && this.options.listener) await this.options.listener.onIssued(tx, forDevices);
-        await this.audit.append(tx, plans.map((p, i): AuditEntryInput => ({
+        const listenerEntries = forDevices.length && this.options.listener ? await this.options.listener.onIssued(tx, forDevices) : [];
+        await this.audit.append(tx, [...plans.map((p, i): AuditEntryInput => ({
           ...p.ctx,
           action: 'certificate.issued',
           targetType: 'certificate',
@@ -307,7 +323,7 @@ export class Issuance {
             notAfter: intents[i]!.notAfter.toISOString(),
             ...(p.req.renews ? { renews: serialFromBytes(p.req.renews) } : {}),
           },
-        })));
+        })), ...listenerEntries]);
       });
       return intents.map((it, i) => ({
         serial: serialFromBytes(it.serial),

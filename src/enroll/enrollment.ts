@@ -77,9 +77,7 @@ export class Enrollment {
       this.issuance.validate(request); // key policy and names, before anything is spent
 
       const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
-        if (!(await auth.spend())) {
-          throw new DomainError('Forbidden', `the credential is used up, or device ${draft.deviceId} already enrolled with it`);
-        }
+        await auth.spend();
         try {
           const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId });
           const chain = await this.hierarchy.chain(issued.caId);

@@ -46,8 +46,8 @@ export interface Authorization {
   subject: string;
   draft: IssueDraft;
   steps: PolicyStep[];
-  /** Spends the credential once for this device (a token use); false when it cannot be spent. */
-  spend(): Promise<boolean>;
+  /** Spends the credential once for this device (a token use); throws DomainError (Forbidden, with the reason) when it cannot. */
+  spend(): Promise<void>;
   refund(): Promise<void>;
 }
 

@@ -88,7 +88,7 @@ export class RenewalEnrollment implements EnrollmentMethod {
       subject: row.deviceId,
       draft: { profile: row.profile, deviceId: row.deviceId, renews: serial },
       steps,
-      spend: async () => true,
+      spend: async () => undefined,
       refund: async () => undefined,
     };
   }

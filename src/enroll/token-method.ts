@@ -1,12 +1,9 @@
 import type { ParsedCsr } from '../ca/x509/csr.js';
-import type { Db } from '../store/db.js';
 import { DomainError } from '../shared/errors.js';
 import type { EnrollmentTokens } from './tokens.js';
 import {
-  ENROLLABLE_STATUSES,
   type Authorization,
   type Credential,
-  type DeviceDirectory,
   type EnrollmentContext,
   type EnrollmentMethod,
   type PolicyStep,
@@ -25,9 +22,7 @@ const forbidden = (msg: string, details?: Record<string, unknown>) => new Domain
 export class TokenEnrollment implements EnrollmentMethod {
   constructor(
     readonly name: 'token' | 'est-basic',
-    private readonly db: Db,
     private readonly tokens: EnrollmentTokens,
-    private readonly devices: DeviceDirectory,
   ) {}
 
   accepts(c: Credential): boolean {
@@ -39,22 +34,9 @@ export class TokenEnrollment implements EnrollmentMethod {
     const auth = await this.tokens.authenticate(presented);
     if (!auth.ok) throw unauthenticated(`the enrollment token is not valid (${auth.reason})`);
     const token = auth.token;
-
-    let deviceId: string;
-    if (token.deviceId) {
-      deviceId = token.deviceId;
-    } else {
-      const named = csr.commonName ?? (c.kind === 'basic' && c.user ? c.user : undefined);
-      if (!named) throw forbidden('a lot token enrolls the device named by the CSR\'s common name; the CSR has none');
-      deviceId = named;
-    }
-    const device = await this.devices.deviceFacts(this.db, deviceId);
-    if (!device) throw forbidden(`device ${deviceId} is not in the inventory`);
-    if (token.lot && device.lot !== token.lot) throw forbidden(`device ${deviceId} is not in lot ${token.lot}`);
-    if (token.lot && device.kind !== 'client') throw forbidden(`lot tokens enroll client devices; ${deviceId} is a ${device.kind}`);
-    if (!ENROLLABLE_STATUSES.has(device.status)) {
-      throw forbidden(`device ${deviceId} is ${device.status}: it may not enroll until an operator re-admits it`);
-    }
+    const named = csr.commonName ?? (c.kind === 'basic' && c.user ? c.user : undefined);
+    if (!token.deviceId && !named) throw forbidden('a lot token enrolls the device named by the CSR\'s common name; the CSR has none');
+    const deviceId = token.deviceId ?? named!;
 
     const steps: PolicyStep[] = [noSmuggledExtensions];
     if (token.profile === 'broker') {
@@ -70,7 +52,7 @@ export class TokenEnrollment implements EnrollmentMethod {
       subject: deviceId,
       draft: { profile: token.profile === 'broker' ? 'broker' : 'device', deviceId },
       steps,
-      spend: () => this.tokens.consume(token.id, deviceId),
+      spend: () => this.tokens.consume(token, deviceId),
       refund: () => this.tokens.refund(token.id, deviceId),
     };
   }

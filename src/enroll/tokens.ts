@@ -3,7 +3,7 @@ import type { TokenRow, TokenStore } from '../store/token-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import type { ActorContext } from '../ca/hierarchy.js';
-import { badRequest, notFound } from '../shared/errors.js';
+import { DomainError, badRequest, notFound } from '../shared/errors.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
 
 export type TokenProfile = 'device' | 'broker';
@@ -50,9 +50,12 @@ const PREFIX = 'mqet';
 const ID_PREFIX = 'et';
 const DAY_S = 86_400;
 const MAX_EXPIRY_S = 90 * DAY_S;
+const TOKEN_CACHE_MS = 2_000;
 
 /** Enrollment tokens: one-device or whole-lot credentials for factory lines; the secret is shown once and stored hashed. */
 export class EnrollmentTokens {
+  private readonly cache = new Map<string, { token: TokenRow; until: number }>();
+
   constructor(
     private readonly db: Db,
     private readonly store: TokenStore,
@@ -140,6 +143,7 @@ export class EnrollmentTokens {
     return this.db.transaction(async (tx) => {
       const row = await this.store.get(tx, id);
       if (!row) throw notFound(`no enrollment token ${id}`);
+      this.cache.delete(id);
       if (await this.store.revoke(tx, id, this.clock.now())) {
         await this.audit.append(tx, [{ ...ctx, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: id }]);
       }
@@ -149,20 +153,59 @@ export class EnrollmentTokens {
 
   /**
    * The token a bearer string names, if the secret matches and it is live. A used-up token is
-   * still returned (with `usedUp`): a retried request may be owed its first response.
+   * still returned (with `usedUp`): a retried request may be owed its first response. Rows are
+   * kept for a moment (TOKEN_CACHE_MS) to spare the hot path a query: what may not be stale —
+   * revocation, expiry, uses — is checked again, in the database, when the token is spent.
    */
   async authenticate(presented: string): Promise<{ ok: true; token: TokenRow; usedUp: boolean } | { ok: false; reason: TokenRefusal; tokenId?: string }> {
     const id = bearerId(presented, PREFIX, ID_PREFIX);
     if (!id) return { ok: false, reason: 'malformed' };
-    const row = await this.store.get(this.db, id);
-    if (!hashMatches(presented, row?.secretHash) || !row) return { ok: false, reason: 'unknown', tokenId: id };
-    if (row.revokedAt) return { ok: false, reason: 'revoked', tokenId: id };
-    if (row.expiresAt <= this.clock.now()) return { ok: false, reason: 'expired', tokenId: id };
-    return { ok: true, token: row, usedUp: row.uses >= row.maxUses };
+    const now = this.clock.now();
+    let row = this.cache.get(id);
+    if (!row || row.until < Date.now()) {
+      const fresh = await this.store.get(this.db, id);
+      row = fresh ? { token: fresh, until: Date.now() + TOKEN_CACHE_MS } : undefined;
+      if (row) this.remember(id, row);
+    }
+    if (!hashMatches(presented, row?.token.secretHash) || !row) return { ok: false, reason: 'unknown', tokenId: id };
+    const token = row.token;
+    if (token.revokedAt) return { ok: false, reason: 'revoked', tokenId: id };
+    if (token.expiresAt <= now) return { ok: false, reason: 'expired', tokenId: id };
+    return { ok: true, token, usedUp: token.uses >= token.maxUses };
   }
 
-  consume(tokenId: string, deviceId: string): Promise<boolean> {
-    return this.store.consume(this.db, tokenId, deviceId, this.clock.now());
+  /**
+   * Spends the token once for a device: live, not used up, the device in the inventory (and in
+   * the token's lot) and allowed to enroll, the device not enrolled with this token before — all
+   * checked in the one statement that spends. Throws Forbidden with the reason when refused.
+   */
+  async consume(token: TokenRow, deviceId: string): Promise<void> {
+    if (await this.store.consume(this.db, token.id, deviceId, token.lot, this.clock.now())) return;
+    this.cache.delete(token.id);
+    const facts = await this.store.refusalFacts(this.db, token.id, deviceId);
+    const t = facts.token;
+    const d = facts.device;
+    const reason = !t || t.revokedAt
+      ? 'the enrollment token was revoked'
+      : t.expiresAt <= this.clock.now()
+        ? 'the enrollment token expired'
+        : !d
+          ? `device ${deviceId} is not in the inventory`
+          : t.lot && d.lot !== t.lot
+            ? `device ${deviceId} is not in lot ${t.lot}`
+            : t.lot && d.kind !== 'client'
+              ? `lot tokens enroll client devices; ${deviceId} is a ${d.kind}`
+              : !['registered', 'active'].includes(d.status)
+                ? `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it`
+                : facts.usedByDevice
+                  ? `device ${deviceId} already enrolled with this token`
+                  : 'the enrollment token is used up';
+    throw new DomainError('Forbidden', reason);
+  }
+
+  private remember(id: string, row: { token: TokenRow; until: number }): void {
+    if (this.cache.size >= 10_000) this.cache.clear();
+    this.cache.set(id, row);
   }
 
   refund(tokenId: string, deviceId: string): Promise<void> {

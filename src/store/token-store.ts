@@ -1,5 +1,11 @@
 import type { Executor } from './db.js';
 
+export interface DeviceFacts {
+  kind: 'client' | 'broker';
+  lot: string | null;
+  status: string;
+}
+
 export interface TokenRow {
   id: string;
   secretHash: Buffer;
@@ -66,6 +72,24 @@ export class TokenStore {
     return r ? fromRow(r) : undefined;
   }
 
+  /**
+   * The token and, in the same round trip, the facts of the device it is being used for: its own
+   * device, or for a lot token the device the request names.
+   */
+  async getWithDevice(db: Executor, id: string, namedDeviceId: string | undefined): Promise<{ token: TokenRow; device: DeviceFacts | undefined } | undefined> {
+    const r = await db('enrollment_tokens as t')
+      .select(COLUMNS.map((c) => `t.${c}`))
+      .select({ d_id: 'd.id', d_kind: 'd.kind', d_lot: 'd.lot', d_status: 'd.status' })
+      .leftJoin('devices as d', 'd.id', db.raw('coalesce(t.device_id, ?::text)', [namedDeviceId ?? null]))
+      .where('t.id', id)
+      .first();
+    if (!r) return undefined;
+    return {
+      token: fromRow(r),
+      device: r.d_id ? { kind: r.d_kind, lot: r.d_lot ?? null, status: r.d_status } : undefined,
+    };
+  }
+
   async list(db: Executor, q: { deviceId?: string | undefined; lot?: string | undefined; before?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<TokenRow[]> {
     const query = db('enrollment_tokens').select(COLUMNS);
     if (q.deviceId) query.where('device_id', q.deviceId);
@@ -80,20 +104,38 @@ export class TokenStore {
    * false when any of that fails. (Two racing requests of one device may count one use too many
    * on a multi-use token; they never issue twice, and a single-use token is never overspent.)
    */
-  async consume(db: Executor, id: string, deviceId: string, now: Date): Promise<boolean> {
+  async consume(db: Executor, id: string, deviceId: string, lot: string | null, now: Date): Promise<boolean> {
+    // A lot token's row is hot: every device of the lot updates it, so its lock must not be held
+    // through a WAL flush. `set_config(..., true)` turns off the wait for this statement's own
+    // transaction only. That is safe: the certificate this use pays for is recorded by a later,
+    // synchronous commit, and WAL is flushed in order, so once that certificate is durable so is
+    // this use; if the process dies before, no certificate exists and the lost use costs nothing.
+    // One statement, one round trip: the device's state is checked here too (see refusalReason).
     const r = await db.raw(
-      `with spend as (
+      `with async_commit as (select set_config('synchronous_commit', 'off', true) as v),
+       device as (
+         select 1 from devices
+          where id = ? and status in ('registered', 'active') and (?::text is null or (lot = ?::text and kind = 'client'))),
+       spend as (
          update enrollment_tokens set uses = uses + 1, last_used_at = ?
           where id = ? and revoked_at is null and expires_at > ? and uses < max_uses
+            and exists (select 1 from device)
             and not exists (select 1 from enrollment_token_uses where token_id = ? and device_id = ?)
           returning id)
        insert into enrollment_token_uses (token_id, device_id, used_at)
-       select id, ?, ? from spend
+       select spend.id, ?, ? from spend, async_commit
        on conflict do nothing
        returning token_id`,
-      [now, id, now, id, deviceId, deviceId, now],
+      [deviceId, lot, lot, now, id, now, id, deviceId, deviceId, now],
     );
     return r.rows.length === 1;
+  }
+
+  /** Why consume() refused, for the error message (the refused path may take more queries). */
+  async refusalFacts(db: Executor, id: string, deviceId: string): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedByDevice: boolean }> {
+    const found = await this.getWithDevice(db, id, deviceId);
+    const used = await db('enrollment_token_uses').select('token_id').where({ token_id: id, device_id: deviceId }).first();
+    return { token: found?.token, device: found?.device, usedByDevice: !!used };
   }
 
   /** Gives a use back when issuance failed after the token was spent. */

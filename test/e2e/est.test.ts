@@ -89,6 +89,15 @@ for (const target of dbTargets) {
       const got = (await api.get(`/v1/certificates/${serial}`).set(admin).expect(200)).body;
       assert.equal(got.renewedFrom, oldSerial);
 
+      // The REST renewal takes the same TLS client certificate (here the renewed one).
+      const renewedOnly = renewedPem.slice(renewedPem.indexOf('-----BEGIN'));
+      writeTemp(dir, 'd1b.pem', renewedOnly);
+      const third = newKeyAndCsr('d1c', 'est-dev-1');
+      const csrPem = run('sh', ['-c', `openssl base64 -d -in ${third.csrB64} | openssl req -inform DER`]).stdout;
+      const rest = await split(curl(['--cert', `${dir}/d1b.pem`, '--key', next.key, '-H', 'Content-Type: application/json', '--data-binary', JSON.stringify({ csr: csrPem }), base.replace('/.well-known/est', '/v1/renew')]));
+      assert.equal(rest.status, 201, rest.body);
+      assert.equal((await api.get(`/v1/certificates/${JSON.parse(rest.body).serial}`).set(admin).expect(200)).body.renewedFrom, serial);
+
       // Without a client certificate, re-enroll is refused; with a stranger's certificate too.
       const none = await split(curl(['-H', 'Content-Type: application/pkcs10', '--data-binary', `@${next.csrB64}`, `${base}/simplereenroll`]));
       assert.equal(none.status, 401);

@@ -1,0 +1,29 @@
+import { randomBytes } from 'node:crypto';
+import knexFactory from 'knex';
+import { createDb, migrateLatest, type Db } from '../src/store/db.js';
+
+/** A fresh, migrated database for one benchmark: PostgreSQL from DATABASE_URL, else embedded PGlite. */
+export async function freshDatabase(poolMax = 10): Promise<{ db: Db; label: string; drop(): Promise<void> }> {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    const db = createDb({});
+    await migrateLatest(db);
+    return { db, label: 'PGlite (embedded; set DATABASE_URL for PostgreSQL)', drop: () => db.destroy() };
+  }
+  const name = `mqttca_bench_${randomBytes(4).toString('hex')}`;
+  const admin = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
+  await admin.raw(`create database ${name}`);
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  const db = createDb({ databaseUrl: u.toString(), poolMax });
+  await migrateLatest(db);
+  return {
+    db,
+    label: 'PostgreSQL',
+    async drop() {
+      await db.destroy();
+      await admin.raw(`drop database if exists ${name} with (force)`);
+      await admin.destroy();
+    },
+  };
+}

@@ -1,0 +1,126 @@
+/**
+ * End-to-end enrollment throughput: POST /v1/enroll over HTTP (Express, OpenAPI validation,
+ * token check, CSR parse + proof of possession, policy, issuance, PostgreSQL) from a load
+ * generator in its own process on the same machine, 32 clients in flight. Baselines measured in
+ * the same run: the same generator against GET /healthz (the bare HTTP request rate of this
+ * stack) and the raw signing rate of the issuing key.
+ */
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import { loadConfig } from '../src/config/config.js';
+import { buildService, listen } from '../src/main.js';
+import { bootstrap } from '../src/bootstrap.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, nodeSignHash } from '../src/ca/x509/encode.js';
+import { toPem } from '../src/ca/x509/pem.js';
+import { concurrently, measureRate, result, type BenchResult } from './lib.js';
+import { freshDatabase } from './db.js';
+
+export const description =
+  'Enrollment end to end: `POST /v1/enroll` (JSON body with a PEM CSR, a lot token in `Authorization`) through the whole stack — ' +
+  'Express, OpenAPI validation, token check, CSR parse and proof-of-possession verify, policy, batched issuance, device update and audit ' +
+  'on PostgreSQL — driven by a load generator in a separate process on the same 2-core machine (bench/load.mjs, keep-alive, 32 in ' +
+  'flight, every request a distinct device). Baselines from the same run: the same generator against `GET /healthz` (the bare HTTP ' +
+  'rate of this stack) and the raw signing rate of the issuing key. Target: >= 2,000 enrollments/s and p99 < 50 ms at 32 clients.';
+
+const CONCURRENCY = 32;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+
+interface LoadResult {
+  count: number;
+  errors: number;
+  statuses: Record<string, number>;
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  exhausted: boolean;
+}
+
+function load(args: string[]): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'load.mjs'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+  });
+}
+
+/** BENCH_PROFILE=<file>: a CPU profile of the service during the enrollment load only. */
+async function startProfile(): Promise<(file: string) => Promise<void>> {
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return async (file) => {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
+function csrBody(deviceId: string): string {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const info = encodeCertificationRequestInfo(encodeName([{ type: 'CN', value: deviceId }]), publicKey.export({ format: 'der', type: 'spki' }));
+  const der = encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }));
+  return JSON.stringify({ csr: toPem(der, 'CERTIFICATE REQUEST') });
+}
+
+export async function run(): Promise<BenchResult[]> {
+  const { db, label, drop } = await freshDatabase(16);
+  const dir = mkdtempSync(join(tmpdir(), 'mqttca-bench-'));
+  try {
+    const config = loadConfig({ MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dir, PORT: '0', LOG_LEVEL: 'silent' });
+    const svc = await buildService(config, { db, logger: pino({ level: 'silent' }) });
+    const boot = await bootstrap(svc);
+    const signer = (await svc.hierarchy.issuer(boot.issuingId!)).signer;
+    const tbsLike = randomBytes(420);
+    const rawSign = Math.max(await measureRate(() => signer.sign(tbsLike)), await measureRate(concurrently(64, () => signer.sign(tbsLike))));
+
+    // A production lot, larger than the run can use up, with one lot token and a distinct CSR per device.
+    const n = 40_000;
+    const ids = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
+    const ctx = { actor: 'bench' };
+    for (let i = 0; i < n; i += 20_000) await svc.devices.importManifest(ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })), ctx, { lot: 'BENCH' });
+    const token = await svc.tokens.create({ lot: 'BENCH', maxUses: n }, ctx);
+    const bodiesFile = join(dir, 'bodies.json');
+    writeFileSync(bodiesFile, JSON.stringify(ids.map(csrBody)));
+
+    const server = await listen(svc);
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const bare = await load([`${url}/healthz`, 'GET', '-', '-', String(CONCURRENCY), String(SECONDS), '1']);
+      const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
+      const enr = await load([`${url}/v1/enroll`, 'POST', bodiesFile, `Bearer ${token.token}`, String(CONCURRENCY), String(SECONDS), '1']);
+      if (profiler) await profiler(process.env.BENCH_PROFILE!);
+      if (enr.errors > 0) throw new Error(`enrollment benchmark saw errors: ${JSON.stringify(enr.statuses)}`);
+      const issued = Number((await db('certificates').where({ profile: 'device', status: 'issued' }).count({ n: 'serial' }))[0]!.n);
+      const note = `${label}; ${CONCURRENCY} clients; p50 ${enr.p50.toFixed(1)} ms, p90 ${enr.p90.toFixed(1)} ms, p99 ${enr.p99.toFixed(1)} ms; ${issued.toLocaleString('en-US')} device certificates issued in the run${enr.exhausted ? '; ran out of prepared CSRs early' : ''}`;
+      const bareBase = { name: 'bare HTTP: GET /healthz through the same stack, same generator', value: bare.rps };
+      const signBase = { name: 'raw ECDSA P-256 signing, issuing key', value: rawSign };
+      return [
+        result(bareBase.name, 'requests/s', bare.rps, bareBase, `p99 ${bare.p99.toFixed(1)} ms`),
+        result(signBase.name, 'signatures/s', rawSign, signBase),
+        result('enrollments end to end (POST /v1/enroll)', 'enrollments/s', enr.rps, bareBase, note),
+        result('enrollments end to end (POST /v1/enroll), against raw signing', 'enrollments/s', enr.rps, signBase),
+        result('enrollment p99 latency at 32 clients', 'ms', enr.p99, { name: 'target p99', value: 50 }, 'ratio < 1 meets the target'),
+      ];
+    } finally {
+      server.close();
+      server.closeAllConnections();
+      await svc.close();
+    }
+  } finally {
+    await drop();
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  for (const r of await run()) console.log(`${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`);
+}
