@@ -137,7 +137,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       new FailureThrottle(clock),
     );
     const serverKeygen = new ServerKeygen(enrollment);
-    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock);
+    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory,

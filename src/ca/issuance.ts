@@ -74,7 +74,7 @@ interface Waiter {
 
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000;
-const LANES = 2;
+const LANES = 3;
 const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /**

@@ -395,6 +395,7 @@ export class DeviceInventory {
     private readonly store: DeviceStore,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
+    private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<void> },
   ) {}
 
   /** Registers one device (status `registered`); Conflict when the id exists. */
@@ -456,7 +457,18 @@ export class DeviceInventory {
     for (const id of await this.store.existingIds(this.db, candidates.map((c) => c.id))) {
       errors.push({ row: firstRowOf.get(id)!, id, field: 'id', message: `a device with id ${id} exists` });
     }
-    if (errors.length > 0) throw manifestError(errors);
+    if (errors.length > 0) {
+      // A refused manifest is recorded (security event + audit entry): a factory feeding bad or
+      // duplicate identities is worth seeing.
+      await this.events?.record({
+        kind: 'manifest.refused',
+        severity: 'info',
+        subject: opts.lot ?? rows.find((r) => isPlainObject(r) && typeof r.lot === 'string')?.lot,
+        requestId: ctx.requestId,
+        details: { actor: ctx.actor, rows: rows.length, errors: errors.length, first: errors.slice(0, 5) },
+      });
+      throw manifestError(errors);
+    }
 
     const at = this.clock.now();
     const newRows = rows.map((r) => toNewRow(r, opts.lot, at));

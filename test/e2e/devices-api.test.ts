@@ -123,6 +123,11 @@ for (const target of dbTargets) {
       assert.deepEqual(fromCsv.body.errors.map((e: { row: number }) => e.row), [2, 3, 4]);
       assert.equal(await count(), before);
       assertProblem(await api.get('/v1/devices/c-ok').set(auth('admin')), 404);
+      // Each refused manifest is a security event, and in the audit log.
+      const events = (await api.get('/v1/security-events').query({ kind: 'manifest.refused' }).set(auth('auditor')).expect(200)).body.items;
+      assert.ok(events.length >= 2);
+      assert.equal(events[1].details.rows, 6);
+      assert.equal((await api.get('/v1/audit').query({ action: 'security.manifest.refused' }).set(auth('auditor')).expect(200)).body.items.length, events.length);
     });
 
     it('keeps each role inside its boundary, and refuses every route without a key', async () => {
