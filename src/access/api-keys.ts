@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hashMatches, secretHash } from '../shared/secrets.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, notFound } from '../shared/errors.js';
@@ -54,16 +55,7 @@ export const MIN_CONFIGURED_KEY_LENGTH = 32;
 const LAST_USED_INTERVAL_MS = 60_000;
 const NAME_MAX = 100;
 
-/** Compared against when there is no row, so that an unknown id costs the same hash comparison as a known one. */
-const DUMMY_HASH = randomBytes(32);
-
-/**
- * SHA-256, unsalted and fast, is the right hash here: issued secrets carry 256 bits of entropy (and
- * configured keys are at least 32 characters), so there is nothing for a slow password hash (bcrypt,
- * scrypt, argon2) to protect against offline guessing, and a slow hash would cost every API request.
- * The whole presented key is hashed, so the hash is bound to the id in it.
- */
-const keyHash = (presented: string): Buffer => createHash('sha256').update(presented, 'utf8').digest();
+const keyHash = secretHash; // see src/shared/secrets.ts for why a fast hash is right for these
 
 /**
  * The row id for a presented key: the id inside an issued-format key; otherwise (a configured key in any
@@ -186,11 +178,8 @@ export class ApiKeyService {
   async authenticate(presented: string): Promise<AuthenticatedKey | undefined> {
     if (typeof presented !== 'string' || !PRESENTABLE_RE.test(presented)) return undefined;
     const id = keyIdOf(presented);
-    const digest = keyHash(presented);
     const row = await this.store.credential(this.db, id);
-    const stored = row && row.secretHash.length === digest.length ? row.secretHash : DUMMY_HASH;
-    const match = timingSafeEqual(digest, stored);
-    if (!row || !match || stored === DUMMY_HASH || row.revokedAt !== null || !isRole(row.role)) return undefined;
+    if (!hashMatches(presented, row?.secretHash) || !row || row.revokedAt !== null || !isRole(row.role)) return undefined;
     const now = this.clock.now();
     if (row.lastUsedAt === null || now.getTime() - row.lastUsedAt.getTime() >= LAST_USED_INTERVAL_MS) {
       await this.store.touch(this.db, id, now, new Date(now.getTime() - LAST_USED_INTERVAL_MS));

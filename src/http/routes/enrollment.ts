@@ -1,4 +1,4 @@
-import { Router, type Request } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { TLSSocket } from 'node:tls';
 import type { Enrollment } from '../../enroll/enrollment.js';
 import { ServerKeygen } from '../../enroll/server-keygen.js';
@@ -40,29 +40,20 @@ export const sourceOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';
 /** Enrollment, renewal and server-side key generation: authenticated by their own credentials, not API keys. */
 export function enrollRoutes(enrollment: Enrollment, keygen: ServerKeygen): Router {
   const r = Router();
-  r.post('/v1/enroll', async (req, res) => {
+  const enrollWith = (methods?: string[]) => async (req: Request, res: Response) => {
     const csr = Buffer.isBuffer(req.body) ? req.body : (req.body as { csr: string }).csr;
     const out = await enrollment.enroll({
       credential: credentialOf(req),
       csr,
       idempotencyKey: req.header('idempotency-key'),
       ctx: { source: sourceOf(req), requestId: res.locals.requestId as string },
+      methods,
     });
     if (out.replayed) res.setHeader('Idempotent-Replayed', 'true');
     res.status(201).json(out.result);
-  });
-  r.post('/v1/renew', async (req, res) => {
-    const csr = Buffer.isBuffer(req.body) ? req.body : (req.body as { csr: string }).csr;
-    const out = await enrollment.enroll({
-      credential: credentialOf(req),
-      csr,
-      idempotencyKey: req.header('idempotency-key'),
-      ctx: { source: sourceOf(req), requestId: res.locals.requestId as string },
-      methods: ['mtls-renewal', 'signed-renewal'],
-    });
-    if (out.replayed) res.setHeader('Idempotent-Replayed', 'true');
-    res.status(201).json(out.result);
-  });
+  };
+  r.post('/v1/enroll', enrollWith());
+  r.post('/v1/renew', enrollWith(['mtls-renewal', 'signed-renewal']));
   r.post('/v1/enroll/serverkeygen', async (req, res) => {
     if (req.header('idempotency-key')) throw badRequest('server-side key generation cannot replay a response (the key is not kept): send no Idempotency-Key');
     const b = req.body as { deviceId?: string; keyAlgorithm?: KeyAlgorithm; format?: 'pkcs12' | 'pkcs8'; password: string };
