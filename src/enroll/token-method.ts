@@ -47,7 +47,8 @@ export class TokenEnrollment implements EnrollmentMethod {
     }
     return {
       method: this.name,
-      scope: `token:${token.id}`,
+      // Idempotency-Keys need only be unique per device: a lot token's devices share the token.
+      scope: `token:${token.id}:${deviceId}`,
       actor: `enrollment-token:${token.id}`,
       subject: deviceId,
       draft: { profile: token.profile === 'broker' ? 'broker' : 'device', deviceId },

@@ -193,6 +193,12 @@ for (const target of dbTargets) {
       assertProblem(await enroll(t.token, p256Csr().pem), 403, /common name/);
       const tok = (await api.get(`/v1/enrollment-tokens/${t.id}`).set(admin)).body;
       assert.equal(tok.uses, 1000);
+      // Idempotency-Keys need only be unique per device: two devices of a lot may both send "retry-1".
+      await api.post('/v1/devices/import').set(admin).send({ lot: 'LOT-10', devices: [{ id: 'lot10-a' }, { id: 'lot10-b' }] }).expect(201);
+      const t10 = await token({ lot: 'LOT-10' });
+      const a = await enroll(t10.token, p256Csr('lot10-a').pem, { 'Idempotency-Key': 'retry-1' }).expect(201);
+      const b = await enroll(t10.token, p256Csr('lot10-b').pem, { 'Idempotency-Key': 'retry-1' }).expect(201);
+      assert.notEqual(a.body.serial, b.body.serial);
     });
 
     it('issues broker certificates through a broker-bound token, with the names the token allows', async () => {
