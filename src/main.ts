@@ -18,6 +18,7 @@ import { Enrollment } from './enroll/enrollment.js';
 import { Idempotency } from './enroll/idempotency.js';
 import type { DeviceDirectory } from './enroll/methods.js';
 import { RenewalEnrollment } from './enroll/renewal-method.js';
+import { OperatorEnrollment } from './enroll/operator-method.js';
 import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
 import { EnrollmentTokens } from './enroll/tokens.js';
@@ -119,7 +120,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       },
     });
     const certificates = new CertificateRegistry(db, certificateStore);
-    const operatorIssuance = new OperatorIssuance(issuance, hierarchy);
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
     const replay = new ReplayStore();
@@ -129,6 +129,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         new TokenEnrollment('est-basic', tokens),
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock),
+        new OperatorEnrollment(),
       ],
       issuance,
       hierarchy,
@@ -137,6 +138,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       new FailureThrottle(clock),
     );
     const serverKeygen = new ServerKeygen(enrollment);
+    const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,

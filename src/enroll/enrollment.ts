@@ -13,6 +13,8 @@ export interface EnrollResult {
   serial: string;
   certificate: string;
   chain: string[];
+  caId: string;
+  notBefore: string;
   notAfter: string;
 }
 
@@ -72,6 +74,8 @@ export class Enrollment {
         dnsNames: draft.dnsNames,
         ipAddresses: draft.ipAddresses,
         renews: draft.renews,
+        caId: draft.caId,
+        validityDays: draft.validityDays,
         subjectPublicKeyInfo: csr.spki,
       };
       this.issuance.validate(request); // key policy and names, before anything is spent
@@ -81,7 +85,14 @@ export class Enrollment {
         try {
           const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId });
           const chain = await this.hierarchy.chain(issued.caId);
-          return { serial: issued.serial, certificate: toPem(issued.der), chain: chain.map((d) => toPem(d)), notAfter: issued.notAfter.toISOString() };
+          return {
+            serial: issued.serial,
+            certificate: toPem(issued.der),
+            chain: chain.map((d) => toPem(d)),
+            caId: issued.caId,
+            notBefore: issued.notBefore.toISOString(),
+            notAfter: issued.notAfter.toISOString(),
+          };
         } catch (e) {
           await auth.refund();
           throw e;
@@ -98,7 +109,8 @@ export class Enrollment {
   }
 
   private async refused(e: DomainError, method: string, subject: string | undefined, ctx: EnrollmentContext): Promise<void> {
-    const blocked = this.throttle.fail(ctx.source);
+    // Operators are authenticated by API key before they get here: their mistakes are recorded, not throttled.
+    const blocked = method !== 'operator' && this.throttle.fail(ctx.source);
     await this.events.record({
       kind: 'enrollment.refused',
       severity: e.kind === 'Forbidden' || e.kind === 'Unauthenticated' ? 'warning' : 'info',

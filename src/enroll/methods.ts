@@ -7,7 +7,9 @@ export type Credential =
   | { kind: 'bearer'; value: string }
   | { kind: 'basic'; user: string; password: string }
   | { kind: 'client-certificate'; der: Buffer }
-  | { kind: 'signed-renewal'; certificateDer: Buffer; signedAt: string; signature: Buffer };
+  | { kind: 'signed-renewal'; certificateDer: Buffer; signedAt: string; signature: Buffer }
+  /** An operator or provisioner with an API key, naming the certificate in the request itself. */
+  | { kind: 'operator'; actor: string; request: Omit<IssueDraft, 'renews'> & { profile: ProfileName } };
 
 export interface EnrollmentContext {
   source: string;
@@ -17,11 +19,14 @@ export interface EnrollmentContext {
 /** The certificate a request will get, as the policy steps shape and check it. */
 export interface IssueDraft {
   profile: ProfileName;
-  deviceId: string;
+  deviceId?: string | undefined;
   commonName?: string | undefined;
   dnsNames?: string[] | undefined;
   ipAddresses?: string[] | undefined;
   renews?: Buffer | undefined;
+  /** Only an operator may pick the issuing CA or a shorter validity. */
+  caId?: string | undefined;
+  validityDays?: number | undefined;
 }
 
 /**

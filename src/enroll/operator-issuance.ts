@@ -1,9 +1,6 @@
-import type { ActorContext, CaHierarchy } from '../ca/hierarchy.js';
-import type { Issuance, IssueRequest } from '../ca/issuance.js';
+import type { ActorContext } from '../ca/hierarchy.js';
 import type { ProfileName } from '../ca/profiles.js';
-import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
-import { toPem } from '../ca/x509/pem.js';
-import { DomainError } from '../shared/errors.js';
+import type { Enrollment, EnrollResult } from './enrollment.js';
 
 export interface CsrIssueInput {
   profile: ProfileName;
@@ -16,53 +13,22 @@ export interface CsrIssueInput {
   validityDays?: number | undefined;
 }
 
-export interface IssuedWithChain {
-  serial: string;
-  certificate: string;
-  chain: string[];
-  caId: string;
-  notBefore: string;
-  notAfter: string;
-}
-
 /**
- * Issuance by an operator or provisioner holding an API key: the CSR proves possession of the key,
- * and only the key is taken from it; the names come from the request, checked by the profile.
+ * Issuance by an operator or provisioner holding an API key (`POST /v1/certificates`): the
+ * operator-direct enrollment method, through the same flow as every other.
  */
 export class OperatorIssuance {
-  constructor(
-    private readonly issuance: Issuance,
-    private readonly hierarchy: CaHierarchy,
-  ) {}
+  constructor(private readonly enrollment: Enrollment) {}
 
-  async issueFromCsr(input: CsrIssueInput, ctx: ActorContext): Promise<IssuedWithChain> {
-    let csr: ParsedCsr;
-    try {
-      csr = parseCsrDer(csrFromBody(input.csr));
-    } catch (e) {
-      if (e instanceof CsrError) throw new DomainError('BadCsr', e.message);
-      throw e;
-    }
-    if (!verifyCsr(csr)) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
-    const req: IssueRequest = {
-      profile: input.profile,
-      caId: input.caId,
-      subjectPublicKeyInfo: csr.spki,
-      deviceId: input.deviceId,
-      commonName: input.commonName,
-      dnsNames: input.dnsNames,
-      ipAddresses: input.ipAddresses,
-      validityDays: input.validityDays,
-    };
-    const issued = await this.issuance.issue(req, ctx);
-    const chain = await this.hierarchy.chain(issued.caId);
-    return {
-      serial: issued.serial,
-      certificate: toPem(issued.der),
-      chain: chain.map((d) => toPem(d)),
-      caId: issued.caId,
-      notBefore: issued.notBefore.toISOString(),
-      notAfter: issued.notAfter.toISOString(),
-    };
+  async issueFromCsr(input: CsrIssueInput, ctx: ActorContext): Promise<EnrollResult> {
+    const { csr, ...request } = input;
+    const { result } = await this.enrollment.enroll({
+      credential: { kind: 'operator', actor: ctx.actor, request },
+      csr,
+      // Refusals are throttled per API key, not per address: operators share gateways.
+      ctx: { source: ctx.actor, requestId: ctx.requestId ?? 'internal' },
+      methods: ['operator'],
+    });
+    return result;
   }
 }

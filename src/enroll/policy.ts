@@ -35,6 +35,7 @@ export const deviceIdentity: PolicyStep = {
   kind: 'validate',
   name: 'device-identity',
   apply(draft, csr) {
+    if (!draft.deviceId) throw new Error('device-identity needs a device id in the draft');
     if (csr.commonName !== undefined && csr.commonName !== draft.deviceId) {
       throw forbidden(`the CSR asks for the name ${JSON.stringify(csr.commonName)}, but this credential is for device ${draft.deviceId}`);
     }
