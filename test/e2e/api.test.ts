@@ -74,6 +74,7 @@ for (const target of dbTargets) {
         { name: 'POST /v1/cas/{id}/default-issuer', send: (h) => api.post(`/v1/cas/${issuingId}/default-issuer`).set(h), allowed: ['admin'], ok: 200 },
         { name: 'GET /v1/certificates', send: (h) => api.get('/v1/certificates').set(h), allowed: ['admin', 'operator', 'provisioner', 'auditor'], ok: 200 },
         { name: 'POST /v1/certificates', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'device', deviceId: 'role-dev', csr: csrPem }), allowed: ['admin', 'provisioner'], ok: 201 },
+        { name: 'POST /v1/certificates (broker)', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'broker', dnsNames: ['b.example'], csr: csrPem }), allowed: ['admin', 'provisioner', 'operator'], ok: 201 },
         { name: 'GET /v1/api-keys', send: (h) => api.get('/v1/api-keys').set(h), allowed: ['admin'], ok: 200 },
         { name: 'POST /v1/api-keys', send: (h) => api.post('/v1/api-keys').set(h).send({ name: 'n', role: 'auditor' }), allowed: ['admin'], ok: 201 },
         { name: 'GET /v1/audit', send: (h) => api.get('/v1/audit').set(h), allowed: ['admin', 'auditor'], ok: 200 },

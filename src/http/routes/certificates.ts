@@ -2,9 +2,9 @@ import { Router } from 'express';
 import type { CertificateRegistry } from '../../ca/certificates.js';
 import type { OperatorIssuance, CsrIssueInput } from '../../enroll/operator-issuance.js';
 import type { CertificateStatus } from '../../store/certificate-store.js';
-import { badRequest } from '../../shared/errors.js';
+import { badRequest, forbidden } from '../../shared/errors.js';
 import { parseSerial } from '../../shared/ids.js';
-import { allow, READ_ROLES } from '../auth.js';
+import { allow, READ_ROLES, type Principal } from '../auth.js';
 import { ctxOf } from '../context.js';
 
 export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance): Router {
@@ -24,8 +24,13 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
       ),
     );
   });
-  r.post('/v1/certificates', allow('provisioner'), async (req, res) => {
-    res.status(201).json(await issuance.issueFromCsr(req.body as CsrIssueInput, ctxOf(res)));
+  r.post('/v1/certificates', allow('provisioner', 'operator'), async (req, res) => {
+    const body = req.body as CsrIssueInput;
+    // Operators run the brokers: they may issue broker certificates, not device identities.
+    if ((res.locals.principal as Principal).role === 'operator' && body.profile !== 'broker') {
+      throw forbidden('the operator role issues broker certificates only; device certificates come from provisioning');
+    }
+    res.status(201).json(await issuance.issueFromCsr(body, ctxOf(res)));
   });
   r.get('/v1/certificates/:serial', allow(...READ_ROLES), async (req, res) => {
     const serial = parseSerial(req.params.serial as string);
