@@ -77,6 +77,11 @@ export function caNameAttributes(s: CaSubject): NameAttribute[] {
   return attrs;
 }
 
+/** A CA signed here: active at once, with no CSR or outside chain. */
+function activeCaRow(r: Omit<CaRow, 'status' | 'csrDer' | 'externalChainPem'>): CaRow {
+  return { ...r, status: 'active', csrDer: null, externalChainPem: null };
+}
+
 /** What every CA certificate here carries: CA flag and path length, keyCertSign + cRLSign, its key id. */
 function caExtensions(pathLen: number | null, keyId: Uint8Array): Uint8Array[] {
   return [
@@ -132,24 +137,7 @@ export class CaHierarchy {
         extensions: caExtensions(pathLen, keyId),
       });
       const der = Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
-      const row: CaRow = {
-        id: newId('ca'),
-        name: input.name,
-        parentId: null,
-        kind: 'root',
-        status: 'active',
-        keyAlgorithm: input.keyAlgorithm,
-        signerRef,
-        pathLen,
-        certificateDer: der,
-        csrDer: null,
-        externalChainPem: null,
-        subjectDer,
-        keyId,
-        notBefore,
-        notAfter,
-        createdAt: now,
-      };
+      const row = activeCaRow({ id: newId('ca'), name: input.name, parentId: null, kind: 'root', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
       await this.cas.insert(tx, row);
       await this.audit.append(tx, [
         { ...ctx, action: 'ca.created', targetType: 'ca', targetId: row.id, details: { kind: 'root', name: row.name, keyAlgorithm: row.keyAlgorithm } },
@@ -210,24 +198,7 @@ export class CaHierarchy {
       ]);
       const der = Buffer.from(encodeCertificate(tbs, parentSigner.signatureAlgorithm, await parentSigner.sign(tbs)));
       await this.certificates.completeIssued(tx, [{ serial, der }], now);
-      const row: CaRow = {
-        id,
-        name: input.name,
-        parentId: parent.id,
-        kind: 'intermediate',
-        status: 'active',
-        keyAlgorithm: input.keyAlgorithm,
-        signerRef,
-        pathLen,
-        certificateDer: der,
-        csrDer: null,
-        externalChainPem: null,
-        subjectDer,
-        keyId,
-        notBefore,
-        notAfter,
-        createdAt: now,
-      };
+      const row = activeCaRow({ id, name: input.name, parentId: parent.id, kind: 'intermediate', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
       await this.cas.insert(tx, row);
       await this.audit.append(tx, [
         {
