@@ -1,6 +1,7 @@
 import type { ParsedCsr } from '../ca/x509/csr.js';
 import type { ProfileName } from '../ca/profiles.js';
 import type { Executor } from '../store/db.js';
+import type { DeviceFacts } from '../store/token-store.js';
 
 /** What a client presented to enroll. */
 export type Credential =
@@ -66,7 +67,7 @@ export interface EnrollmentMethod {
 
 /** What enrollment needs to know of a device. */
 export interface DeviceDirectory {
-  deviceFacts(db: Executor, deviceId: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined>;
+  deviceFacts(db: Executor, deviceId: string): Promise<DeviceFacts | undefined>;
 }
 
 export const ENROLLABLE_STATUSES = new Set(['registered', 'active']);

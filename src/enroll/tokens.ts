@@ -1,10 +1,11 @@
-import type { Db, Executor } from '../store/db.js';
+import type { Db } from '../store/db.js';
 import type { TokenRow, TokenStore } from '../store/token-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import { DomainError, badRequest, notFound } from '../shared/errors.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
+import type { DeviceDirectory } from './methods.js';
 
 export type TokenProfile = 'device' | 'broker';
 
@@ -41,10 +42,6 @@ export interface TokenView {
 /** Why a presented token does not authorize anything (said in the security event; the client hears only 401). */
 export type TokenRefusal = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'used-up';
 
-export interface DeviceLookup {
-  /** The device's kind and lot, or undefined when it is not in the inventory. */
-  deviceFacts(db: Executor, deviceId: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined>;
-}
 
 const PREFIX = 'mqet';
 const ID_PREFIX = 'et';
@@ -59,7 +56,7 @@ export class EnrollmentTokens {
   constructor(
     private readonly db: Db,
     private readonly store: TokenStore,
-    private readonly devices: DeviceLookup,
+    private readonly devices: DeviceDirectory,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
   ) {}

@@ -1,11 +1,12 @@
 import type { Executor } from './db.js';
+import type { DeviceFacts } from './token-store.js';
 
 /**
  * What enrollment reads and writes of the device inventory: a device's facts, and the set-based
  * update that records a batch of issued certificates (current certificate, first activation).
  */
 export class DeviceEnrollmentStore {
-  async facts(db: Executor, id: string): Promise<{ kind: 'client' | 'broker'; lot: string | null; status: string } | undefined> {
+  async facts(db: Executor, id: string): Promise<DeviceFacts | undefined> {
     const r = await db('devices').select('kind', 'lot', 'status').where({ id }).first();
     return r ? { kind: r.kind, lot: r.lot ?? null, status: r.status } : undefined;
   }

@@ -25,17 +25,7 @@ export interface DeviceRow {
 }
 
 /** A device to insert: always `registered`, created and updated at `createdAt`. */
-export interface NewDeviceRow {
-  id: string;
-  kind: DeviceKind;
-  model: string | null;
-  hardwareRevision: string | null;
-  firmwareVersion: string | null;
-  site: string | null;
-  lot: string | null;
-  labels: Record<string, string>;
-  createdAt: Date;
-}
+export type NewDeviceRow = Pick<DeviceRow, 'id' | 'kind' | 'model' | 'hardwareRevision' | 'firmwareVersion' | 'site' | 'lot' | 'labels' | 'createdAt'>;
 
 export interface DeviceFilter {
   status?: DeviceStatus | undefined;
