@@ -6,6 +6,7 @@ import type { CertificateStore, IntentRow } from '../store/certificate-store.js'
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, policyViolation } from '../shared/errors.js';
+import { GroupBatcher } from '../shared/group-batcher.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { ActorContext, IssuerContext } from './hierarchy.js';
 import { newSerial } from './hierarchy.js';
@@ -66,12 +67,6 @@ interface Plan {
   validityMs: number;
 }
 
-interface Waiter {
-  plan: Plan;
-  resolve(c: IssuedCertificate): void;
-  reject(e: unknown): void;
-}
-
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000;
 const LANES = 3;
@@ -83,10 +78,8 @@ const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-
  * are gathered into one batch per event-loop turn, so they share the database round trips.
  */
 export class Issuance {
-  private queue: Waiter[] = [];
-  private flushScheduled = false;
-  /** Batches being issued now; at most LANES, so that requests arriving meanwhile gather into the next. */
-  private inFlight = 0;
+  /** Group issuance: one batch signing while others wait on the database; under load, batches share commits and the audit-chain lock. */
+  private readonly batcher: GroupBatcher<Plan, IssuedCertificate>;
   /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
   private readonly fixedExtensions = new Map<string, Uint8Array[]>();
 
@@ -98,7 +91,9 @@ export class Issuance {
     private readonly urls: PkiUrls,
     private readonly clock: Clock,
     private readonly options: { maxBatch?: number; listener?: IssuanceListener } = {},
-  ) {}
+  ) {
+    this.batcher = new GroupBatcher((plans) => this.run(plans), { maxBatch: this.maxBatch, lanes: LANES });
+  }
 
   private get maxBatch(): number {
     return this.options.maxBatch ?? 500;
@@ -112,13 +107,7 @@ export class Issuance {
     } catch (e) {
       return Promise.reject(e);
     }
-    return new Promise((resolve, reject) => {
-      this.queue.push({ plan, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    return this.batcher.add(plan);
   }
 
   /** Checks a request against its profile (key policy, names, validity) without issuing anything. */
@@ -165,31 +154,6 @@ export class Issuance {
       );
       return serials.map(serialFromBytes);
     });
-  }
-
-  /**
-   * Group issuance: at most LANES batches run at once (one signing while another waits on the
-   * database); whatever arrives meanwhile waits and leaves as the next batch. Under load, batches
-   * grow by themselves and share their commits and the audit-chain lock.
-   */
-  private flush(): void {
-    this.flushScheduled = false;
-    while (this.queue.length > 0 && this.inFlight < LANES) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      this.inFlight++;
-      this.run(batch.map((w) => w.plan))
-        .then(
-          (issued) => batch.forEach((w, i) => w.resolve(issued[i]!)),
-          (e) => batch.forEach((w) => w.reject(e)),
-        )
-        .finally(() => {
-          this.inFlight--;
-          if (this.queue.length > 0 && !this.flushScheduled) {
-            this.flushScheduled = true;
-            setImmediate(() => this.flush());
-          }
-        });
-    }
   }
 
   private plan(req: IssueRequest, ctx: ActorContext): Plan {

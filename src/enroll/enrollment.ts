@@ -61,7 +61,7 @@ export class Enrollment {
       method = m.name;
       const auth = await m.authorize(credential, csr, ctx);
       subject = auth.subject;
-      if (!verifyCsr(csr)) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
+      if (!(await verifyCsr(csr))) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
       const draft = auth.draft;
       if (input.expectedProfile && draft.profile !== input.expectedProfile) {
         throw new DomainError('Forbidden', `this endpoint enrolls ${input.expectedProfile} certificates; the credential is for a ${draft.profile}`);

@@ -4,6 +4,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import { DomainError, badRequest, notFound } from '../shared/errors.js';
+import { GroupBatcher } from '../shared/group-batcher.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
 import type { DeviceDirectory } from './methods.js';
 
@@ -52,6 +53,10 @@ const TOKEN_CACHE_MS = 2_000;
 /** Enrollment tokens: one-device or whole-lot credentials for factory lines; the secret is shown once and stored hashed. */
 export class EnrollmentTokens {
   private readonly cache = new Map<string, { token: TokenRow; until: number }>();
+  private readonly spends = new GroupBatcher<{ tokenId: string; deviceId: string }, boolean>(
+    (pairs) => this.store.consumeMany(this.db, pairs, this.clock.now()),
+    { maxBatch: 500, lanes: 2 },
+  );
 
   constructor(
     private readonly db: Db,
@@ -174,10 +179,11 @@ export class EnrollmentTokens {
   /**
    * Spends the token once for a device: live, not used up, the device in the inventory (and in
    * the token's lot) and allowed to enroll, the device not enrolled with this token before — all
-   * checked in the one statement that spends. Throws Forbidden with the reason when refused.
+   * checked in the one statement that spends, shared by the spends of one event-loop turn.
+   * Throws Forbidden with the reason when refused.
    */
   async consume(token: TokenRow, deviceId: string): Promise<void> {
-    if (await this.store.consume(this.db, token.id, deviceId, token.lot, this.clock.now())) return;
+    if (await this.spends.add({ tokenId: token.id, deviceId })) return;
     this.cache.delete(token.id);
     const facts = await this.store.refusalFacts(this.db, token.id, deviceId);
     const t = facts.token;

@@ -99,39 +99,58 @@ export class TokenStore {
   }
 
   /**
-   * Spends one use for a device in one statement: the token must be live and not used up, and a
-   * device can spend a token only once (the uses table's primary key decides a race). Returns
-   * false when any of that fails. (Two racing requests of one device may count one use too many
-   * on a multi-use token; they never issue twice, and a single-use token is never overspent.)
+   * Spends one use per (token, device) pair, for a whole batch in one statement. A pair is
+   * granted when the token is live with uses left, the device is in the inventory (in the
+   * token's lot, for a lot token) and allowed to enroll, and the device has not spent this token
+   * before; a token with fewer uses left than it is asked for grants the earliest pairs. Returns,
+   * per pair, whether it was granted. The token rows are locked (in id order, so two batches
+   * cannot deadlock) and their uses re-read after the lock, so concurrent batches never overspend;
+   * the uses table's primary key decides a race of one device with itself.
    */
-  async consume(db: Executor, id: string, deviceId: string, lot: string | null, now: Date): Promise<boolean> {
+  async consumeMany(db: Executor, pairs: { tokenId: string; deviceId: string }[], now: Date): Promise<boolean[]> {
     // A lot token's row is hot: every device of the lot updates it, so its lock must not be held
     // through a WAL flush. `set_config(..., true)` turns off the wait for this statement's own
     // transaction only. That is safe: the certificate this use pays for is recorded by a later,
     // synchronous commit, and WAL is flushed in order, so once that certificate is durable so is
     // this use; if the process dies before, no certificate exists and the lost use costs nothing.
-    // One statement, one round trip: the device's state is checked here too (see refusalReason).
     const r = await db.raw(
       `with async_commit as (select set_config('synchronous_commit', 'off', true) as v),
-       device as (
-         select 1 from devices
-          where id = ? and status in ('registered', 'active') and (?::text is null or (lot = ?::text and kind = 'client'))),
-       spend as (
-         update enrollment_tokens set uses = uses + 1, last_used_at = ?
-          where id = ? and revoked_at is null and expires_at > ? and uses < max_uses
-            and exists (select 1 from device)
-            and not exists (select 1 from enrollment_token_uses where token_id = ? and device_id = ?)
-          returning id)
-       insert into enrollment_token_uses (token_id, device_id, used_at)
-       select spend.id, ?, ? from spend, async_commit
-       on conflict do nothing
-       returning token_id`,
-      [deviceId, lot, lot, now, id, now, id, deviceId, deviceId, now],
+       req as (select token_id, device_id, ord from unnest(?::text[], ?::text[]) with ordinality as r(token_id, device_id, ord)),
+       tok as (
+         select id, lot, max_uses - uses as room from enrollment_tokens
+          where id in (select token_id from req) and revoked_at is null and expires_at > ?
+          order by id
+          for update),
+       eligible as (
+         select distinct on (r.token_id, r.device_id) r.token_id, r.device_id, r.ord
+           from req r
+           join tok on tok.id = r.token_id
+           join devices d on d.id = r.device_id and d.status in ('registered', 'active')
+                         and (tok.lot is null or (d.lot = tok.lot and d.kind = 'client'))
+          where not exists (select 1 from enrollment_token_uses u where u.token_id = r.token_id and u.device_id = r.device_id)
+          order by r.token_id, r.device_id, r.ord),
+       granted as (
+         select e.token_id, e.device_id
+           from (select *, row_number() over (partition by token_id order by ord) as n from eligible) e
+           join tok on tok.id = e.token_id
+          where e.n <= tok.room),
+       used as (
+         insert into enrollment_token_uses (token_id, device_id, used_at)
+         select token_id, device_id, ? from granted, async_commit
+         on conflict do nothing
+         returning token_id, device_id),
+       spent as (
+         update enrollment_tokens t set uses = t.uses + c.n, last_used_at = ?
+           from (select token_id, count(*) as n from used group by token_id) c
+          where t.id = c.token_id)
+       select token_id, device_id from used`,
+      [pairs.map((p) => p.tokenId), pairs.map((p) => p.deviceId), now, now, now],
     );
-    return r.rows.length === 1;
+    const granted = new Set((r.rows as { token_id: string; device_id: string }[]).map((g) => `${g.token_id}\n${g.device_id}`));
+    return pairs.map((p) => granted.has(`${p.tokenId}\n${p.deviceId}`));
   }
 
-  /** Why consume() refused, for the error message (the refused path may take more queries). */
+  /** Why consumeMany() refused a pair, for the error message (the refused path may take more queries). */
   async refusalFacts(db: Executor, id: string, deviceId: string): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedByDevice: boolean }> {
     const found = await this.getWithDevice(db, id, deviceId);
     const used = await db('enrollment_token_uses').select('token_id').where({ token_id: id, device_id: deviceId }).first();

@@ -115,7 +115,7 @@ async function libraryView(der: Buffer) {
 async function agreesWithLibrary(der: Buffer, label: string): Promise<ParsedCsr> {
   const ours = parseCsrDer(der);
   const lib = await libraryView(der);
-  assert.equal(verifyCsr(ours), true, `${label}: verifyCsr`);
+  assert.equal(await verifyCsr(ours), true, `${label}: verifyCsr`);
   assert.equal(lib.verified, true, `${label}: the library verifies`);
   assert.equal(hex(ours.der), hex(der), label);
   assert.equal(hex(ours.info), lib.info, `${label}: info`);
@@ -130,7 +130,7 @@ async function agreesWithLibrary(der: Buffer, label: string): Promise<ParsedCsr>
 }
 
 /** Either a CsrError or a CSR that does not verify; never another exception, never true. */
-function refused(der: Uint8Array, label: string): 'parse' | 'verify' {
+async function refused(der: Uint8Array, label: string): Promise<'parse' | 'verify'> {
   let parsed: ParsedCsr;
   try {
     parsed = parseCsrDer(der);
@@ -140,7 +140,7 @@ function refused(der: Uint8Array, label: string): 'parse' | 'verify' {
   }
   let ok: boolean;
   try {
-    ok = verifyCsr(parsed);
+    ok = await verifyCsr(parsed);
   } catch (e) {
     assert.fail(`${label}: verifyCsr threw ${String(e)}`);
   }
@@ -366,7 +366,7 @@ describe('library- and encoder-made CSRs', () => {
       const der = Buffer.from(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign('sha256', info, key)));
       const ours = parseCsrDer(der);
       assert.equal(ours.commonName, expected);
-      assert.equal(verifyCsr(ours), true);
+      assert.equal(await verifyCsr(ours), true);
       const lib = new x509.Pkcs10CertificateRequest(der);
       if (value[0] !== 0x1c) assert.equal(ours.commonName, lib.subjectName.getField('CN')[0]);
     }
@@ -375,7 +375,7 @@ describe('library- and encoder-made CSRs', () => {
       const info = encodeCertificationRequestInfo(name, spki);
       const p = parseCsrDer(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign('sha256', info, key)));
       assert.equal(p.commonName, undefined);
-      assert.equal(verifyCsr(p), true);
+      assert.equal(await verifyCsr(p), true);
     }
   });
 });
@@ -435,27 +435,27 @@ describe('refusals', () => {
     throwsCsr(() => csrFromBody(toPem(readFileSync(out))), /expected a PEM CERTIFICATE REQUEST, got CERTIFICATE/);
   });
 
-  it('a flipped bit in the signature or in the subject, and a signature by another key, do not verify', () => {
+  it('a flipped bit in the signature or in the subject, and a signature by another key, do not verify', async () => {
     for (const { label, der } of corpus) {
       const p = parseCsrDer(der);
       const sigAt = der.length - p.signature.length;
       for (const i of [sigAt + 5, der.length - 5, der.length - 1]) {
         const b = Buffer.from(der);
         b[i] = b[i]! ^ 0x01;
-        assert.equal(refused(b, `${label} sig bit ${i}`), 'verify');
+        assert.equal(await refused(b, `${label} sig bit ${i}`), 'verify');
       }
       const subjectAt = der.indexOf(p.subjectDer);
       const b = Buffer.from(der);
       b[subjectAt + p.subjectDer.length - 1] = b[subjectAt + p.subjectDer.length - 1]! ^ 0x01;
-      assert.equal(refused(b, `${label} subject bit`), 'verify');
+      assert.equal(await refused(b, `${label} subject bit`), 'verify');
     }
     // Same info, signed by a different key of the same kind.
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const p = parseCsrDer(opensslCsr(keys['P-256']));
-    assert.equal(refused(rawCsr(p.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', p.info, other)), 'other key'), 'verify');
+    assert.equal(await refused(rawCsr(p.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', p.info, other)), 'other key'), 'verify');
   });
 
-  it('key/algorithm mismatches and malformed signatures verify false', () => {
+  it('key/algorithm mismatches and malformed signatures verify false', async () => {
     const ec = parseCsrDer(opensslCsr(keys['P-256']));
     const ed = parseCsrDer(opensslCsr(keys.Ed25519));
     const rsa = parseCsrDer(opensslCsr(keys['RSA-2048']));
@@ -478,15 +478,15 @@ describe('refusals', () => {
     cases.push([rawCsr(ec.info, algorithmIdentifier('ecdsa-with-SHA256'), padded), 'non-DER ECDSA signature']);
     cases.push([rawCsr(ec.info, algorithmIdentifier('ecdsa-with-SHA256'), Buffer.from([0x30, 0x00])), 'empty ECDSA-Sig-Value']);
     cases.push([rawCsr(ed.info, algorithmIdentifier('Ed25519'), ed.signature.subarray(1)), 'short Ed25519 signature']);
-    for (const [der, label] of cases) assert.equal(refused(der, label), 'verify', label);
+    for (const [der, label] of cases) assert.equal(await refused(der, label), 'verify', label);
     // An SPKI node cannot load (a bogus EC point) parses but does not verify.
     const bogus = Buffer.from(ec.info);
     const pointAt = bogus.indexOf(ec.spki) + ec.spki.length - 10;
     bogus[pointAt] = bogus[pointAt]! ^ 0xff;
-    assert.equal(refused(rawCsr(bogus, algorithmIdentifier('ecdsa-with-SHA256'), ec.signature), 'bad point'), 'verify');
+    assert.equal(await refused(rawCsr(bogus, algorithmIdentifier('ecdsa-with-SHA256'), ec.signature), 'bad point'), 'verify');
   });
 
-  it('RSASSA-PSS parameters: SHA-1 defaults, MGF1 mismatch and a wrong salt length', () => {
+  it('RSASSA-PSS parameters: SHA-1 defaults, MGF1 mismatch and a wrong salt length', async () => {
     const rsa = parseCsrDer(opensslCsr(keys['RSA-2048']));
     const key = createPrivateKey(readFileSync(keys['RSA-2048']));
     const h = (name: string) => sequence(oid(name), NULL);
@@ -502,8 +502,8 @@ describe('refusals', () => {
     };
     const pssSig = (saltLength: number) => sign('sha256', rsa.info, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength });
     const good = parseCsrDer(rawCsr(rsa.info, pssAlg(SHA256, SHA256, 32), pssSig(32)));
-    assert.equal(verifyCsr(good), true);
-    assert.equal(refused(rawCsr(rsa.info, pssAlg(SHA256, SHA256, 20), pssSig(32)), 'salt mismatch'), 'verify');
+    assert.equal(await verifyCsr(good), true);
+    assert.equal(await refused(rawCsr(rsa.info, pssAlg(SHA256, SHA256, 20), pssSig(32)), 'salt mismatch'), 'verify');
     throwsCsr(() => parseCsrDer(rawCsr(rsa.info, pssAlg(undefined, undefined, undefined), pssSig(20))), /SHA-1 is too weak/);
     throwsCsr(() => parseCsrDer(rawCsr(rsa.info, pssAlg(SHA1, SHA1, 20), pssSig(20))), /SHA-1 is too weak/);
     throwsCsr(() => parseCsrDer(rawCsr(rsa.info, pssAlg(SHA256, undefined, 32), pssSig(32))), /MGF1-SHA-1 is too weak/);
@@ -539,7 +539,7 @@ describe('refusals', () => {
     throwsCsr(() => parseCsrDer(signed(encodeCertificationRequestInfo(bad, spki))), /UTF-8/);
   });
 
-  it('random bytes and ~2,000 random mutations: a CsrError or verify false, nothing else', () => {
+  it('random bytes and ~2,000 random mutations: a CsrError or verify false, nothing else', async () => {
     assert.ok(corpus.length >= 20, `corpus has ${corpus.length} CSRs`);
     const rnd = prng(0x5eed);
     const int = (n: number) => Math.floor(rnd() * n);
@@ -553,7 +553,7 @@ describe('refusals', () => {
         b[1] = 0x82;
         b.writeUInt16BE(b.length - 4, 2);
       }
-      refused(b, `random ${i}`);
+      await refused(b, `random ${i}`);
     }
     const perCsr = Math.ceil(2000 / corpus.length);
     for (const { label, der } of corpus) {
@@ -581,7 +581,7 @@ describe('refusals', () => {
           }
         }
         if (m.equals(der)) continue;
-        if (refused(m, `${label} mutation ${i}`) === 'parse') parse++;
+        if (await refused(m, `${label} mutation ${i}`) === 'parse') parse++;
         else verify++;
       }
     }
@@ -595,7 +595,7 @@ describe('csrFromBody', () => {
     der = opensslCsr(keys['P-256']);
   });
 
-  it('PEM (both labels, text around it, as string or bytes), base64 with line breaks, raw DER', () => {
+  it('PEM (both labels, text around it, as string or bytes), base64 with line breaks, raw DER', async () => {
     const pem = toPem(der, 'CERTIFICATE REQUEST');
     assert.deepEqual(csrFromBody(pem), der);
     assert.deepEqual(csrFromBody(Buffer.from(pem)), der);
@@ -608,7 +608,7 @@ describe('csrFromBody', () => {
     assert.deepEqual(csrFromBody(b64.replace(/=+$/, '')), der, 'unpadded base64');
     assert.deepEqual(csrFromBody(der), der);
     // Round trip through the parser.
-    assert.equal(verifyCsr(parseCsrDer(csrFromBody(pem))), true);
+    assert.equal(await verifyCsr(parseCsrDer(csrFromBody(pem))), true);
   });
 
   it('refuses garbage, other PEM blocks, several blocks, empty and oversized bodies', () => {

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ECDH, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { keyAlgorithmOf } from '../../src/ca/keys.js';
-import { describeSpki } from '../../src/ca/x509/spki.js';
+import { describeSpki, publicKeyObject } from '../../src/ca/x509/spki.js';
 import { DomainError } from '../../src/shared/errors.js';
 
 /** A P-256 SPKI carrying a compressed point (RFC 5480 allows it; we ask for uncompressed). */
@@ -80,5 +80,30 @@ describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
         assert.ok(e instanceof DomainError && e.kind === 'BadKey', `unexpected ${String(e)}`);
       }
     }
+  });
+});
+
+describe('publicKeyObject (the proof-of-possession key)', () => {
+  it('builds the same key as the DER decoder for P-256, P-384 (from coordinates), a compressed point, Ed25519 and RSA', () => {
+    const spkis = [
+      spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey),
+      spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey),
+      compressedP256(),
+      spkiOf(generateKeyPairSync('ed25519').publicKey),
+      spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey),
+    ];
+    for (const spki of spkis) {
+      // A view inside a larger buffer, as a parsed CSR hands it over.
+      const inside = Buffer.concat([randomBytes(7), spki, randomBytes(5)]).subarray(7, 7 + spki.length);
+      const ours = publicKeyObject(inside);
+      const theirs = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+      assert.ok(ours.equals(theirs));
+    }
+  });
+
+  it('refuses a point that is not on the curve', () => {
+    const spki = Buffer.from(spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey));
+    spki[spki.length - 1]! ^= 1;
+    assert.throws(() => publicKeyObject(spki));
   });
 });

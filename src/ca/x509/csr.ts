@@ -22,7 +22,8 @@
  * RFC 4055 each name one form; real encoders emit both). SET OF ordering is not enforced
  * (encoders commonly get it wrong and it changes nothing we read).
  */
-import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { constants, verify, type KeyObject, type VerifyKeyObjectInput } from 'node:crypto';
+import { publicKeyObject } from './spki.js';
 
 export type CsrSignatureAlgorithm =
   | 'ecdsa-with-SHA256'
@@ -664,43 +665,47 @@ function parse(input: Uint8Array): ParsedCsr {
 
 /**
  * Proof of possession: the signature over CertificationRequestInfo verifies with the CSR's own
- * key (node:crypto, one createPublicKey). false on any failure: a key that cannot be built, a
- * malformed signature, a key type that does not match the signature algorithm.
+ * key. The key is built here (see `publicKeyObject`); the verification itself runs on libuv's
+ * thread pool, off the event loop. false on any failure: a key that cannot be built, a malformed
+ * signature, a key type that does not match the signature algorithm.
  */
-export function verifyCsr(csr: ParsedCsr): boolean {
+export async function verifyCsr(csr: ParsedCsr): Promise<boolean> {
   let key: KeyObject;
   try {
-    key = createPublicKey({ key: csr.spki, format: 'der', type: 'spki' });
+    key = publicKeyObject(csr.spki);
   } catch {
     return false;
   }
   const type = key.asymmetricKeyType;
-  try {
-    switch (csr.signatureAlgorithm) {
-      case 'Ed25519':
-        return type === 'ed25519' && verify(null, csr.info, key, csr.signature);
-      case 'ecdsa-with-SHA256':
-      case 'ecdsa-with-SHA384':
-      case 'ecdsa-with-SHA512':
-        return type === 'ec' && verify(HASH_OF[csr.signatureAlgorithm], csr.info, { key, dsaEncoding: 'der' }, csr.signature);
-      case 'sha256WithRSAEncryption':
-      case 'sha384WithRSAEncryption':
-      case 'sha512WithRSAEncryption':
-        return (
-          type === 'rsa' &&
-          verify(HASH_OF[csr.signatureAlgorithm], csr.info, { key, padding: constants.RSA_PKCS1_PADDING }, csr.signature)
-        );
-      case 'rsassa-pss': {
-        const pss = csr.pss;
-        if (!pss || (type !== 'rsa' && type !== 'rsa-pss')) return false;
-        return verify(pss.hash, csr.info, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength }, csr.signature);
-      }
-      default:
-        return false;
+  switch (csr.signatureAlgorithm) {
+    case 'Ed25519':
+      return type === 'ed25519' && verifyOffThread(null, csr, key);
+    case 'ecdsa-with-SHA256':
+    case 'ecdsa-with-SHA384':
+    case 'ecdsa-with-SHA512':
+      return type === 'ec' && verifyOffThread(HASH_OF[csr.signatureAlgorithm], csr, { key, dsaEncoding: 'der' });
+    case 'sha256WithRSAEncryption':
+    case 'sha384WithRSAEncryption':
+    case 'sha512WithRSAEncryption':
+      return type === 'rsa' && verifyOffThread(HASH_OF[csr.signatureAlgorithm], csr, { key, padding: constants.RSA_PKCS1_PADDING });
+    case 'rsassa-pss': {
+      const pss = csr.pss;
+      if (!pss || (type !== 'rsa' && type !== 'rsa-pss')) return false;
+      return verifyOffThread(pss.hash, csr, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength });
     }
-  } catch {
-    return false;
+    default:
+      return false;
   }
+}
+
+function verifyOffThread(hash: string | null, csr: ParsedCsr, key: KeyObject | VerifyKeyObjectInput): Promise<boolean> {
+  return new Promise((resolve) => {
+    try {
+      verify(hash, csr.info, key, csr.signature, (err, ok) => resolve(!err && ok));
+    } catch {
+      resolve(false);
+    }
+  });
 }
 
 const PEM_LABELS = ['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST'] as const;
