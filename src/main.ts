@@ -30,6 +30,7 @@ import { ReplayStore } from './store/replay-store.js';
 import { SecurityEventStore } from './store/security-event-store.js';
 import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
+import { createEnrollHandler } from './http/enroll-handler.js';
 import { createPkiHandler } from './http/pki/handler.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { ApiKeyStore } from './store/api-key-store.js';
@@ -169,8 +170,9 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     devices: svc.devices,
   });
   const pki = createPkiHandler({ caCertificateDer: (id) => svc.hierarchy.certificateDer(id) });
+  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimit: svc.config.bodyLimit, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
-    if (!pki(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
+    if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };
 }
 

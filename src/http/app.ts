@@ -1,7 +1,6 @@
 import express, { type Express, type RequestHandler } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
 import swaggerUi from 'swagger-ui-express';
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ApiKeyService } from '../access/api-keys.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -11,9 +10,10 @@ import type { OperatorIssuance } from '../enroll/operator-issuance.js';
 import { authenticate } from './auth.js';
 import { loadApiSpec } from './openapi.js';
 import { errorHandler, sendProblem } from './problem.js';
+import { assignRequestId, logWhenFinished } from './request-context.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes, securityEventRoutes } from './routes/audit.js';
-import { enrollRoutes, tokenRoutes } from './routes/enrollment.js';
+import { serverKeygenRoutes, tokenRoutes } from './routes/enrollment.js';
 import { estRoutes } from './routes/est.js';
 import type { Enrollment } from '../enroll/enrollment.js';
 import type { ServerKeygen } from '../enroll/server-keygen.js';
@@ -45,29 +45,15 @@ export interface AppDeps {
 /** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
 const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen']);
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
-
 const requestId: RequestHandler = (req, res, next) => {
-  const given = req.headers['x-request-id'];
-  const id = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
-  res.locals.requestId = id;
-  res.setHeader('X-Request-Id', id);
+  res.locals.requestId = assignRequestId(req, res);
   next();
 };
 
-function accessLog(logger: Logger): RequestHandler {
-  return (req, res, next) => {
-    const start = process.hrtime.bigint();
-    res.on('finish', () => {
-      // Method, path and status only: headers and bodies may carry keys and tokens.
-      logger.info(
-        { requestId: res.locals.requestId, method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - start) / 1e6 },
-        'request',
-      );
-    });
-    next();
-  };
-}
+const accessLog = (logger: Logger): RequestHandler => (req, res, next) => {
+  logWhenFinished(logger, req, res, res.locals.requestId as string);
+  next();
+};
 
 export function createApp(d: AppDeps): Express {
   const app = express();
@@ -105,7 +91,7 @@ export function createApp(d: AppDeps): Express {
     }),
   );
 
-  app.use(enrollRoutes(d.enrollment, d.serverKeygen));
+  app.use(serverKeygenRoutes(d.serverKeygen));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
   app.use(certificateRoutes(d.certificates, d.operatorIssuance));

@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler, Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { DomainError, type ErrorKind } from '../shared/errors.js';
 
@@ -55,11 +56,26 @@ const BY_KIND: Record<ErrorKind, { status: number; title: string }> = {
 
 const slug = (title: string) => title.toLowerCase().replace(/[^a-z0-9]+/g, '-');
 
-export function sendProblem(res: Response, p: Omit<Problem, 'type' | 'requestId'> & { type?: string }): void {
-  const requestId = res.locals.requestId as string | undefined;
-  const body: Problem = { type: p.type ?? `urn:mqtt-ca:problem:${slug(p.title)}`, ...p, ...(requestId ? { requestId } : {}) };
-  if (p.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="mqtt-ca"');
-  res.status(p.status).type('application/problem+json').send(JSON.stringify(body));
+export type ProblemInput = Omit<Problem, 'type' | 'requestId'> & { type?: string };
+
+export function problemDocument(p: ProblemInput, requestId: string | undefined): Problem {
+  return { type: p.type ?? `urn:mqtt-ca:problem:${slug(p.title)}`, ...p, ...(requestId ? { requestId } : {}) };
+}
+
+/** Writes a problem on any node:http response (Express's included): the one way a problem goes out. */
+export function writeProblem(res: ServerResponse, p: ProblemInput, requestId: string | undefined, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(problemDocument(p, requestId));
+  res.writeHead(p.status, {
+    ...headers,
+    ...(p.status === 401 ? { 'WWW-Authenticate': 'Bearer realm="mqtt-ca"' } : {}),
+    'Content-Type': 'application/problem+json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+  });
+  res.end(body);
+}
+
+export function sendProblem(res: Response, p: ProblemInput): void {
+  writeProblem(res, p, res.locals.requestId as string | undefined);
 }
 
 interface HttpishError {
@@ -70,39 +86,36 @@ interface HttpishError {
   message?: string;
 }
 
-/** Maps domain errors, body-parser errors and OpenAPI validation errors; anything else is a 500 without detail. */
+/**
+ * The problem an error becomes: domain errors by kind, body-parser and OpenAPI validation
+ * errors by their status; anything else is a 500 without detail. `internal` says the error
+ * must be logged (its detail stays out of the response).
+ */
+export function problemFor(err: unknown): { problem: ProblemInput; headers: Record<string, string>; internal: boolean } {
+  const internalError = { problem: { status: 500, title: 'Internal error', detail: 'the request could not be completed' }, headers: {}, internal: true };
+  if (err instanceof DomainError) {
+    const { status, title } = BY_KIND[err.kind];
+    if (status >= 500) return { problem: { status, title, detail: 'the request could not be completed' }, headers: {}, internal: true };
+    const headers: Record<string, string> = {};
+    if (err.kind === 'RateLimited' && typeof err.details?.retryAfterSeconds === 'number') headers['Retry-After'] = String(err.details.retryAfterSeconds);
+    const errors = domainErrors(err.details);
+    return { problem: { status, title, detail: err.message, ...(errors ? { errors } : {}) }, headers, internal: false };
+  }
+  const e = (err ?? {}) as HttpishError;
+  const status = e.status ?? e.statusCode;
+  if (typeof status !== 'number' || status < 400 || status >= 500) return internalError;
+  if (e.type === 'entity.too.large') return { problem: { status: 413, title: 'Payload too large', detail: 'the request body exceeds the size limit' }, headers: {}, internal: false };
+  if (e.type === 'entity.parse.failed') return { problem: { status: 400, title: 'Bad request', detail: 'the body is not valid JSON' }, headers: {}, internal: false };
+  const title = status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : status === 415 ? 'Unsupported media type' : 'Bad request';
+  const errors = e.errors?.map((x) => ({ path: x.path ?? '', message: x.message ?? '' }));
+  return { problem: { status, title, detail: e.message ?? title, ...(errors?.length ? { errors } : {}) }, headers: {}, internal: false };
+}
+
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     if (res.headersSent) return;
-    if (err instanceof DomainError) {
-      const { status, title } = BY_KIND[err.kind];
-      if (status >= 500) {
-        logger.error({ err, requestId: res.locals.requestId }, 'request failed');
-        sendProblem(res, { status, title, detail: 'the request could not be completed' });
-        return;
-      }
-      if (err.kind === 'RateLimited' && typeof err.details?.retryAfterSeconds === 'number') {
-        res.setHeader('Retry-After', String(err.details.retryAfterSeconds));
-      }
-      const errors = domainErrors(err.details);
-      sendProblem(res, { status, title, detail: err.message, ...(errors ? { errors } : {}) });
-      return;
-    }
-    const e = (err ?? {}) as HttpishError;
-    const status = e.status ?? e.statusCode;
-    if (typeof status === 'number' && status >= 400 && status < 500) {
-      if (e.type === 'entity.too.large') {
-        sendProblem(res, { status: 413, title: 'Payload too large', detail: 'the request body exceeds the size limit' });
-      } else if (e.type === 'entity.parse.failed') {
-        sendProblem(res, { status: 400, title: 'Bad request', detail: 'the body is not valid JSON' });
-      } else {
-        const title = status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : status === 415 ? 'Unsupported media type' : 'Bad request';
-        const errors = e.errors?.map((x) => ({ path: x.path ?? '', message: x.message ?? '' }));
-        sendProblem(res, { status, title, detail: e.message ?? title, ...(errors?.length ? { errors } : {}) });
-      }
-      return;
-    }
-    logger.error({ err, requestId: res.locals.requestId, path: req.path }, 'unhandled error');
-    sendProblem(res, { status: 500, title: 'Internal error', detail: 'the request could not be completed' });
+    const { problem, headers, internal } = problemFor(err);
+    if (internal) logger.error({ err, requestId: res.locals.requestId, path: req.path }, 'request failed');
+    writeProblem(res, problem, res.locals.requestId as string | undefined, headers);
   };
 }

@@ -125,6 +125,26 @@ for (const target of dbTargets) {
       await enroll(t.token, p256Csr('meter-0006', { sans: [{ type: 'uri', value: 'urn:mqtt-ca:device:meter-0006' }] }).pem).expect(201);
     });
 
+    it('holds /v1/enroll to the OpenAPI contract: media type, body schema, headers, query, method', async () => {
+      await register({ id: 'meter-0009', kind: 'client' });
+      const t = await token({ deviceId: 'meter-0009' });
+      const good = p256Csr('meter-0009');
+      const auth = { Authorization: `Bearer ${t.token}` };
+      const before = await certCount();
+      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'text/plain' }).send(good.pem), 415);
+      assertProblem(await api.post('/v1/enroll').set(auth).send({ csr: '' }), 400);
+      assertProblem(await api.post('/v1/enroll').set(auth).send({ csr: 7 }), 400);
+      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'application/json' }).send('{"csr": '), 400, /JSON/);
+      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Idempotency-Key': 'k'.repeat(256) }).send({ csr: good.pem }), 400, /idempotency-key/i);
+      assertProblem(await api.post('/v1/enroll?debug=1').set(auth).send({ csr: good.pem }), 400, /query/);
+      assertProblem(await api.get('/v1/enroll').set(auth), 405);
+      assert.equal(await certCount(), before);
+      // The request id is echoed, as on every other route; the DER body (application/pkcs10) enrolls.
+      const res = await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'application/pkcs10', 'X-Request-Id': 'factory-line-7-0001' }).send(good.der).expect(201);
+      assert.equal(res.headers['x-request-id'], 'factory-line-7-0001');
+      assert.equal(await certCount(), before + 1);
+    });
+
     it('refuses bad CSRs and bad tokens with 4xx problem+json, issuing nothing', async () => {
       await register({ id: 'meter-0008', kind: 'client' });
       const t = await token({ deviceId: 'meter-0008', maxUses: 3 });

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { toPem } from '../../ca/x509/pem.js';
+import { writeProblem } from '../problem.js';
 
 /** What the public PKI endpoints read: immutable once published, so cached in memory. */
 export interface PkiSource {
@@ -8,11 +9,7 @@ export interface PkiSource {
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
 
-function problem(res: ServerResponse, status: number, title: string, detail: string): void {
-  const body = JSON.stringify({ type: `urn:mqtt-ca:problem:${title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`, title, status, detail });
-  res.writeHead(status, { 'Content-Type': 'application/problem+json', 'Content-Length': Buffer.byteLength(body) });
-  res.end(body);
-}
+const problem = (res: ServerResponse, status: number, title: string, detail: string) => writeProblem(res, { status, title, detail }, undefined);
 
 /**
  * The unauthenticated /pki endpoints, on bare node:http in front of Express: relying parties

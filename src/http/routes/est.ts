@@ -7,7 +7,7 @@ import { CERTS_ONLY_CONTENT_TYPE, CSRATTRS_CONTENT_TYPE, csrAttrs, estCertsOnly,
 import { fromPemAll } from '../../ca/x509/pem.js';
 import { CsrError, csrFromBody, parseCsrDer } from '../../ca/x509/csr.js';
 import { DomainError, notFound } from '../../shared/errors.js';
-import { credentialOf, sourceOf } from './enrollment.js';
+import { credentialOf, sourceOf } from '../request-context.js';
 
 /** EST labels select a profile (RFC 7030 §3.2.2). */
 const LABELS = new Set(['device', 'broker']);

@@ -1,0 +1,53 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Credential } from '../enroll/methods.js';
+import { parseBasicAuth } from '../enroll/est/formats.js';
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
+
+/** The request's id: the caller's X-Request-Id when it is sane, else a new one; echoed in the response. */
+export function assignRequestId(req: IncomingMessage, res: ServerResponse): string {
+  const given = req.headers['x-request-id'];
+  const id = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
+  res.setHeader('X-Request-Id', id);
+  return id;
+}
+
+/** One access-log line when the response is finished: method, path and status only, as headers and bodies may carry keys and tokens. */
+export function logWhenFinished(logger: Logger, req: IncomingMessage, res: ServerResponse, requestId: string): void {
+  if (!logger.isLevelEnabled('info')) return;
+  const start = process.hrtime.bigint();
+  res.on('finish', () => {
+    const path = (req.url ?? '').split('?')[0];
+    logger.info({ requestId, method: req.method, path, status: res.statusCode, ms: Number(process.hrtime.bigint() - start) / 1e6 }, 'request');
+  });
+}
+
+export const sourceOf = (req: IncomingMessage) => req.socket.remoteAddress ?? 'unknown';
+
+const SIGNED_RENEWAL_RE = /^MQTT-CA-Renewal\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-at="([^"]{1,40})",\s*signature="([A-Za-z0-9+/=_-]+)"\s*$/;
+
+/**
+ * The enrollment credential a request carries: an enrollment token (Bearer), HTTP Basic (EST:
+ * the token as password), a signed renewal (MQTT-CA-Renewal: the current certificate and a
+ * signature by its key, for clients behind a TLS-terminating proxy), or else the TLS client certificate.
+ */
+export function credentialOf(req: IncomingMessage): Credential | undefined {
+  const h = req.headers.authorization;
+  if (h) {
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (bearer) return { kind: 'bearer', value: bearer[1]! };
+    const signed = SIGNED_RENEWAL_RE.exec(h);
+    if (signed) return { kind: 'signed-renewal', certificateDer: Buffer.from(signed[1]!, 'base64'), signedAt: signed[2]!, signature: Buffer.from(signed[3]!, 'base64') };
+    const basic = parseBasicAuth(h);
+    return basic ? { kind: 'basic', ...basic } : undefined;
+  }
+  const socket = req.socket as TLSSocket;
+  if (socket.encrypted) {
+    const peer = socket.getPeerCertificate();
+    if (peer && Buffer.isBuffer(peer.raw)) return { kind: 'client-certificate', der: peer.raw };
+  }
+  return undefined;
+}
