@@ -67,6 +67,13 @@ interface Plan {
   validityMs: number;
 }
 
+/** A batch whose intents are recorded and whose certificates are signed, waiting for its commit. */
+interface SignedBatch {
+  plans: Plan[];
+  intents: IntentRow[];
+  ders: Buffer[];
+}
+
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000;
 const LANES = 3;
@@ -78,8 +85,9 @@ const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-
  * are gathered into one batch per event-loop turn, so they share the database round trips.
  */
 export class Issuance {
-  /** Group issuance: one batch signing while others wait on the database; under load, batches share commits and the audit-chain lock. */
+  /** Group issuance: batches of one event-loop turn's requests, LANES at a time (one signing while others wait on the database). */
   private readonly batcher: GroupBatcher<Plan, IssuedCertificate>;
+  private readonly completions: GroupBatcher<SignedBatch, void>;
   /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
   private readonly fixedExtensions = new Map<string, Uint8Array[]>();
 
@@ -93,6 +101,7 @@ export class Issuance {
     private readonly options: { maxBatch?: number; listener?: IssuanceListener } = {},
   ) {
     this.batcher = new GroupBatcher((plans) => this.run(plans), { maxBatch: this.maxBatch, lanes: LANES });
+    this.completions = new GroupBatcher((signed) => this.complete(signed), { maxBatch: 64, lanes: 1 });
   }
 
   private get maxBatch(): number {
@@ -259,7 +268,8 @@ export class Issuance {
     }
     await this.certificates.insertIntents(this.db, intents);
 
-    // 2. Sign. 3. Record the DER and the audit entries together.
+    // 2. Sign. 3. Record the DER and the audit entries together, in the commit shared by the
+    // batches signed meanwhile.
     const serials = intents.map((i) => i.serial);
     try {
       const ders = await Promise.all(
@@ -268,27 +278,7 @@ export class Issuance {
           return Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
         }),
       );
-      const issuedAt = this.clock.now();
-      await this.db.transaction(async (tx) => {
-        const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
-        if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
-        const forDevices = intents.flatMap((it, i) => (it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx }] : []));
-        const listenerEntries = forDevices.length && this.options.listener ? await this.options.listener.onIssued(tx, forDevices) : [];
-        await this.audit.append(tx, [...plans.map((p, i): AuditEntryInput => ({
-          ...p.ctx,
-          action: 'certificate.issued',
-          targetType: 'certificate',
-          targetId: serialFromBytes(serials[i]!),
-          details: {
-            caId: intents[i]!.caId,
-            profile: p.profile.name,
-            subject: p.commonName,
-            deviceId: p.req.deviceId ?? null,
-            notAfter: intents[i]!.notAfter.toISOString(),
-            ...(p.req.renews ? { renews: serialFromBytes(p.req.renews) } : {}),
-          },
-        })), ...listenerEntries]);
-      });
+      await this.completions.add({ plans, intents, ders });
       return intents.map((it, i) => ({
         serial: serialFromBytes(it.serial),
         der: ders[i]!,
@@ -301,6 +291,39 @@ export class Issuance {
       await this.certificates.markFailed(this.db, serials, `issuance failed: ${e instanceof Error ? e.message : String(e)}`).catch(() => undefined);
       throw e instanceof DomainError ? e : new DomainError('Internal', 'issuance failed', { cause: String(e) });
     }
+  }
+
+  /**
+   * One transaction for every batch signed since the last one committed: the DER, the listener's
+   * registration state and the audit entries. One commit at a time, so batches never wait on each
+   * other for the audit-chain lock; under load the commits grow instead.
+   */
+  private async complete(signed: SignedBatch[]): Promise<void[]> {
+    const plans = signed.flatMap((b) => b.plans);
+    const intents = signed.flatMap((b) => b.intents);
+    const ders = signed.flatMap((b) => b.ders);
+    const issuedAt = this.clock.now();
+    await this.db.transaction(async (tx) => {
+      const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
+      if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
+      const forDevices = intents.flatMap((it, i) => (it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx }] : []));
+      const listenerEntries = forDevices.length && this.options.listener ? await this.options.listener.onIssued(tx, forDevices) : [];
+      await this.audit.append(tx, [...plans.map((p, i): AuditEntryInput => ({
+        ...p.ctx,
+        action: 'certificate.issued',
+        targetType: 'certificate',
+        targetId: serialFromBytes(intents[i]!.serial),
+        details: {
+          caId: intents[i]!.caId,
+          profile: p.profile.name,
+          subject: p.commonName,
+          deviceId: p.req.deviceId ?? null,
+          notAfter: intents[i]!.notAfter.toISOString(),
+          ...(p.req.renews ? { renews: serialFromBytes(p.req.renews) } : {}),
+        },
+      })), ...listenerEntries]);
+    });
+    return signed.map(() => undefined);
   }
 
   private fixed(issuer: IssuerContext, p: Plan): Uint8Array[] {

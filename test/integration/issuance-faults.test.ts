@@ -67,6 +67,39 @@ for (const target of dbTargets) {
       assert.notEqual(serialFromBytes(after1[0].serial), ok.serial, 'a failed serial is never reused');
     });
 
+    it('batches signed while a commit runs are committed together: every certificate recorded once, every audit entry chained', async () => {
+      // Batches of 4 and a signer slower than the database: batches pile up behind the commit in progress.
+      const slow: IssuerSource = {
+        defaultIssuerId: () => svc.hierarchy.defaultIssuerId(),
+        async issuer(id: string) {
+          const real = await svc.hierarchy.issuer(id);
+          return { ...real, signer: { ...real.signer, sign: async (d: Uint8Array) => { await new Promise((r) => setTimeout(r, Math.random() * 20)); return real.signer.sign(d); } } };
+        },
+      };
+      const commits: number[] = [];
+      const store = new CertificateStore();
+      const counting = Object.assign(Object.create(store) as CertificateStore, {
+        completeIssued: (tx: Parameters<CertificateStore['completeIssued']>[0], items: Parameters<CertificateStore['completeIssued']>[1], at: Date) => {
+          commits.push(items.length);
+          return store.completeIssued(tx, items, at);
+        },
+      });
+      const issuance = new Issuance(svc.db, slow, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
+      const issued = await Promise.all(
+        Array.from({ length: 80 }, (_, n) => issuance.issue({ profile: 'device', caId, deviceId: `dev-m${n}`, subjectPublicKeyInfo: p256() }, ctx)),
+      );
+      assert.equal(new Set(issued.map((c) => c.serial)).size, 80);
+      assert.equal(commits.reduce((a, b) => a + b, 0), 80);
+      assert.ok(commits.some((n) => n > 4), `some commit carried several batches (commits: ${commits.join(',')})`);
+      const recorded = await svc.db('certificates').whereIn('device_id', issued.map((_, n) => `dev-m${n}`)).select('status', 'serial');
+      assert.equal(recorded.length, 80);
+      assert.ok(recorded.every((r) => r.status === 'issued'));
+      for (const c of issued.slice(0, 80)) {
+        assert.equal((await svc.audit.list({ limit: 5, action: 'certificate.issued', targetId: c.serial })).items.length, 1);
+      }
+      assert.equal((await svc.audit.verify(svc.db)).ok, true);
+    });
+
     it('a process that dies between "serial recorded" and "signed" leaves a pending intent that the next start closes; the store stays consistent', async () => {
       const dying = new Issuance(svc.db, faultySource(svc, 'hangs'), new CertificateStore(), svc.audit, new PkiUrls('http://x'), svc.clock);
       void dying.issue({ profile: 'device', caId, deviceId: 'dev-f2', subjectPublicKeyInfo: p256() }, ctx);
