@@ -22,8 +22,9 @@
  * RFC 4055 each name one form; real encoders emit both). SET OF ordering is not enforced
  * (encoders commonly get it wrong and it changes nothing we read).
  */
-import { constants, verify, type KeyObject, type VerifyKeyObjectInput } from 'node:crypto';
-import { publicKeyObject } from './spki.js';
+import { constants } from 'node:crypto';
+import { SignatureVerifier, type VerifyJob } from '../../shared/crypto-worker.js';
+import { verifyKeyOf } from './spki.js';
 
 export type CsrSignatureAlgorithm =
   | 'ecdsa-with-SHA256'
@@ -663,49 +664,40 @@ function parse(input: Uint8Array): ParsedCsr {
   };
 }
 
+const verifier = new SignatureVerifier();
+
 /**
  * Proof of possession: the signature over CertificationRequestInfo verifies with the CSR's own
- * key. The key is built here (see `publicKeyObject`); the verification itself runs on libuv's
- * thread pool, off the event loop. false on any failure: a key that cannot be built, a malformed
- * signature, a key type that does not match the signature algorithm.
+ * key, checked on a worker thread (see SignatureVerifier). false on any failure: a key that
+ * cannot be built, a malformed signature, a key type that does not match the signature algorithm.
  */
-export async function verifyCsr(csr: ParsedCsr): Promise<boolean> {
-  let key: KeyObject;
+export function verifyCsr(csr: ParsedCsr): Promise<boolean> {
+  let key: VerifyJob['key'];
   try {
-    key = publicKeyObject(csr.spki);
+    key = verifyKeyOf(csr.spki);
   } catch {
-    return false;
+    return Promise.resolve(false);
   }
-  const type = key.asymmetricKeyType;
+  const job = { key, data: csr.info, signature: csr.signature };
   switch (csr.signatureAlgorithm) {
     case 'Ed25519':
-      return type === 'ed25519' && verifyOffThread(null, csr, key);
+      return verifier.verify({ ...job, hash: null, keyTypes: ['ed25519'] });
     case 'ecdsa-with-SHA256':
     case 'ecdsa-with-SHA384':
     case 'ecdsa-with-SHA512':
-      return type === 'ec' && verifyOffThread(HASH_OF[csr.signatureAlgorithm], csr, { key, dsaEncoding: 'der' });
+      return verifier.verify({ ...job, hash: HASH_OF[csr.signatureAlgorithm], options: { dsaEncoding: 'der' }, keyTypes: ['ec'] });
     case 'sha256WithRSAEncryption':
     case 'sha384WithRSAEncryption':
     case 'sha512WithRSAEncryption':
-      return type === 'rsa' && verifyOffThread(HASH_OF[csr.signatureAlgorithm], csr, { key, padding: constants.RSA_PKCS1_PADDING });
+      return verifier.verify({ ...job, hash: HASH_OF[csr.signatureAlgorithm], options: { padding: constants.RSA_PKCS1_PADDING }, keyTypes: ['rsa'] });
     case 'rsassa-pss': {
       const pss = csr.pss;
-      if (!pss || (type !== 'rsa' && type !== 'rsa-pss')) return false;
-      return verifyOffThread(pss.hash, csr, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength });
+      if (!pss) return Promise.resolve(false);
+      return verifier.verify({ ...job, hash: pss.hash, options: { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength }, keyTypes: ['rsa', 'rsa-pss'] });
     }
     default:
-      return false;
+      return Promise.resolve(false);
   }
-}
-
-function verifyOffThread(hash: string | null, csr: ParsedCsr, key: KeyObject | VerifyKeyObjectInput): Promise<boolean> {
-  return new Promise((resolve) => {
-    try {
-      verify(hash, csr.info, key, csr.signature, (err, ok) => resolve(!err && ok));
-    } catch {
-      resolve(false);
-    }
-  });
 }
 
 const PEM_LABELS = ['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST'] as const;

@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { oid, readTlv, TAG, type Bytes } from './der.js';
 
 /** What a SubjectPublicKeyInfo holds, read structurally from its DER (no key object is built). */
@@ -76,20 +76,22 @@ export function describeSpki(spki: Bytes): SpkiDescription {
 }
 
 /**
- * A node:crypto KeyObject for a SubjectPublicKeyInfo. OpenSSL 3's DER decoder costs ~160 µs per
- * key (and takes locks shared with the signing threads); an uncompressed P-256/P-384 point is
- * built from its coordinates instead (as a JWK, ~65 µs), which checks that the point is on the
- * curve just the same. Throws on a key OpenSSL refuses.
+ * How to build the key of a SubjectPublicKeyInfo with node:crypto. OpenSSL 3's DER decoder costs
+ * ~160 µs per key; an uncompressed P-256/P-384 point is handed over as a JWK of its coordinates
+ * instead (~65 µs), which checks that the point is on the curve just the same.
  */
-export function publicKeyObject(spki: Uint8Array): KeyObject {
+export function verifyKeyOf(spki: Uint8Array): { jwk: JsonWebKey } | { spki: Uint8Array } {
   const d = describeSpki(spki);
   if (d.kind === 'ec' && d.uncompressed && d.curve !== 'other') {
     const coord = d.curve === 'P-256' ? 32 : 48;
     const point = Buffer.from(spki.buffer, spki.byteOffset + spki.length - 2 * coord, 2 * coord);
-    return createPublicKey({
-      key: { kty: 'EC', crv: d.curve, x: point.subarray(0, coord).toString('base64url'), y: point.subarray(coord).toString('base64url') },
-      format: 'jwk',
-    });
+    return { jwk: { kty: 'EC', crv: d.curve, x: point.subarray(0, coord).toString('base64url'), y: point.subarray(coord).toString('base64url') } };
   }
-  return createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.length), format: 'der', type: 'spki' });
+  return { spki };
+}
+
+/** A node:crypto KeyObject for a SubjectPublicKeyInfo (see verifyKeyOf). Throws on a key OpenSSL refuses. */
+export function publicKeyObject(spki: Uint8Array): KeyObject {
+  const k = verifyKeyOf(spki);
+  return 'jwk' in k ? createPublicKey({ key: k.jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' });
 }

@@ -1,0 +1,97 @@
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import type { JsonWebKey } from 'node:crypto';
+import { GroupBatcher } from './group-batcher.js';
+
+/** One signature check: the public key (a JWK, or SPKI DER), the hash, the verify options and the key types that may sign. */
+export interface VerifyJob {
+  key: { jwk: JsonWebKey } | { spki: Uint8Array };
+  hash: string | null;
+  data: Uint8Array;
+  signature: Uint8Array;
+  options?: { dsaEncoding?: 'der' | 'ieee-p1363'; padding?: number; saltLength?: number };
+  keyTypes: string[];
+}
+
+// Plain CommonJS evaluated in the worker, so it loads the same under tsx and from dist.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createPublicKey, verify } = require('node:crypto');
+parentPort.on('message', ({ id, jobs }) => {
+  const results = jobs.map((j) => {
+    try {
+      const key = 'jwk' in j.key ? createPublicKey({ key: j.key.jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(j.key.spki), format: 'der', type: 'spki' });
+      if (!j.keyTypes.includes(key.asymmetricKeyType)) return false;
+      return verify(j.hash, j.data, { key, ...(j.options || {}) }, j.signature);
+    } catch {
+      return false;
+    }
+  });
+  parentPort.postMessage({ id, results });
+});
+`;
+
+/**
+ * Signature checks on worker threads, off the event loop: building a public key and verifying
+ * with it cost ~150 µs, most of an enrollment's CPU time on the loop. Jobs of one event-loop
+ * turn go to a worker as one message (one wake-up per batch, not per signature). Never throws
+ * for a bad key or signature: the answer is false.
+ */
+export class SignatureVerifier {
+  private workers: Worker[] = [];
+  private next = 0;
+  private pending = new Map<number, { worker: Worker; done(results: boolean[]): void }>();
+  private seq = 0;
+  private readonly batcher: GroupBatcher<VerifyJob, boolean>;
+
+  constructor(private readonly threads = Math.max(1, Math.min(2, availableParallelism() - 1))) {
+    this.batcher = new GroupBatcher((jobs) => this.dispatch(jobs), { maxBatch: 256, lanes: threads * 2 });
+  }
+
+  verify(job: VerifyJob): Promise<boolean> {
+    return this.batcher.add(job);
+  }
+
+  private worker(): Worker {
+    if (this.workers.length < this.threads) {
+      const w = new Worker(WORKER_SOURCE, { eval: true });
+      w.on('message', ({ id, results }: { id: number; results: boolean[] }) => {
+        this.pending.get(id)?.done(results);
+        this.pending.delete(id);
+        this.holdProcess(w);
+      });
+      w.on('error', () => this.replace(w));
+      w.on('exit', () => this.replace(w));
+      this.workers.push(w);
+      return w;
+    }
+    return this.workers[this.next++ % this.workers.length]!;
+  }
+
+  /** A worker keeps the process alive only while it owes answers. */
+  private holdProcess(w: Worker): void {
+    const owes = [...this.pending.values()].some((p) => p.worker === w);
+    if (owes) w.ref();
+    else w.unref();
+  }
+
+  /** A worker that died takes its unanswered jobs with it: they fail closed (false), and the next batch starts a new worker. */
+  private replace(w: Worker): void {
+    this.workers = this.workers.filter((x) => x !== w);
+    for (const [id, p] of this.pending) {
+      if (p.worker !== w) continue;
+      this.pending.delete(id);
+      p.done([]);
+    }
+  }
+
+  private dispatch(jobs: VerifyJob[]): Promise<boolean[]> {
+    const w = this.worker();
+    const id = ++this.seq;
+    return new Promise((resolve) => {
+      this.pending.set(id, { worker: w, done: (results) => resolve(jobs.map((_, i) => results[i] === true)) });
+      this.holdProcess(w);
+      w.postMessage({ id, jobs });
+    });
+  }
+}
