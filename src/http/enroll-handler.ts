@@ -47,6 +47,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('data', onData);
     req.once('end', () => resolve(Buffer.concat(chunks, size)));
     req.once('error', reject);
+    // A client that goes away mid-body: nothing more will come, and nobody is left to answer.
+    req.once('close', () => {
+      if (!req.complete) reject(new ContractError(400, 'the request body was cut off'));
+    });
   });
 }
 

@@ -3,6 +3,8 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { createPrivateKey, sign, webcrypto } from 'node:crypto';
 import request from 'supertest';
+import { createServer } from 'node:http';
+import { connect } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { dbTargets } from '../helpers/db.js';
 import { makeService } from '../helpers/service.js';
@@ -143,6 +145,31 @@ for (const target of dbTargets) {
       const res = await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'application/pkcs10', 'X-Request-Id': 'factory-line-7-0001' }).send(good.der).expect(201);
       assert.equal(res.headers['x-request-id'], 'factory-line-7-0001');
       assert.equal(await certCount(), before + 1);
+    });
+
+    it('a client that hangs up mid-body issues nothing and leaves the server serving', async () => {
+      await register({ id: 'meter-0010', kind: 'client' });
+      const t = await token({ deviceId: 'meter-0010' });
+      const body = JSON.stringify({ csr: p256Csr('meter-0010').pem });
+      const server = createServer(createHttpHandler(svc, { validateResponses: true }));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      try {
+        const port = (server.address() as { port: number }).port;
+        const before = await certCount();
+        await new Promise<void>((resolve) => {
+          const sock = connect(port, '127.0.0.1', () => {
+            sock.write(`POST /v1/enroll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 40)}`);
+            setTimeout(() => sock.destroy(), 50);
+          });
+          sock.on('close', () => resolve());
+          sock.on('error', () => undefined);
+        });
+        assert.equal(await certCount(), before);
+        await request(server).post('/v1/enroll').set({ Authorization: `Bearer ${t.token}` }).send(body).type('json').expect(201);
+        assert.equal(await certCount(), before + 1);
+      } finally {
+        server.close();
+      }
     });
 
     it('refuses bad CSRs and bad tokens with 4xx problem+json, issuing nothing', async () => {
