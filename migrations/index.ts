@@ -2,12 +2,14 @@ import type { Knex } from 'knex';
 import * as foundation from './20261125_0001_foundation.js';
 import * as devices from './20261125_0002_devices.js';
 import * as enrollment from './20261125_0003_enrollment.js';
+import * as auditHead from './20261125_0004_audit_head.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
   '20261125_0001_foundation': foundation,
   '20261125_0002_devices': devices,
   '20261125_0003_enrollment': enrollment,
+  '20261125_0004_audit_head': auditHead,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

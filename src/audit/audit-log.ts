@@ -168,8 +168,7 @@ export class AuditLog {
         details: toPlainJson(e.details),
       };
     });
-    await this.store.lockForAppend(tx);
-    const head = await this.store.head(tx);
+    const head = await this.store.lockForAppend(tx);
     let seq = head?.seq ?? 0;
     let prevHash = head?.hash ?? ZERO_HASH;
     const rows: AuditRow[] = prepared.map((p) => {

@@ -66,14 +66,14 @@ export class AuditStore {
    * Takes the chain lock for the rest of the transaction `tx` (released at commit or rollback).
    * Must be called on a transaction: on a bare connection it would be released immediately.
    */
-  async lockForAppend(tx: Executor): Promise<void> {
-    await tx.raw('select pg_advisory_xact_lock(?::bigint)', [AUDIT_APPEND_LOCK]);
-  }
-
-  /** The newest row's seq and hash, or undefined when the log is empty. */
-  async head(ex: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
-    const r = await ex('audit_log').select('seq', 'hash').orderBy('seq', 'desc').first();
-    return r ? { seq: Number(r.seq), hash: Buffer.from(r.hash as Uint8Array) } : undefined;
+  /**
+   * Takes the append lock (held to the end of the transaction) and returns the head as it is
+   * once the lock is held: one round trip (see migration 0004).
+   */
+  async lockForAppend(tx: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
+    const r = await tx.raw('select seq, hash from audit_lock_head(?::bigint)', [AUDIT_APPEND_LOCK]);
+    const row = (r.rows as { seq: string | number; hash: Uint8Array }[])[0];
+    return row ? { seq: Number(row.seq), hash: Buffer.from(row.hash) } : undefined;
   }
 
   /** Inserts all rows in ONE statement, whatever their number (one JSON parameter, no bind-parameter limit). */
