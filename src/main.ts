@@ -155,7 +155,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {
   const app = createApp({
     logger: svc.logger,
-    bodyLimit: svc.config.bodyLimit,
+    bodyLimitBytes: svc.config.bodyLimitBytes,
     validateResponses: opts.validateResponses,
     ready: () => pingDb(svc.db),
     apiKeys: svc.apiKeys,
@@ -170,7 +170,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     devices: svc.devices,
   });
   const pki = createPkiHandler({ caCertificateDer: (id) => svc.hierarchy.certificateDer(id) });
-  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimit: svc.config.bodyLimit, validateResponses: opts.validateResponses });
+  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import { badRequest } from '../shared/errors.js';
 import type { Executor } from '../store/db.js';
-import type { AuditRow, AuditStore } from '../store/audit-store.js';
+import type { AuditFilter, AuditRow, AuditStore } from '../store/audit-store.js';
 
 /** What a service records. `details` must be JSON-serializable and must never carry a secret. */
 export interface AuditEntryInput {
@@ -32,19 +32,11 @@ export interface AuditEntry {
   prevHash: string;
 }
 
-export interface AuditListQuery {
+export interface AuditListQuery extends AuditFilter {
   /** nextCursor of the previous page */
   cursor?: string | undefined;
   /** 1..1000 */
   limit: number;
-  action?: string | undefined;
-  targetType?: string | undefined;
-  targetId?: string | undefined;
-  actor?: string | undefined;
-  /** at >= since */
-  since?: Date | undefined;
-  /** at < until */
-  until?: Date | undefined;
 }
 
 export type AuditProblem = 'altered' | 'removed' | 'reordered' | 'inserted';

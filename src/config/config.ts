@@ -41,7 +41,13 @@ export interface Config {
   kek: string | undefined;
   kekFile: string | undefined;
   logLevel: z.infer<typeof schema>['LOG_LEVEL'];
-  bodyLimit: string;
+  /** BODY_LIMIT in bytes (kb and mb are 1024-based). */
+  bodyLimitBytes: number;
+}
+
+function byteSize(limit: string): number {
+  const [, n, unit] = /^(\d+)(b|kb|mb)$/i.exec(limit)!;
+  return Number(n) * { b: 1, kb: 1024, mb: 1024 * 1024 }[unit!.toLowerCase() as 'b' | 'kb' | 'mb'];
 }
 
 /** Reads and validates the environment once; everything inside trusts the typed result. */
@@ -68,6 +74,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     kek: e.MQTT_CA_KEK,
     kekFile: e.MQTT_CA_KEK_FILE,
     logLevel: e.LOG_LEVEL,
-    bodyLimit: e.BODY_LIMIT,
+    bodyLimitBytes: byteSize(e.BODY_LIMIT),
   };
 }

@@ -26,7 +26,7 @@ import type { DeviceInventory } from '../enroll/devices.js';
 
 export interface AppDeps {
   logger: Logger;
-  bodyLimit: string;
+  bodyLimitBytes: number;
   /** Tests turn this on: every response is checked against openapi.yaml, and a mismatch is a 500. */
   validateResponses?: boolean;
   ready(): Promise<boolean>;
@@ -77,8 +77,8 @@ export function createApp(d: AppDeps): Express {
 
   // Device manifests (JSON or CSV) exceed BODY_LIMIT: their route reads its body first, after auth and role check.
   app.use(deviceImportParsers(d.apiKeys));
-  app.use(express.json({ limit: d.bodyLimit, type: ['application/json', 'application/*+json'] }));
-  app.use(express.raw({ limit: d.bodyLimit, type: ['application/pkcs10'] }));
+  app.use(express.json({ limit: d.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
+  app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
   const apiKeyAuth = authenticate(d.apiKeys);
   app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, next)));
   app.use(

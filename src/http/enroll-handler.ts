@@ -8,8 +8,8 @@ import { assignRequestId, credentialOf, logWhenFinished, sourceOf } from './requ
 export interface EnrollHandlerDeps {
   enrollment: Enrollment;
   logger: Logger;
-  /** BODY_LIMIT, e.g. "256kb". */
-  bodyLimit: string;
+  /** BODY_LIMIT, in bytes. */
+  bodyLimitBytes: number;
   /** Tests: every response is checked against openapi.yaml, and a mismatch is a 500. */
   validateResponses?: boolean | undefined;
 }
@@ -19,12 +19,6 @@ const ROUTES: Record<string, string[] | undefined> = {
   '/v1/enroll': undefined,
   '/v1/renew': ['mtls-renewal', 'signed-renewal'],
 };
-
-export function byteSize(limit: string): number {
-  const m = /^(\d+)(b|kb|mb)$/i.exec(limit);
-  if (!m) throw new Error(`not a byte size: ${limit}`);
-  return Number(m[1]) * ({ b: 1, kb: 1024, mb: 1024 * 1024 } as Record<string, number>)[m[2]!.toLowerCase()]!;
-}
 
 /** The whole request body, or a 413 ContractError past `limit` bytes (the rest is drained, and the connection closed after the answer). */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
@@ -62,7 +56,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
  * and tests check the responses. Returns false for requests it does not serve.
  */
 export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const limit = byteSize(d.bodyLimit);
+  const limit = d.bodyLimitBytes;
   const routes = new Map(Object.entries(ROUTES).map(([path, methods]) => [path, { methods, contract: operationContract(path, 'post') }]));
 
   const send = (res: ServerResponse, contract: OperationContract, requestId: string, status: number, type: string, body: unknown, headers: Record<string, string>) => {

@@ -17,10 +17,8 @@ export interface AuditRow {
 /** A row to append; `details` must already be plain JSON (no undefined, Dates, ...). */
 export type NewAuditRow = AuditRow;
 
-export interface AuditPageQuery {
-  /** Only rows with seq < beforeSeq (keyset paging, newest first). */
-  beforeSeq?: number | undefined;
-  limit: number;
+/** What a page of the log may be narrowed to. */
+export interface AuditFilter {
   action?: string | undefined;
   targetType?: string | undefined;
   targetId?: string | undefined;
@@ -29,6 +27,12 @@ export interface AuditPageQuery {
   since?: Date | undefined;
   /** at < until */
   until?: Date | undefined;
+}
+
+export interface AuditPageQuery extends AuditFilter {
+  /** Only rows with seq < beforeSeq (keyset paging, newest first). */
+  beforeSeq?: number | undefined;
+  limit: number;
 }
 
 const COLUMNS = [

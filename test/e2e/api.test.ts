@@ -5,11 +5,10 @@ import request from 'supertest';
 import * as x509 from '@peculiar/x509';
 import { dbTargets } from '../helpers/db.js';
 import { toolSkip } from '../helpers/tools.js';
-import { makeService } from '../helpers/service.js';
+import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
 import { KEY_ARGS, opensslCsr, opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
-import { bootstrap } from '../../src/bootstrap.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 type Agent = ReturnType<typeof request>;
@@ -28,15 +27,10 @@ for (const target of dbTargets) {
     const keys = {} as Record<Role, string>;
     let issuingId: string;
     before(async () => {
-      svc = await makeService(target, { env: { BODY_LIMIT: '64kb' } });
-      const boot = await bootstrap(svc);
-      issuingId = boot.issuingId!;
-      keys.admin = boot.adminKey!;
-      for (const role of ['operator', 'provisioner', 'auditor'] as const) {
-        keys[role] = (await svc.apiKeys.create({ name: `${role} key`, role }, { actor: 'test' })).key;
-      }
       // Every response below is checked against openapi.yaml by the validator (a mismatch is a 500).
-      api = request(createHttpHandler(svc, { validateResponses: true }));
+      const made = await makeApiService(target);
+      ({ svc, api, issuingId } = made);
+      Object.assign(keys, made.keys);
     });
     after(async () => svc?.dispose());
 

@@ -4,10 +4,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
-import { makeService } from '../helpers/service.js';
+import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
-import { bootstrap } from '../../src/bootstrap.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 import { csvField } from '../../src/shared/csv.js';
 
@@ -20,14 +19,10 @@ for (const target of dbTargets) {
     let api: Agent;
     const keys = {} as Record<Role, string>;
     before(async () => {
-      svc = await makeService(target, { env: { BODY_LIMIT: '64kb' } });
-      const boot = await bootstrap(svc);
-      keys.admin = boot.adminKey!;
-      for (const role of ['operator', 'provisioner', 'auditor'] as const) {
-        keys[role] = (await svc.apiKeys.create({ name: `${role} key`, role }, { actor: 'test' })).key;
-      }
       // Every response below is checked against openapi.yaml by the validator (a mismatch is a 500).
-      api = request(createHttpHandler(svc, { validateResponses: true }));
+      const made = await makeApiService(target);
+      ({ svc, api } = made);
+      Object.assign(keys, made.keys);
     });
     after(async () => svc?.dispose());
 

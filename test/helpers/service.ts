@@ -4,7 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/config.js';
-import { buildService, type Service } from '../../src/main.js';
+import request from 'supertest';
+import { buildService, createHttpHandler, type Service } from '../../src/main.js';
+import { bootstrap } from '../../src/bootstrap.js';
+import type { Role } from '../../src/access/api-keys.js';
 import type { Clock } from '../../src/shared/clock.js';
 import type { DbTarget } from './db.js';
 import { disposeDb } from './db.js';
@@ -24,4 +27,23 @@ export async function makeService(target: DbTarget, opts: { clock?: Clock; env?:
   });
   const svc = await buildService(config, { db, logger: pino({ level: 'silent' }), ...(opts.clock ? { clock: opts.clock } : {}) });
   return Object.assign(svc, { dispose: () => disposeDb(db) });
+}
+
+/**
+ * A bootstrapped service (BODY_LIMIT 64kb) with an API key for every role, and supertest on its
+ * HTTP handler with response validation on: every response is checked against openapi.yaml.
+ */
+export async function makeApiService(target: DbTarget): Promise<{
+  svc: Service & { dispose(): Promise<void> };
+  api: ReturnType<typeof request>;
+  keys: Record<Role, string>;
+  issuingId: string;
+}> {
+  const svc = await makeService(target, { env: { BODY_LIMIT: '64kb' } });
+  const boot = await bootstrap(svc);
+  const keys = { admin: boot.adminKey! } as Record<Role, string>;
+  for (const role of ['operator', 'provisioner', 'auditor'] as const) {
+    keys[role] = (await svc.apiKeys.create({ name: `${role} key`, role }, { actor: 'test' })).key;
+  }
+  return { svc, api: request(createHttpHandler(svc, { validateResponses: true })), keys, issuingId: boot.issuingId! };
 }

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ECDH, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { keyAlgorithmOf } from '../../src/ca/keys.js';
-import { describeSpki, publicKeyObject } from '../../src/ca/x509/spki.js';
+import { describeSpki, verifyKeyOf } from '../../src/ca/x509/spki.js';
 import { DomainError } from '../../src/shared/errors.js';
 
 /** A P-256 SPKI carrying a compressed point (RFC 5480 allows it; we ask for uncompressed). */
@@ -83,7 +83,13 @@ describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
   });
 });
 
-describe('publicKeyObject (the proof-of-possession key)', () => {
+/** The key as the verify worker builds it from verifyKeyOf. */
+function publicKeyObject(spki: Uint8Array) {
+  const k = verifyKeyOf(spki);
+  return 'jwk' in k ? createPublicKey({ key: k.jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' });
+}
+
+describe('verifyKeyOf (the proof-of-possession key)', () => {
   it('builds the same key as the DER decoder for P-256, P-384 (from coordinates), a compressed point, Ed25519 and RSA', () => {
     const spkis = [
       spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey),

@@ -1,4 +1,4 @@
-import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import type { JsonWebKey } from 'node:crypto';
 import { oid, readTlv, TAG, type Bytes } from './der.js';
 
 /** What a SubjectPublicKeyInfo holds, read structurally from its DER (no key object is built). */
@@ -88,10 +88,4 @@ export function verifyKeyOf(spki: Uint8Array): { jwk: JsonWebKey } | { spki: Uin
     return { jwk: { kty: 'EC', crv: d.curve, x: point.subarray(0, coord).toString('base64url'), y: point.subarray(coord).toString('base64url') } };
   }
   return { spki };
-}
-
-/** A node:crypto KeyObject for a SubjectPublicKeyInfo (see verifyKeyOf). Throws on a key OpenSSL refuses. */
-export function publicKeyObject(spki: Uint8Array): KeyObject {
-  const k = verifyKeyOf(spki);
-  return 'jwk' in k ? createPublicKey({ key: k.jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' });
 }
