@@ -68,14 +68,34 @@ for (const target of dbTargets) {
     });
 
     it('batches signed while a commit runs are committed together: every certificate recorded once, every audit entry chained', async () => {
-      // Batches of 4 and a signer slower than the database: batches pile up behind the commit in progress.
-      const slow: IssuerSource = {
+      // Batches of 4, three in flight. The first commit is held (before its transaction, so the
+      // database stays free) until all three are signed. Whichever batches it did not take queue
+      // behind it and leave together, so the first twelve certificates go in two commits, one of
+      // them carrying two batches.
+      let signed = 0;
+      let othersSigned!: () => void;
+      const twoMoreBatchesSigned = new Promise<void>((r) => (othersSigned = r));
+      const counted: IssuerSource = {
         defaultIssuerId: () => svc.hierarchy.defaultIssuerId(),
         async issuer(id: string) {
           const real = await svc.hierarchy.issuer(id);
-          return { ...real, signer: { ...real.signer, sign: async (d: Uint8Array) => { await new Promise((r) => setTimeout(r, Math.random() * 20)); return real.signer.sign(d); } } };
+          return { ...real, signer: { ...real.signer, sign: async (d: Uint8Array) => {
+            const sig = await real.signer.sign(d);
+            if (++signed === 12) othersSigned();
+            return sig;
+          } } };
         },
       };
+      let transactions = 0;
+      const gatedDb = new Proxy(svc.db, {
+        get(target, prop, receiver) {
+          if (prop !== 'transaction') return Reflect.get(target, prop, receiver);
+          return async (...args: Parameters<typeof target.transaction>) => {
+            if (transactions++ === 0) await twoMoreBatchesSigned;
+            return (target.transaction as (...a: unknown[]) => unknown)(...args);
+          };
+        },
+      });
       const commits: number[] = [];
       const store = new CertificateStore();
       const counting = Object.assign(Object.create(store) as CertificateStore, {
@@ -84,13 +104,13 @@ for (const target of dbTargets) {
           return store.completeIssued(tx, items, at);
         },
       });
-      const issuance = new Issuance(svc.db, slow, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
+      const issuance = new Issuance(gatedDb, counted, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
       const issued = await Promise.all(
         Array.from({ length: 80 }, (_, n) => issuance.issue({ profile: 'device', caId, deviceId: `dev-m${n}`, subjectPublicKeyInfo: p256() }, ctx)),
       );
       assert.equal(new Set(issued.map((c) => c.serial)).size, 80);
       assert.equal(commits.reduce((a, b) => a + b, 0), 80);
-      assert.ok(commits.some((n) => n > 4), `some commit carried several batches (commits: ${commits.join(',')})`);
+      assert.deepEqual(commits.slice(0, 2).sort((a, b) => a - b), [4, 8], `two batches left in one commit (commits: ${commits.join(',')})`);
       const recorded = await svc.db('certificates').whereIn('device_id', issued.map((_, n) => `dev-m${n}`)).select('status', 'serial');
       assert.equal(recorded.length, 80);
       assert.ok(recorded.every((r) => r.status === 'issued'));
