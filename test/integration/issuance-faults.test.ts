@@ -70,8 +70,8 @@ for (const target of dbTargets) {
     it('batches signed while a commit runs are committed together: every certificate recorded once, every audit entry chained', async () => {
       // Batches of 4, three in flight. The first commit is held (before its transaction, so the
       // database stays free) until all three are signed. Whichever batches it did not take queue
-      // behind it and leave together, so the first twelve certificates go in two commits, one of
-      // them carrying two batches.
+      // behind it and leave together, so of the first two commits one carries several batches (which
+      // one depends on how many were signed before the first commit began).
       let signed = 0;
       let othersSigned!: () => void;
       const twoMoreBatchesSigned = new Promise<void>((r) => (othersSigned = r));
@@ -110,7 +110,7 @@ for (const target of dbTargets) {
       );
       assert.equal(new Set(issued.map((c) => c.serial)).size, 80);
       assert.equal(commits.reduce((a, b) => a + b, 0), 80);
-      assert.deepEqual(commits.slice(0, 2).sort((a, b) => a - b), [4, 8], `two batches left in one commit (commits: ${commits.join(',')})`);
+      assert.ok(commits[0]! > 4 || commits[1]! > 4, `several batches left in one commit (commits: ${commits.join(',')})`);
       const recorded = await svc.db('certificates').whereIn('device_id', issued.map((_, n) => `dev-m${n}`)).select('status', 'serial');
       assert.equal(recorded.length, 80);
       assert.ok(recorded.every((r) => r.status === 'issued'));
