@@ -1,4 +1,4 @@
-import type { Db, Executor } from './db.js';
+import { prepared, type Db, type Executor } from './db.js';
 
 /** One audit_log row as stored. `details` is the JSON value as read back from jsonb. */
 export interface AuditRow {
@@ -67,15 +67,12 @@ export class AuditStore {
   constructor(private readonly db: Db) {}
 
   /**
-   * Takes the chain lock for the rest of the transaction `tx` (released at commit or rollback).
-   * Must be called on a transaction: on a bare connection it would be released immediately.
-   */
-  /**
    * Takes the append lock (held to the end of the transaction) and returns the head as it is
-   * once the lock is held: one round trip (see migration 0004).
+   * once the lock is held: one round trip (see migration 0004). Must be called on a transaction:
+   * on a bare connection the lock would be released at once.
    */
   async lockForAppend(tx: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
-    const r = await tx.raw('select seq, hash from audit_lock_head(?::bigint)', [AUDIT_APPEND_LOCK]);
+    const r = await prepared(tx, 'audit-lock-head', 'select seq, hash from audit_lock_head(?::bigint)', [AUDIT_APPEND_LOCK]);
     const row = (r.rows as { seq: string | number; hash: Uint8Array }[])[0];
     return row ? { seq: Number(row.seq), hash: Buffer.from(row.hash) } : undefined;
   }
@@ -97,7 +94,9 @@ export class AuditStore {
         hash: r.hash.toString('hex'),
       })),
     );
-    await tx.raw(
+    await prepared(
+      tx,
+      'audit-insert',
       `insert into audit_log (seq, at, actor, action, target_type, target_id, request_id, details, prev_hash, hash)
        select r.seq, r.at, r.actor, r.action, r.target_type, r.target_id, r.request_id, r.details,
               decode(r.prev_hash, 'hex'), decode(r.hash, 'hex')

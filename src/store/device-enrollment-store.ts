@@ -1,4 +1,4 @@
-import type { Executor } from './db.js';
+import { prepared, type Executor } from './db.js';
 import type { DeviceFacts } from './token-store.js';
 
 /**
@@ -18,11 +18,10 @@ export class DeviceEnrollmentStore {
    */
   async recordIssued(db: Executor, rows: { deviceId: string; serial: Buffer; notAfter: Date }[], now: Date): Promise<string[]> {
     if (rows.length === 0) return [];
-    const values = rows.map(() => '(?::text, ?::bytea, ?::timestamptz)').join(', ');
-    const bindings: (string | Buffer | Date)[] = [];
-    for (const r of rows) bindings.push(r.deviceId, r.serial, r.notAfter);
-    const result = await db.raw(
-      `with v(id, serial, not_after) as (values ${values}),
+    const result = await prepared(
+      db,
+      'device-record-issued',
+      `with v(id, serial, not_after) as (select * from unnest(?::text[], ?::bytea[], ?::timestamptz[])),
             before as (select d.id, d.status from devices d join v on v.id = d.id for update of d)
        update devices d
           set current_serial = v.serial,
@@ -33,7 +32,7 @@ export class DeviceEnrollmentStore {
          from v join before b on b.id = v.id
         where d.id = v.id and d.status in ('registered', 'active')
         returning d.id, b.status as previous`,
-      [...bindings, now, now],
+      [rows.map((r) => r.deviceId), rows.map((r) => r.serial), rows.map((r) => r.notAfter), now, now],
     );
     return (result.rows as { id: string; previous: string }[]).filter((r) => r.previous === 'registered').map((r) => r.id);
   }

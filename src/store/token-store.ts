@@ -1,4 +1,4 @@
-import type { Executor } from './db.js';
+import { prepared, type Executor } from './db.js';
 
 export interface DeviceFacts {
   kind: 'client' | 'broker';
@@ -113,7 +113,9 @@ export class TokenStore {
     // transaction only. That is safe: the certificate this use pays for is recorded by a later,
     // synchronous commit, and WAL is flushed in order, so once that certificate is durable so is
     // this use; if the process dies before, no certificate exists and the lost use costs nothing.
-    const r = await db.raw(
+    const r = await prepared(
+      db,
+      'token-spend-batch',
       `with async_commit as (select set_config('synchronous_commit', 'off', true) as v),
        req as (select token_id, device_id, ord from unnest(?::text[], ?::text[]) with ordinality as r(token_id, device_id, ord)),
        tok as (
