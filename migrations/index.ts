@@ -3,6 +3,8 @@ import * as foundation from './20261125_0001_foundation.js';
 import * as devices from './20261125_0002_devices.js';
 import * as enrollment from './20261125_0003_enrollment.js';
 import * as auditHead from './20261125_0004_audit_head.js';
+import * as revocation from './20261125_0005_revocation.js';
+import * as crls from './20261125_0006_crls.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -10,6 +12,8 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125_0002_devices': devices,
   '20261125_0003_enrollment': enrollment,
   '20261125_0004_audit_head': auditHead,
+  '20261125_0005_revocation': revocation,
+  '20261125_0006_crls': crls,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

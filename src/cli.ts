@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { KekError } from './ca/kek.js';
@@ -7,6 +8,7 @@ import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
+import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 
 const ABANDONED_AFTER_MS = 5 * 60_000;
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
@@ -137,6 +139,40 @@ program
         process.exitCode = 1;
       }
     });
+  });
+
+const positiveNumber = (what: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive number`);
+  return n;
+};
+
+program
+  .command('crl-sync')
+  .description('for broker hosts: keep a CRL bundle file fresh (conditional GETs, atomic writes, a reload command on change)')
+  .requiredOption('--url <url>', 'the bundle URL, e.g. https://ca.example/pki/crl/bundle.pem')
+  .requiredOption('--out <file>', "where the broker reads it (Mosquitto's crlfile)")
+  .option('--cafile <file>', 'PEM CA certificates: every CRL must be signed by one of them (recommended: the CRLs come over plain HTTP)')
+  .option('--reload <command>', 'run after the file changed, e.g. "kill -HUP $(cat /run/mosquitto/mosquitto.pid)"')
+  .option('--interval <seconds>', 'poll every so many seconds; without it, sync once and exit', positiveNumber('--interval'))
+  .option('--min-remaining <minutes>', 'fail when the file is this close to a CRL\'s nextUpdate and cannot be refreshed', positiveNumber('--min-remaining'), 60)
+  .action(async (o: { url: string; out: string; cafile?: string; reload?: string; interval?: number; minRemaining: number }) => {
+    const opts = { url: o.url, out: o.out, reload: o.reload, minRemainingMs: o.minRemaining * 60_000, trustedPem: o.cafile ? readFileSync(o.cafile, 'utf8') : undefined };
+    for (;;) {
+      try {
+        const r = await syncCrlBundle(opts);
+        if (r.kind === 'updated') console.log(`${new Date().toISOString()} updated ${o.out}: ${r.crls.map((c) => `${c.issuer} (${c.entries} entries, next update ${c.nextUpdate?.toISOString()})`).join('; ')}`);
+        else if (r.kind === 'kept') console.warn(`${new Date().toISOString()} kept ${o.out}: ${r.reason}`);
+      } catch (e) {
+        if (e instanceof CrlSyncError) {
+          console.error(`mqtt-ca crl-sync: ${e.message}`);
+          process.exit(2);
+        }
+        throw e;
+      }
+      if (!o.interval) return;
+      await new Promise((r) => setTimeout(r, o.interval! * 1000));
+    }
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

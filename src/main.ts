@@ -5,6 +5,9 @@ import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
 import { CertificateRegistry } from './ca/certificates.js';
+import { Revocations } from './revoke/revocation.js';
+import { CrlPublisher } from './revoke/crl-publisher.js';
+import { CrlStore } from './store/crl-store.js';
 import { CaHierarchy } from './ca/hierarchy.js';
 import { Issuance } from './ca/issuance.js';
 import { deriveKey, KekError, loadKek } from './ca/kek.js';
@@ -59,6 +62,8 @@ export interface Service {
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
   devices: DeviceInventory;
+  revocations: Revocations;
+  crls: CrlPublisher;
   close(): Promise<void>;
 }
 
@@ -141,9 +146,25 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const serverKeygen = new ServerKeygen(enrollment);
     const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents);
+    const crls = new CrlPublisher(
+      db,
+      new CrlStore(),
+      {
+        signingCas: async () =>
+          (await hierarchy.list())
+            .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
+            .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const) })),
+        issuer: (id) => hierarchy.issuer(id),
+      },
+      urls,
+      audit,
+      clock,
+      { validityMs: config.crlValidityMs, refreshBeforeMs: (config.crlValidityMs * 3) / 4 },
+    );
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, crls);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory,
+      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls,
       close: () => db.destroy(),
     };
   } catch (e) {
@@ -168,8 +189,14 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     tokens: svc.tokens,
     securityEvents: svc.securityEvents,
     devices: svc.devices,
+    revocations: svc.revocations,
   });
-  const pki = createPkiHandler({ caCertificateDer: (id) => svc.hierarchy.certificateDer(id) });
+  const pki = createPkiHandler({
+    caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
+    currentCrl: (id) => svc.crls.current(id),
+    allCrls: () => svc.crls.all(),
+    crlDer: (id, n) => svc.crls.der(id, n),
+  });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);

@@ -18,9 +18,10 @@ export interface CertificateView {
   issuedAt: string | null;
   /** The certificate this one renewed (lineage). */
   renewedFrom: Serial | null;
+  revocation: { reason: string; revokedAt: string; invalidityDate: string | null } | null;
 }
 
-function view(r: CertificateRow): CertificateView {
+export function certificateView(r: CertificateRow): CertificateView {
   return {
     serial: serialFromBytes(r.serial),
     certificate: r.der ? toPem(r.der) : null,
@@ -34,6 +35,10 @@ function view(r: CertificateRow): CertificateView {
     createdAt: r.createdAt.toISOString(),
     issuedAt: r.issuedAt?.toISOString() ?? null,
     renewedFrom: r.renewedFrom ? serialFromBytes(r.renewedFrom) : null,
+    revocation:
+      r.status === 'revoked' && r.revokedAt && r.revocationReason
+        ? { reason: r.revocationReason, revokedAt: r.revokedAt.toISOString(), invalidityDate: r.invalidityDate?.toISOString() ?? null }
+        : null,
   };
 }
 
@@ -56,12 +61,12 @@ export class CertificateRegistry {
   async get(serial: Serial): Promise<CertificateView> {
     const row = await this.store.get(this.db, serialToBytes(serial));
     if (!row) throw notFound(`no certificate with serial ${serial}`);
-    return view(row);
+    return certificateView(row);
   }
 
   async list(filter: CertificateFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: CertificateView[]; nextCursor: string | null }> {
     const rows = await this.store.list(this.db, filter, { cursor: page.cursor ? decodeCursor(page.cursor) : undefined, limit: page.limit });
     const last = rows.length === page.limit ? rows[rows.length - 1] : undefined;
-    return { items: rows.map(view), nextCursor: last ? encodeCursor(last) : null };
+    return { items: rows.map(certificateView), nextCursor: last ? encodeCursor(last) : null };
   }
 }

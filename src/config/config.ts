@@ -26,6 +26,7 @@ const schema = z.object({
   MQTT_CA_KEK_FILE: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'must look like 64kb or 1mb').default('256kb'),
+  CRL_VALIDITY_HOURS: z.coerce.number().int().min(2).max(24 * 31).default(48),
 });
 
 export interface Config {
@@ -43,6 +44,8 @@ export interface Config {
   logLevel: z.infer<typeof schema>['LOG_LEVEL'];
   /** BODY_LIMIT in bytes (kb and mb are 1024-based). */
   bodyLimitBytes: number;
+  /** A CRL's nextUpdate - thisUpdate; it is replaced once less than three quarters of it is left. */
+  crlValidityMs: number;
 }
 
 function byteSize(limit: string): number {
@@ -75,5 +78,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     kekFile: e.MQTT_CA_KEK_FILE,
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: byteSize(e.BODY_LIMIT),
+    crlValidityMs: e.CRL_VALIDITY_HOURS * 3_600_000,
   };
 }

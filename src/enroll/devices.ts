@@ -1,3 +1,4 @@
+import { serialFromBytes } from '../shared/ids.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { DEVICE_ID_RE } from '../ca/profiles.js';
 import type { Clock } from '../shared/clock.js';
@@ -558,6 +559,25 @@ export class DeviceInventory {
     const { row, entry } = await this.move(tx, current, to, ctx, details);
     if (entry) await this.audit.append(tx, [entry]);
     return row;
+  }
+
+  /**
+   * The devices whose current certificate is one of `serials` follow its revocation state, in
+   * one statement: each moves to `to` where the lifecycle allows it (a hold suspends only an
+   * active device; release reactivates only a suspended one). Returns the audit entries for the
+   * caller to append with its own.
+   */
+  async followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: DeviceActor, details: Record<string, unknown>): Promise<AuditEntryInput[]> {
+    const from = to === 'active' ? (['suspended'] as const) : DEVICE_STATUSES.filter((f) => f !== to && canTransition(f, to));
+    const moved = await this.store.setStatusByCurrentSerial(tx, serials, from, to, this.clock.now());
+    return moved.map((m) => ({
+      actor: ctx.actor,
+      requestId: ctx.requestId,
+      action: actionOf(m.previous, to),
+      targetType: 'device',
+      targetId: m.id,
+      details: { ...details, serial: serialFromBytes(m.serial), from: m.previous, to },
+    }));
   }
 
   /** The device, locked until `tx` ends; undefined when there is none. */

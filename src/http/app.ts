@@ -21,7 +21,9 @@ import type { EnrollmentTokens } from '../enroll/tokens.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { casRoutes } from './routes/cas.js';
 import { certificateRoutes } from './routes/certificates.js';
-import { deviceImportParsers, deviceRoutes } from './routes/devices.js';
+import type { Revocations } from '../revoke/revocation.js';
+import { deviceRoutes } from './routes/devices.js';
+import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 
 export interface AppDeps {
@@ -40,6 +42,7 @@ export interface AppDeps {
   tokens: EnrollmentTokens;
   securityEvents: SecurityEvents;
   devices: DeviceInventory;
+  revocations: Revocations;
 }
 
 /** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
@@ -75,8 +78,9 @@ export function createApp(d: AppDeps): Express {
   });
   app.use('/docs', swaggerUi.serve, swaggerUi.setup(spec));
 
-  // Device manifests (JSON or CSV) exceed BODY_LIMIT: their route reads its body first, after auth and role check.
-  app.use(deviceImportParsers(d.apiKeys));
+  // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
+  app.use(largeBodyParsers(d.apiKeys, '/v1/devices/import', ['provisioner'], { csv: true }));
+  app.use(largeBodyParsers(d.apiKeys, '/v1/revocations', ['operator']));
   app.use(express.json({ limit: d.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
   const apiKeyAuth = authenticate(d.apiKeys);
@@ -94,7 +98,7 @@ export function createApp(d: AppDeps): Express {
   app.use(serverKeygenRoutes(d.serverKeygen));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
-  app.use(certificateRoutes(d.certificates, d.operatorIssuance));
+  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
   app.use(securityEventRoutes(d.securityEvents));

@@ -1,4 +1,5 @@
-import type { Executor } from './db.js';
+import type { Knex } from 'knex';
+import { prepared, type Executor } from './db.js';
 
 export type CertificateStatus = 'pending' | 'issued' | 'failed' | 'revoked';
 
@@ -32,6 +33,9 @@ export interface CertificateRow {
   issuedAt: Date | null;
   failure: string | null;
   renewedFrom: Buffer | null;
+  revokedAt: Date | null;
+  revocationReason: string | null;
+  invalidityDate: Date | null;
 }
 
 export interface CertificateFilter {
@@ -44,7 +48,7 @@ export interface CertificateFilter {
 
 const COLUMNS = [
   'serial', 'ca_id', 'profile', 'status', 'subject_cn', 'device_id', 'der', 'not_before', 'not_after',
-  'created_at', 'issued_at', 'failure', 'renewed_from',
+  'created_at', 'issued_at', 'failure', 'renewed_from', 'revoked_at', 'revocation_reason', 'invalidity_date',
 ];
 
 function fromRow(r: Record<string, unknown>): CertificateRow {
@@ -62,7 +66,30 @@ function fromRow(r: Record<string, unknown>): CertificateRow {
     issuedAt: r.issued_at == null ? null : new Date(r.issued_at as string),
     failure: (r.failure as string | null) ?? null,
     renewedFrom: r.renewed_from == null ? null : Buffer.from(r.renewed_from as Uint8Array),
+    revokedAt: r.revoked_at == null ? null : new Date(r.revoked_at as string),
+    revocationReason: (r.revocation_reason as string | null) ?? null,
+    invalidityDate: r.invalidity_date == null ? null : new Date(r.invalidity_date as string),
   };
+}
+
+/** Which certificates a bulk revocation takes: every given criterion must hold. */
+export interface RevocationSelector {
+  serials?: Buffer[] | undefined;
+  deviceIds?: string[] | undefined;
+  lot?: string | undefined;
+  caId?: string | undefined;
+  issuedAfter?: Date | undefined;
+  issuedBefore?: Date | undefined;
+  /** Every certificate of this one's renewal lineage: its ancestors and all their descendants. */
+  lineageOf?: Buffer | undefined;
+}
+
+/** Revocable by `reason`: issued, or on hold when the reason makes the hold permanent. */
+function revocable(q: Knex.QueryBuilder, reason: string): void {
+  q.where((w) => {
+    w.where('c.status', 'issued');
+    if (reason !== 'certificateHold') w.orWhere((h) => h.where('c.status', 'revoked').andWhere('c.revocation_reason', 'certificateHold'));
+  });
 }
 
 /** Keyset cursor over (created_at, serial), newest first. */
@@ -75,35 +102,42 @@ export class CertificateStore {
   /** One statement for the whole batch. A duplicate serial fails the statement, so nothing half-lands. */
   async insertIntents(db: Executor, rows: IntentRow[]): Promise<void> {
     if (rows.length === 0) return;
-    await db('certificates').insert(
-      rows.map((r) => ({
-        serial: r.serial,
-        ca_id: r.caId,
-        profile: r.profile,
-        status: 'pending',
-        subject_cn: r.subjectCn,
-        device_id: r.deviceId,
-        tbs_der: r.tbsDer,
-        spki_sha256: r.spkiSha256,
-        not_before: r.notBefore,
-        not_after: r.notAfter,
-        created_at: r.createdAt,
-        renewed_from: r.renewedFrom ?? null,
-      })),
+    await prepared(
+      db,
+      'certificate-intents',
+      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256,
+                                 not_before, not_after, created_at, renewed_from)
+       select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256,
+              not_before, not_after, created_at, renewed_from
+         from unnest(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[],
+                     ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::bytea[])
+           as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from)`,
+      [
+        rows.map((r) => r.serial),
+        rows.map((r) => r.caId),
+        rows.map((r) => r.profile),
+        rows.map((r) => r.subjectCn),
+        rows.map((r) => r.deviceId),
+        rows.map((r) => r.tbsDer),
+        rows.map((r) => r.spkiSha256),
+        rows.map((r) => r.notBefore),
+        rows.map((r) => r.notAfter),
+        rows.map((r) => r.createdAt),
+        rows.map((r) => r.renewedFrom ?? null),
+      ],
     );
   }
 
   /** Stores the signed DER of pending intents, in one statement; returns how many rows it completed. */
   async completeIssued(db: Executor, rows: { serial: Buffer; der: Buffer }[], issuedAt: Date): Promise<number> {
     if (rows.length === 0) return 0;
-    const values = rows.map(() => '(?::bytea, ?::bytea)').join(', ');
-    const bindings: (Date | Buffer)[] = [issuedAt];
-    for (const r of rows) bindings.push(r.serial, r.der);
-    const result = await db.raw(
+    const result = await prepared(
+      db,
+      'certificate-complete',
       `update certificates as c set der = v.der, status = 'issued', issued_at = ?
-         from (values ${values}) as v(serial, der)
+         from unnest(?::bytea[], ?::bytea[]) as v(serial, der)
         where c.serial = v.serial and c.status = 'pending'`,
-      bindings,
+      [issuedAt, rows.map((r) => r.serial), rows.map((r) => r.der)],
     );
     return Number(result.rowCount ?? result.affectedRows ?? 0);
   }
@@ -124,6 +158,93 @@ export class CertificateStore {
       .update({ status: 'failed', failure })
       .returning('serial');
     return rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
+  }
+
+  /** The row, locked until `tx` ends. */
+  async getForUpdate(tx: Executor, serial: Buffer): Promise<CertificateRow | undefined> {
+    const r = await tx('certificates').select(COLUMNS).where({ serial }).forUpdate().first();
+    return r ? fromRow(r) : undefined;
+  }
+
+  /** Marks an issued (or held) certificate revoked; returns the row as it is now. */
+  async setRevoked(tx: Executor, serial: Buffer, r: { reason: string; at: Date; invalidityDate: Date | null }): Promise<CertificateRow> {
+    const [row] = await tx('certificates')
+      .where({ serial })
+      .update({ status: 'revoked', revoked_at: r.at, revocation_reason: r.reason, invalidity_date: r.invalidityDate })
+      .returning(COLUMNS);
+    return fromRow(row);
+  }
+
+  /** Takes a certificate off hold: issued again, with no revocation state. */
+  async setReleased(tx: Executor, serial: Buffer): Promise<CertificateRow> {
+    const [row] = await tx('certificates')
+      .where({ serial })
+      .update({ status: 'issued', revoked_at: null, revocation_reason: null, invalidity_date: null })
+      .returning(COLUMNS);
+    return fromRow(row);
+  }
+
+  /** The certificates a selector matches, as a query over `certificates as c` (no columns chosen). */
+  private matching(ex: Executor, sel: RevocationSelector): Knex.QueryBuilder {
+    const q = ex('certificates as c');
+    if (sel.serials) q.whereIn('c.serial', sel.serials);
+    if (sel.deviceIds) q.whereIn('c.device_id', sel.deviceIds);
+    if (sel.lot !== undefined) q.whereExists((e) => e.select(ex.raw('1')).from('devices as d').whereRaw('d.id = c.device_id').andWhere('d.lot', sel.lot!));
+    if (sel.caId !== undefined) q.where('c.ca_id', sel.caId);
+    if (sel.issuedAfter) q.where('c.issued_at', '>=', sel.issuedAfter);
+    if (sel.issuedBefore) q.where('c.issued_at', '<', sel.issuedBefore);
+    if (sel.lineageOf) {
+      q.whereRaw(
+        `c.serial in (with recursive up(serial, renewed_from) as (
+             select serial, renewed_from from certificates where serial = ?
+             union select p.serial, p.renewed_from from certificates p join up on p.serial = up.renewed_from),
+           lineage(serial) as (
+             select serial from up
+             union select k.serial from certificates k join lineage on k.renewed_from = lineage.serial)
+           select serial from lineage)`,
+        [sel.lineageOf],
+      );
+    }
+    return q;
+  }
+
+  /** What a bulk revocation would do: how many it would revoke, how many are revoked already, and the first `sample` serials it would take. */
+  async previewRevocation(ex: Executor, sel: RevocationSelector, reason: string, sample: number): Promise<{ revocable: number; alreadyRevoked: number; serials: Buffer[] }> {
+    const counts = (await this.matching(ex, sel)
+      .select(
+        ex.raw(`count(*) filter (where c.status = 'issued' or (c.status = 'revoked' and c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as revocable`, [reason]),
+        ex.raw(`count(*) filter (where c.status = 'revoked' and not (c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as already`, [reason]),
+      )
+      .first()) as { revocable: string | number; already: string | number };
+    const counted = { revocable: Number(counts.revocable), alreadyRevoked: Number(counts.already) };
+    if (sample === 0) return { ...counted, serials: [] };
+    const q = this.matching(ex, sel).select('c.serial');
+    revocable(q, reason);
+    const rows = await q.orderBy('c.serial').limit(sample);
+    return { ...counted, serials: rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial)) };
+  }
+
+  /**
+   * Revokes every revocable certificate the selector matches, in one statement. A hold made
+   * permanent keeps its revocation time. Returns what it revoked.
+   */
+  async revokeMatching(
+    tx: Executor,
+    sel: RevocationSelector,
+    r: { reason: string; at: Date; invalidityDate: Date | null },
+  ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
+    const target = this.matching(tx, sel).select('c.serial');
+    revocable(target, r.reason);
+    const rows = await tx('certificates')
+      .whereIn('serial', target)
+      .update({
+        status: 'revoked',
+        revoked_at: tx.raw(`case when status = 'revoked' then revoked_at else ?::timestamptz end`, [r.at]),
+        revocation_reason: r.reason,
+        invalidity_date: r.invalidityDate,
+      })
+      .returning(['serial', 'ca_id', 'device_id']);
+    return rows.map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({ serial: Buffer.from(x.serial), caId: x.ca_id, deviceId: x.device_id }));
   }
 
   async get(db: Executor, serial: Buffer): Promise<CertificateRow | undefined> {

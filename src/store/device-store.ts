@@ -196,6 +196,24 @@ export class DeviceStore {
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
+  /**
+   * Moves every device whose current certificate is one of `serials`, and whose status is one of
+   * `from`, to `to`, in one statement. Returns each moved device with the status it left.
+   */
+  async setStatusByCurrentSerial(db: Executor, serials: Buffer[], from: readonly DeviceStatus[], to: DeviceStatus, at: Date): Promise<{ id: string; previous: DeviceStatus; serial: Buffer }[]> {
+    if (serials.length === 0 || from.length === 0) return [];
+    const column = STATUS_AT[to];
+    const r = await db.raw(
+      `with moved as (
+         select id, status from devices where current_serial = any(?::bytea[]) and status = any(?::text[]) for update)
+       update devices d set status = ?, updated_at = ?${column ? `, ${column} = ?` : ''}
+         from moved where d.id = moved.id
+       returning d.id, moved.status as previous, d.current_serial as serial`,
+      [serials, [...from], to, at, ...(column ? [at] : [])],
+    );
+    return (r.rows as { id: string; previous: DeviceStatus; serial: Uint8Array }[]).map((x) => ({ id: x.id, previous: x.previous, serial: Buffer.from(x.serial) }));
+  }
+
   /** Records the newest issued certificate. */
   async setCurrentCertificate(db: Executor, id: string, cert: { serial: Buffer; notAfter: Date }, at: Date): Promise<DeviceRow | undefined> {
     const rows = await db('devices')

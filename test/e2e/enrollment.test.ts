@@ -338,7 +338,7 @@ for (const target of dbTargets) {
       await renewAt(clock.now()).expect(201);
       clock.set(new Date(Date.parse(first.notAfter) + 31 * 86_400_000));
       assertProblem(await renewAt(clock.now()), 403, /grace/);
-      await svc.db('certificates').where({ serial: Buffer.from(first.serial, 'hex') }).update({ status: 'revoked' });
+      await svc.revocations.revoke(first.serial, { reason: 'superseded' }, { actor: 'test' });
       assertProblem(await renewAt(clock.now()), 403, /revoked/);
     });
 

@@ -582,6 +582,12 @@ export function encodeCertificate(tbs: Uint8Array, alg: SignatureAlgorithm, sign
   return signed(tbs, alg, signature);
 }
 
+/** CertificateList ::= SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue } (RFC 5280 5.1). */
+export function encodeCertificateList(tbs: Uint8Array, alg: SignatureAlgorithm, signature: Uint8Array): Uint8Array {
+  checkDer('tbsCertList', tbs, TAG.SEQUENCE);
+  return signed(tbs, alg, signature);
+}
+
 // ---------------------------------------------------------------------------
 // PKCS#10
 

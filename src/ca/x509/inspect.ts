@@ -67,3 +67,42 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
     },
   };
 }
+
+/** What a relying party needs to know of each CRL in a PEM bundle. */
+export interface CrlSummary {
+  issuer: string;
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  entries: number;
+}
+
+/**
+ * Parses every CRL of a PEM bundle; with `trustedPem` (CA certificates), each CRL's signature must
+ * verify with the certificate of its issuer. Throws DomainError when there is no CRL, one does not
+ * parse, or one is not signed by a trusted CA.
+ */
+export async function summarizeCrlBundle(pem: string, trustedPem?: string): Promise<CrlSummary[]> {
+  const blocks = pem.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/g) ?? [];
+  if (blocks.length === 0) throw new DomainError('BadRequest', 'the bundle holds no CRL');
+  const trusted = trustedPem ? (trustedPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new x509.X509Certificate(c)) : undefined;
+  if (trusted && trusted.length === 0) throw new DomainError('BadRequest', 'the trusted CA file holds no certificate');
+  const out: CrlSummary[] = [];
+  for (const [i, b] of blocks.entries()) {
+    let crl: x509.X509Crl;
+    try {
+      crl = new x509.X509Crl(b);
+    } catch {
+      throw new DomainError('BadRequest', `CRL ${i + 1} of the bundle cannot be parsed`);
+    }
+    if (trusted) {
+      let ok = false;
+      for (const ca of trusted.filter((c) => c.subject === crl.issuer)) {
+        ok = await crl.verify({ publicKey: ca.publicKey }).catch(() => false);
+        if (ok) break;
+      }
+      if (!ok) throw new DomainError('BadRequest', `the CRL of ${crl.issuer} is not signed by a trusted CA`);
+    }
+    out.push({ issuer: crl.issuer, thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate, entries: crl.entries.length });
+  }
+  return out;
+}

@@ -1,15 +1,61 @@
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { toPem } from '../../ca/x509/pem.js';
 import { writeProblem } from '../problem.js';
 
-/** What the public PKI endpoints read: immutable once published, so cached in memory. */
+/** A published CRL, without its body: enough to answer a conditional GET. */
+export interface PublishedCrl {
+  caId: string;
+  crlNumber: bigint;
+  thisUpdate: Date;
+}
+
+/** What the public PKI endpoints read. */
 export interface PkiSource {
+  /** Immutable once published, so cached in memory. */
   caCertificateDer(caId: string): Promise<Buffer | undefined>;
+  /** The CA's current CRL (replaced first when it is due); undefined for a CA that has none. */
+  currentCrl(caId: string): Promise<PublishedCrl | undefined>;
+  /** Every signing CA's current CRL. */
+  allCrls(): Promise<PublishedCrl[]>;
+  /** A published CRL's body: immutable, so cached here by CA and number. */
+  crlDer(caId: string, crlNumber: bigint): Promise<Buffer | undefined>;
 }
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
+const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})\.(pem|crl)$/;
+const BUNDLE_PATH = '/pki/crl/bundle.pem';
 
 const problem = (res: ServerResponse, status: number, title: string, detail: string) => writeProblem(res, { status, title, detail }, undefined);
+
+interface Representation {
+  /** Built only when the client does not already hold it. */
+  body: () => Promise<Buffer> | Buffer;
+  type: string;
+  cacheControl: string;
+  etag?: string;
+  lastModified?: Date;
+}
+
+/** Sends a representation, or 304 when the client's If-None-Match names its ETag. */
+async function send(req: IncomingMessage, res: ServerResponse, r: Representation): Promise<void> {
+  const headers: Record<string, string | number> = { 'Content-Type': r.type, 'Cache-Control': r.cacheControl };
+  if (r.etag) headers.ETag = r.etag;
+  if (r.lastModified) headers['Last-Modified'] = r.lastModified.toUTCString();
+  const inm = req.headers['if-none-match'];
+  if (r.etag && inm && inm.split(',').some((t) => t.trim() === r.etag || t.trim() === '*')) {
+    res.writeHead(304, headers);
+    return void res.end();
+  }
+  const body = await r.body();
+  headers['Content-Length'] = body.length;
+  res.writeHead(200, headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+// CRLs change on every revocation: pollers revalidate each time, cheaply, with If-None-Match.
+const CRL_CACHE = 'public, no-cache';
+const crlEtag = (c: PublishedCrl) => `"${c.caId}-${c.crlNumber}"`;
 
 /**
  * The unauthenticated /pki endpoints, on bare node:http in front of Express: relying parties
@@ -17,33 +63,71 @@ const problem = (res: ServerResponse, status: number, title: string, detail: str
  * Returns false for paths it does not serve.
  */
 export function createPkiHandler(source: PkiSource): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const cache = new Map<string, Buffer>();
+  const caCache = new Map<string, Buffer>();
+  // The newest CRL body seen per CA, in both encodings: pollers get it without a database read.
+  const crlCache = new Map<string, { crlNumber: bigint; der: Buffer; pem?: Buffer }>();
+
+  async function crlBody(c: PublishedCrl, pem: boolean): Promise<Buffer> {
+    let hit = crlCache.get(c.caId);
+    if (!hit || hit.crlNumber !== c.crlNumber) {
+      const der = await source.crlDer(c.caId, c.crlNumber);
+      if (!der) throw new Error(`CRL ${c.crlNumber} of ${c.caId} is gone`);
+      hit = { crlNumber: c.crlNumber, der };
+      if (!crlCache.has(c.caId) || crlCache.get(c.caId)!.crlNumber < c.crlNumber) crlCache.set(c.caId, hit);
+    }
+    if (!pem) return hit.der;
+    hit.pem ??= Buffer.from(toPem(hit.der, 'X509 CRL'));
+    return hit.pem;
+  }
+
+  async function serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (path === BUNDLE_PATH) {
+      const crls = await source.allCrls();
+      const etag = `"bundle-${createHash('sha256').update(crls.map(crlEtag).join(',')).digest('base64url').slice(0, 22)}"`;
+      const newest = crls.reduce<Date | undefined>((m, c) => (!m || c.thisUpdate > m ? c.thisUpdate : m), undefined);
+      const body = async () => Buffer.concat(await Promise.all(crls.map((c) => crlBody(c, true))));
+      return send(req, res, { body, type: 'application/x-pem-file', cacheControl: CRL_CACHE, etag, lastModified: newest });
+    }
+    const crl = CRL_PATH.exec(path);
+    if (crl) {
+      const [, caId, ext] = crl;
+      const c = await source.currentCrl(caId!);
+      if (!c) return problem(res, 404, 'Not found', `no CRL for CA ${caId}`);
+      const pem = ext === 'pem';
+      return send(req, res, {
+        body: () => crlBody(c, pem),
+        type: pem ? 'application/x-pem-file' : 'application/pkix-crl',
+        cacheControl: CRL_CACHE,
+        etag: crlEtag(c),
+        lastModified: c.thisUpdate,
+      });
+    }
+    const ca = CA_PATH.exec(path);
+    if (!ca) return problem(res, 404, 'Not found', 'no such PKI resource');
+    const [, caId, ext] = ca;
+    let der = caCache.get(caId!);
+    if (!der) {
+      der = await source.caCertificateDer(caId!);
+      if (!der) return problem(res, 404, 'Not found', `no CA certificate ${caId}`);
+      caCache.set(caId!, der);
+    }
+    await send(req, res, {
+      body: () => (ext === 'pem' ? Buffer.from(toPem(der)) : der),
+      type: ext === 'pem' ? 'application/x-pem-file' : 'application/pkix-cert',
+      cacheControl: 'public, max-age=3600',
+    });
+  }
+
   return (req, res) => {
     const url = req.url ?? '';
     if (!url.startsWith('/pki/')) return false;
-    void (async () => {
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.setHeader('Allow', 'GET, HEAD');
-        return problem(res, 405, 'Method not allowed', 'use GET');
-      }
-      const m = CA_PATH.exec(url.split('?')[0]!);
-      if (!m) return problem(res, 404, 'Not found', 'no such PKI resource');
-      const [, caId, ext] = m;
-      let der = cache.get(caId!);
-      if (!der) {
-        der = await source.caCertificateDer(caId!);
-        if (!der) return problem(res, 404, 'Not found', `no CA certificate ${caId}`);
-        cache.set(caId!, der);
-      }
-      const body = ext === 'pem' ? Buffer.from(toPem(der)) : der;
-      res.writeHead(200, {
-        'Content-Type': ext === 'pem' ? 'application/x-pem-file' : 'application/pkix-cert',
-        'Content-Length': body.length,
-        'Cache-Control': 'public, max-age=3600',
-      });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    })().catch(() => {
-      if (!res.headersSent) problem(res, 503, 'Service unavailable', 'the CA certificate could not be read');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      problem(res, 405, 'Method not allowed', 'use GET');
+      return true;
+    }
+    serve(req, res, url.split('?')[0]!).catch(() => {
+      if (!res.headersSent) problem(res, 503, 'Service unavailable', 'the PKI resource could not be read');
     });
     return true;
   };

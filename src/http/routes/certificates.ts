@@ -1,13 +1,15 @@
 import { Router } from 'express';
-import type { CertificateRegistry } from '../../ca/certificates.js';
+import { certificateView, type CertificateRegistry } from '../../ca/certificates.js';
+import type { Revocations } from '../../revoke/revocation.js';
 import type { OperatorIssuance, CsrIssueInput } from '../../enroll/operator-issuance.js';
 import type { CertificateStatus } from '../../store/certificate-store.js';
 import { badRequest, forbidden } from '../../shared/errors.js';
-import { parseSerial } from '../../shared/ids.js';
+import { parseSerial, serialToBytes, type Serial } from '../../shared/ids.js';
+import type { RevocationReason } from '../../revoke/reasons.js';
 import { allow, READ_ROLES, type Principal } from '../auth.js';
 import { ctxOf } from '../context.js';
 
-export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance): Router {
+export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance, revocations: Revocations): Router {
   const r = Router();
   r.get('/v1/certificates', allow(...READ_ROLES), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
@@ -33,9 +35,58 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
     res.status(201).json(await issuance.issueFromCsr(body, ctxOf(res)));
   });
   r.get('/v1/certificates/:serial', allow(...READ_ROLES), async (req, res) => {
-    const serial = parseSerial(req.params.serial as string);
-    if (!serial) throw badRequest('serial must be lowercase hex without separators');
-    res.json(await registry.get(serial));
+    res.json(await registry.get(serialParam(req.params.serial as string)));
+  });
+  r.post('/v1/certificates/:serial/revoke', allow('operator'), async (req, res) => {
+    const body = req.body as { reason: RevocationReason; invalidityDate?: string };
+    const out = await revocations.revoke(
+      serialParam(req.params.serial as string),
+      { reason: body.reason, invalidityDate: body.invalidityDate ? new Date(body.invalidityDate) : undefined },
+      ctxOf(res),
+    );
+    res.set('Revocation-Changed', String(out.changed)).json(certificateView(out.certificate));
+  });
+  r.post('/v1/revocations', allow('operator'), async (req, res) => {
+    const body = req.body as BulkRevocationBody;
+    const sel = body.selector;
+    const date = (s: string | undefined) => (s === undefined ? undefined : new Date(s));
+    res.json(
+      await revocations.revokeMany(
+        {
+          selector: {
+            serials: sel.serials?.map((x) => serialToBytes(serialParam(x))),
+            deviceIds: sel.deviceIds,
+            lot: sel.lot,
+            caId: sel.caId,
+            issuedAfter: date(sel.issuedAfter),
+            issuedBefore: date(sel.issuedBefore),
+            lineageOf: sel.lineageOf === undefined ? undefined : serialToBytes(serialParam(sel.lineageOf)),
+          },
+          reason: body.reason,
+          invalidityDate: date(body.invalidityDate),
+          dryRun: body.dryRun,
+        },
+        ctxOf(res),
+      ),
+    );
+  });
+  r.post('/v1/certificates/:serial/release', allow('operator'), async (req, res) => {
+    const out = await revocations.release(serialParam(req.params.serial as string), ctxOf(res));
+    res.set('Revocation-Changed', String(out.changed)).json(certificateView(out.certificate));
   });
   return r;
+}
+
+/** POST /v1/revocations, as openapi.yaml has already checked it. */
+interface BulkRevocationBody {
+  selector: { serials?: string[]; deviceIds?: string[]; lot?: string; caId?: string; issuedAfter?: string; issuedBefore?: string; lineageOf?: string };
+  reason: RevocationReason;
+  invalidityDate?: string;
+  dryRun?: boolean;
+}
+
+function serialParam(s: string): Serial {
+  const serial = parseSerial(s);
+  if (!serial) throw badRequest('serial must be lowercase hex without separators');
+  return serial;
 }

@@ -1,31 +1,8 @@
-import express, { Router } from 'express';
-import type { ApiKeyService } from '../../access/api-keys.js';
+import { Router } from 'express';
 import type { DeviceInput, DeviceInventory, DeviceKind, DevicePatch, DeviceStatus } from '../../enroll/devices.js';
 import { badRequest } from '../../shared/errors.js';
-import { allow, authenticate, READ_ROLES } from '../auth.js';
+import { allow, READ_ROLES } from '../auth.js';
 import { ctxOf } from '../context.js';
-
-/** Manifests are larger than ordinary requests: 10,000 devices as JSON are about 1.5 MB. */
-export const IMPORT_BODY_LIMIT = '5mb';
-
-/**
- * The body parsers of POST /v1/devices/import, mounted in app.ts BEFORE the global JSON parser (whose
- * BODY_LIMIT is too small for a manifest): the caller is authenticated and its role checked first,
- * so nobody without the right key makes the service read a large body. A body read here is not read
- * again by the global parser. Other methods and paths pass through untouched.
- */
-export function deviceImportParsers(apiKeys: ApiKeyService, limit: string = IMPORT_BODY_LIMIT): Router {
-  const r = Router();
-  r.post(
-    '/v1/devices/import',
-    authenticate(apiKeys),
-    allow('provisioner'),
-    express.text({ type: 'text/csv', limit }),
-    express.json({ type: ['application/json', 'application/*+json'], limit }),
-    (_req, _res, next) => next(),
-  );
-  return r;
-}
 
 export function deviceRoutes(devices: DeviceInventory): Router {
   const r = Router();

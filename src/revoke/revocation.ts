@@ -1,0 +1,168 @@
+import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
+import type { Clock } from '../shared/clock.js';
+import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
+import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
+import type { Db, Executor } from '../store/db.js';
+import type { CertificateRow, CertificateStore, RevocationSelector } from '../store/certificate-store.js';
+import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
+
+export interface RevokeInput {
+  reason: RevocationReason;
+  /** RFC 5280 §5.3.2: when the key is known or suspected to have been compromised. */
+  invalidityDate?: Date | undefined;
+}
+
+export interface Actor {
+  actor: string;
+  requestId?: string | undefined;
+}
+
+/** The part of the device inventory that follows a certificate's revocation (DeviceInventory in production). */
+export interface DeviceLifecycle {
+  /** Moves the devices whose current certificate is one of `serials`; returns the audit entries to append. */
+  followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: Actor, details: Record<string, unknown>): Promise<AuditEntryInput[]>;
+}
+
+/** A bulk revocation: which certificates (every criterion must hold), why, and whether only to look. */
+export interface BulkRevokeInput extends RevokeInput {
+  selector: RevocationSelector;
+  dryRun?: boolean | undefined;
+}
+
+export interface BulkRevokeResult {
+  dryRun: boolean;
+  /** Revoked by this request (dry run: would be). */
+  revoked: number;
+  /** Matched, but revoked already (left as they are). */
+  alreadyRevoked: number;
+  /** The first SAMPLE serials revoked (dry run: that would be), in serial order. */
+  serials: Serial[];
+  truncated: boolean;
+}
+
+const SAMPLE = 1000;
+
+/** What the CRL and OCSP publishers are told after a revocation state commits. */
+export interface RevocationListener {
+  onRevocationChanged(caIds: string[]): Promise<void>;
+}
+
+/**
+ * Revoking and releasing single certificates. Each change commits with its audit entry and the
+ * device's new status (a hold suspends the device; a revocation that says the identity can't be
+ * trusted revokes it). Revoking again is idempotent: the first revocation stands, unchanged,
+ * except that a hold may be made permanent (RFC 5280 §5.3.1 lets certificateHold become any other reason).
+ */
+export class Revocations {
+  constructor(
+    private readonly db: Db,
+    private readonly certificates: CertificateStore,
+    private readonly devices: DeviceLifecycle,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+    private readonly listener?: RevocationListener,
+  ) {}
+
+  async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
+    if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
+    const now = this.clock.now();
+    if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
+    const out = await this.db.transaction(async (tx) => {
+      const row = await this.locked(tx, serial);
+      if (row.status === 'pending' || row.status === 'failed') throw conflict(`certificate ${serial} was never issued (${row.status})`);
+      const held = row.status === 'revoked' && row.revocationReason === 'certificateHold';
+      if (row.status === 'revoked' && !(held && input.reason !== 'certificateHold')) return { certificate: row, changed: false };
+      if (input.invalidityDate && input.invalidityDate.getTime() < row.notBefore.getTime()) throw badRequest('invalidityDate is before the certificate was valid');
+      const updated = await this.certificates.setRevoked(tx, row.serial, {
+        reason: input.reason,
+        // A hold made permanent keeps the time the certificate stopped being trusted.
+        at: held ? row.revokedAt! : now,
+        invalidityDate: input.invalidityDate ?? null,
+      });
+      const effect = deviceEffectOf(input.reason);
+      const deviceEntries = effect ? await this.devices.followCertificates(tx, [row.serial], effect, ctx, { reason: input.reason }) : [];
+      await this.audit.append(tx, [
+        entry(ctx, held ? 'certificate.hold-made-permanent' : 'certificate.revoked', updated, {
+          reason: input.reason,
+          ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}),
+        }),
+        ...deviceEntries,
+      ]);
+      return { certificate: updated, changed: true };
+    });
+    // A retry republishes too: the first call may have died between its commit and its CRL.
+    await this.published([out.certificate.caId]);
+    return out;
+  }
+
+  /** Takes a certificate off hold. Releasing a certificate that is not on hold is a conflict; one already released changes nothing. */
+  async release(serial: Serial, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
+    const out = await this.db.transaction(async (tx) => {
+      const row = await this.locked(tx, serial);
+      if (row.status === 'issued') return { certificate: row, changed: false };
+      if (row.status !== 'revoked' || row.revocationReason !== 'certificateHold') {
+        throw conflict(`certificate ${serial} is ${row.status === 'revoked' ? `revoked (${row.revocationReason})` : row.status}, not on hold: only a hold can be released`);
+      }
+      const updated = await this.certificates.setReleased(tx, row.serial);
+      const deviceEntries = await this.devices.followCertificates(tx, [row.serial], 'active', ctx, { reason: 'released' });
+      await this.audit.append(tx, [entry(ctx, 'certificate.released', updated, {}), ...deviceEntries]);
+      return { certificate: updated, changed: true };
+    });
+    if (out.changed) await this.published([out.certificate.caId]);
+    return out;
+  }
+
+  /**
+   * Revokes every certificate a selector matches, set-based: one statement for the certificates,
+   * one for their devices, one audit append, whatever the count. A dry run says what it would do.
+   */
+  async revokeMany(input: BulkRevokeInput, ctx: Actor): Promise<BulkRevokeResult> {
+    if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
+    const sel = input.selector;
+    const criteria = [sel.serials, sel.deviceIds, sel.lot, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].filter((c) => c !== undefined);
+    if (criteria.length === 0) throw badRequest('a bulk revocation needs at least one selector (serials, deviceIds, lot, caId, issuedAfter, issuedBefore or lineageOf)');
+    if ((sel.serials && sel.serials.length === 0) || (sel.deviceIds && sel.deviceIds.length === 0)) throw badRequest('an empty list selects nothing');
+    const now = this.clock.now();
+    if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
+    if (input.dryRun) {
+      const p = await this.certificates.previewRevocation(this.db, sel, input.reason, SAMPLE);
+      return { dryRun: true, revoked: p.revocable, alreadyRevoked: p.alreadyRevoked, serials: p.serials.map(serialFromBytes), truncated: p.revocable > p.serials.length };
+    }
+    const out = await this.db.transaction(async (tx) => {
+      const before = await this.certificates.previewRevocation(tx, sel, input.reason, 0);
+      const revoked = await this.certificates.revokeMatching(tx, sel, { reason: input.reason, at: now, invalidityDate: input.invalidityDate ?? null });
+      const effect = deviceEffectOf(input.reason);
+      const serials = revoked.map((r) => r.serial);
+      const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, bulk: true }) : [];
+      const details = { reason: input.reason, bulk: true, ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}) };
+      await this.audit.append(tx, [
+        ...revoked.map((r): AuditEntryInput => ({ ...ctx, action: 'certificate.revoked', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { caId: r.caId, deviceId: r.deviceId, ...details } })),
+        ...deviceEntries,
+      ]);
+      return { revoked, alreadyRevoked: before.alreadyRevoked };
+    });
+    if (out.revoked.length) await this.published(out.revoked.map((r) => r.caId));
+    const sorted = out.revoked.map((r) => r.serial).sort(Buffer.compare);
+    return { dryRun: false, revoked: out.revoked.length, alreadyRevoked: out.alreadyRevoked, serials: sorted.slice(0, SAMPLE).map(serialFromBytes), truncated: sorted.length > SAMPLE };
+  }
+
+  /** The CRLs of these CAs, republished; the change is committed whatever happens here, so a failure says so and asks for a retry. */
+  private async published(caIds: string[]): Promise<void> {
+    try {
+      await this.listener?.onRevocationChanged(caIds);
+    } catch (e) {
+      throw new DomainError('Unavailable', `the revocation is recorded, but the CRL could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`);
+    }
+  }
+
+  private async locked(tx: Executor, serial: Serial): Promise<CertificateRow> {
+    const row = await this.certificates.getForUpdate(tx, serialToBytes(serial));
+    if (!row) throw notFound(`no certificate with serial ${serial}`);
+    return row;
+  }
+
+}
+
+function entry(ctx: Actor, action: string, c: CertificateRow, details: Record<string, unknown>): AuditEntryInput {
+  return { ...ctx, action, targetType: 'certificate', targetId: serialFromBytes(c.serial), details: { caId: c.caId, deviceId: c.deviceId, ...details } };
+}

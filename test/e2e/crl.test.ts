@@ -1,0 +1,188 @@
+import { describe, it, before, after } from 'node:test';
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import request from 'supertest';
+import { dbTargets } from '../helpers/db.js';
+import { makeApiService } from '../helpers/service.js';
+import { assertProblem } from '../helpers/http.js';
+import { p256Csr } from '../helpers/csr.js';
+import { run, tempDir, writeTemp } from '../helpers/openssl.js';
+import { toolSkip } from '../helpers/tools.js';
+import { toPem } from '../../src/ca/x509/pem.js';
+import type { Service } from '../../src/main.js';
+import { Revocations } from '../../src/revoke/revocation.js';
+import { CertificateStore } from '../../src/store/certificate-store.js';
+import type { Role } from '../../src/access/api-keys.js';
+
+type Agent = ReturnType<typeof request>;
+
+/** supertest's parser for a binary body (a Buffer in res.body). */
+const binary: Parameters<request.Test['parse']>[0] = (res, cb) => {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('end', () => cb(null, Buffer.concat(chunks)));
+};
+
+for (const target of dbTargets) {
+  describe(`CRLs on ${target.name}`, { skip: target.skip ?? toolSkip('openssl') ?? toolSkip('certtool') }, () => {
+    let svc: Service & { dispose(): Promise<void> };
+    let api: Agent;
+    let keys: Record<Role, string>;
+    let issuingId: string;
+    let rootPem: string;
+    let issuingPem: string;
+    const certs: Record<string, { serial: string; pem: string }> = {};
+    const dir = tempDir();
+
+    const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
+    const enroll = async (deviceId: string) => {
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client' }).expect(201);
+      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
+      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: p256Csr(deviceId).pem }).expect(201)).body;
+      certs[deviceId] = { serial: body.serial, pem: body.certificate };
+    };
+    const revoke = (deviceId: string, body: Record<string, unknown>) =>
+      api.post(`/v1/certificates/${certs[deviceId]!.serial}/revoke`).set(auth('operator')).send(body).expect(200);
+    const crlDer = async (headers: Record<string, string> = {}) => api.get(`/pki/crl/${issuingId}.crl`).set(headers).buffer(true).parse(binary);
+    const crlText = (pem: string) => {
+      const r = run('openssl', ['crl', '-in', writeTemp(dir, 'text.pem', pem), '-noout', '-text']);
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const verifyLeaf = (deviceId: string, crlPem: string) =>
+      run('openssl', [
+        'verify', '-crl_check', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile', writeTemp(dir, 'crl.pem', crlPem), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+      ]);
+
+    before(async () => {
+      ({ svc, api, keys, issuingId } = await makeApiService(target));
+      const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as { id: string; kind: string; certificate: string }[];
+      rootPem = cas.find((c) => c.kind === 'root')!.certificate;
+      issuingPem = cas.find((c) => c.id === issuingId)!.certificate;
+      for (const id of ['crl-good', 'crl-kc', 'crl-hold', 'crl-old']) await enroll(id);
+    });
+    after(async () => svc?.dispose());
+
+    it('publishes a signed, empty CRL that openssl and certtool accept, with the extensions brokers need', async () => {
+      const res = await crlDer();
+      assert.equal(res.status, 200);
+      assert.equal(res.headers['content-type'], 'application/pkix-crl');
+      const pem = toPem(res.body as Buffer, 'X509 CRL');
+      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'c.pem', pem), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      assert.match(check.stderr + check.stdout, /verify OK/);
+      const text = crlText(pem);
+      assert.match(text, /Version 2/);
+      assert.match(text, /X509v3 CRL Number:\s*\n\s*1\b/);
+      assert.match(text, /X509v3 Authority Key Identifier/);
+      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.match(text, /No Revoked Certificates/);
+      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
+      assert.equal(verifyLeaf('crl-good', pem).status, 0);
+    });
+
+    it('lists revoked certificates with reasons and invalidity dates, and openssl verify -crl_check refuses them', async () => {
+      const invalidityDate = new Date(Date.now() - 30_000);
+      await revoke('crl-kc', { reason: 'keyCompromise', invalidityDate: invalidityDate.toISOString() });
+      await revoke('crl-hold', { reason: 'certificateHold' });
+      // The revoke call returned after the CRL with it was published.
+      const pem = toPem((await crlDer()).body as Buffer, 'X509 CRL');
+      const text = crlText(pem);
+      assert.match(text, /X509v3 CRL Number:\s*\n\s*3\b/);
+      for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
+      assert.doesNotMatch(text, new RegExp(certs['crl-good']!.serial.toUpperCase()));
+      assert.match(text, /Key Compromise/);
+      assert.match(text, /Certificate Hold/);
+      assert.match(text, /Invalidity Date:\s*\n\s*\w{3}\s+\d+ \d\d:\d\d:\d\d \d{4} GMT/);
+      for (const id of ['crl-kc', 'crl-hold']) {
+        const r = verifyLeaf(id, pem);
+        assert.notEqual(r.status, 0);
+        assert.match(r.stdout + r.stderr, /certificate revoked/);
+      }
+      assert.equal(verifyLeaf('crl-good', pem).status, 0);
+      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
+    });
+
+    it('serves conditional GETs: 304 while unchanged, a new CRL number after a change; a release leaves the CRL', async () => {
+      const first = await crlDer();
+      const etag = first.headers.etag as string;
+      assert.ok(etag && first.headers['last-modified']);
+      assert.match(String(first.headers['cache-control']), /no-cache/);
+      assert.equal((await crlDer({ 'If-None-Match': etag })).status, 304);
+      await api.post(`/v1/certificates/${certs['crl-hold']!.serial}/release`).set(auth('operator')).expect(200);
+      const next = await crlDer({ 'If-None-Match': etag });
+      assert.equal(next.status, 200);
+      assert.notEqual(next.headers.etag, etag);
+      const pem = toPem(next.body as Buffer, 'X509 CRL');
+      assert.match(crlText(pem), /X509v3 CRL Number:\s*\n\s*4\b/);
+      assert.equal(verifyLeaf('crl-hold', pem).status, 0);
+      const asPem = await api.get(`/pki/crl/${issuingId}.pem`).expect(200);
+      assert.equal(asPem.text, pem);
+    });
+
+    it('drops entries once their certificate has expired', async () => {
+      await revoke('crl-old', { reason: 'superseded' });
+      assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), new RegExp(certs['crl-old']!.serial.toUpperCase()));
+      // As if its validity had run out: the next CRL no longer carries it.
+      await svc.db('certificates').where({ serial: Buffer.from(certs['crl-old']!.serial, 'hex') }).update({ not_after: new Date(Date.now() - 1000) });
+      await svc.crls.publish(issuingId);
+      const text = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
+      assert.doesNotMatch(text, new RegExp(certs['crl-old']!.serial.toUpperCase()));
+      assert.match(text, new RegExp(certs['crl-kc']!.serial.toUpperCase()));
+    });
+
+    it('numbers CRLs strictly upwards when publishes race, coalescing a burst', async () => {
+      const before = (await svc.crls.current(issuingId))!.crlNumber;
+      const rows = await Promise.all(Array.from({ length: 8 }, () => svc.crls.publish(issuingId)));
+      const numbers = [...new Set(rows.map((r) => r.crlNumber))].sort((a, b) => (a < b ? -1 : 1));
+      assert.ok(numbers.length >= 1 && numbers.length <= 2, `a burst of 8 became ${numbers.length} CRLs`);
+      assert.equal(numbers[0], before + 1n);
+      const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) => BigInt(r.crl_number));
+      for (let i = 1; i < stored.length; i++) assert.equal(stored[i], stored[i - 1]! + 1n);
+    });
+
+    it('a repeated revoke republishes, so a call that died between its commit and its CRL is made good by the retry', async () => {
+      await enroll('crl-late');
+      // As if the process had stopped right after the commit: recorded, but no CRL published.
+      const noPublisher = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock);
+      await noPublisher.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' });
+      const serialRe = new RegExp(certs['crl-late']!.serial.toUpperCase());
+      assert.doesNotMatch(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), serialRe);
+      // A publisher that fails: the caller hears that the revocation is recorded and is asked to repeat.
+      const failing = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock, {
+        onRevocationChanged: async () => {
+          throw new Error('signer offline');
+        },
+      });
+      await assert.rejects(failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }), (e: { kind?: string; message: string }) => {
+        assert.equal(e.kind, 'Unavailable');
+        assert.match(e.message, /recorded.*repeat the call/);
+        return true;
+      });
+      const retry = await revoke('crl-late', { reason: 'keyCompromise' });
+      assert.equal(retry.headers['revocation-changed'], 'false');
+      assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), serialRe);
+    });
+
+    it('serves the bundle of every CA\'s CRL for Mosquitto, which openssl verifies a whole chain against', async () => {
+      const res = await api.get('/pki/crl/bundle.pem').expect(200);
+      const blocks = res.text.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----\n/g)!;
+      assert.equal(blocks.length, 2, 'the root\'s CRL and the issuing CA\'s');
+      assert.deepEqual(blocks.map((b) => /Only CA Certificates/.test(crlText(b))).sort(), [false, true], 'one CRL covers CA certificates (the root\'s)');
+      const all = (id: string) =>
+        run('openssl', [
+          'verify', '-crl_check_all', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
+          '-CRLfile', writeTemp(dir, 'bundle.pem', res.text), writeTemp(dir, 'leaf.pem', certs[id]!.pem),
+        ]);
+      const good = all('crl-good');
+      assert.equal(good.status, 0, good.stdout + good.stderr);
+      assert.match(all('crl-kc').stdout + all('crl-kc').stderr, /certificate revoked/);
+      assert.equal((await api.get('/pki/crl/bundle.pem').set('If-None-Match', res.headers.etag as string)).status, 304);
+      assertProblem(await api.get('/pki/crl/ca_nobody.crl'), 404);
+      assertProblem(await api.get('/pki/crl/../../etc/passwd'), 404);
+      assertProblem(await api.post('/pki/crl/bundle.pem'), 405);
+    });
+  });
+}
