@@ -28,6 +28,8 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['issuance', () => import('./issuance.js')],
   ['enrollment', () => import('./enrollment.js')],
   ['csr', () => import('./csr.js')],
+  ['crl', () => import('./crl.js')],
+  ['revocation', () => import('./revocation.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
