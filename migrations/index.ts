@@ -5,6 +5,7 @@ import * as enrollment from './20261125_0003_enrollment.js';
 import * as auditHead from './20261125_0004_audit_head.js';
 import * as revocation from './20261125_0005_revocation.js';
 import * as crls from './20261125_0006_crls.js';
+import * as ocspResponses from './20261125_0007_ocsp_responses.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -14,6 +15,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125_0004_audit_head': auditHead,
   '20261125_0005_revocation': revocation,
   '20261125_0006_crls': crls,
+  '20261125_0007_ocsp_responses': ocspResponses,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

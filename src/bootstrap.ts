@@ -42,20 +42,10 @@ export async function bootstrap(svc: Service): Promise<BootstrapResult> {
     await svc.hierarchy.setDefaultIssuer(issuing.id, SYSTEM);
     Object.assign(result, { created: true, rootId: root.id, issuingId: issuing.id });
   }
+  // Every signing CA's delegated OCSP responder, so the first poll does not wait for one.
   const issuingId = (await svc.hierarchy.defaultIssuerId())!;
-  const responderKey = `ocsp_responder:${issuingId}`;
-  if (!(await svc.settings.get(svc.db, responderKey))) {
-    const responder = await svc.db.transaction((tx) => svc.vault.generate(tx, 'EC-P256'));
-    const cert = await svc.issuance.issue(
-      { profile: 'ocsp-responder', caId: issuingId, subjectPublicKeyInfo: responder.signer.publicKey, commonName: 'mqtt-ca OCSP Responder 1' },
-      SYSTEM,
-    );
-    await svc.db.transaction(async (tx) => {
-      await svc.settings.set(tx, responderKey, { serial: cert.serial, signerRef: responder.signerRef });
-      await svc.audit.append(tx, [{ ...SYSTEM, action: 'ocsp-responder.configured', targetType: 'ca', targetId: issuingId, details: { serial: cert.serial } }]);
-    });
-    result.ocspResponderSerial = cert.serial;
-  }
+  const responders = await svc.ocspResponders.ensureAll();
+  result.ocspResponderSerial = responders.find((r) => r.caId === issuingId)?.serial;
   return finishAdmin(svc, result);
 }
 

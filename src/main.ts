@@ -8,6 +8,10 @@ import { CertificateRegistry } from './ca/certificates.js';
 import { Revocations } from './revoke/revocation.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
+import { OcspResponder } from './revoke/ocsp-responder.js';
+import { OcspResponders } from './revoke/ocsp-responders.js';
+import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
+import { listenTo, type NotificationFeed } from './store/notifications.js';
 import { CaHierarchy } from './ca/hierarchy.js';
 import { Issuance } from './ca/issuance.js';
 import { deriveKey, KekError, loadKek } from './ca/kek.js';
@@ -40,7 +44,8 @@ import { ApiKeyStore } from './store/api-key-store.js';
 import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
-import { createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
+import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
+import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
@@ -64,6 +69,11 @@ export interface Service {
   devices: DeviceInventory;
   revocations: Revocations;
   crls: CrlPublisher;
+  ocsp: OcspResponder;
+  ocspResponders: OcspResponders;
+  /** Stops background connections (the OCSP change feed) and leaves the database open. */
+  stop(): Promise<void>;
+  /** stop(), then closes the database. */
   close(): Promise<void>;
 }
 
@@ -146,26 +156,55 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const serverKeygen = new ServerKeygen(enrollment);
     const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents);
-    const crls = new CrlPublisher(
+    // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
+    const signingCas = {
+      signingCas: async () =>
+        (await hierarchy.list())
+          .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
+          .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const), keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm })),
+      issuer: (id: string) => hierarchy.issuer(id),
+    };
+    const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
+      validityMs: config.crlValidityMs,
+      refreshBeforeMs: (config.crlValidityMs * 3) / 4,
+    });
+    const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
+      lifetimeDays: config.ocspResponderDays,
+      responseValidityMs: config.ocspValidityMs,
+    });
+    const feedConnection = connectionSettings(db);
+    const replicas = feedConnection !== undefined;
+    const ocsp = new OcspResponder(
       db,
-      new CrlStore(),
-      {
-        signingCas: async () =>
-          (await hierarchy.list())
-            .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
-            .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const) })),
-        issuer: (id) => hierarchy.issuer(id),
-      },
-      urls,
-      audit,
+      new OcspStore(),
+      signingCas,
+      ocspResponders,
       clock,
-      { validityMs: config.crlValidityMs, refreshBeforeMs: (config.crlValidityMs * 3) / 4 },
+      { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
+      (e) => logger.error({ err: e }, 'OCSP responder error'),
     );
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, crls);
+    // Other replicas' revocations arrive as notifications; while the feed is down, the cache is off.
+    let feed: NotificationFeed | undefined;
+    if (replicas) {
+      ocsp.cache.setEnabled(false);
+      feed = listenTo(feedConnection!, OCSP_CHANNEL, {
+        onMessage: (payload) => ocsp.forgetRemote(payload),
+        onState: (listening) => {
+          ocsp.cache.setEnabled(listening);
+          if (!listening) logger.warn('OCSP change feed lost: answering from the database until it is back');
+        },
+        onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
+      });
+    }
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls]);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls,
-      close: () => db.destroy(),
+      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, ocsp, ocspResponders,
+      stop: async () => feed?.close(),
+      close: async () => {
+        await feed?.close();
+        await db.destroy();
+      },
     };
   } catch (e) {
     if (!opts.db) await db.destroy(); // a database handed in belongs to the caller
@@ -196,7 +235,8 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     currentCrl: (id) => svc.crls.current(id),
     allCrls: () => svc.crls.all(),
     crlDer: (id, n) => svc.crls.der(id, n),
-  });
+    ocsp: (request) => svc.ocsp.respond(request),
+  }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);

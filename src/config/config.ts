@@ -27,6 +27,10 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'must look like 64kb or 1mb').default('256kb'),
   CRL_VALIDITY_HOURS: z.coerce.number().int().min(2).max(24 * 31).default(48),
+  OCSP_VALIDITY_HOURS: z.coerce.number().int().min(1).max(24 * 7).default(24),
+  OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
+  OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
+  OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
 });
 
 export interface Config {
@@ -46,6 +50,14 @@ export interface Config {
   bodyLimitBytes: number;
   /** A CRL's nextUpdate - thisUpdate; it is replaced once less than three quarters of it is left. */
   crlValidityMs: number;
+  /** An OCSP response's nextUpdate - thisUpdate; pre-signed responses are re-signed at half of it. */
+  ocspValidityMs: number;
+  /** Lifetime of a delegated OCSP responder certificate. */
+  ocspResponderDays: number;
+  /** Cache-Control max-age of an OCSP GET answer (capped by its nextUpdate): how long an HTTP cache may keep a status. */
+  ocspMaxAgeSeconds: number;
+  /** Certificates whose OCSP state and responses the responder keeps in memory. */
+  ocspCacheEntries: number;
 }
 
 function byteSize(limit: string): number {
@@ -64,6 +76,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.MQTT_CA_KEK && e.MQTT_CA_KEK_FILE) {
     throw new ConfigError('invalid configuration:\n  MQTT_CA_KEK and MQTT_CA_KEK_FILE: set one, not both');
   }
+  if (e.OCSP_RESPONDER_DAYS * 24 < 4 * e.OCSP_VALIDITY_HOURS) {
+    throw new ConfigError('invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)');
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
@@ -79,5 +94,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: byteSize(e.BODY_LIMIT),
     crlValidityMs: e.CRL_VALIDITY_HOURS * 3_600_000,
+    ocspValidityMs: e.OCSP_VALIDITY_HOURS * 3_600_000,
+    ocspResponderDays: e.OCSP_RESPONDER_DAYS,
+    ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
+    ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
   };
 }

@@ -1,5 +1,6 @@
 import type { AuditLog } from '../audit/audit-log.js';
 import type { IssuerContext } from '../ca/hierarchy.js';
+import type { KeyAlgorithm } from '../ca/keys.js';
 import type { PkiUrls } from '../ca/urls.js';
 import { encodeCrlEntries, encodeTbsCertList } from '../ca/x509/crl.js';
 import { encodeCertificateList } from '../ca/x509/encode.js';
@@ -7,12 +8,12 @@ import type { Clock } from '../shared/clock.js';
 import type { Db } from '../store/db.js';
 import type { CrlHeader, CrlRow, CrlStore } from '../store/crl-store.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
-import type { RevocationListener } from './revocation.js';
+import type { RevocationChange, RevocationListener } from './revocation.js';
 
 /** The CAs a CRL is published for, and how each signs. */
 export interface CrlIssuers {
   /** Active CAs that can sign, with what they issue (intermediates: end entities; roots: CAs). */
-  signingCas(): Promise<{ id: string; scope: 'user' | 'ca' }[]>;
+  signingCas(): Promise<{ id: string; scope: 'user' | 'ca'; keyAlgorithm: KeyAlgorithm }[]>;
   issuer(caId: string): Promise<IssuerContext>;
 }
 
@@ -46,7 +47,7 @@ export class CrlPublisher implements RevocationListener {
   ) {}
 
   /** Republishes the CRLs of the CAs that still sign (a retired CA's last CRL stands). */
-  async onRevocationChanged(caIds: string[]): Promise<void> {
+  async onRevocationChanged({ caIds }: RevocationChange): Promise<void> {
     const signing = new Set((await this.issuers.signingCas()).map((c) => c.id));
     await Promise.all([...new Set(caIds)].filter((id) => signing.has(id)).map((id) => this.publish(id)));
   }

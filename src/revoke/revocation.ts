@@ -42,9 +42,18 @@ export interface BulkRevokeResult {
 
 const SAMPLE = 1000;
 
-/** What the CRL and OCSP publishers are told after a revocation state commits. */
+/** Certificates whose revocation state changed, and their CAs. */
+export interface RevocationChange {
+  caIds: string[];
+  serials: Buffer[];
+}
+
+/** The CRL and OCSP publishers: told inside the changing transaction (optionally) and after it commits. */
 export interface RevocationListener {
-  onRevocationChanged(caIds: string[]): Promise<void>;
+  /** Inside the transaction, after the change: sees it, and commits or rolls back with it. */
+  onRevocationWriting?(tx: Executor, change: RevocationChange): Promise<void>;
+  /** After the commit. A failure here means "committed, but not yet published everywhere". */
+  onRevocationChanged(change: RevocationChange): Promise<void>;
 }
 
 /**
@@ -60,7 +69,8 @@ export class Revocations {
     private readonly devices: DeviceLifecycle,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
-    private readonly listener?: RevocationListener,
+    /** In order: the OCSP responder goes first, so a revoke call that fails on its CRL still left OCSP answering revoked. */
+    private readonly listeners: RevocationListener[] = [],
   ) {}
 
   async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
@@ -81,6 +91,7 @@ export class Revocations {
       });
       const effect = deviceEffectOf(input.reason);
       const deviceEntries = effect ? await this.devices.followCertificates(tx, [row.serial], effect, ctx, { reason: input.reason }) : [];
+      await this.writing(tx, { caIds: [row.caId], serials: [row.serial] });
       await this.audit.append(tx, [
         entry(ctx, held ? 'certificate.hold-made-permanent' : 'certificate.revoked', updated, {
           reason: input.reason,
@@ -91,7 +102,7 @@ export class Revocations {
       return { certificate: updated, changed: true };
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.
-    await this.published([out.certificate.caId]);
+    await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
     return out;
   }
 
@@ -105,10 +116,11 @@ export class Revocations {
       }
       const updated = await this.certificates.setReleased(tx, row.serial);
       const deviceEntries = await this.devices.followCertificates(tx, [row.serial], 'active', ctx, { reason: 'released' });
+      await this.writing(tx, { caIds: [row.caId], serials: [row.serial] });
       await this.audit.append(tx, [entry(ctx, 'certificate.released', updated, {}), ...deviceEntries]);
       return { certificate: updated, changed: true };
     });
-    if (out.changed) await this.published([out.certificate.caId]);
+    if (out.changed) await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
     return out;
   }
 
@@ -134,6 +146,7 @@ export class Revocations {
       const effect = deviceEffectOf(input.reason);
       const serials = revoked.map((r) => r.serial);
       const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, bulk: true }) : [];
+      await this.writing(tx, { caIds: [...new Set(revoked.map((r) => r.caId))], serials });
       const details = { reason: input.reason, bulk: true, ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}) };
       await this.audit.append(tx, [
         ...revoked.map((r): AuditEntryInput => ({ ...ctx, action: 'certificate.revoked', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { caId: r.caId, deviceId: r.deviceId, ...details } })),
@@ -141,17 +154,23 @@ export class Revocations {
       ]);
       return { revoked, alreadyRevoked: before.alreadyRevoked };
     });
-    if (out.revoked.length) await this.published(out.revoked.map((r) => r.caId));
+    if (out.revoked.length) await this.published({ caIds: [...new Set(out.revoked.map((r) => r.caId))], serials: out.revoked.map((r) => r.serial) });
     const sorted = out.revoked.map((r) => r.serial).sort(Buffer.compare);
     return { dryRun: false, revoked: out.revoked.length, alreadyRevoked: out.alreadyRevoked, serials: sorted.slice(0, SAMPLE).map(serialFromBytes), truncated: sorted.length > SAMPLE };
   }
 
-  /** The CRLs of these CAs, republished; the change is committed whatever happens here, so a failure says so and asks for a retry. */
-  private async published(caIds: string[]): Promise<void> {
-    try {
-      await this.listener?.onRevocationChanged(caIds);
-    } catch (e) {
-      throw new DomainError('Unavailable', `the revocation is recorded, but the CRL could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`);
+  private async writing(tx: Executor, change: RevocationChange): Promise<void> {
+    for (const l of this.listeners) await l.onRevocationWriting?.(tx, change);
+  }
+
+  /** OCSP and CRLs updated; the change is committed whatever happens here, so a failure says so and asks for a retry. */
+  private async published(change: RevocationChange): Promise<void> {
+    for (const l of this.listeners) {
+      try {
+        await l.onRevocationChanged(change);
+      } catch (e) {
+        throw new DomainError('Unavailable', `the revocation is recorded, but could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`);
+      }
     }
   }
 

@@ -1,5 +1,6 @@
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
+import type pg from 'pg';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrationSource } from '../../migrations/index.js';
@@ -47,6 +48,13 @@ export function pgliteDirUnder(dataDir: string): string {
 
 export function isEmbedded(db: Db): boolean {
   return db.client.config.client !== 'pg';
+}
+
+/** How a PostgreSQL-backed Db connects (for a connection of its own, such as LISTEN; knex has parsed the URL); undefined when embedded. */
+export function connectionSettings(db: Db): pg.ClientConfig | undefined {
+  if (isEmbedded(db)) return undefined;
+  const c = db.client.config.connection as string | pg.ClientConfig;
+  return typeof c === 'string' ? { connectionString: c } : { ...c };
 }
 
 export async function migrateLatest(db: Db): Promise<string[]> {

@@ -151,11 +151,13 @@ for (const target of dbTargets) {
       const serialRe = new RegExp(certs['crl-late']!.serial.toUpperCase());
       assert.doesNotMatch(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), serialRe);
       // A publisher that fails: the caller hears that the revocation is recorded and is asked to repeat.
-      const failing = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock, {
-        onRevocationChanged: async () => {
-          throw new Error('signer offline');
+      const failing = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock, [
+        {
+          onRevocationChanged: async () => {
+            throw new Error('signer offline');
+          },
         },
-      });
+      ]);
       await assert.rejects(failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }), (e: { kind?: string; message: string }) => {
         assert.equal(e.kind, 'Unavailable');
         assert.match(e.message, /recorded.*repeat the call/);

@@ -26,7 +26,12 @@ export async function makeService(target: DbTarget, opts: { clock?: Clock; env?:
     ...opts.env,
   });
   const svc = await buildService(config, { db, logger: pino({ level: 'silent' }), ...(opts.clock ? { clock: opts.clock } : {}) });
-  return Object.assign(svc, { dispose: () => disposeDb(db) });
+  return Object.assign(svc, {
+    dispose: async () => {
+      await svc.stop();
+      await disposeDb(db);
+    },
+  });
 }
 
 /**

@@ -22,7 +22,7 @@ for (const target of dbTargets) {
     it('stores no private key in plaintext anywhere in the database', async () => {
       const kek = parseKek(svc.config.kek!, 'test');
       const rows = await svc.db('key_material').select('id', 'kek_id', 'wrapped_dek', 'ciphertext');
-      assert.equal(rows.length, 3, 'root, issuing CA and OCSP responder keys');
+      assert.equal(rows.length, 4, 'the root and issuing CA keys, and each one\'s OCSP responder key');
       const secrets: Buffer[] = [];
       for (const r of rows) {
         const pkcs8 = unseal(kek, { kekId: r.kek_id, wrappedDek: Buffer.from(r.wrapped_dek), ciphertext: Buffer.from(r.ciphertext) }, r.id);

@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { toPem } from '../../ca/x509/pem.js';
+import { encodeOcspError } from '../../ca/x509/ocsp-response.js';
 import { writeProblem } from '../problem.js';
+import type { OcspAnswer } from '../../revoke/ocsp-responder.js';
+import type { Clock } from '../../shared/clock.js';
 
 /** A published CRL, without its body: enough to answer a conditional GET. */
 export interface PublishedCrl {
@@ -20,11 +23,25 @@ export interface PkiSource {
   allCrls(): Promise<PublishedCrl[]>;
   /** A published CRL's body: immutable, so cached here by CA and number. */
   crlDer(caId: string, crlNumber: bigint): Promise<Buffer | undefined>;
+  /** Answers a DER OCSPRequest; never rejects (failures are OCSP error statuses). */
+  ocsp(request: Buffer): Promise<OcspAnswer>;
+}
+
+export interface PkiOptions {
+  /** Cache-Control max-age of a pre-signed OCSP GET answer, capped by its nextUpdate. */
+  ocspMaxAgeSeconds: number;
+  clock: Clock;
 }
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
 const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})\.(pem|crl)$/;
 const BUNDLE_PATH = '/pki/crl/bundle.pem';
+const OCSP_PATH = '/pki/ocsp';
+const OCSP_PREFIX = '/pki/ocsp/';
+const OCSP_TYPE = 'application/ocsp-response';
+/** Larger requests are refused unread (the parser's own limit is 16 KiB). */
+const OCSP_MAX_BODY = 16 * 1024;
+const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
 const problem = (res: ServerResponse, status: number, title: string, detail: string) => writeProblem(res, { status, title, detail }, undefined);
 
@@ -62,7 +79,8 @@ const crlEtag = (c: PublishedCrl) => `"${c.caId}-${c.crlNumber}"`;
  * (brokers, devices) poll these, and Express costs several times the per-request overhead.
  * Returns false for paths it does not serve.
  */
-export function createPkiHandler(source: PkiSource): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const ocsp = createOcspHandler(source, options);
   const caCache = new Map<string, Buffer>();
   // The newest CRL body seen per CA, in both encodings: pollers get it without a database read.
   const crlCache = new Map<string, { crlNumber: bigint; der: Buffer; pem?: Buffer }>();
@@ -121,6 +139,10 @@ export function createPkiHandler(source: PkiSource): (req: IncomingMessage, res:
   return (req, res) => {
     const url = req.url ?? '';
     if (!url.startsWith('/pki/')) return false;
+    if (url === OCSP_PATH || url.startsWith(OCSP_PREFIX)) {
+      ocsp(req, res, url);
+      return true;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
       problem(res, 405, 'Method not allowed', 'use GET');
@@ -130,5 +152,95 @@ export function createPkiHandler(source: PkiSource): (req: IncomingMessage, res:
       if (!res.headersSent) problem(res, 503, 'Service unavailable', 'the PKI resource could not be read');
     });
     return true;
+  };
+}
+
+/**
+ * OCSP over HTTP (RFC 6960 appendix A, RFC 5019): POST with a DER body, or GET with the request
+ * base64-encoded (and URL-escaped) in the path. A request that cannot be read is answered with the
+ * OCSP status malformedRequest, not an HTTP error: OCSP clients read statuses, not problem+json.
+ * Pre-signed answers to GETs carry the RFC 5019 caching headers.
+ */
+function createOcspHandler(source: PkiSource, options: PkiOptions) {
+  function reply(req: IncomingMessage, res: ServerResponse, answer: OcspAnswer, get: boolean): void {
+    const c = answer.cacheable;
+    if (!get || !c) {
+      res.writeHead(200, { 'Content-Type': OCSP_TYPE, 'Content-Length': answer.der.length, 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : answer.der);
+      return;
+    }
+    const now = options.clock.now().getTime();
+    const maxAge = Math.max(0, Math.min(options.ocspMaxAgeSeconds, Math.floor((c.nextUpdate.getTime() - now) / 1000)));
+    const headers = {
+      'Content-Type': OCSP_TYPE,
+      'Cache-Control': `public, max-age=${maxAge}, no-transform, must-revalidate`,
+      ETag: c.etag,
+      'Last-Modified': c.thisUpdate.toUTCString(),
+      Expires: new Date(now + maxAge * 1000).toUTCString(),
+    };
+    const inm = req.headers['if-none-match'];
+    if (inm && inm.split(',').some((t) => t.trim() === c.etag)) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { ...headers, 'Content-Length': answer.der.length });
+    res.end(req.method === 'HEAD' ? undefined : answer.der);
+  }
+
+  const malformed = (req: IncomingMessage, res: ServerResponse, close = false) => {
+    if (close) res.setHeader('Connection', 'close');
+    reply(req, res, { der: encodeOcspError('malformedRequest'), error: 'malformedRequest' }, false);
+  };
+
+  const answer = (req: IncomingMessage, res: ServerResponse, request: Buffer, get: boolean) => {
+    source.ocsp(request).then(
+      (a) => reply(req, res, a, get),
+      () => reply(req, res, { der: encodeOcspError('internalError'), error: 'internalError' }, false),
+    );
+  };
+
+  return (req: IncomingMessage, res: ServerResponse, url: string): void => {
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const encoded = url.length > OCSP_PREFIX.length ? url.slice(OCSP_PREFIX.length).split('?')[0]! : '';
+      let b64: string;
+      try {
+        b64 = decodeURIComponent(encoded);
+      } catch {
+        return malformed(req, res);
+      }
+      if (!BASE64.test(b64)) return malformed(req, res);
+      return answer(req, res, Buffer.from(b64, b64.includes('-') || b64.includes('_') ? 'base64url' : 'base64'), true);
+    }
+    if (req.method !== 'POST') {
+      res.setHeader('Allow', 'GET, HEAD, POST');
+      return problem(res, 405, 'Method not allowed', 'OCSP takes POST (application/ocsp-request) or GET /pki/ocsp/{base64 request}');
+    }
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > OCSP_MAX_BODY) {
+      req.resume();
+      return malformed(req, res, true);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > OCSP_MAX_BODY) {
+        done = true;
+        malformed(req, res, true);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      answer(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), false);
+    });
+    req.on('error', () => {
+      done = true;
+    });
   };
 }

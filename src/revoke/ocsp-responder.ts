@@ -1,0 +1,301 @@
+import { createHash } from 'node:crypto';
+import { parseOcspRequest, OcspRequestError, type CertIdHash, type OcspCertId } from '../ca/x509/ocsp-request.js';
+import {
+  encodeOcspError,
+  encodeOcspResponse,
+  encodeResponseData,
+  encodeSingleResponse,
+  nameHash,
+  publicKeyHash,
+  type OcspCertStatus,
+  type OcspErrorStatus,
+} from '../ca/x509/ocsp-response.js';
+import type { Clock } from '../shared/clock.js';
+import type { Db, Executor } from '../store/db.js';
+import type { OcspStatusRow, OcspStore } from '../store/ocsp-store.js';
+import type { CrlIssuers } from './crl-publisher.js';
+import { OcspCache, type CertState, type Presigned } from './ocsp-cache.js';
+import type { OcspResponders, ResponderIdentity } from './ocsp-responders.js';
+import { REASON_CODES, isRevocationReason } from './reasons.js';
+import type { RevocationChange, RevocationListener } from './revocation.js';
+
+/** What the HTTP edge sends back: the DER, and for a pre-signed answer what HTTP caching needs. */
+export interface OcspAnswer {
+  der: Buffer;
+  /** Present only for a pre-signed, cacheable response (no nonce, one CertID). */
+  cacheable?: Presigned;
+  /** The OCSP status when it is not successful (for logs and metrics). */
+  error?: OcspErrorStatus;
+}
+
+export interface OcspPolicy {
+  /** nextUpdate - thisUpdate of every response. */
+  validityMs: number;
+  /** Entries kept in memory. */
+  cacheEntries: number;
+  /** Tell other replicas through the database's notifications (PostgreSQL; the embedded store has no other replica). */
+  notifyReplicas: boolean;
+}
+
+const HASHES: CertIdHash[] = ['sha1', 'sha256', 'sha384', 'sha512'];
+/** The hash algorithms pre-signed right after a revocation: what OpenSSL, GnuTLS and browsers send. */
+const PRESIGN_AFTER_REVOCATION: CertIdHash[] = ['sha1', 'sha256'];
+/** How long a serial we never issued is remembered as unknown: it may be a pending intent about to be issued. */
+const UNKNOWN_TTL_MS = 60_000;
+/** More serials than this in one change are sent to replicas as "forget everything". */
+const NOTIFY_SERIALS_MAX = 200;
+/** Signed on the spot after a revocation, beyond this the first poll signs. */
+const PRESIGN_AFTER_REVOCATION_MAX = 16;
+/** How often an unknown issuer may trigger a re-read of the CA list. */
+const ISSUER_REFRESH_MS = 5_000;
+
+type Lookup = (req: OcspCertId) => string | undefined;
+
+/**
+ * The OCSP responder (RFC 6960, RFC 5019): parse → find the CA by the CertID's issuer hashes →
+ * answer from memory, or from the pre-signed store shared by every replica, or sign on the spot.
+ * A request with a nonce, or with several CertIDs, is signed on the spot from the cached states.
+ * A revocation reaches it through `onRevocationWriting` (inside the revoking transaction: stored
+ * responses dropped, replicas notified at commit) and `onRevocationChanged` (after the commit:
+ * this process's cache dropped and the new answers pre-signed), so the revoke call returns only
+ * once this responder says revoked.
+ */
+export class OcspResponder implements RevocationListener {
+  readonly cache: OcspCache;
+  private issuerIndex: { lookup: Lookup; at: number } | undefined;
+  private readonly fills = new Map<string, Promise<Presigned>>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly store: OcspStore,
+    private readonly cas: CrlIssuers,
+    private readonly responders: OcspResponders,
+    private readonly clock: Clock,
+    private readonly policy: OcspPolicy,
+    private readonly onError: (e: unknown) => void = () => undefined,
+  ) {
+    this.cache = new OcspCache(policy.cacheEntries);
+  }
+
+  /** Answers one DER OCSPRequest. Never throws: every failure is an OCSP error status. */
+  async respond(request: Uint8Array): Promise<OcspAnswer> {
+    let parsed;
+    try {
+      parsed = parseOcspRequest(request);
+    } catch (e) {
+      if (e instanceof OcspRequestError) return errorAnswer('malformedRequest');
+      return errorAnswer('internalError');
+    }
+    try {
+      const caIds = await this.issuersOf(parsed.certIds);
+      // One response has one signer: every CertID must name the same CA, and one we serve.
+      const caId = caIds[0];
+      if (!caId || caIds.some((c) => c !== caId)) return errorAnswer('unauthorized');
+      if (!parsed.nonce && parsed.certIds.length === 1) {
+        const presigned = await this.presigned(caId, parsed.certIds[0]!);
+        return { der: presigned.der, cacheable: presigned };
+      }
+      return { der: await this.signNow(caId, parsed.certIds, parsed.nonce) };
+    } catch (e) {
+      this.onError(e);
+      return errorAnswer(isUnavailable(e) ? 'tryLater' : 'internalError');
+    }
+  }
+
+  // ---- revocation hooks -----------------------------------------------------------------------
+
+  async onRevocationWriting(tx: Executor, change: RevocationChange): Promise<void> {
+    await this.store.forget(tx, change.serials);
+    if (this.policy.notifyReplicas) {
+      const payload = change.serials.length <= NOTIFY_SERIALS_MAX ? change.serials.map((s) => s.toString('hex')).join(',') : '*';
+      await this.store.notify(tx, payload);
+    }
+  }
+
+  async onRevocationChanged(change: RevocationChange): Promise<void> {
+    if (change.serials.length <= NOTIFY_SERIALS_MAX) this.cache.forget(change.serials.map((s) => s.toString('hex')));
+    else this.cache.clear();
+    if (change.serials.length > PRESIGN_AFTER_REVOCATION_MAX) return;
+    // The first polls after a revocation are the ones that matter: answer them without signing.
+    // A failure here costs only that: the next poll signs.
+    try {
+      const rows = await this.store.statuses(this.db, change.serials);
+      await Promise.all(
+        rows.flatMap((row) =>
+          PRESIGN_AFTER_REVOCATION.map(async (hash) => {
+            const certId = await this.certIdFor(row, hash);
+            if (certId) await this.fill(row.caId, certId);
+          }),
+        ),
+      );
+    } catch (e) {
+      this.onError(e);
+    }
+  }
+
+  /** Another replica changed these serials (`*`: too many to list). */
+  forgetRemote(payload: string): void {
+    if (payload === '*' || payload === '') this.cache.clear();
+    else this.cache.forget(payload.split(','));
+  }
+
+  // ---- answers --------------------------------------------------------------------------------
+
+  private async presigned(caId: string, certId: OcspCertId): Promise<Presigned> {
+    const serial = certId.serial.toString('hex');
+    const now = this.clock.now().getTime();
+    const hit = this.cache.get(serial, now)?.byHash[certId.hashAlgorithm];
+    if (hit && hit.issuerKeyHash.equals(certId.issuerKeyHash) && now < hit.nextUpdate.getTime()) {
+      if (now >= hit.refreshAt) this.fill(caId, certId).catch((e) => this.onError(e));
+      return hit;
+    }
+    return this.fill(caId, certId);
+  }
+
+  /** Reads the state and the stored response; signs and stores a new one when there is none or it is due. One at a time per key. */
+  private fill(caId: string, certId: OcspCertId): Promise<Presigned> {
+    const serial = certId.serial.toString('hex');
+    const key = `${serial}|${certId.hashAlgorithm}|${caId}`;
+    let p = this.fills.get(key);
+    if (!p) {
+      p = this.fillNow(caId, certId, serial).finally(() => this.fills.delete(key));
+      this.fills.set(key, p);
+    }
+    return p;
+  }
+
+  private async fillNow(caId: string, certId: OcspCertId, serial: string): Promise<Presigned> {
+    const since = this.cache.generation;
+    const row = await this.store.lookup(this.db, certId.serial, certId.hashAlgorithm);
+    const state = stateOf(row);
+    const answer = forCa(state, caId);
+    const now = this.clock.now();
+    const half = this.policy.validityMs / 2;
+    const ttl = state.kind === 'unknown' ? now.getTime() + UNKNOWN_TTL_MS : Infinity;
+    if (row?.presigned && answer.kind !== 'unknown' && now.getTime() < row.presigned.thisUpdate.getTime() + half) {
+      const p = presignedOf(row.presigned.der, row.presigned.thisUpdate, row.presigned.nextUpdate, row.presigned.thisUpdate.getTime() + half, certId);
+      this.cache.put(since, serial, state, ttl, { hash: certId.hashAlgorithm, response: p });
+      return p;
+    }
+    const responder = await this.responders.responder(caId);
+    const { thisUpdate, nextUpdate } = this.window(now, responder);
+    const single = encodeSingleResponse({ certId, status: statusOf(answer), thisUpdate, nextUpdate });
+    const der = await sign(responder, [single], thisUpdate, null);
+    const p = presignedOf(der, thisUpdate, nextUpdate, thisUpdate.getTime() + half, certId);
+    if (row && answer.kind !== 'unknown') {
+      await this.store.saveIfCurrent(this.db, certId.serial, certId.hashAlgorithm, { status: row.status, revocationReason: row.revocationReason }, p);
+    }
+    // A serial of another of our CAs asked under this one: the state is cached, this answer is not.
+    this.cache.put(since, serial, state, ttl, answer === state ? { hash: certId.hashAlgorithm, response: p } : undefined);
+    return p;
+  }
+
+  /** A response for several CertIDs, or one with a nonce: states from memory or one query, signed now, never stored. */
+  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<Buffer> {
+    const now = this.clock.now();
+    const since = this.cache.generation;
+    const states = new Map<string, CertState>();
+    const missing: Buffer[] = [];
+    for (const id of certIds) {
+      const hex = id.serial.toString('hex');
+      const e = this.cache.get(hex, now.getTime());
+      if (e) states.set(hex, e.state);
+      else missing.push(id.serial);
+    }
+    if (missing.length) {
+      const rows = new Map((await this.store.statuses(this.db, missing)).map((r) => [r.serial.toString('hex'), r]));
+      for (const serial of missing) {
+        const hex = serial.toString('hex');
+        const state = stateOf(rows.get(hex));
+        states.set(hex, state);
+        this.cache.put(since, hex, state, state.kind === 'unknown' ? now.getTime() + UNKNOWN_TTL_MS : Infinity);
+      }
+    }
+    const responder = await this.responders.responder(caId);
+    const { thisUpdate, nextUpdate } = this.window(now, responder);
+    const singles = certIds.map((certId) => encodeSingleResponse({ certId, status: statusOf(forCa(states.get(certId.serial.toString('hex'))!, caId)), thisUpdate, nextUpdate }));
+    return sign(responder, singles, thisUpdate, nonce);
+  }
+
+  private window(now: Date, responder: ResponderIdentity): { thisUpdate: Date; nextUpdate: Date } {
+    const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
+    const nextUpdate = new Date(Math.min(thisUpdate.getTime() + this.policy.validityMs, Math.floor(responder.notAfter.getTime() / 1000) * 1000));
+    return { thisUpdate, nextUpdate };
+  }
+
+  // ---- issuers --------------------------------------------------------------------------------
+
+  private async issuersOf(certIds: OcspCertId[]): Promise<(string | undefined)[]> {
+    let index = await this.index();
+    let found = certIds.map(index);
+    if (found.includes(undefined) && Date.now() - this.issuerIndex!.at > ISSUER_REFRESH_MS) {
+      this.issuerIndex = undefined; // a CA created since the index was built
+      index = await this.index();
+      found = certIds.map(index);
+    }
+    return found;
+  }
+
+  /** CertID (hash, issuerNameHash, issuerKeyHash) → CA, for every CA that signs, in every hash we accept. */
+  private async index(): Promise<Lookup> {
+    if (this.issuerIndex) return this.issuerIndex.lookup;
+    const byKey = new Map<string, string>();
+    for (const ca of await this.cas.signingCas()) {
+      const issuer = await this.cas.issuer(ca.id);
+      for (const h of HASHES) byKey.set(`${h}:${nameHash(issuer.subjectDer, h).toString('hex')}:${publicKeyHash(issuer.signer.publicKey, h).toString('hex')}`, ca.id);
+    }
+    const lookup: Lookup = (id) => byKey.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString('hex')}:${id.issuerKeyHash.toString('hex')}`);
+    this.issuerIndex = { lookup, at: Date.now() };
+    return lookup;
+  }
+
+  private async certIdFor(row: OcspStatusRow, hash: CertIdHash): Promise<OcspCertId | undefined> {
+    const issuer = await this.cas.issuer(row.caId).catch(() => undefined);
+    if (!issuer) return undefined;
+    return { hashAlgorithm: hash, issuerNameHash: nameHash(issuer.subjectDer, hash), issuerKeyHash: publicKeyHash(issuer.signer.publicKey, hash), serial: row.serial };
+  }
+}
+
+function errorAnswer(status: OcspErrorStatus): OcspAnswer {
+  return { der: encodeOcspError(status), error: status };
+}
+
+async function sign(responder: ResponderIdentity, singles: Uint8Array[], producedAt: Date, nonce: Buffer | null): Promise<Buffer> {
+  const tbs = encodeResponseData({ responderKeyHash: responder.keyHash, producedAt, responses: singles, nonce });
+  return encodeOcspResponse(tbs, responder.signer.signatureAlgorithm, await responder.signer.sign(tbs), [responder.certificateDer]);
+}
+
+/** A certificate row's state: unknown unless it was issued (an intent not signed, or one that failed, never existed). */
+function stateOf(row: OcspStatusRow | undefined): CertState {
+  if (row?.status === 'issued') return { kind: 'good', caId: row.caId };
+  if (row?.status === 'revoked' && row.revokedAt && row.revocationReason) return { kind: 'revoked', caId: row.caId, revokedAt: row.revokedAt, reason: row.revocationReason };
+  return { kind: 'unknown' };
+}
+
+/** What to answer when asked under `caId`: a certificate of another CA is unknown to this one. */
+function forCa(state: CertState, caId: string): CertState {
+  return state.kind !== 'unknown' && state.caId !== caId ? { kind: 'unknown' } : state;
+}
+
+function statusOf(state: CertState): OcspCertStatus {
+  switch (state.kind) {
+    case 'good':
+      return { kind: 'good' };
+    case 'unknown':
+      return { kind: 'unknown' };
+    case 'revoked': {
+      // unspecified (0) is left out, as for CRL entries.
+      const code = isRevocationReason(state.reason) ? REASON_CODES[state.reason] : 0;
+      return { kind: 'revoked', revokedAt: state.revokedAt, reasonCode: code === 0 ? null : code };
+    }
+  }
+}
+
+function presignedOf(der: Buffer, thisUpdate: Date, nextUpdate: Date, refreshAt: number, certId: OcspCertId): Presigned {
+  return { der, thisUpdate, nextUpdate, refreshAt, etag: `"${createHash('sha1').update(der).digest('base64url')}"`, issuerKeyHash: certId.issuerKeyHash };
+}
+
+function isUnavailable(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === 'string' && (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code.startsWith('57P') || code.startsWith('08'));
+}
