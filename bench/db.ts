@@ -4,18 +4,31 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { createDb, migrateLatest, type Db } from '../src/store/db.js';
+import { createDb, migrateLatest, pgliteDirUnder, type Db } from '../src/store/db.js';
 import { loadConfig } from '../src/config/config.js';
 import { buildService, type Service } from '../src/main.js';
 import { bootstrap } from '../src/bootstrap.js';
 
-/** A fresh, migrated database for one benchmark: PostgreSQL from DATABASE_URL, else embedded PGlite. */
-export async function freshDatabase(poolMax = 10): Promise<{ db: Db; label: string; drop(): Promise<void> }> {
+export interface BenchDatabase {
+  db: Db;
+  label: string;
+  /** What another process needs to open the same store (DATABASE_URL, or a DATA_DIR holding the PGlite files). */
+  env: Record<string, string>;
+  drop(): Promise<void>;
+}
+
+/**
+ * A fresh, migrated database for one benchmark: PostgreSQL from DATABASE_URL, else embedded
+ * PGlite (in memory, or with `shareable` in files under a DATA_DIR, for a server process of its
+ * own once this one has closed it).
+ */
+export async function freshDatabase(poolMax = 10, opts: { shareable?: boolean } = {}): Promise<BenchDatabase> {
   const url = process.env.DATABASE_URL;
   if (!url) {
-    const db = createDb({});
+    const dataDir = mkdtempSync(join(tmpdir(), 'mqttca-bench-data-'));
+    const db = createDb({ pgliteDir: opts.shareable ? pgliteDirUnder(dataDir) : undefined });
     await migrateLatest(db);
-    return { db, label: 'PGlite (embedded; set DATABASE_URL for PostgreSQL)', drop: () => db.destroy() };
+    return { db, label: 'PGlite (embedded; set DATABASE_URL for PostgreSQL)', env: { DATA_DIR: dataDir }, drop: () => db.destroy() };
   }
   const name = `mqttca_bench_${randomBytes(4).toString('hex')}`;
   const admin = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
@@ -27,17 +40,21 @@ export async function freshDatabase(poolMax = 10): Promise<{ db: Db; label: stri
   return {
     db,
     label: 'PostgreSQL',
+    env: { DATABASE_URL: u.toString() },
     async drop() {
-      await db.destroy();
+      await db.destroy().catch(() => undefined);
       await admin.raw(`drop database if exists ${name} with (force)`);
       await admin.destroy();
     },
   };
 }
 
-/** A bootstrapped service (silent, its own KEK and data dir) on a benchmark's database, and its default issuing CA. */
-export async function benchService(db: Db): Promise<{ svc: Service; issuingId: string }> {
-  const config = loadConfig({ MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-bench-')), LOG_LEVEL: 'silent' });
-  const svc = await buildService(config, { db, logger: pino({ level: 'silent' }) });
-  return { svc, issuingId: (await bootstrap(svc)).issuingId! };
+/**
+ * A bootstrapped service (silent, its own KEK and data dir) on a benchmark's database, its default
+ * issuing CA, and the environment under which `mqtt-ca serve` in another process opens it.
+ */
+export async function benchService(db: Db, dataDir = mkdtempSync(join(tmpdir(), 'mqttca-bench-'))): Promise<{ svc: Service; issuingId: string; env: Record<string, string> }> {
+  const env = { MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dataDir, LOG_LEVEL: 'silent' };
+  const svc = await buildService(loadConfig(env), { db, logger: pino({ level: 'silent' }) });
+  return { svc, issuingId: (await bootstrap(svc)).issuingId!, env };
 }

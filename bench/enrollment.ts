@@ -7,7 +7,6 @@
  * machine, and the raw signing rate of the issuing key.
  */
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName,
 import { toPem } from '../src/ca/x509/pem.js';
 import { concurrently, measureRate, result, type BenchResult } from './lib.js';
 import { freshDatabase } from './db.js';
+import { load } from './loadgen.js';
 
 export const description =
   'Enrollment end to end: `POST /v1/enroll` (JSON body with a PEM CSR, a lot token in `Authorization`) through the whole stack — ' +
@@ -31,27 +31,6 @@ export const description =
 
 const CONCURRENCY = 32;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
-
-interface LoadResult {
-  count: number;
-  errors: number;
-  statuses: Record<string, number>;
-  rps: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  exhausted: boolean;
-}
-
-function load(args: string[]): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(import.meta.dirname, 'load.mjs'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
-  });
-}
 
 /** BENCH_PROFILE=<file>: a CPU profile of the service during the enrollment load only. */
 async function startProfile(): Promise<(file: string) => Promise<void>> {

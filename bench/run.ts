@@ -30,6 +30,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['csr', () => import('./csr.js')],
   ['crl', () => import('./crl.js')],
   ['revocation', () => import('./revocation.js')],
+  ['ocsp', () => import('./ocsp.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 

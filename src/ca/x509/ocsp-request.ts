@@ -10,7 +10,8 @@
  *   CertID      ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier, issuerNameHash OCTET STRING,
  *                              issuerKeyHash OCTET STRING, serialNumber CertificateSerialNumber }
  */
-import { TAG, oid, readTlv, type TlvHeader } from './der.js';
+import { TAG, octetString, oid, readTlv, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
+import { extension } from './encode.js';
 
 export type CertIdHash = 'sha1' | 'sha256' | 'sha384' | 'sha512';
 
@@ -43,7 +44,8 @@ const HASHES: [Buffer, CertIdHash, number][] = [
   [Buffer.from(oid('2.16.840.1.101.3.4.2.2')), 'sha384', 48],
   [Buffer.from(oid('2.16.840.1.101.3.4.2.3')), 'sha512', 64],
 ];
-const NONCE_OID = Buffer.from(oid('1.3.6.1.5.5.7.48.1.2'));
+const NONCE_EXTENSION = '1.3.6.1.5.5.7.48.1.2';
+const NONCE_OID = Buffer.from(oid(NONCE_EXTENSION));
 const CONTEXT = (n: number) => TAG.CONTEXT | TAG.CONSTRUCTED | n;
 
 const fail = (msg: string): never => {
@@ -201,4 +203,11 @@ function parse(input: Uint8Array): ParsedOcspRequest {
   }
   tbs.finish('TBSRequest');
   return { certIds, nonce, signed };
+}
+
+/** An OCSPRequest for these CertIDs, with a nonce extension when given (what a client sends; used by benchmarks and health checks). */
+export function encodeOcspRequest(certIds: readonly Uint8Array[], nonce?: Uint8Array): Buffer {
+  const requests = sequenceOf(certIds.map((id) => sequence(id)));
+  const extensions = nonce ? [tlv(CONTEXT(2), sequence(extension(NONCE_EXTENSION, false, octetString(nonce))))] : [];
+  return Buffer.from(sequence(sequence(requests, ...extensions)));
 }
