@@ -65,7 +65,7 @@ export async function run(): Promise<BenchResult[]> {
         [caId, seeded + 1, size],
       );
       seeded = size;
-      const { value: crl, seconds, peakBytes } = await withPeakRss(() => svc.crls.publish(caId));
+      const { value: { full: crl }, seconds, peakBytes } = await withPeakRss(() => svc.crls.publish(caId));
       if (crl.entries !== size) throw new Error(`the CRL has ${crl.entries} entries, expected ${size}`);
       const rate = size / seconds;
       out.push(

@@ -6,6 +6,7 @@ import * as auditHead from './20261125_0004_audit_head.js';
 import * as revocation from './20261125_0005_revocation.js';
 import * as crls from './20261125_0006_crls.js';
 import * as ocspResponses from './20261125_0007_ocsp_responses.js';
+import * as deltaCrls from './20261201_0008_delta_crls.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -16,6 +17,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125_0005_revocation': revocation,
   '20261125_0006_crls': crls,
   '20261125_0007_ocsp_responses': ocspResponses,
+  '20261201_0008_delta_crls': deltaCrls,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -167,6 +167,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
       validityMs: config.crlValidityMs,
       refreshBeforeMs: (config.crlValidityMs * 3) / 4,
+      // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
+      deltaBaseMs: config.crlValidityMs / 4,
     });
     const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
@@ -233,6 +235,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
   const pki = createPkiHandler({
     caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
     currentCrl: (id) => svc.crls.current(id),
+    currentDeltaCrl: (id) => svc.crls.currentDelta(id),
     allCrls: () => svc.crls.all(),
     crlDer: (id, n) => svc.crls.der(id, n),
     ocsp: (request) => svc.ocsp.respond(request),

@@ -10,4 +10,8 @@ export class PkiUrls {
   crl(caId: string): string {
     return `${this.publicUrl}/pki/crl/${caId}.crl`;
   }
+  /** Where the CA's delta CRLs are published (named by its full CRLs' Freshest CRL extension). */
+  deltaCrl(caId: string): string {
+    return `${this.publicUrl}/pki/crl/${caId}-delta.crl`;
+  }
 }

@@ -168,18 +168,18 @@ export class CertificateStore {
 
   /** Marks an issued (or held) certificate revoked; returns the row as it is now. */
   async setRevoked(tx: Executor, serial: Buffer, r: { reason: string; at: Date; invalidityDate: Date | null }): Promise<CertificateRow> {
-    const [row] = await tx('certificates')
+    const [row] = await stamped(tx)
       .where({ serial })
-      .update({ status: 'revoked', revoked_at: r.at, revocation_reason: r.reason, invalidity_date: r.invalidityDate })
+      .update({ status: 'revoked', revoked_at: r.at, revocation_reason: r.reason, invalidity_date: r.invalidityDate, revocation_seq: nextSeq(tx) })
       .returning(COLUMNS);
     return fromRow(row);
   }
 
   /** Takes a certificate off hold: issued again, with no revocation state. */
   async setReleased(tx: Executor, serial: Buffer): Promise<CertificateRow> {
-    const [row] = await tx('certificates')
+    const [row] = await stamped(tx)
       .where({ serial })
-      .update({ status: 'issued', revoked_at: null, revocation_reason: null, invalidity_date: null })
+      .update({ status: 'issued', revoked_at: null, revocation_reason: null, invalidity_date: null, revocation_seq: nextSeq(tx) })
       .returning(COLUMNS);
     return fromRow(row);
   }
@@ -235,13 +235,14 @@ export class CertificateStore {
   ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
     const target = this.matching(tx, sel).select('c.serial');
     revocable(target, r.reason);
-    const rows = await tx('certificates')
+    const rows = await stamped(tx)
       .whereIn('serial', target)
       .update({
         status: 'revoked',
         revoked_at: tx.raw(`case when status = 'revoked' then revoked_at else ?::timestamptz end`, [r.at]),
         revocation_reason: r.reason,
         invalidity_date: r.invalidityDate,
+        revocation_seq: nextSeq(tx),
       })
       .returning(['serial', 'ca_id', 'device_id']);
     return rows.map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({ serial: Buffer.from(x.serial), caId: x.ca_id, deviceId: x.device_id }));
@@ -275,3 +276,15 @@ export class CertificateStore {
     return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
   }
 }
+
+/**
+ * An UPDATE of certificates that takes the revocation clock's next value (set a column to
+ * nextSeq): the single row of revocation_epoch is updated in a CTE and stays locked until the
+ * transaction commits, so values are handed out in commit order and a snapshot that sees value S
+ * sees every change up to S. The CTE runs once per statement, so a bulk revocation stamps all its
+ * rows alike.
+ */
+function stamped(tx: Executor): Knex.QueryBuilder {
+  return tx.with('revocation_epoch_bump', tx.raw('update revocation_epoch set seq = seq + 1 where id = 1 returning seq')).from('certificates');
+}
+const nextSeq = (tx: Executor) => tx.raw('(select seq from revocation_epoch_bump)');

@@ -12,6 +12,9 @@ import { toPem } from '../../src/ca/x509/pem.js';
 import type { Service } from '../../src/main.js';
 import { Revocations } from '../../src/revoke/revocation.js';
 import { CertificateStore } from '../../src/store/certificate-store.js';
+import { CrlPublisher } from '../../src/revoke/crl-publisher.js';
+import { CrlStore } from '../../src/store/crl-store.js';
+import { PkiUrls } from '../../src/ca/urls.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 type Agent = ReturnType<typeof request>;
@@ -49,6 +52,14 @@ for (const target of dbTargets) {
       assert.equal(r.status, 0, r.stderr);
       return r.stdout;
     };
+    const crlNumberOf = (text: string) => BigInt(/X509v3 CRL Number:\s*\n\s*(\d+)/.exec(text)![1]!);
+    const deltaPem = async () => toPem((await api.get(`/pki/crl/${issuingId}-delta.crl`).buffer(true).parse(binary).expect(200)).body as Buffer, 'X509 CRL');
+    const verifyWithDelta = (deviceId: string, basePem: string, delta?: string) =>
+      run('openssl', [
+        'verify', '-crl_check', '-use_deltas', '-extended_crl', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile', writeTemp(dir, 'base.pem', basePem), ...(delta ? ['-CRLfile', writeTemp(dir, 'delta.pem', delta)] : []), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+      ]);
+    let firstCrlPem: string;
     const verifyLeaf = (deviceId: string, crlPem: string) =>
       run('openssl', [
         'verify', '-crl_check', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
@@ -77,6 +88,8 @@ for (const target of dbTargets) {
       assert.match(text, /X509v3 Authority Key Identifier/);
       assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
       assert.match(text, /No Revoked Certificates/);
+      assert.match(text, /X509v3 Freshest CRL:\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+-delta\.crl/);
+      firstCrlPem = pem;
       const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
@@ -89,7 +102,8 @@ for (const target of dbTargets) {
       // The revoke call returned after the CRL with it was published.
       const pem = toPem((await crlDer()).body as Buffer, 'X509 CRL');
       const text = crlText(pem);
-      assert.match(text, /X509v3 CRL Number:\s*\n\s*3\b/);
+      // Two publishes since the first (one per revocation), each a full CRL and its delta.
+      assert.equal(crlNumberOf(text), crlNumberOf(crlText(firstCrlPem)) + 4n);
       for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
       assert.doesNotMatch(text, new RegExp(certs['crl-good']!.serial.toUpperCase()));
       assert.match(text, /Key Compromise/);
@@ -105,6 +119,57 @@ for (const target of dbTargets) {
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
     });
 
+    it('publishes a delta CRL beside each full one: what changed since the base, which openssl combines with the base', async () => {
+      const full = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
+      const delta = await deltaPem();
+      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'd.pem', delta), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      assert.match(check.stderr + check.stdout, /verify OK/);
+      const text = crlText(delta);
+      assert.equal(crlNumberOf(text), crlNumberOf(full) + 1n);
+      // Its base is the first CRL (the base moves on only once a quarter of the validity has passed).
+      assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${crlNumberOf(crlText(firstCrlPem))}\\b`));
+      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.doesNotMatch(text, /Freshest CRL/);
+      for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
+      assert.match(text, /Key Compromise/);
+      // The base alone knows nothing of these revocations; with the delta, openssl refuses them.
+      assert.equal(verifyWithDelta('crl-kc', firstCrlPem).status, 0);
+      const refused = verifyWithDelta('crl-kc', firstCrlPem, delta);
+      assert.notEqual(refused.status, 0);
+      assert.match(refused.stdout + refused.stderr, /certificate revoked/);
+      assert.equal(verifyWithDelta('crl-good', firstCrlPem, delta).status, 0);
+      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'd.pem', delta)]);
+      assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
+      const pem = await api.get(`/pki/crl/${issuingId}-delta.pem`).expect(200);
+      assert.equal(pem.text, delta);
+      assert.equal((await api.get(`/pki/crl/${issuingId}-delta.crl`).set('If-None-Match', pem.headers.etag as string)).status, 304);
+    });
+
+    it('a delta marks a certificate released from hold removeFromCRL, so a base that lists the hold plus the delta lets it in', async () => {
+      await enroll('crl-hold2');
+      await revoke('crl-hold2', { reason: 'certificateHold' });
+      // A publisher that rebases on every publish: the full CRL it writes (listing the hold) becomes the base.
+      const rebasing = new CrlPublisher(svc.db, new CrlStore(), { signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
+        new PkiUrls(svc.config.publicUrl), svc.audit, svc.clock, { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs: 0 });
+      const { full } = await rebasing.publish(issuingId);
+      assert.equal(full.isBase, true);
+      const base = toPem(full.der, 'X509 CRL');
+      assert.match(verifyWithDelta('crl-hold2', base).stdout + verifyWithDelta('crl-hold2', base).stderr, /certificate revoked/);
+      // The delta comes at least a second after its base: OpenSSL without -extended_crl would take the
+      // newer delta for a complete CRL of its own (its get_crl_score skips deltas only in that mode).
+      await new Promise((r) => setTimeout(r, 1100));
+      await api.post(`/v1/certificates/${certs['crl-hold2']!.serial}/release`).set(auth('operator')).expect(200);
+      const delta = await deltaPem();
+      const text = crlText(delta);
+      assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${full.crlNumber}\\b`));
+      assert.match(text, new RegExp(`Serial Number: ${certs['crl-hold2']!.serial.toUpperCase()}[\\s\\S]*?Remove From CRL`));
+      assert.doesNotMatch(text, new RegExp(certs['crl-kc']!.serial.toUpperCase()), 'revoked before the base: not in the delta');
+      const ok = verifyWithDelta('crl-hold2', base, delta);
+      assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+      assert.match(verifyWithDelta('crl-kc', base, delta).stdout + verifyWithDelta('crl-kc', base, delta).stderr, /certificate revoked/);
+      assertProblem(await api.get('/pki/crl/ca_nobody-delta.crl'), 404);
+    });
+
     it('serves conditional GETs: 304 while unchanged, a new CRL number after a change; a release leaves the CRL', async () => {
       const first = await crlDer();
       const etag = first.headers.etag as string;
@@ -116,7 +181,7 @@ for (const target of dbTargets) {
       assert.equal(next.status, 200);
       assert.notEqual(next.headers.etag, etag);
       const pem = toPem(next.body as Buffer, 'X509 CRL');
-      assert.match(crlText(pem), /X509v3 CRL Number:\s*\n\s*4\b/);
+      assert.equal(crlNumberOf(crlText(pem)), crlNumberOf(crlText(toPem(first.body as Buffer, 'X509 CRL'))) + 2n);
       assert.equal(verifyLeaf('crl-hold', pem).status, 0);
       const asPem = await api.get(`/pki/crl/${issuingId}.pem`).expect(200);
       assert.equal(asPem.text, pem);
@@ -136,9 +201,11 @@ for (const target of dbTargets) {
     it('numbers CRLs strictly upwards when publishes race, coalescing a burst', async () => {
       const before = (await svc.crls.current(issuingId))!.crlNumber;
       const rows = await Promise.all(Array.from({ length: 8 }, () => svc.crls.publish(issuingId)));
-      const numbers = [...new Set(rows.map((r) => r.crlNumber))].sort((a, b) => (a < b ? -1 : 1));
+      const numbers = [...new Set(rows.map((r) => r.full.crlNumber))].sort((a, b) => (a < b ? -1 : 1));
       assert.ok(numbers.length >= 1 && numbers.length <= 2, `a burst of 8 became ${numbers.length} CRLs`);
-      assert.equal(numbers[0], before + 1n);
+      // Each publish numbers its full CRL and then its delta: the two kinds share the sequence.
+      assert.equal(numbers[0], before + 2n);
+      assert.ok(rows.every((r) => r.delta.crlNumber === r.full.crlNumber + 1n));
       const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) => BigInt(r.crl_number));
       for (let i = 1; i < stored.length; i++) assert.equal(stored[i], stored[i - 1]! + 1n);
     });

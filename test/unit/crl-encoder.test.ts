@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign, webcrypto } from 'node:crypto';
 import 'reflect-metadata';
-import { encodeCrlEntries, encodeTbsCertList } from '../../src/ca/x509/crl.js';
+import { REMOVE_FROM_CRL, encodeCrlEntries, encodeTbsCertList } from '../../src/ca/x509/crl.js';
 import { encodeCertificateList, encodeName, keyIdentifier } from '../../src/ca/x509/encode.js';
 
 const x509 = await import('@peculiar/x509');
@@ -51,5 +51,28 @@ describe('CRL encoder', () => {
     assert.throws(() => encodeTbsCertList({ ...base, crlNumber: 1n, revoked: [], nextUpdate: thisUpdate }), /nextUpdate/);
     assert.throws(() => encodeTbsCertList({ ...base, crlNumber: -1n, revoked: [] }), /not negative/);
     assert.throws(() => encodeTbsCertList({ ...base, crlNumber: 1n << 161n, revoked: [] }), /20 octets/);
+  });
+
+  test('a delta CRL: a critical Delta CRL Indicator with the base number, removeFromCRL entries, no Freshest CRL; a full CRL names its delta', async () => {
+    const delta = new x509.X509Crl(
+      signed(encodeTbsCertList({ ...base, crlNumber: 42n, baseCrlNumber: 40n, revoked: [encodeCrlEntries([{ serial: Buffer.from('0a0b', 'hex'), revokedAt: thisUpdate, reasonCode: REMOVE_FROM_CRL }])] })),
+    );
+    const indicator = delta.getExtension('2.5.29.27')!;
+    assert.ok(indicator.critical);
+    assert.equal(Buffer.from(indicator.value).toString('hex'), '020128'); // INTEGER 40
+    assert.equal(delta.getExtension('2.5.29.46'), null);
+    assert.equal(delta.entries[0]!.reason, x509.X509CrlReason.removeFromCRL);
+    assert.equal(await delta.verify({ publicKey: new x509.PublicKey(spki) }), true);
+
+    const full = new x509.X509Crl(signed(encodeTbsCertList({ ...base, crlNumber: 41n, revoked: [], freshestCrl: 'http://ca.test/pki/crl/ca_1-delta.crl' })));
+    const freshest = full.getExtension('2.5.29.46')!;
+    assert.equal(freshest.critical, false);
+    // The same DistributionPoint syntax as a certificate's CRL distribution points, read by the library's parser.
+    const points = new x509.CRLDistributionPointsExtension(freshest.rawData);
+    assert.deepEqual([...points.distributionPoints.flatMap((p) => p.distributionPoint?.fullName?.map((n) => n.uniformResourceIdentifier) ?? [])], ['http://ca.test/pki/crl/ca_1-delta.crl']);
+    assert.equal(full.getExtension('2.5.29.27'), null);
+
+    assert.throws(() => encodeTbsCertList({ ...base, crlNumber: 42n, baseCrlNumber: 40n, revoked: [], freshestCrl: 'http://x/d.crl' }), /Freshest/);
+    assert.throws(() => encodeTbsCertList({ ...base, crlNumber: 42n, baseCrlNumber: 42n, revoked: [] }), /lower CRL number/);
   });
 });

@@ -5,7 +5,7 @@
  * publisher can encode a million entries page by page without holding a million row objects.
  */
 import { TAG, generalizedTime, integer, integerSize, sequence, sequenceOf, smallInt, tlv, tlvSize, time, timeSize, writeHeader, writeInteger, writeTime, type Bytes } from './der.js';
-import { algorithmIdentifier, encodeGeneralName, ext, extension, type SignatureAlgorithm } from './encode.js';
+import { algorithmIdentifier, distributionPoints, encodeGeneralName, ext, extension, type SignatureAlgorithm } from './encode.js';
 
 export interface CrlEntry {
   /** Unsigned big-endian serial. */
@@ -31,12 +31,20 @@ export interface TbsCertListInput {
   distributionPoint: string;
   /** What the CA issues: end-entity certificates only (onlyContainsUserCerts) or CA certificates only (onlyContainsCACerts). */
   scope: 'user' | 'ca';
+  /** A delta CRL (RFC 5280 §5.2.4): the CRL number of the complete CRL it updates (critical Delta CRL Indicator). */
+  baseCrlNumber?: bigint | undefined;
+  /** A complete CRL: where its delta CRLs are published (Freshest CRL, §5.2.6; never in a delta). */
+  freshestCrl?: string | undefined;
 }
 
 const OID_CRL_NUMBER = '2.5.29.20';
 const OID_REASON_CODE = '2.5.29.21';
 const OID_INVALIDITY_DATE = '2.5.29.24';
 const OID_ISSUING_DISTRIBUTION_POINT = '2.5.29.28';
+const OID_DELTA_CRL_INDICATOR = '2.5.29.27';
+const OID_FRESHEST_CRL = '2.5.29.46';
+/** CRLReason removeFromCRL: only in delta CRLs, for a certificate released from hold. */
+export const REMOVE_FROM_CRL = 8;
 const V2 = smallInt(1);
 const ENUMERATED = 0x0a;
 const REASON_EXTENSIONS = new Map<number, Bytes>();
@@ -117,13 +125,19 @@ export function encodeCrlEntries(entries: readonly CrlEntry[]): Uint8Array {
 
 export function encodeTbsCertList(input: TbsCertListInput): Uint8Array {
   if (input.nextUpdate.getTime() <= input.thisUpdate.getTime()) throw new RangeError('nextUpdate must be after thisUpdate');
+  const delta = input.baseCrlNumber !== undefined;
+  if (delta && input.freshestCrl) throw new RangeError('a delta CRL carries no Freshest CRL extension');
+  if (delta && input.baseCrlNumber! >= input.crlNumber) throw new RangeError('a delta CRL\'s base has a lower CRL number');
   const head = [V2, algorithmIdentifier(input.signatureAlgorithm), input.issuer, time(input.thisUpdate), time(input.nextUpdate)];
   const extensions = tlv(
     TAG.CONTEXT | TAG.CONSTRUCTED | 0,
     sequence(
       ext.authorityKeyIdentifier(input.authorityKeyId),
       extension(OID_CRL_NUMBER, false, integer(crlNumberBytes(input.crlNumber))),
+      ...(delta ? [extension(OID_DELTA_CRL_INDICATOR, true, integer(crlNumberBytes(input.baseCrlNumber!)))] : []),
+      // A delta's IDP is the complete CRL's, byte for byte: OpenSSL combines the two only then.
       issuingDistributionPoint(input.distributionPoint, input.scope),
+      ...(input.freshestCrl ? [extension(OID_FRESHEST_CRL, false, distributionPoints([input.freshestCrl]))] : []),
     ),
   );
 

@@ -295,6 +295,17 @@ function uriName(uri: string): Bytes {
 // Extensions
 
 /** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
+/**
+ * CRLDistributionPoints (also the syntax of a CRL's Freshest CRL extension): one
+ * DistributionPoint { distributionPoint [0] DistributionPointName } listing every URL, where
+ * DistributionPointName is a CHOICE (so [0] is EXPLICIT) of fullName [0] IMPLICIT GeneralNames.
+ */
+export function distributionPoints(urls: string[]): Uint8Array {
+  if (urls.length === 0) throw new TypeError('a distribution point needs at least one URL');
+  const fullName = tlvOf(TAG.CONTEXT | TAG.CONSTRUCTED | 0, urls.map(uriName));
+  return sequence(sequence(tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, fullName)));
+}
+
 export function extension(extnId: string, critical: boolean, value: Uint8Array): Uint8Array {
   return critical ? sequence(oid(extnId), boolean(true), octetString(value)) : sequence(oid(extnId), octetString(value));
 }
@@ -368,12 +379,7 @@ export const ext = {
 
   /** Not critical. One DistributionPoint whose fullName lists every URL. */
   crlDistributionPoints(urls: string[]): Uint8Array {
-    if (urls.length === 0) throw new TypeError('crlDistributionPoints needs at least one URL');
-    // DistributionPoint { distributionPoint [0] DistributionPointName } where
-    // DistributionPointName is a CHOICE (so [0] is EXPLICIT) of fullName [0] IMPLICIT GeneralNames.
-    const fullName = tlvOf(TAG.CONTEXT | TAG.CONSTRUCTED | 0, urls.map(uriName));
-    const dp = sequence(tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, fullName));
-    return extension(OID.crlDistributionPoints, false, sequence(dp));
+    return extension(OID.crlDistributionPoints, false, distributionPoints(urls));
   },
 
   /** id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): NULL value, not critical. */

@@ -9,6 +9,7 @@ import type { Clock } from '../../shared/clock.js';
 /** A published CRL, without its body: enough to answer a conditional GET. */
 export interface PublishedCrl {
   caId: string;
+  kind: 'full' | 'delta';
   crlNumber: bigint;
   thisUpdate: Date;
 }
@@ -19,6 +20,8 @@ export interface PkiSource {
   caCertificateDer(caId: string): Promise<Buffer | undefined>;
   /** The CA's current CRL (replaced first when it is due); undefined for a CA that has none. */
   currentCrl(caId: string): Promise<PublishedCrl | undefined>;
+  /** The delta CRL published with the current CRL. */
+  currentDeltaCrl(caId: string): Promise<PublishedCrl | undefined>;
   /** Every signing CA's current CRL. */
   allCrls(): Promise<PublishedCrl[]>;
   /** A published CRL's body: immutable, so cached here by CA and number. */
@@ -34,7 +37,7 @@ export interface PkiOptions {
 }
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
-const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})\.(pem|crl)$/;
+const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})(-delta)?\.(pem|crl)$/;
 const BUNDLE_PATH = '/pki/crl/bundle.pem';
 const OCSP_PATH = '/pki/ocsp';
 const OCSP_PREFIX = '/pki/ocsp/';
@@ -82,16 +85,17 @@ const crlEtag = (c: PublishedCrl) => `"${c.caId}-${c.crlNumber}"`;
 export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
   const ocsp = createOcspHandler(source, options);
   const caCache = new Map<string, Buffer>();
-  // The newest CRL body seen per CA, in both encodings: pollers get it without a database read.
+  // The newest CRL body seen per CA and kind, in both encodings: pollers get it without a database read.
   const crlCache = new Map<string, { crlNumber: bigint; der: Buffer; pem?: Buffer }>();
 
   async function crlBody(c: PublishedCrl, pem: boolean): Promise<Buffer> {
-    let hit = crlCache.get(c.caId);
+    const key = `${c.caId}|${c.kind}`;
+    let hit = crlCache.get(key);
     if (!hit || hit.crlNumber !== c.crlNumber) {
       const der = await source.crlDer(c.caId, c.crlNumber);
       if (!der) throw new Error(`CRL ${c.crlNumber} of ${c.caId} is gone`);
       hit = { crlNumber: c.crlNumber, der };
-      if (!crlCache.has(c.caId) || crlCache.get(c.caId)!.crlNumber < c.crlNumber) crlCache.set(c.caId, hit);
+      if (!crlCache.has(key) || crlCache.get(key)!.crlNumber < c.crlNumber) crlCache.set(key, hit);
     }
     if (!pem) return hit.der;
     hit.pem ??= Buffer.from(toPem(hit.der, 'X509 CRL'));
@@ -108,9 +112,9 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
     }
     const crl = CRL_PATH.exec(path);
     if (crl) {
-      const [, caId, ext] = crl;
-      const c = await source.currentCrl(caId!);
-      if (!c) return problem(res, 404, 'Not found', `no CRL for CA ${caId}`);
+      const [, caId, delta, ext] = crl;
+      const c = await (delta ? source.currentDeltaCrl(caId!) : source.currentCrl(caId!));
+      if (!c) return problem(res, 404, 'Not found', `no ${delta ? 'delta ' : ''}CRL for CA ${caId}`);
       const pem = ext === 'pem';
       return send(req, res, {
         body: () => crlBody(c, pem),
