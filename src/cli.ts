@@ -47,6 +47,16 @@ program
       );
     await sweep();
     setInterval(() => void sweep(), 60_000).unref();
+    // CRLs replaced when due even if nobody fetches them; a CA whose CRL cannot be replaced raises an alarm.
+    const watchCrls = () =>
+      svc.crlWatch.check().then(
+        (all) => {
+          for (const s of all.filter((x) => x.stale)) svc.logger.error({ caId: s.caId, crlNumber: s.crl?.crlNumber.toString(), nextUpdate: s.crl?.nextUpdate }, 'CRL is due and could not be replaced');
+        },
+        (err: unknown) => svc.logger.error({ err }, 'CRL check failed'),
+      );
+    await watchCrls();
+    setInterval(() => void watchCrls(), 60_000).unref();
     const server = await listen(svc);
     const tls = config.tlsPort === undefined ? undefined : await listenTls(svc, config.tlsPort);
     if (tls) console.log(`mqtt-ca TLS (EST, renewal) on https://${config.host}:${(tls.address() as { port: number }).port}`);

@@ -8,6 +8,9 @@ import { CertificateRegistry } from './ca/certificates.js';
 import { Revocations } from './revoke/revocation.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
+import { CrlWatch } from './revoke/crl-watch.js';
+import { createMetrics } from './detect/metrics.js';
+import type { Registry } from 'prom-client';
 import { OcspResponder } from './revoke/ocsp-responder.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
 import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
@@ -69,6 +72,9 @@ export interface Service {
   devices: DeviceInventory;
   revocations: Revocations;
   crls: CrlPublisher;
+  /** Replaces due CRLs and raises the stale-CRL alarm; serve runs its check every minute. */
+  crlWatch: CrlWatch;
+  metrics: Registry;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
@@ -164,12 +170,16 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
           .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const), keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm })),
       issuer: (id: string) => hierarchy.issuer(id),
     };
+    const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
     const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
       validityMs: config.crlValidityMs,
-      refreshBeforeMs: (config.crlValidityMs * 3) / 4,
+      refreshBeforeMs: crlRefreshBeforeMs,
       // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
       deltaBaseMs: config.crlValidityMs / 4,
     });
+    // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
+    const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
+    const metrics = createMetrics({ clock, crls: () => crlWatch.status() });
     const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
@@ -201,7 +211,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls]);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, ocsp, ocspResponders,
+      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       stop: async () => feed?.close(),
       close: async () => {
         await feed?.close();
@@ -231,6 +241,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     securityEvents: svc.securityEvents,
     devices: svc.devices,
     revocations: svc.revocations,
+    metrics: svc.metrics,
   });
   const pki = createPkiHandler({
     caCertificateDer: (id) => svc.hierarchy.certificateDer(id),

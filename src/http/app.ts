@@ -7,7 +7,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { CertificateRegistry } from '../ca/certificates.js';
 import type { OperatorIssuance } from '../enroll/operator-issuance.js';
-import { authenticate } from './auth.js';
+import { allow, authenticate } from './auth.js';
 import { loadApiSpec } from './openapi.js';
 import { errorHandler, sendProblem } from './problem.js';
 import { assignRequestId, logWhenFinished } from './request-context.js';
@@ -25,6 +25,7 @@ import type { Revocations } from '../revoke/revocation.js';
 import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
+import type { Registry } from 'prom-client';
 
 export interface AppDeps {
   logger: Logger;
@@ -43,6 +44,8 @@ export interface AppDeps {
   securityEvents: SecurityEvents;
   devices: DeviceInventory;
   revocations: Revocations;
+  /** Prometheus registry served at GET /metrics. */
+  metrics: Registry;
 }
 
 /** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
@@ -104,6 +107,9 @@ export function createApp(d: AppDeps): Express {
   app.use(securityEventRoutes(d.securityEvents));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
+  app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
+    res.type(d.metrics.contentType).send(await d.metrics.metrics());
+  });
 
   app.use((_req, res) => sendProblem(res, { status: 404, title: 'Not found', detail: 'no such resource' }));
   app.use(errorHandler(d.logger));

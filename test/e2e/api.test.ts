@@ -72,6 +72,7 @@ for (const target of dbTargets) {
         { name: 'GET /v1/api-keys', send: (h) => api.get('/v1/api-keys').set(h), allowed: ['admin'], ok: 200 },
         { name: 'POST /v1/api-keys', send: (h) => api.post('/v1/api-keys').set(h).send({ name: 'n', role: 'auditor' }), allowed: ['admin'], ok: 201 },
         { name: 'GET /v1/audit', send: (h) => api.get('/v1/audit').set(h), allowed: ['admin', 'auditor'], ok: 200 },
+        { name: 'GET /metrics', send: (h) => api.get('/metrics').set(h), allowed: ['admin', 'operator', 'auditor'], ok: 200 },
       ];
       for (const c of cases) {
         for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as Role[]) {

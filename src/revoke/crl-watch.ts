@@ -1,0 +1,80 @@
+import type { Clock } from '../shared/clock.js';
+import type { CrlHeader } from '../store/crl-store.js';
+
+/** Where alarms go: the security events (a port, so the revocation room needs nothing of detection). */
+export interface AlarmSink {
+  record(e: { kind: string; severity: 'warning' | 'critical'; subject: string; details: Record<string, unknown> }): Promise<void>;
+}
+
+/** What the watch needs of the publisher. */
+export interface DueCrls {
+  refreshDue(): Promise<{ caId: string; crl: CrlHeader | undefined; error?: unknown }[]>;
+}
+
+/** One CA's published CRL as the last check found it. */
+export interface CrlStatus {
+  caId: string;
+  crl: CrlHeader | undefined;
+  /** Past its refresh point and not replaced: the publisher failed. */
+  stale: boolean;
+}
+
+export interface CrlWatchPolicy {
+  /** A CRL with less than this left is due (the publisher's refreshBeforeMs). */
+  refreshBeforeMs: number;
+  /** A stale CRL with less than this left is a critical alarm, else a warning. */
+  criticalBeforeMs: number;
+}
+
+/**
+ * The scheduled side of the CRL pipeline: replaces every CRL that is due even when nobody fetches
+ * it, and raises an alarm (a security event, and `stale` for the metrics) for a CA whose CRL came
+ * due and could not be replaced — before it expires and Mosquitto starts refusing every client.
+ * One alarm per CA, CRL and severity, however often the check runs.
+ */
+export class CrlWatch {
+  private statuses: CrlStatus[] = [];
+  private readonly alarmed = new Map<string, string>();
+
+  constructor(
+    private readonly crls: DueCrls,
+    private readonly alarms: AlarmSink,
+    private readonly clock: Clock,
+    private readonly policy: CrlWatchPolicy,
+  ) {}
+
+  /** The last check's findings (for the metrics). */
+  status(): readonly CrlStatus[] {
+    return this.statuses;
+  }
+
+  async check(): Promise<readonly CrlStatus[]> {
+    const now = this.clock.now().getTime();
+    const results = await this.crls.refreshDue();
+    this.statuses = results.map(({ caId, crl }) => ({ caId, crl, stale: !crl || crl.nextUpdate.getTime() - now < this.policy.refreshBeforeMs }));
+    for (const [i, s] of this.statuses.entries()) {
+      if (!s.stale) {
+        this.alarmed.delete(s.caId);
+        continue;
+      }
+      const left = s.crl ? s.crl.nextUpdate.getTime() - now : -Infinity;
+      const severity = left < this.policy.criticalBeforeMs ? 'critical' : 'warning';
+      const key = `${s.crl?.crlNumber ?? 'none'}|${severity}`;
+      if (this.alarmed.get(s.caId) === key) continue;
+      const error = results[i]!.error;
+      await this.alarms.record({
+        kind: 'crl-stale',
+        severity,
+        subject: s.caId,
+        details: {
+          caId: s.caId,
+          crlNumber: s.crl ? s.crl.crlNumber.toString() : null,
+          nextUpdate: s.crl ? s.crl.nextUpdate.toISOString() : null,
+          ...(error ? { error: error instanceof Error ? error.message : String(error) } : {}),
+        },
+      });
+      this.alarmed.set(s.caId, key);
+    }
+    return this.statuses;
+  }
+}
