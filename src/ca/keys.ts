@@ -1,4 +1,5 @@
 import { createPublicKey, generateKeyPair, sign, type KeyObject } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { promisify } from 'node:util';
 import { nodeSignHash, type SignatureAlgorithm } from './x509/encode.js';
 import { badKey } from '../shared/errors.js';
@@ -99,6 +100,13 @@ export interface Signer {
 }
 
 /**
+ * With one CPU to run on (a 1-vCPU container, a replica pinned to a core) the thread pool has no
+ * core of its own: handing each signature to it and back costs two context switches, ~18 µs a
+ * signature here (a third of an OCSP nonce response), so the loop signs itself.
+ */
+const SIGN_ON_LOOP = availableParallelism() === 1;
+
+/**
  * node:crypto.sign with a KeyObject: measured faster than either WebCrypto provider
  * (bench/signing.ts, docs/benchmarks.md: @peculiar/webcrypto re-parses the key on every call),
  * so it is the hot path.
@@ -118,6 +126,13 @@ export class SoftwareSigner implements Signer {
   }
 
   sign(data: Uint8Array): Promise<Buffer> {
+    if (SIGN_ON_LOOP) {
+      try {
+        return Promise.resolve(sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' }));
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
+    }
     // The callback form signs on the libuv thread pool: with several signatures in flight it
     // beats the synchronous call (bench/signing.ts) and leaves the event loop free meanwhile.
     return new Promise((resolve, reject) =>

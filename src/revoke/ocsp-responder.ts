@@ -262,7 +262,7 @@ function errorAnswer(status: OcspErrorStatus): OcspAnswer {
 
 async function sign(responder: ResponderIdentity, singles: Uint8Array[], producedAt: Date, nonce: Buffer | null): Promise<Buffer> {
   const tbs = encodeResponseData({ responderKeyHash: responder.keyHash, producedAt, responses: singles, nonce });
-  return encodeOcspResponse(tbs, responder.signer.signatureAlgorithm, await responder.signer.sign(tbs), [responder.certificateDer]);
+  return encodeOcspResponse(tbs, responder.signer.signatureAlgorithm, await responder.signer.sign(tbs), responder.certsField);
 }
 
 /** A certificate row's state: unknown unless it was issued (an intent not signed, or one that failed, never existed). */

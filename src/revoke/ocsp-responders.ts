@@ -3,7 +3,7 @@ import type { ActorContext } from '../ca/hierarchy.js';
 import type { Issuance } from '../ca/issuance.js';
 import type { KeyVault } from '../ca/key-vault.js';
 import type { KeyAlgorithm, Signer } from '../ca/keys.js';
-import { publicKeyHash } from '../ca/x509/ocsp-response.js';
+import { encodeResponseCerts, publicKeyHash } from '../ca/x509/ocsp-response.js';
 import type { Clock } from '../shared/clock.js';
 import { serialToBytes, type Serial } from '../shared/ids.js';
 import type { CertificateStore } from '../store/certificate-store.js';
@@ -17,6 +17,8 @@ export interface ResponderIdentity {
   serial: Serial;
   signer: Signer;
   certificateDer: Buffer;
+  /** The responses' `certs` field: this certificate, encoded once. */
+  certsField: Uint8Array;
   /** ResponderID byKey. */
   keyHash: Buffer;
   notAfter: Date;
@@ -144,6 +146,6 @@ export class OcspResponders {
     const lifetime = notAfter.getTime() - notBefore.getTime();
     // A CA near its own end caps the responder's life: never renew before half of it is used.
     const renewBefore = Math.min(Math.max(lifetime / 3, 3 * this.policy.responseValidityMs), lifetime / 2);
-    return { caId, serial, signer, certificateDer: der, keyHash: publicKeyHash(signer.publicKey, 'sha1'), notAfter, renewAt: notAfter.getTime() - renewBefore };
+    return { caId, serial, signer, certificateDer: der, certsField: encodeResponseCerts([der]), keyHash: publicKeyHash(signer.publicKey, 'sha1'), notAfter, renewAt: notAfter.getTime() - renewBefore };
   }
 }

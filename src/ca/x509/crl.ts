@@ -4,7 +4,7 @@
  * allocation: linear in the number of entries (the library's generator is quadratic), and a
  * publisher can encode a million entries page by page without holding a million row objects.
  */
-import { TAG, generalizedTime, integer, integerSize, sequence, sequenceOf, smallInt, tlv, tlvSize, time, timeSize, writeHeader, writeInteger, writeTime, type Bytes } from './der.js';
+import { TAG, alloc, generalizedTime, integer, integerSize, sequence, sequenceOf, smallInt, tlv, tlvSize, time, timeSize, writeHeader, writeInteger, writeTime, type Bytes } from './der.js';
 import { algorithmIdentifier, distributionPoints, encodeGeneralName, ext, extension, type SignatureAlgorithm } from './encode.js';
 
 export interface CrlEntry {
@@ -107,7 +107,7 @@ export function encodeCrlEntries(entries: readonly CrlEntry[]): Uint8Array {
     bodySizes[i] = body;
     total += tlvSize(body);
   }
-  const out = new Uint8Array(total);
+  const out = alloc(total);
   let pos = 0;
   for (let i = 0; i < n; i++) {
     const e = entries[i]!;
@@ -146,7 +146,7 @@ export function encodeTbsCertList(input: TbsCertListInput): Uint8Array {
   const listSize = listContent ? tlvSize(listContent) : 0;
   let content = listSize + extensions.length;
   for (const h of head) content += h.length;
-  const out = new Uint8Array(tlvSize(content));
+  const out = alloc(tlvSize(content));
   let pos = writeHeader(out, 0, TAG.SEQUENCE, content);
   for (const h of head) {
     out.set(h, pos);

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import {
   TAG,
+  alloc,
   bitString,
   boolean,
   concat,
@@ -454,7 +455,7 @@ function writeTbs(
   const extWrapLen = extLen > 0 ? tlvSize(extSeqLen) : 0;
   const bodyLen = VERSION_V3.length + serialLen + fixedLen + validityLen + subject.length + spki.length + extWrapLen;
 
-  const out = new Uint8Array(tlvSize(bodyLen));
+  const out = alloc(tlvSize(bodyLen));
   let pos = writeHeader(out, 0, TAG.SEQUENCE, bodyLen);
   out.set(VERSION_V3, pos);
   pos += VERSION_V3.length;
@@ -566,7 +567,7 @@ function signed(body: Bytes, alg: SignatureAlgorithm, signature: Uint8Array): By
   checkSignature(alg, signature);
   const sigLen = tlvSize(signature.length + 1);
   const len = body.length + algId.length + sigLen;
-  const out = new Uint8Array(tlvSize(len));
+  const out = alloc(tlvSize(len));
   let pos = writeHeader(out, 0, TAG.SEQUENCE, len);
   out.set(body, pos);
   pos += body.length;

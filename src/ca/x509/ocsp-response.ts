@@ -14,7 +14,7 @@
  *   RevokedInfo       ::= SEQUENCE { revocationTime GeneralizedTime, revocationReason [0] EXPLICIT CRLReason OPTIONAL }
  */
 import { createHash } from 'node:crypto';
-import { TAG, bitString, generalizedTime, integer, octetString, oid, sequence, sequenceOf, tlv, type Bytes } from './der.js';
+import { TAG, generalizedTime, integer, octetString, oid, sequence, sequenceOf, tlv, tlvSize, writeHeader, type Bytes } from './der.js';
 import { algorithmIdentifier, extension, subjectPublicKeyBits, type SignatureAlgorithm } from './encode.js';
 import type { CertIdHash, OcspCertId } from './ocsp-request.js';
 
@@ -97,15 +97,45 @@ export function encodeResponseData(input: ResponseDataInput): Uint8Array {
   return sequenceOf(parts);
 }
 
-/** A successful OCSPResponse around a signed BasicOCSPResponse; `certs` is the responder's certificate. */
-export function encodeOcspResponse(responseData: Uint8Array, alg: SignatureAlgorithm, signature: Uint8Array, certs: readonly Uint8Array[]): Buffer {
-  const basic = sequenceOf([
-    responseData,
-    algorithmIdentifier(alg),
-    bitString(signature),
-    ...(certs.length ? [tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequenceOf(certs))] : []),
-  ]);
-  return Buffer.from(sequence(SUCCESSFUL, tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequence(BASIC_RESPONSE, octetString(basic)))));
+/** BasicOCSPResponse's `certs [0] EXPLICIT SEQUENCE OF Certificate`: built once per responder certificate. */
+export function encodeResponseCerts(certs: readonly Uint8Array[]): Uint8Array {
+  return tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequenceOf(certs));
+}
+
+/**
+ * A successful OCSPResponse around a signed BasicOCSPResponse; `certs` from
+ * {@link encodeResponseCerts} (the responder's certificate). Sized first and written in one
+ * buffer: on the nonce path this runs once per request.
+ */
+export function encodeOcspResponse(responseData: Uint8Array, alg: SignatureAlgorithm, signature: Uint8Array, certs: Uint8Array | null): Buffer {
+  const algId = algorithmIdentifier(alg);
+  const sigContent = signature.length + 1;
+  const basicContent = responseData.length + algId.length + tlvSize(sigContent) + (certs?.length ?? 0);
+  const basic = tlvSize(basicContent);
+  const bytesContent = BASIC_RESPONSE.length + tlvSize(basic);
+  const explicit = tlvSize(bytesContent);
+  const content = SUCCESSFUL.length + tlvSize(explicit);
+  const out = Buffer.allocUnsafe(tlvSize(content));
+  let pos = writeHeader(out, 0, TAG.SEQUENCE, content);
+  out.set(SUCCESSFUL, pos);
+  pos = writeHeader(out, pos + SUCCESSFUL.length, TAG.CONTEXT | TAG.CONSTRUCTED | 0, explicit);
+  pos = writeHeader(out, pos, TAG.SEQUENCE, bytesContent);
+  out.set(BASIC_RESPONSE, pos);
+  pos = writeHeader(out, pos + BASIC_RESPONSE.length, TAG.OCTET_STRING, basic);
+  pos = writeHeader(out, pos, TAG.SEQUENCE, basicContent);
+  out.set(responseData, pos);
+  pos += responseData.length;
+  out.set(algId, pos);
+  pos = writeHeader(out, pos + algId.length, TAG.BIT_STRING, sigContent);
+  out[pos++] = 0;
+  out.set(signature, pos);
+  pos += signature.length;
+  if (certs) {
+    out.set(certs, pos);
+    pos += certs.length;
+  }
+  if (pos !== out.length) throw new Error(`OCSP response encoder wrote ${pos} of ${out.length} bytes`);
+  return out;
 }
 
 /** ResponderID byKey and CertID issuerKeyHash both hash the subjectPublicKey BIT STRING's value. */
