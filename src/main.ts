@@ -161,7 +161,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const serverKeygen = new ServerKeygen(enrollment);
     const operatorIssuance = new OperatorIssuance(enrollment);
-    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents);
+    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore());
     // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
     const signingCas = {
       signingCas: async () =>

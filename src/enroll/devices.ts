@@ -397,6 +397,8 @@ export class DeviceInventory {
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<void> },
+    /** The device's enrollment tokens, voided when it is re-admitted. */
+    private readonly tokens?: { revokeForDevice(tx: Executor, deviceId: string, at: Date): Promise<string[]> },
   ) {}
 
   /** Registers one device (status `registered`); Conflict when the id exists. */
@@ -537,6 +539,27 @@ export class DeviceInventory {
         { actor: ctx.actor, requestId: ctx.requestId, action: 'device.updated', targetType: 'device', targetId: id, details: { changed, from, to } },
       ]);
       return deviceView(updated!);
+    });
+  }
+
+  /**
+   * Lets a revoked device in again: back to registered, so it may be given a new enrollment token
+   * and enroll (its revoked certificates stay revoked). Tokens handed out before are voided: they
+   * may have leaked with the device. Only a revoked device can be re-admitted; one already
+   * registered is left as it is.
+   */
+  async readmit(id: string, ctx: DeviceActor): Promise<DeviceView> {
+    return this.db.transaction(async (tx) => {
+      const current = await this.store.getForUpdate(tx, id);
+      if (!current) throw notFound(`no device with id ${id}`);
+      if (current.status === 'registered') return deviceView(current);
+      if (current.status !== 'revoked') throw conflict(`device ${id} is ${current.status}: only a revoked device can be re-admitted`);
+      const voided = (await this.tokens?.revokeForDevice(tx, id, this.clock.now())) ?? [];
+      await this.audit.append(
+        tx,
+        voided.map((t) => ({ actor: ctx.actor, requestId: ctx.requestId, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: t, details: { deviceId: id, why: 'device re-admitted' } })),
+      );
+      return deviceView(await this.transition(tx, id, 'registered', ctx, { tokensVoided: voided.length }));
     });
   }
 

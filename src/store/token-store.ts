@@ -168,6 +168,12 @@ export class TokenStore {
     );
   }
 
+  /** Revokes every unrevoked token bound to the device; returns their ids. */
+  async revokeForDevice(db: Executor, deviceId: string, at: Date): Promise<string[]> {
+    const rows = await db('enrollment_tokens').where({ device_id: deviceId }).whereNull('revoked_at').update({ revoked_at: at }).returning(['id']);
+    return rows.map((r: { id: string }) => r.id);
+  }
+
   async revoke(db: Executor, id: string, at: Date): Promise<boolean> {
     const n = await db('enrollment_tokens').where({ id }).whereNull('revoked_at').update({ revoked_at: at });
     return n > 0;

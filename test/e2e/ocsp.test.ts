@@ -165,7 +165,7 @@ for (const target of dbTargets) {
       assert.match(mixed.stdout + mixed.stderr, /Responder Error: unauthorized \(6\)/);
     });
 
-    it('malformedRequest for garbage, truncation, oversize and bad base64; 405 for other methods; never an HTTP error for OCSP input', async () => {
+    it('malformedRequest for garbage, truncation, oversize and bad base64; 415 for another media type, 405 for other methods; never a 5xx', async () => {
       const good = await requestFor('good');
       const inputs: Buffer[] = [Buffer.alloc(0), randomBytes(40), good.subarray(0, good.length - 3), Buffer.concat([good, Buffer.from([0])]), Buffer.alloc(20_000, 0x30)];
       for (const body of inputs) {
@@ -181,6 +181,17 @@ for (const target of dbTargets) {
         assert.equal(res.status, 200, path);
         assert.deepEqual(Buffer.from(await res.arrayBuffer()), MALFORMED, path);
       }
+      // Another declared media type is refused unread; none at all (some embedded clients) is read.
+      for (const type of ['application/json', 'text/plain', 'multipart/form-data; boundary=x']) {
+        const res = await post(good, { 'Content-Type': type });
+        assert.equal(res.status, 415, type);
+        assert.match(res.headers.get('content-type')!, /^application\/problem\+json/);
+        assert.equal(res.headers.get('accept-post'), 'application/ocsp-request');
+      }
+      const untyped = await fetch(`${url}/pki/ocsp`, { method: 'POST', body: new Blob([good]) });
+      assert.equal(untyped.status, 200);
+      assert.notDeepEqual(Buffer.from(await untyped.arrayBuffer()), MALFORMED);
+      assert.equal((await post(good, { 'Content-Type': 'Application/OCSP-Request; charset=binary' })).status, 200);
       const put = await fetch(`${url}/pki/ocsp`, { method: 'PUT', body: good });
       assert.equal(put.status, 405);
       assert.match(put.headers.get('content-type')!, /^application\/problem\+json/);

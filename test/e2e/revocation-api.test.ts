@@ -62,7 +62,8 @@ for (const target of dbTargets) {
     it('revokes for key compromise: the device is revoked and cannot enroll again until re-admitted', async () => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-kc', kind: 'client' }).expect(201);
       const serial = await enroll('rv-kc');
-      const spare = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: 'rv-kc' }).expect(201)).body.token as string;
+      const spareToken = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: 'rv-kc' }).expect(201)).body as { id: string; token: string };
+      const spare = spareToken.token;
       const invalidityDate = new Date(Date.now() - 30_000).toISOString();
       const res = await api.post(`/v1/certificates/${serial}/revoke`).set(auth('admin')).send({ reason: 'keyCompromise', invalidityDate }).expect(200);
       assert.deepEqual([res.body.revocation.reason, res.body.revocation.invalidityDate], ['keyCompromise', invalidityDate]);
@@ -76,6 +77,21 @@ for (const target of dbTargets) {
       assertProblem(await api.post('/v1/enroll').set({ Authorization: `Bearer ${spare}` }).send({ csr: p256Csr('rv-kc').pem }), 403);
       assertProblem(await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: 'rv-kc' }), 400);
       assert.equal((await api.get('/v1/certificates').query({ deviceId: 'rv-kc' }).set(auth('auditor')).expect(200)).body.items.length, 1);
+
+      // An operator re-admits it: registered again, it takes a new token and enrolls; the old certificate stays revoked.
+      assertProblem(await api.post('/v1/devices/rv-kc/readmit').set(auth('provisioner')), 403);
+      const readmitted = await api.post('/v1/devices/rv-kc/readmit').set(auth('operator')).expect(200);
+      assert.equal(readmitted.body.status, 'registered');
+      // The token from before the revocation was voided with the re-admission: it may have leaked with the device.
+      assertProblem(await api.post('/v1/enroll').set({ Authorization: `Bearer ${spare}` }).send({ csr: p256Csr('rv-kc').pem }), 401, /revoked/);
+      const fresh = await enroll('rv-kc');
+      assert.notEqual(fresh, serial);
+      assert.equal((await device('rv-kc')).status, 'active');
+      assert.equal((await api.get(`/v1/certificates/${serial}`).set(auth('auditor')).expect(200)).body.status, 'revoked');
+      assertProblem(await api.post('/v1/devices/rv-kc/readmit').set(auth('operator')), 409);
+      assertProblem(await api.post('/v1/devices/nobody/readmit').set(auth('operator')), 404);
+      assert.deepEqual((await trail('device', 'rv-kc')).slice(-3), ['device.revoked', 'device.readmitted', 'device.activated']);
+      assert.equal((await trail('enrollment-token', spareToken.id)).at(-1), 'enrollment-token.revoked');
     });
 
     it('makes a hold permanent, keeping the time trust ended', async () => {

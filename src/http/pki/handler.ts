@@ -42,6 +42,7 @@ const BUNDLE_PATH = '/pki/crl/bundle.pem';
 const OCSP_PATH = '/pki/ocsp';
 const OCSP_PREFIX = '/pki/ocsp/';
 const OCSP_TYPE = 'application/ocsp-response';
+const OCSP_REQUEST_TYPE = 'application/ocsp-request';
 /** Larger requests are refused unread (the parser's own limit is 16 KiB). */
 const OCSP_MAX_BODY = 16 * 1024;
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
@@ -219,6 +220,14 @@ function createOcspHandler(source: PkiSource, options: PkiOptions) {
     if (req.method !== 'POST') {
       res.setHeader('Allow', 'GET, HEAD, POST');
       return problem(res, 405, 'Method not allowed', 'OCSP takes POST (application/ocsp-request) or GET /pki/ocsp/{base64 request}');
+    }
+    // RFC 6960 A.1 names application/ocsp-request; a body declared as something else is refused
+    // unread (some embedded clients send no Content-Type at all: those are read).
+    const type = req.headers['content-type'];
+    if (type !== undefined && type.split(';')[0]!.trim().toLowerCase() !== OCSP_REQUEST_TYPE) {
+      req.resume();
+      res.setHeader('Accept-Post', OCSP_REQUEST_TYPE);
+      return problem(res, 415, 'Unsupported media type', `an OCSP request is ${OCSP_REQUEST_TYPE}, not ${type}`);
     }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > OCSP_MAX_BODY) {

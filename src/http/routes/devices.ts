@@ -43,6 +43,9 @@ export function deviceRoutes(devices: DeviceInventory): Router {
   r.patch('/v1/devices/:deviceId', allow('provisioner', 'operator'), async (req, res) => {
     res.json(await devices.update(req.params.deviceId as string, req.body as DevicePatch, ctxOf(res)));
   });
+  r.post('/v1/devices/:deviceId/readmit', allow('operator'), async (req, res) => {
+    res.json(await devices.readmit(req.params.deviceId as string, ctxOf(res)));
+  });
   r.post('/v1/devices/:deviceId/decommission', allow('operator'), async (req, res) => {
     res.json(await devices.decommission(req.params.deviceId as string, ctxOf(res)));
   });
