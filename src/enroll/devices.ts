@@ -555,11 +555,12 @@ export class DeviceInventory {
       if (current.status === 'registered') return deviceView(current);
       if (current.status !== 'revoked') throw conflict(`device ${id} is ${current.status}: only a revoked device can be re-admitted`);
       const voided = (await this.tokens?.revokeForDevice(tx, id, this.clock.now())) ?? [];
-      await this.audit.append(
-        tx,
-        voided.map((t) => ({ actor: ctx.actor, requestId: ctx.requestId, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: t, details: { deviceId: id, why: 'device re-admitted' } })),
-      );
-      return deviceView(await this.transition(tx, id, 'registered', ctx, { tokensVoided: voided.length }));
+      const { row, entry } = await this.move(tx, current, 'registered', ctx, { tokensVoided: voided.length });
+      await this.audit.append(tx, [
+        ...voided.map((t): AuditEntryInput => ({ actor: ctx.actor, requestId: ctx.requestId, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: t, details: { deviceId: id, why: 'device re-admitted' } })),
+        entry!,
+      ]);
+      return deviceView(row);
     });
   }
 

@@ -89,12 +89,12 @@ export class CrlPublisher implements RevocationListener {
 
   /** The full CRL to serve: the newest, replaced first when there is none or it is within refreshBeforeMs of its nextUpdate. */
   current(caId: string): Promise<CrlHeader | undefined> {
-    return this.currentOf(caId, 'full', async () => (await this.issuers.signingCas()).some((c) => c.id === caId));
+    return this.currentOf(caId, 'full', () => this.signs(caId));
   }
 
   /** The delta CRL that goes with the current full one. */
   currentDelta(caId: string): Promise<CrlHeader | undefined> {
-    return this.currentOf(caId, 'delta', async () => (await this.issuers.signingCas()).some((c) => c.id === caId));
+    return this.currentOf(caId, 'delta', () => this.signs(caId));
   }
 
   /** Every signing CA's current full CRL (published where missing or due): the bundle brokers load. */
@@ -125,6 +125,10 @@ export class CrlPublisher implements RevocationListener {
   /** The body of a published CRL. */
   der(caId: string, crlNumber: bigint): Promise<Buffer | undefined> {
     return this.store.der(this.db, caId, crlNumber);
+  }
+
+  private async signs(caId: string): Promise<boolean> {
+    return (await this.issuers.signingCas()).some((c) => c.id === caId);
   }
 
   /** `signs` is asked only when a CRL has to be published. */

@@ -50,30 +50,30 @@ export class CrlWatch {
 
   async check(): Promise<readonly CrlStatus[]> {
     const now = this.clock.now().getTime();
+    const stale = (crl: CrlHeader | undefined) => !crl || crl.nextUpdate.getTime() - now < this.policy.refreshBeforeMs;
     const results = await this.crls.refreshDue();
-    this.statuses = results.map(({ caId, crl }) => ({ caId, crl, stale: !crl || crl.nextUpdate.getTime() - now < this.policy.refreshBeforeMs }));
-    for (const [i, s] of this.statuses.entries()) {
-      if (!s.stale) {
-        this.alarmed.delete(s.caId);
+    this.statuses = results.map(({ caId, crl }) => ({ caId, crl, stale: stale(crl) }));
+    for (const { caId, crl, error } of results) {
+      if (!stale(crl)) {
+        this.alarmed.delete(caId);
         continue;
       }
-      const left = s.crl ? s.crl.nextUpdate.getTime() - now : -Infinity;
+      const left = crl ? crl.nextUpdate.getTime() - now : -Infinity;
       const severity = left < this.policy.criticalBeforeMs ? 'critical' : 'warning';
-      const key = `${s.crl?.crlNumber ?? 'none'}|${severity}`;
-      if (this.alarmed.get(s.caId) === key) continue;
-      const error = results[i]!.error;
+      const key = `${crl?.crlNumber ?? 'none'}|${severity}`;
+      if (this.alarmed.get(caId) === key) continue;
       await this.alarms.record({
         kind: 'crl-stale',
         severity,
-        subject: s.caId,
+        subject: caId,
         details: {
-          caId: s.caId,
-          crlNumber: s.crl ? s.crl.crlNumber.toString() : null,
-          nextUpdate: s.crl ? s.crl.nextUpdate.toISOString() : null,
+          caId,
+          crlNumber: crl ? crl.crlNumber.toString() : null,
+          nextUpdate: crl ? crl.nextUpdate.toISOString() : null,
           ...(error ? { error: error instanceof Error ? error.message : String(error) } : {}),
         },
       });
-      this.alarmed.set(s.caId, key);
+      this.alarmed.set(caId, key);
     }
     return this.statuses;
   }

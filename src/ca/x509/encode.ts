@@ -295,7 +295,6 @@ function uriName(uri: string): Bytes {
 // ---------------------------------------------------------------------------
 // Extensions
 
-/** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
 /**
  * CRLDistributionPoints (also the syntax of a CRL's Freshest CRL extension): one
  * DistributionPoint { distributionPoint [0] DistributionPointName } listing every URL, where
@@ -307,6 +306,7 @@ export function distributionPoints(urls: string[]): Uint8Array {
   return sequence(sequence(tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, fullName)));
 }
 
+/** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
 export function extension(extnId: string, critical: boolean, value: Uint8Array): Uint8Array {
   return critical ? sequence(oid(extnId), boolean(true), octetString(value)) : sequence(oid(extnId), octetString(value));
 }

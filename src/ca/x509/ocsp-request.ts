@@ -205,7 +205,7 @@ function parse(input: Uint8Array): ParsedOcspRequest {
   return { certIds, nonce, signed };
 }
 
-/** An OCSPRequest for these CertIDs, with a nonce extension when given (what a client sends; used by benchmarks and health checks). */
+/** An OCSPRequest for these CertIDs, with a nonce extension when given (what a client sends; the benchmarks build their load with it). */
 export function encodeOcspRequest(certIds: readonly Uint8Array[], nonce?: Uint8Array): Buffer {
   const requests = sequenceOf(certIds.map((id) => sequence(id)));
   const extensions = nonce ? [tlv(CONTEXT(2), sequence(extension(NONCE_EXTENSION, false, octetString(nonce))))] : [];
