@@ -10,7 +10,6 @@ import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
 import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 
-const ABANDONED_AFTER_MS = 5 * 60_000;
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
 async function withService<T>(fn: (svc: Service) => Promise<T>, config: Config = loadConfig()): Promise<T> {
@@ -39,24 +38,8 @@ program
     const config = loadConfig();
     const svc = await buildService(config);
     announce(await bootstrap(svc));
-    // Intents left pending by a process that died mid-issuance: closed once they are surely orphaned.
-    const sweep = () =>
-      svc.issuance.failAbandoned(ABANDONED_AFTER_MS, { actor: 'system:recovery' }).then(
-        (s) => s.length && svc.logger.warn({ serials: s }, 'closed issuance intents abandoned by a stopped process'),
-        (err: unknown) => svc.logger.error({ err }, 'abandoned-intent sweep failed'),
-      );
-    await sweep();
-    setInterval(() => void sweep(), 60_000).unref();
-    // CRLs replaced when due even if nobody fetches them; a CA whose CRL cannot be replaced raises an alarm.
-    const watchCrls = () =>
-      svc.crlWatch.check().then(
-        (all) => {
-          for (const s of all.filter((x) => x.stale)) svc.logger.error({ caId: s.caId, crlNumber: s.crl?.crlNumber.toString(), nextUpdate: s.crl?.nextUpdate }, 'CRL is due and could not be replaced');
-        },
-        (err: unknown) => svc.logger.error({ err }, 'CRL check failed'),
-      );
-    await watchCrls();
-    setInterval(() => void watchCrls(), 60_000).unref();
+    // Housekeeping (CRL refresh, sweeps, renewal planning) runs as scheduled jobs: here, or only in `mqtt-ca worker` processes.
+    if (config.jobs.inServe) await svc.jobs.start();
     const server = await listen(svc);
     const tls = config.tlsPort === undefined ? undefined : await listenTls(svc, config.tlsPort);
     if (tls) console.log(`mqtt-ca TLS (EST, renewal) on https://${config.host}:${(tls.address() as { port: number }).port}`);
@@ -71,6 +54,27 @@ program
       server.closeAllConnections();
       tls?.close();
       tls?.closeAllConnections();
+      await svc.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+program
+  .command('worker')
+  .description('run job workers only (renewal planning and notices, CRL and OCSP refresh, sweeps); start any number of them')
+  .action(async () => {
+    const config = loadConfig();
+    if (!config.redisUrl) {
+      console.error('mqtt-ca worker: REDIS_URL is not set. Without Redis, `mqtt-ca serve` runs the jobs in-process.');
+      process.exit(2);
+    }
+    const svc = await buildService(config);
+    await svc.jobs.start();
+    console.log(`mqtt-ca worker running (queues on ${new URL(config.redisUrl).host}, prefix ${config.jobs.prefix})`);
+    const stop = async (signal: string) => {
+      svc.logger.info({ signal }, 'worker shutting down: finishing running jobs');
       await svc.close();
       process.exit(0);
     };

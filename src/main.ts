@@ -50,6 +50,21 @@ import { CertificateStore } from './store/certificate-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
 import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { RotationPolicies, type NoticeSink } from './rotate/policies.js';
+import { RotationPolicyStore } from './store/rotation-policy-store.js';
+import { Renewals, type NoticeSender } from './rotate/renewals.js';
+import { RenewalStore } from './store/renewal-store.js';
+import { ExpirySweeps } from './rotate/expiry.js';
+import { ExpiryStore } from './store/expiry-store.js';
+import { MqttPublisher } from './broker/mqtt-publisher.js';
+import { MqttNoticeSender, WebhookNoticeSender } from './broker/notice-senders.js';
+import { SignedWebhook } from './broker/webhook.js';
+import type { JobRunner } from './jobs/runner.js';
+import { LocalJobRunner } from './jobs/local-runner.js';
+import { BullMqJobRunner } from './jobs/bullmq-runner.js';
+import { queueDefinitions } from './jobs/queues.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -77,6 +92,11 @@ export interface Service {
   metrics: Registry;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
+  policies: RotationPolicies;
+  renewals: Renewals;
+  sweeps: ExpirySweeps;
+  /** The job queues (BullMQ with REDIS_URL, else in-process); workers run once start() is called. */
+  jobs: JobRunner;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -145,12 +165,16 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
     const replay = new ReplayStore();
+    const notices = config.renewalNotices;
+    const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
+    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: 24, sessionKeyOverlapHours: 1, sinks });
+    const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
     const enrollment = new Enrollment(
       [
         new TokenEnrollment('token', tokens),
         new TokenEnrollment('est-basic', tokens),
-        new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock),
-        new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock),
+        new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
+        new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new OperatorEnrollment(),
       ],
       issuance,
@@ -209,12 +233,45 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       });
     }
     const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls]);
+
+    const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    const publisher = notices.mqtt
+      ? new MqttPublisher({ ...notices.mqtt, clientId: `mqtt-ca-notices-${randomBytes(6).toString('hex')}`, timeoutMs: 15_000 })
+      : undefined;
+    const senders: NoticeSender[] = [
+      ...(publisher ? [new MqttNoticeSender(publisher, notices.mqtt!.topic, notices.mqtt!.retain)] : []),
+      ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
+    ];
+    const renewals = new Renewals(db, new RenewalStore(), policies, audit, clock, senders, {
+      batchSize: 500,
+      leaseMs: config.jobs.lockMs,
+      redriveAfterMs: Math.max(10 * 60_000, 4 * config.jobs.lockMs),
+      workerId,
+      renewUrl: `${config.publicUrl}/v1/renew`,
+      estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
+    });
+    const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
+    const defs = queueDefinitions(
+      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps },
+      (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
+      { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
+    );
+    const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
+    const jobs: JobRunner = config.redisUrl
+      ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
+      : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
+    const stop = async () => {
+      await jobs.close();
+      await publisher?.close();
+      await feed?.close();
+    };
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      stop: async () => feed?.close(),
+      policies, renewals, sweeps, jobs,
+      stop,
       close: async () => {
-        await feed?.close();
+        await stop();
         await db.destroy();
       },
     };
@@ -242,6 +299,10 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     devices: svc.devices,
     revocations: svc.revocations,
     metrics: svc.metrics,
+    policies: svc.policies,
+    renewals: svc.renewals,
+    jobs: svc.jobs,
+    dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });
   const pki = createPkiHandler({
     caCertificateDer: (id) => svc.hierarchy.certificateDer(id),

@@ -31,6 +31,23 @@ const schema = z.object({
   OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
   OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
+  JOBS_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/, 'letters, digits, : _ - (at most 64)').default('mqtt-ca'),
+  JOBS_IN_SERVE: z.enum(['true', 'false']).default('true'),
+  JOB_LOCK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  RENEWAL_PLAN_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
+  RENEWAL_MQTT_URL: optionalString.pipe(z.string().regex(/^(mqtts?|wss?):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL').optional()),
+  RENEWAL_MQTT_USERNAME: optionalString,
+  RENEWAL_MQTT_PASSWORD: optionalString,
+  RENEWAL_MQTT_CA_FILE: optionalString,
+  RENEWAL_MQTT_CERT_FILE: optionalString,
+  RENEWAL_MQTT_KEY_FILE: optionalString,
+  RENEWAL_MQTT_RETAIN: z.enum(['true', 'false']).default('true'),
+  RENEWAL_TOPIC: z
+    .string()
+    .default('mqtt-ca/devices/{deviceId}/renew')
+    .refine((t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'), 'must contain {deviceId}, no wildcards, not start with $'),
+  RENEWAL_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  RENEWAL_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
 });
 
 export interface Config {
@@ -58,6 +75,19 @@ export interface Config {
   ocspMaxAgeSeconds: number;
   /** Certificates whose OCSP state and responses the responder keeps in memory. */
   ocspCacheEntries: number;
+  jobs: {
+    /** Redis key prefix of the queues (BullMQ); instances sharing a Redis keep apart by it. */
+    prefix: string;
+    /** Whether `serve` also runs the job workers (else only `mqtt-ca worker` processes do). */
+    inServe: boolean;
+    /** How long a worker holds a job before another takes it over (a worker that died). */
+    lockMs: number;
+    renewalPlanEveryMs: number;
+  };
+  renewalNotices: {
+    mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
+    webhook?: { url: string; secret: string };
+  };
 }
 
 function byteSize(limit: string): number {
@@ -79,6 +109,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.OCSP_RESPONDER_DAYS * 24 < 4 * e.OCSP_VALIDITY_HOURS) {
     throw new ConfigError('invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)');
   }
+  if (e.RENEWAL_WEBHOOK_URL && !e.RENEWAL_WEBHOOK_SECRET) {
+    throw new ConfigError('invalid configuration:\n  RENEWAL_WEBHOOK_SECRET: required with RENEWAL_WEBHOOK_URL (the receiver checks the signature with it)');
+  }
+  if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
+    throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
@@ -98,5 +134,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
+    jobs: { prefix: e.JOBS_PREFIX, inServe: e.JOBS_IN_SERVE === 'true', lockMs: e.JOB_LOCK_SECONDS * 1000, renewalPlanEveryMs: e.RENEWAL_PLAN_SECONDS * 1000 },
+    renewalNotices: {
+      ...(e.RENEWAL_MQTT_URL
+        ? {
+            mqtt: {
+              url: e.RENEWAL_MQTT_URL,
+              username: e.RENEWAL_MQTT_USERNAME,
+              password: e.RENEWAL_MQTT_PASSWORD,
+              caFile: e.RENEWAL_MQTT_CA_FILE,
+              certFile: e.RENEWAL_MQTT_CERT_FILE,
+              keyFile: e.RENEWAL_MQTT_KEY_FILE,
+              retain: e.RENEWAL_MQTT_RETAIN === 'true',
+              topic: e.RENEWAL_TOPIC,
+            },
+          }
+        : {}),
+      ...(e.RENEWAL_WEBHOOK_URL ? { webhook: { url: e.RENEWAL_WEBHOOK_URL, secret: e.RENEWAL_WEBHOOK_SECRET! } } : {}),
+    },
   };
 }

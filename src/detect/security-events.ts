@@ -1,6 +1,6 @@
-import type { Db } from '../store/db.js';
+import type { Db, Executor } from '../store/db.js';
 import type { SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
-import type { AuditLog } from '../audit/audit-log.js';
+import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 
 export interface SecurityEventInput {
@@ -26,28 +26,33 @@ export class SecurityEvents {
   ) {}
 
   async record(e: SecurityEventInput): Promise<void> {
-    const row: SecurityEventRow = {
-      at: this.clock.now(),
+    await this.db.transaction((tx) => this.recordIn(tx, [e]));
+  }
+
+  /** Records events inside the caller's transaction, with their audit entries and any `alsoAudit` entries (one chain append). */
+  async recordIn(tx: Executor, events: SecurityEventInput[], alsoAudit: AuditEntryInput[] = []): Promise<void> {
+    const at = this.clock.now();
+    const rows: SecurityEventRow[] = events.map((e) => ({
+      at,
       kind: e.kind,
       severity: e.severity ?? 'warning',
       source: e.source ?? null,
       subject: e.subject ?? null,
       requestId: e.requestId ?? null,
       details: e.details ?? {},
-    };
-    await this.db.transaction(async (tx) => {
-      const id = await this.store.insert(tx, row);
-      await this.audit.append(tx, [
-        {
-          actor: e.source ? `client:${e.source}` : 'system',
-          action: `security.${e.kind}`,
-          targetType: 'security-event',
-          targetId: String(id),
-          requestId: e.requestId,
-          details: { severity: row.severity, subject: row.subject, ...row.details },
-        },
-      ]);
-    });
+    }));
+    const ids = await this.store.insertMany(tx, rows);
+    await this.audit.append(tx, [
+      ...alsoAudit,
+      ...rows.map((row, i) => ({
+        actor: row.source ? `client:${row.source}` : 'system',
+        action: `security.${row.kind}`,
+        targetType: 'security-event',
+        targetId: String(ids[i]),
+        requestId: row.requestId ?? undefined,
+        details: { severity: row.severity, subject: row.subject, ...row.details },
+      })),
+    ]);
   }
 
   list(q: { kind?: string; since?: Date; limit: number }) {

@@ -46,6 +46,8 @@ export class RenewalEnrollment implements EnrollmentMethod {
     private readonly devices: DeviceDirectory,
     private readonly replay: ReplayStore,
     private readonly clock: Clock,
+    /** Days after expiry a certificate of this profile, held by a device of this lot, may still renew (the rotation policy). */
+    private readonly graceDays: (profile: string, lot: string | null) => Promise<number> = async (profile) => PROFILES[profile as keyof typeof PROFILES].renewalGraceDays,
   ) {}
 
   accepts(c: Credential): boolean {
@@ -64,13 +66,15 @@ export class RenewalEnrollment implements EnrollmentMethod {
       throw forbidden(`certificate ${serialFromBytes(serial)} cannot be renewed this way`);
     }
     const now = this.clock.now();
-    const graceMs = PROFILES[row.profile].renewalGraceDays * 86_400_000;
-    if (row.notAfter.getTime() + graceMs < now.getTime()) {
-      throw forbidden(`certificate ${serialFromBytes(serial)} expired at ${row.notAfter.toISOString()}, beyond the ${PROFILES[row.profile].renewalGraceDays}-day renewal grace`);
+    const device = await this.devices.deviceFacts(this.db, row.deviceId);
+    if (row.notAfter.getTime() < now.getTime()) {
+      const grace = await this.graceDays(row.profile, device?.lot ?? null);
+      if (row.notAfter.getTime() + grace * 86_400_000 < now.getTime()) {
+        throw forbidden(`certificate ${serialFromBytes(serial)} expired at ${row.notAfter.toISOString()}, beyond the ${grace}-day renewal grace`);
+      }
     }
     if (c.kind === 'signed-renewal') await this.checkSignature(c, presented.spki, csr);
 
-    const device = await this.devices.deviceFacts(this.db, row.deviceId);
     if (device && !ENROLLABLE_STATUSES.has(device.status)) {
       throw forbidden(`device ${row.deviceId} is ${device.status}: it may not renew until an operator re-admits it`);
     }

@@ -26,6 +26,12 @@ import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 import type { Registry } from 'prom-client';
+import type { Queue } from 'bullmq';
+import type { RotationPolicies } from '../rotate/policies.js';
+import type { Renewals } from '../rotate/renewals.js';
+import type { JobRunner } from '../jobs/runner.js';
+import { rotationRoutes } from './routes/rotation.js';
+import { adminOnly, DASHBOARD_PATH, queueDashboard } from './queue-dashboard.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -46,6 +52,11 @@ export interface AppDeps {
   revocations: Revocations;
   /** Prometheus registry served at GET /metrics. */
   metrics: Registry;
+  policies: RotationPolicies;
+  renewals: Renewals;
+  jobs: JobRunner;
+  /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
+  dashboardQueues?: Queue[] | undefined;
 }
 
 /** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
@@ -81,6 +92,8 @@ export function createApp(d: AppDeps): Express {
   });
   app.use('/docs', swaggerUi.serve, swaggerUi.setup(spec));
 
+  if (d.dashboardQueues) app.use(DASHBOARD_PATH, adminOnly(d.apiKeys), queueDashboard(d.dashboardQueues));
+
   // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
   app.use(largeBodyParsers(d.apiKeys, '/v1/devices/import', ['provisioner'], { csv: true }));
   app.use(largeBodyParsers(d.apiKeys, '/v1/revocations', ['operator']));
@@ -94,7 +107,7 @@ export function createApp(d: AppDeps): Express {
       validateRequests: { allowUnknownQueryParameters: false },
       validateResponses: d.validateResponses ?? false,
       validateSecurity: false, // authenticate() above does it, with roles
-      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|\.well-known)/,
+      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|admin|\.well-known)/,
     }),
   );
 
@@ -107,6 +120,7 @@ export function createApp(d: AppDeps): Express {
   app.use(securityEventRoutes(d.securityEvents));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
+  app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });

@@ -133,6 +133,23 @@ export class OcspResponder implements RevocationListener {
     }
   }
 
+  /**
+   * Housekeeping: re-signs up to `limit` stored responses past half their validity, so a poll after
+   * a quiet spell is still answered without signing. Returns how many it re-signed.
+   */
+  async refreshDue(limit: number): Promise<number> {
+    const half = this.policy.validityMs / 2;
+    const due = await this.store.signedBefore(this.db, new Date(this.clock.now().getTime() - half), limit);
+    let n = 0;
+    for (const d of due) {
+      const certId = await this.certIdFor(d, d.hashAlgorithm as CertIdHash);
+      if (!certId) continue;
+      await this.fill(d.caId, certId);
+      n += 1;
+    }
+    return n;
+  }
+
   /** Another replica changed these serials (`*`: too many to list). */
   forgetRemote(payload: string): void {
     if (payload === '*' || payload === '') this.cache.clear();

@@ -81,6 +81,17 @@ export class OcspStore {
     return (r.rows as unknown[]).length > 0;
   }
 
+  /** Stored responses signed before `before` (oldest first), with their certificates' states. */
+  async signedBefore(ex: Executor, before: Date, limit: number): Promise<(OcspStatusRow & { hashAlgorithm: string })[]> {
+    const r = await ex.raw(
+      `select c.serial, c.ca_id, c.status, c.revoked_at, c.revocation_reason, r.hash_algorithm
+         from ocsp_responses r join certificates c on c.serial = r.serial
+        where r.this_update < ? order by r.this_update limit ?`,
+      [before, limit],
+    );
+    return (r.rows as Record<string, unknown>[]).map((row) => ({ ...statusFromRow(row), hashAlgorithm: row.hash_algorithm as string }));
+  }
+
   /** Drops the stored responses of certificates whose state is changing (call inside that transaction). */
   async forget(tx: Executor, serials: Buffer[]): Promise<void> {
     if (serials.length === 0) return;

@@ -11,19 +11,13 @@ export interface SecurityEventRow {
 }
 
 export class SecurityEventStore {
-  async insert(db: Executor, e: SecurityEventRow): Promise<number> {
-    const [r] = await db('security_events')
-      .insert({
-        at: e.at,
-        kind: e.kind,
-        severity: e.severity,
-        source: e.source,
-        subject: e.subject,
-        request_id: e.requestId,
-        details: JSON.stringify(e.details),
-      })
+  /** Inserts in order; returns the new ids in the same order. */
+  async insertMany(db: Executor, events: SecurityEventRow[]): Promise<number[]> {
+    if (events.length === 0) return [];
+    const rows = await db('security_events')
+      .insert(events.map((e) => ({ at: e.at, kind: e.kind, severity: e.severity, source: e.source, subject: e.subject, request_id: e.requestId, details: JSON.stringify(e.details) })))
       .returning('id');
-    return Number((r as { id: unknown }).id);
+    return (rows as { id: unknown }[]).map((r) => Number(r.id));
   }
 
   async list(db: Executor, q: { kind?: string | undefined; since?: Date | undefined; limit: number }): Promise<(SecurityEventRow & { id: number })[]> {

@@ -38,13 +38,13 @@ export async function makeService(target: DbTarget, opts: { clock?: Clock; env?:
  * A bootstrapped service (BODY_LIMIT 64kb) with an API key for every role, and supertest on its
  * HTTP handler with response validation on: every response is checked against openapi.yaml.
  */
-export async function makeApiService(target: DbTarget): Promise<{
+export async function makeApiService(target: DbTarget, opts: { clock?: Clock; env?: Record<string, string> } = {}): Promise<{
   svc: Service & { dispose(): Promise<void> };
   api: ReturnType<typeof request>;
   keys: Record<Role, string>;
   issuingId: string;
 }> {
-  const svc = await makeService(target, { env: { BODY_LIMIT: '64kb' } });
+  const svc = await makeService(target, { ...opts, env: { BODY_LIMIT: '64kb', ...opts.env } });
   const boot = await bootstrap(svc);
   const keys = { admin: boot.adminKey! } as Record<Role, string>;
   for (const role of ['operator', 'provisioner', 'auditor'] as const) {

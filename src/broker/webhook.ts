@@ -1,0 +1,40 @@
+import { createHmac } from 'node:crypto';
+
+export interface WebhookOptions {
+  url: string;
+  /** The HMAC-SHA256 key the receiver checks the signature with. */
+  secret: string;
+  timeoutMs: number;
+}
+
+/** The signature a receiver recomputes: HMAC-SHA256(secret, `${timestamp}.${body}`), hex. */
+export function webhookSignature(secret: string, timestamp: string, body: string): string {
+  return createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
+}
+
+/**
+ * A signed webhook: POSTs JSON with `X-MqttCa-Timestamp` (Unix seconds) and `X-MqttCa-Signature:
+ * sha256=<hex>` over the timestamp and the exact body, so a receiver can refuse forgeries and
+ * replays (a stale timestamp). Any answer but 2xx is a failure.
+ */
+export class SignedWebhook {
+  constructor(private readonly opts: WebhookOptions) {}
+
+  async post(event: string, payload: unknown): Promise<void> {
+    const body = JSON.stringify(payload);
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const res = await fetch(this.opts.url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-mqttca-event': event,
+        'x-mqttca-timestamp': timestamp,
+        'x-mqttca-signature': `sha256=${webhookSignature(this.opts.secret, timestamp, body)}`,
+      },
+      body,
+      signal: AbortSignal.timeout(this.opts.timeoutMs),
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    if (!res.ok) throw new Error(`webhook ${this.opts.url} answered ${res.status}`);
+  }
+}

@@ -1,0 +1,105 @@
+import type { Logger } from 'pino';
+import type { Issuance } from '../ca/issuance.js';
+import type { CrlWatch } from '../revoke/crl-watch.js';
+import type { OcspResponder } from '../revoke/ocsp-responder.js';
+import type { OcspResponders } from '../revoke/ocsp-responders.js';
+import type { ExpirySweeps } from '../rotate/expiry.js';
+import type { Renewals } from '../rotate/renewals.js';
+import { serialFromBytes, type Serial } from '../shared/ids.js';
+import type { JobPayload, NewJob, QueueDefinition } from './runner.js';
+
+export const HOUSEKEEPING = 'housekeeping';
+export const RENEWAL_NOTICES = 'renewal-notices';
+
+/** Intents left pending this long by a process that died mid-issuance are surely orphaned. */
+const ABANDONED_INTENT_MS = 5 * 60_000;
+const MINUTE = 60_000;
+
+export interface JobServices {
+  logger: Logger;
+  issuance: Issuance;
+  crlWatch: CrlWatch;
+  ocsp: OcspResponder;
+  ocspResponders: OcspResponders;
+  renewals: Renewals;
+  sweeps: ExpirySweeps;
+  /** Extra scheduled housekeeping (session-key rotation, ...): name → work. */
+  extra?: Record<string, { everyMs: number; run(): Promise<unknown> }>;
+}
+
+export interface ScheduleOptions {
+  renewalPlanEveryMs: number;
+}
+
+/**
+ * The queues and what their jobs do. Every processor is thin: it calls one domain service, which
+ * re-reads the database, so a job that runs twice does its work once.
+ */
+export function queueDefinitions(s: JobServices, enqueue: (queue: string, jobs: NewJob[]) => Promise<void>, o: ScheduleOptions): QueueDefinition[] {
+  const tasks: Record<string, { everyMs: number; run(): Promise<unknown> }> = {
+    'plan-renewals': {
+      everyMs: o.renewalPlanEveryMs,
+      run: async () => {
+        const r = await s.renewals.plan();
+        // One job per batch. No job ids: a re-driven batch must never be taken for a finished job of the same serials.
+        await enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
+        return { planned: r.planned, redriven: r.redriven, superseded: r.superseded, jobs: r.batches.length };
+      },
+    },
+    'crl-refresh': {
+      everyMs: MINUTE,
+      run: async () => {
+        const all = await s.crlWatch.check();
+        for (const x of all.filter((c) => c.stale)) s.logger.error({ caId: x.caId, crlNumber: x.crl?.crlNumber.toString(), nextUpdate: x.crl?.nextUpdate }, 'CRL is due and could not be replaced');
+        return { cas: all.length, stale: all.filter((c) => c.stale).length };
+      },
+    },
+    'ocsp-refresh': { everyMs: 5 * MINUTE, run: async () => ({ resigned: await s.ocsp.refreshDue(20_000) }) },
+    'responder-renewal': { everyMs: 60 * MINUTE, run: async () => ({ responders: (await s.ocspResponders.renewDue()).length }) },
+    'intent-sweep': {
+      everyMs: MINUTE,
+      run: async () => {
+        const closed = await s.issuance.failAbandoned(ABANDONED_INTENT_MS, { actor: 'system:recovery' });
+        if (closed.length) s.logger.warn({ serials: closed }, 'closed issuance intents abandoned by a stopped process');
+        return { closed: closed.length };
+      },
+    },
+    'certificate-expiry': { everyMs: 5 * MINUTE, run: () => s.sweeps.certificates() },
+    'token-expiry': { everyMs: 5 * MINUTE, run: () => s.sweeps.tokens() },
+    ...s.extra,
+  };
+  return [
+    {
+      name: HOUSEKEEPING,
+      concurrency: 4,
+      attempts: 3,
+      backoffMs: 5_000,
+      schedules: Object.entries(tasks).map(([name, t]) => ({ name, everyMs: t.everyMs })),
+      process: async (name) => {
+        const task = tasks[name];
+        if (!task) throw new Error(`unknown housekeeping job ${name}`);
+        return task.run();
+      },
+    },
+    {
+      name: RENEWAL_NOTICES,
+      concurrency: 4,
+      attempts: 10,
+      backoffMs: 2_000,
+      process: async (name, payload: JobPayload) => {
+        if (name !== 'deliver') throw new Error(`unknown renewal-notices job ${name}`);
+        return s.renewals.deliver(serialsOf(payload));
+      },
+    },
+  ];
+}
+
+export function deliverJob(batch: Serial[]): NewJob {
+  return { name: 'deliver', payload: { serials: batch } };
+}
+
+function serialsOf(payload: JobPayload): Serial[] {
+  const s = payload.serials;
+  if (!Array.isArray(s) || !s.every((x) => typeof x === 'string' && /^[0-9a-f]+$/.test(x))) throw new Error('a deliver job carries { serials: hex[] }');
+  return s.map((x) => serialFromBytes(Buffer.from(x as string, 'hex')));
+}
