@@ -245,7 +245,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const renewals = new Renewals(db, new RenewalStore(), policies, audit, clock, senders, {
       batchSize: 500,
       leaseMs: config.jobs.lockMs,
-      redriveAfterMs: Math.max(10 * 60_000, 4 * config.jobs.lockMs),
+      redriveAfterMs: config.jobs.renewalRedriveMs,
       workerId,
       renewUrl: `${config.publicUrl}/v1/renew`,
       estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,

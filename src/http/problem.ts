@@ -67,7 +67,8 @@ export function writeProblem(res: ServerResponse, p: ProblemInput, requestId: st
   const body = JSON.stringify(problemDocument(p, requestId));
   res.writeHead(p.status, {
     ...headers,
-    ...(p.status === 401 ? { 'WWW-Authenticate': 'Bearer realm="mqtt-ca"' } : {}),
+    // A route that asks for another scheme (HTTP Basic for the dashboard) has set its own challenge.
+    ...(p.status === 401 && !res.hasHeader('WWW-Authenticate') ? { 'WWW-Authenticate': 'Bearer realm="mqtt-ca"' } : {}),
     'Content-Type': 'application/problem+json; charset=utf-8',
     'Content-Length': String(Buffer.byteLength(body)),
   });

@@ -77,11 +77,10 @@ export class BullMqJobRunner implements JobRunner {
 
   async start(): Promise<void> {
     if (this.workers.length > 0) return;
-    for (const { def, queue } of this.queues.values()) {
-      for (const s of def.schedules ?? []) {
-        // Idempotent: every process upserts the same scheduler; Redis holds one.
-        await queue.upsertJobScheduler(`${def.name}:${s.name}`, { every: s.everyMs }, { name: s.name, data: {} });
-      }
+    await this.upsertSchedules();
+    // A Redis that came back empty (restarted without persistence) lost the schedules: put them back.
+    this.connection.on('ready', () => void this.upsertSchedules().catch((e: unknown) => this.opts.onError?.('schedules', e)));
+    for (const { def } of this.queues.values()) {
       const worker = new Worker(def.name, (job: Job) => def.process(job.name, job.data as Record<string, unknown>, { id: job.id ?? '', attempt: job.attemptsMade + 1 }), {
         connection: this.connection,
         prefix: this.opts.prefix,
@@ -93,6 +92,15 @@ export class BullMqJobRunner implements JobRunner {
       worker.on('error', (e) => this.opts.onError?.(`worker ${def.name}`, e));
       worker.on('failed', (job, e) => this.opts.onError?.(`job ${def.name}`, e, job ? view(job, 'failed') : undefined));
       this.workers.push(worker);
+    }
+  }
+
+  /** Idempotent: every process upserts the same schedulers; Redis holds one of each. */
+  private async upsertSchedules(): Promise<void> {
+    for (const { def, queue } of this.queues.values()) {
+      for (const s of def.schedules ?? []) {
+        await queue.upsertJobScheduler(`${def.name}:${s.name}`, { every: s.everyMs }, { name: s.name, data: {} });
+      }
     }
   }
 

@@ -97,6 +97,14 @@ export const pgliteTarget: DbTarget = {
 
 export const dbTargets: DbTarget[] = [pgliteTarget, postgresTarget];
 
+/** The URL another process opens a PostgreSQL test database with (its DATABASE_URL). */
+export function databaseUrlOf(db: Db): string {
+  const adminUrl = process.env.DATABASE_URL;
+  const database = (db.client.config.connection as { database?: string } | string);
+  if (!adminUrl || typeof database === 'string' || !database.database) throw new Error('not a PostgreSQL test database');
+  return withDatabase(adminUrl, database.database);
+}
+
 /** Closes (and for PostgreSQL drops) a database made by a target. */
 export async function disposeDb(db: Db): Promise<void> {
   const dispose = created.get(db);

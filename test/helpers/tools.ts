@@ -11,3 +11,9 @@ export function toolSkip(cmd: string): string | undefined {
   if (found || inCi) return undefined;
   return `${cmd} is not installed: skipped (CI installs it)`;
 }
+
+/** Why a test that needs a service named by an environment variable cannot run here (never in CI). */
+export function envSkip(name: string, what: string): string | undefined {
+  if (process.env[name] || inCi) return undefined;
+  return `${name} is not set: ${what} skipped (CI sets it)`;
+}

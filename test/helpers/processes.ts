@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createNetServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+
+const CLI = join(import.meta.dirname, '../../src/cli.ts');
+
+export interface Child {
+  proc: ChildProcess;
+  output(): string;
+  /** SIGTERM, then SIGKILL after a grace; resolves when it exited. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Runs a command until `ready` appears on its stdout or stderr. */
+export async function startChild(cmd: string, args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000): Promise<Child> {
+  const proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd} ${args.join(' ')} did not print ${ready} within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (ready.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited (${code}) before it was ready:\n${out}`));
+    });
+  });
+  return {
+    proc,
+    output: () => out,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** `mqtt-ca worker` in a process of its own. */
+export const startWorker = (env: Record<string, string>) => startChild(process.execPath, ['--import', 'tsx', CLI, 'worker'], env, /mqtt-ca worker running/);
+
+/** A free TCP port on 127.0.0.1 (closed again; good enough for a test's own server). */
+export async function freePort(): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A redis-server of the test's own (no persistence), so stopping it disturbs nobody else. */
+export const startRedis = (port: number) =>
+  startChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {}, /Ready to accept connections/);
+
+/**
+ * A TCP proxy to an MQTT broker that passes the client's bytes on but stops answering after the
+ * broker's first reply (CONNACK): the client is connected, and then waits forever for its PUBACKs.
+ */
+export async function stallingProxy(targetPort: number): Promise<{ port: number; published: () => number; close(): Promise<void> }> {
+  let bytesAfterConnect = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createNetServer((client) => {
+    sockets.add(client);
+    let repliedOnce = false;
+    let first = true;
+    const upstream = connect(targetPort, '127.0.0.1');
+    sockets.add(upstream);
+    client.on('data', (d) => {
+      if (!first) bytesAfterConnect += d.length;
+      first = false;
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => {
+      if (!repliedOnce) client.write(d);
+      repliedOnce = true;
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    published: () => bytesAfterConnect,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
