@@ -5,8 +5,7 @@ import { randomBytes, sign } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
-import type request from 'supertest';
+import mqtt from 'mqtt';
 import { databaseUrlOf, postgresTarget } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
@@ -16,10 +15,8 @@ import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { freePort, stallingProxy, startRedis, startWorker, type Child } from '../helpers/processes.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import { DomainError } from '../../src/shared/errors.js';
-import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
-type Agent = ReturnType<typeof request>;
 interface Notice { noticeId: string; deviceId: string; serial: string; deadline: string; renewUrl: string }
 
 const skip = postgresTarget.skip ?? envSkip('REDIS_URL', 'the BullMQ worker tests are') ?? envSkip('MQTT_URL', 'the renewal-notice tests are') ?? toolSkip('redis-server');
