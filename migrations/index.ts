@@ -7,6 +7,7 @@ import * as revocation from './20261125_0005_revocation.js';
 import * as crls from './20261125_0006_crls.js';
 import * as ocspResponses from './20261125_0007_ocsp_responses.js';
 import * as deltaCrls from './20261201_0008_delta_crls.js';
+import * as sessionKeys from './20261201_0010_session_keys.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -18,6 +19,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261125_0006_crls': crls,
   '20261125_0007_ocsp_responses': ocspResponses,
   '20261201_0008_delta_crls': deltaCrls,
+  '20261201_0010_session_keys': sessionKeys,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

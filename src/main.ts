@@ -50,6 +50,9 @@ import { CertificateStore } from './store/certificate-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
 import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
+import { ConfiguredSessionKeyPolicy, SessionKeys } from './rotate/session-keys.js';
+import { DeviceCertificateAuth } from './rotate/device-auth.js';
+import { SessionKeyStore } from './store/session-key-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -77,6 +80,8 @@ export interface Service {
   metrics: Registry;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
+  /** Per-device and per-channel session keys; the scheduler calls sessionKeys.rotateDue(). */
+  sessionKeys: SessionKeys;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -208,10 +213,23 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
       });
     }
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls]);
+    const sessionKeyStore = new SessionKeyStore();
+    const sessionKeyPeriod = { periodMs: config.sessionKeyPeriodMs, overlapMs: config.sessionKeyOverlapMs };
+    const sessionKeys = new SessionKeys(
+      db,
+      sessionKeyStore,
+      kek,
+      new DeviceCertificateAuth(db, certificateStore, sessionKeyStore, replay, clock),
+      audit,
+      clock,
+      new ConfiguredSessionKeyPolicy(sessionKeyPeriod),
+      sessionKeyPeriod,
+    );
+    // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys]);
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
+      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders, sessionKeys,
       stop: async () => feed?.close(),
       close: async () => {
         await feed?.close();
@@ -241,6 +259,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     securityEvents: svc.securityEvents,
     devices: svc.devices,
     revocations: svc.revocations,
+    sessionKeys: svc.sessionKeys,
     metrics: svc.metrics,
   });
   const pki = createPkiHandler({

@@ -31,6 +31,8 @@ const schema = z.object({
   OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
   OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
+  SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
+  SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
 });
 
 export interface Config {
@@ -58,6 +60,10 @@ export interface Config {
   ocspMaxAgeSeconds: number;
   /** Certificates whose OCSP state and responses the responder keeps in memory. */
   ocspCacheEntries: number;
+  /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
+  sessionKeyPeriodMs: number;
+  /** How long a replaced session key version stays valid beside its successor (less than the period). */
+  sessionKeyOverlapMs: number;
 }
 
 function byteSize(limit: string): number {
@@ -79,6 +85,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.OCSP_RESPONDER_DAYS * 24 < 4 * e.OCSP_VALIDITY_HOURS) {
     throw new ConfigError('invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)');
   }
+  if (e.SESSION_KEY_OVERLAP_HOURS >= e.SESSION_KEY_PERIOD_HOURS) {
+    throw new ConfigError('invalid configuration:\n  SESSION_KEY_OVERLAP_HOURS: the overlap must be shorter than SESSION_KEY_PERIOD_HOURS');
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
@@ -98,5 +107,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
+    sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
+    sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
   };
 }

@@ -26,6 +26,8 @@ import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 import type { Registry } from 'prom-client';
+import type { SessionKeys } from '../rotate/session-keys.js';
+import { sessionKeyRoutes } from './routes/session-keys.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -44,12 +46,13 @@ export interface AppDeps {
   securityEvents: SecurityEvents;
   devices: DeviceInventory;
   revocations: Revocations;
+  sessionKeys: SessionKeys;
   /** Prometheus registry served at GET /metrics. */
   metrics: Registry;
 }
 
-/** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
-const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen']);
+/** /v1 routes that authenticate with their own credentials (enrollment tokens, device certificates), not API keys. */
+const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen', '/session-keys']);
 
 const requestId: RequestHandler = (req, res, next) => {
   res.locals.requestId = assignRequestId(req, res);
@@ -107,6 +110,7 @@ export function createApp(d: AppDeps): Express {
   app.use(securityEventRoutes(d.securityEvents));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
+  app.use(sessionKeyRoutes(d.sessionKeys));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });
