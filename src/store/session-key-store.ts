@@ -163,7 +163,8 @@ export class SessionKeyStore {
   }
 
   async removeMember(tx: Executor, channel: string, deviceId: string): Promise<boolean> {
-    return (await tx('channel_members').where({ channel, device_id: deviceId }).delete()) === 1;
+    const rows = (await tx('channel_members').where({ channel, device_id: deviceId }).delete().returning('device_id')) as unknown[];
+    return rows.length === 1;
   }
 
   /** By device id, from after `afterDeviceId`. */
