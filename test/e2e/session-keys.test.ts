@@ -150,7 +150,8 @@ for (const target of dbTargets) {
       const rsaRaw = await unwrap(rsa, rsaKeys);
       assert.deepEqual(ecRaw.get('channel:plant-7:1'), rsaRaw.get('channel:plant-7:1'), 'both members hold the same channel key');
       assert.notDeepEqual(ecRaw.get(`device:${ec.id}:1`), rsaRaw.get(`device:${rsa.id}:1`), 'each device its own key');
-      // The TLS fetch works for the EC device as well, and returns the same key versions.
+      // Each way works for each key type: RSA by signed request (PKCS#1 v1.5, SHA-256), EC over TLS.
+      assert.deepEqual((await unwrap(rsa, await fetchSigned(rsa))).get('channel:plant-7:1'), rsaRaw.get('channel:plant-7:1'));
       const ecTls = await fetchTls(ec);
       assert.deepEqual(summary(ecTls.body.keys as Wrapped[]), summary(ecKeys));
       assert.deepEqual((await unwrap(ec, ecTls.body.keys as Wrapped[])).get('channel:plant-7:1'), ecRaw.get('channel:plant-7:1'));

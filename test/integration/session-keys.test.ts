@@ -209,6 +209,26 @@ for (const target of dbTargets) {
       assert.deepEqual(again.keys.map((k) => [k.scope, k.version]), [['device', 2], ['channel', 2]]);
     });
 
+    it('all or nothing: when re-keying fails, the revocation rolls back with it', async () => {
+      const x = await device('fault-x');
+      await svc.sessionKeys.createChannel({ name: 'fault-1', topicTree: 'fault/#', members: [x.id] }, CTX);
+      const inner = (svc.sessionKeys as unknown as { store: SessionKeyStore }).store;
+      const original = inner.insertNext;
+      inner.insertNext = async () => {
+        throw new Error('injected failure');
+      };
+      try {
+        await assert.rejects(svc.revocations.revoke(x.serial as never, { reason: 'keyCompromise' }, CTX), /injected failure/);
+      } finally {
+        inner.insertNext = original;
+      }
+      assert.equal((await svc.certificates.get(x.serial as never)).status, 'issued', 'not revoked');
+      assert.equal((await svc.devices.get(x.id)).status, 'active');
+      assert.deepEqual((await versions('channel', 'fault-1')).map((k) => [k.version, k.status]), [[1, 'current']]);
+      await svc.revocations.revoke(x.serial as never, { reason: 'keyCompromise' }, CTX);
+      assert.deepEqual((await versions('channel', 'fault-1')).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'revoked']]);
+    });
+
     it('removing a member replaces the channel key at once; members must be existing devices', async () => {
       const [a, b] = [await device('mem-a'), await device('mem-b')];
       await svc.sessionKeys.createChannel({ name: 'mem-1', topicTree: 'mem/1/+/status' }, CTX);
