@@ -65,6 +65,9 @@ import type { JobRunner } from './jobs/runner.js';
 import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
 import { queueDefinitions } from './jobs/queues.js';
+import { SessionKeys } from './rotate/session-keys.js';
+import { DeviceCertificateAuth } from './rotate/device-auth.js';
+import { SessionKeyStore } from './store/session-key-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -97,6 +100,8 @@ export interface Service {
   sweeps: ExpirySweeps;
   /** The job queues (BullMQ with REDIS_URL, else in-process); workers run once start() is called. */
   jobs: JobRunner;
+  /** Per-device and per-channel session keys; the scheduler calls sessionKeys.rotateDue(). */
+  sessionKeys: SessionKeys;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -167,7 +172,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
-    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: 24, sessionKeyOverlapHours: 1, sinks });
+    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
     const enrollment = new Enrollment(
       [
@@ -232,7 +237,20 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
       });
     }
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls]);
+    const sessionKeyStore = new SessionKeyStore();
+    const sessionKeyPeriod = { periodMs: config.sessionKeyPeriodMs, overlapMs: config.sessionKeyOverlapMs };
+    const sessionKeys = new SessionKeys(
+      db,
+      sessionKeyStore,
+      kek,
+      new DeviceCertificateAuth(db, certificateStore, sessionKeyStore, replay, clock),
+      audit,
+      clock,
+      policies, // per profile, overridable per lot
+      sessionKeyPeriod,
+    );
+    // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys]);
 
     const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     const publisher = notices.mqtt
@@ -252,7 +270,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
     const defs = queueDefinitions(
-      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps },
+      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, extra: { 'session-key-rotation': { everyMs: 5 * 60_000, run: () => sessionKeys.rotateDue() } } },
       (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
       { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
     );
@@ -268,7 +286,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      policies, renewals, sweeps, jobs,
+      sessionKeys, policies, renewals, sweeps, jobs,
       stop,
       close: async () => {
         await stop();
@@ -298,6 +316,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     securityEvents: svc.securityEvents,
     devices: svc.devices,
     revocations: svc.revocations,
+    sessionKeys: svc.sessionKeys,
     metrics: svc.metrics,
     policies: svc.policies,
     renewals: svc.renewals,

@@ -49,6 +49,8 @@ const schema = z.object({
     .refine((t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'), 'must contain {deviceId}, no wildcards, not start with $'),
   RENEWAL_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   RENEWAL_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
+  SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
 });
 
 export interface Config {
@@ -91,6 +93,10 @@ export interface Config {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
     webhook?: { url: string; secret: string };
   };
+  /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
+  sessionKeyPeriodMs: number;
+  /** How long a replaced session key version stays valid beside its successor (less than the period). */
+  sessionKeyOverlapMs: number;
 }
 
 function byteSize(limit: string): number {
@@ -117,6 +123,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
     throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
+  }
+  if (e.SESSION_KEY_OVERLAP_HOURS >= e.SESSION_KEY_PERIOD_HOURS) {
+    throw new ConfigError('invalid configuration:\n  SESSION_KEY_OVERLAP_HOURS: the overlap must be shorter than SESSION_KEY_PERIOD_HOURS');
   }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
@@ -155,5 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : {}),
       ...(e.RENEWAL_WEBHOOK_URL ? { webhook: { url: e.RENEWAL_WEBHOOK_URL, secret: e.RENEWAL_WEBHOOK_SECRET! } } : {}),
     },
+    sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
+    sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
   };
 }

@@ -32,6 +32,8 @@ import type { Renewals } from '../rotate/renewals.js';
 import type { JobRunner } from '../jobs/runner.js';
 import { rotationRoutes } from './routes/rotation.js';
 import { adminOnly, DASHBOARD_PATH, queueDashboard } from './queue-dashboard.js';
+import type { SessionKeys } from '../rotate/session-keys.js';
+import { sessionKeyRoutes } from './routes/session-keys.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -50,6 +52,7 @@ export interface AppDeps {
   securityEvents: SecurityEvents;
   devices: DeviceInventory;
   revocations: Revocations;
+  sessionKeys: SessionKeys;
   /** Prometheus registry served at GET /metrics. */
   metrics: Registry;
   policies: RotationPolicies;
@@ -59,8 +62,8 @@ export interface AppDeps {
   dashboardQueues?: Queue[] | undefined;
 }
 
-/** /v1 routes that authenticate with their own credentials (enrollment tokens), not API keys. */
-const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen']);
+/** /v1 routes that authenticate with their own credentials (enrollment tokens, device certificates), not API keys. */
+const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen', '/session-keys']);
 
 const requestId: RequestHandler = (req, res, next) => {
   res.locals.requestId = assignRequestId(req, res);
@@ -121,6 +124,7 @@ export function createApp(d: AppDeps): Express {
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
+  app.use(sessionKeyRoutes(d.sessionKeys));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });

@@ -90,6 +90,13 @@ export class RotationPolicies {
     return this.resolve(ex, profile, lot);
   }
 
+  /** The session-key period and overlap of a device (SessionKeyPolicy for the session keys): its lot's policy, its profile's, or the defaults. */
+  async forDevice(ex: Executor, deviceId: string): Promise<{ periodMs: number; overlapMs: number }> {
+    const scope = await this.store.deviceScope(ex, deviceId);
+    const p = await this.resolve(ex, scope?.profile ?? 'device', scope?.lot ?? null);
+    return { periodMs: p.sessionKeyPeriodHours * 3_600_000, overlapMs: p.sessionKeyOverlapHours * 3_600_000 };
+  }
+
   private async resolve(ex: Executor, profile: string | null, lot: string | null): Promise<EffectivePolicy> {
     const rows = profile === null ? (lot === null ? [] : [await this.store.get(ex, 'lot', lot)].filter((r) => r !== undefined)) : await this.store.applicable(ex, profile, lot);
     const src = (r: RotationPolicyRow) => `${r.scope}:${r.name}`;

@@ -63,6 +63,16 @@ export class RotationPolicyStore {
     return rows.sort((a, b) => (a.scope === b.scope ? 0 : a.scope === 'lot' ? -1 : 1));
   }
 
+  /** What picks a device's policy: its lot, and the profile of its current certificate (null before it has one). */
+  async deviceScope(ex: Executor, deviceId: string): Promise<{ lot: string | null; profile: string | null } | undefined> {
+    const r = await ex.raw(
+      `select d.lot, c.profile from devices d left join certificates c on c.serial = d.current_serial where d.id = ?`,
+      [deviceId],
+    );
+    const row = r.rows[0] as { lot: string | null; profile: string | null } | undefined;
+    return row ? { lot: row.lot ?? null, profile: row.profile ?? null } : undefined;
+  }
+
   /** Creates or replaces; returns the row and whether it was new. */
   async put(ex: Executor, scope: PolicyScope, name: string, f: RotationPolicyFields, at: Date, by: string): Promise<{ row: RotationPolicyRow; created: boolean }> {
     const values = {

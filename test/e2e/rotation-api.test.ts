@@ -205,13 +205,24 @@ for (const target of dbTargets) {
       assert.ok(trail.includes('enrollment-token.expired'));
     });
 
+    it('gives session keys the period and overlap of the device\'s lot policy, else its profile\'s, else the defaults', async () => {
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rot-s', kind: 'client', lot: 'lot-keys' }).expect(201);
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rot-s2', kind: 'client' }).expect(201);
+      await api.put('/v1/rotation-policies/lot/lot-keys').set(auth('operator')).send({ sessionKeyPeriodHours: 6, sessionKeyOverlapHours: 2 }).expect(201);
+      await api.put('/v1/rotation-policies/profile/device').set(auth('operator')).send({ sessionKeyPeriodHours: 12 }).expect(201);
+      assert.deepEqual(await svc.policies.forDevice(svc.db, 'rot-s'), { periodMs: 6 * 3600_000, overlapMs: 2 * 3600_000 });
+      assert.deepEqual(await svc.policies.forDevice(svc.db, 'rot-s2'), { periodMs: 12 * 3600_000, overlapMs: 3600_000 });
+      await api.delete('/v1/rotation-policies/profile/device').set(auth('operator')).expect(204);
+      assert.deepEqual(await svc.policies.forDevice(svc.db, 'rot-s2'), { periodMs: 24 * 3600_000, overlapMs: 3600_000 });
+    });
+
     it('shows the job queues and their schedules (in-process without Redis)', async () => {
       const jobs = (await api.get('/v1/jobs').set(auth('auditor')).expect(200)).body;
       assert.equal(jobs.backend, 'in-process');
       const names = jobs.queues.map((q: { name: string }) => q.name);
       assert.deepEqual(names, ['housekeeping', 'renewal-notices']);
       const schedules = jobs.queues[0].schedules.map((s: { name: string }) => s.name);
-      for (const n of ['plan-renewals', 'crl-refresh', 'ocsp-refresh', 'responder-renewal', 'intent-sweep', 'certificate-expiry', 'token-expiry']) assert.ok(schedules.includes(n), n);
+      for (const n of ['plan-renewals', 'crl-refresh', 'ocsp-refresh', 'responder-renewal', 'intent-sweep', 'certificate-expiry', 'token-expiry', 'session-key-rotation']) assert.ok(schedules.includes(n), n);
       assertProblem(await api.get('/v1/jobs').set(auth('provisioner')), 403);
       assertProblem(await api.get('/admin/queues').set(auth('admin')), 404);
     });
