@@ -31,6 +31,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['crl', () => import('./crl.js')],
   ['revocation', () => import('./revocation.js')],
   ['ocsp', () => import('./ocsp.js')],
+  ['rotation', () => import('./rotation.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
