@@ -270,7 +270,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
     const defs = queueDefinitions(
-      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, extra: { 'session-key-rotation': { everyMs: 5 * 60_000, run: () => sessionKeys.rotateDue() } } },
+      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, extra: { 'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() } } },
       (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
       { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
     );

@@ -49,6 +49,7 @@ const schema = z.object({
     .refine((t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'), 'must contain {deviceId}, no wildcards, not start with $'),
   RENEWAL_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   RENEWAL_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
   SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
 });
@@ -93,6 +94,8 @@ export interface Config {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
     webhook?: { url: string; secret: string };
   };
+  /** How often housekeeping rotates the session keys that came due (well inside the shortest overlap). */
+  sessionKeyRotateEveryMs: number;
   /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
   sessionKeyPeriodMs: number;
   /** How long a replaced session key version stays valid beside its successor (less than the period). */
@@ -164,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : {}),
       ...(e.RENEWAL_WEBHOOK_URL ? { webhook: { url: e.RENEWAL_WEBHOOK_URL, secret: e.RENEWAL_WEBHOOK_SECRET! } } : {}),
     },
+    sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
   };

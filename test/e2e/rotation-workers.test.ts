@@ -14,6 +14,8 @@ import { envSkip, toolSkip } from '../helpers/tools.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { freePort, stallingProxy, startRedis, startWorker, type Child } from '../helpers/processes.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
+import { sessionKeysSigningInput } from '../../src/rotate/device-auth.js';
+import { compactDecrypt } from 'jose';
 import { DomainError } from '../../src/shared/errors.js';
 import type { Role } from '../../src/access/api-keys.js';
 
@@ -49,6 +51,7 @@ async function fleet(redisUrl: string) {
     RENEWAL_MQTT_URL: mqttUrl(),
     RENEWAL_TOPIC: `${topicRoot}/{deviceId}/renew`,
     RENEWAL_PLAN_SECONDS: '1',
+    SESSION_KEY_ROTATE_SECONDS: '1',
     RENEWAL_REDRIVE_SECONDS: '5',
     JOB_LOCK_SECONDS: '2',
     LOG_LEVEL: 'warn',
@@ -109,6 +112,7 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
 
     it('publish one renewal notice per due certificate to its device topic, a device renews in answer, and nothing is recorded twice', async () => {
       const ids = Array.from({ length: 30 }, (_, i) => `rw-${String(i).padStart(2, '0')}`);
+      // (rw-11 and rw-12 keep their certificates for the session-key test below)
       await f.enroll(ids);
       // A device that renews when told: on its notice it signs a renewal request with its current key.
       const answered: Promise<unknown>[] = [];
@@ -156,6 +160,45 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       await late.subscribeAsync(`${f.topicRoot}/rw-07/renew`, { qos: 1 });
       assert.equal((await retained).serial, f.enrolled.get('rw-07')!.serial);
       await late.endAsync();
+    });
+
+    it('rotate a channel\'s session key on schedule (devices unwrap it with their own keys), and it is replaced at once when a member is revoked', async () => {
+      const [a, b] = [f.enrolled.get('rw-11')!, f.enrolled.get('rw-12')!];
+      const der = (e: typeof a) => Buffer.from(e.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      const fetchKeys = (e: typeof a) => {
+        const signedAt = new Date().toISOString();
+        const signature = sign('sha256', sessionKeysSigningInput(signedAt), e.csr.privateKey);
+        return f.api.get('/v1/session-keys').set({ Authorization: `MQTT-CA-SessionKeys cert="${der(e).toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` });
+      };
+      const channelKeys = async (e: typeof a) => {
+        const body = (await fetchKeys(e).expect(200)).body as { keys: { scope: string; channel?: string; version: number; jwe: string }[] };
+        const out = new Map<number, string>();
+        for (const k of body.keys.filter((x) => x.scope === 'channel' && x.channel === 'plant-7')) {
+          out.set(k.version, Buffer.from((await compactDecrypt(k.jwe, e.csr.privateKey)).plaintext).toString('hex'));
+        }
+        return out;
+      };
+      await f.api.post('/v1/channels').set(f.auth('operator')).send({ name: 'plant-7', topicTree: 'plant/7/#', periodSeconds: 60, overlapSeconds: 30, members: ['rw-11', 'rw-12'] }).expect(201);
+      const v1 = await channelKeys(a);
+      assert.deepEqual([...v1.keys()], [1]);
+      assert.equal(v1.get(1)!.length, 64, 'a 256-bit key');
+      assert.deepEqual(await channelKeys(b), v1, 'both members unwrap the same key');
+
+      // No device asks meanwhile: the workers' scheduled rotation makes version 2 once the period is over.
+      const meta = await until('a worker to rotate the channel key', async () => {
+        const items = (await f.api.get('/v1/channels/plant-7/keys').set(f.auth('auditor')).expect(200)).body.items as { version: number; origin: string; status: string }[];
+        return items.some((k) => k.version === 2) && items;
+      }, 150_000);
+      assert.equal(meta.find((k) => k.version === 2)!.origin, 'scheduled');
+      const v2 = await channelKeys(a);
+      assert.ok(v2.has(2) && v2.get(2) !== v1.get(1));
+      if (v2.has(1)) assert.equal(v2.get(1), v1.get(1), 'the replaced key, still in its overlap');
+      assert.equal((await channelKeys(b)).get(2), v2.get(2));
+
+      await f.api.post(`/v1/certificates/${b.serial}/revoke`).set(f.auth('operator')).send({ reason: 'keyCompromise' }).expect(200);
+      const v3 = await channelKeys(a);
+      assert.deepEqual([...v3.keys()], [3], 'only the new key: the ones the revoked member held end now');
+      assertProblem(await fetchKeys(b), 403);
     });
 
     it('shows the BullMQ queues through GET /v1/jobs, and the dashboard to admins only', async () => {
