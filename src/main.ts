@@ -66,6 +66,8 @@ import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
 import { queueDefinitions } from './jobs/queues.js';
 import { SessionKeys } from './rotate/session-keys.js';
+import { StagedCredentials } from './rotate/staged-credentials.js';
+import { StagedCredentialStore } from './store/staged-credential-store.js';
 import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
 
@@ -102,6 +104,8 @@ export interface Service {
   jobs: JobRunner;
   /** Per-device and per-channel session keys; the scheduler calls sessionKeys.rotateDue(). */
   sessionKeys: SessionKeys;
+  /** Successors of server-generated keys, staged for pickup. */
+  staged: StagedCredentials;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -180,6 +184,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         new TokenEnrollment('est-basic', tokens),
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
+        new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new OperatorEnrollment(),
       ],
       issuance,
@@ -188,7 +193,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       securityEvents,
       new FailureThrottle(clock),
     );
-    const serverKeygen = new ServerKeygen(enrollment);
+    const stagedStore = new StagedCredentialStore();
+    const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
+    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, replay, audit, clock, async (profile, deviceId) =>
+      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
+    );
     const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore());
     // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
@@ -267,7 +276,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       workerId,
       renewUrl: `${config.publicUrl}/v1/renew`,
       estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
-    });
+      pickupUrl: `${config.publicUrl}/v1/renew/staged`,
+    }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
     const defs = queueDefinitions(
       { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, extra: { 'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() } } },
@@ -286,7 +296,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, policies, renewals, sweeps, jobs,
+      sessionKeys, staged, policies, renewals, sweeps, jobs,
       stop,
       close: async () => {
         await stop();
@@ -312,6 +322,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     operatorIssuance: svc.operatorIssuance,
     enrollment: svc.enrollment,
     serverKeygen: svc.serverKeygen,
+    staged: svc.staged,
     tokens: svc.tokens,
     securityEvents: svc.securityEvents,
     devices: svc.devices,

@@ -9,6 +9,8 @@ export type Credential =
   | { kind: 'basic'; user: string; password: string }
   | { kind: 'client-certificate'; der: Buffer }
   | { kind: 'signed-renewal'; certificateDer: Buffer; signedAt: string; signature: Buffer }
+  /** The service itself renewing a certificate whose key it generated (a staged credential); never built from a request. */
+  | { kind: 'staged-renewal'; certificateDer: Buffer }
   /** An operator or provisioner with an API key, naming the certificate in the request itself. */
   | { kind: 'operator'; actor: string; request: Omit<IssueDraft, 'renews'> & { profile: ProfileName } };
 

@@ -32,6 +32,21 @@ export function renewalSigningInput(signedAt: string, csrDer: Uint8Array): Buffe
 }
 
 /**
+ * Whether `signature` over `input` verifies with a certificate's key (SPKI DER): ECDSA in DER with
+ * SHA-256 (SHA-384 for P-384), Ed25519, RSA PKCS#1 v1.5 with SHA-256 — what a device signs
+ * requests with when a TLS-terminating proxy hides its client certificate.
+ */
+export function verifiesWithCertificateKey(spki: Buffer, input: Buffer, signature: Buffer): boolean {
+  try {
+    const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    const hash = key.asymmetricKeyType === 'ed25519' ? null : key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? nodeSignHash('ecdsa-with-SHA384') : 'sha256';
+    return verify(hash, input, { key, dsaEncoding: 'der' }, signature);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Renewal by a device that holds a current certificate: presented as the TLS client certificate
  * (`mtls`), or, behind a TLS-terminating proxy, with a request signed by the current key
  * (`signed`). The certificate must be one we issued (byte for byte), not revoked, and current —
@@ -40,7 +55,7 @@ export function renewalSigningInput(signedAt: string, csrDer: Uint8Array): Buffe
  */
 export class RenewalEnrollment implements EnrollmentMethod {
   constructor(
-    readonly name: 'mtls-renewal' | 'signed-renewal',
+    readonly name: 'mtls-renewal' | 'signed-renewal' | 'staged-renewal',
     private readonly db: Db,
     private readonly certificates: CertificateStore,
     private readonly devices: DeviceDirectory,
@@ -51,11 +66,11 @@ export class RenewalEnrollment implements EnrollmentMethod {
   ) {}
 
   accepts(c: Credential): boolean {
-    return this.name === 'mtls-renewal' ? c.kind === 'client-certificate' : c.kind === 'signed-renewal';
+    return this.name === 'mtls-renewal' ? c.kind === 'client-certificate' : this.name === 'signed-renewal' ? c.kind === 'signed-renewal' : c.kind === 'staged-renewal';
   }
 
   async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
-    const der = c.kind === 'client-certificate' ? c.der : c.kind === 'signed-renewal' ? c.certificateDer : undefined;
+    const der = c.kind === 'client-certificate' ? c.der : c.kind === 'signed-renewal' || c.kind === 'staged-renewal' ? c.certificateDer : undefined;
     if (!der) throw unauthenticated('a current certificate is required');
     const presented = parseCertificate(der, 'client certificate');
     const serial = Buffer.from(presented.serialHex, 'hex');
@@ -103,15 +118,7 @@ export class RenewalEnrollment implements EnrollmentMethod {
     if (Number.isNaN(at) || Math.abs(now - at) > SIGNED_RENEWAL_SKEW_MS) {
       throw unauthenticated('the renewal signature is stale or its time is not ISO-8601 (allowed skew: 5 minutes)');
     }
-    let ok = false;
-    try {
-      const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
-      const hash = key.asymmetricKeyType === 'ed25519' ? null : key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? nodeSignHash('ecdsa-with-SHA384') : 'sha256';
-      ok = verify(hash, renewalSigningInput(c.signedAt, csr.der), { key, dsaEncoding: 'der' }, c.signature);
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw unauthenticated('the renewal signature does not verify with the certificate\'s key');
+    if (!verifiesWithCertificateKey(spki, renewalSigningInput(c.signedAt, csr.der), c.signature)) throw unauthenticated('the renewal signature does not verify with the certificate\'s key');
     const digest = createHash('sha256').update(c.signature).digest();
     if (!(await this.replay.useOnce(this.db, digest, new Date(now + 2 * SIGNED_RENEWAL_SKEW_MS)))) {
       throw unauthenticated('this signed renewal request was already used (replay)');

@@ -17,6 +17,7 @@ import { serverKeygenRoutes, tokenRoutes } from './routes/enrollment.js';
 import { estRoutes } from './routes/est.js';
 import type { Enrollment } from '../enroll/enrollment.js';
 import type { ServerKeygen } from '../enroll/server-keygen.js';
+import type { StagedCredentials } from '../rotate/staged-credentials.js';
 import type { EnrollmentTokens } from '../enroll/tokens.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { casRoutes } from './routes/cas.js';
@@ -48,6 +49,7 @@ export interface AppDeps {
   operatorIssuance: OperatorIssuance;
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
+  staged: StagedCredentials;
   tokens: EnrollmentTokens;
   securityEvents: SecurityEvents;
   devices: DeviceInventory;
@@ -63,7 +65,7 @@ export interface AppDeps {
 }
 
 /** /v1 routes that authenticate with their own credentials (enrollment tokens, device certificates), not API keys. */
-const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/enroll/serverkeygen', '/session-keys']);
+const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/renew/staged', '/enroll/serverkeygen', '/session-keys']);
 
 const requestId: RequestHandler = (req, res, next) => {
   res.locals.requestId = assignRequestId(req, res);
@@ -114,7 +116,7 @@ export function createApp(d: AppDeps): Express {
     }),
   );
 
-  app.use(serverKeygenRoutes(d.serverKeygen));
+  app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
   app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations));

@@ -8,7 +8,8 @@ import { DEFAULT_RENEW_AT_FRACTION, type RotationPolicies } from './policies.js'
 
 /** What a device is told when its certificate comes due. */
 export interface RenewalNotice {
-  type: 'renewal-due';
+  /** renewal-due: renew with the current certificate; credential-staged: pick up the new key and certificate made here. */
+  type: 'renewal-due' | 'credential-staged';
   /** Stable across redeliveries: a device that sees it twice renews once. */
   noticeId: string;
   deviceId: string;
@@ -20,6 +21,14 @@ export interface RenewalNotice {
   renewUrl: string;
   /** EST re-enrollment with the TLS client certificate. */
   estUrl: string;
+  /** credential-staged: the new certificate, and where the device fetches it with its current certificate. */
+  newSerial?: string;
+  pickupUrl?: string;
+}
+
+/** Stages the successor of a certificate whose key the service generated (StagedCredentials). */
+export interface CredentialStager {
+  stage(renews: Buffer): Promise<{ serial: string }>;
 }
 
 /** A way to tell devices (the MQTT broker connection, a signed webhook); src/broker implements them. */
@@ -40,6 +49,7 @@ export interface RenewalOptions {
   workerId: string;
   renewUrl: string;
   estUrl: string;
+  pickupUrl: string;
 }
 
 /** Thrown when some notices of a batch could not be sent now: the job is retried for them. */
@@ -65,13 +75,14 @@ export class Renewals {
     private readonly clock: Clock,
     private readonly senders: NoticeSender[],
     private readonly opts: RenewalOptions,
+    private readonly stager?: CredentialStager,
   ) {}
 
   /** Plans every due certificate and re-drives lost batches; returns the batches (serials, hex) to deliver. */
   async plan(): Promise<{ planned: number; redriven: number; superseded: number; batches: Serial[][] }> {
     const batches: Serial[][] = [];
     let planned = 0;
-    const superseded = (await this.store.supersedeRenewed(this.db)).length;
+    const superseded = (await this.store.supersedeRenewed(this.db, this.clock.now())).length;
     for (;;) {
       const now = this.clock.now();
       const serials = await this.db.transaction(async (tx) => {
@@ -100,10 +111,20 @@ export class Renewals {
     const bySerial = new Map<string, NoticeRow>(claimed.map((n) => [serialFromBytes(n.serial), n]));
     const errors: string[] = [];
     const failed = new Set<string>();
+    // Devices that cannot make a key: their successor is made and staged first; the notice says where to fetch it.
+    const staged = new Map<string, string>();
+    for (const n of claimed.filter((x) => x.keyOrigin === 'server' && this.stager)) {
+      try {
+        staged.set(serialFromBytes(n.serial), (await this.stager!.stage(n.serial)).serial);
+      } catch (e) {
+        failed.add(serialFromBytes(n.serial));
+        errors.push(`staging ${serialFromBytes(n.serial)}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
     for (const sender of this.senders) {
-      const todo = claimed.filter((n) => n.notify.includes(sender.sink) && sentAt(n, sender.sink) === null);
+      const todo = claimed.filter((n) => !failed.has(serialFromBytes(n.serial)) && n.notify.includes(sender.sink) && sentAt(n, sender.sink) === null);
       if (todo.length === 0) continue;
-      const r = await sender.send(todo.map((n) => this.notice(n)));
+      const r = await sender.send(todo.map((n) => this.notice(n, staged.get(serialFromBytes(n.serial)))));
       const delivered = new Set(r.delivered);
       await this.store.markSent(this.db, todo.filter((n) => delivered.has(serialFromBytes(n.serial))).map((n) => n.serial), sender.sink, this.clock.now());
       for (const n of todo) if (!delivered.has(serialFromBytes(n.serial))) failed.add(serialFromBytes(n.serial));
@@ -122,10 +143,10 @@ export class Renewals {
     return { sent: sent.length };
   }
 
-  notice(n: NoticeRow): RenewalNotice {
+  notice(n: NoticeRow, stagedSerial?: string): RenewalNotice {
     const serial = serialFromBytes(n.serial);
     return {
-      type: 'renewal-due',
+      type: stagedSerial ? 'credential-staged' : 'renewal-due',
       noticeId: serial,
       deviceId: n.deviceId,
       serial,
@@ -133,6 +154,7 @@ export class Renewals {
       deadline: n.deadline.toISOString(),
       renewUrl: this.opts.renewUrl,
       estUrl: this.opts.estUrl,
+      ...(stagedSerial ? { newSerial: stagedSerial, pickupUrl: this.opts.pickupUrl } : {}),
     };
   }
 

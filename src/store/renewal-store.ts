@@ -14,6 +14,8 @@ export interface NoticeRow {
   lastError: string | null;
   plannedAt: Date;
   sentAt: Date | null;
+  /** 'server' when the service generated the certificate's key (its successor is staged, not asked for). */
+  keyOrigin?: string | null;
 }
 
 const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at'];
@@ -33,6 +35,7 @@ function fromRow(r: Record<string, unknown>): NoticeRow {
     lastError: (r.last_error as string | null) ?? null,
     plannedAt: new Date(r.planned_at as string),
     sentAt: date(r.sent_at),
+    ...(r.key_origin !== undefined ? { keyOrigin: (r.key_origin as string | null) ?? null } : {}),
   };
 }
 
@@ -80,7 +83,7 @@ export class RenewalStore {
     const r = await ex.raw(
       `update renewal_notices set claimed_by = ?, claimed_until = ?, attempts = attempts + 1
         where serial = any(?::bytea[]) and state = 'pending' and (claimed_until is null or claimed_until < ?)
-        returning ${COLUMNS.join(', ')}`,
+        returning ${COLUMNS.join(', ')}, (select c.key_origin from certificates c where c.serial = renewal_notices.serial) as key_origin`,
       [worker, until, serials, now],
     );
     return (r.rows as Record<string, unknown>[]).map(fromRow);
@@ -121,12 +124,18 @@ export class RenewalStore {
     return (r.rows as { serial: Uint8Array }[]).map((x) => Buffer.from(x.serial));
   }
 
-  /** Pending notices whose certificate was renewed meanwhile: nothing left to tell. */
-  async supersedeRenewed(ex: Executor): Promise<{ serial: Buffer; deviceId: string }[]> {
+  /**
+   * Pending notices whose certificate the device renewed meanwhile: nothing left to tell. Not those
+   * a worker is sending now, nor those renewed by staging (the device still has to be told to pick up).
+   */
+  async supersedeRenewed(ex: Executor, now: Date): Promise<{ serial: Buffer; deviceId: string }[]> {
     const r = await ex.raw(
       `update renewal_notices n set state = 'superseded', claimed_by = null, claimed_until = null
-        where n.state = 'pending' and exists (select 1 from certificates c where c.renewed_from = n.serial and c.status = 'issued')
+        where n.state = 'pending' and (n.claimed_until is null or n.claimed_until < ?)
+          and exists (select 1 from certificates c where c.renewed_from = n.serial and c.status = 'issued')
+          and not exists (select 1 from staged_credentials s where s.renews = n.serial)
         returning n.serial, n.device_id`,
+      [now],
     );
     return (r.rows as { serial: Uint8Array; device_id: string }[]).map((x) => ({ serial: Buffer.from(x.serial), deviceId: x.device_id }));
   }

@@ -12,6 +12,9 @@ import { ManualClock } from '../../src/shared/clock.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import { webhookSignature } from '../../src/broker/webhook.js';
 import { DeliveryIncomplete } from '../../src/rotate/renewals.js';
+import { pickupSigningInput } from '../../src/rotate/staged-credentials.js';
+import { createPrivateKey } from 'node:crypto';
+import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 import type { Serial } from '../../src/shared/ids.js';
@@ -214,6 +217,63 @@ for (const target of dbTargets) {
       assert.deepEqual(await svc.policies.forDevice(svc.db, 'rot-s2'), { periodMs: 12 * 3600_000, overlapMs: 3600_000 });
       await api.delete('/v1/rotation-policies/profile/device').set(auth('operator')).expect(204);
       assert.deepEqual(await svc.policies.forDevice(svc.db, 'rot-s2'), { periodMs: 24 * 3600_000, overlapMs: 3600_000 });
+    });
+
+    it('stages the successor of a server-generated key, tells the device, and hands it over once to the certificate it renews', async () => {
+      clock.set(new Date('2026-03-01T00:00:00Z'));
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rot-k', kind: 'client' }).expect(201);
+      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: 'rot-k' }).expect(201)).body.token as string;
+      const first = (await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${tok}` }).send({ password: 'first-pass-123', format: 'pkcs8' }).expect(201)).body;
+      const oldKey = createPrivateKey({ key: first.privateKey, passphrase: 'first-pass-123' });
+      const oldDer = Buffer.from(first.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+
+      clock.set(new Date(Date.parse('2026-03-01T00:00:00Z') + 250 * DAY));
+      const planned = await svc.renewals.plan();
+      assert.ok(planned.batches.flat().includes(first.serial));
+      const before = hook.received.length;
+      await svc.renewals.deliver([first.serial]);
+      const told = hook.received.slice(before).flatMap((r) => r.notices as unknown as { type: string; serial: string; newSerial: string; pickupUrl: string }[]);
+      assert.equal(told.length, 1);
+      assert.deepEqual([told[0]!.type, told[0]!.serial, told[0]!.pickupUrl], ['credential-staged', first.serial, 'http://ca.test:8080/v1/renew/staged']);
+      const next = (await api.get(`/v1/certificates/${told[0]!.newSerial}`).set(auth('auditor')).expect(200)).body;
+      assert.deepEqual([next.renewedFrom, next.status, next.deviceId], [first.serial, 'issued', 'rot-k']);
+      // Staging again (a retried job) makes nothing new; nor does a second plan supersede the notice it sent.
+      assert.deepEqual(await svc.staged.stage(Buffer.from(first.serial, 'hex')), { serial: next.serial });
+      assert.equal((await api.get('/v1/certificates').query({ deviceId: 'rot-k' }).set(auth('auditor')).expect(200)).body.items.length, 2);
+      const sealed = (await svc.db.raw('select ciphertext from staged_credentials where renews = ?', [Buffer.from(first.serial, 'hex')])).rows[0].ciphertext as Buffer;
+
+      const pickup = (key = oldKey, signedAt = clock.now().toISOString()) =>
+        api
+          .post('/v1/renew/staged')
+          .set({ Authorization: `MQTT-CA-Renewal cert="${oldDer.toString('base64')}", signed-at="${signedAt}", signature="${sign(null, pickupSigningInput(signedAt), { key, dsaEncoding: 'der' }).toString('base64')}"` })
+          .send({ password: 'second-pass-456' });
+      assertProblem(await pickup(p256Csr().privateKey), 401, /does not verify/);
+      assertProblem(await pickup(oldKey, new Date(clock.now().getTime() - 3600_000).toISOString()), 401, /stale/);
+      const got = await pickup().expect(200);
+      assert.equal(got.headers['cache-control'], 'no-store');
+      assert.equal(got.body.serial, next.serial);
+      const dir = tempDir();
+      const pem = run('openssl', ['pkcs12', '-in', writeTemp(dir, 'k.p12', Buffer.from(got.body.pkcs12, 'base64')), '-nodes', '-passin', 'pass:second-pass-456']);
+      assert.equal(pem.status, 0, pem.stderr);
+      const keyFile = writeTemp(dir, 'k.pem', pem.stdout);
+      const certPub = run('openssl', ['x509', '-in', writeTemp(dir, 'c.pem', got.body.certificate), '-noout', '-pubkey']).stdout;
+      assert.equal(run('openssl', ['pkey', '-in', keyFile, '-pubout']).stdout, certPub, 'the key fits the new certificate');
+      const pkcs8 = createPrivateKey(pem.stdout).export({ format: 'der', type: 'pkcs8' });
+      assert.ok(!sealed.includes(pkcs8.subarray(-32)), 'the key was stored sealed, never in the clear');
+      const wiped = (await svc.db.raw('select ciphertext, wrapped_dek, picked_up_at from staged_credentials where renews = ?', [Buffer.from(first.serial, 'hex')])).rows[0];
+      assert.deepEqual([wiped.ciphertext, wiped.wrapped_dek, wiped.picked_up_at !== null], [null, null, true]);
+      assertProblem(await pickup(), 409, /picked up/);
+      const trail = (await api.get('/v1/audit').query({ targetType: 'certificate', targetId: next.serial }).set(auth('auditor')).expect(200)).body.items.map((e: { action: string }) => e.action);
+      assert.ok(trail.includes('credential.staged') && trail.includes('credential.picked-up'), trail.join());
+      // A device that made its own key has nothing staged.
+      const own = await enroll('rot-own');
+      const ownAt = clock.now().toISOString();
+      const ownDer = Buffer.from(own.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      assertProblem(
+        await api.post('/v1/renew/staged').set({ Authorization: `MQTT-CA-Renewal cert="${ownDer.toString('base64')}", signed-at="${ownAt}", signature="${sign('sha256', pickupSigningInput(ownAt), own.csr.privateKey).toString('base64')}"` }).send({ password: 'second-pass-456' }),
+        404,
+      );
+      assertProblem(await api.post('/v1/renew/staged').send({ password: 'second-pass-456' }), 401);
     });
 
     it('shows the job queues and their schedules (in-process without Redis)', async () => {
