@@ -276,6 +276,26 @@ for (const target of dbTargets) {
       assertProblem(await api.post('/v1/renew/staged').send({ password: 'second-pass-456' }), 401);
     });
 
+    it('re-signs pre-signed OCSP responses past half their validity (housekeeping), so a poll after a quiet spell needs no signing', async () => {
+      clock.set(new Date('2026-03-01T00:00:00Z'));
+      const e = await enroll('rot-ocsp');
+      const dir = tempDir();
+      const issuerPem = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items.find((c: { isDefaultIssuer?: boolean }) => c.isDefaultIssuer).certificate;
+      const reqFile = `${dir}/req.der`;
+      const r = run('openssl', ['ocsp', '-issuer', writeTemp(dir, 'issuer.pem', issuerPem), '-cert', writeTemp(dir, 'leaf.pem', e.certificate), '-no_nonce', '-reqout', reqFile]);
+      assert.equal(r.status, 0, r.stderr);
+      const { readFileSync } = await import('node:fs');
+      await svc.ocsp.respond(readFileSync(reqFile));
+      const thisUpdate = async () => new Date((await svc.db.raw('select this_update from ocsp_responses where serial = ?', [Buffer.from(e.serial, 'hex')])).rows[0].this_update).getTime();
+      const signedAt = await thisUpdate();
+      clock.advance(6 * 3600_000); // a quarter of the 24 h validity: not due
+      assert.equal(await svc.ocsp.refreshDue(1000), 0);
+      clock.advance(7 * 3600_000); // past half
+      assert.ok((await svc.ocsp.refreshDue(1000)) >= 1);
+      assert.ok((await thisUpdate()) > signedAt + 12 * 3600_000, 'the stored response was re-signed now');
+      assert.equal(await svc.ocsp.refreshDue(1000), 0, 'nothing left to re-sign');
+    });
+
     it('shows the job queues and their schedules (in-process without Redis)', async () => {
       const jobs = (await api.get('/v1/jobs').set(auth('auditor')).expect(200)).body;
       assert.equal(jobs.backend, 'in-process');
