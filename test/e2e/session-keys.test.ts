@@ -15,6 +15,7 @@ import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName,
 import { fromPemAll, toPem } from '../../src/ca/x509/pem.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import { sessionKeysSigningInput } from '../../src/rotate/device-auth.js';
+import type { WrappedSessionKey } from '../../src/rotate/session-keys.js';
 import { ManualClock } from '../../src/shared/clock.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -31,16 +32,7 @@ interface Device {
   der: Buffer;
 }
 
-interface Wrapped {
-  scope: 'device' | 'channel';
-  channel?: string;
-  kid: string;
-  version: number;
-  notBefore: string;
-  rotateAt: string;
-  notAfter: string;
-  jwe: string;
-}
+type Wrapped = WrappedSessionKey;
 
 const HOUR = 3_600_000;
 
