@@ -130,7 +130,7 @@ export class SessionKeyStore {
       .select(CHANNEL.map((c) => `c.${c}`))
       .select(ex.raw('(select count(*) from channel_members m where m.channel = c.name) as member_count'))
       .select(ex.raw(`(select k.version from session_keys k where k.scope = 'channel' and k.owner = c.name and k.superseded_at is null) as current_version`));
-    if (q.names) query.whereIn('c.name', q.names);
+    if (q.names) query.whereRaw('c.name = any(?::text[])', [q.names]);
     if (q.afterName !== undefined) query.where('c.name', '>', q.afterName);
     const rows = (await query.orderBy('c.name').limit(q.limit)) as Record<string, unknown>[];
     return rows.map((r) => ({ ...channelOf(r), memberCount: Number(r.member_count), currentVersion: r.current_version == null ? null : Number(r.current_version) }));
@@ -139,7 +139,7 @@ export class SessionKeyStore {
   /** Locks the channels (in name order, so lockers never deadlock) until the transaction ends; returns those that exist. */
   async lockChannels(tx: Executor, names: string[]): Promise<ChannelRow[]> {
     if (names.length === 0) return [];
-    const rows = (await tx('channels').select(CHANNEL).whereIn('name', names).orderBy('name').forUpdate()) as Record<string, unknown>[];
+    const rows = (await tx('channels').select(CHANNEL).whereRaw('name = any(?::text[])', [names]).orderBy('name').forUpdate()) as Record<string, unknown>[];
     return rows.map(channelOf);
   }
 
@@ -178,7 +178,7 @@ export class SessionKeyStore {
   /** The channels these devices belong to. */
   async channelsOf(ex: Executor, deviceIds: string[]): Promise<{ channel: string; deviceId: string }[]> {
     if (deviceIds.length === 0) return [];
-    const rows = (await ex('channel_members').select('channel', 'device_id').whereIn('device_id', deviceIds).orderBy(['channel', 'device_id'])) as Record<string, unknown>[];
+    const rows = (await ex('channel_members').select('channel', 'device_id').whereRaw('device_id = any(?::text[])', [deviceIds]).orderBy(['channel', 'device_id'])) as Record<string, unknown>[];
     return rows.map((r) => ({ channel: r.channel as string, deviceId: r.device_id as string }));
   }
 
@@ -187,14 +187,14 @@ export class SessionKeyStore {
   /** Status and current certificate of these devices (those that exist). */
   async devices(ex: Executor, ids: string[]): Promise<{ id: string; status: string; currentSerial: Buffer | null }[]> {
     if (ids.length === 0) return [];
-    const rows = (await ex('devices').select('id', 'status', 'current_serial').whereIn('id', ids)) as Record<string, unknown>[];
+    const rows = (await ex('devices').select('id', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids])) as Record<string, unknown>[];
     return rows.map((r) => ({ id: r.id as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
   }
 
   /** Locks the devices' rows (in id order) until the transaction ends; returns their status. */
   async lockDevices(tx: Executor, ids: string[]): Promise<{ id: string; status: string; currentSerial: Buffer | null }[]> {
     if (ids.length === 0) return [];
-    const rows = (await tx('devices').select('id', 'status', 'current_serial').whereIn('id', ids).orderBy('id').forUpdate()) as Record<string, unknown>[];
+    const rows = (await tx('devices').select('id', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids]).orderBy('id').forUpdate()) as Record<string, unknown>[];
     return rows.map((r) => ({ id: r.id as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
   }
 
@@ -219,7 +219,7 @@ export class SessionKeyStore {
   /** The current version (superseded_at is null) of each series. */
   async current(ex: Executor, scope: SessionKeyScope, owners: string[]): Promise<SessionKeyMetaRow[]> {
     if (owners.length === 0) return [];
-    const rows = (await ex('session_keys').select(META).where({ scope }).whereIn('owner', owners).whereNull('superseded_at')) as Record<string, unknown>[];
+    const rows = (await ex('session_keys').select(META).where({ scope }).whereRaw('owner = any(?::text[])', [owners]).whereNull('superseded_at')) as Record<string, unknown>[];
     return rows.map(metaOf);
   }
 
@@ -264,7 +264,7 @@ export class SessionKeyStore {
     if (ids.length === 0) return [];
     const set: Record<string, unknown> = { superseded_at: at };
     if (validUntil) set.not_after = tx.raw('least(not_after, greatest(?::timestamptz, not_before))', [validUntil]);
-    const rows = (await tx('session_keys').whereIn('id', ids).whereNull('superseded_at').update(set).returning(META)) as Record<string, unknown>[];
+    const rows = (await tx('session_keys').whereRaw('id = any(?::text[])', [ids]).whereNull('superseded_at').update(set).returning(META)) as Record<string, unknown>[];
     return rows.map(metaOf);
   }
 
@@ -276,7 +276,7 @@ export class SessionKeyStore {
     if (owners.length === 0) return [];
     const rows = (await tx('session_keys')
       .where({ scope })
-      .whereIn('owner', owners)
+      .whereRaw('owner = any(?::text[])', [owners])
       .whereNull('revoked_at')
       .andWhere((w) => w.where('not_after', '>', at).orWhereNull('superseded_at'))
       .update({
@@ -322,7 +322,7 @@ export class SessionKeyStore {
       .select(SEALED)
       .where((w) => {
         w.where((d) => d.where('scope', 'device').andWhere('owner', deviceId));
-        if (channels.length) w.orWhere((c) => c.where('scope', 'channel').whereIn('owner', channels));
+        if (channels.length) w.orWhere((c) => c.where('scope', 'channel').whereRaw('owner = any(?::text[])', [channels]));
       })
       .whereNull('revoked_at')
       .andWhere('not_before', '<=', at)
