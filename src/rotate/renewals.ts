@@ -20,6 +20,8 @@ export interface RenewalNotice {
   renewUrl: string;
   /** EST re-enrollment with the TLS client certificate. */
   estUrl: string;
+  /** due: the certificate reached its renewal point; rollover: its issuing CA is being replaced (renew onto the successor). */
+  reason: 'due' | 'rollover';
 }
 
 /** A way to tell devices (the MQTT broker connection, a signed webhook); src/broker implements them. */
@@ -133,6 +135,7 @@ export class Renewals {
       deadline: n.deadline.toISOString(),
       renewUrl: this.opts.renewUrl,
       estUrl: this.opts.estUrl,
+      reason: n.reason,
     };
   }
 

@@ -14,9 +14,11 @@ export interface NoticeRow {
   lastError: string | null;
   plannedAt: Date;
   sentAt: Date | null;
+  /** due: the policy's renewal point; rollover: a wave of an issuing-CA rollover. */
+  reason: 'due' | 'rollover';
 }
 
-const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at'];
+const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at', 'reason'];
 const date = (v: unknown) => (v == null ? null : new Date(v as string));
 
 function fromRow(r: Record<string, unknown>): NoticeRow {
@@ -33,6 +35,7 @@ function fromRow(r: Record<string, unknown>): NoticeRow {
     lastError: (r.last_error as string | null) ?? null,
     plannedAt: new Date(r.planned_at as string),
     sentAt: date(r.sent_at),
+    reason: r.reason === 'rollover' ? 'rollover' : 'due',
   };
 }
 
