@@ -59,7 +59,7 @@ function fromRow(r: Record<string, unknown>): RolloverRow {
   };
 }
 
-/** The old CA's current device certificates, `c`, held by active devices `d` (the rollover's population). */
+/** The old CA's current device certificates, `c`, held by active devices `d` (the rollover's population; wave() spells it out with the policy joins). */
 const POPULATION = `certificates c
     join devices d on d.current_serial = c.serial and d.status = 'active'
    where c.ca_id = ? and c.status = 'issued' and c.not_after > ? and c.profile in ('device', 'broker')`;
@@ -170,7 +170,11 @@ export class RolloverStore {
     const res = await ex.raw(
       `with picked as materialized (
          select c.serial, c.device_id, c.not_after, coalesce(lp.notify, pp.notify, ?::text[]) as notify
-           from ${POPULATION}
+           from certificates c
+           join devices d on d.current_serial = c.serial and d.status = 'active'
+           left join rotation_policies lp on lp.scope = 'lot' and lp.name = d.lot
+           left join rotation_policies pp on pp.scope = 'profile' and pp.name = c.profile
+          where c.ca_id = ? and c.status = 'issued' and c.not_after > ? and c.profile in ('device', 'broker')
             and not exists (select 1 from ca_rollover_members m where m.rollover_id = ? and m.serial = c.serial)
           order by c.not_after, c.serial
           limit ?
