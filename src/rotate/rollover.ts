@@ -190,7 +190,7 @@ export class CaRollovers implements IssuerRouting {
           if (serials.length > 0) {
             await this.store.recordWave(tx, id, serials.length, now);
             await this.audit.append(tx, [
-              { ...SYSTEM, action: 'ca-rollover.wave', targetType: 'ca-rollover', targetId: id, details: { wave, count: serials.length, serials: serials.map(serialFromBytes), fromCaId: row.fromCa, toCaId: row.toCa } },
+              { ...SYSTEM, action: 'ca-rollover.wave', targetType: 'ca-rollover', targetId: id, details: { wave, at: now.toISOString(), count: serials.length, serials: serials.map(serialFromBytes), fromCaId: row.fromCa, toCaId: row.toCa } },
             ]);
           }
         }

@@ -27,7 +27,7 @@ export interface RolloverCounts {
   remaining: number;
   /** Of those, not taken into a wave yet. */
   unscheduled: number;
-  /** Certificates whose notice of this rollover went out (state sent). */
+  /** Certificates whose notice of this rollover went out through a sink (the wave cleared what an earlier notice had). */
   notified: number;
   /** Certificates taken into a wave that were renewed onto the successor. */
   renewed: number;
@@ -208,7 +208,7 @@ export class RolloverStore {
          (select count(*) from ${POPULATION}
             and not exists (select 1 from ca_rollover_members m where m.rollover_id = ? and m.serial = c.serial)) as unscheduled,
          (select count(*) from ca_rollover_members m join renewal_notices n on n.serial = m.serial
-           where m.rollover_id = ? and n.reason = 'rollover' and n.state = 'sent') as notified,
+           where m.rollover_id = ? and n.reason = 'rollover' and (n.mqtt_sent_at is not null or n.webhook_sent_at is not null)) as notified,
          (select count(*) from ca_rollover_members m
            where m.rollover_id = ? and exists (select 1 from certificates c2 where c2.renewed_from = m.serial and c2.ca_id = ? and c2.status in ('issued', 'revoked'))) as renewed`,
       [r.fromCa, now, r.fromCa, now, r.id, r.id, r.id, r.toCa],
