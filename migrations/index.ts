@@ -9,6 +9,7 @@ import * as ocspResponses from './20261125_0007_ocsp_responses.js';
 import * as deltaCrls from './20261201_0008_delta_crls.js';
 import * as rotation from './20261201_0009_rotation.js';
 import * as sessionKeys from './20261201_0010_session_keys.js';
+import * as caRollover from './20261201_0011_ca_rollover.js';
 import * as stagedCredentials from './20261201_0012_staged_credentials.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
@@ -23,6 +24,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261201_0008_delta_crls': deltaCrls,
   '20261201_0009_rotation': rotation,
   '20261201_0010_session_keys': sessionKeys,
+  '20261201_0011_ca_rollover': caRollover,
   '20261201_0012_staged_credentials': stagedCredentials,
 };
 

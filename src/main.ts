@@ -64,7 +64,9 @@ import { SignedWebhook } from './broker/webhook.js';
 import type { JobRunner } from './jobs/runner.js';
 import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
-import { queueDefinitions } from './jobs/queues.js';
+import { deliverJob, queueDefinitions, RENEWAL_NOTICES } from './jobs/queues.js';
+import { CaRollovers } from './rotate/rollover.js';
+import { RolloverStore } from './store/rollover-store.js';
 import { SessionKeys } from './rotate/session-keys.js';
 import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
@@ -106,6 +108,8 @@ export interface Service {
   sessionKeys: SessionKeys;
   /** Successors of server-generated keys, staged for pickup. */
   staged: StagedCredentials;
+  /** Issuing-CA rollovers; the scheduler (rollover-waves) calls rollovers.tick(). */
+  rollovers: CaRollovers;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -177,6 +181,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
     const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
+    // Renewal batches of one delivery job: the same for planned notices and rollover waves.
+    const noticeBatchSize = 500;
+    const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
     const enrollment = new Enrollment(
       [
@@ -192,6 +199,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       new Idempotency(db, new IdempotencyStore(), clock),
       securityEvents,
       new FailureThrottle(clock),
+      rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
     );
     const stagedStore = new StagedCredentialStore();
     const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
@@ -270,7 +278,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
     ];
     const renewals = new Renewals(db, new RenewalStore(), policies, audit, clock, senders, {
-      batchSize: 500,
+      batchSize: noticeBatchSize,
       leaseMs: config.jobs.lockMs,
       redriveAfterMs: config.jobs.renewalRedriveMs,
       workerId,
@@ -280,7 +288,21 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
     const defs = queueDefinitions(
-      { logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, extra: { 'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() } } },
+      {
+        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps,
+        extra: {
+          'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
+          // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
+          'rollover-waves': {
+            everyMs: config.jobs.rolloverTickMs,
+            run: async () => {
+              const r = await rollovers.tick();
+              await jobs.enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
+              return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
+            },
+          },
+        },
+      },
       (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
       { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
     );
@@ -296,7 +318,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers,
       stop,
       close: async () => {
         await stop();
@@ -331,6 +353,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     metrics: svc.metrics,
     policies: svc.policies,
     renewals: svc.renewals,
+    rollovers: svc.rollovers,
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

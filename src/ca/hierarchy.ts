@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Db, Executor } from '../store/db.js';
 import type { CaRow, CaStore } from '../store/ca-store.js';
 import type { SettingsStore } from '../store/key-store.js';
@@ -21,7 +22,7 @@ import {
   type NameAttribute,
 } from './x509/encode.js';
 import { fromPemAll, toPem } from './x509/pem.js';
-import { parseCertificate, type ParsedCertificate } from './x509/inspect.js';
+import { nameFields, parseCertificate, type ParsedCertificate } from './x509/inspect.js';
 import { createHash } from 'node:crypto';
 
 export interface CaSubject {
@@ -150,67 +151,130 @@ export class CaHierarchy {
     input: { name: string; parentId: string; subject?: CaSubject; keyAlgorithm: KeyAlgorithm; validityDays?: number; pathLen?: number | null },
     ctx: ActorContext,
   ): Promise<CaView> {
+    return this.db.transaction((tx) => this.createIntermediateIn(tx, input, ctx));
+  }
+
+  /** createIntermediate inside the caller's transaction. */
+  private async createIntermediateIn(
+    tx: Knex.Transaction,
+    input: { name: string; parentId: string; subject?: CaSubject; keyAlgorithm: KeyAlgorithm; validityDays?: number; pathLen?: number | null },
+    ctx: ActorContext,
+  ): Promise<CaView> {
     const subjectDer = Buffer.from(encodeName(caNameAttributes(input.subject ?? { commonName: input.name })));
-    return this.db.transaction(async (tx) => {
-      const parent = await this.cas.get(tx, input.parentId);
-      if (!parent) throw notFound(`parent CA ${input.parentId} does not exist`);
-      const now = this.clock.now();
-      this.assertCanSign(parent, now);
-      const pathLen = this.childPathLen(parent, input.pathLen);
-      const parentSigner = await this.vault.signer(tx, parent.signerRef);
-      const { signerRef, signer } = await this.vault.generate(tx, input.keyAlgorithm);
-      const keyId = Buffer.from(keyIdentifier(signer.publicKey));
-      const notBefore = new Date(now.getTime() - BACKDATE_MS);
-      const wanted = new Date(notBefore.getTime() + (input.validityDays ?? 1825) * DAY);
-      const notAfter = wanted > parent.notAfter! ? parent.notAfter! : wanted;
-      const serial = newSerial();
-      const tbs = encodeTbsCertificate({
+    const parent = await this.cas.get(tx, input.parentId);
+    if (!parent) throw notFound(`parent CA ${input.parentId} does not exist`);
+    const now = this.clock.now();
+    this.assertCanSign(parent, now);
+    const pathLen = this.childPathLen(parent, input.pathLen);
+    const parentSigner = await this.vault.signer(tx, parent.signerRef);
+    const { signerRef, signer } = await this.vault.generate(tx, input.keyAlgorithm);
+    const keyId = Buffer.from(keyIdentifier(signer.publicKey));
+    const notBefore = new Date(now.getTime() - BACKDATE_MS);
+    const wanted = new Date(notBefore.getTime() + (input.validityDays ?? 1825) * DAY);
+    const notAfter = wanted > parent.notAfter! ? parent.notAfter! : wanted;
+    const serial = newSerial();
+    const tbs = encodeTbsCertificate({
+      serial,
+      signatureAlgorithm: parentSigner.signatureAlgorithm,
+      issuer: parent.subjectDer,
+      notBefore,
+      notAfter,
+      subject: subjectDer,
+      subjectPublicKeyInfo: signer.publicKey,
+      extensions: [
+        ...caExtensions(pathLen, keyId),
+        ext.authorityKeyIdentifier(parent.keyId),
+        ext.authorityInfoAccess({ ocsp: [this.urls.ocsp()], caIssuers: [this.urls.caCertificate(parent.id)] }),
+        ext.crlDistributionPoints([this.urls.crl(parent.id)]),
+      ],
+    });
+    const id = newId('ca');
+    // The CA certificate is a certificate its parent issued: recorded like any other, so the
+    // parent's CRL and OCSP can speak for it.
+    await this.certificates.insertIntents(tx, [
+      {
         serial,
-        signatureAlgorithm: parentSigner.signatureAlgorithm,
-        issuer: parent.subjectDer,
+        caId: parent.id,
+        profile: 'ca',
+        subjectCn: input.subject?.commonName ?? input.name,
+        deviceId: null,
+        tbsDer: Buffer.from(tbs),
+        spkiSha256: createHash('sha256').update(signer.publicKey).digest(),
         notBefore,
         notAfter,
-        subject: subjectDer,
-        subjectPublicKeyInfo: signer.publicKey,
-        extensions: [
-          ...caExtensions(pathLen, keyId),
-          ext.authorityKeyIdentifier(parent.keyId),
-          ext.authorityInfoAccess({ ocsp: [this.urls.ocsp()], caIssuers: [this.urls.caCertificate(parent.id)] }),
-          ext.crlDistributionPoints([this.urls.crl(parent.id)]),
-        ],
-      });
-      const id = newId('ca');
-      // The CA certificate is a certificate its parent issued: recorded like any other, so the
-      // parent's CRL and OCSP can speak for it.
-      await this.certificates.insertIntents(tx, [
-        {
-          serial,
-          caId: parent.id,
-          profile: 'ca',
-          subjectCn: input.subject?.commonName ?? input.name,
-          deviceId: null,
-          tbsDer: Buffer.from(tbs),
-          spkiSha256: createHash('sha256').update(signer.publicKey).digest(),
-          notBefore,
-          notAfter,
-          createdAt: now,
-        },
-      ]);
-      const der = Buffer.from(encodeCertificate(tbs, parentSigner.signatureAlgorithm, await parentSigner.sign(tbs)));
-      await this.certificates.completeIssued(tx, [{ serial, der }], now);
-      const row = activeCaRow({ id, name: input.name, parentId: parent.id, kind: 'intermediate', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
-      await this.cas.insert(tx, row);
-      await this.audit.append(tx, [
-        {
-          ...ctx,
-          action: 'ca.created',
-          targetType: 'ca',
-          targetId: id,
-          details: { kind: 'intermediate', name: row.name, parentId: parent.id, keyAlgorithm: row.keyAlgorithm, serial: serialFromBytes(serial) },
-        },
-      ]);
-      return this.view(row, await this.defaultIssuerId(tx));
-    });
+        createdAt: now,
+      },
+    ]);
+    const der = Buffer.from(encodeCertificate(tbs, parentSigner.signatureAlgorithm, await parentSigner.sign(tbs)));
+    await this.certificates.completeIssued(tx, [{ serial, der }], now);
+    const row = activeCaRow({ id, name: input.name, parentId: parent.id, kind: 'intermediate', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
+    await this.cas.insert(tx, row);
+    await this.audit.append(tx, [
+      {
+        ...ctx,
+        action: 'ca.created',
+        targetType: 'ca',
+        targetId: id,
+        details: { kind: 'intermediate', name: row.name, parentId: parent.id, keyAlgorithm: row.keyAlgorithm, serial: serialFromBytes(serial) },
+      },
+    ]);
+    return this.view(row, await this.defaultIssuerId(tx));
+  }
+
+  /**
+   * Issuing-CA rollover, inside the caller's transaction: a successor for an active intermediate
+   * signed here — same parent, key algorithm, path length and subject, its common name (and the
+   * CA's name) with `suffix` — made the default issuer when the old one was. The old CA is left as
+   * it is (active: it keeps signing CRLs and OCSP for what it issued). Locks the old CA's row.
+   */
+  async createSuccessorIn(
+    tx: Knex.Transaction,
+    oldId: string,
+    input: { suffix: string; name?: string | undefined; validityDays?: number | undefined },
+    ctx: ActorContext,
+  ): Promise<{ successor: CaView; madeDefault: boolean }> {
+    const old = await this.cas.getForUpdate(tx, oldId);
+    if (!old) throw notFound(`CA ${oldId} does not exist`);
+    if (old.kind === 'root') throw conflict(`CA ${oldId} is a root: only an issuing (intermediate) CA is rolled over`);
+    if (old.status !== 'active' || !old.certificateDer || !old.notAfter || !old.notBefore) throw conflict(`CA ${oldId} is not active (status ${old.status})`);
+    if (!old.parentId) throw conflict(`CA ${oldId} is signed by an outside CA: create its successor there and import it`);
+    const now = this.clock.now();
+    if (old.notAfter <= now) throw conflict(`CA ${oldId} expired at ${old.notAfter.toISOString()}`);
+    const fields = nameFields(old.subjectDer);
+    const name = input.name ?? `${old.name}${input.suffix}`.slice(0, 64);
+    const commonName = input.name ?? `${fields.commonName ?? old.name}${input.suffix}`.slice(0, 64);
+    const lifetimeDays = Math.max(1, Math.round((old.notAfter.getTime() - old.notBefore.getTime()) / DAY));
+    const successor = await this.createIntermediateIn(
+      tx,
+      {
+        name,
+        parentId: old.parentId,
+        subject: { ...fields, commonName },
+        keyAlgorithm: old.keyAlgorithm as KeyAlgorithm,
+        validityDays: input.validityDays ?? lifetimeDays,
+        pathLen: old.pathLen,
+      },
+      ctx,
+    );
+    const madeDefault = (await this.settings.get<string>(tx, DEFAULT_ISSUER_KEY)) === oldId;
+    if (madeDefault) {
+      await this.settings.set(tx, DEFAULT_ISSUER_KEY, successor.id);
+      await this.audit.append(tx, [{ ...ctx, action: 'ca.default-issuer-set', targetType: 'ca', targetId: successor.id, details: { replaces: oldId } }]);
+    }
+    return { successor: { ...successor, isDefaultIssuer: madeDefault }, madeDefault };
+  }
+
+  /** An active CA set to retired (it signs nothing more, CRLs included), inside the caller's transaction; false when it was not active. */
+  async retireIn(tx: Knex.Transaction, caId: string, ctx: ActorContext, details: Record<string, unknown> = {}): Promise<boolean> {
+    const retired = await this.cas.retire(tx, caId);
+    this.issuers.delete(caId);
+    if (retired) await this.audit.append(tx, [{ ...ctx, action: 'ca.retired', targetType: 'ca', targetId: caId, details }]);
+    return retired;
+  }
+
+  /** Drops the cached default issuer (after a transaction that changed it committed). */
+  forgetDefaultIssuer(): void {
+    this.defaultIssuer = undefined;
   }
 
   /** Offline-root path, step 1: a key and a CSR for an outside CA to sign. */

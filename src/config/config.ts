@@ -36,6 +36,7 @@ const schema = z.object({
   JOB_LOCK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   RENEWAL_PLAN_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   RENEWAL_REDRIVE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
+  ROLLOVER_TICK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   RENEWAL_MQTT_URL: optionalString.pipe(z.string().regex(/^(mqtts?|wss?):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL').optional()),
   RENEWAL_MQTT_USERNAME: optionalString,
   RENEWAL_MQTT_PASSWORD: optionalString,
@@ -89,6 +90,8 @@ export interface Config {
     renewalPlanEveryMs: number;
     /** A pending notice whose job has not run for this long is enqueued again (its job was lost with Redis). */
     renewalRedriveMs: number;
+    /** How often the housekeeping task runs the waves of issuing-CA rollovers (each rollover keeps its own interval). */
+    rolloverTickMs: number;
   };
   renewalNotices: {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
@@ -149,7 +152,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
-    jobs: { prefix: e.JOBS_PREFIX, inServe: e.JOBS_IN_SERVE === 'true', lockMs: e.JOB_LOCK_SECONDS * 1000, renewalPlanEveryMs: e.RENEWAL_PLAN_SECONDS * 1000, renewalRedriveMs: e.RENEWAL_REDRIVE_SECONDS * 1000 },
+    jobs: { prefix: e.JOBS_PREFIX, inServe: e.JOBS_IN_SERVE === 'true', lockMs: e.JOB_LOCK_SECONDS * 1000, renewalPlanEveryMs: e.RENEWAL_PLAN_SECONDS * 1000, renewalRedriveMs: e.RENEWAL_REDRIVE_SECONDS * 1000, rolloverTickMs: e.ROLLOVER_TICK_SECONDS * 1000 },
     renewalNotices: {
       ...(e.RENEWAL_MQTT_URL
         ? {

@@ -6,7 +6,7 @@ import type { FailureThrottle } from '../detect/failure-throttle.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { DomainError } from '../shared/errors.js';
 import type { Idempotency } from './idempotency.js';
-import type { Credential, EnrollmentContext, EnrollmentMethod } from './methods.js';
+import type { Credential, EnrollmentContext, EnrollmentMethod, IssuerRouting } from './methods.js';
 import { runSteps } from './policy.js';
 
 export interface EnrollResult {
@@ -43,6 +43,8 @@ export class Enrollment {
     private readonly idempotency: Idempotency,
     private readonly events: SecurityEvents,
     private readonly throttle: FailureThrottle,
+    /** Set by the composition root: renewals of a rolled-over CA's certificates go to its successor. */
+    private readonly routing?: IssuerRouting,
   ) {}
 
   async enroll(input: EnrollInput): Promise<{ result: EnrollResult; replayed: boolean; method: string }> {
@@ -74,7 +76,7 @@ export class Enrollment {
         dnsNames: draft.dnsNames,
         ipAddresses: draft.ipAddresses,
         renews: draft.renews,
-        caId: draft.caId,
+        caId: this.routing ? await this.routing.issuerFor(draft) : draft.caId,
         validityDays: draft.validityDays,
         subjectPublicKeyInfo: csr.spki,
       };

@@ -33,6 +33,15 @@ export interface IssueDraft {
 }
 
 /**
+ * Which CA issues a draft, asked after the policy steps: the CA that replaced the one a renewed
+ * certificate came from (an issuing-CA rollover), or the draft's own caId; undefined = the default
+ * issuer. Throws (Conflict) when the draft names a CA that takes no new issuance.
+ */
+export interface IssuerRouting {
+  issuerFor(draft: Pick<IssueDraft, 'caId' | 'renews'>): Promise<string | undefined>;
+}
+
+/**
  * One step of enrollment policy. Steps run in a fixed order of kinds — modify (shape the
  * draft), then validate (names, key, extensions), then enforce (state and limits) — whatever
  * order methods list them in.

@@ -32,6 +32,8 @@ import type { RotationPolicies } from '../rotate/policies.js';
 import type { Renewals } from '../rotate/renewals.js';
 import type { JobRunner } from '../jobs/runner.js';
 import { rotationRoutes } from './routes/rotation.js';
+import { rolloverRoutes } from './routes/rollover.js';
+import type { CaRollovers } from '../rotate/rollover.js';
 import { adminOnly, DASHBOARD_PATH, queueDashboard } from './queue-dashboard.js';
 import type { SessionKeys } from '../rotate/session-keys.js';
 import { sessionKeyRoutes } from './routes/session-keys.js';
@@ -59,6 +61,7 @@ export interface AppDeps {
   metrics: Registry;
   policies: RotationPolicies;
   renewals: Renewals;
+  rollovers: CaRollovers;
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -126,6 +129,7 @@ export function createApp(d: AppDeps): Express {
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
+  app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());

@@ -21,6 +21,8 @@ export interface RenewalNotice {
   renewUrl: string;
   /** EST re-enrollment with the TLS client certificate. */
   estUrl: string;
+  /** due: the certificate reached its renewal point; rollover: its issuing CA is being replaced (renew onto the successor). */
+  reason: 'due' | 'rollover';
   /** credential-staged: the new certificate, and where the device fetches it with its current certificate. */
   newSerial?: string;
   pickupUrl?: string;
@@ -154,6 +156,7 @@ export class Renewals {
       deadline: n.deadline.toISOString(),
       renewUrl: this.opts.renewUrl,
       estUrl: this.opts.estUrl,
+      reason: n.reason,
       ...(stagedSerial ? { newSerial: stagedSerial, pickupUrl: this.opts.pickupUrl } : {}),
     };
   }

@@ -108,4 +108,10 @@ export class CaStore {
       status: 'active',
     });
   }
+
+  /** active → retired; false when the CA was not active. */
+  async retire(db: Executor, id: string): Promise<boolean> {
+    const n = await db('cas').where({ id, status: 'active' }).update({ status: 'retired' });
+    return Number(n) > 0;
+  }
 }

@@ -16,9 +16,11 @@ export interface NoticeRow {
   sentAt: Date | null;
   /** 'server' when the service generated the certificate's key (its successor is staged, not asked for). */
   keyOrigin?: string | null;
+  /** due: the policy's renewal point; rollover: a wave of an issuing-CA rollover. */
+  reason: 'due' | 'rollover';
 }
 
-const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at'];
+const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at', 'reason'];
 const date = (v: unknown) => (v == null ? null : new Date(v as string));
 
 function fromRow(r: Record<string, unknown>): NoticeRow {
@@ -36,6 +38,7 @@ function fromRow(r: Record<string, unknown>): NoticeRow {
     plannedAt: new Date(r.planned_at as string),
     sentAt: date(r.sent_at),
     ...(r.key_origin !== undefined ? { keyOrigin: (r.key_origin as string | null) ?? null } : {}),
+    reason: r.reason === 'rollover' ? 'rollover' : 'due',
   };
 }
 

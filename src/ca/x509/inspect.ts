@@ -106,3 +106,19 @@ export async function summarizeCrlBundle(pem: string, trustedPem?: string): Prom
   }
   return out;
 }
+
+/** The CN, O, OU and C of a DER Name (the first value of each), for a name built again with a change. */
+export function nameFields(nameDer: Uint8Array): { commonName?: string; organization?: string; organizationalUnit?: string; country?: string } {
+  const name = new x509.Name(Buffer.from(nameDer));
+  const first = (f: string) => name.getField(f)[0];
+  const out: { commonName?: string; organization?: string; organizationalUnit?: string; country?: string } = {};
+  const cn = first('CN');
+  const o = first('O');
+  const ou = first('OU');
+  const c = first('C');
+  if (cn !== undefined) out.commonName = cn;
+  if (o !== undefined) out.organization = o;
+  if (ou !== undefined) out.organizationalUnit = ou;
+  if (c !== undefined) out.country = c;
+  return out;
+}

@@ -47,6 +47,7 @@ export function rotationRoutes(policies: RotationPolicies, renewals: Renewals, j
       lastError: n.lastError,
       plannedAt: n.plannedAt.toISOString(),
       sentAt: iso(n.sentAt),
+      reason: n.reason,
     });
   });
   r.get('/v1/jobs', allow(...READERS), async (req, res) => {
