@@ -36,7 +36,7 @@ export const description =
   'OCSP, every server on one core: each in its own process pinned to CPU 0 (taskset), the same client — wrk, one thread, ' +
   '32 keep-alive connections, pinned to CPU 1 — sending the same real OCSPRequests (SHA-1 CertIDs over 2,000 issued ' +
   'certificates, taken in turn), 1 s of warm-up, then three 3-second windows, of which the fastest counts (every window\'s rate is in the note). mqtt-ca is `mqtt-ca serve` on the store this ' +
-  'benchmark filled (`POST /pki/ocsp` and `GET /pki/ocsp/{base64}` on the lean node:http handler). Pre-signed: no nonce, ' +
+  'benchmark filled, with its job workers off (`JOBS_IN_SERVE=false`: the responder alone; housekeeping runs in `mqtt-ca worker` processes) (`POST /pki/ocsp` and `GET /pki/ocsp/{base64}` on the lean node:http handler). Pre-signed: no nonce, ' +
   'answered from the in-process cache after the warm-up (misses read the shared store). Nonce: 20,000 requests with distinct ' +
   'nonces, each signed on the spot with the delegated responder key (ECDSA P-256). Baselines: a bare node:http server answering ' +
   'a fixed body of the same size (target: pre-signed >= 40% of it); `cfssl ocspserve` (Debian golang-cfssl, GOMAXPROCS=1) ' +
@@ -200,6 +200,9 @@ export async function run(): Promise<BenchResult[]> {
       PORT: String(port),
       HOST: '127.0.0.1',
       NODE_ENV: 'production',
+      // The responder alone: housekeeping jobs would run in `mqtt-ca worker` processes of a deployment this busy.
+      JOBS_IN_SERVE: 'false',
+      REDIS_URL: '',
     });
     children.push(ours);
     await waitForPort(port, ours, 'mqtt-ca serve');

@@ -13,6 +13,7 @@ const CLI = join(import.meta.dirname, '../../src/cli.ts');
 function cli(args: string[], env: Record<string, string>) {
   const base = { ...process.env };
   delete base.DATABASE_URL; // embedded store
+  delete base.REDIS_URL; // in-process jobs, as on a fresh machine
   delete base.MQTT_CA_KEK;
   const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
     env: { ...base, LOG_LEVEL: 'warn', ...env },
@@ -118,6 +119,7 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const adminKey = readFileSync(join(dataDir, 'admin-api-key'), 'utf8').trim();
     const base = { ...process.env };
     delete base.DATABASE_URL;
+    delete base.REDIS_URL;
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], { env: { ...base, ...env, PORT: '0', LOG_LEVEL: 'info' } });
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));

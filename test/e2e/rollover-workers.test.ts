@@ -6,6 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
+import { Redis } from 'ioredis';
 import { databaseUrlOf, postgresTarget } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { p256Csr, type TestCsr } from '../helpers/csr.js';
@@ -77,6 +78,11 @@ describe('issuing-CA rollover with two BullMQ workers in their own processes, a 
     await cleaner.endAsync();
     await Promise.all(clients.map((c) => c.endAsync()));
     await svc?.dispose();
+    // Its queues leave nothing behind in the shared Redis.
+    const redis = new Redis(process.env.REDIS_URL!);
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
   });
 
   it('renews a population of devices onto the successor in throttled waves, each device answering its notice', async () => {

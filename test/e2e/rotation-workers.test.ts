@@ -6,6 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
+import { Redis } from 'ioredis';
 import { databaseUrlOf, postgresTarget } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
@@ -98,6 +99,11 @@ async function fleet(redisUrl: string) {
       for (const t of topics) await subscriber.publishAsync(t, '', { retain: true, qos: 1 });
       await subscriber.endAsync();
       await svc.dispose();
+      // This fleet's queues leave nothing behind in the Redis it used.
+      const redis = new Redis(redisUrl);
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
     },
   };
 }
