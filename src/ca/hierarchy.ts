@@ -390,6 +390,9 @@ export class CaHierarchy {
       const ca = await this.cas.get(tx, caId);
       if (!ca) throw notFound(`CA ${caId} does not exist`);
       this.assertCanSign(ca, this.clock.now());
+      // A CA being rolled over issues nothing new: its successor took over.
+      const successor = await this.cas.successorOf(tx, caId);
+      if (successor) throw conflict(`CA ${caId} is rolled over to ${successor}: it issues nothing new (cancel the rollover first)`);
       await this.settings.set(tx, DEFAULT_ISSUER_KEY, caId);
       await this.audit.append(tx, [{ ...ctx, action: 'ca.default-issuer-set', targetType: 'ca', targetId: caId }]);
     });

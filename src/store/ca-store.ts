@@ -114,4 +114,10 @@ export class CaStore {
     const n = await db('cas').where({ id, status: 'active' }).update({ status: 'retired' });
     return Number(n) > 0;
   }
+
+  /** The CA that replaces `caId` (its rollover that is not cancelled), if any. */
+  async successorOf(ex: Executor, caId: string): Promise<string | undefined> {
+    const r = await ex('ca_rollovers').select('to_ca').where({ from_ca: caId }).whereNot({ state: 'cancelled' }).first();
+    return (r?.to_ca as string | undefined) ?? undefined;
+  }
 }

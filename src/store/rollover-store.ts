@@ -1,4 +1,7 @@
 import type { Executor } from './db.js';
+import { CaStore } from './ca-store.js';
+
+const CA_STORE = new CaStore();
 import type { NoticeSink } from './rotation-policy-store.js';
 
 export type RolloverState = 'running' | 'paused' | 'done' | 'cancelled';
@@ -101,9 +104,8 @@ export class RolloverStore {
   }
 
   /** The CA that replaces `caId` (its rollover that is not cancelled), if any. */
-  async successorOf(ex: Executor, caId: string): Promise<string | undefined> {
-    const r = await ex('ca_rollovers').select('to_ca').where({ from_ca: caId }).whereNot({ state: 'cancelled' }).first();
-    return (r?.to_ca as string | undefined) ?? undefined;
+  successorOf(ex: Executor, caId: string): Promise<string | undefined> {
+    return CA_STORE.successorOf(ex, caId);
   }
 
   async caStatus(ex: Executor, caId: string): Promise<string | undefined> {

@@ -139,6 +139,8 @@ for (const target of dbTargets) {
       assert.match(successor.subject, /CN=mqtt-ca Issuing CA 1 \(rollover 2026-03-01\)/);
       assert.match(successor.subject, /O=mqtt-ca/);
       assert.deepEqual([old.status, old.isDefaultIssuer], ['active', false]);
+      // New issuance stays off the old CA: it cannot be made the default issuer again while it is rolled over.
+      assertProblem(await api.post(`/v1/cas/${oldCa}/default-issuer`).set(auth('admin')), 409, /rolled over/);
       assert.deepEqual(
         [rollover.state, rollover.fromCaId, rollover.toCaId, rollover.waves, rollover.remaining, rollover.unscheduled, rollover.notified, rollover.renewed, rollover.nextWaveAt],
         ['running', oldCa, successorId, 0, 10, 10, 0, 0, T0.toISOString()],
