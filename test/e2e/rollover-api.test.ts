@@ -2,15 +2,13 @@ import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { sign } from 'node:crypto';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
-import { p256Csr, type TestCsr } from '../helpers/csr.js';
+import { p256Csr, signedRenewalAuth, type TestCsr } from '../helpers/csr.js';
 import { opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { ManualClock } from '../../src/shared/clock.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 import type { Serial } from '../../src/shared/ids.js';
@@ -59,13 +57,7 @@ for (const target of dbTargets) {
     };
     const renewSigned = (e: { csr: TestCsr; certificate: string }, deviceId: string) => {
       const next = p256Csr(deviceId);
-      const signedAt = clock.now().toISOString();
-      const der = Buffer.from(e.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
-      const signature = sign('sha256', renewalSigningInput(signedAt, next.der), e.csr.privateKey);
-      return api
-        .post('/v1/renew')
-        .set({ Authorization: `MQTT-CA-Renewal cert="${der.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` })
-        .send({ csr: next.pem });
+      return api.post('/v1/renew').set({ Authorization: signedRenewalAuth(e.certificate, e.csr.privateKey, clock.now().toISOString(), next.der) }).send({ csr: next.pem });
     };
     const progress = async (id = rolloverId) => (await api.get(`/v1/rollovers/${id}`).set(auth('auditor')).expect(200)).body;
     const ca = async (id: string) => (await api.get(`/v1/cas/${id}`).set(auth('auditor')).expect(200)).body;

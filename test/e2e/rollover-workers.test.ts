@@ -13,6 +13,7 @@ import { p256Csr, type TestCsr } from '../helpers/csr.js';
 import { envSkip, toolSkip } from '../helpers/tools.js';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startWorker, type Child } from '../helpers/processes.js';
+import { until as waitUntil } from '../helpers/processes.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import type { Role } from '../../src/access/api-keys.js';
 import type { Service } from '../../src/main.js';
@@ -26,15 +27,7 @@ const DEVICES = 12;
 const WAVE_SIZE = 4;
 const WAVE_INTERVAL_SECONDS = 2;
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000) => waitUntil(what, probe, timeoutMs);
 
 describe('issuing-CA rollover with two BullMQ workers in their own processes, a real Redis and a real Mosquitto', { skip }, () => {
   let svc: Service & { dispose(): Promise<void> };

@@ -7,9 +7,8 @@ import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
-import { p256Csr, type TestCsr } from '../helpers/csr.js';
+import { p256Csr, signedRenewalAuth, type TestCsr } from '../helpers/csr.js';
 import { ManualClock } from '../../src/shared/clock.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import { webhookSignature } from '../../src/broker/webhook.js';
 import { DeliveryIncomplete } from '../../src/rotate/renewals.js';
 import { pickupSigningInput } from '../../src/rotate/staged-credentials.js';
@@ -73,13 +72,7 @@ for (const target of dbTargets) {
     };
     const renewSigned = (e: { csr: TestCsr; certificate: string }, deviceId: string) => {
       const next = p256Csr(deviceId);
-      const signedAt = clock.now().toISOString();
-      const der = Buffer.from(e.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
-      const signature = sign('sha256', renewalSigningInput(signedAt, next.der), e.csr.privateKey);
-      return api
-        .post('/v1/renew')
-        .set({ Authorization: `MQTT-CA-Renewal cert="${der.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` })
-        .send({ csr: next.pem });
+      return api.post('/v1/renew').set({ Authorization: signedRenewalAuth(e.certificate, e.csr.privateKey, clock.now().toISOString(), next.der) }).send({ csr: next.pem });
     };
     const notice = async (serial: string) => (await api.get(`/v1/renewal-notices/${serial}`).set(auth('auditor')).expect(200)).body;
 

@@ -14,6 +14,7 @@ import { p256Csr, type TestCsr } from '../helpers/csr.js';
 import { envSkip, toolSkip } from '../helpers/tools.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { freePort, stallingProxy, startRedis, startWorker, type Child } from '../helpers/processes.js';
+import { until as waitUntil } from '../helpers/processes.js';
 import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
 import { sessionKeysSigningInput } from '../../src/rotate/device-auth.js';
 import { compactDecrypt } from 'jose';
@@ -26,15 +27,7 @@ const skip = postgresTarget.skip ?? envSkip('REDIS_URL', 'the BullMQ worker test
 const mqttUrl = () => process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const mqttPort = () => Number(new URL(mqttUrl()).port || 1883);
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 90_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 90_000) => waitUntil(what, probe, timeoutMs);
 
 /** One isolated fleet: its own database, queue prefix and topic tree; workers in processes of their own. */
 async function fleet(redisUrl: string) {

@@ -100,3 +100,14 @@ export async function stallingProxy(targetPort: number): Promise<{ port: number;
     },
   };
 }
+
+/** Polls `probe` every 200 ms until it returns something truthy (returned), or fails after `timeoutMs`. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
