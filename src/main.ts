@@ -72,6 +72,10 @@ import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
 import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
+import { Incidents } from './respond/incidents.js';
+import { incidentActions } from './respond/actions.js';
+import { IncidentStore } from './store/incident-store.js';
+import { BrokerConnectors } from './broker/connector.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -110,6 +114,10 @@ export interface Service {
   staged: StagedCredentials;
   /** Issuing-CA rollovers; the scheduler (rollover-waves) calls rollovers.tick(). */
   rollovers: CaRollovers;
+  /** The broker connectors incident actions act through (none configured: broker actions are refused). */
+  brokers: BrokerConnectors;
+  /** Incidents and their Respond/Recover actions. */
+  incidents: Incidents;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -310,6 +318,24 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const jobs: JobRunner = config.redisUrl
       ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
+    const brokers = new BrokerConnectors([]);
+    const incidentStore = new IncidentStore();
+    const incidents = new Incidents(
+      db,
+      incidentStore,
+      {
+        devices: (ids) => incidentStore.devices(db, ids),
+        devicesInLots: (lots) => incidentStore.devicesInLots(db, lots),
+        existingLots: (lots) => incidentStore.existingLots(db, lots),
+        caExists: async (id) => (await hierarchy.list()).some((c) => c.id === id),
+      },
+      audit,
+      clock,
+      incidentActions({
+        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers,
+        replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
+      }),
+    );
     const stop = async () => {
       await jobs.close();
       await publisher?.close();
@@ -318,7 +344,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents,
       stop,
       close: async () => {
         await stop();
@@ -354,6 +380,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     policies: svc.policies,
     renewals: svc.renewals,
     rollovers: svc.rollovers,
+    incidents: svc.incidents,
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

@@ -153,6 +153,27 @@ export class EnrollmentTokens {
     });
   }
 
+  /** The live tokens of these devices and lots: what revokeFor() would revoke. */
+  async liveFor(t: { deviceIds: string[]; lots: string[] }): Promise<{ id: string; deviceId: string | null; lot: string | null }[]> {
+    return this.store.liveFor(this.db, t, this.clock.now());
+  }
+
+  /** Revokes every live token of these devices and lots, in one transaction; returns the ids revoked. */
+  async revokeFor(t: { deviceIds: string[]; lots: string[] }, ctx: ActorContext, details: Record<string, unknown> = {}): Promise<string[]> {
+    return this.db.transaction(async (tx) => {
+      const now = this.clock.now();
+      const live = await this.store.liveFor(tx, t, now);
+      const revoked = await this.store.revokeIds(tx, live.map((l) => l.id), now);
+      for (const id of revoked) this.cache.delete(id);
+      const of = new Map(live.map((l) => [l.id, l]));
+      await this.audit.append(
+        tx,
+        revoked.map((id) => ({ ...ctx, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: id, details: { deviceId: of.get(id)?.deviceId ?? null, lot: of.get(id)?.lot ?? null, ...details } })),
+      );
+      return revoked;
+    });
+  }
+
   /**
    * The token a bearer string names, if the secret matches and it is live. A used-up token is
    * still returned (with `usedUp`): a retried request may be owed its first response. Rows are

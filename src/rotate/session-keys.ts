@@ -517,10 +517,48 @@ export class SessionKeys implements RevocationListener {
     const revoked = await this.store.revokedDeviceCertificates(tx, change.serials);
     const hit = revoked.filter((r) => isRevocationReason(r.reason) && deviceEffectOf(r.reason) !== null);
     if (hit.length === 0) return;
-    const deviceIds = [...new Set(hit.map((r) => r.deviceId))].sort();
-    const now = this.clock.now();
-    const ctx = { actor: SYSTEM_REVOCATION };
     const why = Object.fromEntries(hit.map((r) => [r.deviceId, { serial: serialFromBytes(r.serial), reason: r.reason }]));
+    const deviceIds = [...new Set(hit.map((r) => r.deviceId))].sort();
+    await this.audit.append(tx, await this.revokeDevicesIn(tx, deviceIds, { channelReason: 'member-revoked', deviceReason: 'device-revoked' }, { actor: SYSTEM_REVOCATION }, (id) => ({ certificate: why[id] })));
+  }
+
+  /**
+   * A device's session keys leaked (its certificate still trusted): its own valid versions are
+   * revoked and every channel it belongs to gets a new version effective now. One transaction.
+   */
+  async revokeDeviceKeys(deviceIds: string[], ctx: Actor, details: Record<string, unknown> = {}): Promise<{ deviceKeys: number; channels: string[] }> {
+    const ids = [...new Set(deviceIds)].sort();
+    return this.db.transaction(async (tx) => {
+      const entries = await this.revokeDevicesIn(tx, ids, { channelReason: 'member-key-revoked', deviceReason: 'key-revoked' }, ctx, () => details);
+      await this.audit.append(tx, entries);
+      return {
+        deviceKeys: entries.filter((e) => e.action === 'session-key.revoked' && e.targetType === 'device').length,
+        channels: [...new Set(entries.filter((e) => e.action === 'session-key.rotated').map((e) => e.targetId))].sort(),
+      };
+    });
+  }
+
+  /** What revokeDeviceKeys() would touch: the devices' valid versions and their channels. */
+  async keysOf(deviceIds: string[]): Promise<{ deviceKeys: { id: string; owner: string }[]; channels: string[] }> {
+    const now = this.clock.now();
+    const current = await this.store.current(this.db, 'device', deviceIds);
+    const memberships = await this.store.channelsOf(this.db, deviceIds);
+    return {
+      deviceKeys: current.filter((k) => k.notAfter > now && !k.revokedAt).map((k) => ({ id: k.id, owner: k.owner })),
+      channels: [...new Set(memberships.map((m) => m.channel))].sort(),
+    };
+  }
+
+  /** Inside `tx`: revokes the devices' valid versions and re-keys their channels now; returns the audit entries. */
+  private async revokeDevicesIn(
+    tx: Executor,
+    deviceIds: string[],
+    reasons: { channelReason: SessionKeyOrigin; deviceReason: string },
+    ctx: Actor,
+    detailsOf: (deviceId: string) => Record<string, unknown>,
+  ): Promise<AuditEntryInput[]> {
+    if (deviceIds.length === 0) return [];
+    const now = this.clock.now();
     await this.store.lockDevices(tx, deviceIds);
     const memberships = await this.store.channelsOf(tx, deviceIds);
     const channels = await this.store.lockChannels(tx, [...new Set(memberships.map((m) => m.channel))]);
@@ -528,17 +566,17 @@ export class SessionKeys implements RevocationListener {
     if (channels.length) {
       const membersOf = new Map<string, string[]>();
       for (const m of memberships) membersOf.set(m.channel, [...(membersOf.get(m.channel) ?? []), m.deviceId]);
-      const revokedKeys = await this.store.revokeValid(tx, 'channel', channels.map((c) => c.name), now, 'member-revoked');
-      const created = await this.store.insertNext(tx, channels.map((c) => this.newVersion('channel', c.name, 'member-revoked', periodOf(c), now)));
+      const revokedKeys = await this.store.revokeValid(tx, 'channel', channels.map((c) => c.name), now, reasons.channelReason);
+      const created = await this.store.insertNext(tx, channels.map((c) => this.newVersion('channel', c.name, reasons.channelReason, periodOf(c), now)));
       entries.push(
-        ...revokedKeys.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason: 'member-revoked', deviceIds: membersOf.get(k.owner) })),
+        ...revokedKeys.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason: reasons.channelReason, deviceIds: membersOf.get(k.owner) })),
         ...created.map((k) => keyAudit(ctx, 'session-key.rotated', k, { immediate: true, deviceIds: membersOf.get(k.owner) })),
       );
     }
-    for (const k of await this.store.revokeValid(tx, 'device', deviceIds, now, 'device-revoked')) {
-      entries.push(keyAudit(ctx, 'session-key.revoked', k, { reason: 'device-revoked', certificate: why[k.owner] }));
+    for (const k of await this.store.revokeValid(tx, 'device', deviceIds, now, reasons.deviceReason)) {
+      entries.push(keyAudit(ctx, 'session-key.revoked', k, { reason: reasons.deviceReason, ...detailsOf(k.owner) }));
     }
-    await this.audit.append(tx, entries);
+    return entries;
   }
 
   /** Nothing to publish after the commit: devices fetch. */

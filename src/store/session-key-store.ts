@@ -3,7 +3,7 @@ import type { Executor } from './db.js';
 export type SessionKeyScope = 'device' | 'channel';
 
 /** Why a version was made. */
-export type SessionKeyOrigin = 'created' | 'scheduled' | 'manual' | 'member-revoked' | 'member-removed';
+export type SessionKeyOrigin = 'created' | 'scheduled' | 'manual' | 'member-revoked' | 'member-removed' | 'member-key-revoked';
 
 export interface ChannelRow {
   name: string;

@@ -174,6 +174,32 @@ export class TokenStore {
     return rows.map((r: { id: string }) => r.id);
   }
 
+  /** Live tokens (not revoked, not expired) for any of these devices or lots. */
+  async liveFor(db: Executor, t: { deviceIds: string[]; lots: string[] }, now: Date): Promise<{ id: string; deviceId: string | null; lot: string | null }[]> {
+    if (t.deviceIds.length + t.lots.length === 0) return [];
+    const rows = await db('enrollment_tokens')
+      .select('id', 'device_id', 'lot')
+      .whereNull('revoked_at')
+      .where('expires_at', '>', now)
+      .where((w) => {
+        w.whereRaw('device_id = any(?::text[])', [t.deviceIds]);
+        w.orWhereRaw('lot = any(?::text[])', [t.lots]);
+      })
+      .orderBy('id');
+    return rows.map((r: { id: string; device_id: string | null; lot: string | null }) => ({ id: r.id, deviceId: r.device_id, lot: r.lot }));
+  }
+
+  /** Revokes the tokens of `ids` that are not revoked yet; returns those it revoked. */
+  async revokeIds(db: Executor, ids: string[], at: Date): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await db('enrollment_tokens')
+      .whereRaw('id = any(?::text[])', [ids])
+      .whereNull('revoked_at')
+      .update({ revoked_at: at })
+      .returning(['id']);
+    return rows.map((r: { id: string }) => r.id);
+  }
+
   async revoke(db: Executor, id: string, at: Date): Promise<boolean> {
     const n = await db('enrollment_tokens').where({ id }).whereNull('revoked_at').update({ revoked_at: at });
     return n > 0;

@@ -1,0 +1,404 @@
+import type { AuditLog } from '../audit/audit-log.js';
+import type { ActorContext } from '../ca/hierarchy.js';
+import type { Clock } from '../shared/clock.js';
+import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
+import { newId } from '../shared/ids.js';
+import type { Db } from '../store/db.js';
+import {
+  INCIDENT_KINDS,
+  type IncidentKind,
+  type IncidentRow,
+  type IncidentStore,
+  type IncidentTargets,
+  type StepRow,
+  type StepStatus,
+  type Touched,
+} from '../store/incident-store.js';
+
+/** A device an action is about, as the inventory has it when the action runs. */
+export interface TargetDevice {
+  id: string;
+  kind: string;
+  status: string;
+  lot: string | null;
+  currentSerial: Buffer | null;
+}
+
+/** What an action works on: the incident's targets, resolved now (optionally narrowed to `params.devices`). */
+export interface IncidentScope {
+  incident: IncidentRow;
+  /** The incident's devices and brokers, plus every device of its lots. */
+  devices: TargetDevice[];
+  /** The incident's lots (a narrowed scope has none: its devices are named). */
+  lots: string[];
+  caId: string | null;
+}
+
+/** The parameters an action may take; openapi.yaml checks their types, the action which apply. */
+export interface ActionParams {
+  devices?: string[];
+  reason?: string;
+  invalidityDate?: string;
+  enrollmentTokens?: boolean;
+  sessionKeys?: boolean;
+  apiKeyIds?: string[];
+  channels?: string[];
+  expiresInSeconds?: number;
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  waveSize?: number;
+  waveIntervalSeconds?: number;
+}
+
+export interface ActionPlan {
+  /** Everything the action would touch (the service keeps the first TOUCHED_KEPT in the timeline). */
+  touched: Touched[];
+  /** Set when `touched` is only a sample of more. */
+  touchedCount?: number;
+  result?: Record<string, unknown>;
+}
+
+export interface ActionOutcome extends ActionPlan {
+  /** succeeded: done and confirmed; unconfirmed: done, but a broker could not confirm every effect; failed: see error. */
+  status: Extract<StepStatus, 'succeeded' | 'unconfirmed' | 'failed'>;
+  error?: string;
+  /** Handed to the caller once, never stored: the enrollment tokens a reissue made. */
+  secrets?: Record<string, unknown>;
+}
+
+/**
+ * One Respond or Recover action. `plan` is the dry run (and validates the parameters);
+ * `run` does it through the domain services, each of which audits its own changes.
+ */
+export interface IncidentAction {
+  readonly name: string;
+  /** The parameters it takes; any other is a 400. */
+  readonly params: readonly (keyof ActionParams)[];
+  /** Only in incidents of these kinds (absent: any kind). */
+  readonly kinds?: readonly IncidentKind[];
+  plan(scope: IncidentScope, params: ActionParams): Promise<ActionPlan>;
+  run(scope: IncidentScope, params: ActionParams, ctx: ActorContext): Promise<ActionOutcome>;
+}
+
+export interface IncidentInput {
+  kind: IncidentKind;
+  title: string;
+  description?: string | undefined;
+  targets?: Partial<IncidentTargets> | undefined;
+}
+
+export interface StepView {
+  id: string;
+  seq: number;
+  action: string;
+  params: Record<string, unknown>;
+  dryRun: boolean;
+  status: StepStatus;
+  actor: string;
+  startedAt: string;
+  finishedAt: string | null;
+  touchedCount: number;
+  touched: Touched[];
+  result: Record<string, unknown> | null;
+  error: string | null;
+  retryOf: string | null;
+  approvalId: string | null;
+}
+
+export interface IncidentView {
+  id: string;
+  kind: IncidentKind;
+  title: string;
+  description: string | null;
+  status: 'open' | 'closed';
+  targets: IncidentTargets;
+  openedBy: string;
+  openedAt: string;
+  closedBy: string | null;
+  closedAt: string | null;
+  summary: string | null;
+}
+
+/** The targets' existence, checked when an incident opens. */
+export interface TargetDirectory {
+  devices(ids: string[]): Promise<TargetDevice[]>;
+  devicesInLots(lots: string[]): Promise<TargetDevice[]>;
+  existingLots(lots: string[]): Promise<string[]>;
+  caExists(caId: string): Promise<boolean>;
+}
+
+/** Things the timeline keeps per step; the count says how many there were. */
+export const TOUCHED_KEPT = 500;
+const MAX_TARGETS = 10_000;
+
+/**
+ * Incidents: an operator opens one with a kind and targets; actions run inside it, each first as
+ * a dry run if wanted, and each becomes a step of the incident's timeline (who, when, what it
+ * touched, how it ended). A step is recorded as running before the action starts, so an action
+ * cut short by a crash stays visible, and a failed step can be retried. Closed incidents take no
+ * more actions.
+ */
+export class Incidents {
+  private readonly actions = new Map<string, IncidentAction>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly store: IncidentStore,
+    private readonly targets: TargetDirectory,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+    actions: IncidentAction[],
+  ) {
+    for (const a of actions) this.actions.set(a.name, a);
+  }
+
+  actionNames(): string[] {
+    return [...this.actions.keys()];
+  }
+
+  async open(input: IncidentInput, ctx: ActorContext): Promise<IncidentView> {
+    if (!INCIDENT_KINDS.includes(input.kind)) throw badRequest(`kind must be one of ${INCIDENT_KINDS.join(', ')}`);
+    const targets = await this.checkTargets(input.kind, input.targets ?? {});
+    const now = this.clock.now();
+    const row: IncidentRow = {
+      id: newId('inc'),
+      kind: input.kind,
+      title: input.title,
+      description: input.description ?? null,
+      status: 'open',
+      targets,
+      steps: 0,
+      openedBy: ctx.actor,
+      openedAt: now,
+      closedBy: null,
+      closedAt: null,
+      summary: null,
+    };
+    await this.db.transaction(async (tx) => {
+      await this.store.insert(tx, row);
+      await this.audit.append(tx, [{ ...ctx, action: 'incident.opened', targetType: 'incident', targetId: row.id, details: { kind: row.kind, title: row.title, targets } }]);
+    });
+    return view(row);
+  }
+
+  async get(id: string): Promise<IncidentView & { timeline: StepView[] }> {
+    const row = await this.store.get(this.db, id);
+    if (!row) throw notFound(`no incident ${id}`);
+    return { ...view(row), timeline: (await this.store.steps(this.db, id)).map(stepView) };
+  }
+
+  async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<{ items: IncidentView[]; nextCursor: string | null }> {
+    let before: { openedAt: Date; id: string } | undefined;
+    if (q.cursor) {
+      const [at, id] = Buffer.from(q.cursor, 'base64url').toString().split('|');
+      const openedAt = new Date(at ?? '');
+      if (!id || Number.isNaN(openedAt.getTime())) throw badRequest('the cursor is not valid');
+      before = { openedAt, id };
+    }
+    const rows = await this.store.list(this.db, { status: q.status, kind: q.kind, before, limit: q.limit });
+    const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
+    return { items: rows.map(view), nextCursor: last ? Buffer.from(`${last.openedAt.toISOString()}|${last.id}`).toString('base64url') : null };
+  }
+
+  async close(id: string, summary: string, ctx: ActorContext): Promise<IncidentView> {
+    return this.db.transaction(async (tx) => {
+      const row = await this.store.getForUpdate(tx, id);
+      if (!row) throw notFound(`no incident ${id}`);
+      if (row.status === 'closed') throw conflict(`incident ${id} is closed already`);
+      const steps = await this.store.steps(tx, id);
+      const pending = steps.filter((s) => s.status === 'running' || s.status === 'proposed');
+      if (pending.length) throw conflict(`incident ${id} has steps still ${pending.map((s) => `#${s.seq} ${s.status}`).join(', ')}: finish or retry them first`);
+      const at = this.clock.now();
+      await this.store.close(tx, id, ctx.actor, at, summary);
+      await this.audit.append(tx, [{ ...ctx, action: 'incident.closed', targetType: 'incident', targetId: id, details: { summary, steps: steps.length } }]);
+      return view({ ...row, status: 'closed', closedBy: ctx.actor, closedAt: at, summary });
+    });
+  }
+
+  /**
+   * Runs an action (or its dry run) in an open incident and records it as the next step. A
+   * failure inside the action is a failed step, not an error: it is on the timeline, with what
+   * had been done, and can be retried. Bad parameters and a closed incident are errors, and leave
+   * no step.
+   */
+  async act(id: string, name: string, params: ActionParams, dryRun: boolean, ctx: ActorContext, retryOf: string | null = null): Promise<StepView & { secrets?: Record<string, unknown> }> {
+    const action = this.actions.get(name);
+    if (!action) throw badRequest(`unknown action ${name}; one of ${this.actionNames().join(', ')}`);
+    const stray = Object.keys(params).filter((k) => !action.params.includes(k as keyof ActionParams));
+    if (stray.length) throw badRequest(`action ${name} takes no ${stray.join(', ')}${action.params.length ? `; it takes ${action.params.join(', ')}` : ''}`);
+    const incident = await this.store.get(this.db, id);
+    if (!incident) throw notFound(`no incident ${id}`);
+    if (action.kinds && !action.kinds.includes(incident.kind)) throw conflict(`action ${name} belongs in a ${action.kinds.join(' or ')} incident, not a ${incident.kind} one`);
+    if (incident.status === 'closed') throw conflict(`incident ${id} is closed: open a new one`);
+    const scope = await this.scope(incident, params.devices);
+
+    if (dryRun) {
+      const plan = await action.plan(scope, params);
+      const step = await this.record(id, name, params, true, ctx, retryOf, (s) => ({ ...s, status: 'succeeded', finishedAt: this.clock.now(), ...kept(plan), result: plan.result ?? null }));
+      return stepView(step);
+    }
+    // Parameters are checked before anything is recorded.
+    await action.plan(scope, params);
+    const started = await this.record(id, name, params, false, ctx, retryOf, (s) => s);
+    let outcome: ActionOutcome;
+    try {
+      outcome = await action.run(scope, params, ctx);
+    } catch (e) {
+      const message = e instanceof DomainError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+      outcome = { status: 'failed', touched: [], error: message };
+    }
+    const finished = await this.db.transaction(async (tx) => {
+      const step = await this.store.finishStep(tx, started.id, {
+        status: outcome.status,
+        finishedAt: this.clock.now(),
+        ...kept(outcome),
+        result: outcome.result ?? null,
+        error: outcome.error ?? null,
+      });
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: 'incident.action-finished',
+          targetType: 'incident',
+          targetId: id,
+          details: { step: step.seq, stepId: step.id, action: name, status: step.status, touchedCount: step.touchedCount, error: step.error },
+        },
+      ]);
+      return step;
+    });
+    return { ...stepView(finished), ...(outcome.secrets ? { secrets: outcome.secrets } : {}) };
+  }
+
+  /** Runs a failed (or cut-short) step's action again, with the same parameters, as a new step. */
+  async retry(id: string, stepId: string, ctx: ActorContext): Promise<StepView & { secrets?: Record<string, unknown> }> {
+    const step = await this.store.step(this.db, id, stepId);
+    if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
+    if (step.dryRun) throw conflict('a dry run is not retried: run the action');
+    if (step.status !== 'failed' && step.status !== 'unconfirmed' && step.status !== 'running') throw conflict(`step #${step.seq} ${step.status}: only a failed, unconfirmed or cut-short step is retried`);
+    return this.act(id, step.action, step.params as ActionParams, false, ctx, step.id);
+  }
+
+  /** Inserts the next step of an open incident (locked meanwhile), with its audit entry. */
+  private async record(
+    id: string,
+    action: string,
+    params: ActionParams,
+    dryRun: boolean,
+    ctx: ActorContext,
+    retryOf: string | null,
+    finish: (s: StepRow) => StepRow,
+  ): Promise<StepRow> {
+    return this.db.transaction(async (tx) => {
+      const incident = await this.store.getForUpdate(tx, id);
+      if (!incident) throw notFound(`no incident ${id}`);
+      if (incident.status === 'closed') throw conflict(`incident ${id} is closed: open a new one`);
+      const seq = await this.store.nextSeq(tx, id);
+      const step = finish({
+        id: newId('step'),
+        incidentId: id,
+        seq,
+        action,
+        params: params as Record<string, unknown>,
+        dryRun,
+        status: 'running',
+        actor: ctx.actor,
+        startedAt: this.clock.now(),
+        finishedAt: null,
+        touchedCount: 0,
+        touched: [],
+        result: null,
+        error: null,
+        retryOf,
+        approvalId: null,
+      });
+      await this.store.insertStep(tx, step);
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: dryRun ? 'incident.dry-run' : 'incident.action-started',
+          targetType: 'incident',
+          targetId: id,
+          details: { step: seq, stepId: step.id, action, params, ...(retryOf ? { retryOf } : {}), ...(dryRun ? { touchedCount: step.touchedCount } : {}) },
+        },
+      ]);
+      return step;
+    });
+  }
+
+  private async scope(incident: IncidentRow, narrowTo: string[] | undefined): Promise<IncidentScope> {
+    const t = incident.targets;
+    const named = await this.targets.devices([...new Set([...t.devices, ...t.brokers])]);
+    const inLots = await this.targets.devicesInLots(t.lots);
+    const all = new Map([...inLots, ...named].map((d) => [d.id, d]));
+    if (narrowTo) {
+      const outside = narrowTo.filter((d) => !all.has(d));
+      if (outside.length) throw badRequest(`not targets of incident ${incident.id}: ${outside.slice(0, 20).join(', ')}`, { outside: outside.slice(0, 100) });
+      return { incident, devices: [...new Set(narrowTo)].sort().map((d) => all.get(d)!), lots: [], caId: t.caId };
+    }
+    return { incident, devices: [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), lots: t.lots, caId: t.caId };
+  }
+
+  private async checkTargets(kind: IncidentKind, t: Partial<IncidentTargets>): Promise<IncidentTargets> {
+    const targets: IncidentTargets = {
+      devices: [...new Set(t.devices ?? [])].sort(),
+      lots: [...new Set(t.lots ?? [])].sort(),
+      brokers: [...new Set(t.brokers ?? [])].sort(),
+      caId: t.caId ?? null,
+    };
+    if (targets.devices.length + targets.brokers.length > MAX_TARGETS) throw badRequest(`at most ${MAX_TARGETS} devices and brokers by name: name their lots instead`);
+    const found = new Map((await this.targets.devices([...targets.devices, ...targets.brokers])).map((d) => [d.id, d]));
+    const unknown = [...targets.devices, ...targets.brokers].filter((id) => !found.has(id));
+    if (unknown.length) throw new DomainError('NotFound', `unknown targets: ${unknown.slice(0, 20).join(', ')}`, { unknown: unknown.slice(0, 100) });
+    const notBrokers = targets.brokers.filter((id) => found.get(id)!.kind !== 'broker');
+    if (notBrokers.length) throw badRequest(`not brokers: ${notBrokers.slice(0, 20).join(', ')}`);
+    const lots = new Set(await this.targets.existingLots(targets.lots));
+    const missingLots = targets.lots.filter((l) => !lots.has(l));
+    if (missingLots.length) throw new DomainError('NotFound', `no devices in lot ${missingLots.join(', ')}`, { unknown: missingLots });
+    if (targets.caId && !(await this.targets.caExists(targets.caId))) throw new DomainError('NotFound', `no CA ${targets.caId}`);
+    if (kind === 'ca-compromise' && !targets.caId) throw badRequest('a ca-compromise incident names the compromised CA (targets.caId)');
+    if (kind === 'broker-compromise' && targets.brokers.length === 0) throw badRequest('a broker-compromise incident names its brokers (targets.brokers)');
+    const any = targets.devices.length + targets.lots.length + targets.brokers.length + (targets.caId ? 1 : 0);
+    if (any === 0 && kind !== 'credential-leak') throw badRequest('an incident needs targets: devices, lots, brokers or a CA');
+    return targets;
+  }
+}
+
+function kept(p: ActionPlan): { touched: Touched[]; touchedCount: number } {
+  return { touched: p.touched.slice(0, TOUCHED_KEPT), touchedCount: p.touchedCount ?? p.touched.length };
+}
+
+function view(r: IncidentRow): IncidentView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    title: r.title,
+    description: r.description,
+    status: r.status,
+    targets: r.targets,
+    openedBy: r.openedBy,
+    openedAt: r.openedAt.toISOString(),
+    closedBy: r.closedBy,
+    closedAt: r.closedAt?.toISOString() ?? null,
+    summary: r.summary,
+  };
+}
+
+function stepView(s: StepRow): StepView {
+  return {
+    id: s.id,
+    seq: s.seq,
+    action: s.action,
+    params: s.params,
+    dryRun: s.dryRun,
+    status: s.status,
+    actor: s.actor,
+    startedAt: s.startedAt.toISOString(),
+    finishedAt: s.finishedAt?.toISOString() ?? null,
+    touchedCount: s.touchedCount,
+    touched: s.touched,
+    result: s.result,
+    error: s.error,
+    retryOf: s.retryOf,
+    approvalId: s.approvalId,
+  };
+}
