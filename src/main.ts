@@ -72,6 +72,10 @@ import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
 import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
+import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
+import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
+import { WebhookBrokerConnector } from './broker/webhook-connector.js';
+import { connectorIdentity } from './broker-identity.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -110,6 +114,8 @@ export interface Service {
   staged: StagedCredentials;
   /** Issuing-CA rollovers; the scheduler (rollover-waves) calls rollovers.tick(). */
   rollovers: CaRollovers;
+  /** The broker connectors (BROKER_MQTT_URL, BROKER_WEBHOOK_URL); none connects before its first use. */
+  brokers: BrokerConnectors;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -310,25 +316,49 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const jobs: JobRunner = config.redisUrl
       ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
+    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
     const stop = async () => {
+      await brokers.close();
       await jobs.close();
       await publisher?.close();
       await feed?.close();
     };
-    return {
+    const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers,
       stop,
       close: async () => {
         await stop();
         await db.destroy();
       },
     };
+    return service;
   } catch (e) {
     if (!opts.db) await db.destroy(); // a database handed in belongs to the caller
     throw e;
   }
+}
+
+/** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
+function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[] {
+  const b = config.brokers;
+  return [
+    ...(b.mqtt
+      ? [
+          new MosquittoDynsecConnector({
+            url: b.mqtt.url,
+            username: b.mqtt.username,
+            password: b.mqtt.password,
+            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: async () => connectorIdentity(svc()) } : {}),
+            denyRole: b.denyRole,
+            notifyTopic: b.notifyTopic,
+            timeoutMs: b.timeoutMs,
+          }),
+        ]
+      : []),
+    ...(b.webhook ? [new WebhookBrokerConnector(new SignedWebhook({ ...b.webhook, timeoutMs: b.timeoutMs }))] : []),
+  ];
 }
 
 export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {
