@@ -37,6 +37,10 @@ export interface MosquittoTlsOptions {
   seed?: BrokerSetupOptions['seed'];
   /** Extra lines for mosquitto.conf. */
   conf?: string[];
+  /** The port (default: a free one), e.g. to configure BROKER_MQTT_URL before the broker exists. */
+  port?: number;
+  /** false: no `log_dest topic` (the connector cannot confirm kicks). */
+  logToTopic?: boolean;
 }
 
 /**
@@ -46,7 +50,7 @@ export interface MosquittoTlsOptions {
  */
 export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions = {}): Promise<MosquittoTls> {
   const dir = tempDir();
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const brokerKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const issued = await svc.issuance.issue(
     { profile: 'broker', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }) },
@@ -59,6 +63,7 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
   writeFileSync(keyFile, brokerKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
   const files = await writeBrokerSetup(svc, { dir, port, bindAddress: '127.0.0.1', certFile, keyFile, pluginPath: DYNSEC_PLUGIN, ...(opts.seed ? { seed: opts.seed } : {}) });
   // The test's files are private to the user running it; stderr for the test's own eyes.
+  if (opts.logToTopic === false) writeFileSync(files.confFile, readFileSync(files.confFile, 'utf8').replace(/^log_dest topic$/m, ''));
   appendFileSync(files.confFile, ['user root', 'persistence false', 'log_dest stderr', 'log_type all', ...(opts.conf ?? []), ''].join('\n'));
 
   let child: Child | undefined;
