@@ -102,7 +102,11 @@ const KICK_RE = /Client (\S+) been disconnected by administrative action\./;
  * - Successful commands are logged ("dynsec: <clientid>/<username> | <command> | ..."), a kick as
  *   "Client <id> been disconnected by administrative action.". With `log_dest topic` these lines
  *   are published on `$SYS/broker/log/#`: the connector reads them to confirm which sessions the
- *   broker ended. Without it, the sessions' end is reported unconfirmed.
+ *   broker ended. Each client's commands sit between two marker commands (listGroups with an
+ *   offset unique to the batch, which the log shows), so the kicks between them are that
+ *   client's. Without the log, the sessions' end is reported unconfirmed (after confirmMs).
+ * - A client without a dynsec entry may neither publish nor subscribe under the default
+ *   defaultACLAccess; block() creates one (marked) and unblock() deletes it again.
  */
 export class MosquittoDynsecConnector implements BrokerConnector {
   readonly name = 'mosquitto';
