@@ -70,6 +70,9 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
   let earlier = '';
   const start = async () => {
     child = await startChild('mosquitto', ['-c', files.confFile], {}, /mosquitto version [\d.]+ running/, 20_000);
+    // A test process that dies leaves no broker behind.
+    const c = child;
+    process.once('exit', () => c.proc.kill('SIGKILL'));
   };
   await start();
   return {
