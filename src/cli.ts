@@ -9,6 +9,7 @@ import { buildService, createLogger, listen, listenTls, type Service } from './m
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
 import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
+import { writeBrokerSetup } from './broker-identity.js';
 
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
@@ -187,6 +188,29 @@ program
       if (!o.interval) return;
       await new Promise((r) => setTimeout(r, o.interval! * 1000));
     }
+  });
+
+const portNumber = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError('a port number');
+  return n;
+};
+
+program
+  .command('broker-setup')
+  .description("write what Mosquitto needs for mqtt-ca's broker connector: CA bundle, CRLs, seed dynamic-security.json, mosquitto.conf snippet")
+  .requiredOption('--dir <dir>', 'where to write the files')
+  .option('--broker-dir <dir>', 'where the broker will read them (default: --dir)')
+  .option('--port <port>', 'the mutual-TLS listener port', portNumber, 8883)
+  .option('--cert-file <file>', "the broker's server certificate, as the broker sees it", '/etc/mosquitto/certs/server.pem')
+  .option('--key-file <file>', "the broker's server key, as the broker sees it", '/etc/mosquitto/certs/server.key')
+  .option('--plugin <path>', 'mosquitto_dynamic_security.so', '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so')
+  .action(async (o: { dir: string; brokerDir?: string; port: number; certFile: string; keyFile: string; plugin: string }) => {
+    await withService(async (svc) => {
+      const f = await writeBrokerSetup(svc, { dir: o.dir, ...(o.brokerDir ? { brokerDir: o.brokerDir } : {}), port: o.port, certFile: o.certFile, keyFile: o.keyFile, pluginPath: o.plugin });
+      console.log(`connector identity: certificate CN ${f.connectorCn} (granted the dynsec admin role; no password)`);
+      for (const file of [f.caFile, f.crlFile, f.dynsecFile, f.confFile, f.readmeFile]) console.log(`wrote ${file}`);
+    });
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

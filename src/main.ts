@@ -75,7 +75,10 @@ import { SessionKeyStore } from './store/session-key-store.js';
 import { Incidents } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
 import { IncidentStore } from './store/incident-store.js';
-import { BrokerConnectors } from './broker/connector.js';
+import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
+import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
+import { WebhookBrokerConnector } from './broker/webhook-connector.js';
+import { connectorIdentity } from './broker-identity.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -114,7 +117,7 @@ export interface Service {
   staged: StagedCredentials;
   /** Issuing-CA rollovers; the scheduler (rollover-waves) calls rollovers.tick(). */
   rollovers: CaRollovers;
-  /** The broker connectors incident actions act through (none configured: broker actions are refused). */
+  /** The broker connectors (BROKER_MQTT_URL, BROKER_WEBHOOK_URL); none connects before its first use. */
   brokers: BrokerConnectors;
   /** Incidents and their Respond/Recover actions. */
   incidents: Incidents;
@@ -318,7 +321,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const jobs: JobRunner = config.redisUrl
       ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
-    const brokers = new BrokerConnectors([]);
+    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
     const incidentStore = new IncidentStore();
     const incidents = new Incidents(
       db,
@@ -337,11 +340,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       }),
     );
     const stop = async () => {
+      await brokers.close();
       await jobs.close();
       await publisher?.close();
       await feed?.close();
     };
-    return {
+    const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents,
@@ -351,10 +355,32 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         await db.destroy();
       },
     };
+    return service;
   } catch (e) {
     if (!opts.db) await db.destroy(); // a database handed in belongs to the caller
     throw e;
   }
+}
+
+/** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
+function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[] {
+  const b = config.brokers;
+  return [
+    ...(b.mqtt
+      ? [
+          new MosquittoDynsecConnector({
+            url: b.mqtt.url,
+            username: b.mqtt.username,
+            password: b.mqtt.password,
+            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: async () => connectorIdentity(svc()) } : {}),
+            denyRole: b.denyRole,
+            notifyTopic: b.notifyTopic,
+            timeoutMs: b.timeoutMs,
+          }),
+        ]
+      : []),
+    ...(b.webhook ? [new WebhookBrokerConnector(new SignedWebhook({ ...b.webhook, timeoutMs: b.timeoutMs }))] : []),
+  ];
 }
 
 export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {

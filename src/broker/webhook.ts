@@ -21,6 +21,15 @@ export class SignedWebhook {
   constructor(private readonly opts: WebhookOptions) {}
 
   async post(event: string, payload: unknown): Promise<void> {
+    await this.send(event, payload, false);
+  }
+
+  /** Like post(), and returns the receiver's answer when it is JSON (else undefined). */
+  async postForReply(event: string, payload: unknown): Promise<unknown> {
+    return this.send(event, payload, true);
+  }
+
+  private async send(event: string, payload: unknown, wantReply: boolean): Promise<unknown> {
     const body = JSON.stringify(payload);
     const timestamp = String(Math.floor(Date.now() / 1000));
     const res = await fetch(this.opts.url, {
@@ -34,7 +43,13 @@ export class SignedWebhook {
       body,
       signal: AbortSignal.timeout(this.opts.timeoutMs),
     });
-    await res.arrayBuffer().catch(() => undefined);
+    const text = await res.text().catch(() => '');
     if (!res.ok) throw new Error(`webhook ${this.opts.url} answered ${res.status}`);
+    if (!wantReply || !/json/i.test(res.headers.get('content-type') ?? '')) return undefined;
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return undefined;
+    }
   }
 }

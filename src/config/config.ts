@@ -50,6 +50,23 @@ const schema = z.object({
     .refine((t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'), 'must contain {deviceId}, no wildcards, not start with $'),
   RENEWAL_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   RENEWAL_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  BROKER_MQTT_URL: optionalString.pipe(z.string().regex(/^mqtts?:\/\//, 'must be an mqtts:// (or, for a plain test broker, mqtt://) URL').optional()),
+  BROKER_MQTT_USERNAME: optionalString,
+  BROKER_MQTT_PASSWORD: optionalString,
+  BROKER_CA_FILE: optionalString,
+  BROKER_CLIENT_CN: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'lowercase letters, digits, - and . (it is also the certificate\'s DNS name)')
+    .max(64)
+    .default('mqtt-ca-connector'),
+  BROKER_DENY_ROLE: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits, . _ : - (at most 64)').default('mqtt-ca-blocked'),
+  BROKER_NOTIFY_TOPIC: z
+    .string()
+    .default('mqtt-ca/events')
+    .refine((t) => t.length > 0 && !/[+#]/.test(t) && !t.startsWith('$') && !t.endsWith('/'), 'an MQTT topic: no wildcards, not starting with $ or ending with /'),
+  BROKER_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
+  BROKER_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  BROKER_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
   SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
@@ -97,6 +114,16 @@ export interface Config {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
     webhook?: { url: string; secret: string };
   };
+  /** Broker connectors (incident actions): Mosquitto dynamic security over MQTT, a signed webhook; each off when unset. */
+  brokers: {
+    mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined };
+    webhook?: { url: string; secret: string };
+    /** The CN of the service's own client certificate, its username on the broker. */
+    clientCn: string;
+    denyRole: string;
+    notifyTopic: string;
+    timeoutMs: number;
+  };
   /** How often housekeeping rotates the session keys that came due (well inside the shortest overlap). */
   sessionKeyRotateEveryMs: number;
   /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
@@ -129,6 +156,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
     throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
+  }
+  if (e.BROKER_WEBHOOK_URL && !e.BROKER_WEBHOOK_SECRET) {
+    throw new ConfigError('invalid configuration:\n  BROKER_WEBHOOK_SECRET: required with BROKER_WEBHOOK_URL (the receiver checks the signature with it)');
+  }
+  if (e.BROKER_MQTT_URL?.startsWith('mqtt://') && !(e.BROKER_MQTT_USERNAME && e.BROKER_MQTT_PASSWORD)) {
+    throw new ConfigError('invalid configuration:\n  BROKER_MQTT_URL: a plain mqtt:// broker needs BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD (or use mqtts:// with the service\'s client certificate)');
+  }
+  if (Boolean(e.BROKER_MQTT_USERNAME) !== Boolean(e.BROKER_MQTT_PASSWORD)) {
+    throw new ConfigError('invalid configuration:\n  BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD: set both or neither');
+  }
+  if (!e.BROKER_MQTT_URL && (e.BROKER_MQTT_USERNAME || e.BROKER_CA_FILE)) {
+    throw new ConfigError('invalid configuration:\n  BROKER_MQTT_URL: required with BROKER_MQTT_USERNAME or BROKER_CA_FILE');
   }
   if (e.SESSION_KEY_OVERLAP_HOURS >= e.SESSION_KEY_PERIOD_HOURS) {
     throw new ConfigError('invalid configuration:\n  SESSION_KEY_OVERLAP_HOURS: the overlap must be shorter than SESSION_KEY_PERIOD_HOURS');
@@ -169,6 +208,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           }
         : {}),
       ...(e.RENEWAL_WEBHOOK_URL ? { webhook: { url: e.RENEWAL_WEBHOOK_URL, secret: e.RENEWAL_WEBHOOK_SECRET! } } : {}),
+    },
+    brokers: {
+      ...(e.BROKER_MQTT_URL ? { mqtt: { url: e.BROKER_MQTT_URL, username: e.BROKER_MQTT_USERNAME, password: e.BROKER_MQTT_PASSWORD, caFile: e.BROKER_CA_FILE } } : {}),
+      ...(e.BROKER_WEBHOOK_URL ? { webhook: { url: e.BROKER_WEBHOOK_URL, secret: e.BROKER_WEBHOOK_SECRET! } } : {}),
+      clientCn: e.BROKER_CLIENT_CN,
+      denyRole: e.BROKER_DENY_ROLE,
+      notifyTopic: e.BROKER_NOTIFY_TOPIC,
+      timeoutMs: e.BROKER_TIMEOUT_SECONDS * 1000,
     },
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,

@@ -1,5 +1,5 @@
 import type { ApiKeyService } from '../access/api-keys.js';
-import type { BrokerConnector, BrokerConnectors, BrokerResult } from '../broker/connector.js';
+import type { BrokerConnectors, BrokerFanout } from '../broker/connector.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 import type { EnrollmentTokens } from '../enroll/tokens.js';
@@ -86,33 +86,26 @@ async function revokeScope(
   return { touched, count, alreadyRevoked };
 }
 
-function needConnectors(s: ActionServices): BrokerConnector[] {
-  const list = s.brokers.list();
-  if (list.length === 0) throw conflict('no broker connector is configured (BROKER_MQTT_URL or BROKER_WEBHOOK_URL)');
-  return list;
+function needConnectors(s: ActionServices): void {
+  if (!s.brokers.configured) throw conflict('no broker connector is configured (BROKER_MQTT_URL or BROKER_WEBHOOK_URL)');
 }
 
 /**
- * Calls every connector and judges the step by what they report: failed when one could not be
- * reached or did not apply an effect, unconfirmed when one applied but could not confirm it.
+ * Calls every connector (one failing does not stop the others) and judges the step by what they
+ * report: failed when one could not be reached or did not apply an effect, unconfirmed when one
+ * applied but could not confirm it.
  */
-async function onBrokers(s: ActionServices, clientIds: string[], call: (c: BrokerConnector) => Promise<BrokerResult>): Promise<ActionOutcome> {
-  const results: (BrokerResult & { error?: string })[] = [];
-  for (const c of needConnectors(s)) {
-    try {
-      results.push(await call(c));
-    } catch (e) {
-      results.push({ connector: c.name, effects: [], error: e instanceof Error ? e.message : String(e) });
-    }
-  }
-  const errors = results.filter((r) => r.error).map((r) => `${r.connector}: ${r.error}`);
-  const notApplied = results.flatMap((r) => r.effects.filter((e) => !e.applied).map((e) => `${r.connector}: ${e.clientId} ${e.action} not applied${e.detail ? ` (${e.detail})` : ''}`));
-  const unconfirmed = results.some((r) => r.effects.some((e) => e.applied && !e.confirmed));
+async function onBrokers(s: ActionServices, clientIds: string[], call: (b: BrokerConnectors) => Promise<BrokerFanout>): Promise<ActionOutcome> {
+  needConnectors(s);
+  const fan = await call(s.brokers);
+  const errors = fan.failures.map((f) => `${f.connector}: ${f.error.message}`);
+  const notApplied = fan.results.flatMap((r) => r.effects.filter((e) => !e.applied).map((e) => `${r.connector}: ${e.clientId} ${e.action} not applied${e.detail ? ` (${e.detail})` : ''}`));
+  const unconfirmed = fan.results.some((r) => r.effects.some((e) => e.applied && !e.confirmed));
   const failures = [...errors, ...notApplied];
   return {
     status: failures.length ? 'failed' : unconfirmed ? 'unconfirmed' : 'succeeded',
     touched: clientIds.map((id) => ({ type: 'broker-client', id })),
-    result: { connectors: results },
+    result: { connectors: [...fan.results, ...fan.failures.map((f) => ({ connector: f.connector, error: f.error.message }))] },
     ...(failures.length ? { error: failures.slice(0, 20).join('; ') } : {}),
   };
 }
@@ -210,7 +203,7 @@ const revokeCredentials = (s: ActionServices): IncidentAction => {
   };
 };
 
-const brokerAction = (s: ActionServices, name: string, call: (c: BrokerConnector, ids: string[], reason: string) => Promise<BrokerResult>): IncidentAction => ({
+const brokerAction = (s: ActionServices, name: string, call: (b: BrokerConnectors, ids: string[], reason: string) => Promise<BrokerFanout>): IncidentAction => ({
   name,
   params: ['devices'],
   async plan(scope) {
@@ -219,7 +212,7 @@ const brokerAction = (s: ActionServices, name: string, call: (c: BrokerConnector
   },
   async run(scope) {
     const ids = clientIdsOf(scope);
-    return onBrokers(s, ids, (c) => call(c, ids, `incident ${scope.incident.id}`));
+    return onBrokers(s, ids, (b) => call(b, ids, `incident ${scope.incident.id}`));
   },
 });
 
@@ -243,10 +236,10 @@ const quarantineBroker = (s: ActionServices): IncidentAction => ({
     const ids = brokers.map((b) => b.id);
     const r = await revokeScope(s, { ...scope, devices: brokers, lots: [] }, reasonOf(scope, params), undefined, false, ctx);
     const revoked: ActionOutcome = { status: 'succeeded', touched: [...ids.map(device), ...r.touched], result: { brokers: ids, certificates: r.count } };
-    const blocked = await onBrokers(s, ids, (c) => c.block(ids, `broker quarantined by incident ${scope.incident.id}`));
+    const blocked = await onBrokers(s, ids, (b) => b.block(ids, `broker quarantined by incident ${scope.incident.id}`));
     const told: ActionOutcome[] = [];
     for (const id of ids) {
-      told.push(await onBrokers(s, [], (c) => c.notify({ kind: 'broker-quarantined', subject: id, details: { incident: scope.incident.id } })));
+      told.push(await onBrokers(s, [], (b) => b.notify({ kind: 'broker-quarantined', subject: id, details: { incident: scope.incident.id } })));
     }
     const notified = told.reduce(combine, { status: 'succeeded', touched: [] });
     return combine(combine(revoked, { ...blocked, result: { block: blocked.result } }), { ...notified, result: { notify: told.map((t) => t.result) } });
@@ -357,9 +350,9 @@ const restoreBroker = (s: ActionServices): IncidentAction => {
       const brokers = brokersOf(scope);
       const ids = brokers.map((b) => b.id);
       const back = await inner.run({ ...scope, devices: brokers, lots: [] }, {}, ctx);
-      const unblocked = await onBrokers(s, ids, (c) => c.unblock(ids, `broker restored by incident ${scope.incident.id}`));
+      const unblocked = await onBrokers(s, ids, (b) => b.unblock(ids, `broker restored by incident ${scope.incident.id}`));
       const told: ActionOutcome[] = [];
-      for (const id of ids) told.push(await onBrokers(s, [], (c) => c.notify({ kind: 'broker-restored', subject: id, details: { incident: scope.incident.id } })));
+      for (const id of ids) told.push(await onBrokers(s, [], (b) => b.notify({ kind: 'broker-restored', subject: id, details: { incident: scope.incident.id } })));
       const notified = told.reduce(combine, { status: 'succeeded', touched: [] });
       return combine(combine(back, { ...unblocked, result: { unblock: unblocked.result } }), { ...notified, result: { notify: told.map((t) => t.result) } });
     },
@@ -395,11 +388,11 @@ export function incidentActions(s: ActionServices): IncidentAction[] {
     revokeCertificates(s),
     suspend(s),
     revokeCredentials(s),
-    brokerAction(s, 'disconnect', (c, ids, why) => c.disconnect(ids, why)),
-    brokerAction(s, 'block', (c, ids, why) => c.block(ids, why)),
+    brokerAction(s, 'disconnect', (b, ids, why) => b.disconnect(ids, why)),
+    brokerAction(s, 'block', (b, ids, why) => b.block(ids, why)),
     quarantineBroker(s),
     readmit(s),
-    brokerAction(s, 'unblock', (c, ids, why) => c.unblock(ids, why)),
+    brokerAction(s, 'unblock', (b, ids, why) => b.unblock(ids, why)),
     reissue(s),
     supersedeReplaced(s),
     restoreBroker(s),

@@ -1,0 +1,138 @@
+// A private Mosquitto with mutual TLS against a service's own CA, its dynamic-security plugin
+// seeded from `mqtt-ca broker-setup` (writeBrokerSetup), and its log on $SYS/broker/log (log_dest
+// topic), so the broker connector can be tested for real. Plus device certificates for mqtt.js.
+import { generateKeyPairSync } from 'node:crypto';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Service } from '../../src/main.js';
+import { crlBundlePem, writeBrokerSetup, type BrokerSetupOptions } from '../../src/broker-identity.js';
+import { toPem } from '../../src/ca/x509/pem.js';
+import { p256Csr } from './csr.js';
+import { tempDir } from './openssl.js';
+import { freePort, startChild, type Child } from './processes.js';
+
+export const DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
+
+export interface MosquittoTls {
+  port: number;
+  /** mqtts://localhost:<port> (the server certificate names localhost and 127.0.0.1). */
+  url: string;
+  dir: string;
+  /** The CA bundle the broker trusts for client certificates (= the service's CA certificates). */
+  caPem: string;
+  dynsecFile: string;
+  /** Everything the broker wrote to stderr so far. */
+  output(): string;
+  /** Writes the service's current CRLs to the broker's crlfile and sends SIGHUP; resolves once the broker says it reloaded. */
+  reloadCrl(): Promise<void>;
+  /** Stops the broker (its dynsec state stays in dir). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and files (after stop()). */
+  start(): Promise<void>;
+}
+
+export interface MosquittoTlsOptions {
+  /** Extra dynsec roles, clients and default ACL access for the seed. */
+  seed?: BrokerSetupOptions['seed'];
+  /** Extra lines for mosquitto.conf. */
+  conf?: string[];
+  /** The port (default: a free one), e.g. to configure BROKER_MQTT_URL before the broker exists. */
+  port?: number;
+  /** false: no `log_dest topic` (the connector cannot confirm kicks). */
+  logToTopic?: boolean;
+}
+
+/**
+ * Starts mosquitto on a free port: require_certificate, use_identity_as_username, cafile = the
+ * service's CA certificates, crlfile = its CRLs, the dynsec plugin seeded by writeBrokerSetup
+ * (the service's connector CN holds the admin role), log_dest topic.
+ */
+export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions = {}): Promise<MosquittoTls> {
+  const dir = tempDir();
+  const port = opts.port ?? (await freePort());
+  const brokerKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const issued = await svc.issuance.issue(
+    { profile: 'broker', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }) },
+    { actor: 'test' },
+  );
+  const chain = await svc.hierarchy.chain(issued.caId);
+  const certFile = join(dir, 'server.pem');
+  const keyFile = join(dir, 'server.key');
+  writeFileSync(certFile, toPem(issued.der) + chain.slice(0, -1).map((d) => toPem(d)).join(''));
+  writeFileSync(keyFile, brokerKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
+  const files = await writeBrokerSetup(svc, { dir, port, bindAddress: '127.0.0.1', certFile, keyFile, pluginPath: DYNSEC_PLUGIN, ...(opts.seed ? { seed: opts.seed } : {}) });
+  // The test's files are private to the user running it; stderr for the test's own eyes.
+  if (opts.logToTopic === false) writeFileSync(files.confFile, readFileSync(files.confFile, 'utf8').replace(/^log_dest topic$/m, ''));
+  appendFileSync(files.confFile, ['user root', 'persistence false', 'log_dest stderr', 'log_type all', ...(opts.conf ?? []), ''].join('\n'));
+
+  let child: Child | undefined;
+  let earlier = '';
+  const start = async () => {
+    child = await startChild('mosquitto', ['-c', files.confFile], {}, /mosquitto version [\d.]+ running/, 20_000);
+    // A test process that dies leaves no broker behind.
+    const c = child;
+    process.once('exit', () => c.proc.kill('SIGKILL'));
+  };
+  await start();
+  return {
+    port,
+    url: `mqtts://localhost:${port}`,
+    dir,
+    caPem: readFileSync(files.caFile, 'utf8'),
+    dynsecFile: files.dynsecFile,
+    output: () => earlier + (child?.output() ?? ''),
+    async reloadCrl() {
+      writeFileSync(files.crlFile, await crlBundlePem(svc));
+      const c = child!;
+      const seen = (c.output().match(/Reloading config/g) ?? []).length;
+      c.proc.kill('SIGHUP');
+      const end = Date.now() + 10_000;
+      while ((c.output().match(/Reloading config/g) ?? []).length === seen) {
+        if (Date.now() > end) throw new Error('mosquitto did not reload');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop() {
+      earlier += child?.output() ?? '';
+      await child?.stop();
+      child = undefined;
+    },
+    start,
+  };
+}
+
+export interface DeviceCredentials {
+  deviceId: string;
+  serial: string;
+  /** For mqtt.js: key, cert (with its issuing chain) and the CA bundle to trust the broker with. */
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+/** Registers a device and enrolls it with a one-time token, as on the factory line. */
+export async function enrollDevice(svc: Service, deviceId: string): Promise<DeviceCredentials> {
+  const ctx = { actor: 'test' };
+  await svc.devices.register({ id: deviceId, kind: 'client' }, ctx);
+  const token = await svc.tokens.create({ deviceId }, ctx);
+  const csr = p256Csr(deviceId);
+  const enrolled = await svc.enrollment.enroll({ credential: { kind: 'bearer', value: token.token }, csr: csr.pem, ctx: { source: '127.0.0.1', requestId: `enroll-${deviceId}` } });
+  const cas = (await svc.hierarchy.list()).filter((c) => c.certificate).map((c) => c.certificate!);
+  const r = enrolled.result;
+  return { deviceId, serial: r.serial, key: csr.keyPem, cert: r.certificate + r.chain.join(''), ca: cas.join('') };
+}
+
+/**
+ * An mqtt.js client of a device on the broker (MQTT 5, no reconnects unless asked), connected.
+ * Rejects when the broker refuses the connection.
+ */
+export async function connectDevice(broker: Pick<MosquittoTls, 'url'>, creds: DeviceCredentials, opts: IClientOptions = {}): Promise<MqttClient> {
+  const client = mqtt.connect(broker.url, { clientId: creds.deviceId, key: creds.key, cert: creds.cert, ca: creds.ca, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 10_000, ...opts });
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', (e) => (client.end(true), reject(e)));
+    client.once('close', () => reject(new Error('the broker closed the connection')));
+  });
+  return client;
+}
