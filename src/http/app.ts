@@ -37,6 +37,9 @@ import type { CaRollovers } from '../rotate/rollover.js';
 import { adminOnly, DASHBOARD_PATH, queueDashboard } from './queue-dashboard.js';
 import type { SessionKeys } from '../rotate/session-keys.js';
 import { sessionKeyRoutes } from './routes/session-keys.js';
+import type { Approvals } from '../respond/approvals.js';
+import type { BulkRevocationGate } from '../respond/gated-actions.js';
+import { approvalRoutes } from './routes/approvals.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -62,6 +65,9 @@ export interface AppDeps {
   policies: RotationPolicies;
   renewals: Renewals;
   rollovers: CaRollovers;
+  /** The two-person rule's proposals, and the bulk revocation that needs one above its threshold. */
+  approvals: Approvals;
+  bulkRevocations: BulkRevocationGate;
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -122,7 +128,7 @@ export function createApp(d: AppDeps): Express {
   app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
-  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations));
+  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
   app.use(securityEventRoutes(d.securityEvents));
@@ -131,6 +137,7 @@ export function createApp(d: AppDeps): Express {
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
   app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));
+  app.use(approvalRoutes(d.approvals));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });
