@@ -7,6 +7,7 @@ import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
+import { readFileSync } from 'node:fs';
 import { ManualClock } from '../../src/shared/clock.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
@@ -26,7 +27,8 @@ for (const target of dbTargets) {
     let admin2: string;
     let admin3: string;
     let adminSameName: string;
-    const clock = new ManualClock(new Date('2026-04-01T00:00:00Z'));
+    // Starts at the real time: openssl checks the OCSP answers' times against its own clock.
+    const clock = new ManualClock(new Date());
 
     const auth = (role: Role | string) => ({ Authorization: `Bearer ${role in (keys ?? {}) ? keys[role as Role] : role}` });
     const newCa = async (name: string) =>
@@ -61,6 +63,24 @@ for (const target of dbTargets) {
       if (at < 0) return undefined;
       const next = text.indexOf('Serial Number:', at + 10);
       return text.slice(at, next < 0 ? undefined : next);
+    };
+    /** The parent's OCSP answer for a CA's certificate, as `openssl ocsp` reads and verifies it */
+    const ocspStatus = async (caPem: string, parentPem: string) => {
+      const dir = tempDir();
+      const [issuer, cert, reqFile] = [writeTemp(dir, 'parent.pem', parentPem), writeTemp(dir, 'ca.pem', caPem), `${dir}/req.der`];
+      const req = run('openssl', ['ocsp', '-issuer', issuer, '-cert', cert, '-no_nonce', '-reqout', reqFile]);
+      assert.equal(req.status, 0, req.stderr);
+      const res = await api.post('/pki/ocsp').set('Content-Type', 'application/ocsp-request').send(readFileSync(reqFile))
+        .buffer(true).parse((r, cb) => {
+          const chunks: Buffer[] = [];
+          r.on('data', (c: Buffer) => chunks.push(c));
+          r.on('end', () => cb(null, Buffer.concat(chunks)));
+        });
+      assert.equal(res.status, 200);
+      const out = run('openssl', ['ocsp', '-respin', writeTemp(dir, 'resp.der', res.body as Buffer), '-issuer', issuer, '-cert', cert, '-CAfile', issuer]);
+      assert.equal(out.status, 0, out.stderr);
+      assert.match(out.stderr + out.stdout, /Response verify OK/);
+      return out.stdout + out.stderr;
     };
     const enroll = async (deviceId: string, lot: string) => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client', lot }).expect(201);
@@ -118,6 +138,9 @@ for (const target of dbTargets) {
       assert.equal((await ca(victim.id)).status, 'active');
       assert.equal((await certificate(serial)).status, 'issued');
       assert.equal(crlEntry(await crlText(rootId), serial), undefined);
+      const rootPem = (await ca(rootId)).certificate;
+      const victimPem = (await ca(victim.id)).certificate;
+      assert.match(await ocspStatus(victimPem, rootPem), /ca\.pem: good/);
 
       const res = await approve(p.id, admin2).expect(200);
       assert.equal(res.body.status, 'executed', JSON.stringify(res.body));
@@ -135,6 +158,9 @@ for (const target of dbTargets) {
       const entry = crlEntry(await crlText(rootId), serial);
       assert.ok(entry, `serial ${serial} is not on the root's CRL`);
       assert.match(entry, /CA Compromise/);
+      const ocsp = await ocspStatus(victimPem, rootPem);
+      assert.match(ocsp, /ca\.pem: revoked/);
+      assert.match(ocsp, /Reason: cACompromise/);
 
       // It issues nothing more: named, or as the default it no longer is.
       const broker = p256Csr('broker.example');
