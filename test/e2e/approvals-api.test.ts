@@ -294,5 +294,11 @@ for (const target of dbTargets) {
       }
       assert.deepEqual(seen, all.map((x) => x.id));
     });
+
+    it('sweeps expired proposals on the housekeeping schedule', async () => {
+      const jobs = (await api.get('/v1/jobs').set(auth('auditor')).expect(200)).body;
+      const schedules = jobs.queues.flatMap((q: { schedules: { name: string; everyMs: number }[] }) => q.schedules);
+      assert.ok(schedules.some((s: { name: string; everyMs: number }) => s.name === 'approval-expiry' && s.everyMs === 60_000), JSON.stringify(schedules));
+    });
   });
 }
