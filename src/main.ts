@@ -79,6 +79,9 @@ import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
 import { connectorIdentity } from './broker-identity.js';
+import { Approvals } from './respond/approvals.js';
+import { ApprovalStore } from './store/approval-store.js';
+import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caRevocationExecutor } from './respond/gated-actions.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -121,6 +124,10 @@ export interface Service {
   brokers: BrokerConnectors;
   /** Incidents and their Respond/Recover actions. */
   incidents: Incidents;
+  /** The two-person rule: register an executor per action, then propose/approve (the scheduler calls approvals.expireDue()). */
+  approvals: Approvals;
+  /** POST /v1/revocations: bulk revocations above BULK_REVOKE_APPROVAL_THRESHOLD become proposals. */
+  bulkRevocations: BulkRevocationGate;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -278,7 +285,16 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       sessionKeyPeriod,
     );
     // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys]);
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy);
+
+    // Two-person rule: the dangerous actions run only once a second person approved them.
+    const approvals = new Approvals(db, new ApprovalStore(), audit, clock, {
+      ttlMs: config.approvals.ttlMs,
+      onInternalError: (e, id) => logger.error({ err: e, approval: id }, 'approved action failed'),
+    });
+    approvals.register(CA_REVOKE, caRevocationExecutor(revocations, hierarchy));
+    approvals.register(BULK_REVOKE, bulkRevocationExecutor(revocations));
+    const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
     const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     const publisher = notices.mqtt
@@ -303,6 +319,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps,
         extra: {
           'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
+          // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
+          'approval-expiry': { everyMs: 60_000, run: () => approvals.expireDue() },
           // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
           'rollover-waves': {
             everyMs: config.jobs.rolloverTickMs,
@@ -348,7 +366,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations,
       stop,
       close: async () => {
         await stop();
@@ -407,6 +425,8 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     renewals: svc.renewals,
     rollovers: svc.rollovers,
     incidents: svc.incidents,
+    approvals: svc.approvals,
+    bulkRevocations: svc.bulkRevocations,
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

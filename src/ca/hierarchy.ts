@@ -272,6 +272,45 @@ export class CaHierarchy {
     return retired;
   }
 
+  /**
+   * Whether a CA can be revoked here, and its certificate's serial: an intermediate whose
+   * certificate its parent here issued (recorded in the certificates table, so the parent's CRL
+   * and OCSP speak for it), active or retired. A root, or a CA an outside CA signed, cannot be.
+   */
+  async revocationTarget(caId: string, db: Executor = this.db): Promise<{ caId: string; name: string; parentId: string; serial: Buffer; status: CaRow['status'] }> {
+    const ca = await this.cas.get(db, caId);
+    if (!ca) throw notFound(`CA ${caId} does not exist`);
+    if (ca.kind === 'root') {
+      throw badRequest(`CA ${caId} is a root: a root is not revoked by a CRL of its own; distrust it by taking it out of the trust stores and replace the hierarchy`);
+    }
+    if (!ca.parentId || !ca.certificateDer) {
+      throw badRequest(`CA ${caId} is signed by an outside CA${ca.certificateDer ? '' : ' (or not yet)'}: revoke its certificate there`);
+    }
+    if (ca.status === 'revoked') throw new DomainError('AlreadyRevoked', `CA ${caId} is revoked already`);
+    if (ca.status !== 'active' && ca.status !== 'retired') throw conflict(`CA ${caId} cannot be revoked: its status is ${ca.status}`);
+    return { caId, name: ca.name, parentId: ca.parentId, serial: Buffer.from(parseCertificate(ca.certificateDer).serialHex, 'hex'), status: ca.status };
+  }
+
+  /**
+   * Marks a CA revoked inside the caller's transaction (its certificate's revocation is the caller's):
+   * it signs nothing more, and stops being the default issuer if it was. Locks the CA's row.
+   * Call forgetDefaultIssuer() after the commit. Other replicas drop their cached signer on restart.
+   */
+  async markRevokedIn(tx: Knex.Transaction, caId: string, ctx: ActorContext, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }> {
+    const ca = await this.cas.getForUpdate(tx, caId);
+    if (!ca) throw notFound(`CA ${caId} does not exist`);
+    if (!(await this.cas.markRevoked(tx, caId))) {
+      throw ca.status === 'revoked' ? new DomainError('AlreadyRevoked', `CA ${caId} is revoked already`) : conflict(`CA ${caId} cannot be revoked: its status is ${ca.status}`);
+    }
+    this.issuers.delete(caId);
+    const wasDefaultIssuer = (await this.settings.get<string>(tx, DEFAULT_ISSUER_KEY)) === caId;
+    if (wasDefaultIssuer) await this.settings.set(tx, DEFAULT_ISSUER_KEY, null);
+    await this.audit.append(tx, [
+      { ...ctx, action: 'ca.revoked', targetType: 'ca', targetId: caId, details: { ...details, previousStatus: ca.status, wasDefaultIssuer } },
+    ]);
+    return { wasDefaultIssuer };
+  }
+
   /** Drops the cached default issuer (after a transaction that changed it committed). */
   forgetDefaultIssuer(): void {
     this.defaultIssuer = undefined;

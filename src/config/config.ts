@@ -70,6 +70,9 @@ const schema = z.object({
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
   SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
+  // Two-person rule
+  APPROVAL_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 30).default(24),
+  BULK_REVOKE_APPROVAL_THRESHOLD: z.coerce.number().int().min(0).max(100_000_000).default(1000),
 });
 
 export interface Config {
@@ -130,6 +133,12 @@ export interface Config {
   sessionKeyPeriodMs: number;
   /** How long a replaced session key version stays valid beside its successor (less than the period). */
   sessionKeyOverlapMs: number;
+  approvals: {
+    /** How long a proposal waits for its second person before it expires. */
+    ttlMs: number;
+    /** A bulk revocation that would revoke more than this many certificates takes approval; 0: never. */
+    bulkRevokeThreshold: number;
+  };
 }
 
 function byteSize(limit: string): number {
@@ -220,5 +229,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
+    approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
   };
 }

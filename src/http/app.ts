@@ -39,6 +39,9 @@ import type { SessionKeys } from '../rotate/session-keys.js';
 import { sessionKeyRoutes } from './routes/session-keys.js';
 import { incidentRoutes } from './routes/incidents.js';
 import type { Incidents } from '../respond/incidents.js';
+import type { Approvals } from '../respond/approvals.js';
+import type { BulkRevocationGate } from '../respond/gated-actions.js';
+import { approvalRoutes } from './routes/approvals.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -65,6 +68,9 @@ export interface AppDeps {
   renewals: Renewals;
   rollovers: CaRollovers;
   incidents: Incidents;
+  /** The two-person rule's proposals, and the bulk revocation that needs one above its threshold. */
+  approvals: Approvals;
+  bulkRevocations: BulkRevocationGate;
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -125,7 +131,7 @@ export function createApp(d: AppDeps): Express {
   app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
-  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations));
+  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
   app.use(securityEventRoutes(d.securityEvents));
@@ -135,6 +141,7 @@ export function createApp(d: AppDeps): Express {
   app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));
   app.use(incidentRoutes(d.incidents));
+  app.use(approvalRoutes(d.approvals));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });

@@ -1,6 +1,7 @@
+import type { Knex } from 'knex';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
+import { DomainError, badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
 import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import type { CertificateRow, CertificateStore, RevocationSelector } from '../store/certificate-store.js';
@@ -27,6 +28,8 @@ export interface DeviceLifecycle {
 export interface BulkRevokeInput extends RevokeInput {
   selector: RevocationSelector;
   dryRun?: boolean | undefined;
+  /** Refuse (409, nothing changes) when more than this many would be revoked: the approval threshold, held to even against a racing issuance. */
+  atMost?: number | undefined;
 }
 
 export interface BulkRevokeResult {
@@ -56,6 +59,13 @@ export interface RevocationListener {
   onRevocationChanged(change: RevocationChange): Promise<void>;
 }
 
+/** What revoking a CA needs of the hierarchy (CaHierarchy). */
+export interface CaRevocationPort {
+  revocationTarget(caId: string): Promise<{ serial: Buffer }>;
+  markRevokedIn(tx: Knex.Transaction, caId: string, ctx: Actor, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }>;
+  forgetDefaultIssuer(): void;
+}
+
 /**
  * Revoking and releasing single certificates. Each change commits with its audit entry and the
  * device's new status (a hold suspends the device; a revocation that says the identity can't be
@@ -71,39 +81,77 @@ export class Revocations {
     private readonly clock: Clock,
     /** In order: the OCSP responder goes first, so a revoke call that fails on its CRL still left OCSP answering revoked. */
     private readonly listeners: RevocationListener[] = [],
+    /** The CA side of revokeCa (CaHierarchy in production). */
+    private readonly cas?: CaRevocationPort,
   ) {}
 
   async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
-    if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
-    const now = this.clock.now();
-    if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
+    const now = this.checkInput(input);
     const out = await this.db.transaction(async (tx) => {
       const row = await this.locked(tx, serial);
-      if (row.status === 'pending' || row.status === 'failed') throw conflict(`certificate ${serial} was never issued (${row.status})`);
-      const held = row.status === 'revoked' && row.revocationReason === 'certificateHold';
-      if (row.status === 'revoked' && !(held && input.reason !== 'certificateHold')) return { certificate: row, changed: false };
-      if (input.invalidityDate && input.invalidityDate.getTime() < row.notBefore.getTime()) throw badRequest('invalidityDate is before the certificate was valid');
-      const updated = await this.certificates.setRevoked(tx, row.serial, {
-        reason: input.reason,
-        // A hold made permanent keeps the time the certificate stopped being trusted.
-        at: held ? row.revokedAt! : now,
-        invalidityDate: input.invalidityDate ?? null,
-      });
-      const effect = deviceEffectOf(input.reason);
-      const deviceEntries = effect ? await this.devices.followCertificates(tx, [row.serial], effect, ctx, { reason: input.reason }) : [];
-      await this.writing(tx, { caIds: [row.caId], serials: [row.serial] });
-      await this.audit.append(tx, [
-        entry(ctx, held ? 'certificate.hold-made-permanent' : 'certificate.revoked', updated, {
-          reason: input.reason,
-          ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}),
-        }),
-        ...deviceEntries,
-      ]);
-      return { certificate: updated, changed: true };
+      // A CA's certificate goes with the CA, under the two-person rule (revokeCa).
+      if (row.profile === 'ca') throw forbidden(`certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`);
+      return this.revokeRow(tx, row, input, ctx, now);
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.
     await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
     return out;
+  }
+
+  /**
+   * Revokes an intermediate CA: its certificate, with `reason`, on its parent's CRL and OCSP, and the
+   * CA itself marked revoked (it issues nothing more and is no longer the default issuer), in one
+   * transaction with their audit entries. Run by an approved proposal (the two-person rule).
+   */
+  async revokeCa(caId: string, input: RevokeInput, ctx: Actor): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
+    const cas = this.cas;
+    if (!cas) throw new TypeError('Revocations was built without the CA hierarchy');
+    if (input.reason === 'certificateHold') throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
+    const now = this.checkInput(input);
+    const target = await cas.revocationTarget(caId);
+    const out = await this.db.transaction(async (tx) => {
+      const { wasDefaultIssuer } = await cas.markRevokedIn(tx, caId, ctx, { reason: input.reason, serial: serialFromBytes(target.serial) });
+      const row = await this.certificates.getForUpdate(tx, target.serial);
+      if (!row) throw conflict(`the certificate of CA ${caId} is not recorded here`);
+      const { certificate } = await this.revokeRow(tx, row, input, ctx, now);
+      return { caId, certificate, wasDefaultIssuer };
+    });
+    cas.forgetDefaultIssuer();
+    await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
+    return out;
+  }
+
+  private checkInput(input: RevokeInput): Date {
+    if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
+    const now = this.clock.now();
+    if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
+    return now;
+  }
+
+  /** One locked row revoked (idempotently), with its device and audit entries, inside `tx`. */
+  private async revokeRow(tx: Executor, row: CertificateRow, input: RevokeInput, ctx: Actor, now: Date): Promise<{ certificate: CertificateRow; changed: boolean }> {
+    const serial = serialFromBytes(row.serial);
+    if (row.status === 'pending' || row.status === 'failed') throw conflict(`certificate ${serial} was never issued (${row.status})`);
+    const held = row.status === 'revoked' && row.revocationReason === 'certificateHold';
+    if (row.status === 'revoked' && !(held && input.reason !== 'certificateHold')) return { certificate: row, changed: false };
+    if (input.invalidityDate && input.invalidityDate.getTime() < row.notBefore.getTime()) throw badRequest('invalidityDate is before the certificate was valid');
+    const updated = await this.certificates.setRevoked(tx, row.serial, {
+      reason: input.reason,
+      // A hold made permanent keeps the time the certificate stopped being trusted.
+      at: held ? row.revokedAt! : now,
+      invalidityDate: input.invalidityDate ?? null,
+    });
+    const effect = deviceEffectOf(input.reason);
+    const deviceEntries = effect ? await this.devices.followCertificates(tx, [row.serial], effect, ctx, { reason: input.reason }) : [];
+    await this.writing(tx, { caIds: [row.caId], serials: [row.serial] });
+    await this.audit.append(tx, [
+      entry(ctx, held ? 'certificate.hold-made-permanent' : 'certificate.revoked', updated, {
+        reason: input.reason,
+        ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}),
+      }),
+      ...deviceEntries,
+    ]);
+    return { certificate: updated, changed: true };
   }
 
   /** Takes a certificate off hold. Releasing a certificate that is not on hold is a conflict; one already released changes nothing. */
@@ -143,6 +191,9 @@ export class Revocations {
     const out = await this.db.transaction(async (tx) => {
       const before = await this.certificates.previewRevocation(tx, sel, input.reason, 0);
       const revoked = await this.certificates.revokeMatching(tx, sel, { reason: input.reason, at: now, invalidityDate: input.invalidityDate ?? null });
+      if (input.atMost !== undefined && revoked.length > input.atMost) {
+        throw conflict(`the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`);
+      }
       const effect = deviceEffectOf(input.reason);
       const serials = revoked.map((r) => r.serial);
       const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, bulk: true }) : [];

@@ -115,6 +115,12 @@ export class CaStore {
     return Number(n) > 0;
   }
 
+  /** active or retired → revoked; false when the CA was neither. */
+  async markRevoked(db: Executor, id: string): Promise<boolean> {
+    const n = await db('cas').where({ id }).whereIn('status', ['active', 'retired']).update({ status: 'revoked' });
+    return Number(n) > 0;
+  }
+
   /** The CA that replaces `caId` (its rollover that is not cancelled), if any. */
   async successorOf(ex: Executor, caId: string): Promise<string | undefined> {
     const r = await ex('ca_rollovers').select('to_ca').where({ from_ca: caId }).whereNot({ state: 'cancelled' }).first();

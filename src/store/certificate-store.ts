@@ -184,9 +184,12 @@ export class CertificateStore {
     return fromRow(row);
   }
 
-  /** The certificates a selector matches, as a query over `certificates as c` (no columns chosen). */
+  /**
+   * The certificates a selector matches, as a query over `certificates as c` (no columns chosen).
+   * CA certificates never match: a CA is revoked as a CA, under the two-person rule.
+   */
   private matching(ex: Executor, sel: RevocationSelector): Knex.QueryBuilder {
-    const q = ex('certificates as c');
+    const q = ex('certificates as c').whereNot('c.profile', 'ca');
     if (sel.serials) q.whereIn('c.serial', sel.serials);
     if (sel.deviceIds) q.whereIn('c.device_id', sel.deviceIds);
     if (sel.lot !== undefined) q.whereExists((e) => e.select(ex.raw('1')).from('devices as d').whereRaw('d.id = c.device_id').andWhere('d.lot', sel.lot!));

@@ -23,7 +23,8 @@ for (const target of dbTargets) {
     const issuingId = () => issuing;
     before(async () => {
       // Every response is checked against openapi.yaml by the validator (a mismatch is a 500).
-      ({ svc, api, keys, issuingId: issuing } = await makeApiService(target));
+      // The bulk revocations here are direct (1,500 at once): the two-person rule above a threshold is test/e2e/approvals-api.test.ts.
+      ({ svc, api, keys, issuingId: issuing } = await makeApiService(target, { env: { BULK_REVOKE_APPROVAL_THRESHOLD: '0' } }));
     });
     after(async () => svc?.dispose());
 

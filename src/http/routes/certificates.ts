@@ -7,9 +7,10 @@ import { badRequest, forbidden } from '../../shared/errors.js';
 import { parseSerial, serialToBytes, type Serial } from '../../shared/ids.js';
 import type { RevocationReason } from '../../revoke/reasons.js';
 import { allow, READ_ROLES, type Principal } from '../auth.js';
-import { ctxOf } from '../context.js';
+import { approverOf, ctxOf } from '../context.js';
+import type { BulkRevocationGate } from '../../respond/gated-actions.js';
 
-export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance, revocations: Revocations): Router {
+export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance, revocations: Revocations, bulk: BulkRevocationGate): Router {
   const r = Router();
   r.get('/v1/certificates', allow(...READ_ROLES), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
@@ -50,25 +51,26 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
     const body = req.body as BulkRevocationBody;
     const sel = body.selector;
     const date = (s: string | undefined) => (s === undefined ? undefined : new Date(s));
-    res.json(
-      await revocations.revokeMany(
-        {
-          selector: {
-            serials: sel.serials?.map((x) => serialToBytes(serialParam(x))),
-            deviceIds: sel.deviceIds,
-            lot: sel.lot,
-            caId: sel.caId,
-            issuedAfter: date(sel.issuedAfter),
-            issuedBefore: date(sel.issuedBefore),
-            lineageOf: sel.lineageOf === undefined ? undefined : serialToBytes(serialParam(sel.lineageOf)),
-          },
-          reason: body.reason,
-          invalidityDate: date(body.invalidityDate),
-          dryRun: body.dryRun,
+    const out = await bulk.revokeMany(
+      {
+        selector: {
+          serials: sel.serials?.map((x) => serialToBytes(serialParam(x))),
+          deviceIds: sel.deviceIds,
+          lot: sel.lot,
+          caId: sel.caId,
+          issuedAfter: date(sel.issuedAfter),
+          issuedBefore: date(sel.issuedBefore),
+          lineageOf: sel.lineageOf === undefined ? undefined : serialToBytes(serialParam(sel.lineageOf)),
         },
-        ctxOf(res),
-      ),
+        reason: body.reason,
+        invalidityDate: date(body.invalidityDate),
+        dryRun: body.dryRun,
+      },
+      approverOf(res),
     );
+    // Above BULK_REVOKE_APPROVAL_THRESHOLD: nothing revoked yet, a proposal for a second person.
+    if ('proposal' in out) res.status(202).location(`/v1/approvals/${out.proposal.id}`).json(out.proposal);
+    else res.json(out.result);
   });
   r.post('/v1/certificates/:serial/release', allow('operator'), async (req, res) => {
     const out = await revocations.release(serialParam(req.params.serial as string), ctxOf(res));
