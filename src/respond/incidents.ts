@@ -200,17 +200,24 @@ export class Incidents {
     return { items: rows.map(view), nextCursor: last ? Buffer.from(`${last.openedAt.toISOString()}|${last.id}`).toString('base64url') : null };
   }
 
-  async close(id: string, summary: string, ctx: ActorContext): Promise<IncidentView> {
+  /**
+   * Closes an incident once no step is running or awaiting approval. A failed step that no later
+   * step retried is unresolved: the close is refused unless `force`, and the audit entry lists it.
+   */
+  async close(id: string, summary: string, ctx: ActorContext, force = false): Promise<IncidentView> {
     return this.db.transaction(async (tx) => {
       const row = await this.store.getForUpdate(tx, id);
       if (!row) throw notFound(`no incident ${id}`);
       if (row.status === 'closed') throw conflict(`incident ${id} is closed already`);
       const steps = await this.store.steps(tx, id);
       const pending = steps.filter((s) => s.status === 'running' || s.status === 'proposed');
-      if (pending.length) throw conflict(`incident ${id} has steps still ${pending.map((s) => `#${s.seq} ${s.status}`).join(', ')}: finish or retry them first`);
+      if (pending.length) throw conflict(`incident ${id} has steps still ${pending.map((s) => `#${s.seq} ${s.status}`).join(', ')}: wait for them`);
+      const retried = new Set(steps.map((s) => s.retryOf).filter((r): r is string => r !== null));
+      const unresolved = steps.filter((s) => s.status === 'failed' && !retried.has(s.id)).map((s) => s.seq);
+      if (unresolved.length && !force) throw conflict(`incident ${id} has failed steps not retried: ${unresolved.map((n) => `#${n}`).join(', ')}; retry them, or close with force`);
       const at = this.clock.now();
       await this.store.close(tx, id, ctx.actor, at, summary);
-      await this.audit.append(tx, [{ ...ctx, action: 'incident.closed', targetType: 'incident', targetId: id, details: { summary, steps: steps.length } }]);
+      await this.audit.append(tx, [{ ...ctx, action: 'incident.closed', targetType: 'incident', targetId: id, details: { summary, steps: steps.length, ...(unresolved.length ? { unresolvedSteps: unresolved } : {}) } }]);
       return view({ ...row, status: 'closed', closedBy: ctx.actor, closedAt: at, summary });
     });
   }

@@ -28,7 +28,8 @@ export function incidentRoutes(incidents: Incidents): Router {
     res.status(201).json(await incidents.retry(req.params.incidentId as string, req.params.stepId as string, ctxOf(res)));
   });
   r.post('/v1/incidents/:incidentId/close', allow(...ACTORS), async (req, res) => {
-    res.json(await incidents.close(req.params.incidentId as string, (req.body as { summary: string }).summary, ctxOf(res)));
+    const body = req.body as { summary: string; force?: boolean };
+    res.json(await incidents.close(req.params.incidentId as string, body.summary, ctxOf(res), body.force ?? false));
   });
   return r;
 }
