@@ -11,6 +11,7 @@ import * as rotation from './20261201_0009_rotation.js';
 import * as sessionKeys from './20261201_0010_session_keys.js';
 import * as caRollover from './20261201_0011_ca_rollover.js';
 import * as stagedCredentials from './20261201_0012_staged_credentials.js';
+import * as backups from './20261202_0013_backups.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -26,6 +27,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261201_0010_session_keys': sessionKeys,
   '20261201_0011_ca_rollover': caRollover,
   '20261201_0012_staged_credentials': stagedCredentials,
+  '20261202_0013_backups': backups,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

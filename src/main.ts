@@ -72,6 +72,8 @@ import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
 import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
+import { Backups } from './respond/backups.js';
+import { BackupStore } from './store/backup-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -110,6 +112,8 @@ export interface Service {
   staged: StagedCredentials;
   /** Issuing-CA rollovers; the scheduler (rollover-waves) calls rollovers.tick(). */
   rollovers: CaRollovers;
+  /** Backups (BACKUP_DIR); the scheduler runs backups.create() every BACKUP_EVERY_HOURS, then prunes to BACKUP_KEEP. */
+  backups: Backups;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -287,6 +291,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       pickupUrl: `${config.publicUrl}/v1/renew/staged`,
     }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep });
     const defs = queueDefinitions(
       {
         logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps,
@@ -301,6 +306,19 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
               return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
             },
           },
+          // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
+          ...(config.backups.everyMs > 0
+            ? {
+                backup: {
+                  everyMs: config.backups.everyMs,
+                  run: async () => {
+                    const b = await backups.create({ actor: 'system:schedule' });
+                    const p = await backups.prune({ actor: 'system:schedule' });
+                    return { id: b.id, sizeBytes: b.sizeBytes, pruned: p.pruned.length };
+                  },
+                },
+              }
+            : {}),
         },
       },
       (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
@@ -318,7 +336,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     return {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, backups,
       stop,
       close: async () => {
         await stop();
@@ -354,6 +372,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     policies: svc.policies,
     renewals: svc.renewals,
     rollovers: svc.rollovers,
+    backups: svc.backups,
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** Thrown when the environment is wrong; the message names the variable. */
 export class ConfigError extends Error {
@@ -53,6 +53,10 @@ const schema = z.object({
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
   SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
+  // Backups
+  BACKUP_DIR: optionalString,
+  BACKUP_EVERY_HOURS: z.coerce.number().min(0).max(24 * 31).default(0),
+  BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
 export interface Config {
@@ -103,6 +107,14 @@ export interface Config {
   sessionKeyPeriodMs: number;
   /** How long a replaced session key version stays valid beside its successor (less than the period). */
   sessionKeyOverlapMs: number;
+  backups: {
+    /** Where backups are written (BACKUP_DIR, default DATA_DIR/backups). */
+    dir: string;
+    /** How often the scheduled backup runs; 0: never (BACKUP_EVERY_HOURS). */
+    everyMs: number;
+    /** How many backup files made here are kept; older ones are deleted, their records stay; 0: all (BACKUP_KEEP). */
+    keep: number;
+  };
 }
 
 function byteSize(limit: string): number {
@@ -173,5 +185,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
+    backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
   };
 }

@@ -37,6 +37,8 @@ import type { CaRollovers } from '../rotate/rollover.js';
 import { adminOnly, DASHBOARD_PATH, queueDashboard } from './queue-dashboard.js';
 import type { SessionKeys } from '../rotate/session-keys.js';
 import { sessionKeyRoutes } from './routes/session-keys.js';
+import type { Backups } from '../respond/backups.js';
+import { backupRoutes } from './routes/backups.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -62,6 +64,7 @@ export interface AppDeps {
   policies: RotationPolicies;
   renewals: Renewals;
   rollovers: CaRollovers;
+  backups: Backups;
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -131,6 +134,7 @@ export function createApp(d: AppDeps): Express {
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
   app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));
+  app.use(backupRoutes(d.backups));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });
