@@ -169,8 +169,10 @@ export class BackupStore {
    * from the start). Every column named; bytea comes as bytes (base64 here), the rest as text.
    */
   async page(ex: Executor, t: TableMeta, after: SnapshotValue[] | null, limit: number): Promise<SnapshotValue[][]> {
-    const select = t.columns.map((c) => (isBytea(c) ? quoteIdent(c.name) : `${quoteIdent(c.name)}::text`)).join(', ');
-    const pk = t.primaryKey.map(quoteIdent).join(', ');
+    // Output columns are aliased c0, c1, ...; ORDER BY and WHERE name the table's own columns
+    // (src.x): a bare name in ORDER BY would mean the text output column and sort '10' before '9'.
+    const select = t.columns.map((c, i) => `${isBytea(c) ? `src.${quoteIdent(c.name)}` : `src.${quoteIdent(c.name)}::text`} as c${i}`).join(', ');
+    const pk = t.primaryKey.map((k) => `src.${quoteIdent(k)}`).join(', ');
     const bindings: Knex.RawBinding[] = [];
     let where = '';
     if (after) {
@@ -179,8 +181,8 @@ export class BackupStore {
       bindings.push(...(after as string[]));
     }
     bindings.push(limit);
-    const r = await ex.raw(`select ${select} from ${quoteIdent(t.name)} ${where} order by ${pk} limit ?`, bindings);
-    const names = t.columns.map((c) => c.name);
+    const r = await ex.raw(`select ${select} from ${quoteIdent(t.name)} as src ${where} order by ${pk} limit ?`, bindings);
+    const names = t.columns.map((_c, i) => `c${i}`);
     const bytea = t.columns.map(isBytea);
     return (r.rows as Array<Record<string, unknown>>).map((row) =>
       names.map((n, i) => {
