@@ -97,6 +97,11 @@ export class BackupStore {
     return migrationSource.getMigrations([]);
   }
 
+  /** Runs every pending migration (one knex run: much faster than one per name). */
+  async migrateAll(db: Db): Promise<void> {
+    await db.migrate.latest({ migrationSource });
+  }
+
   /** Runs the named migrations up (in order) or down (in the given order) on db. */
   async migrate(db: Db, names: string[], direction: 'up' | 'down'): Promise<void> {
     for (const name of names) {
