@@ -32,6 +32,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['revocation', () => import('./revocation.js')],
   ['ocsp', () => import('./ocsp.js')],
   ['rotation', () => import('./rotation.js')],
+  ['backup', () => import('./backup.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import * as rotation from './20261201_0009_rotation.js';
 import * as sessionKeys from './20261201_0010_session_keys.js';
 import * as caRollover from './20261201_0011_ca_rollover.js';
 import * as stagedCredentials from './20261201_0012_staged_credentials.js';
+import * as backups from './20261202_0013_backups.js';
 import * as approvals from './20261202_0014_approvals.js';
 import * as incidents from './20261202_0015_incidents.js';
 
@@ -28,6 +29,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261201_0010_session_keys': sessionKeys,
   '20261201_0011_ca_rollover': caRollover,
   '20261201_0012_staged_credentials': stagedCredentials,
+  '20261202_0013_backups': backups,
   '20261202_0014_approvals': approvals,
   '20261202_0015_incidents': incidents,
 };

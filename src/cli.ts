@@ -3,7 +3,14 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
-import { KekError } from './ca/kek.js';
+import { defaultKekPath, deriveKey, KekError, loadKek } from './ca/kek.js';
+import { existsSync } from 'node:fs';
+import { AuditLog } from './audit/audit-log.js';
+import { AuditStore } from './store/audit-store.js';
+import { BackupStore } from './store/backup-store.js';
+import { restoreBackup } from './respond/backups.js';
+import { isDomainError } from './shared/errors.js';
+import { systemClock } from './shared/clock.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
 import { ROLES, type Role } from './access/api-keys.js';
@@ -154,6 +161,50 @@ program
         process.exitCode = 1;
       }
     });
+  });
+
+program
+  .command('backup')
+  .description('write an encrypted backup of the whole state (keys stay wrapped under the KEK) and record it')
+  .option('--out <file>', 'where to write it (default: a new file under BACKUP_DIR, default DATA_DIR/backups)')
+  .action(async (o: { out?: string }) => {
+    await withService(async (svc) => {
+      const b = await svc.backups.create(cliActor(), { out: o.out });
+      const rows = Object.values(b.rowCounts).reduce((n, x) => n + x, 0);
+      const file = b.fileName.includes('/') ? b.fileName : `${svc.backups.dir}/${b.fileName}`;
+      console.log(`backup ${b.id}\nfile:   ${file}\nsize:   ${b.sizeBytes} bytes\nsha256: ${b.sha256}\nrows:   ${rows} in ${Object.keys(b.rowCounts).length} tables\nkek id: ${b.kekId} (restoring needs this KEK)`);
+    });
+  });
+
+program
+  .command('restore <file>')
+  .description('restore a backup into an EMPTY database (DATABASE_URL, else DATA_DIR); needs the KEK the backup was made under')
+  .action(async (file: string) => {
+    const config = loadConfig();
+    if (!config.kek && !config.kekFile && !existsSync(defaultKekPath(config.dataDir))) {
+      console.error(`mqtt-ca restore: no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the KEK of the instance the backup came from (or put it in ${defaultKekPath(config.dataDir)})`);
+      process.exit(1);
+    }
+    const { kek } = loadKek(config, false);
+    const db = createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+    try {
+      const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), systemClock);
+      const r = await restoreBackup({ db, store: new BackupStore(), kek, audit, clock: systemClock }, file, cliActor());
+      const v = await audit.verify(db);
+      console.log(`restored backup ${r.header.id} of ${r.header.createdAt}: ${r.rows} rows in ${r.header.tables.length} tables`);
+      if (r.migratedAfter.length) console.log(`then migrated: ${r.migratedAfter.join(', ')}`);
+      if (v.ok) console.log(`audit log intact: ${v.entries} entries`);
+      else {
+        console.error(`audit log BROKEN at seq ${v.firstBad.seq}: ${v.firstBad.problem} — ${v.firstBad.message}`);
+        process.exitCode = 1;
+      }
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      console.error(`mqtt-ca restore: ${e.message}`);
+      process.exitCode = 1;
+    } finally {
+      await db.destroy();
+    }
   });
 
 const positiveNumber = (what: string) => (v: string) => {

@@ -82,6 +82,8 @@ import { connectorIdentity } from './broker-identity.js';
 import { Approvals } from './respond/approvals.js';
 import { ApprovalStore } from './store/approval-store.js';
 import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caRevocationExecutor } from './respond/gated-actions.js';
+import { Backups } from './respond/backups.js';
+import { BackupStore } from './store/backup-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -128,6 +130,8 @@ export interface Service {
   approvals: Approvals;
   /** POST /v1/revocations: bulk revocations above BULK_REVOKE_APPROVAL_THRESHOLD become proposals. */
   bulkRevocations: BulkRevocationGate;
+  /** Backups (BACKUP_DIR); the scheduler runs backups.create() every BACKUP_EVERY_HOURS, then prunes to BACKUP_KEEP. */
+  backups: Backups;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -314,6 +318,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       pickupUrl: `${config.publicUrl}/v1/renew/staged`,
     }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep });
     const defs = queueDefinitions(
       {
         logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps,
@@ -330,6 +335,19 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
               return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
             },
           },
+          // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
+          ...(config.backups.everyMs > 0
+            ? {
+                backup: {
+                  everyMs: config.backups.everyMs,
+                  run: async () => {
+                    const b = await backups.create({ actor: 'system:schedule' });
+                    const p = await backups.prune({ actor: 'system:schedule' });
+                    return { id: b.id, sizeBytes: b.sizeBytes, pruned: p.pruned.length };
+                  },
+                },
+              }
+            : {}),
         },
       },
       (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
@@ -366,7 +384,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups,
       stop,
       close: async () => {
         await stop();
@@ -427,6 +445,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     incidents: svc.incidents,
     approvals: svc.approvals,
     bulkRevocations: svc.bulkRevocations,
+    backups: svc.backups,
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

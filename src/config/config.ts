@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** Thrown when the environment is wrong; the message names the variable. */
 export class ConfigError extends Error {
@@ -73,6 +73,10 @@ const schema = z.object({
   // Two-person rule
   APPROVAL_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 30).default(24),
   BULK_REVOKE_APPROVAL_THRESHOLD: z.coerce.number().int().min(0).max(100_000_000).default(1000),
+  // Backups
+  BACKUP_DIR: optionalString,
+  BACKUP_EVERY_HOURS: z.coerce.number().min(0).max(24 * 31).default(0),
+  BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
 export interface Config {
@@ -138,6 +142,14 @@ export interface Config {
     ttlMs: number;
     /** A bulk revocation that would revoke more than this many certificates takes approval; 0: never. */
     bulkRevokeThreshold: number;
+  };
+  backups: {
+    /** Where backups are written (BACKUP_DIR, default DATA_DIR/backups). */
+    dir: string;
+    /** How often the scheduled backup runs; 0: never (BACKUP_EVERY_HOURS). */
+    everyMs: number;
+    /** How many backup files made here are kept; older ones are deleted, their records stay; 0: all (BACKUP_KEEP). */
+    keep: number;
   };
 }
 
@@ -230,5 +242,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
     approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
+    backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
   };
 }

@@ -42,6 +42,8 @@ import type { Incidents } from '../respond/incidents.js';
 import type { Approvals } from '../respond/approvals.js';
 import type { BulkRevocationGate } from '../respond/gated-actions.js';
 import { approvalRoutes } from './routes/approvals.js';
+import type { Backups } from '../respond/backups.js';
+import { backupRoutes } from './routes/backups.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -71,6 +73,7 @@ export interface AppDeps {
   /** The two-person rule's proposals, and the bulk revocation that needs one above its threshold. */
   approvals: Approvals;
   bulkRevocations: BulkRevocationGate;
+  backups: Backups;
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -142,6 +145,7 @@ export function createApp(d: AppDeps): Express {
   app.use(sessionKeyRoutes(d.sessionKeys));
   app.use(incidentRoutes(d.incidents));
   app.use(approvalRoutes(d.approvals));
+  app.use(backupRoutes(d.backups));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
     res.type(d.metrics.contentType).send(await d.metrics.metrics());
   });
