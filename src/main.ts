@@ -72,7 +72,7 @@ import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
 import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
-import { Incidents } from './respond/incidents.js';
+import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
 import { IncidentStore } from './store/incident-store.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
@@ -371,10 +371,14 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       audit,
       clock,
       incidentActions({
-        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers,
+        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers, rollovers,
         replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
+        bulkApprovalThreshold: config.approvals.bulkRevokeThreshold,
       }),
+      approvals,
+      rollovers,
     );
+    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
     const stop = async () => {
       await brokers.close();
       await jobs.close();

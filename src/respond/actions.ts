@@ -6,10 +6,11 @@ import type { EnrollmentTokens } from '../enroll/tokens.js';
 import { REVOCATION_REASONS, isRevocationReason, type RevocationReason } from '../revoke/reasons.js';
 import type { Revocations } from '../revoke/revocation.js';
 import type { SessionKeys } from '../rotate/session-keys.js';
+import type { CaRollovers } from '../rotate/rollover.js';
 import { DomainError, badRequest, conflict } from '../shared/errors.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { IncidentKind, Touched } from '../store/incident-store.js';
-import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentScope, TargetDevice } from './incidents.js';
+import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentApproval, IncidentScope, TargetDevice } from './incidents.js';
 
 /** The domain services the actions call; each audits its own changes. */
 export interface ActionServices {
@@ -21,6 +22,10 @@ export interface ActionServices {
   brokers: BrokerConnectors;
   /** Certificates of these devices left valid beside a newer current one (what a reissue left behind). */
   replacedCertificates(deviceIds: string[]): Promise<Buffer[]>;
+  /** CA-compromise recovery: the successor CA and the throttled waves that move the devices onto it. */
+  rollovers: CaRollovers;
+  /** Revocations that touch more certificates than this take a second person (BULK_REVOKE_APPROVAL_THRESHOLD; 0: never). */
+  bulkApprovalThreshold: number;
 }
 
 /** Selector chunks for named devices: each one bulk revocation (one transaction, one statement). */
@@ -132,9 +137,14 @@ function done(plan: ActionPlan): ActionOutcome {
 
 // ---- Respond ----------------------------------------------------------------------------------
 
+/** A revocation bigger than the threshold takes a second person, as a bulk revocation does. */
+const bulkApproval = (s: ActionServices) => (plan: ActionPlan): IncidentApproval | null =>
+  s.bulkApprovalThreshold > 0 && (plan.touchedCount ?? plan.touched.length) > s.bulkApprovalThreshold ? 'incident.action' : null;
+
 const revokeCertificates = (s: ActionServices): IncidentAction => ({
   name: 'revoke-certificates',
   params: ['devices', 'reason', 'invalidityDate'],
+  approval: bulkApproval(s),
   async plan(scope, params) {
     const r = await revokeScope(s, scope, reasonOf(scope, params), invalidityOf(params), true, { actor: 'dry-run' });
     return { touched: r.touched, touchedCount: r.count, result: { reason: reasonOf(scope, params), revoked: r.count, alreadyRevoked: r.alreadyRevoked } };
@@ -150,6 +160,7 @@ const revokeCertificates = (s: ActionServices): IncidentAction => ({
 const suspend = (s: ActionServices): IncidentAction => ({
   name: 'suspend',
   params: ['devices'],
+  approval: bulkApproval(s),
   async plan(scope) {
     const r = await revokeScope(s, scope, 'certificateHold', undefined, true, { actor: 'dry-run' });
     return { touched: r.touched, touchedCount: r.count, result: { held: r.count, alreadyRevoked: r.alreadyRevoked } };
@@ -382,6 +393,46 @@ const rotateChannelKeys = (s: ActionServices): IncidentAction => {
   };
 };
 
+/**
+ * CA-compromise recovery (two admins): a successor CA under the same parent becomes the default
+ * issuer, the compromised CA is revoked (cACompromise) on its parent's CRL and OCSP and signs
+ * nothing more, and its devices are moved onto the successor in throttled waves of renewal
+ * notices (the rollover, whose progress the incident shows). A device renews with its current
+ * certificate, which must match the one recorded here byte for byte: certificates forged with
+ * the stolen key are refused.
+ */
+const recoverCa = (s: ActionServices): IncidentAction => {
+  const caOf = (scope: IncidentScope) => {
+    if (!scope.caId) throw badRequest('the incident names no CA');
+    return scope.caId;
+  };
+  const waves = (p: ActionParams) => ({ waveSize: p.waveSize ?? 500, waveIntervalSeconds: p.waveIntervalSeconds ?? 300 });
+  return {
+    name: 'recover-ca',
+    params: ['waveSize', 'waveIntervalSeconds'],
+    kinds: ['ca-compromise'],
+    approval: () => 'incident.ca-recovery',
+    async plan(scope) {
+      const caId = caOf(scope);
+      const affected = await s.revocations.revokeMany({ selector: { caId }, reason: 'cACompromise', dryRun: true }, { actor: 'dry-run' });
+      return {
+        touched: [{ type: 'ca', id: caId }, ...affected.serials.map(certificate)],
+        touchedCount: 1 + affected.revoked,
+        result: { ca: caId, validCertificates: affected.revoked },
+      };
+    },
+    async run(scope, params, ctx) {
+      const caId = caOf(scope);
+      const { rollover, successor } = await s.rollovers.start(caId, waves(params), ctx);
+      const revoked = await s.revocations.revokeCa(caId, { reason: 'cACompromise' }, ctx);
+      return done({
+        touched: [{ type: 'ca', id: caId }, { type: 'ca', id: successor.id }],
+        result: { ca: caId, successor: successor.id, rollover: rollover.id, revokedSerial: serialFromBytes(revoked.certificate.serial), ...waves(params) },
+      });
+    },
+  };
+};
+
 /** Every Respond and Recover action, in the order an operator usually needs them. */
 export function incidentActions(s: ActionServices): IncidentAction[] {
   return [
@@ -397,5 +448,6 @@ export function incidentActions(s: ActionServices): IncidentAction[] {
     supersedeReplaced(s),
     restoreBroker(s),
     rotateChannelKeys(s),
+    recoverCa(s),
   ];
 }

@@ -1,4 +1,6 @@
 import type { AuditLog } from '../audit/audit-log.js';
+import type { ApprovalActor, ApprovalExecutor, ApprovalView } from './approvals.js';
+import type { Role } from '../access/api-keys.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
@@ -78,6 +80,34 @@ export interface IncidentAction {
   readonly kinds?: readonly IncidentKind[];
   plan(scope: IncidentScope, params: ActionParams): Promise<ActionPlan>;
   run(scope: IncidentScope, params: ActionParams, ctx: ActorContext): Promise<ActionOutcome>;
+  /**
+   * The two-person rule: the approval action (see INCIDENT_APPROVALS) this run needs, judged from
+   * its plan, or null when one person may run it.
+   */
+  approval?(plan: ActionPlan): IncidentApproval | null;
+}
+
+/** The approvals an incident step may need: any admin or operator second, or (CA recovery) a second admin. */
+export const INCIDENT_APPROVALS = { 'incident.action': ['admin', 'operator'], 'incident.ca-recovery': ['admin'] } as const satisfies Record<string, readonly Role[]>;
+export type IncidentApproval = keyof typeof INCIDENT_APPROVALS;
+
+/** What a proposal for an incident step carries; the step itself holds the parameters. */
+export interface StepProposal {
+  incidentId: string;
+  stepId: string;
+  action: string;
+  summary: string;
+}
+
+/** The part of Approvals that incidents use. */
+export interface ApprovalsPort {
+  propose(action: string, params: StepProposal, ctx: ApprovalActor, note?: string): Promise<ApprovalView>;
+  get(id: string): Promise<ApprovalView>;
+}
+
+/** The progress of a CA-compromise recovery (its rollover), shown in the incident. */
+export interface RecoveryProgress {
+  ofCa(caId: string): Promise<unknown>;
 }
 
 export interface IncidentInput {
@@ -148,8 +178,22 @@ export class Incidents {
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     actions: IncidentAction[],
+    private readonly approvals?: ApprovalsPort,
+    private readonly recovery?: RecoveryProgress,
   ) {
     for (const a of actions) this.actions.set(a.name, a);
+  }
+
+  /** The executor Approvals runs once a second person approves a proposed step. */
+  executor(approval: IncidentApproval): ApprovalExecutor<StepProposal, { status: string; touchedCount: number; error: string | null }> {
+    return {
+      roles: INCIDENT_APPROVALS[approval],
+      describe: async (p) => {
+        const step = await this.store.step(this.db, p.incidentId, p.stepId);
+        return { summary: p.summary, targets: { incidentId: p.incidentId, stepId: p.stepId, action: p.action, touchedCount: step?.touchedCount ?? null, touched: step?.touched.slice(0, 100) ?? [] } };
+      },
+      execute: (p, ctx) => this.runApproved(p.incidentId, p.stepId, ctx.approvedBy),
+    };
   }
 
   actionNames(): string[] {
@@ -181,10 +225,23 @@ export class Incidents {
     return view(row);
   }
 
-  async get(id: string): Promise<IncidentView & { timeline: StepView[] }> {
+  async get(id: string): Promise<IncidentView & { timeline: StepView[]; recovery?: unknown }> {
     const row = await this.store.get(this.db, id);
     if (!row) throw notFound(`no incident ${id}`);
-    return { ...view(row), timeline: (await this.store.steps(this.db, id)).map(stepView) };
+    await this.settleProposals(id);
+    const recovery = row.kind === 'ca-compromise' && row.targets.caId && this.recovery ? await this.recovery.ofCa(row.targets.caId).catch(() => undefined) : undefined;
+    return { ...view(row), timeline: (await this.store.steps(this.db, id)).map(stepView), ...(recovery ? { recovery } : {}) };
+  }
+
+  /** Proposed steps whose proposal was rejected, expired or failed end as such. */
+  private async settleProposals(id: string): Promise<void> {
+    if (!this.approvals) return;
+    for (const step of (await this.store.steps(this.db, id)).filter((s) => s.status === 'proposed' && s.approvalId)) {
+      const proposal = await this.approvals.get(step.approvalId!);
+      if (proposal.status !== 'rejected' && proposal.status !== 'expired' && proposal.status !== 'failed') continue;
+      const error = proposal.status === 'failed' ? `the approved action failed: ${proposal.error?.message ?? 'unknown error'}` : `proposal ${proposal.id} ${proposal.status}${proposal.reason ? `: ${proposal.reason}` : ''}`;
+      await this.finish(id, step, { status: proposal.status === 'failed' ? 'failed' : 'rejected', touched: step.touched, touchedCount: step.touchedCount, error }, { actor: 'system:approvals' }).catch(() => undefined);
+    }
   }
 
   async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<{ items: IncidentView[]; nextCursor: string | null }> {
@@ -205,6 +262,7 @@ export class Incidents {
    * step retried is unresolved: the close is refused unless `force`, and the audit entry lists it.
    */
   async close(id: string, summary: string, ctx: ActorContext, force = false): Promise<IncidentView> {
+    await this.settleProposals(id);
     return this.db.transaction(async (tx) => {
       const row = await this.store.getForUpdate(tx, id);
       if (!row) throw notFound(`no incident ${id}`);
@@ -244,36 +302,76 @@ export class Incidents {
       const step = await this.record(id, name, params, true, ctx, retryOf, (s) => ({ ...s, status: 'succeeded', finishedAt: this.clock.now(), ...kept(plan), result: plan.result ?? null }));
       return stepView(step);
     }
-    // Parameters are checked before anything is recorded.
-    await action.plan(scope, params);
+    // Parameters are checked (and the two-person rule judged) before anything is recorded.
+    const plan = await action.plan(scope, params);
+    const approval = action.approval?.(plan) ?? null;
+    if (approval) return stepView(await this.propose(id, name, params, plan, approval, ctx, retryOf));
     const started = await this.record(id, name, params, false, ctx, retryOf, (s) => s);
-    let outcome: ActionOutcome;
+    const outcome = await this.attempt(action, scope, params, ctx);
+    const finished = await this.finish(id, started, outcome, ctx);
+    return { ...stepView(finished), ...(outcome.secrets ? { secrets: outcome.secrets } : {}) };
+  }
+
+  /**
+   * A step that needs a second person: proposed first (a role that may not propose is refused
+   * before anything is recorded), then recorded as `proposed` with its plan; it runs when approved.
+   */
+  private async propose(id: string, name: string, params: ActionParams, plan: ActionPlan, approval: IncidentApproval, ctx: ActorContext, retryOf: string | null): Promise<StepRow> {
+    if (!this.approvals) throw new DomainError('Internal', 'approvals are not configured');
+    if (!isApprovalActor(ctx)) throw new DomainError('Forbidden', `${name} needs a second person's approval and an API key to propose it`);
+    const stepId = newId('step');
+    const touchedCount = plan.touchedCount ?? plan.touched.length;
+    const summary = `incident ${id}: ${name} touching ${touchedCount} (${[...new Set(plan.touched.map((t) => t.type))].join(', ') || 'nothing yet'})`;
+    const proposal = await this.approvals.propose(approval, { incidentId: id, stepId, action: name, summary }, ctx, summary);
+    return this.record(id, name, params, false, ctx, retryOf, (s) => ({ ...s, id: stepId, status: 'proposed', ...kept(plan), result: plan.result ?? null, approvalId: proposal.id }));
+  }
+
+  /** Runs a proposed step once its proposal is approved: the approver is the actor of what it changes. */
+  async runApproved(id: string, stepId: string, approvedBy: ActorContext): Promise<{ status: string; touchedCount: number; error: string | null }> {
+    const step = await this.store.step(this.db, id, stepId);
+    if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
+    if (step.status !== 'proposed') throw conflict(`step #${step.seq} is ${step.status}, not awaiting approval`);
+    const incident = (await this.store.get(this.db, id))!;
+    const action = this.actions.get(step.action)!;
+    const outcome: ActionOutcome =
+      incident.status === 'closed'
+        ? { status: 'failed', touched: [], error: `incident ${id} was closed before the approval` }
+        : await this.attempt(action, await this.scope(incident, (step.params as ActionParams).devices), step.params as ActionParams, approvedBy);
+    const finished = await this.finish(id, step, outcome, approvedBy);
+    return { status: finished.status, touchedCount: finished.touchedCount, error: finished.error };
+  }
+
+  /** The action's run; a failure inside it is an outcome, not an error. */
+  private async attempt(action: IncidentAction, scope: IncidentScope, params: ActionParams, ctx: ActorContext): Promise<ActionOutcome> {
     try {
-      outcome = await action.run(scope, params, ctx);
+      return await action.run(scope, params, ctx);
     } catch (e) {
       const message = e instanceof DomainError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
-      outcome = { status: 'failed', touched: [], error: message };
+      return { status: 'failed', touched: [], error: message };
     }
-    const finished = await this.db.transaction(async (tx) => {
-      const step = await this.store.finishStep(tx, started.id, {
+  }
+
+  /** Ends a running or proposed step with its outcome, and its audit entry. */
+  private async finish(id: string, step: StepRow, outcome: Omit<ActionOutcome, 'status'> & { status: StepStatus }, ctx: ActorContext): Promise<StepRow> {
+    return this.db.transaction(async (tx) => {
+      const done = await this.store.finishStep(tx, step.id, {
         status: outcome.status,
         finishedAt: this.clock.now(),
         ...kept(outcome),
-        result: outcome.result ?? null,
+        result: outcome.result ?? step.result,
         error: outcome.error ?? null,
       });
       await this.audit.append(tx, [
         {
-          ...ctx,
+          ...actorOnly(ctx),
           action: 'incident.action-finished',
           targetType: 'incident',
           targetId: id,
-          details: { step: step.seq, stepId: step.id, action: name, status: step.status, touchedCount: step.touchedCount, error: step.error },
+          details: { step: done.seq, stepId: done.id, action: done.action, status: done.status, touchedCount: done.touchedCount, error: done.error, ...(done.approvalId ? { approvalId: done.approvalId } : {}) },
         },
       ]);
-      return step;
+      return done;
     });
-    return { ...stepView(finished), ...(outcome.secrets ? { secrets: outcome.secrets } : {}) };
   }
 
   /** Runs a failed (or cut-short) step's action again, with the same parameters, as a new step. */
@@ -321,11 +419,11 @@ export class Incidents {
       await this.store.insertStep(tx, step);
       await this.audit.append(tx, [
         {
-          ...ctx,
-          action: dryRun ? 'incident.dry-run' : 'incident.action-started',
+          ...actorOnly(ctx),
+          action: dryRun ? 'incident.dry-run' : step.status === 'proposed' ? 'incident.action-proposed' : 'incident.action-started',
           targetType: 'incident',
           targetId: id,
-          details: { step: seq, stepId: step.id, action, params, ...(retryOf ? { retryOf } : {}), ...(dryRun ? { touchedCount: step.touchedCount } : {}) },
+          details: { step: seq, stepId: step.id, action, params, ...(retryOf ? { retryOf } : {}), ...(step.approvalId ? { approvalId: step.approvalId } : {}), ...(step.status !== 'running' ? { touchedCount: step.touchedCount } : {}) },
         },
       ]);
       return step;
@@ -373,6 +471,14 @@ export class Incidents {
 function kept(p: ActionPlan): { touched: Touched[]; touchedCount: number } {
   return { touched: p.touched.slice(0, TOUCHED_KEPT), touchedCount: p.touchedCount ?? p.touched.length };
 }
+
+function isApprovalActor(ctx: ActorContext): ctx is ApprovalActor {
+  const a = ctx as Partial<ApprovalActor>;
+  return typeof a.keyId === 'string' && typeof a.name === 'string' && typeof a.role === 'string';
+}
+
+/** An audit entry's actor fields (an approval actor carries more than the audit log takes). */
+const actorOnly = (ctx: ActorContext): ActorContext => ({ actor: ctx.actor, requestId: ctx.requestId });
 
 function view(r: IncidentRow): IncidentView {
   return {

@@ -71,7 +71,7 @@ for (const target of dbTargets) {
       const ex = { roles: ['admin'] as const, describe: async () => ({ summary: '' }), execute: async () => null };
       assert.throws(() => svc.approvals.register('test.ok', ex), /registered already/);
       assert.throws(() => svc.approvals.register('Bad Name', ex), /lowercase/);
-      assert.deepEqual(svc.approvals.actions(), ['ca.revoke', 'revocation.bulk', 'test.crash', 'test.ok', 'test.refused']);
+      assert.deepEqual(svc.approvals.actions(), ['ca.revoke', 'incident.action', 'incident.ca-recovery', 'revocation.bulk', 'test.crash', 'test.ok', 'test.refused']);
     });
 
     it('refuses unknown actions, invalid params and roles the action does not admit, storing nothing', async () => {

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { ActionParams, IncidentInput, Incidents } from '../../respond/incidents.js';
 import { allow } from '../auth.js';
-import { ctxOf } from '../context.js';
+import { approverOf, ctxOf } from '../context.js';
 
 const ACTORS = ['operator'] as const;
 const READERS = ['operator', 'auditor'] as const;
@@ -22,10 +22,10 @@ export function incidentRoutes(incidents: Incidents): Router {
   });
   r.post('/v1/incidents/:incidentId/actions', allow(...ACTORS), async (req, res) => {
     const body = req.body as { action: string; params?: ActionParams; dryRun?: boolean };
-    res.status(201).json(await incidents.act(req.params.incidentId as string, body.action, body.params ?? {}, body.dryRun ?? false, ctxOf(res)));
+    res.status(201).json(await incidents.act(req.params.incidentId as string, body.action, body.params ?? {}, body.dryRun ?? false, approverOf(res)));
   });
   r.post('/v1/incidents/:incidentId/steps/:stepId/retry', allow(...ACTORS), async (req, res) => {
-    res.status(201).json(await incidents.retry(req.params.incidentId as string, req.params.stepId as string, ctxOf(res)));
+    res.status(201).json(await incidents.retry(req.params.incidentId as string, req.params.stepId as string, approverOf(res)));
   });
   r.post('/v1/incidents/:incidentId/close', allow(...ACTORS), async (req, res) => {
     const body = req.body as { summary: string; force?: boolean };
