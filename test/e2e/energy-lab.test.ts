@@ -34,12 +34,16 @@ const T = {
 
 /** Least privilege per device, as the framework asks: each may publish and subscribe only its own topics. */
 const ACCESS: Record<string, { publish: string[]; subscribe: string[] }> = {
-  'tablet-ui': { publish: [T.set], subscribe: [T.output, T.diagram] },
+  'tablet-ui': { publish: [T.set], subscribe: [T.output, T.diagram, 'mqtt-ca/events/#'] },
   'power-supply': { publish: [T.output], subscribe: [T.set] },
   'smart-meter': { publish: [T.voltage], subscribe: [T.output] },
   dms: { publish: [T.command, T.set, T.diagram], subscribe: [T.voltage, T.status] },
   'capbank-ctl': { publish: [T.status], subscribe: [T.command] },
 };
+
+/** A substation broker that bridges into the lab broker as a client, with its broker certificate. */
+const BRIDGE = 'substation-broker';
+const BRIDGE_TOPIC = 'lab/substation/status';
 
 const json = (b: Buffer) => JSON.parse(b.toString()) as Record<string, unknown>;
 
@@ -78,6 +82,7 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
       if (topic === T.command && body.capBank === 'close') void c.publishAsync(T.status, JSON.stringify({ state: 'closed' }), { qos: 1 });
     },
     'tablet-ui': () => undefined,
+    [BRIDGE]: () => undefined,
   };
 
   async function join(id: string, c: DeviceCredentials): Promise<MqttClient> {
@@ -88,8 +93,11 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
       seen[id]!.push({ topic, body });
       behave[id]!(client, topic, body);
     });
-    const granted = await client.subscribeAsync(ACCESS[id]!.subscribe, { qos: 1 });
-    assert.ok(granted.every((g) => g.qos === 1), `${id} may subscribe to its topics: ${JSON.stringify(granted)}`);
+    const topics = ACCESS[id]?.subscribe ?? [];
+    if (topics.length) {
+      const granted = await client.subscribeAsync(topics, { qos: 1 });
+      assert.ok(granted.every((g) => g.qos === 1), `${id} may subscribe to its topics: ${JSON.stringify(granted)}`);
+    }
     clients.set(id, client);
     return client;
   }
@@ -119,7 +127,8 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
         ...a.subscribe.map((topic) => ({ acltype: 'subscribePattern', topic, allow: true })),
       ],
     }));
-    const labClients = Object.keys(ACCESS).map((id) => ({ username: id, roles: [{ rolename: `lab-${id}` }] }));
+    roles.push({ rolename: 'lab-bridge', acls: [{ acltype: 'publishClientSend', topic: BRIDGE_TOPIC, allow: true }] });
+    const labClients = [...Object.keys(ACCESS).map((id) => ({ username: id, roles: [{ rolename: `lab-${id}` }] })), { username: BRIDGE, roles: [{ rolename: 'lab-bridge' }] }];
     broker = await startMosquittoTls(svc, { port, seed: { roles, clients: labClients } });
     for (const id of Object.keys(ACCESS)) creds.set(id, await enrollDevice(svc, id));
     for (const [id, c] of creds) await join(id, c);
@@ -197,6 +206,50 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
 
     // The old key stays locked out.
     await assert.rejects(connectDevice(broker, old));
+  });
+
+  /** The bridge broker's certificate, through a broker token that names its DNS name. */
+  async function enrollBridge(): Promise<DeviceCredentials> {
+    const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] }).expect(201)).body.token as string;
+    const csr = p256Csr(BRIDGE, { sans: [{ type: 'dns', value: 'substation.lab.example' }] });
+    const r = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: csr.pem }).expect(201)).body as { serial: string; certificate: string; chain: string[] };
+    return { deviceId: BRIDGE, serial: r.serial, key: csr.keyPem, cert: r.certificate + r.chain.join(''), ca: creds.get('tablet-ui')!.ca };
+  }
+
+  it('a compromised substation broker is quarantined (revoked, blocked, its peers told) and restored', async () => {
+    await api.post('/v1/devices').set(auth('provisioner')).send({ id: BRIDGE, kind: 'broker', site: 'substation 7' }).expect(201);
+    const bridgeCreds = await enrollBridge();
+    const bridge = await join(BRIDGE, bridgeCreds);
+    await bridge.publishAsync(BRIDGE_TOPIC, JSON.stringify({ ok: true }), { qos: 1 });
+    const id = (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'broker-compromise', title: 'substation broker rooted', targets: { brokers: [BRIDGE] } }).expect(201)).body.id as string;
+    const act = async (action: string, extra: Record<string, unknown> = {}) =>
+      (await api.post(`/v1/incidents/${id}/actions`).set(auth('operator')).send({ action, ...extra }).expect(201)).body as { status: string; error: string | null; touched: { type: string; id: string }[]; secrets?: { tokens: { token: string }[] } };
+    const dry = await act('quarantine-broker', { dryRun: true });
+    assert.deepEqual(dry.touched, [{ type: 'device', id: BRIDGE }, { type: 'certificate', id: bridgeCreds.serial }]);
+
+    seen['tablet-ui'] = [];
+    const gone = new Promise<void>((resolve) => bridge.once('close', () => resolve()));
+    const q = await act('quarantine-broker');
+    assert.equal(q.status, 'succeeded', q.error ?? '');
+    await gone;
+    await until('the peers hear of the quarantine', async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-quarantined' && m.body.subject === BRIDGE), 10_000);
+    const cert = (await api.get(`/v1/certificates/${bridgeCreds.serial}`).set(auth('auditor')).expect(200)).body as { revocation: { reason: string } };
+    assert.equal(cert.revocation.reason, 'keyCompromise');
+    assert.equal((await api.get(`/v1/devices/${BRIDGE}`).set(auth('auditor')).expect(200)).body.status, 'revoked');
+    // Nothing more is issued to it, and after the CRL reload it cannot get back in.
+    assertProblem(await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] }), 400, /revoked/);
+    await broker.reloadCrl();
+    await assert.rejects(connectDevice(broker, bridgeCreds));
+
+    // Restored: re-admitted, unblocked, its peers told; a new certificate gets it back on the bus.
+    seen['tablet-ui'] = [];
+    const r = await act('restore-broker');
+    assert.equal(r.status, 'succeeded', r.error ?? '');
+    await until('the peers hear of the restore', async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-restored' && m.body.subject === BRIDGE), 10_000);
+    const fresh = await enrollBridge();
+    const back = await join(BRIDGE, fresh);
+    await back.publishAsync(BRIDGE_TOPIC, JSON.stringify({ ok: true, restored: true }), { qos: 1 });
+    await api.post(`/v1/incidents/${id}/close`).set(auth('operator')).send({ summary: 'broker rebuilt and re-keyed' }).expect(200);
   });
 
   it('a broker that cannot be reached: the action is a recorded failed step, retried once the broker is back', async () => {
