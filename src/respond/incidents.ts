@@ -14,17 +14,12 @@ import {
   type IncidentTargets,
   type StepRow,
   type StepStatus,
+  type TargetDeviceRow,
   type Touched,
 } from '../store/incident-store.js';
 
 /** A device an action is about, as the inventory has it when the action runs. */
-export interface TargetDevice {
-  id: string;
-  kind: string;
-  status: string;
-  lot: string | null;
-  currentSerial: Buffer | null;
-}
+export type TargetDevice = TargetDeviceRow;
 
 /** What an action works on: the incident's targets, resolved now (optionally narrowed to `params.devices`). */
 export interface IncidentScope {

@@ -56,6 +56,21 @@ const STEP_COLUMNS = [
   'result', 'error', 'retry_of', 'approval_id',
 ];
 
+/** A device as an incident's targets see it. */
+export interface TargetDeviceRow {
+  id: string;
+  kind: string;
+  status: string;
+  lot: string | null;
+  currentSerial: Buffer | null;
+}
+
+const TARGET_COLUMNS = ['id', 'kind', 'status', 'lot', 'current_serial'];
+
+function targetFrom(r: { id: string; kind: string; status: string; lot: string | null; current_serial: Uint8Array | null }): TargetDeviceRow {
+  return { id: r.id, kind: r.kind, status: r.status, lot: r.lot, currentSerial: r.current_serial ? Buffer.from(r.current_serial) : null };
+}
+
 const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
 const dateOrNull = (v: unknown): Date | null => (v == null ? null : new Date(v as string));
 
@@ -205,35 +220,15 @@ export class IncidentStore {
   // ---- target resolution ------------------------------------------------------------------
 
   /** The named devices that exist, with their kind and status. */
-  async devices(db: Executor, ids: string[]): Promise<{ id: string; kind: string; status: string; lot: string | null; currentSerial: Buffer | null }[]> {
+  async devices(db: Executor, ids: string[]): Promise<TargetDeviceRow[]> {
     if (ids.length === 0) return [];
-    const rows = await db('devices')
-      .select('id', 'kind', 'status', 'lot', 'current_serial')
-      .whereRaw('id = any(?::text[])', [ids])
-      .orderBy('id');
-    return rows.map((r: { id: string; kind: string; status: string; lot: string | null; current_serial: Uint8Array | null }) => ({
-      id: r.id,
-      kind: r.kind,
-      status: r.status,
-      lot: r.lot,
-      currentSerial: r.current_serial ? Buffer.from(r.current_serial) : null,
-    }));
+    return (await db('devices').select(TARGET_COLUMNS).whereRaw('id = any(?::text[])', [ids]).orderBy('id')).map(targetFrom);
   }
 
   /** Every device of these lots. */
-  async devicesInLots(db: Executor, lots: string[]): Promise<{ id: string; kind: string; status: string; lot: string | null; currentSerial: Buffer | null }[]> {
+  async devicesInLots(db: Executor, lots: string[]): Promise<TargetDeviceRow[]> {
     if (lots.length === 0) return [];
-    const rows = await db('devices')
-      .select('id', 'kind', 'status', 'lot', 'current_serial')
-      .whereRaw('lot = any(?::text[])', [lots])
-      .orderBy('id');
-    return rows.map((r: { id: string; kind: string; status: string; lot: string | null; current_serial: Uint8Array | null }) => ({
-      id: r.id,
-      kind: r.kind,
-      status: r.status,
-      lot: r.lot,
-      currentSerial: r.current_serial ? Buffer.from(r.current_serial) : null,
-    }));
+    return (await db('devices').select(TARGET_COLUMNS).whereRaw('lot = any(?::text[])', [lots]).orderBy('id')).map(targetFrom);
   }
 
   /** Lots that have at least one device. */

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { assertProblem } from '../helpers/http.js';
+import { assertProblem, servedCrlText } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { readFileSync } from 'node:fs';
@@ -46,17 +46,6 @@ for (const target of dbTargets) {
     const auditOf = async (q: Record<string, string>) =>
       (await api.get('/v1/audit').query({ limit: 500, ...q }).set(auth('auditor')).expect(200)).body.items as { action: string; actor: string; targetId: string; requestId: string | null; details: Record<string, any> }[];
     const keyIdOf = (key: string) => /^mqca_(ak_[0-9a-f]{20})_/.exec(key)![1]!;
-    const crlText = async (caId: string) => {
-      const res = await api.get(`/pki/crl/${caId}.crl`).buffer(true).parse((r, cb) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => cb(null, Buffer.concat(chunks)));
-      });
-      assert.equal(res.status, 200);
-      const out = run('openssl', ['crl', '-inform', 'DER', '-noout', '-text', '-in', writeTemp(tempDir(), 'crl.der', res.body as Buffer)]);
-      assert.equal(out.status, 0, out.stderr);
-      return out.stdout;
-    };
     /** The block of `openssl crl -text` for one serial (its lines up to the next serial). */
     const crlEntry = (text: string, serial: string) => {
       const at = text.indexOf(`Serial Number: ${serial.toUpperCase()}`);
@@ -137,7 +126,7 @@ for (const target of dbTargets) {
       assertProblem(await approve('apr_0000', admin2), 404);
       assert.equal((await ca(victim.id)).status, 'active');
       assert.equal((await certificate(serial)).status, 'issued');
-      assert.equal(crlEntry(await crlText(rootId), serial), undefined);
+      assert.equal(crlEntry(await servedCrlText(api, rootId), serial), undefined);
       const rootPem = (await ca(rootId)).certificate;
       const victimPem = (await ca(victim.id)).certificate;
       assert.match(await ocspStatus(victimPem, rootPem), /ca\.pem: good/);
@@ -155,7 +144,7 @@ for (const target of dbTargets) {
       const cert = await certificate(serial);
       assert.equal(cert.status, 'revoked');
       assert.equal(cert.revocation.reason, 'cACompromise');
-      const entry = crlEntry(await crlText(rootId), serial);
+      const entry = crlEntry(await servedCrlText(api, rootId), serial);
       assert.ok(entry, `serial ${serial} is not on the root's CRL`);
       assert.match(entry, /CA Compromise/);
       const ocsp = await ocspStatus(victimPem, rootPem);

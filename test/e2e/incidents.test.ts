@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { assertProblem } from '../helpers/http.js';
+import { assertProblem, servedCrlText } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
-import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
@@ -49,18 +48,6 @@ for (const target of dbTargets) {
     const timeline = async (id: string) => (await api.get(`/v1/incidents/${id}`).set(auth('auditor')).expect(200)).body.timeline as Step[];
     const audit = async (action: string, targetId?: string) =>
       (await api.get('/v1/audit').query({ action, limit: 500, ...(targetId ? { targetId } : {}) }).set(auth('auditor')).expect(200)).body.items as { actor: string; targetId: string; details: Record<string, unknown> }[];
-    const crlText = async () => {
-      await svc.crls.publish(issuingId);
-      const res = await api.get(`/pki/crl/${issuingId}.crl`).buffer(true).parse((r, cb) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => cb(null, Buffer.concat(chunks)));
-      });
-      assert.equal(res.status, 200);
-      const out = run('openssl', ['crl', '-inform', 'DER', '-noout', '-text', '-in', writeTemp(tempDir(), 'crl.der', res.body as Buffer)]);
-      assert.equal(out.status, 0, out.stderr);
-      return out.stdout;
-    };
 
     before(async () => {
       ({ svc, api, keys, issuingId } = await makeApiService(target));
@@ -130,7 +117,8 @@ for (const target of dbTargets) {
         assert.equal(c.revocation?.reason, 'keyCompromise');
       }
       assert.equal((await device('meter-7')).status, 'revoked');
-      const crl = await crlText();
+      await svc.crls.publish(issuingId);
+      const crl = await servedCrlText(api, issuingId);
       assert.match(crl, new RegExp(`Serial Number: ${meter.serial.toUpperCase()}[\\s\\S]*?Key Compromise`));
 
       // The spare token still looks live until the credentials go.

@@ -5,9 +5,9 @@ import { createServer, type Server } from 'node:http';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { assertProblem } from '../helpers/http.js';
+import { assertProblem, servedCrlText } from '../helpers/http.js';
 import { p256Csr, signedRenewalAuth, type TestCsr } from '../helpers/csr.js';
-import { opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
+import { opensslVerify } from '../helpers/openssl.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
@@ -63,17 +63,6 @@ for (const target of dbTargets) {
     const ca = async (id: string) => (await api.get(`/v1/cas/${id}`).set(auth('auditor')).expect(200)).body;
     const waveEntries = async () =>
       (await api.get('/v1/audit').query({ action: 'ca-rollover.wave', limit: 500 }).set(auth('auditor')).expect(200)).body.items as { targetId: string; details: { wave: number; count: number; serials: string[] } }[];
-    const crlText = async (caId: string) => {
-      const res = await api.get(`/pki/crl/${caId}.crl`).buffer(true).parse((r, cb) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => cb(null, Buffer.concat(chunks)));
-      });
-      assert.equal(res.status, 200);
-      const out = run('openssl', ['crl', '-inform', 'DER', '-noout', '-text', '-in', writeTemp(tempDir(), 'crl.der', res.body as Buffer)]);
-      assert.equal(out.status, 0, out.stderr);
-      return out.stdout;
-    };
 
     before(async () => {
       hook = await webhookReceiver();
@@ -263,7 +252,7 @@ for (const target of dbTargets) {
       const revoked = devices.get('rl-03')!;
       await api.post(`/v1/certificates/${revoked.serial}/revoke`).set(auth('operator')).send({ reason: 'superseded' }).expect(200);
       await svc.crlWatch.check();
-      let text = await crlText(oldCa);
+      let text = await servedCrlText(api, oldCa);
       assert.match(text, /Issuer: .*CN ?= ?mqtt-ca Issuing CA 1\b(?! \(rollover)/);
       assert.match(text, new RegExp(`Serial Number: ${revoked.serial.toUpperCase()}`));
 
@@ -273,7 +262,7 @@ for (const target of dbTargets) {
       assert.deepEqual((await svc.rollovers.tick()).retired, []);
       assert.equal((await ca(oldCa)).status, 'active');
       await svc.crlWatch.check();
-      text = await crlText(oldCa);
+      text = await servedCrlText(api, oldCa);
       const lastUpdate = /Last Update: (.+)/.exec(text)![1]!;
       assert.ok(Math.abs(Date.parse(lastUpdate) - (last - DAY)) < 2 * DAY, `a CRL signed now, not the first one (${lastUpdate})`);
       assert.match(text, new RegExp(`Serial Number: ${revoked.serial.toUpperCase()}`));

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import type request from 'supertest';
 import type { Response } from 'supertest';
+import { run, tempDir, writeTemp } from './openssl.js';
 
 /** Asserts an RFC 9457 problem+json response with the given status. */
 export function assertProblem(res: Response, status: number, detail?: RegExp): void {
@@ -10,4 +12,13 @@ export function assertProblem(res: Response, status: number, detail?: RegExp): v
   assert.equal(typeof body.title, 'string');
   assert.equal(typeof body.type, 'string');
   if (detail) assert.match(String(body.detail), detail);
+}
+
+/** A CA's current CRL as the service serves it (`GET /pki/crl/{caId}.pem`), printed by `openssl crl -text`. */
+export async function servedCrlText(api: ReturnType<typeof request>, caId: string): Promise<string> {
+  const res = await api.get(`/pki/crl/${caId}.pem`);
+  assert.equal(res.status, 200, res.text);
+  const out = run('openssl', ['crl', '-noout', '-text', '-in', writeTemp(tempDir(), 'crl.pem', res.text)]);
+  assert.equal(out.status, 0, out.stderr);
+  return out.stdout;
 }
