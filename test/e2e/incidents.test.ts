@@ -9,6 +9,7 @@ import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem, servedCrlText } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
+import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
@@ -187,6 +188,24 @@ for (const target of dbTargets) {
       assert.equal((await certificate(old.serial)).revocation?.reason, 'superseded');
       assert.equal((await certificate(next.serial)).status, 'issued');
       assert.equal((await device('tablet-3')).status, 'active');
+    });
+
+    it('a reissue token also serves a device that cannot make a key: the credential is generated here, returned once as PKCS#12', async () => {
+      await register('sensor-no-rng');
+      const old = await enroll('sensor-no-rng');
+      const inc = (await open({ kind: 'device-compromise', title: 'sensor key dumped over JTAG', targets: { devices: ['sensor-no-rng'] } }).expect(201)).body as { id: string };
+      await act(inc.id, { action: 'revoke-certificates' }).expect(201);
+      await act(inc.id, { action: 'readmit' }).expect(201);
+      const tok = ((await act(inc.id, { action: 'reissue' }).expect(201)).body as Step).secrets!.tokens[0]!.token;
+      const res = await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${tok}` }).send({ password: 'field technician passphrase' }).expect(201);
+      const p12 = writeTemp(tempDir(), 'k.p12', Buffer.from(res.body.pkcs12 as string, 'base64'));
+      const info = run('openssl', ['pkcs12', '-in', p12, '-nodes', '-passin', 'pass:field technician passphrase']);
+      assert.equal(info.status, 0, info.stderr);
+      assert.match(info.stdout, /subject=CN = sensor-no-rng/);
+      assert.notEqual(res.body.serial, old.serial);
+      assert.equal((await device('sensor-no-rng')).status, 'active');
+      // The token was for one use.
+      assertProblem(await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${tok}` }).send({ password: 'field technician passphrase' }), 403);
     });
 
     it('a credential leak: session keys and API keys revoked while the certificates stay trusted', async () => {
