@@ -190,6 +190,38 @@ for (const target of dbTargets) {
       assert.equal((await device('tablet-3')).status, 'active');
     });
 
+    it('every action has a dry run that lists what it would touch, changes nothing, and is on the timeline and in the audit log', async () => {
+      await register('dry-1');
+      const cert = await enroll('dry-1');
+      const spare = await token('dry-1');
+      await svc.sessionKeys.createChannel({ name: 'dry-channel', topicTree: 'dry/#', members: ['dry-1'] }, { actor: 'test' });
+      const keyVersion = async () => ((await api.get('/v1/channels/dry-channel/keys').set(auth('auditor')).expect(200)).body.items as { version: number }[])[0]!.version;
+      const version = await keyVersion();
+      const inc = (await open({ kind: 'device-compromise', title: 'dry runs', targets: { devices: ['dry-1'] } }).expect(201)).body as { id: string };
+      const actions = ['revoke-certificates', 'suspend', 'revoke-credentials', 'readmit', 'reissue', 'supersede-replaced', 'rotate-channel-keys'];
+      for (const action of actions) {
+        const step = (await act(inc.id, { action, dryRun: true }).expect(201)).body as Step;
+        assert.equal(step.dryRun, true, action);
+        assert.equal(step.status, 'succeeded', action);
+      }
+      const byAction = Object.fromEntries((await timeline(inc.id)).map((s) => [s.action, s.touched]));
+      assert.deepEqual(byAction['revoke-certificates'], [{ type: 'certificate', id: cert.serial }]);
+      assert.deepEqual(byAction.suspend, [{ type: 'certificate', id: cert.serial }]);
+      assert.ok(byAction['revoke-credentials']!.some((t) => t.type === 'enrollment-token' && t.id === spare.id));
+      assert.ok(byAction['revoke-credentials']!.some((t) => t.type === 'channel' && t.id === 'dry-channel'));
+      assert.deepEqual(byAction.readmit, []); // active: nothing to re-admit
+      assert.deepEqual(byAction.reissue, [{ type: 'device', id: 'dry-1' }]);
+      assert.deepEqual(byAction['rotate-channel-keys'], [{ type: 'channel', id: 'dry-channel' }]);
+      // Nothing changed.
+      assert.equal((await certificate(cert.serial)).status, 'issued');
+      assert.equal((await device('dry-1')).status, 'active');
+      assert.equal((await api.get(`/v1/enrollment-tokens/${spare.id}`).set(auth('auditor')).expect(200)).body.revokedAt, null);
+      assert.equal(await keyVersion(), version);
+      assert.equal(((await api.get('/v1/enrollment-tokens').query({ deviceId: 'dry-1' }).set(auth('auditor')).expect(200)).body.items as unknown[]).length, 2, 'reissue made no token (the enrollment one and the spare only)');
+      assert.equal((await audit('incident.dry-run', inc.id)).length, actions.length);
+      assert.equal((await audit('incident.action-started', inc.id)).length, 0);
+    });
+
     it('a reissue token also serves a device that cannot make a key: the credential is generated here, returned once as PKCS#12', async () => {
       await register('sensor-no-rng');
       const old = await enroll('sensor-no-rng');
