@@ -14,6 +14,7 @@ import * as stagedCredentials from './20261201_0012_staged_credentials.js';
 import * as backups from './20261202_0013_backups.js';
 import * as approvals from './20261202_0014_approvals.js';
 import * as incidents from './20261202_0015_incidents.js';
+import * as auditAppend from './20261202_0016_audit_append.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -32,6 +33,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261202_0013_backups': backups,
   '20261202_0014_approvals': approvals,
   '20261202_0015_incidents': incidents,
+  '20261202_0016_audit_append': auditAppend,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -123,6 +123,9 @@ function isTransaction(ex: Executor): ex is Knex.Transaction {
  * database but does not hold the chain key cannot re-chain the log after editing it.
  */
 export class AuditLog {
+  /** The head after this instance's last append: what the next one is chained on first. */
+  private lastHead: { seq: number; hash: Buffer } | undefined;
+
   constructor(
     private readonly store: AuditStore,
     private readonly chainKey: Buffer,
@@ -133,7 +136,8 @@ export class AuditLog {
 
   /**
    * Appends entries inside the caller's transaction, so they commit (or roll back) with the change they
-   * record. Takes a transaction-scoped lock that serializes all appenders until `tx` ends: call it as
+   * record, in one round trip when this instance made the last append. Takes a transaction-scoped
+   * lock that serializes all appenders until `tx` ends: call it as
    * late as practical in the transaction, and keep the transaction short. `tx` must run at READ COMMITTED
    * (the default); under REPEATABLE READ a concurrent append makes this one fail (duplicate seq), never fork.
    * Given the root knex instead of a transaction, it opens one of its own.
@@ -160,17 +164,29 @@ export class AuditLog {
         details: toPlainJson(e.details),
       };
     });
-    const head = await this.store.lockForAppend(tx);
-    let seq = head?.seq ?? 0;
-    let prevHash = head?.hash ?? ZERO_HASH;
-    const rows: AuditRow[] = prepared.map((p) => {
-      seq += 1;
-      const hash = this.hashOf(p, seq, prevHash);
-      const row: AuditRow = { ...p, seq, prevHash, hash };
-      prevHash = hash;
-      return row;
-    });
-    await this.store.insertMany(tx, rows);
+    // Chained on the last head this instance saw (one round trip when no one else appended since);
+    // when the head moved, nothing was written and the rows are chained again on the head as it is
+    // under the lock, which this transaction now holds.
+    let head = this.lastHead;
+    for (let attempt = 0; ; attempt++) {
+      let seq = head?.seq ?? 0;
+      let prevHash = head?.hash ?? ZERO_HASH;
+      const rows: AuditRow[] = prepared.map((p) => {
+        seq += 1;
+        const hash = this.hashOf(p, seq, prevHash);
+        const row: AuditRow = { ...p, seq, prevHash, hash };
+        prevHash = hash;
+        return row;
+      });
+      const r = await this.store.appendAt(tx, head, rows);
+      if (r.appended) {
+        // If `tx` rolls back, this head is wrong and the next append pays one more round trip.
+        this.lastHead = { seq, hash: prevHash };
+        return;
+      }
+      if (attempt > 0) throw new Error('the audit log head moved while the append lock was held');
+      head = r.head;
+    }
   }
 
   /** Newest first. `nextCursor` is null on the last page. */

@@ -266,7 +266,7 @@ export class Issuance {
         renewedFrom: p.req.renews ?? null,
       });
     }
-    await this.certificates.insertIntents(this.db, intents);
+    await this.certificates.insertIntents(this.db, intents, { asyncCommit: true });
 
     // 2. Sign. 3. Record the DER and the audit entries together, in the commit shared by the
     // batches signed meanwhile.

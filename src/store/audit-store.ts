@@ -61,39 +61,51 @@ function fromRow(r: Record<string, unknown>): AuditRow {
   };
 }
 
+/** The rows as the one JSON parameter the insert statements read with jsonb_to_recordset. */
+function payloadOf(rows: NewAuditRow[]): string {
+  return JSON.stringify(
+    rows.map((r) => ({
+      seq: r.seq,
+      at: r.at.toISOString(),
+      actor: r.actor,
+      action: r.action,
+      target_type: r.targetType,
+      target_id: r.targetId,
+      request_id: r.requestId,
+      details: r.details,
+      prev_hash: r.prevHash.toString('hex'),
+      hash: r.hash.toString('hex'),
+    })),
+  );
+}
+
 /** SQL for the append-only audit chain (audit_log). */
 export class AuditStore {
   /** `db` is used by reads that are not given an executor (the list endpoint). */
   constructor(private readonly db: Db) {}
 
   /**
-   * Takes the append lock (held to the end of the transaction) and returns the head as it is
-   * once the lock is held: one round trip (see migration 0004). Must be called on a transaction:
-   * on a bare connection the lock would be released at once.
+   * Takes the append lock (held to the end of the transaction) and inserts the rows, chained on
+   * `expected` (undefined: an empty log), in ONE round trip (see migration 0016) — if the head is
+   * still `expected`. Otherwise inserts nothing and returns the head as it is under the lock.
+   * Must be called on a transaction.
    */
-  async lockForAppend(tx: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
-    const r = await prepared(tx, 'audit-lock-head', 'select seq, hash from audit_lock_head(?::bigint)', [AUDIT_APPEND_LOCK]);
-    const row = (r.rows as { seq: string | number; hash: Uint8Array }[])[0];
-    return row ? { seq: Number(row.seq), hash: Buffer.from(row.hash) } : undefined;
+  async appendAt(tx: Executor, expected: { seq: number; hash: Buffer } | undefined, rows: NewAuditRow[]): Promise<{ appended: true } | { appended: false; head: { seq: number; hash: Buffer } | undefined }> {
+    const r = await prepared(tx, 'audit-append', 'select appended, seq, hash from audit_append(?::bigint, ?::bigint, ?::bytea, ?::jsonb)', [
+      AUDIT_APPEND_LOCK,
+      expected?.seq ?? 0,
+      expected?.hash ?? null,
+      payloadOf(rows),
+    ]);
+    const row = (r.rows as { appended: boolean; seq: string | number | null; hash: Uint8Array | null }[])[0]!;
+    if (row.appended) return { appended: true };
+    return { appended: false, head: row.seq == null ? undefined : { seq: Number(row.seq), hash: Buffer.from(row.hash!) } };
   }
 
   /** Inserts all rows in ONE statement, whatever their number (one JSON parameter, no bind-parameter limit). */
   async insertMany(tx: Executor, rows: NewAuditRow[]): Promise<void> {
     if (rows.length === 0) return;
-    const payload = JSON.stringify(
-      rows.map((r) => ({
-        seq: r.seq,
-        at: r.at.toISOString(),
-        actor: r.actor,
-        action: r.action,
-        target_type: r.targetType,
-        target_id: r.targetId,
-        request_id: r.requestId,
-        details: r.details,
-        prev_hash: r.prevHash.toString('hex'),
-        hash: r.hash.toString('hex'),
-      })),
-    );
+    const payload = payloadOf(rows);
     await prepared(
       tx,
       'audit-insert',

@@ -99,17 +99,27 @@ export interface CertificateCursor {
 }
 
 export class CertificateStore {
-  /** One statement for the whole batch. A duplicate serial fails the statement, so nothing half-lands. */
-  async insertIntents(db: Executor, rows: IntentRow[]): Promise<void> {
+  /**
+   * One statement for the whole batch. A duplicate serial fails the statement, so nothing half-lands.
+   * With `asyncCommit` (only on the root executor, never inside a transaction whose commit releases
+   * something), committed without waiting for the WAL flush (`synchronous_commit` off for this
+   * statement's own transaction): a signed certificate is released only after completeIssued()'s transaction
+   * commits synchronously, WAL is flushed in order, so by then the intent is durable too; an
+   * intent lost in a database crash before that makes completeIssued() find fewer rows than it
+   * was given, and the batch fails without releasing anything.
+   */
+  async insertIntents(db: Executor, rows: IntentRow[], opts: { asyncCommit?: boolean } = {}): Promise<void> {
     if (rows.length === 0) return;
+    if (opts.asyncCommit && (db as Knex.Transaction).isTransaction) throw new Error('insertIntents: asyncCommit is for a statement of its own');
     await prepared(
       db,
-      'certificate-intents',
-      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256,
+      opts.asyncCommit ? 'certificate-intents-async' : 'certificate-intents',
+      `${opts.asyncCommit ? "with async_commit as (select set_config('synchronous_commit', 'off', true) as v)" : ''}
+       insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256,
                                  not_before, not_after, created_at, renewed_from)
        select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256,
               not_before, not_after, created_at, renewed_from
-         from unnest(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[],
+         from ${opts.asyncCommit ? 'async_commit, ' : ''}unnest(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[],
                      ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::bytea[])
            as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from)`,
       [
