@@ -223,20 +223,23 @@ export class Incidents {
   async get(id: string): Promise<IncidentView & { timeline: StepView[]; recovery?: unknown }> {
     const row = await this.store.get(this.db, id);
     if (!row) throw notFound(`no incident ${id}`);
-    await this.settleProposals(id);
+    const timeline = await this.settleProposals(id);
     const recovery = row.kind === 'ca-compromise' && row.targets.caId && this.recovery ? await this.recovery.ofCa(row.targets.caId).catch(() => undefined) : undefined;
-    return { ...view(row), timeline: (await this.store.steps(this.db, id)).map(stepView), ...(recovery ? { recovery } : {}) };
+    return { ...view(row), timeline: timeline.map(stepView), ...(recovery ? { recovery } : {}) };
   }
 
-  /** Proposed steps whose proposal was rejected, expired or failed end as such. */
-  private async settleProposals(id: string): Promise<void> {
-    if (!this.approvals) return;
-    for (const step of (await this.store.steps(this.db, id)).filter((s) => s.status === 'proposed' && s.approvalId)) {
-      const proposal = await this.approvals.get(step.approvalId!);
+  /** Proposed steps whose proposal was rejected, expired or failed end as such; returns the timeline as it is then. */
+  private async settleProposals(id: string): Promise<StepRow[]> {
+    const steps = await this.store.steps(this.db, id);
+    let ended = false;
+    for (const step of this.approvals ? steps.filter((s) => s.status === 'proposed' && s.approvalId) : []) {
+      const proposal = await this.approvals!.get(step.approvalId!);
       if (proposal.status !== 'rejected' && proposal.status !== 'expired' && proposal.status !== 'failed') continue;
       const error = proposal.status === 'failed' ? `the approved action failed: ${proposal.error?.message ?? 'unknown error'}` : `proposal ${proposal.id} ${proposal.status}${proposal.reason ? `: ${proposal.reason}` : ''}`;
       await this.finish(id, step, { status: proposal.status === 'failed' ? 'failed' : 'rejected', touched: step.touched, touchedCount: step.touchedCount, error }, { actor: 'system:approvals' }).catch(() => undefined);
+      ended = true;
     }
+    return ended ? this.store.steps(this.db, id) : steps;
   }
 
   async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<{ items: IncidentView[]; nextCursor: string | null }> {
@@ -358,7 +361,7 @@ export class Incidents {
       });
       await this.audit.append(tx, [
         {
-          ...actorOnly(ctx),
+          ...ctx,
           action: 'incident.action-finished',
           targetType: 'incident',
           targetId: id,
@@ -414,7 +417,7 @@ export class Incidents {
       await this.store.insertStep(tx, step);
       await this.audit.append(tx, [
         {
-          ...actorOnly(ctx),
+          ...ctx,
           action: dryRun ? 'incident.dry-run' : step.status === 'proposed' ? 'incident.action-proposed' : 'incident.action-started',
           targetType: 'incident',
           targetId: id,
@@ -472,8 +475,6 @@ function isApprovalActor(ctx: ActorContext): ctx is ApprovalActor {
   return typeof a.keyId === 'string' && typeof a.name === 'string' && typeof a.role === 'string';
 }
 
-/** An audit entry's actor fields (an approval actor carries more than the audit log takes). */
-const actorOnly = (ctx: ActorContext): ActorContext => ({ actor: ctx.actor, requestId: ctx.requestId });
 
 function view(r: IncidentRow): IncidentView {
   return {
