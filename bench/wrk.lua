@@ -1,4 +1,4 @@
--- wrk script for bench/wrk.ts: wrk <url> -- <method> <request file> [content type]
+-- wrk script for bench/wrk.ts: wrk <url> -- <method> <request file> [content type] [header: value ...]
 -- The file has one request a line, "path<TAB>hex body"; each thread pre-formats them all and
 -- sends them in turn. done() prints one JSON line of figures.
 -- No probe connection: wrk's default resolve() connects and closes once to test each address,
@@ -17,10 +17,16 @@ end
 
 function init(args)
   local method, file, ctype = args[1], args[2], args[3]
+  local extra = {}
+  for k = 4, #args do
+    local name, value = args[k]:match("^([^:]+):%s*(.*)$")
+    if name then extra[name] = value end
+  end
   for line in io.lines(file) do
     local path, hex = line:match("^([^\t]*)\t(%x*)$")
     if path then
       local headers = {}
+      for name, value in pairs(extra) do headers[name] = value end
       local body = nil
       if hex ~= "" then
         body = unhex(hex)
@@ -40,7 +46,7 @@ end
 
 function done(summary, latency, _)
   local e = summary.errors
-  io.write(string.format('{"wrk":1,"requests":%d,"duration_us":%d,"non2xx":%d,"socket":%d,"p50_us":%d,"p99_us":%d}\n',
+  io.write(string.format('{"wrk":1,"requests":%d,"duration_us":%d,"non2xx":%d,"socket":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
 end

@@ -22,6 +22,7 @@ export interface WrkResult {
   errors: number;
   non2xx: number;
   p50: number;
+  p90: number;
   p99: number;
 }
 
@@ -91,9 +92,13 @@ export interface WrkOptions {
   seconds: number;
   /** A run of the same requests first, not counted. */
   warmup?: number;
+  /** More request headers, "Name: value". */
+  headers?: string[];
+  /** Pin wrk to CLIENT_CPU (the default); false lets it share the machine with the server it loads. */
+  pinned?: boolean;
 }
 
-/** `connections` keep-alive connections from one wrk thread on CLIENT_CPU for `seconds`. */
+/** `connections` keep-alive connections from one wrk thread (on CLIENT_CPU unless unpinned) for `seconds`. */
 export async function wrk(o: WrkOptions): Promise<WrkResult> {
   if (o.warmup) await runWrk({ ...o, seconds: o.warmup });
   return runWrk(o);
@@ -109,13 +114,12 @@ export async function bestOf(rounds: number, run: () => Promise<WrkResult>): Pro
 
 function runWrk(o: WrkOptions): Promise<WrkResult> {
   const args = [
-    '-c', CLIENT_CPU,
     'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s',
     '-s', join(import.meta.dirname, 'wrk.lua'),
-    `http://127.0.0.1:${o.port}/`, '--', o.method, o.file, o.contentType ?? '',
+    `http://127.0.0.1:${o.port}/`, '--', o.method, o.file, o.contentType ?? '', ...(o.headers ?? []),
   ];
   return new Promise((resolve, reject) => {
-    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = o.pinned === false ? spawn(args[0]!, args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('taskset', ['-c', CLIENT_CPU, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -124,13 +128,14 @@ function runWrk(o: WrkOptions): Promise<WrkResult> {
     child.on('close', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('{"wrk"'));
       if (code !== 0 || !line) return reject(new Error(`wrk exited ${code}: ${err || out}`));
-      const r = JSON.parse(line) as { requests: number; duration_us: number; non2xx: number; socket: number; p50_us: number; p99_us: number };
+      const r = JSON.parse(line) as { requests: number; duration_us: number; non2xx: number; socket: number; p50_us: number; p90_us: number; p99_us: number };
       resolve({
         requests: r.requests,
         rps: r.requests / (r.duration_us / 1e6),
         errors: r.socket + r.non2xx,
         non2xx: r.non2xx,
         p50: r.p50_us / 1000,
+        p90: r.p90_us / 1000,
         p99: r.p99_us / 1000,
       });
     });
