@@ -23,7 +23,7 @@ export const description =
   'Parse + signature check of one P-256 CSR made by `openssl req` (CN, O, one DNS SAN), one at a time and 64 in flight. ' +
   'Baseline: @peculiar/x509 `new Pkcs10CertificateRequest(der)` + `await verify()` (Node\'s WebCrypto as provider), at the ' +
   'same concurrency. Ours: `parseCsrDer` (a strict single-pass DER walk, no object model) on the event loop + `verifyCsr` ' +
-  '(the key built from its coordinates and verified by node:crypto on worker threads, each event-loop turn\'s checks sent as ' +
+  '(the key imported from its raw point and verified by node:crypto on worker threads, each event-loop turn\'s checks sent as ' +
   'one message): one at a time it pays the trip to the worker; in flight it is what an enrollment server gets. The fields ' +
   'both sides read are compared in test/unit/csr.test.ts.';
 

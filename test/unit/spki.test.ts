@@ -1,14 +1,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ECDH, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { ECDH, createPublicKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { keyAlgorithmOf } from '../../src/ca/keys.js';
 import { describeSpki, verifyKeyOf } from '../../src/ca/x509/spki.js';
 import { DomainError } from '../../src/shared/errors.js';
+import { SignatureVerifier } from '../../src/shared/crypto-worker.js';
 
 /** A P-256 SPKI carrying a compressed point (RFC 5480 allows it; we ask for uncompressed). */
 function compressedP256(): Buffer {
-  const raw = spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey).subarray(-65);
-  const compressed = ECDH.convertKey(raw, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
+  return compressedOf(spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey));
+}
+
+function compressedOf(p256Spki: Buffer): Buffer {
+  const compressed = ECDH.convertKey(p256Spki.subarray(-65), 'prime256v1', undefined, undefined, 'compressed') as Buffer;
   return Buffer.concat([Buffer.from('3039301306072a8648ce3d020106082a8648ce3d030107032200', 'hex'), compressed]);
 }
 
@@ -83,33 +87,42 @@ describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
   });
 });
 
-/** The key as the verify worker builds it from verifyKeyOf. */
-function publicKeyObject(spki: Uint8Array) {
-  const k = verifyKeyOf(spki);
-  return 'jwk' in k ? createPublicKey({ key: k.jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' });
+/** A signature checked by the verify worker, with the key verifyKeyOf hands it. */
+const verifier = new SignatureVerifier(1);
+function workerVerifies(spki: Uint8Array, data: Buffer, signature: Buffer, hash: string | null): Promise<boolean> {
+  return verifier.verify({ key: verifyKeyOf(spki), hash, data, signature, keyTypes: ['ec', 'ed25519', 'rsa'] });
 }
 
 describe('verifyKeyOf (the proof-of-possession key)', () => {
-  it('builds the same key as the DER decoder for P-256, P-384 (from coordinates), a compressed point, Ed25519 and RSA', () => {
-    const spkis = [
-      spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey),
-      spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey),
-      compressedP256(),
-      spkiOf(generateKeyPairSync('ed25519').publicKey),
-      spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey),
+  it('lets the worker verify with P-256, P-384 (a raw point), a compressed point, Ed25519 and RSA keys, and refuses another key\'s signature', async () => {
+    const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pairs = [
+      { pair: p256, spki: spkiOf(p256.publicKey), hash: 'sha256' },
+      { pair: p256, spki: compressedOf(spkiOf(p256.publicKey)), hash: 'sha256' },
+      ...(['P-384'] as const).map((namedCurve) => {
+        const pair = generateKeyPairSync('ec', { namedCurve });
+        return { pair, spki: spkiOf(pair.publicKey), hash: 'sha384' };
+      }),
+      ...[generateKeyPairSync('ed25519')].map((pair) => ({ pair, spki: spkiOf(pair.publicKey), hash: null })),
+      ...[generateKeyPairSync('rsa', { modulusLength: 2048 })].map((pair) => ({ pair, spki: spkiOf(pair.publicKey), hash: 'sha256' })),
     ];
-    for (const spki of spkis) {
+    const data = randomBytes(300);
+    for (const { pair, spki, hash } of pairs) {
       // A view inside a larger buffer, as a parsed CSR hands it over.
       const inside = Buffer.concat([randomBytes(7), spki, randomBytes(5)]).subarray(7, 7 + spki.length);
-      const ours = publicKeyObject(inside);
-      const theirs = createPublicKey({ key: spki, format: 'der', type: 'spki' });
-      assert.ok(ours.equals(theirs));
+      const signature = sign(hash, data, pair.privateKey);
+      assert.equal(await workerVerifies(inside, data, signature, hash), true, `a good signature with ${describeSpki(spki).kind}`);
+      assert.equal(await workerVerifies(inside, Buffer.concat([data, Buffer.of(0)]), signature, hash), false, 'a signature over other data');
     }
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    assert.equal(await workerVerifies(spkiOf(p256.publicKey), data, sign('sha256', data, other.privateKey), 'sha256'), false, 'another key\'s signature');
   });
 
-  it('refuses a point that is not on the curve', () => {
-    const spki = Buffer.from(spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey));
+  it('refuses a point that is not on the curve', async () => {
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const spki = Buffer.from(spkiOf(pair.publicKey));
     spki[spki.length - 1]! ^= 1;
-    assert.throws(() => publicKeyObject(spki));
+    const data = randomBytes(64);
+    assert.equal(await workerVerifies(spki, data, sign('sha256', data, pair.privateKey), 'sha256'), false);
   });
 });
