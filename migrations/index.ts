@@ -15,6 +15,7 @@ import * as backups from './20261202_0013_backups.js';
 import * as approvals from './20261202_0014_approvals.js';
 import * as incidents from './20261202_0015_incidents.js';
 import * as auditAppend from './20261202_0016_audit_append.js';
+import * as issuanceComplete from './20261202_0017_issuance_complete.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -34,6 +35,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261202_0014_approvals': approvals,
   '20261202_0015_incidents': incidents,
   '20261202_0016_audit_append': auditAppend,
+  '20261202_0017_issuance_complete': issuanceComplete,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -189,6 +189,13 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       listener: {
         // A device's current certificate and first activation commit with the certificate itself.
+        plan(issued) {
+          const expected = (i: (typeof issued)[number]) => (i.deviceStatus === 'registered' ? 'registered' : 'active');
+          return {
+            devices: issued.map((i) => ({ deviceId: i.deviceId, serial: i.serial, notAfter: i.notAfter, expectedStatus: expected(i) })),
+            entries: issued.filter((i) => expected(i) === 'registered').map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
+          };
+        },
         async onIssued(tx, issued) {
           const activated = await deviceStore.recordIssued(tx, issued, clock.now());
           const ctxOf = new Map(issued.map((i) => [i.deviceId, i.ctx]));

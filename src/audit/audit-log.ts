@@ -65,6 +65,12 @@ const VERIFY_PAGE_SIZE = 5000;
 const DIAGNOSE_WINDOW = 64;
 const ZERO_HASH = Buffer.alloc(32);
 
+/** The newest entry of the chain, which the next one is chained on. */
+export interface AuditHead {
+  seq: number;
+  hash: Buffer;
+}
+
 /** Hash input fields of one entry (everything except seq and prevHash, which the chain supplies). */
 type Hashable = Pick<AuditRow, 'at' | 'actor' | 'action' | 'targetType' | 'targetId' | 'requestId' | 'details'>;
 
@@ -124,7 +130,7 @@ function isTransaction(ex: Executor): ex is Knex.Transaction {
  */
 export class AuditLog {
   /** The head after this instance's last append: what the next one is chained on first. */
-  private lastHead: { seq: number; hash: Buffer } | undefined;
+  private lastHead: AuditHead | undefined;
 
   constructor(
     private readonly store: AuditStore,
@@ -148,6 +154,24 @@ export class AuditLog {
       await tx.transaction((trx) => this.append(trx, entries));
       return;
     }
+    // The second try holds the lock the first one took, so the head cannot move again.
+    if (!(await this.appendWith(entries, (head, rows) => this.store.appendAt(tx, head, rows), 2))) {
+      throw new Error('the audit log head moved while the append lock was held');
+    }
+  }
+
+  /**
+   * Appends entries with a statement of the caller's own: `write(head, rows)` must insert `rows`
+   * (chained on `head`), atomically with whatever else it changes, only if the log's head is
+   * still `head` — as audit_append (migration 0016) does — and otherwise change nothing and
+   * return the head it found. Each try is chained on the head the last one found; after
+   * `attempts` tries it gives up and returns false (nothing was written). True once appended.
+   */
+  async appendWith(
+    entries: AuditEntryInput[],
+    write: (head: AuditHead | undefined, rows: AuditRow[]) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
+    attempts: number,
+  ): Promise<boolean> {
     const at = this.clock.now();
     // Everything that can be done without the lock is done before taking it.
     const prepared: Hashable[] = entries.map((e) => {
@@ -164,11 +188,9 @@ export class AuditLog {
         details: toPlainJson(e.details),
       };
     });
-    // Chained on the last head this instance saw (one round trip when no one else appended since);
-    // when the head moved, nothing was written and the rows are chained again on the head as it is
-    // under the lock, which this transaction now holds.
+    // Chained on the last head this instance saw (one round trip when no one else appended since).
     let head = this.lastHead;
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; attempt < attempts; attempt++) {
       let seq = head?.seq ?? 0;
       let prevHash = head?.hash ?? ZERO_HASH;
       const rows: AuditRow[] = prepared.map((p) => {
@@ -178,15 +200,16 @@ export class AuditLog {
         prevHash = hash;
         return row;
       });
-      const r = await this.store.appendAt(tx, head, rows);
+      const r = await write(head, rows);
       if (r.appended) {
-        // If `tx` rolls back, this head is wrong and the next append pays one more round trip.
+        // If the write's transaction rolls back later, this head is wrong and the next append pays one more try.
         this.lastHead = { seq, hash: prevHash };
-        return;
+        return true;
       }
-      if (attempt > 0) throw new Error('the audit log head moved while the append lock was held');
       head = r.head;
     }
+    this.lastHead = head;
+    return false;
   }
 
   /** Newest first. `nextCursor` is null on the last page. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Knex } from 'knex';
 import type { Db } from '../store/db.js';
-import type { CertificateStore, IntentRow } from '../store/certificate-store.js';
+import type { CertificateStore, DeviceIssuedRow, IntentRow } from '../store/certificate-store.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, policyViolation } from '../shared/errors.js';
@@ -30,6 +30,12 @@ export interface IssueRequest {
   validityDays?: number | undefined;
   /** The certificate this one renews (serial bytes), recorded as its lineage. */
   renews?: Buffer | undefined;
+  /**
+   * device: its status when registration last read it. The batch's commit is planned on it (one
+   * statement); a device found in another status then costs the general, slower commit, never a
+   * wrong record. Unknown: planned as active.
+   */
+  deviceStatus?: string | undefined;
 }
 
 export interface IssuedCertificate {
@@ -41,13 +47,27 @@ export interface IssuedCertificate {
   notAfter: Date;
 }
 
+export interface IssuedToDevice {
+  serial: Buffer;
+  deviceId: string;
+  notAfter: Date;
+  ctx: ActorContext;
+  /** The device's status as registration last saw it (IssueRequest.deviceStatus). */
+  deviceStatus: string | undefined;
+}
+
 /**
- * Told, inside the transaction that records a batch's certificates, what was issued: so that
- * registration state (a device's current certificate and status) commits with the certificate.
+ * Registration state (a device's current certificate and status) that commits with a batch's
+ * certificates, in one of two ways.
  */
 export interface IssuanceListener {
-  /** Returns the audit entries for what it changed; they are appended with the batch's own. */
-  onIssued(tx: Knex.Transaction, issued: { serial: Buffer; deviceId: string; notAfter: Date; ctx: ActorContext }[]): Promise<AuditEntryInput[]>;
+  /**
+   * The usual way: the device rows and their audit entries planned from the statuses registration
+   * saw, for the batch's one completing statement, which refuses them if a status changed since.
+   */
+  plan(issued: IssuedToDevice[]): { devices: DeviceIssuedRow[]; entries: AuditEntryInput[] };
+  /** Otherwise: told inside the batch's transaction, it changes what it must and returns the audit entries for it. */
+  onIssued(tx: Knex.Transaction, issued: IssuedToDevice[]): Promise<AuditEntryInput[]>;
 }
 
 /** Where issuance gets the signing CA: the hierarchy in production, a wrapper in fault-injection tests. */
@@ -74,9 +94,22 @@ interface SignedBatch {
   ders: Buffer[];
 }
 
+/** A commit's contents, whichever way it is made. */
+interface Completion {
+  certificates: { serial: Buffer; der: Buffer }[];
+  issuedAt: Date;
+  entries: AuditEntryInput[];
+  forDevices: IssuedToDevice[];
+}
+
+/** Thrown through appendWith to stop its tries when registration's plan no longer holds. */
+const STALE_PLAN = new Error('registration changed since the commit was planned');
+
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000;
 const LANES = 3;
+/** Tries of the one-statement commit when another process moved the audit head meanwhile, before the general path. */
+const ONE_STATEMENT_TRIES = 3;
 const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /**
@@ -294,21 +327,20 @@ export class Issuance {
   }
 
   /**
-   * One transaction for every batch signed since the last one committed: the DER, the listener's
+   * One commit for every batch signed since the last one committed: the DER, the listener's
    * registration state and the audit entries. One commit at a time, so batches never wait on each
-   * other for the audit-chain lock; under load the commits grow instead.
+   * other for the audit-chain lock; under load the commits grow instead. Usually one statement
+   * (one round trip: the commit is most of an enrollment's wait); when registration's plan no
+   * longer holds, or other processes keep moving the audit head, a transaction that reads as it goes.
    */
   private async complete(signed: SignedBatch[]): Promise<void[]> {
     const plans = signed.flatMap((b) => b.plans);
     const intents = signed.flatMap((b) => b.intents);
     const ders = signed.flatMap((b) => b.ders);
-    const issuedAt = this.clock.now();
-    await this.db.transaction(async (tx) => {
-      const done = await this.certificates.completeIssued(tx, intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })), issuedAt);
-      if (done !== intents.length) throw new Error(`completed ${done} of ${intents.length} intents`);
-      const forDevices = intents.flatMap((it, i) => (it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx }] : []));
-      const listenerEntries = forDevices.length && this.options.listener ? await this.options.listener.onIssued(tx, forDevices) : [];
-      await this.audit.append(tx, [...plans.map((p, i): AuditEntryInput => ({
+    const batch = {
+      certificates: intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })),
+      issuedAt: this.clock.now(),
+      entries: plans.map((p, i): AuditEntryInput => ({
         ...p.ctx,
         action: 'certificate.issued',
         targetType: 'certificate',
@@ -321,9 +353,41 @@ export class Issuance {
           notAfter: intents[i]!.notAfter.toISOString(),
           ...(p.req.renews ? { renews: serialFromBytes(p.req.renews) } : {}),
         },
-      })), ...listenerEntries]);
-    });
+      })),
+      forDevices: intents.flatMap((it, i): IssuedToDevice[] =>
+        it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx, deviceStatus: plans[i]!.req.deviceStatus }] : [],
+      ),
+    };
+    if (!(await this.completeInOneStatement(batch))) await this.completeInTransaction(batch);
     return signed.map(() => undefined);
+  }
+
+  /** False when the plan did not hold (nothing was written). */
+  private async completeInOneStatement(b: Completion): Promise<boolean> {
+    const planned = b.forDevices.length && this.options.listener ? this.options.listener.plan(b.forDevices) : { devices: [], entries: [] };
+    const appended = await this.audit.appendWith(
+      [...b.entries, ...planned.entries],
+      async (head, rows) => {
+        const r = await this.certificates.completeWithRegistration(this.db, { certificates: b.certificates, issuedAt: b.issuedAt, devices: planned.devices, head, audit: rows });
+        if (r.done) return { appended: true };
+        if (r.reason === 'head-moved') return { appended: false, head: r.head };
+        throw STALE_PLAN;
+      },
+      ONE_STATEMENT_TRIES,
+    ).catch((e: unknown) => {
+      if (e === STALE_PLAN) return false;
+      throw e;
+    });
+    return appended;
+  }
+
+  private async completeInTransaction(b: Completion): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const done = await this.certificates.completeIssued(tx, b.certificates, b.issuedAt);
+      if (done !== b.certificates.length) throw new Error(`completed ${done} of ${b.certificates.length} intents`);
+      const listenerEntries = b.forDevices.length && this.options.listener ? await this.options.listener.onIssued(tx, b.forDevices) : [];
+      await this.audit.append(tx, [...b.entries, ...listenerEntries]);
+    });
   }
 
   private fixed(issuer: IssuerContext, p: Plan): Uint8Array[] {

@@ -83,9 +83,9 @@ export class Enrollment {
       this.issuance.validate(request); // key policy and names, before anything is spent
 
       const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
-        await auth.spend();
+        const { deviceStatus } = await auth.spend();
         try {
-          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId });
+          const issued = await this.issuance.issue({ ...request, deviceStatus }, { actor: auth.actor, requestId: ctx.requestId });
           const chain = await this.hierarchy.chain(issued.caId);
           return {
             serial: issued.serial,

@@ -63,8 +63,11 @@ export interface Authorization {
   subject: string;
   draft: IssueDraft;
   steps: PolicyStep[];
-  /** Spends the credential once for this device (a token use); throws DomainError (Forbidden, with the reason) when it cannot. */
-  spend(): Promise<void>;
+  /**
+   * Spends the credential once for this device (a token use); throws DomainError (Forbidden, with
+   * the reason) when it cannot. May say the device's status as it saw it, for issuance to plan on.
+   */
+  spend(): Promise<{ deviceStatus?: string }>;
   refund(): Promise<void>;
 }
 

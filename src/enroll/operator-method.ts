@@ -23,7 +23,7 @@ export class OperatorEnrollment implements EnrollmentMethod {
       subject: r.deviceId ?? r.commonName ?? r.dnsNames?.[0] ?? r.ipAddresses?.[0] ?? 'unnamed',
       draft: { ...r },
       steps: [],
-      spend: async () => undefined,
+      spend: async () => ({}),
       refund: async () => undefined,
     };
   }

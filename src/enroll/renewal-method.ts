@@ -107,7 +107,7 @@ export class RenewalEnrollment implements EnrollmentMethod {
       subject: row.deviceId,
       draft: { profile: row.profile, deviceId: row.deviceId, renews: serial },
       steps,
-      spend: async () => undefined,
+      spend: async () => ({}),
       refund: async () => undefined,
     };
   }

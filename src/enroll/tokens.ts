@@ -53,7 +53,7 @@ const TOKEN_CACHE_MS = 2_000;
 /** Enrollment tokens: one-device or whole-lot credentials for factory lines; the secret is shown once and stored hashed. */
 export class EnrollmentTokens {
   private readonly cache = new Map<string, { token: TokenRow; until: number }>();
-  private readonly spends = new GroupBatcher<{ tokenId: string; deviceId: string }, boolean>(
+  private readonly spends = new GroupBatcher<{ tokenId: string; deviceId: string }, string | null>(
     (pairs) => this.store.consumeMany(this.db, pairs, this.clock.now()),
     { maxBatch: 500, lanes: 2 },
   );
@@ -201,10 +201,11 @@ export class EnrollmentTokens {
    * Spends the token once for a device: live, not used up, the device in the inventory (and in
    * the token's lot) and allowed to enroll, the device not enrolled with this token before — all
    * checked in the one statement that spends, shared by the spends of one event-loop turn.
-   * Throws Forbidden with the reason when refused.
+   * Returns the device's status as that statement saw it; throws Forbidden with the reason when refused.
    */
-  async consume(token: TokenRow, deviceId: string): Promise<void> {
-    if (await this.spends.add({ tokenId: token.id, deviceId })) return;
+  async consume(token: TokenRow, deviceId: string): Promise<{ deviceStatus: string }> {
+    const deviceStatus = await this.spends.add({ tokenId: token.id, deviceId });
+    if (deviceStatus !== null) return { deviceStatus };
     this.cache.delete(token.id);
     const facts = await this.store.refusalFacts(this.db, token.id, deviceId);
     const t = facts.token;

@@ -43,7 +43,7 @@ const COLUMNS = [
  * Serializes appenders to the audit chain. Any constant works as long as nothing else uses it;
  * this one is 'mqca' 'audt' in ASCII.
  */
-const AUDIT_APPEND_LOCK = '7886193692400510068'; // 0x6d716361_61756474, passed as text, cast to bigint
+export const AUDIT_APPEND_LOCK = '7886193692400510068'; // 0x6d716361_61756474, passed as text, cast to bigint
 
 function fromRow(r: Record<string, unknown>): AuditRow {
   const d = r.details;
@@ -62,7 +62,7 @@ function fromRow(r: Record<string, unknown>): AuditRow {
 }
 
 /** The rows as the one JSON parameter the insert statements read with jsonb_to_recordset. */
-function payloadOf(rows: NewAuditRow[]): string {
+export function auditPayload(rows: NewAuditRow[]): string {
   return JSON.stringify(
     rows.map((r) => ({
       seq: r.seq,
@@ -95,7 +95,7 @@ export class AuditStore {
       AUDIT_APPEND_LOCK,
       expected?.seq ?? 0,
       expected?.hash ?? null,
-      payloadOf(rows),
+      auditPayload(rows),
     ]);
     const row = (r.rows as { appended: boolean; seq: string | number | null; hash: Uint8Array | null }[])[0]!;
     if (row.appended) return { appended: true };
@@ -105,7 +105,7 @@ export class AuditStore {
   /** Inserts all rows in ONE statement, whatever their number (one JSON parameter, no bind-parameter limit). */
   async insertMany(tx: Executor, rows: NewAuditRow[]): Promise<void> {
     if (rows.length === 0) return;
-    const payload = payloadOf(rows);
+    const payload = auditPayload(rows);
     await prepared(
       tx,
       'audit-insert',

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { prepared, type Executor } from './db.js';
+import { AUDIT_APPEND_LOCK, auditPayload, type AuditRow } from './audit-store.js';
 
 export type CertificateStatus = 'pending' | 'issued' | 'failed' | 'revoked';
 
@@ -18,6 +19,19 @@ export interface IntentRow {
   /** The certificate this one renews, for the lineage. */
   renewedFrom?: Buffer | null;
 }
+
+/** A device's newest certificate, and the status registration expects it in when that commits. */
+export interface DeviceIssuedRow {
+  deviceId: string;
+  serial: Buffer;
+  notAfter: Date;
+  expectedStatus: 'registered' | 'active';
+}
+
+export type CompletionOutcome =
+  | { done: true }
+  | { done: false; reason: 'head-moved'; head: { seq: number; hash: Buffer } | undefined }
+  | { done: false; reason: 'registration-changed' };
 
 export interface CertificateRow {
   serial: Buffer;
@@ -150,6 +164,50 @@ export class CertificateStore {
       [issuedAt, rows.map((r) => r.serial), rows.map((r) => r.der)],
     );
     return Number(result.rowCount ?? result.affectedRows ?? 0);
+  }
+
+  /**
+   * A batch's whole commit as one statement in its own transaction (migration 0017): the DER of
+   * each pending intent, each device's newest certificate (and registered → active), and the
+   * audit rows, chained on `head`. Nothing changes unless all of it holds: a device not in its
+   * expected status, or an audit head other than `head`, is an outcome to act on; an intent no
+   * longer pending is an error.
+   */
+  async completeWithRegistration(
+    db: Executor,
+    c: { certificates: { serial: Buffer; der: Buffer }[]; issuedAt: Date; devices: DeviceIssuedRow[]; head: { seq: number; hash: Buffer } | undefined; audit: AuditRow[] },
+  ): Promise<CompletionOutcome> {
+    if ((db as Knex.Transaction).isTransaction) throw new Error('completeWithRegistration: a statement of its own, not inside a transaction');
+    try {
+      await prepared(
+        db,
+        'issuance-complete',
+        `select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, ?::bytea[], ?::bytea[], ?::timestamptz,
+                                  ?::text[], ?::bytea[], ?::timestamptz[], ?::text[])`,
+        [
+          AUDIT_APPEND_LOCK,
+          c.head?.seq ?? 0,
+          c.head?.hash ?? null,
+          auditPayload(c.audit),
+          c.certificates.map((r) => r.serial),
+          c.certificates.map((r) => r.der),
+          c.issuedAt,
+          c.devices.map((d) => d.deviceId),
+          c.devices.map((d) => d.serial),
+          c.devices.map((d) => d.notAfter),
+          c.devices.map((d) => d.expectedStatus),
+        ],
+      );
+      return { done: true };
+    } catch (e) {
+      const { code, detail } = e as { code?: string; detail?: string };
+      if (code === 'MCA02') return { done: false, reason: 'registration-changed' };
+      if (code === 'MCA03') {
+        const [seq, hash] = (detail ?? '').split(':');
+        return { done: false, reason: 'head-moved', head: Number(seq) > 0 ? { seq: Number(seq), hash: Buffer.from(hash!, 'hex') } : undefined };
+      }
+      throw e;
+    }
   }
 
   async markFailed(db: Executor, serials: Buffer[], failure: string): Promise<void> {

@@ -103,11 +103,11 @@ export class TokenStore {
    * granted when the token is live with uses left, the device is in the inventory (in the
    * token's lot, for a lot token) and allowed to enroll, and the device has not spent this token
    * before; a token with fewer uses left than it is asked for grants the earliest pairs. Returns,
-   * per pair, whether it was granted. The token rows are locked (in id order, so two batches
+   * per pair, the device's status as the statement saw it when granted, or null when refused. The token rows are locked (in id order, so two batches
    * cannot deadlock) and their uses re-read after the lock, so concurrent batches never overspend;
    * the uses table's primary key decides a race of one device with itself.
    */
-  async consumeMany(db: Executor, pairs: { tokenId: string; deviceId: string }[], now: Date): Promise<boolean[]> {
+  async consumeMany(db: Executor, pairs: { tokenId: string; deviceId: string }[], now: Date): Promise<(string | null)[]> {
     // A lot token's row is hot: every device of the lot updates it, so its lock must not be held
     // through a WAL flush. `set_config(..., true)` turns off the wait for this statement's own
     // transaction only. That is safe: the certificate this use pays for is recorded by a later,
@@ -124,7 +124,7 @@ export class TokenStore {
           order by id
           for update),
        eligible as (
-         select distinct on (r.token_id, r.device_id) r.token_id, r.device_id, r.ord
+         select distinct on (r.token_id, r.device_id) r.token_id, r.device_id, r.ord, d.status
            from req r
            join tok on tok.id = r.token_id
            join devices d on d.id = r.device_id and d.status in ('registered', 'active')
@@ -132,7 +132,7 @@ export class TokenStore {
           where not exists (select 1 from enrollment_token_uses u where u.token_id = r.token_id and u.device_id = r.device_id)
           order by r.token_id, r.device_id, r.ord),
        granted as (
-         select e.token_id, e.device_id
+         select e.token_id, e.device_id, e.status
            from (select *, row_number() over (partition by token_id order by ord) as n from eligible) e
            join tok on tok.id = e.token_id
           where e.n <= tok.room),
@@ -145,11 +145,11 @@ export class TokenStore {
          update enrollment_tokens t set uses = t.uses + c.n, last_used_at = ?
            from (select token_id, count(*) as n from used group by token_id) c
           where t.id = c.token_id)
-       select token_id, device_id from used`,
+       select u.token_id, u.device_id, g.status from used u join granted g using (token_id, device_id)`,
       [pairs.map((p) => p.tokenId), pairs.map((p) => p.deviceId), now, now, now],
     );
-    const granted = new Set((r.rows as { token_id: string; device_id: string }[]).map((g) => `${g.token_id}\n${g.device_id}`));
-    return pairs.map((p) => granted.has(`${p.tokenId}\n${p.deviceId}`));
+    const granted = new Map((r.rows as { token_id: string; device_id: string; status: string }[]).map((g) => [`${g.token_id}\n${g.device_id}`, g.status]));
+    return pairs.map((p) => granted.get(`${p.tokenId}\n${p.deviceId}`) ?? null);
   }
 
   /** Why consumeMany() refused a pair, for the error message (the refused path may take more queries). */

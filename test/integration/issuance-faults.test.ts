@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { dbTargets } from '../helpers/db.js';
 import { makeService } from '../helpers/service.js';
 import { Issuance, type IssuerSource } from '../../src/ca/issuance.js';
@@ -9,6 +9,9 @@ import { PkiUrls } from '../../src/ca/urls.js';
 import type { IssuerContext } from '../../src/ca/hierarchy.js';
 import type { Service } from '../../src/main.js';
 import { serialFromBytes } from '../../src/shared/ids.js';
+import { AuditLog } from '../../src/audit/audit-log.js';
+import { AuditStore } from '../../src/store/audit-store.js';
+import { deriveKey, parseKek } from '../../src/ca/kek.js';
 
 const ctx = { actor: 'test' };
 const p256 = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
@@ -41,8 +44,9 @@ for (const target of dbTargets) {
   describe(`issuance faults on ${target.name}`, { skip: target.skip }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let caId: string;
+    const kek = randomBytes(32).toString('base64');
     before(async () => {
-      svc = await makeService(target);
+      svc = await makeService(target, { env: { MQTT_CA_KEK: kek } });
       caId = (await svc.hierarchy.createRoot({ name: 'fault root', keyAlgorithm: 'EC-P256' }, ctx)).id;
     });
     after(async () => svc?.dispose());
@@ -68,7 +72,7 @@ for (const target of dbTargets) {
     });
 
     it('batches signed while a commit runs are committed together: every certificate recorded once, every audit entry chained', async () => {
-      // Batches of 4, three in flight. The first commit is held (before its transaction, so the
+      // Batches of 4, three in flight. The first commit is held (before its statement, so the
       // database stays free) until all three are signed. Whichever batches it did not take queue
       // behind it and leave together, so of the first two commits one carries several batches (which
       // one depends on how many were signed before the first commit began).
@@ -86,25 +90,16 @@ for (const target of dbTargets) {
           } } };
         },
       };
-      let transactions = 0;
-      const gatedDb = new Proxy(svc.db, {
-        get(target, prop, receiver) {
-          if (prop !== 'transaction') return Reflect.get(target, prop, receiver);
-          return async (...args: Parameters<typeof target.transaction>) => {
-            if (transactions++ === 0) await twoMoreBatchesSigned;
-            return (target.transaction as (...a: unknown[]) => unknown)(...args);
-          };
-        },
-      });
       const commits: number[] = [];
       const store = new CertificateStore();
       const counting = Object.assign(Object.create(store) as CertificateStore, {
-        completeIssued: (tx: Parameters<CertificateStore['completeIssued']>[0], items: Parameters<CertificateStore['completeIssued']>[1], at: Date) => {
-          commits.push(items.length);
-          return store.completeIssued(tx, items, at);
+        completeWithRegistration: async (db: Parameters<CertificateStore['completeWithRegistration']>[0], c: Parameters<CertificateStore['completeWithRegistration']>[1]) => {
+          if (commits.length === 0) await twoMoreBatchesSigned;
+          commits.push(c.certificates.length);
+          return store.completeWithRegistration(db, c);
         },
       });
-      const issuance = new Issuance(gatedDb, counted, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
+      const issuance = new Issuance(svc.db, counted, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
       const issued = await Promise.all(
         Array.from({ length: 80 }, (_, n) => issuance.issue({ profile: 'device', caId, deviceId: `dev-m${n}`, subjectPublicKeyInfo: p256() }, ctx)),
       );
@@ -145,6 +140,65 @@ for (const target of dbTargets) {
       assert.ok(all.filter((r) => r.status === 'issued').every((r) => r.der !== null));
       assert.ok(all.some((r) => serialFromBytes(r.serial) === retry.serial && r.status === 'issued'));
       assert.equal((await svc.audit.verify(svc.db)).ok, true);
+    });
+
+    describe('the one-statement commit and its fallback', () => {
+      const register = (id: string) => svc.devices.register({ id, kind: 'client' }, ctx);
+      const issue = (deviceId: string, deviceStatus?: string) =>
+        svc.issuance.issue({ profile: 'device', caId, deviceId, subjectPublicKeyInfo: p256(), deviceStatus }, ctx);
+      const deviceRow = (id: string) => svc.db('devices').where({ id }).first();
+      const activations = async (id: string) => (await svc.audit.list({ limit: 10, action: 'device.activated', targetId: id })).items.length;
+
+      it('records a registered device\'s first certificate, its activation and both audit entries, whether registration saw its status right or not', async () => {
+        for (const [id, seen] of [['dev-one-a', 'registered'], ['dev-one-b', 'active'], ['dev-one-c', undefined]] as const) {
+          await register(id);
+          const cert = await issue(id, seen);
+          const d = await deviceRow(id);
+          assert.equal(d.status, 'active', id);
+          assert.equal(serialFromBytes(d.current_serial), cert.serial, id);
+          assert.ok(d.activated_at, id);
+          assert.equal(await activations(id), 1, `${id}: one device.activated entry`);
+          const issuedEntries = await svc.audit.list({ limit: 10, action: 'certificate.issued', targetId: cert.serial });
+          assert.equal(issuedEntries.items.length, 1);
+        }
+        // An active device renewing, first seen as registered (a stale read): no second activation.
+        const again = await issue('dev-one-a', 'registered');
+        assert.equal(serialFromBytes((await deviceRow('dev-one-a')).current_serial), again.serial);
+        assert.equal(await activations('dev-one-a'), 1);
+        assert.equal((await svc.audit.verify(svc.db)).ok, true);
+      });
+
+      it('leaves a device suspended meanwhile as it is (the certificate is still recorded), and takes two enrollments of one device in one batch', async () => {
+        await register('dev-one-s');
+        await svc.db('devices').where({ id: 'dev-one-s' }).update({ status: 'suspended' });
+        const cert = await issue('dev-one-s', 'registered');
+        const d = await deviceRow('dev-one-s');
+        assert.equal(d.status, 'suspended');
+        assert.equal(d.current_serial, null);
+        assert.equal((await svc.db('certificates').where({ serial: Buffer.from(cert.serial, 'hex') }).first()).status, 'issued');
+        assert.equal(await activations('dev-one-s'), 0);
+
+        await register('dev-one-twice');
+        const [a, b] = await Promise.all([issue('dev-one-twice', 'registered'), issue('dev-one-twice', 'registered')]);
+        const current = serialFromBytes((await deviceRow('dev-one-twice')).current_serial);
+        assert.ok([a.serial, b.serial].includes(current));
+        assert.equal(await activations('dev-one-twice'), 1, 'activated once');
+        assert.equal((await svc.audit.verify(svc.db)).ok, true);
+      });
+
+      it('chains on the head another process moved meanwhile, and the log still verifies', async () => {
+        // Another instance of the service (same chain key) appends between two of this one's commits.
+        const other = new AuditLog(new AuditStore(svc.db), deriveKey(parseKek(kek, 'test'), 'audit chain'), svc.clock);
+        await register('dev-one-h1');
+        await register('dev-one-h2');
+        await issue('dev-one-h1', 'registered');
+        await other.append(svc.db, [{ actor: 'other-process', action: 'test.appended', targetType: 'test', targetId: 'x' }]);
+        const cert = await issue('dev-one-h2', 'registered');
+        assert.equal(serialFromBytes((await deviceRow('dev-one-h2')).current_serial), cert.serial);
+        const tail = (await svc.audit.list({ limit: 3 })).items.map((e) => e.action);
+        assert.deepEqual(tail, ['device.activated', 'certificate.issued', 'test.appended']);
+        assert.equal((await svc.audit.verify(svc.db)).ok, true);
+      });
     });
   });
 }
