@@ -49,7 +49,7 @@ export class SignatureVerifier {
   private seq = 0;
   private readonly batcher: GroupBatcher<VerifyJob, boolean>;
 
-  constructor(private readonly threads = Math.max(1, Math.min(2, availableParallelism() - 1))) {
+  constructor(private readonly threads = Math.max(1, Math.min(2, availableParallelism()))) {
     this.batcher = new GroupBatcher((jobs) => this.dispatch(jobs), { maxBatch: 256, lanes: threads * 2 });
   }
 
@@ -90,7 +90,15 @@ export class SignatureVerifier {
     }
   }
 
-  private dispatch(jobs: VerifyJob[]): Promise<boolean[]> {
+  private async dispatch(jobs: VerifyJob[]): Promise<boolean[]> {
+    const shares = Math.min(this.threads, jobs.length);
+    if (shares <= 1) return this.send(jobs);
+    const size = Math.ceil(jobs.length / shares);
+    const parts = await Promise.all(Array.from({ length: shares }, (_, i) => this.send(jobs.slice(i * size, (i + 1) * size))));
+    return parts.flat();
+  }
+
+  private send(jobs: VerifyJob[]): Promise<boolean[]> {
     const w = this.worker();
     const id = ++this.seq;
     return new Promise((resolve) => {

@@ -70,6 +70,16 @@ describe('SignatureVerifier (worker threads)', () => {
     assert.deepEqual(results, [true, true, false, false, false]);
   });
 
+  it('shares one turn\'s checks among its workers and answers each in its place', async () => {
+    const v = new SignatureVerifier(2);
+    const bad = Buffer.from(signature);
+    bad[bad.length - 1]! ^= 1;
+    const expected = Array.from({ length: 9 }, (_, i) => i % 3 !== 1);
+    const results = await Promise.all(expected.map((good) => v.verify(good ? job : { ...job, signature: bad })));
+    assert.deepEqual(results, expected);
+    assert.equal((v as unknown as { workers: unknown[] }).workers.length, 2, 'both workers took a share');
+  });
+
   it('fails closed when its worker dies, and starts a new one for the next batch', async () => {
     const v = new SignatureVerifier(1);
     assert.equal(await v.verify(job), true);
