@@ -30,13 +30,16 @@ export interface IssueRequest {
   validityDays?: number | undefined;
   /** The certificate this one renews (serial bytes), recorded as its lineage. */
   renews?: Buffer | undefined;
-  /**
-   * device: its status when registration last read it. The batch's commit is planned on it (one
-   * statement); a device found in another status then costs the general, slower commit, never a
-   * wrong record. Unknown: planned as active.
-   */
-  deviceStatus?: string | undefined;
 }
+
+/**
+ * Registration's last check of a request (a token spend), made while its intent is recorded. The
+ * certificate is signed only once it passes; `deviceStatus` is the device's
+ * status as the check read it: the batch's commit is planned on it (one statement), and a device
+ * found in another status then costs the general, slower commit, never a wrong record.
+ * Unknown: planned as active.
+ */
+export type RegistrationCheck = Promise<{ deviceStatus?: string | undefined }>;
 
 export interface IssuedCertificate {
   serial: Serial;
@@ -52,7 +55,7 @@ export interface IssuedToDevice {
   deviceId: string;
   notAfter: Date;
   ctx: ActorContext;
-  /** The device's status as registration last saw it (IssueRequest.deviceStatus). */
+  /** The device's status as registration last saw it (RegistrationCheck). */
   deviceStatus: string | undefined;
 }
 
@@ -80,6 +83,7 @@ export interface IssuerSource {
 interface Plan {
   req: IssueRequest;
   ctx: ActorContext;
+  registration: RegistrationCheck | undefined;
   profile: Profile;
   keyAlgorithm: KeyAlgorithm;
   commonName: string;
@@ -92,7 +96,15 @@ interface SignedBatch {
   plans: Plan[];
   intents: IntentRow[];
   ders: Buffer[];
+  deviceStatuses: (string | undefined)[];
 }
+
+/** A request of a batch that registration refused while it was signed: it fails alone. */
+interface Refused {
+  refused: unknown;
+}
+
+const NO_CHECK: RegistrationCheck = Promise.resolve({});
 
 /** A commit's contents, whichever way it is made. */
 interface Completion {
@@ -119,7 +131,7 @@ const DNS_NAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-
  */
 export class Issuance {
   /** Group issuance: batches of one event-loop turn's requests, LANES at a time (one signing while others wait on the database). */
-  private readonly batcher: GroupBatcher<Plan, IssuedCertificate>;
+  private readonly batcher: GroupBatcher<Plan, IssuedCertificate | Refused>;
   private readonly completions: GroupBatcher<SignedBatch, void>;
   /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
   private readonly fixedExtensions = new Map<string, Uint8Array[]>();
@@ -141,15 +153,15 @@ export class Issuance {
     return this.options.maxBatch ?? 500;
   }
 
-  /** One certificate. Validation errors reject this call alone; the database work is shared with concurrent calls. */
-  issue(req: IssueRequest, ctx: ActorContext): Promise<IssuedCertificate> {
-    let plan: Plan;
-    try {
-      plan = this.plan(req, ctx);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.batcher.add(plan);
+  /**
+   * One certificate. Validation errors, and a failed `registration` check (its error), reject this
+   * call alone; the database work is shared with concurrent calls.
+   */
+  async issue(req: IssueRequest, ctx: ActorContext, opts: { registration?: RegistrationCheck } = {}): Promise<IssuedCertificate> {
+    opts.registration?.catch(() => undefined); // read when its batch is recorded: not an unhandled rejection before that
+    const r = await this.batcher.add(this.plan(req, ctx, opts.registration));
+    if ('refused' in r) throw r.refused;
+    return r;
   }
 
   /** Checks a request against its profile (key policy, names, validity) without issuing anything. */
@@ -175,7 +187,11 @@ export class Issuance {
     const lane = async () => {
       while (next < chunks.length) {
         const i = next++;
-        results[i] = await this.run(chunks[i]!);
+        // A batch has no registration checks: nothing in it is refused alone.
+        results[i] = (await this.run(chunks[i]!)).map((r) => {
+          if ('refused' in r) throw r.refused;
+          return r;
+        });
       }
     };
     await Promise.all([lane(), lane()]);
@@ -198,7 +214,7 @@ export class Issuance {
     });
   }
 
-  private plan(req: IssueRequest, ctx: ActorContext): Plan {
+  private plan(req: IssueRequest, ctx: ActorContext, registration?: RegistrationCheck): Plan {
     const profile = PROFILES[req.profile];
     if (!profile) throw badRequest(`unknown profile ${String(req.profile)}`);
     const keyAlgorithm = keyAlgorithmOf(req.subjectPublicKeyInfo);
@@ -210,7 +226,7 @@ export class Issuance {
       throw policyViolation(`validityDays must be between 1 and ${profile.maxValidityDays} for profile ${profile.name}`);
     }
     const { commonName, sans } = this.names(profile, req);
-    return { req, ctx, profile, keyAlgorithm, commonName, sans, validityMs: days * DAY };
+    return { req, ctx, registration, profile, keyAlgorithm, commonName, sans, validityMs: days * DAY };
   }
 
   private names(profile: Profile, req: IssueRequest): { commonName: string; sans: GeneralName[] } {
@@ -249,7 +265,7 @@ export class Issuance {
     }
   }
 
-  private async run(plans: Plan[]): Promise<IssuedCertificate[]> {
+  private async run(plans: Plan[]): Promise<(IssuedCertificate | Refused)[]> {
     if (plans.length === 0) return [];
     const defaultCa = plans.some((p) => !p.req.caId) ? await this.issuers.defaultIssuerId() : null;
     const issuerIds = new Set(plans.map((p) => p.req.caId ?? defaultCa));
@@ -301,25 +317,37 @@ export class Issuance {
     }
     await this.certificates.insertIntents(this.db, intents, { asyncCommit: true });
 
-    // 2. Sign. 3. Record the DER and the audit entries together, in the commit shared by the
-    // batches signed meanwhile.
+    // 2. Registration's checks, made while the intents were recorded: a refused request's intent
+    // is closed unsigned. 3. Sign the rest. 4. Record the DER and the audit entries together, in
+    // the commit shared by the batches signed meanwhile.
     const serials = intents.map((i) => i.serial);
     try {
+      const checks = await Promise.allSettled(plans.map((p) => p.registration ?? NO_CHECK));
+      const kept = plans.map((_, i) => i).filter((i) => checks[i]!.status === 'fulfilled');
+      if (kept.length < plans.length) {
+        const refused = serials.filter((_, i) => checks[i]!.status === 'rejected');
+        await this.certificates.markFailed(this.db, refused, 'refused by registration before signing');
+      }
       const ders = await Promise.all(
-        tbsList.map(async (tbs, i) => {
+        kept.map(async (i) => {
           const { signer } = issuerOf[i]!;
-          return Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
+          return Buffer.from(encodeCertificate(tbsList[i]!, signer.signatureAlgorithm, await signer.sign(tbsList[i]!)));
         }),
       );
-      await this.completions.add({ plans, intents, ders });
-      return intents.map((it, i) => ({
-        serial: serialFromBytes(it.serial),
-        der: ders[i]!,
-        caId: it.caId,
-        profile: plans[i]!.profile.name,
-        notBefore: it.notBefore,
-        notAfter: it.notAfter,
-      }));
+      if (kept.length) {
+        await this.completions.add({
+          plans: kept.map((i) => plans[i]!),
+          intents: kept.map((i) => intents[i]!),
+          ders,
+          deviceStatuses: kept.map((i) => (checks[i] as PromiseFulfilledResult<{ deviceStatus?: string | undefined }>).value.deviceStatus),
+        });
+      }
+      const derOf = new Map(kept.map((i, k) => [i, ders[k]!]));
+      return intents.map((it, i) => {
+        const check = checks[i]!;
+        if (check.status === 'rejected') return { refused: check.reason };
+        return { serial: serialFromBytes(it.serial), der: derOf.get(i)!, caId: it.caId, profile: plans[i]!.profile.name, notBefore: it.notBefore, notAfter: it.notAfter };
+      });
     } catch (e) {
       await this.certificates.markFailed(this.db, serials, `issuance failed: ${e instanceof Error ? e.message : String(e)}`).catch(() => undefined);
       throw e instanceof DomainError ? e : new DomainError('Internal', 'issuance failed', { cause: String(e) });
@@ -337,6 +365,7 @@ export class Issuance {
     const plans = signed.flatMap((b) => b.plans);
     const intents = signed.flatMap((b) => b.intents);
     const ders = signed.flatMap((b) => b.ders);
+    const deviceStatuses = signed.flatMap((b) => b.deviceStatuses);
     const batch = {
       certificates: intents.map((it, i) => ({ serial: it.serial, der: ders[i]! })),
       issuedAt: this.clock.now(),
@@ -355,7 +384,7 @@ export class Issuance {
         },
       })),
       forDevices: intents.flatMap((it, i): IssuedToDevice[] =>
-        it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx, deviceStatus: plans[i]!.req.deviceStatus }] : [],
+        it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx, deviceStatus: deviceStatuses[i] }] : [],
       ),
     };
     if (!(await this.completeInOneStatement(batch))) await this.completeInTransaction(batch);

@@ -31,8 +31,8 @@ export interface EnrollInput {
 
 /**
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
- * the credential → proof of possession → policy steps → (idempotency) → spend the credential →
- * issue → the certificate and its chain. Every refusal is a security event and counts against
+ * the credential → proof of possession → policy steps → (idempotency) → spend the credential
+ * while the intent is recorded → sign → record → the certificate and its chain. Every refusal is a security event and counts against
  * the source, which is slowed after repeated failures.
  */
 export class Enrollment {
@@ -83,9 +83,11 @@ export class Enrollment {
       this.issuance.validate(request); // key policy and names, before anything is spent
 
       const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
-        const { deviceStatus } = await auth.spend();
+        // The credential is spent while the intent is recorded; nothing is signed unless it was.
+        const spend = auth.spend();
+        const spent = spend.then(() => true, () => false);
         try {
-          const issued = await this.issuance.issue({ ...request, deviceStatus }, { actor: auth.actor, requestId: ctx.requestId });
+          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId }, { registration: spend });
           const chain = await this.hierarchy.chain(issued.caId);
           return {
             serial: issued.serial,
@@ -96,7 +98,7 @@ export class Enrollment {
             notAfter: issued.notAfter.toISOString(),
           };
         } catch (e) {
-          await auth.refund();
+          if (await spent) await auth.refund();
           throw e;
         }
       });

@@ -145,7 +145,7 @@ for (const target of dbTargets) {
     describe('the one-statement commit and its fallback', () => {
       const register = (id: string) => svc.devices.register({ id, kind: 'client' }, ctx);
       const issue = (deviceId: string, deviceStatus?: string) =>
-        svc.issuance.issue({ profile: 'device', caId, deviceId, subjectPublicKeyInfo: p256(), deviceStatus }, ctx);
+        svc.issuance.issue({ profile: 'device', caId, deviceId, subjectPublicKeyInfo: p256() }, ctx, { registration: Promise.resolve({ deviceStatus }) });
       const deviceRow = (id: string) => svc.db('devices').where({ id }).first();
       const activations = async (id: string) => (await svc.audit.list({ limit: 10, action: 'device.activated', targetId: id })).items.length;
 
@@ -183,6 +183,26 @@ for (const target of dbTargets) {
         const current = serialFromBytes((await deviceRow('dev-one-twice')).current_serial);
         assert.ok([a.serial, b.serial].includes(current));
         assert.equal(await activations('dev-one-twice'), 1, 'activated once');
+        assert.equal((await svc.audit.verify(svc.db)).ok, true);
+      });
+
+      it('fails alone, unsigned, a request whose registration check fails while its intent is recorded; the rest of its batch is issued', async () => {
+        for (const id of ['dev-chk-ok1', 'dev-chk-no', 'dev-chk-ok2']) await register(id);
+        const refusal = new Error('the token is used up');
+        const check = Promise.reject(refusal);
+        const results = await Promise.allSettled([
+          issue('dev-chk-ok1', 'registered'),
+          svc.issuance.issue({ profile: 'device', caId, deviceId: 'dev-chk-no', subjectPublicKeyInfo: p256() }, ctx, { registration: check }),
+          issue('dev-chk-ok2', 'registered'),
+        ]);
+        assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+        assert.equal((results[1] as PromiseRejectedResult).reason, refusal, 'the check\'s own error');
+        const refused = await svc.db('certificates').where({ device_id: 'dev-chk-no' }).select('status', 'der', 'failure');
+        assert.equal(refused.length, 1);
+        assert.deepEqual([refused[0].status, refused[0].der], ['failed', null]);
+        assert.match(refused[0].failure, /refused by registration/);
+        assert.equal((await deviceRow('dev-chk-no')).status, 'registered');
+        for (const id of ['dev-chk-ok1', 'dev-chk-ok2']) assert.equal((await deviceRow(id)).status, 'active');
         assert.equal((await svc.audit.verify(svc.db)).ok, true);
       });
 
