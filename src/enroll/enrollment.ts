@@ -31,11 +31,13 @@ export interface EnrollInput {
 
 /**
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
- * the credential → proof of possession → policy steps → (idempotency) → spend the credential
- * while the intent is recorded → sign → record → the certificate and its chain. Every refusal is a security event and counts against
+ * the credential → policy steps → (idempotency) → spend the credential and check the proof of
+ * possession while the intent is recorded → sign → record → the certificate and its chain. Every refusal is a security event and counts against
  * the source, which is slowed after repeated failures.
  */
 export class Enrollment {
+  private readonly chainPems = new Map<string, string[]>();
+
   constructor(
     private readonly methods: EnrollmentMethod[],
     private readonly issuance: Issuance,
@@ -63,7 +65,11 @@ export class Enrollment {
       method = m.name;
       const auth = await m.authorize(credential, csr, ctx);
       subject = auth.subject;
-      if (!(await verifyCsr(csr))) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
+      // Proof of possession is checked on a worker while the rest goes on; nothing is signed before it holds.
+      const possession = verifyCsr(csr).then((ok) => {
+        if (!ok) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
+      });
+      possession.catch(() => undefined); // awaited below, or by issuance; a policy refusal may come first
       const draft = auth.draft;
       if (input.expectedProfile && draft.profile !== input.expectedProfile) {
         throw new DomainError('Forbidden', `this endpoint enrolls ${input.expectedProfile} certificates; the credential is for a ${draft.profile}`);
@@ -83,16 +89,17 @@ export class Enrollment {
       this.issuance.validate(request); // key policy and names, before anything is spent
 
       const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
-        // The credential is spent while the intent is recorded; nothing is signed unless it was.
+        // The credential is spent, and the proof of possession checked, while the intent is
+        // recorded: nothing is signed unless both hold (a use spent for a CSR that fails is refunded).
         const spend = auth.spend();
         const spent = spend.then(() => true, () => false);
+        const registration = Promise.all([possession, spend]).then(([, s]) => s);
         try {
-          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId }, { registration: spend });
-          const chain = await this.hierarchy.chain(issued.caId);
+          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId }, { registration });
           return {
             serial: issued.serial,
             certificate: toPem(issued.der),
-            chain: chain.map((d) => toPem(d)),
+            chain: await this.chainPem(issued.caId),
             caId: issued.caId,
             notBefore: issued.notBefore.toISOString(),
             notAfter: issued.notAfter.toISOString(),
@@ -110,6 +117,16 @@ export class Enrollment {
       }
       throw e;
     }
+  }
+
+  /** A CA's chain never changes once it is active (CaHierarchy.chain): its PEM is made once. */
+  private async chainPem(caId: string): Promise<string[]> {
+    let pem = this.chainPems.get(caId);
+    if (!pem) {
+      pem = (await this.hierarchy.chain(caId)).map((d) => toPem(d));
+      if (pem.length) this.chainPems.set(caId, pem);
+    }
+    return pem;
   }
 
   private async refused(e: DomainError, method: string, subject: string | undefined, ctx: EnrollmentContext): Promise<void> {

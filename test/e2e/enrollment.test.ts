@@ -214,6 +214,17 @@ for (const target of dbTargets) {
       assertProblem(await enroll(expiring.token, good.pem), 401, /expired/);
       assert.equal(await certCount(), before);
       await enroll(t.token, good.pem).expect(201);
+      // A one-use token presented with a CSR whose signature fails keeps its use (the spend, made
+      // while the signature was checked, is refunded), and then enrolls.
+      await register({ id: 'meter-0008b', kind: 'client' });
+      const once = await token({ deviceId: 'meter-0008b', maxUses: 1 });
+      const goodB = p256Csr('meter-0008b');
+      const flippedB = Buffer.from(goodB.der);
+      flippedB[flippedB.length - 3] = flippedB[flippedB.length - 3]! ^ 0x55;
+      forgetFailures();
+      assertProblem(await api.post('/v1/enroll').set({ Authorization: `Bearer ${once.token}`, 'Content-Type': 'application/pkcs10' }).send(flippedB), 400, /signature|proof/);
+      assert.equal((await api.get(`/v1/enrollment-tokens/${once.id}`).set(admin).expect(200)).body.uses, 0);
+      await enroll(once.token, goodB.pem).expect(201);
     });
 
     it('imports a 1,000-device lot and provisions it with one lot token, each device once', async () => {
