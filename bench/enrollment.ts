@@ -24,8 +24,9 @@ import { commandExists, requestFile, wrk, type WrkOptions } from './wrk.js';
 
 export const description =
   'Enrollment end to end: `POST /v1/enroll` (JSON body with a PEM CSR, a lot token in `Authorization`) through the whole stack — ' +
-  'the lean node:http handler with its openapi.yaml check, token check, CSR parse, proof-of-possession verify on a worker thread, ' +
-  'policy, batched token spend, batched issuance, device update and audit on PostgreSQL — driven by wrk in a separate ' +
+  'the lean node:http handler with its openapi.yaml check, token check, CSR parse, policy; then, at once, the proof-of-possession ' +
+  'verify on worker threads, the batched token spend and the batched intent record; signing; and one statement per commit for the ' +
+  'certificates, their devices and the audit entries on PostgreSQL — driven by wrk in a separate ' +
   'process on the same 2-core machine, sharing its cores (one thread, 32 keep-alive connections, every request a distinct device, ' +
   'after a 2 s warm-up on other devices). Baselines from ' +
   'the same run: the same generator against `GET /healthz` (Express) and `GET /pki/ca/{id}.pem` (bare node:http), and the raw ' +
