@@ -20,7 +20,7 @@ import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName,
 import { toPem } from '../src/ca/x509/pem.js';
 import { concurrently, measureRate, result, type BenchResult } from './lib.js';
 import { freshDatabase } from './db.js';
-import { commandExists, requestFile, wrk, type WrkOptions } from './wrk.js';
+import { bestOf, commandExists, requestFile, wrk, type WrkOptions, type WrkResult } from './wrk.js';
 
 export const description =
   'Enrollment end to end: `POST /v1/enroll` (JSON body with a PEM CSR, a lot token in `Authorization`) through the whole stack — ' +
@@ -28,13 +28,16 @@ export const description =
   'verify on worker threads, the batched token spend and the batched intent record; signing; and one statement per commit for the ' +
   'certificates, their devices and the audit entries on PostgreSQL — driven by wrk in a separate ' +
   'process on the same 2-core machine, sharing its cores (one thread, 32 keep-alive connections, every request a distinct device, ' +
-  'after a 2 s warm-up on other devices). Baselines from ' +
+  'after a 2 s warm-up on other devices; the best of three 8 s rounds, each on devices of its own, and the worst round\'s p99). ' +
+  'Baselines (best of three) from ' +
   'the same run: the same generator against `GET /healthz` (Express) and `GET /pki/ca/{id}.pem` (bare node:http), and the raw ' +
   'signing rate of the issuing key. Target: >= 2,000 enrollments/s and p99 < 50 ms at 32 clients.';
 
 const CONCURRENCY = 32;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const WARMUP_DEVICES = 6_000;
+const ROUNDS = 3;
+const DEVICES_PER_ROUND = 26_000;
 
 /** BENCH_PROFILE=<file>: a CPU profile of the service during the enrollment load only. */
 async function startProfile(): Promise<(file: string) => Promise<void>> {
@@ -69,8 +72,8 @@ export async function run(): Promise<BenchResult[]> {
     const tbsLike = randomBytes(420);
     const rawSign = Math.max(await measureRate(() => signer.sign(tbsLike)), await measureRate(concurrently(64, () => signer.sign(tbsLike))));
 
-    // A production lot, larger than the run can use up, with one lot token and a distinct CSR per device.
-    const n = 40_000;
+    // A production lot, larger than the runs can use up, with one lot token and a distinct CSR per device.
+    const n = WARMUP_DEVICES + ROUNDS * DEVICES_PER_ROUND;
     const ids = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
     const ctx = { actor: 'bench' };
     for (let i = 0; i < n; i += 20_000) await svc.devices.importManifest(ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })), ctx, { lot: 'BENCH' });
@@ -78,28 +81,38 @@ export async function run(): Promise<BenchResult[]> {
     // wrk sends a file's requests in turn, from the first, in every run: the warm-up gets devices of its own.
     const enrollments = (from: number, to: number) => ids.slice(from, to).map((id) => ({ path: '/v1/enroll', body: csrBody(id) }));
     const warmupFile = requestFile(dir, 'enroll-warmup', enrollments(0, WARMUP_DEVICES));
-    const enrollFile = requestFile(dir, 'enroll', enrollments(WARMUP_DEVICES, n));
+    const roundFiles = Array.from({ length: ROUNDS }, (_, r) =>
+      requestFile(dir, `enroll-${r}`, enrollments(WARMUP_DEVICES + r * DEVICES_PER_ROUND, WARMUP_DEVICES + (r + 1) * DEVICES_PER_ROUND)),
+    );
 
     const server = await listen(svc);
     const port = (server.address() as { port: number }).port;
     const run = (path: string, extra: Partial<WrkOptions> = {}) =>
       wrk({ port, method: 'GET', file: requestFile(dir, 'get', [{ path }]), connections: CONCURRENCY, seconds: SECONDS, warmup: 1, pinned: false, ...extra });
     try {
-      const bare = await run('/healthz');
-      const lean = await run(`/pki/ca/${boot.issuingId}.pem`);
+      const bare = await bestOf(ROUNDS, () => run('/healthz'));
+      const lean = await bestOf(ROUNDS, () => run(`/pki/ca/${boot.issuingId}.pem`));
       const post = { method: 'POST' as const, contentType: 'application/json', headers: [`Authorization: Bearer ${token.token}`], warmup: 0 };
       const warm = await run('', { ...post, file: warmupFile, seconds: 2 });
       if (warm.errors > 0) throw new Error(`enrollment warm-up saw ${warm.errors} errors`);
       const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
-      const enr = await run('', { ...post, file: enrollFile });
+      const rounds: WrkResult[] = [];
+      for (const file of roundFiles) {
+        const r = await run('', { ...post, file });
+        if (r.requests > DEVICES_PER_ROUND) throw new Error('an enrollment round outran its prepared CSRs: raise DEVICES_PER_ROUND');
+        if (r.errors > 0) throw new Error(`enrollment benchmark saw ${r.errors} errors (${r.non2xx} non-2xx answers)`);
+        rounds.push(r);
+      }
       if (profiler) await profiler(process.env.BENCH_PROFILE!);
-      if (enr.requests > n - WARMUP_DEVICES) throw new Error('the enrollment run outran its prepared CSRs: raise the lot size');
-      if (enr.errors > 0) throw new Error(`enrollment benchmark saw ${enr.errors} errors (${enr.non2xx} non-2xx answers)`);
       const issued = Number((await db('certificates').where({ profile: 'device', status: 'issued' }).count({ n: 'serial' }))[0]!.n);
       // wrk stops with up to CONCURRENCY requests in flight per run, which it does not count.
-      const answered = warm.requests + enr.requests;
-      if (issued < answered || issued > answered + 2 * CONCURRENCY) throw new Error(`${issued} certificates recorded for ${answered} enrollments answered`);
-      const note = `${label}; ${CONCURRENCY} clients; p50 ${enr.p50.toFixed(1)} ms, p90 ${enr.p90.toFixed(1)} ms, p99 ${enr.p99.toFixed(1)} ms; ${issued.toLocaleString('en-US')} device certificates issued in the run`;
+      const answered = warm.requests + rounds.reduce((a, r) => a + r.requests, 0);
+      if (issued < answered || issued > answered + (ROUNDS + 1) * CONCURRENCY) throw new Error(`${issued} certificates recorded for ${answered} enrollments answered`);
+      // The best round's rate, as for every baseline (this machine's neighbours come and go); the worst round's p99.
+      const enr = rounds.reduce((a, b) => (b.rps > a.rps ? b : a));
+      const worstP99 = Math.max(...rounds.map((r) => r.p99));
+      const each = rounds.map((r) => `${Math.round(r.rps).toLocaleString('en-US')}/s p99 ${r.p99.toFixed(1)} ms`).join(', ');
+      const note = `${label}; ${CONCURRENCY} clients; best of ${ROUNDS} rounds (${each}); best round p50 ${enr.p50.toFixed(1)} ms, p90 ${enr.p90.toFixed(1)} ms; ${issued.toLocaleString('en-US')} device certificates issued`;
       const bareBase = { name: 'bare HTTP: GET /healthz through Express, same generator', value: bare.rps };
       const leanBase = { name: 'bare HTTP: GET /pki/ca/{id}.pem on node:http, same generator', value: lean.rps };
       const signBase = { name: 'raw ECDSA P-256 signing, issuing key', value: rawSign };
@@ -110,7 +123,8 @@ export async function run(): Promise<BenchResult[]> {
         result('enrollments end to end (POST /v1/enroll)', 'enrollments/s', enr.rps, bareBase, note),
         result('enrollments end to end (POST /v1/enroll), against bare node:http', 'enrollments/s', enr.rps, leanBase),
         result('enrollments end to end (POST /v1/enroll), against raw signing', 'enrollments/s', enr.rps, signBase),
-        result('enrollment p99 latency at 32 clients', 'ms', enr.p99, { name: 'target p99', value: 50 }, 'ratio < 1 meets the target'),
+        result('enrollment rate at 32 clients', 'enrollments/s', enr.rps, { name: 'target rate', value: 2000 }, 'ratio >= 1 meets the target'),
+        result('enrollment p99 latency at 32 clients, worst round', 'ms', worstP99, { name: 'target p99', value: 50 }, 'ratio < 1 meets the target'),
       ];
     } finally {
       server.close();
