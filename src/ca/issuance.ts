@@ -34,7 +34,7 @@ export interface IssueRequest {
 
 /**
  * Registration's last check of a request (a token spend), made while its intent is recorded. The
- * certificate is signed only once it passes; `deviceStatus` is the device's
+ * certificate is signed only once it passes (otherwise its unsigned intent is discarded); `deviceStatus` is the device's
  * status as the check read it: the batch's commit is planned on it (one statement), and a device
  * found in another status then costs the general, slower commit, never a wrong record.
  * Unknown: planned as active.
@@ -154,8 +154,8 @@ export class Issuance {
   }
 
   /**
-   * One certificate. Validation errors, and a failed `registration` check (its error), reject this
-   * call alone; the database work is shared with concurrent calls.
+   * One certificate. Validation errors, and a failed `registration` check (its error; its intent
+   * is discarded, nothing having been signed), reject this call alone; the database work is shared with concurrent calls.
    */
   async issue(req: IssueRequest, ctx: ActorContext, opts: { registration?: RegistrationCheck } = {}): Promise<IssuedCertificate> {
     opts.registration?.catch(() => undefined); // read when its batch is recorded: not an unhandled rejection before that
@@ -318,7 +318,7 @@ export class Issuance {
     await this.certificates.insertIntents(this.db, intents, { asyncCommit: true });
 
     // 2. Registration's checks, made while the intents were recorded: a refused request's intent
-    // is closed unsigned. 3. Sign the rest. 4. Record the DER and the audit entries together, in
+    // is discarded, unsigned. 3. Sign the rest. 4. Record the DER and the audit entries together, in
     // the commit shared by the batches signed meanwhile.
     const serials = intents.map((i) => i.serial);
     try {
@@ -326,7 +326,7 @@ export class Issuance {
       const kept = plans.map((_, i) => i).filter((i) => checks[i]!.status === 'fulfilled');
       if (kept.length < plans.length) {
         const refused = serials.filter((_, i) => checks[i]!.status === 'rejected');
-        await this.certificates.markFailed(this.db, refused, 'refused by registration before signing');
+        await this.certificates.discardUnsigned(this.db, refused);
       }
       const ders = await Promise.all(
         kept.map(async (i) => {

@@ -210,6 +210,16 @@ export class CertificateStore {
     }
   }
 
+  /**
+   * Removes intents that will never be signed because registration refused their requests while
+   * they were recorded: nothing was signed for them, so there is nothing to account for, and a
+   * refused enrollment leaves no certificate row, as one refused before its intent does.
+   */
+  async discardUnsigned(db: Executor, serials: Buffer[]): Promise<void> {
+    if (serials.length === 0) return;
+    await db('certificates').whereIn('serial', serials).andWhere({ status: 'pending' }).whereNull('der').delete();
+  }
+
   async markFailed(db: Executor, serials: Buffer[], failure: string): Promise<void> {
     if (serials.length === 0) return;
     await db('certificates').whereIn('serial', serials).andWhere({ status: 'pending' }).update({ status: 'failed', failure });

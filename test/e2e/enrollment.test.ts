@@ -47,9 +47,7 @@ for (const target of dbTargets) {
     const token = async (body: Record<string, unknown>) => (await api.post('/v1/enrollment-tokens').set(admin).send(body).expect(201)).body as { id: string; token: string };
     const enroll = (tok: string, csr: string, headers: Record<string, string> = {}) =>
       api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}`, ...headers }).send({ csr });
-    // Certificates signed. A request refused by the token spend, which runs while its intent is
-    // recorded, leaves that intent failed and unsigned.
-    const certCount = async () => Number((await svc.db('certificates').whereNotNull('der').count({ n: 'serial' }))[0]!.n);
+    const certCount = async () => Number((await svc.db('certificates').count({ n: 'serial' }))[0]!.n);
     const eventCount = async () => Number((await svc.db('security_events').count({ n: 'id' }))[0]!.n);
 
     it('enrolls a device with its token and an OpenSSL CSR; the chain verifies; the device becomes active; the token is spent', async () => {
