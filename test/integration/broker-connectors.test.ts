@@ -207,13 +207,19 @@ describe('Mosquitto dynamic-security connector (real broker, mutual TLS)', { ski
 
   it('an unreachable broker is Unavailable, nothing claimed; the retry works once it is back', async () => {
     await broker.stop();
-    await assert.rejects(mosquitto.block(['meter-2'], 'while down'), (e: unknown) => e instanceof DomainError && e.kind === 'Unavailable' && /cannot connect to the broker at mqtts:\/\/localhost/.test(e.message));
-    // The fan-out reports it as a failure of that connector.
-    const fan = await svc.brokers.disconnect(['meter-2'], 'while down');
-    assert.deepEqual(fan.results, []);
-    assert.equal(fan.failures[0]?.connector, 'mosquitto');
-    assert.equal(fan.failures[0]?.error.kind, 'Unavailable');
-    await broker.start();
+    try {
+      // Seen in CI: a connection opened just before the stop may not have seen its end yet, and
+      // then the plugin's answer is what fails to come. Either way: Unavailable, naming the broker.
+      const down = /cannot connect to the broker at mqtts:\/\/localhost|no answer from the dynamic-security plugin of mqtts:\/\/localhost/;
+      await assert.rejects(mosquitto.block(['meter-2'], 'while down'), (e: unknown) => e instanceof DomainError && e.kind === 'Unavailable' && down.test(e.message));
+      // The fan-out reports it as a failure of that connector.
+      const fan = await svc.brokers.disconnect(['meter-2'], 'while down');
+      assert.deepEqual(fan.results, []);
+      assert.equal(fan.failures[0]?.connector, 'mosquitto');
+      assert.equal(fan.failures[0]?.error.kind, 'Unavailable');
+    } finally {
+      await broker.start(); // the tests after this one need it, whatever happened here
+    }
     const e = only(await mosquitto.block(['meter-2'], 'retried'));
     assert.ok(e.applied && e.confirmed, e.detail);
     assert.ok(only(await mosquitto.unblock(['meter-2'], 'retried')).confirmed);
