@@ -33,10 +33,11 @@ export interface IssueRequest {
 }
 
 /**
- * Registration's last check of a request (a token spend), made while its intent is recorded. The
- * certificate is signed only once it passes (otherwise its unsigned intent is discarded); `deviceStatus` is the device's
- * status as the check read it: the batch's commit is planned on it (one statement), and a device
- * found in another status then costs the general, slower commit, never a wrong record.
+ * Registration's last checks of a request (a token spend, the proof of possession), made while
+ * its intent is recorded. The certificate is signed only once they pass (otherwise its unsigned
+ * intent is discarded). `deviceStatus` is the device's status as the spend read it: the batch's
+ * commit is planned on it (one statement), and a device found in another status then costs the
+ * general, slower commit, never a wrong record.
  * Unknown: planned as active.
  */
 export type RegistrationCheck = Promise<{ deviceStatus?: string | undefined }>;
@@ -99,12 +100,13 @@ interface SignedBatch {
   deviceStatuses: (string | undefined)[];
 }
 
-/** A request of a batch that registration refused while it was signed: it fails alone. */
+/** A request of a batch that registration refused while its intent was recorded: it fails alone. */
 interface Refused {
   refused: unknown;
 }
 
 const NO_CHECK: RegistrationCheck = Promise.resolve({});
+const statusOf = (c: PromiseSettledResult<Awaited<RegistrationCheck>>) => (c.status === 'fulfilled' ? c.value.deviceStatus : undefined);
 
 /** A commit's contents, whichever way it is made. */
 interface Completion {
@@ -155,7 +157,8 @@ export class Issuance {
 
   /**
    * One certificate. Validation errors, and a failed `registration` check (its error; its intent
-   * is discarded, nothing having been signed), reject this call alone; the database work is shared with concurrent calls.
+   * is discarded, nothing having been signed), reject this call alone; the database work is
+   * shared with concurrent calls.
    */
   async issue(req: IssueRequest, ctx: ActorContext, opts: { registration?: RegistrationCheck } = {}): Promise<IssuedCertificate> {
     opts.registration?.catch(() => undefined); // read when its batch is recorded: not an unhandled rejection before that
@@ -339,7 +342,7 @@ export class Issuance {
           plans: kept.map((i) => plans[i]!),
           intents: kept.map((i) => intents[i]!),
           ders,
-          deviceStatuses: kept.map((i) => (checks[i] as PromiseFulfilledResult<{ deviceStatus?: string | undefined }>).value.deviceStatus),
+          deviceStatuses: kept.map((i) => statusOf(checks[i]!)),
         });
       }
       const derOf = new Map(kept.map((i, k) => [i, ders[k]!]));

@@ -32,8 +32,9 @@ export interface EnrollInput {
 /**
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
  * the credential → policy steps → (idempotency) → spend the credential and check the proof of
- * possession while the intent is recorded → sign → record → the certificate and its chain. Every refusal is a security event and counts against
- * the source, which is slowed after repeated failures.
+ * possession while the intent is recorded → sign → record → the certificate and its chain.
+ * Every refusal is a security event and counts against the source, which is slowed after
+ * repeated failures.
  */
 export class Enrollment {
   private readonly chainPems = new Map<string, string[]>();

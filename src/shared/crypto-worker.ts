@@ -39,7 +39,8 @@ parentPort.on('message', async ({ id, jobs }) => {
 /**
  * Signature checks on worker threads, off the event loop: building a public key and verifying
  * with it cost ~140-200 µs, most of an enrollment's CPU time on the loop. Jobs of one event-loop
- * turn go to a worker as one message (one wake-up per batch, not per signature). Never throws
+ * turn are shared out among the workers, one message each (one wake-up per share, not per
+ * signature): requests arrive in bursts, and a burst on one worker waits on itself. Never throws
  * for a bad key or signature: the answer is false.
  */
 export class SignatureVerifier {
@@ -54,7 +55,10 @@ export class SignatureVerifier {
   }
 
   verify(job: VerifyJob): Promise<boolean> {
-    return this.batcher.add(job);
+    // Own copies: a view into a pooled Buffer would take the whole pool slab with it to the worker.
+    const own = (b: Uint8Array) => new Uint8Array(b);
+    const key = 'ecPoint' in job.key ? { ...job.key, ecPoint: own(job.key.ecPoint) } : { spki: own(job.key.spki) };
+    return this.batcher.add({ ...job, key, data: own(job.data), signature: own(job.signature) });
   }
 
   private worker(): Worker {

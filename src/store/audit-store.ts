@@ -61,7 +61,7 @@ function fromRow(r: Record<string, unknown>): AuditRow {
   };
 }
 
-/** The rows as the one JSON parameter the insert statements read with jsonb_to_recordset. */
+/** The rows as the one JSON parameter that audit_append and issuance_complete read with jsonb_to_recordset. */
 export function auditPayload(rows: NewAuditRow[]): string {
   return JSON.stringify(
     rows.map((r) => ({
@@ -100,22 +100,6 @@ export class AuditStore {
     const row = (r.rows as { appended: boolean; seq: string | number | null; hash: Uint8Array | null }[])[0]!;
     if (row.appended) return { appended: true };
     return { appended: false, head: row.seq == null ? undefined : { seq: Number(row.seq), hash: Buffer.from(row.hash!) } };
-  }
-
-  /** Inserts all rows in ONE statement, whatever their number (one JSON parameter, no bind-parameter limit). */
-  async insertMany(tx: Executor, rows: NewAuditRow[]): Promise<void> {
-    if (rows.length === 0) return;
-    const payload = auditPayload(rows);
-    await prepared(
-      tx,
-      'audit-insert',
-      `insert into audit_log (seq, at, actor, action, target_type, target_id, request_id, details, prev_hash, hash)
-       select r.seq, r.at, r.actor, r.action, r.target_type, r.target_id, r.request_id, r.details,
-              decode(r.prev_hash, 'hex'), decode(r.hash, 'hex')
-         from jsonb_to_recordset(?::jsonb) as r(seq bigint, at timestamptz, actor text, action text,
-              target_type text, target_id text, request_id text, details jsonb, prev_hash text, hash text)`,
-      [payload],
-    );
   }
 
   /** Rows with seq > afterSeq in ascending seq order, at most `limit` of them (for verification). */

@@ -678,9 +678,7 @@ export function verifyCsr(csr: ParsedCsr): Promise<boolean> {
   } catch {
     return Promise.resolve(false);
   }
-  // Own copies: a view into a pooled Buffer would take the whole pool slab with it to the worker.
-  const own = (b: Uint8Array) => new Uint8Array(b);
-  const job = { key: 'ecPoint' in key ? { ...key, ecPoint: own(key.ecPoint) } : { spki: own(key.spki) }, data: own(csr.info), signature: own(csr.signature) };
+  const job = { key, data: csr.info, signature: csr.signature };
   switch (csr.signatureAlgorithm) {
     case 'Ed25519':
       return verifier.verify({ ...job, hash: null, keyTypes: ['ed25519'] });
