@@ -8,7 +8,7 @@
  * the issuing key.
  */
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -28,7 +28,8 @@ export const description =
   'verify on worker threads, the batched token spend and the batched intent record; signing; and one statement per commit for the ' +
   'certificates, their devices and the audit entries on PostgreSQL — driven by wrk in a separate ' +
   'process on the same 2-core machine, sharing its cores (one thread, 32 keep-alive connections, every request a distinct device, ' +
-  'after a 2 s warm-up on other devices; the best of three 8 s rounds, each on devices of its own, and the worst round\'s p99). ' +
+  'after a 2 s warm-up on other devices; the best of three 8 s rounds, each on devices of its own, and the worst round\'s p99; ' +
+  'each round\'s CPU time per enrollment, of the service\'s threads and of the PostgreSQL processes when they run on this machine). ' +
   'Baselines (best of three) from ' +
   'the same run: the same generator against `GET /healthz` (Express) and `GET /pki/ca/{id}.pem` (bare node:http), and the raw ' +
   'signing rate of the issuing key. Target: >= 2,000 enrollments/s and p99 < 50 ms at 32 clients.';
@@ -51,6 +52,34 @@ async function startProfile(): Promise<(file: string) => Promise<void>> {
     writeFileSync(file, JSON.stringify(profile));
     session.disconnect();
   };
+}
+
+/**
+ * CPU time (µs) of the PostgreSQL server processes on this machine, from /proc (Linux ticks), or
+ * undefined when none is visible (a remote database, PGlite, another OS).
+ */
+function postgresCpuMicros(): number | undefined {
+  let ticks = 0;
+  let seen = false;
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (!stat.includes('(postgres)')) continue;
+    seen = true;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]); // utime + stime
+  }
+  return seen ? ticks * 10_000 : undefined;
 }
 
 function csrBody(deviceId: string): Buffer {
@@ -96,12 +125,18 @@ export async function run(): Promise<BenchResult[]> {
       const warm = await run('', { ...post, file: warmupFile, seconds: 2 });
       if (warm.errors > 0) throw new Error(`enrollment warm-up saw ${warm.errors} errors`);
       const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
-      const rounds: WrkResult[] = [];
+      const rounds: (WrkResult & { cpuNote: string })[] = [];
       for (const file of roundFiles) {
+        const cpu0 = process.cpuUsage();
+        const pg0 = postgresCpuMicros();
         const r = await run('', { ...post, file });
+        const cpu = process.cpuUsage(cpu0);
+        const pg1 = postgresCpuMicros();
+        // Per enrollment answered: the service's CPU (every thread), and PostgreSQL's on this machine.
+        const cpuNote = `CPU ${Math.round((cpu.user + cpu.system) / r.requests)} µs service` + (pg0 !== undefined && pg1 !== undefined ? ` + ${Math.round((pg1 - pg0) / r.requests)} µs PostgreSQL` : '');
         if (r.requests > DEVICES_PER_ROUND) throw new Error('an enrollment round outran its prepared CSRs: raise DEVICES_PER_ROUND');
         if (r.errors > 0) throw new Error(`enrollment benchmark saw ${r.errors} errors (${r.non2xx} non-2xx answers)`);
-        rounds.push(r);
+        rounds.push({ ...r, cpuNote });
       }
       if (profiler) await profiler(process.env.BENCH_PROFILE!);
       const issued = Number((await db('certificates').where({ profile: 'device', status: 'issued' }).count({ n: 'serial' }))[0]!.n);
@@ -111,7 +146,7 @@ export async function run(): Promise<BenchResult[]> {
       // The best round's rate, as for every baseline (this machine's neighbours come and go); the worst round's p99.
       const enr = rounds.reduce((a, b) => (b.rps > a.rps ? b : a));
       const worstP99 = Math.max(...rounds.map((r) => r.p99));
-      const each = rounds.map((r) => `${Math.round(r.rps).toLocaleString('en-US')}/s p99 ${r.p99.toFixed(1)} ms`).join(', ');
+      const each = rounds.map((r) => `${Math.round(r.rps).toLocaleString('en-US')}/s p99 ${r.p99.toFixed(1)} ms, ${r.cpuNote}`).join('; ');
       const note = `${label}; ${CONCURRENCY} clients; best of ${ROUNDS} rounds (${each}); best round p50 ${enr.p50.toFixed(1)} ms, p90 ${enr.p90.toFixed(1)} ms; ${issued.toLocaleString('en-US')} device certificates issued`;
       const bareBase = { name: 'bare HTTP: GET /healthz through Express, same generator', value: bare.rps };
       const leanBase = { name: 'bare HTTP: GET /pki/ca/{id}.pem on node:http, same generator', value: lean.rps };

@@ -152,12 +152,14 @@ export class CertificateStore {
     );
   }
 
-  /** Stores the signed DER of pending intents, in one statement; returns how many rows it completed. */
+  /**
+   * Stores the signed DER of pending intents, in one statement; returns how many rows it completed.
+   * Planned on every call, not prepared: the general commit path is the rare one, and a plan kept
+   * from when the table was small would scan it whole (migration 0018).
+   */
   async completeIssued(db: Executor, rows: { serial: Buffer; der: Buffer }[], issuedAt: Date): Promise<number> {
     if (rows.length === 0) return 0;
-    const result = await prepared(
-      db,
-      'certificate-complete',
+    const result = await db.raw(
       `update certificates as c set der = v.der, status = 'issued', issued_at = ?
          from unnest(?::bytea[], ?::bytea[]) as v(serial, der)
         where c.serial = v.serial and c.status = 'pending'`,

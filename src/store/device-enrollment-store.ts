@@ -1,4 +1,4 @@
-import { prepared, type Executor } from './db.js';
+import type { Executor } from './db.js';
 import type { DeviceFacts } from './token-store.js';
 
 /**
@@ -15,12 +15,11 @@ export class DeviceEnrollmentStore {
    * One statement for the batch: each device's newest certificate, and `registered` → `active`
    * (the lifecycle's only move here; DeviceInventory owns the others). Returns the ids it
    * activated. Unknown devices, and devices suspended, revoked or decommissioned meanwhile, are skipped.
+   * Planned on every call, not prepared, like CertificateStore.completeIssued: the general path.
    */
   async recordIssued(db: Executor, rows: { deviceId: string; serial: Buffer; notAfter: Date }[], now: Date): Promise<string[]> {
     if (rows.length === 0) return [];
-    const result = await prepared(
-      db,
-      'device-record-issued',
+    const result = await db.raw(
       `with v(id, serial, not_after) as (select * from unnest(?::text[], ?::bytea[], ?::timestamptz[])),
             before as (select d.id, d.status from devices d join v on v.id = d.id for update of d)
        update devices d

@@ -105,7 +105,8 @@ export class TokenStore {
    * before; a token with fewer uses left than it is asked for grants the earliest pairs. Returns,
    * per pair, the device's status as the statement saw it when granted, or null when refused. The token rows are locked (in id order, so two batches
    * cannot deadlock) and their uses re-read after the lock, so concurrent batches never overspend;
-   * the uses table's primary key decides a race of one device with itself.
+   * the uses table's primary key decides a race of one device with itself. The statement is the
+   * function token_spend (migration 0018), so that its plan keeps to the indexes.
    */
   async consumeMany(db: Executor, pairs: { tokenId: string; deviceId: string }[], now: Date): Promise<(string | null)[]> {
     // A lot token's row is hot: every device of the lot updates it, so its lock must not be held
@@ -116,37 +117,9 @@ export class TokenStore {
     const r = await prepared(
       db,
       'token-spend-batch',
-      `with async_commit as (select set_config('synchronous_commit', 'off', true) as v),
-       req as (select token_id, device_id, ord from unnest(?::text[], ?::text[]) with ordinality as r(token_id, device_id, ord)),
-       tok as (
-         select id, lot, max_uses - uses as room from enrollment_tokens
-          where id in (select token_id from req) and revoked_at is null and expires_at > ?
-          order by id
-          for update),
-       eligible as (
-         select distinct on (r.token_id, r.device_id) r.token_id, r.device_id, r.ord, d.status
-           from req r
-           join tok on tok.id = r.token_id
-           join devices d on d.id = r.device_id and d.status in ('registered', 'active')
-                         and (tok.lot is null or (d.lot = tok.lot and d.kind = 'client'))
-          where not exists (select 1 from enrollment_token_uses u where u.token_id = r.token_id and u.device_id = r.device_id)
-          order by r.token_id, r.device_id, r.ord),
-       granted as (
-         select e.token_id, e.device_id, e.status
-           from (select *, row_number() over (partition by token_id order by ord) as n from eligible) e
-           join tok on tok.id = e.token_id
-          where e.n <= tok.room),
-       used as (
-         insert into enrollment_token_uses (token_id, device_id, used_at)
-         select token_id, device_id, ? from granted, async_commit
-         on conflict do nothing
-         returning token_id, device_id),
-       spent as (
-         update enrollment_tokens t set uses = t.uses + c.n, last_used_at = ?
-           from (select token_id, count(*) as n from used group by token_id) c
-          where t.id = c.token_id)
-       select u.token_id, u.device_id, g.status from used u join granted g using (token_id, device_id)`,
-      [pairs.map((p) => p.tokenId), pairs.map((p) => p.deviceId), now, now, now],
+      `with async_commit as materialized (select set_config('synchronous_commit', 'off', true) as v)
+       select s.token_id, s.device_id, s.status from async_commit, token_spend(?::text[], ?::text[], ?::timestamptz) s`,
+      [pairs.map((p) => p.tokenId), pairs.map((p) => p.deviceId), now],
     );
     const granted = new Map((r.rows as { token_id: string; device_id: string; status: string }[]).map((g) => [`${g.token_id}\n${g.device_id}`, g.status]));
     return pairs.map((p) => granted.get(`${p.tokenId}\n${p.deviceId}`) ?? null);
