@@ -34,10 +34,10 @@ async function blocksRead(tx: Knex.Transaction): Promise<Record<string, number>>
   return Object.fromEntries(GROWING.map((t) => [t, by[t] ?? 0]));
 }
 
-async function auditHead(tx: Knex.Transaction): Promise<{ seq: number; hash: Buffer } | undefined> {
-  const r = await tx.raw('select seq, hash from audit_log order by seq desc limit 1');
-  const row = r.rows[0] as { seq: string; hash: Uint8Array } | undefined;
-  return row ? { seq: Number(row.seq), hash: Buffer.from(row.hash) } : undefined;
+/** The newest audit row's seq and hash, through the store's own newest-first page. */
+async function auditHead(audit: AuditStore, tx: Knex.Transaction): Promise<{ seq: number; hash: Buffer } | undefined> {
+  const [newest] = await audit.page({ limit: 1 }, tx);
+  return newest && { seq: newest.seq, hash: newest.hash };
 }
 
 function intent(caId: string, deviceId: string): IntentRow {
@@ -73,6 +73,7 @@ for (const target of dbTargets) {
     // grew: on PostgreSQL the enrollment benchmark's certificate update then read about 40 blocks
     // per certificate, and its commits took twice as long after ~50,000 certificates (migration 0018).
     it('a batch planned on nearly empty tables reads no more blocks when its tables are twice as large', async () => {
+      const audit = new AuditStore(svc.db);
       await svc.db.transaction(async (tx) => {
         const tokenId = `tok-${randomBytes(4).toString('hex')}`;
         const now = new Date();
@@ -90,7 +91,7 @@ for (const target of dbTargets) {
           const rows = ids.map((id) => intent(caId, id));
           await certificates.insertIntents(tx, rows);
           // The one-statement commit (migration 0017) for the first two, the transaction path for the others.
-          const head = await auditHead(tx);
+          const head = await auditHead(audit, tx);
           await tx.raw(
             'select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, ?::bytea[], ?::bytea[], ?::timestamptz, ?::text[], ?::bytea[], ?::timestamptz[], ?::text[])',
             [AUDIT_APPEND_LOCK, head?.seq ?? 0, head?.hash ?? null, '[]', rows.slice(0, 2).map((r) => r.serial), rows.slice(0, 2).map(() => randomBytes(500)), new Date(),
@@ -99,8 +100,8 @@ for (const target of dbTargets) {
           assert.equal(await certificates.completeIssued(tx, rows.slice(2).map((r) => ({ serial: r.serial, der: randomBytes(500) })), new Date()), 2);
           const activated = await deviceEnrollment.recordIssued(tx, rows.slice(2).map((r) => ({ deviceId: r.deviceId!, serial: r.serial, notAfter: r.notAfter })), new Date());
           assert.equal(activated.length, 2);
-          const h = await auditHead(tx);
-          const appended = await new AuditStore(svc.db).appendAt(tx, h, [{
+          const h = await auditHead(audit, tx);
+          const appended = await audit.appendAt(tx, h, [{
             seq: (h?.seq ?? 0) + 1, at: new Date(), actor: 'test', action: 'test.plans', targetType: 'test', targetId: ids[0]!, requestId: null, details: {},
             prevHash: h?.hash ?? Buffer.alloc(32), hash: createHash('sha256').update(ids[0]!).digest(),
           }]);
@@ -126,7 +127,7 @@ for (const target of dbTargets) {
                         select id, h, 'FILL', 'device', 1, 1, now() + interval '1 day', now(), 'test' from (${fill}) f`);
           await tx.raw(`insert into enrollment_token_uses (token_id, device_id, used_at) select ?, id, now() from (${fill}) f`, [tokenId]);
           await tx.raw(`insert into ocsp_responses (serial, hash_algorithm, der, this_update, next_update) select h, 'sha1', body, now(), now() + interval '1 hour' from (${fill}) f`);
-          const head = (await auditHead(tx))!;
+          const head = (await auditHead(audit, tx))!;
           await tx.raw(
             `insert into audit_log (seq, at, actor, action, target_type, target_id, details, prev_hash, hash)
              select ? + row_number() over (), now(), 'test', 'test.fill', 'test', id, '{}', h, h from (${fill}) f`,
