@@ -45,9 +45,8 @@ for (const target of dbTargets) {
           new PkiUrls(svc.config.publicUrl), svc.audit, svc.clock, { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs });
       const plain = publisher(86_400_000);
       const rebasing = publisher(0);
-      await rebasing.publish(caId);
-
-      const pairs: PublishedPair[] = [];
+      // The first base goes in too: a plain publish that commits before the first racing rebase builds on it.
+      const pairs: PublishedPair[] = [await rebasing.publish(caId)];
       const changes = serials.map(async (s: Serial, i) => {
         if (i % 3 === 0) {
           await svc.revocations.revoke(s, { reason: 'certificateHold' }, ctx);
