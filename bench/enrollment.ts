@@ -76,10 +76,34 @@ function postgresCpuMicros(): number | undefined {
     }
     if (!stat.includes('(postgres)')) continue;
     seen = true;
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]); // utime + stime
+    ticks += cpuTicksOf(stat);
   }
   return seen ? ticks * 10_000 : undefined;
+}
+
+/** utime + stime, in Linux ticks, of a /proc/<pid>/stat line. */
+function cpuTicksOf(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** CPU time (µs) of this process's main thread (the event loop), from /proc, or undefined elsewhere. */
+function mainThreadCpuMicros(): number | undefined {
+  try {
+    return cpuTicksOf(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')) * 10_000;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The machine's idle and busy CPU ticks so far (all cores, Linux /proc/stat), or undefined elsewhere. */
+function machineTicks(): { idle: number; total: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
 }
 
 function csrBody(deviceId: string): Buffer {
@@ -129,11 +153,21 @@ export async function run(): Promise<BenchResult[]> {
       for (const file of roundFiles) {
         const cpu0 = process.cpuUsage();
         const pg0 = postgresCpuMicros();
+        const m0 = machineTicks();
+        const main0 = mainThreadCpuMicros();
         const r = await run('', { ...post, file });
         const cpu = process.cpuUsage(cpu0);
         const pg1 = postgresCpuMicros();
-        // Per enrollment answered: the service's CPU (every thread), and PostgreSQL's on this machine.
-        const cpuNote = `CPU ${Math.round((cpu.user + cpu.system) / r.requests)} µs service` + (pg0 !== undefined && pg1 !== undefined ? ` + ${Math.round((pg1 - pg0) / r.requests)} µs PostgreSQL` : '');
+        const m1 = machineTicks();
+        const main1 = mainThreadCpuMicros();
+        // Per enrollment answered: the service's CPU (every thread, and its event loop alone), and PostgreSQL's on this
+        // machine; and how much of the machine was left idle (wrk's start-up, ~1 s of one core, falls in the window).
+        const perEnrollment = (micros: number) => Math.round(micros / r.requests);
+        const cpuNote =
+          `CPU ${perEnrollment(cpu.user + cpu.system)} µs service` +
+          (main0 !== undefined && main1 !== undefined ? ` (${perEnrollment(main1 - main0)} µs on its event loop)` : '') +
+          (pg0 !== undefined && pg1 !== undefined ? ` + ${perEnrollment(pg1 - pg0)} µs PostgreSQL` : '') +
+          (m0 && m1 ? `, machine ${Math.round((100 * (m1.idle - m0.idle)) / (m1.total - m0.total))}% idle` : '');
         if (r.requests > DEVICES_PER_ROUND) throw new Error('an enrollment round outran its prepared CSRs: raise DEVICES_PER_ROUND');
         if (r.errors > 0) throw new Error(`enrollment benchmark saw ${r.errors} errors (${r.non2xx} non-2xx answers)`);
         rounds.push({ ...r, cpuNote });
