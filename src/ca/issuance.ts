@@ -10,7 +10,7 @@ import { GroupBatcher } from '../shared/group-batcher.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { ActorContext, IssuerContext } from './hierarchy.js';
 import { newSerial } from './hierarchy.js';
-import { keyAlgorithmOf, type KeyAlgorithm } from './keys.js';
+import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
 import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
@@ -114,6 +114,24 @@ interface Completion {
   issuedAt: Date;
   entries: AuditEntryInput[];
   forDevices: IssuedToDevice[];
+}
+
+/** Each TBSCertificate signed into a certificate, in order: one signMany call per signing key. */
+async function signCertificates(items: { signer: Signer; tbs: Uint8Array }[]): Promise<Buffer[]> {
+  const bySigner = new Map<Signer, number[]>();
+  items.forEach(({ signer }, i) => {
+    const of = bySigner.get(signer);
+    if (of) of.push(i);
+    else bySigner.set(signer, [i]);
+  });
+  const ders: Buffer[] = new Array<Buffer>(items.length);
+  await Promise.all(
+    [...bySigner].map(async ([signer, indexes]) => {
+      const signatures = await signer.signMany(indexes.map((i) => items[i]!.tbs));
+      indexes.forEach((i, k) => (ders[i] = Buffer.from(encodeCertificate(items[i]!.tbs, signer.signatureAlgorithm, signatures[k]!))));
+    }),
+  );
+  return ders;
 }
 
 /** Thrown through appendWith to stop its tries when registration's plan no longer holds. */
@@ -331,12 +349,7 @@ export class Issuance {
         const refused = serials.filter((_, i) => checks[i]!.status === 'rejected');
         await this.certificates.discardUnsigned(this.db, refused);
       }
-      const ders = await Promise.all(
-        kept.map(async (i) => {
-          const { signer } = issuerOf[i]!;
-          return Buffer.from(encodeCertificate(tbsList[i]!, signer.signatureAlgorithm, await signer.sign(tbsList[i]!)));
-        }),
-      );
+      const ders = await signCertificates(kept.map((i) => ({ signer: issuerOf[i]!.signer, tbs: tbsList[i]! })));
       if (kept.length) {
         await this.completions.add({
           plans: kept.map((i) => plans[i]!),

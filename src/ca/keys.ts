@@ -89,7 +89,7 @@ export function keyAlgorithmOfKey(key: KeyObject): KeyAlgorithm {
 
 /**
  * The only way issuance touches a private key. A software key lives here unwrapped in memory;
- * a PKCS#11 signer would implement the same three members.
+ * a PKCS#11 signer would implement the same members.
  */
 export interface Signer {
   readonly keyAlgorithm: KeyAlgorithm;
@@ -97,6 +97,8 @@ export interface Signer {
   /** SPKI DER. */
   readonly publicKey: Buffer;
   sign(data: Uint8Array): Promise<Buffer>;
+  /** Several signatures in one call (an issuance batch), in order. */
+  signMany(data: Uint8Array[]): Promise<Buffer[]>;
 }
 
 /**
@@ -105,6 +107,9 @@ export interface Signer {
  * signature here (a third of an OCSP nonce response), so the loop signs itself.
  */
 const SIGN_ON_LOOP = availableParallelism() === 1;
+/** Keys whose signatures signMany makes on the event loop, and how long it signs before it yields. */
+const CHEAP_TO_SIGN: ReadonlySet<KeyAlgorithm> = new Set(['EC-P256', 'Ed25519']);
+const LOOP_SLICE_MS = 1;
 
 /**
  * node:crypto.sign with a KeyObject: measured faster than either WebCrypto provider
@@ -138,6 +143,28 @@ export class SoftwareSigner implements Signer {
     return new Promise((resolve, reject) =>
       sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' }, (err, sig) => (err ? reject(err) : resolve(sig))),
     );
+  }
+
+  /**
+   * An issuance batch. With a key that signs in tens of microseconds (P-256, Ed25519) the batch is
+   * signed on the event loop, yielding to other work after each millisecond or so: the machine is
+   * busy with the rest of the batch's work then, and the two context switches a trip to the thread
+   * pool costs per signature are as much as the signature (enrollment benchmark on this 2-core host:
+   * 1,224/s mean of four runs against 1,150/s through the pool, runs varying by ±10%). Slower keys
+   * (P-384, RSA: a millisecond and more a signature) are signed on the pool, in parallel.
+   */
+  async signMany(data: Uint8Array[]): Promise<Buffer[]> {
+    if (!CHEAP_TO_SIGN.has(this.keyAlgorithm)) return Promise.all(data.map((d) => this.sign(d)));
+    const out: Buffer[] = [];
+    let yieldAt = performance.now() + LOOP_SLICE_MS;
+    for (const d of data) {
+      if (performance.now() > yieldAt) {
+        await new Promise<void>((r) => setImmediate(r));
+        yieldAt = performance.now() + LOOP_SLICE_MS;
+      }
+      out.push(sign(this.digest, d, { key: this.privateKey, dsaEncoding: 'der' }));
+    }
+    return out;
   }
 
   // Keep the key out of logs and inspection.

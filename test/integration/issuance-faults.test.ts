@@ -30,6 +30,7 @@ function faultySource(svc: Service, signer: 'throws' | 'hangs'): IssuerSource {
           signatureAlgorithm: real.signer.signatureAlgorithm,
           publicKey: real.signer.publicKey,
           sign: () => (signer === 'throws' ? Promise.reject(new Error('HSM unplugged')) : new Promise<Buffer>(() => undefined)),
+          signMany: () => (signer === 'throws' ? Promise.reject(new Error('HSM unplugged')) : new Promise<Buffer[]>(() => undefined)),
         },
       };
     },
@@ -83,11 +84,14 @@ for (const target of dbTargets) {
         defaultIssuerId: () => svc.hierarchy.defaultIssuerId(),
         async issuer(id: string) {
           const real = await svc.hierarchy.issuer(id);
-          return { ...real, signer: { ...real.signer, sign: async (d: Uint8Array) => {
-            const sig = await real.signer.sign(d);
-            if (++signed === 12) othersSigned();
-            return sig;
-          } } };
+          const signer = Object.assign(Object.create(real.signer) as typeof real.signer, {
+            signMany: async (d: Uint8Array[]) => {
+              const sigs = await real.signer.signMany(d);
+              if ((signed += d.length) >= 12) othersSigned();
+              return sigs;
+            },
+          });
+          return { ...real, signer };
         },
       };
       const commits: number[] = [];
