@@ -133,7 +133,7 @@ export class SoftwareSigner implements Signer {
   sign(data: Uint8Array): Promise<Buffer> {
     if (SIGN_ON_LOOP) {
       try {
-        return Promise.resolve(sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' }));
+        return Promise.resolve(this.signOnLoop(data));
       } catch (e) {
         return Promise.reject(e as Error);
       }
@@ -162,9 +162,13 @@ export class SoftwareSigner implements Signer {
         await new Promise<void>((r) => setImmediate(r));
         yieldAt = performance.now() + LOOP_SLICE_MS;
       }
-      out.push(sign(this.digest, d, { key: this.privateKey, dsaEncoding: 'der' }));
+      out.push(this.signOnLoop(d));
     }
     return out;
+  }
+
+  private signOnLoop(data: Uint8Array): Buffer {
+    return sign(this.digest, data, { key: this.privateKey, dsaEncoding: 'der' });
   }
 
   // Keep the key out of logs and inspection.
