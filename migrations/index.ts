@@ -17,6 +17,7 @@ import * as incidents from './20261202_0015_incidents.js';
 import * as auditAppend from './20261202_0016_audit_append.js';
 import * as issuanceComplete from './20261202_0017_issuance_complete.js';
 import * as hotStatementPlans from './20261202_0018_hot_statement_plans.js';
+import * as leanerCertificateRows from './20261202_0019_leaner_certificate_rows.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -38,6 +39,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261202_0016_audit_append': auditAppend,
   '20261202_0017_issuance_complete': issuanceComplete,
   '20261202_0018_hot_statement_plans': hotStatementPlans,
+  '20261202_0019_leaner_certificate_rows': leanerCertificateRows,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

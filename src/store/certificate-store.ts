@@ -160,7 +160,7 @@ export class CertificateStore {
   async completeIssued(db: Executor, rows: { serial: Buffer; der: Buffer }[], issuedAt: Date): Promise<number> {
     if (rows.length === 0) return 0;
     const result = await db.raw(
-      `update certificates as c set der = v.der, status = 'issued', issued_at = ?
+      `update certificates as c set der = v.der, tbs_der = null, status = 'issued', issued_at = ?
          from unnest(?::bytea[], ?::bytea[]) as v(serial, der)
         where c.serial = v.serial and c.status = 'pending'`,
       [issuedAt, rows.map((r) => r.serial), rows.map((r) => r.der)],

@@ -69,6 +69,9 @@ for (const target of dbTargets) {
       const issued = after2.filter((r) => r.status === 'issued');
       assert.equal(issued.length, 1);
       assert.equal(serialFromBytes(issued[0].serial), ok.serial);
+      assert.ok(issued[0].der.length > 100);
+      assert.equal(issued[0].tbs_der, null, 'once signed, the DER (which holds it) replaces the intended certificate');
+      assert.ok(after2.find((r) => r.status === 'failed').tbs_der.length > 100, 'the failed intent keeps its record');
       assert.notEqual(serialFromBytes(after1[0].serial), ok.serial, 'a failed serial is never reused');
     });
 
@@ -179,7 +182,9 @@ for (const target of dbTargets) {
         const d = await deviceRow('dev-one-s');
         assert.equal(d.status, 'suspended');
         assert.equal(d.current_serial, null);
-        assert.equal((await svc.db('certificates').where({ serial: Buffer.from(cert.serial, 'hex') }).first()).status, 'issued');
+        const row = await svc.db('certificates').where({ serial: Buffer.from(cert.serial, 'hex') }).first();
+        assert.equal(row.status, 'issued');
+        assert.equal(row.tbs_der, null, 'the general commit path (taken here: the plan no longer held) clears the intended certificate too');
         assert.equal(await activations('dev-one-s'), 0);
 
         await register('dev-one-twice');
