@@ -8,9 +8,8 @@ import { CertificateRegistry } from './ca/certificates.js';
 import { Revocations } from './revoke/revocation.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
-import { CrlWatch } from './revoke/crl-watch.js';
-import { createMetrics } from './detect/metrics.js';
-import type { Registry } from 'prom-client';
+import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
+import { ServiceMetrics } from './detect/metrics.js';
 import { OcspResponder } from './revoke/ocsp-responder.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
 import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
@@ -61,7 +60,7 @@ import { ExpiryStore } from './store/expiry-store.js';
 import { MqttPublisher } from './broker/mqtt-publisher.js';
 import { MqttNoticeSender, WebhookNoticeSender } from './broker/notice-senders.js';
 import { SignedWebhook } from './broker/webhook.js';
-import type { JobRunner } from './jobs/runner.js';
+import type { JobRunner, JobsOverview } from './jobs/runner.js';
 import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
 import { deliverJob, queueDefinitions, RENEWAL_NOTICES } from './jobs/queues.js';
@@ -108,7 +107,7 @@ export interface Service {
   crls: CrlPublisher;
   /** Replaces due CRLs and raises the stale-CRL alarm; serve runs its check every minute. */
   crlWatch: CrlWatch;
-  metrics: Registry;
+  metrics: ServiceMetrics;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
   policies: RotationPolicies;
@@ -186,7 +185,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     await hierarchy.checkKeys();
     const deviceStore = new DeviceEnrollmentStore();
     const devices: DeviceDirectory = { deviceFacts: (ex, id) => deviceStore.facts(ex, id) };
+    // Read at scrape time only, once the service is built.
+    const metrics: ServiceMetrics = new ServiceMetrics({ clock, crls: (): readonly CrlStatus[] => crlWatch.status(), jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }) });
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
+      telemetry: metrics,
       listener: {
         // A device's current certificate and first activation commit with the certificate itself.
         plan(issued) {
@@ -204,7 +206,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       },
     });
     const certificates = new CertificateRegistry(db, certificateStore);
-    const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock);
+    const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
@@ -254,7 +256,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
     const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
-    const metrics = createMetrics({ clock, crls: () => crlWatch.status() });
     const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
@@ -269,6 +270,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       clock,
       { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
       (e) => logger.error({ err: e }, 'OCSP responder error'),
+      metrics,
     );
     // Other replicas' revocations arrive as notifications; while the feed is down, the cache is off.
     let feed: NotificationFeed | undefined;
@@ -296,7 +298,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       sessionKeyPeriod,
     );
     // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy);
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy, metrics);
 
     // Two-person rule: the dangerous actions run only once a second person approved them.
     const approvals = new Approvals(db, new ApprovalStore(), audit, clock, {
@@ -449,7 +451,8 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     devices: svc.devices,
     revocations: svc.revocations,
     sessionKeys: svc.sessionKeys,
-    metrics: svc.metrics,
+    metrics: svc.metrics.registry,
+    telemetry: svc.metrics,
     policies: svc.policies,
     renewals: svc.renewals,
     rollovers: svc.rollovers,
@@ -468,7 +471,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     crlDer: (id, n) => svc.crls.der(id, n),
     ocsp: (request) => svc.ocsp.respond(request),
   }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock });
-  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
+  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };

@@ -13,6 +13,7 @@ import { newSerial } from './hierarchy.js';
 import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
+import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
 import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
 
 export interface IssueRequest {
@@ -163,7 +164,7 @@ export class Issuance {
     private readonly audit: AuditLog,
     private readonly urls: PkiUrls,
     private readonly clock: Clock,
-    private readonly options: { maxBatch?: number; listener?: IssuanceListener } = {},
+    private readonly options: { maxBatch?: number; listener?: IssuanceListener; telemetry?: Telemetry } = {},
   ) {
     this.batcher = new GroupBatcher((plans) => this.run(plans), { maxBatch: this.maxBatch, lanes: LANES });
     this.completions = new GroupBatcher((signed) => this.complete(signed), { maxBatch: 64, lanes: 1 });
@@ -404,7 +405,15 @@ export class Issuance {
       ),
     };
     if (!(await this.completeInOneStatement(batch))) await this.completeInTransaction(batch);
+    this.countIssued(plans);
     return signed.map(() => undefined);
+  }
+
+  private countIssued(plans: Plan[]): void {
+    const telemetry = this.options.telemetry ?? NO_TELEMETRY;
+    const byProfile = new Map<string, number>();
+    for (const p of plans) byProfile.set(p.profile.name, (byProfile.get(p.profile.name) ?? 0) + 1);
+    for (const [profile, n] of byProfile) telemetry.issued(profile, n);
   }
 
   /** False when the plan did not hold (nothing was written). */

@@ -1,40 +1,145 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../shared/clock.js';
 import type { CrlStatus } from '../revoke/crl-watch.js';
+import type { JobsOverview } from '../jobs/runner.js';
+import type { OcspOutcome, OcspSource, Telemetry } from './telemetry.js';
 
 /** What the metrics read at scrape time. */
 export interface MetricSources {
   clock: Clock;
   /** The CRL watch's last findings. */
   crls(): readonly CrlStatus[];
+  /** The job queues' counts by state; undefined before the runner is built. */
+  jobs(): Promise<JobsOverview> | undefined;
 }
 
+const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
 /**
- * The Prometheus registry behind GET /metrics: process metrics, and gauges computed at scrape
- * time from the services' own state (no bookkeeping on the hot paths).
+ * The Prometheus registry behind GET /metrics: process metrics, counters and histograms the
+ * services feed through the Telemetry port, and gauges read at scrape time from the services'
+ * own state (CRLs, job queues). Labels are bounded sets (profiles, reasons, statuses, route
+ * templates), never serials, device ids or addresses.
  */
-export function createMetrics(src: MetricSources): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'mqttca_' });
-  const labelNames = ['ca_id'] as const;
-  const perCa = (name: string, help: string, value: (s: CrlStatus, now: number) => number | undefined) =>
+export class ServiceMetrics implements Telemetry {
+  readonly registry = new Registry();
+  private readonly issuedTotal: Counter<'profile'>;
+  private readonly revokedTotal: Counter<'reason'>;
+  private readonly revocationVisibleSeconds: Histogram;
+  private readonly ocspTotal: Counter<'status' | 'source'>;
+  private readonly securityEventsTotal: Counter<'kind' | 'severity'>;
+  private readonly httpSeconds: Histogram<'route' | 'method' | 'status'>;
+
+  constructor(private readonly src: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'mqttca_' });
+    this.issuedTotal = new Counter({ name: 'mqttca_certificates_issued_total', help: 'Certificates issued (committed), by profile.', labelNames: ['profile'], registers });
+    this.revokedTotal = new Counter({ name: 'mqttca_certificates_revoked_total', help: 'Certificates revoked or put on hold, by reason.', labelNames: ['reason'], registers });
+    this.revocationVisibleSeconds = new Histogram({
+      name: 'mqttca_revocation_visible_seconds',
+      help: 'From a revocation request to OCSP answering revoked and the CRL published.',
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.ocspTotal = new Counter({
+      name: 'mqttca_ocsp_responses_total',
+      help: 'OCSP responses, by certificate status (or OCSP error status) and source: memory (cache hit), stored (pre-signed store), signed (signed for the request), none (error).',
+      labelNames: ['status', 'source'],
+      registers,
+    });
+    this.securityEventsTotal = new Counter({ name: 'mqttca_security_events_total', help: 'Security events recorded, by kind and severity.', labelNames: ['kind', 'severity'], registers });
+    this.httpSeconds = new Histogram({
+      name: 'mqttca_http_request_duration_seconds',
+      help: 'REST and EST request latency, by route template, method and status.',
+      labelNames: ['route', 'method', 'status'],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.crlGauges();
+    this.jobGauges();
+  }
+
+  issued(profile: string, count: number): void {
+    this.issuedTotal.inc({ profile }, count);
+  }
+
+  revoked(reason: string, count: number): void {
+    this.revokedTotal.inc({ reason }, count);
+  }
+
+  revocationVisible(seconds: number): void {
+    this.revocationVisibleSeconds.observe(seconds);
+  }
+
+  ocspAnswered(status: OcspOutcome, source: OcspSource): void {
+    this.ocspTotal.inc({ status, source });
+  }
+
+  securityEvent(kind: string, severity: string): void {
+    this.securityEventsTotal.inc({ kind, severity });
+  }
+
+  httpRequest(route: string, method: string, status: number, seconds: number): void {
+    this.httpSeconds.observe({ route, method, status: String(status) }, seconds);
+  }
+
+  private crlGauges(): void {
+    const src = this.src;
+    const perCa = (name: string, help: string, value: (s: CrlStatus, now: number) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['ca_id'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const now = src.clock.now().getTime();
+          for (const s of src.crls()) {
+            const v = value(s, now);
+            if (v !== undefined) this.set({ ca_id: s.caId }, v);
+          }
+        },
+      });
+    perCa('mqttca_crl_seconds_to_next_update', 'Seconds until the nextUpdate of the CA\'s current CRL (negative: expired).', (s, now) => (s.crl ? (s.crl.nextUpdate.getTime() - now) / 1000 : undefined));
+    perCa('mqttca_crl_age_seconds', 'Seconds since the thisUpdate of the CA\'s current CRL.', (s, now) => (s.crl ? (now - s.crl.thisUpdate.getTime()) / 1000 : undefined));
+    perCa('mqttca_crl_number', 'CRL number of the CA\'s current full CRL.', (s) => (s.crl ? Number(s.crl.crlNumber) : undefined));
+    perCa('mqttca_crl_stale', '1 when the CA\'s CRL came due and could not be replaced (an alarm is raised), else 0.', (s) => (s.stale ? 1 : 0));
+  }
+
+  /** Queue depth and dead-lettered jobs, read from the runner at scrape time; while the queue (Redis) is down, mqttca_job_queue_up is 0. */
+  private jobGauges(): void {
+    const src = this.src;
+    // The registry collects its metrics concurrently: both gauges read the one overview of a scrape.
+    let scrape: Promise<JobsOverview | undefined> | undefined;
+    const overview = () =>
+      (scrape ??= (async () => {
+        try {
+          return await src.jobs();
+        } catch {
+          return undefined;
+        } finally {
+          setImmediate(() => (scrape = undefined));
+        }
+      })());
     new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
+      name: 'mqttca_job_queue_up',
+      help: '1 when the job queue answered this scrape, else 0.',
+      registers: [this.registry],
+      async collect() {
+        this.set((await overview()) ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'mqttca_job_queue_jobs',
+      help: 'Jobs per queue and state (waiting, delayed and active: the depth; failed: failed for good after every retry).',
+      labelNames: ['queue', 'state'],
+      registers: [this.registry],
+      async collect() {
         this.reset();
-        const now = src.clock.now().getTime();
-        for (const s of src.crls()) {
-          const v = value(s, now);
-          if (v !== undefined) this.set({ ca_id: s.caId }, v);
+        for (const q of (await overview())?.queues ?? []) {
+          for (const [state, n] of Object.entries(q.counts)) this.set({ queue: q.name, state }, n);
         }
       },
     });
-  perCa('mqttca_crl_seconds_to_next_update', 'Seconds until the nextUpdate of the CA\'s current CRL (negative: expired).', (s, now) => (s.crl ? (s.crl.nextUpdate.getTime() - now) / 1000 : undefined));
-  perCa('mqttca_crl_age_seconds', 'Seconds since the thisUpdate of the CA\'s current CRL.', (s, now) => (s.crl ? (now - s.crl.thisUpdate.getTime()) / 1000 : undefined));
-  perCa('mqttca_crl_number', 'CRL number of the CA\'s current full CRL.', (s) => (s.crl ? Number(s.crl.crlNumber) : undefined));
-  perCa('mqttca_crl_stale', '1 when the CA\'s CRL came due and could not be replaced (an alarm is raised), else 0.', (s) => (s.stale ? 1 : 0));
-  return registry;
+  }
 }

@@ -2,6 +2,7 @@ import type { Db, Executor } from '../store/db.js';
 import type { SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
+import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
 
 export interface SecurityEventInput {
   kind: string;
@@ -23,6 +24,7 @@ export class SecurityEvents {
     private readonly store: SecurityEventStore,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
   async record(e: SecurityEventInput): Promise<void> {
@@ -42,6 +44,8 @@ export class SecurityEvents {
       details: e.details ?? {},
     }));
     const ids = await this.store.insertMany(tx, rows);
+    // Counted when written: in the rare transaction that then rolls back, the count runs ahead of the table.
+    for (const row of rows) this.telemetry.securityEvent(row.kind, row.severity);
     await this.audit.append(tx, [
       ...alsoAudit,
       ...rows.map((row, i) => ({

@@ -1,4 +1,4 @@
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type Express, type Request, type RequestHandler } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
 import swaggerUi from 'swagger-ui-express';
 import type { Logger } from 'pino';
@@ -10,7 +10,8 @@ import type { OperatorIssuance } from '../enroll/operator-issuance.js';
 import { allow, authenticate } from './auth.js';
 import { loadApiSpec } from './openapi.js';
 import { errorHandler, sendProblem } from './problem.js';
-import { assignRequestId, logWhenFinished } from './request-context.js';
+import { assignRequestId, recordWhenFinished } from './request-context.js';
+import type { Telemetry } from '../detect/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes, securityEventRoutes } from './routes/audit.js';
 import { serverKeygenRoutes, tokenRoutes } from './routes/enrollment.js';
@@ -66,6 +67,8 @@ export interface AppDeps {
   sessionKeys: SessionKeys;
   /** Prometheus registry served at GET /metrics. */
   metrics: Registry;
+  /** Where request latencies go (the registry's own metrics in production). */
+  telemetry: Telemetry;
   policies: RotationPolicies;
   renewals: Renewals;
   rollovers: CaRollovers;
@@ -87,8 +90,11 @@ const requestId: RequestHandler = (req, res, next) => {
   next();
 };
 
-const accessLog = (logger: Logger): RequestHandler => (req, res, next) => {
-  logWhenFinished(logger, req, res, res.locals.requestId as string);
+/** The matched route's template (never the raw path, which would make a metric per serial); `unmatched` for a 404. */
+const routeTemplate = (req: Request): string => (req.route ? `${req.baseUrl}${String((req.route as { path: string }).path)}` : 'unmatched');
+
+const accessLog = (observers: { logger: Logger; telemetry: Telemetry }): RequestHandler => (req, res, next) => {
+  recordWhenFinished(observers, req, res, res.locals.requestId as string, () => routeTemplate(req));
   next();
 };
 
@@ -96,7 +102,7 @@ export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use(requestId, accessLog(d.logger));
+  app.use(requestId, accessLog({ logger: d.logger, telemetry: d.telemetry }));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

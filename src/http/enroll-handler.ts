@@ -3,11 +3,13 @@ import type { Logger } from 'pino';
 import type { Enrollment } from '../enroll/enrollment.js';
 import { ContractError, operationContract, type OperationContract } from './openapi-contract.js';
 import { problemDocument, problemFor, writeProblem } from './problem.js';
-import { assignRequestId, credentialOf, logWhenFinished, sourceOf } from './request-context.js';
+import { assignRequestId, credentialOf, recordWhenFinished, sourceOf } from './request-context.js';
+import type { Telemetry } from '../detect/telemetry.js';
 
 export interface EnrollHandlerDeps {
   enrollment: Enrollment;
   logger: Logger;
+  telemetry: Telemetry;
   /** BODY_LIMIT, in bytes. */
   bodyLimitBytes: number;
   /** Tests: every response is checked against openapi.yaml, and a mismatch is a 500. */
@@ -57,7 +59,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
  */
 export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   const limit = d.bodyLimitBytes;
-  const routes = new Map(Object.entries(ROUTES).map(([path, methods]) => [path, { methods, contract: operationContract(path, 'post') }]));
+  const routes = new Map(Object.entries(ROUTES).map(([path, methods]) => [path, { path, methods, contract: operationContract(path, 'post') }]));
 
   const send = (res: ServerResponse, contract: OperationContract, requestId: string, status: number, type: string, body: unknown, headers: Record<string, string>) => {
     if (d.validateResponses) {
@@ -73,7 +75,7 @@ export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage
     res.end(json);
   };
 
-  async function serve(req: IncomingMessage, res: ServerResponse, route: { methods: string[] | undefined; contract: OperationContract }, query: string, requestId: string) {
+  async function serve(req: IncomingMessage, res: ServerResponse, route: { path: string; methods: string[] | undefined; contract: OperationContract }, query: string, requestId: string) {
     try {
       if (query) throw new ContractError(400, 'this operation takes no query parameters');
       route.contract.checkHeaders(req.headers);
@@ -102,7 +104,7 @@ export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage
     const route = routes.get(q < 0 ? url : url.slice(0, q));
     if (!route) return false;
     const requestId = assignRequestId(req, res);
-    logWhenFinished(d.logger, req, res, requestId);
+    recordWhenFinished(d, req, res, requestId, () => route.path);
     void serve(req, res, route, q < 0 ? '' : url.slice(q + 1), requestId);
     return true;
   };

@@ -4,6 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Credential } from '../enroll/methods.js';
 import { parseBasicAuth } from '../enroll/est/formats.js';
+import type { Telemetry } from '../detect/telemetry.js';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
 
@@ -15,13 +16,23 @@ export function assignRequestId(req: IncomingMessage, res: ServerResponse): stri
   return id;
 }
 
-/** One access-log line when the response is finished: method, path and status only, as headers and bodies may carry keys and tokens. */
-export function logWhenFinished(logger: Logger, req: IncomingMessage, res: ServerResponse, requestId: string): void {
-  if (!logger.isLevelEnabled('info')) return;
+/**
+ * When the response is finished: one access-log line (method, path and status only, as headers
+ * and bodies may carry keys and tokens) and the request's latency under its route template.
+ */
+export function recordWhenFinished(
+  observers: { logger: Logger; telemetry: Telemetry },
+  req: IncomingMessage,
+  res: ServerResponse,
+  requestId: string,
+  route: () => string,
+): void {
   const start = process.hrtime.bigint();
+  const log = observers.logger.isLevelEnabled('info');
   res.on('finish', () => {
-    const path = (req.url ?? '').split('?')[0];
-    logger.info({ requestId, method: req.method, path, status: res.statusCode, ms: Number(process.hrtime.bigint() - start) / 1e6 }, 'request');
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    observers.telemetry.httpRequest(route(), req.method ?? 'GET', res.statusCode, ms / 1000);
+    if (log) observers.logger.info({ requestId, method: req.method, path: (req.url ?? '').split('?')[0], status: res.statusCode, ms }, 'request');
   });
 }
 

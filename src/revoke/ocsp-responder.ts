@@ -18,6 +18,7 @@ import { OcspCache, type CertState, type Presigned } from './ocsp-cache.js';
 import type { OcspResponders, ResponderIdentity } from './ocsp-responders.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
+import { NO_TELEMETRY, type OcspOutcome, type OcspSource, type Telemetry } from '../detect/telemetry.js';
 
 /** What the HTTP edge sends back: the DER, and for a pre-signed answer what HTTP caching needs. */
 export interface OcspAnswer {
@@ -26,6 +27,20 @@ export interface OcspAnswer {
   cacheable?: Presigned;
   /** The OCSP status when it is not successful (for logs and metrics). */
   error?: OcspErrorStatus;
+}
+
+/** An answer with what the metrics count of it. */
+interface Counted {
+  answer: OcspAnswer;
+  status: OcspOutcome;
+  source: OcspSource;
+}
+
+/** A pre-signed response, and where it was found. */
+interface Found {
+  presigned: Presigned;
+  status: CertState['kind'];
+  source: 'memory' | 'stored' | 'signed';
 }
 
 export interface OcspPolicy {
@@ -63,7 +78,7 @@ type Lookup = (req: OcspCertId) => string | undefined;
 export class OcspResponder implements RevocationListener {
   readonly cache: OcspCache;
   private issuerIndex: { lookup: Lookup; at: number } | undefined;
-  private readonly fills = new Map<string, Promise<Presigned>>();
+  private readonly fills = new Map<string, Promise<Found>>();
 
   constructor(
     private readonly db: Db,
@@ -73,18 +88,24 @@ export class OcspResponder implements RevocationListener {
     private readonly clock: Clock,
     private readonly policy: OcspPolicy,
     private readonly onError: (e: unknown) => void = () => undefined,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.cache = new OcspCache(policy.cacheEntries);
   }
 
   /** Answers one DER OCSPRequest. Never throws: every failure is an OCSP error status. */
   async respond(request: Uint8Array): Promise<OcspAnswer> {
+    const { answer, status, source } = await this.answer(request);
+    this.telemetry.ocspAnswered(status, source);
+    return answer;
+  }
+
+  private async answer(request: Uint8Array): Promise<Counted> {
     let parsed;
     try {
       parsed = parseOcspRequest(request);
     } catch (e) {
-      if (e instanceof OcspRequestError) return errorAnswer('malformedRequest');
-      return errorAnswer('internalError');
+      return errorAnswer(e instanceof OcspRequestError ? 'malformedRequest' : 'internalError');
     }
     try {
       const caIds = await this.issuersOf(parsed.certIds);
@@ -92,10 +113,11 @@ export class OcspResponder implements RevocationListener {
       const caId = caIds[0];
       if (!caId || caIds.some((c) => c !== caId)) return errorAnswer('unauthorized');
       if (!parsed.nonce && parsed.certIds.length === 1) {
-        const presigned = await this.presigned(caId, parsed.certIds[0]!);
-        return { der: presigned.der, cacheable: presigned };
+        const found = await this.presigned(caId, parsed.certIds[0]!);
+        return { answer: { der: found.presigned.der, cacheable: found.presigned }, status: found.status, source: found.source };
       }
-      return { der: await this.signNow(caId, parsed.certIds, parsed.nonce) };
+      const signed = await this.signNow(caId, parsed.certIds, parsed.nonce);
+      return { answer: { der: signed.der }, status: signed.status, source: 'signed' };
     } catch (e) {
       this.onError(e);
       return errorAnswer(isUnavailable(e) ? 'tryLater' : 'internalError');
@@ -158,19 +180,20 @@ export class OcspResponder implements RevocationListener {
 
   // ---- answers --------------------------------------------------------------------------------
 
-  private async presigned(caId: string, certId: OcspCertId): Promise<Presigned> {
+  private async presigned(caId: string, certId: OcspCertId): Promise<Found> {
     const serial = certId.serial.toString('hex');
     const now = this.clock.now().getTime();
-    const hit = this.cache.get(serial, now)?.byHash[certId.hashAlgorithm];
-    if (hit && hit.issuerKeyHash.equals(certId.issuerKeyHash) && now < hit.nextUpdate.getTime()) {
+    const entry = this.cache.get(serial, now);
+    const hit = entry?.byHash[certId.hashAlgorithm];
+    if (entry && hit && hit.issuerKeyHash.equals(certId.issuerKeyHash) && now < hit.nextUpdate.getTime()) {
       if (now >= hit.refreshAt) this.fill(caId, certId).catch((e) => this.onError(e));
-      return hit;
+      return { presigned: hit, status: forCa(entry.state, caId).kind, source: 'memory' };
     }
     return this.fill(caId, certId);
   }
 
   /** Reads the state and the stored response; signs and stores a new one when there is none or it is due. One at a time per key. */
-  private fill(caId: string, certId: OcspCertId): Promise<Presigned> {
+  private fill(caId: string, certId: OcspCertId): Promise<Found> {
     const serial = certId.serial.toString('hex');
     const key = `${serial}|${certId.hashAlgorithm}|${caId}`;
     let p = this.fills.get(key);
@@ -181,7 +204,7 @@ export class OcspResponder implements RevocationListener {
     return p;
   }
 
-  private async fillNow(caId: string, certId: OcspCertId, serial: string): Promise<Presigned> {
+  private async fillNow(caId: string, certId: OcspCertId, serial: string): Promise<Found> {
     const since = this.cache.generation;
     const row = await this.store.lookup(this.db, certId.serial, certId.hashAlgorithm);
     const state = stateOf(row);
@@ -192,7 +215,7 @@ export class OcspResponder implements RevocationListener {
     if (row?.presigned && answer.kind !== 'unknown' && now.getTime() < row.presigned.thisUpdate.getTime() + half) {
       const p = presignedOf(row.presigned.der, row.presigned.thisUpdate, row.presigned.nextUpdate, row.presigned.thisUpdate.getTime() + half, certId);
       this.cache.put(since, serial, state, ttl, { hash: certId.hashAlgorithm, response: p });
-      return p;
+      return { presigned: p, status: answer.kind, source: 'stored' };
     }
     const responder = await this.responders.responder(caId);
     const { thisUpdate, nextUpdate } = this.window(now, responder);
@@ -204,11 +227,11 @@ export class OcspResponder implements RevocationListener {
     }
     // A serial of another of our CAs asked under this one: the state is cached, this answer is not.
     this.cache.put(since, serial, state, ttl, answer === state ? { hash: certId.hashAlgorithm, response: p } : undefined);
-    return p;
+    return { presigned: p, status: answer.kind, source: 'signed' };
   }
 
   /** A response for several CertIDs, or one with a nonce: states from memory or one query, signed now, never stored. */
-  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<Buffer> {
+  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<{ der: Buffer; status: OcspOutcome }> {
     const now = this.clock.now();
     const since = this.cache.generation;
     const states = new Map<string, CertState>();
@@ -230,8 +253,9 @@ export class OcspResponder implements RevocationListener {
     }
     const responder = await this.responders.responder(caId);
     const { thisUpdate, nextUpdate } = this.window(now, responder);
-    const singles = certIds.map((certId) => encodeSingleResponse({ certId, status: statusOf(forCa(states.get(certId.serial.toString('hex'))!, caId)), thisUpdate, nextUpdate }));
-    return sign(responder, singles, thisUpdate, nonce);
+    const answers = certIds.map((certId) => forCa(states.get(certId.serial.toString('hex'))!, caId));
+    const singles = certIds.map((certId, i) => encodeSingleResponse({ certId, status: statusOf(answers[i]!), thisUpdate, nextUpdate }));
+    return { der: await sign(responder, singles, thisUpdate, nonce), status: answers.length === 1 ? answers[0]!.kind : 'several' };
   }
 
   private window(now: Date, responder: ResponderIdentity): { thisUpdate: Date; nextUpdate: Date } {
@@ -273,8 +297,8 @@ export class OcspResponder implements RevocationListener {
   }
 }
 
-function errorAnswer(status: OcspErrorStatus): OcspAnswer {
-  return { der: encodeOcspError(status), error: status };
+function errorAnswer(status: OcspErrorStatus): Counted {
+  return { answer: { der: encodeOcspError(status), error: status }, status, source: 'none' };
 }
 
 async function sign(responder: ResponderIdentity, singles: Uint8Array[], producedAt: Date, nonce: Buffer | null): Promise<Buffer> {

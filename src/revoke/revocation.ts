@@ -6,6 +6,7 @@ import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import type { CertificateRow, CertificateStore, RevocationSelector } from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
+import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
 
 export interface RevokeInput {
   reason: RevocationReason;
@@ -83,9 +84,11 @@ export class Revocations {
     private readonly listeners: RevocationListener[] = [],
     /** The CA side of revokeCa (CaHierarchy in production). */
     private readonly cas?: CaRevocationPort,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
   async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
+    const started = performance.now();
     const now = this.checkInput(input);
     const out = await this.db.transaction(async (tx) => {
       const row = await this.locked(tx, serial);
@@ -95,6 +98,7 @@ export class Revocations {
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.
     await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
+    if (out.changed) this.counted(input.reason, 1, started);
     return out;
   }
 
@@ -104,6 +108,7 @@ export class Revocations {
    * transaction with their audit entries. Run by an approved proposal (the two-person rule).
    */
   async revokeCa(caId: string, input: RevokeInput, ctx: Actor): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
+    const started = performance.now();
     const cas = this.cas;
     if (!cas) throw new TypeError('Revocations was built without the CA hierarchy');
     if (input.reason === 'certificateHold') throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
@@ -118,6 +123,7 @@ export class Revocations {
     });
     cas.forgetDefaultIssuer();
     await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
+    this.counted(input.reason, 1, started);
     return out;
   }
 
@@ -177,6 +183,7 @@ export class Revocations {
    * one for their devices, one audit append, whatever the count. A dry run says what it would do.
    */
   async revokeMany(input: BulkRevokeInput, ctx: Actor): Promise<BulkRevokeResult> {
+    const started = performance.now();
     if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
     const sel = input.selector;
     const criteria = [sel.serials, sel.deviceIds, sel.lot, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].filter((c) => c !== undefined);
@@ -205,7 +212,10 @@ export class Revocations {
       ]);
       return { revoked, alreadyRevoked: before.alreadyRevoked };
     });
-    if (out.revoked.length) await this.published({ caIds: [...new Set(out.revoked.map((r) => r.caId))], serials: out.revoked.map((r) => r.serial) });
+    if (out.revoked.length) {
+      await this.published({ caIds: [...new Set(out.revoked.map((r) => r.caId))], serials: out.revoked.map((r) => r.serial) });
+      this.counted(input.reason, out.revoked.length, started);
+    }
     const sorted = out.revoked.map((r) => r.serial).sort(Buffer.compare);
     return { dryRun: false, revoked: out.revoked.length, alreadyRevoked: out.alreadyRevoked, serials: sorted.slice(0, SAMPLE).map(serialFromBytes), truncated: sorted.length > SAMPLE };
   }
@@ -223,6 +233,12 @@ export class Revocations {
         throw new DomainError('Unavailable', `the revocation is recorded, but could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`);
       }
     }
+  }
+
+  /** Newly revoked certificates, and how long until they were visible (OCSP and CRL): told once published. */
+  private counted(reason: RevocationReason, count: number, started: number): void {
+    this.telemetry.revoked(reason, count);
+    this.telemetry.revocationVisible((performance.now() - started) / 1000);
   }
 
   private async locked(tx: Executor, serial: Serial): Promise<CertificateRow> {
