@@ -9,8 +9,8 @@ export interface MetricSources {
   clock: Clock;
   /** The CRL watch's last findings. */
   crls(): readonly CrlStatus[];
-  /** The job queues' counts by state; undefined before the runner is built. */
-  jobs(): Promise<JobsOverview> | undefined;
+  /** The job queues' counts by state. */
+  jobs(): Promise<JobsOverview>;
 }
 
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

@@ -20,7 +20,10 @@ export interface Telemetry {
 
 export type OcspOutcome = 'good' | 'revoked' | 'unknown' | 'several' | 'malformedRequest' | 'internalError' | 'tryLater' | 'sigRequired' | 'unauthorized';
 
-/** memory: this process's cache; stored: the pre-signed store shared by replicas; signed: signed for this request; none: an error status. */
+/**
+ * memory: this process's cache; stored: the pre-signed store shared by replicas; signed: signed
+ * for this request (or for the concurrent one whose fill it joined); none: an error status.
+ */
 export type OcspSource = 'memory' | 'stored' | 'signed' | 'none';
 
 const noop = () => undefined;

@@ -27,7 +27,7 @@ import type { Revocations } from '../revoke/revocation.js';
 import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
-import type { Registry } from 'prom-client';
+import type { ServiceMetrics } from '../detect/metrics.js';
 import type { Queue } from 'bullmq';
 import type { RotationPolicies } from '../rotate/policies.js';
 import type { Renewals } from '../rotate/renewals.js';
@@ -65,10 +65,8 @@ export interface AppDeps {
   devices: DeviceInventory;
   revocations: Revocations;
   sessionKeys: SessionKeys;
-  /** Prometheus registry served at GET /metrics. */
-  metrics: Registry;
-  /** Where request latencies go (the registry's own metrics in production). */
-  telemetry: Telemetry;
+  /** Served at GET /metrics; request latencies are reported to it. */
+  metrics: ServiceMetrics;
   policies: RotationPolicies;
   renewals: Renewals;
   rollovers: CaRollovers;
@@ -102,7 +100,7 @@ export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use(requestId, accessLog({ logger: d.logger, telemetry: d.telemetry }));
+  app.use(requestId, accessLog({ logger: d.logger, telemetry: d.metrics }));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -153,7 +151,7 @@ export function createApp(d: AppDeps): Express {
   app.use(approvalRoutes(d.approvals));
   app.use(backupRoutes(d.backups));
   app.get('/metrics', apiKeyAuth, allow('operator', 'auditor'), async (_req, res) => {
-    res.type(d.metrics.contentType).send(await d.metrics.metrics());
+    res.type(d.metrics.registry.contentType).send(await d.metrics.registry.metrics());
   });
 
   app.use((_req, res) => sendProblem(res, { status: 404, title: 'Not found', detail: 'no such resource' }));
