@@ -31,7 +31,12 @@ import { OperatorEnrollment } from './enroll/operator-method.js';
 import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
 import { EnrollmentTokens } from './enroll/tokens.js';
-import { FailureThrottle } from './detect/failure-throttle.js';
+import { SourceBlocks } from './detect/source-blocks.js';
+import { AutomaticResponses, type ResponsePorts } from './detect/responses.js';
+import { ApiKeyWatch } from './detect/api-key-watch.js';
+import { EventFeed } from './detect/event-feed.js';
+import { RevokedQueryWatch } from './detect/revoked-queries.js';
+import { ApiKeyAddressStore } from './store/api-key-address-store.js';
 import { SecurityEvents } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
 import { IdempotencyStore } from './store/idempotency-store.js';
@@ -73,7 +78,8 @@ import { DeviceCertificateAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
 import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
-import { IncidentStore } from './store/incident-store.js';
+import { IncidentStore, type IncidentKind } from './store/incident-store.js';
+import type { Serial } from './shared/ids.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
@@ -99,6 +105,11 @@ export interface Service {
   certificates: CertificateRegistry;
   operatorIssuance: OperatorIssuance;
   securityEvents: SecurityEvents;
+  /** Security events as they are committed, for GET /v1/events/stream. */
+  eventFeed: EventFeed;
+  apiKeyWatch: ApiKeyWatch;
+  /** The detection rules' counts and automatic responses (blocked sources, held devices, incidents). */
+  responses: AutomaticResponses;
   tokens: EnrollmentTokens;
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
@@ -207,6 +218,15 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
+    const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
+    // The automatic responses act through services built further down; they run only once requests come.
+    const responsePorts: ResponsePorts = {
+      suspendDevice: (deviceId) => suspendByDetection(deviceId),
+      openIncident: (input) => openIncidentByDetection(input),
+    };
+    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
+    const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
+    const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
@@ -229,7 +249,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       hierarchy,
       new Idempotency(db, new IdempotencyStore(), clock),
       securityEvents,
-      new FailureThrottle(clock),
+      responses, // sources the failing-source rule blocked are refused at once
       rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
     );
     const stagedStore = new StagedCredentialStore();
@@ -260,6 +280,14 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
     });
+    const revokedQueries = new RevokedQueryWatch(
+      securityEvents,
+      async (serial) => {
+        const row = await certificateStore.get(db, serial);
+        return row && { deviceId: row.deviceId, reason: row.revocationReason };
+      },
+      onDetectError,
+    );
     const feedConnection = connectionSettings(db);
     const replicas = feedConnection !== undefined;
     const ocsp = new OcspResponder(
@@ -271,6 +299,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
       (e) => logger.error({ err: e }, 'OCSP responder error'),
       metrics,
+      (serials, requester) => revokedQueries.queried(serials, requester),
     );
     // Other replicas' revocations arrive as notifications; while the feed is down, the cache is off.
     let feed: NotificationFeed | undefined;
@@ -388,15 +417,28 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       rollovers,
     );
     for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
+    // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.
+    async function suspendByDetection(deviceId: string): Promise<{ held: string | null; status: string }> {
+      const device = await deviceInventory.get(deviceId).catch(() => undefined);
+      if (!device?.currentSerial || device.status !== 'active') return { held: null, status: device?.status ?? 'not in the inventory' };
+      await revocations.revoke(device.currentSerial as Serial, { reason: 'certificateHold' }, { actor: 'system:detection' });
+      return { held: device.currentSerial, status: 'suspended' };
+    }
+    async function openIncidentByDetection(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }> {
+      const known = (await incidentStore.devices(db, input.devices)).filter((d) => d.kind !== 'broker').map((d) => d.id);
+      const incident = await incidents.open({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
+      return { incidentId: incident.id };
+    }
     const stop = async () => {
       await brokers.close();
       await jobs.close();
       await publisher?.close();
       await feed?.close();
+      eventFeed.close();
     };
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
+      securityEvents, eventFeed, apiKeyWatch, responses, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups,
       stop,
       close: async () => {
@@ -448,6 +490,8 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     staged: svc.staged,
     tokens: svc.tokens,
     securityEvents: svc.securityEvents,
+    eventFeed: svc.eventFeed,
+    apiKeyWatch: svc.apiKeyWatch,
     devices: svc.devices,
     revocations: svc.revocations,
     sessionKeys: svc.sessionKeys,
@@ -468,7 +512,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     currentDeltaCrl: (id) => svc.crls.currentDelta(id),
     allCrls: () => svc.crls.all(),
     crlDer: (id, n) => svc.crls.der(id, n),
-    ocsp: (request) => svc.ocsp.respond(request),
+    ocsp: (request, requester) => svc.ocsp.respond(request, requester),
   }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {

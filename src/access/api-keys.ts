@@ -68,6 +68,9 @@ function keyIdOf(presented: string): string {
   return `ak_${h.slice(0, 20)}`;
 }
 
+/** The id an issued-format key names (not a secret), for the records of a failed authentication. */
+export const issuedKeyId = (presented: string): string | undefined => KEY_RE.exec(presented)?.[1];
+
 const iso = (d: Date | null): string | null => (d === null ? null : d.toISOString());
 
 function toSummary(r: ApiKeyRecord): ApiKeySummary {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { join, resolve } from 'node:path';
+import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../detect/rules.js';
 
 /** Thrown when the environment is wrong; the message names the variable. */
 export class ConfigError extends Error {
@@ -76,6 +77,7 @@ const schema = z.object({
   // Backups
   BACKUP_DIR: optionalString,
   BACKUP_EVERY_HOURS: z.coerce.number().min(0).max(24 * 31).default(0),
+  DETECTION_RULES: optionalString,
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
@@ -151,6 +153,8 @@ export interface Config {
     /** How many backup files made here are kept; older ones are deleted, their records stay; 0: all (BACKUP_KEEP). */
     keep: number;
   };
+  /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
+  detectionRules: DetectionRule[];
 }
 
 function byteSize(limit: string): number {
@@ -243,5 +247,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
     approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
     backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
+    detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
   };
+}
+
+function detectionRules(json: string): DetectionRule[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    throw new ConfigError('invalid configuration:\n  DETECTION_RULES: not JSON (a JSON array of rules)');
+  }
+  const parsed = rulesSchema.safeParse(value);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `DETECTION_RULES.${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  return parsed.data;
 }

@@ -1,8 +1,14 @@
 import type { Db, Executor } from '../store/db.js';
-import type { SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
+import type { EventFilter, RecordedEvent, SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
+import { badRequest } from '../shared/errors.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
+
+export type { EventFilter, RecordedEvent } from '../store/security-event-store.js';
+
+/** Told of events once they are committed: the automatic responses and the live stream. */
+export type EventListener = (events: RecordedEvent[]) => void | Promise<void>;
 
 export interface SecurityEventInput {
   kind: string;
@@ -14,11 +20,15 @@ export interface SecurityEventInput {
 }
 
 /**
- * Security events (refused enrollments, bad credentials, throttled sources): each is kept in
- * its own table for detection and also entered in the audit log, in one transaction. They are
- * written outside the refused request's own work, which never committed.
+ * Security events (refused enrollments, bad credentials, blocked sources, revoked certificates
+ * still in use, ...): each is kept in its own table for detection and also entered in the audit
+ * log, in one transaction. They are written outside the refused request's own work, which never
+ * committed. Once committed, listeners hear of them (awaited: a response that blocks a source
+ * holds before the next request from it).
  */
 export class SecurityEvents {
+  private readonly listeners: EventListener[] = [];
+
   constructor(
     private readonly db: Db,
     private readonly store: SecurityEventStore,
@@ -27,12 +37,21 @@ export class SecurityEvents {
     private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
-  async record(e: SecurityEventInput): Promise<void> {
-    await this.db.transaction((tx) => this.recordIn(tx, [e]));
+  listen(listener: EventListener): void {
+    this.listeners.push(listener);
   }
 
-  /** Records events inside the caller's transaction, with their audit entries and any `alsoAudit` entries (one chain append). */
-  async recordIn(tx: Executor, events: SecurityEventInput[], alsoAudit: AuditEntryInput[] = []): Promise<void> {
+  async record(e: SecurityEventInput): Promise<RecordedEvent> {
+    const recorded = await this.db.transaction((tx) => this.recordIn(tx, [e]));
+    await this.announce(recorded);
+    return recorded[0]!;
+  }
+
+  /**
+   * Records events inside the caller's transaction, with their audit entries and any `alsoAudit`
+   * entries (one chain append). The caller announces them once its transaction has committed.
+   */
+  async recordIn(tx: Executor, events: SecurityEventInput[], alsoAudit: AuditEntryInput[] = []): Promise<RecordedEvent[]> {
     const at = this.clock.now();
     const rows: SecurityEventRow[] = events.map((e) => ({
       at,
@@ -57,9 +76,37 @@ export class SecurityEvents {
         details: { severity: row.severity, subject: row.subject, ...row.details },
       })),
     ]);
+    return rows.map((row, i) => ({ ...row, id: ids[i]! }));
   }
 
-  list(q: { kind?: string; since?: Date; limit: number }) {
-    return this.store.list(this.db, q);
+  /** Tells the listeners of committed events; a listener's failure is its own (it must not fail the recording). */
+  async announce(events: RecordedEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    for (const l of this.listeners) await l(events);
   }
+
+  /** Newest first; `cursor` is the `nextCursor` of the page before. */
+  async list(filter: EventFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: RecordedEvent[]; nextCursor: string | null }> {
+    const beforeId = page.cursor === undefined ? undefined : cursorId(page.cursor);
+    const rows = await this.store.list(this.db, filter, { beforeId, limit: page.limit + 1 });
+    const items = rows.slice(0, page.limit);
+    return { items, nextCursor: rows.length > page.limit ? eventCursor(items[items.length - 1]!.id) : null };
+  }
+
+  /** Oldest first, after event `afterId`: what a stream has not sent yet. */
+  after(filter: EventFilter, afterId: number, limit: number): Promise<RecordedEvent[]> {
+    return this.store.after(this.db, filter, afterId, limit);
+  }
+
+  lastId(): Promise<number> {
+    return this.store.lastId(this.db);
+  }
+}
+
+const eventCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
+
+function cursorId(cursor: string): number {
+  const m = /^e(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
+  if (!m) throw badRequest('the cursor is not valid');
+  return Number(m[1]);
 }

@@ -396,7 +396,7 @@ export class DeviceInventory {
     private readonly store: DeviceStore,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
-    private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<void> },
+    private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<unknown> },
     /** The device's enrollment tokens, voided when it is re-admitted. */
     private readonly tokens?: { revokeForDevice(tx: Executor, deviceId: string, at: Date): Promise<string[]> },
   ) {}

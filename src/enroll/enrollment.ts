@@ -2,7 +2,7 @@ import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { Issuance } from '../ca/issuance.js';
 import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
 import { toPem } from '../ca/x509/pem.js';
-import type { FailureThrottle } from '../detect/failure-throttle.js';
+import type { SourceGuard } from '../detect/source-blocks.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { DomainError } from '../shared/errors.js';
 import type { Idempotency } from './idempotency.js';
@@ -33,8 +33,7 @@ export interface EnrollInput {
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
  * the credential → policy steps → (idempotency) → spend the credential and check the proof of
  * possession while the intent is recorded → sign → record → the certificate and its chain.
- * Every refusal is a security event and counts against the source, which is slowed after
- * repeated failures.
+ * Every refusal is a security event; a source the detection rules have blocked is refused at once.
  */
 export class Enrollment {
   private readonly chainPems = new Map<string, string[]>();
@@ -45,16 +44,16 @@ export class Enrollment {
     private readonly hierarchy: CaHierarchy,
     private readonly idempotency: Idempotency,
     private readonly events: SecurityEvents,
-    private readonly throttle: FailureThrottle,
+    private readonly sources: SourceGuard,
     /** Set by the composition root: renewals of a rolled-over CA's certificates go to its successor. */
     private readonly routing?: IssuerRouting,
   ) {}
 
   async enroll(input: EnrollInput): Promise<{ result: EnrollResult; replayed: boolean; method: string }> {
     const { ctx } = input;
-    const wait = this.throttle.retryAfter(ctx.source);
+    const wait = this.sources.retryAfter(ctx.source);
     if (wait > 0) {
-      throw new DomainError('RateLimited', `too many failed enrollments from this address; retry in ${wait} s`, { retryAfterSeconds: wait });
+      throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait });
     }
     let subject: string | undefined;
     let method = 'none';
@@ -110,7 +109,7 @@ export class Enrollment {
           throw e;
         }
       });
-      this.throttle.succeed(ctx.source);
+      this.sources.succeeded(ctx.source);
       return { result: response, replayed, method };
     } catch (e) {
       if (e instanceof DomainError && e.kind !== 'Internal' && e.kind !== 'Unavailable' && e.kind !== 'Conflict') {
@@ -130,20 +129,23 @@ export class Enrollment {
     return pem;
   }
 
+  /**
+   * Every refusal is a security event, of the kind its refusal names (`enrollment.token-invalid`:
+   * a token that does not exist; `enrollment.unknown-identity`: a name not in the inventory) or
+   * else `enrollment.refused`; the detection rules count them per source and per subject.
+   * Operators are authenticated by API key before they get here: their refusals are
+   * `issuance.refused`, recorded but not counted against an address.
+   */
   private async refused(e: DomainError, method: string, subject: string | undefined, ctx: EnrollmentContext): Promise<void> {
-    // Operators are authenticated by API key before they get here: their mistakes are recorded, not throttled.
-    const blocked = method !== 'operator' && this.throttle.fail(ctx.source);
+    const refusal = typeof e.details?.refusal === 'string' ? e.details.refusal : undefined;
     await this.events.record({
-      kind: 'enrollment.refused',
+      kind: method === 'operator' ? 'issuance.refused' : `enrollment.${refusal ?? 'refused'}`,
       severity: e.kind === 'Forbidden' || e.kind === 'Unauthenticated' ? 'warning' : 'info',
       source: ctx.source,
       subject,
       requestId: ctx.requestId,
       details: { method, reason: e.message, error: e.kind },
     });
-    if (blocked) {
-      await this.events.record({ kind: 'enrollment.source-throttled', severity: 'warning', source: ctx.source, requestId: ctx.requestId, details: { method } });
-    }
   }
 }
 

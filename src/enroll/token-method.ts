@@ -10,7 +10,6 @@ import {
 } from './methods.js';
 import { brokerIdentity, deviceIdentity, noSmuggledExtensions } from './policy.js';
 
-const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
 const forbidden = (msg: string, details?: Record<string, unknown>) => new DomainError('Forbidden', msg, details);
 
 /**
@@ -32,7 +31,11 @@ export class TokenEnrollment implements EnrollmentMethod {
   async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
     const presented = c.kind === 'bearer' ? c.value : c.kind === 'basic' ? c.password : '';
     const auth = await this.tokens.authenticate(presented);
-    if (!auth.ok) throw unauthenticated(`the enrollment token is not valid (${auth.reason})`);
+    if (!auth.ok) {
+      // A token that does not exist (or cannot): what guessing looks like, counted apart from spent or expired ones.
+      const guess = auth.reason === 'unknown' || auth.reason === 'malformed';
+      throw new DomainError('Unauthenticated', `the enrollment token is not valid (${auth.reason})`, guess ? { refusal: 'token-invalid' } : undefined);
+    }
     const token = auth.token;
     const named = csr.commonName ?? (c.kind === 'basic' && c.user ? c.user : undefined);
     if (!token.deviceId && !named) throw forbidden('a lot token enrolls the device named by the CSR\'s common name; the CSR has none');

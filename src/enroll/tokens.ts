@@ -225,7 +225,8 @@ export class EnrollmentTokens {
                 : facts.usedByDevice
                   ? `device ${deviceId} already enrolled with this token`
                   : 'the enrollment token is used up';
-    throw new DomainError('Forbidden', reason);
+    const unknownIdentity = reason === `device ${deviceId} is not in the inventory`;
+    throw new DomainError('Forbidden', reason, unknownIdentity ? { refusal: 'unknown-identity' } : undefined);
   }
 
   private remember(id: string, row: { token: TokenRow; until: number }): void {

@@ -13,7 +13,10 @@ import { errorHandler, sendProblem } from './problem.js';
 import { assignRequestId, recordWhenFinished } from './request-context.js';
 import type { Telemetry } from '../detect/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
-import { auditRoutes, securityEventRoutes } from './routes/audit.js';
+import { auditRoutes } from './routes/audit.js';
+import { eventRoutes } from './routes/events.js';
+import type { EventFeed } from '../detect/event-feed.js';
+import type { ApiKeyWatch } from '../detect/api-key-watch.js';
 import { serverKeygenRoutes, tokenRoutes } from './routes/enrollment.js';
 import { estRoutes } from './routes/est.js';
 import type { Enrollment } from '../enroll/enrollment.js';
@@ -62,6 +65,10 @@ export interface AppDeps {
   staged: StagedCredentials;
   tokens: EnrollmentTokens;
   securityEvents: SecurityEvents;
+  /** Live security events for GET /v1/events/stream. */
+  eventFeed: EventFeed;
+  /** Told of wrong API keys and of keys used from new addresses; says which addresses are blocked. */
+  apiKeyWatch: ApiKeyWatch;
   devices: DeviceInventory;
   revocations: Revocations;
   sessionKeys: SessionKeys;
@@ -119,11 +126,11 @@ export function createApp(d: AppDeps): Express {
   if (d.dashboardQueues) app.use(DASHBOARD_PATH, adminOnly(d.apiKeys), queueDashboard(d.dashboardQueues));
 
   // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
-  app.use(largeBodyParsers(d.apiKeys, '/v1/devices/import', ['provisioner'], { csv: true }));
-  app.use(largeBodyParsers(d.apiKeys, '/v1/revocations', ['operator']));
+  const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch);
+  app.use(largeBodyParsers(apiKeyAuth, '/v1/devices/import', ['provisioner'], { csv: true }));
+  app.use(largeBodyParsers(apiKeyAuth, '/v1/revocations', ['operator']));
   app.use(express.json({ limit: d.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
-  const apiKeyAuth = authenticate(d.apiKeys);
   app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, next)));
   app.use(
     OpenApiValidator.middleware({
@@ -141,7 +148,7 @@ export function createApp(d: AppDeps): Express {
   app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
-  app.use(securityEventRoutes(d.securityEvents));
+  app.use(eventRoutes(d.securityEvents, d.eventFeed));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));

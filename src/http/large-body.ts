@@ -1,6 +1,6 @@
-import express, { Router } from 'express';
-import type { ApiKeyService, Role } from '../access/api-keys.js';
-import { allow, authenticate } from './auth.js';
+import express, { Router, type RequestHandler } from 'express';
+import type { Role } from '../access/api-keys.js';
+import { allow } from './auth.js';
 
 /** Bulk requests (device manifests, bulk revocations by serial) are larger than ordinary ones: up to this. */
 export const LARGE_BODY_LIMIT = '5mb';
@@ -11,12 +11,12 @@ export const LARGE_BODY_LIMIT = '5mb';
  * right key makes the service read a large body. A body read here is not read again by the global
  * parser. Other methods and paths pass through untouched.
  */
-export function largeBodyParsers(apiKeys: ApiKeyService, path: string, roles: Role[], opts: { csv?: boolean; limit?: string } = {}): Router {
+export function largeBodyParsers(apiKeyAuth: RequestHandler, path: string, roles: Role[], opts: { csv?: boolean; limit?: string } = {}): Router {
   const limit = opts.limit ?? LARGE_BODY_LIMIT;
   const r = Router();
   r.post(
     path,
-    authenticate(apiKeys),
+    apiKeyAuth,
     allow(...roles),
     ...(opts.csv ? [express.text({ type: 'text/csv', limit })] : []),
     express.json({ type: ['application/json', 'application/*+json'], limit }),

@@ -3,7 +3,7 @@ import type { CrlHeader } from '../store/crl-store.js';
 
 /** Where alarms go: the security events (a port, so the revocation room needs nothing of detection). */
 export interface AlarmSink {
-  record(e: { kind: string; severity: 'warning' | 'critical'; subject: string; details: Record<string, unknown> }): Promise<void>;
+  record(e: { kind: string; severity: 'warning' | 'critical'; subject: string; details: Record<string, unknown> }): Promise<unknown>;
 }
 
 /** What the watch needs of the publisher. */

@@ -34,7 +34,12 @@ interface Counted {
   answer: OcspAnswer;
   status: OcspOutcome;
   source: OcspSource;
+  /** The serials answered revoked (or on hold): for detection, a revoked device still trying to get in. */
+  revoked?: Buffer[] | undefined;
 }
+
+/** Told of the certificates a client asked about that are revoked; must return at once (the hot path). */
+export type RevokedQueried = (serials: Buffer[], requester: string) => void;
 
 /** A pre-signed response, and where it was found. */
 interface Found {
@@ -89,14 +94,16 @@ export class OcspResponder implements RevocationListener {
     private readonly policy: OcspPolicy,
     private readonly onError: (e: unknown) => void = () => undefined,
     private readonly telemetry: Telemetry = NO_TELEMETRY,
+    private readonly revokedQueried: RevokedQueried = () => undefined,
   ) {
     this.cache = new OcspCache(policy.cacheEntries);
   }
 
-  /** Answers one DER OCSPRequest. Never throws: every failure is an OCSP error status. */
-  async respond(request: Uint8Array): Promise<OcspAnswer> {
-    const { answer, status, source } = await this.answer(request);
+  /** Answers one DER OCSPRequest from `requester` (its address). Never throws: every failure is an OCSP error status. */
+  async respond(request: Uint8Array, requester = 'unknown'): Promise<OcspAnswer> {
+    const { answer, status, source, revoked } = await this.answer(request);
     this.telemetry.ocspAnswered(status, source);
+    if (revoked?.length) this.revokedQueried(revoked, requester);
     return answer;
   }
 
@@ -113,11 +120,12 @@ export class OcspResponder implements RevocationListener {
       const caId = caIds[0];
       if (!caId || caIds.some((c) => c !== caId)) return errorAnswer('unauthorized');
       if (!parsed.nonce && parsed.certIds.length === 1) {
-        const found = await this.presigned(caId, parsed.certIds[0]!);
-        return { answer: { der: found.presigned.der, cacheable: found.presigned }, status: found.status, source: found.source };
+        const certId = parsed.certIds[0]!;
+        const found = await this.presigned(caId, certId);
+        return { answer: { der: found.presigned.der, cacheable: found.presigned }, status: found.status, source: found.source, revoked: found.status === 'revoked' ? [certId.serial] : undefined };
       }
       const signed = await this.signNow(caId, parsed.certIds, parsed.nonce);
-      return { answer: { der: signed.der }, status: signed.status, source: 'signed' };
+      return { answer: { der: signed.der }, status: signed.status, source: 'signed', revoked: signed.revoked };
     } catch (e) {
       this.onError(e);
       return errorAnswer(isUnavailable(e) ? 'tryLater' : 'internalError');
@@ -231,7 +239,7 @@ export class OcspResponder implements RevocationListener {
   }
 
   /** A response for several CertIDs, or one with a nonce: states from memory or one query, signed now, never stored. */
-  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<{ der: Buffer; status: OcspOutcome }> {
+  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<{ der: Buffer; status: OcspOutcome; revoked: Buffer[] }> {
     const now = this.clock.now();
     const since = this.cache.generation;
     const states = new Map<string, CertState>();
@@ -255,7 +263,8 @@ export class OcspResponder implements RevocationListener {
     const { thisUpdate, nextUpdate } = this.window(now, responder);
     const answers = certIds.map((certId) => forCa(states.get(certId.serial.toString('hex'))!, caId));
     const singles = certIds.map((certId, i) => encodeSingleResponse({ certId, status: statusOf(answers[i]!), thisUpdate, nextUpdate }));
-    return { der: await sign(responder, singles, thisUpdate, nonce), status: answers.length === 1 ? answers[0]!.kind : 'several' };
+    const revoked = certIds.filter((_, i) => answers[i]!.kind === 'revoked').map((c) => c.serial);
+    return { der: await sign(responder, singles, thisUpdate, nonce), status: answers.length === 1 ? answers[0]!.kind : 'several', revoked };
   }
 
   private window(now: Date, responder: ResponderIdentity): { thisUpdate: Date; nextUpdate: Date } {

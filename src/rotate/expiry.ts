@@ -24,10 +24,10 @@ export class ExpirySweeps {
   async certificates(): Promise<{ expired: number }> {
     let expired = 0;
     for (;;) {
-      const n = await this.db.transaction(async (tx) => {
+      const { n, recorded } = await this.db.transaction(async (tx) => {
         const rows = await this.store.markExpiredCertificates(tx, this.clock.now(), CHUNK);
-        if (rows.length === 0) return 0;
-        await this.events.recordIn(
+        if (rows.length === 0) return { n: 0, recorded: [] };
+        const recorded = await this.events.recordIn(
           tx,
           rows.map((r) => ({
             kind: 'certificate-expired',
@@ -37,8 +37,9 @@ export class ExpirySweeps {
           })),
           rows.map((r) => ({ actor: 'system:rotation', action: 'certificate.expired', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { deviceId: r.deviceId, notAfter: r.notAfter.toISOString() } })),
         );
-        return rows.length;
+        return { n: rows.length, recorded };
       });
+      await this.events.announce(recorded);
       expired += n;
       if (n < CHUNK) return { expired };
     }

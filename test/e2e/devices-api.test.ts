@@ -119,7 +119,7 @@ for (const target of dbTargets) {
       assert.equal(await count(), before);
       assertProblem(await api.get('/v1/devices/c-ok').set(auth('admin')), 404);
       // Each refused manifest is a security event, and in the audit log.
-      const events = (await api.get('/v1/security-events').query({ kind: 'manifest.refused' }).set(auth('auditor')).expect(200)).body.items;
+      const events = (await api.get('/v1/events').query({ kind: 'manifest.refused' }).set(auth('auditor')).expect(200)).body.items;
       assert.ok(events.length >= 2);
       assert.equal(events[1].details.rows, 6);
       assert.equal((await api.get('/v1/audit').query({ action: 'security.manifest.refused' }).set(auth('auditor')).expect(200)).body.items.length, events.length);

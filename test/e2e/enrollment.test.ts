@@ -117,8 +117,14 @@ for (const target of dbTargets) {
       assertProblem(await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.basicConstraints({ ca: true })] }).pem), 422, /CA rights/);
       assertProblem(await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.extendedKeyUsage(['1.3.6.1.5.5.7.3.1'])] }).pem), 422, /2\.5\.29\.37/);
       assert.equal(await certCount(), before[0]);
-      assert.equal(await eventCount(), before[1]! + 5, 'each refusal is a security event');
-      const events = (await api.get('/v1/security-events').query({ kind: 'enrollment.refused', limit: 5 }).set(admin).expect(200)).body.items;
+      // Each refusal is a security event; the fifth for one device also trips the failing-identity rule,
+      // whose hold finds no certificate to hold (the device has none yet).
+      assert.equal(await eventCount(), before[1]! + 6, 'each refusal is a security event');
+      const tripped = (await api.get('/v1/events').query({ kind: 'identity.repeated-failures' }).set(admin).expect(200)).body.items;
+      assert.equal(tripped.length, 1);
+      assert.equal(tripped[0].subject, 'meter-0006');
+      assert.deepEqual(tripped[0].details.responses['suspend-device'], { held: null, status: 'registered' });
+      const events = (await api.get('/v1/events').query({ kind: 'enrollment.refused', limit: 5 }).set(admin).expect(200)).body.items;
       assert.equal(events[0].subject, 'meter-0006');
       assert.match(events[0].details.reason, /2\.5\.29\.37/);
       const audit = await svc.audit.list({ limit: 5, action: 'security.enrollment.refused' });
@@ -360,7 +366,7 @@ for (const target of dbTargets) {
       const blocked = await enroll(t.token, p256Csr('meter-0600').pem);
       assertProblem(blocked, 429);
       assert.ok(Number(blocked.headers['retry-after']) > 0);
-      const events = (await api.get('/v1/security-events').query({ kind: 'enrollment.source-throttled' }).set(admin).expect(200)).body.items;
+      const events = (await api.get('/v1/events').query({ kind: 'source.blocked' }).set(admin).expect(200)).body.items;
       assert.equal(events.length, 1);
       assert.ok(events[0].source.includes('127.0.0.1'));
       clock.advance(Number(blocked.headers['retry-after']) * 1000 + 1);

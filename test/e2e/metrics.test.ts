@@ -3,10 +3,10 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
+import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
 import { toolSkip } from '../helpers/tools.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
@@ -45,10 +45,10 @@ for (const target of dbTargets) {
   describe(`Prometheus /metrics on ${target.name}`, { skip: target.skip ?? toolSkip('promtool') ?? toolSkip('openssl') }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let keys: Record<Role, string>;
-    let server: Server;
+    let http: { url: string; close(): Promise<void> };
     let url: string;
     const dir = tempDir();
-    const files: Record<string, string> = {};
+    let files: { root: string; issuing: string };
 
     const scrape = async (): Promise<{ text: string; samples: Samples }> => {
       const res = await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${keys.operator}` } });
@@ -58,20 +58,17 @@ for (const target of dbTargets) {
       return { text, samples: samplesOf(text) };
     };
     const ocsp = (cert: string, extra: string[]) =>
-      runAsync('openssl', ['ocsp', '-issuer', files.issuing!, '-url', `${url}/pki/ocsp`, '-CAfile', files.root!, '-verify_other', files.issuing!, ...extra, '-cert', cert]);
+      runAsync('openssl', ['ocsp', '-issuer', files.issuing, '-url', `${url}/pki/ocsp`, '-CAfile', files.root, '-verify_other', files.issuing, ...extra, '-cert', cert]);
 
     before(async () => {
       let issuingId: string;
       ({ svc, keys, issuingId } = await makeApiService(target));
-      server = createServer(createHttpHandler(svc));
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-      const cas = await svc.hierarchy.list();
-      files.root = writeTemp(dir, 'root.pem', cas.find((c) => c.kind === 'root')!.certificate!);
-      files.issuing = writeTemp(dir, 'issuing.pem', cas.find((c) => c.id === issuingId)!.certificate!);
+      http = await listenOnLoopback(createHttpHandler(svc));
+      url = http.url;
+      files = await writeCaFiles(svc, issuingId, dir);
     });
     after(async () => {
-      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      await http?.close();
       await svc?.dispose();
     });
 

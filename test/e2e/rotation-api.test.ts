@@ -175,7 +175,7 @@ for (const target of dbTargets) {
       const first = await svc.sweeps.certificates();
       assert.ok(first.expired >= 1);
       assert.deepEqual(await svc.sweeps.certificates(), { expired: 0 });
-      const events = (await api.get('/v1/security-events').query({ kind: 'certificate-expired' }).set(auth('auditor')).expect(200)).body.items;
+      const events = (await api.get('/v1/events').query({ kind: 'certificate-expired' }).set(auth('auditor')).expect(200)).body.items;
       const mine = events.filter((e: { subject: string }) => e.subject === 'rot-d');
       assert.equal(mine.length, 1);
       assert.equal(mine[0].details.serial, d.serial);

@@ -20,7 +20,7 @@ for (const target of dbTargets) {
     let issuingId: string;
     let rootId: string;
     let keys: { admin: string; auditor: string; provisioner: string };
-    const events = () => svc.securityEvents.list({ kind: 'crl-stale', limit: 50 });
+    const events = async () => (await svc.securityEvents.list({ kinds: ['crl-stale'] }, { limit: 50 })).items;
     const latest = async (caId: string) => (await svc.db('crls').where({ ca_id: caId, kind: 'full' }).max({ n: 'crl_number' }).first())!.n;
     const scrape = async () => (await request(createHttpHandler(svc, { validateResponses: true })).get('/metrics').set('Authorization', `Bearer ${keys.auditor}`).expect(200)).text;
 

@@ -4,6 +4,7 @@ import { toPem } from '../../ca/x509/pem.js';
 import { encodeOcspError } from '../../ca/x509/ocsp-response.js';
 import { writeProblem } from '../problem.js';
 import type { OcspAnswer } from '../../revoke/ocsp-responder.js';
+import { sourceOf } from '../request-context.js';
 import type { Clock } from '../../shared/clock.js';
 
 /** A published CRL, without its body: enough to answer a conditional GET. */
@@ -26,8 +27,8 @@ export interface PkiSource {
   allCrls(): Promise<PublishedCrl[]>;
   /** A published CRL's body: immutable, so cached here by CA and number. */
   crlDer(caId: string, crlNumber: bigint): Promise<Buffer | undefined>;
-  /** Answers a DER OCSPRequest; never rejects (failures are OCSP error statuses). */
-  ocsp(request: Buffer): Promise<OcspAnswer>;
+  /** Answers a DER OCSPRequest from `requester` (the client's address); never rejects (failures are OCSP error statuses). */
+  ocsp(request: Buffer, requester: string): Promise<OcspAnswer>;
 }
 
 export interface PkiOptions {
@@ -199,7 +200,7 @@ function createOcspHandler(source: PkiSource, options: PkiOptions) {
   };
 
   const answer = (req: IncomingMessage, res: ServerResponse, request: Buffer, get: boolean) => {
-    source.ocsp(request).then(
+    source.ocsp(request, sourceOf(req)).then(
       (a) => reply(req, res, a, get),
       () => reply(req, res, { der: encodeOcspError('internalError'), error: 'internalError' }, false),
     );

@@ -1,6 +1,5 @@
 import { Router } from 'express';
 import type { AuditLog } from '../../audit/audit-log.js';
-import type { SecurityEvents } from '../../detect/security-events.js';
 import { allow } from '../auth.js';
 
 export function auditRoutes(audit: AuditLog): Router {
@@ -19,16 +18,6 @@ export function auditRoutes(audit: AuditLog): Router {
         until: q.until ? new Date(q.until) : undefined,
       }),
     );
-  });
-  return r;
-}
-
-export function securityEventRoutes(events: SecurityEvents): Router {
-  const r = Router();
-  r.get('/v1/security-events', allow('operator', 'auditor'), async (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const rows = await events.list({ kind: q.kind, since: q.since ? new Date(q.since) : undefined, limit: Number(q.limit ?? 100) });
-    res.json({ items: rows.map((e) => ({ ...e, at: e.at.toISOString() })) });
   });
   return r;
 }
