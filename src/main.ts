@@ -80,6 +80,7 @@ import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/
 import { incidentActions } from './respond/actions.js';
 import { IncidentStore, type IncidentKind } from './store/incident-store.js';
 import type { Serial } from './shared/ids.js';
+import { DomainError } from './shared/errors.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
@@ -418,9 +419,15 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
     // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.
+    // Never a broker: holding its certificate would cut off every client on it; that takes a person (the incident actions).
     async function suspendByDetection(deviceId: string): Promise<{ held: string | null; status: string }> {
-      const device = await deviceInventory.get(deviceId).catch(() => undefined);
-      if (!device?.currentSerial || device.status !== 'active') return { held: null, status: device?.status ?? 'not in the inventory' };
+      const device = await deviceInventory.get(deviceId).catch((e: unknown) => {
+        if (e instanceof DomainError && e.kind === 'NotFound') return undefined;
+        throw e;
+      });
+      if (!device) return { held: null, status: 'not in the inventory' };
+      if (device.kind === 'broker') return { held: null, status: 'a broker: not held automatically' };
+      if (!device.currentSerial || device.status !== 'active') return { held: null, status: device.status };
       await revocations.revoke(device.currentSerial as Serial, { reason: 'certificateHold' }, { actor: 'system:detection' });
       return { held: device.currentSerial, status: 'suspended' };
     }

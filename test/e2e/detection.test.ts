@@ -100,6 +100,23 @@ for (const target of dbTargets) {
       assert.equal(audit[0].actor, 'system:detection');
     });
 
+    it('a broker is never held automatically: that would cut off every client on it', async () => {
+      assert.equal((await asAdmin('POST', '/v1/devices', { id: 'det-broker-1', kind: 'broker' })).status, 201);
+      const t = await token({ deviceId: 'det-broker-1', dnsNames: ['mqtt.det.example'], maxUses: 10 });
+      const csr = (dns: string) => p256Csr('det-broker-1', { sans: [{ type: 'dns', value: dns }] }).pem;
+      const broker = (dns: string) => call('POST', '/v1/enroll', { csr: csr(dns) }, { Authorization: `Bearer ${t}` });
+      const issued = await broker('mqtt.det.example');
+      assert.equal(issued.status, 201);
+      for (let i = 0; i < 5; i++) assert.equal((await broker('mqtt.elsewhere.example')).status, 403);
+      const [tripped] = await events({ kind: 'identity.repeated-failures', subject: 'det-broker-1' });
+      assert.deepEqual(tripped?.details.responses!['suspend-device'], { held: null, status: 'a broker: not held automatically' });
+      assert.equal((await asAdmin('GET', '/v1/devices/det-broker-1')).body.status, 'active');
+      assert.equal((await asAdmin('GET', `/v1/certificates/${issued.body.serial}`)).body.status, 'issued');
+      // A success from the address (a new token: one enrollment per device per token): its failures so far no longer count towards a block.
+      const again = await token({ deviceId: 'det-broker-1', dnsNames: ['mqtt.det.example'] });
+      assert.equal((await call('POST', '/v1/enroll', { csr: csr('mqtt.det.example') }, { Authorization: `Bearer ${again}` })).status, 201);
+    });
+
     it('OCSP queries about a revoked certificate: one event per certificate, naming its device and the broker that asked', async () => {
       // det-0001's certificate is on hold (the test before). Two brokers' polls, one with a nonce (signed on the spot).
       const cert = `${dir}/det-0001.pem`;
