@@ -37,6 +37,8 @@ import { ApiKeyWatch } from './detect/api-key-watch.js';
 import { EventFeed } from './detect/event-feed.js';
 import { RevokedQueryWatch } from './detect/revoked-queries.js';
 import { ApiKeyAddressStore } from './store/api-key-address-store.js';
+import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
+import { Redis } from 'ioredis';
 import { SecurityEvents } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
 import { IdempotencyStore } from './store/idempotency-store.js';
@@ -111,6 +113,8 @@ export interface Service {
   apiKeyWatch: ApiKeyWatch;
   /** The detection rules' counts and automatic responses (blocked sources, held devices, incidents). */
   responses: AutomaticResponses;
+  /** Rate limits per address and API key (API) and per address (enrollment). */
+  limits: RateLimits;
   tokens: EnrollmentTokens;
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
@@ -228,6 +232,18 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
     const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
     const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
+    // Rate limits shared by every replica through Redis when there is one (each falls back to its own buckets while Redis is away).
+    const rateRedis = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 }) : undefined;
+    let rateRedisComplained = 0;
+    rateRedis?.on('error', (e: unknown) => {
+      if (Date.now() - rateRedisComplained < 60_000) return;
+      rateRedisComplained = Date.now();
+      logger.warn({ err: e }, 'rate-limit Redis connection error: limits hold per process until it is back');
+    });
+    const limiter = rateRedis
+      ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) => logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'))
+      : new MemoryRateLimiter();
+    const limits = new RateLimits(limiter, config.rateLimits, metrics);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
@@ -251,6 +267,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       new Idempotency(db, new IdempotencyStore(), clock),
       securityEvents,
       responses, // sources the failing-source rule blocked are refused at once
+      limits,
       rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
     );
     const stagedStore = new StagedCredentialStore();
@@ -442,10 +459,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await publisher?.close();
       await feed?.close();
       eventFeed.close();
+      rateRedis?.disconnect();
     };
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, eventFeed, apiKeyWatch, responses, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
+      securityEvents, eventFeed, apiKeyWatch, responses, limits, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups,
       stop,
       close: async () => {
@@ -499,6 +517,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     securityEvents: svc.securityEvents,
     eventFeed: svc.eventFeed,
     apiKeyWatch: svc.apiKeyWatch,
+    limits: svc.limits,
     devices: svc.devices,
     revocations: svc.revocations,
     sessionKeys: svc.sessionKeys,
@@ -520,7 +539,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     allCrls: () => svc.crls.all(),
     crlDer: (id, n) => svc.crls.der(id, n),
     ocsp: (request, requester) => svc.ocsp.respond(request, requester),
-  }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock });
+  }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock, maxInFlight: svc.config.pkiMaxInFlight, onRefused: () => svc.metrics.rateLimited('pki') });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
   return (req: IncomingMessage, res: ServerResponse) => {
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { join, resolve } from 'node:path';
 import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../detect/rules.js';
+import type { Limit, RateScope } from '../detect/rate-limits.js';
 
 /** Thrown when the environment is wrong; the message names the variable. */
 export class ConfigError extends Error {
@@ -13,6 +14,8 @@ const optionalString = z
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
 const port = z.coerce.number().int().min(0).max(65535);
+/** Requests per second, optionally with the burst (`600`, `0.5/10`); 0: no limit. */
+const rateSetting = z.string().regex(/^\d{1,7}(\.\d{1,6})?(\/\d{1,7})?$/, 'requests per second, optionally /burst (e.g. 600 or 0.5/10); 0: no limit');
 
 const schema = z.object({
   PORT: port.default(8080),
@@ -78,6 +81,10 @@ const schema = z.object({
   BACKUP_DIR: optionalString,
   BACKUP_EVERY_HOURS: z.coerce.number().min(0).max(24 * 31).default(0),
   DETECTION_RULES: optionalString,
+  API_RATE_PER_SOURCE: rateSetting.default('600'),
+  API_RATE_PER_KEY: rateSetting.default('300'),
+  ENROLL_RATE_PER_SOURCE: rateSetting.default('5000'),
+  PKI_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(1_000_000).default(1024),
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
@@ -155,6 +162,10 @@ export interface Config {
   };
   /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
   detectionRules: DetectionRule[];
+  /** Requests per second and burst per scope (API_RATE_PER_SOURCE, API_RATE_PER_KEY, ENROLL_RATE_PER_SOURCE); undefined: no limit. Shared through Redis when REDIS_URL is set. */
+  rateLimits: Record<RateScope, Limit | undefined>;
+  /** OCSP answers and CRL/CA bodies being worked on at once; beyond, OCSP says tryLater and CRLs 503 (0: no bound). */
+  pkiMaxInFlight: number;
 }
 
 function byteSize(limit: string): number {
@@ -248,7 +259,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
     backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
+    rateLimits: { 'api-source': rate(e.API_RATE_PER_SOURCE), 'api-key': rate(e.API_RATE_PER_KEY), 'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE) },
+    pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,
   };
+}
+
+/** `rate[/burst]`; the burst is two seconds' worth unless given. */
+function rate(setting: string): Limit | undefined {
+  const [r, b] = setting.split('/');
+  const perSecond = Number(r);
+  if (perSecond === 0) return undefined;
+  return { perSecond, burst: b === undefined ? Math.max(1, Math.round(2 * perSecond)) : Math.max(1, Number(b)) };
 }
 
 function detectionRules(json: string): DetectionRule[] {

@@ -29,6 +29,7 @@ export class ServiceMetrics implements Telemetry {
   private readonly ocspTotal: Counter<'status' | 'source'>;
   private readonly securityEventsTotal: Counter<'kind' | 'severity'>;
   private readonly httpSeconds: Histogram<'route' | 'method' | 'status'>;
+  private readonly rateLimitedTotal: Counter<'scope'>;
 
   constructor(private readonly src: MetricSources) {
     const registers = [this.registry];
@@ -55,8 +56,18 @@ export class ServiceMetrics implements Telemetry {
       buckets: SECONDS_BUCKETS,
       registers,
     });
+    this.rateLimitedTotal = new Counter({
+      name: 'mqttca_rate_limited_total',
+      help: 'Requests refused by a rate limit (api-source, api-key, enroll-source) or by the bound on PKI work in flight (pki).',
+      labelNames: ['scope'],
+      registers,
+    });
     this.crlGauges();
     this.jobGauges();
+  }
+
+  rateLimited(scope: string): void {
+    this.rateLimitedTotal.inc({ scope });
   }
 
   issued(profile: string, count: number): void {

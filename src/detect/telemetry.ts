@@ -14,6 +14,8 @@ export interface Telemetry {
   ocspAnswered(status: OcspOutcome, source: OcspSource): void;
   /** One security event recorded. */
   securityEvent(kind: string, severity: string): void;
+  /** One request refused by a rate limit (api-source, api-key, enroll-source) or by the bound on PKI work in flight (pki). */
+  rateLimited(scope: string): void;
   /** One HTTP request answered: its route template (never the raw path), method and status. */
   httpRequest(route: string, method: string, status: number, seconds: number): void;
 }
@@ -34,5 +36,6 @@ export const NO_TELEMETRY: Telemetry = {
   revocationVisible: noop,
   ocspAnswered: noop,
   securityEvent: noop,
+  rateLimited: noop,
   httpRequest: noop,
 };

@@ -3,6 +3,7 @@ import type { Issuance } from '../ca/issuance.js';
 import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
 import { toPem } from '../ca/x509/pem.js';
 import type { SourceGuard } from '../detect/source-blocks.js';
+import type { RateLimits } from '../detect/rate-limits.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { DomainError } from '../shared/errors.js';
 import type { Idempotency } from './idempotency.js';
@@ -33,7 +34,8 @@ export interface EnrollInput {
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
  * the credential → policy steps → (idempotency) → spend the credential and check the proof of
  * possession while the intent is recorded → sign → record → the certificate and its chain.
- * Every refusal is a security event; a source the detection rules have blocked is refused at once.
+ * Every refusal is a security event; a source the detection rules have blocked, or one over its
+ * enrollment rate, is refused at once.
  */
 export class Enrollment {
   private readonly chainPems = new Map<string, string[]>();
@@ -45,6 +47,7 @@ export class Enrollment {
     private readonly idempotency: Idempotency,
     private readonly events: SecurityEvents,
     private readonly sources: SourceGuard,
+    private readonly limits: RateLimits,
     /** Set by the composition root: renewals of a rolled-over CA's certificates go to its successor. */
     private readonly routing?: IssuerRouting,
   ) {}
@@ -55,6 +58,8 @@ export class Enrollment {
     if (wait > 0) {
       throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait });
     }
+    const slow = await this.limits.check('enroll-source', ctx.source);
+    if (slow > 0) throw new DomainError('RateLimited', `too many enrollments from this address; retry in ${slow} s`, { retryAfterSeconds: slow });
     let subject: string | undefined;
     let method = 'none';
     try {

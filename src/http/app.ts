@@ -7,10 +7,12 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { CertificateRegistry } from '../ca/certificates.js';
 import type { OperatorIssuance } from '../enroll/operator-issuance.js';
-import { allow, authenticate } from './auth.js';
+import { allow, authenticate, type Principal } from './auth.js';
+import { rateLimited } from './rate-limit.js';
+import type { RateLimits } from '../detect/rate-limits.js';
 import { loadApiSpec } from './openapi.js';
 import { errorHandler, sendProblem } from './problem.js';
-import { assignRequestId, recordWhenFinished } from './request-context.js';
+import { assignRequestId, recordWhenFinished, sourceOf } from './request-context.js';
 import type { Telemetry } from '../detect/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes } from './routes/audit.js';
@@ -69,6 +71,8 @@ export interface AppDeps {
   eventFeed: EventFeed;
   /** Told of wrong API keys and of keys used from new addresses; says which addresses are blocked. */
   apiKeyWatch: ApiKeyWatch;
+  /** Per address and per API key on /v1. */
+  limits: RateLimits;
   devices: DeviceInventory;
   revocations: Revocations;
   sessionKeys: SessionKeys;
@@ -125,13 +129,16 @@ export function createApp(d: AppDeps): Express {
 
   if (d.dashboardQueues) app.use(DASHBOARD_PATH, adminOnly(d.apiKeys), queueDashboard(d.dashboardQueues));
 
-  // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
+  // Rate limits per address first, before a key is even looked at; per key once it is known. Enrollment keeps its own limit (Enrollment).
+  app.use('/v1', rateLimited(d.limits, 'api-source', (req) => sourceOf(req)));
   const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch);
+  // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
   app.use(largeBodyParsers(apiKeyAuth, '/v1/devices/import', ['provisioner'], { csv: true }));
   app.use(largeBodyParsers(apiKeyAuth, '/v1/revocations', ['operator']));
   app.use(express.json({ limit: d.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
-  app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, next)));
+  const keyLimit = rateLimited(d.limits, 'api-key', (_req, res) => (res.locals.principal as Principal).keyId);
+  app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, (e?: unknown) => (e ? next(e) : keyLimit(req, res, next)))));
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(spec) as never,

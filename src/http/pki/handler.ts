@@ -35,6 +35,32 @@ export interface PkiOptions {
   /** Cache-Control max-age of a pre-signed OCSP GET answer, capped by its nextUpdate. */
   ocspMaxAgeSeconds: number;
   clock: Clock;
+  /**
+   * OCSP answers and CRL/CA bodies being worked on at once, counted from a complete request to its
+   * answer (a slow client's unfinished body holds no slot); beyond, OCSP answers tryLater and the
+   * others 503, both with Retry-After. 0: no bound.
+   */
+  maxInFlight?: number;
+  /** Told of each request refused by that bound. */
+  onRefused?: () => void;
+}
+
+/** Work in flight across the PKI endpoints, and whether one more may start. */
+class InFlight {
+  private n = 0;
+  constructor(private readonly max: number, private readonly onRefused: () => void) {}
+  /** Starts one unit of work, or returns false (and reports it) when the bound is reached. */
+  enter(): boolean {
+    if (this.max > 0 && this.n >= this.max) {
+      this.onRefused();
+      return false;
+    }
+    this.n++;
+    return true;
+  }
+  leave(): void {
+    this.n--;
+  }
 }
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
@@ -85,7 +111,8 @@ const crlEtag = (c: PublishedCrl) => `"${c.caId}-${c.crlNumber}"`;
  * Returns false for paths it does not serve.
  */
 export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const ocsp = createOcspHandler(source, options);
+  const inFlight = new InFlight(options.maxInFlight ?? 0, options.onRefused ?? (() => undefined));
+  const ocsp = createOcspHandler(source, options, inFlight);
   const caCache = new Map<string, Buffer>();
   // The newest CRL body seen per CA and kind, in both encodings: pollers get it without a database read.
   const crlCache = new Map<string, { crlNumber: bigint; der: Buffer; pem?: Buffer }>();
@@ -154,9 +181,16 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
       problem(res, 405, 'Method not allowed', 'use GET');
       return true;
     }
-    serve(req, res, url.split('?')[0]!).catch(() => {
-      if (!res.headersSent) problem(res, 503, 'Service unavailable', 'the PKI resource could not be read');
-    });
+    if (!inFlight.enter()) {
+      res.setHeader('Retry-After', '1');
+      problem(res, 503, 'Service unavailable', 'too many PKI requests in progress; retry in 1 s');
+      return true;
+    }
+    serve(req, res, url.split('?')[0]!)
+      .catch(() => {
+        if (!res.headersSent) problem(res, 503, 'Service unavailable', 'the PKI resource could not be read');
+      })
+      .finally(() => inFlight.leave());
     return true;
   };
 }
@@ -167,7 +201,7 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
  * OCSP status malformedRequest, not an HTTP error: OCSP clients read statuses, not problem+json.
  * Pre-signed answers to GETs carry the RFC 5019 caching headers.
  */
-function createOcspHandler(source: PkiSource, options: PkiOptions) {
+function createOcspHandler(source: PkiSource, options: PkiOptions, inFlight: InFlight) {
   function reply(req: IncomingMessage, res: ServerResponse, answer: OcspAnswer, get: boolean): void {
     const c = answer.cacheable;
     if (!get || !c) {
@@ -200,10 +234,17 @@ function createOcspHandler(source: PkiSource, options: PkiOptions) {
   };
 
   const answer = (req: IncomingMessage, res: ServerResponse, request: Buffer, get: boolean) => {
-    source.ocsp(request, sourceOf(req)).then(
-      (a) => reply(req, res, a, get),
-      () => reply(req, res, { der: encodeOcspError('internalError'), error: 'internalError' }, false),
-    );
+    if (!inFlight.enter()) {
+      res.setHeader('Retry-After', '1');
+      return reply(req, res, { der: encodeOcspError('tryLater'), error: 'tryLater' }, false);
+    }
+    source
+      .ocsp(request, sourceOf(req))
+      .then(
+        (a) => reply(req, res, a, get),
+        () => reply(req, res, { der: encodeOcspError('internalError'), error: 'internalError' }, false),
+      )
+      .finally(() => inFlight.leave());
   };
 
   return (req: IncomingMessage, res: ServerResponse, url: string): void => {
