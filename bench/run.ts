@@ -33,6 +33,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['ocsp', () => import('./ocsp.js')],
   ['rotation', () => import('./rotation.js')],
   ['backup', () => import('./backup.js')],
+  ['posture', () => import('./posture.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 

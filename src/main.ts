@@ -38,6 +38,8 @@ import { EventFeed } from './detect/event-feed.js';
 import { RevokedQueryWatch } from './detect/revoked-queries.js';
 import { ApiKeyAddressStore } from './store/api-key-address-store.js';
 import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
+import { Posture } from './detect/posture.js';
+import { PostureStore } from './store/posture-store.js';
 import { Redis } from 'ioredis';
 import { SecurityEvents } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
@@ -58,7 +60,7 @@ import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { RotationPolicies, type NoticeSink } from './rotate/policies.js';
+import { DEFAULT_RENEW_AT_FRACTION, RotationPolicies, type NoticeSink } from './rotate/policies.js';
 import { RotationPolicyStore } from './store/rotation-policy-store.js';
 import { Renewals, type NoticeSender } from './rotate/renewals.js';
 import { RenewalStore } from './store/renewal-store.js';
@@ -115,6 +117,8 @@ export interface Service {
   responses: AutomaticResponses;
   /** Rate limits per address and API key (API) and per address (enrollment). */
   limits: RateLimits;
+  /** The deployment against the MQTT cybersecurity framework: Current and Target Profile, gaps. */
+  posture: Posture;
   tokens: EnrollmentTokens;
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
@@ -364,7 +368,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ...(publisher ? [new MqttNoticeSender(publisher, notices.mqtt!.topic, notices.mqtt!.retain)] : []),
       ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
     ];
-    const renewals = new Renewals(db, new RenewalStore(), policies, audit, clock, senders, {
+    const renewalStore = new RenewalStore();
+    const renewals = new Renewals(db, renewalStore, policies, audit, clock, senders, {
       batchSize: noticeBatchSize,
       leaseMs: config.jobs.lockMs,
       redriveAfterMs: config.jobs.renewalRedriveMs,
@@ -453,6 +458,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       const incident = await incidents.open({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
       return { incidentId: incident.id };
     }
+    const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
+      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
+      staleCrls: () => crlWatch.status().filter((c) => c.stale).map((c) => c.caId),
+      pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
+      revocationVisible: () => metrics.revocationVisibleSummary(),
+      rules: config.detectionRules,
+      rateLimitScopes: Object.entries(config.rateLimits).filter(([, l]) => l).map(([scope]) => scope),
+      brokerConnectors: brokers.list().map((c) => c.name),
+      renewalNoticeSinks: sinks,
+      backupEveryMs: config.backups.everyMs,
+    });
     const stop = async () => {
       await brokers.close();
       await jobs.close();
@@ -463,7 +479,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     };
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, eventFeed, apiKeyWatch, responses, limits, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
+      securityEvents, eventFeed, apiKeyWatch, responses, limits, posture, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups,
       stop,
       close: async () => {
@@ -518,6 +534,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     eventFeed: svc.eventFeed,
     apiKeyWatch: svc.apiKeyWatch,
     limits: svc.limits,
+    posture: svc.posture,
     devices: svc.devices,
     revocations: svc.revocations,
     sessionKeys: svc.sessionKeys,

@@ -13,6 +13,8 @@ export interface MetricSources {
   jobs(): Promise<JobsOverview>;
 }
 
+/** Revocations whose time to visibility the posture report's quantiles are taken over. */
+const VISIBLE_SAMPLES = 1024;
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
@@ -30,6 +32,7 @@ export class ServiceMetrics implements Telemetry {
   private readonly securityEventsTotal: Counter<'kind' | 'severity'>;
   private readonly httpSeconds: Histogram<'route' | 'method' | 'status'>;
   private readonly rateLimitedTotal: Counter<'scope'>;
+  private readonly visibleSamples: number[] = [];
 
   constructor(private readonly src: MetricSources) {
     const registers = [this.registry];
@@ -66,6 +69,14 @@ export class ServiceMetrics implements Telemetry {
     this.jobGauges();
   }
 
+  /** The last revocations' time to visibility in this process (for the posture report); null before the first. */
+  revocationVisibleSummary(): { count: number; p50Seconds: number; p99Seconds: number } | null {
+    if (this.visibleSamples.length === 0) return null;
+    const sorted = [...this.visibleSamples].sort((x, y) => x - y);
+    const q = (f: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))]! * 1000) / 1000;
+    return { count: sorted.length, p50Seconds: q(0.5), p99Seconds: q(0.99) };
+  }
+
   rateLimited(scope: string): void {
     this.rateLimitedTotal.inc({ scope });
   }
@@ -80,6 +91,8 @@ export class ServiceMetrics implements Telemetry {
 
   revocationVisible(seconds: number): void {
     this.revocationVisibleSeconds.observe(seconds);
+    this.visibleSamples.push(seconds);
+    if (this.visibleSamples.length > VISIBLE_SAMPLES) this.visibleSamples.shift();
   }
 
   ocspAnswered(status: OcspOutcome, source: OcspSource): void {

@@ -17,6 +17,8 @@ import type { Telemetry } from '../detect/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes } from './routes/audit.js';
 import { eventRoutes } from './routes/events.js';
+import { postureRoutes } from './routes/posture.js';
+import type { Posture } from '../detect/posture.js';
 import type { EventFeed } from '../detect/event-feed.js';
 import type { ApiKeyWatch } from '../detect/api-key-watch.js';
 import { serverKeygenRoutes, tokenRoutes } from './routes/enrollment.js';
@@ -73,6 +75,7 @@ export interface AppDeps {
   apiKeyWatch: ApiKeyWatch;
   /** Per address and per API key on /v1. */
   limits: RateLimits;
+  posture: Posture;
   devices: DeviceInventory;
   revocations: Revocations;
   sessionKeys: SessionKeys;
@@ -156,6 +159,7 @@ export function createApp(d: AppDeps): Express {
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(auditRoutes(d.audit));
   app.use(eventRoutes(d.securityEvents, d.eventFeed));
+  app.use(postureRoutes(d.posture));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));

@@ -52,6 +52,21 @@ const DUE_AT = `case
   end`;
 
 export class RenewalStore {
+  /** Current certificates of active devices past their renewal point (not yet expired), and how many current certificates there are. */
+  async pastRenewalPoint(ex: Executor, now: Date, fraction: number): Promise<{ past: number; current: number }> {
+    const r = await ex.raw(
+      `select count(*) filter (where ${DUE_AT} <= ?) as past, count(*) as current
+         from certificates c
+         join devices d on d.current_serial = c.serial and d.status = 'active'
+         left join rotation_policies lp on lp.scope = 'lot' and lp.name = d.lot
+         left join rotation_policies pp on pp.scope = 'profile' and pp.name = c.profile
+        where c.status = 'issued' and c.not_after > ?`,
+      [fraction, now, now],
+    );
+    const row = (r.rows as { past: unknown; current: unknown }[])[0]!;
+    return { past: Number(row.past), current: Number(row.current) };
+  }
+
   /**
    * Records a notice for up to `limit` current certificates of active devices that passed their
    * renewal point and have none yet; returns their serials. Running it twice plans nothing twice.

@@ -1,8 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ECDH, createPublicKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { ECDH, X509Certificate, createPublicKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KEY_ARGS, run, tempDir } from '../helpers/openssl.js';
+import { toolSkip } from '../helpers/tools.js';
 import { keyAlgorithmOf } from '../../src/ca/keys.js';
-import { describeSpki, verifyKeyOf } from '../../src/ca/x509/spki.js';
+import { describeSpki, spkiOfCertificate, verifyKeyOf } from '../../src/ca/x509/spki.js';
 import { DomainError } from '../../src/shared/errors.js';
 import { SignatureVerifier } from '../../src/shared/crypto-worker.js';
 
@@ -124,5 +128,36 @@ describe('verifyKeyOf (the proof-of-possession key)', () => {
     spki[spki.length - 1]! ^= 1;
     const data = randomBytes(64);
     assert.equal(await workerVerifies(spki, data, sign('sha256', data, pair.privateKey), 'sha256'), false);
+  });
+});
+
+describe('the SubjectPublicKeyInfo of a certificate, found without a full parse (the crypto inventory)', { skip: toolSkip('openssl') }, () => {
+  it('is the same bytes node:crypto finds, for certificates openssl made with each key type (v1 and v3)', () => {
+    const dir = tempDir();
+    for (const [name, args] of Object.entries(KEY_ARGS)) {
+      for (const v1 of [false, true]) {
+        const key = join(dir, `${name}.key`);
+        assert.equal(run('openssl', ['genpkey', ...args, '-out', key]).status, 0);
+        const out = run('openssl', ['req', '-x509', '-new', '-key', key, '-subj', `/CN=${name}`, '-days', '1', ...(v1 ? ['-x509v1'] : []), '-outform', 'DER', '-out', join(dir, `${name}.der`)]);
+        if (v1 && out.status !== 0) continue; // an openssl without -x509v1
+        assert.equal(out.status, 0, out.stderr);
+        const der = readFileSync(join(dir, `${name}.der`));
+        assert.deepEqual(Buffer.from(spkiOfCertificate(der)), new X509Certificate(der).publicKey.export({ format: 'der', type: 'spki' }), `${name}${v1 ? ' v1' : ''}`);
+      }
+    }
+  });
+
+  it('refuses what is not a certificate, truncated or not', () => {
+    const der = Buffer.from('3003020101', 'hex');
+    assert.throws(() => spkiOfCertificate(der), TypeError);
+    for (let i = 0; i < 500; i++) {
+      const junk = randomBytes(1 + (i % 300));
+      try {
+        const s = spkiOfCertificate(junk);
+        assert.ok(s.length <= junk.length); // a lucky shape: still inside the input
+      } catch (e) {
+        assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+      }
+    }
   });
 });

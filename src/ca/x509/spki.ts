@@ -87,3 +87,20 @@ export function verifyKeyOf(spki: Uint8Array): { ecPoint: Uint8Array; curve: 'P-
   }
   return { spki };
 }
+
+/**
+ * The SubjectPublicKeyInfo inside a certificate's DER, found by walking the TBSCertificate's
+ * fields (version, serial, signature, issuer, validity, subject) without parsing the rest: what a
+ * crypto inventory over a whole fleet needs, at a fraction of a full parse's cost.
+ */
+export function spkiOfCertificate(der: Bytes): Bytes {
+  const cert = readTlv(der, 0);
+  const tbs = readTlv(der, cert.start);
+  if (cert.tag !== TAG.SEQUENCE || tbs.tag !== TAG.SEQUENCE) throw new TypeError('not a certificate');
+  let pos = tbs.start;
+  if (der[pos] === 0xa0) pos = readTlv(der, pos).end; // [0] version
+  for (let i = 0; i < 5; i++) pos = readTlv(der, pos).end; // serial, signature, issuer, validity, subject
+  const spki = readTlv(der, pos);
+  if (spki.tag !== TAG.SEQUENCE || spki.end > tbs.end) throw new TypeError('SubjectPublicKeyInfo expected');
+  return der.subarray(pos, spki.end);
+}

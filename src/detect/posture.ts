@@ -1,0 +1,223 @@
+import { describeSpki, spkiOfCertificate } from '../ca/x509/spki.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { Clock } from '../shared/clock.js';
+import { badRequest } from '../shared/errors.js';
+import type { Db } from '../store/db.js';
+import type { SettingsStore } from '../store/key-store.js';
+import type { PostureStore } from '../store/posture-store.js';
+
+export const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
+export type CsfFunction = (typeof FUNCTIONS)[number];
+export type Tier = 1 | 2 | 3 | 4;
+export const TIER_NAMES: Record<Tier, string> = { 1: 'Partial', 2: 'Risk-Informed', 3: 'Repeatable', 4: 'Adaptive' };
+export type TargetProfile = Record<CsfFunction, Tier>;
+export type OutcomeStatus = 'met' | 'partial' | 'unmet';
+
+/** One subcategory of the MQTT cybersecurity framework core as this deployment shows it. */
+export interface Outcome {
+  function: CsfFunction;
+  category: string;
+  subcategory: string;
+  status: OutcomeStatus;
+  /** What was measured, in words. */
+  evidence: string;
+  /** What to do while it is not met. */
+  remedy: string;
+}
+
+/** What the report reads beyond the database: the running service's own state and settings. */
+export interface PostureSources {
+  cas(): Promise<{ id: string; kind: string; status: string; keyAlgorithm: string; notAfter: string | null }[]>;
+  staleCrls(): string[];
+  pastRenewalPoint(now: Date): Promise<{ past: number; current: number }>;
+  /** From revoke calls to OCSP and CRL showing them, in this process; null before the first. */
+  revocationVisible(): { count: number; p50Seconds: number; p99Seconds: number } | null;
+  /** Detection rules: their names and responses. */
+  rules: { name: string; actions: readonly string[] }[];
+  rateLimitScopes: string[];
+  brokerConnectors: string[];
+  renewalNoticeSinks: string[];
+  backupEveryMs: number;
+}
+
+export interface PostureReport {
+  generatedAt: string;
+  figures: {
+    devices: { byStatus: Record<string, number>; active: number; activeWithValidCertificate: number; validCertificateShare: number | null; brokers: number; brokersWithValidCertificate: number };
+    inventory: { modelShare: number | null; firmwareShare: number | null; siteShare: number | null };
+    renewal: { currentCertificates: number; pastRenewalPoint: number };
+    crypto: { certificatesByKey: Record<string, number>; casByKey: Record<string, number> };
+    revocationVisible: { count: number; p50Seconds: number; p99Seconds: number } | null;
+    lastBackupAt: string | null;
+    lastBackupAgeHours: number | null;
+    openIncidents: { total: number; byKind: Record<string, number>; oldestOpenedAt: string | null };
+    securityEvents24h: { kind: string; severity: string; count: number }[];
+    staleCrls: string[];
+  };
+  current: Record<CsfFunction, { tier: Tier; name: string; met: number; partial: number; unmet: number }>;
+  target: TargetProfile;
+  outcomes: Outcome[];
+  /** Outcomes short of met in functions below their target tier, the widest gap first. */
+  gaps: (Outcome & { currentTier: Tier; targetTier: Tier })[];
+}
+
+const TARGET_KEY = 'posture.target';
+const DEFAULT_TARGET: TargetProfile = { identify: 3, protect: 3, detect: 3, respond: 3, recover: 3 };
+const PAGE = 5000;
+const HOUR = 3_600_000;
+const STRONG_KEYS = new Set(['EC P-256', 'EC P-384', 'Ed25519', 'RSA 3072', 'RSA 4096']);
+
+const share = (part: number, whole: number): number | null => (whole === 0 ? null : part / whole);
+const pct = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
+/** met at or above `met`, partial at or above `partial`; no data is unmet. */
+const byShare = (s: number | null, met: number, partial: number): OutcomeStatus => (s === null ? 'unmet' : s >= met ? 'met' : s >= partial ? 'partial' : 'unmet');
+
+function tierOf(outcomes: Outcome[]): Tier {
+  const score = outcomes.reduce((a, o) => a + (o.status === 'met' ? 1 : o.status === 'partial' ? 0.5 : 0), 0) / outcomes.length;
+  return score >= 0.9 ? 4 : score >= 0.6 ? 3 : score >= 0.25 ? 2 : 1;
+}
+
+function keyLabel(der: Buffer): string {
+  const k = describeSpki(spkiOfCertificate(der));
+  if (k.kind === 'ec') return `EC ${k.curve === 'other' ? (k.curveOid ?? 'unknown curve') : k.curve}`;
+  if (k.kind === 'rsa') return `RSA ${k.bits}`;
+  return k.kind === 'ed25519' ? 'Ed25519' : 'other';
+}
+
+const CA_KEY_LABELS: Record<string, string> = { 'EC-P256': 'EC P-256', 'EC-P384': 'EC P-384', Ed25519: 'Ed25519', 'RSA-2048': 'RSA 2048', 'RSA-3072': 'RSA 3072', 'RSA-4096': 'RSA 4096' };
+
+/**
+ * The deployment measured against the MQTT cybersecurity framework's subcategories that the
+ * service can observe (Current Profile, a tier per function), compared with the Target Profile
+ * the operator sets, and the gaps in priority order. The tier of a function follows from its
+ * outcomes: the share met (a partial counts half) of 90 % and more is Adaptive, 60 % Repeatable,
+ * 25 % Risk-Informed, less Partial.
+ */
+export class Posture {
+  constructor(
+    private readonly db: Db,
+    private readonly store: PostureStore,
+    private readonly settings: SettingsStore,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+    private readonly src: PostureSources,
+  ) {}
+
+  async target(): Promise<TargetProfile> {
+    return { ...DEFAULT_TARGET, ...((await this.settings.get<Partial<TargetProfile>>(this.db, TARGET_KEY)) ?? {}) };
+  }
+
+  async setTarget(input: Partial<Record<CsfFunction, number>>, ctx: { actor: string; requestId?: string | undefined }): Promise<TargetProfile> {
+    const before = await this.target();
+    const next = { ...before };
+    for (const [f, t] of Object.entries(input)) {
+      if (!(FUNCTIONS as readonly string[]).includes(f) || !Number.isInteger(t) || (t as number) < 1 || (t as number) > 4) throw badRequest(`${f}: a tier is 1 to 4 for one of ${FUNCTIONS.join(', ')}`);
+      next[f as CsfFunction] = t as Tier;
+    }
+    await this.db.transaction(async (tx) => {
+      await this.settings.set(tx, TARGET_KEY, next);
+      await this.audit.append(tx, [{ ...ctx, action: 'posture.target-set', targetType: 'posture', targetId: 'target', details: { from: before, to: next } }]);
+    });
+    return next;
+  }
+
+  async report(): Promise<PostureReport> {
+    const now = this.clock.now();
+    const [fleet, renewal, lastBackup, incidents, events, cas, target, certificatesByKey] = await Promise.all([
+      this.store.fleet(this.db, now),
+      this.src.pastRenewalPoint(now),
+      this.store.lastBackupAt(this.db),
+      this.store.openIncidents(this.db),
+      this.store.eventsSince(this.db, new Date(now.getTime() - 24 * HOUR)),
+      this.src.cas(),
+      this.target(),
+      this.cryptoInventory(now),
+    ]);
+    const a = fleet.active;
+    const validShare = share(a.validCertificate, a.total);
+    const casByKey: Record<string, number> = {};
+    const activeCas = cas.filter((c) => c.status === 'active');
+    for (const c of activeCas) casByKey[CA_KEY_LABELS[c.keyAlgorithm] ?? c.keyAlgorithm] = (casByKey[CA_KEY_LABELS[c.keyAlgorithm] ?? c.keyAlgorithm] ?? 0) + 1;
+    const backupAge = lastBackup ? (now.getTime() - lastBackup.getTime()) / HOUR : null;
+    const visible = this.src.revocationVisible();
+    const oldestIncident = incidents.reduce<Date | null>((m, i) => (!m || i.openedAt < m ? i.openedAt : m), null);
+    const byKind: Record<string, number> = {};
+    for (const i of incidents) byKind[i.kind] = (byKind[i.kind] ?? 0) + 1;
+    const weakKeys = [...Object.keys(certificatesByKey), ...Object.keys(casByKey)].filter((k) => !STRONG_KEYS.has(k));
+    const issuingExpiry = activeCas.filter((c) => c.kind === 'intermediate' && c.notAfter).map((c) => (new Date(c.notAfter!).getTime() - now.getTime()) / (24 * HOUR));
+    const soonestIssuingDays = issuingExpiry.length ? Math.min(...issuingExpiry) : null;
+    const actions = new Set(this.src.rules.flatMap((r) => r.actions));
+    const ruleNames = this.src.rules.map((r) => r.name);
+    const pastShare = share(renewal.past, renewal.current);
+
+    const o = (fn: CsfFunction, category: string, subcategory: string, status: OutcomeStatus, evidence: string, remedy: string): Outcome => ({ function: fn, category, subcategory, status, evidence, remedy });
+    const outcomes: Outcome[] = [
+      o('identify', 'Asset Management', 'List of hardware devices', a.total === 0 ? 'unmet' : byShare(share(a.withModel, a.total), 0.95, 0.5), `${a.total} active devices; model recorded for ${pct(share(a.withModel, a.total))}`, 'Record the model and hardware revision of every device (PATCH /v1/devices/{id} or the lot manifest).'),
+      o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${pct(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
+      o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${pct(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
+      o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${pct(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
+      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${[...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])].join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
+      o('protect', 'Identity, Credential and Access Management', 'Authentication of Clients by the Server', byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9), `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`, 'Give every active client a current certificate (enrollment tokens, renewal).'),
+      o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', a.brokers === 0 ? 'unmet' : byShare(share(a.validBrokers, a.brokers), 1, 0.5), `${a.validBrokers} of ${a.brokers} active brokers hold a valid server certificate`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
+      o('protect', 'Server-side Protection', 'Frequent session renegotiation (certificate renewal)', renewal.current === 0 ? 'unmet' : pastShare! <= 0.01 ? 'met' : pastShare! <= 0.1 ? 'partial' : 'unmet', `${renewal.past} of ${renewal.current} current certificates are past their renewal point`, 'Make sure renewal notices reach the devices (RENEWAL_MQTT_URL or RENEWAL_WEBHOOK_URL) and that they renew.'),
+      o('protect', 'Server-side Protection', 'Rate limiting and/or blocking', this.src.rateLimitScopes.length === 3 && actions.has('block-source') ? 'met' : this.src.rateLimitScopes.length > 0 || actions.has('block-source') ? 'partial' : 'unmet', `rate limits on ${this.src.rateLimitScopes.join(', ') || 'nothing'}; blocking ${actions.has('block-source') ? 'on' : 'off'}`, 'Set API_RATE_PER_SOURCE, API_RATE_PER_KEY and ENROLL_RATE_PER_SOURCE, and keep a block-source rule.'),
+      o('protect', 'Server-side Protection', 'Data-at-rest encryption', 'met', 'CA and session keys are stored wrapped under the KEK; backups are encrypted', 'None.'),
+      o('detect', 'Intrusion Detection', 'Repeated authentication attempts', ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet', `detection rules: ${ruleNames.join(', ') || 'none'}`, 'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).'),
+      o('detect', 'Network Monitoring', 'Repeated connection attempts', 'met', 'OCSP queries about revoked certificates are reported (ocsp.revoked-queried)', 'None.'),
+      o('detect', 'Network Monitoring', 'Revocation information current', this.src.staleCrls().length === 0 ? 'met' : 'unmet', this.src.staleCrls().length ? `stale CRLs: ${this.src.staleCrls().join(', ')}` : 'every CRL is within its refresh period', 'Find why the CRL publisher fails (the crl-stale events, the job queue).'),
+      o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'partial' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : 'no revocation measured since the service started', 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
+      o('respond', 'Response Planning', 'Disconnect suspicious or compromised end-devices', this.src.brokerConnectors.length ? 'met' : 'unmet', `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`, 'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.'),
+      o('respond', 'Response Planning', 'Revoke compromised Client or Server authentication credentials', actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial', `automatic responses: ${[...actions].join(', ') || 'none'}`, 'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.'),
+      o('respond', 'Response Planning', 'Incidents handled', incidents.length === 0 ? 'met' : oldestIncident && now.getTime() - oldestIncident.getTime() > 7 * 24 * HOUR ? 'partial' : 'met', `${incidents.length} open incidents${oldestIncident ? `, the oldest opened ${oldestIncident.toISOString()}` : ''}`, 'Work the incidents open for more than a week, and close them.'),
+      o('recover', 'Recover Planning', 'Backup systems', backupAge === null ? 'unmet' : backupAge <= 24 ? 'met' : backupAge <= 7 * 24 ? 'partial' : 'unmet', backupAge === null ? 'no backup made' : `last backup ${backupAge.toFixed(1)} h ago; scheduled ${this.src.backupEveryMs ? `every ${this.src.backupEveryMs / HOUR} h` : 'never'}`, 'Schedule backups (BACKUP_EVERY_HOURS) and keep them off this machine.'),
+      o('recover', 'Post Recovery', 'Reissue certificates and authentication credentials', this.src.renewalNoticeSinks.length ? 'met' : 'partial', `renewal notices go to ${this.src.renewalNoticeSinks.join(', ') || 'nowhere (devices renew on their own schedule)'}`, 'Configure a renewal notice channel, so a mass reissue (CA recovery) reaches the devices.'),
+      o('recover', 'Post Recovery', 'Review Key Management and cryptographic deployments', soonestIssuingDays === null ? 'unmet' : soonestIssuingDays > 180 ? 'met' : soonestIssuingDays > 30 ? 'partial' : 'unmet', soonestIssuingDays === null ? 'no active issuing CA' : `the soonest active issuing CA expires in ${Math.floor(soonestIssuingDays)} days`, 'Roll the issuing CA over well before it expires (POST /v1/cas/{id}/rollover).'),
+    ];
+
+    const current = {} as PostureReport['current'];
+    for (const f of FUNCTIONS) {
+      const of = outcomes.filter((x) => x.function === f);
+      const tier = tierOf(of);
+      current[f] = { tier, name: TIER_NAMES[tier], met: of.filter((x) => x.status === 'met').length, partial: of.filter((x) => x.status === 'partial').length, unmet: of.filter((x) => x.status === 'unmet').length };
+    }
+    const gaps = outcomes
+      .filter((x) => x.status !== 'met' && current[x.function].tier < target[x.function])
+      .map((x) => ({ ...x, currentTier: current[x.function].tier, targetTier: target[x.function] }))
+      .sort((p, q) => q.targetTier - q.currentTier - (p.targetTier - p.currentTier) || (p.status === 'unmet' ? 0 : 1) - (q.status === 'unmet' ? 0 : 1) || FUNCTIONS.indexOf(p.function) - FUNCTIONS.indexOf(q.function));
+
+    return {
+      generatedAt: now.toISOString(),
+      figures: {
+        devices: { byStatus: fleet.byStatus, active: a.total, activeWithValidCertificate: a.validCertificate, validCertificateShare: validShare, brokers: a.brokers, brokersWithValidCertificate: a.validBrokers },
+        inventory: { modelShare: share(a.withModel, a.total), firmwareShare: share(a.withFirmware, a.total), siteShare: share(a.withSite, a.total) },
+        renewal: { currentCertificates: renewal.current, pastRenewalPoint: renewal.past },
+        crypto: { certificatesByKey, casByKey },
+        revocationVisible: visible,
+        lastBackupAt: lastBackup?.toISOString() ?? null,
+        lastBackupAgeHours: backupAge === null ? null : Math.round(backupAge * 10) / 10,
+        openIncidents: { total: incidents.length, byKind, oldestOpenedAt: oldestIncident?.toISOString() ?? null },
+        securityEvents24h: events.map((e) => ({ kind: e.kind, severity: e.severity, count: e.n })),
+        staleCrls: this.src.staleCrls(),
+      },
+      current,
+      target,
+      outcomes,
+      gaps,
+    };
+  }
+
+  /** Key types of the current certificates of active devices, read from their DER a page at a time. */
+  private async cryptoInventory(now: Date): Promise<Record<string, number>> {
+    const counts: Record<string, number> = {};
+    let after: Buffer | null = null;
+    for (;;) {
+      const page = await this.store.currentCertificates(this.db, now, after, PAGE);
+      for (const c of page) {
+        const k = keyLabel(c.der);
+        counts[k] = (counts[k] ?? 0) + 1;
+      }
+      if (page.length < PAGE) return counts;
+      after = page[page.length - 1]!.serial;
+    }
+  }
+}

@@ -1,0 +1,64 @@
+import type { Executor } from './db.js';
+
+export interface FleetCounts {
+  byStatus: Record<string, number>;
+  /** Active devices, and of them: with a current certificate that is issued and unexpired; with model, firmware, site recorded. */
+  active: { total: number; clients: number; brokers: number; validCertificate: number; validBrokers: number; withModel: number; withFirmware: number; withSite: number };
+}
+
+const n = (v: unknown) => Number(v ?? 0);
+
+/** The queries behind the posture report: counts over the inventory, certificates, backups, incidents and events. */
+export class PostureStore {
+  async fleet(ex: Executor, now: Date): Promise<FleetCounts> {
+    const statuses = (await ex('devices').select('status').count({ n: '*' }).groupBy('status')) as { status: string; n: unknown }[];
+    const r = await ex.raw(
+      `select count(*) as total,
+              count(*) filter (where d.kind = 'client') as clients,
+              count(*) filter (where d.kind = 'broker') as brokers,
+              count(c.serial) as valid,
+              count(c.serial) filter (where d.kind = 'broker') as valid_brokers,
+              count(*) filter (where d.model is not null) as with_model,
+              count(*) filter (where d.firmware_version is not null) as with_firmware,
+              count(*) filter (where d.site is not null) as with_site
+         from devices d
+         left join certificates c on c.serial = d.current_serial and c.status = 'issued' and c.not_after > ?
+        where d.status = 'active'`,
+      [now],
+    );
+    const a = (r.rows as Record<string, unknown>[])[0]!;
+    return {
+      byStatus: Object.fromEntries(statuses.map((s) => [s.status, n(s.n)])),
+      active: { total: n(a.total), clients: n(a.clients), brokers: n(a.brokers), validCertificate: n(a.valid), validBrokers: n(a.valid_brokers), withModel: n(a.with_model), withFirmware: n(a.with_firmware), withSite: n(a.with_site) },
+    };
+  }
+
+  /** DERs of the current, unexpired certificates of active devices, a page at a time (keyset on the serial). */
+  async currentCertificates(ex: Executor, now: Date, after: Buffer | null, limit: number): Promise<{ serial: Buffer; der: Buffer }[]> {
+    const q = ex('devices as d')
+      .join('certificates as c', 'c.serial', 'd.current_serial')
+      .where('d.status', 'active')
+      .andWhere('c.status', 'issued')
+      .andWhere('c.not_after', '>', now)
+      .select('c.serial', 'c.der')
+      .orderBy('c.serial')
+      .limit(limit);
+    if (after) q.andWhere('c.serial', '>', after);
+    return ((await q) as { serial: Uint8Array; der: Uint8Array }[]).map((r) => ({ serial: Buffer.from(r.serial), der: Buffer.from(r.der) }));
+  }
+
+  async lastBackupAt(ex: Executor): Promise<Date | null> {
+    const r = (await ex('backups').max({ at: 'created_at' }).first()) as { at: unknown } | undefined;
+    return r?.at ? new Date(r.at as string) : null;
+  }
+
+  async openIncidents(ex: Executor): Promise<{ kind: string; openedAt: Date }[]> {
+    const rows = (await ex('incidents').select('kind', 'opened_at').where('status', 'open')) as { kind: string; opened_at: unknown }[];
+    return rows.map((r) => ({ kind: r.kind, openedAt: new Date(r.opened_at as string) }));
+  }
+
+  async eventsSince(ex: Executor, since: Date): Promise<{ kind: string; severity: string; n: number }[]> {
+    const rows = (await ex('security_events').select('kind', 'severity').count({ n: '*' }).where('at', '>=', since).groupBy('kind', 'severity').orderBy('kind')) as { kind: string; severity: string; n: unknown }[];
+    return rows.map((r) => ({ kind: r.kind, severity: r.severity, n: n(r.n) }));
+  }
+}
