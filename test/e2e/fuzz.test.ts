@@ -1,0 +1,237 @@
+import { describe, it, before, after } from 'node:test';
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dbTargets } from '../helpers/db.js';
+import { makeApiService } from '../helpers/service.js';
+import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
+import { p256Csr } from '../helpers/csr.js';
+import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
+import { toolSkip } from '../helpers/tools.js';
+import { toPem } from '../../src/ca/x509/pem.js';
+import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Role } from '../../src/access/api-keys.js';
+
+/** mulberry32: a small seeded generator, so a failing input can be made again from the seed printed with it. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => int(256)));
+  return { next, int, bytes, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)]! };
+}
+type Rng = ReturnType<typeof prng>;
+
+/** One mutation of a valid input: bit flips, byte changes, insertions, deletions, truncation, splices, repetition. */
+function mutate(r: Rng, seed: Buffer): Buffer {
+  const b = Buffer.from(seed);
+  switch (r.int(8)) {
+    case 0: {
+      for (let i = 0, n = 1 + r.int(8); i < n && b.length; i++) b[r.int(b.length)]! ^= 1 << r.int(8);
+      return b;
+    }
+    case 1: {
+      for (let i = 0, n = 1 + r.int(4); i < n && b.length; i++) b[r.int(b.length)] = r.pick([0x00, 0xff, 0x80, 0x7f, 0x30, 0x82, 0x84, r.int(256)]);
+      return b;
+    }
+    case 2: {
+      const at = r.int(b.length + 1);
+      return Buffer.concat([b.subarray(0, at), r.bytes(1 + r.int(64)), b.subarray(at)]);
+    }
+    case 3: {
+      const at = r.int(b.length);
+      return Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + r.int(32))]);
+    }
+    case 4:
+      return b.subarray(0, r.int(b.length));
+    case 5: {
+      const at = r.int(b.length);
+      const from = r.int(b.length);
+      return Buffer.concat([b.subarray(0, at), b.subarray(from, from + 1 + r.int(100)), b.subarray(at)]);
+    }
+    case 6:
+      return Buffer.concat(Array.from({ length: 2 + r.int(6) }, () => b));
+    default:
+      return r.bytes(r.int(600));
+  }
+}
+
+/** A random JSON value of some depth: what an API body may be when a client is wrong. */
+function randomJson(r: Rng, depth = 0): unknown {
+  const k = r.int(depth > 3 ? 6 : 9);
+  switch (k) {
+    case 0: return null;
+    case 1: return r.next() < 0.5;
+    case 2: return r.pick([0, -1, 1.5, 1e308, -1e308, 2 ** 53 + 1, 42]);
+    case 3: return r.pick(['', 'x'.repeat(r.int(5000)), '\u0000', '<script>', '../../etc/passwd', 'ü😀', '2026-13-45T99:99:99Z', "'; drop table devices; --"]);
+    case 4: return r.bytes(r.int(40)).toString('latin1');
+    case 5: return r.pick(['client', 'broker', 'device', 'keyCompromise', 'admin', 'L-1']);
+    case 6: return Array.from({ length: r.int(5) }, () => randomJson(r, depth + 1));
+    default: {
+      const o: Record<string, unknown> = {};
+      for (let i = 0, n = r.int(6); i < n; i++) o[r.pick(['id', 'kind', 'lot', 'deviceId', 'reason', 'profile', 'maxUses', 'expiresInSeconds', 'devices', 'model', 'site', 'labels', 'csr', 'title', 'targets', '__proto__', 'constructor'])] = randomJson(r, depth + 1);
+      return o;
+    }
+  }
+}
+
+/** A mutation of a JSON object: a field's value replaced by a random one, a field dropped or added. */
+function mutateJson(r: Rng, seed: Record<string, unknown>): unknown {
+  const o: Record<string, unknown> = structuredClone(seed);
+  const keys = Object.keys(o);
+  switch (r.int(4)) {
+    case 0: o[r.pick(keys)] = randomJson(r); return o;
+    case 1: delete o[r.pick(keys)]; return o;
+    case 2: o[r.pick(['extra', 'id', 'kind', 'x'])] = randomJson(r); return o;
+    default: return randomJson(r);
+  }
+}
+
+const PER_TARGET = Number(process.env.FUZZ_INPUTS ?? 800);
+/** A request that takes longer than this is a hang. */
+const HANG_MS = 15_000;
+
+const target = dbTargets.find((t) => t.name === 'postgres' && !t.skip) ?? dbTargets[0]!;
+
+describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.name}`, { skip: target.skip ?? toolSkip('openssl') }, () => {
+  let svc: Service & { dispose(): Promise<void> };
+  let keys: Record<Role, string>;
+  let http: { url: string; close(): Promise<void> };
+  const dir = tempDir();
+  const seeds: Record<string, Buffer> = {};
+  let lotToken: string;
+  const tally: Record<string, Record<string, number>> = {};
+  const issued: string[] = [];
+
+  /** Sends one input; fails on a 5xx, a wrong error type, or a hang. */
+  async function send(name: string, seed: number, method: string, path: string, body: Buffer | string | undefined, headers: Record<string, string>): Promise<number> {
+    let res: Response;
+    try {
+      res = await fetch(`${http.url}${path}`, { method, headers, body, signal: AbortSignal.timeout(HANG_MS) });
+    } catch (e) {
+      throw new Error(`${name} #${seed}: no answer (${String(e)}) for ${JSON.stringify(String(body).slice(0, 200))}`);
+    }
+    const text = await res.text();
+    (tally[name] ??= {})[res.status] = (tally[name]![res.status] ?? 0) + 1;
+    assert.ok(res.status < 500, `${name} #${seed}: ${res.status} ${text.slice(0, 300)}`);
+    const type = res.headers.get('content-type') ?? '';
+    if (path.startsWith('/pki/ocsp')) {
+      assert.equal(res.status, 200, `${name} #${seed}: OCSP answers with an OCSP status, not HTTP ${res.status}`);
+      assert.equal(type, 'application/ocsp-response');
+    } else if (res.status >= 400) {
+      assert.match(type, /^application\/problem\+json/, `${name} #${seed}: ${res.status} is not problem+json`);
+      assert.equal(JSON.parse(text).status, res.status);
+    }
+    if (res.status === 201 && /"serial"/.test(text)) issued.push(JSON.parse(text).serial);
+    return res.status;
+  }
+
+  before(async () => {
+    let issuingId: string;
+    // Detection and rate limits off: the point is that every input reaches its parser.
+    ({ svc, keys, issuingId } = await makeApiService(target, { env: { DETECTION_RULES: '[]', API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RATE_PER_SOURCE: '0' } }));
+    http = await listenOnLoopback(createHttpHandler(svc));
+    const files = await writeCaFiles(svc, issuingId, dir);
+    await svc.devices.importManifest(Array.from({ length: 20 }, (_, i) => ({ id: `fz-${i}`, kind: 'client' as const })), { actor: 'test' }, { lot: 'FUZZ' });
+    lotToken = (await svc.tokens.create({ lot: 'FUZZ', maxUses: 1_000_000 }, { actor: 'test' })).token;
+    // Valid inputs made by clients nobody here wrote, to mutate from.
+    const cert = await svc.issuance.issue({ profile: 'device', deviceId: 'fz-seed', subjectPublicKeyInfo: generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }) }, { actor: 'test' });
+    const certFile = writeTemp(dir, 'seed.pem', toPem(cert.der));
+    for (const [name, extra] of [['ocsp', ['-no_nonce']], ['ocsp-nonce', []]] as const) {
+      const out = join(dir, `${name}.der`);
+      assert.equal(run('openssl', ['ocsp', '-issuer', files.issuing, '-cert', certFile, ...extra, '-reqout', out]).status, 0);
+      seeds[name] = readFileSync(out);
+    }
+    const csr = opensslCsr([...KEY_ARGS.p256], '/CN=fz-1');
+    seeds.csrPem = Buffer.from(csr.csrPem);
+    seeds.csrDer = p256Csr('fz-2').der;
+    seeds.manifestCsv = Buffer.from('id,kind,model,site\nfz-100,client,M1,north\nfz-101,client,M2,south\n');
+  });
+  after(async () => {
+    await http?.close();
+    await svc?.dispose();
+    console.log(`fuzz tally (status → count), ${PER_TARGET} inputs per target: ${JSON.stringify(tally)}`);
+  });
+
+  it('OCSP requests (POST, and GET base64 in the path): every answer an OCSP response, never an HTTP error', async () => {
+    const r = prng(1);
+    for (let i = 0; i < PER_TARGET; i++) {
+      const input = mutate(r, r.next() < 0.5 ? seeds.ocsp! : seeds['ocsp-nonce']!);
+      if (i % 2) await send('ocsp-post', i, 'POST', '/pki/ocsp', input, { 'Content-Type': 'application/ocsp-request' });
+      else await send('ocsp-get', i, 'GET', `/pki/ocsp/${encodeURIComponent(input.toString(r.next() < 0.5 ? 'base64' : 'base64url'))}`, undefined, {});
+    }
+  });
+
+  it('CSRs to /v1/enroll (PEM in JSON, raw DER, base64) and EST simpleenroll: 4xx problem+json, nothing issued from a broken CSR', async () => {
+    const r = prng(2);
+    const before = await svc.db('certificates').count({ n: '*' }).first();
+    for (let i = 0; i < PER_TARGET; i++) {
+      const useDer = r.next() < 0.5;
+      const m = mutate(r, useDer ? seeds.csrDer! : seeds.csrPem!);
+      const auth = { Authorization: `Bearer ${lotToken}` };
+      switch (i % 4) {
+        case 0:
+          await send('enroll-json', i, 'POST', '/v1/enroll', JSON.stringify({ csr: m.toString('latin1') }), { ...auth, 'Content-Type': 'application/json' });
+          break;
+        case 1:
+          await send('enroll-pkcs10', i, 'POST', '/v1/enroll', m, { ...auth, 'Content-Type': 'application/pkcs10' });
+          break;
+        case 2:
+          await send('enroll-pkcs10-b64', i, 'POST', '/v1/enroll', m.toString('base64'), { ...auth, 'Content-Type': 'application/pkcs10' });
+          break;
+        default:
+          await send('est-simpleenroll', i, 'POST', '/.well-known/est/simpleenroll', m.toString('base64'), { Authorization: `Basic ${Buffer.from(`fz-3:${lotToken}`).toString('base64')}`, 'Content-Type': 'application/pkcs10' });
+      }
+    }
+    // Whatever was issued is recorded: every 201's serial is an issued row, and no other row appeared.
+    const after = await svc.db('certificates').count({ n: '*' }).first();
+    assert.equal(Number(after!.n) - Number(before!.n), issued.length);
+    for (const serial of issued) assert.equal((await svc.certificates.get(serial as never)).status, 'issued');
+  });
+
+  it('device manifests (JSON and CSV) and API JSON bodies: 4xx problem+json, never a 500', async () => {
+    const r = prng(3);
+    const admin = { Authorization: `Bearer ${keys.admin}` };
+    const manifest = { lot: 'FZ-M', devices: [{ id: 'fzm-1', kind: 'client', model: 'M1' }, { id: 'fzm-2', kind: 'client', site: 'x' }] };
+    const bodies: [string, string, Record<string, unknown>][] = [
+      ['devices', '/v1/devices', { id: 'fzd-1', kind: 'client', model: 'M1', lot: 'L', labels: { a: 'b' } }],
+      ['tokens', '/v1/enrollment-tokens', { deviceId: 'fz-5', profile: 'device', maxUses: 2, expiresInSeconds: 3600 }],
+      ['incidents', '/v1/incidents', { kind: 'lost-device', title: 't', targets: { devices: ['fz-6'] } }],
+      ['bulk-revoke', '/v1/revocations', { reason: 'superseded', lots: ['NOPE'], dryRun: true }],
+    ];
+    for (let i = 0; i < PER_TARGET; i++) {
+      switch (i % 4) {
+        case 0:
+          await send('manifest-json', i, 'POST', '/v1/devices/import', JSON.stringify(mutateJson(r, manifest)), { ...admin, 'Content-Type': 'application/json' });
+          break;
+        case 1:
+          await send('manifest-csv', i, 'POST', `/v1/devices/import?lot=FZ-C${i}`, mutate(r, seeds.manifestCsv!).toString('latin1'), { ...admin, 'Content-Type': 'text/csv' });
+          break;
+        case 2: {
+          const [name, path, seed] = r.pick(bodies);
+          await send(`api-${name}`, i, 'POST', path, JSON.stringify(mutateJson(r, seed)), { ...admin, 'Content-Type': 'application/json' });
+          break;
+        }
+        default: {
+          // Broken JSON text itself.
+          const [name, path, seed] = r.pick(bodies);
+          await send(`api-${name}-text`, i, 'POST', path, mutate(r, Buffer.from(JSON.stringify(seed))).toString('latin1'), { ...admin, 'Content-Type': 'application/json' });
+        }
+      }
+    }
+  });
+
+  it('is still healthy after all of it: /healthz, and a good enrollment issues a certificate', async () => {
+    assert.equal((await fetch(`${http.url}/healthz`)).status, 200);
+    const res = await fetch(`${http.url}/v1/enroll`, { method: 'POST', headers: { Authorization: `Bearer ${lotToken}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ csr: p256Csr('fz-19').pem }) });
+    assert.equal(res.status, 201, await res.text());
+  });
+});
