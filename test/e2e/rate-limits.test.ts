@@ -13,6 +13,8 @@ import { createPkiHandler, type PkiSource } from '../../src/http/pki/handler.js'
 import { ManualClock } from '../../src/shared/clock.js';
 import type { OcspAnswer } from '../../src/revoke/ocsp-responder.js';
 import type { Role } from '../../src/access/api-keys.js';
+import { Redis } from 'ioredis';
+import { MemoryRateLimiter, RedisRateLimiter } from '../../src/detect/rate-limits.js';
 
 const pglite = dbTargets[0]!;
 
@@ -115,14 +117,19 @@ describe('rate limits shared across replicas through Redis', { skip: pglite.skip
   });
 
   it('with Redis unreachable, each process limits on its own and nothing fails', async () => {
-    const c = await makeApiService(pglite, { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
-    const hc = await listenOnLoopback(createHttpHandler(c.svc));
+    // The limiter alone, on a port nothing listens on (a whole service there would also point its job queues at it).
+    const dead = new Redis('redis://127.0.0.1:1', { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250, lazyConnect: true });
+    const errors: unknown[] = [];
+    dead.on('error', () => undefined);
+    const limiter = new RedisRateLimiter(dead, env.JOBS_PREFIX, new MemoryRateLimiter(), (e) => errors.push(e));
     try {
-      for (let i = 0; i < 3; i++) assert.equal((await curlFrom(hc.url, '127.0.1.2', c.keys.admin)).status, 200);
-      assert.equal((await curlFrom(hc.url, '127.0.1.2', c.keys.admin)).status, 429);
+      const limit = { perSecond: 0.001, burst: 3 };
+      const got = [];
+      for (let i = 0; i < 4; i++) got.push((await limiter.take('api-source:127.0.1.2', limit)).allowed);
+      assert.deepEqual(got, [true, true, true, false]);
+      assert.equal(errors.length, 1, 'said once, not per request');
     } finally {
-      await hc.close();
-      await c.svc.dispose();
+      dead.disconnect();
     }
   });
 });
