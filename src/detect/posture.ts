@@ -68,7 +68,8 @@ const HOUR = 3_600_000;
 const STRONG_KEYS = new Set(['EC P-256', 'EC P-384', 'Ed25519', 'RSA 3072', 'RSA 4096']);
 
 const share = (part: number, whole: number): number | null => (whole === 0 ? null : part / whole);
-const pct = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
+/** A share as the report and its page write it. */
+export const percent = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
 /** met at or above `met`, partial at or above `partial`; no data is unmet. */
 const byShare = (s: number | null, met: number, partial: number): OutcomeStatus => (s === null ? 'unmet' : s >= met ? 'met' : s >= partial ? 'partial' : 'unmet');
 
@@ -137,7 +138,10 @@ export class Posture {
     const validShare = share(a.validCertificate, a.total);
     const casByKey: Record<string, number> = {};
     const activeCas = cas.filter((c) => c.status === 'active');
-    for (const c of activeCas) casByKey[CA_KEY_LABELS[c.keyAlgorithm] ?? c.keyAlgorithm] = (casByKey[CA_KEY_LABELS[c.keyAlgorithm] ?? c.keyAlgorithm] ?? 0) + 1;
+    for (const c of activeCas) {
+      const label = CA_KEY_LABELS[c.keyAlgorithm] ?? c.keyAlgorithm;
+      casByKey[label] = (casByKey[label] ?? 0) + 1;
+    }
     const backupAge = lastBackup ? (now.getTime() - lastBackup.getTime()) / HOUR : null;
     const visible = this.src.revocationVisible();
     const oldestIncident = incidents.reduce<Date | null>((m, i) => (!m || i.openedAt < m ? i.openedAt : m), null);
@@ -149,13 +153,14 @@ export class Posture {
     const actions = new Set(this.src.rules.flatMap((r) => r.actions));
     const ruleNames = this.src.rules.map((r) => r.name);
     const pastShare = share(renewal.past, renewal.current);
+    const staleCrls = this.src.staleCrls();
 
     const o = (fn: CsfFunction, category: string, subcategory: string, status: OutcomeStatus, evidence: string, remedy: string): Outcome => ({ function: fn, category, subcategory, status, evidence, remedy });
     const outcomes: Outcome[] = [
-      o('identify', 'Asset Management', 'List of hardware devices', a.total === 0 ? 'unmet' : byShare(share(a.withModel, a.total), 0.95, 0.5), `${a.total} active devices; model recorded for ${pct(share(a.withModel, a.total))}`, 'Record the model and hardware revision of every device (PATCH /v1/devices/{id} or the lot manifest).'),
-      o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${pct(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
-      o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${pct(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
-      o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${pct(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
+      o('identify', 'Asset Management', 'List of hardware devices', a.total === 0 ? 'unmet' : byShare(share(a.withModel, a.total), 0.95, 0.5), `${a.total} active devices; model recorded for ${percent(share(a.withModel, a.total))}`, 'Record the model and hardware revision of every device (PATCH /v1/devices/{id} or the lot manifest).'),
+      o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${percent(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
+      o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${percent(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
+      o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${percent(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
       o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${[...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])].join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
       o('protect', 'Identity, Credential and Access Management', 'Authentication of Clients by the Server', byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9), `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`, 'Give every active client a current certificate (enrollment tokens, renewal).'),
       o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', a.brokers === 0 ? 'unmet' : byShare(share(a.validBrokers, a.brokers), 1, 0.5), `${a.validBrokers} of ${a.brokers} active brokers hold a valid server certificate`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
@@ -164,7 +169,7 @@ export class Posture {
       o('protect', 'Server-side Protection', 'Data-at-rest encryption', 'met', 'CA and session keys are stored wrapped under the KEK; backups are encrypted', 'None.'),
       o('detect', 'Intrusion Detection', 'Repeated authentication attempts', ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet', `detection rules: ${ruleNames.join(', ') || 'none'}`, 'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).'),
       o('detect', 'Network Monitoring', 'Repeated connection attempts', 'met', 'OCSP queries about revoked certificates are reported (ocsp.revoked-queried)', 'None.'),
-      o('detect', 'Network Monitoring', 'Revocation information current', this.src.staleCrls().length === 0 ? 'met' : 'unmet', this.src.staleCrls().length ? `stale CRLs: ${this.src.staleCrls().join(', ')}` : 'every CRL is within its refresh period', 'Find why the CRL publisher fails (the crl-stale events, the job queue).'),
+      o('detect', 'Network Monitoring', 'Revocation information current', staleCrls.length === 0 ? 'met' : 'unmet', staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : 'every CRL is within its refresh period', 'Find why the CRL publisher fails (the crl-stale events, the job queue).'),
       o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'partial' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : 'no revocation measured since the service started', 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
       o('respond', 'Response Planning', 'Disconnect suspicious or compromised end-devices', this.src.brokerConnectors.length ? 'met' : 'unmet', `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`, 'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.'),
       o('respond', 'Response Planning', 'Revoke compromised Client or Server authentication credentials', actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial', `automatic responses: ${[...actions].join(', ') || 'none'}`, 'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.'),
@@ -197,7 +202,7 @@ export class Posture {
         lastBackupAgeHours: backupAge === null ? null : Math.round(backupAge * 10) / 10,
         openIncidents: { total: incidents.length, byKind, oldestOpenedAt: oldestIncident?.toISOString() ?? null },
         securityEvents24h: events.map((e) => ({ kind: e.kind, severity: e.severity, count: e.n })),
-        staleCrls: this.src.staleCrls(),
+        staleCrls,
       },
       current,
       target,

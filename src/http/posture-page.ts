@@ -1,8 +1,7 @@
-import { FUNCTIONS, TIER_NAMES, type PostureReport } from '../detect/posture.js';
+import { FUNCTIONS, TIER_NAMES, percent, type PostureReport } from '../detect/posture.js';
 
 const esc = (v: unknown) =>
   String(v).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-const pct = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
 const title = (f: string) => f[0]!.toUpperCase() + f.slice(1);
 const rows = (cells: unknown[][]) => cells.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('\n');
 
@@ -32,7 +31,7 @@ ${gaps}
 <table><tbody>
 ${rows([
   ['active devices', f.devices.active],
-  ['active devices with a valid certificate', `${f.devices.activeWithValidCertificate} (${pct(f.devices.validCertificateShare)})`],
+  ['active devices with a valid certificate', `${f.devices.activeWithValidCertificate} (${percent(f.devices.validCertificateShare)})`],
   ['active brokers with a valid certificate', `${f.devices.brokersWithValidCertificate} of ${f.devices.brokers}`],
   ['devices by status', Object.entries(f.devices.byStatus).map(([s, n]) => `${s} ${n}`).join(', ') || 'none'],
   ['current certificates past their renewal point', `${f.renewal.pastRenewalPoint} of ${f.renewal.currentCertificates}`],
