@@ -25,6 +25,7 @@ import { DeviceInventory } from './enroll/devices.js';
 import { DeviceStore } from './store/device-store.js';
 import { Enrollment } from './enroll/enrollment.js';
 import { Idempotency } from './enroll/idempotency.js';
+import { AbandonedAttempts } from './enroll/abandoned-attempts.js';
 import type { DeviceDirectory } from './enroll/methods.js';
 import { RenewalEnrollment } from './enroll/renewal-method.js';
 import { OperatorEnrollment } from './enroll/operator-method.js';
@@ -248,7 +249,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) => logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'))
       : new MemoryRateLimiter();
     const limits = new RateLimits(limiter, config.rateLimits, metrics);
-    const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock);
+    const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
+    const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock, { abandoned });
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
@@ -268,10 +270,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ],
       issuance,
       hierarchy,
-      new Idempotency(db, new IdempotencyStore(), clock),
+      new Idempotency(db, new IdempotencyStore(), clock, config.enrollRecoveryMs),
       securityEvents,
       responses, // sources the failing-source rule blocked are refused at once
       limits,
+      abandoned,
       rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
     );
     const stagedStore = new StagedCredentialStore();

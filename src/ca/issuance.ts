@@ -221,13 +221,14 @@ export class Issuance {
   }
 
   /**
-   * Closes intents left pending by a process that died between recording and signing.
-   * Only those older than `olderThanMs`, so another live process's in-flight batch is untouched.
+   * Closes intents left pending by a process that died between recording and signing: only
+   * those older than `olderThanMs`, so another live process's in-flight batch is untouched, and
+   * only the device's when `deviceId` is given. Once closed, an intent can never be released.
    */
-  async failAbandoned(olderThanMs: number, ctx: ActorContext): Promise<Serial[]> {
+  async failAbandoned(olderThanMs: number, ctx: ActorContext, deviceId?: string): Promise<Serial[]> {
     return this.db.transaction(async (tx) => {
       const before = new Date(this.clock.now().getTime() - olderThanMs);
-      const serials = await this.certificates.failStalePending(tx, before, 'abandoned: the process stopped between recording and signing');
+      const serials = await this.certificates.failStalePending(tx, before, 'abandoned: the process stopped between recording and signing', deviceId);
       await this.audit.append(
         tx,
         serials.map((s) => ({ ...ctx, action: 'certificate.abandoned', targetType: 'certificate', targetId: serialFromBytes(s) })),

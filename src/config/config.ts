@@ -85,6 +85,7 @@ const schema = z.object({
   API_RATE_PER_KEY: rateSetting.default('300'),
   ENROLL_RATE_PER_SOURCE: rateSetting.default('5000'),
   PKI_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(1_000_000).default(1024),
+  ENROLL_RECOVERY_SECONDS: z.coerce.number().int().min(1).max(86_400).default(120),
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
@@ -166,6 +167,8 @@ export interface Config {
   rateLimits: Record<RateScope, Limit | undefined>;
   /** OCSP answers and CRL/CA bodies being worked on at once; beyond, OCSP says tryLater and CRLs 503 (0: no bound). */
   pkiMaxInFlight: number;
+  /** How long an enrollment may stay unfinished before a retry takes its process for dead and settles what it left (ENROLL_RECOVERY_SECONDS). */
+  enrollRecoveryMs: number;
 }
 
 function byteSize(limit: string): number {
@@ -261,6 +264,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
     rateLimits: { 'api-source': rate(e.API_RATE_PER_SOURCE), 'api-key': rate(e.API_RATE_PER_KEY), 'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE) },
     pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,
+    enrollRecoveryMs: e.ENROLL_RECOVERY_SECONDS * 1000,
   };
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { Issuance } from '../ca/issuance.js';
 import { CsrError, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../ca/x509/csr.js';
@@ -6,7 +7,9 @@ import type { SourceGuard } from '../detect/source-blocks.js';
 import type { RateLimits } from '../detect/rate-limits.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { DomainError } from '../shared/errors.js';
+import { serialFromBytes } from '../shared/ids.js';
 import type { Idempotency } from './idempotency.js';
+import type { AbandonedAttempts } from './abandoned-attempts.js';
 import type { Credential, EnrollmentContext, EnrollmentMethod, IssuerRouting } from './methods.js';
 import { runSteps } from './policy.js';
 
@@ -48,6 +51,7 @@ export class Enrollment {
     private readonly events: SecurityEvents,
     private readonly sources: SourceGuard,
     private readonly limits: RateLimits,
+    private readonly abandoned: AbandonedAttempts,
     /** Set by the composition root: renewals of a rolled-over CA's certificates go to its successor. */
     private readonly routing?: IssuerRouting,
   ) {}
@@ -93,27 +97,33 @@ export class Enrollment {
       };
       this.issuance.validate(request); // key policy and names, before anything is spent
 
-      const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, async () => {
+      const actor = { actor: auth.actor, requestId: ctx.requestId };
+      const work = async () => {
         // The credential is spent, and the proof of possession checked, while the intent is
         // recorded: nothing is signed unless both hold (a use spent for a CSR that fails is refunded).
         const spend = auth.spend();
         const spent = spend.then(() => true, () => false);
         const registration = Promise.all([possession, spend]).then(([, s]) => s);
         try {
-          const issued = await this.issuance.issue(request, { actor: auth.actor, requestId: ctx.requestId }, { registration });
-          return {
-            serial: issued.serial,
-            certificate: toPem(issued.der),
-            chain: await this.chainPem(issued.caId),
-            caId: issued.caId,
-            notBefore: issued.notBefore.toISOString(),
-            notAfter: issued.notAfter.toISOString(),
-          };
+          return await this.result(await this.issuance.issue(request, actor, { registration }));
         } catch (e) {
           if (await spent) await auth.refund();
           throw e;
         }
-      });
+      };
+      // A first attempt under this key died with its process: its certificate, if it was
+      // recorded, is this answer; else what it left is settled and the request runs anew.
+      const recover = async (claimedAt: Date): Promise<EnrollResult | undefined> => {
+        const deviceId = request.deviceId;
+        if (!deviceId) return undefined;
+        const recorded = await this.abandoned.recordedSince(deviceId, claimedAt, createHash('sha256').update(csr.spki).digest());
+        if (recorded?.der) return this.result({ serial: serialFromBytes(recorded.serial), der: recorded.der, caId: recorded.caId, notBefore: recorded.notBefore, notAfter: recorded.notAfter });
+        await this.abandoned.close(deviceId, { actor: 'system:recovery', requestId: ctx.requestId });
+        // Its token use paid for nothing, unless another request's certificate came of it.
+        if (!(await this.abandoned.recordedSince(deviceId, claimedAt))) await auth.refund();
+        return undefined;
+      };
+      const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, work, recover);
       this.sources.succeeded(ctx.source);
       return { result: response, replayed, method };
     } catch (e) {
@@ -122,6 +132,17 @@ export class Enrollment {
       }
       throw e;
     }
+  }
+
+  private async result(c: { serial: string; der: Uint8Array; caId: string; notBefore: Date; notAfter: Date }): Promise<EnrollResult> {
+    return {
+      serial: c.serial,
+      certificate: toPem(c.der),
+      chain: await this.chainPem(c.caId),
+      caId: c.caId,
+      notBefore: c.notBefore.toISOString(),
+      notAfter: c.notAfter.toISOString(),
+    };
   }
 
   /** A CA's chain never changes once it is active (CaHierarchy.chain): its PEM is made once. */

@@ -7,6 +7,7 @@ import { DomainError, badRequest, notFound } from '../shared/errors.js';
 import { GroupBatcher } from '../shared/group-batcher.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
 import type { DeviceDirectory } from './methods.js';
+import type { AbandonedAttempts } from './abandoned-attempts.js';
 
 export type TokenProfile = 'device' | 'broker';
 
@@ -64,6 +65,7 @@ export class EnrollmentTokens {
     private readonly devices: DeviceDirectory,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
+    private readonly options: { abandoned?: AbandonedAttempts } = {},
   ) {}
 
   async create(input: TokenInput, ctx: ActorContext): Promise<TokenView & { token: string }> {
@@ -203,7 +205,7 @@ export class EnrollmentTokens {
    * checked in the one statement that spends, shared by the spends of one event-loop turn.
    * Returns the device's status as that statement saw it; throws Forbidden with the reason when refused.
    */
-  async consume(token: TokenRow, deviceId: string): Promise<{ deviceStatus: string }> {
+  async consume(token: TokenRow, deviceId: string, settled = false): Promise<{ deviceStatus: string }> {
     const deviceStatus = await this.spends.add({ tokenId: token.id, deviceId });
     if (deviceStatus !== null) return { deviceStatus };
     this.cache.delete(token.id);
@@ -222,11 +224,34 @@ export class EnrollmentTokens {
               ? `lot tokens enroll client devices; ${deviceId} is a ${d.kind}`
               : !['registered', 'active'].includes(d.status)
                 ? `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it`
-                : facts.usedByDevice
+                : facts.usedAt
                   ? `device ${deviceId} already enrolled with this token`
                   : 'the enrollment token is used up';
+    if (facts.usedAt && reason.endsWith('already enrolled with this token') && !settled && (await this.settleUnpaidUse(token.id, deviceId, facts.usedAt))) {
+      return this.consume(token, deviceId, true);
+    }
     const unknownIdentity = reason === `device ${deviceId} is not in the inventory`;
     throw new DomainError('Forbidden', reason, unknownIdentity ? { refusal: 'unknown-identity' } : undefined);
+  }
+
+  /**
+   * A use no certificate came of: its enrollment died with its process after spending it. Past
+   * the recovery lease it is given back (audited) and the device may enroll; before, the device
+   * is told to retry then. False when a certificate did come of it: the device is enrolled.
+   */
+  private async settleUnpaidUse(tokenId: string, deviceId: string, usedAt: Date): Promise<boolean> {
+    const a = this.options.abandoned;
+    if (!a || (await a.recordedSince(deviceId, usedAt))) return false;
+    if (!a.isAbandoned(usedAt)) {
+      throw new DomainError('Conflict', `an enrollment of device ${deviceId} with this token is still in progress; retry shortly`, { retryAfterSeconds: a.secondsLeft(usedAt) });
+    }
+    const ctx = { actor: 'system:recovery' };
+    await a.close(deviceId, ctx);
+    await this.db.transaction(async (tx) => {
+      await this.store.refund(tx, tokenId, deviceId, usedAt);
+      await this.audit.append(tx, [{ ...ctx, action: 'enrollment-token.use-reclaimed', targetType: 'enrollment-token', targetId: tokenId, details: { deviceId, usedAt: usedAt.toISOString(), reason: 'no certificate came of it' } }]);
+    });
+    return true;
   }
 
   private remember(id: string, row: { token: TokenRow; until: number }): void {

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { DomainError, type ErrorKind } from '../shared/errors.js';
+import { isDatabaseUnavailable } from '../store/db.js';
 
 /** RFC 9457 problem details; the one place errors become HTTP. */
 export interface Problem {
@@ -96,11 +97,14 @@ export function problemFor(err: unknown): { problem: ProblemInput; headers: Reco
   const internalError = { problem: { status: 500, title: 'Internal error', detail: 'the request could not be completed' }, headers: {}, internal: true };
   if (err instanceof DomainError) {
     const { status, title } = BY_KIND[err.kind];
-    if (status >= 500) return { problem: { status, title, detail: 'the request could not be completed' }, headers: {}, internal: true };
+    if (status >= 500) return { problem: { status, title, detail: 'the request could not be completed' }, headers: status === 503 ? { 'Retry-After': '1' } : {}, internal: true };
     const headers: Record<string, string> = {};
-    if (err.kind === 'RateLimited' && typeof err.details?.retryAfterSeconds === 'number') headers['Retry-After'] = String(err.details.retryAfterSeconds);
+    if (typeof err.details?.retryAfterSeconds === 'number') headers['Retry-After'] = String(err.details.retryAfterSeconds);
     const errors = domainErrors(err.details);
     return { problem: { status, title, detail: err.message, ...(errors ? { errors } : {}) }, headers, internal: false };
+  }
+  if (isDatabaseUnavailable(err)) {
+    return { problem: { status: 503, title: 'Service unavailable', detail: 'the database is not reachable; retry shortly' }, headers: { 'Retry-After': '1' }, internal: true };
   }
   const e = (err ?? {}) as HttpishError;
   const status = e.status ?? e.statusCode;

@@ -11,7 +11,7 @@ import {
   type OcspErrorStatus,
 } from '../ca/x509/ocsp-response.js';
 import type { Clock } from '../shared/clock.js';
-import type { Db, Executor } from '../store/db.js';
+import { isDatabaseUnavailable, type Db, type Executor } from '../store/db.js';
 import type { OcspStatusRow, OcspStore } from '../store/ocsp-store.js';
 import type { CrlIssuers } from './crl-publisher.js';
 import { OcspCache, type CertState, type Presigned } from './ocsp-cache.js';
@@ -128,7 +128,7 @@ export class OcspResponder implements RevocationListener {
       return { answer: { der: signed.der }, status: signed.status, source: 'signed', revoked: signed.revoked };
     } catch (e) {
       this.onError(e);
-      return errorAnswer(isUnavailable(e) ? 'tryLater' : 'internalError');
+      return errorAnswer(isDatabaseUnavailable(e) ? 'tryLater' : 'internalError');
     }
   }
 
@@ -343,9 +343,4 @@ function statusOf(state: CertState): OcspCertStatus {
 
 function presignedOf(der: Buffer, thisUpdate: Date, nextUpdate: Date, refreshAt: number, certId: OcspCertId): Presigned {
   return { der, thisUpdate, nextUpdate, refreshAt, etag: `"${createHash('sha1').update(der).digest('base64url')}"`, issuerKeyHash: certId.issuerKeyHash };
-}
-
-function isUnavailable(e: unknown): boolean {
-  const code = (e as { code?: unknown })?.code;
-  return typeof code === 'string' && (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code.startsWith('57P') || code.startsWith('08'));
 }

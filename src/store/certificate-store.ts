@@ -231,14 +231,31 @@ export class CertificateStore {
    * Intents whose process died between recording and signing. Nothing was released for them
    * (the signed DER is only returned after it is stored), so they are closed as failed.
    */
-  async failStalePending(db: Executor, createdBefore: Date, failure: string): Promise<Buffer[]> {
+  async failStalePending(db: Executor, createdBefore: Date, failure: string, deviceId?: string): Promise<Buffer[]> {
     const rows = await db('certificates')
       .where('status', 'pending')
       .andWhere('created_at', '<', createdBefore)
+      .modify((q) => (deviceId === undefined ? q : q.andWhere('device_id', deviceId)))
       .update({ status: 'failed', failure })
       .returning('serial');
     return rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
   }
+  /**
+   * The newest certificate recorded for the device since `since` (issued, or revoked since), and
+   * of that key when `spkiSha256` is given. Found by device_id's index: a device has few.
+   */
+  async recordedForDevice(db: Executor, deviceId: string, since: Date, spkiSha256?: Buffer): Promise<CertificateRow | undefined> {
+    const r = await db('certificates')
+      .select(COLUMNS)
+      .where('device_id', deviceId)
+      .whereIn('status', ['issued', 'revoked'])
+      .andWhere('created_at', '>=', since)
+      .modify((q) => (spkiSha256 === undefined ? q : q.andWhere('spki_sha256', spkiSha256)))
+      .orderBy('created_at', 'desc')
+      .first();
+    return r ? fromRow(r) : undefined;
+  }
+
 
   /** The row, locked until `tx` ends. */
   async getForUpdate(tx: Executor, serial: Buffer): Promise<CertificateRow | undefined> {

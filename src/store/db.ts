@@ -46,6 +46,18 @@ export function pgliteDirUnder(dataDir: string): string {
   return join(dataDir, 'pglite');
 }
 
+/**
+ * Whether an error says the database could not be reached (down, restarting, its connections
+ * cut, or the pool out of connections): the request may succeed if repeated shortly.
+ */
+export function isDatabaseUnavailable(e: unknown): boolean {
+  const { code, name, message } = (e ?? {}) as { code?: unknown; name?: unknown; message?: unknown };
+  if (typeof code === 'string' && (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EPIPE' || code.startsWith('57P') || code.startsWith('08'))) return true;
+  if (name === 'KnexTimeoutError') return true;
+  // knex puts the statement before pg's message: "<sql> - Connection terminated unexpectedly".
+  return typeof message === 'string' && /Connection terminated|Client has encountered a connection error|Connection ended unexpectedly|terminating connection due to/.test(message);
+}
+
 export function isEmbedded(db: Db): boolean {
   return db.client.config.client !== 'pg';
 }

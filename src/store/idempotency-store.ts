@@ -1,7 +1,7 @@
 import type { Executor } from './db.js';
 
 export type IdempotencyRecord =
-  | { state: 'in-progress'; requestHash: Buffer }
+  | { state: 'in-progress'; requestHash: Buffer; claimedAt: Date }
   | { state: 'done'; requestHash: Buffer; statusCode: number; response: unknown };
 
 export class IdempotencyStore {
@@ -13,16 +13,22 @@ export class IdempotencyStore {
       [scope, key, requestHash, now],
     );
     if (inserted.rows.length === 1) return undefined;
-    const r = await db('idempotency_keys').select('request_hash', 'state', 'status_code', 'response').where({ scope, key }).first();
+    const r = await db('idempotency_keys').select('request_hash', 'state', 'status_code', 'response', 'created_at').where({ scope, key }).first();
     if (!r) return undefined; // released between the two statements: treat as new next time
     const requestHashStored = Buffer.from(r.request_hash as Uint8Array);
-    if (r.state === 'in-progress') return { state: 'in-progress', requestHash: requestHashStored };
+    if (r.state === 'in-progress') return { state: 'in-progress', requestHash: requestHashStored, claimedAt: new Date(r.created_at as string) };
     return {
       state: 'done',
       requestHash: requestHashStored,
       statusCode: Number(r.status_code),
       response: typeof r.response === 'string' ? JSON.parse(r.response) : r.response,
     };
+  }
+
+  /** Takes over an in-progress claim made at `claimedAt` (its process died): true for the one caller that wins it. */
+  async takeOver(db: Executor, scope: string, key: string, claimedAt: Date, now: Date): Promise<boolean> {
+    const n = await db('idempotency_keys').where({ scope, key, state: 'in-progress', created_at: claimedAt }).update({ created_at: now });
+    return n === 1;
   }
 
   async complete(db: Executor, scope: string, key: string, statusCode: number, response: unknown): Promise<void> {

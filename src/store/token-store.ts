@@ -126,18 +126,18 @@ export class TokenStore {
   }
 
   /** Why consumeMany() refused a pair, for the error message (the refused path may take more queries). */
-  async refusalFacts(db: Executor, id: string, deviceId: string): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedByDevice: boolean }> {
+  async refusalFacts(db: Executor, id: string, deviceId: string): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedAt: Date | undefined }> {
     const found = await this.getWithDevice(db, id, deviceId);
-    const used = await db('enrollment_token_uses').select('token_id').where({ token_id: id, device_id: deviceId }).first();
-    return { token: found?.token, device: found?.device, usedByDevice: !!used };
+    const used = await db('enrollment_token_uses').select('used_at').where({ token_id: id, device_id: deviceId }).first();
+    return { token: found?.token, device: found?.device, usedAt: used ? new Date(used.used_at as string) : undefined };
   }
 
-  /** Gives a use back when issuance failed after the token was spent. */
-  async refund(db: Executor, id: string, deviceId: string): Promise<void> {
+  /** Gives a use back when issuance failed after the token was spent (only the use made at `usedAt`, when given). */
+  async refund(db: Executor, id: string, deviceId: string, usedAt?: Date): Promise<void> {
     await db.raw(
-      `with gone as (delete from enrollment_token_uses where token_id = ? and device_id = ? returning token_id)
+      `with gone as (delete from enrollment_token_uses where token_id = ? and device_id = ? and (?::timestamptz is null or used_at = ?) returning token_id)
        update enrollment_tokens set uses = uses - 1 where id in (select token_id from gone) and uses > 0`,
-      [id, deviceId],
+      [id, deviceId, usedAt ?? null, usedAt ?? null],
     );
   }
 

@@ -12,12 +12,16 @@ export interface Child {
 }
 
 /** Runs a command until `ready` appears on its stdout or stderr. */
-export async function startChild(cmd: string, args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000): Promise<Child> {
-  const proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startChild(cmd: string, args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000, as?: { uid: number; gid: number }): Promise<Child> {
+  const proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...as });
+  return childReady(proc, ready, timeoutMs, `${cmd} ${args.join(' ')}`);
+}
+
+async function childReady(proc: ChildProcess, ready: RegExp, timeoutMs: number, name: string): Promise<Child> {
   let out = '';
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd} ${args.join(' ')} did not print ${ready} within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => reject(new Error(`${name} did not print ${ready} within ${timeoutMs} ms:\n${out}`)), timeoutMs);
     const onData = (d: Buffer) => {
       out += d.toString();
       if (ready.test(out)) {
@@ -29,7 +33,7 @@ export async function startChild(cmd: string, args: string[], env: Record<string
     proc.stderr!.on('data', onData);
     proc.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`${cmd} exited (${code}) before it was ready:\n${out}`));
+      reject(new Error(`${name} exited (${code}) before it was ready:\n${out}`));
     });
   });
   return {
@@ -110,4 +114,69 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+export interface Served extends Child {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  /** The admin key the first start wrote to DATA_DIR/admin-api-key. */
+  adminKey: string;
+}
+
+/**
+ * `mqtt-ca serve` in a process of its own, on a port of its choosing. `env` needs at least
+ * MQTT_CA_KEK and DATA_DIR (and DATABASE_URL for PostgreSQL); REDIS_URL is not inherited unless given.
+ */
+export async function startServe(env: Record<string, string>): Promise<Served> {
+  const inherited = { ...process.env } as Record<string, string>;
+  delete inherited.DATABASE_URL;
+  delete inherited.REDIS_URL;
+  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
+    env: { ...inherited, PORT: '0', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const child = await childReady(proc, /listening on http:\/\/[\d.]+:\d+/, 120_000, 'mqtt-ca serve');
+  const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(child.output())![1]!;
+  const { readFileSync } = await import('node:fs');
+  return { ...child, url, adminKey: readFileSync(join(env.DATA_DIR!, 'admin-api-key'), 'utf8').trim() };
+}
+
+export interface OwnPostgres {
+  /** postgres://postgres@127.0.0.1:<port>/postgres */
+  url: string;
+  /** Stops it the way a crash does (immediate shutdown: no checkpoint, recovery from WAL on start), then starts it again. */
+  crashAndRestart(downMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A PostgreSQL server of the test's own, in a temporary directory, so that restarting it
+ * disturbs nobody else. As root it runs as the `postgres` user (PostgreSQL refuses root).
+ */
+export async function startPostgres(): Promise<OwnPostgres> {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, readdirSync, chownSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const version = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a))[0];
+  const bin = `/usr/lib/postgresql/${version}/bin`;
+  const dir = mkdtempSync(join(tmpdir(), 'mqttca-pg-'));
+  let as: { uid: number; gid: number } | undefined;
+  if (process.getuid?.() === 0) {
+    as = { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) };
+    chownSync(dir, as.uid, as.gid);
+  }
+  execFileSync(`${bin}/initdb`, ['-D', join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '--no-sync', '--no-instructions'], { stdio: 'ignore', ...as });
+  const port = await freePort();
+  const start = () =>
+    startChild(`${bin}/postgres`, ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'], {}, /database system is ready to accept connections/, 60_000, as);
+  let server = await start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    async crashAndRestart(downMs = 1000) {
+      await server.stop('SIGQUIT');
+      await new Promise((r) => setTimeout(r, downMs));
+      server = await start();
+    },
+    stop: () => server.stop('SIGQUIT'),
+  };
 }
