@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { databaseUrlOf, disposeDb, postgresTarget } from '../helpers/db.js';
 import { p256Csr, type TestCsr } from '../helpers/csr.js';
-import { startPostgres, startServe, type OwnPostgres, type Served } from '../helpers/processes.js';
+import { freePort, startPostgres, startRedis, startServe, type Child, type OwnPostgres, type Served } from '../helpers/processes.js';
 import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
 import { makeApiService } from '../helpers/service.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
@@ -194,34 +194,25 @@ function ocspResponseStatus(der: Buffer): number {
   return der[at] === 0x0a && der[at + 1] === 0x01 ? der[at + 2]! : -1;
 }
 
-describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.skip ?? toolSkip('openssl') }, () => {
-  let pg: OwnPostgres | undefined;
-  let s: Awaited<ReturnType<typeof makeApiService>> | undefined;
-  let server: { url: string; close(): Promise<void> } | undefined;
-  after(async () => {
-    await server?.close();
-    await s?.svc.dispose();
-    await s?.svc.db.destroy();
-    await pg?.stop();
-  });
+type ApiService = Awaited<ReturnType<typeof makeApiService>>;
 
-  it('answers 503 problems (OCSP: an answer or tryLater) while it is down, never a 500; afterwards every certificate delivered and every revocation confirmed is recorded, and retries issue nothing twice', async () => {
-    pg = await startPostgres();
-    const url = pg.url;
-    s = await makeApiService(
-      { name: 'postgres', skip: undefined, create: async () => { const db = createDb({ databaseUrl: url, poolMax: 20 }); await migrateLatest(db); return db; } },
-      { env: { ENROLL_RATE_PER_SOURCE: '0', API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RECOVERY_SECONDS: '3' } },
-    );
-    const svc = s.svc;
-    server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+/**
+ * Enrollment (8 clients, each device until it has its certificate), revocation (10 certificates,
+ * each until confirmed) and OCSP polling (4 clients, openssl-made requests) against a service
+ * over real HTTP, with `fault` injected 3 s in and the load going on 6 s after it.
+ */
+async function mixedLoad(s: ApiService, fault: () => Promise<void>) {
+  const svc = s.svc;
+  const server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+  try {
     const base = server.url;
     const admin = { Authorization: `Bearer ${s.keys.admin}`, 'Content-Type': 'application/json' };
-    const ids = Array.from({ length: 3000 }, (_, i) => `pg-${String(i).padStart(4, '0')}`);
-    assert.equal((await fetch(`${base}/v1/devices/import`, { method: 'POST', headers: admin, body: JSON.stringify({ devices: ids.map((id) => ({ id, kind: 'client', lot: 'lot-pg' })) }) })).status, 201);
-    const { token } = (await (await fetch(`${base}/v1/enrollment-tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ lot: 'lot-pg', maxUses: ids.length }) })).json()) as { token: string };
+    const ids = Array.from({ length: 3000 }, (_, i) => `ld-${String(i).padStart(4, '0')}`);
+    assert.equal((await fetch(`${base}/v1/devices/import`, { method: 'POST', headers: admin, body: JSON.stringify({ devices: ids.map((id) => ({ id, kind: 'client', lot: 'lot-ld' })) }) })).status, 201);
+    const { token } = (await (await fetch(`${base}/v1/enrollment-tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ lot: 'lot-ld', maxUses: ids.length }) })).json()) as { token: string };
     const line = factoryLine(() => base, token, new Map(ids.map((id) => [id, p256Csr(id)])));
 
-    // Certificates to poll: the first 20, enrolled before the load, with openssl-made requests.
+    // Certificates to poll: the first 20, enrolled before the load.
     const dir = tempDir();
     const ca = await writeCaFiles(svc, s.issuingId, dir);
     const received = new Map<string, { serial: string; certificate: string }>();
@@ -239,7 +230,7 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
     const seen = { enroll: new Map<string, number>(), revoke: new Map<string, number>(), ocsp: new Map<string, number>() };
     const count = (m: Map<string, number>, k: string | number) => m.set(String(k), (m.get(String(k)) ?? 0) + 1);
     const revoked = new Set<string>();
-    let phase: 'before' | 'down' | 'after' = 'before';
+    let after = false;
     let running = true;
     let next = 20;
     let deliveredAfter = 0;
@@ -251,7 +242,7 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
           count(seen.enroll, o.status);
           if (o.status === 201) {
             received.set(id, { serial: o.serial!, certificate: o.certificate! });
-            if (phase === 'after') deliveredAfter++;
+            if (after) deliveredAfter++;
             break;
           }
           if (o.status !== 503 && o.status !== 409) break; // anything else is counted, and fails below
@@ -260,10 +251,8 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
       }
     };
     const revoker = async () => {
-      // Half of the polled certificates, one at a time, each until confirmed.
       for (const { id } of polled.filter((_, i) => i % 2 === 1)) {
         for (;;) {
-          if (!running) return;
           let status: number | string;
           try {
             status = (await fetch(`${base}/v1/certificates/${received.get(id)!.serial}/revoke`, { method: 'POST', headers: admin, body: JSON.stringify({ reason: 'keyCompromise' }) })).status;
@@ -275,7 +264,7 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
             revoked.add(id);
             break;
           }
-          if (status !== 503) break;
+          if (status !== 503 || !running) break;
           await new Promise((r) => setTimeout(r, 200));
         }
         await new Promise((r) => setTimeout(r, 300));
@@ -295,22 +284,13 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
     };
     const load = Promise.all([...Array.from({ length: 8 }, enroller), revoker(), ...Array.from({ length: 4 }, poller)]);
     await new Promise((r) => setTimeout(r, 3000));
-    phase = 'down';
-    await pg.crashAndRestart(2000);
-    phase = 'after';
-    const backAt = received.size;
+    const beforeFault = received.size;
+    await fault();
+    after = true;
     await new Promise((r) => setTimeout(r, 6000));
     running = false;
     await load;
-    console.log(`PostgreSQL restart under load: enroll ${JSON.stringify(Object.fromEntries(seen.enroll))}, revoke ${JSON.stringify(Object.fromEntries(seen.revoke))}, ocsp ${JSON.stringify(Object.fromEntries(seen.ocsp))}; ${received.size} delivered (${deliveredAfter} after the restart, ${backAt} by then)`);
-
-    // Only certificates, 503 problems and Retry-After conflicts; OCSP always an OCSP answer.
-    assert.deepEqual([...seen.enroll.keys()].filter((k) => !['201', '503', '409'].includes(k)), []);
-    assert.deepEqual([...seen.revoke.keys()].filter((k) => !['200', '503'].includes(k)), []);
-    assert.deepEqual([...seen.ocsp.keys()].filter((k) => !['status 0', 'status 3'].includes(k)), []);
-    assert.ok((seen.enroll.get('503') ?? 0) + (seen.revoke.get('503') ?? 0) > 0, 'the outage was met under load');
-    assert.ok(deliveredAfter > 100, `enrollment went on after the restart (${deliveredAfter})`);
-    assert.equal(revoked.size, 10, 'every revocation confirmed in the end');
+    const summary = `enroll ${JSON.stringify(Object.fromEntries(seen.enroll))}, revoke ${JSON.stringify(Object.fromEntries(seen.revoke))}, ocsp ${JSON.stringify(Object.fromEntries(seen.ocsp))}; ${received.size} delivered (${beforeFault} before the fault, ${deliveredAfter} after it was over)`;
 
     // Recorded: every certificate delivered, byte for byte; every confirmed revocation; one certificate per device.
     const rows = new Map((await certificatesOf(svc.db)).map((c) => [c.serial, c]));
@@ -323,13 +303,73 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
     for (const c of rows.values()) if (c.status === 'issued' || c.status === 'revoked') perDevice.set(c.device_id, (perDevice.get(c.device_id) ?? 0) + 1);
     assert.deepEqual([...perDevice.entries()].filter(([, n]) => n > 1), [], 'no device has two certificates');
     assert.equal(perDevice.size, received.size, 'no certificate recorded that a client did not get');
-    assert.deepEqual(await svc.audit.verify(svc.db).then((v) => v.ok), true);
+    assert.equal((await svc.audit.verify(svc.db)).ok, true, 'the audit chain verifies');
+    assert.equal(revoked.size, 10, 'every revocation confirmed in the end');
+    assert.ok(deliveredAfter > 100, `enrollment went on after the fault (${deliveredAfter}): ${summary}`);
 
-    // OCSP, read by openssl, tells a revoked certificate from a good one after the restart.
+    // OCSP, read by openssl, tells a revoked certificate from a good one afterwards.
     for (const { id, request } of polled.slice(0, 4)) {
       const res = await fetch(`${base}/pki/ocsp`, { method: 'POST', headers: { 'Content-Type': 'application/ocsp-request' }, body: request });
       const text = (await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, `${id}.resp`, Buffer.from(await res.arrayBuffer())), '-resp_text', '-noverify'])).stdout;
       assert.match(text, revoked.has(id) ? /Cert Status: revoked/ : /Cert Status: good/, id);
     }
+    return { seen, summary };
+  } finally {
+    await server.close();
+  }
+}
+
+const unexpected = (m: Map<string, number>, allowed: string[]) => [...m.keys()].filter((k) => !allowed.includes(k));
+
+describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.skip ?? toolSkip('openssl') }, () => {
+  let pg: OwnPostgres | undefined;
+  let s: ApiService | undefined;
+  after(async () => {
+    await s?.svc.dispose();
+    await s?.svc.db.destroy();
+    await pg?.stop();
+  });
+
+  it('answers 503 problems (OCSP: an answer or tryLater) while it is down, never a 500; afterwards every certificate delivered and every revocation confirmed is recorded, and retries issue nothing twice', async () => {
+    const own = (pg = await startPostgres());
+    s = await makeApiService(
+      { name: 'postgres', skip: undefined, create: async () => { const db = createDb({ databaseUrl: own.url, poolMax: 20 }); await migrateLatest(db); return db; } },
+      { env: { ENROLL_RATE_PER_SOURCE: '0', API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RECOVERY_SECONDS: '3' } },
+    );
+    const { seen, summary } = await mixedLoad(s, () => own.crashAndRestart(2000));
+    console.log(`PostgreSQL crashed for 2 s under load: ${summary}`);
+    assert.deepEqual(unexpected(seen.enroll, ['201', '503', '409']), [], summary);
+    assert.deepEqual(unexpected(seen.revoke, ['200', '503']), [], summary);
+    assert.deepEqual(unexpected(seen.ocsp, ['status 0', 'status 3']), [], summary);
+    assert.ok((seen.enroll.get('503') ?? 0) + (seen.revoke.get('503') ?? 0) > 0, `the outage was met under load: ${summary}`);
+  });
+});
+
+describe('Redis stopped and started again under load', { skip: postgresTarget.skip ?? toolSkip('redis-server') ?? toolSkip('openssl') }, () => {
+  let redis: Child | undefined;
+  let s: ApiService | undefined;
+  after(async () => {
+    await s?.svc.dispose();
+    await redis?.stop();
+  });
+
+  it('enrollment, revocation and OCSP never need it (rate limits on, kept in Redis): every request answered; the job queues come back with it', async () => {
+    const port = await freePort();
+    redis = await startRedis(port);
+    // Rate limits on (high), so that they are checked in Redis and fall back while it is away.
+    s = await makeApiService(postgresTarget, { env: { REDIS_URL: `redis://127.0.0.1:${port}`, JOBS_PREFIX: `f${randomBytes(4).toString('hex')}`, ENROLL_RATE_PER_SOURCE: '100000', API_RATE_PER_SOURCE: '100000', API_RATE_PER_KEY: '100000' } });
+    await s.svc.jobs.start();
+    const { seen, summary } = await mixedLoad(s, async () => {
+      await redis!.stop('SIGKILL');
+      await new Promise((r) => setTimeout(r, 3000));
+      redis = await startRedis(port);
+    });
+    console.log(`Redis killed for 3 s under load: ${summary}`);
+    assert.deepEqual(unexpected(seen.enroll, ['201']), [], summary);
+    assert.deepEqual(unexpected(seen.revoke, ['200']), [], summary);
+    assert.deepEqual(unexpected(seen.ocsp, ['status 0']), [], summary);
+    const jobs = await s.api.get('/v1/jobs').set({ Authorization: `Bearer ${s.keys.auditor}` });
+    assert.equal(jobs.status, 200, jobs.text);
+    assert.ok(jobs.body.queues.find((q: { name: string }) => q.name === 'housekeeping').schedules.length >= 7, 'the schedules are back in the new Redis');
   });
 });
