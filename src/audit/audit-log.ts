@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { pgJsonObject, pgText } from '../shared/pg-text.js';
 import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import { badRequest } from '../shared/errors.js';
@@ -85,14 +86,14 @@ export function canonicalJson(v: unknown): string {
     .join(',')}}`;
 }
 
-/** What JSON (and so jsonb) keeps of a value: drops undefined, turns Dates into strings, and so on. */
+/** What jsonb keeps of the details: this is what is stored and hashed. */
 function toPlainJson(details: Record<string, unknown> | undefined): Record<string, unknown> {
   if (details === undefined) return {};
-  const plain: unknown = JSON.parse(JSON.stringify(details));
-  if (plain === null || typeof plain !== 'object' || Array.isArray(plain)) {
+  try {
+    return pgJsonObject(details);
+  } catch {
     throw new TypeError('audit details must be a JSON object');
   }
-  return plain as Record<string, unknown>;
 }
 
 const encodeCursor = (seq: number): string => Buffer.from(String(seq), 'utf8').toString('base64url');
@@ -180,10 +181,10 @@ export class AuditLog {
       }
       return {
         at,
-        actor: e.actor,
+        actor: pgText(e.actor),
         action: e.action,
         targetType: e.targetType,
-        targetId: e.targetId,
+        targetId: pgText(e.targetId),
         requestId: e.requestId ?? null,
         details: toPlainJson(e.details),
       };

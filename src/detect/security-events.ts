@@ -1,4 +1,5 @@
 import type { Db, Executor } from '../store/db.js';
+import { pgJsonObject, pgText } from '../shared/pg-text.js';
 import type { EventFilter, RecordedEvent, SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
 import { badRequest } from '../shared/errors.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
@@ -58,9 +59,9 @@ export class SecurityEvents {
       kind: e.kind,
       severity: e.severity ?? 'warning',
       source: e.source ?? null,
-      subject: e.subject ?? null,
+      subject: e.subject === undefined ? null : pgText(e.subject),
       requestId: e.requestId ?? null,
-      details: e.details ?? {},
+      details: pgJsonObject(e.details ?? {}),
     }));
     const ids = await this.store.insertMany(tx, rows);
     // Counted when written: in the rare transaction that then rolls back, the count runs ahead of the table.

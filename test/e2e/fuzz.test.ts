@@ -207,6 +207,10 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
       ['incidents', '/v1/incidents', { kind: 'lost-device', title: 't', targets: { devices: ['fz-6'] } }],
       ['bulk-revoke', '/v1/revocations', { reason: 'superseded', lots: ['NOPE'], dryRun: true }],
     ];
+    // U+0000, which PostgreSQL's text and jsonb cannot hold, in a refused manifest's cell and in API bodies (found by this fuzzing).
+    await send('nul', 0, 'POST', '/v1/devices/import?lot=FZ-NUL', 'id,kind,model\nfz-nul\u0000,client,M\u0000\n', { ...admin, 'Content-Type': 'text/csv' });
+    await send('nul', 1, 'POST', '/v1/devices/import', JSON.stringify({ lot: 'FZ-NUL2', devices: [{ id: 'fz\u0000', kind: 'client' }] }), { ...admin, 'Content-Type': 'application/json' });
+    for (const [, path, seed] of bodies) await send('nul', 2, 'POST', path, JSON.stringify(Object.fromEntries(Object.entries(seed).map(([k, v]) => [k, typeof v === 'string' ? `${v}\u0000` : v]))), { ...admin, 'Content-Type': 'application/json' });
     for (let i = 0; i < PER_TARGET; i++) {
       switch (i % 4) {
         case 0:
