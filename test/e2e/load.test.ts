@@ -375,7 +375,7 @@ describe(`enrollment, revocation and OCSP polling together for ${SECONDS} s (${o
     // Memory held flat. Thresholds from runs here (2-core machine, PostgreSQL and PGlite, 120 and
     // 360 s): the heap's floor rose -0.9..0.9 MB, and 3.6..4.4 MB with a leak of 4.9 MB/min put in
     // the server on purpose; Buffers' (external) floor -1.5..-0.1 MB (on PGlite it holds the embedded
-    // database's WebAssembly memory, which grows as it likes: not judged); RSS's floor -52..+55 MB:
+    // database's WebAssembly memory, which grows as it likes: not judged); RSS's floor -52..+62 MB:
     // it steps up once in the first 75 s or so, as malloc keeps what dead Buffers held, then stays
     // (flat over 6 minutes), so only a gross native leak fails it. A longer LOAD_SECONDS sees smaller leaks.
     // A short run may see too few major GCs to tell; the default run (and CI's) must see enough.
@@ -385,7 +385,7 @@ describe(`enrollment, revocation and OCSP polling together for ${SECONDS} s (${o
     else {
       assert.ok(mem.heapAfterGc.rise <= 3, `the heap's floor rose ${mem.heapAfterGc.floor} MB`);
       if (onPostgres) assert.ok(mem.externalAfterGc.rise <= 2, `the external memory's floor rose ${mem.externalAfterGc.floor} MB`);
-      assert.ok(mem.rssAfterGc.rise <= 100, `RSS's floor rose ${mem.rssAfterGc.floor} MB`);
+      assert.ok(mem.rssAfterGc.rise <= 150, `RSS's floor rose ${mem.rssAfterGc.floor} MB`);
     }
   });
 });
