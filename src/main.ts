@@ -270,7 +270,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ],
       issuance,
       hierarchy,
-      new Idempotency(db, new IdempotencyStore(), clock, config.enrollRecoveryMs),
+      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
       securityEvents,
       responses, // sources the failing-source rule blocked are refused at once
       limits,

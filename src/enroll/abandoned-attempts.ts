@@ -19,7 +19,7 @@ export class AbandonedAttempts {
     private readonly certificates: CertificateStore,
     private readonly issuance: Issuance,
     private readonly clock: Clock,
-    readonly leaseMs: number,
+    private readonly leaseMs: number,
   ) {}
 
   /** Whether something begun at `at` and still unfinished is past its lease. */

@@ -6,11 +6,17 @@ import { DomainError, badRequest } from '../shared/errors.js';
 
 const KEY_RE = /^[\x21-\x7e]{1,255}$/;
 
+/** When something begun and unfinished is taken to have died with its process (AbandonedAttempts). */
+export interface Lease {
+  isAbandoned(begunAt: Date): boolean;
+  secondsLeft(begunAt: Date): number;
+}
+
 /**
  * Idempotency-Key handling: the first request with a key runs and its response is kept; a retry
  * with the same key and the same request gets that response again (never a second certificate);
  * the same key with a different request is refused; a retry while the first still runs is told to
- * wait. A claim unfinished after `leaseMs` belongs to a process that died mid-request: a retry
+ * wait. A claim unfinished past its `lease` belongs to a process that died mid-request: a retry
  * takes it over, and `recover` finds what that attempt recorded (its answer, lost with the
  * process) or settles what it left, before the request runs as a first one.
  */
@@ -19,7 +25,7 @@ export class Idempotency {
     private readonly db: Db,
     private readonly store: IdempotencyStore,
     private readonly clock: Clock,
-    private readonly leaseMs: number,
+    private readonly lease: Lease,
   ) {}
 
   async run<T>(
@@ -40,9 +46,8 @@ export class Idempotency {
         throw new DomainError('PolicyViolation', 'this Idempotency-Key was used with a different request');
       }
       if (existing.state === 'done') return { response: existing.response as T, replayed: true };
-      const left = existing.claimedAt.getTime() + this.leaseMs - now.getTime();
-      if (!recover || left > 0 || !(await this.store.takeOver(this.db, scope, key, existing.claimedAt, now))) {
-        throw new DomainError('Conflict', 'a request with this Idempotency-Key is still in progress; retry shortly', { retryAfterSeconds: Math.max(1, Math.ceil(left / 1000)) });
+      if (!recover || !this.lease.isAbandoned(existing.claimedAt) || !(await this.store.takeOver(this.db, scope, key, existing.claimedAt, now))) {
+        throw new DomainError('Conflict', 'a request with this Idempotency-Key is still in progress; retry shortly', { retryAfterSeconds: this.lease.secondsLeft(existing.claimedAt) });
       }
       const recorded = await recover(existing.claimedAt);
       if (recorded !== undefined) {

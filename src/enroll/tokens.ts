@@ -227,7 +227,8 @@ export class EnrollmentTokens {
                 : facts.usedAt
                   ? `device ${deviceId} already enrolled with this token`
                   : 'the enrollment token is used up';
-    if (facts.usedAt && reason.endsWith('already enrolled with this token') && !settled && (await this.settleUnpaidUse(token.id, deviceId, facts.usedAt))) {
+    const alreadyUsed = reason === `device ${deviceId} already enrolled with this token`;
+    if (alreadyUsed && !settled && (await this.settleUnpaidUse(token.id, deviceId, facts.usedAt!))) {
       return this.consume(token, deviceId, true);
     }
     const unknownIdentity = reason === `device ${deviceId} is not in the inventory`;

@@ -240,6 +240,7 @@ export class CertificateStore {
       .returning('serial');
     return rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
   }
+
   /**
    * The newest certificate recorded for the device since `since` (issued, or revoked since), and
    * of that key when `spkiSha256` is given. Found by device_id's index: a device has few.
@@ -255,7 +256,6 @@ export class CertificateStore {
       .first();
     return r ? fromRow(r) : undefined;
   }
-
 
   /** The row, locked until `tx` ends. */
   async getForUpdate(tx: Executor, serial: Buffer): Promise<CertificateRow | undefined> {

@@ -13,6 +13,7 @@ import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
 import { makeApiService } from '../helpers/service.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
+import { parseOcspResponse, pemDer } from '../helpers/load.js';
 import { createHttpHandler } from '../../src/main.js';
 import { createDb, migrateLatest, type Db } from '../../src/store/db.js';
 
@@ -59,7 +60,14 @@ async function inParallel<T>(items: T[], clients: number, work: (item: T) => Pro
   }));
 }
 
-const der = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+/** An OCSP answer's responseStatus (0 successful, 3 tryLater, ...), or -1 when it is not an OCSPResponse. */
+function responseStatusOf(der: Buffer): number {
+  try {
+    return parseOcspResponse(der).responseStatus;
+  } catch {
+    return -1;
+  }
+}
 
 async function certificatesOf(db: Db) {
   const rows = (await db.raw(`select encode(serial, 'hex') as serial, device_id, status, der from certificates where profile = 'device'`)).rows as { serial: string; device_id: string; status: string; der: Uint8Array | null }[];
@@ -126,7 +134,7 @@ describe('the server killed mid-bulk-enrollment (SIGKILL, then started again)', 
       assert.ok(row, `${id}'s certificate ${r.serial} is recorded`);
       assert.equal(row.status, 'issued');
       assert.equal(row.device_id, id);
-      assert.ok(row.der!.equals(der(r.certificate)), `${id}: the recorded DER is the one delivered`);
+      assert.ok(row.der!.equals(pemDer(r.certificate)), `${id}: the recorded DER is the one delivered`);
     }
 
     served = await startServe(env);
@@ -184,14 +192,6 @@ function tally(m: Map<string, Outcome>): Record<string, number> {
   const t: Record<string, number> = {};
   for (const o of m.values()) t[String(o.status)] = (t[String(o.status)] ?? 0) + 1;
   return t;
-}
-
-/** The responseStatus of a DER OCSPResponse (0 successful, 3 tryLater, ...), or -1 if it is not one. */
-function ocspResponseStatus(der: Buffer): number {
-  if (der[0] !== 0x30) return -1;
-  const lenBytes = der[1]! & 0x80 ? der[1]! & 0x7f : 0;
-  const at = 2 + lenBytes;
-  return der[at] === 0x0a && der[at + 1] === 0x01 ? der[at + 2]! : -1;
 }
 
 type ApiService = Awaited<ReturnType<typeof makeApiService>>;
@@ -276,7 +276,7 @@ async function mixedLoad(s: ApiService, fault: () => Promise<void>) {
         try {
           const res = await fetch(`${base}/pki/ocsp`, { method: 'POST', headers: { 'Content-Type': 'application/ocsp-request' }, body: p.request });
           const body = Buffer.from(await res.arrayBuffer());
-          count(seen.ocsp, res.status === 200 && res.headers.get('content-type') === 'application/ocsp-response' ? `status ${ocspResponseStatus(body)}` : `http ${res.status}`);
+          count(seen.ocsp, res.status === 200 && res.headers.get('content-type') === 'application/ocsp-response' ? `status ${responseStatusOf(body)}` : `http ${res.status}`);
         } catch (e) {
           count(seen.ocsp, `no answer: ${(e as Error).message}`);
         }
@@ -296,7 +296,7 @@ async function mixedLoad(s: ApiService, fault: () => Promise<void>) {
     const rows = new Map((await certificatesOf(svc.db)).map((c) => [c.serial, c]));
     for (const [id, r] of received) {
       const row = rows.get(r.serial);
-      assert.ok(row && row.device_id === id && row.der!.equals(der(r.certificate)), `${id}'s delivered certificate is recorded`);
+      assert.ok(row && row.device_id === id && row.der!.equals(pemDer(r.certificate)), `${id}'s delivered certificate is recorded`);
       assert.equal(row.status, revoked.has(id) ? 'revoked' : 'issued', id);
     }
     const perDevice = new Map<string, number>();

@@ -1,4 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer as createNetServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 
@@ -137,7 +139,6 @@ export async function startServe(env: Record<string, string>): Promise<Served> {
   });
   const child = await childReady(proc, /listening on http:\/\/[\d.]+:\d+/, 120_000, 'mqtt-ca serve');
   const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(child.output())![1]!;
-  const { readFileSync } = await import('node:fs');
   return { ...child, url, adminKey: readFileSync(join(env.DATA_DIR!, 'admin-api-key'), 'utf8').trim() };
 }
 
@@ -154,9 +155,6 @@ export interface OwnPostgres {
  * disturbs nobody else. As root it runs as the `postgres` user (PostgreSQL refuses root).
  */
 export async function startPostgres(): Promise<OwnPostgres> {
-  const { execFileSync } = await import('node:child_process');
-  const { mkdtempSync, readdirSync, chownSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
   const version = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a))[0];
   const bin = `/usr/lib/postgresql/${version}/bin`;
   const dir = mkdtempSync(join(tmpdir(), 'mqttca-pg-'));
