@@ -18,14 +18,19 @@ const { parentPort } = require('node:worker_threads');
 const { createPublicKey, verify, webcrypto, KeyObject } = require('node:crypto');
 // WebCrypto's raw import is the cheapest way in to an EC key (~55 µs; a JWK ~85 µs, the DER
 // decoder ~125 µs) and refuses a point off the curve all the same.
-const publicKey = async (k) =>
-  'ecPoint' in k
-    ? KeyObject.from(await webcrypto.subtle.importKey('raw', k.ecPoint, { name: 'ECDSA', namedCurve: k.curve }, true, ['verify']))
-    : createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' });
-parentPort.on('message', async ({ id, jobs }) => {
+const publicKey = async (j) =>
+  j.curve
+    ? KeyObject.from(await webcrypto.subtle.importKey('raw', j.key, { name: 'ECDSA', namedCurve: j.curve }, true, ['verify']))
+    : createPublicKey({ key: Buffer.from(j.key.buffer, j.key.byteOffset, j.key.byteLength), format: 'der', type: 'spki' });
+// One message a share: the jobs' fields as JSON, their bytes in one transferred buffer, in order.
+parentPort.on('message', async ({ id, meta, bytes }) => {
+  const all = new Uint8Array(bytes);
+  let at = 0;
+  const take = (n) => all.subarray(at, (at += n));
+  const jobs = JSON.parse(meta).map((j) => ({ ...j, key: take(j.k), data: take(j.d), signature: take(j.s) }));
   const results = await Promise.all(jobs.map(async (j) => {
     try {
-      const key = await publicKey(j.key);
+      const key = await publicKey(j);
       if (!j.keyTypes.includes(key.asymmetricKeyType)) return false;
       return verify(j.hash, j.data, { key, ...(j.options || {}) }, j.signature);
     } catch {
@@ -40,8 +45,9 @@ parentPort.on('message', async ({ id, jobs }) => {
  * Signature checks on worker threads, off the event loop: building a public key and verifying
  * with it cost ~140-200 µs, most of an enrollment's CPU time on the loop. Jobs of one event-loop
  * turn are shared out among the workers, one message each (one wake-up per share, not per
- * signature): requests arrive in bursts, and a burst on one worker waits on itself. Never throws
- * for a bad key or signature: the answer is false.
+ * signature): requests arrive in bursts, and a burst on one worker waits on itself. A share's
+ * bytes travel as one transferred buffer: cloning each job's keys and data cost the event loop
+ * ~40 µs an enrollment, a tenth of its time. Never throws for a bad key or signature: the answer is false.
  */
 export class SignatureVerifier {
   private workers: Worker[] = [];
@@ -55,10 +61,7 @@ export class SignatureVerifier {
   }
 
   verify(job: VerifyJob): Promise<boolean> {
-    // Own copies: a view into a pooled Buffer would take the whole pool slab with it to the worker.
-    const own = (b: Uint8Array) => new Uint8Array(b);
-    const key = 'ecPoint' in job.key ? { ...job.key, ecPoint: own(job.key.ecPoint) } : { spki: own(job.key.spki) };
-    return this.batcher.add({ ...job, key, data: own(job.data), signature: own(job.signature) });
+    return this.batcher.add(job);
   }
 
   private worker(): Worker {
@@ -108,7 +111,26 @@ export class SignatureVerifier {
     return new Promise((resolve) => {
       this.pending.set(id, { worker: w, done: (results) => resolve(jobs.map((_, i) => results[i] === true)) });
       this.holdProcess(w);
-      w.postMessage({ id, jobs });
+      const { meta, bytes } = pack(jobs);
+      w.postMessage({ id, meta, bytes }, [bytes]);
     });
   }
+}
+
+/** A share of jobs as one message: their fields as JSON, and their keys, data and signatures copied, in order, into one buffer to transfer. */
+function pack(jobs: VerifyJob[]): { meta: string; bytes: ArrayBuffer } {
+  const keyOf = (j: VerifyJob) => ('ecPoint' in j.key ? j.key.ecPoint : j.key.spki);
+  let size = 0;
+  for (const j of jobs) size += keyOf(j).length + j.data.length + j.signature.length;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  const meta = jobs.map((j) => {
+    const key = keyOf(j);
+    for (const part of [key, j.data, j.signature]) {
+      bytes.set(part, at);
+      at += part.length;
+    }
+    return { curve: 'curve' in j.key ? j.key.curve : undefined, hash: j.hash, options: j.options, keyTypes: j.keyTypes, k: key.length, d: j.data.length, s: j.signature.length };
+  });
+  return { meta: JSON.stringify(meta), bytes: bytes.buffer };
 }
