@@ -19,6 +19,7 @@ import * as issuanceComplete from './20261202_0017_issuance_complete.js';
 import * as hotStatementPlans from './20261202_0018_hot_statement_plans.js';
 import * as leanerCertificateRows from './20261202_0019_leaner_certificate_rows.js';
 import * as detection from './20261203_0020_detection.js';
+import * as byteaSplit from './20261203_0021_bytea_split.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -42,6 +43,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261202_0018_hot_statement_plans': hotStatementPlans,
   '20261202_0019_leaner_certificate_rows': leanerCertificateRows,
   '20261203_0020_detection': detection,
+  '20261203_0021_bytea_split': byteaSplit,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

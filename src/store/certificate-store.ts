@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { prepared, type Executor } from './db.js';
+import { packedBytea } from './packed-bytea.js';
 import { AUDIT_APPEND_LOCK, auditPayload, type AuditRow } from './audit-store.js';
 
 export type CertificateStatus = 'pending' | 'issued' | 'failed' | 'revoked';
@@ -133,21 +134,22 @@ export class CertificateStore {
                                  not_before, not_after, created_at, renewed_from)
        select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256,
               not_before, not_after, created_at, renewed_from
-         from ${opts.asyncCommit ? 'async_commit, ' : ''}unnest(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[],
-                     ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], ?::bytea[])
+         from ${opts.asyncCommit ? 'async_commit, ' : ''}unnest(bytea_split(?::bytea, ?::int[]), ?::text[], ?::text[], ?::text[], ?::text[],
+                     bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[]),
+                     ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], bytea_split(?::bytea, ?::int[]))
            as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from)`,
       [
-        rows.map((r) => r.serial),
+        ...packedBytea(rows.map((r) => r.serial)),
         rows.map((r) => r.caId),
         rows.map((r) => r.profile),
         rows.map((r) => r.subjectCn),
         rows.map((r) => r.deviceId),
-        rows.map((r) => r.tbsDer),
-        rows.map((r) => r.spkiSha256),
+        ...packedBytea(rows.map((r) => r.tbsDer)),
+        ...packedBytea(rows.map((r) => r.spkiSha256)),
         rows.map((r) => r.notBefore),
         rows.map((r) => r.notAfter),
         rows.map((r) => r.createdAt),
-        rows.map((r) => r.renewedFrom ?? null),
+        ...packedBytea(rows.map((r) => r.renewedFrom ?? null)),
       ],
     );
   }
@@ -161,9 +163,9 @@ export class CertificateStore {
     if (rows.length === 0) return 0;
     const result = await db.raw(
       `update certificates as c set der = v.der, tbs_der = null, status = 'issued', issued_at = ?
-         from unnest(?::bytea[], ?::bytea[]) as v(serial, der)
+         from unnest(bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[])) as v(serial, der)
         where c.serial = v.serial and c.status = 'pending'`,
-      [issuedAt, rows.map((r) => r.serial), rows.map((r) => r.der)],
+      [issuedAt, ...packedBytea(rows.map((r) => r.serial)), ...packedBytea(rows.map((r) => r.der))],
     );
     return Number(result.rowCount ?? result.affectedRows ?? 0);
   }
@@ -184,18 +186,18 @@ export class CertificateStore {
       await prepared(
         db,
         'issuance-complete',
-        `select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, ?::bytea[], ?::bytea[], ?::timestamptz,
-                                  ?::text[], ?::bytea[], ?::timestamptz[], ?::text[])`,
+        `select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[]),
+                                  ?::timestamptz, ?::text[], bytea_split(?::bytea, ?::int[]), ?::timestamptz[], ?::text[])`,
         [
           AUDIT_APPEND_LOCK,
           c.head?.seq ?? 0,
           c.head?.hash ?? null,
           auditPayload(c.audit),
-          c.certificates.map((r) => r.serial),
-          c.certificates.map((r) => r.der),
+          ...packedBytea(c.certificates.map((r) => r.serial)),
+          ...packedBytea(c.certificates.map((r) => r.der)),
           c.issuedAt,
           c.devices.map((d) => d.deviceId),
-          c.devices.map((d) => d.serial),
+          ...packedBytea(c.devices.map((d) => d.serial)),
           c.devices.map((d) => d.notAfter),
           c.devices.map((d) => d.expectedStatus),
         ],
