@@ -1,5 +1,5 @@
 import type { Db } from '../store/db.js';
-import type { TokenRow, TokenStore } from '../store/token-store.js';
+import type { DeviceFacts, TokenRow, TokenStore } from '../store/token-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import type { ActorContext } from '../ca/hierarchy.js';
@@ -210,29 +210,11 @@ export class EnrollmentTokens {
     if (deviceStatus !== null) return { deviceStatus };
     this.cache.delete(token.id);
     const facts = await this.store.refusalFacts(this.db, token.id, deviceId);
-    const t = facts.token;
-    const d = facts.device;
-    const reason = !t || t.revokedAt
-      ? 'the enrollment token was revoked'
-      : t.expiresAt <= this.clock.now()
-        ? 'the enrollment token expired'
-        : !d
-          ? `device ${deviceId} is not in the inventory`
-          : t.lot && d.lot !== t.lot
-            ? `device ${deviceId} is not in lot ${t.lot}`
-            : t.lot && d.kind !== 'client'
-              ? `lot tokens enroll client devices; ${deviceId} is a ${d.kind}`
-              : !['registered', 'active'].includes(d.status)
-                ? `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it`
-                : facts.usedAt
-                  ? `device ${deviceId} already enrolled with this token`
-                  : 'the enrollment token is used up';
-    const alreadyUsed = reason === `device ${deviceId} already enrolled with this token`;
-    if (alreadyUsed && !settled && (await this.settleUnpaidUse(token.id, deviceId, facts.usedAt!))) {
+    const refusal = refusalOf(facts, deviceId, this.clock.now());
+    if (refusal.usedAt && !settled && (await this.settleUnpaidUse(token.id, deviceId, refusal.usedAt))) {
       return this.consume(token, deviceId, true);
     }
-    const unknownIdentity = reason === `device ${deviceId} is not in the inventory`;
-    throw new DomainError('Forbidden', reason, unknownIdentity ? { refusal: 'unknown-identity' } : undefined);
+    throw new DomainError('Forbidden', refusal.reason, refusal.unknownIdentity ? { refusal: 'unknown-identity' } : undefined);
   }
 
   /**
@@ -284,4 +266,25 @@ export class EnrollmentTokens {
       status: r.revokedAt ? 'revoked' : r.expiresAt <= now ? 'expired' : r.uses >= r.maxUses ? 'used-up' : 'active',
     };
   }
+}
+
+/**
+ * Why a spend was refused, from the facts read after it: the first check that fails, in the
+ * order the spend makes them. `usedAt` when the device already holds a use of the token;
+ * `unknownIdentity` when the device is not in the inventory.
+ */
+function refusalOf(
+  facts: { token: TokenRow | undefined; device: DeviceFacts | undefined; usedAt: Date | undefined },
+  deviceId: string,
+  now: Date,
+): { reason: string; usedAt?: Date; unknownIdentity?: true } {
+  const { token: t, device: d } = facts;
+  if (!t || t.revokedAt) return { reason: 'the enrollment token was revoked' };
+  if (t.expiresAt <= now) return { reason: 'the enrollment token expired' };
+  if (!d) return { reason: `device ${deviceId} is not in the inventory`, unknownIdentity: true };
+  if (t.lot && d.lot !== t.lot) return { reason: `device ${deviceId} is not in lot ${t.lot}` };
+  if (t.lot && d.kind !== 'client') return { reason: `lot tokens enroll client devices; ${deviceId} is a ${d.kind}` };
+  if (!['registered', 'active'].includes(d.status)) return { reason: `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it` };
+  if (facts.usedAt) return { reason: `device ${deviceId} already enrolled with this token`, usedAt: facts.usedAt };
+  return { reason: 'the enrollment token is used up' };
 }

@@ -21,7 +21,7 @@ const { createPublicKey, verify, webcrypto, KeyObject } = require('node:crypto')
 const publicKey = async (j) =>
   j.curve
     ? KeyObject.from(await webcrypto.subtle.importKey('raw', j.key, { name: 'ECDSA', namedCurve: j.curve }, true, ['verify']))
-    : createPublicKey({ key: Buffer.from(j.key.buffer, j.key.byteOffset, j.key.byteLength), format: 'der', type: 'spki' });
+    : createPublicKey({ key: j.key, format: 'der', type: 'spki' });
 // One message a share: the jobs' fields as JSON, their bytes in one transferred buffer, in order.
 parentPort.on('message', async ({ id, meta, bytes }) => {
   const all = new Uint8Array(bytes);
