@@ -239,10 +239,15 @@ export function keepAliveClient(base: string, maxSockets = 64) {
  * stderr: `gc-probe <epoch ms> <old generation> <external> <rss> <heap total>` (bytes; the old generation is
  * the heap without its young generation, which refills at once). That is the heap's floor, free of
  * GC's sawtooth, which /metrics samples only catch by luck. Read back with majorGcs(output).
+ *
+ * It also forces a full GC every `forceEveryMs`: V8 alone may run a single major GC in a minute when
+ * less is promoted (seen in CI: 1 in 45 s, then 13 in the next 45), which leaves a memory check
+ * nothing to judge; a floor every few seconds makes the check's input steady.
  */
-export function gcProbeNodeOptions(): string {
+export function gcProbeNodeOptions(forceEveryMs = 4000): string {
   const probe =
-    "import{PerformanceObserver as O,constants as C}from'node:perf_hooks';import{isMainThread}from'node:worker_threads';import v8 from'node:v8';" +
+    "import{PerformanceObserver as O,constants as C}from'node:perf_hooks';import{isMainThread}from'node:worker_threads';import v8 from'node:v8';import vm from'node:vm';" +
+    `if(isMainThread){v8.setFlagsFromString('--expose-gc');const gc=vm.runInNewContext('gc');setInterval(()=>gc(),${forceEveryMs}).unref()}` +
     "if(isMainThread)new O((l)=>{for(const e of l.getEntries())if(e.detail?.kind===C.NODE_PERFORMANCE_GC_MAJOR){" +
     "const old=v8.getHeapSpaceStatistics().filter((s)=>!s.space_name.startsWith('new_')).reduce((n,s)=>n+s.space_used_size,0);const m=process.memoryUsage();" +
     "process.stderr.write('gc-probe '+Date.now()+' '+old+' '+m.external+' '+m.rss+' '+m.heapTotal+'\\n')}}).observe({entryTypes:['gc']})";
