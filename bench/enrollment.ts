@@ -18,7 +18,7 @@ import { buildService, listen } from '../src/main.js';
 import { bootstrap } from '../src/bootstrap.js';
 import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, nodeSignHash } from '../src/ca/x509/encode.js';
 import { toPem } from '../src/ca/x509/pem.js';
-import { concurrently, measureRate, result, type BenchResult } from './lib.js';
+import { concurrently, machineTicks, measureRate, result, type BenchResult } from './lib.js';
 import { freshDatabase } from './db.js';
 import { bestOf, commandExists, requestFile, wrk, type WrkOptions, type WrkResult } from './wrk.js';
 import { MACHINE_CORES, PROBE_SHAPE, coresBusy } from './wake-probe.js';
@@ -100,16 +100,6 @@ function cpuTicksOf(stat: string): number {
 function mainThreadCpuMicros(): number | undefined {
   try {
     return cpuTicksOf(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')) * 10_000;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The machine's idle and busy CPU ticks so far (all cores, Linux /proc/stat), or undefined elsewhere. */
-function machineTicks(): { idle: number; total: number } | undefined {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
   } catch {
     return undefined;
   }

@@ -9,6 +9,7 @@
  * and every result carries its own baseline, measured in the same run on the same machine,
  * so the ratio means something even where the absolute numbers do not travel.
  */
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 export interface BenchResult {
@@ -139,4 +140,14 @@ export function formatValue(v: number): string {
 export function formatRatio(r: number): string {
   if (!Number.isFinite(r)) return String(r);
   return `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×`;
+}
+
+/** The machine's idle and busy CPU ticks so far (all cores, Linux /proc/stat), or undefined elsewhere. */
+export function machineTicks(): { idle: number; total: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
 }

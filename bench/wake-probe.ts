@@ -8,7 +8,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { machineTicks } from './lib.js';
 
 const THREADS = 4;
 const WORK_US = 300;
@@ -33,16 +33,6 @@ for (;;) {
 }
 `;
 
-/** All CPUs' busy ticks so far (Linux /proc/stat), or undefined elsewhere. */
-function busyTicks(): number | undefined {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    return f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Cores kept busy (the whole machine's, from /proc/stat) over `seconds` by THREADS worker threads:
  * spinning, or passing `runnable` tokens (at most that many threads have work at once).
@@ -54,11 +44,11 @@ export async function coresBusy(o: { spin: true } | { spin: false; runnable: num
   try {
     await new Promise((r) => setTimeout(r, 500)); // the threads started and running
     const t0 = process.hrtime.bigint();
-    const b0 = busyTicks();
+    const m0 = machineTicks();
     await new Promise((r) => setTimeout(r, seconds * 1000));
-    const b1 = busyTicks();
+    const m1 = machineTicks();
     const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
-    return b0 === undefined || b1 === undefined ? undefined : (b1 - b0) / 100 / elapsed; // USER_HZ = 100
+    return m0 && m1 ? (m1.total - m1.idle - (m0.total - m0.idle)) / 100 / elapsed : undefined; // USER_HZ = 100
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
