@@ -18,7 +18,7 @@ import { buildService, listen } from '../src/main.js';
 import { bootstrap } from '../src/bootstrap.js';
 import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, nodeSignHash } from '../src/ca/x509/encode.js';
 import { toPem } from '../src/ca/x509/pem.js';
-import { concurrently, machineTicks, measureRate, result, type BenchResult } from './lib.js';
+import { busyTicksBetween, concurrently, machineTicks, measureRate, result, type BenchResult } from './lib.js';
 import { freshDatabase } from './db.js';
 import { bestOf, commandExists, requestFile, wrk, type WrkOptions, type WrkResult } from './wrk.js';
 import { MACHINE_CORES, PROBE_SHAPE, coresBusy } from './wake-probe.js';
@@ -166,8 +166,8 @@ export async function run(): Promise<BenchResult[]> {
         // Per enrollment answered: the service's CPU (every thread, and its event loop alone), and PostgreSQL's on this
         // machine; and how much of the machine was left idle (wrk's start-up, ~1 s of one core, falls in the window).
         const perEnrollment = (micros: number) => Math.round(micros / r.requests);
-        // Every process's CPU (the service, PostgreSQL, wrk, the kernel's), from the machine's busy ticks (USER_HZ = 100).
-        const allMicros = m0 && m1 ? (m1.total - m1.idle - (m0.total - m0.idle)) * 10_000 : undefined;
+        // Every process's CPU (the service, PostgreSQL, wrk, the kernel's), from the machine's busy ticks (10 ms each).
+        const allMicros = m0 && m1 ? busyTicksBetween(m0, m1) * 10_000 : undefined;
         const cpuNote =
           `CPU ${perEnrollment(cpu.user + cpu.system)} µs service` +
           (main0 !== undefined && main1 !== undefined ? ` (${perEnrollment(main1 - main0)} µs on its event loop)` : '') +
@@ -195,13 +195,11 @@ export async function run(): Promise<BenchResult[]> {
         result(bareBase.name, 'requests/s', bare.rps, bareBase, `p99 ${bare.p99.toFixed(1)} ms`),
         result(leanBase.name, 'requests/s', lean.rps, leanBase, `p99 ${lean.p99.toFixed(1)} ms`),
         result(signBase.name, 'signatures/s', rawSign, signBase),
-        ...(spinning === undefined
-          ? []
-          : waking.flatMap(({ runnable, cores }) => {
-              if (cores === undefined) return [];
-              const name = `machine CPU used: ${PROBE_SHAPE}, waking one another, ${runnable} with work at a time`;
-              return [result(name, 'cores busy', cores, { name: `the same threads spinning, never sleeping`, value: spinning }, `of ${MACHINE_CORES} cores; no service running`)];
-            })),
+        ...waking
+          .filter((w): w is { runnable: number; cores: number } => w.cores !== undefined && spinning !== undefined)
+          .map(({ runnable, cores }) =>
+            result(`machine CPU used: ${PROBE_SHAPE}, waking one another, ${runnable} with work at a time`, 'cores busy', cores, { name: 'the same threads spinning, never sleeping', value: spinning! }, `of ${MACHINE_CORES} cores; no service running`),
+          ),
         result('enrollments end to end (POST /v1/enroll)', 'enrollments/s', enr.rps, bareBase, note),
         result('enrollments end to end (POST /v1/enroll), against bare node:http', 'enrollments/s', enr.rps, leanBase),
         result('enrollments end to end (POST /v1/enroll), against raw signing', 'enrollments/s', enr.rps, signBase),

@@ -151,3 +151,8 @@ export function machineTicks(): { idle: number; total: number } | undefined {
     return undefined;
   }
 }
+
+/** Busy CPU ticks (all cores; Linux USER_HZ, 100 a second) between two machineTicks() readings. */
+export function busyTicksBetween(from: { idle: number; total: number }, to: { idle: number; total: number }): number {
+  return to.total - to.idle - (from.total - from.idle);
+}

@@ -8,7 +8,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { machineTicks } from './lib.js';
+import { busyTicksBetween, machineTicks } from './lib.js';
 
 const THREADS = 4;
 const WORK_US = 300;
@@ -48,7 +48,7 @@ export async function coresBusy(o: { spin: true } | { spin: false; runnable: num
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const m1 = machineTicks();
     const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
-    return m0 && m1 ? (m1.total - m1.idle - (m0.total - m0.idle)) / 100 / elapsed : undefined; // USER_HZ = 100
+    return m0 && m1 ? busyTicksBetween(m0, m1) / 100 / elapsed : undefined;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
