@@ -41,6 +41,7 @@ import { ApiKeyAddressStore } from './store/api-key-address-store.js';
 import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
 import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
+import { measureStorageLayout } from './detect/storage-layout.js';
 import { Redis } from 'ioredis';
 import { SecurityEvents } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
@@ -466,6 +467,14 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       staleCrls: () => crlWatch.status().filter((c) => c.stale).map((c) => c.caId),
       pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
       revocationVisible: () => metrics.revocationVisibleSummary(),
+      ocspStatusAnswers: () => metrics.ocspStatusAnswers(),
+      storage: () =>
+        measureStorageLayout({
+          storeDir: config.databaseUrl ? null : pgliteDirUnder(config.dataDir),
+          dataDir: config.dataDir,
+          backupDir: config.backups.dir,
+          kekFile: config.kek ? null : origin,
+        }),
       rules: config.detectionRules,
       rateLimitScopes: Object.entries(config.rateLimits).filter(([, l]) => l).map(([scope]) => scope),
       brokerConnectors: brokers.list().map((c) => c.name),
