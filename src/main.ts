@@ -464,7 +464,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     }
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
       cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
-      staleCrls: () => crlWatch.status().filter((c) => c.stale).map((c) => c.caId),
+      crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
       pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
       revocationVisible: () => metrics.revocationVisibleSummary(),
       ocspStatusAnswers: () => metrics.ocspStatusAnswers(),

@@ -29,7 +29,8 @@ export interface Outcome {
 /** What the report reads beyond the database: the running service's own state and settings. */
 export interface PostureSources {
   cas(): Promise<{ id: string; kind: string; status: string; keyAlgorithm: string; notAfter: string | null }[]>;
-  staleCrls(): string[];
+  /** The CRL watch's last check, a CA at a time; empty before its first check. */
+  crls(): { caId: string; stale: boolean }[];
   pastRenewalPoint(now: Date): Promise<{ past: number; current: number }>;
   /** From revoke calls to OCSP and CRL showing them, in this process; null before the first. */
   revocationVisible(): { count: number; p50Seconds: number; p99Seconds: number } | null;
@@ -170,13 +171,15 @@ export class Posture {
     const oldestIncident = incidents.reduce<Date | null>((m, i) => (!m || i.openedAt < m ? i.openedAt : m), null);
     const byKind: Record<string, number> = {};
     for (const i of incidents) byKind[i.kind] = (byKind[i.kind] ?? 0) + 1;
-    const weakKeys = [...Object.keys(certificatesByKey), ...Object.keys(casByKey)].filter((k) => !STRONG_KEYS.has(k));
+    const keysInUse = [...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])];
+    const weakKeys = keysInUse.filter((k) => !STRONG_KEYS.has(k));
     const issuingExpiry = activeCas.filter((c) => c.kind === 'intermediate' && c.notAfter).map((c) => (new Date(c.notAfter!).getTime() - now.getTime()) / (24 * HOUR));
     const soonestIssuingDays = issuingExpiry.length ? Math.min(...issuingExpiry) : null;
     const actions = new Set(this.src.rules.flatMap((r) => r.actions));
     const ruleNames = this.src.rules.map((r) => r.name);
     const pastShare = share(renewal.past, renewal.current);
-    const staleCrls = this.src.staleCrls();
+    const crls = this.src.crls();
+    const staleCrls = crls.filter((c) => c.stale).map((c) => c.caId);
     const brokers = a.brokers + fleet.otherBrokers;
     const validBrokers = a.validBrokers + fleet.otherBrokers;
     const storage = this.src.storage();
@@ -192,7 +195,7 @@ export class Posture {
       o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${percent(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
       o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${percent(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
       o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${percent(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
-      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${[...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])].join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
+      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', keysInUse.length === 0 ? 'unmet' : weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${keysInUse.join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
       o('protect', 'Identity, Credential and Access Management', 'Authentication of Clients by the Server', byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9), `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`, 'Give every active client a current certificate (enrollment tokens, renewal).'),
       o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', brokers === 0 ? 'unmet' : byShare(share(validBrokers, brokers), 1, 0.5), `${validBrokers} of ${brokers} brokers hold a valid server certificate (active broker devices, and holders of a valid broker certificate from any route)`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
       o('protect', 'Server-side Protection', 'Frequent session renegotiation (certificate renewal)', renewal.current === 0 ? 'unmet' : pastShare! <= 0.01 ? 'met' : pastShare! <= 0.1 ? 'partial' : 'unmet', `${renewal.past} of ${renewal.current} current certificates are past their renewal point`, 'Make sure renewal notices reach the devices (RENEWAL_MQTT_URL or RENEWAL_WEBHOOK_URL) and that they renew.'),
@@ -210,7 +213,14 @@ export class Posture {
         'Have the brokers check client certificates with OCSP (revoked devices trying to connect are then reported), and count connection attempts at the broker.',
       ),
       ...UNOBSERVED_DETECT.map(([category, subcategory]) => o('detect', category, subcategory, 'unmet', `${NOT_OBSERVED}: the service does not see MQTT traffic or the devices themselves`, 'Watch for it at the broker (its logs or a monitoring plugin) or on site; the service cannot see it yet.')),
-      o('detect', 'Network Monitoring', 'Revocation information current', staleCrls.length === 0 ? 'met' : 'unmet', staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : 'every CRL is within its refresh period', 'Find why the CRL publisher fails (the crl-stale events, the job queue).'),
+      o(
+        'detect',
+        'Network Monitoring',
+        'Revocation information current',
+        crls.length === 0 ? 'unmet' : staleCrls.length === 0 ? 'met' : 'unmet',
+        crls.length === 0 ? `${NOT_OBSERVED}: the CRL watch has not checked since the service started` : staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : `the CRLs of ${crls.length} CAs are within their refresh period`,
+        'Find why the CRL publisher fails (the crl-stale events, the job queue); the CRL watch runs with the job workers.',
+      ),
       o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'unmet' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : `${NOT_OBSERVED}: no revocation measured since the service started`, 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
       o('respond', 'Response Planning', 'Disconnect suspicious or compromised end-devices', this.src.brokerConnectors.length ? 'met' : 'unmet', `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`, 'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.'),
       o('respond', 'Response Planning', 'Revoke compromised Client or Server authentication credentials', actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial', `automatic responses: ${[...actions].join(', ') || 'none'}`, 'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.'),

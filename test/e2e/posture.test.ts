@@ -233,7 +233,7 @@ for (const target of dbTargets) {
       rmSync(backupDir, { recursive: true, force: true });
     });
 
-    it('a KEK file on the store\'s filesystem is not data-at-rest encryption; a fresh backup on another filesystem is a backup system', async () => {
+    it('a KEK file on the store\'s filesystem is not data-at-rest encryption, unchecked CRLs are not current, and a fresh backup on another filesystem is a backup system', async () => {
       const auth = { Authorization: `Bearer ${keys.auditor}` };
       const first = (await api.get('/v1/posture').set(auth).expect(200)).body;
       const atRest = outcomeOf(first, 'Data-at-rest encryption');
@@ -245,6 +245,13 @@ for (const target of dbTargets) {
       assert.equal(revoke.status, 'unmet');
       assert.match(revoke.evidence, /^not observed/);
 
+      // The CRL watch has not run yet: nothing says the CRLs are current.
+      const crls = outcomeOf(first, 'Revocation information current');
+      assert.equal(crls.status, 'unmet');
+      assert.match(crls.evidence, /^not observed/);
+
+      await svc.crlWatch.check();
+      assert.equal(outcomeOf((await api.get('/v1/posture').set(auth).expect(200)).body, 'Revocation information current').status, 'met');
       await svc.backups.create({ actor: 'test' });
       const backup = outcomeOf((await api.get('/v1/posture').set(auth).expect(200)).body, 'Backup systems');
       assert.equal(backup.status, 'met');
