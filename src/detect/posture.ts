@@ -112,9 +112,10 @@ function keyLabel(der: Buffer): string {
 const CA_KEY_LABELS: Record<string, string> = { 'EC-P256': 'EC P-256', 'EC-P384': 'EC P-384', Ed25519: 'Ed25519', 'RSA-2048': 'RSA 2048', 'RSA-3072': 'RSA 3072', 'RSA-4096': 'RSA 4096' };
 
 /**
- * The deployment measured against the MQTT cybersecurity framework's subcategories that the
- * service can observe (Current Profile, a tier per function), compared with the Target Profile
- * the operator sets, and the gaps in priority order. The tier of a function follows from its
+ * The deployment measured against the MQTT cybersecurity framework's subcategories (Current
+ * Profile, a tier per function), compared with the Target Profile the operator sets, and every
+ * outcome short of met in priority order. Each status follows from a measurement; what the service
+ * cannot see is unmet, "not observed", never met. The tier of a function follows from its
  * outcomes: the share met (a partial counts half) of 90 % and more is Adaptive, 60 % Repeatable,
  * 25 % Risk-Informed, less Partial.
  */
