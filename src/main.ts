@@ -41,6 +41,7 @@ import { ApiKeyAddressStore } from './store/api-key-address-store.js';
 import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
 import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
+import { measureStorageLayout } from './detect/storage-layout.js';
 import { Redis } from 'ioredis';
 import { SecurityEvents } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
@@ -463,9 +464,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     }
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
       cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
-      staleCrls: () => crlWatch.status().filter((c) => c.stale).map((c) => c.caId),
+      crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
       pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
       revocationVisible: () => metrics.revocationVisibleSummary(),
+      ocspStatusAnswers: () => metrics.ocspStatusAnswers(),
+      storage: () =>
+        measureStorageLayout({
+          storeDir: config.databaseUrl ? null : pgliteDirUnder(config.dataDir),
+          dataDir: config.dataDir,
+          backupDir: config.backups.dir,
+          kekFile: config.kek ? null : origin,
+        }),
       rules: config.detectionRules,
       rateLimitScopes: Object.entries(config.rateLimits).filter(([, l]) => l).map(([scope]) => scope),
       brokerConnectors: brokers.list().map((c) => c.name),

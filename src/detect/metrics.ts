@@ -33,6 +33,7 @@ export class ServiceMetrics implements Telemetry {
   private readonly httpSeconds: Histogram<'route' | 'method' | 'status'>;
   private readonly rateLimitedTotal: Counter<'scope'>;
   private readonly visibleSamples: number[] = [];
+  private statusAnswers = 0;
 
   constructor(private readonly src: MetricSources) {
     const registers = [this.registry];
@@ -97,6 +98,12 @@ export class ServiceMetrics implements Telemetry {
 
   ocspAnswered(status: OcspOutcome, source: OcspSource): void {
     this.ocspTotal.inc({ status, source });
+    if (status === 'good' || status === 'revoked' || status === 'unknown' || status === 'several') this.statusAnswers++;
+  }
+
+  /** OCSP answers about a certificate's status (not errors) in this process: brokers checking the certificates presented to them. */
+  ocspStatusAnswers(): number {
+    return this.statusAnswers;
   }
 
   securityEvent(kind: string, severity: string): void {

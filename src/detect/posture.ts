@@ -5,6 +5,7 @@ import { badRequest } from '../shared/errors.js';
 import type { Db } from '../store/db.js';
 import type { SettingsStore } from '../store/key-store.js';
 import type { PostureStore } from '../store/posture-store.js';
+import { judgeBackupPlacement, judgeKekPlacement, type StorageLayout } from './storage-layout.js';
 
 export const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
 export type CsfFunction = (typeof FUNCTIONS)[number];
@@ -28,10 +29,15 @@ export interface Outcome {
 /** What the report reads beyond the database: the running service's own state and settings. */
 export interface PostureSources {
   cas(): Promise<{ id: string; kind: string; status: string; keyAlgorithm: string; notAfter: string | null }[]>;
-  staleCrls(): string[];
+  /** The CRL watch's last check, a CA at a time; empty before its first check. */
+  crls(): { caId: string; stale: boolean }[];
   pastRenewalPoint(now: Date): Promise<{ past: number; current: number }>;
   /** From revoke calls to OCSP and CRL showing them, in this process; null before the first. */
   revocationVisible(): { count: number; p50Seconds: number; p99Seconds: number } | null;
+  /** OCSP answers about certificate status in this process: brokers asking about the certificates presented to them. */
+  ocspStatusAnswers(): number;
+  /** Where the KEK, the store and the backups are kept, measured on each call. */
+  storage(): StorageLayout;
   /** Detection rules: their names and responses. */
   rules: { name: string; actions: readonly string[] }[];
   rateLimitScopes: string[];
@@ -57,7 +63,7 @@ export interface PostureReport {
   current: Record<CsfFunction, { tier: Tier; name: string; met: number; partial: number; unmet: number }>;
   target: TargetProfile;
   outcomes: Outcome[];
-  /** Outcomes short of met in functions below their target tier, the widest gap first. */
+  /** Every outcome short of met, whatever its function's tier, with its remedy: the widest gap to the target first, unmet before partial. */
   gaps: (Outcome & { currentTier: Tier; targetTier: Tier })[];
 }
 
@@ -72,6 +78,24 @@ const share = (part: number, whole: number): number | null => (whole === 0 ? nul
 export const percent = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
 /** met at or above `met`, partial at or above `partial`; no data is unmet. */
 const byShare = (s: number | null, met: number, partial: number): OutcomeStatus => (s === null ? 'unmet' : s >= met ? 'met' : s >= partial ? 'partial' : 'unmet');
+const RANK: Record<OutcomeStatus, number> = { unmet: 0, partial: 1, met: 2 };
+const worst = (...s: OutcomeStatus[]): OutcomeStatus => s.reduce((w, x) => (RANK[x] < RANK[w] ? x : w));
+
+/** What the service cannot see: it is not met, and the report says so. */
+export const NOT_OBSERVED = 'not observed';
+
+/**
+ * The framework's Detect subcategories on the bus (and beside it) that this service has no view
+ * of: the broker sees connections and traffic, the service sees enrollments, API calls and OCSP.
+ */
+const UNOBSERVED_DETECT: [category: string, subcategory: string][] = [
+  ['Network Monitoring', 'Abnormal termination of connections'],
+  ['Physical Monitoring', 'Client availability verification'],
+  ['Physical Monitoring', 'End-devices and their vicinity physical inspection'],
+  ['Intrusion Detection', 'Topic scanning (attempts to send or subscribe to many topics)'],
+  ['Intrusion Detection', 'Sending undeliverable messages (no subscribers to the topics)'],
+  ['Intrusion Detection', 'Clients that connect but do not send data'],
+];
 
 function tierOf(outcomes: Outcome[]): Tier {
   const score = outcomes.reduce((a, o) => a + (o.status === 'met' ? 1 : o.status === 'partial' ? 0.5 : 0), 0) / outcomes.length;
@@ -88,9 +112,10 @@ function keyLabel(der: Buffer): string {
 const CA_KEY_LABELS: Record<string, string> = { 'EC-P256': 'EC P-256', 'EC-P384': 'EC P-384', Ed25519: 'Ed25519', 'RSA-2048': 'RSA 2048', 'RSA-3072': 'RSA 3072', 'RSA-4096': 'RSA 4096' };
 
 /**
- * The deployment measured against the MQTT cybersecurity framework's subcategories that the
- * service can observe (Current Profile, a tier per function), compared with the Target Profile
- * the operator sets, and the gaps in priority order. The tier of a function follows from its
+ * The deployment measured against the MQTT cybersecurity framework's subcategories (Current
+ * Profile, a tier per function), compared with the Target Profile the operator sets, and every
+ * outcome short of met in priority order. Each status follows from a measurement; what the service
+ * cannot see is unmet, "not observed", never met. The tier of a function follows from its
  * outcomes: the share met (a partial counts half) of 90 % and more is Adaptive, 60 % Repeatable,
  * 25 % Risk-Informed, less Partial.
  */
@@ -147,13 +172,23 @@ export class Posture {
     const oldestIncident = incidents.reduce<Date | null>((m, i) => (!m || i.openedAt < m ? i.openedAt : m), null);
     const byKind: Record<string, number> = {};
     for (const i of incidents) byKind[i.kind] = (byKind[i.kind] ?? 0) + 1;
-    const weakKeys = [...Object.keys(certificatesByKey), ...Object.keys(casByKey)].filter((k) => !STRONG_KEYS.has(k));
+    const keysInUse = [...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])];
+    const weakKeys = keysInUse.filter((k) => !STRONG_KEYS.has(k));
     const issuingExpiry = activeCas.filter((c) => c.kind === 'intermediate' && c.notAfter).map((c) => (new Date(c.notAfter!).getTime() - now.getTime()) / (24 * HOUR));
     const soonestIssuingDays = issuingExpiry.length ? Math.min(...issuingExpiry) : null;
     const actions = new Set(this.src.rules.flatMap((r) => r.actions));
     const ruleNames = this.src.rules.map((r) => r.name);
     const pastShare = share(renewal.past, renewal.current);
-    const staleCrls = this.src.staleCrls();
+    const crls = this.src.crls();
+    const staleCrls = crls.filter((c) => c.stale).map((c) => c.caId);
+    const brokers = a.brokers + fleet.otherBrokers;
+    const validBrokers = a.validBrokers + fleet.otherBrokers;
+    const storage = this.src.storage();
+    const kekPlacement = judgeKekPlacement(storage);
+    const backupPlacement = judgeBackupPlacement(storage);
+    const backupFresh: OutcomeStatus = backupAge === null ? 'unmet' : backupAge <= 24 ? 'met' : backupAge <= 7 * 24 ? 'partial' : 'unmet';
+    const ocspAnswers = this.src.ocspStatusAnswers();
+    const revokedQueried = events.filter((e) => e.kind === 'ocsp.revoked-queried').reduce((t, e) => t + e.n, 0);
 
     const o = (fn: CsfFunction, category: string, subcategory: string, status: OutcomeStatus, evidence: string, remedy: string): Outcome => ({ function: fn, category, subcategory, status, evidence, remedy });
     const outcomes: Outcome[] = [
@@ -161,20 +196,44 @@ export class Posture {
       o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${percent(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
       o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${percent(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
       o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${percent(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
-      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${[...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])].join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
+      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', keysInUse.length === 0 ? 'unmet' : weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${keysInUse.join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
       o('protect', 'Identity, Credential and Access Management', 'Authentication of Clients by the Server', byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9), `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`, 'Give every active client a current certificate (enrollment tokens, renewal).'),
-      o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', a.brokers === 0 ? 'unmet' : byShare(share(a.validBrokers, a.brokers), 1, 0.5), `${a.validBrokers} of ${a.brokers} active brokers hold a valid server certificate`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
+      o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', brokers === 0 ? 'unmet' : byShare(share(validBrokers, brokers), 1, 0.5), `${validBrokers} of ${brokers} brokers hold a valid server certificate (active broker devices, and holders of a valid broker certificate from any route)`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
       o('protect', 'Server-side Protection', 'Frequent session renegotiation (certificate renewal)', renewal.current === 0 ? 'unmet' : pastShare! <= 0.01 ? 'met' : pastShare! <= 0.1 ? 'partial' : 'unmet', `${renewal.past} of ${renewal.current} current certificates are past their renewal point`, 'Make sure renewal notices reach the devices (RENEWAL_MQTT_URL or RENEWAL_WEBHOOK_URL) and that they renew.'),
       o('protect', 'Server-side Protection', 'Rate limiting and/or blocking', this.src.rateLimitScopes.length === 3 && actions.has('block-source') ? 'met' : this.src.rateLimitScopes.length > 0 || actions.has('block-source') ? 'partial' : 'unmet', `rate limits on ${this.src.rateLimitScopes.join(', ') || 'nothing'}; blocking ${actions.has('block-source') ? 'on' : 'off'}`, 'Set API_RATE_PER_SOURCE, API_RATE_PER_KEY and ENROLL_RATE_PER_SOURCE, and keep a block-source rule.'),
-      o('protect', 'Server-side Protection', 'Data-at-rest encryption', 'met', 'CA and session keys are stored wrapped under the KEK; backups are encrypted', 'None.'),
+      o('protect', 'Server-side Protection', 'Data-at-rest encryption', kekPlacement.status, kekPlacement.evidence, 'Keep the KEK apart from what it protects: MQTT_CA_KEK_FILE on another filesystem (a secrets mount, a separate volume) than DATA_DIR and BACKUP_DIR.'),
       o('detect', 'Intrusion Detection', 'Repeated authentication attempts', ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet', `detection rules: ${ruleNames.join(', ') || 'none'}`, 'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).'),
-      o('detect', 'Network Monitoring', 'Repeated connection attempts', 'met', 'OCSP queries about revoked certificates are reported (ocsp.revoked-queried)', 'None.'),
-      o('detect', 'Network Monitoring', 'Revocation information current', staleCrls.length === 0 ? 'met' : 'unmet', staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : 'every CRL is within its refresh period', 'Find why the CRL publisher fails (the crl-stale events, the job queue).'),
-      o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'partial' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : 'no revocation measured since the service started', 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
+      o(
+        'detect',
+        'Network Monitoring',
+        'Repeated connection attempts',
+        ocspAnswers > 0 ? 'partial' : 'unmet',
+        ocspAnswers > 0
+          ? `only attempts with revoked certificates are seen, through OCSP: ${ocspAnswers} status answers since the service started, ${revokedQueried} queries about revoked certificates reported (ocsp.revoked-queried) in 24 h; other connection attempts happen at the broker: ${NOT_OBSERVED}`
+          : `${NOT_OBSERVED}: no OCSP status query since the service started, so no broker is seen checking certificates; connection attempts happen at the broker`,
+        'Have the brokers check client certificates with OCSP (revoked devices trying to connect are then reported), and count connection attempts at the broker.',
+      ),
+      ...UNOBSERVED_DETECT.map(([category, subcategory]) => o('detect', category, subcategory, 'unmet', `${NOT_OBSERVED}: the service does not see MQTT traffic or the devices themselves`, 'Watch for it at the broker (its logs or a monitoring plugin) or on site; the service cannot see it yet.')),
+      o(
+        'detect',
+        'Network Monitoring',
+        'Revocation information current',
+        crls.length === 0 ? 'unmet' : staleCrls.length === 0 ? 'met' : 'unmet',
+        crls.length === 0 ? `${NOT_OBSERVED}: the CRL watch has not checked since the service started` : staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : `the CRLs of ${crls.length} CAs are within their refresh period`,
+        'Find why the CRL publisher fails (the crl-stale events, the job queue); the CRL watch runs with the job workers.',
+      ),
+      o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'unmet' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : `${NOT_OBSERVED}: no revocation measured since the service started`, 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
       o('respond', 'Response Planning', 'Disconnect suspicious or compromised end-devices', this.src.brokerConnectors.length ? 'met' : 'unmet', `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`, 'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.'),
       o('respond', 'Response Planning', 'Revoke compromised Client or Server authentication credentials', actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial', `automatic responses: ${[...actions].join(', ') || 'none'}`, 'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.'),
       o('respond', 'Response Planning', 'Incidents handled', incidents.length === 0 ? 'met' : oldestIncident && now.getTime() - oldestIncident.getTime() > 7 * 24 * HOUR ? 'partial' : 'met', `${incidents.length} open incidents${oldestIncident ? `, the oldest opened ${oldestIncident.toISOString()}` : ''}`, 'Work the incidents open for more than a week, and close them.'),
-      o('recover', 'Recover Planning', 'Backup systems', backupAge === null ? 'unmet' : backupAge <= 24 ? 'met' : backupAge <= 7 * 24 ? 'partial' : 'unmet', backupAge === null ? 'no backup made' : `last backup ${backupAge.toFixed(1)} h ago; scheduled ${this.src.backupEveryMs ? `every ${this.src.backupEveryMs / HOUR} h` : 'never'}`, 'Schedule backups (BACKUP_EVERY_HOURS) and keep them off this machine.'),
+      o(
+        'recover',
+        'Recover Planning',
+        'Backup systems',
+        worst(backupFresh, backupPlacement.status),
+        `${backupAge === null ? 'no backup made' : `last backup ${backupAge.toFixed(1)} h ago`}; scheduled ${this.src.backupEveryMs ? `every ${this.src.backupEveryMs / HOUR} h` : 'never'}; ${backupPlacement.evidence}`,
+        'Schedule backups (BACKUP_EVERY_HOURS) and keep them off this machine: BACKUP_DIR on another disk than the database, copied elsewhere.',
+      ),
       o('recover', 'Post Recovery', 'Reissue certificates and authentication credentials', this.src.renewalNoticeSinks.length ? 'met' : 'partial', `renewal notices go to ${this.src.renewalNoticeSinks.join(', ') || 'nowhere (devices renew on their own schedule)'}`, 'Configure a renewal notice channel, so a mass reissue (CA recovery) reaches the devices.'),
       o('recover', 'Post Recovery', 'Review Key Management and cryptographic deployments', soonestIssuingDays === null ? 'unmet' : soonestIssuingDays > 180 ? 'met' : soonestIssuingDays > 30 ? 'partial' : 'unmet', soonestIssuingDays === null ? 'no active issuing CA' : `the soonest active issuing CA expires in ${Math.floor(soonestIssuingDays)} days`, 'Roll the issuing CA over well before it expires (POST /v1/cas/{id}/rollover).'),
     ];
@@ -186,14 +245,14 @@ export class Posture {
       current[f] = { tier, name: TIER_NAMES[tier], met: of.filter((x) => x.status === 'met').length, partial: of.filter((x) => x.status === 'partial').length, unmet: of.filter((x) => x.status === 'unmet').length };
     }
     const gaps = outcomes
-      .filter((x) => x.status !== 'met' && current[x.function].tier < target[x.function])
+      .filter((x) => x.status !== 'met')
       .map((x) => ({ ...x, currentTier: current[x.function].tier, targetTier: target[x.function] }))
       .sort((p, q) => q.targetTier - q.currentTier - (p.targetTier - p.currentTier) || (p.status === 'unmet' ? 0 : 1) - (q.status === 'unmet' ? 0 : 1) || FUNCTIONS.indexOf(p.function) - FUNCTIONS.indexOf(q.function));
 
     return {
       generatedAt: now.toISOString(),
       figures: {
-        devices: { byStatus: fleet.byStatus, active: a.total, activeWithValidCertificate: a.validCertificate, validCertificateShare: validShare, brokers: a.brokers, brokersWithValidCertificate: a.validBrokers },
+        devices: { byStatus: fleet.byStatus, active: a.total, activeWithValidCertificate: a.validCertificate, validCertificateShare: validShare, brokers, brokersWithValidCertificate: validBrokers },
         inventory: { modelShare: share(a.withModel, a.total), firmwareShare: share(a.withFirmware, a.total), siteShare: share(a.withSite, a.total) },
         renewal: { currentCertificates: renewal.current, pastRenewalPoint: renewal.past },
         crypto: { certificatesByKey, casByKey },
@@ -211,12 +270,12 @@ export class Posture {
     };
   }
 
-  /** Key types of the current certificates of active devices, read from their DER a page at a time. */
+  /** Key types of every issued, unexpired certificate, read from their DER a page at a time. */
   private async cryptoInventory(now: Date): Promise<Record<string, number>> {
     const counts: Record<string, number> = {};
     let after: Buffer | null = null;
     for (;;) {
-      const page = await this.store.currentCertificates(this.db, now, after, PAGE);
+      const page = await this.store.validCertificates(this.db, now, after, PAGE);
       for (const c of page) {
         const k = keyLabel(c.der);
         counts[k] = (counts[k] ?? 0) + 1;

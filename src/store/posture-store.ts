@@ -4,6 +4,13 @@ export interface FleetCounts {
   byStatus: Record<string, number>;
   /** Active devices, and of them: with a current certificate that is issued and unexpired; with model, firmware, site recorded. */
   active: { total: number; clients: number; brokers: number; validCertificate: number; validBrokers: number; withModel: number; withFirmware: number; withSite: number };
+  /**
+   * Holders of a valid broker-profile certificate that are not broker devices in the inventory,
+   * by device id, else common name: a broker certificate issued through POST /v1/certificates
+   * without an inventory record is a broker all the same. Certificates of devices that are not
+   * active are left out (the device's status speaks for them).
+   */
+  otherBrokers: number;
 }
 
 const n = (v: unknown) => Number(v ?? 0);
@@ -27,18 +34,29 @@ export class PostureStore {
       [now],
     );
     const a = (r.rows as Record<string, unknown>[])[0]!;
+    const other = await ex.raw(
+      `select count(distinct coalesce('device:' || c.device_id, 'cn:' || c.subject_cn)) as holders
+         from certificates c
+        where c.profile = 'broker' and c.status = 'issued' and c.not_after > ?
+          and not exists (select 1 from devices d where d.id = c.device_id and (d.kind = 'broker' or d.status <> 'active'))`,
+      [now],
+    );
     return {
       byStatus: Object.fromEntries(statuses.map((s) => [s.status, n(s.n)])),
       active: { total: n(a.total), clients: n(a.clients), brokers: n(a.brokers), validCertificate: n(a.valid), validBrokers: n(a.valid_brokers), withModel: n(a.with_model), withFirmware: n(a.with_firmware), withSite: n(a.with_site) },
+      otherBrokers: n((other.rows as Record<string, unknown>[])[0]!.holders),
     };
   }
 
-  /** DERs of the current, unexpired certificates of active devices, a page at a time (keyset on the serial). */
-  async currentCertificates(ex: Executor, now: Date, after: Buffer | null, limit: number): Promise<{ serial: Buffer; der: Buffer }[]> {
-    const q = ex('devices as d')
-      .join('certificates as c', 'c.serial', 'd.current_serial')
-      .where('d.status', 'active')
-      .andWhere('c.status', 'issued')
+  /**
+   * DERs of every issued, unexpired end-entity certificate, whoever holds it (devices in a lot or
+   * not, brokers issued through any route, the service's own responders), a page at a time (keyset
+   * on the serial). CA certificates are counted with the CAs.
+   */
+  async validCertificates(ex: Executor, now: Date, after: Buffer | null, limit: number): Promise<{ serial: Buffer; der: Buffer }[]> {
+    const q = ex('certificates as c')
+      .where('c.status', 'issued')
+      .andWhere('c.profile', '<>', 'ca')
       .andWhere('c.not_after', '>', now)
       .select('c.serial', 'c.der')
       .orderBy('c.serial')
