@@ -1,5 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import { createListener } from './http/listener.js';
 import { tlsIdentity } from './tls-identity.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
@@ -572,7 +573,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
  */
 export async function listenTls(svc: Service, port: number): Promise<HttpsServer> {
   const id = await tlsIdentity(svc);
-  const server = createHttpsServer({ key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false }, createHttpHandler(svc));
+  const server = createListener(createHttpHandler(svc), svc.config.listeners, { key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, svc.config.host, () => resolve());
@@ -581,9 +582,7 @@ export async function listenTls(svc: Service, port: number): Promise<HttpsServer
 }
 
 export async function listen(svc: Service): Promise<Server> {
-  const server = createServer(createHttpHandler(svc));
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
+  const server = createListener(createHttpHandler(svc), svc.config.listeners);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(svc.config.port, svc.config.host, () => resolve());
