@@ -263,7 +263,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const enrollment = new Enrollment(
       [
         new TokenEnrollment('token', tokens),
-        new TokenEnrollment('est-basic', tokens),
+        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),

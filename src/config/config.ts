@@ -24,6 +24,7 @@ const schema = z.object({
   HTTP_HEADERS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(600).default(10),
   HTTP_REQUEST_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   HTTP_KEEPALIVE_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(600).default(5),
+  EST_BASIC_OVER_HTTP: z.enum(['true', 'false']).default('false'),
   PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: optionalString.pipe(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional()),
@@ -99,6 +100,8 @@ export interface Config {
   host: string;
   /** The timeouts every listener (HTTP and TLS) applies to its clients. */
   listeners: ListenerTimeouts;
+  /** EST with HTTP Basic accepted over plain HTTP (a TLS-terminating proxy in front); else TLS only, as RFC 7030 requires. */
+  estBasicOverHttp: boolean;
   publicUrl: string;
   dataDir: string;
   databaseUrl: string | undefined;
@@ -234,6 +237,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tlsPort: e.TLS_PORT,
     host: e.HOST,
     listeners: { headersMs: e.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, requestMs: e.HTTP_REQUEST_TIMEOUT_SECONDS * 1000, keepAliveMs: e.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    estBasicOverHttp: e.EST_BASIC_OVER_HTTP === 'true',
     publicUrl,
     dataDir: resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
