@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { createListener } from './http/listener.js';
+import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
@@ -584,40 +584,24 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
 export async function listenTls(svc: Service, port: number, opts: { refreshMs?: number } = {}): Promise<HttpsServer> {
   const id = await svc.identities.ensure('tls-server');
   const server = createListener(createHttpHandler(svc), svc.config.listeners, { key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false });
-  let inUse = contextKey(id);
-  let refreshing = false;
-  const refresh = async () => {
-    if (refreshing) return;
-    refreshing = true;
-    try {
-      const next = await svc.identities.current('tls-server');
-      if (!next || contextKey(next) === inUse) return;
-      server.setSecureContext({ key: next.key, cert: next.cert, ca: next.ca });
-      inUse = contextKey(next);
-      svc.logger.info({ serial: next.serial, notAfter: next.notAfter }, 'TLS listener: now serving the renewed certificate');
-    } catch (e) {
-      svc.logger.warn({ err: e }, 'TLS listener: could not refresh its certificate; serving the one it has');
-    } finally {
-      refreshing = false;
-    }
-  };
-  const timer = setInterval(() => void refresh(), opts.refreshMs ?? 60_000);
-  timer.unref();
-  const unsubscribe = svc.identities.onIssued((name) => {
-    if (name === 'tls-server') void refresh();
-  });
-  server.once('close', () => {
-    clearInterval(timer);
-    unsubscribe();
-  });
+  keepTlsContextFresh(
+    server,
+    id,
+    {
+      current: () => svc.identities.current('tls-server'),
+      onIssued: (l) =>
+        svc.identities.onIssued((name) => {
+          if (name === 'tls-server') l();
+        }),
+    },
+    { refreshMs: opts.refreshMs ?? 60_000, logger: svc.logger },
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, svc.config.host, () => resolve());
   });
   return server;
 }
-
-const contextKey = (id: { serial: string; ca: string[] }) => `${id.serial}|${id.ca.join('')}`;
 
 export async function listen(svc: Service): Promise<Server> {
   const server = createListener(createHttpHandler(svc), svc.config.listeners);
