@@ -1,56 +1,8 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CONNECTOR_ROLE, dynsecSeed, mosquittoConf, type DynsecSeedOptions } from './broker/mosquitto-setup.js';
 import type { Service } from './main.js';
 import { toPem } from './ca/x509/pem.js';
-
-const SETTING = 'broker_connector_client';
-const SYSTEM = { actor: 'system:broker-connector' };
-
-export interface ConnectorIdentity {
-  /** The certificate's CN: the connector's username on a broker with use_identity_as_username. */
-  commonName: string;
-  key: string;
-  /** The certificate and its issuing chain (without the root). */
-  cert: string;
-  /** The broker's server trust anchors: BROKER_CA_FILE, else every CA certificate of this service. */
-  ca: string[];
-  notAfter: Date;
-}
-
-/**
- * The service's own client certificate for broker connectors, issued by its default issuing CA
- * with the CN BROKER_CLIENT_CN, its key in the vault under the KEK, and reissued when a third of
- * its life is left or the CN changed (like the TLS server certificate in tls-identity.ts).
- */
-export async function connectorIdentity(svc: Service): Promise<ConnectorIdentity> {
-  const cn = svc.config.brokers.clientCn;
-  let current = await svc.settings.get<{ serial: string; signerRef: string; cn: string; notBefore: string; notAfter: string }>(svc.db, SETTING);
-  const now = svc.clock.now().getTime();
-  const stale = current && (current.cn !== cn || now > Date.parse(current.notAfter) - (Date.parse(current.notAfter) - Date.parse(current.notBefore)) / 3);
-  if (!current || stale) {
-    const { signerRef, signer } = await svc.db.transaction((tx) => svc.vault.generate(tx, 'EC-P256'));
-    // The broker profile (clientAuth) needs a name: the CN doubles as the DNS name.
-    const issued = await svc.issuance.issue({ profile: 'broker', subjectPublicKeyInfo: signer.publicKey, commonName: cn, dnsNames: [cn], validityDays: 90 }, SYSTEM);
-    const previous = current?.serial;
-    current = { serial: issued.serial, signerRef, cn, notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString() };
-    await svc.db.transaction(async (tx) => {
-      await svc.settings.set(tx, SETTING, current);
-      await svc.audit.append(tx, [{ ...SYSTEM, action: 'broker-connector.identity-issued', targetType: 'certificate', targetId: issued.serial, details: { commonName: cn, ...(previous ? { replaces: previous } : {}) } }]);
-    });
-  }
-  const cert = await svc.certificates.get(current.serial as never);
-  const chain = await svc.hierarchy.chain(cert.caId);
-  const caFile = svc.config.brokers.mqtt?.caFile;
-  const ca = caFile ? [readFileSync(caFile, 'utf8')] : (await svc.hierarchy.list()).filter((c) => c.certificate).map((c) => c.certificate!);
-  return {
-    commonName: cn,
-    key: await svc.vault.tlsPrivateKeyPem(svc.db, current.signerRef),
-    cert: cert.certificate! + chain.slice(0, -1).map((d) => toPem(d)).join(''),
-    ca,
-    notAfter: new Date(current.notAfter),
-  };
-}
 
 /** Every signing CA's current CRL, PEM, concatenated: what Mosquitto's crlfile holds. */
 export async function crlBundlePem(svc: Service): Promise<string> {

@@ -1,6 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { tlsIdentity } from './tls-identity.js';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
@@ -90,7 +90,8 @@ import { DomainError } from './shared/errors.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
-import { connectorIdentity } from './broker-identity.js';
+import { brokerConnectorSpec, ServiceIdentities, tlsServerSpec } from './rotate/service-identities.js';
+import { readFileSync } from 'node:fs';
 import { Approvals } from './respond/approvals.js';
 import { ApprovalStore } from './store/approval-store.js';
 import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caRevocationExecutor } from './respond/gated-actions.js';
@@ -153,6 +154,8 @@ export interface Service {
   bulkRevocations: BulkRevocationGate;
   /** Backups (BACKUP_DIR); the scheduler runs backups.create() every BACKUP_EVERY_HOURS, then prunes to BACKUP_KEEP. */
   backups: Backups;
+  /** The service's own certificates (TLS listener, broker connector); renewed by the service-identity-renewal job. */
+  identities: ServiceIdentities;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -228,6 +231,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       },
     });
     const certificates = new CertificateRegistry(db, certificateStore);
+    const brokerCaFile = config.brokers.mqtt?.caFile;
+    const identities = new ServiceIdentities({ db, settings, vault, issuance, certificates, hierarchy, audit, clock }, {
+      'tls-server': tlsServerSpec(config.publicUrl),
+      'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
+    });
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
     // The automatic responses act through services built further down; they run only once requests come.
@@ -263,7 +271,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const enrollment = new Enrollment(
       [
         new TokenEnrollment('token', tokens),
-        new TokenEnrollment('est-basic', tokens),
+        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
@@ -386,7 +394,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep });
     const defs = queueDefinitions(
       {
-        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps,
+        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
         extra: {
           'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
           // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
@@ -492,7 +500,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const service: Service = {
       config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, eventFeed, apiKeyWatch, responses, limits, posture, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups,
+      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups, identities,
       stop,
       close: async () => {
         await stop();
@@ -516,7 +524,7 @@ function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[]
             url: b.mqtt.url,
             username: b.mqtt.username,
             password: b.mqtt.password,
-            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: async () => connectorIdentity(svc()) } : {}),
+            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: () => svc().identities.ensure('broker-connector') } : {}),
             denyRole: b.denyRole,
             notifyTopic: b.notifyTopic,
             timeoutMs: b.timeoutMs,
@@ -578,10 +586,25 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
 /**
  * The TLS listener (TLS_PORT): the same handler, with the service's own certificate, asking
  * every client for a certificate without requiring one — EST and renewal check it themselves.
+ * The certificate (and the CA list) in use is looked at again every `refreshMs` and at once when
+ * this process issued a new one, and swapped in with setSecureContext: no restart, and the
+ * connections already open keep theirs.
  */
-export async function listenTls(svc: Service, port: number): Promise<HttpsServer> {
-  const id = await tlsIdentity(svc);
-  const server = createHttpsServer({ key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false }, createHttpHandler(svc));
+export async function listenTls(svc: Service, port: number, opts: { refreshMs?: number } = {}): Promise<HttpsServer> {
+  const id = await svc.identities.ensure('tls-server');
+  const server = createListener(createHttpHandler(svc), svc.config.listeners, { key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+  keepTlsContextFresh(
+    server,
+    id,
+    {
+      current: () => svc.identities.current('tls-server'),
+      onIssued: (l) =>
+        svc.identities.onIssued((name) => {
+          if (name === 'tls-server') l();
+        }),
+    },
+    { refreshMs: opts.refreshMs ?? 60_000, logger: svc.logger },
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, svc.config.host, () => resolve());
@@ -590,9 +613,7 @@ export async function listenTls(svc: Service, port: number): Promise<HttpsServer
 }
 
 export async function listen(svc: Service): Promise<Server> {
-  const server = createServer(createHttpHandler(svc));
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
+  const server = createListener(createHttpHandler(svc), svc.config.listeners);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(svc.config.port, svc.config.host, () => resolve());

@@ -21,6 +21,10 @@ const schema = z.object({
   PORT: port.default(8080),
   TLS_PORT: optionalString.pipe(z.string().regex(/^\d{1,5}$/, 'must be a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
   HOST: z.string().min(1).default('127.0.0.1'),
+  HTTP_HEADERS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(600).default(10),
+  HTTP_REQUEST_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  HTTP_KEEPALIVE_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(600).default(5),
+  EST_BASIC_OVER_HTTP: z.enum(['true', 'false']).default('false'),
   PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: optionalString.pipe(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional()),
@@ -94,6 +98,10 @@ export interface Config {
   /** The TLS listener for EST and certificate-authenticated renewal; off when unset. */
   tlsPort: number | undefined;
   host: string;
+  /** The timeouts every listener (HTTP and TLS) applies to its clients. */
+  listeners: ListenerTimeouts;
+  /** EST with HTTP Basic accepted over plain HTTP (a TLS-terminating proxy in front); else TLS only, as RFC 7030 requires. */
+  estBasicOverHttp: boolean;
   publicUrl: string;
   dataDir: string;
   databaseUrl: string | undefined;
@@ -171,6 +179,15 @@ export interface Config {
   enrollRecoveryMs: number;
 }
 
+export interface ListenerTimeouts {
+  /** A client must have sent its whole request header within this (the TLS handshake too, on the TLS listener). */
+  headersMs: number;
+  /** ... and its whole request within this. */
+  requestMs: number;
+  /** An idle kept-alive connection is closed after this. */
+  keepAliveMs: number;
+}
+
 function byteSize(limit: string): number {
   const [, n, unit] = /^(\d+)(b|kb|mb)$/i.exec(limit)!;
   return Number(n) * { b: 1, kb: 1024, mb: 1024 * 1024 }[unit!.toLowerCase() as 'b' | 'kb' | 'mb'];
@@ -211,11 +228,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.SESSION_KEY_OVERLAP_HOURS >= e.SESSION_KEY_PERIOD_HOURS) {
     throw new ConfigError('invalid configuration:\n  SESSION_KEY_OVERLAP_HOURS: the overlap must be shorter than SESSION_KEY_PERIOD_HOURS');
   }
+  if (e.HTTP_HEADERS_TIMEOUT_SECONDS > e.HTTP_REQUEST_TIMEOUT_SECONDS) {
+    throw new ConfigError('invalid configuration:\n  HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS (the header is part of the request)');
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
     tlsPort: e.TLS_PORT,
     host: e.HOST,
+    listeners: { headersMs: e.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, requestMs: e.HTTP_REQUEST_TIMEOUT_SECONDS * 1000, keepAliveMs: e.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    estBasicOverHttp: e.EST_BASIC_OVER_HTTP === 'true',
     publicUrl,
     dataDir: resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,

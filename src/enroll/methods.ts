@@ -6,7 +6,8 @@ import type { DeviceFacts } from '../store/token-store.js';
 /** What a client presented to enroll. */
 export type Credential =
   | { kind: 'bearer'; value: string }
-  | { kind: 'basic'; user: string; password: string }
+  /** HTTP Basic (EST); `overTls`: whether it came over TLS, as RFC 7030 §3.2.3 requires (the password is the token, in clear otherwise). */
+  | { kind: 'basic'; user: string; password: string; overTls: boolean }
   | { kind: 'client-certificate'; der: Buffer }
   | { kind: 'signed-renewal'; certificateDer: Buffer; signedAt: string; signature: Buffer }
   /** The service itself renewing a certificate whose key it generated (a staged credential); never built from a request. */

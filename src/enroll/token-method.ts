@@ -16,12 +16,14 @@ const forbidden = (msg: string, details?: Record<string, unknown>) => new Domain
  * Enrollment with an enrollment token: a device token (that device), a lot token (any device of the
  * lot, each once, named by the CSR's CN) or a broker token (that broker, its allowed names).
  * `bearer` takes the token from `Authorization: Bearer`; `est-basic` from HTTP Basic's password
- * (RFC 7030 §3.2.3), the username naming the device for lot tokens.
+ * (RFC 7030 §3.2.3), the username naming the device for lot tokens, and only over TLS unless
+ * `basicOverHttp` (EST_BASIC_OVER_HTTP: a TLS-terminating proxy in front) allows plain HTTP.
  */
 export class TokenEnrollment implements EnrollmentMethod {
   constructor(
     readonly name: 'token' | 'est-basic',
     private readonly tokens: EnrollmentTokens,
+    private readonly opts: { basicOverHttp?: boolean } = {},
   ) {}
 
   accepts(c: Credential): boolean {
@@ -29,6 +31,9 @@ export class TokenEnrollment implements EnrollmentMethod {
   }
 
   async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
+    if (c.kind === 'basic' && !c.overTls && !this.opts.basicOverHttp) {
+      throw forbidden('EST with HTTP Basic sends the enrollment token in clear: RFC 7030 (3.2.3) requires TLS. Use the TLS listener (TLS_PORT), or set EST_BASIC_OVER_HTTP=true when a TLS-terminating proxy is in front');
+    }
     const presented = c.kind === 'bearer' ? c.value : c.kind === 'basic' ? c.password : '';
     const auth = await this.tokens.authenticate(presented);
     if (!auth.ok) {

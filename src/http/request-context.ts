@@ -53,7 +53,7 @@ export function credentialOf(req: IncomingMessage): Credential | undefined {
     const signed = SIGNED_RENEWAL_RE.exec(h);
     if (signed) return { kind: 'signed-renewal', certificateDer: Buffer.from(signed[1]!, 'base64'), signedAt: signed[2]!, signature: Buffer.from(signed[3]!, 'base64') };
     const basic = parseBasicAuth(h);
-    return basic ? { kind: 'basic', ...basic } : undefined;
+    return basic ? { kind: 'basic', ...basic, overTls: (req.socket as TLSSocket).encrypted === true } : undefined;
   }
   const socket = req.socket as TLSSocket;
   if (socket.encrypted) {

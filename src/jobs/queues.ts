@@ -5,6 +5,7 @@ import type { OcspResponder } from '../revoke/ocsp-responder.js';
 import type { OcspResponders } from '../revoke/ocsp-responders.js';
 import type { ExpirySweeps } from '../rotate/expiry.js';
 import type { Renewals } from '../rotate/renewals.js';
+import type { ServiceIdentities } from '../rotate/service-identities.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { JobPayload, NewJob, QueueDefinition } from './runner.js';
 
@@ -23,6 +24,8 @@ export interface JobServices {
   ocspResponders: OcspResponders;
   renewals: Renewals;
   sweeps: ExpirySweeps;
+  /** The service's own TLS server and broker connector certificates. */
+  identities: ServiceIdentities;
   /** Extra scheduled housekeeping (session-key rotation, ...): name → work. */
   extra?: Record<string, { everyMs: number; run(): Promise<unknown> }>;
 }
@@ -56,6 +59,15 @@ export function queueDefinitions(s: JobServices, enqueue: (queue: string, jobs: 
     },
     'ocsp-refresh': { everyMs: 5 * MINUTE, run: async () => ({ resigned: await s.ocsp.refreshDue(20_000) }) },
     'responder-renewal': { everyMs: 60 * MINUTE, run: async () => ({ responders: (await s.ocspResponders.renewDue()).length }) },
+    // The TLS listeners (each process's own) pick a renewed server certificate up within a minute.
+    'service-identity-renewal': {
+      everyMs: 60 * MINUTE,
+      run: async () => {
+        const r = await s.identities.renewDue();
+        for (const x of r.renewed) s.logger.info(x, 'renewed a certificate of the service\'s own');
+        return { renewed: r.renewed.map((x) => x.name) };
+      },
+    },
     'intent-sweep': {
       everyMs: MINUTE,
       run: async () => {

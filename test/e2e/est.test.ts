@@ -7,6 +7,8 @@ import { makeService } from '../helpers/service.js';
 import { toolSkip } from '../helpers/tools.js';
 import { KEY_ARGS, opensslVerify, run, runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { createHttpHandler, listenTls, type Service } from '../../src/main.js';
+import { assertProblem } from '../helpers/http.js';
+import { readFileSync } from 'node:fs';
 import { bootstrap } from '../../src/bootstrap.js';
 
 /** An EST client as a device runs one: curl for HTTP, openssl for the PKCS#7 and key files. */
@@ -34,7 +36,7 @@ for (const target of dbTargets) {
       issuerPem = pem(chain[0]!);
       rootPem = pem(chain[1]!);
       writeTemp(dir, 'root.pem', rootPem);
-      for (const id of ['est-dev-1', 'est-dev-2', 'est-dev-3']) await api.post('/v1/devices').set(admin).send({ id, kind: 'client' }).expect(201);
+      for (const id of ['est-dev-1', 'est-dev-2', 'est-dev-3', 'est-dev-4']) await api.post('/v1/devices').set(admin).send({ id, kind: 'client' }).expect(201);
     });
     after(async () => {
       tls?.close();
@@ -108,6 +110,19 @@ for (const target of dbTargets) {
       // A wrong token password.
       const bad = await split(curl(['-u', 'est-dev-1:wrong', '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${csrB64}`, `${base}/simpleenroll`]));
       assert.equal(bad.status, 401);
+    });
+
+    it('HTTP Basic over plain HTTP is refused (RFC 7030 3.2.3): 403 problem+json saying TLS is required, the token left unspent for the TLS port', async () => {
+      const tok = (await api.post('/v1/enrollment-tokens').set(admin).send({ deviceId: 'est-dev-4', maxUses: 1 }).expect(201)).body.token as string;
+      const { csrB64 } = newKeyAndCsr('d4', 'est-dev-4');
+      const basic = { Authorization: `Basic ${Buffer.from(`est-dev-4:${tok}`).toString('base64')}`, 'Content-Type': 'application/pkcs10' };
+      // The token would cross the network in clear: the EST route and /v1/enroll (which takes every credential) refuse it.
+      for (const path of ['/.well-known/est/simpleenroll', '/.well-known/est/device/simpleenroll', '/v1/enroll']) {
+        assertProblem(await api.post(path).set(basic).send(readFileSync(csrB64, 'utf8')), 403, /requires TLS/);
+      }
+      // Over TLS the same one-use token still enrolls.
+      const r = await split(curl(['-u', `est-dev-4:${tok}`, '-H', 'Content-Type: application/pkcs10', '--data-binary', `@${csrB64}`, `${base}/simpleenroll`]));
+      assert.equal(r.status, 200, r.body);
     });
 
     it('labels select a profile; an unknown label is 404', async () => {

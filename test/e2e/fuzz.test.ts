@@ -137,7 +137,7 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
   before(async () => {
     let issuingId: string;
     // Detection and rate limits off: the point is that every input reaches its parser.
-    ({ svc, keys, issuingId } = await makeApiService(target, { env: { DETECTION_RULES: '[]', API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RATE_PER_SOURCE: '0' } }));
+    ({ svc, keys, issuingId } = await makeApiService(target, { env: { DETECTION_RULES: '[]', EST_BASIC_OVER_HTTP: 'true', API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RATE_PER_SOURCE: '0' } }));
     http = await listenOnLoopback(createHttpHandler(svc));
     const files = await writeCaFiles(svc, issuingId, dir);
     await svc.devices.importManifest(Array.from({ length: 20 }, (_, i) => ({ id: `fz-${i}`, kind: 'client' as const })), { actor: 'test' }, { lot: 'FUZZ' });

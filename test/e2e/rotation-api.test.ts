@@ -295,7 +295,7 @@ for (const target of dbTargets) {
       const names = jobs.queues.map((q: { name: string }) => q.name);
       assert.deepEqual(names, ['housekeeping', 'renewal-notices']);
       const schedules = jobs.queues[0].schedules.map((s: { name: string }) => s.name);
-      for (const n of ['plan-renewals', 'crl-refresh', 'ocsp-refresh', 'responder-renewal', 'intent-sweep', 'certificate-expiry', 'token-expiry', 'session-key-rotation']) assert.ok(schedules.includes(n), n);
+      for (const n of ['plan-renewals', 'crl-refresh', 'ocsp-refresh', 'responder-renewal', 'service-identity-renewal', 'intent-sweep', 'certificate-expiry', 'token-expiry', 'session-key-rotation']) assert.ok(schedules.includes(n), n);
       assertProblem(await api.get('/v1/jobs').set(auth('provisioner')), 403);
       assertProblem(await api.get('/admin/queues').set(auth('admin')), 404);
     });

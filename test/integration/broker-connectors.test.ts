@@ -20,7 +20,6 @@ import { toolSkip } from '../helpers/tools.js';
 import { connectDevice, enrollDevice, startMosquittoTls, type DeviceCredentials, type MosquittoTls } from '../helpers/mosquitto-tls.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import type { Service } from '../../src/main.js';
-import { connectorIdentity } from '../../src/broker-identity.js';
 import { BrokerConnectors, type BrokerConnector, type BrokerResult } from '../../src/broker/connector.js';
 import { MosquittoDynsecConnector } from '../../src/broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from '../../src/broker/webhook-connector.js';
@@ -85,7 +84,7 @@ describe('Mosquitto dynamic-security connector (real broker, mutual TLS)', { ski
     });
     mosquitto = svc.brokers.get('mosquitto')!;
     assert.ok(mosquitto, 'BROKER_MQTT_URL configures the mosquitto connector');
-    const id = await connectorIdentity(svc);
+    const id = await svc.identities.ensure('broker-connector');
     adminFiles.cert = writeTemp(broker.dir, 'connector.pem', id.cert);
     adminFiles.key = writeTemp(broker.dir, 'connector.key', id.key);
     observer = await device('observer');
@@ -242,7 +241,7 @@ describe('Mosquitto dynamic-security connector (real broker, mutual TLS)', { ski
     await noRole.close();
 
     // The right certificate, but a broker whose server certificate it cannot verify.
-    const id = await connectorIdentity(svc);
+    const id = await svc.identities.ensure('broker-connector');
     const wrongCa = new MosquittoDynsecConnector({ url: broker.url, tls: async () => ({ key: id.key, cert: id.cert, ca: cert }), notifyTopic: 'mqtt-ca/events', timeoutMs: 5000 });
     await assert.rejects(wrongCa.disconnect(['meter-1'], 'x'), (e: unknown) => e instanceof DomainError && e.kind === 'Unavailable' && /certificate/i.test(e.message));
     await wrongCa.close();
@@ -250,7 +249,7 @@ describe('Mosquitto dynamic-security connector (real broker, mutual TLS)', { ski
 
   it('without log_dest topic the kick is applied but reported unconfirmed, never confirmed by guess', async () => {
     const quiet = await startMosquittoTls(svc, { logToTopic: false, seed: { roles: [{ rolename: 'fleet', acls: [{ acltype: 'subscribePattern', topic: 'fleet/#', allow: true }] }], clients: [{ username: 'meter-1', roles: [{ rolename: 'fleet' }] }] } });
-    const c = new MosquittoDynsecConnector({ url: quiet.url, tls: async () => connectorIdentity(svc), notifyTopic: 'mqtt-ca/events', timeoutMs: 5000, confirmMs: 1500 });
+    const c = new MosquittoDynsecConnector({ url: quiet.url, tls: async () => svc.identities.ensure('broker-connector'), notifyTopic: 'mqtt-ca/events', timeoutMs: 5000, confirmMs: 1500 });
     try {
       const m1 = await connectDevice(quiet, devices['meter-1']!);
       const gone = closed(m1);
@@ -278,7 +277,7 @@ describe('the connector identity (the service\'s own client certificate)', () =>
       const svc = await makeService(target, { clock, env: { BROKER_CLIENT_CN: 'ops-connector' } });
       try {
         await bootstrap(svc);
-        const a = await connectorIdentity(svc);
+        const a = await svc.identities.ensure('broker-connector');
         const x = new X509Certificate(a.cert);
         assert.equal(a.commonName, 'ops-connector');
         assert.match(x.subject, /CN=ops-connector/);
@@ -287,10 +286,10 @@ describe('the connector identity (the service\'s own client certificate)', () =>
         const dir = tempDir();
         const v = run('openssl', ['verify', '-purpose', 'sslclient', '-CAfile', writeTemp(dir, 'ca.pem', a.ca.join('')), writeTemp(dir, 'c.pem', a.cert)]);
         assert.equal(v.status, 0, v.stdout + v.stderr);
-        const b = await connectorIdentity(svc);
+        const b = await svc.identities.ensure('broker-connector');
         assert.equal(new X509Certificate(b.cert).serialNumber, x.serialNumber);
         now = new Date(Date.parse(x.validTo) - 29 * 86_400_000); // 90 days, under 30 left
-        const c = await connectorIdentity(svc);
+        const c = await svc.identities.ensure('broker-connector');
         assert.notEqual(new X509Certificate(c.cert).serialNumber, x.serialNumber);
         const audit = await svc.db('audit_log').select('action', 'target_id').where({ action: 'broker-connector.identity-issued' }).orderBy('seq');
         assert.equal(audit.length, 2);
