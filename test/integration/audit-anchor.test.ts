@@ -7,6 +7,12 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { buildService, type Service } from '../../src/main.js';
+import { AuditLog } from '../../src/audit/audit-log.js';
+import { deriveKey, loadKek } from '../../src/ca/kek.js';
+import { restoreBackup } from '../../src/respond/backups.js';
+import { systemClock } from '../../src/shared/clock.js';
+import { AuditStore } from '../../src/store/audit-store.js';
+import { BackupStore } from '../../src/store/backup-store.js';
 import { verifyAuditLog } from '../../src/respond/audit-verification.js';
 import type { Db } from '../../src/store/db.js';
 import { dbTargets, disposeDb } from '../helpers/db.js';
@@ -113,6 +119,30 @@ for (const target of dbTargets) {
       const problems = r.anchor!.findings.map((f) => f.problem).sort();
       assert.deepEqual(problems, ['rolled-back', 'tail-missing']);
       assert.match(r.anchor!.findings.find((f) => f.problem === 'tail-missing')!.source, /^backup bk_/);
+    });
+
+    it('after a restore of an older backup, the checkpoints of the history it replaced are skipped, not reported', async () => {
+      for (const f of readdirSync(config.backups.dir)) rmSync(join(config.backups.dir, f));
+      const older = await svc.backups.create({ actor: 'test' });
+      await someEntries(2);
+      await svc.backups.create({ actor: 'test' });
+      await settled();
+      await svc.stop();
+      const fresh = await target.create();
+      const { kek } = loadKek(config, false);
+      await restoreBackup(
+        { db: fresh, store: new BackupStore(), kek, audit: new AuditLog(new AuditStore(fresh), deriveKey(kek, 'audit chain'), systemClock), clock: systemClock },
+        join(config.backups.dir, older.fileName),
+        { actor: 'test' },
+      );
+      await disposeDb(db);
+      db = fresh;
+      svc = await start(); // finds the anchor of the replaced history and keeps it aside
+      assert.equal(readdirSync(dataDir).filter((f) => f.startsWith('audit-anchor.superseded-')).length, 1);
+      const r = await verify();
+      assert.deepEqual(r.anchor?.findings, []);
+      assert.equal(r.skipped.filter((x) => /before the restore/.test(x)).length, 3, r.skipped.join('\n')); // both backups, the kept anchor
+      for (const f of readdirSync(dataDir).filter((x) => x.startsWith('audit-anchor.superseded-'))) rmSync(join(dataDir, f));
     });
 
     it('an anchor file that is not signed with the KEK is reported as forged', async () => {
