@@ -217,14 +217,18 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       onError: (e) => logger.error({ err: e, path: anchorFile }, 'audit anchor not written'),
     });
     const head = await audit.head(db);
-    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now());
     anchor.startAt(head);
-    if (atStart.status === 'superseded') {
+    // An anchor that cannot be written does not stop the service (the log stream still carries the checkpoints): it says so loudly.
+    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch((e: unknown) => {
+      logger.error({ kind: 'audit-anchor', err: e, path: anchorFile }, `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`);
+      return undefined;
+    });
+    if (atStart?.status === 'superseded') {
       logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
-    } else if (atStart.status === 'created' && head) {
+    } else if (atStart?.status === 'created' && head) {
       logger.warn({ kind: 'audit-anchor', path: anchorFile, seq: head.seq }, `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
     }
-    logger.info({ kind: 'audit-checkpoint', ...atStart.checkpoint }, 'audit checkpoint');
+    logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? auditCheckpoints.sign(head, clock.now())) }, 'audit checkpoint');
     audit.onCommitted((rows) => {
       if (logger.isLevelEnabled('info')) for (const r of rows) logger.info(auditLogLine(r), 'audit');
       const last = rows[rows.length - 1];

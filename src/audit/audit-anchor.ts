@@ -141,10 +141,11 @@ export class AuditAnchorWriter {
       const head = this.newest;
       if (!head || head.seq <= this.writtenSeq) return;
       const c = this.checkpoints.sign(head, this.opts.now());
+      // The log line is an anchor of its own: it goes out even when the file cannot be written.
+      this.writtenSeq = head.seq;
+      this.opts.onCheckpoint(c);
       try {
         await writeAnchorFile(this.opts.path, c);
-        this.writtenSeq = head.seq;
-        this.opts.onCheckpoint(c);
       } catch (e) {
         this.opts.onError(e);
       }

@@ -121,6 +121,21 @@ for (const target of dbTargets) {
       assert.ok(svc.auditCheckpoints.authentic({ seq: last.seq, head: last.head, at: last.at, mac: last.mac }), 'a line from the stream can be checked by audit verify --checkpoint');
     });
 
+    it('an anchor file that cannot be written does not stop the service: it says so, and the checkpoints still go to the stream', async () => {
+      const other = new CapturedLog();
+      const config = loadConfig({ MQTT_CA_KEK: svc.config.kek!, DATA_DIR: dataDir, LOG_LEVEL: 'info', AUDIT_ANCHOR_FILE: '/dev/null/audit-anchor', AUDIT_ANCHOR_BATCH_MS: '10' });
+      const second = await buildService(config, { db, logger: createLogger('info', other) });
+      try {
+        assert.ok(other.of('audit-anchor').some((l) => l.level === 50 && /cannot keep the audit anchor at \/dev\/null\/audit-anchor/.test(String(l.msg))), other.text);
+        await second.apiKeys.create({ name: 'after', role: 'auditor' }, { actor: 'test' });
+        const head = (await second.audit.head(db))!.seq;
+        for (let i = 0; i < 200 && !other.of('audit-checkpoint').some((c) => c.seq === head); i++) await new Promise((r) => setTimeout(r, 25));
+        assert.ok(other.of('audit-checkpoint').some((c) => c.seq === head), 'the checkpoint is on the stream');
+      } finally {
+        await second.stop();
+      }
+    });
+
     it('a database error is logged without the values bound to its statement (a token hash)', async () => {
       const store = new TokenStore();
       const created = await svc.tokens.create({ lot: 'lot-log-2' }, { actor: 'test' });
