@@ -216,8 +216,11 @@ program
       const v = await audit.verify(db);
       // The restored log is the history from now on: anchor its head (an anchor of the replaced history is kept beside it).
       const checkpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
-      const anchored = await anchorAtStart(checkpoints, config.audit.anchorFile, await audit.head(db), (seq) => audit.hashAt(db, seq), systemClock.now());
-      if (anchored.status === 'superseded') console.log(`the audit anchor of the replaced history was kept as ${anchored.kept}`);
+      const anchored = await anchorAtStart(checkpoints, config.audit.anchorFile, await audit.head(db), (seq) => audit.hashAt(db, seq), systemClock.now()).catch((e: unknown) => {
+        console.error(`mqtt-ca restore: the restored audit log could not be anchored at ${config.audit.anchorFile} (${(e as Error).message}): set AUDIT_ANCHOR_FILE to a file this user can write`);
+        return undefined;
+      });
+      if (anchored?.status === 'superseded') console.log(`the audit anchor of the replaced history was kept as ${anchored.kept}`);
       console.log(`restored backup ${r.header.id} of ${r.header.createdAt}: ${r.rows} rows in ${r.header.tables.length} tables`);
       if (r.migratedAfter.length) console.log(`then migrated: ${r.migratedAfter.join(', ')}`);
       if (v.ok) console.log(`audit log intact: ${v.entries} entries`);

@@ -96,6 +96,11 @@ describe('mqtt-ca CLI on the embedded store', () => {
       assert.equal(ok.status, 0, ok.stderr);
       const n = Number(/intact: (\d+) entries/.exec(ok.stdout)?.[1]);
       assert.ok(n >= 5, ok.stdout);
+      // A checkpoint brought from the log stream is checked too: one not signed with this KEK is refused.
+      const anchor = JSON.parse(readFileSync(join(dir, 'audit-anchor'), 'utf8')) as Record<string, unknown>;
+      const forged = cli(['audit', 'verify', '--checkpoint', JSON.stringify({ ...anchor, seq: Number(anchor.seq) + 5 })], e);
+      assert.equal(forged.status, 1, forged.stdout);
+      assert.match(forged.stderr, /anchor FORGED: the checkpoint in --checkpoint #1 is malformed or not signed with this KEK/);
       // An attacker with database access deletes the two newest entries (the trigger has to be switched off to do it).
       const db = createDb({ pgliteDir: pgliteDirUnder(dir) });
       await db.raw('alter table audit_log disable trigger audit_log_no_update');
