@@ -17,6 +17,8 @@ import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
 import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
+import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
+import { verifyAuditLog } from './respond/audit-verification.js';
 
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
@@ -29,12 +31,10 @@ async function withService<T>(fn: (svc: Service) => Promise<T>, config: Config =
   }
 }
 
+/** The generated admin key stays in its 0600 file: the console (which may be the log stream) only says where. */
 function announce(r: BootstrapResult): void {
   if (r.created) console.log(`Initialised a new CA: root ${r.rootId}, issuing CA ${r.issuingId} (default issuer).`);
-  if (r.adminKey) {
-    console.log('\n  Admin API key (shown once; also written to ' + r.adminKeyFile + ', mode 0600):\n');
-    console.log(`    ${r.adminKey}\n`);
-  }
+  if (r.adminKey) console.log(`Generated the admin API key: it is in ${r.adminKeyFile} (mode 0600, readable by this user only); it is not shown here or logged.`);
 }
 
 const program = new Command('mqtt-ca').description('Private CA and credential lifecycle manager for MQTT fleets');
@@ -146,20 +146,43 @@ apikey
     });
   });
 
+const collect = (v: string, all: string[]) => [...all, v];
+
 program
   .command('audit')
   .description('audit log tools')
   .command('verify')
-  .description('check the hash chain; names the first altered, removed or reordered entry')
-  .action(async () => {
+  .description('check the hash chain (names the first altered, removed or reordered entry) and its head against the checkpoints kept outside the database (entries removed from the end)')
+  .option('--checkpoint <json-or-file>', 'also compare with this checkpoint (a kind "audit-checkpoint" line from the log stream, or a file holding one); repeatable', collect, [])
+  .action(async (o: { checkpoint: string[] }) => {
     await withService(async (svc) => {
-      const r = await svc.audit.verify(svc.db);
-      if (r.ok) {
-        console.log(`audit log intact: ${r.entries} entries`);
-      } else {
-        console.error(`audit log BROKEN at seq ${r.firstBad.seq}: ${r.firstBad.problem} — ${r.firstBad.message}`);
+      const given: CheckpointSource[] = o.checkpoint.map((c, i) => {
+        const text = c.trimStart().startsWith('{') ? c : readFileSync(c, 'utf8');
+        try {
+          return { source: `--checkpoint #${i + 1}`, value: JSON.parse(text) as unknown };
+        } catch {
+          return { source: `--checkpoint #${i + 1}`, value: { malformed: true } };
+        }
+      });
+      const r = await verifyAuditLog(
+        { db: svc.db, audit: svc.audit, checkpoints: svc.auditCheckpoints, anchorFile: svc.config.audit.anchorFile, backups: svc.backups },
+        given,
+      );
+      if (!r.chain.ok) {
+        console.error(`audit log BROKEN at seq ${r.chain.firstBad.seq}: ${r.chain.firstBad.problem} — ${r.chain.firstBad.message}`);
         process.exitCode = 1;
+        return;
       }
+      const a = r.anchor!;
+      for (const s of r.skipped) console.log(`not compared: ${s}`);
+      if (a.findings.length) {
+        for (const f of a.findings) console.error(`audit log ${f.problem === 'tail-missing' ? 'TAIL MISSING' : `anchor ${f.problem.toUpperCase()}`}: ${f.message}`);
+        process.exitCode = 1;
+        return;
+      }
+      const anchored = a.newest ? `; anchored at seq ${a.newest.seq} (${a.newest.source}, ${a.newest.at})` : '';
+      console.log(`audit log intact: ${r.chain.entries} entries${anchored}`);
+      if (a.unanchored > 0) console.log(`the newest ${a.unanchored} entries are after the newest checkpoint (appended in the last AUDIT_ANCHOR_BATCH_MS, or by another process or host)`);
     });
   });
 
@@ -191,6 +214,13 @@ program
       const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), systemClock);
       const r = await restoreBackup({ db, store: new BackupStore(), kek, audit, clock: systemClock }, file, cliActor());
       const v = await audit.verify(db);
+      // The restored log is the history from now on: anchor its head (an anchor of the replaced history is kept beside it).
+      const checkpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
+      const anchored = await anchorAtStart(checkpoints, config.audit.anchorFile, await audit.head(db), (seq) => audit.hashAt(db, seq), systemClock.now()).catch((e: unknown) => {
+        console.error(`mqtt-ca restore: the restored audit log could not be anchored at ${config.audit.anchorFile} (${(e as Error).message}): set AUDIT_ANCHOR_FILE to a file this user can write`);
+        return undefined;
+      });
+      if (anchored?.status === 'superseded') console.log(`the audit anchor of the replaced history was kept as ${anchored.kept}`);
       console.log(`restored backup ${r.header.id} of ${r.header.createdAt}: ${r.rows} rows in ${r.header.tables.length} tables`);
       if (r.migratedAfter.length) console.log(`then migrated: ${r.migratedAfter.join(', ')}`);
       if (v.ok) console.log(`audit log intact: ${v.entries} entries`);

@@ -4,6 +4,9 @@ import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
+import { anchorAtStart, AuditAnchorWriter, AuditCheckpoints } from './audit/audit-anchor.js';
+import { auditLogLine } from './audit/log-lines.js';
+import { safeErrorSerializer } from './shared/log-redaction.js';
 import { CertificateRegistry } from './ca/certificates.js';
 import { Revocations } from './revoke/revocation.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
@@ -43,7 +46,7 @@ import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
 import { measureStorageLayout } from './detect/storage-layout.js';
 import { Redis } from 'ioredis';
-import { SecurityEvents } from './detect/security-events.js';
+import { SecurityEvents, securityEventLogLine } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
 import { IdempotencyStore } from './store/idempotency-store.js';
 import { ReplayStore } from './store/replay-store.js';
@@ -106,6 +109,8 @@ export interface Service {
   db: Db;
   settings: SettingsStore;
   audit: AuditLog;
+  /** Signs and checks the checkpoints of the audit chain's head kept outside the database (the anchor file, the log stream, backups). */
+  auditCheckpoints: AuditCheckpoints;
   apiKeys: ApiKeyService;
   vault: KeyVault;
   hierarchy: CaHierarchy;
@@ -162,15 +167,26 @@ export interface Service {
   close(): Promise<void>;
 }
 
-export function createLogger(level: Config['logLevel']): Logger {
-  return pino({
+/**
+ * The service's log stream (JSON lines on stdout, or `destination`): request lines, errors, and
+ * every audit entry, security event and audit checkpoint (`kind`), secrets redacted.
+ */
+export function createLogger(level: Config['logLevel'], destination?: NodeJS.WritableStream): Logger {
+  const options = {
     level,
     base: { service: 'mqtt-ca' },
+    // Errors lose the values bound to their SQL (a token's hash) and secret-named fields.
+    serializers: { err: safeErrorSerializer },
     redact: {
-      paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'key', 'token', 'password', 'secret', '*.key', '*.token', '*.password', '*.secret'],
+      paths: [
+        'authorization', 'headers.authorization', 'req.headers.authorization', 'headers.cookie', 'req.headers.cookie',
+        'key', 'token', 'password', 'secret', 'apiKey', 'adminKey', 'kek',
+        '*.key', '*.token', '*.password', '*.secret', '*.apiKey', '*.adminKey', '*.kek',
+      ],
       censor: '[redacted]',
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 const KEK_SETTING = 'kek_id';
@@ -195,6 +211,33 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       );
     }
     const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), clock);
+    const auditCheckpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
+    const anchorFile = config.audit.anchorFile;
+    const anchor = new AuditAnchorWriter(auditCheckpoints, {
+      path: anchorFile,
+      batchMs: config.audit.anchorBatchMs,
+      now: () => clock.now(),
+      onCheckpoint: (c) => logger.info({ kind: 'audit-checkpoint', ...c }, 'audit checkpoint'),
+      onError: (e) => logger.error({ err: e, path: anchorFile }, 'audit anchor not written'),
+    });
+    const head = await audit.head(db);
+    anchor.startAt(head);
+    // An anchor that cannot be written does not stop the service (the log stream still carries the checkpoints): it says so loudly.
+    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch((e: unknown) => {
+      logger.error({ kind: 'audit-anchor', err: e, path: anchorFile }, `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`);
+      return undefined;
+    });
+    if (atStart?.status === 'superseded') {
+      logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
+    } else if (atStart?.status === 'created' && head) {
+      logger.warn({ kind: 'audit-anchor', path: anchorFile, seq: head.seq }, `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
+    }
+    logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? auditCheckpoints.sign(head, clock.now())) }, 'audit checkpoint');
+    audit.onCommitted((rows) => {
+      if (logger.isLevelEnabled('info')) for (const r of rows) logger.info(auditLogLine(r), 'audit');
+      const last = rows[rows.length - 1];
+      if (last) anchor.committed({ seq: last.seq, hash: last.hash });
+    });
     if (!expected) {
       await db.transaction(async (tx) => {
         await settings.set(tx, KEK_SETTING, kek.id);
@@ -237,6 +280,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
     });
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
+    securityEvents.listen((events) => {
+      for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
+    });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
     // The automatic responses act through services built further down; they run only once requests come.
     const responsePorts: ResponsePorts = {
@@ -391,7 +437,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       pickupUrl: `${config.publicUrl}/v1/renew/staged`,
     }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
-    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep });
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
     const defs = queueDefinitions(
       {
         logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
@@ -496,9 +542,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await feed?.close();
       eventFeed.close();
       rateRedis?.disconnect();
+      await anchor.flush();
     };
     const service: Service = {
-      config, logger, clock, db, settings, audit, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
+      config, logger, clock, db, settings, audit, auditCheckpoints, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
       securityEvents, eventFeed, apiKeyWatch, responses, limits, posture, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
       sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups, identities,
       stop,

@@ -49,7 +49,7 @@ export type AuditVerifyResult =
       entries: number;
       /**
        * The newest entry. The chain cannot show that entries were cut off its END (truncation):
-       * compare the head with one recorded elsewhere (a log line, a monitoring system) for that.
+       * compare the head with the checkpoints kept outside the database (audit-anchor.ts) for that.
        */
       head: { seq: number; hash: string } | null;
     }
@@ -123,6 +123,16 @@ function isTransaction(ex: Executor): ex is Knex.Transaction {
   return (ex as Knex.Transaction).isTransaction === true;
 }
 
+/** Runs `fn` once the outermost transaction around `tx` has committed (never if it rolls back). */
+function afterCommit(tx: Knex.Transaction, fn: () => void): void {
+  let outer = tx as Knex.Transaction & { parentTransaction?: Knex.Transaction };
+  while (outer.parentTransaction) outer = outer.parentTransaction as typeof outer;
+  void outer.executionPromise.then(fn, () => undefined);
+}
+
+/** Told of appended entries once they are committed, in the order of their commits (seq may interleave across processes). */
+export type CommittedListener = (rows: readonly AuditRow[]) => void;
+
 /**
  * The audit log: an append-only, hash-chained table. Each entry's hash is
  * HMAC-SHA256(chainKey, canonical(seq, at, actor, action, targetType, targetId, requestId, details, prevHash)),
@@ -132,6 +142,7 @@ function isTransaction(ex: Executor): ex is Knex.Transaction {
 export class AuditLog {
   /** The head after this instance's last append: what the next one is chained on first. */
   private lastHead: AuditHead | undefined;
+  private readonly listeners: CommittedListener[] = [];
 
   constructor(
     private readonly store: AuditStore,
@@ -139,6 +150,21 @@ export class AuditLog {
     private readonly clock: Clock,
   ) {
     if (chainKey.length < 32) throw new Error('audit chain key must be at least 32 bytes');
+  }
+
+  /** `listener` hears of every entry this instance appends, once it is committed (for the log stream and the anchor). */
+  onCommitted(listener: CommittedListener): void {
+    this.listeners.push(listener);
+  }
+
+  private announce(rows: readonly AuditRow[]): void {
+    for (const l of this.listeners) {
+      try {
+        l(rows);
+      } catch {
+        // A listener's failure is its own: the entries are committed.
+      }
+    }
   }
 
   /**
@@ -156,9 +182,9 @@ export class AuditLog {
       return;
     }
     // The second try holds the lock the first one took, so the head cannot move again.
-    if (!(await this.appendWith(entries, (head, rows) => this.store.appendAt(tx, head, rows), 2))) {
-      throw new Error('the audit log head moved while the append lock was held');
-    }
+    const rows = await this.tryAppend(entries, (head, rows) => this.store.appendAt(tx, head, rows), 2);
+    if (!rows) throw new Error('the audit log head moved while the append lock was held');
+    if (this.listeners.length) afterCommit(tx, () => this.announce(rows));
   }
 
   /**
@@ -167,12 +193,25 @@ export class AuditLog {
    * still `head` — as audit_append (migration 0016) does — and otherwise change nothing and
    * return the head it found. Each try is chained on the head the last one found; after
    * `attempts` tries it gives up and returns false (nothing was written). True once appended.
+   * The write must commit by itself (one statement outside a transaction): the entries count as
+   * committed when it returns.
    */
   async appendWith(
     entries: AuditEntryInput[],
     write: (head: AuditHead | undefined, rows: AuditRow[]) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
     attempts: number,
   ): Promise<boolean> {
+    const rows = await this.tryAppend(entries, write, attempts);
+    if (rows && this.listeners.length) this.announce(rows);
+    return rows !== undefined;
+  }
+
+  /** appendWith's tries; the rows written, or undefined when it gave up. */
+  private async tryAppend(
+    entries: AuditEntryInput[],
+    write: (head: AuditHead | undefined, rows: AuditRow[]) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
+    attempts: number,
+  ): Promise<AuditRow[] | undefined> {
     const at = this.clock.now();
     // Everything that can be done without the lock is done before taking it.
     const prepared: Hashable[] = entries.map((e) => {
@@ -205,12 +244,12 @@ export class AuditLog {
       if (r.appended) {
         // If the write's transaction rolls back later, this head is wrong and the next append pays one more try.
         this.lastHead = { seq, hash: prevHash };
-        return true;
+        return rows;
       }
       head = r.head;
     }
     this.lastHead = head;
-    return false;
+    return undefined;
   }
 
   /** Newest first. `nextCursor` is null on the last page. */
@@ -264,6 +303,16 @@ export class AuditLog {
     }
     const entries = expected - 1;
     return { ok: true, entries, head: entries === 0 ? null : { seq: entries, hash: last.toString('hex') } };
+  }
+
+  /** The hash of entry `seq` (lowercase hex), if there is one: to compare with a checkpoint. */
+  async hashAt(db: Executor, seq: number): Promise<string | undefined> {
+    return (await this.store.hashAt(db, seq))?.toString('hex');
+  }
+
+  /** The newest entry (what a checkpoint of the log records now); undefined for an empty log. */
+  head(db: Executor): Promise<AuditHead | undefined> {
+    return this.store.head(db);
   }
 
   /** Explains why `r` (at the expected seq, after an intact prefix ending in hash `last`) is bad. */

@@ -91,6 +91,9 @@ const schema = z.object({
   PKI_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(1_000_000).default(1024),
   ENROLL_RECOVERY_SECONDS: z.coerce.number().int().min(1).max(86_400).default(120),
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
+  // The audit chain's head, anchored outside the database
+  AUDIT_ANCHOR_FILE: optionalString,
+  AUDIT_ANCHOR_BATCH_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });
 
 export interface Config {
@@ -168,6 +171,12 @@ export interface Config {
     everyMs: number;
     /** How many backup files made here are kept; older ones are deleted, their records stay; 0: all (BACKUP_KEEP). */
     keep: number;
+  };
+  audit: {
+    /** The signed checkpoint of the audit chain's head, outside the database (AUDIT_ANCHOR_FILE, default DATA_DIR/audit-anchor). */
+    anchorFile: string;
+    /** Appends within this many ms share one checkpoint (AUDIT_ANCHOR_BATCH_MS): the window in which a deleted tail is not anchored yet. */
+    anchorBatchMs: number;
   };
   /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
   detectionRules: DetectionRule[];
@@ -283,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
     approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
     backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
+    audit: { anchorFile: resolve(e.AUDIT_ANCHOR_FILE ?? join(e.DATA_DIR, 'audit-anchor')), anchorBatchMs: e.AUDIT_ANCHOR_BATCH_MS },
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
     rateLimits: { 'api-source': rate(e.API_RATE_PER_SOURCE), 'api-key': rate(e.API_RATE_PER_KEY), 'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE) },
     pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,

@@ -5,6 +5,7 @@ import { badRequest } from '../shared/errors.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
+import { redactSecrets } from '../shared/log-redaction.js';
 
 export type { EventFilter, RecordedEvent } from '../store/security-event-store.js';
 
@@ -102,6 +103,21 @@ export class SecurityEvents {
   lastId(): Promise<number> {
     return this.store.lastId(this.db);
   }
+}
+
+/** A committed security event as a structured log line for a SIEM (`kind: 'security-event'`, the event's own kind as `event`). */
+export function securityEventLogLine(e: RecordedEvent): Record<string, unknown> {
+  return {
+    kind: 'security-event',
+    id: e.id,
+    at: e.at.toISOString(),
+    event: e.kind,
+    severity: e.severity,
+    source: e.source,
+    subject: e.subject,
+    requestId: e.requestId,
+    details: redactSecrets(e.details),
+  };
 }
 
 const eventCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');

@@ -1,3 +1,4 @@
+import type { AuditCheckpoint } from '../audit/audit-anchor.js';
 import { createCipheriv, createDecipheriv, createHash, createHmac, timingSafeEqual, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -50,6 +51,8 @@ export interface BackupHeader {
   chunks: number;
   /** lowercase hex SHA-256 of the plain (uncompressed) body. */
   bodySha256: string;
+  /** The audit chain's head in the snapshot, signed (audit-anchor.ts); absent in backups made before it was added. */
+  auditCheckpoint?: AuditCheckpoint;
 }
 
 /** What a restore or check says about a bad file: a clear message, a 400 at the HTTP edge. */

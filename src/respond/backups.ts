@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Knex } from 'knex';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { AuditCheckpoint, AuditCheckpoints, CheckpointSource } from '../audit/audit-anchor.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import type { Kek } from '../ca/kek.js';
 import type { Clock } from '../shared/clock.js';
@@ -96,7 +97,7 @@ export class Backups {
     private readonly kek: Kek,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
-    private readonly opts: { dir: string; keep: number },
+    private readonly opts: { dir: string; keep: number; checkpoints?: AuditCheckpoints | undefined },
   ) {}
 
   get dir(): string {
@@ -121,8 +122,11 @@ export class Backups {
       const counts: Array<{ name: string; rows: number }> = [];
       let body: { bodySha256: string; chunks: number };
       let migrations: string[];
+      let auditCheckpoint: AuditCheckpoint | undefined;
       try {
         migrations = await this.store.appliedMigrations(trx);
+        // The head of the chain in this snapshot, signed: a copy of it kept away from the database.
+        auditCheckpoint = this.opts.checkpoints?.sign(await this.audit.head(trx), createdAt);
         const tables = await this.store.tables(trx);
         const store = this.store;
         async function* lines() {
@@ -148,6 +152,7 @@ export class Backups {
         chunkSize: CHUNK_SIZE,
         chunks: body.chunks,
         bodySha256: body.bodySha256,
+        ...(auditCheckpoint ? { auditCheckpoint } : {}),
       };
       written = await assemble(this.kek, header, bodyPath, partPath);
       await rename(partPath, path);
@@ -214,6 +219,22 @@ export class Backups {
     const s = await stat(path).catch(() => undefined);
     if (!s || s.size !== b.sizeBytes) throw notFound(`the file of backup ${id} is no longer in the backup directory`);
     return { path, sizeBytes: s.size, fileName: b.fileName };
+  }
+
+  /** The audit checkpoints in the headers of the backup files under BACKUP_DIR (for `audit verify`), and the files that could not be read. */
+  async checkpoints(): Promise<{ sources: CheckpointSource[]; skipped: string[] }> {
+    const sources: CheckpointSource[] = [];
+    const skipped: string[] = [];
+    const files = await readdir(this.opts.dir).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? [] : Promise.reject(e)));
+    for (const f of files.filter((n) => n.endsWith('.backup')).sort()) {
+      try {
+        const { header } = await readHeader(join(this.opts.dir, f), this.kek);
+        if (header.auditCheckpoint) sources.push({ source: `backup ${header.id} (${f})`, value: header.auditCheckpoint });
+      } catch (e) {
+        skipped.push(`backup file ${f}: ${(e as Error).message}`);
+      }
+    }
+    return { sources, skipped };
   }
 
   /** Deletes the files of all but the newest BACKUP_KEEP backups made here (0: keep all); their records stay. */

@@ -112,6 +112,18 @@ export class AuditStore {
     return rows.map(fromRow);
   }
 
+  /** The hash of entry `seq`, if there is one. */
+  async hashAt(ex: Executor, seq: number): Promise<Buffer | undefined> {
+    const r = (await ex('audit_log').select('hash').where('seq', seq).first()) as { hash: Uint8Array } | undefined;
+    return r ? Buffer.from(r.hash) : undefined;
+  }
+
+  /** The newest entry's seq and hash; undefined for an empty log. */
+  async head(ex: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
+    const r = (await ex('audit_log').select('seq', 'hash').orderBy('seq', 'desc').first()) as { seq: string | number; hash: Uint8Array } | undefined;
+    return r ? { seq: Number(r.seq), hash: Buffer.from(r.hash) } : undefined;
+  }
+
   /** A page of rows, newest first, matching all given filters. */
   async page(q: AuditPageQuery, ex: Executor = this.db): Promise<AuditRow[]> {
     const b = ex('audit_log').select(COLUMNS);

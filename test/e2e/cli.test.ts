@@ -36,9 +36,11 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const r = cli(['init'], env);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /Initialised a new CA: root ca_[0-9a-f]+, issuing CA ca_[0-9a-f]+/);
-    const key = /^\s+(mqca_\S+)$/m.exec(r.stdout)?.[1];
-    assert.ok(key, 'admin key printed');
-    assert.equal(readFileSync(join(dataDir, 'admin-api-key'), 'utf8').trim(), key);
+    // The generated admin key goes only to its 0600 file; the console says where, never the key.
+    assert.ok(r.stdout.includes(`it is in ${join(dataDir, 'admin-api-key')} (mode 0600`), r.stdout);
+    const key = readFileSync(join(dataDir, 'admin-api-key'), 'utf8').trim();
+    assert.match(key, /^mqca_/);
+    assert.ok(!(r.stdout + r.stderr).includes(key), 'the admin key is not printed');
     assert.equal(statSync(join(dataDir, 'admin-api-key')).mode & 0o777, 0o600);
     assert.equal(statSync(join(dataDir, 'kek')).mode & 0o777, 0o600);
     assert.match(r.stdout + r.stderr, /created a new key-encryption key/);
@@ -83,6 +85,33 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const bad = cli(['audit', 'verify'], env);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /BROKEN at seq 3: altered/);
+  });
+
+  it('audit verify reports entries deleted from the end of the log, which the chain alone cannot show', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mqttca-cli-tail-'));
+    try {
+      const e = { DATA_DIR: dir };
+      assert.equal(cli(['init'], e).status, 0);
+      const ok = cli(['audit', 'verify'], e);
+      assert.equal(ok.status, 0, ok.stderr);
+      const n = Number(/intact: (\d+) entries/.exec(ok.stdout)?.[1]);
+      assert.ok(n >= 5, ok.stdout);
+      // A checkpoint brought from the log stream is checked too: one not signed with this KEK is refused.
+      const anchor = JSON.parse(readFileSync(join(dir, 'audit-anchor'), 'utf8')) as Record<string, unknown>;
+      const forged = cli(['audit', 'verify', '--checkpoint', JSON.stringify({ ...anchor, seq: Number(anchor.seq) + 5 })], e);
+      assert.equal(forged.status, 1, forged.stdout);
+      assert.match(forged.stderr, /anchor FORGED: the checkpoint in --checkpoint #1 is malformed or not signed with this KEK/);
+      // An attacker with database access deletes the two newest entries (the trigger has to be switched off to do it).
+      const db = createDb({ pgliteDir: pgliteDirUnder(dir) });
+      await db.raw('alter table audit_log disable trigger audit_log_no_update');
+      await db.raw('delete from audit_log where seq > ?', [n - 2]);
+      await db.destroy();
+      const cut = cli(['audit', 'verify'], e);
+      assert.equal(cut.status, 1, cut.stdout);
+      assert.match(cut.stderr, new RegExp(`TAIL MISSING: seq ${n - 1}\\.\\.${n} are missing from the end of the chain`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to start with a wrong KEK, or none, naming what to set', () => {

@@ -1,0 +1,22 @@
+import { redactSecrets } from '../shared/log-redaction.js';
+import type { AuditRow } from '../store/audit-store.js';
+
+/**
+ * An audit entry as a structured log line for a SIEM: stable field names (`kind: 'audit'`),
+ * the entry's chain position and hash (to match it with the table and the checkpoints), and its
+ * details with any secret-named field redacted (details must not carry secrets; this is the belt to that brace).
+ */
+export function auditLogLine(r: AuditRow): Record<string, unknown> {
+  return {
+    kind: 'audit',
+    seq: r.seq,
+    at: r.at.toISOString(),
+    actor: r.actor,
+    action: r.action,
+    targetType: r.targetType,
+    targetId: r.targetId,
+    requestId: r.requestId,
+    details: redactSecrets(r.details),
+    hash: r.hash.toString('hex'),
+  };
+}
