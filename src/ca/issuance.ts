@@ -237,6 +237,17 @@ export class Issuance {
         throw e;
       }
     });
+    // Every issuer is checked before anything is recorded: a batch is issued whole or not at all.
+    const defaultCa = plans.some((p) => !p.req.caId) ? await this.issuers.defaultIssuerId() : null;
+    const issuers = new Map<string, IssuerContext>();
+    for (const p of plans) {
+      const id = p.req.caId ?? defaultCa;
+      if (!id) continue;
+      let issuer = issuers.get(id);
+      if (!issuer) issuers.set(id, (issuer = await this.issuers.issuer(id)));
+      const refusal = misfit(issuer, p);
+      if (refusal) throw refusal;
+    }
     const chunks: Plan[][] = [];
     for (let i = 0; i < plans.length; i += this.maxBatch) chunks.push(plans.slice(i, i + this.maxBatch));
     // Two chunks in flight: one is signed while the other waits on the database.

@@ -158,6 +158,8 @@ for (const target of dbTargets) {
       await expectDomainError(svc.issuance.issue({ profile: 'device', caId: pending.id, deviceId: 'd1', subjectPublicKeyInfo: p256() }, ctx), 'Conflict');
       // A root signs no leaves, whoever asks the authority.
       await expectDomainError(svc.issuance.issue({ profile: 'device', caId: root.id, deviceId: 'd2', subjectPublicKeyInfo: p256() }, ctx), 'Forbidden', /is a root/);
+      await expectDomainError(svc.issuance.issueBatch([{ profile: 'broker', caId: root.id, dnsNames: ['b.example'], subjectPublicKeyInfo: p256() }], ctx), 'Forbidden', /is a root/);
+      assert.equal((await svc.certificates.list({ caId: root.id }, { limit: 10 })).items.length, 0, 'nothing recorded under the root');
       // The leaf under a pathLen-0 issuer does not outlive it.
       const issuing = await svc.hierarchy.createIntermediate({ name: 'short issuing', parentId: root2.id, keyAlgorithm: 'EC-P256', validityDays: 30 }, ctx);
       assert.equal(issuing.pathLen, 0);
