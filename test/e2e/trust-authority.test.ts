@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import request from 'supertest';
 import * as x509 from '@peculiar/x509';
 import { dbTargets } from '../helpers/db.js';
@@ -63,6 +64,24 @@ for (const target of dbTargets) {
     after(async () => svc?.dispose());
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
+
+    /** What the service's OCSP responder says of a certificate, as `openssl ocsp` reads and verifies its answer. */
+    async function ocspStatus(certificatePem: string): Promise<string> {
+      const dir = tempDir();
+      const issuer = writeTemp(dir, 'issuer.pem', issuerPem);
+      const cert = writeTemp(dir, 'cert.pem', certificatePem);
+      const made = run('openssl', ['ocsp', '-issuer', issuer, '-cert', cert, '-no_nonce', '-reqout', `${dir}/req.der`]);
+      assert.equal(made.status, 0, made.stderr);
+      const res = await api.post('/pki/ocsp').set('Content-Type', 'application/ocsp-request').send(readFileSync(`${dir}/req.der`)).buffer(true).parse((r, cb) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => cb(null, Buffer.concat(chunks)));
+      });
+      assert.equal(res.status, 200);
+      const judged = run('openssl', ['ocsp', '-respin', writeTemp(dir, 'resp.der', res.body as Buffer), '-issuer', issuer, '-cert', cert, '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-verify_other', issuer]);
+      assert.match(judged.stdout + judged.stderr, /Response verify OK/, judged.stderr);
+      return /: (good|revoked|unknown)/.exec(judged.stdout)?.[1] ?? judged.stdout;
+    }
 
     /** A registered device with a certificate (provisioner), then revoked for key compromise (operator): the device is revoked. */
     async function revokedDevice(id: string): Promise<{ certificate: string; serial: string }> {
@@ -145,27 +164,30 @@ for (const target of dbTargets) {
       assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: cn, csr: csr.pem }), 403, /reserved/);
     });
 
-    it('issues nothing for a device that is unknown, suspended, revoked or decommissioned, on any route', async () => {
+    it('issues nothing for a device that is unknown, suspended, revoked or decommissioned', async () => {
       const csr = () => p256Csr().pem;
       const certificatesOf = async (id: string) => (await api.get('/v1/certificates').query({ deviceId: id }).set(auth('auditor')).expect(200)).body.items as { serial: string; status: string }[];
-      // Unknown.
-      assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'ghost-1', csr: csr() }), 403, /not in the inventory/);
-      assert.deepEqual(await certificatesOf('ghost-1'), []);
-      // Revoked: its revoked certificate stays its only one, and OCSP goes on saying revoked.
       const victim = await revokedDevice('revoked-1');
-      assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'revoked-1', csr: csr() }), 403, /revoked/);
-      assert.deepEqual((await certificatesOf('revoked-1')).map((c) => [c.serial, c.status]), [[victim.serial, 'revoked']]);
-      // Suspended (its certificate on hold).
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'held-1' }).expect(201);
       const held = await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'held-1', csr: csr() }).expect(201);
       await api.post(`/v1/certificates/${held.body.serial}/revoke`).set(auth('operator')).send({ reason: 'certificateHold' }).expect(200);
-      assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'held-1', csr: csr() }), 403, /suspended/);
-      // Decommissioned.
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'retired-1' }).expect(201);
       await api.post('/v1/devices/retired-1/decommission').set(auth('operator')).expect(200);
-      assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'retired-1', csr: csr() }), 403, /decommissioned/);
+
+      // The attack: operator-direct issuance for each of them. On the old code each got a certificate OCSP called good.
+      const leaks: string[] = [];
+      for (const [deviceId, why] of [['ghost-1', /not in the inventory/], ['revoked-1', /is revoked/], ['held-1', /is suspended/], ['retired-1', /is decommissioned/]] as const) {
+        const res = await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId, csr: csr() });
+        if (res.status === 201) leaks.push(`${deviceId}: issued ${res.body.serial}, OCSP says ${await ocspStatus(res.body.certificate)}`);
+        else assertProblem(res, 403, why);
+      }
+      assert.deepEqual(leaks, []);
+      assert.deepEqual(await certificatesOf('ghost-1'), []);
       assert.deepEqual(await certificatesOf('retired-1'), []);
-      // A client device takes no broker certificate, nor a broker a device one.
+      // The revoked device's revoked certificate stays its only one, and OCSP goes on saying revoked.
+      assert.deepEqual((await certificatesOf('revoked-1')).map((c) => [c.serial, c.status]), [[victim.serial, 'revoked']]);
+      assert.equal(await ocspStatus(victim.certificate), 'revoked');
+      // A client device takes no broker certificate.
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'client-1' }).expect(201);
       assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'broker', deviceId: 'client-1', dnsNames: ['c.example'], csr: csr() }), 403, /client/);
     });
