@@ -10,6 +10,8 @@ import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
 import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { p256Csr, signedRenewalAuth } from '../helpers/csr.js';
+import { dynsecCtrl, startMosquittoTls } from '../helpers/mosquitto-tls.js';
+import { connectorIdentity } from '../../src/broker-identity.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { DomainError } from '../../src/shared/errors.js';
 import { DeviceStore } from '../../src/store/device-store.js';
@@ -162,6 +164,29 @@ for (const target of dbTargets) {
       // A device that somehow holds the name (registered before the rule) gets no certificate with it.
       assert.ok(await new DeviceStore().insert(svc.db, { id: cn, kind: 'client', model: null, hardwareRevision: null, firmwareVersion: null, site: null, lot: null, labels: {}, createdAt: new Date() }));
       assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: cn, csr: csr.pem }), 403, /reserved/);
+    });
+
+    it('gives no operator the connector\'s identity, which administers the broker (dynamic security)', { skip: toolSkip('mosquitto') ?? toolSkip('mosquitto_ctrl') }, async () => {
+      const broker = await startMosquittoTls(svc);
+      try {
+        const cn = svc.config.brokers.clientCn;
+        const dir = tempDir();
+        // The judge: broker-setup's seed makes whoever logs in with the connector's CN the dynsec admin (here, the service itself).
+        const own = await connectorIdentity(svc);
+        const asService = await dynsecCtrl(broker, { cert: writeTemp(dir, 'own.pem', own.cert), key: writeTemp(dir, 'own.key', own.key) }, ['listClients']);
+        assert.equal(asService.status, 0, asService.out);
+        // The attack: an operator asks for a broker certificate with that CN.
+        const csr = p256Csr();
+        const res = await api.post('/v1/certificates').set(auth('operator')).send({ profile: 'broker', commonName: cn, dnsNames: ['broker-7.example'], csr: csr.pem });
+        if (res.status === 201) {
+          const files = { cert: writeTemp(dir, 'rogue.pem', res.body.certificate + res.body.chain[0]), key: writeTemp(dir, 'rogue.key', csr.keyPem) };
+          const asOperator = await dynsecCtrl(broker, files, ['listClients']);
+          assert.fail(`an operator got a broker certificate with CN ${cn}; mosquitto_ctrl listClients with it exited ${asOperator.status}:\n${asOperator.out}`);
+        }
+        assertProblem(res, 403, /reserved/);
+      } finally {
+        await broker.stop();
+      }
     });
 
     it('issues nothing for a device that is unknown, suspended, revoked or decommissioned', async () => {
