@@ -99,6 +99,7 @@ import { Approvals } from './respond/approvals.js';
 import { ApprovalStore } from './store/approval-store.js';
 import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caRevocationExecutor } from './respond/gated-actions.js';
 import { Backups } from './respond/backups.js';
+import { ReservedIdentities } from './enroll/reserved-identities.js';
 import { BackupStore } from './store/backup-store.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
@@ -305,7 +306,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       : new MemoryRateLimiter();
     const limits = new RateLimits(limiter, config.rateLimits, metrics);
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
-    const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock, { abandoned });
+    // The service's own names (connector, TLS host, OCSP responders): no device, token or request may take one.
+    const reserved = ReservedIdentities.of({ brokerClientCn: config.brokers.clientCn, publicUrl: config.publicUrl });
+    const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock, { abandoned, reserved });
     const replay = new ReplayStore();
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
@@ -321,7 +324,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new OperatorEnrollment(),
+        new OperatorEnrollment(db, devices),
       ],
       issuance,
       hierarchy,
@@ -330,6 +333,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       responses, // sources the failing-source rule blocked are refused at once
       limits,
       abandoned,
+      reserved,
       rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
     );
     const stagedStore = new StagedCredentialStore();
@@ -338,7 +342,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
-    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore());
+    const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
     // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
     const signingCas = {
       signingCas: async () =>

@@ -57,6 +57,8 @@ export interface IssuerContext {
   keyId: Buffer;
   notAfter: Date;
   certificateDer: Buffer;
+  /** False for a root: it signs CA and OCSP responder certificates only, never a device's or a broker's. */
+  issuesLeaves: boolean;
 }
 
 export interface ActorContext {
@@ -429,6 +431,7 @@ export class CaHierarchy {
       const ca = await this.cas.get(tx, caId);
       if (!ca) throw notFound(`CA ${caId} does not exist`);
       this.assertCanSign(ca, this.clock.now());
+      if (ca.kind === 'root') throw badRequest(`CA ${caId} is a root: it signs CAs and OCSP responder certificates only; make an intermediate the default issuer`);
       // A CA being rolled over issues nothing new: its successor took over.
       const successor = await this.cas.successorOf(tx, caId);
       if (successor) throw conflict(`CA ${caId} is rolled over to ${successor}: it issues nothing new (cancel the rollover first)`);
@@ -464,9 +467,20 @@ export class CaHierarchy {
       keyId: ca.keyId,
       notAfter: ca.notAfter!,
       certificateDer: ca.certificateDer!,
+      issuesLeaves: ca.kind !== 'root',
     };
     this.issuers.set(caId, context);
     return context;
+  }
+
+  /**
+   * Refuses (Forbidden) a leaf of `profile` from a CA that does not sign leaves (a root), or the
+   * CA's own refusal to sign (NotFound, Conflict). Registration asks before a credential is spent;
+   * issuance checks again before it signs.
+   */
+  async assertIssuesLeaves(caId: string, profile: string): Promise<void> {
+    const issuer = await this.issuer(caId);
+    if (!issuer.issuesLeaves) throw rootRefusal(caId, profile);
   }
 
   /** Opens every CA key once: a wrong KEK or an altered key is found at start, not at first issuance. */
@@ -513,6 +527,11 @@ export class CaHierarchy {
       isDefaultIssuer: defaultIssuer === ca.id,
     };
   }
+}
+
+/** Why a root does not sign a device's or a broker's certificate. */
+export function rootRefusal(caId: string, profile: string): DomainError {
+  return new DomainError('Forbidden', `CA ${caId} is a root: it signs CA and OCSP responder certificates only, not ${profile} certificates; issue from an intermediate`);
 }
 
 /** Each certificate signed by the next, ending in a self-signed root; all CAs, all valid now. */

@@ -9,15 +9,16 @@ import { DomainError, badRequest, policyViolation } from '../shared/errors.js';
 import { GroupBatcher } from '../shared/group-batcher.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { ActorContext, IssuerContext } from './hierarchy.js';
-import { newSerial } from './hierarchy.js';
+import { newSerial, rootRefusal } from './hierarchy.js';
 import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
-import { DEVICE_ID_RE, PROFILES, deviceUri, type Profile, type ProfileName } from './profiles.js';
+import { DEVICE_ID_RE, PROFILES, deviceUri, isLeafProfile, type LeafProfileName, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
 import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
 import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
 
 export interface IssueRequest {
-  profile: ProfileName;
+  /** A request's certificate is an end entity's; authority profiles have their own method (issueResponder). */
+  profile: LeafProfileName;
   /** The issuing CA; the default issuing CA when absent. */
   caId?: string | undefined;
   /** The subject's public key (SPKI DER), already proven to be held by the requester. */
@@ -32,6 +33,12 @@ export interface IssueRequest {
   /** The certificate this one renews (serial bytes), recorded as its lineage. */
   renews?: Buffer | undefined;
 }
+
+/** A request of any profile: leaves, and the authority certificates the service makes for its own keys. */
+type AnyIssueRequest = Omit<IssueRequest, 'profile'> & { profile: ProfileName };
+
+/** What an OCSP responder certificate holds besides its profile: the responder's key and its CA. */
+export type ResponderRequest = Pick<IssueRequest, 'caId' | 'subjectPublicKeyInfo' | 'commonName' | 'validityDays'>;
 
 /**
  * Registration's last checks of a request (a token spend, the proof of possession), made while
@@ -83,7 +90,7 @@ export interface IssuerSource {
 
 /** A validated request: everything the certificate will hold except serial, validity and signature. */
 interface Plan {
-  req: IssueRequest;
+  req: AnyIssueRequest;
   ctx: ActorContext;
   registration: RegistrationCheck | undefined;
   profile: Profile;
@@ -135,6 +142,19 @@ async function signCertificates(items: { signer: Signer; tbs: Uint8Array }[]): P
   return ders;
 }
 
+/** Refuses an authority profile where only a leaf may be asked for (a request, whatever its route). */
+function assertLeaf(req: { profile: string }): void {
+  if (!isLeafProfile(req.profile)) {
+    throw new DomainError('Forbidden', `profile ${req.profile} is not issued on request: the service makes its own ${req.profile} certificates`);
+  }
+}
+
+/** Why `issuer` may not sign this plan's certificate, if it may not: a root signs CAs and responder certificates, no leaves. */
+function misfit(issuer: IssuerContext, p: Plan): DomainError | undefined {
+  if (issuer.issuesLeaves || !isLeafProfile(p.profile.name)) return undefined;
+  return rootRefusal(issuer.caId, p.profile.name);
+}
+
 /** Thrown through appendWith to stop its tries when registration's plan no longer holds. */
 const STALE_PLAN = new Error('registration changed since the commit was planned');
 
@@ -181,13 +201,28 @@ export class Issuance {
    */
   async issue(req: IssueRequest, ctx: ActorContext, opts: { registration?: RegistrationCheck } = {}): Promise<IssuedCertificate> {
     opts.registration?.catch(() => undefined); // read when its batch is recorded: not an unhandled rejection before that
-    const r = await this.batcher.add(this.plan(req, ctx, opts.registration));
+    assertLeaf(req);
+    return this.issueAny(req, ctx, opts.registration);
+  }
+
+  /**
+   * A delegated OCSP responder certificate (OCSPSigning, ocsp-nocheck) for a responder key the
+   * service holds itself: the only way that profile is issued. Whoever holds one can vouch for
+   * every certificate of its CA, so no request, route or job reaches this; OcspResponders does.
+   */
+  async issueResponder(req: ResponderRequest, ctx: ActorContext): Promise<IssuedCertificate> {
+    return this.issueAny({ ...req, profile: 'ocsp-responder' }, ctx, undefined);
+  }
+
+  private async issueAny(req: AnyIssueRequest, ctx: ActorContext, registration: RegistrationCheck | undefined): Promise<IssuedCertificate> {
+    const r = await this.batcher.add(this.plan(req, ctx, registration));
     if ('refused' in r) throw r.refused;
     return r;
   }
 
   /** Checks a request against its profile (key policy, names, validity) without issuing anything. */
   validate(req: IssueRequest): void {
+    assertLeaf(req);
     this.plan(req, { actor: 'validation' });
   }
 
@@ -195,12 +230,24 @@ export class Issuance {
   async issueBatch(reqs: IssueRequest[], ctx: ActorContext): Promise<IssuedCertificate[]> {
     const plans = reqs.map((r, i) => {
       try {
+        assertLeaf(r);
         return this.plan(r, ctx);
       } catch (e) {
         if (e instanceof DomainError) throw new DomainError(e.kind, `request ${i}: ${e.message}`, e.details);
         throw e;
       }
     });
+    // Every issuer is checked before anything is recorded: a batch is issued whole or not at all.
+    const defaultCa = plans.some((p) => !p.req.caId) ? await this.issuers.defaultIssuerId() : null;
+    const issuers = new Map<string, IssuerContext>();
+    for (const p of plans) {
+      const id = p.req.caId ?? defaultCa;
+      if (!id) continue;
+      let issuer = issuers.get(id);
+      if (!issuer) issuers.set(id, (issuer = await this.issuers.issuer(id)));
+      const refusal = misfit(issuer, p);
+      if (refusal) throw refusal;
+    }
     const chunks: Plan[][] = [];
     for (let i = 0; i < plans.length; i += this.maxBatch) chunks.push(plans.slice(i, i + this.maxBatch));
     // Two chunks in flight: one is signed while the other waits on the database.
@@ -237,7 +284,7 @@ export class Issuance {
     });
   }
 
-  private plan(req: IssueRequest, ctx: ActorContext, registration?: RegistrationCheck): Plan {
+  private plan(req: AnyIssueRequest, ctx: ActorContext, registration?: RegistrationCheck): Plan {
     const profile = PROFILES[req.profile];
     if (!profile) throw badRequest(`unknown profile ${String(req.profile)}`);
     const keyAlgorithm = keyAlgorithmOf(req.subjectPublicKeyInfo);
@@ -252,7 +299,7 @@ export class Issuance {
     return { req, ctx, registration, profile, keyAlgorithm, commonName, sans, validityMs: days * DAY };
   }
 
-  private names(profile: Profile, req: IssueRequest): { commonName: string; sans: GeneralName[] } {
+  private names(profile: Profile, req: AnyIssueRequest): { commonName: string; sans: GeneralName[] } {
     const dns = req.dnsNames ?? [];
     const ips = req.ipAddresses ?? [];
     switch (profile.name) {
@@ -295,6 +342,19 @@ export class Issuance {
     if (issuerIds.has(null)) throw new DomainError('Conflict', 'no default issuing CA is set');
     const issuers = new Map<string, IssuerContext>();
     for (const id of issuerIds) issuers.set(id!, await this.issuers.issuer(id!));
+    // The last check of what a CA may sign, whichever route asked: a request that fails it fails alone.
+    const misfits = plans.map((p) => misfit(issuers.get(p.req.caId ?? defaultCa!)!, p));
+    if (misfits.some((m) => m)) {
+      const kept = plans.filter((_, i) => !misfits[i]);
+      const done = await this.record(kept, issuers, defaultCa);
+      let k = 0;
+      return plans.map((_, i) => (misfits[i] ? { refused: misfits[i] } : done[k++]!));
+    }
+    return this.record(plans, issuers, defaultCa);
+  }
+
+  private async record(plans: Plan[], issuers: Map<string, IssuerContext>, defaultCa: string | null): Promise<(IssuedCertificate | Refused)[]> {
+    if (plans.length === 0) return [];
 
     // 1. Build every TBS and record the intents: after this, each serial is known to the database.
     const now = this.clock.now();

@@ -6,6 +6,14 @@ export const PROFILE_NAMES = ['device', 'broker', 'ocsp-responder'] as const;
 export type ProfileName = (typeof PROFILE_NAMES)[number];
 export const isProfileName = (s: string): s is ProfileName => (PROFILE_NAMES as readonly string[]).includes(s);
 
+/**
+ * The profiles a request may ask for: end-entity certificates. The others (`ocsp-responder`) are
+ * authority certificates the service makes only for its own keys (OcspResponders), never for a request.
+ */
+export const LEAF_PROFILES = ['device', 'broker'] as const;
+export type LeafProfileName = (typeof LEAF_PROFILES)[number];
+export const isLeafProfile = (s: string): s is LeafProfileName => (LEAF_PROFILES as readonly string[]).includes(s);
+
 export type SanType = GeneralName['type'];
 
 /**

@@ -1,6 +1,7 @@
 import { serialFromBytes } from '../shared/ids.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { DEVICE_ID_RE } from '../ca/profiles.js';
+import { NO_RESERVED_IDENTITIES, type ReservedIdentities } from './reserved-identities.js';
 import type { Clock } from '../shared/clock.js';
 import { parseCsv } from '../shared/csv.js';
 import { badRequest, conflict, DomainError, notFound } from '../shared/errors.js';
@@ -186,11 +187,12 @@ function checkText(field: string, v: unknown, errors: FieldError[]): void {
   else if (CONTROL_RE.test(v)) errors.push({ field, message: `${field} must not contain control characters` });
 }
 
-function checkId(v: unknown, errors: FieldError[]): void {
+function checkId(v: unknown, errors: FieldError[], reserved: ReservedIdentities): void {
   if (typeof v !== 'string' || v.length === 0) errors.push({ field: 'id', message: 'id is required' });
   else if (!DEVICE_ID_RE.test(v)) {
     errors.push({ field: 'id', message: 'id must be 1 to 64 of A-Z a-z 0-9 . _ : - and start with a letter or digit' });
   } else if (RESERVED_DEVICE_IDS.has(v.toLowerCase())) errors.push({ field: 'id', message: `${v} is reserved` });
+  else if (reserved.isReserved(v)) errors.push({ field: 'id', message: `${v} is reserved for the service's own identity` });
 }
 
 function checkLabels(v: unknown, errors: FieldError[]): void {
@@ -210,11 +212,11 @@ function checkLabels(v: unknown, errors: FieldError[]): void {
 }
 
 /** Every problem with one device input (unknown fields included); none means it is a valid DeviceInput. */
-function checkInput(raw: unknown): FieldError[] {
+function checkInput(raw: unknown, reserved: ReservedIdentities): FieldError[] {
   if (!isPlainObject(raw)) return [{ message: 'a device must be an object' }];
   const errors: FieldError[] = [];
   for (const k of Object.keys(raw)) if (!INPUT_FIELDS.has(k)) errors.push({ field: k, message: `unknown field ${k}` });
-  checkId(raw.id, errors);
+  checkId(raw.id, errors, reserved);
   if (raw.kind !== undefined && !DEVICE_KINDS.includes(raw.kind as DeviceKind)) {
     errors.push({ field: 'kind', message: `kind must be one of ${DEVICE_KINDS.join(', ')}` });
   }
@@ -399,11 +401,13 @@ export class DeviceInventory {
     private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<unknown> },
     /** The device's enrollment tokens, voided when it is re-admitted. */
     private readonly tokens?: { revokeForDevice(tx: Executor, deviceId: string, at: Date): Promise<string[]> },
+    /** The service's own names, which no device may take (ReservedIdentities). */
+    private readonly reserved: ReservedIdentities = NO_RESERVED_IDENTITIES,
   ) {}
 
   /** Registers one device (status `registered`); Conflict when the id exists. */
   async register(input: DeviceInput, ctx: DeviceActor): Promise<DeviceView> {
-    const errors = checkInput(input);
+    const errors = checkInput(input, this.reserved);
     if (errors.length > 0) {
       const id = isPlainObject(input) && typeof input.id === 'string' ? input.id : undefined;
       throw badRequest(errors[0]!.message, { errors: errors.map((e) => ({ ...(id ? { id } : {}), ...e })) });
@@ -447,7 +451,7 @@ export class DeviceInventory {
       const id = isPlainObject(raw) && typeof raw.id === 'string' ? raw.id : undefined;
       const withId = id ? { id } : {};
       if (!unreadable.has(row)) {
-        for (const e of checkInput(raw)) errors.push({ row, ...withId, ...e });
+        for (const e of checkInput(raw, this.reserved)) errors.push({ row, ...withId, ...e });
       }
       if (id === undefined || !DEVICE_ID_RE.test(id)) return;
       const first = firstRowOf.get(id);

@@ -10,6 +10,7 @@ import { DomainError } from '../shared/errors.js';
 import { serialFromBytes } from '../shared/ids.js';
 import type { Idempotency } from './idempotency.js';
 import type { AbandonedAttempts } from './abandoned-attempts.js';
+import type { ReservedIdentities } from './reserved-identities.js';
 import type { Credential, EnrollmentContext, EnrollmentMethod, IssuerRouting } from './methods.js';
 import { runSteps } from './policy.js';
 
@@ -52,6 +53,8 @@ export class Enrollment {
     private readonly sources: SourceGuard,
     private readonly limits: RateLimits,
     private readonly abandoned: AbandonedAttempts,
+    /** The service's own names: no certificate asked for here may carry one. */
+    private readonly reserved: ReservedIdentities,
     /** Set by the composition root: renewals of a rolled-over CA's certificates go to its successor. */
     private readonly routing?: IssuerRouting,
   ) {}
@@ -96,6 +99,8 @@ export class Enrollment {
         subjectPublicKeyInfo: csr.spki,
       };
       this.issuance.validate(request); // key policy and names, before anything is spent
+      this.reserved.refuse([request.deviceId, request.commonName, ...(request.dnsNames ?? [])], 'certificate');
+      if (request.caId) await this.hierarchy.assertIssuesLeaves(request.caId, request.profile);
 
       const actor = { actor: auth.actor, requestId: ctx.requestId };
       const work = async () => {

@@ -1,5 +1,5 @@
 import type { ParsedCsr } from '../ca/x509/csr.js';
-import type { ProfileName } from '../ca/profiles.js';
+import type { LeafProfileName } from '../ca/profiles.js';
 import type { Executor } from '../store/db.js';
 import type { DeviceFacts } from '../store/token-store.js';
 
@@ -13,7 +13,7 @@ export type Credential =
   /** The service itself renewing a certificate whose key it generated (a staged credential); never built from a request. */
   | { kind: 'staged-renewal'; certificateDer: Buffer }
   /** An operator or provisioner with an API key, naming the certificate in the request itself. */
-  | { kind: 'operator'; actor: string; request: Omit<IssueDraft, 'renews'> & { profile: ProfileName } };
+  | { kind: 'operator'; actor: string; request: Omit<IssueDraft, 'renews'> };
 
 export interface EnrollmentContext {
   source: string;
@@ -22,7 +22,8 @@ export interface EnrollmentContext {
 
 /** The certificate a request will get, as the policy steps shape and check it. */
 export interface IssueDraft {
-  profile: ProfileName;
+  /** Requests get end-entity certificates only; the service makes its authority certificates itself. */
+  profile: LeafProfileName;
   deviceId?: string | undefined;
   commonName?: string | undefined;
   dnsNames?: string[] | undefined;

@@ -1,9 +1,9 @@
 import type { ActorContext } from '../ca/hierarchy.js';
-import type { ProfileName } from '../ca/profiles.js';
+import type { LeafProfileName } from '../ca/profiles.js';
 import type { Enrollment, EnrollResult } from './enrollment.js';
 
 export interface CsrIssueInput {
-  profile: ProfileName;
+  profile: LeafProfileName;
   csr: string;
   caId?: string | undefined;
   deviceId?: string | undefined;

@@ -1,7 +1,8 @@
 import type { ParsedCsr } from '../ca/x509/csr.js';
-import { deviceUri } from '../ca/profiles.js';
+import { deviceUri, type LeafProfileName } from '../ca/profiles.js';
 import { DomainError, policyViolation } from '../shared/errors.js';
-import type { IssueDraft, PolicyStep } from './methods.js';
+import type { DeviceFacts } from '../store/token-store.js';
+import { ENROLLABLE_STATUSES, type IssueDraft, type PolicyStep } from './methods.js';
 
 const SAN = '2.5.29.17';
 const BASIC_CONSTRAINTS = '2.5.29.19';
@@ -44,6 +45,26 @@ export const deviceIdentity: PolicyStep = {
     if (other.length) throw forbidden(`the CSR asks for names this device may not have: ${other.map((n) => `${n.type}:${n.value}`).join(', ')}`);
   },
 };
+
+/**
+ * Issuance for a device obeys the device's state, whatever the route: the device is in the
+ * inventory, of the kind the profile is for (a client takes device certificates, a broker broker
+ * ones), and registered or active — never suspended, revoked, decommissioned or unknown. `device` is
+ * what the method read of it. (A token's spend checks the same in the statement that spends it:
+ * refusalOf in tokens.ts.)
+ */
+export function deviceStanding(deviceId: string, device: DeviceFacts | undefined, profile: LeafProfileName): PolicyStep {
+  return {
+    kind: 'enforce',
+    name: 'device-standing',
+    apply() {
+      if (!device) throw new DomainError('Forbidden', `device ${deviceId} is not in the inventory: register it first`, { refusal: 'unknown-identity' });
+      const kind = profile === 'broker' ? 'broker' : 'client';
+      if (device.kind !== kind) throw forbidden(`device ${deviceId} is a ${device.kind}: it takes no ${profile} certificate`);
+      if (!ENROLLABLE_STATUSES.has(device.status)) throw forbidden(`device ${deviceId} is ${device.status}: it gets no certificate until an operator re-admits it`);
+    },
+  };
+}
 
 /** A broker may ask only for names its token allows; it gets all of them, with its id as CN. */
 export function brokerIdentity(allowed: { dnsNames: string[]; ipAddresses: string[] }): PolicyStep {

@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, verify } from 'node:crypto';
 import type { ParsedCsr } from '../ca/x509/csr.js';
 import { parseCertificate } from '../ca/x509/inspect.js';
-import { PROFILES, isProfileName } from '../ca/profiles.js';
+import { PROFILES, isLeafProfile } from '../ca/profiles.js';
 import type { CertificateStore } from '../store/certificate-store.js';
 import type { ReplayStore } from '../store/replay-store.js';
 import type { Db } from '../store/db.js';
@@ -10,7 +10,6 @@ import { DomainError } from '../shared/errors.js';
 import { serialFromBytes } from '../shared/ids.js';
 import { nodeSignHash } from '../ca/x509/encode.js';
 import {
-  ENROLLABLE_STATUSES,
   type Authorization,
   type Credential,
   type DeviceDirectory,
@@ -18,7 +17,7 @@ import {
   type EnrollmentMethod,
   type PolicyStep,
 } from './methods.js';
-import { brokerIdentity, deviceIdentity, noSmuggledExtensions } from './policy.js';
+import { brokerIdentity, deviceIdentity, deviceStanding, noSmuggledExtensions } from './policy.js';
 
 const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
 const forbidden = (msg: string) => new DomainError('Forbidden', msg);
@@ -77,7 +76,7 @@ export class RenewalEnrollment implements EnrollmentMethod {
     const row = await this.certificates.get(this.db, serial);
     if (!row || !row.der || !row.der.equals(presented.der)) throw unauthenticated('the certificate was not issued by this CA');
     if (row.status === 'revoked') throw forbidden(`certificate ${serialFromBytes(serial)} is revoked`);
-    if (row.status !== 'issued' || !row.deviceId || !isProfileName(row.profile) || row.profile === 'ocsp-responder') {
+    if (row.status !== 'issued' || !row.deviceId || !isLeafProfile(row.profile)) {
       throw forbidden(`certificate ${serialFromBytes(serial)} cannot be renewed this way`);
     }
     const now = this.clock.now();
@@ -90,10 +89,8 @@ export class RenewalEnrollment implements EnrollmentMethod {
     }
     if (c.kind === 'signed-renewal') await this.checkSignature(c, presented.spki, csr);
 
-    if (device && !ENROLLABLE_STATUSES.has(device.status)) {
-      throw forbidden(`device ${row.deviceId} is ${device.status}: it may not renew until an operator re-admits it`);
-    }
-    const steps: PolicyStep[] = [noSmuggledExtensions];
+    // A device gone from the inventory renews nothing either.
+    const steps: PolicyStep[] = [noSmuggledExtensions, deviceStanding(row.deviceId, device, row.profile)];
     if (row.profile === 'broker') {
       const names = presented.sans;
       steps.push(brokerIdentity({ dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value), ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value) }));
@@ -107,7 +104,7 @@ export class RenewalEnrollment implements EnrollmentMethod {
       subject: row.deviceId,
       draft: { profile: row.profile, deviceId: row.deviceId, renews: serial },
       steps,
-      spend: async () => ({}),
+      spend: async () => (device ? { deviceStatus: device.status } : {}),
       refund: async () => undefined,
     };
   }

@@ -8,6 +8,7 @@ import { GroupBatcher } from '../shared/group-batcher.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
 import type { DeviceDirectory } from './methods.js';
 import type { AbandonedAttempts } from './abandoned-attempts.js';
+import type { ReservedIdentities } from './reserved-identities.js';
 
 export type TokenProfile = 'device' | 'broker';
 
@@ -65,11 +66,12 @@ export class EnrollmentTokens {
     private readonly devices: DeviceDirectory,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
-    private readonly options: { abandoned?: AbandonedAttempts } = {},
+    private readonly options: { abandoned?: AbandonedAttempts; reserved?: ReservedIdentities } = {},
   ) {}
 
   async create(input: TokenInput, ctx: ActorContext): Promise<TokenView & { token: string }> {
     if (!input.deviceId === !input.lot) throw badRequest('a token is for one deviceId or for one lot');
+    this.options.reserved?.refuse([input.deviceId, ...(input.dnsNames ?? [])], 'enrollment token');
     const expiresIn = input.expiresInSeconds ?? 7 * DAY_S;
     if (!Number.isInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_EXPIRY_S) throw badRequest(`expiresInSeconds must be 60 to ${MAX_EXPIRY_S}`);
     return this.db.transaction(async (tx) => {

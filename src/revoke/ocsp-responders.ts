@@ -121,8 +121,8 @@ export class OcspResponders {
     const ca = (await this.cas.signingCas()).find((c) => c.id === caId);
     if (!ca) throw new Error(`CA ${caId} does not sign: no OCSP responder for it`);
     const { signerRef, signer } = await this.db.transaction((tx) => this.vault.generate(tx, responderAlgorithm(ca.keyAlgorithm)));
-    const issued = await this.issuance.issue(
-      { profile: 'ocsp-responder', caId, subjectPublicKeyInfo: signer.publicKey, commonName: `OCSP Responder ${caId}`.slice(0, 64), validityDays: this.policy.lifetimeDays },
+    const issued = await this.issuance.issueResponder(
+      { caId, subjectPublicKeyInfo: signer.publicKey, commonName: `OCSP Responder ${caId}`.slice(0, 64), validityDays: this.policy.lifetimeDays },
       SYSTEM,
     );
     await this.db.transaction(async (tx) => {

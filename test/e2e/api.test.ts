@@ -10,6 +10,7 @@ import { assertProblem } from '../helpers/http.js';
 import { KEY_ARGS, opensslCsr, opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
+import type { Serial } from '../../src/shared/ids.js';
 
 type Agent = ReturnType<typeof request>;
 
@@ -61,6 +62,12 @@ for (const target of dbTargets) {
 
     it('keeps each role inside its boundary', async () => {
       const { csrPem } = opensslCsr([...KEY_ARGS.p256]);
+      // Devices in each state, for the issuance rows (issue 23, item 4).
+      for (const id of ['role-dev', 'role-revoked', 'role-retired']) await svc.devices.register({ id }, { actor: 'test' });
+      const doomed = await svc.operatorIssuance.issueFromCsr({ profile: 'device', deviceId: 'role-revoked', csr: csrPem }, { actor: 'test' });
+      await svc.revocations.revoke(doomed.serial as Serial, { reason: 'keyCompromise' }, { actor: 'test' });
+      await svc.devices.decommission('role-retired', { actor: 'test' });
+      const rootId = (await svc.hierarchy.list()).find((c) => c.kind === 'root')!.id;
       const cases: { name: string; send: (h: Record<string, string>) => request.Test; allowed: Role[]; ok: number }[] = [
         { name: 'GET /v1/cas', send: (h) => api.get('/v1/cas').set(h), allowed: ['admin', 'operator', 'provisioner', 'auditor'], ok: 200 },
         { name: 'GET /v1/cas/{id}', send: (h) => api.get(`/v1/cas/${issuingId}`).set(h), allowed: ['admin', 'operator', 'provisioner', 'auditor'], ok: 200 },
@@ -74,6 +81,26 @@ for (const target of dbTargets) {
         { name: 'GET /v1/audit', send: (h) => api.get('/v1/audit').set(h), allowed: ['admin', 'auditor'], ok: 200 },
         { name: 'GET /metrics', send: (h) => api.get('/metrics').set(h), allowed: ['admin', 'operator', 'auditor'], ok: 200 },
       ];
+      // What no role gets, whichever role asks (issue 23, items 1, 2, 4): refused with the status given (403 for roles without the route).
+      const nobody: { name: string; send: (h: Record<string, string>) => request.Test; status: number }[] = [
+        { name: 'an OCSP responder certificate', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'ocsp-responder', commonName: 'r', csr: csrPem }), status: 400 },
+        { name: 'a device certificate from the root', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'device', caId: rootId, deviceId: 'role-dev', csr: csrPem }), status: 403 },
+        { name: 'a broker certificate from the root', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'broker', caId: rootId, dnsNames: ['b.example'], csr: csrPem }), status: 403 },
+        { name: 'the root as default issuer', send: (h) => api.post(`/v1/cas/${rootId}/default-issuer`).set(h), status: 400 },
+        { name: 'a broker certificate named as the connector', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'broker', commonName: 'mqtt-ca-connector', dnsNames: ['b.example'], csr: csrPem }), status: 403 },
+        { name: 'a broker certificate for the service\'s TLS name', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'broker', dnsNames: ['ca.test'], csr: csrPem }), status: 403 },
+        { name: 'a device named as the connector', send: (h) => api.post('/v1/devices').set(h).send({ id: 'mqtt-ca-connector' }), status: 400 },
+        { name: 'a device certificate for an unknown device', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'device', deviceId: 'role-ghost', csr: csrPem }), status: 403 },
+        { name: 'a device certificate for a revoked device', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'device', deviceId: 'role-revoked', csr: csrPem }), status: 403 },
+        { name: 'a device certificate for a decommissioned device', send: (h) => api.post('/v1/certificates').set(h).send({ profile: 'device', deviceId: 'role-retired', csr: csrPem }), status: 403 },
+      ];
+      for (const c of nobody) {
+        for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as Role[]) {
+          const res = await c.send(auth(role));
+          assert.ok(res.status === c.status || res.status === 403, `${c.name} as ${role}: ${res.status} ${res.text}`);
+          assertProblem(res, res.status);
+        }
+      }
       for (const c of cases) {
         for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as Role[]) {
           const res = await c.send(auth(role));
@@ -87,6 +114,7 @@ for (const target of dbTargets) {
     });
 
     it('issues from a CSR and returns the certificate with its chain, which OpenSSL verifies', async () => {
+      await svc.devices.register({ id: 'sensor-42' }, { actor: 'test' });
       const { csrPem } = opensslCsr([...KEY_ARGS.ed25519]);
       const res = await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'sensor-42', csr: csrPem }).expect(201);
       const [issuerPem, rootPem] = res.body.chain;
@@ -105,6 +133,7 @@ for (const target of dbTargets) {
 
     it('answers bad input with 4xx problem+json, never a 500', async () => {
       const h = auth('admin');
+      for (const id of ['d', 'weak', 'p521']) await svc.devices.register({ id }, { actor: 'test' });
       assertProblem(await api.post('/v1/cas').set(h).send({}), 400);
       assertProblem(await api.post('/v1/cas').set(h).send({ kind: 'root', name: 'x', keyAlgorithm: 'RSA-1024' }), 400);
       assertProblem(await api.post('/v1/cas').set(h).send({ kind: 'root', name: 'x', unexpected: true }), 400);
@@ -174,6 +203,7 @@ for (const target of dbTargets) {
       assertProblem(await api.post(`/v1/cas/${created.body.id}/certificate`).set(h).send({ certificate: interPem + rootPem }), 409);
 
       const leaf = opensslCsr([...KEY_ARGS.p256]);
+      await svc.devices.register({ id: 'behind-offline-root' }, { actor: 'test' });
       const issued = await api.post('/v1/certificates').set(h).send({ profile: 'device', caId: created.body.id, deviceId: 'behind-offline-root', csr: leaf.csrPem }).expect(201);
       assert.deepEqual(issued.body.chain.map((p: string) => new x509.X509Certificate(p).subject), ['C=DE, O=Grid Co, CN=Offline-signed CA', 'O=Grid Co, CN=Offline Root']);
       const v = opensslVerify(rootPem, [interPem], issued.body.certificate, ['-purpose', 'sslclient']);

@@ -1,6 +1,7 @@
 // A private Mosquitto with mutual TLS against a service's own CA, its dynamic-security plugin
 // seeded from `mqtt-ca broker-setup` (writeBrokerSetup), and its log on $SYS/broker/log (log_dest
 // topic), so the broker connector can be tested for real. Plus device certificates for mqtt.js.
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,17 @@ import { tempDir } from './openssl.js';
 import { freePort, startChild, type Child } from './processes.js';
 
 export const DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
+
+/** mosquitto_ctrl with a certificate: the outside view of the broker's dynsec state (status 0: the command was allowed). */
+export function dynsecCtrl(broker: Pick<MosquittoTls, 'port' | 'dir'>, files: { cert: string; key: string }, args: string[]): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('mosquitto_ctrl', ['-h', 'localhost', '-p', String(broker.port), '--cafile', join(broker.dir, 'ca.pem'), '--cert', files.cert, '--key', files.key, 'dynsec', ...args]);
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c));
+    child.stderr.on('data', (c: Buffer) => (out += c));
+    child.on('close', (status) => resolve({ status, out }));
+  });
+}
 
 export interface MosquittoTls {
   port: number;

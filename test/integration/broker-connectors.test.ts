@@ -17,7 +17,7 @@ import { makeService } from '../helpers/service.js';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { freePort, until } from '../helpers/processes.js';
 import { toolSkip } from '../helpers/tools.js';
-import { connectDevice, enrollDevice, startMosquittoTls, type DeviceCredentials, type MosquittoTls } from '../helpers/mosquitto-tls.js';
+import { connectDevice, dynsecCtrl as ctrl, enrollDevice, startMosquittoTls, type DeviceCredentials, type MosquittoTls } from '../helpers/mosquitto-tls.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import type { Service } from '../../src/main.js';
 import { BrokerConnectors, type BrokerConnector, type BrokerResult } from '../../src/broker/connector.js';
@@ -29,17 +29,6 @@ import type { Clock } from '../../src/shared/clock.js';
 
 const pglite = dbTargets.find((t) => t.name === 'pglite')!;
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
-
-/** mosquitto_ctrl with a certificate: the outside view of the broker's dynsec state. */
-function ctrl(broker: MosquittoTls, files: { cert: string; key: string }, args: string[]): Promise<{ status: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('mosquitto_ctrl', ['-h', 'localhost', '-p', String(broker.port), '--cafile', join(broker.dir, 'ca.pem'), '--cert', files.cert, '--key', files.key, 'dynsec', ...args]);
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c));
-    child.stderr.on('data', (c: Buffer) => (out += c));
-    child.on('close', (status) => resolve({ status, out }));
-  });
-}
 
 const closed = (c: MqttClient) => new Promise<void>((resolve) => (c.connected ? c.once('close', () => resolve()) : resolve()));
 const only = (r: BrokerResult) => {

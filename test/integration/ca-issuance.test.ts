@@ -42,6 +42,11 @@ for (const target of dbTargets) {
     after(async () => {
       await svc?.dispose();
     });
+    /** A root and an intermediate under it: leaves come from the intermediate (a root signs no leaves). */
+    const issuingCa = async (name: string) => {
+      const root = await svc.hierarchy.createRoot({ name: `${name} root`, keyAlgorithm: 'EC-P256' }, ctx);
+      return { root, ca: await svc.hierarchy.createIntermediate({ name, parentId: root.id, keyAlgorithm: 'EC-P256' }, ctx) };
+    };
 
     for (const h of HIERARCHIES) {
       it(`builds a ${h.root} root → ${h.inter} intermediate chain that OpenSSL and GnuTLS verify, with every extension right`, async () => {
@@ -131,7 +136,7 @@ for (const target of dbTargets) {
 
     it('issues an OCSP responder certificate with OCSPSigning and id-pkix-ocsp-nocheck', async () => {
       const root = await svc.hierarchy.createRoot({ name: 'OCSP root', keyAlgorithm: 'EC-P256' }, ctx);
-      const c = await svc.issuance.issue({ profile: 'ocsp-responder', caId: root.id, commonName: 'Responder', subjectPublicKeyInfo: p256() }, ctx);
+      const c = await svc.issuance.issueResponder({ caId: root.id, commonName: 'Responder', subjectPublicKeyInfo: p256() }, ctx);
       const cert = new x509.X509Certificate(c.der);
       assert.deepEqual([...cert.getExtension(x509.ExtendedKeyUsageExtension)!.usages].map(String), ['1.3.6.1.5.5.7.3.9']);
       assert.ok(cert.getExtension('1.3.6.1.5.5.7.48.1.5'), 'ocsp-nocheck present');
@@ -151,16 +156,22 @@ for (const target of dbTargets) {
       const pending = await svc.hierarchy.createExternalIntermediate({ name: 'pending', keyAlgorithm: 'EC-P256' }, ctx);
       await expectDomainError(svc.hierarchy.createIntermediate({ name: 'x', parentId: pending.id, keyAlgorithm: 'EC-P256' }, ctx), 'Conflict');
       await expectDomainError(svc.issuance.issue({ profile: 'device', caId: pending.id, deviceId: 'd1', subjectPublicKeyInfo: p256() }, ctx), 'Conflict');
+      // A root signs no leaves, whoever asks the authority.
+      await expectDomainError(svc.issuance.issue({ profile: 'device', caId: root.id, deviceId: 'd2', subjectPublicKeyInfo: p256() }, ctx), 'Forbidden', /is a root/);
+      await expectDomainError(svc.issuance.issueBatch([{ profile: 'broker', caId: root.id, dnsNames: ['b.example'], subjectPublicKeyInfo: p256() }], ctx), 'Forbidden', /is a root/);
+      assert.equal((await svc.certificates.list({ caId: root.id }, { limit: 10 })).items.length, 0, 'nothing recorded under the root');
       // The leaf under a pathLen-0 issuer does not outlive it.
-      const leaf = await svc.issuance.issue({ profile: 'device', caId: root.id, deviceId: 'd2', subjectPublicKeyInfo: p256(), validityDays: 825 }, ctx);
-      assert.ok(leaf.notAfter.getTime() <= new Date((await svc.hierarchy.get(root.id)).notAfter!).getTime());
-      assert.equal((await svc.hierarchy.list()).length, before + 3);
+      const issuing = await svc.hierarchy.createIntermediate({ name: 'short issuing', parentId: root2.id, keyAlgorithm: 'EC-P256', validityDays: 30 }, ctx);
+      assert.equal(issuing.pathLen, 0);
+      const leaf = await svc.issuance.issue({ profile: 'device', caId: issuing.id, deviceId: 'd2', subjectPublicKeyInfo: p256(), validityDays: 825 }, ctx);
+      assert.equal(leaf.notAfter.getTime(), new Date(issuing.notAfter!).getTime());
+      assert.equal((await svc.hierarchy.list()).length, before + 4);
     });
 
     it('enforces the profile: key algorithms and sizes, names, validity; nothing recorded for a refused request', async () => {
-      const root = await svc.hierarchy.createRoot({ name: 'policy root', keyAlgorithm: 'EC-P256' }, ctx);
-      const base = { caId: root.id };
-      const count = async () => (await svc.certificates.list({ caId: root.id }, { limit: 500 })).items.length;
+      const { ca } = await issuingCa('policy');
+      const base = { caId: ca.id };
+      const count = async () => (await svc.certificates.list({ caId: ca.id }, { limit: 500 })).items.length;
       const rsa1024 = spki(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey);
       await expectDomainError(svc.issuance.issue({ ...base, profile: 'device', deviceId: 'd', subjectPublicKeyInfo: rsa1024 }, ctx), 'BadKey', /2048, 3072 or 4096/);
       const rsaE3 = spki(generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 }).publicKey);
@@ -176,12 +187,15 @@ for (const target of dbTargets) {
       await expectDomainError(svc.issuance.issue({ ...base, profile: 'broker', subjectPublicKeyInfo: p256() }, ctx), 'BadRequest', /at least one/);
       await expectDomainError(svc.issuance.issue({ ...base, profile: 'broker', dnsNames: ['bad_name!'], subjectPublicKeyInfo: p256() }, ctx), 'BadRequest');
       await expectDomainError(svc.issuance.issue({ ...base, profile: 'broker', ipAddresses: ['300.1.1.1'], subjectPublicKeyInfo: p256() }, ctx), 'BadRequest');
-      await expectDomainError(svc.issuance.issue({ ...base, profile: 'ocsp-responder', commonName: 'r', dnsNames: ['a.b'], subjectPublicKeyInfo: p256() }, ctx), 'PolicyViolation');
+      // The authority issues its responder certificates through issueResponder only: a request (typed or not) gets none.
+      await expectDomainError(svc.issuance.issue({ ...base, profile: 'ocsp-responder' as 'broker', commonName: 'r', subjectPublicKeyInfo: p256() }, ctx), 'Forbidden', /not issued on request/);
+      await expectDomainError(svc.issuance.issueBatch([{ ...base, profile: 'ocsp-responder' as 'broker', commonName: 'r', subjectPublicKeyInfo: p256() }], ctx), 'Forbidden');
       assert.equal(await count(), 0);
     });
 
     it('takes nothing from a CSR but its key: smuggled CA flags, names and key usages do not reach the certificate', async () => {
-      const root = await svc.hierarchy.createRoot({ name: 'csr root', keyAlgorithm: 'EC-P256' }, ctx);
+      const { root, ca } = await issuingCa('csr');
+      await svc.devices.register({ id: 'dev-honest' }, ctx);
       const dir = tempDir();
       const cnf = writeTemp(dir, 'req.cnf', [
         '[req]', 'distinguished_name=dn', 'req_extensions=ext', 'prompt=no', '[dn]', 'CN=root-impostor', 'O=Evil',
@@ -191,7 +205,7 @@ for (const target of dbTargets) {
       const key = writeTemp(dir, 'k.pem', run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']).stdout);
       const csr = run('openssl', ['req', '-new', '-key', key, '-config', cnf]);
       assert.equal(csr.status, 0, csr.stderr);
-      const issued = await svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: root.id, deviceId: 'dev-honest', csr: csr.stdout }, ctx);
+      const issued = await svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: ca.id, deviceId: 'dev-honest', csr: csr.stdout }, ctx);
       const cert = new x509.X509Certificate(issued.certificate);
       assert.equal(cert.subject, 'CN=dev-honest');
       assert.equal(cert.getExtension(x509.BasicConstraintsExtension)!.ca, false);
@@ -200,24 +214,24 @@ for (const target of dbTargets) {
       assert.deepEqual(cert.getExtension(x509.SubjectAlternativeNameExtension)!.names.toJSON(), [{ type: 'url', value: 'urn:mqtt-ca:device:dev-honest' }]);
       const csrKey = createPublicKey(run('openssl', ['pkey', '-in', key, '-pubout']).stdout).export({ format: 'der', type: 'spki' });
       assert.deepEqual(Buffer.from(cert.publicKey.rawData), csrKey);
-      assert.deepEqual(issued.chain, [root.certificate]);
+      assert.deepEqual(issued.chain, [ca.certificate, root.certificate]);
 
       // A CSR whose signature does not verify is refused: no proof of possession.
       const tampered = Buffer.from(csr.stdout.split('\n').filter((l) => !l.startsWith('-----')).join(''), 'base64');
       tampered[tampered.length - 5] = tampered[tampered.length - 5]! ^ 0xff;
       await expectDomainError(
-        svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: root.id, deviceId: 'x', csr: toPem(tampered, 'CERTIFICATE REQUEST') }, ctx),
+        svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: ca.id, deviceId: 'dev-honest', csr: toPem(tampered, 'CERTIFICATE REQUEST') }, ctx),
         'BadCsr',
       );
-      await expectDomainError(svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: root.id, deviceId: 'x', csr: 'not a csr' }, ctx), 'BadCsr');
+      await expectDomainError(svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: ca.id, deviceId: 'dev-honest', csr: 'not a csr' }, ctx), 'BadCsr');
       await expectDomainError(
-        svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: root.id, deviceId: 'x', csr: toPem(Buffer.from('garbage'), 'CERTIFICATE REQUEST') }, ctx),
+        svc.operatorIssuance.issueFromCsr({ profile: 'device', caId: ca.id, deviceId: 'dev-honest', csr: toPem(Buffer.from('garbage'), 'CERTIFICATE REQUEST') }, ctx),
         'BadCsr',
       );
     });
 
     it('gives every certificate a distinct positive 16-byte serial, also in one large batch', async () => {
-      const root = await svc.hierarchy.createRoot({ name: 'batch root', keyAlgorithm: 'EC-P256' }, ctx);
+      const { ca: root } = await issuingCa('batch');
       const key = p256();
       const reqs = Array.from({ length: 1200 }, (_, n) => ({ profile: 'device' as const, caId: root.id, deviceId: `lot7-${n}`, subjectPublicKeyInfo: key }));
       const issued = await svc.issuance.issueBatch(reqs, ctx);

@@ -48,7 +48,8 @@ for (const target of dbTargets) {
     const kek = randomBytes(32).toString('base64');
     before(async () => {
       svc = await makeService(target, { env: { MQTT_CA_KEK: kek } });
-      caId = (await svc.hierarchy.createRoot({ name: 'fault root', keyAlgorithm: 'EC-P256' }, ctx)).id;
+      const root = await svc.hierarchy.createRoot({ name: 'fault root', keyAlgorithm: 'EC-P256' }, ctx);
+      caId = (await svc.hierarchy.createIntermediate({ name: 'fault issuing', parentId: root.id, keyAlgorithm: 'EC-P256' }, ctx)).id;
     });
     after(async () => svc?.dispose());
 
