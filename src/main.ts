@@ -28,6 +28,7 @@ import { Idempotency } from './enroll/idempotency.js';
 import { AbandonedAttempts } from './enroll/abandoned-attempts.js';
 import type { DeviceDirectory } from './enroll/methods.js';
 import { RenewalEnrollment } from './enroll/renewal-method.js';
+import { DeviceCertificateAuthenticator } from './enroll/device-certificate-auth.js';
 import { OperatorEnrollment } from './enroll/operator-method.js';
 import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
@@ -79,7 +80,7 @@ import { RolloverStore } from './store/rollover-store.js';
 import { SessionKeys } from './rotate/session-keys.js';
 import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
-import { DeviceCertificateAuth } from './rotate/device-auth.js';
+import { CurrentDeviceAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
 import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
@@ -251,7 +252,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const limits = new RateLimits(limiter, config.rateLimits, metrics);
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock, { abandoned });
-    const replay = new ReplayStore();
+    const deviceCertificates = new DeviceCertificateAuthenticator(db, certificateStore, new ReplayStore(), clock);
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
     const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
@@ -263,9 +264,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       [
         new TokenEnrollment('token', tokens),
         new TokenEnrollment('est-basic', tokens),
-        new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
+        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
         new OperatorEnrollment(),
       ],
       issuance,
@@ -279,7 +280,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const stagedStore = new StagedCredentialStore();
     const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, replay, audit, clock, async (profile, deviceId) =>
+    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
       graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
@@ -345,7 +346,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       db,
       sessionKeyStore,
       kek,
-      new DeviceCertificateAuth(db, certificateStore, sessionKeyStore, replay, clock),
+      new CurrentDeviceAuth(db, deviceCertificates, sessionKeyStore, clock),
       audit,
       clock,
       policies, // per profile, overridable per lot

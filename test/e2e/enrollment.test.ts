@@ -15,7 +15,7 @@ import { KEY_ARGS, opensslCsr, opensslVerify, run, tempDir, writeTemp } from '..
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { ext } from '../../src/ca/x509/encode.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
+import { renewalSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import { ManualClock } from '../../src/shared/clock.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
