@@ -52,6 +52,8 @@ import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
 import { createEnrollHandler } from './http/enroll-handler.js';
 import { createPkiHandler } from './http/pki/handler.js';
+import { resolveClientAddress } from './http/request-context.js';
+import { TrustedProxies } from './shared/trusted-proxies.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { ApiKeyStore } from './store/api-key-store.js';
 import { AuditStore } from './store/audit-store.js';
@@ -562,7 +564,9 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     ocsp: (request, requester) => svc.ocsp.respond(request, requester),
   }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock, maxInFlight: svc.config.pkiMaxInFlight, onRefused: () => svc.metrics.rateLimited('pki') });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
+  const proxies = new TrustedProxies(svc.config.trustedProxies);
   return (req: IncomingMessage, res: ServerResponse) => {
+    resolveClientAddress(req, proxies);
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };
 }

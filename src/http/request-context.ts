@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Credential } from '../enroll/methods.js';
 import { parseBasicAuth } from '../enroll/est/formats.js';
 import type { Telemetry } from '../detect/telemetry.js';
+import type { TrustedProxies } from '../shared/trusted-proxies.js';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;
 
@@ -36,7 +37,23 @@ export function recordWhenFinished(
   });
 }
 
-export const sourceOf = (req: IncomingMessage) => req.socket.remoteAddress ?? 'unknown';
+/** Client addresses read from X-Forwarded-For, by request (only when the peer is a trusted proxy). */
+const forwardedClients = new WeakMap<IncomingMessage, string>();
+
+/**
+ * Settles the request's client address once, as it arrives (both listeners' handler does it):
+ * the peer, or behind a trusted proxy the client it forwarded for (TrustedProxies.clientOf).
+ */
+export function resolveClientAddress(req: IncomingMessage, proxies: TrustedProxies): void {
+  if (!proxies.any) return;
+  const peer = req.socket.remoteAddress ?? 'unknown';
+  const forwarded = req.headers['x-forwarded-for'];
+  const client = proxies.clientOf(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded);
+  if (client !== peer) forwardedClients.set(req, client);
+}
+
+/** The client address every rate limit, source block and security event goes by. */
+export const sourceOf = (req: IncomingMessage) => forwardedClients.get(req) ?? req.socket.remoteAddress ?? 'unknown';
 
 const SIGNED_RENEWAL_RE = /^MQTT-CA-Renewal\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-at="([^"]{1,40})",\s*signature="([A-Za-z0-9+/=_-]+)"\s*$/;
 
