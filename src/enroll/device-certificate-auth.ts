@@ -6,6 +6,7 @@ import { DomainError, isDomainError } from '../shared/errors.js';
 import { serialFromBytes } from '../shared/ids.js';
 import type { CertificateRow } from '../store/certificate-store.js';
 import type { Db, Executor } from '../store/db.js';
+import type { Credential } from './methods.js';
 
 const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
 const forbidden = (msg: string) => new DomainError('Forbidden', msg);
@@ -16,6 +17,13 @@ export type DeviceProof =
   | { kind: 'client-certificate'; der: Buffer }
   /** Behind a TLS-terminating proxy: the certificate, a time, and a signature by its key over the request's signing input. */
   | { kind: 'signed'; certificateDer: Buffer; signedAt: string; signature: Buffer };
+
+/** The device proof a request's credential carries: its TLS client certificate or its MQTT-CA-Renewal signature. */
+export function deviceProofOf(c: Credential | undefined): DeviceProof | undefined {
+  if (c?.kind === 'client-certificate') return { kind: 'client-certificate', der: c.der };
+  if (c?.kind === 'signed-renewal') return { kind: 'signed', certificateDer: c.certificateDer, signedAt: c.signedAt, signature: c.signature };
+  return undefined;
+}
 
 /** How far a signed request's time may be from ours. */
 export const SIGNED_REQUEST_SKEW_MS = 5 * 60_000;

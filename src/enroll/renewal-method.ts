@@ -13,18 +13,13 @@ import {
   type PolicyStep,
 } from './methods.js';
 import { brokerIdentity, deviceIdentity, noSmuggledExtensions } from './policy.js';
-import { renewalSigningInput, type DeviceCertificateAuthenticator, type DeviceProof } from './device-certificate-auth.js';
+import { deviceProofOf, renewalSigningInput, type DeviceCertificateAuthenticator, type DeviceProof } from './device-certificate-auth.js';
 
 const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
 const forbidden = (msg: string) => new DomainError('Forbidden', msg);
 
-/** The device proof a renewal credential carries; the service's own staged renewal is taken as a TLS client certificate. */
-function proofOf(c: Credential): DeviceProof | undefined {
-  if (c.kind === 'client-certificate') return { kind: 'client-certificate', der: c.der };
-  if (c.kind === 'staged-renewal') return { kind: 'client-certificate', der: c.certificateDer };
-  if (c.kind === 'signed-renewal') return { kind: 'signed', certificateDer: c.certificateDer, signedAt: c.signedAt, signature: c.signature };
-  return undefined;
-}
+/** The service's own staged renewal (a key it generated) is taken as a TLS client certificate. */
+const proofOf = (c: Credential): DeviceProof | undefined => (c.kind === 'staged-renewal' ? { kind: 'client-certificate', der: c.certificateDer } : deviceProofOf(c));
 
 /**
  * Renewal by a device that holds a current certificate: presented as the TLS client certificate

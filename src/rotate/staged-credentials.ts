@@ -8,7 +8,7 @@ import { parseCertificate } from '../ca/x509/inspect.js';
 import { toPem } from '../ca/x509/pem.js';
 import type { Enrollment } from '../enroll/enrollment.js';
 import type { Credential } from '../enroll/methods.js';
-import { pickupSigningInput, type DeviceCertificateAuthenticator, type DeviceProof } from '../enroll/device-certificate-auth.js';
+import { deviceProofOf, pickupSigningInput, type DeviceCertificateAuthenticator } from '../enroll/device-certificate-auth.js';
 import { keyAndCsr, ServerKeygen } from '../enroll/server-keygen.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, conflict, notFound } from '../shared/errors.js';
@@ -86,10 +86,7 @@ export class StagedCredentials {
    * request signed with its key), which must be ours, not revoked, and within the renewal grace.
    */
   async pickup(credential: Credential | undefined, password: string, format: 'pkcs12' | 'pkcs8', ctx: { requestId?: string | undefined }) {
-    const proof: DeviceProof | undefined =
-      credential?.kind === 'client-certificate' ? { kind: 'client-certificate', der: credential.der }
-      : credential?.kind === 'signed-renewal' ? { kind: 'signed', certificateDer: credential.certificateDer, signedAt: credential.signedAt, signature: credential.signature }
-      : undefined;
+    const proof = deviceProofOf(credential);
     if (!proof) throw unauthenticated('the certificate being renewed is required: the TLS client certificate, or Authorization: MQTT-CA-Renewal cert="...", signed-at="...", signature="..." over "mqtt-ca-staged-pickup\\n" + signed-at + "\\n" + format + "\\n" + hex SHA-256 of the password');
     const { row: old, serial: renews, name } = await this.auth.authenticate(proof, (signedAt) => pickupSigningInput(signedAt, { password, format }));
     const now = this.clock.now();
