@@ -166,6 +166,10 @@ for (const target of dbTargets) {
       assert.equal(r.stdout, '401');
       assert.equal(await at('203.0.113.99'), 0);
       assert.equal(await at('127.0.0.2'), 1);
+      // The API's own address checks go by the same client: a wrong API key through the proxy is the client's.
+      const wrongKey = await call('GET', '/v1/cas', undefined, { Authorization: `Bearer mqca_ak_00000000000000000000_${'A'.repeat(43)}`, 'X-Forwarded-For': '203.0.113.77' });
+      assert.equal(wrongKey.status, 401);
+      assert.equal((await events({ kind: 'auth.failed', source: '203.0.113.77' })).length, 1);
     });
   });
 }
