@@ -31,6 +31,7 @@ import { Idempotency } from './enroll/idempotency.js';
 import { AbandonedAttempts } from './enroll/abandoned-attempts.js';
 import type { DeviceDirectory } from './enroll/methods.js';
 import { RenewalEnrollment } from './enroll/renewal-method.js';
+import { DeviceCertificateAuthenticator } from './enroll/device-certificate-auth.js';
 import { OperatorEnrollment } from './enroll/operator-method.js';
 import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
@@ -55,6 +56,8 @@ import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
 import { createEnrollHandler } from './http/enroll-handler.js';
 import { createPkiHandler } from './http/pki/handler.js';
+import { resolveClientAddress } from './http/request-context.js';
+import { TrustedProxies } from './shared/trusted-proxies.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { ApiKeyStore } from './store/api-key-store.js';
 import { AuditStore } from './store/audit-store.js';
@@ -83,7 +86,7 @@ import { RolloverStore } from './store/rollover-store.js';
 import { SessionKeys } from './rotate/session-keys.js';
 import { StagedCredentials } from './rotate/staged-credentials.js';
 import { StagedCredentialStore } from './store/staged-credential-store.js';
-import { DeviceCertificateAuth } from './rotate/device-auth.js';
+import { CurrentDeviceAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
 import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
@@ -309,7 +312,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     // The service's own names (connector, TLS host, OCSP responders): no device, token or request may take one.
     const reserved = ReservedIdentities.of({ brokerClientCn: config.brokers.clientCn, publicUrl: config.publicUrl });
     const tokens = new EnrollmentTokens(db, new TokenStore(), devices, audit, clock, { abandoned, reserved });
-    const replay = new ReplayStore();
+    const deviceCertificates = new DeviceCertificateAuthenticator(db, certificateStore, new ReplayStore(), clock);
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
     const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
@@ -321,9 +324,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       [
         new TokenEnrollment('token', tokens),
         new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
-        new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
+        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
         new OperatorEnrollment(db, devices),
       ],
       issuance,
@@ -338,7 +341,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const stagedStore = new StagedCredentialStore();
     const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, replay, audit, clock, async (profile, deviceId) =>
+    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
       graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
@@ -404,7 +407,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       db,
       sessionKeyStore,
       kek,
-      new DeviceCertificateAuth(db, certificateStore, sessionKeyStore, replay, clock),
+      new CurrentDeviceAuth(db, deviceCertificates, sessionKeyStore, clock),
       audit,
       clock,
       policies, // per profile, overridable per lot
@@ -629,7 +632,9 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     ocsp: (request, requester) => svc.ocsp.respond(request, requester),
   }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock, maxInFlight: svc.config.pkiMaxInFlight, onRefused: () => svc.metrics.rateLimited('pki') });
   const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
+  const proxies = new TrustedProxies(svc.config.trustedProxies);
   return (req: IncomingMessage, res: ServerResponse) => {
+    resolveClientAddress(req, proxies);
     if (!pki(req, res) && !enroll(req, res)) app(req as Parameters<typeof app>[0], res as Parameters<typeof app>[1]);
   };
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { join, resolve } from 'node:path';
 import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../detect/rules.js';
 import type { Limit, RateScope } from '../detect/rate-limits.js';
+import { parseCidr, type Cidr } from '../shared/trusted-proxies.js';
 
 /** Thrown when the environment is wrong; the message names the variable. */
 export class ConfigError extends Error {
@@ -94,6 +95,20 @@ const schema = z.object({
   // The audit chain's head, anchored outside the database
   AUDIT_ANCHOR_FILE: optionalString,
   AUDIT_ANCHOR_BATCH_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+  TRUSTED_PROXIES: optionalString.pipe(
+    z
+      .string()
+      .optional()
+      .transform((v, ctx) => {
+        const cidrs: Cidr[] = [];
+        for (const entry of (v ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+          const cidr = parseCidr(entry);
+          if (cidr) cidrs.push(cidr);
+          else ctx.addIssue({ code: 'custom', message: `${entry} is no IPv4 or IPv6 address or CIDR (comma-separated, e.g. 10.0.0.0/8, 2001:db8::/32)` });
+        }
+        return cidrs;
+      }),
+  ),
 });
 
 export interface Config {
@@ -186,6 +201,8 @@ export interface Config {
   pkiMaxInFlight: number;
   /** How long an enrollment may stay unfinished before a retry takes its process for dead and settles what it left (ENROLL_RECOVERY_SECONDS). */
   enrollRecoveryMs: number;
+  /** The proxies whose X-Forwarded-For names the client (TRUSTED_PROXIES); none: the peer is the client. */
+  trustedProxies: Cidr[];
 }
 
 export interface ListenerTimeouts {
@@ -297,6 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimits: { 'api-source': rate(e.API_RATE_PER_SOURCE), 'api-key': rate(e.API_RATE_PER_KEY), 'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE) },
     pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,
     enrollRecoveryMs: e.ENROLL_RECOVERY_SECONDS * 1000,
+    trustedProxies: e.TRUSTED_PROXIES,
   };
 }
 

@@ -11,7 +11,7 @@ import { serialFromBytes } from '../shared/ids.js';
 import type { Idempotency } from './idempotency.js';
 import type { AbandonedAttempts } from './abandoned-attempts.js';
 import type { ReservedIdentities } from './reserved-identities.js';
-import type { Credential, EnrollmentContext, EnrollmentMethod, IssuerRouting } from './methods.js';
+import type { Authorization, Credential, EnrollmentContext, EnrollmentMethod, IssuerRouting } from './methods.js';
 import { runSteps } from './policy.js';
 
 export interface EnrollResult {
@@ -38,8 +38,8 @@ export interface EnrollInput {
  * Registration's enrollment flow, the same for every method: parse the CSR → the method checks
  * the credential → policy steps → (idempotency) → spend the credential and check the proof of
  * possession while the intent is recorded → sign → record → the certificate and its chain.
- * Every refusal is a security event; a source the detection rules have blocked, or one over its
- * enrollment rate, is refused at once.
+ * Every refusal is a security event. A source over its enrollment rate is refused at once; one
+ * the detection rules have blocked is refused unless its request carries a valid credential.
  */
 export class Enrollment {
   private readonly chainPems = new Map<string, string[]>();
@@ -61,13 +61,9 @@ export class Enrollment {
 
   async enroll(input: EnrollInput): Promise<{ result: EnrollResult; replayed: boolean; method: string }> {
     const { ctx } = input;
-    const wait = this.sources.retryAfter(ctx.source);
-    if (wait > 0) {
-      throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait });
-    }
     const slow = await this.limits.check('enroll-source', ctx.source);
     if (slow > 0) throw new DomainError('RateLimited', `too many enrollments from this address; retry in ${slow} s`, { retryAfterSeconds: slow });
-    let subject: string | undefined;
+    let auth: Authorization | undefined;
     let method = 'none';
     try {
       const csr = parse(input.csr);
@@ -75,8 +71,7 @@ export class Enrollment {
       const m = credential && this.methods.find((x) => x.accepts(credential) && (!input.methods || input.methods.includes(x.name)));
       if (!credential || !m) throw new DomainError('Unauthenticated', 'an enrollment credential is required (Authorization: Bearer <enrollment token>)');
       method = m.name;
-      const auth = await m.authorize(credential, csr, ctx);
-      subject = auth.subject;
+      auth = await m.authorize(credential, csr, ctx);
       // Proof of possession is checked on a worker while the rest goes on; nothing is signed before it holds.
       const possession = verifyCsr(csr).then((ok) => {
         if (!ok) throw new DomainError('BadCsr', 'the CSR signature does not verify (no proof of possession)');
@@ -102,17 +97,18 @@ export class Enrollment {
       this.reserved.refuse([request.deviceId, request.commonName, ...(request.dnsNames ?? [])], 'certificate');
       if (request.caId) await this.hierarchy.assertIssuesLeaves(request.caId, request.profile);
 
-      const actor = { actor: auth.actor, requestId: ctx.requestId };
+      const granted = auth;
+      const actor = { actor: granted.actor, requestId: ctx.requestId };
       const work = async () => {
         // The credential is spent, and the proof of possession checked, while the intent is
         // recorded: nothing is signed unless both hold (a use spent for a CSR that fails is refunded).
-        const spend = auth.spend();
+        const spend = granted.spend();
         const spent = spend.then(() => true, () => false);
         const registration = Promise.all([possession, spend]).then(([, s]) => s);
         try {
           return await this.result(await this.issuance.issue(request, actor, { registration }));
         } catch (e) {
-          if (await spent) await auth.refund();
+          if (await spent) await granted.refund();
           throw e;
         }
       };
@@ -125,18 +121,28 @@ export class Enrollment {
         if (recorded?.der) return this.result({ serial: serialFromBytes(recorded.serial), der: recorded.der, caId: recorded.caId, notBefore: recorded.notBefore, notAfter: recorded.notAfter });
         await this.abandoned.close(deviceId, { actor: 'system:recovery', requestId: ctx.requestId });
         // Its token use paid for nothing, unless another request's certificate came of it.
-        if (!(await this.abandoned.recordedSince(deviceId, claimedAt))) await auth.refund();
+        if (!(await this.abandoned.recordedSince(deviceId, claimedAt))) await granted.refund();
         return undefined;
       };
-      const { response, replayed } = await this.idempotency.run(auth.scope, input.idempotencyKey, csr.der, 201, work, recover);
+      const { response, replayed } = await this.idempotency.run(granted.scope, input.idempotencyKey, csr.der, 201, work, recover);
       this.sources.succeeded(ctx.source);
       return { result: response, replayed, method };
     } catch (e) {
+      // A blocked source is refused only when it brought no valid credential: a device with a
+      // valid token or certificate behind the same address (a gateway, a proxy) still gets through.
+      const wait = auth ? 0 : this.sources.retryAfter(ctx.source);
+      if (wait > 0) throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait });
       if (e instanceof DomainError && e.kind !== 'Internal' && e.kind !== 'Unavailable' && e.kind !== 'Conflict') {
-        await this.refused(e, method, subject, ctx);
+        await this.refused(e, method, auth, ctx);
       }
       throw e;
     }
+  }
+
+  /** Whom a refusal counts against: the device, while the credential speaks for it; else the credential itself. */
+  private async accountable(auth: Authorization): Promise<{ subject: string; details: Record<string, unknown> }> {
+    const claims = auth.claimsSubject ? await auth.claimsSubject().catch(() => false) : true;
+    return claims ? { subject: auth.subject, details: {} } : { subject: auth.actor, details: { deviceId: auth.subject } };
   }
 
   private async result(c: { serial: string; der: Uint8Array; caId: string; notBefore: Date; notAfter: Date }): Promise<EnrollResult> {
@@ -167,15 +173,16 @@ export class Enrollment {
    * Operators are authenticated by API key before they get here: their refusals are
    * `issuance.refused`, recorded but not counted against an address.
    */
-  private async refused(e: DomainError, method: string, subject: string | undefined, ctx: EnrollmentContext): Promise<void> {
+  private async refused(e: DomainError, method: string, auth: Authorization | undefined, ctx: EnrollmentContext): Promise<void> {
     const refusal = typeof e.details?.refusal === 'string' ? e.details.refusal : undefined;
+    const against = auth ? await this.accountable(auth) : { subject: undefined, details: {} };
     await this.events.record({
       kind: method === 'operator' ? 'issuance.refused' : `enrollment.${refusal ?? 'refused'}`,
       severity: e.kind === 'Forbidden' || e.kind === 'Unauthenticated' ? 'warning' : 'info',
       source: ctx.source,
-      subject,
+      subject: against.subject,
       requestId: ctx.requestId,
-      details: { method, reason: e.message, error: e.kind },
+      details: { method, reason: e.message, error: e.kind, ...against.details },
     });
   }
 }

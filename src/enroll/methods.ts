@@ -61,8 +61,14 @@ export interface Authorization {
   scope: string;
   /** Who acts, for the audit log. */
   actor: string;
-  /** The subject of security events about this request. */
+  /** The subject of security events about this request: the device the credential names. */
   subject: string;
+  /**
+   * Whether the credential still speaks for `subject` (a lot token for a device of its lot, not
+   * used up): asked only when the request is refused. Its refusals count against the device only
+   * then, else against the credential (`actor`). Absent: always (a device's own certificate).
+   */
+  claimsSubject?(): Promise<boolean>;
   draft: IssueDraft;
   steps: PolicyStep[];
   /**

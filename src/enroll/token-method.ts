@@ -61,6 +61,7 @@ export class TokenEnrollment implements EnrollmentMethod {
       subject: deviceId,
       draft: { profile: token.profile === 'broker' ? 'broker' : 'device', deviceId },
       steps,
+      claimsSubject: () => this.tokens.claims(token.id, deviceId),
       spend: () => this.tokens.consume(token, deviceId),
       refund: () => this.tokens.refund(token.id, deviceId),
     };

@@ -220,6 +220,21 @@ export class EnrollmentTokens {
   }
 
   /**
+   * Whether the token still speaks for the device: live, with uses left, and naming it (a device
+   * token its device, a lot token a device of its lot). Refusals count against a device only
+   * then: a token for another lot, or a used-up one, must not get a device held. A name not in
+   * the inventory is no device to protect.
+   */
+  async claims(tokenId: string, deviceId: string): Promise<boolean> {
+    const found = await this.store.getWithDevice(this.db, tokenId, deviceId);
+    if (!found) return false;
+    const { token: t, device: d } = found;
+    if (t.revokedAt || t.expiresAt <= this.clock.now() || t.uses >= t.maxUses) return false;
+    if (!d) return true;
+    return t.deviceId ? t.deviceId === deviceId : d.lot === t.lot;
+  }
+
+  /**
    * A use no certificate came of: its enrollment died with its process after spending it. Past
    * the recovery lease it is given back (audited) and the device may enroll; before, the device
    * is told to retry then. False when a certificate did come of it: the device is enrolled.

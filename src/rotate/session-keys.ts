@@ -18,7 +18,7 @@ import type {
   SessionKeyScope,
   SessionKeyStore,
 } from '../store/session-key-store.js';
-import type { DeviceCertificateAuth, DeviceCredential } from './device-auth.js';
+import type { CurrentDeviceAuth, DeviceCredential } from './device-auth.js';
 
 /** How long a device's session keys are current, and how long a replaced one stays valid beside its successor. */
 export interface SessionKeyPeriod {
@@ -196,7 +196,7 @@ export class SessionKeys implements RevocationListener {
     private readonly db: Db,
     private readonly store: SessionKeyStore,
     private readonly kek: Kek,
-    private readonly auth: DeviceCertificateAuth,
+    private readonly auth: CurrentDeviceAuth,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     private readonly policy: SessionKeyPolicy,

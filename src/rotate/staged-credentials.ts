@@ -1,4 +1,4 @@
-import { createHash, createPublicKey } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import type { AuditLog } from '../audit/audit-log.js';
 import { seal, unseal } from '../ca/envelope.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
@@ -8,23 +8,17 @@ import { parseCertificate } from '../ca/x509/inspect.js';
 import { toPem } from '../ca/x509/pem.js';
 import type { Enrollment } from '../enroll/enrollment.js';
 import type { Credential } from '../enroll/methods.js';
-import { SIGNED_RENEWAL_SKEW_MS, verifiesWithCertificateKey } from '../enroll/renewal-method.js';
+import { deviceProofOf, pickupSigningInput, type DeviceCertificateAuthenticator } from '../enroll/device-certificate-auth.js';
 import { keyAndCsr, ServerKeygen } from '../enroll/server-keygen.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, conflict, notFound } from '../shared/errors.js';
 import { serialFromBytes } from '../shared/ids.js';
 import type { CertificateStore } from '../store/certificate-store.js';
 import type { Db } from '../store/db.js';
-import type { ReplayStore } from '../store/replay-store.js';
 import type { StagedCredentialStore } from '../store/staged-credential-store.js';
 
 const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg);
 const forbidden = (msg: string) => new DomainError('Forbidden', msg);
-
-/** The text a device behind a TLS-terminating proxy signs with its current key to pick up its staged credential. */
-export function pickupSigningInput(signedAt: string): Buffer {
-  return Buffer.from(`mqtt-ca-staged-pickup\n${signedAt}`);
-}
 
 /** The key algorithm of a certificate's key, so its successor gets the same kind. */
 function algorithmOf(spki: Buffer): KeyAlgorithm {
@@ -50,7 +44,7 @@ export class StagedCredentials {
     private readonly enrollment: Enrollment,
     private readonly hierarchy: CaHierarchy,
     private readonly kek: Kek,
-    private readonly replay: ReplayStore,
+    private readonly auth: DeviceCertificateAuthenticator,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     /** The renewal grace after expiry for a certificate of `profile` held by `deviceId` (the rotation policy). */
@@ -92,28 +86,11 @@ export class StagedCredentials {
    * request signed with its key), which must be ours, not revoked, and within the renewal grace.
    */
   async pickup(credential: Credential | undefined, password: string, format: 'pkcs12' | 'pkcs8', ctx: { requestId?: string | undefined }) {
-    const der = credential?.kind === 'client-certificate' ? credential.der : credential?.kind === 'signed-renewal' ? credential.certificateDer : undefined;
-    if (!credential || !der) throw unauthenticated('the certificate being renewed is required: the TLS client certificate, or Authorization: MQTT-CA-Renewal cert="...", signed-at="...", signature="..." over "mqtt-ca-staged-pickup\\n" + signed-at');
-    let presented;
-    try {
-      presented = parseCertificate(der, 'client certificate');
-    } catch (e) {
-      throw unauthenticated(e instanceof Error ? e.message : 'the certificate does not parse');
-    }
-    const renews = Buffer.from(presented.serialHex, 'hex');
-    const name = serialFromBytes(renews);
-    const old = await this.certificates.get(this.db, renews);
-    if (!old?.der || !old.der.equals(presented.der)) throw unauthenticated('the certificate was not issued by this CA');
-    if (old.status !== 'issued' || !old.deviceId) throw forbidden(`certificate ${name} is ${old.status}`);
+    const proof = deviceProofOf(credential);
+    if (!proof) throw unauthenticated('the certificate being renewed is required: the TLS client certificate, or Authorization: MQTT-CA-Renewal cert="...", signed-at="...", signature="..." over "mqtt-ca-staged-pickup\\n" + signed-at + "\\n" + format + "\\n" + hex SHA-256 of the password');
+    const { row: old, serial: renews, name } = await this.auth.authenticate(proof, (signedAt) => pickupSigningInput(signedAt, { password, format }));
     const now = this.clock.now();
     if (old.notAfter.getTime() + (await this.graceDays(old.profile, old.deviceId)) * 86_400_000 < now.getTime()) throw forbidden(`certificate ${name} expired beyond its renewal grace`);
-    if (credential.kind === 'signed-renewal') {
-      const at = Date.parse(credential.signedAt);
-      if (Number.isNaN(at) || Math.abs(now.getTime() - at) > SIGNED_RENEWAL_SKEW_MS) throw unauthenticated('the pickup signature is stale or its time is not ISO-8601 (allowed skew: 5 minutes)');
-      if (!verifiesWithCertificateKey(presented.spki, pickupSigningInput(credential.signedAt), credential.signature)) throw unauthenticated("the pickup signature does not verify with the certificate's key");
-      const digest = createHash('sha256').update('mqtt-ca-staged-pickup\n').update(credential.signature).digest();
-      if (!(await this.replay.useOnce(this.db, digest, new Date(now.getTime() + 2 * SIGNED_RENEWAL_SKEW_MS)))) throw unauthenticated('this signed pickup request was already used (replay)');
-    }
     const staged = await this.store.get(this.db, renews);
     if (!staged?.serial) throw notFound(`no credential is staged for certificate ${name}`);
     const cert = (await this.certificates.get(this.db, staged.serial))!;

@@ -15,7 +15,7 @@ import { KEY_ARGS, opensslCsr, opensslVerify, run, tempDir, writeTemp } from '..
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { ext } from '../../src/ca/x509/encode.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
+import { renewalSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import { ManualClock } from '../../src/shared/clock.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -359,18 +359,21 @@ for (const target of dbTargets) {
       assertProblem(await renewAt(clock.now()), 403, /revoked/);
     });
 
-    it('slows a source after repeated failures: 429 with Retry-After, recorded as a security event, lifted later', async () => {
+    it('slows a source after repeated failures: 429 with Retry-After for requests without a valid credential, recorded as a security event, lifted later', async () => {
       await register({ id: 'meter-0600', kind: 'client' });
       const t = await token({ deviceId: 'meter-0600' });
-      for (let i = 0; i < 10; i++) assertProblem(await enroll('mqet_et_00000000000000000000_' + 'A'.repeat(43), p256Csr('meter-0600').pem), 401);
-      const blocked = await enroll(t.token, p256Csr('meter-0600').pem);
+      const wrong = 'mqet_et_00000000000000000000_' + 'A'.repeat(43);
+      for (let i = 0; i < 10; i++) assertProblem(await enroll(wrong, p256Csr('meter-0600').pem), 401);
+      const blocked = await enroll(wrong, p256Csr('meter-0600').pem);
       assertProblem(blocked, 429);
       assert.ok(Number(blocked.headers['retry-after']) > 0);
       const events = (await api.get('/v1/events').query({ kind: 'source.blocked' }).set(admin).expect(200)).body.items;
       assert.equal(events.length, 1);
       assert.ok(events[0].source.includes('127.0.0.1'));
-      clock.advance(Number(blocked.headers['retry-after']) * 1000 + 1);
+      // A valid token is served from the blocked address: the block stops guessing, not the gateway's devices.
       await enroll(t.token, p256Csr('meter-0600').pem).expect(201);
+      clock.advance(Number(blocked.headers['retry-after']) * 1000 + 1);
+      assertProblem(await enroll(wrong, p256Csr('meter-0600').pem), 401);
     });
 
     it('does not let a decommissioned device enroll or renew', async () => {

@@ -14,7 +14,7 @@ import { envSkip, toolSkip } from '../helpers/tools.js';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startWorker, type Child } from '../helpers/processes.js';
 import { until as waitUntil } from '../helpers/processes.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
+import { renewalSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import type { Role } from '../../src/access/api-keys.js';
 import type { Service } from '../../src/main.js';
 

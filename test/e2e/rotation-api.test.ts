@@ -11,7 +11,7 @@ import { p256Csr, signedRenewalAuth, type TestCsr } from '../helpers/csr.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { webhookSignature } from '../../src/broker/webhook.js';
 import { DeliveryIncomplete } from '../../src/rotate/renewals.js';
-import { pickupSigningInput } from '../../src/rotate/staged-credentials.js';
+import { pickupSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import { createPrivateKey } from 'node:crypto';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import type { Service } from '../../src/main.js';
@@ -235,13 +235,20 @@ for (const target of dbTargets) {
       assert.equal((await api.get('/v1/certificates').query({ deviceId: 'rot-k' }).set(auth('auditor')).expect(200)).body.items.length, 2);
       const sealed = (await svc.db.raw('select ciphertext from staged_credentials where renews = ?', [Buffer.from(first.serial, 'hex')])).rows[0].ciphertext as Buffer;
 
-      const pickup = (key = oldKey, signedAt = clock.now().toISOString()) =>
+      const password = 'second-pass-456';
+      const pickup = (key = oldKey, signedAt = clock.now().toISOString(), input = pickupSigningInput(signedAt, { password, format: 'pkcs12' })) =>
         api
           .post('/v1/renew/staged')
-          .set({ Authorization: `MQTT-CA-Renewal cert="${oldDer.toString('base64')}", signed-at="${signedAt}", signature="${sign(null, pickupSigningInput(signedAt), { key, dsaEncoding: 'der' }).toString('base64')}"` })
-          .send({ password: 'second-pass-456' });
+          .set({ Authorization: `MQTT-CA-Renewal cert="${oldDer.toString('base64')}", signed-at="${signedAt}", signature="${sign(null, input, { key, dsaEncoding: 'der' }).toString('base64')}"` })
+          .send({ password });
       assertProblem(await pickup(p256Csr().privateKey), 401, /does not verify/);
       assertProblem(await pickup(oldKey, new Date(clock.now().getTime() - 3600_000).toISOString()), 401, /stale/);
+      // The signature covers the body: one over the time alone (the old scheme), or over another
+      // password or format, cannot carry the pickup to a password of someone else's choosing.
+      const at = clock.now().toISOString();
+      assertProblem(await pickup(oldKey, at, Buffer.from(`mqtt-ca-staged-pickup\n${at}`)), 401, /does not verify/);
+      assertProblem(await pickup(oldKey, at, pickupSigningInput(at, { password: 'the-device-own-pass', format: 'pkcs12' })), 401, /does not verify/);
+      assertProblem(await pickup(oldKey, at, pickupSigningInput(at, { password, format: 'pkcs8' })), 401, /does not verify/);
       const got = await pickup().expect(200);
       assert.equal(got.headers['cache-control'], 'no-store');
       assert.equal(got.body.serial, next.serial);
@@ -255,6 +262,9 @@ for (const target of dbTargets) {
       assert.ok(!sealed.includes(pkcs8.subarray(-32)), 'the key was stored sealed, never in the clear');
       const wiped = (await svc.db.raw('select ciphertext, wrapped_dek, picked_up_at from staged_credentials where renews = ?', [Buffer.from(first.serial, 'hex')])).rows[0];
       assert.deepEqual([wiped.ciphertext, wiped.wrapped_dek, wiped.picked_up_at !== null], [null, null, true]);
+      // The same request signed anew (other ECDSA bytes, same content) is a replay; a new one finds the key gone.
+      assertProblem(await pickup(), 401, /replay/);
+      clock.advance(1);
       assertProblem(await pickup(), 409, /picked up/);
       const trail = (await api.get('/v1/audit').query({ targetType: 'certificate', targetId: next.serial }).set(auth('auditor')).expect(200)).body.items.map((e: { action: string }) => e.action);
       assert.ok(trail.includes('credential.staged') && trail.includes('credential.picked-up'), trail.join());
@@ -263,7 +273,7 @@ for (const target of dbTargets) {
       const ownAt = clock.now().toISOString();
       const ownDer = Buffer.from(own.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
       assertProblem(
-        await api.post('/v1/renew/staged').set({ Authorization: `MQTT-CA-Renewal cert="${ownDer.toString('base64')}", signed-at="${ownAt}", signature="${sign('sha256', pickupSigningInput(ownAt), own.csr.privateKey).toString('base64')}"` }).send({ password: 'second-pass-456' }),
+        await api.post('/v1/renew/staged').set({ Authorization: `MQTT-CA-Renewal cert="${ownDer.toString('base64')}", signed-at="${ownAt}", signature="${sign('sha256', pickupSigningInput(ownAt, { password: 'second-pass-456', format: 'pkcs12' }), own.csr.privateKey).toString('base64')}"` }).send({ password: 'second-pass-456' }),
         404,
       );
       assertProblem(await api.post('/v1/renew/staged').send({ password: 'second-pass-456' }), 401);

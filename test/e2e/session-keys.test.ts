@@ -13,8 +13,7 @@ import { createHttpHandler, listenTls, type Service } from '../../src/main.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, type SignatureAlgorithm } from '../../src/ca/x509/encode.js';
 import { fromPemAll, toPem } from '../../src/ca/x509/pem.js';
-import { renewalSigningInput } from '../../src/enroll/renewal-method.js';
-import { sessionKeysSigningInput } from '../../src/rotate/device-auth.js';
+import { renewalSigningInput, sessionKeysSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import type { WrappedSessionKey } from '../../src/rotate/session-keys.js';
 import { ManualClock } from '../../src/shared/clock.js';
 

@@ -6,7 +6,7 @@ import { unseal, UnsealError } from '../../src/ca/envelope.js';
 import { parseKek } from '../../src/ca/kek.js';
 import { fromPemAll } from '../../src/ca/x509/pem.js';
 import type { Service } from '../../src/main.js';
-import { sessionKeysSigningInput } from '../../src/rotate/device-auth.js';
+import { sessionKeysSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import type { SessionKeyView } from '../../src/rotate/session-keys.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { DomainError } from '../../src/shared/errors.js';

@@ -1,11 +1,9 @@
 import { Router, type Request } from 'express';
-import type { TLSSocket } from 'node:tls';
 import type { DeviceCredential } from '../../rotate/device-auth.js';
 import type { ChannelInput, SessionKeys } from '../../rotate/session-keys.js';
 import { allow } from '../auth.js';
 import { ctxOf } from '../context.js';
-
-const SIGNED_RE = /^MQTT-CA-SessionKeys\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-at="([^"]{1,40})",\s*signature="([A-Za-z0-9+/=_-]+)"\s*$/;
+import { clientCertificateOf, signedRequestOf } from '../request-context.js';
 
 /**
  * The device credential of a session-key fetch: `Authorization: MQTT-CA-SessionKeys cert=...,
@@ -15,15 +13,11 @@ const SIGNED_RE = /^MQTT-CA-SessionKeys\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-a
 export function deviceCredentialOf(req: Request): DeviceCredential | undefined {
   const h = req.headers.authorization;
   if (h) {
-    const m = SIGNED_RE.exec(h);
-    return m ? { kind: 'signed', certificateDer: Buffer.from(m[1]!, 'base64'), signedAt: m[2]!, signature: Buffer.from(m[3]!, 'base64') } : undefined;
+    const signed = signedRequestOf(h, 'MQTT-CA-SessionKeys');
+    return signed ? { kind: 'signed', ...signed } : undefined;
   }
-  const socket = req.socket as TLSSocket;
-  if (socket.encrypted) {
-    const peer = socket.getPeerCertificate();
-    if (peer && Buffer.isBuffer(peer.raw)) return { kind: 'client-certificate', der: peer.raw };
-  }
-  return undefined;
+  const der = clientCertificateOf(req);
+  return der ? { kind: 'client-certificate', der } : undefined;
 }
 
 const READ = ['operator', 'auditor'] as const;
