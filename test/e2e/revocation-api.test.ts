@@ -110,10 +110,25 @@ for (const target of dbTargets) {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-old', kind: 'client' }).expect(201);
       const first = await enroll('rv-old');
       const second = await enroll('rv-old');
-      await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200);
+      const res = await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'affiliationChanged' }).expect(200);
+      assert.equal(res.headers['also-revoked'], '0');
       assert.equal((await device('rv-old')).status, 'active');
       await api.post(`/v1/certificates/${second}/revoke`).set(auth('operator')).send({ reason: 'superseded' }).expect(200);
       assert.equal((await device('rv-old')).status, 'active');
+    });
+
+    it('keyCompromise of a replaced certificate takes the device: its current certificate is revoked with it, and the device', async () => {
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-kc-old', kind: 'client' }).expect(201);
+      const first = await enroll('rv-kc-old');
+      const second = await enroll('rv-kc-old');
+      const res = await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200);
+      assert.deepEqual([res.headers['revocation-changed'], res.headers['also-revoked']], ['true', '1']);
+      const current = (await api.get(`/v1/certificates/${second}`).set(auth('auditor')).expect(200)).body;
+      assert.deepEqual([current.status, current.revocation.reason], ['revoked', 'keyCompromise']);
+      assert.equal((await device('rv-kc-old')).status, 'revoked');
+      assert.deepEqual(await trail('certificate', second), ['certificate.issued', 'certificate.revoked']);
+      // Said again, nothing more is left to take.
+      assert.equal((await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200)).headers['also-revoked'], '0');
     });
 
     it('refuses bad input and the wrong callers with problem+json', async () => {
