@@ -95,16 +95,16 @@ export class Revocations {
   async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
     const started = performance.now();
     const now = this.checkInput(input);
-    const keyCompromise = input.reason === 'keyCompromise';
-    const withDevice = { serials: [serialToBytes(serial)], withDevicesUnexpiredAt: now };
+    const target = serialToBytes(serial);
     const out = await this.db.transaction(async (tx) => {
-      // Two key compromises of one device at once: both lock the whole set in the same order first.
-      if (keyCompromise) await this.certificates.lockMatching(tx, withDevice);
-      const row = await this.locked(tx, serial);
+      // A key compromise locks the whole set first, in serial order: two of one device at once never deadlock.
+      const set = input.reason === 'keyCompromise' ? await this.certificates.lockMatching(tx, { serials: [target], withDevicesUnexpiredAt: now }) : [];
+      const row = set.find((r) => r.serial.equals(target)) ?? (await this.locked(tx, serial));
       // A CA's certificate goes with the CA, under the two-person rule (revokeCa).
       if (row.profile === 'ca') throw forbidden(`certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`);
       const one = await this.revokeRow(tx, row, input, ctx, now);
-      const withIt = keyCompromise ? await this.revokeSelected(tx, withDevice, input, ctx, now, { keyCompromiseOf: serial }) : [];
+      const others = set.filter((r) => !r.serial.equals(target) && (r.status === 'issued' || (r.status === 'revoked' && r.revocationReason === 'certificateHold')));
+      const withIt = others.length ? await this.revokeSelected(tx, { serials: others.map((r) => r.serial) }, input, ctx, now, { keyCompromiseOf: serial }) : [];
       return { ...one, withIt };
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.

@@ -357,9 +357,10 @@ export class CertificateStore {
     return { ...counted, serials: rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial)) };
   }
 
-  /** Locks every certificate the selector matches until the transaction ends, in serial order (so two lockers of overlapping sets never deadlock). */
-  async lockMatching(tx: Executor, sel: RevocationSelector): Promise<void> {
-    await this.matching(tx, sel).select('c.serial').orderBy('c.serial').forUpdate();
+  /** Every certificate the selector matches, locked until the transaction ends in serial order (so two lockers of overlapping sets never deadlock). */
+  async lockMatching(tx: Executor, sel: RevocationSelector): Promise<CertificateRow[]> {
+    const rows = await this.matching(tx, sel).select(COLUMNS.map((c) => `c.${c}`)).orderBy('c.serial').forUpdate();
+    return rows.map(fromRow);
   }
 
   /**

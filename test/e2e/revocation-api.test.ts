@@ -131,6 +131,17 @@ for (const target of dbTargets) {
       assert.equal((await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200)).headers['also-revoked'], '0');
     });
 
+    it('two key compromises of one device at the same time both succeed (the set is locked in one order: no deadlock)', async () => {
+      for (let round = 0; round < 5; round++) {
+        const deviceId = `rv-kc-race-${round}`;
+        const certs = [];
+        for (let i = 0; i < 3; i++) certs.push(await svc.issuance.issue({ profile: 'device', deviceId, subjectPublicKeyInfo: p256Spki() }, { actor: 'test' }));
+        const outs = await Promise.all(certs.map((c) => svc.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' })));
+        assert.equal(outs.reduce((n, o) => n + (o.changed ? 1 : 0) + o.alsoRevoked.length, 0), 3, 'each certificate revoked once');
+        for (const c of certs) assert.equal((await svc.certificates.get(c.serial)).revocation?.reason, 'keyCompromise');
+      }
+    });
+
     it('refuses bad input and the wrong callers with problem+json', async () => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-bad', kind: 'client' }).expect(201);
       const serial = await enroll('rv-bad');
