@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dbTargets } from '../helpers/db.js';
@@ -11,6 +11,7 @@ import { p256Csr } from '../helpers/csr.js';
 import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, nodeSignHash } from '../../src/ca/x509/encode.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { loadApiSpec } from '../../src/http/openapi.js';
 import type { Role } from '../../src/access/api-keys.js';
@@ -264,6 +265,16 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
   it('CSRs to /v1/enroll (PEM in JSON, raw DER, base64) and EST simpleenroll: 4xx problem+json, nothing issued from a broken CSR', async () => {
     const r = prng(2);
     const before = await svc.db('certificates').count({ n: '*' }).first();
+    // A CN in a BMPString with half a surrogate pair: not text, so the CSR is bad (it was a 500, from the refusal's jsonb record).
+    for (const half of [[0xd8, 0x00, 0x00, 0x41], [0x00, 0x41, 0xdc, 0x00]]) {
+      const der = (tag: number, body: Buffer) => Buffer.concat([Buffer.from([tag, body.length]), body]);
+      const name = der(0x30, der(0x31, der(0x30, Buffer.concat([Buffer.from('0603550403', 'hex'), der(0x1e, Buffer.from(half))]))));
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const info = encodeCertificationRequestInfo(name, publicKey.export({ format: 'der', type: 'spki' }));
+      const csr = encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }));
+      const status = await send('csr-half-surrogate', half[0]!, 'POST', '/v1/enroll', JSON.stringify({ csr: toPem(csr, 'CERTIFICATE REQUEST') }), { Authorization: `Bearer ${lotToken}`, 'Content-Type': 'application/json' });
+      assert.equal(status, 400);
+    }
     for (let i = 0; i < PER_TARGET; i++) {
       const useDer = r.next() < 0.5;
       const m = mutate(r, useDer ? seeds.csrDer! : seeds.csrPem!);
