@@ -98,7 +98,7 @@ export class Revocations {
     const target = serialToBytes(serial);
     const out = await this.db.transaction(async (tx) => {
       // A key compromise locks the whole set first, in serial order: two of one device at once never deadlock.
-      const set = input.reason === 'keyCompromise' ? await this.certificates.lockMatching(tx, { serials: [target], withDevicesUnexpiredAt: now }) : [];
+      const set = input.reason === 'keyCompromise' ? await this.certificates.lockKeyCompromiseSet(tx, target, now) : [];
       const row = set.find((r) => r.serial.equals(target)) ?? (await this.locked(tx, serial));
       // A CA's certificate goes with the CA, under the two-person rule (revokeCa).
       if (row.profile === 'ca') throw forbidden(`certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`);

@@ -111,11 +111,12 @@ export function takesWholeDevices(sel: RevocationSelector): boolean {
 }
 
 /**
- * The serials a key compromise takes, for `seeds` (serial, device_id, renewed_from of the matched
- * certificates): the seeds, every certificate of their devices and of their renewal lineages
- * (ancestors and all their descendants) unexpired at `at`. By device_id's and renewed_from's indexes.
+ * The serials a key compromise takes, for `seeds` (a query of serial, device_id, renewed_from of
+ * the matched certificates): the seeds, every certificate of their devices and of their renewal
+ * lineages (ancestors and all their descendants) unexpired at the time bound twice after the
+ * seeds' bindings. By device_id's and renewed_from's indexes.
  */
-const WITH_DEVICES = `with recursive seeds as (:seeds),
+const withDevicesSql = (seeds: string) => `with recursive seeds as (${seeds}),
   up(serial, renewed_from) as (
     select serial, renewed_from from seeds
     union select p.serial, p.renewed_from from certificates p join up on p.serial = up.renewed_from),
@@ -123,8 +124,13 @@ const WITH_DEVICES = `with recursive seeds as (:seeds),
     select serial from up
     union select k.serial from certificates k join lineage on k.renewed_from = lineage.serial)
   select serial from seeds
-  union select k.serial from certificates k where k.device_id in (select device_id from seeds) and k.not_after > :at
-  union select k.serial from lineage l join certificates k on k.serial = l.serial where k.not_after > :at`;
+  union select k.serial from certificates k where k.device_id in (select device_id from seeds) and k.not_after > ?
+  union select k.serial from lineage l join certificates k on k.serial = l.serial where k.not_after > ?`;
+
+/** One certificate's key-compromise set (see withDevicesSql), locked in serial order. */
+const LOCK_KEY_COMPROMISE_SET = `select ${COLUMNS.join(', ')} from certificates
+  where profile <> 'ca' and serial in (${withDevicesSql('select serial, device_id, renewed_from from certificates where serial = ?')})
+  order by serial for update`;
 
 /** Revocable by `reason`: issued, or on hold when the reason makes the hold permanent. */
 function revocable(q: Knex.QueryBuilder, reason: string): void {
@@ -317,7 +323,7 @@ export class CertificateStore {
   private matching(ex: Executor, sel: RevocationSelector): Knex.QueryBuilder {
     if (sel.withDevicesUnexpiredAt) {
       const seeds = this.matching(ex, { ...sel, withDevicesUnexpiredAt: undefined }).select('c.serial', 'c.device_id', 'c.renewed_from');
-      return ex('certificates as c').whereNot('c.profile', 'ca').whereRaw(`c.serial in (${WITH_DEVICES})`, { seeds, at: sel.withDevicesUnexpiredAt });
+      return ex('certificates as c').whereNot('c.profile', 'ca').whereRaw(`c.serial in (${withDevicesSql('?')})`, [seeds, sel.withDevicesUnexpiredAt, sel.withDevicesUnexpiredAt]);
     }
     const q = ex('certificates as c').whereNot('c.profile', 'ca');
     if (sel.serials) q.whereIn('c.serial', sel.serials);
@@ -357,10 +363,14 @@ export class CertificateStore {
     return { ...counted, serials: rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial)) };
   }
 
-  /** Every certificate the selector matches, locked until the transaction ends in serial order (so two lockers of overlapping sets never deadlock). */
-  async lockMatching(tx: Executor, sel: RevocationSelector): Promise<CertificateRow[]> {
-    const rows = await this.matching(tx, sel).select(COLUMNS.map((c) => `c.${c}`)).orderBy('c.serial').forUpdate();
-    return rows.map(fromRow);
+  /**
+   * A certificate and what its key compromise takes with it (the other unexpired certificates of
+   * its device and of its renewal lineage), locked until the transaction ends, in serial order (so
+   * two lockers of overlapping sets never deadlock). A CA's certificate is not among them.
+   */
+  async lockKeyCompromiseSet(tx: Executor, serial: Buffer, unexpiredAt: Date): Promise<CertificateRow[]> {
+    const r = await prepared(tx, 'lock-key-compromise-set', LOCK_KEY_COMPROMISE_SET, [serial, unexpiredAt, unexpiredAt]);
+    return (r.rows as Record<string, unknown>[]).map(fromRow);
   }
 
   /**
