@@ -11,6 +11,7 @@ import { allow, authenticate, type Principal } from './auth.js';
 import { rateLimited } from './rate-limit.js';
 import type { RateLimits } from '../detect/rate-limits.js';
 import { loadApiSpec } from './openapi.js';
+import { wellFormedText } from './well-formed-text.js';
 import { errorHandler, sendProblem } from './problem.js';
 import { assignRequestId, recordWhenFinished, sourceOf } from './request-context.js';
 import type { Telemetry } from '../detect/telemetry.js';
@@ -151,6 +152,7 @@ export function createApp(d: AppDeps): Express {
       ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|admin|\.well-known)/,
     }),
   );
+  app.use(wellFormedText);
 
   app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { loadApiSpec } from './openapi.js';
+import { badTextIn } from './well-formed-text.js';
 
 // ajv-formats is CommonJS: under ESM its function is the default export's default.
 const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv2020) => void;
@@ -110,6 +111,8 @@ export function operationContract(path: string, method: 'post'): OperationContra
         throw new ContractError(400, 'the body is not valid JSON', [], 'entity.parse.failed');
       }
       if (!check(json)) throw new ContractError(400, 'the request body does not match the API contract', errorsOf(check, '.body'));
+      const bad = badTextIn(json, '/body');
+      if (bad) throw new ContractError(400, `request${bad.path} ${bad.message}`, [bad]);
       return { json };
     },
     responseErrors(status, contentType, body) {

@@ -4,7 +4,7 @@ import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
 import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
-import type { CertificateRow, CertificateStore, RevocationSelector } from '../store/certificate-store.js';
+import { takesWholeDevices, type CertificateRow, type CertificateStore, type RevocationSelector } from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
 import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
 
@@ -87,19 +87,32 @@ export class Revocations {
     private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
-  async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
+  /**
+   * Revokes one certificate. For keyCompromise, the device goes with it: every other unexpired
+   * certificate of its device and of its renewal lineage is revoked in the same transaction
+   * (`alsoRevoked`), so no older certificate of a compromised device stays good.
+   */
+  async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
     const started = performance.now();
     const now = this.checkInput(input);
+    const target = serialToBytes(serial);
     const out = await this.db.transaction(async (tx) => {
-      const row = await this.locked(tx, serial);
+      // A key compromise locks the whole set first, in serial order: two of one device at once never deadlock.
+      const set = input.reason === 'keyCompromise' ? await this.certificates.lockKeyCompromiseSet(tx, target, now) : [];
+      const row = set.find((r) => r.serial.equals(target)) ?? (await this.locked(tx, serial));
       // A CA's certificate goes with the CA, under the two-person rule (revokeCa).
       if (row.profile === 'ca') throw forbidden(`certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`);
-      return this.revokeRow(tx, row, input, ctx, now);
+      const one = await this.revokeRow(tx, row, input, ctx, now);
+      const others = set.filter((r) => !r.serial.equals(target) && (r.status === 'issued' || (r.status === 'revoked' && r.revocationReason === 'certificateHold')));
+      const withIt = others.length ? await this.revokeSelected(tx, { serials: others.map((r) => r.serial) }, input, ctx, now, { keyCompromiseOf: serial }) : [];
+      return { ...one, withIt };
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.
-    await this.published({ caIds: [out.certificate.caId], serials: [out.certificate.serial] });
-    if (out.changed) this.counted(input.reason, 1, started);
-    return out;
+    const touched = [{ serial: out.certificate.serial, caId: out.certificate.caId }, ...out.withIt];
+    await this.published({ caIds: [...new Set(touched.map((r) => r.caId))], serials: touched.map((r) => r.serial) });
+    const count = (out.changed ? 1 : 0) + out.withIt.length;
+    if (count) this.counted(input.reason, count, started);
+    return { certificate: out.certificate, changed: out.changed, alsoRevoked: out.withIt.map((r) => serialFromBytes(r.serial)) };
   }
 
   /**
@@ -185,31 +198,21 @@ export class Revocations {
   async revokeMany(input: BulkRevokeInput, ctx: Actor): Promise<BulkRevokeResult> {
     const started = performance.now();
     if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
-    const sel = input.selector;
-    const criteria = [sel.serials, sel.deviceIds, sel.lot, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].filter((c) => c !== undefined);
+    const asked = input.selector;
+    const criteria = [asked.serials, asked.deviceIds, asked.lot, asked.caId, asked.issuedAfter, asked.issuedBefore, asked.lineageOf].filter((c) => c !== undefined);
     if (criteria.length === 0) throw badRequest('a bulk revocation needs at least one selector (serials, deviceIds, lot, caId, issuedAfter, issuedBefore or lineageOf)');
-    if ((sel.serials && sel.serials.length === 0) || (sel.deviceIds && sel.deviceIds.length === 0)) throw badRequest('an empty list selects nothing');
+    if ((asked.serials && asked.serials.length === 0) || (asked.deviceIds && asked.deviceIds.length === 0)) throw badRequest('an empty list selects nothing');
     const now = this.clock.now();
     if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
+    // A key compromise takes the devices with it (as a single revocation does), dry run included.
+    const sel = input.reason === 'keyCompromise' && !takesWholeDevices(asked) ? { ...asked, withDevicesUnexpiredAt: now } : asked;
     if (input.dryRun) {
       const p = await this.certificates.previewRevocation(this.db, sel, input.reason, SAMPLE);
       return { dryRun: true, revoked: p.revocable, alreadyRevoked: p.alreadyRevoked, serials: p.serials.map(serialFromBytes), truncated: p.revocable > p.serials.length };
     }
     const out = await this.db.transaction(async (tx) => {
       const before = await this.certificates.previewRevocation(tx, sel, input.reason, 0);
-      const revoked = await this.certificates.revokeMatching(tx, sel, { reason: input.reason, at: now, invalidityDate: input.invalidityDate ?? null });
-      if (input.atMost !== undefined && revoked.length > input.atMost) {
-        throw conflict(`the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`);
-      }
-      const effect = deviceEffectOf(input.reason);
-      const serials = revoked.map((r) => r.serial);
-      const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, bulk: true }) : [];
-      await this.writing(tx, { caIds: [...new Set(revoked.map((r) => r.caId))], serials });
-      const details = { reason: input.reason, bulk: true, ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}) };
-      await this.audit.append(tx, [
-        ...revoked.map((r): AuditEntryInput => ({ ...ctx, action: 'certificate.revoked', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { caId: r.caId, deviceId: r.deviceId, ...details } })),
-        ...deviceEntries,
-      ]);
+      const revoked = await this.revokeSelected(tx, sel, input, ctx, now, { bulk: true });
       return { revoked, alreadyRevoked: before.alreadyRevoked };
     });
     if (out.revoked.length) {
@@ -218,6 +221,35 @@ export class Revocations {
     }
     const sorted = out.revoked.map((r) => r.serial).sort(Buffer.compare);
     return { dryRun: false, revoked: out.revoked.length, alreadyRevoked: out.alreadyRevoked, serials: sorted.slice(0, SAMPLE).map(serialFromBytes), truncated: sorted.length > SAMPLE };
+  }
+
+  /**
+   * Revokes what `sel` matches inside `tx`, set-based (one statement for the certificates, one for
+   * their devices, one audit append), with `details` in the audit entries. Returns what it revoked.
+   */
+  private async revokeSelected(
+    tx: Executor,
+    sel: RevocationSelector,
+    input: RevokeInput & { atMost?: number | undefined },
+    ctx: Actor,
+    now: Date,
+    details: Record<string, unknown>,
+  ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
+    const revoked = await this.certificates.revokeMatching(tx, sel, { reason: input.reason, at: now, invalidityDate: input.invalidityDate ?? null });
+    if (input.atMost !== undefined && revoked.length > input.atMost) {
+      throw conflict(`the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`);
+    }
+    if (revoked.length === 0) return revoked;
+    const effect = deviceEffectOf(input.reason);
+    const serials = revoked.map((r) => r.serial);
+    const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, ...details }) : [];
+    await this.writing(tx, { caIds: [...new Set(revoked.map((r) => r.caId))], serials });
+    const entryDetails = { reason: input.reason, ...details, ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}) };
+    await this.audit.append(tx, [
+      ...revoked.map((r): AuditEntryInput => ({ ...ctx, action: 'certificate.revoked', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { caId: r.caId, deviceId: r.deviceId, ...entryDetails } })),
+      ...deviceEntries,
+    ]);
+    return revoked;
   }
 
   private async writing(tx: Executor, change: RevocationChange): Promise<void> {

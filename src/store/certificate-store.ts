@@ -97,7 +97,40 @@ export interface RevocationSelector {
   issuedBefore?: Date | undefined;
   /** Every certificate of this one's renewal lineage: its ancestors and all their descendants. */
   lineageOf?: Buffer | undefined;
+  /**
+   * A key compromise: the certificates the other criteria match, and with them every certificate
+   * still unexpired at this time of a device they belong to or of their renewal lineages.
+   */
+  withDevicesUnexpiredAt?: Date | undefined;
 }
+
+/** A selector by lot and/or devices alone already takes every certificate of its devices (and a device's renewals are its own). */
+export function takesWholeDevices(sel: RevocationSelector): boolean {
+  return (sel.lot !== undefined || sel.deviceIds !== undefined) &&
+    [sel.serials, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].every((c) => c === undefined);
+}
+
+/**
+ * The serials a key compromise takes, for `seeds` (a query of serial, device_id, renewed_from of
+ * the matched certificates): the seeds, every certificate of their devices and of their renewal
+ * lineages (ancestors and all their descendants) unexpired at the time bound twice after the
+ * seeds' bindings. By device_id's and renewed_from's indexes.
+ */
+const withDevicesSql = (seeds: string) => `with recursive seeds as (${seeds}),
+  up(serial, renewed_from) as (
+    select serial, renewed_from from seeds
+    union select p.serial, p.renewed_from from certificates p join up on p.serial = up.renewed_from),
+  lineage(serial) as (
+    select serial from up
+    union select k.serial from certificates k join lineage on k.renewed_from = lineage.serial)
+  select serial from seeds
+  union select k.serial from certificates k where k.device_id in (select device_id from seeds) and k.not_after > ?
+  union select k.serial from lineage l join certificates k on k.serial = l.serial where k.not_after > ?`;
+
+/** One certificate's key-compromise set (see withDevicesSql), locked in serial order. */
+const LOCK_KEY_COMPROMISE_SET = `select ${COLUMNS.join(', ')} from certificates
+  where profile <> 'ca' and serial in (${withDevicesSql('select serial, device_id, renewed_from from certificates where serial = ?')})
+  order by serial for update`;
 
 /** Revocable by `reason`: issued, or on hold when the reason makes the hold permanent. */
 function revocable(q: Knex.QueryBuilder, reason: string): void {
@@ -288,6 +321,10 @@ export class CertificateStore {
    * CA certificates never match: a CA is revoked as a CA, under the two-person rule.
    */
   private matching(ex: Executor, sel: RevocationSelector): Knex.QueryBuilder {
+    if (sel.withDevicesUnexpiredAt) {
+      const seeds = this.matching(ex, { ...sel, withDevicesUnexpiredAt: undefined }).select('c.serial', 'c.device_id', 'c.renewed_from');
+      return ex('certificates as c').whereNot('c.profile', 'ca').whereRaw(`c.serial in (${withDevicesSql('?')})`, [seeds, sel.withDevicesUnexpiredAt, sel.withDevicesUnexpiredAt]);
+    }
     const q = ex('certificates as c').whereNot('c.profile', 'ca');
     if (sel.serials) q.whereIn('c.serial', sel.serials);
     if (sel.deviceIds) q.whereIn('c.device_id', sel.deviceIds);
@@ -324,6 +361,16 @@ export class CertificateStore {
     revocable(q, reason);
     const rows = await q.orderBy('c.serial').limit(sample);
     return { ...counted, serials: rows.map((r: { serial: Uint8Array }) => Buffer.from(r.serial)) };
+  }
+
+  /**
+   * A certificate and what its key compromise takes with it (the other unexpired certificates of
+   * its device and of its renewal lineage), locked until the transaction ends, in serial order (so
+   * two lockers of overlapping sets never deadlock). A CA's certificate is not among them.
+   */
+  async lockKeyCompromiseSet(tx: Executor, serial: Buffer, unexpiredAt: Date): Promise<CertificateRow[]> {
+    const r = await prepared(tx, 'lock-key-compromise-set', LOCK_KEY_COMPROMISE_SET, [serial, unexpiredAt, unexpiredAt]);
+    return (r.rows as Record<string, unknown>[]).map(fromRow);
   }
 
   /**

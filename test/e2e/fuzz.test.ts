@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dbTargets } from '../helpers/db.js';
@@ -11,7 +11,9 @@ import { p256Csr } from '../helpers/csr.js';
 import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, nodeSignHash } from '../../src/ca/x509/encode.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
+import { loadApiSpec } from '../../src/http/openapi.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /** mulberry32: a small seeded generator, so a failing input can be made again from the seed printed with it. */
@@ -95,6 +97,94 @@ function mutateJson(r: Rng, seed: Record<string, unknown>): unknown {
   }
 }
 
+type Schema = {
+  $ref?: string; type?: string; enum?: unknown[]; format?: string; pattern?: string; minimum?: number; minLength?: number; minItems?: number; minProperties?: number;
+  properties?: Record<string, Schema>; required?: string[]; items?: Schema; additionalProperties?: Schema | boolean;
+  allOf?: Schema[]; oneOf?: Schema[]; anyOf?: Schema[];
+};
+type Parameter = { $ref?: string; name: string; in: string; required?: boolean; schema?: Schema };
+type Operation = { parameters?: Parameter[]; requestBody?: { content?: Record<string, { schema?: Schema }> } };
+const spec = loadApiSpec();
+const deref = <T>(node: T): T => {
+  const ref = (node as { $ref?: string } | undefined)?.$ref;
+  return ref ? deref(ref.slice(2).split('/').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], spec) as T) : node;
+};
+/** A schema with its allOf/oneOf/anyOf branches merged: every property any branch names. */
+function flat(schema: Schema | undefined): Schema {
+  const s = deref(schema ?? {});
+  const branches = [...(s.allOf ?? []), ...(s.oneOf ?? []), ...(s.anyOf ?? [])].map(flat);
+  if (!branches.length) return s;
+  return branches.reduce<Schema>((m, b) => ({ ...b, ...m, properties: { ...b.properties, ...m.properties }, required: [...(m.required ?? []), ...(b.required ?? [])] }), { ...s, allOf: undefined, oneOf: undefined, anyOf: undefined });
+}
+/** A string its schema accepts: the first of a few shapes the spec's patterns use (ids with a prefix, hex, names). */
+function sampleText(s: Schema): string {
+  if (s.format === 'date-time') return new Date().toISOString();
+  const prefixed = s.pattern && /^\^([a-z]+_)\[0-9a-f\]\{(\d+)\}\$$/.exec(s.pattern);
+  const candidates = [...(prefixed ? [prefixed[1]! + '0'.repeat(Number(prefixed[2]))] : []), 'fz-1', 'fz1', 'fz_1', 'AB', '0a', '0'.repeat(64)];
+  const fits = (c: string) => (!s.pattern || new RegExp(s.pattern, 'u').test(c)) && c.length >= (s.minLength ?? 0);
+  return candidates.find(fits) ?? 'fz-1'.padEnd(s.minLength ?? 0, 'x');
+}
+/** A plausible value for a schema, so that a request reaches the field under test. */
+function sample(schema: Schema | undefined, depth = 0): unknown {
+  const s = flat(schema);
+  if (s.enum?.length) return s.enum[0];
+  const type = s.type ?? (s.properties ? 'object' : 'string');
+  if (type === 'object') {
+    if (depth > 5) return {};
+    const names = Object.keys(s.properties ?? {});
+    const wanted = [...new Set([...(s.required ?? []).filter((k) => s.properties?.[k]), ...names.slice(0, s.minProperties ?? 0)])];
+    return Object.fromEntries(wanted.map((k) => [k, sample(s.properties![k], depth + 1)]));
+  }
+  if (type === 'array') return Array.from({ length: Math.max(1, s.minItems ?? 1) }, () => sample(s.items, depth + 1));
+  if (type === 'integer' || type === 'number') return Math.max(1, s.minimum ?? 1);
+  if (type === 'boolean') return false;
+  return sampleText(s);
+}
+/** Every place a string can go in a value of this schema (string properties, array items, map values and keys), as key paths. */
+function textPaths(schema: Schema | undefined, at: (string | number)[] = [], seen = new Set<Schema>()): { path: (string | number)[]; key?: true }[] {
+  const s = flat(schema);
+  if (seen.has(s) || at.length > 6) return [];
+  const inner = new Set(seen).add(s);
+  const type = s.type ?? (s.properties ? 'object' : s.items ? 'array' : undefined);
+  if (type === 'string') return [{ path: at }];
+  if (type === 'array') return textPaths(s.items, [...at, 0], inner);
+  if (type !== 'object') return [];
+  const out = Object.entries(s.properties ?? {}).flatMap(([k, p]) => textPaths(p, [...at, k], inner));
+  if (s.additionalProperties && typeof s.additionalProperties === 'object') out.push({ path: [...at, 'fz-key'], key: true }, ...textPaths(s.additionalProperties, [...at, 'fz-key'], inner));
+  return out;
+}
+/** `root` (a value of `schema`) with `value` at `path` (or, with `key`, as the last key of the path), the objects on the way made from the schema. */
+function setAt(schema: Schema | undefined, root: unknown, path: (string | number)[], value: string, key: boolean): unknown {
+  if (path.length === 0) return value;
+  const s = flat(schema);
+  const [head, ...rest] = path;
+  if (typeof head === 'number') {
+    const list = Array.isArray(root) ? [...root] : [sample(s.items)];
+    list[head] = setAt(s.items, list[head], rest, value, key);
+    return list;
+  }
+  const node: Record<string, unknown> = { ...(root && typeof root === 'object' && !Array.isArray(root) ? root : (sample(s) as Record<string, unknown>)) };
+  if (key && rest.length === 0) node[value] = sample(typeof s.additionalProperties === 'object' ? s.additionalProperties : {});
+  else {
+    const child = s.properties?.[head!] ?? (typeof s.additionalProperties === 'object' ? s.additionalProperties : undefined);
+    node[head!] = setAt(child, node[head!], rest, value, key);
+  }
+  return node;
+}
+/** Every operation of openapi.yaml under /v1, with the parameters its path declares. */
+function operations(): { method: string; path: string; op: Operation }[] {
+  return Object.entries(spec.paths as Record<string, Record<string, Operation>>)
+    .filter(([path]) => path.startsWith('/v1/'))
+    .flatMap(([path, item]) => {
+      const shared = (item as { parameters?: Parameter[] }).parameters ?? [];
+      return Object.entries(item)
+        .filter(([m]) => ['get', 'post', 'put', 'patch', 'delete'].includes(m))
+        .map(([method, op]) => ({ method, path, op: { ...op, parameters: [...shared, ...(op.parameters ?? [])] } }));
+    });
+}
+/** Not text: PostgreSQL cannot store the first, and the second is half a character. */
+const NOT_TEXT = ['fz\u0000x', 'fz\ud800x'];
+
 const PER_TARGET = Number(process.env.FUZZ_INPUTS ?? 800);
 /** A request that takes longer than this is a hang. */
 const HANG_MS = 15_000;
@@ -112,6 +202,7 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
   const issued: string[] = [];
 
   /** Sends one input; fails on a 5xx, a wrong error type, or a hang. */
+  let lastProblem: { status: number; errors?: { path?: string }[] } | undefined;
   async function send(name: string, seed: number, method: string, path: string, body: Buffer | string | undefined, headers: Record<string, string>): Promise<number> {
     let res: Response;
     try {
@@ -128,7 +219,8 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
       assert.equal(type, 'application/ocsp-response');
     } else if (res.status >= 400) {
       assert.match(type, /^application\/problem\+json/, `${name} #${seed}: ${res.status} is not problem+json`);
-      assert.equal(JSON.parse(text).status, res.status);
+      lastProblem = JSON.parse(text);
+      assert.equal(lastProblem!.status, res.status);
     }
     if (res.status === 201 && /"serial"/.test(text)) issued.push(JSON.parse(text).serial);
     return res.status;
@@ -173,6 +265,16 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
   it('CSRs to /v1/enroll (PEM in JSON, raw DER, base64) and EST simpleenroll: 4xx problem+json, nothing issued from a broken CSR', async () => {
     const r = prng(2);
     const before = await svc.db('certificates').count({ n: '*' }).first();
+    // A CN in a BMPString with half a surrogate pair: not text, so the CSR is bad (it was a 500, from the refusal's jsonb record).
+    for (const half of [[0xd8, 0x00, 0x00, 0x41], [0x00, 0x41, 0xdc, 0x00]]) {
+      const der = (tag: number, body: Buffer) => Buffer.concat([Buffer.from([tag, body.length]), body]);
+      const name = der(0x30, der(0x31, der(0x30, Buffer.concat([Buffer.from('0603550403', 'hex'), der(0x1e, Buffer.from(half))]))));
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const info = encodeCertificationRequestInfo(name, publicKey.export({ format: 'der', type: 'spki' }));
+      const csr = encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }));
+      const status = await send('csr-half-surrogate', half[0]!, 'POST', '/v1/enroll', JSON.stringify({ csr: toPem(csr, 'CERTIFICATE REQUEST') }), { Authorization: `Bearer ${lotToken}`, 'Content-Type': 'application/json' });
+      assert.equal(status, 400);
+    }
     for (let i = 0; i < PER_TARGET; i++) {
       const useDer = r.next() < 0.5;
       const m = mutate(r, useDer ? seeds.csrDer! : seeds.csrPem!);
@@ -231,6 +333,37 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
         }
       }
     }
+  });
+
+  it('every text field of every JSON body, query and path parameter in openapi.yaml: NUL or an unpaired surrogate is a 400 naming it, never a 5xx', async () => {
+    const headers = { Authorization: `Bearer ${keys.admin}`, 'Content-Type': 'application/json' };
+    let fields = 0;
+    for (const { method, path, op } of operations()) {
+      const params = (op.parameters ?? []).map(deref).filter((p) => p.in === 'query' || p.in === 'path');
+      const url = (bad?: Parameter) => {
+        const value = (p: Parameter) => (p === bad ? 'fz%00x' : encodeURIComponent(String(sample(p.schema))));
+        const query = params.filter((p) => p.in === 'query' && (p.required || p === bad)).map((p) => `${p.name}=${value(p)}`);
+        const filled = params.filter((p) => p.in === 'path').reduce((u, p) => u.replace(`{${p.name}}`, value(p)), path);
+        return query.length ? `${filled}?${query.join('&')}` : filled;
+      };
+      const body = op.requestBody?.content?.['application/json']?.schema;
+      const seed = body ? sample(body) : undefined;
+      const refused = async (name: string, target: string, u: string, json: unknown) => {
+        fields++;
+        const status = await send('text-fields', fields, method.toUpperCase(), u, json === undefined ? undefined : JSON.stringify(json), headers);
+        assert.equal(status, 400, `${name}: a NUL or an unpaired surrogate must be refused`);
+        assert.ok(lastProblem?.errors?.some((e) => e.path?.startsWith(target)), `${name}: the problem names ${target}: ${JSON.stringify(lastProblem)}`);
+      };
+      for (const { path: at, key } of body ? textPaths(body) : []) {
+        for (const bad of NOT_TEXT) {
+          await refused(`text ${method.toUpperCase()} ${path} /${at.join('/')}${key ? ' (key)' : ''} ${JSON.stringify(bad)}`, `/body/${(key ? at.slice(0, -1) : at).join('/')}`, url(), setAt(body, seed, key ? at.slice(0, -1).concat(bad) : at, bad, !!key));
+        }
+      }
+      for (const p of params.filter((x) => flat(x.schema).type === 'string')) {
+        await refused(`text ${method.toUpperCase()} ${path} ${p.in} ${p.name}`, `/${p.in === 'path' ? 'params' : 'query'}/${p.name}`, url(p), seed);
+      }
+    }
+    assert.ok(fields > 100, `only ${fields} text fields found in openapi.yaml: the walk is broken`);
   });
 
   it('is still healthy after all of it: /healthz, and a good enrollment issues a certificate', async () => {

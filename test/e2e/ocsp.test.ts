@@ -149,6 +149,68 @@ for (const target of dbTargets) {
       for (const name of ['lot-1', 'lot-2']) assert.match(await statusOf(name), /^revoked[\s\S]*Reason: cessationOfOperation/);
     });
 
+    it('keyCompromise takes the device: its older certificates and its lineage are revoked with it (single, bulk by serial, incident action), OCSP and the CRL say so when the call returns', async () => {
+      const issueAs = async (name: string, req: { deviceId?: string; renews?: string }) => {
+        const c = await svc.issuance.issue({
+          profile: req.deviceId ? 'device' : 'broker',
+          ...(req.deviceId ? { deviceId: req.deviceId } : { dnsNames: [`${name}.example`] }),
+          ...(req.renews ? { renews: Buffer.from(serials[req.renews]!, 'hex') } : {}),
+          subjectPublicKeyInfo: p256(),
+        }, { actor: 'test' });
+        files[name] = writeTemp(dir, `${name}.pem`, toPem(c.der));
+        serials[name] = c.serial;
+      };
+      const crl = async () => {
+        const text = await fetch(`${url}/pki/crl/${issuingId}.pem`).then((r) => r.text());
+        const out = await runAsync('openssl', ['crl', '-noout', '-text', '-in', writeTemp(dir, `crl-${randomBytes(4).toString('hex')}.pem`, text)]);
+        assert.equal(out.status, 0, out.stderr);
+        return out.stdout.toLowerCase().replace(/:/g, '');
+      };
+      const revokedForKeyCompromise = async (name: string) => {
+        assert.match(await statusOf(name), /^revoked[\s\S]*Reason: keyCompromise/, `${name} is revoked by OCSP`);
+        const entry = new RegExp(`serial number 0*${serials[name]!.replace(/^0+/, '')}\\n(?:(?!\\s+serial number)\\s+[^\\n]*\\n)*?\\s+key compromise\\n`);
+        assert.match(await crl(), entry, `${name} is on the CRL, for key compromise`);
+      };
+
+      // Single revocation of a device's newest certificate: the older one, still valid, goes too; another device's stays good.
+      await issueAs('kcd-old', { deviceId: 'kcd' });
+      await issueAs('kcd-new', { deviceId: 'kcd' });
+      await issueAs('kcd-neighbour', { deviceId: 'kcd-2' });
+      assert.match(await statusOf('kcd-old'), /^good/);
+      const single = await api(`/v1/certificates/${serials['kcd-new']}/revoke`, { reason: 'keyCompromise' });
+      assert.equal(single.status, 200, await single.text());
+      await revokedForKeyCompromise('kcd-old');
+      assert.equal(single.headers.get('also-revoked'), '1');
+      assert.match(await statusOf('kcd-neighbour'), /^good/);
+
+      // Without a device, the renewal lineage: the certificate it renewed goes, an unrelated one does not.
+      await issueAs('kcl-1', {});
+      await issueAs('kcl-2', { renews: 'kcl-1' });
+      await issueAs('kcl-unrelated', {});
+      assert.equal((await api(`/v1/certificates/${serials['kcl-2']}/revoke`, { reason: 'keyCompromise' })).status, 200);
+      await revokedForKeyCompromise('kcl-1');
+      assert.match(await statusOf('kcl-unrelated'), /^good/);
+
+      // A bulk revocation by serial: the dry run counts the device's other certificate, and the revocation takes it.
+      await issueAs('kcb-old', { deviceId: 'kcb' });
+      await issueAs('kcb-new', { deviceId: 'kcb' });
+      const dry = (await (await api('/v1/revocations', { selector: { serials: [serials['kcb-new']] }, reason: 'keyCompromise', dryRun: true })).json()) as { revoked: number };
+      assert.equal(dry.revoked, 2);
+      const bulk = await api('/v1/revocations', { selector: { serials: [serials['kcb-new']] }, reason: 'keyCompromise' });
+      assert.equal(((await bulk.json()) as { revoked: number }).revoked, 2);
+      await revokedForKeyCompromise('kcb-old');
+
+      // An incident's revoke-certificates on the device: every certificate of it.
+      const registered = await fetch(`${url}/v1/devices`, { method: 'POST', body: JSON.stringify({ id: 'kci', kind: 'client' }), headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${keys.admin}` } });
+      assert.equal(registered.status, 201, await registered.text());
+      await issueAs('kci-old', { deviceId: 'kci' });
+      await issueAs('kci-new', { deviceId: 'kci' });
+      const incident = (await (await api('/v1/incidents', { kind: 'device-compromise', title: 'kci tampered', targets: { devices: ['kci'] } })).json()) as { id: string };
+      const action = await api(`/v1/incidents/${incident.id}/actions`, { action: 'revoke-certificates', params: { reason: 'keyCompromise' } });
+      assert.equal(action.status, 201, await action.text());
+      await revokedForKeyCompromise('kci-old');
+    });
+
     it('unknown for a serial never issued; unauthorized for an issuer it does not serve', async () => {
       const unknown = await ocsp(['-no_nonce', '-serial', `0x${randomBytes(16).toString('hex')}`, '-resp_text']);
       assert.match(unknown.stderr, /Response verify OK/);

@@ -110,10 +110,36 @@ for (const target of dbTargets) {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-old', kind: 'client' }).expect(201);
       const first = await enroll('rv-old');
       const second = await enroll('rv-old');
-      await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200);
+      const res = await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'affiliationChanged' }).expect(200);
+      assert.equal(res.headers['also-revoked'], '0');
       assert.equal((await device('rv-old')).status, 'active');
       await api.post(`/v1/certificates/${second}/revoke`).set(auth('operator')).send({ reason: 'superseded' }).expect(200);
       assert.equal((await device('rv-old')).status, 'active');
+    });
+
+    it('keyCompromise of a replaced certificate takes the device: its current certificate is revoked with it, and the device', async () => {
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rv-kc-old', kind: 'client' }).expect(201);
+      const first = await enroll('rv-kc-old');
+      const second = await enroll('rv-kc-old');
+      const res = await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200);
+      assert.deepEqual([res.headers['revocation-changed'], res.headers['also-revoked']], ['true', '1']);
+      const current = (await api.get(`/v1/certificates/${second}`).set(auth('auditor')).expect(200)).body;
+      assert.deepEqual([current.status, current.revocation.reason], ['revoked', 'keyCompromise']);
+      assert.equal((await device('rv-kc-old')).status, 'revoked');
+      assert.deepEqual(await trail('certificate', second), ['certificate.issued', 'certificate.revoked']);
+      // Said again, nothing more is left to take.
+      assert.equal((await api.post(`/v1/certificates/${first}/revoke`).set(auth('operator')).send({ reason: 'keyCompromise' }).expect(200)).headers['also-revoked'], '0');
+    });
+
+    it('two key compromises of one device at the same time both succeed (the set is locked in one order: no deadlock)', async () => {
+      for (let round = 0; round < 5; round++) {
+        const deviceId = `rv-kc-race-${round}`;
+        const certs = [];
+        for (let i = 0; i < 3; i++) certs.push(await svc.issuance.issue({ profile: 'device', deviceId, subjectPublicKeyInfo: p256Spki() }, { actor: 'test' }));
+        const outs = await Promise.all(certs.map((c) => svc.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' })));
+        assert.equal(outs.reduce((n, o) => n + (o.changed ? 1 : 0) + o.alsoRevoked.length, 0), 3, 'each certificate revoked once');
+        for (const c of certs) assert.equal((await svc.certificates.get(c.serial)).revocation?.reason, 'keyCompromise');
+      }
     });
 
     it('refuses bad input and the wrong callers with problem+json', async () => {

@@ -370,6 +370,12 @@ describe('library- and encoder-made CSRs', () => {
       const lib = new x509.Pkcs10CertificateRequest(der);
       if (value[0] !== 0x1c) assert.equal(ours.commonName, lib.subjectName.getField('CN')[0]);
     }
+    // A BMPString with half a surrogate pair, either half: refused (it would reach text and jsonb columns, which cannot hold it).
+    for (const half of [Buffer.from([0xd8, 0x00, 0x00, 0x41]), Buffer.from([0x00, 0x41, 0xdc, 0x00])]) {
+      const info = encodeCertificationRequestInfo(sequence(set(sequence(oid(OID.commonName), tlv(0x1e, half)))), spki);
+      const der = Buffer.from(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign('sha256', info, key)));
+      assert.throws(() => parseCsrDer(der), (e: Error) => e instanceof CsrError && /invalid character/.test(e.message));
+    }
     // No CN at all, and an empty subject.
     for (const name of [encodeName([{ type: 'O', value: 'x' }]), sequence()]) {
       const info = encodeCertificationRequestInfo(name, spki);

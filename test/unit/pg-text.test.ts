@@ -14,4 +14,11 @@ describe('text for PostgreSQL (no U+0000 in text or jsonb)', () => {
     });
     assert.throws(() => pgJsonObject([] as never), TypeError);
   });
+
+  it('replaces a UTF-16 surrogate without its pair (either half), in text and in jsonb, and keeps pairs', () => {
+    assert.equal(pgText('a\ud800b\udc00\u0000'), 'a\uFFFDb\uFFFD\uFFFD');
+    assert.equal(pgText('ok 😀'), 'ok 😀');
+    assert.equal(pgText('x\u0000y'), 'x\uFFFDy', 'again: the global pattern keeps no state between calls');
+    assert.deepEqual(pgJsonObject({ 'k\udbff': ['\udfff', 'ok 😀'] }), { 'k\uFFFD': ['\uFFFD', 'ok 😀'] });
+  });
 });

@@ -243,6 +243,8 @@ function stringAt(buf: Uint8Array, t: Tlv, what: string): string {
       if ((end - start) % 2 !== 0) fail(`${what} is a BMPString of odd length`);
       s = '';
       for (let i = start; i < end; i += 2) s += String.fromCharCode(((buf[i] as number) << 8) | (buf[i + 1] as number));
+      // A surrogate without its pair is no character (and jsonb refuses it); a pair is read as UTF-16, as the library does.
+      if (/\p{Cs}/u.test(s)) fail(`${what} holds an invalid character`);
       break;
     }
     case 0x1c: {

@@ -45,7 +45,7 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
       { reason: body.reason, invalidityDate: body.invalidityDate ? new Date(body.invalidityDate) : undefined },
       ctxOf(res),
     );
-    res.set('Revocation-Changed', String(out.changed)).json(certificateView(out.certificate));
+    res.set({ 'Revocation-Changed': String(out.changed), 'Also-Revoked': String(out.alsoRevoked.length) }).json(certificateView(out.certificate));
   });
   r.post('/v1/revocations', allow('operator'), async (req, res) => {
     const body = req.body as BulkRevocationBody;
