@@ -266,7 +266,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         new RenewalEnrollment('mtls-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('signed-renewal', db, certificateStore, devices, replay, clock, graceDays),
         new RenewalEnrollment('staged-renewal', db, certificateStore, devices, replay, clock, graceDays),
-        new OperatorEnrollment(),
+        new OperatorEnrollment(db, devices),
       ],
       issuance,
       hierarchy,

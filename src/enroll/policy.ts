@@ -64,3 +64,22 @@ export function brokerIdentity(allowed: { dnsNames: string[]; ipAddresses: strin
     },
   };
 }
+
+/**
+ * A certificate bound to a registered device is of the device's kind: a broker certificate only for
+ * a broker, a device certificate never for one. Otherwise a broker certificate naming a client
+ * device (which an operator may issue) would become that device's current certificate, and with it
+ * its session keys.
+ */
+export function profileFitsDevice(kind: 'client' | 'broker'): PolicyStep {
+  return {
+    kind: 'validate',
+    name: 'profile-fits-device',
+    apply(draft) {
+      const wants = draft.profile === 'broker' ? 'broker' : draft.profile === 'device' ? 'client' : undefined;
+      if (wants && wants !== kind) {
+        throw forbidden(`device ${draft.deviceId} is a ${kind === 'broker' ? 'broker' : 'client device'}: it gets no ${draft.profile} certificate`);
+      }
+    },
+  };
+}

@@ -98,6 +98,20 @@ for (const target of dbTargets) {
       assert.equal(direct.secrets?.tokens.length, 1);
     });
 
+    it('an operator cannot take over a client device with a broker certificate naming it (and its session keys with it)', async () => {
+      const before = await enroll('meter-x');
+      // Before the fix this was 201: the broker certificate became meter-x's current certificate, and fetched its session keys.
+      const res = await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', deviceId: 'meter-x', dnsNames: ['evil.example'], csr: p256Csr('meter-x').pem });
+      assertProblem(res, 403, /meter-x is a client device: it gets no broker certificate/);
+      assert.equal((await api.get('/v1/devices/meter-x').set(as('auditor')).expect(200)).body.currentSerial, before.serial);
+      // Nor for anyone the other way round: a broker gets no device certificate.
+      await api.post('/v1/devices').set(as('provisioner')).send({ id: 'broker-x', kind: 'broker' }).expect(201);
+      assertProblem(await api.post('/v1/certificates').set(as('provisioner')).send({ profile: 'device', deviceId: 'broker-x', csr: p256Csr('broker-x').pem }), 403, /broker-x is a broker/);
+      // Broker certificates for brokers, and unbound ones, as before.
+      await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', deviceId: 'broker-x', dnsNames: ['broker-x.example'], csr: p256Csr('broker-x').pem }).expect(201);
+      await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', dnsNames: ['mqtt.example'], csr: p256Csr().pem }).expect(201);
+    });
+
     it('revoke-credentials revokes no key of a role above the actor, and never the last active admin key (nor does DELETE or the CLI)', async () => {
       const inc = (await api.post('/v1/incidents').set(as('operator')).send({ kind: 'credential-leak', title: 'keys in a pastebin' }).expect(201)).body as { id: string };
       const adminId = keyIdOf(keys.admin);
