@@ -98,7 +98,7 @@ for (const target of dbTargets) {
       assert.equal(direct.secrets?.tokens.length, 1);
     });
 
-    it('an operator cannot take over a client device with a broker certificate naming it (and its session keys with it)', async () => {
+    it('an operator cannot take over a client device with a broker certificate naming it, nor give a broker it holds a channel\'s key', async () => {
       const before = await enroll('meter-x');
       // Before the fix this was 201: the broker certificate became meter-x's current certificate, and fetched its session keys.
       const res = await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', deviceId: 'meter-x', dnsNames: ['evil.example'], csr: p256Csr('meter-x').pem });
@@ -110,6 +110,11 @@ for (const target of dbTargets) {
       // Broker certificates for brokers, and unbound ones, as before.
       await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', deviceId: 'broker-x', dnsNames: ['broker-x.example'], csr: p256Csr('broker-x').pem }).expect(201);
       await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', dnsNames: ['mqtt.example'], csr: p256Csr().pem }).expect(201);
+      // Holding broker-x's certificate, the operator cannot make broker-x a channel member: before the fix it then fetched the channel's key.
+      await enroll('meter-y');
+      assertProblem(await api.post('/v1/channels').set(as('operator')).send({ name: 'feeder-x', topicTree: 'feeder/x/#', members: ['meter-y', 'broker-x'] }), 400, /brokers cannot join a channel .*: broker-x/);
+      await api.post('/v1/channels').set(as('operator')).send({ name: 'feeder-x', topicTree: 'feeder/x/#', members: ['meter-y'] }).expect(201);
+      assertProblem(await api.post('/v1/channels/feeder-x/members').set(as('operator')).send({ deviceIds: ['broker-x'] }), 400, /brokers cannot join a channel/);
     });
 
     it('revoke-credentials revokes no key of a role above the actor, and never the last active admin key (nor does DELETE or the CLI)', async () => {
