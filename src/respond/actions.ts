@@ -205,9 +205,10 @@ const revokeCredentials = (s: ActionServices): IncidentAction => {
     async run(scope, params, ctx) {
       const w = wanted(params);
       const details = { incident: scope.incident.id };
+      // API keys first: a refusal (a key above the actor, the last admin key) then leaves nothing half done.
+      if (w.apiKeys.length) await s.apiKeys.revokeAll(w.apiKeys, ctx);
       const tokens = w.tokens ? await s.tokens.revokeFor(tokenTargets(scope), ctx, details) : [];
       const keys = w.keys ? await s.sessionKeys.revokeDeviceKeys(clientIdsOf(scope), ctx, details) : { deviceKeys: 0, channels: [] };
-      if (w.apiKeys.length) await s.apiKeys.revokeAll(w.apiKeys, ctx);
       return done({
         touched: [...tokens.map((id) => ({ type: 'enrollment-token', id })), ...keys.channels.map((c) => ({ type: 'channel', id: c })), ...w.apiKeys.map((id) => ({ type: 'api-key', id }))],
         result: { enrollmentTokens: tokens.length, deviceSessionKeys: keys.deviceKeys, channelsRekeyed: keys.channels, apiKeys: w.apiKeys.length },
