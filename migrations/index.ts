@@ -20,6 +20,7 @@ import * as hotStatementPlans from './20261202_0018_hot_statement_plans.js';
 import * as leanerCertificateRows from './20261202_0019_leaner_certificate_rows.js';
 import * as detection from './20261203_0020_detection.js';
 import * as byteaSplit from './20261203_0021_bytea_split.js';
+import * as apiKeyLineage from './20261207_0022_api_key_lineage.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -44,6 +45,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261202_0019_leaner_certificate_rows': leanerCertificateRows,
   '20261203_0020_detection': detection,
   '20261203_0021_bytea_split': byteaSplit,
+  '20261207_0022_api_key_lineage': apiKeyLineage,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

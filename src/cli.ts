@@ -141,7 +141,7 @@ apikey
   .command('revoke <id>')
   .action(async (id: string) => {
     await withService(async (svc) => {
-      await svc.apiKeys.revoke(id, cliActor());
+      await svc.apiKeys.revoke(id, { ...cliActor(), role: 'admin' }); // the machine's operator acts as admin
       console.log(`revoked ${id}`);
     });
   });

@@ -419,6 +419,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     // Two-person rule: the dangerous actions run only once a second person approved them.
     const approvals = new Approvals(db, new ApprovalStore(), audit, clock, {
       ttlMs: config.approvals.ttlMs,
+      lineage: apiKeys,
       onInternalError: (e, id) => logger.error({ err: e, approval: id }, 'approved action failed'),
     });
     approvals.register(CA_REVOKE, caRevocationExecutor(revocations, hierarchy));

@@ -2,14 +2,27 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hashMatches, secretHash } from '../shared/secrets.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import { badRequest, conflict, notFound } from '../shared/errors.js';
+import { badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
-import type { Db } from '../store/db.js';
+import type { Db, Executor } from '../store/db.js';
 import type { ApiKeyRecord, ApiKeyStore } from '../store/api-key-store.js';
 
 export const ROLES = ['admin', 'operator', 'provisioner', 'auditor'] as const;
 export type Role = (typeof ROLES)[number];
 export const isRole = (v: unknown): v is Role => typeof v === 'string' && (ROLES as readonly string[]).includes(v);
+
+/**
+ * Which roles sit above which: a key is revoked only by a role at least as high as its own. The
+ * three working roles are peers (an operator answering a leak may revoke a provisioner's key);
+ * admin is above them all.
+ */
+export const ROLE_RANK: Readonly<Record<Role, number>> = { admin: 2, operator: 1, provisioner: 1, auditor: 1 };
+
+/**
+ * The roles that may hand out device credentials (enrollment tokens, device certificates). Any
+ * other path to one (an incident's reissue) takes one of these roles' approval.
+ */
+export const DEVICE_CREDENTIAL_ROLES: readonly Role[] = ['admin', 'provisioner'];
 
 /** An API key as lists show it: never the secret nor its hash. Times are UTC ISO-8601. */
 export interface ApiKeySummary {
@@ -18,6 +31,8 @@ export interface ApiKeySummary {
   role: Role;
   createdAt: string;
   createdBy: string;
+  /** The API key that created it; null when bootstrap, the CLI or the environment did. */
+  createdByKey: string | null;
   revokedAt: string | null;
   lastUsedAt: string | null;
 }
@@ -40,6 +55,16 @@ export interface AuthenticatedKey {
 export interface AuditContext {
   actor: string;
   requestId?: string | undefined;
+}
+
+/** Who creates a key: the audit actor and, when an API key acts, that key (its lineage is recorded). */
+export interface KeyCreator extends AuditContext {
+  keyId?: string | undefined;
+}
+
+/** Who revokes keys, and with which role: no role revokes a key of a role above it. The CLI acts as admin. */
+export interface KeyRevoker extends AuditContext {
+  role: Role;
 }
 
 /**
@@ -80,6 +105,7 @@ function toSummary(r: ApiKeyRecord): ApiKeySummary {
     role: r.role as Role, // the table's check constraint admits only ROLES
     createdAt: r.createdAt.toISOString(),
     createdBy: r.createdBy,
+    createdByKey: r.createdByKey,
     revokedAt: iso(r.revokedAt),
     lastUsedAt: iso(r.lastUsedAt),
   };
@@ -114,7 +140,7 @@ export class ApiKeyService {
   ) {}
 
   /** Creates a key. The returned `key` is the only copy of the plaintext: only its hash is stored. */
-  async create(input: { name: string; role: Role }, ctx: AuditContext): Promise<CreatedApiKey> {
+  async create(input: { name: string; role: Role }, ctx: KeyCreator): Promise<CreatedApiKey> {
     const name = checkName(input.name);
     const role = checkRole(input.role);
     checkActor(ctx);
@@ -128,6 +154,7 @@ export class ApiKeyService {
         role,
         secretHash: keyHash(key),
         createdBy: ctx.actor,
+        createdByKey: ctx.keyId ?? null,
         createdAt,
       });
       if (!inserted) throw conflict(`api key ${id} already exists`); // 80 random bits: not expected
@@ -138,7 +165,7 @@ export class ApiKeyService {
           targetType: 'api-key',
           targetId: id,
           requestId: ctx.requestId,
-          details: { name, role },
+          details: { name, role, ...(ctx.keyId ? { createdByKey: ctx.keyId } : {}) },
         },
       ]);
     });
@@ -150,27 +177,75 @@ export class ApiKeyService {
     return (await this.store.list(this.db)).map(toSummary);
   }
 
-  /** Revokes a key. Idempotent: revoking a revoked key changes nothing and writes no second audit entry. */
-  async revoke(id: string, ctx: AuditContext): Promise<ApiKeySummary> {
+  /**
+   * Revokes a key. Idempotent: revoking a revoked key changes nothing and writes no second audit entry.
+   * Refused (403) for a key of a role above the revoker's, and (409) for the last active admin key:
+   * nothing could make another admin key afterwards but a fresh bootstrap.
+   */
+  async revoke(id: string, ctx: KeyRevoker): Promise<ApiKeySummary> {
+    const [summary] = await this.revokeAll([id], ctx);
+    return summary!;
+  }
+
+  /**
+   * Revokes every key named, all or none (the checks of revoke() for each, against the set as a
+   * whole: revoking every admin key at once is refused too). In the order given.
+   */
+  async revokeAll(ids: string[], ctx: KeyRevoker): Promise<ApiKeySummary[]> {
     checkActor(ctx);
     return this.db.transaction(async (trx) => {
-      const rec = await this.store.getForUpdate(trx, id);
-      if (!rec) throw notFound(`api key ${id} not found`);
-      if (rec.revokedAt !== null) return toSummary(rec);
+      // Active admin keys first, then the targets: revocations lock in one order and never deadlock.
+      const admins = await this.store.lockActiveAdmins(trx);
+      const records = await this.revocable(trx, ids, ctx.role, admins);
       const at = this.clock.now();
-      await this.store.revoke(trx, id, at);
-      await this.audit.append(trx, [
-        {
-          actor: ctx.actor,
-          action: 'apikey.revoked',
-          targetType: 'api-key',
-          targetId: id,
-          requestId: ctx.requestId,
-          details: { name: rec.name, role: rec.role },
-        },
-      ]);
-      return toSummary({ ...rec, revokedAt: at });
+      const out: ApiKeySummary[] = [];
+      for (const rec of records) {
+        if (rec.revokedAt !== null) {
+          out.push(toSummary(rec));
+          continue;
+        }
+        await this.store.revoke(trx, rec.id, at);
+        await this.audit.append(trx, [
+          {
+            actor: ctx.actor,
+            action: 'apikey.revoked',
+            targetType: 'api-key',
+            targetId: rec.id,
+            requestId: ctx.requestId,
+            details: { name: rec.name, role: rec.role },
+          },
+        ]);
+        out.push(toSummary({ ...rec, revokedAt: at }));
+      }
+      return out;
     });
+  }
+
+  /** What revokeAll() would refuse, without revoking: for dry runs and plans. */
+  async checkRevocable(ids: string[], role: Role): Promise<void> {
+    const admins = (await this.store.list(this.db)).filter((k) => k.role === 'admin' && k.revokedAt === null).map((k) => k.id);
+    await this.revocable(this.db, ids, role, admins);
+  }
+
+  private async revocable(db: Executor, ids: string[], role: Role, activeAdmins: string[]): Promise<ApiKeyRecord[]> {
+    const records: ApiKeyRecord[] = [];
+    for (const id of new Set(ids)) {
+      const rec = await this.store.getForUpdate(db, id);
+      if (!rec) throw notFound(`api key ${id} not found`);
+      records.push(rec);
+    }
+    const above = records.filter((r) => !isRole(r.role) || ROLE_RANK[r.role] > ROLE_RANK[role]);
+    if (above.length) throw forbidden(`the ${role} role may not revoke keys of a role above it: ${above.map((r) => `${r.id} (${r.role})`).join(', ')}`);
+    const revoking = new Set(records.filter((r) => r.revokedAt === null).map((r) => r.id));
+    if (activeAdmins.some((a) => revoking.has(a)) && activeAdmins.every((a) => revoking.has(a))) {
+      throw conflict('the last active admin key is never revoked: create another admin key first, then revoke this one');
+    }
+    return records;
+  }
+
+  /** When a key was created and the keys that created it, nearest first (for the two-person rule). */
+  async lineage(keyId: string): Promise<{ createdAt: Date; ancestors: string[] } | undefined> {
+    return this.store.lineage(this.db, keyId);
   }
 
   /**
@@ -231,6 +306,7 @@ export class ApiKeyService {
         role: checkedRole,
         secretHash: digest,
         createdBy: ctx.actor,
+        createdByKey: null,
         createdAt: this.clock.now(),
       });
       if (!inserted) {

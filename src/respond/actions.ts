@@ -1,4 +1,4 @@
-import type { ApiKeyService } from '../access/api-keys.js';
+import { DEVICE_CREDENTIAL_ROLES, type ApiKeyService } from '../access/api-keys.js';
 import type { BrokerConnectors, BrokerFanout } from '../broker/connector.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import type { DeviceInventory } from '../enroll/devices.js';
@@ -10,7 +10,7 @@ import type { CaRollovers } from '../rotate/rollover.js';
 import { DomainError, badRequest, conflict } from '../shared/errors.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { IncidentKind, Touched } from '../store/incident-store.js';
-import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentApproval, IncidentScope, TargetDevice } from './incidents.js';
+import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentActor, IncidentApproval, IncidentScope, TargetDevice } from './incidents.js';
 
 /** The domain services the actions call; each audits its own changes. */
 export interface ActionServices {
@@ -175,19 +175,21 @@ const suspend = (s: ActionServices): IncidentAction => ({
 const revokeCredentials = (s: ActionServices): IncidentAction => {
   const wanted = (p: ActionParams) => ({ tokens: p.enrollmentTokens ?? true, keys: p.sessionKeys ?? true, apiKeys: [...new Set(p.apiKeyIds ?? [])] });
   const tokenTargets = (scope: IncidentScope) => ({ deviceIds: clientIdsOf(scope), lots: scope.lots });
-  const checkApiKeys = async (ids: string[]) => {
+  const checkApiKeys = async (ids: string[], ctx: IncidentActor) => {
     if (ids.length === 0) return;
     const known = new Set((await s.apiKeys.list()).map((k) => k.id));
     const unknown = ids.filter((id) => !known.has(id));
     if (unknown.length) throw new DomainError('NotFound', `unknown API keys: ${unknown.join(', ')}`);
+    // No key of a role above the actor's, and never the last active admin key: refused before anything runs.
+    await s.apiKeys.checkRevocable(ids, ctx.role);
   };
   return {
     name: 'revoke-credentials',
     params: ['devices', 'enrollmentTokens', 'sessionKeys', 'apiKeyIds'],
-    async plan(scope, params) {
+    async plan(scope, params, ctx) {
       const w = wanted(params);
       if (!w.tokens && !w.keys && w.apiKeys.length === 0) throw badRequest('nothing to revoke: enrollmentTokens, sessionKeys or apiKeyIds');
-      await checkApiKeys(w.apiKeys);
+      await checkApiKeys(w.apiKeys, ctx);
       const tokens = w.tokens ? await s.tokens.liveFor(tokenTargets(scope)) : [];
       const keys = w.keys ? await s.sessionKeys.keysOf(clientIdsOf(scope)) : { deviceKeys: [], channels: [] };
       return {
@@ -203,9 +205,10 @@ const revokeCredentials = (s: ActionServices): IncidentAction => {
     async run(scope, params, ctx) {
       const w = wanted(params);
       const details = { incident: scope.incident.id };
+      // API keys first: a refusal (a key above the actor, the last admin key) then leaves nothing half done.
+      if (w.apiKeys.length) await s.apiKeys.revokeAll(w.apiKeys, ctx);
       const tokens = w.tokens ? await s.tokens.revokeFor(tokenTargets(scope), ctx, details) : [];
       const keys = w.keys ? await s.sessionKeys.revokeDeviceKeys(clientIdsOf(scope), ctx, details) : { deviceKeys: 0, channels: [] };
-      for (const id of w.apiKeys) await s.apiKeys.revoke(id, ctx);
       return done({
         touched: [...tokens.map((id) => ({ type: 'enrollment-token', id })), ...keys.channels.map((c) => ({ type: 'channel', id: c })), ...w.apiKeys.map((id) => ({ type: 'api-key', id }))],
         result: { enrollmentTokens: tokens.length, deviceSessionKeys: keys.deviceKeys, channelsRekeyed: keys.channels, apiKeys: w.apiKeys.length },
@@ -284,6 +287,8 @@ const readmit = (s: ActionServices): IncidentAction => {
 /**
  * A fresh one-use enrollment token per device, handed to the caller once (the timeline keeps
  * token ids only). A broker's token names the DNS names and IP addresses it may ask for.
+ * A token is a device credential: a role that may not make them directly (operator) only
+ * proposes the reissue; a provisioner or admin approves it and receives the tokens.
  */
 const reissue = (s: ActionServices): IncidentAction => {
   const check = (scope: IncidentScope, params: ActionParams) => {
@@ -296,6 +301,7 @@ const reissue = (s: ActionServices): IncidentAction => {
   return {
     name: 'reissue',
     params: ['devices', 'expiresInSeconds', 'dnsNames', 'ipAddresses'],
+    approval: (_plan, ctx) => (DEVICE_CREDENTIAL_ROLES.includes(ctx.role) ? null : 'incident.reissue'),
     async plan(scope, params) {
       check(scope, params);
       return { touched: scope.devices.map((d) => device(d.id)), result: { tokens: scope.devices.length } };
@@ -351,11 +357,11 @@ const restoreBroker = (s: ActionServices): IncidentAction => {
     name: 'restore-broker',
     params: ['devices'],
     kinds: ['broker-compromise'],
-    async plan(scope) {
+    async plan(scope, _params, ctx) {
       const brokers = brokersOf(scope);
       if (brokers.length === 0) throw badRequest('no broker among the targets');
       needConnectors(s);
-      return inner.plan({ ...scope, devices: brokers, lots: [] }, {});
+      return inner.plan({ ...scope, devices: brokers, lots: [] }, {}, ctx);
     },
     async run(scope, _params, ctx) {
       const brokers = brokersOf(scope);

@@ -4,6 +4,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { ActorContext } from '../ca/hierarchy.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, DomainError, forbidden, isDomainError, notFound } from '../shared/errors.js';
+import { identityKey } from '../shared/confusables.js';
 import { newId } from '../shared/ids.js';
 import type { Db } from '../store/db.js';
 import type { ApprovalCursor, ApprovalPartyRow, ApprovalRow, ApprovalStatus, ApprovalStore } from '../store/approval-store.js';
@@ -14,14 +15,21 @@ import type { ApprovalCursor, ApprovalPartyRow, ApprovalRow, ApprovalStatus, App
  */
 export interface ApprovalActor extends ActorContext {
   keyId: string;
-  /** The API key's name: keys with the same name (case-insensitively) belong to the same person. */
+  /** The API key's name: keys whose names are alike (identityKey: confusables, case, invisibles) belong to one person. */
   name: string;
   role: Role;
 }
 
+/** When a key was made and by which keys (nearest first): the ApiKeyService answers it. */
+export interface KeyLineage {
+  lineage(keyId: string): Promise<{ createdAt: Date; ancestors: string[] } | undefined>;
+}
+
 export interface ApprovalExecutor<P = unknown, R = unknown> {
-  /** Roles allowed to propose and to approve this action (exactly these: admin is not implied). */
+  /** Roles allowed to propose this action, and to approve it unless `approvers` says otherwise (exactly these: admin is not implied). */
   roles: readonly Role[];
+  /** Roles allowed to approve it, when not the proposers' (a reissue an operator proposes is approved by a provisioner or admin). */
+  approvers?: readonly Role[];
   /** Validates params (throws DomainError) and says what it would touch: shown to the approver. */
   describe(params: P): Promise<{ summary: string; targets?: unknown }>;
   /**
@@ -29,7 +37,15 @@ export interface ApprovalExecutor<P = unknown, R = unknown> {
    * params as stored (JSON: what JSON.parse(JSON.stringify(params)) gives). A throw records the
    * proposal as failed with the error (a DomainError's message; any other error as an internal one).
    */
-  execute(params: P, ctx: { proposedBy: ApprovalActor; approvedBy: ApprovalActor; proposalId: string }): Promise<R>;
+  execute(params: P, ctx: ExecutionContext): Promise<R>;
+}
+
+export interface ExecutionContext {
+  proposedBy: ApprovalActor;
+  approvedBy: ApprovalActor;
+  proposalId: string;
+  /** Hands secrets (a reissue's enrollment tokens) to the approver in the approval's answer, once: never stored. */
+  handOver(secrets: Record<string, unknown>): void;
 }
 
 export const APPROVAL_STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'executed', 'failed', 'rejected', 'expired'];
@@ -78,7 +94,7 @@ const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 const partyView = (p: ApprovalPartyRow): ApprovalParty => ({ keyId: p.keyId, name: p.name, role: p.role });
 const partyRow = (a: ApprovalActor): ApprovalPartyRow => ({ actor: a.actor, keyId: a.keyId, name: a.name, role: a.role });
 const sameOwner = (a: { keyId: string; name: string }, b: { keyId: string; name: string }) =>
-  a.keyId === b.keyId || a.name.trim().toLowerCase() === b.name.trim().toLowerCase();
+  a.keyId === b.keyId || identityKey(a.name) === identityKey(b.name);
 
 function view(r: ApprovalRow): ApprovalView {
   return {
@@ -133,7 +149,8 @@ function toJson(params: unknown): unknown {
 
 /**
  * The two-person rule. An action registered here is proposed by one operator and runs only when a
- * different one approves it: never the same API key, nor another key with the same name. Each step
+ * different one approves it: never the same API key, nor a key whose name is alike (identityKey),
+ * nor a key in the proposer's key's lineage either way, nor one created after the proposal. Each step
  * commits with its audit entry (approval.proposed, .approved, .rejected, .expired, .executed, .failed,
  * naming both people). The decision is taken under a row lock, so of two concurrent approvals one
  * executes and the other gets a conflict; the action itself runs after the decision committed (it
@@ -150,6 +167,8 @@ export class Approvals {
     private readonly opts: {
       /** How long a proposal waits for its second person (APPROVAL_TTL_HOURS). */
       ttlMs: number;
+      /** Who made each API key: an approver the proposer made, or made after the proposal, is not a second person. */
+      lineage: KeyLineage;
       /** Told of an executor's error that is not a DomainError (the proposal records it without detail). */
       onInternalError?: (e: unknown, proposalId: string) => void;
     },
@@ -210,18 +229,36 @@ export class Approvals {
   }
 
   /**
-   * The second person's yes: refused for the proposer (same key or same name: 403), for a role the
-   * action does not admit (403), for a proposal decided already or expired (409). Then the action
-   * runs once; its result or error is on the returned proposal (executed or failed).
+   * The second person's yes: refused (403) for the proposer (the same key, or a key whose owner's
+   * name is the proposer's under identityKey: Unicode look-alikes, invisible characters and case
+   * do not make another person), for a key the proposer created (directly or through keys it
+   * created) or one created after the proposal, and for a role the action does not admit; 409 for
+   * a proposal decided already or expired. Then the action runs once; its result or error is on
+   * the returned proposal (executed or failed), and what it handed over (secrets) only in this answer.
    */
-  async approve(id: string, ctx: ApprovalActor): Promise<ApprovalView> {
+  async approve(id: string, ctx: ApprovalActor): Promise<ApprovalView & { secrets?: Record<string, unknown> }> {
+    // Lineage is read first (a key's maker and creation time never change): never a second query inside the transaction.
+    const approver = await this.opts.lineage.lineage(ctx.keyId);
+    const proposedWith = (await this.store.get(this.db, id))?.proposedBy.keyId;
+    const proposer = proposedWith === undefined ? undefined : await this.opts.lineage.lineage(proposedWith);
     const decided = await this.db.transaction(async (tx) => {
       const row = await this.store.getForUpdate(tx, id);
       if (!row) throw notFound(`no approval ${id}`);
       const ex = this.executorOf(row);
-      this.checkRole(ex, row.action, ctx, 'approve');
+      this.checkRole(ex, row.action, ctx, 'approve', ex.approvers ?? ex.roles);
       if (sameOwner(row.proposedBy, ctx)) {
         throw forbidden(`cannot approve one's own proposal: ${row.id} was proposed by ${row.proposedBy.name} (${row.proposedBy.keyId}); another person must approve it`);
+      }
+      if (!approver) throw forbidden(`the approving key ${ctx.keyId} is not on record`);
+      // The maker of a key saw its secret: a key and the keys made from it, directly or not, are one hand.
+      if (approver.ancestors.includes(row.proposedBy.keyId)) {
+        throw forbidden(`cannot approve with a key the proposer's key made: ${ctx.keyId} descends from ${row.proposedBy.keyId}; another person must approve it`);
+      }
+      if (proposer?.ancestors.includes(ctx.keyId)) {
+        throw forbidden(`cannot approve a proposal made with a key one's own key made: ${row.proposedBy.keyId} descends from ${ctx.keyId}; another person must approve it`);
+      }
+      if (approver.createdAt > row.proposedAt) {
+        throw forbidden(`cannot approve with a key created after the proposal: ${ctx.keyId} was created at ${approver.createdAt.toISOString()}, ${row.id} proposed at ${row.proposedAt.toISOString()}`);
       }
       if (row.status !== 'pending') throw conflict(`approval ${id} is ${row.status} already`);
       const now = this.clock.now();
@@ -246,8 +283,12 @@ export class Approvals {
     const { approved: row, ex } = decided;
 
     let outcome: { result: unknown } | { error: { kind: string; message: string } };
+    let secrets: Record<string, unknown> | undefined;
+    const handOver = (s: Record<string, unknown>) => {
+      secrets = { ...secrets, ...s };
+    };
     try {
-      const result = await ex.execute(row.params as never, { proposedBy: actorOfRow(row.proposedBy), approvedBy: ctx, proposalId: id });
+      const result = await ex.execute(row.params as never, { proposedBy: actorOfRow(row.proposedBy), approvedBy: ctx, proposalId: id, handOver });
       outcome = { result: result === undefined ? null : toJson(result) };
     } catch (e) {
       if (isDomainError(e)) outcome = { error: { kind: e.kind, message: e.message } };
@@ -275,7 +316,8 @@ export class Approvals {
         },
       ]);
     });
-    return this.get(id);
+    const finished = await this.get(id);
+    return secrets ? { ...finished, secrets } : finished;
   }
 
   /**
@@ -287,7 +329,8 @@ export class Approvals {
     const out = await this.db.transaction(async (tx) => {
       const row = await this.store.getForUpdate(tx, id);
       if (!row) throw notFound(`no approval ${id}`);
-      this.checkRole(this.executorOf(row), row.action, ctx, 'reject');
+      const ex = this.executorOf(row);
+      this.checkRole(ex, row.action, ctx, 'reject', [...ex.roles, ...(ex.approvers ?? [])]);
       if (row.status !== 'pending') throw conflict(`approval ${id} is ${row.status} already`);
       const now = this.clock.now();
       if (row.expiresAt <= now) {
@@ -377,7 +420,7 @@ export class Approvals {
     return ex;
   }
 
-  private checkRole(ex: ApprovalExecutor<never, unknown>, action: string, ctx: ApprovalActor, what: string): void {
-    if (!ex.roles.includes(ctx.role)) throw forbidden(`the ${ctx.role} role may not ${what} ${action} (it takes ${ex.roles.join(' or ')})`);
+  private checkRole(ex: ApprovalExecutor<never, unknown>, action: string, ctx: ApprovalActor, what: string, roles: readonly Role[] = ex.roles): void {
+    if (!roles.includes(ctx.role)) throw forbidden(`the ${ctx.role} role may not ${what} ${action} (it takes ${[...new Set(roles)].join(' or ')})`);
   }
 }

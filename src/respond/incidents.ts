@@ -73,17 +73,31 @@ export interface IncidentAction {
   readonly params: readonly (keyof ActionParams)[];
   /** Only in incidents of these kinds (absent: any kind). */
   readonly kinds?: readonly IncidentKind[];
-  plan(scope: IncidentScope, params: ActionParams): Promise<ActionPlan>;
-  run(scope: IncidentScope, params: ActionParams, ctx: ActorContext): Promise<ActionOutcome>;
+  /** `ctx` is who asks: an action may refuse what that role could not do directly. */
+  plan(scope: IncidentScope, params: ActionParams, ctx: IncidentActor): Promise<ActionPlan>;
+  /** `ctx` is who runs it: the proposer, or the approver of a proposed step. */
+  run(scope: IncidentScope, params: ActionParams, ctx: IncidentActor): Promise<ActionOutcome>;
   /**
    * The two-person rule: the approval action (see INCIDENT_APPROVALS) this run needs, judged from
-   * its plan, or null when one person may run it.
+   * its plan and who asks, or null when that person may run it alone.
    */
-  approval?(plan: ActionPlan): IncidentApproval | null;
+  approval?(plan: ActionPlan, ctx: IncidentActor): IncidentApproval | null;
 }
 
-/** The approvals an incident step may need: any admin or operator second, or (CA recovery) a second admin. */
-export const INCIDENT_APPROVALS = { 'incident.action': ['admin', 'operator'], 'incident.ca-recovery': ['admin'] } as const satisfies Record<string, readonly Role[]>;
+/** A person acting in an incident: always through an API key, with its role. */
+export type IncidentActor = ApprovalActor;
+
+/**
+ * The approvals an incident step may need, and who proposes and who approves each: a big
+ * revocation takes a second admin or operator; CA recovery a second admin; a reissue asked by a
+ * role that cannot make device credentials itself (operator) is approved by one that can, who
+ * receives its tokens.
+ */
+export const INCIDENT_APPROVALS = {
+  'incident.action': { propose: ['admin', 'operator'], approve: ['admin', 'operator'] },
+  'incident.ca-recovery': { propose: ['admin'], approve: ['admin'] },
+  'incident.reissue': { propose: ['admin', 'operator'], approve: ['admin', 'provisioner'] },
+} as const satisfies Record<string, { propose: readonly Role[]; approve: readonly Role[] }>;
 export type IncidentApproval = keyof typeof INCIDENT_APPROVALS;
 
 /** What a proposal for an incident step carries; the step itself holds the parameters. */
@@ -182,12 +196,17 @@ export class Incidents {
   /** The executor Approvals runs once a second person approves a proposed step. */
   executor(approval: IncidentApproval): ApprovalExecutor<StepProposal, { status: string; touchedCount: number; error: string | null }> {
     return {
-      roles: INCIDENT_APPROVALS[approval],
+      roles: INCIDENT_APPROVALS[approval].propose,
+      approvers: INCIDENT_APPROVALS[approval].approve,
       describe: async (p) => {
         const step = await this.store.step(this.db, p.incidentId, p.stepId);
         return { summary: p.summary, targets: { incidentId: p.incidentId, stepId: p.stepId, action: p.action, touchedCount: step?.touchedCount ?? null, touched: step?.touched.slice(0, 100) ?? [] } };
       },
-      execute: (p, ctx) => this.runApproved(p.incidentId, p.stepId, ctx.approvedBy),
+      execute: async (p, ctx) => {
+        const { secrets, ...outcome } = await this.runApproved(p.incidentId, p.stepId, ctx.approvedBy);
+        if (secrets) ctx.handOver(secrets);
+        return outcome;
+      },
     };
   }
 
@@ -284,7 +303,7 @@ export class Incidents {
    * had been done, and can be retried. Bad parameters and a closed incident are errors, and leave
    * no step.
    */
-  async act(id: string, name: string, params: ActionParams, dryRun: boolean, ctx: ActorContext, retryOf: string | null = null): Promise<StepView & { secrets?: Record<string, unknown> }> {
+  async act(id: string, name: string, params: ActionParams, dryRun: boolean, ctx: IncidentActor, retryOf: string | null = null): Promise<StepView & { secrets?: Record<string, unknown> }> {
     const action = this.actions.get(name);
     if (!action) throw badRequest(`unknown action ${name}; one of ${this.actionNames().join(', ')}`);
     const stray = Object.keys(params).filter((k) => !action.params.includes(k as keyof ActionParams));
@@ -296,13 +315,13 @@ export class Incidents {
     const scope = await this.scope(incident, params.devices);
 
     if (dryRun) {
-      const plan = await action.plan(scope, params);
+      const plan = await action.plan(scope, params, ctx);
       const step = await this.record(id, name, params, true, ctx, retryOf, (s) => ({ ...s, status: 'succeeded', finishedAt: this.clock.now(), ...kept(plan), result: plan.result ?? null }));
       return stepView(step);
     }
     // Parameters are checked (and the two-person rule judged) before anything is recorded.
-    const plan = await action.plan(scope, params);
-    const approval = action.approval?.(plan) ?? null;
+    const plan = await action.plan(scope, params, ctx);
+    const approval = action.approval?.(plan, ctx) ?? null;
     if (approval) return stepView(await this.propose(id, name, params, plan, approval, ctx, retryOf));
     const started = await this.record(id, name, params, false, ctx, retryOf, (s) => s);
     const outcome = await this.attempt(action, scope, params, ctx);
@@ -314,9 +333,8 @@ export class Incidents {
    * A step that needs a second person: proposed first (a role that may not propose is refused
    * before anything is recorded), then recorded as `proposed` with its plan; it runs when approved.
    */
-  private async propose(id: string, name: string, params: ActionParams, plan: ActionPlan, approval: IncidentApproval, ctx: ActorContext, retryOf: string | null): Promise<StepRow> {
+  private async propose(id: string, name: string, params: ActionParams, plan: ActionPlan, approval: IncidentApproval, ctx: IncidentActor, retryOf: string | null): Promise<StepRow> {
     if (!this.approvals) throw new DomainError('Internal', 'approvals are not configured');
-    if (!isApprovalActor(ctx)) throw new DomainError('Forbidden', `${name} needs a second person's approval and an API key to propose it`);
     const stepId = newId('step');
     const touchedCount = plan.touchedCount ?? plan.touched.length;
     const summary = `incident ${id}: ${name} touching ${touchedCount} (${[...new Set(plan.touched.map((t) => t.type))].join(', ') || 'nothing yet'})`;
@@ -324,8 +342,11 @@ export class Incidents {
     return this.record(id, name, params, false, ctx, retryOf, (s) => ({ ...s, id: stepId, status: 'proposed', ...kept(plan), result: plan.result ?? null, approvalId: proposal.id }));
   }
 
-  /** Runs a proposed step once its proposal is approved: the approver is the actor of what it changes. */
-  async runApproved(id: string, stepId: string, approvedBy: ActorContext): Promise<{ status: string; touchedCount: number; error: string | null }> {
+  /**
+   * Runs a proposed step once its proposal is approved: the approver is the actor of what it
+   * changes, and receives what it hands out (secrets), which are never stored.
+   */
+  async runApproved(id: string, stepId: string, approvedBy: IncidentActor): Promise<{ status: string; touchedCount: number; error: string | null; secrets?: Record<string, unknown> }> {
     const step = await this.store.step(this.db, id, stepId);
     if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
     if (step.status !== 'proposed') throw conflict(`step #${step.seq} is ${step.status}, not awaiting approval`);
@@ -336,11 +357,11 @@ export class Incidents {
         ? { status: 'failed', touched: [], error: `incident ${id} was closed before the approval` }
         : await this.attempt(action, await this.scope(incident, (step.params as ActionParams).devices), step.params as ActionParams, approvedBy);
     const finished = await this.finish(id, step, outcome, approvedBy);
-    return { status: finished.status, touchedCount: finished.touchedCount, error: finished.error };
+    return { status: finished.status, touchedCount: finished.touchedCount, error: finished.error, ...(outcome.secrets ? { secrets: outcome.secrets } : {}) };
   }
 
   /** The action's run; a failure inside it is an outcome, not an error. */
-  private async attempt(action: IncidentAction, scope: IncidentScope, params: ActionParams, ctx: ActorContext): Promise<ActionOutcome> {
+  private async attempt(action: IncidentAction, scope: IncidentScope, params: ActionParams, ctx: IncidentActor): Promise<ActionOutcome> {
     try {
       return await action.run(scope, params, ctx);
     } catch (e) {
@@ -373,7 +394,7 @@ export class Incidents {
   }
 
   /** Runs a failed (or cut-short) step's action again, with the same parameters, as a new step. */
-  async retry(id: string, stepId: string, ctx: ActorContext): Promise<StepView & { secrets?: Record<string, unknown> }> {
+  async retry(id: string, stepId: string, ctx: IncidentActor): Promise<StepView & { secrets?: Record<string, unknown> }> {
     const step = await this.store.step(this.db, id, stepId);
     if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
     if (step.dryRun) throw conflict('a dry run is not retried: run the action');
@@ -468,11 +489,6 @@ export class Incidents {
 
 function kept(p: ActionPlan): { touched: Touched[]; touchedCount: number } {
   return { touched: p.touched.slice(0, TOUCHED_KEPT), touchedCount: p.touchedCount ?? p.touched.length };
-}
-
-function isApprovalActor(ctx: ActorContext): ctx is ApprovalActor {
-  const a = ctx as Partial<ApprovalActor>;
-  return typeof a.keyId === 'string' && typeof a.name === 'string' && typeof a.role === 'string';
 }
 
 

@@ -589,11 +589,15 @@ export class SessionKeys implements RevocationListener {
     if (ids.length === 0) return;
     const bad = ids.filter((id) => typeof id !== 'string' || !DEVICE_ID_RE.test(id));
     if (bad.length) throw badRequest(`not device ids: ${bad.slice(0, 10).map(String).join(', ')}`);
-    const found = new Map((await this.store.devices(tx, ids)).map((d) => [d.id, d.status]));
+    const found = new Map((await this.store.devices(tx, ids)).map((d) => [d.id, d]));
     const unknown = ids.filter((id) => !found.has(id));
     if (unknown.length) throw new DomainError('NotFound', `no device with id ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ''}`);
-    const gone = ids.filter((id) => found.get(id) === 'decommissioned');
+    const gone = ids.filter((id) => found.get(id)!.status === 'decommissioned');
     if (gone.length) throw conflict(`decommissioned devices cannot join a channel: ${gone.slice(0, 10).join(', ')}`);
+    // Channel keys protect the devices' payloads from everyone else, brokers included; and an
+    // operator may hold a broker's certificate, so a broker member would hand the operator the key.
+    const brokers = ids.filter((id) => found.get(id)!.kind === 'broker');
+    if (brokers.length) throw badRequest(`brokers cannot join a channel (channel keys are for the devices' payloads): ${brokers.slice(0, 10).join(', ')}`);
   }
 
   private view(k: SessionKeyMetaRow, now: Date): SessionKeyView {

@@ -6,6 +6,8 @@ export interface ApiKeyRecord {
   name: string;
   role: string;
   createdBy: string;
+  /** The API key that created this one; null when bootstrap, the CLI or the environment did. */
+  createdByKey: string | null;
   createdAt: Date;
   revokedAt: Date | null;
   lastUsedAt: Date | null;
@@ -27,10 +29,11 @@ export interface NewApiKeyRow {
   role: string;
   secretHash: Buffer;
   createdBy: string;
+  createdByKey: string | null;
   createdAt: Date;
 }
 
-const RECORD_COLUMNS = ['id', 'name', 'role', 'created_by', 'created_at', 'revoked_at', 'last_used_at'];
+const RECORD_COLUMNS = ['id', 'name', 'role', 'created_by', 'created_by_key', 'created_at', 'revoked_at', 'last_used_at'];
 
 const dateOrNull = (v: unknown): Date | null => (v == null ? null : new Date(v as string | Date));
 
@@ -40,6 +43,7 @@ function toRecord(r: Record<string, unknown>): ApiKeyRecord {
     name: r.name as string,
     role: r.role as string,
     createdBy: r.created_by as string,
+    createdByKey: (r.created_by_key as string | null) ?? null,
     createdAt: new Date(r.created_at as string | Date),
     revokedAt: dateOrNull(r.revoked_at),
     lastUsedAt: dateOrNull(r.last_used_at),
@@ -57,6 +61,7 @@ export class ApiKeyStore {
         role: row.role,
         secret_hash: row.secretHash,
         created_by: row.createdBy,
+        created_by_key: row.createdByKey,
         created_at: row.createdAt,
       })
       .onConflict('id')
@@ -85,6 +90,31 @@ export class ApiKeyStore {
   async getForUpdate(tx: Executor, id: string): Promise<ApiKeyRecord | undefined> {
     const r = await tx('api_keys').select(RECORD_COLUMNS).where({ id }).forUpdate().first();
     return r ? toRecord(r) : undefined;
+  }
+
+  /**
+   * The ids of the active admin keys, locked until `tx` ends (in id order, so two revocations lock
+   * alike): revocations of admin keys are serialized here, and the last one is never revoked.
+   */
+  async lockActiveAdmins(tx: Executor): Promise<string[]> {
+    const rows = await tx('api_keys').select('id').where({ role: 'admin' }).whereNull('revoked_at').orderBy('id').forUpdate();
+    return rows.map((r: { id: string }) => r.id);
+  }
+
+  /** When the key was created, and the keys that created it, nearest first (its creator, that one's creator, ...). */
+  async lineage(db: Executor, id: string): Promise<{ createdAt: Date; ancestors: string[] } | undefined> {
+    const rows = (await db.raw(
+      `with recursive chain(id, created_by_key, created_at, depth) as (
+         select id, created_by_key, created_at, 0 from api_keys where id = ?
+         union all
+         select k.id, k.created_by_key, k.created_at, c.depth + 1 from api_keys k join chain c on k.id = c.created_by_key where c.depth < 1000
+       )
+       select id, created_at, depth from chain order by depth`,
+      [id],
+    )) as { rows: { id: string; created_at: string | Date; depth: number }[] };
+    const [self, ...ancestors] = rows.rows;
+    if (!self) return undefined;
+    return { createdAt: new Date(self.created_at), ancestors: ancestors.map((r) => r.id) };
   }
 
   async list(db: Executor): Promise<ApiKeyRecord[]> {

@@ -184,11 +184,11 @@ export class SessionKeyStore {
 
   // ---- devices and certificates (read, and the owner lock of a device's series) ------------
 
-  /** Status and current certificate of these devices (those that exist). */
-  async devices(ex: Executor, ids: string[]): Promise<{ id: string; status: string; currentSerial: Buffer | null }[]> {
+  /** Kind, status and current certificate of these devices (those that exist). */
+  async devices(ex: Executor, ids: string[]): Promise<{ id: string; kind: string; status: string; currentSerial: Buffer | null }[]> {
     if (ids.length === 0) return [];
-    const rows = (await ex('devices').select('id', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids])) as Record<string, unknown>[];
-    return rows.map((r) => ({ id: r.id as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
+    const rows = (await ex('devices').select('id', 'kind', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids])) as Record<string, unknown>[];
+    return rows.map((r) => ({ id: r.id as string, kind: r.kind as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
   }
 
   /** Locks the devices' rows (in id order) until the transaction ends; returns their status. */

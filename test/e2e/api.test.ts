@@ -68,6 +68,11 @@ for (const target of dbTargets) {
       await svc.revocations.revoke(doomed.serial as Serial, { reason: 'keyCompromise' }, { actor: 'test' });
       await svc.devices.decommission('role-retired', { actor: 'test' });
       const rootId = (await svc.hierarchy.list()).find((c) => c.kind === 'root')!.id;
+      // Issue #23 items 3 and 5: what a role could obtain indirectly (docs/roles.md).
+      await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'role-lost', kind: 'client' }).expect(201);
+      const incidentId = (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'lost-device', title: 'role matrix', targets: { devices: ['role-lost'] } }).expect(201)).body.id as string;
+      const spareKey = (await svc.apiKeys.create({ name: 'role-matrix spare', role: 'auditor' }, { actor: 'test' })).id;
+      const secondAdmin = (await svc.apiKeys.create({ name: 'role-matrix second admin', role: 'admin' }, { actor: 'test' })).id;
       const cases: { name: string; send: (h: Record<string, string>) => request.Test; allowed: Role[]; ok: number }[] = [
         { name: 'GET /v1/cas', send: (h) => api.get('/v1/cas').set(h), allowed: ['admin', 'operator', 'provisioner', 'auditor'], ok: 200 },
         { name: 'GET /v1/cas/{id}', send: (h) => api.get(`/v1/cas/${issuingId}`).set(h), allowed: ['admin', 'operator', 'provisioner', 'auditor'], ok: 200 },
@@ -80,6 +85,13 @@ for (const target of dbTargets) {
         { name: 'POST /v1/api-keys', send: (h) => api.post('/v1/api-keys').set(h).send({ name: 'n', role: 'auditor' }), allowed: ['admin'], ok: 201 },
         { name: 'GET /v1/audit', send: (h) => api.get('/v1/audit').set(h), allowed: ['admin', 'auditor'], ok: 200 },
         { name: 'GET /metrics', send: (h) => api.get('/metrics').set(h), allowed: ['admin', 'operator', 'auditor'], ok: 200 },
+        { name: 'DELETE /v1/api-keys/{id}', send: (h) => api.delete(`/v1/api-keys/${spareKey}`).set(h), allowed: ['admin'], ok: 204 },
+        { name: 'POST /v1/enrollment-tokens', send: (h) => api.post('/v1/enrollment-tokens').set(h).send({ deviceId: 'role-lost' }), allowed: ['admin', 'provisioner'], ok: 201 },
+        { name: 'POST /v1/incidents', send: (h) => api.post('/v1/incidents').set(h).send({ kind: 'lost-device', title: 't', targets: { devices: ['role-lost'] } }), allowed: ['admin', 'operator'], ok: 201 },
+        // An operator's reissue is only proposed (201, no tokens: checked below); an admin's runs.
+        { name: 'incident reissue', send: (h) => api.post(`/v1/incidents/${incidentId}/actions`).set(h).send({ action: 'reissue' }), allowed: ['admin', 'operator'], ok: 201 },
+        // An operator may not revoke an admin's key through an incident (the domain's 403).
+        { name: 'incident revoke-credentials (an admin key)', send: (h) => api.post(`/v1/incidents/${incidentId}/actions`).set(h).send({ action: 'revoke-credentials', params: { apiKeyIds: [secondAdmin], enrollmentTokens: false, sessionKeys: false } }), allowed: ['admin'], ok: 201 },
       ];
       // What no role gets, whichever role asks (issue 23, items 1, 2, 4): refused with the status given (403 for roles without the route).
       const nobody: { name: string; send: (h: Record<string, string>) => request.Test; status: number }[] = [
@@ -111,6 +123,16 @@ for (const target of dbTargets) {
       }
       const auditorKey = (await api.get('/v1/api-keys').set(auth('admin'))).body.items.find((k: { role: string }) => k.role === 'auditor');
       assertProblem(await api.delete(`/v1/api-keys/${auditorKey.id}`).set(auth('operator')), 403);
+      // The operator's reissue handed out nothing; its proposal is approved only by a role that makes device credentials, who gets the token.
+      for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as Role[]) {
+        const step = (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action: 'reissue' }).expect(201)).body;
+        assert.deepEqual([step.status, step.secrets], ['proposed', undefined]);
+        const res = await api.post(`/v1/approvals/${step.approvalId}/approve`).set(auth(role));
+        if (role === 'admin' || role === 'provisioner') assert.equal(res.body.secrets?.tokens?.[0]?.deviceId, 'role-lost', `approve incident.reissue as ${role}: ${res.text}`);
+        else assertProblem(res, 403, new RegExp(`${role} role may not approve`));
+      }
+      // The last active admin key is never revoked.
+      assertProblem(await api.delete(`/v1/api-keys/${/^mqca_(ak_[0-9a-f]{20})_/.exec(keys.admin)![1]}`).set(auth('admin')), 409, /last active admin key/);
     });
 
     it('issues from a CSR and returns the certificate with its chain, which OpenSSL verifies', async () => {

@@ -188,12 +188,17 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
       (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action, ...extra }).expect(201)).body as {
         status: string;
         error: string | null;
-        secrets?: { tokens: { deviceId: string; token: string }[] };
+        approvalId: string | null;
       };
     assert.equal((await act('readmit')).status, 'succeeded');
     const unblocked = await act('unblock');
     assert.equal(unblocked.status, 'succeeded', unblocked.error ?? '');
-    const token = (await act('reissue')).secrets!.tokens[0]!;
+    // The operator proposes the reissue (tokens are device credentials); the provisioner on call approves it and gets the token.
+    const proposed = await act('reissue');
+    assert.equal(proposed.status, 'proposed');
+    const approved = (await api.post(`/v1/approvals/${proposed.approvalId}/approve`).set(auth('provisioner')).expect(200)).body as { status: string; secrets: { tokens: { deviceId: string; token: string }[] } };
+    assert.equal(approved.status, 'executed');
+    const token = approved.secrets.tokens[0]!;
     assert.equal(token.deviceId, 'smart-meter');
     const csr = p256Csr('smart-meter');
     const enrolled = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${token.token}` }).send({ csr: csr.pem }).expect(201)).body as { serial: string; certificate: string; chain: string[] };

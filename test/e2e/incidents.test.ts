@@ -133,7 +133,7 @@ for (const target of dbTargets) {
       const back = (await act(inc.id, { action: 'readmit', params: { devices: ['meter-7'] } }).expect(201)).body as Step;
       assert.deepEqual(back.result?.readmitted, ['meter-7']);
       assert.equal((await device('meter-7')).status, 'registered');
-      const re = (await act(inc.id, { action: 'reissue', params: { devices: ['meter-7'], expiresInSeconds: 3600 } }).expect(201)).body as Step;
+      const re = (await act(inc.id, { action: 'reissue', params: { devices: ['meter-7'], expiresInSeconds: 3600 } }, 'admin').expect(201)).body as Step; // an operator's reissue is a proposal (trust-escalation.test.ts)
       assert.equal(re.secrets?.tokens.length, 1);
       const fresh = re.secrets!.tokens[0]!;
       assert.equal(fresh.deviceId, 'meter-7');
@@ -178,7 +178,7 @@ for (const target of dbTargets) {
       assert.equal((await certificate(old.serial)).status, 'issued');
       assert.equal((await device('tablet-3')).status, 'active');
       // Re-keyed anyway: a new certificate, then the old one superseded.
-      const tok = ((await act(inc.id, { action: 'reissue' }).expect(201)).body as Step).secrets!.tokens[0]!.token;
+      const tok = ((await act(inc.id, { action: 'reissue' }, 'admin').expect(201)).body as Step).secrets!.tokens[0]!.token;
       const nothingYet = (await act(inc.id, { action: 'supersede-replaced', dryRun: true }).expect(201)).body as Step;
       assert.equal(nothingYet.touchedCount, 0);
       const next = (await enrollWith(tok, 'tablet-3').expect(201)).body as { serial: string };
@@ -228,7 +228,7 @@ for (const target of dbTargets) {
       const inc = (await open({ kind: 'device-compromise', title: 'sensor key dumped over JTAG', targets: { devices: ['sensor-no-rng'] } }).expect(201)).body as { id: string };
       await act(inc.id, { action: 'revoke-certificates' }).expect(201);
       await act(inc.id, { action: 'readmit' }).expect(201);
-      const tok = ((await act(inc.id, { action: 'reissue' }).expect(201)).body as Step).secrets!.tokens[0]!.token;
+      const tok = ((await act(inc.id, { action: 'reissue' }, 'admin').expect(201)).body as Step).secrets!.tokens[0]!.token;
       const res = await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${tok}` }).send({ password: 'field technician passphrase' }).expect(201);
       const p12 = writeTemp(tempDir(), 'k.p12', Buffer.from(res.body.pkcs12 as string, 'base64'));
       const info = run('openssl', ['pkcs12', '-in', p12, '-nodes', '-passin', 'pass:field technician passphrase']);

@@ -9,7 +9,7 @@ import { AuditStore } from '../../src/store/audit-store.js';
 import type { Db } from '../../src/store/db.js';
 import { dbTargets, disposeDb } from '../helpers/db.js';
 
-const ADMIN = { actor: 'api-key:ak_root', requestId: 'req-1' };
+const ADMIN = { actor: 'api-key:ak_root', requestId: 'req-1', role: 'admin' as const };
 
 for (const target of dbTargets) {
   describe(`api keys on ${target.name}`, { skip: target.skip }, () => {
@@ -51,6 +51,7 @@ for (const target of dbTargets) {
         role: 'provisioner',
         createdAt: '2026-05-01T12:00:00.000Z',
         createdBy: ADMIN.actor,
+        createdByKey: null,
         revokedAt: null,
         lastUsedAt: null,
       });
@@ -142,12 +143,43 @@ for (const target of dbTargets) {
       assert.equal(new Date((await storedRow(k.id)).last_used_at).toISOString(), t2.toISOString());
     });
 
+    it('no role revokes a key of a role above it, and the last active admin key is never revoked, even by two revocations at once', async () => {
+      const op = await keys.create({ name: 'rank operator', role: 'operator' }, ADMIN);
+      const prov = await keys.create({ name: 'rank provisioner', role: 'provisioner' }, ADMIN);
+      const adminA = await keys.create({ name: 'rank admin a', role: 'admin' }, ADMIN);
+      const adminB = await keys.create({ name: 'rank admin b', role: 'admin' }, ADMIN);
+      const asOperator = { actor: `api-key:${op.id}`, role: 'operator' as const };
+      await assert.rejects(keys.revoke(adminA.id, asOperator), { kind: 'Forbidden', message: /operator role may not revoke keys of a role above it/ });
+      await assert.rejects(keys.checkRevocable([prov.id, adminA.id], 'operator'), { kind: 'Forbidden' });
+      await assert.rejects(keys.revokeAll([prov.id, adminA.id], asOperator), { kind: 'Forbidden' });
+      assert.equal((await keys.list()).find((k) => k.id === prov.id)!.revokedAt, null, 'all or nothing');
+      assert.ok((await keys.revoke(prov.id, asOperator)).revokedAt); // peers may
+      // Every other admin key revoked first, so that A and B are the last two.
+      for (const k of await keys.list()) if (k.role === 'admin' && k.revokedAt === null && k.id !== adminA.id && k.id !== adminB.id) await keys.revoke(k.id, ADMIN);
+      await assert.rejects(keys.checkRevocable([adminA.id, adminB.id], 'admin'), { kind: 'Conflict', message: /last active admin key/ });
+      const both = await Promise.allSettled([keys.revoke(adminA.id, ADMIN), keys.revoke(adminB.id, ADMIN)]);
+      assert.deepEqual(both.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+      assert.equal((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason.kind, 'Conflict');
+      assert.equal((await keys.list()).filter((k) => k.role === 'admin' && k.revokedAt === null).length, 1);
+    });
+
+    it('records which key made each key, and answers its lineage nearest first', async () => {
+      const a = await keys.create({ name: 'lineage a', role: 'admin' }, { actor: 'cli:root' });
+      clock.advance(1000);
+      const b = await keys.create({ name: 'lineage b', role: 'admin' }, { actor: `api-key:${a.id}`, keyId: a.id });
+      const c = await keys.create({ name: 'lineage c', role: 'operator' }, { actor: `api-key:${b.id}`, keyId: b.id });
+      assert.deepEqual(await keys.lineage(c.id), { createdAt: clock.now(), ancestors: [b.id, a.id] });
+      assert.deepEqual((await keys.lineage(a.id))?.ancestors, []);
+      assert.equal(await keys.lineage('ak_00000000000000000000'), undefined);
+      assert.equal((await keys.list()).find((k) => k.id === b.id)?.createdByKey, a.id);
+    });
+
     it('revoke: the key stops working; revoking again is fine and audited once; unknown id is NotFound', async () => {
       const k = await keys.create({ name: 'temp', role: 'operator' }, ADMIN);
       assert.ok(await keys.authenticate(k.key));
       clock.advance(5_000);
       const revokedAt = clock.now().toISOString();
-      const r1 = await keys.revoke(k.id, { actor: 'api-key:ak_other', requestId: 'req-9' });
+      const r1 = await keys.revoke(k.id, { actor: 'api-key:ak_other', requestId: 'req-9', role: 'admin' });
       assert.equal(r1.revokedAt, revokedAt);
       assert.equal(await keys.authenticate(k.key), undefined);
 

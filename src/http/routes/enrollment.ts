@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { ServerKeygen } from '../../enroll/server-keygen.js';
 import type { KeyAlgorithm } from '../../ca/keys.js';
 import { badRequest } from '../../shared/errors.js';
+import { DEVICE_CREDENTIAL_ROLES } from '../../access/api-keys.js';
 import type { EnrollmentTokens, TokenInput } from '../../enroll/tokens.js';
 import type { StagedCredentials } from '../../rotate/staged-credentials.js';
 import { allow, READ_ROLES } from '../auth.js';
@@ -38,7 +39,7 @@ export function serverKeygenRoutes(keygen: ServerKeygen, staged: StagedCredentia
 
 export function tokenRoutes(tokens: EnrollmentTokens): Router {
   const r = Router();
-  r.post('/v1/enrollment-tokens', allow('provisioner'), async (req, res) => {
+  r.post('/v1/enrollment-tokens', allow(...DEVICE_CREDENTIAL_ROLES), async (req, res) => {
     res.status(201).json(await tokens.create(req.body as TokenInput, ctxOf(res)));
   });
   r.get('/v1/enrollment-tokens', allow(...READ_ROLES), async (req, res) => {
