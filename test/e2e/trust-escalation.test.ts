@@ -102,7 +102,7 @@ for (const target of dbTargets) {
       const before = await enroll('meter-x');
       // Before the fix this was 201: the broker certificate became meter-x's current certificate, and fetched its session keys.
       const res = await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', deviceId: 'meter-x', dnsNames: ['evil.example'], csr: p256Csr('meter-x').pem });
-      assertProblem(res, 403, /meter-x is a client device: it gets no broker certificate/);
+      assertProblem(res, 403, /device meter-x is a client: it takes no broker certificate/);
       assert.equal((await api.get('/v1/devices/meter-x').set(as('auditor')).expect(200)).body.currentSerial, before.serial);
       // Nor for anyone the other way round: a broker gets no device certificate.
       await api.post('/v1/devices').set(as('provisioner')).send({ id: 'broker-x', kind: 'broker' }).expect(201);
