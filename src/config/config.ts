@@ -89,6 +89,12 @@ const schema = z.object({
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
 });
 
+/** The environment variables the service reads and their defaults (for `mqtt-ca --help`), from the schema itself. */
+export function settingNames(): { name: string; default: string | undefined }[] {
+  const defaults = schema.parse({}) as Record<string, unknown>;
+  return Object.keys(schema.shape).map((name) => ({ name, default: defaults[name] === undefined ? undefined : String(defaults[name]) }));
+}
+
 export interface Config {
   port: number;
   /** The TLS listener for EST and certificate-authenticated renewal; off when unset. */
