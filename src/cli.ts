@@ -14,6 +14,7 @@ import { isDomainError } from './shared/errors.js';
 import { systemClock } from './shared/clock.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
+import type { Logger } from 'pino';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, embeddedStoreExists, holdsCa, migrateLatest, pgliteDirUnder, type Db } from './store/db.js';
 import { DataDirError, securePrivateDirs } from './store/data-dir.js';
@@ -55,17 +56,21 @@ async function openExistingStore(config: Config, need: 'store' | 'ca'): Promise<
   }
 }
 
-/** Runs `fn` on the service over an existing store holding a CA; only `init` passes `mayCreate`. */
-async function withService<T>(fn: (svc: Service) => Promise<T>, opts: { mayCreate?: boolean } = {}): Promise<T> {
-  const config = loadConfig();
+/** The service over an existing store that holds a CA; with `mayCreate` (init), over any store. */
+async function openService(config: Config, opts: { mayCreate?: boolean; logger?: Logger } = {}): Promise<Service> {
   const db = opts.mayCreate ? undefined : await openExistingStore(config, 'ca');
-  let svc: Service;
   try {
-    svc = await buildService(config, { logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel), ...(db ? { db } : {}) });
+    return await buildService(config, { ...(opts.logger ? { logger: opts.logger } : {}), ...(db ? { db } : {}) });
   } catch (e) {
-    await db?.destroy(); // a database handed in stays the caller's
+    await db?.destroy(); // buildService leaves a database handed in to its caller
     throw e;
   }
+}
+
+/** Runs a one-shot command's `fn` on the service (see openService), then closes it. */
+async function withService<T>(fn: (svc: Service) => Promise<T>, opts: { mayCreate?: boolean } = {}): Promise<T> {
+  const config = loadConfig();
+  const svc = await openService(config, { ...opts, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
   try {
     return await fn(svc);
   } finally {
@@ -147,11 +152,7 @@ program
       console.error('mqtt-ca worker: REDIS_URL is not set. Without Redis, `mqtt-ca serve` runs the jobs in-process.');
       process.exit(2);
     }
-    const db = await openExistingStore(config, 'ca');
-    const svc = await buildService(config, { db }).catch(async (e: unknown) => {
-      await db.destroy();
-      throw e;
-    });
+    const svc = await openService(config);
     await svc.jobs.start();
     console.log(`mqtt-ca worker running (queues on ${new URL(config.redisUrl).host}, prefix ${config.jobs.prefix})`);
     const stop = async (signal: string) => {
