@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig, settingNames, type Config } from './config/config.js';
 import { defaultKekPath, deriveKey, KekError, loadKek } from './ca/kek.js';
-import { existsSync } from 'node:fs';
 import { AuditLog } from './audit/audit-log.js';
 import { AuditStore } from './store/audit-store.js';
 import { BackupStore } from './store/backup-store.js';
@@ -13,8 +14,11 @@ import { isDomainError } from './shared/errors.js';
 import { systemClock } from './shared/clock.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
+import type { Logger } from 'pino';
 import { ROLES, type Role } from './access/api-keys.js';
-import { createDb, migrateLatest, pgliteDirUnder } from './store/db.js';
+import { createDb, embeddedStoreExists, holdsCa, migrateLatest, pgliteDirUnder, type Db } from './store/db.js';
+import { DataDirError, securePrivateDirs } from './store/data-dir.js';
+import { StoreLockedError } from './store/store-lock.js';
 import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
 import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
@@ -22,13 +26,72 @@ import { verifyAuditLog } from './respond/audit-verification.js';
 
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
-async function withService<T>(fn: (svc: Service) => Promise<T>, config: Config = loadConfig()): Promise<T> {
-  const svc = await buildService(config, { logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
+/** A command that needs a store (and a CA) found none where it looked; it created nothing. */
+class NoStoreError extends Error {
+  override name = 'NoStoreError';
+}
+
+/** Where the store is, for messages: DATABASE_URL without its password, else DATA_DIR. */
+function storeLocation(config: Config): string {
+  if (!config.databaseUrl) return `DATA_DIR=${config.dataDir}`;
+  const url = new URL(config.databaseUrl);
+  if (url.password) url.password = '***';
+  return `DATABASE_URL=${url.toString()}`;
+}
+
+/**
+ * The store of a command that is not `init`, `serve` or `restore`: it must exist (and, with
+ * `ca`, hold a CA). Such a command never creates a store, a schema or a KEK: run in the wrong
+ * directory, it says where it looked instead of starting a second, unrelated CA.
+ */
+async function openExistingStore(config: Config, need: 'store' | 'ca'): Promise<Db> {
+  const pgliteDir = pgliteDirUnder(config.dataDir);
+  const hint = `Nothing was created. Point DATA_DIR (or DATABASE_URL) at the service's store, or make a new CA with \`mqtt-ca init\`.`;
+  if (!config.databaseUrl && !embeddedStoreExists(pgliteDir)) throw new NoStoreError(`no store at ${storeLocation(config)} (${pgliteDir} does not exist). ${hint}`);
+  const db = createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDir });
+  try {
+    if (need === 'ca' && !(await holdsCa(db))) throw new NoStoreError(`the store at ${storeLocation(config)} holds no CA. ${hint}`);
+    return db;
+  } catch (e) {
+    await db.destroy();
+    throw e;
+  }
+}
+
+/** The service over an existing store that holds a CA; with `mayCreate` (init), over any store. */
+async function openService(config: Config, opts: { mayCreate?: boolean; logger?: Logger } = {}): Promise<Service> {
+  const db = opts.mayCreate ? undefined : await openExistingStore(config, 'ca');
+  try {
+    return await buildService(config, { ...(opts.logger ? { logger: opts.logger } : {}), ...(db ? { db } : {}) });
+  } catch (e) {
+    await db?.destroy(); // buildService leaves a database handed in to its caller
+    throw e;
+  }
+}
+
+/** Runs a one-shot command's `fn` on the service (see openService), then closes it. */
+async function withService<T>(fn: (svc: Service) => Promise<T>, opts: { mayCreate?: boolean } = {}): Promise<T> {
+  const config = loadConfig();
+  const svc = await openService(config, { ...opts, logger: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel) });
   try {
     return await fn(svc);
   } finally {
     await svc.close();
   }
+}
+
+function packageVersion(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+    if (dirname(dir) === dir) return 'unknown';
+  }
+}
+
+function settingsHelp(): string {
+  const settings = settingNames();
+  const width = Math.max(...settings.map((s) => s.name.length));
+  return settings.map((s) => `  ${s.name.padEnd(width)}  ${s.default === undefined ? '' : `(default ${s.default})`}`.trimEnd()).join('\n');
 }
 
 /** The generated admin key stays in its 0600 file: the console (which may be the log stream) only says where. */
@@ -37,7 +100,18 @@ function announce(r: BootstrapResult): void {
   if (r.adminKey) console.log(`Generated the admin API key: it is in ${r.adminKeyFile} (mode 0600, readable by this user only); it is not shown here or logged.`);
 }
 
-const program = new Command('mqtt-ca').description('Private CA and credential lifecycle manager for MQTT fleets');
+const program = new Command('mqtt-ca')
+  .description('Private CA and credential lifecycle manager for MQTT fleets')
+  .version(packageVersion(), '-V, --version')
+  .addHelpText('after', () => `\nSettings it reads from the environment (README, "Configuration"):\n${settingsHelp()}\n`)
+  .hook('preAction', (_program, command) => {
+    if (command.name() === 'crl-sync') return; // a broker host's tool: no DATA_DIR, and the broker reads what it writes
+    // DATA_DIR holds the KEK, the admin key and the embedded store: refuse one others can write to.
+    const { dataDir } = loadConfig();
+    securePrivateDirs(dataDir, [pgliteDirUnder(dataDir)]);
+    // Everything else this process creates is the service user's alone; broker-setup's files are for the broker.
+    if (command.name() !== 'broker-setup') process.umask(0o077);
+  });
 
 program
   .command('serve')
@@ -78,7 +152,7 @@ program
       console.error('mqtt-ca worker: REDIS_URL is not set. Without Redis, `mqtt-ca serve` runs the jobs in-process.');
       process.exit(2);
     }
-    const svc = await buildService(config);
+    const svc = await openService(config);
     await svc.jobs.start();
     console.log(`mqtt-ca worker running (queues on ${new URL(config.redisUrl).host}, prefix ${config.jobs.prefix})`);
     const stop = async (signal: string) => {
@@ -94,8 +168,7 @@ program
   .command('migrate')
   .description('apply database migrations')
   .action(async () => {
-    const config = loadConfig();
-    const db = createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+    const db = await openExistingStore(loadConfig(), 'store');
     try {
       const applied = await migrateLatest(db);
       console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
@@ -108,11 +181,14 @@ program
   .command('init')
   .description('initialise the CA hierarchy and the admin API key on an empty store')
   .action(async () => {
-    await withService(async (svc) => {
-      const r = await bootstrap(svc);
-      announce(r);
-      if (!r.created && !r.adminKey) console.log('already initialised');
-    });
+    await withService(
+      async (svc) => {
+        const r = await bootstrap(svc);
+        announce(r);
+        if (!r.created && !r.adminKey) console.log('already initialised');
+      },
+      { mayCreate: true },
+    );
   });
 
 const apikey = program.command('apikey').description('manage API keys');
@@ -297,6 +373,16 @@ program
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof KekError) {
     console.error(`mqtt-ca: ${e.message}`);
+  } else if (e instanceof StoreLockedError) {
+    console.error(
+      `mqtt-ca: the embedded store ${e.lockFile.replace(/\.pid$/, '')} is ${e.message}.\n` +
+        '  Only one process may open it at a time: do this through the running service\'s API (e.g. POST and GET /v1/api-keys, POST /v1/backups), ' +
+        'or stop that process first. (With DATABASE_URL, PostgreSQL lets several processes share the store.)',
+    );
+    process.exit(2);
+  } else if (e instanceof DataDirError || e instanceof NoStoreError) {
+    console.error(`mqtt-ca: ${e.message}`);
+    process.exit(2);
   } else {
     console.error('mqtt-ca: failed:', e instanceof Error ? e.message : e);
   }

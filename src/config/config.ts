@@ -111,6 +111,12 @@ const schema = z.object({
   ),
 });
 
+/** The environment variables the service reads and their defaults (for `mqtt-ca --help`), from the schema itself. */
+export function settingNames(): { name: string; default: string | undefined }[] {
+  const defaults = schema.parse({}) as Record<string, unknown>;
+  return Object.keys(schema.shape).map((name) => ({ name, default: defaults[name] === undefined ? undefined : String(defaults[name]) }));
+}
+
 export interface Config {
   port: number;
   /** The TLS listener for EST and certificate-authenticated renewal; off when unset. */

@@ -1,9 +1,12 @@
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
+import { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrationSource } from '../../migrations/index.js';
+import { makePrivate } from './data-dir.js';
+import { acquireStoreLock, lockFileFor } from './store-lock.js';
 
 export type Db = Knex;
 export type Executor = Knex | Knex.Transaction;
@@ -24,12 +27,52 @@ export function createDb(opts: DbOptions): Db {
       pool: { min: 0, max: opts.poolMax ?? 10 },
     });
   }
-  if (opts.pgliteDir) mkdirSync(opts.pgliteDir, { recursive: true });
-  return knexFactory({
-    client: ClientPgLite as unknown as typeof knexFactory.Client,
-    dialect: 'postgres',
-    connection: opts.pgliteDir ? { filename: opts.pgliteDir } : {},
-  });
+  if (!opts.pgliteDir) return knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: {} });
+  return openEmbedded(opts.pgliteDir);
+}
+
+/**
+ * PGlite in files: this process's alone while it is open (the store lock, StoreLockedError
+ * otherwise), and private to the service user — PGlite's initdb makes its files 0666 whatever
+ * the umask, so they are tightened once it is ready and again when the store closes.
+ */
+function openEmbedded(dir: string): Db {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const lock = acquireStoreLock(lockFileFor(dir));
+  let pglite: PGlite;
+  try {
+    pglite = new PGlite(dir);
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+  pglite.waitReady.then(() => makePrivate(dir)).catch(() => undefined); // a failed start shows on the first query
+  const db = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: { pglite } as unknown as Knex.StaticConnectionConfig });
+  // knex's own destroy() is read-only; it ends in the client's.
+  const client = db.client as { destroy(callback?: unknown): Promise<void> };
+  const destroy = client.destroy.bind(client);
+  client.destroy = async (callback?: unknown) => {
+    try {
+      await destroy(callback);
+      if (!pglite.closed) await pglite.close().catch(() => undefined);
+      makePrivate(dir);
+    } finally {
+      lock.release();
+    }
+  };
+  return db;
+}
+
+/** Whether an embedded store has been created in this directory (PGlite's initdb has run there). */
+export function embeddedStoreExists(pgliteDir: string): boolean {
+  return existsSync(join(pgliteDir, 'PG_VERSION'));
+}
+
+/** Whether the store holds a CA (any key material): a store without one is new, whatever its schema. */
+export async function holdsCa(db: Db): Promise<boolean> {
+  const table = await db.raw<{ rows: { name: string | null }[] }>(`select to_regclass('key_material')::text as name`);
+  if (!table.rows[0]?.name) return false;
+  return (await db('key_material').first('id')) !== undefined;
 }
 
 /**
