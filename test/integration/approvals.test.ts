@@ -7,6 +7,7 @@ import type { Service } from '../../src/main.js';
 import { DomainError, isDomainError } from '../../src/shared/errors.js';
 import type { ApprovalActor } from '../../src/respond/approvals.js';
 import { ManualClock } from '../../src/shared/clock.js';
+import { ApiKeyStore } from '../../src/store/api-key-store.js';
 
 const alice: ApprovalActor = { actor: 'api-key:ak_alice', requestId: 'req-1', keyId: 'ak_alice', name: 'Alice', role: 'operator' };
 const alice2: ApprovalActor = { actor: 'api-key:ak_alice2', requestId: 'req-2', keyId: 'ak_alice2', name: ' alice ', role: 'admin' };
@@ -32,6 +33,11 @@ for (const target of dbTargets) {
 
     before(async () => {
       svc = await makeService(target, { clock, env: { APPROVAL_TTL_HOURS: '2' } });
+      // An approver must be a key on record (its lineage is checked): the test's people are keys made by nobody, before the first proposal.
+      const keys = new ApiKeyStore();
+      for (const who of [alice, alice2, bob, carol, dave]) {
+        await keys.insert(svc.db, { id: who.keyId, name: who.name, role: who.role, secretHash: Buffer.alloc(32), createdBy: 'test', createdByKey: null, createdAt: new Date('2026-01-01T00:00:00Z') });
+      }
       svc.approvals.register<{ n: number }, { doubled: number }>('test.ok', {
         roles: ['operator', 'admin'],
         async describe(p) {
@@ -71,7 +77,7 @@ for (const target of dbTargets) {
       const ex = { roles: ['admin'] as const, describe: async () => ({ summary: '' }), execute: async () => null };
       assert.throws(() => svc.approvals.register('test.ok', ex), /registered already/);
       assert.throws(() => svc.approvals.register('Bad Name', ex), /lowercase/);
-      assert.deepEqual(svc.approvals.actions(), ['ca.revoke', 'incident.action', 'incident.ca-recovery', 'revocation.bulk', 'test.crash', 'test.ok', 'test.refused']);
+      assert.deepEqual(svc.approvals.actions(), ['ca.revoke', 'incident.action', 'incident.ca-recovery', 'incident.reissue', 'revocation.bulk', 'test.crash', 'test.ok', 'test.refused']);
     });
 
     it('refuses unknown actions, invalid params and roles the action does not admit, storing nothing', async () => {
