@@ -104,7 +104,8 @@ function decodeCursor(cursor: string): number {
   return Number(s);
 }
 
-function toEntry(r: AuditRow): AuditEntry {
+/** An entry as the API (and the log stream) shows it. */
+export function toEntry(r: AuditRow): AuditEntry {
   return {
     seq: r.seq,
     at: r.at.toISOString(),

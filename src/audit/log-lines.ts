@@ -1,5 +1,6 @@
 import { redactSecrets } from '../shared/log-redaction.js';
 import type { AuditRow } from '../store/audit-store.js';
+import { toEntry } from './audit-log.js';
 
 /**
  * An audit entry as a structured log line for a SIEM: stable field names (`kind: 'audit'`),
@@ -7,16 +8,6 @@ import type { AuditRow } from '../store/audit-store.js';
  * details with any secret-named field redacted (details must not carry secrets; this is the belt to that brace).
  */
 export function auditLogLine(r: AuditRow): Record<string, unknown> {
-  return {
-    kind: 'audit',
-    seq: r.seq,
-    at: r.at.toISOString(),
-    actor: r.actor,
-    action: r.action,
-    targetType: r.targetType,
-    targetId: r.targetId,
-    requestId: r.requestId,
-    details: redactSecrets(r.details),
-    hash: r.hash.toString('hex'),
-  };
+  const { prevHash: _prevHash, ...entry } = toEntry(r);
+  return { kind: 'audit', ...entry, details: redactSecrets(r.details) };
 }
