@@ -1,6 +1,6 @@
 // ESLint flat config: @eslint/js + typescript-eslint recommended (syntax only, no type
 // information, so `npx eslint .` stays fast), plus the import boundaries of
-// /work/shared/ARCHITECTURE.md ("Layout", third column) as `no-restricted-imports`.
+// docs/architecture.md ("Layout", third column) as `no-restricted-imports`.
 //
 // How the boundaries are matched: each rule below looks at the import specifier as written
 // (`../http/app.js`, `../../ca/keys.js`), not at the resolved file. A relative specifier that
@@ -115,7 +115,7 @@ export default defineConfig(
     },
   },
 
-  // ---- import boundaries (ARCHITECTURE.md, Layout) -------------------------------------------
+  // ---- import boundaries (docs/architecture.md, Layout) -------------------------------------
 
   // shared: imports nothing from other src folders.
   boundary(
