@@ -103,7 +103,7 @@ function announce(r: BootstrapResult): void {
 const program = new Command('mqtt-ca')
   .description('Private CA and credential lifecycle manager for MQTT fleets')
   .version(packageVersion(), '-V, --version')
-  .addHelpText('after', () => `\nSettings it reads from the environment (README, "Configuration"):\n${settingsHelp()}\n`)
+  .addHelpText('after', () => `\nSettings it reads from the environment (docs/configuration.md):\n${settingsHelp()}\n`)
   .hook('preAction', (_program, command) => {
     if (command.name() === 'crl-sync') return; // a broker host's tool: no DATA_DIR, and the broker reads what it writes
     // DATA_DIR holds the KEK, the admin key and the embedded store: refuse one others can write to.

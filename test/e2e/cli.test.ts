@@ -350,19 +350,18 @@ describe('mqtt-ca run outside the repository, where there is no store', () => {
     }
   });
 
-  it('works as a command with no build step: --version, and --help lists every setting the README documents', () => {
+  it('works as a command with no build step: --version, and --help lists every setting docs/configuration.md documents', () => {
     const version = cli(['--version'], {}, { cwd, bin: true });
     assert.equal(version.status, 0, version.stderr);
     assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
     const help = cli(['--help'], {}, { cwd, bin: true });
     assert.equal(help.status, 0, help.stderr);
     const listed = [...help.stdout.split('Settings it reads from the environment')[1]!.matchAll(/^ {2}([A-Z][A-Z0-9_]+)\b/gm)].map((m) => m[1]!);
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));
+    const table = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
     const documented = [...table.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \|/gm)].map((m) => m[1]!);
     assert.ok(listed.includes('DATA_DIR') && listed.includes('DATABASE_URL') && listed.includes('MQTT_CA_KEK_FILE'), help.stdout);
     assert.ok(documented.length > 40);
-    assert.deepEqual(documented.filter((name) => !listed.includes(name)), [], 'every setting of the README Configuration table is in --help');
+    assert.deepEqual(documented.filter((name) => !listed.includes(name)), [], 'every setting of the docs/configuration.md table is in --help');
     assert.equal(new Set(listed).size, listed.length);
     assert.match(help.stdout, /DATA_DIR\s+\(default \.\/data\)/);
     assert.deepEqual(readdirSync(cwd), []);
