@@ -19,6 +19,7 @@ import type { OcspResponders, ResponderIdentity } from './ocsp-responders.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 import { NO_TELEMETRY, type OcspOutcome, type OcspSource, type Telemetry } from '../detect/telemetry.js';
+import { SingleFlight } from '../shared/single-flight.js';
 
 /** What the HTTP edge sends back: the DER, and for a pre-signed answer what HTTP caching needs. */
 export interface OcspAnswer {
@@ -83,7 +84,7 @@ type Lookup = (req: OcspCertId) => string | undefined;
 export class OcspResponder implements RevocationListener {
   readonly cache: OcspCache;
   private issuerIndex: { lookup: Lookup; at: number } | undefined;
-  private readonly fills = new Map<string, Promise<Found>>();
+  private readonly fills = new SingleFlight<string, Found>();
 
   constructor(
     private readonly db: Db,
@@ -204,12 +205,7 @@ export class OcspResponder implements RevocationListener {
   private fill(caId: string, certId: OcspCertId): Promise<Found> {
     const serial = certId.serial.toString('hex');
     const key = `${serial}|${certId.hashAlgorithm}|${caId}`;
-    let p = this.fills.get(key);
-    if (!p) {
-      p = this.fillNow(caId, certId, serial).finally(() => this.fills.delete(key));
-      this.fills.set(key, p);
-    }
-    return p;
+    return this.fills.run(key, () => this.fillNow(caId, certId, serial));
   }
 
   private async fillNow(caId: string, certId: OcspCertId, serial: string): Promise<Found> {

@@ -10,6 +10,7 @@ import type { CertificateStore } from '../store/certificate-store.js';
 import type { Db } from '../store/db.js';
 import type { SettingsStore } from '../store/key-store.js';
 import type { CrlIssuers } from './crl-publisher.js';
+import { SingleFlight } from '../shared/single-flight.js';
 
 /** The delegated responder that signs a CA's OCSP responses (RFC 6960 §4.2.2.2). */
 export interface ResponderIdentity {
@@ -50,7 +51,7 @@ function responderAlgorithm(caAlgorithm: KeyAlgorithm): KeyAlgorithm {
  */
 export class OcspResponders {
   private readonly current = new Map<string, ResponderIdentity>();
-  private readonly renewing = new Map<string, Promise<ResponderIdentity>>();
+  private readonly renewing = new SingleFlight<string, ResponderIdentity>();
 
   constructor(
     private readonly db: Db,
@@ -106,12 +107,7 @@ export class OcspResponders {
   }
 
   private renew(caId: string, previous: ResponderIdentity | undefined): Promise<ResponderIdentity> {
-    let p = this.renewing.get(caId);
-    if (!p) {
-      p = this.issue(caId, previous).finally(() => this.renewing.delete(caId));
-      this.renewing.set(caId, p);
-    }
-    return p;
+    return this.renewing.run(caId, () => this.issue(caId, previous));
   }
 
   private async issue(caId: string, previous: ResponderIdentity | undefined): Promise<ResponderIdentity> {

@@ -9,6 +9,7 @@ import type { Clock } from '../shared/clock.js';
 import type { Serial } from '../shared/ids.js';
 import type { Db } from '../store/db.js';
 import type { SettingsStore } from '../store/key-store.js';
+import { SingleFlight } from '../shared/single-flight.js';
 
 /** The certificates the service holds for itself: its TLS server certificate and the broker connector's client certificate. */
 export type ServiceIdentityName = 'tls-server' | 'broker-connector';
@@ -68,7 +69,7 @@ const VALIDITY_DAYS = 90;
  * not revoked: it stays good until it expires, for connections made with it.
  */
 export class ServiceIdentities {
-  private readonly issuing = new Map<ServiceIdentityName, Promise<ServiceIdentity>>();
+  private readonly issuing = new SingleFlight<ServiceIdentityName, ServiceIdentity>();
   private readonly listeners = new Set<(name: ServiceIdentityName) => void>();
 
   constructor(
@@ -120,12 +121,7 @@ export class ServiceIdentities {
 
   /** One issuance per identity at a time in this process (a listener and the job asking at once). */
   private issueOnce(name: ServiceIdentityName, previous: Stored | undefined): Promise<ServiceIdentity> {
-    let p = this.issuing.get(name);
-    if (!p) {
-      p = this.issue(name, previous).finally(() => this.issuing.delete(name));
-      this.issuing.set(name, p);
-    }
-    return p;
+    return this.issuing.run(name, () => this.issue(name, previous));
   }
 
   private async issue(name: ServiceIdentityName, previous: Stored | undefined): Promise<ServiceIdentity> {
