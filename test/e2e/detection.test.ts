@@ -7,7 +7,7 @@ import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { p256Csr } from '../helpers/csr.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
-import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
+import { listenOnLoopback, writeCaFiles, jsonCaller } from '../helpers/http.js';
 import { toolSkip } from '../helpers/tools.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { loadConfig } from '../../src/config/config.js';
@@ -35,15 +35,7 @@ for (const target of dbTargets) {
     const dir = tempDir();
     let files: { root: string; issuing: string };
 
-    const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-      const res = await fetch(`${url}${path}`, {
-        method,
-        headers: { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      return { status: res.status, headers: res.headers, body: text && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text };
-    };
+    const call = jsonCaller(() => url);
     const asAdmin = (method: string, path: string, body?: unknown) => call(method, path, body, { Authorization: `Bearer ${keys.admin}` });
     const enroll = (token: string, cn: string) => call('POST', '/v1/enroll', { csr: p256Csr(cn).pem }, { Authorization: `Bearer ${token}` });
     const events = async (query: Record<string, string>): Promise<EventItem[]> => {

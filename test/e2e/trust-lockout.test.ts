@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { p256Csr, signedRenewalAuth } from '../helpers/csr.js';
-import { listenOnLoopback } from '../helpers/http.js';
+import { listenOnLoopback, jsonCaller } from '../helpers/http.js';
 import { runAsync } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
@@ -34,15 +34,7 @@ for (const target of dbTargets) {
     let http: { url: string; close(): Promise<void> };
     const clock = new ManualClock(new Date());
 
-    const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
-      const res = await fetch(`${http.url}${path}`, {
-        method,
-        headers: { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      return { status: res.status, headers: res.headers, body: text && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text };
-    };
+    const call = jsonCaller(() => http.url);
     const asAdmin = (method: string, path: string, body?: unknown) => call(method, path, body, { Authorization: `Bearer ${keys.admin}` });
     const enroll = (token: string, cn: string, headers: Record<string, string> = {}) => call('POST', '/v1/enroll', { csr: p256Csr(cn).pem }, { Authorization: `Bearer ${token}`, ...headers });
     const token = async (body: Record<string, unknown>) => {

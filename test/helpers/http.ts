@@ -46,3 +46,16 @@ export async function writeCaFiles(svc: Service, issuingId: string, dir: string)
     issuing: writeTemp(dir, 'issuing.pem', cas.find((c) => c.id === issuingId)!.certificate!),
   };
 }
+
+/** A fetch of `base() + path` with an optional JSON body; the answer's body parsed when it is JSON. */
+export function jsonCaller(base: () => string) {
+  return async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${base()}${path}`, {
+      method,
+      headers: { ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, body: text && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text };
+  };
+}
