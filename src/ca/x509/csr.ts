@@ -24,7 +24,7 @@
  */
 import { constants } from 'node:crypto';
 import { SignatureVerifier, type VerifyJob } from '../../shared/crypto-worker.js';
-import { DerError, readTlv, type DerFault, type TlvHeader } from './der.js';
+import { DerError, readTlv, refusingWith, type DerFault, type TlvHeader } from './der.js';
 import { verifyKeyOf } from './spki.js';
 
 export type CsrSignatureAlgorithm =
@@ -613,12 +613,7 @@ function looksLikeCertificate(buf: Uint8Array, first: Tlv): boolean {
  * The Buffers returned are views into `der`, which is a private copy of the input.
  */
 export function parseCsrDer(input: Uint8Array): ParsedCsr {
-  try {
-    return parse(input);
-  } catch (e) {
-    if (e instanceof CsrError) throw e;
-    throw new CsrError('the CSR cannot be parsed');
-  }
+  return refusingWith(CsrError, 'the CSR cannot be parsed', () => parse(input));
 }
 
 function parse(input: Uint8Array): ParsedCsr {

@@ -467,3 +467,16 @@ export function readTlv(buf: Bytes, pos = 0, limit = buf.length, maxLengthOctets
   if (end > limit) refuse('truncated');
   return { tag, start, end };
 }
+
+/**
+ * Runs a parser of outside bytes so that it throws its own error type and nothing else: whatever
+ * else escapes it (a RangeError from a Buffer, a bug) becomes `new ErrorType(message)`.
+ */
+export function refusingWith<T>(ErrorType: new (message: string) => Error, message: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof ErrorType) throw e;
+    throw new ErrorType(message);
+  }
+}

@@ -11,7 +11,7 @@
  *   CertID      ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier, issuerNameHash OCTET STRING,
  *                              issuerKeyHash OCTET STRING, serialNumber CertificateSerialNumber }
  */
-import { DerError, TAG, octetString, oid, readTlv, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
+import { DerError, TAG, octetString, oid, readTlv, refusingWith, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
 import { extension } from './encode.js';
 
 export type CertIdHash = 'sha1' | 'sha256' | 'sha384' | 'sha512';
@@ -152,12 +152,7 @@ function extensions(r: Reader, allowNonce: boolean): Buffer | null {
 }
 
 export function parseOcspRequest(input: Uint8Array): ParsedOcspRequest {
-  try {
-    return parse(input);
-  } catch (e) {
-    if (e instanceof OcspRequestError) throw e;
-    throw new OcspRequestError('the request cannot be parsed');
-  }
+  return refusingWith(OcspRequestError, 'the request cannot be parsed', () => parse(input));
 }
 
 function parse(input: Uint8Array): ParsedOcspRequest {
