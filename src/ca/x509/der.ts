@@ -468,6 +468,16 @@ export function readTlv(buf: Bytes, pos = 0, limit = buf.length, maxLengthOctets
   return { tag, start, end };
 }
 
+/** Whether `der` is exactly one strict DER TLV (with tag `tag`, when given) and nothing after it. */
+export function isSingleTlv(der: Bytes, tag?: number): boolean {
+  try {
+    const h = readTlv(der, 0);
+    return h.end === der.length && (tag === undefined || h.tag === tag);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Runs a parser of outside bytes so that it throws its own error type and nothing else: whatever
  * else escapes it (a RangeError from a Buffer, a bug) becomes `new ErrorType(message)`.
