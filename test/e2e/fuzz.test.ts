@@ -11,6 +11,7 @@ import { p256Csr } from '../helpers/csr.js';
 import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { readTlv } from '../../src/ca/x509/der.js';
 import { encodeCertificationRequest, encodeCertificationRequestInfo, nodeSignHash } from '../../src/ca/x509/encode.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { loadApiSpec } from '../../src/http/openapi.js';
@@ -185,6 +186,72 @@ function operations(): { method: string; path: string; op: Operation }[] {
 /** Not text: PostgreSQL cannot store the first, and the second is half a character. */
 const NOT_TEXT = ['fz\u0000x', 'fz\ud800x'];
 
+/** A DER element as a tree (a constructed one holds its children), to encode again with one header made wrong. */
+type DerNode = { tag: number; value: Buffer; children?: DerNode[] };
+type DerFault = 'non-minimal 81' | 'non-minimal 82 00' | 'indefinite' | 'past the end' | 'a lone tag inside';
+
+function derTree(buf: Buffer, start = 0, end = buf.length): DerNode[] {
+  const out: DerNode[] = [];
+  for (let pos = start; pos < end; ) {
+    const h = readTlv(buf, pos, end);
+    out.push({ tag: h.tag, value: buf.subarray(h.start, h.end), ...(h.tag & 0x20 ? { children: derTree(buf, h.start, h.end) } : {}) });
+    pos = h.end;
+  }
+  return out;
+}
+
+const minimalLength = (n: number) => (n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff]);
+
+/** The tree as DER, minimal everywhere but at `target`, whose header gets `fault` (its ancestors' lengths still add up). */
+function derEncode(nodes: DerNode[], target?: DerNode, fault?: DerFault): Buffer {
+  return Buffer.concat(
+    nodes.map((n) => {
+      let body = n.children ? derEncode(n.children, target, fault) : n.value;
+      let length = minimalLength(body.length);
+      if (n === target) {
+        if (fault === 'non-minimal 81') length = [0x81, body.length];
+        else if (fault === 'non-minimal 82 00') length = [0x82, 0x00, body.length];
+        else if (fault === 'past the end') length = minimalLength(body.length + 1);
+        else if (fault === 'a lone tag inside') {
+          body = Buffer.concat([body, Buffer.from([0x04])]);
+          length = minimalLength(body.length);
+        } else {
+          body = Buffer.concat([body, Buffer.from([0, 0])]);
+          length = [0x80];
+        }
+      }
+      return Buffer.concat([Buffer.from([n.tag, ...length]), body]);
+    }),
+  );
+}
+
+/**
+ * The shared DER reader's refusals, at every element of a valid input: non-minimal lengths (81 05, 82 00 05),
+ * the indefinite form (80), a length past the end of its container (for a last child or the whole input),
+ * a tag with no length inside a container, and the input cut after its first tag octet. `reason` is the
+ * CSR parser's words where the element's own header is what is refused.
+ */
+function derFaults(seed: Buffer): { name: string; input: Buffer; reason?: RegExp }[] {
+  const tree = derTree(seed);
+  assert.deepEqual(derEncode(tree), seed, 'the seed is minimal DER and encodes again to itself');
+  const out: { name: string; input: Buffer; reason?: RegExp }[] = [{ name: 'a lone tag', input: seed.subarray(0, 1) }];
+  const visit = (nodes: DerNode[], path: string) =>
+    nodes.forEach((node, i) => {
+      const at = `${path}/${i}`;
+      const add = (fault: DerFault, reason?: RegExp) => out.push({ name: `${fault} at ${at}`, input: derEncode(tree, node, fault), reason });
+      if (node.value.length < 0x80) add('non-minimal 81', /^non-minimal DER length$/);
+      if (node.value.length < 0x100) add('non-minimal 82 00', /^non-minimal DER length$/);
+      add('indefinite', /^indefinite lengths are not DER$/);
+      if (i === nodes.length - 1) add('past the end');
+      if (node.children) {
+        add('a lone tag inside');
+        visit(node.children, at);
+      }
+    });
+  visit(tree, '');
+  return out;
+}
+
 const PER_TARGET = Number(process.env.FUZZ_INPUTS ?? 800);
 /** A request that takes longer than this is a hang. */
 const HANG_MS = 15_000;
@@ -297,6 +364,26 @@ describe(`fuzzing every parser that takes outside bytes, over HTTP, on ${target.
     const after = await svc.db('certificates').count({ n: '*' }).first();
     assert.equal(Number(after!.n) - Number(before!.n), issued.length);
     for (const serial of issued) assert.equal((await svc.certificates.get(serial as never)).status, 'issued');
+  });
+
+  it('the shared DER reader refuses at every element: CSRs are a 400 with the reason, OCSP requests malformedRequest (non-minimal lengths too)', async () => {
+    const ocsp = async (input: Buffer) => {
+      const res = await fetch(`${http.url}/pki/ocsp`, { method: 'POST', headers: { 'Content-Type': 'application/ocsp-request' }, body: input, signal: AbortSignal.timeout(HANG_MS) });
+      assert.equal(res.status, 200);
+      return Buffer.from(await res.arrayBuffer());
+    };
+    const malformed = Buffer.from('30030a0101', 'hex');
+    for (const name of ['ocsp', 'ocsp-nonce']) {
+      assert.notDeepEqual(await ocsp(seeds[name]!), malformed, `${name}: the seed itself is answered`);
+      for (const c of derFaults(seeds[name]!)) assert.deepEqual(await ocsp(c.input), malformed, `${name}, ${c.name}: ${c.input.toString('hex')}`);
+    }
+    const csrs = derFaults(seeds.csrDer!);
+    for (const [i, c] of csrs.entries()) {
+      const status = await send('csr-der-faults', i, 'POST', '/v1/enroll', c.input, { Authorization: `Bearer ${lotToken}`, 'Content-Type': 'application/pkcs10' });
+      assert.equal(status, 400, `${c.name}: ${c.input.toString('hex')}`);
+      if (c.reason) assert.match((lastProblem as { detail?: string }).detail ?? '', c.reason, c.name);
+    }
+    assert.ok(csrs.length > 50, `only ${csrs.length} faults made from the CSR: the walk is broken`);
   });
 
   it('device manifests (JSON and CSV) and API JSON bodies: 4xx problem+json, never a 500', async () => {

@@ -436,6 +436,34 @@ describe('DER primitives', () => {
     assert.deepEqual(inner, { tag: 0x04, start: 6, end: 206 });
     assert.throws(() => der.readTlv(s.subarray(0, 10)), RangeError);
   });
+
+  test('readTlv is strict DER: each refusal is a DerError naming its fault', () => {
+    const fault = (bytes: number[], pos?: number, limit?: number, maxLengthOctets?: number) => {
+      try {
+        der.readTlv(Uint8Array.from(bytes), pos, limit, maxLengthOctets);
+      } catch (e) {
+        assert.ok(e instanceof der.DerError && e instanceof RangeError, String(e));
+        return e.fault;
+      }
+      return 'read';
+    };
+    assert.equal(fault([0x04, 0x81, 0x05, 1, 2, 3, 4, 5]), 'non-minimal');
+    assert.equal(fault([0x04, 0x82, 0x00, 0x05, 1, 2, 3, 4, 5]), 'non-minimal');
+    assert.equal(fault([0x30, 0x80, 0x05, 0x00, 0x00, 0x00]), 'indefinite');
+    assert.equal(fault([0x04, 0x06, 1, 2, 3, 4, 5]), 'truncated');
+    assert.equal(fault([0x30]), 'truncated');
+    assert.equal(fault([0x30, 0x00], 2), 'missing');
+    assert.equal(fault([0x1f, 0x01, 0x00]), 'high-tag');
+    assert.equal(fault([0x04, 0x85, 1, 0, 0, 0, 0]), 'too-long');
+    assert.equal(fault([0x04, 0x84, 0x01, 0x00, 0x00, 0x00]), 'truncated');
+    // Bounded by the container, not the buffer; and a reader may allow fewer length octets.
+    assert.equal(fault([0x30, 0x03, 0x04, 0x02, 0xaa, 0xbb], 2, 5), 'truncated');
+    assert.equal(fault([0x30, 0x03, 0x04, 0x01, 0xaa], 2, 5), 'read');
+    assert.equal(fault([0x04, 0x84, 0x01, 0x00, 0x00, 0x00], 0, 6, 3), 'too-long');
+    const long = new Uint8Array(0x104);
+    long.set([0x04, 0x82, 0x01, 0x00]);
+    assert.deepEqual(der.readTlv(long), { tag: 0x04, start: 4, end: 0x104 });
+  });
 });
 
 describe('names', () => {

@@ -24,6 +24,7 @@
  */
 import { constants } from 'node:crypto';
 import { SignatureVerifier, type VerifyJob } from '../../shared/crypto-worker.js';
+import { DerError, readTlv, refusingWith, type DerFault, type TlvHeader } from './der.js';
 import { verifyKeyOf } from './spki.js';
 
 export type CsrSignatureAlgorithm =
@@ -79,39 +80,40 @@ const fail = (reason: string): never => {
 };
 
 /** One TLV: `tag`, contents from `start` to `end` (exclusive); `hdr` is where the tag octet sits. */
-interface Tlv {
-  tag: number;
+interface Tlv extends TlvHeader {
   hdr: number;
-  start: number;
-  end: number;
+}
+
+/** The CSR's words for a DER fault in `what`; `atEnd` when its container is the whole CSR. */
+function derReason(fault: DerFault, atEnd: boolean, what: string): string {
+  switch (fault) {
+    case 'missing':
+      return atEnd ? 'the CSR is truncated' : `malformed CSR: ${what} is missing`;
+    case 'truncated':
+      return atEnd ? 'the CSR is truncated' : `malformed CSR: ${what} overruns its container`;
+    case 'high-tag':
+      return 'malformed CSR: high tag numbers are not used in PKCS#10';
+    case 'indefinite':
+      return 'indefinite lengths are not DER';
+    case 'too-long':
+      return `malformed CSR: the length of ${what} is too large`;
+    case 'non-minimal':
+      return 'non-minimal DER length';
+  }
 }
 
 /**
- * Reads the TLV at `pos`, which must lie wholly before `limit` (the end of its container).
- * Minimal definite lengths only (X.690 10.1), low tag numbers only.
+ * Reads the TLV at `pos`, which must lie wholly before `limit` (the end of its container), with
+ * der.ts's strict reader; three length octets at most (a CSR is under 64 KB).
  */
 function tlvAt(buf: Uint8Array, pos: number, limit: number, what: string): Tlv {
-  const total = buf.length;
-  if (pos >= limit) fail(limit === total ? 'the CSR is truncated' : `malformed CSR: ${what} is missing`);
-  if (pos + 2 > limit) fail(limit === total ? 'the CSR is truncated' : `malformed CSR: ${what} overruns its container`);
-  const tag = buf[pos] as number;
-  if ((tag & 0x1f) === 0x1f) fail('malformed CSR: high tag numbers are not used in PKCS#10');
-  let len = buf[pos + 1] as number;
-  let start = pos + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0) fail('indefinite lengths are not DER');
-    if (n > 3) fail(`malformed CSR: the length of ${what} is too large`);
-    if (start + n > limit) fail(limit === total ? 'the CSR is truncated' : `malformed CSR: ${what} overruns its container`);
-    if (buf[start] === 0) fail('non-minimal DER length');
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + (buf[start + i] as number);
-    if (len < 0x80) fail('non-minimal DER length');
-    start += n;
+  let h: TlvHeader;
+  try {
+    h = readTlv(buf, pos, limit, 3);
+  } catch (e) {
+    return fail(e instanceof DerError ? derReason(e.fault, limit === buf.length, what) : 'the CSR cannot be parsed');
   }
-  const end = start + len;
-  if (end > limit) fail(limit === total ? 'the CSR is truncated' : `malformed CSR: ${what} overruns its container`);
-  return { tag, hdr: pos, start, end };
+  return { tag: h.tag, hdr: pos, start: h.start, end: h.end };
 }
 
 /** `tlvAt` that also checks the tag. */
@@ -611,12 +613,7 @@ function looksLikeCertificate(buf: Uint8Array, first: Tlv): boolean {
  * The Buffers returned are views into `der`, which is a private copy of the input.
  */
 export function parseCsrDer(input: Uint8Array): ParsedCsr {
-  try {
-    return parse(input);
-  } catch (e) {
-    if (e instanceof CsrError) throw e;
-    throw new CsrError('the CSR cannot be parsed');
-  }
+  return refusingWith(CsrError, 'the CSR cannot be parsed', () => parse(input));
 }
 
 function parse(input: Uint8Array): ParsedCsr {

@@ -7,7 +7,7 @@
  * treat every returned array as read-only.
  *
  * Only what X.509 and PKCS#10 need is here: low tag numbers (< 31), definite
- * lengths up to 2^32 - 1, no BER.
+ * lengths up to 2^32 - 1, no BER. The reading side is `readTlv` at the end, as strict.
  */
 
 export type Bytes = Uint8Array;
@@ -410,22 +410,83 @@ export interface TlvHeader {
   end: number;
 }
 
-/** Reads one DER TLV header at `pos` (definite length, low tag numbers). */
-export function readTlv(buf: Bytes, pos = 0): TlvHeader {
-  if (pos + 2 > buf.length) throw new RangeError('truncated DER');
+/**
+ * Why `readTlv` refused: `missing` when nothing is left before the limit, `truncated` when the
+ * element runs past it. Parsers with an error type of their own map these to their words.
+ */
+export type DerFault = 'missing' | 'truncated' | 'high-tag' | 'indefinite' | 'too-long' | 'non-minimal';
+
+const DER_FAULT_MESSAGES: Record<DerFault, string> = {
+  missing: 'truncated DER',
+  truncated: 'truncated DER',
+  'high-tag': 'high tag numbers are not supported',
+  indefinite: 'indefinite lengths are not DER',
+  'too-long': 'unsupported DER length',
+  'non-minimal': 'non-minimal DER length',
+};
+
+/** DER that `readTlv` refuses. A RangeError, as the reader threw before it had a type of its own. */
+export class DerError extends RangeError {
+  constructor(readonly fault: DerFault) {
+    super(DER_FAULT_MESSAGES[fault]);
+    this.name = 'DerError';
+  }
+}
+
+const refuse = (fault: DerFault): never => {
+  throw new DerError(fault);
+};
+
+/**
+ * Reads one TLV header at `pos`; the whole element must lie before `limit` (the end of its
+ * container, the buffer's end by default). Strict DER (X.690 10.1): definite lengths only, in
+ * minimal form, with at most `maxLengthOctets` length octets (4 by default), and low tag numbers
+ * only (nothing in X.509, PKCS#10 or OCSP uses the high-tag form). The one reader of DER from
+ * outside: CSRs, OCSP requests, keys and certificates all come through here. Throws DerError.
+ */
+export function readTlv(buf: Bytes, pos = 0, limit = buf.length, maxLengthOctets = 4): TlvHeader {
+  if (limit > buf.length) limit = buf.length;
+  if (pos >= limit) refuse('missing');
+  if (pos + 2 > limit) refuse('truncated');
   const tag = buf[pos] as number;
-  if ((tag & 0x1f) === 0x1f) throw new RangeError('high tag numbers are not supported');
+  if ((tag & 0x1f) === 0x1f) refuse('high-tag');
   let len = buf[pos + 1] as number;
   let start = pos + 2;
   if (len & 0x80) {
     const n = len & 0x7f;
-    if (n === 0 || n > 4) throw new RangeError('unsupported DER length');
-    if (start + n > buf.length) throw new RangeError('truncated DER');
+    if (n === 0) refuse('indefinite');
+    if (n > maxLengthOctets) refuse('too-long');
+    if (start + n > limit) refuse('truncated');
+    if (buf[start] === 0) refuse('non-minimal');
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + (buf[start + i] as number);
+    if (len < 0x80) refuse('non-minimal');
     start += n;
   }
   const end = start + len;
-  if (end > buf.length) throw new RangeError('truncated DER');
+  if (end > limit) refuse('truncated');
   return { tag, start, end };
+}
+
+/** Whether `der` is exactly one strict DER TLV (with tag `tag`, when given) and nothing after it. */
+export function isSingleTlv(der: Bytes, tag?: number): boolean {
+  try {
+    const h = readTlv(der, 0);
+    return h.end === der.length && (tag === undefined || h.tag === tag);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs a parser of outside bytes so that it throws its own error type and nothing else: whatever
+ * else escapes it (a RangeError from a Buffer, a bug) becomes `new ErrorType(message)`.
+ */
+export function refusingWith<T>(ErrorType: new (message: string) => Error, message: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof ErrorType) throw e;
+    throw new ErrorType(message);
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * OCSPRequest (RFC 6960 §4.1.1) from outside bytes: a strict reader that accepts what real
- * clients send (OpenSSL, GnuTLS, browsers' RFC 5019 GETs) and refuses anything else with
- * OcspRequestError, which the responder answers with malformedRequest. Never throws anything else.
+ * clients send (OpenSSL, GnuTLS, browsers' RFC 5019 GETs) and refuses anything else, non-minimal
+ * DER lengths included (der.ts `readTlv`), with OcspRequestError, which the responder answers
+ * with malformedRequest. Never throws anything else.
  *
  *   OCSPRequest ::= SEQUENCE { tbsRequest, optionalSignature [0] EXPLICIT Signature OPTIONAL }
  *   TBSRequest  ::= SEQUENCE { version [0] EXPLICIT INTEGER DEFAULT v1, requestorName [1] EXPLICIT GeneralName OPTIONAL,
@@ -10,7 +11,7 @@
  *   CertID      ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier, issuerNameHash OCTET STRING,
  *                              issuerKeyHash OCTET STRING, serialNumber CertificateSerialNumber }
  */
-import { TAG, octetString, oid, readTlv, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
+import { DerError, TAG, octetString, oid, readTlv, refusingWith, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
 import { extension } from './encode.js';
 
 export type CertIdHash = 'sha1' | 'sha256' | 'sha384' | 'sha512';
@@ -72,12 +73,12 @@ class Reader {
     if (this.done) fail(`${what} is missing`);
     let h: TlvHeader;
     try {
-      h = readTlv(this.buf, this.pos);
+      h = readTlv(this.buf, this.pos, this.end);
     } catch (e) {
+      if (e instanceof DerError && e.fault === 'truncated') return fail(`${what} runs past its container`);
       return fail(`${what}: ${(e as Error).message}`);
     }
     if (h.tag !== tag) fail(`${what}: unexpected tag 0x${h.tag.toString(16)}`);
-    if (h.end > this.end) fail(`${what} runs past its container`);
     this.pos = h.end;
     return h;
   }
@@ -151,12 +152,7 @@ function extensions(r: Reader, allowNonce: boolean): Buffer | null {
 }
 
 export function parseOcspRequest(input: Uint8Array): ParsedOcspRequest {
-  try {
-    return parse(input);
-  } catch (e) {
-    if (e instanceof OcspRequestError) throw e;
-    throw new OcspRequestError('the request cannot be parsed');
-  }
+  return refusingWith(OcspRequestError, 'the request cannot be parsed', () => parse(input));
 }
 
 function parse(input: Uint8Array): ParsedOcspRequest {

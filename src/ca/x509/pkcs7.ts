@@ -3,7 +3,7 @@
  * a SignedData with no signers and no content, used only to carry certificates
  * (EST /cacerts and /simpleenroll responses, `.p7b` / `.p7c` files).
  */
-import { TAG, explicit, oid, readTlv, retagImplicit, sequence, setOf, smallInt } from './der.js';
+import { TAG, explicit, isSingleTlv, oid, retagImplicit, sequence, setOf, smallInt } from './der.js';
 
 const ID_SIGNED_DATA = '1.2.840.113549.1.7.2';
 const ID_DATA = '1.2.840.113549.1.7.1';
@@ -12,14 +12,7 @@ const EMPTY_SET = Uint8Array.of(TAG.SET, 0);
 
 /** Throws unless `der` is exactly one DER SEQUENCE (a cheap "this is a certificate" guard). */
 export function assertSingleSequence(der: Uint8Array, what: string): void {
-  let ok = false;
-  try {
-    const h = readTlv(der, 0);
-    ok = h.tag === TAG.SEQUENCE && h.end === der.length;
-  } catch {
-    ok = false;
-  }
-  if (!ok) throw new TypeError(`${what} is not a single DER SEQUENCE`);
+  if (!isSingleTlv(der, TAG.SEQUENCE)) throw new TypeError(`${what} is not a single DER SEQUENCE`);
 }
 
 /**

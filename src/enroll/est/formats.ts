@@ -6,7 +6,7 @@
  * (including the last). Decoders must ignore the line breaks (RFC 8951 section 3.2).
  */
 import { randomBytes } from 'node:crypto';
-import { TAG, oid, readTlv, sequence, sequenceOf, setOf } from '../../ca/x509/der.js';
+import { TAG, isSingleTlv, oid, sequence, sequenceOf, setOf } from '../../ca/x509/der.js';
 import { certsOnlyPkcs7 } from '../../ca/x509/pkcs7.js';
 
 /** Content-Type of certs-only responses (/cacerts, /simpleenroll, /simplereenroll). */
@@ -35,14 +35,6 @@ function base64Body(der: Uint8Array): string {
  */
 export function estCertsOnly(certs: Uint8Array[]): string {
   return base64Body(certsOnlyPkcs7(certs));
-}
-
-function isSingleTlv(der: Uint8Array): boolean {
-  try {
-    return readTlv(der, 0).end === der.length;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -76,7 +68,7 @@ export function csrAttrs(attrs: { oids?: string[]; attributes?: { type: string; 
  */
 export function serverKeygenMultipart(input: { privateKeyPkcs8: Uint8Array; certificate: Uint8Array }): { contentType: string; body: string } {
   const key = input.privateKeyPkcs8;
-  if (!isSingleTlv(key) || key[0] !== TAG.SEQUENCE) throw new TypeError('privateKeyPkcs8 is not a single DER SEQUENCE');
+  if (!isSingleTlv(key, TAG.SEQUENCE)) throw new TypeError('privateKeyPkcs8 is not a single DER SEQUENCE');
   const pkcs7 = certsOnlyPkcs7([input.certificate]);
   // Base64 lines never contain '-', so a delimiter line ("--est-...") cannot occur inside a part.
   const boundary = `est-${randomBytes(16).toString('hex')}`;
