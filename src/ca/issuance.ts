@@ -13,7 +13,7 @@ import { newSerial, rootRefusal } from './hierarchy.js';
 import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, isLeafProfile, type LeafProfileName, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
-import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
 
 export interface IssueRequest {

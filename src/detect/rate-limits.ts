@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 
 /** A sustained rate and the burst allowed above it. */
 export interface Limit {

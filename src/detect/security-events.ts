@@ -4,7 +4,7 @@ import type { EventFilter, RecordedEvent, SecurityEventRow, SecurityEventStore }
 import { badRequest } from '../shared/errors.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { redactSecrets } from '../shared/log-redaction.js';
 
 export type { EventFilter, RecordedEvent } from '../store/security-event-store.js';

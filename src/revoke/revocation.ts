@@ -6,7 +6,7 @@ import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import { takesWholeDevices, type CertificateRow, type CertificateStore, type RevocationSelector } from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
-import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 
 export interface RevokeInput {
   reason: RevocationReason;
