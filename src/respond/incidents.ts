@@ -5,10 +5,9 @@ import type { ActorContext } from '../ca/hierarchy.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
+import { INCIDENT_KINDS, type IncidentKind } from '../shared/security-terms.js';
 import type { Db } from '../store/db.js';
 import {
-  INCIDENT_KINDS,
-  type IncidentKind,
   type IncidentRow,
   type IncidentStore,
   type IncidentTargets,
