@@ -2,7 +2,7 @@ import type { Db } from '../store/db.js';
 import type { DeviceFacts, TokenRow, TokenStore } from '../store/token-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import { DomainError, badRequest, notFound } from '../shared/errors.js';
 import { GroupBatcher } from '../shared/group-batcher.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';

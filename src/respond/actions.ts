@@ -1,6 +1,6 @@
 import { DEVICE_CREDENTIAL_ROLES, type ApiKeyService } from '../access/api-keys.js';
 import type { BrokerConnectors, BrokerFanout } from '../broker/connector.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 import type { EnrollmentTokens } from '../enroll/tokens.js';
 import { REVOCATION_REASONS, isRevocationReason, type RevocationReason } from '../revoke/reasons.js';

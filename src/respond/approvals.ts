@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Role } from '../access/api-keys.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, DomainError, forbidden, isDomainError, notFound } from '../shared/errors.js';
 import { identityKey } from '../shared/confusables.js';

@@ -5,7 +5,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Knex } from 'knex';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { AuditCheckpoint, AuditCheckpoints, CheckpointSource } from '../audit/audit-anchor.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Kek } from '../ca/kek.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, notFound } from '../shared/errors.js';

@@ -1,7 +1,7 @@
 import type { AuditLog } from '../audit/audit-log.js';
 import type { ApprovalActor, ApprovalExecutor, ApprovalView } from './approvals.js';
 import type { Role } from '../access/api-keys.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
