@@ -16,7 +16,7 @@ import js from '@eslint/js';
 import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
-/** Top-level entries of src/ (folders, and the composition-root files without `.ts`). */
+/** Top-level folders of src/. */
 const SRC_FOLDERS = [
   'config',
   'shared',
@@ -29,10 +29,12 @@ const SRC_FOLDERS = [
   'audit',
   'access',
   'broker',
+  'detect',
   'jobs',
   'http',
 ];
-const COMPOSITION_ROOT = ['main', 'cli', 'bootstrap'];
+/** The composition root: the top-level files of src/, named without `.ts`. */
+const COMPOSITION_ROOT = ['main', 'cli', 'bootstrap', 'broker-identity'];
 
 /**
  * A `no-restricted-imports` pattern that forbids relative imports reaching the given top-level
@@ -46,18 +48,33 @@ function forbidSrc(names, message) {
   };
 }
 
-function boundary(files, patterns, paths = []) {
+const X509_MESSAGE = '@peculiar/x509 is for src/ca/x509 only (and tests): the rest of src uses the encoder and parsers there.';
+const EXPRESS_MESSAGE = 'Only src/http (and the composition root) may depend on Express.';
+
+/**
+ * One folder's `no-restricted-imports`: the src folders it may import (everything else in src/,
+ * and the composition root, is refused), and whether it may import Express or @peculiar/x509.
+ */
+function room(files, allowed, message, { express = false, x509 = false, ignores = [] } = {}) {
+  const paths = [];
+  const patterns = [];
+  if (allowed !== 'all') patterns.push(forbidSrc([...SRC_FOLDERS.filter((f) => !allowed.includes(f)), ...COMPOSITION_ROOT], message));
+  if (!express) {
+    paths.push({ name: 'express', message: EXPRESS_MESSAGE });
+    patterns.push({ group: ['express/*'], message: EXPRESS_MESSAGE });
+  }
+  if (!x509) {
+    paths.push({ name: '@peculiar/x509', message: X509_MESSAGE });
+    patterns.push({ group: ['@peculiar/x509/*'], message: X509_MESSAGE });
+  }
   return {
     files,
+    ...(ignores.length ? { ignores } : {}),
     rules: {
       'no-restricted-imports': ['error', { paths, patterns }],
     },
   };
 }
-
-const others = (...allowed) => SRC_FOLDERS.filter((f) => !allowed.includes(f));
-const DOMAIN = ['enroll', 'revoke', 'rotate', 'respond', 'audit', 'access'];
-const ADAPTERS_AND_ROOT = ['http', 'jobs', ...COMPOSITION_ROOT];
 
 /** Node's globals, for the few plain-JS files (config, scripts, bin). */
 const nodeGlobals = Object.fromEntries(
@@ -115,64 +132,79 @@ export default defineConfig(
     },
   },
 
-  // ---- import boundaries (docs/architecture.md, Layout) -------------------------------------
+  // ---- import boundaries (docs/architecture.md, Layout: this list and that table say the same) ----
 
-  // shared: imports nothing from other src folders.
-  boundary(
-    ['src/shared/**/*.ts'],
-    [forbidSrc([...others('shared'), ...COMPOSITION_ROOT], 'src/shared imports nothing from other src folders.')],
+  room(['src/shared/**/*.ts'], [], 'src/shared imports nothing from other src folders.'),
+  room(['src/config/**/*.ts'], ['shared'], 'src/config may import only src/shared.'),
+
+  // ca: the authority knows nothing of registration, detection, adapters or the composition root.
+  room(['src/ca/**/*.ts'], ['shared', 'store', 'audit'], 'src/ca may import only src/shared, store ports and the audit log.', {
+    ignores: ['src/ca/x509/**'],
+  }),
+  room(['src/ca/x509/**/*.ts'], ['shared', 'store', 'audit'], 'src/ca may import only src/shared, store ports and the audit log.', {
+    x509: true,
+  }),
+
+  // store: speaks SQL for everyone and depends on no service or adapter.
+  room(['src/store/**/*.ts'], ['shared'], 'src/store may import only src/shared (services and adapters depend on it, not the other way).'),
+
+  // the domain rooms.
+  room(['src/audit/**/*.ts'], ['shared', 'store'], 'src/audit may import only src/shared and store ports.'),
+  room(['src/access/**/*.ts'], ['shared', 'store', 'audit'], 'src/access may import only src/shared, store ports and the audit log.'),
+  room(
+    ['src/enroll/**/*.ts'],
+    ['shared', 'store', 'audit', 'ca', 'detect'],
+    'src/enroll may import only src/shared, store ports, the audit log, ca and detect (events, rate limits, source blocks).',
   ),
-
-  // config: only shared.
-  boundary(
-    ['src/config/**/*.ts'],
-    [forbidSrc([...others('shared'), ...COMPOSITION_ROOT], 'src/config may import only src/shared.')],
+  room(['src/revoke/**/*.ts'], ['shared', 'store', 'audit', 'ca'], 'src/revoke may import only src/shared, store ports, the audit log and ca.'),
+  room(
+    ['src/rotate/**/*.ts'],
+    ['shared', 'store', 'audit', 'ca', 'enroll', 'revoke', 'detect'],
+    'src/rotate may import only src/shared, store ports, the audit log, ca, enroll, revoke and detect.',
   ),
-
-  // ca: the authority knows nothing of registration, adapters or the composition root.
-  boundary(
-    ['src/ca/**/*.ts'],
-    [
-      forbidSrc(
-        ['http', 'enroll', 'revoke', 'rotate', 'respond', 'jobs', 'broker', ...COMPOSITION_ROOT],
-        'src/ca may import only src/shared and store ports (no registration, adapters or composition root).',
-      ),
-    ],
+  room(
+    ['src/respond/**/*.ts'],
+    ['shared', 'store', 'audit', 'access', 'ca', 'enroll', 'revoke', 'rotate', 'broker'],
+    'src/respond may import only src/shared, store ports, the domain rooms (audit, access, ca, enroll, revoke, rotate) and broker.',
   ),
-
-  // store: speaks SQL for everyone, depends on no service or adapter (type imports from ca are fine).
-  boundary(
-    ['src/store/**/*.ts'],
-    [
-      forbidSrc(
-        ['http', 'enroll', 'revoke', 'rotate', 'respond', 'jobs', ...COMPOSITION_ROOT],
-        'src/store may not import services, adapters or the composition root.',
-      ),
-    ],
-  ),
-
-  // domain folders: no HTTP, no composition root, no Express.
-  boundary(
-    DOMAIN.map((d) => `src/${d}/**/*.ts`),
-    [
-      forbidSrc(
-        ADAPTERS_AND_ROOT.filter((x) => x !== 'jobs'),
-        'Domain code may not import src/http or the composition root (src/main, src/cli).',
-      ),
-      { group: ['express/*'], message: 'Domain code may not depend on Express; that belongs in src/http.' },
-    ],
-    [{ name: 'express', message: 'Domain code may not depend on Express; that belongs in src/http.' }],
+  room(
+    ['src/detect/**/*.ts'],
+    ['shared', 'store', 'audit', 'ca', 'revoke', 'broker', 'jobs'],
+    'src/detect may import only src/shared, store ports, the audit log, ca, revoke, broker and the jobs overview.',
   ),
 
   // broker: only shared.
-  boundary(
-    ['src/broker/**/*.ts'],
-    [forbidSrc([...others('shared'), ...COMPOSITION_ROOT], 'src/broker may import only src/shared.')],
+  room(['src/broker/**/*.ts'], ['shared'], 'src/broker may import only src/shared.'),
+
+  // the adapters. jobs runs domain work on a schedule or a queue; it reaches no store, broker or HTTP.
+  room(
+    ['src/jobs/**/*.ts'],
+    ['shared', 'audit', 'access', 'ca', 'enroll', 'revoke', 'rotate', 'respond', 'detect'],
+    'src/jobs may import only src/shared and the domain rooms (no store, broker, http, config or composition root).',
+  ),
+  // http: the services, plus the types it answers with (store statuses, config's listener
+  // timeouts, the job runner) and the database-unavailable check of its problem mapper.
+  room(
+    ['src/http/**/*.ts'],
+    SRC_FOLDERS.filter((f) => f !== 'broker'),
+    'src/http may not import src/broker or the composition root: brokers are reached through the services.',
+    { express: true },
   ),
 
+  // the composition root builds everything, Express included, but reads certificates through src/ca/x509 too.
+  room(['src/*.ts'], 'all', '', { express: true }),
+
   // migrations: nothing from src/ (they must keep working as the code moves on).
-  boundary(
-    ['migrations/**/*.ts'],
-    [{ regex: '^(\\.\\./)+src(/|$)', message: 'Migrations may not import from src/.' }],
-  ),
+  {
+    files: ['migrations/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [{ name: '@peculiar/x509', message: X509_MESSAGE }],
+          patterns: [{ regex: '^(\\.\\./)+src(/|$)', message: 'Migrations may not import from src/.' }],
+        },
+      ],
+    },
+  },
 );

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Service } from './main.js';
-import type { ActorContext } from './ca/hierarchy.js';
+import type { ActorContext } from './shared/actor.js';
 
 export interface BootstrapResult {
   created: boolean;

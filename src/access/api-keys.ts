@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hashMatches, secretHash } from '../shared/secrets.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
@@ -52,18 +53,13 @@ export interface AuthenticatedKey {
   role: Role;
 }
 
-export interface AuditContext {
-  actor: string;
-  requestId?: string | undefined;
-}
-
 /** Who creates a key: the audit actor and, when an API key acts, that key (its lineage is recorded). */
-export interface KeyCreator extends AuditContext {
+export interface KeyCreator extends ActorContext {
   keyId?: string | undefined;
 }
 
 /** Who revokes keys, and with which role: no role revokes a key of a role above it. The CLI acts as admin. */
-export interface KeyRevoker extends AuditContext {
+export interface KeyRevoker extends ActorContext {
   role: Role;
 }
 
@@ -126,7 +122,7 @@ function checkRole(role: unknown): Role {
   return role;
 }
 
-function checkActor(ctx: AuditContext): void {
+function checkActor(ctx: ActorContext): void {
   if (typeof ctx.actor !== 'string' || ctx.actor.length === 0) throw new TypeError('audit context needs an actor');
 }
 
@@ -275,7 +271,7 @@ export class ApiKeyService {
     plaintext: string,
     role: Role,
     name: string,
-    ctx: AuditContext,
+    ctx: ActorContext,
   ): Promise<{ id: string; created: boolean; revoked: boolean }> {
     if (
       typeof plaintext !== 'string' ||

@@ -3,6 +3,7 @@ import { pgJsonObject, pgText } from '../shared/pg-text.js';
 import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import { badRequest } from '../shared/errors.js';
+import { cursorText, encodeCursor, type Page } from '../shared/page.js';
 import type { Executor } from '../store/db.js';
 import type { AuditFilter, AuditRow, AuditStore } from '../store/audit-store.js';
 
@@ -96,11 +97,11 @@ function toPlainJson(details: Record<string, unknown> | undefined): Record<strin
   }
 }
 
-const encodeCursor = (seq: number): string => Buffer.from(String(seq), 'utf8').toString('base64url');
+const seqCursor = (seq: number): string => encodeCursor(String(seq));
 
 function decodeCursor(cursor: string): number {
-  const s = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!/^[1-9][0-9]{0,15}$/.test(s) || encodeCursor(Number(s)) !== cursor) throw badRequest('invalid cursor');
+  const s = cursorText(cursor);
+  if (!/^[1-9][0-9]{0,15}$/.test(s) || seqCursor(Number(s)) !== cursor) throw badRequest('invalid cursor');
   return Number(s);
 }
 
@@ -254,7 +255,7 @@ export class AuditLog {
   }
 
   /** Newest first. `nextCursor` is null on the last page. */
-  async list(q: AuditListQuery): Promise<{ items: AuditEntry[]; nextCursor: string | null }> {
+  async list(q: AuditListQuery): Promise<Page<AuditEntry>> {
     if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > AUDIT_LIST_MAX_LIMIT) {
       throw badRequest(`limit must be an integer from 1 to ${AUDIT_LIST_MAX_LIMIT}`);
     }
@@ -275,7 +276,7 @@ export class AuditLog {
     const more = rows.length > q.limit;
     const page = more ? rows.slice(0, q.limit) : rows;
     const last = page[page.length - 1];
-    return { items: page.map(toEntry), nextCursor: more && last ? encodeCursor(last.seq) : null };
+    return { items: page.map(toEntry), nextCursor: more && last ? seqCursor(last.seq) : null };
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Db } from '../store/db.js';
 import type { CertificateFilter, CertificateRow, CertificateStore } from '../store/certificate-store.js';
 import { badRequest, notFound } from '../shared/errors.js';
 import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
+import { readTimeIdCursor, timeIdCursor, type Page } from '../shared/page.js';
 import { toPem } from './x509/pem.js';
 
 export interface CertificateView {
@@ -42,13 +43,12 @@ export function certificateView(r: CertificateRow): CertificateView {
   };
 }
 
-const encodeCursor = (r: CertificateRow) => Buffer.from(`${r.createdAt.toISOString()}|${serialFromBytes(r.serial)}`).toString('base64url');
+const encodeCursor = (r: CertificateRow) => timeIdCursor(r.createdAt, serialFromBytes(r.serial));
 
 function decodeCursor(cursor: string): { createdAt: Date; serial: Buffer } {
-  const [at, serial] = Buffer.from(cursor, 'base64url').toString().split('|');
-  const createdAt = new Date(at ?? '');
-  if (!serial || !/^[0-9a-f]+$/.test(serial) || Number.isNaN(createdAt.getTime())) throw badRequest('the cursor is not valid');
-  return { createdAt, serial: serialToBytes(serial as Serial) };
+  const { at, id: serial } = readTimeIdCursor(cursor);
+  if (!/^[0-9a-f]+$/.test(serial)) throw badRequest('the cursor is not valid');
+  return { createdAt: at, serial: serialToBytes(serial as Serial) };
 }
 
 /** Reading the certificate register. */
@@ -64,7 +64,7 @@ export class CertificateRegistry {
     return certificateView(row);
   }
 
-  async list(filter: CertificateFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: CertificateView[]; nextCursor: string | null }> {
+  async list(filter: CertificateFilter, page: { cursor?: string | undefined; limit: number }): Promise<Page<CertificateView>> {
     const rows = await this.store.list(this.db, filter, { cursor: page.cursor ? decodeCursor(page.cursor) : undefined, limit: page.limit });
     const last = rows.length === page.limit ? rows[rows.length - 1] : undefined;
     return { items: rows.map(certificateView), nextCursor: last ? encodeCursor(last) : null };

@@ -5,6 +5,7 @@ import type { CaRow, CaStore } from '../store/ca-store.js';
 import type { SettingsStore } from '../store/key-store.js';
 import type { CertificateStore } from '../store/certificate-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import { newId, serialFromBytes } from '../shared/ids.js';
@@ -59,11 +60,6 @@ export interface IssuerContext {
   certificateDer: Buffer;
   /** False for a root: it signs CA and OCSP responder certificates only, never a device's or a broker's. */
   issuesLeaves: boolean;
-}
-
-export interface ActorContext {
-  actor: string;
-  requestId?: string | undefined;
 }
 
 const DAY = 86_400_000;

@@ -8,12 +8,13 @@ import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, policyViolation } from '../shared/errors.js';
 import { GroupBatcher } from '../shared/group-batcher.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
-import type { ActorContext, IssuerContext } from './hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
+import type { IssuerContext } from './hierarchy.js';
 import { newSerial, rootRefusal } from './hierarchy.js';
 import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, isLeafProfile, type LeafProfileName, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
-import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
 
 export interface IssueRequest {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { join, resolve } from 'node:path';
-import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../detect/rules.js';
-import type { Limit, RateScope } from '../detect/rate-limits.js';
+import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../shared/detection-rules.js';
+import type { Limit, RateScope } from '../shared/rate-limit-settings.js';
 import { parseCidr, type Cidr } from '../shared/trusted-proxies.js';
 
 /** Thrown when the environment is wrong; the message names the variable. */

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Clock } from '../shared/clock.js';
 import type { CrlStatus } from '../revoke/crl-watch.js';
 import type { JobsOverview } from '../jobs/runner.js';
-import type { OcspOutcome, OcspSource, Telemetry } from './telemetry.js';
+import type { OcspOutcome, OcspSource, Telemetry } from '../shared/telemetry.js';
 
 /** What the metrics read at scrape time. */
 export interface MetricSources {

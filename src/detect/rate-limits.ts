@@ -1,11 +1,6 @@
 import type { Redis } from 'ioredis';
-import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
-
-/** A sustained rate and the burst allowed above it. */
-export interface Limit {
-  perSecond: number;
-  burst: number;
-}
+import type { Limit, RateScope } from '../shared/rate-limit-settings.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 
 /** Whether one more request fits, and if not, how long until it would. */
 export interface Admission {
@@ -95,8 +90,6 @@ export class RedisRateLimiter implements RateLimiter {
     }
   }
 }
-
-export type RateScope = 'api-source' | 'api-key' | 'enroll-source';
 
 /**
  * The service's rate limits: per source address and per API key on the API, per source address

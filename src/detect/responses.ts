@@ -1,7 +1,7 @@
-import type { IncidentKind } from '../store/incident-store.js';
+import type { IncidentKind } from '../shared/security-terms.js';
 import type { Clock } from '../shared/clock.js';
 import type { RecordedEvent, SecurityEvents } from './security-events.js';
-import type { DetectionRule, ResponseAction } from './rules.js';
+import type { DetectionRule, ResponseAction } from '../shared/detection-rules.js';
 import type { SourceBlocks, SourceGuard } from './source-blocks.js';
 
 /** What the automatic responses do beyond blocking a source; the composition root wires them to the services. */

@@ -2,9 +2,10 @@ import type { Db, Executor } from '../store/db.js';
 import { pgJsonObject, pgText } from '../shared/pg-text.js';
 import type { EventFilter, RecordedEvent, SecurityEventRow, SecurityEventStore } from '../store/security-event-store.js';
 import { badRequest } from '../shared/errors.js';
+import { cursorText, encodeCursor, type Page } from '../shared/page.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import { NO_TELEMETRY, type Telemetry } from './telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { redactSecrets } from '../shared/log-redaction.js';
 
 export type { EventFilter, RecordedEvent } from '../store/security-event-store.js';
@@ -88,7 +89,7 @@ export class SecurityEvents {
   }
 
   /** Newest first; `cursor` is the `nextCursor` of the page before. */
-  async list(filter: EventFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: RecordedEvent[]; nextCursor: string | null }> {
+  async list(filter: EventFilter, page: { cursor?: string | undefined; limit: number }): Promise<Page<RecordedEvent>> {
     const beforeId = page.cursor === undefined ? undefined : cursorId(page.cursor);
     const rows = await this.store.list(this.db, filter, { beforeId, limit: page.limit + 1 });
     const items = rows.slice(0, page.limit);
@@ -120,10 +121,10 @@ export function securityEventLogLine(e: RecordedEvent): Record<string, unknown> 
   };
 }
 
-const eventCursor = (id: number) => Buffer.from(`e${id}`).toString('base64url');
+const eventCursor = (id: number) => encodeCursor(`e${id}`);
 
 function cursorId(cursor: string): number {
-  const m = /^e(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
+  const m = /^e(\d{1,15})$/.exec(cursorText(cursor));
   if (!m) throw badRequest('the cursor is not valid');
   return Number(m[1]);
 }

@@ -2,7 +2,7 @@ import type { Issuance } from '../ca/issuance.js';
 import type { Db } from '../store/db.js';
 import type { CertificateRow, CertificateStore } from '../store/certificate-store.js';
 import type { Clock } from '../shared/clock.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 
 /** Clocks of the replicas that wrote a claim, a use and an intent may differ by this much. */
 const CLOCK_SLACK_MS = 60_000;

@@ -1,4 +1,4 @@
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { LeafProfileName } from '../ca/profiles.js';
 import type { Enrollment, EnrollResult } from './enrollment.js';
 

@@ -2,8 +2,9 @@ import type { Db } from '../store/db.js';
 import type { DeviceFacts, TokenRow, TokenStore } from '../store/token-store.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import { DomainError, badRequest, notFound } from '../shared/errors.js';
+import { readTimeIdCursor, timeIdCursor, type Page } from '../shared/page.js';
 import { GroupBatcher } from '../shared/group-batcher.js';
 import { bearerId, hashMatches, newBearer, secretHash } from '../shared/secrets.js';
 import type { DeviceDirectory } from './methods.js';
@@ -122,19 +123,17 @@ export class EnrollmentTokens {
     });
   }
 
-  async list(q: { deviceId?: string; lot?: string; cursor?: string; limit: number }): Promise<{ items: TokenView[]; nextCursor: string | null }> {
+  async list(q: { deviceId?: string; lot?: string; cursor?: string; limit: number }): Promise<Page<TokenView>> {
     let before: { createdAt: Date; id: string } | undefined;
     if (q.cursor) {
-      const [at, id] = Buffer.from(q.cursor, 'base64url').toString().split('|');
-      const createdAt = new Date(at ?? '');
-      if (!id || Number.isNaN(createdAt.getTime())) throw badRequest('the cursor is not valid');
-      before = { createdAt, id };
+      const { at, id } = readTimeIdCursor(q.cursor);
+      before = { createdAt: at, id };
     }
     const rows = await this.store.list(this.db, { deviceId: q.deviceId, lot: q.lot, before, limit: q.limit });
     const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
     return {
       items: rows.map((r) => this.view(r)),
-      nextCursor: last ? Buffer.from(`${last.createdAt.toISOString()}|${last.id}`).toString('base64url') : null,
+      nextCursor: last ? timeIdCursor(last.createdAt, last.id) : null,
     };
   }
 

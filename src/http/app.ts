@@ -14,7 +14,7 @@ import { loadApiSpec } from './openapi.js';
 import { wellFormedText } from './well-formed-text.js';
 import { errorHandler, sendProblem } from './problem.js';
 import { assignRequestId, recordWhenFinished, sourceOf } from './request-context.js';
-import type { Telemetry } from '../detect/telemetry.js';
+import type { Telemetry } from '../shared/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes } from './routes/audit.js';
 import { eventRoutes } from './routes/events.js';

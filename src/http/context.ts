@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { ApprovalActor } from '../respond/approvals.js';
 import { actorOf, type Principal } from './auth.js';
 

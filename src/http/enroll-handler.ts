@@ -4,7 +4,7 @@ import type { Enrollment } from '../enroll/enrollment.js';
 import { ContractError, operationContract, type OperationContract } from './openapi-contract.js';
 import { problemDocument, problemFor, writeProblem } from './problem.js';
 import { assignRequestId, credentialOf, recordWhenFinished, sourceOf } from './request-context.js';
-import type { Telemetry } from '../detect/telemetry.js';
+import type { Telemetry } from '../shared/telemetry.js';
 
 export interface EnrollHandlerDeps {
   enrollment: Enrollment;

@@ -1,5 +1,6 @@
 import type { Request, RequestHandler, Response } from 'express';
-import type { RateLimits, RateScope } from '../detect/rate-limits.js';
+import type { RateLimits } from '../detect/rate-limits.js';
+import type { RateScope } from '../shared/rate-limit-settings.js';
 import { DomainError } from '../shared/errors.js';
 
 const WHAT: Record<RateScope, string> = { 'api-source': 'from this address', 'api-key': 'with this API key', 'enroll-source': 'enrollments from this address' };

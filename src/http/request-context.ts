@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Credential } from '../enroll/methods.js';
 import { parseBasicAuth } from '../enroll/est/formats.js';
-import type { Telemetry } from '../detect/telemetry.js';
+import type { Telemetry } from '../shared/telemetry.js';
 import type { TrustedProxies } from '../shared/trusted-proxies.js';
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{8,128}$/;

@@ -1,6 +1,6 @@
 import { DEVICE_CREDENTIAL_ROLES, type ApiKeyService } from '../access/api-keys.js';
 import type { BrokerConnectors, BrokerFanout } from '../broker/connector.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { DeviceInventory } from '../enroll/devices.js';
 import type { EnrollmentTokens } from '../enroll/tokens.js';
 import { REVOCATION_REASONS, isRevocationReason, type RevocationReason } from '../revoke/reasons.js';
@@ -9,7 +9,8 @@ import type { SessionKeys } from '../rotate/session-keys.js';
 import type { CaRollovers } from '../rotate/rollover.js';
 import { DomainError, badRequest, conflict } from '../shared/errors.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
-import type { IncidentKind, Touched } from '../store/incident-store.js';
+import type { IncidentKind } from '../shared/security-terms.js';
+import type { Touched } from '../store/incident-store.js';
 import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentActor, IncidentApproval, IncidentScope, TargetDevice } from './incidents.js';
 
 /** The domain services the actions call; each audits its own changes. */

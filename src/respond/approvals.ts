@@ -1,11 +1,12 @@
 import type { Knex } from 'knex';
 import type { Role } from '../access/api-keys.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, DomainError, forbidden, isDomainError, notFound } from '../shared/errors.js';
 import { identityKey } from '../shared/confusables.js';
 import { newId } from '../shared/ids.js';
+import { cursorText, encodeCursor as cursorOf, type Page } from '../shared/page.js';
 import type { Db } from '../store/db.js';
 import type { ApprovalCursor, ApprovalPartyRow, ApprovalRow, ApprovalStatus, ApprovalStore } from '../store/approval-store.js';
 
@@ -122,11 +123,11 @@ function actorOfRow(p: ApprovalPartyRow): ApprovalActor {
   return { actor: p.actor, keyId: p.keyId, name: p.name, role: p.role as Role };
 }
 
-const encodeCursor = (c: ApprovalCursor) => Buffer.from(JSON.stringify([c.proposedAt.toISOString(), c.id]), 'utf8').toString('base64url');
+const encodeCursor = (c: ApprovalCursor) => cursorOf(JSON.stringify([c.proposedAt.toISOString(), c.id]));
 
 function decodeCursor(s: string): ApprovalCursor {
   try {
-    const [at, id] = JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as [unknown, unknown];
+    const [at, id] = JSON.parse(cursorText(s)) as [unknown, unknown];
     const proposedAt = new Date(at as string);
     if (typeof at === 'string' && typeof id === 'string' && !Number.isNaN(proposedAt.getTime())) return { proposedAt, id };
   } catch {
@@ -367,7 +368,7 @@ export class Approvals {
   }
 
   /** Newest first; `nextCursor` is null on the last page. Items leave out params. */
-  async list(q: ApprovalListQuery): Promise<{ items: ApprovalView[]; nextCursor: string | null }> {
+  async list(q: ApprovalListQuery): Promise<Page<ApprovalView>> {
     if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > APPROVAL_LIST_MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${APPROVAL_LIST_MAX_LIMIT}`);
     if (q.status !== undefined && !APPROVAL_STATUSES.includes(q.status)) throw badRequest(`status must be one of ${APPROVAL_STATUSES.join(', ')}`);
     const rows = await this.store.list(this.db, { status: q.status, action: q.action }, { cursor: q.cursor === undefined ? undefined : decodeCursor(q.cursor), limit: q.limit + 1 });

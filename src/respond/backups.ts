@@ -5,10 +5,11 @@ import { basename, join, resolve } from 'node:path';
 import type { Knex } from 'knex';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { AuditCheckpoint, AuditCheckpoints, CheckpointSource } from '../audit/audit-anchor.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Kek } from '../ca/kek.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, notFound } from '../shared/errors.js';
+import { cursorText, isCanonicalCursor, timeIdCursor, type Page } from '../shared/page.js';
 import type { BackupRow, BackupStore, ColumnMeta, SnapshotValue, TableMeta } from '../store/backup-store.js';
 import type { Db } from '../store/db.js';
 import { assemble, BackupFileError, FORMAT_VERSION, readBody, readHeader, writeBody, CHUNK_SIZE, type BackupHeader, type BodyLine } from './backup-file.js';
@@ -55,11 +56,11 @@ function view(r: BackupRow): BackupView {
   };
 }
 
-const encodeCursor = (r: BackupRow) => Buffer.from(`${r.createdAt.toISOString()}|${r.id}`, 'utf8').toString('base64url');
+const encodeCursor = (r: BackupRow) => timeIdCursor(r.createdAt, r.id);
 function decodeCursor(c: string): { createdAt: Date; id: string } {
-  const s = Buffer.from(c, 'base64url').toString('utf8');
+  const s = cursorText(c);
   const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)\|(bk_[0-9a-f]{16})$/.exec(s);
-  if (!m || Buffer.from(s, 'utf8').toString('base64url') !== c) throw badRequest('invalid cursor');
+  if (!m || !isCanonicalCursor(c, s)) throw badRequest('invalid cursor');
   return { createdAt: new Date(m[1]!), id: m[2]! };
 }
 
@@ -190,7 +191,7 @@ export class Backups {
     return view(row);
   }
 
-  async list(q: { cursor?: string | undefined; limit: number }): Promise<{ items: BackupView[]; nextCursor: string | null }> {
+  async list(q: { cursor?: string | undefined; limit: number }): Promise<Page<BackupView>> {
     if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > BACKUP_LIST_MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${BACKUP_LIST_MAX_LIMIT}`);
     const rows = await this.store.list(this.db, { before: q.cursor === undefined ? undefined : decodeCursor(q.cursor), limit: q.limit + 1 });
     const page = rows.slice(0, q.limit);

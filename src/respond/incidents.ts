@@ -1,14 +1,14 @@
 import type { AuditLog } from '../audit/audit-log.js';
 import type { ApprovalActor, ApprovalExecutor, ApprovalView } from './approvals.js';
 import type { Role } from '../access/api-keys.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
+import { readTimeIdCursor, timeIdCursor, type Page } from '../shared/page.js';
+import { INCIDENT_KINDS, type IncidentKind } from '../shared/security-terms.js';
 import type { Db } from '../store/db.js';
 import {
-  INCIDENT_KINDS,
-  type IncidentKind,
   type IncidentRow,
   type IncidentStore,
   type IncidentTargets,
@@ -261,17 +261,15 @@ export class Incidents {
     return ended ? this.store.steps(this.db, id) : steps;
   }
 
-  async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<{ items: IncidentView[]; nextCursor: string | null }> {
+  async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<Page<IncidentView>> {
     let before: { openedAt: Date; id: string } | undefined;
     if (q.cursor) {
-      const [at, id] = Buffer.from(q.cursor, 'base64url').toString().split('|');
-      const openedAt = new Date(at ?? '');
-      if (!id || Number.isNaN(openedAt.getTime())) throw badRequest('the cursor is not valid');
-      before = { openedAt, id };
+      const { at, id } = readTimeIdCursor(q.cursor);
+      before = { openedAt: at, id };
     }
     const rows = await this.store.list(this.db, { status: q.status, kind: q.kind, before, limit: q.limit });
     const last = rows.length === q.limit ? rows[rows.length - 1] : undefined;
-    return { items: rows.map(view), nextCursor: last ? Buffer.from(`${last.openedAt.toISOString()}|${last.id}`).toString('base64url') : null };
+    return { items: rows.map(view), nextCursor: last ? timeIdCursor(last.openedAt, last.id) : null };
   }
 
   /**

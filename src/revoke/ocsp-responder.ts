@@ -18,7 +18,7 @@ import { OcspCache, type CertState, type Presigned } from './ocsp-cache.js';
 import type { OcspResponders, ResponderIdentity } from './ocsp-responders.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
-import { NO_TELEMETRY, type OcspOutcome, type OcspSource, type Telemetry } from '../detect/telemetry.js';
+import { NO_TELEMETRY, type OcspOutcome, type OcspSource, type Telemetry } from '../shared/telemetry.js';
 import { SingleFlight } from '../shared/single-flight.js';
 
 /** What the HTTP edge sends back: the DER, and for a pre-signed answer what HTTP caching needs. */

@@ -1,5 +1,5 @@
 import type { AuditLog } from '../audit/audit-log.js';
-import type { ActorContext } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Issuance } from '../ca/issuance.js';
 import type { KeyVault } from '../ca/key-vault.js';
 import type { KeyAlgorithm, Signer } from '../ca/keys.js';

@@ -1,12 +1,13 @@
 import type { Knex } from 'knex';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
+import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
 import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import { takesWholeDevices, type CertificateRow, type CertificateStore, type RevocationSelector } from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
-import { NO_TELEMETRY, type Telemetry } from '../detect/telemetry.js';
+import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 
 export interface RevokeInput {
   reason: RevocationReason;
@@ -14,15 +15,10 @@ export interface RevokeInput {
   invalidityDate?: Date | undefined;
 }
 
-export interface Actor {
-  actor: string;
-  requestId?: string | undefined;
-}
-
 /** The part of the device inventory that follows a certificate's revocation (DeviceInventory in production). */
 export interface DeviceLifecycle {
   /** Moves the devices whose current certificate is one of `serials`; returns the audit entries to append. */
-  followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: Actor, details: Record<string, unknown>): Promise<AuditEntryInput[]>;
+  followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: ActorContext, details: Record<string, unknown>): Promise<AuditEntryInput[]>;
 }
 
 /** A bulk revocation: which certificates (every criterion must hold), why, and whether only to look. */
@@ -63,7 +59,7 @@ export interface RevocationListener {
 /** What revoking a CA needs of the hierarchy (CaHierarchy). */
 export interface CaRevocationPort {
   revocationTarget(caId: string): Promise<{ serial: Buffer }>;
-  markRevokedIn(tx: Knex.Transaction, caId: string, ctx: Actor, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }>;
+  markRevokedIn(tx: Knex.Transaction, caId: string, ctx: ActorContext, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }>;
   forgetDefaultIssuer(): void;
 }
 
@@ -92,7 +88,7 @@ export class Revocations {
    * certificate of its device and of its renewal lineage is revoked in the same transaction
    * (`alsoRevoked`), so no older certificate of a compromised device stays good.
    */
-  async revoke(serial: Serial, input: RevokeInput, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
+  async revoke(serial: Serial, input: RevokeInput, ctx: ActorContext): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
     const started = performance.now();
     const now = this.checkInput(input);
     const target = serialToBytes(serial);
@@ -120,7 +116,7 @@ export class Revocations {
    * CA itself marked revoked (it issues nothing more and is no longer the default issuer), in one
    * transaction with their audit entries. Run by an approved proposal (the two-person rule).
    */
-  async revokeCa(caId: string, input: RevokeInput, ctx: Actor): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
+  async revokeCa(caId: string, input: RevokeInput, ctx: ActorContext): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
     const started = performance.now();
     const cas = this.cas;
     if (!cas) throw new TypeError('Revocations was built without the CA hierarchy');
@@ -148,7 +144,7 @@ export class Revocations {
   }
 
   /** One locked row revoked (idempotently), with its device and audit entries, inside `tx`. */
-  private async revokeRow(tx: Executor, row: CertificateRow, input: RevokeInput, ctx: Actor, now: Date): Promise<{ certificate: CertificateRow; changed: boolean }> {
+  private async revokeRow(tx: Executor, row: CertificateRow, input: RevokeInput, ctx: ActorContext, now: Date): Promise<{ certificate: CertificateRow; changed: boolean }> {
     const serial = serialFromBytes(row.serial);
     if (row.status === 'pending' || row.status === 'failed') throw conflict(`certificate ${serial} was never issued (${row.status})`);
     const held = row.status === 'revoked' && row.revocationReason === 'certificateHold';
@@ -174,7 +170,7 @@ export class Revocations {
   }
 
   /** Takes a certificate off hold. Releasing a certificate that is not on hold is a conflict; one already released changes nothing. */
-  async release(serial: Serial, ctx: Actor): Promise<{ certificate: CertificateRow; changed: boolean }> {
+  async release(serial: Serial, ctx: ActorContext): Promise<{ certificate: CertificateRow; changed: boolean }> {
     const out = await this.db.transaction(async (tx) => {
       const row = await this.locked(tx, serial);
       if (row.status === 'issued') return { certificate: row, changed: false };
@@ -195,7 +191,7 @@ export class Revocations {
    * Revokes every certificate a selector matches, set-based: one statement for the certificates,
    * one for their devices, one audit append, whatever the count. A dry run says what it would do.
    */
-  async revokeMany(input: BulkRevokeInput, ctx: Actor): Promise<BulkRevokeResult> {
+  async revokeMany(input: BulkRevokeInput, ctx: ActorContext): Promise<BulkRevokeResult> {
     const started = performance.now();
     if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
     const asked = input.selector;
@@ -231,7 +227,7 @@ export class Revocations {
     tx: Executor,
     sel: RevocationSelector,
     input: RevokeInput & { atMost?: number | undefined },
-    ctx: Actor,
+    ctx: ActorContext,
     now: Date,
     details: Record<string, unknown>,
   ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
@@ -281,6 +277,6 @@ export class Revocations {
 
 }
 
-function entry(ctx: Actor, action: string, c: CertificateRow, details: Record<string, unknown>): AuditEntryInput {
+function entry(ctx: ActorContext, action: string, c: CertificateRow, details: Record<string, unknown>): AuditEntryInput {
   return { ...ctx, action, targetType: 'certificate', targetId: serialFromBytes(c.serial), details: { caId: c.caId, deviceId: c.deviceId, ...details } };
 }

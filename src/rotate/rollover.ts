@@ -1,5 +1,6 @@
 import type { AuditLog } from '../audit/audit-log.js';
-import type { ActorContext, CaHierarchy, CaView } from '../ca/hierarchy.js';
+import type { ActorContext } from '../shared/actor.js';
+import type { CaHierarchy, CaView } from '../ca/hierarchy.js';
 import type { IssueDraft, IssuerRouting } from '../enroll/methods.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, notFound } from '../shared/errors.js';

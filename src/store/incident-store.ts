@@ -1,7 +1,6 @@
+import type { IncidentKind } from '../shared/security-terms.js';
 import type { Executor } from './db.js';
 
-export type IncidentKind = 'device-compromise' | 'lost-device' | 'credential-leak' | 'broker-compromise' | 'ca-compromise';
-export const INCIDENT_KINDS: readonly IncidentKind[] = ['device-compromise', 'lost-device', 'credential-leak', 'broker-compromise', 'ca-compromise'];
 export type StepStatus = 'running' | 'succeeded' | 'unconfirmed' | 'failed' | 'proposed' | 'rejected';
 
 export interface IncidentTargets {

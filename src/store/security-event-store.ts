@@ -1,8 +1,6 @@
 import type { Knex } from 'knex';
+import { SEVERITIES, type Severity } from '../shared/security-terms.js';
 import type { Executor } from './db.js';
-
-export type Severity = 'info' | 'warning' | 'critical';
-export const SEVERITIES: readonly Severity[] = ['info', 'warning', 'critical'];
 
 export interface SecurityEventRow {
   at: Date;

@@ -1,7 +1,7 @@
 import { Router, type Request } from 'express';
 import type { EventFilter, RecordedEvent, SecurityEvents } from '../../detect/security-events.js';
 import type { EventFeed } from '../../detect/event-feed.js';
-import type { Severity } from '../../store/security-event-store.js';
+import type { Severity } from '../../shared/security-terms.js';
 import { badRequest } from '../../shared/errors.js';
 import { allow } from '../auth.js';
 

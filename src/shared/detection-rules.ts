@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { INCIDENT_KINDS } from '../store/incident-store.js';
-import { SEVERITIES } from '../store/security-event-store.js';
+import { INCIDENT_KINDS, SEVERITIES } from './security-terms.js';
 
 export const RESPONSE_ACTIONS = ['block-source', 'suspend-device', 'open-incident'] as const;
 export type ResponseAction = (typeof RESPONSE_ACTIONS)[number];
