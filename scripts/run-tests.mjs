@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs every test file under test/ with Node's test runner and tsx.
-// Node 20's --test takes no globs, so the files are found here.
+// Node 20's --test takes no globs, so the files are found here. Arguments keep only the files
+// whose path contains one of them: `npm run test:unit` passes `test/unit/`.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';

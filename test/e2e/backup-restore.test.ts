@@ -13,7 +13,7 @@ import { makeApiService, TEST_PUBLIC_URL } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
 import { opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
-import { toolSkip } from '../helpers/tools.js';
+import { envSkip, toolSkip } from '../helpers/tools.js';
 import type { Role } from '../../src/access/api-keys.js';
 import { AuditLog } from '../../src/audit/audit-log.js';
 import { deriveKey, parseKek, type Kek } from '../../src/ca/kek.js';
@@ -68,7 +68,7 @@ function withoutBackupBookkeeping(d: Record<string, Array<Array<string | null>>>
 
 const restoreDeps = (db: Db, kek: Kek) => ({ db, store, kek, audit: new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), systemClock), clock: systemClock });
 
-describe('backup and restore', { skip: postgresTarget.skip ?? toolSkip('openssl') }, () => {
+describe('backup and restore', { skip: envSkip('DATABASE_URL', 'the backup and restore tests, which run on PostgreSQL, are') ?? toolSkip('openssl') }, () => {
   let svc: Service & { dispose(): Promise<void> };
   let api: ReturnType<typeof request>;
   let keys: Record<Role, string>;

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDb, migrateLatest, pgliteDirUnder } from '../../src/store/db.js';
 import { databaseUrlOf, disposeDb, postgresTarget } from '../helpers/db.js';
+import { envSkip } from '../helpers/tools.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 /** tsx by path: the CLI also runs from directories outside the repository. */
@@ -333,7 +334,7 @@ describe('mqtt-ca run outside the repository, where there is no store', () => {
     }
   });
 
-  it('on PostgreSQL, a database without a CA is refused naming DATABASE_URL (without its password), and nothing is created', { skip: postgresTarget.skip }, async () => {
+  it('on PostgreSQL, a database without a CA is refused naming DATABASE_URL (without its password), and nothing is created', { skip: envSkip('DATABASE_URL', 'this PostgreSQL-only test is') }, async () => {
     const db = await postgresTarget.create();
     try {
       const url = databaseUrlOf(db);

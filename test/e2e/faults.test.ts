@@ -12,7 +12,7 @@ import { freePort, startPostgres, startRedis, startServe, type Child, type OwnPo
 import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
 import { makeApiService } from '../helpers/service.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
-import { toolSkip } from '../helpers/tools.js';
+import { envSkip, toolSkip } from '../helpers/tools.js';
 import { parseOcspResponse, pemDer } from '../helpers/load.js';
 import { createHttpHandler } from '../../src/main.js';
 import { createDb, migrateLatest, type Db } from '../../src/store/db.js';
@@ -79,7 +79,7 @@ function auditVerify(env: Record<string, string>): { status: number | null; out:
   return { status: r.status, out: r.stdout + r.stderr };
 }
 
-describe('the server killed mid-bulk-enrollment (SIGKILL, then started again)', { skip: postgresTarget.skip }, () => {
+describe('the server killed mid-bulk-enrollment (SIGKILL, then started again)', { skip: envSkip('DATABASE_URL', 'this fault test (the server on PostgreSQL) is') }, () => {
   let db: Db | undefined;
   let served: Served | undefined;
   after(async () => {
@@ -321,7 +321,7 @@ async function mixedLoad(s: ApiService, fault: () => Promise<void>) {
 
 const unexpected = (m: Map<string, number>, allowed: string[]) => [...m.keys()].filter((k) => !allowed.includes(k));
 
-describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.skip ?? toolSkip('openssl') }, () => {
+describe('PostgreSQL crashed and restarted under load', { skip: envSkip('DATABASE_URL', 'this fault test (it starts its own PostgreSQL from the installed server) is') ?? toolSkip('openssl') }, () => {
   let pg: OwnPostgres | undefined;
   let s: ApiService | undefined;
   after(async () => {
@@ -345,7 +345,7 @@ describe('PostgreSQL crashed and restarted under load', { skip: postgresTarget.s
   });
 });
 
-describe('Redis stopped and started again under load', { skip: postgresTarget.skip ?? toolSkip('redis-server') ?? toolSkip('openssl') }, () => {
+describe('Redis stopped and started again under load', { skip: envSkip('DATABASE_URL', 'this fault test (the server on PostgreSQL, its own Redis) is') ?? toolSkip('redis-server') ?? toolSkip('openssl') }, () => {
   let redis: Child | undefined;
   let s: ApiService | undefined;
   after(async () => {

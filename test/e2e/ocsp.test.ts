@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService, makeService } from '../helpers/service.js';
 import { runAsync, tempDir, writeTemp, type RunResult } from '../helpers/openssl.js';
-import { toolSkip } from '../helpers/tools.js';
+import { envSkip, toolSkip } from '../helpers/tools.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { buildService, createHttpHandler, type Service } from '../../src/main.js';
 import { bootstrap } from '../../src/bootstrap.js';
@@ -319,7 +319,7 @@ for (const target of dbTargets) {
   });
 }
 
-describe('OCSP responder replicas on postgres', { skip: dbTargets.find((t) => t.name === 'postgres')!.skip ?? toolSkip('openssl') }, () => {
+describe('OCSP responder replicas on postgres', { skip: envSkip('DATABASE_URL', 'the replica tests (two services on one PostgreSQL) are') ?? toolSkip('openssl') }, () => {
   const target = dbTargets.find((t) => t.name === 'postgres')!;
   let a: Service & { dispose(): Promise<void> };
   let b: Service;

@@ -94,7 +94,7 @@ describe('rate limits on the API (per address, per API key) and on enrollment (p
   });
 });
 
-describe('rate limits shared across replicas through Redis', { skip: pglite.skip ?? envSkip('REDIS_URL', 'shared rate limits') ?? toolSkip('curl') }, () => {
+describe('rate limits shared across replicas through Redis', { skip: pglite.skip ?? envSkip('REDIS_URL', 'the tests of rate limits shared through Redis are') ?? toolSkip('curl') }, () => {
   const env = { API_RATE_PER_SOURCE: '0.001/3', API_RATE_PER_KEY: '0', JOBS_PREFIX: `rl-${randomBytes(4).toString('hex')}` };
 
   it('two services on one Redis draw on the same buckets', async () => {

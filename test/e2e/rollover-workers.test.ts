@@ -21,7 +21,8 @@ import type { Service } from '../../src/main.js';
 interface Notice { noticeId: string; deviceId: string; serial: string; renewUrl: string; reason: string }
 interface WaveEntry { wave: number; at: string; count: number; serials: string[] }
 
-const skip = postgresTarget.skip ?? envSkip('REDIS_URL', 'the rollover worker tests are') ?? envSkip('MQTT_URL', 'the rollover worker tests are') ?? toolSkip('openssl');
+const needs = 'the rollover worker tests (PostgreSQL, BullMQ on Redis, notices over MQTT) are';
+const skip = envSkip('DATABASE_URL', needs) ?? envSkip('REDIS_URL', needs) ?? envSkip('MQTT_URL', needs) ?? toolSkip('openssl');
 const mqttUrl = () => process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const DEVICES = 12;
 const WAVE_SIZE = 4;

@@ -22,7 +22,8 @@ import type { Role } from '../../src/access/api-keys.js';
 
 interface Notice { noticeId: string; deviceId: string; serial: string; deadline: string; renewUrl: string }
 
-const skip = postgresTarget.skip ?? envSkip('REDIS_URL', 'the BullMQ worker tests are') ?? envSkip('MQTT_URL', 'the renewal-notice tests are') ?? toolSkip('redis-server');
+const needs = 'the rotation worker tests (PostgreSQL, BullMQ on Redis, notices over MQTT) are';
+const skip = envSkip('DATABASE_URL', needs) ?? envSkip('REDIS_URL', needs) ?? envSkip('MQTT_URL', needs) ?? toolSkip('redis-server');
 const mqttUrl = () => process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883';
 const mqttPort = () => Number(new URL(mqttUrl()).port || 1883);
 

@@ -2,6 +2,7 @@ import knexFactory from 'knex';
 import { randomBytes, createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createDb, migrateLatest, type Db } from '../../src/store/db.js';
+import { envSkip } from './tools.js';
 
 /**
  * Databases for tests: every store test runs on embedded PGlite and, when DATABASE_URL is set
@@ -13,8 +14,6 @@ export interface DbTarget {
   skip: string | undefined;
   create(): Promise<Db>;
 }
-
-const inCi = process.env.CI === 'true' || process.env.CI === '1';
 
 function migrationsFingerprint(): string {
   const dir = new URL('../../migrations/', import.meta.url);
@@ -60,11 +59,9 @@ const created = new Map<Db, () => Promise<void>>();
 
 export const postgresTarget: DbTarget = {
   name: 'postgres',
-  skip: process.env.DATABASE_URL
-    ? undefined
-    : inCi
-      ? undefined // in CI a missing DATABASE_URL must fail, not skip
-      : 'DATABASE_URL is not set: the PostgreSQL half of the storage tests is skipped',
+  // Only the tests that run once per target use this; a test that needs PostgreSQL alone says so
+  // itself with envSkip('DATABASE_URL', ...). In CI a missing DATABASE_URL fails instead.
+  skip: envSkip('DATABASE_URL', 'this PostgreSQL run (the PGlite run is separate) is'),
   async create() {
     const adminUrl = process.env.DATABASE_URL;
     if (!adminUrl) throw new Error('DATABASE_URL must be set in CI');

@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
+import { toolSkip } from '../helpers/tools.js';
 import { fromPemAll, toPem } from '../../src/ca/x509/pem.js';
 import { certsOnlyPkcs7 } from '../../src/ca/x509/pkcs7.js';
 import { encryptedPkcs8Der, encryptedPkcs8Pem, pkcs12 } from '../../src/ca/x509/pkcs12.js';
@@ -39,7 +40,6 @@ function sh(script: string, input: string | Uint8Array): Run {
   return ok('sh', ['-c', script], input);
 }
 
-const hasCerttool = spawnSync('certtool', ['--version']).status === 0;
 
 let dir = '';
 const f = (name: string): string => join(dir, name);
@@ -111,7 +111,7 @@ describe('certsOnlyPkcs7', () => {
     assert.match(parsed.trimEnd(), /d=3\s+hl=2 l=\s*0 cons: SET\s*$/); // signerInfos, last
   });
 
-  it('reads in GnuTLS certtool --p7-info', { skip: !hasCerttool && 'certtool not installed' }, () => {
+  it('reads in GnuTLS certtool --p7-info', { skip: toolSkip('certtool') }, () => {
     writeFileSync(f('chain.p7b'), certsOnlyPkcs7([leaf, inter, root]));
     const r = ok('certtool', ['--p7-info', '--inder', '--infile', f('chain.p7b')]);
     assert.match(r.stdout, /Number of certificates: 3/);
@@ -228,7 +228,7 @@ describe('pkcs12', () => {
     assert.throws(() => createSecureContext({ pfx: p12, passphrase: 'wrong' }), /mac verify/i);
   });
 
-  it('reads in GnuTLS certtool --p12-info', { skip: !hasCerttool && 'certtool not installed' }, () => {
+  it('reads in GnuTLS certtool --p12-info', { skip: toolSkip('certtool') }, () => {
     const r = ok('certtool', ['--p12-info', '--inder', '--infile', f('bundle.p12'), '--password', password]);
     assert.match(r.stdout, /MAC: SHA256/);
     assert.match(r.stdout, /Type: PKCS #8 Encrypted key/);
