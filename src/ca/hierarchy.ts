@@ -446,7 +446,7 @@ export class CaHierarchy {
    * here is seen at once; one made by another replica within DEFAULT_ISSUER_TTL_MS).
    */
   async defaultIssuerId(db: Executor = this.db): Promise<string | null> {
-    const now = Date.now();
+    const now = this.clock.now().getTime();
     if (db === this.db && this.defaultIssuer && this.defaultIssuer.until > now) return this.defaultIssuer.id;
     const id = (await this.settings.get<string>(db, DEFAULT_ISSUER_KEY)) ?? null;
     if (db === this.db) this.defaultIssuer = { id, until: now + DEFAULT_ISSUER_TTL_MS };
