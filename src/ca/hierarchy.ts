@@ -11,16 +11,9 @@ import { newId, serialFromBytes } from '../shared/ids.js';
 import type { KeyVault } from './key-vault.js';
 import type { KeyAlgorithm, Signer } from './keys.js';
 import type { PkiUrls } from './urls.js';
-import {
-  encodeCertificate,
-  encodeCertificationRequest,
-  encodeCertificationRequestInfo,
-  encodeName,
-  encodeTbsCertificate,
-  ext,
-  keyIdentifier,
-  type NameAttribute,
-} from './x509/encode.js';
+import { encodeCertificate, encodeCertificationRequest, encodeCertificationRequestInfo, encodeTbsCertificate } from './x509/encode.js';
+import { ext, keyIdentifier } from './x509/extensions.js';
+import { encodeName, type NameAttribute } from './x509/names.js';
 import { fromPemAll, toPem } from './x509/pem.js';
 import { nameFields, parseCertificate, type ParsedCertificate } from './x509/inspect.js';
 import { createHash } from 'node:crypto';
