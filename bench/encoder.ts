@@ -13,7 +13,10 @@ import { pathToFileURL } from 'node:url';
 import { result, type BenchResult } from './lib.js';
 import 'reflect-metadata';
 import type * as X509 from '@peculiar/x509';
-import { OID, compileTbsTemplate, encodeCertificate, encodeName, ext, keyIdentifier } from '../src/ca/x509/encode.js';
+import { compileTbsTemplate, encodeCertificate } from '../src/ca/x509/encode.js';
+import { ext, keyIdentifier } from '../src/ca/x509/extensions.js';
+import { encodeName } from '../src/ca/x509/names.js';
+import { OID } from '../src/ca/x509/oids.js';
 
 export interface EncoderBenchResult {
   name: string;

@@ -12,16 +12,9 @@ import { newId, serialFromBytes } from '../shared/ids.js';
 import type { KeyVault } from './key-vault.js';
 import type { KeyAlgorithm, Signer } from './keys.js';
 import type { PkiUrls } from './urls.js';
-import {
-  encodeCertificate,
-  encodeCertificationRequest,
-  encodeCertificationRequestInfo,
-  encodeName,
-  encodeTbsCertificate,
-  ext,
-  keyIdentifier,
-  type NameAttribute,
-} from './x509/encode.js';
+import { encodeCertificate, encodeCertificationRequest, encodeCertificationRequestInfo, encodeTbsCertificate } from './x509/encode.js';
+import { ext, keyIdentifier } from './x509/extensions.js';
+import { encodeName, type NameAttribute } from './x509/names.js';
 import { fromPemAll, toPem } from './x509/pem.js';
 import { nameFields, parseCertificate, type ParsedCertificate } from './x509/inspect.js';
 import { createHash } from 'node:crypto';
@@ -442,7 +435,7 @@ export class CaHierarchy {
    * here is seen at once; one made by another replica within DEFAULT_ISSUER_TTL_MS).
    */
   async defaultIssuerId(db: Executor = this.db): Promise<string | null> {
-    const now = Date.now();
+    const now = this.clock.now().getTime();
     if (db === this.db && this.defaultIssuer && this.defaultIssuer.until > now) return this.defaultIssuer.id;
     const id = (await this.settings.get<string>(db, DEFAULT_ISSUER_KEY)) ?? null;
     if (db === this.db) this.defaultIssuer = { id, until: now + DEFAULT_ISSUER_TTL_MS };

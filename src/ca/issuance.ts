@@ -15,7 +15,9 @@ import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, isLeafProfile, type LeafProfileName, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
 import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
-import { encodeCertificate, encodeName, encodeTbsCertificate, ext, keyIdentifier, type GeneralName } from './x509/encode.js';
+import { encodeCertificate, encodeTbsCertificate } from './x509/encode.js';
+import { ext, keyIdentifier } from './x509/extensions.js';
+import { encodeName, type GeneralName } from './x509/names.js';
 
 export interface IssueRequest {
   /** A request's certificate is an end entity's; authority profiles have their own method (issueResponder). */

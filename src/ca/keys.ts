@@ -67,26 +67,6 @@ export function keyAlgorithmOf(spki: Uint8Array): KeyAlgorithm {
   }
 }
 
-export function keyAlgorithmOfKey(key: KeyObject): KeyAlgorithm {
-  const d = key.asymmetricKeyDetails ?? {};
-  switch (key.asymmetricKeyType) {
-    case 'ec':
-      if (d.namedCurve === 'prime256v1' || d.namedCurve === 'P-256') return 'EC-P256';
-      if (d.namedCurve === 'secp384r1' || d.namedCurve === 'P-384') return 'EC-P384';
-      throw badKey(`EC curve ${d.namedCurve ?? 'unknown'} is not supported (P-256, P-384)`);
-    case 'ed25519':
-      return 'Ed25519';
-    case 'rsa': {
-      if (d.publicExponent !== 65537n) throw badKey('RSA keys must use the public exponent 65537');
-      const alg = `RSA-${d.modulusLength}`;
-      if (isKeyAlgorithm(alg)) return alg;
-      throw badKey(`RSA keys must be 2048, 3072 or 4096 bits (got ${d.modulusLength})`);
-    }
-    default:
-      throw badKey(`key type ${key.asymmetricKeyType ?? 'unknown'} is not supported`);
-  }
-}
-
 /**
  * The only way issuance touches a private key. A software key lives here unwrapped in memory;
  * a PKCS#11 signer would implement the same members.

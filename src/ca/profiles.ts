@@ -1,5 +1,6 @@
-import type { GeneralName, KeyUsageFlag } from './x509/encode.js';
-import { OID } from './x509/encode.js';
+import type { KeyUsageFlag } from './x509/extensions.js';
+import type { GeneralName } from './x509/names.js';
+import { OID } from './x509/oids.js';
 import type { KeyAlgorithm } from './keys.js';
 
 export const PROFILE_NAMES = ['device', 'broker', 'ocsp-responder'] as const;

@@ -2,12 +2,12 @@ import { serialFromBytes } from '../shared/ids.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { DEVICE_ID_RE } from '../ca/profiles.js';
 import { NO_RESERVED_IDENTITIES, type ReservedIdentities } from './reserved-identities.js';
+import { checkInput, checkPatch, checkText, DEVICE_KINDS, isPlainObject, PATCH_FIELDS, type DeviceInput, type DevicePatch, type FieldError } from './device-fields.js';
+import { parseManifest, type ManifestRowError, type ParsedManifest } from './device-manifest.js';
 import type { Clock } from '../shared/clock.js';
-import { parseCsv } from '../shared/csv.js';
 import { badRequest, conflict, DomainError, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
 import type {
-  DeviceAttributes,
   DeviceFilter,
   DeviceKind,
   DeviceRow,
@@ -20,35 +20,12 @@ export type { DeviceKind, DeviceStatus } from '../store/device-store.js';
 /** A device as the domain and the enrollment code see it (Dates, the serial as bytes). */
 export type DeviceRecord = DeviceRow;
 
-export const DEVICE_KINDS: readonly DeviceKind[] = ['client', 'broker'];
 export const DEVICE_STATUSES: readonly DeviceStatus[] = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'];
 
 /** Who is acting (structurally the same as the CA's ActorContext). */
 export interface DeviceActor {
   actor: string;
   requestId?: string | undefined;
-}
-
-/** A device to register, from the API or a manifest row. */
-export interface DeviceInput {
-  id: string;
-  /** default `client` */
-  kind?: DeviceKind | undefined;
-  model?: string | undefined;
-  hardwareRevision?: string | undefined;
-  firmwareVersion?: string | undefined;
-  site?: string | undefined;
-  lot?: string | undefined;
-  labels?: Record<string, string> | undefined;
-}
-
-/** What an update may change; `null` clears a field, `labels` replaces the whole map. */
-export interface DevicePatch {
-  model?: string | null | undefined;
-  hardwareRevision?: string | null | undefined;
-  firmwareVersion?: string | null | undefined;
-  site?: string | null | undefined;
-  labels?: Record<string, string> | undefined;
 }
 
 /** A device as the API shows it: times in UTC ISO-8601, the serial in lowercase hex. */
@@ -72,23 +49,6 @@ export interface DeviceView {
   updatedAt: string;
 }
 
-/** One problem with one manifest row (`row` is 1-based; absent for a problem with the whole manifest, e.g. its CSV header). */
-export interface ManifestRowError {
-  row?: number;
-  id?: string;
-  field?: string;
-  message: string;
-}
-
-export interface ParsedManifest {
-  /** One entry per manifest row, in order (row n is devices[n - 1]), malformed rows included as far as they could be read. */
-  devices: DeviceInput[];
-  /** The manifest's own lot (JSON `{ "lot": ... }`). */
-  lot: string | undefined;
-  /** Rows that could not be read; pass them on to importManifest as `parseErrors`. */
-  errors: ManifestRowError[];
-}
-
 export interface ImportResult {
   imported: number;
   /** The lot the import applied, or the one lot all rows share; null when they differ or have none. */
@@ -106,22 +66,10 @@ export interface DeviceListFilter {
   expiringBefore?: Date | undefined;
 }
 
-export const TEXT_FIELD_MAX = 128;
-export const LABELS_MAX = 32;
-export const LABEL_VALUE_MAX = 256;
-export const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 export const MAX_IMPORT_ROWS = 50_000;
 export const LIST_MAX_LIMIT = 500;
 /** A manifest with more errors reports the first ones and their total in `detail`. */
 export const MAX_REPORTED_ERRORS = 1000;
-
-const TEXT_FIELDS = ['model', 'hardwareRevision', 'firmwareVersion', 'site', 'lot'] as const;
-const INPUT_FIELDS = new Set(['id', 'kind', ...TEXT_FIELDS, 'labels']);
-const PATCH_FIELDS = ['model', 'hardwareRevision', 'firmwareVersion', 'site', 'labels'] as const;
-/** Ids that name API paths (/v1/devices/import; paths match without case) and so cannot be device ids, in any case. */
-export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(['import']);
-// eslint-disable-next-line no-control-regex
-const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
 /**
  * The lifecycle, in one place. decommissioned is terminal; revoked leads only to decommissioned or
@@ -172,59 +120,6 @@ export function deviceView(r: DeviceRow): DeviceView {
   };
 }
 
-// ---- validation -----------------------------------------------------------------------------
-
-interface FieldError {
-  field?: string;
-  message: string;
-}
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-function checkText(field: string, v: unknown, errors: FieldError[]): void {
-  if (typeof v !== 'string') errors.push({ field, message: `${field} must be a string` });
-  else if (v.length === 0 || v.length > TEXT_FIELD_MAX) errors.push({ field, message: `${field} must be 1 to ${TEXT_FIELD_MAX} characters` });
-  else if (CONTROL_RE.test(v)) errors.push({ field, message: `${field} must not contain control characters` });
-}
-
-function checkId(v: unknown, errors: FieldError[], reserved: ReservedIdentities): void {
-  if (typeof v !== 'string' || v.length === 0) errors.push({ field: 'id', message: 'id is required' });
-  else if (!DEVICE_ID_RE.test(v)) {
-    errors.push({ field: 'id', message: 'id must be 1 to 64 of A-Z a-z 0-9 . _ : - and start with a letter or digit' });
-  } else if (RESERVED_DEVICE_IDS.has(v.toLowerCase())) errors.push({ field: 'id', message: `${v} is reserved` });
-  else if (reserved.isReserved(v)) errors.push({ field: 'id', message: `${v} is reserved for the service's own identity` });
-}
-
-function checkLabels(v: unknown, errors: FieldError[]): void {
-  if (!isPlainObject(v)) {
-    errors.push({ field: 'labels', message: 'labels must be an object of strings' });
-    return;
-  }
-  const entries = Object.entries(v);
-  if (entries.length > LABELS_MAX) errors.push({ field: 'labels', message: `at most ${LABELS_MAX} labels` });
-  for (const [k, val] of entries) {
-    if (!LABEL_KEY_RE.test(k)) errors.push({ field: `labels.${k}`, message: 'a label key must be 1 to 63 of A-Z a-z 0-9 . _ / - and start with a letter or digit' });
-    else if (typeof val !== 'string') errors.push({ field: `labels.${k}`, message: 'a label value must be a string' });
-    else if (val.length > LABEL_VALUE_MAX || CONTROL_RE.test(val)) {
-      errors.push({ field: `labels.${k}`, message: `a label value must be at most ${LABEL_VALUE_MAX} characters without control characters` });
-    }
-  }
-}
-
-/** Every problem with one device input (unknown fields included); none means it is a valid DeviceInput. */
-function checkInput(raw: unknown, reserved: ReservedIdentities): FieldError[] {
-  if (!isPlainObject(raw)) return [{ message: 'a device must be an object' }];
-  const errors: FieldError[] = [];
-  for (const k of Object.keys(raw)) if (!INPUT_FIELDS.has(k)) errors.push({ field: k, message: `unknown field ${k}` });
-  checkId(raw.id, errors, reserved);
-  if (raw.kind !== undefined && !DEVICE_KINDS.includes(raw.kind as DeviceKind)) {
-    errors.push({ field: 'kind', message: `kind must be one of ${DEVICE_KINDS.join(', ')}` });
-  }
-  for (const f of TEXT_FIELDS) if (raw[f] !== undefined) checkText(f, raw[f], errors);
-  if (raw.labels !== undefined) checkLabels(raw.labels, errors);
-  return errors;
-}
-
 function toNewRow(input: DeviceInput, lot: string | undefined, at: Date): NewDeviceRow {
   return {
     id: input.id,
@@ -266,124 +161,6 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
     throw badRequest('the cursor is not valid');
   }
   return { createdAt, id };
-}
-
-// ---- manifests ------------------------------------------------------------------------------
-
-/** CSV header names, compared without case, `_` or `-` (so `hardware_revision` works too). */
-const CSV_COLUMNS: Record<string, keyof DeviceInput> = {
-  id: 'id',
-  kind: 'kind',
-  model: 'model',
-  hardwarerevision: 'hardwareRevision',
-  firmwareversion: 'firmwareVersion',
-  site: 'site',
-  lot: 'lot',
-};
-const LABEL_COLUMN_RE = /^labels?\.(.+)$/i;
-
-type Column = { field: Exclude<keyof DeviceInput, 'labels'> } | { label: string };
-
-function manifestFromCsv(text: string): ParsedManifest {
-  const { records, error } = parseCsv(text);
-  const header = records[0];
-  if (!header) {
-    throw badRequest(error ? `the CSV cannot be read: ${error.message}` : 'the CSV is empty: it needs a header row and one row per device', {
-      errors: [{ field: 'header', message: error?.message ?? 'no header row' }],
-    });
-  }
-  const headerErrors: ManifestRowError[] = [];
-  const columns: Column[] = [];
-  const seen = new Set<string>();
-  for (const rawName of header.fields) {
-    const name = rawName.trim();
-    const label = LABEL_COLUMN_RE.exec(name)?.[1];
-    const field = CSV_COLUMNS[name.toLowerCase().replace(/[_-]/g, '')];
-    const key = label !== undefined ? `labels.${label}` : (field ?? name);
-    if (seen.has(key)) headerErrors.push({ field: name, message: `column ${name} appears twice` });
-    seen.add(key);
-    if (label !== undefined) columns.push({ label });
-    else if (field && field !== 'labels') columns.push({ field });
-    else headerErrors.push({ field: name || '(empty)', message: `unknown column ${JSON.stringify(name)}; columns are ${Object.values(CSV_COLUMNS).join(', ')} and labels.<key>` });
-  }
-  if (!seen.has('id')) headerErrors.push({ field: 'id', message: 'the header has no id column' });
-  if (headerErrors.length > 0) throw badRequest('the CSV header is not valid', { errors: headerErrors });
-
-  const devices: DeviceInput[] = [];
-  const errors: ManifestRowError[] = [];
-  const idColumn = columns.findIndex((c) => 'field' in c && c.field === 'id');
-  for (let r = 1; r < records.length; r++) {
-    const { fields } = records[r]!;
-    const input: Record<string, unknown> = {};
-    columns.forEach((c, i) => {
-      const v = fields[i];
-      if (v === undefined || v === '') return;
-      if ('label' in c) ((input.labels ??= {}) as Record<string, string>)[c.label] = v;
-      else input[c.field] = v;
-    });
-    devices.push(input as unknown as DeviceInput);
-    if (fields.length !== columns.length) {
-      const id = fields[idColumn];
-      errors.push({ row: r, ...(id ? { id } : {}), message: `the row has ${fields.length} fields; the header has ${columns.length}` });
-    }
-  }
-  if (error) {
-    // The rest of the text cannot be split into rows: report the row where it went wrong.
-    if (error.record === 0) throw badRequest(`the CSV header cannot be read: ${error.message}`, { errors: [{ field: 'header', message: error.message }] });
-    errors.push({ row: error.record, message: error.message });
-    devices.push({} as DeviceInput);
-  }
-  return { devices, lot: undefined, errors };
-}
-
-function manifestFromJson(body: unknown): ParsedManifest {
-  let list: unknown;
-  let lot: string | undefined;
-  if (Array.isArray(body)) {
-    list = body;
-  } else if (isPlainObject(body)) {
-    const unknown = Object.keys(body).filter((k) => k !== 'lot' && k !== 'devices');
-    if (unknown.length > 0) {
-      throw badRequest(`unknown field ${unknown[0]}: a manifest is { "lot": ..., "devices": [...] } or an array of devices`, {
-        errors: unknown.map((k) => ({ field: k, message: `unknown field ${k}` })),
-      });
-    }
-    if (body.lot !== undefined) {
-      const errs: FieldError[] = [];
-      checkText('lot', body.lot, errs);
-      if (errs.length > 0) throw badRequest(errs[0]!.message, { errors: errs });
-      lot = body.lot as string;
-    }
-    list = body.devices;
-  }
-  if (!Array.isArray(list)) throw badRequest('a manifest is { "lot": ..., "devices": [...] } or an array of devices');
-  // Each element is checked (type, fields) by importManifest, which numbers its errors by row.
-  return { devices: list as DeviceInput[], lot, errors: [] };
-}
-
-/**
- * Turns a manifest body into rows. JSON: `{ "lot": "...", "devices": [...] }` or a bare array.
- * CSV (`text/csv`): a header row naming the columns (id, kind, model, hardwareRevision,
- * firmwareVersion, site, lot, and `labels.<key>` for labels), then one row per device; empty
- * cells are absent fields. A broken header throws; broken rows come back in `errors`.
- */
-export function parseManifest(body: string | object, contentType: string | undefined): ParsedManifest {
-  const mediaType = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-  if (mediaType === 'text/csv') {
-    if (typeof body !== 'string') throw badRequest('a CSV manifest must be text');
-    return manifestFromCsv(body);
-  }
-  if (mediaType === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
-    if (typeof body !== 'string') return manifestFromJson(body);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body);
-    } catch {
-      throw badRequest('the body is not valid JSON');
-    }
-    return manifestFromJson(parsed);
-  }
-  throw badRequest(`a manifest is application/json or text/csv, not ${mediaType || 'untyped'}`);
 }
 
 // ---- the inventory --------------------------------------------------------------------------
@@ -664,29 +441,6 @@ export class DeviceInventory {
       },
     };
   }
-}
-
-function checkPatch(input: DevicePatch): DeviceAttributes {
-  const patch: unknown = input;
-  if (!isPlainObject(patch)) throw badRequest('a device patch must be an object');
-  const errors: FieldError[] = [];
-  for (const k of Object.keys(patch)) {
-    if (!(PATCH_FIELDS as readonly string[]).includes(k)) errors.push({ field: k, message: `${k} cannot be changed` });
-  }
-  const attrs: DeviceAttributes = {};
-  for (const f of ['model', 'hardwareRevision', 'firmwareVersion', 'site'] as const) {
-    const v = patch[f];
-    if (v === undefined) continue;
-    if (v !== null) checkText(f, v, errors);
-    attrs[f] = v as string | null;
-  }
-  if (patch.labels !== undefined) {
-    checkLabels(patch.labels, errors);
-    attrs.labels = patch.labels as Record<string, string>;
-  }
-  if (errors.length > 0) throw badRequest(errors[0]!.message, { errors });
-  if (Object.keys(attrs).length === 0) throw badRequest(`a patch changes at least one of ${PATCH_FIELDS.join(', ')}`);
-  return attrs;
 }
 
 function manifestError(errors: ManifestRowError[]): DomainError {

@@ -1,5 +1,6 @@
 import { generateKey, signatureAlgorithmFor, type KeyAlgorithm } from '../ca/keys.js';
-import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, nodeSignHash } from '../ca/x509/encode.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, nodeSignHash } from '../ca/x509/encode.js';
+import { encodeName } from '../ca/x509/names.js';
 import { fromPemAll } from '../ca/x509/pem.js';
 import { pkcs12, encryptedPkcs8Pem } from '../ca/x509/pkcs12.js';
 import { sign } from 'node:crypto';

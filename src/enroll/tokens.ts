@@ -188,9 +188,9 @@ export class EnrollmentTokens {
     if (!id) return { ok: false, reason: 'malformed' };
     const now = this.clock.now();
     let row = this.cache.get(id);
-    if (!row || row.until < Date.now()) {
+    if (!row || row.until < now.getTime()) {
       const fresh = await this.store.get(this.db, id);
-      row = fresh ? { token: fresh, until: Date.now() + TOKEN_CACHE_MS } : undefined;
+      row = fresh ? { token: fresh, until: now.getTime() + TOKEN_CACHE_MS } : undefined;
       if (row) this.remember(id, row);
     }
     if (!hashMatches(presented, row?.token.secretHash) || !row) return { ok: false, reason: 'unknown', tokenId: id };

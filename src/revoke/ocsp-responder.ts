@@ -274,7 +274,7 @@ export class OcspResponder implements RevocationListener {
   private async issuersOf(certIds: OcspCertId[]): Promise<(string | undefined)[]> {
     let index = await this.index();
     let found = certIds.map(index);
-    if (found.includes(undefined) && Date.now() - this.issuerIndex!.at > ISSUER_REFRESH_MS) {
+    if (found.includes(undefined) && this.clock.now().getTime() - this.issuerIndex!.at > ISSUER_REFRESH_MS) {
       this.issuerIndex = undefined; // a CA created since the index was built
       index = await this.index();
       found = certIds.map(index);
@@ -291,7 +291,7 @@ export class OcspResponder implements RevocationListener {
       for (const h of HASHES) byKey.set(`${h}:${nameHash(issuer.subjectDer, h).toString('hex')}:${publicKeyHash(issuer.signer.publicKey, h).toString('hex')}`, ca.id);
     }
     const lookup: Lookup = (id) => byKey.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString('hex')}:${id.issuerKeyHash.toString('hex')}`);
-    this.issuerIndex = { lookup, at: Date.now() };
+    this.issuerIndex = { lookup, at: this.clock.now().getTime() };
     return lookup;
   }
 

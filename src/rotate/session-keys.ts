@@ -1,80 +1,27 @@
-import { randomBytes, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { CompactEncrypt } from 'jose';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
-import { seal, unseal } from '../ca/envelope.js';
+import { unseal } from '../ca/envelope.js';
 import type { Kek } from '../ca/kek.js';
 import type { RevocationChange, RevocationListener } from '../revoke/revocation.js';
 import { deviceEffectOf, isRevocationReason } from '../revoke/reasons.js';
 import type { Clock } from '../shared/clock.js';
-import { DomainError, badKey, badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
-import { newId, serialFromBytes } from '../shared/ids.js';
+import { badKey, forbidden, notFound } from '../shared/errors.js';
+import { serialFromBytes } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import type {
-  ChannelRow,
-  ChannelSummaryRow,
-  NextSessionKeyRow,
   SessionKeyMetaRow,
   SessionKeyOrigin,
   SessionKeyScope,
   SessionKeyStore,
 } from '../store/session-key-store.js';
 import type { CurrentDeviceAuth, DeviceCredential } from './device-auth.js';
-
-/** How long a device's session keys are current, and how long a replaced one stays valid beside its successor. */
-export interface SessionKeyPeriod {
-  periodMs: number;
-  overlapMs: number;
-}
+import { SessionChannels, type ChannelInput, type ChannelView } from './session-channels.js';
+import { DEVICE_ID_RE, keyAudit, periodOf, SessionKeySeries, type Actor, type Page, type SessionKeyPeriod, type SessionKeyView } from './session-key-series.js';
 
 /** Where a device's rotation period comes from: RotationPolicies (per profile, overridable per lot, defaults from config). */
 export interface SessionKeyPolicy {
   forDevice(ex: Executor, deviceId: string): Promise<SessionKeyPeriod>;
-}
-
-export interface Actor {
-  actor: string;
-  requestId?: string | undefined;
-}
-
-export interface ChannelInput {
-  name: string;
-  topicTree: string;
-  /** default: the configured period */
-  periodSeconds?: number | undefined;
-  /** default: the configured overlap; less than the period */
-  overlapSeconds?: number | undefined;
-  /** devices to add at once */
-  members?: string[] | undefined;
-}
-
-export interface ChannelView {
-  name: string;
-  topicTree: string;
-  periodSeconds: number;
-  overlapSeconds: number;
-  memberCount: number;
-  currentVersion: number | null;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export type SessionKeyStatus = 'current' | 'previous' | 'expired' | 'revoked';
-
-/** A version as operators see it: never its key. */
-export interface SessionKeyView {
-  id: string;
-  scope: SessionKeyScope;
-  owner: string;
-  version: number;
-  status: SessionKeyStatus;
-  origin: SessionKeyOrigin;
-  notBefore: string;
-  rotateAt: string;
-  notAfter: string;
-  supersededAt: string | null;
-  revokedAt: string | null;
-  reason: string | null;
-  createdAt: string;
 }
 
 /** One key as a device receives it: the raw 32 bytes as a JWE for its certificate's key. */
@@ -89,19 +36,9 @@ export interface WrappedSessionKey {
   jwe: string;
 }
 
-export interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
-}
-
 export type JweAlgorithm = 'ECDH-ES+A256KW' | 'RSA-OAEP-256';
 
-export const CHANNEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
-const MAX_LIMIT = 500;
 const ROTATE_BATCH = 200;
-const MAX_PERIOD_SECONDS = 366 * 86_400;
-const MIN_PERIOD_SECONDS = 60;
 const SYSTEM_ROTATION = 'system:session-key-rotation';
 const SYSTEM_REVOCATION = 'system:revocation';
 
@@ -119,57 +56,6 @@ export function jweAlgorithmFor(key: KeyObject): JweAlgorithm {
   }
   const what = type === 'ed25519' ? 'an Ed25519 key, which can only sign' : `a ${type ?? 'unknown'} key`;
   throw badKey(`session keys cannot be wrapped for this certificate: it has ${what}; a device needs an EC P-256/P-384 key (ECDH-ES+A256KW) or an RSA key (RSA-OAEP-256) to receive them`);
-}
-
-/** MQTT topic filter rules: `+` and `#` only as whole levels, `#` only last; no NUL. */
-function checkTopicTree(t: unknown): string {
-  if (typeof t !== 'string' || t.length === 0 || t.length > 256) throw badRequest('topicTree must be an MQTT topic filter of 1 to 256 characters');
-  if (t.includes('\u0000')) throw badRequest('topicTree may not contain NUL');
-  const levels = t.split('/');
-  levels.forEach((l, i) => {
-    if (l.includes('#') && (l !== '#' || i !== levels.length - 1)) throw badRequest('topicTree: "#" must be a whole level, and the last');
-    if (l.includes('+') && l !== '+') throw badRequest('topicTree: "+" must be a whole level');
-  });
-  return t;
-}
-
-const encodeCursor = (s: string) => Buffer.from(s, 'utf8').toString('base64url');
-function decodeCursor(c: string | undefined, check: (s: string) => boolean): string | undefined {
-  if (c === undefined) return undefined;
-  const s = Buffer.from(c, 'base64url').toString('utf8');
-  if (!check(s) || encodeCursor(s) !== c) throw badRequest('invalid cursor');
-  return s;
-}
-function checkLimit(limit: number): number {
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${MAX_LIMIT}`);
-  return limit;
-}
-const VERSION_RE = /^[1-9][0-9]{0,9}$/;
-
-function channelView(c: ChannelSummaryRow): ChannelView {
-  return {
-    name: c.name,
-    topicTree: c.topicTree,
-    periodSeconds: c.periodSeconds,
-    overlapSeconds: c.overlapSeconds,
-    memberCount: c.memberCount,
-    currentVersion: c.currentVersion,
-    createdAt: c.createdAt.toISOString(),
-    updatedAt: c.updatedAt.toISOString(),
-  };
-}
-
-const periodOf = (c: Pick<ChannelRow, 'periodSeconds' | 'overlapSeconds'>): SessionKeyPeriod => ({ periodMs: c.periodSeconds * 1000, overlapMs: c.overlapSeconds * 1000 });
-
-function keyAudit(ctx: Actor, action: string, k: SessionKeyMetaRow, details: Record<string, unknown> = {}): AuditEntryInput {
-  return {
-    actor: ctx.actor,
-    requestId: ctx.requestId,
-    action,
-    targetType: k.scope,
-    targetId: k.owner,
-    details: { keyId: k.id, version: k.version, origin: k.origin, notBefore: k.notBefore.toISOString(), rotateAt: k.rotateAt.toISOString(), notAfter: k.notAfter.toISOString(), ...details },
-  };
 }
 
 /**
@@ -192,6 +78,9 @@ function keyAudit(ctx: Actor, action: string, k: SessionKeyMetaRow, details: Rec
  *   Removing a member does the same to the channel.
  */
 export class SessionKeys implements RevocationListener {
+  private readonly series: SessionKeySeries;
+  private readonly channels: SessionChannels;
+
   constructor(
     private readonly db: Db,
     private readonly store: SessionKeyStore,
@@ -201,134 +90,51 @@ export class SessionKeys implements RevocationListener {
     private readonly clock: Clock,
     private readonly policy: SessionKeyPolicy,
     /** A new channel's period and overlap when the request names none. */
-    private readonly channelDefaults: SessionKeyPeriod,
-  ) {}
-
-  // ---- channels ----------------------------------------------------------------------------
-
-  async createChannel(input: ChannelInput, ctx: Actor): Promise<ChannelView> {
-    if (typeof input?.name !== 'string' || !CHANNEL_NAME_RE.test(input.name)) throw badRequest('name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit');
-    const topicTree = checkTopicTree(input.topicTree);
-    const periodSeconds = input.periodSeconds ?? Math.round(this.channelDefaults.periodMs / 1000);
-    const overlapSeconds = input.overlapSeconds ?? Math.round(this.channelDefaults.overlapMs / 1000);
-    if (!Number.isInteger(periodSeconds) || periodSeconds < MIN_PERIOD_SECONDS || periodSeconds > MAX_PERIOD_SECONDS) {
-      throw badRequest(`periodSeconds must be an integer from ${MIN_PERIOD_SECONDS} to ${MAX_PERIOD_SECONDS}`);
-    }
-    if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds >= periodSeconds) throw badRequest('overlapSeconds must be an integer from 0 to less than periodSeconds');
-    const members = [...new Set(input.members ?? [])];
-    const now = this.clock.now();
-    const name = input.name;
-    await this.db.transaction(async (tx) => {
-      await this.checkDevices(tx, members);
-      if (!(await this.store.insertChannel(tx, { name, topicTree, periodSeconds, overlapSeconds, createdAt: now, updatedAt: now }))) {
-        throw conflict(`a channel named ${name} exists`);
-      }
-      const added = await this.store.addMembers(tx, name, members, now);
-      const [key] = await this.store.insertNext(tx, [this.newVersion('channel', name, 'created', { periodMs: periodSeconds * 1000, overlapMs: overlapSeconds * 1000 }, now)]);
-      await this.audit.append(tx, [
-        { ...ctx, action: 'channel.created', targetType: 'channel', targetId: name, details: { topicTree, periodSeconds, overlapSeconds } },
-        ...(added.length ? [{ ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } }] : []),
-        keyAudit(ctx, 'session-key.created', key!),
-      ]);
-    });
-    return this.getChannel(name);
+    channelDefaults: SessionKeyPeriod,
+  ) {
+    this.series = new SessionKeySeries(db, store, kek, clock);
+    this.channels = new SessionChannels(db, store, audit, clock, this.series, channelDefaults);
   }
 
-  async getChannel(name: string): Promise<ChannelView> {
-    const c = CHANNEL_NAME_RE.test(name) ? await this.store.getChannel(this.db, name) : undefined;
-    if (!c) throw notFound(`no channel named ${name}`);
-    return channelView(c);
+  // ---- channels (SessionChannels) ----------------------------------------------------------
+
+  createChannel(input: ChannelInput, ctx: Actor): Promise<ChannelView> {
+    return this.channels.createChannel(input, ctx);
   }
 
-  async listChannels(q: { cursor?: string | undefined; limit: number }): Promise<Page<ChannelView>> {
-    const limit = checkLimit(q.limit);
-    const after = decodeCursor(q.cursor, (s) => CHANNEL_NAME_RE.test(s));
-    const rows = await this.store.listChannels(this.db, { afterName: after, limit: limit + 1 });
-    const page = rows.slice(0, limit);
-    return { items: page.map(channelView), nextCursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.name) : null };
+  getChannel(name: string): Promise<ChannelView> {
+    return this.channels.getChannel(name);
   }
 
-  async listMembers(name: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<{ deviceId: string; addedAt: string }>> {
-    const limit = checkLimit(q.limit);
-    const after = decodeCursor(q.cursor, (s) => DEVICE_ID_RE.test(s));
-    await this.getChannel(name);
-    const rows = await this.store.listMembers(this.db, name, { afterDeviceId: after, limit: limit + 1 });
-    const page = rows.slice(0, limit);
-    return { items: page.map((m) => ({ deviceId: m.deviceId, addedAt: m.addedAt.toISOString() })), nextCursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.deviceId) : null };
+  listChannels(q: { cursor?: string | undefined; limit: number }): Promise<Page<ChannelView>> {
+    return this.channels.listChannels(q);
   }
 
-  /** Adds existing devices (not decommissioned) to the channel; members already there are left as they are. */
-  async addMembers(name: string, deviceIds: string[], ctx: Actor): Promise<{ added: string[]; channel: ChannelView }> {
-    if (!Array.isArray(deviceIds) || deviceIds.length === 0) throw badRequest('deviceIds must name at least one device');
-    const ids = [...new Set(deviceIds)];
-    const now = this.clock.now();
-    const added = await this.db.transaction(async (tx) => {
-      const [channel] = await this.store.lockChannels(tx, [name]);
-      if (!channel) throw notFound(`no channel named ${name}`);
-      await this.checkDevices(tx, ids);
-      const added = await this.store.addMembers(tx, name, ids, now);
-      if (added.length) {
-        await this.store.touchChannel(tx, name, now);
-        await this.audit.append(tx, [{ ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } }]);
-      }
-      return added;
-    });
-    return { added, channel: await this.getChannel(name) };
+  listMembers(name: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<{ deviceId: string; addedAt: string }>> {
+    return this.channels.listMembers(name, q);
   }
 
-  /** Removes a member; the channel's key is replaced at once (the removed device knows the valid versions: they are revoked). */
-  async removeMember(name: string, deviceId: string, ctx: Actor): Promise<{ channel: ChannelView; key: SessionKeyView }> {
-    const now = this.clock.now();
-    const key = await this.db.transaction(async (tx) => {
-      const [channel] = await this.store.lockChannels(tx, [name]);
-      if (!channel) throw notFound(`no channel named ${name}`);
-      if (!(await this.store.removeMember(tx, name, deviceId))) throw notFound(`device ${deviceId} is not a member of channel ${name}`);
-      await this.store.touchChannel(tx, name, now);
-      const { created, entries } = await this.replaceAtOnce(tx, [channel], now, 'member-removed', ctx, { deviceId });
-      await this.audit.append(tx, [{ ...ctx, action: 'channel.member-removed', targetType: 'channel', targetId: name, details: { deviceId } }, ...entries]);
-      return created[0]!;
-    });
-    return { channel: await this.getChannel(name), key: this.view(key, now) };
+  addMembers(name: string, deviceIds: string[], ctx: Actor): Promise<{ added: string[]; channel: ChannelView }> {
+    return this.channels.addMembers(name, deviceIds, ctx);
   }
 
-  /**
-   * Makes the channel's next version now. The previous one stays valid for the channel's overlap
-   * (never longer than it was), or, `immediate`, is revoked at once.
-   */
-  async rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: Actor): Promise<SessionKeyView> {
-    const now = this.clock.now();
-    const key = await this.db.transaction(async (tx) => {
-      const [channel] = await this.store.lockChannels(tx, [name]);
-      if (!channel) throw notFound(`no channel named ${name}`);
-      if (opts.immediate) {
-        const { created, entries } = await this.replaceAtOnce(tx, [channel], now, 'manual', ctx, {});
-        await this.audit.append(tx, entries);
-        return created[0]!;
-      }
-      const { created, entries } = await this.rotate(tx, 'channel', [{ owner: name, period: periodOf(channel) }], now, 'manual', ctx);
-      await this.audit.append(tx, entries);
-      return created[0]!;
-    });
-    return this.view(key, now);
+  removeMember(name: string, deviceId: string, ctx: Actor): Promise<{ channel: ChannelView; key: SessionKeyView }> {
+    return this.channels.removeMember(name, deviceId, ctx);
   }
 
-  async channelKeys(name: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
-    await this.getChannel(name);
-    return this.versions('channel', name, q);
+  rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: Actor): Promise<SessionKeyView> {
+    return this.channels.rotateChannel(name, opts, ctx);
   }
+
+  channelKeys(name: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
+    return this.channels.channelKeys(name, q);
+  }
+
+  // ---- a device's series ---------------------------------------------------------------------
 
   async deviceKeys(deviceId: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
     if (!DEVICE_ID_RE.test(deviceId) || (await this.store.devices(this.db, [deviceId])).length === 0) throw notFound(`no device with id ${deviceId}`);
-    return this.versions('device', deviceId, q);
-  }
-
-  private async versions(scope: SessionKeyScope, owner: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
-    const limit = checkLimit(q.limit);
-    const before = decodeCursor(q.cursor, (s) => VERSION_RE.test(s));
-    const rows = await this.store.listVersions(this.db, scope, owner, { beforeVersion: before === undefined ? undefined : Number(before), limit: limit + 1 });
-    const now = this.clock.now();
-    const page = rows.slice(0, limit);
-    return { items: page.map((k) => this.view(k, now)), nextCursor: rows.length > limit ? encodeCursor(String(page[page.length - 1]!.version)) : null };
+    return this.series.versions('device', deviceId, q);
   }
 
   // ---- rotation ----------------------------------------------------------------------------
@@ -354,7 +160,7 @@ export class SessionKeys implements RevocationListener {
               period: d.periodSeconds !== null ? periodOf({ periodSeconds: d.periodSeconds, overlapSeconds: d.overlapSeconds ?? 0 }) : await this.policy.forDevice(tx, d.owner),
             })),
           );
-          const { created, entries } = await this.rotate(tx, scope, series, now, 'scheduled', { actor: SYSTEM_ROTATION }, due.map((d) => d.id));
+          const { created, entries } = await this.series.rotate(tx, scope, series, now, 'scheduled', { actor: SYSTEM_ROTATION }, due.map((d) => d.id));
           await this.audit.append(tx, entries);
           return { claimed: due.length, made: created.length };
         });
@@ -363,80 +169,6 @@ export class SessionKeys implements RevocationListener {
       }
     }
     return { rotated };
-  }
-
-  /**
-   * The next version of each series, the current one (when there is one) superseded: it stays
-   * valid until its not_after, cut to now + the overlap when that is sooner (a rotation before the
-   * period's end). With `currentIds`, only those versions are replaced — a series whose current
-   * version is another (a concurrent rotation got there first) is left alone.
-   */
-  private async rotate(
-    tx: Executor,
-    scope: SessionKeyScope,
-    series: { owner: string; period: SessionKeyPeriod }[],
-    now: Date,
-    origin: SessionKeyOrigin,
-    ctx: Actor,
-    currentIds?: string[],
-  ): Promise<{ created: SessionKeyMetaRow[]; entries: AuditEntryInput[] }> {
-    const current = await this.store.current(tx, scope, series.map((s) => s.owner));
-    const replace = currentIds ? current.filter((k) => currentIds.includes(k.id)) : current;
-    const overlapOf = new Map(series.map((s) => [s.owner, s.period.overlapMs]));
-    // Grouped by overlap, so each group's not_after is cut in one statement (usually one group).
-    const byOverlap = new Map<number, string[]>();
-    for (const k of replace) {
-      const o = overlapOf.get(k.owner) ?? 0;
-      byOverlap.set(o, [...(byOverlap.get(o) ?? []), k.id]);
-    }
-    const superseded = new Map<string, SessionKeyMetaRow>();
-    for (const [overlapMs, group] of byOverlap) {
-      for (const k of await this.store.supersede(tx, group, now, new Date(now.getTime() + overlapMs))) superseded.set(k.owner, k);
-    }
-    // Series that had a current version make the next only if this call superseded it; new series start at version 1.
-    const existing = new Set(current.map((k) => k.owner));
-    const todo = series.filter((s) => superseded.has(s.owner) || (!currentIds && !existing.has(s.owner)));
-    const created = await this.store.insertNext(tx, todo.map((s) => this.newVersion(scope, s.owner, origin, s.period, now)));
-    const entries = created.map((k) => {
-      const prev = superseded.get(k.owner);
-      return prev
-        ? keyAudit(ctx, 'session-key.rotated', k, { previous: { keyId: prev.id, version: prev.version, notAfter: prev.notAfter.toISOString() } })
-        : keyAudit(ctx, 'session-key.created', k);
-    });
-    return { created, entries };
-  }
-
-  /** Channels whose valid versions must stop now: revoked (reason), and a new version effective now. */
-  private async replaceAtOnce(
-    tx: Executor,
-    channels: ChannelRow[],
-    now: Date,
-    origin: 'member-revoked' | 'member-removed' | 'manual',
-    ctx: Actor,
-    details: Record<string, unknown>,
-  ): Promise<{ created: SessionKeyMetaRow[]; entries: AuditEntryInput[] }> {
-    const names = channels.map((c) => c.name);
-    const reason = origin === 'manual' ? 'rotated-immediately' : origin;
-    const revoked = await this.store.revokeValid(tx, 'channel', names, now, reason);
-    const created = await this.store.insertNext(tx, channels.map((c) => this.newVersion('channel', c.name, origin, periodOf(c), now)));
-    const entries = [
-      ...revoked.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason, ...details })),
-      ...created.map((k) => keyAudit(ctx, 'session-key.rotated', k, { immediate: true, ...details })),
-    ];
-    return { created, entries };
-  }
-
-  /** A fresh key from the CSPRNG, sealed under the KEK (bound to its id); the plaintext is zeroed. */
-  private newVersion(scope: SessionKeyScope, owner: string, origin: SessionKeyOrigin, period: SessionKeyPeriod, now: Date): NextSessionKeyRow {
-    const id = newId('sk', 16);
-    const key = randomBytes(32);
-    try {
-      const sealed = seal(this.kek, key, id);
-      const rotateAt = new Date(now.getTime() + period.periodMs);
-      return { id, scope, owner, origin, kekId: sealed.kekId, wrappedDek: sealed.wrappedDek, ciphertext: sealed.ciphertext, notBefore: now, rotateAt, notAfter: new Date(rotateAt.getTime() + period.overlapMs), createdAt: now };
-    } finally {
-      key.fill(0);
-    }
   }
 
   // ---- the device's fetch ----------------------------------------------------------------------
@@ -468,14 +200,14 @@ export class SessionKeys implements RevocationListener {
         const ctx = { actor: `certificate:${serialFromBytes(device.serial)}` };
         const [ownNow] = await this.store.current(tx, 'device', [deviceId]);
         if (needsNext(ownNow)) {
-          const r = await this.rotate(tx, 'device', [{ owner: deviceId, period: await this.policy.forDevice(tx, deviceId) }], now, ownNow ? 'scheduled' : 'created', ctx);
+          const r = await this.series.rotate(tx, 'device', [{ owner: deviceId, period: await this.policy.forDevice(tx, deviceId) }], now, ownNow ? 'scheduled' : 'created', ctx);
           entries.push(...r.entries);
         }
         const lockedChannels = await this.store.lockChannels(tx, dueChannels);
         const currentNow = new Map((await this.store.current(tx, 'channel', lockedChannels.map((c) => c.name))).map((k) => [k.owner, k]));
         const stillDue = lockedChannels.filter((c) => needsNext(currentNow.get(c.name)));
         if (stillDue.length) {
-          const r = await this.rotate(tx, 'channel', stillDue.map((c) => ({ owner: c.name, period: periodOf(c) })), now, 'scheduled', ctx);
+          const r = await this.series.rotate(tx, 'channel', stillDue.map((c) => ({ owner: c.name, period: periodOf(c) })), now, 'scheduled', ctx);
           entries.push(...r.entries);
         }
         await this.audit.append(tx, entries);
@@ -567,7 +299,7 @@ export class SessionKeys implements RevocationListener {
       const membersOf = new Map<string, string[]>();
       for (const m of memberships) membersOf.set(m.channel, [...(membersOf.get(m.channel) ?? []), m.deviceId]);
       const revokedKeys = await this.store.revokeValid(tx, 'channel', channels.map((c) => c.name), now, reasons.channelReason);
-      const created = await this.store.insertNext(tx, channels.map((c) => this.newVersion('channel', c.name, reasons.channelReason, periodOf(c), now)));
+      const created = await this.store.insertNext(tx, channels.map((c) => this.series.newVersion('channel', c.name, reasons.channelReason, periodOf(c), now)));
       entries.push(
         ...revokedKeys.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason: reasons.channelReason, deviceIds: membersOf.get(k.owner) })),
         ...created.map((k) => keyAudit(ctx, 'session-key.rotated', k, { immediate: true, deviceIds: membersOf.get(k.owner) })),
@@ -581,41 +313,4 @@ export class SessionKeys implements RevocationListener {
 
   /** Nothing to publish after the commit: devices fetch. */
   async onRevocationChanged(): Promise<void> {}
-
-  // ---- helpers -----------------------------------------------------------------------------
-
-  /** Every id names an existing device that is not decommissioned (NotFound naming the unknown ones). */
-  private async checkDevices(tx: Executor, ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
-    const bad = ids.filter((id) => typeof id !== 'string' || !DEVICE_ID_RE.test(id));
-    if (bad.length) throw badRequest(`not device ids: ${bad.slice(0, 10).map(String).join(', ')}`);
-    const found = new Map((await this.store.devices(tx, ids)).map((d) => [d.id, d]));
-    const unknown = ids.filter((id) => !found.has(id));
-    if (unknown.length) throw new DomainError('NotFound', `no device with id ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ''}`);
-    const gone = ids.filter((id) => found.get(id)!.status === 'decommissioned');
-    if (gone.length) throw conflict(`decommissioned devices cannot join a channel: ${gone.slice(0, 10).join(', ')}`);
-    // Channel keys protect the devices' payloads from everyone else, brokers included; and an
-    // operator may hold a broker's certificate, so a broker member would hand the operator the key.
-    const brokers = ids.filter((id) => found.get(id)!.kind === 'broker');
-    if (brokers.length) throw badRequest(`brokers cannot join a channel (channel keys are for the devices' payloads): ${brokers.slice(0, 10).join(', ')}`);
-  }
-
-  private view(k: SessionKeyMetaRow, now: Date): SessionKeyView {
-    const status: SessionKeyStatus = k.revokedAt ? 'revoked' : k.notAfter.getTime() <= now.getTime() ? 'expired' : k.supersededAt === null ? 'current' : 'previous';
-    return {
-      id: k.id,
-      scope: k.scope,
-      owner: k.owner,
-      version: k.version,
-      status,
-      origin: k.origin,
-      notBefore: k.notBefore.toISOString(),
-      rotateAt: k.rotateAt.toISOString(),
-      notAfter: k.notAfter.toISOString(),
-      supersededAt: k.supersededAt?.toISOString() ?? null,
-      revokedAt: k.revokedAt?.toISOString() ?? null,
-      reason: k.reason,
-      createdAt: k.createdAt.toISOString(),
-    };
-  }
 }

@@ -5,9 +5,6 @@ export type Brand<T, B extends string> = T & { readonly [brand]: B };
 
 /** Lowercase hex, no separators: how serials appear in the API and in logs. */
 export type Serial = Brand<string, 'Serial'>;
-export type CaId = Brand<string, 'CaId'>;
-export type DeviceId = Brand<string, 'DeviceId'>;
-export type ApiKeyId = Brand<string, 'ApiKeyId'>;
 
 /** An opaque, random, URL-safe id with a readable prefix, e.g. `ca_3f9a...`. */
 export function newId(prefix: string, bytes = 10): string {

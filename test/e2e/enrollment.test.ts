@@ -14,7 +14,7 @@ import { p256Csr } from '../helpers/csr.js';
 import { KEY_ARGS, opensslCsr, opensslVerify, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
 import { bootstrap } from '../../src/bootstrap.js';
-import { ext } from '../../src/ca/x509/encode.js';
+import { ext } from '../../src/ca/x509/extensions.js';
 import { renewalSigningInput } from '../../src/enroll/device-certificate-auth.js';
 import { ManualClock } from '../../src/shared/clock.js';
 

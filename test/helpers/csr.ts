@@ -1,5 +1,7 @@
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { encodeCertificationRequest, encodeCertificationRequestInfo, encodeName, ext, nodeSignHash, type GeneralName } from '../../src/ca/x509/encode.js';
+import { encodeCertificationRequest, encodeCertificationRequestInfo, nodeSignHash } from '../../src/ca/x509/encode.js';
+import { ext } from '../../src/ca/x509/extensions.js';
+import { encodeName, type GeneralName } from '../../src/ca/x509/names.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { renewalSigningInput } from '../../src/enroll/device-certificate-auth.js';
 

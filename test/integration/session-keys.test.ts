@@ -7,7 +7,7 @@ import { parseKek } from '../../src/ca/kek.js';
 import { fromPemAll } from '../../src/ca/x509/pem.js';
 import type { Service } from '../../src/main.js';
 import { sessionKeysSigningInput } from '../../src/enroll/device-certificate-auth.js';
-import type { SessionKeyView } from '../../src/rotate/session-keys.js';
+import type { SessionKeyView } from '../../src/rotate/session-key-series.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { DomainError } from '../../src/shared/errors.js';
 import { SessionKeyStore } from '../../src/store/session-key-store.js';

@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign, webcrypto } from 'node:crypto';
 import 'reflect-metadata';
 import { REMOVE_FROM_CRL, encodeCrlEntries, encodeTbsCertList } from '../../src/ca/x509/crl.js';
-import { encodeCertificateList, encodeName, keyIdentifier } from '../../src/ca/x509/encode.js';
+import { encodeCertificateList } from '../../src/ca/x509/encode.js';
+import { keyIdentifier } from '../../src/ca/x509/extensions.js';
+import { encodeName } from '../../src/ca/x509/names.js';
 
 const x509 = await import('@peculiar/x509');
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);

@@ -14,15 +14,10 @@ import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { CsrError, MAX_CSR_BODY_BYTES, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../../src/ca/x509/csr.js';
 import { bitString, integer, NULL, oid, sequence, set, tlv } from '../../src/ca/x509/der.js';
-import {
-  OID,
-  algorithmIdentifier,
-  encodeCertificationRequest,
-  encodeCertificationRequestInfo,
-  encodeName,
-  ext,
-  type SignatureAlgorithm,
-} from '../../src/ca/x509/encode.js';
+import { algorithmIdentifier, encodeCertificationRequest, encodeCertificationRequestInfo, type SignatureAlgorithm } from '../../src/ca/x509/encode.js';
+import { ext } from '../../src/ca/x509/extensions.js';
+import { encodeName } from '../../src/ca/x509/names.js';
+import { OID } from '../../src/ca/x509/oids.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { csvField, parseCsv } from '../../src/shared/csv.js';
-import { parseManifest } from '../../src/enroll/devices.js';
+import { parseManifest } from '../../src/enroll/device-manifest.js';
 import { DomainError } from '../../src/shared/errors.js';
 
 const fields = (text: string) => {

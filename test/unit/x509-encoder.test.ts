@@ -16,24 +16,11 @@ import { join } from 'node:path';
 import 'reflect-metadata';
 import type * as X509 from '@peculiar/x509';
 import * as der from '../../src/ca/x509/der.js';
-import {
-  OID,
-  algorithmIdentifier,
-  compileTbsTemplate,
-  encodeCertificate,
-  encodeCertificationRequest,
-  encodeCertificationRequestInfo,
-  encodeName,
-  encodeTbsCertificate,
-  ext,
-  ipAddressBytes,
-  keyIdentifier,
-  nodeSignHash,
-  type GeneralName,
-  type KeyUsageFlag,
-  type NameAttribute,
-  type SignatureAlgorithm,
-} from '../../src/ca/x509/encode.js';
+import { algorithmIdentifier, compileTbsTemplate, encodeCertificate, encodeCertificationRequest, encodeCertificationRequestInfo, encodeTbsCertificate, nodeSignHash, type SignatureAlgorithm } from '../../src/ca/x509/encode.js';
+import { ext, keyIdentifier, type KeyUsageFlag } from '../../src/ca/x509/extensions.js';
+import { ipAddressBytes } from '../../src/ca/x509/ip-address.js';
+import { encodeName, type GeneralName, type NameAttribute } from '../../src/ca/x509/names.js';
+import { OID } from '../../src/ca/x509/oids.js';
 
 const x509 = await import('@peculiar/x509');
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);

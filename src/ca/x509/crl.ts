@@ -5,7 +5,9 @@
  * publisher can encode a million entries page by page without holding a million row objects.
  */
 import { TAG, alloc, generalizedTime, integer, integerSize, sequence, sequenceOf, smallInt, tlv, tlvSize, time, timeSize, writeHeader, writeInteger, writeTime, type Bytes } from './der.js';
-import { algorithmIdentifier, distributionPoints, encodeGeneralName, ext, extension, type SignatureAlgorithm } from './encode.js';
+import { algorithmIdentifier, type SignatureAlgorithm } from './encode.js';
+import { distributionPoints, ext, extension } from './extensions.js';
+import { encodeGeneralName } from './names.js';
 
 export interface CrlEntry {
   /** Unsigned big-endian serial. */

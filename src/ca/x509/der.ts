@@ -239,10 +239,6 @@ export function boolean(v: boolean): Bytes {
 /** The NULL TLV (05 00). */
 export const NULL: Bytes = Uint8Array.of(TAG.NULL, 0);
 
-export function nullValue(): Bytes {
-  return NULL;
-}
-
 export function octetString(value: Bytes): Bytes {
   return tlv(TAG.OCTET_STRING, value);
 }

@@ -12,7 +12,7 @@
  *                              issuerKeyHash OCTET STRING, serialNumber CertificateSerialNumber }
  */
 import { DerError, TAG, octetString, oid, readTlv, refusingWith, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
-import { extension } from './encode.js';
+import { extension } from './extensions.js';
 
 export type CertIdHash = 'sha1' | 'sha256' | 'sha384' | 'sha512';
 

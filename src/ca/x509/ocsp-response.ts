@@ -15,7 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import { TAG, generalizedTime, integer, octetString, oid, sequence, sequenceOf, tlv, tlvSize, writeHeader, type Bytes } from './der.js';
-import { algorithmIdentifier, extension, subjectPublicKeyBits, type SignatureAlgorithm } from './encode.js';
+import { algorithmIdentifier, type SignatureAlgorithm } from './encode.js';
+import { extension, subjectPublicKeyBits } from './extensions.js';
 import type { CertIdHash, OcspCertId } from './ocsp-request.js';
 
 /** OCSPResponseStatus values other than successful: answered unsigned. */

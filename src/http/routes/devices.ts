@@ -1,5 +1,6 @@
 import { Router } from 'express';
-import type { DeviceInput, DeviceInventory, DeviceKind, DevicePatch, DeviceStatus } from '../../enroll/devices.js';
+import type { DeviceInput, DevicePatch } from '../../enroll/device-fields.js';
+import type { DeviceInventory, DeviceKind, DeviceStatus } from '../../enroll/devices.js';
 import { badRequest } from '../../shared/errors.js';
 import { allow, READ_ROLES } from '../auth.js';
 import { ctxOf } from '../context.js';

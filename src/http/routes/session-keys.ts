@@ -1,6 +1,7 @@
 import { Router, type Request } from 'express';
 import type { DeviceCredential } from '../../rotate/device-auth.js';
-import type { ChannelInput, SessionKeys } from '../../rotate/session-keys.js';
+import type { ChannelInput } from '../../rotate/session-channels.js';
+import type { SessionKeys } from '../../rotate/session-keys.js';
 import { allow } from '../auth.js';
 import { ctxOf } from '../context.js';
 import { clientCertificateOf, signedRequestOf } from '../request-context.js';
