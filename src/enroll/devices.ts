@@ -1,4 +1,6 @@
 import { serialFromBytes } from '../shared/ids.js';
+import type { ActorContext } from '../shared/actor.js';
+import { cursorText, isCanonicalCursor, timeIdCursor, type Page } from '../shared/page.js';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { DEVICE_ID_RE } from '../ca/profiles.js';
 import { NO_RESERVED_IDENTITIES, type ReservedIdentities } from './reserved-identities.js';
@@ -21,12 +23,6 @@ export type { DeviceKind, DeviceStatus } from '../store/device-store.js';
 export type DeviceRecord = DeviceRow;
 
 export const DEVICE_STATUSES: readonly DeviceStatus[] = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'];
-
-/** Who is acting (structurally the same as the CA's ActorContext). */
-export interface DeviceActor {
-  actor: string;
-  requestId?: string | undefined;
-}
 
 /** A device as the API shows it: times in UTC ISO-8601, the serial in lowercase hex. */
 export interface DeviceView {
@@ -134,7 +130,7 @@ function toNewRow(input: DeviceInput, lot: string | undefined, at: Date): NewDev
   };
 }
 
-function registeredEntry(row: NewDeviceRow, ctx: DeviceActor, source: 'api' | 'import'): AuditEntryInput {
+function registeredEntry(row: NewDeviceRow, ctx: ActorContext, source: 'api' | 'import'): AuditEntryInput {
   const details: Record<string, unknown> = { source, kind: row.kind };
   for (const [k, v] of [['model', row.model], ['hardwareRevision', row.hardwareRevision], ['firmwareVersion', row.firmwareVersion], ['site', row.site], ['lot', row.lot]] as const) {
     if (v !== null) details[k] = v;
@@ -150,14 +146,15 @@ const sameLabels = (a: Record<string, string>, b: Record<string, string>): boole
 
 // ---- cursor ---------------------------------------------------------------------------------
 
-const encodeCursor = (r: DeviceRow) => Buffer.from(`${r.createdAt.toISOString()}|${r.id}`, 'utf8').toString('base64url');
+const deviceCursor = (r: DeviceRow) => timeIdCursor(r.createdAt, r.id);
 
+/** Stricter than readTimeIdCursor: the id must be a device id and the cursor the one deviceCursor wrote. */
 function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const s = Buffer.from(cursor, 'base64url').toString('utf8');
+  const s = cursorText(cursor);
   const bar = s.indexOf('|');
   const createdAt = new Date(bar > 0 ? s.slice(0, bar) : '');
   const id = s.slice(bar + 1);
-  if (bar <= 0 || Number.isNaN(createdAt.getTime()) || !DEVICE_ID_RE.test(id) || Buffer.from(s, 'utf8').toString('base64url') !== cursor) {
+  if (bar <= 0 || Number.isNaN(createdAt.getTime()) || !DEVICE_ID_RE.test(id) || !isCanonicalCursor(cursor, s)) {
     throw badRequest('the cursor is not valid');
   }
   return { createdAt, id };
@@ -183,7 +180,7 @@ export class DeviceInventory {
   ) {}
 
   /** Registers one device (status `registered`); Conflict when the id exists. */
-  async register(input: DeviceInput, ctx: DeviceActor): Promise<DeviceView> {
+  async register(input: DeviceInput, ctx: ActorContext): Promise<DeviceView> {
     const errors = checkInput(input, this.reserved);
     if (errors.length > 0) {
       const id = isPlainObject(input) && typeof input.id === 'string' ? input.id : undefined;
@@ -210,7 +207,7 @@ export class DeviceInventory {
    * and nothing is written. Otherwise one INSERT for all rows and one `device.registered` audit
    * entry per device, in one transaction. `opts.lot` applies to rows without a lot.
    */
-  async importManifest(rows: DeviceInput[], ctx: DeviceActor, opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {}): Promise<ImportResult> {
+  async importManifest(rows: DeviceInput[], ctx: ActorContext, opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {}): Promise<ImportResult> {
     if (rows.length === 0) throw badRequest('the manifest lists no devices');
     if (rows.length > MAX_IMPORT_ROWS) throw badRequest(`a manifest lists at most ${MAX_IMPORT_ROWS} devices; this one lists ${rows.length}`);
     if (opts.lot !== undefined) {
@@ -279,7 +276,7 @@ export class DeviceInventory {
   }
 
   /** Newest first; `nextCursor` is null on the last page. */
-  async list(filter: DeviceListFilter, page: { cursor?: string | undefined; limit: number }): Promise<{ items: DeviceView[]; nextCursor: string | null }> {
+  async list(filter: DeviceListFilter, page: { cursor?: string | undefined; limit: number }): Promise<Page<DeviceView>> {
     if (!Number.isInteger(page.limit) || page.limit < 1 || page.limit > LIST_MAX_LIMIT) {
       throw badRequest(`limit must be an integer from 1 to ${LIST_MAX_LIMIT}`);
     }
@@ -291,11 +288,11 @@ export class DeviceInventory {
     const more = rows.length > page.limit;
     const items = more ? rows.slice(0, page.limit) : rows;
     const last = items[items.length - 1];
-    return { items: items.map(deviceView), nextCursor: more && last ? encodeCursor(last) : null };
+    return { items: items.map(deviceView), nextCursor: more && last ? deviceCursor(last) : null };
   }
 
   /** Changes descriptive fields; `device.updated` records the changed fields. A decommissioned device is Conflict. */
-  async update(id: string, patch: DevicePatch, ctx: DeviceActor): Promise<DeviceView> {
+  async update(id: string, patch: DevicePatch, ctx: ActorContext): Promise<DeviceView> {
     const attrs = checkPatch(patch);
     return this.db.transaction(async (tx) => {
       const current = await this.store.getForUpdate(tx, id);
@@ -329,7 +326,7 @@ export class DeviceInventory {
    * may have leaked with the device. Only a revoked device can be re-admitted; one already
    * registered is left as it is.
    */
-  async readmit(id: string, ctx: DeviceActor): Promise<DeviceView> {
+  async readmit(id: string, ctx: ActorContext): Promise<DeviceView> {
     return this.db.transaction(async (tx) => {
       const current = await this.store.getForUpdate(tx, id);
       if (!current) throw notFound(`no device with id ${id}`);
@@ -346,7 +343,7 @@ export class DeviceInventory {
   }
 
   /** Takes the device out of service for good. Idempotent: decommissioning a decommissioned device changes nothing. */
-  async decommission(id: string, ctx: DeviceActor): Promise<DeviceView> {
+  async decommission(id: string, ctx: ActorContext): Promise<DeviceView> {
     return this.db.transaction(async (tx) => deviceView(await this.transition(tx, id, 'decommissioned', ctx)));
   }
 
@@ -358,7 +355,7 @@ export class DeviceInventory {
    * Moving to the current status changes nothing and writes no entry. Appends to the audit log:
    * call it last in `tx`.
    */
-  async transition(tx: Executor, id: string, to: DeviceStatus, ctx: DeviceActor, details: Record<string, unknown> = {}): Promise<DeviceRecord> {
+  async transition(tx: Executor, id: string, to: DeviceStatus, ctx: ActorContext, details: Record<string, unknown> = {}): Promise<DeviceRecord> {
     const current = await this.store.getForUpdate(tx, id);
     if (!current) throw notFound(`no device with id ${id}`);
     const { row, entry } = await this.move(tx, current, to, ctx, details);
@@ -372,7 +369,7 @@ export class DeviceInventory {
    * active device; release reactivates only a suspended one). Returns the audit entries for the
    * caller to append with its own.
    */
-  async followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: DeviceActor, details: Record<string, unknown>): Promise<AuditEntryInput[]> {
+  async followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: ActorContext, details: Record<string, unknown>): Promise<AuditEntryInput[]> {
     const from = to === 'active' ? (['suspended'] as const) : DEVICE_STATUSES.filter((f) => f !== to && canTransition(f, to));
     const moved = await this.store.setStatusByCurrentSerial(tx, serials, from, to, this.clock.now());
     return moved.map((m) => ({
@@ -401,7 +398,7 @@ export class DeviceInventory {
    * `device.activated` audit entry. Only a registered or active device may receive one (Conflict
    * otherwise; NotFound without a device). Appends to the audit log: call it last in `tx`.
    */
-  async recordIssued(tx: Executor, id: string, cert: { serial: Buffer; notAfter: Date }, ctx: DeviceActor): Promise<DeviceRecord> {
+  async recordIssued(tx: Executor, id: string, cert: { serial: Buffer; notAfter: Date }, ctx: ActorContext): Promise<DeviceRecord> {
     const current = await this.store.getForUpdate(tx, id);
     if (!current) throw notFound(`no device with id ${id}`);
     if (current.status !== 'registered' && current.status !== 'active') {
@@ -419,7 +416,7 @@ export class DeviceInventory {
     tx: Executor,
     current: DeviceRow,
     to: DeviceStatus,
-    ctx: DeviceActor,
+    ctx: ActorContext,
     details: Record<string, unknown>,
   ): Promise<{ row: DeviceRow; entry?: AuditEntryInput }> {
     if (!DEVICE_STATUSES.includes(to)) throw badRequest(`unknown device status ${String(to)}`);

@@ -1,9 +1,11 @@
 import type { AuditLog } from '../audit/audit-log.js';
+import type { ActorContext } from '../shared/actor.js';
+import { encodeCursor, type Page } from '../shared/page.js';
 import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
 import type { ChannelSummaryRow, SessionKeyStore } from '../store/session-key-store.js';
-import { checkLimit, decodeCursor, DEVICE_ID_RE, encodeCursor, keyAudit, periodOf, type Actor, type Page, type SessionKeyPeriod, type SessionKeySeries, type SessionKeyView } from './session-key-series.js';
+import { checkLimit, decodeCursor, DEVICE_ID_RE, keyAudit, periodOf, type SessionKeyPeriod, type SessionKeySeries, type SessionKeyView } from './session-key-series.js';
 
 // Channels (a topic tree and its members) and their key series; SessionKeys exposes them.
 
@@ -69,7 +71,7 @@ export class SessionChannels {
     private readonly channelDefaults: SessionKeyPeriod,
   ) {}
 
-  async createChannel(input: ChannelInput, ctx: Actor): Promise<ChannelView> {
+  async createChannel(input: ChannelInput, ctx: ActorContext): Promise<ChannelView> {
     if (typeof input?.name !== 'string' || !CHANNEL_NAME_RE.test(input.name)) throw badRequest('name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit');
     const topicTree = checkTopicTree(input.topicTree);
     const periodSeconds = input.periodSeconds ?? Math.round(this.channelDefaults.periodMs / 1000);
@@ -121,7 +123,7 @@ export class SessionChannels {
   }
 
   /** Adds existing devices (not decommissioned) to the channel; members already there are left as they are. */
-  async addMembers(name: string, deviceIds: string[], ctx: Actor): Promise<{ added: string[]; channel: ChannelView }> {
+  async addMembers(name: string, deviceIds: string[], ctx: ActorContext): Promise<{ added: string[]; channel: ChannelView }> {
     if (!Array.isArray(deviceIds) || deviceIds.length === 0) throw badRequest('deviceIds must name at least one device');
     const ids = [...new Set(deviceIds)];
     const now = this.clock.now();
@@ -140,7 +142,7 @@ export class SessionChannels {
   }
 
   /** Removes a member; the channel's key is replaced at once (the removed device knows the valid versions: they are revoked). */
-  async removeMember(name: string, deviceId: string, ctx: Actor): Promise<{ channel: ChannelView; key: SessionKeyView }> {
+  async removeMember(name: string, deviceId: string, ctx: ActorContext): Promise<{ channel: ChannelView; key: SessionKeyView }> {
     const now = this.clock.now();
     const key = await this.db.transaction(async (tx) => {
       const [channel] = await this.store.lockChannels(tx, [name]);
@@ -158,7 +160,7 @@ export class SessionChannels {
    * Makes the channel's next version now. The previous one stays valid for the channel's overlap
    * (never longer than it was), or, `immediate`, is revoked at once.
    */
-  async rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: Actor): Promise<SessionKeyView> {
+  async rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: ActorContext): Promise<SessionKeyView> {
     const now = this.clock.now();
     const key = await this.db.transaction(async (tx) => {
       const [channel] = await this.store.lockChannels(tx, [name]);

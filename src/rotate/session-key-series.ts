@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import type { ActorContext } from '../shared/actor.js';
+import { cursorText, encodeCursor, isCanonicalCursor, type Page } from '../shared/page.js';
 import type { AuditEntryInput } from '../audit/audit-log.js';
 import { seal } from '../ca/envelope.js';
 import type { Kek } from '../ca/kek.js';
@@ -14,11 +16,6 @@ import type { ChannelRow, NextSessionKeyRow, SessionKeyMetaRow, SessionKeyOrigin
 export interface SessionKeyPeriod {
   periodMs: number;
   overlapMs: number;
-}
-
-export interface Actor {
-  actor: string;
-  requestId?: string | undefined;
 }
 
 export type SessionKeyStatus = 'current' | 'previous' | 'expired' | 'revoked';
@@ -40,19 +37,13 @@ export interface SessionKeyView {
   createdAt: string;
 }
 
-export interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
-}
-
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 const MAX_LIMIT = 500;
 
-export const encodeCursor = (s: string) => Buffer.from(s, 'utf8').toString('base64url');
 export function decodeCursor(c: string | undefined, check: (s: string) => boolean): string | undefined {
   if (c === undefined) return undefined;
-  const s = Buffer.from(c, 'base64url').toString('utf8');
-  if (!check(s) || encodeCursor(s) !== c) throw badRequest('invalid cursor');
+  const s = cursorText(c);
+  if (!check(s) || !isCanonicalCursor(c, s)) throw badRequest('invalid cursor');
   return s;
 }
 export function checkLimit(limit: number): number {
@@ -63,7 +54,7 @@ const VERSION_RE = /^[1-9][0-9]{0,9}$/;
 
 export const periodOf = (c: Pick<ChannelRow, 'periodSeconds' | 'overlapSeconds'>): SessionKeyPeriod => ({ periodMs: c.periodSeconds * 1000, overlapMs: c.overlapSeconds * 1000 });
 
-export function keyAudit(ctx: Actor, action: string, k: SessionKeyMetaRow, details: Record<string, unknown> = {}): AuditEntryInput {
+export function keyAudit(ctx: ActorContext, action: string, k: SessionKeyMetaRow, details: Record<string, unknown> = {}): AuditEntryInput {
   return {
     actor: ctx.actor,
     requestId: ctx.requestId,
@@ -104,7 +95,7 @@ export class SessionKeySeries {
     series: { owner: string; period: SessionKeyPeriod }[],
     now: Date,
     origin: SessionKeyOrigin,
-    ctx: Actor,
+    ctx: ActorContext,
     currentIds?: string[],
   ): Promise<{ created: SessionKeyMetaRow[]; entries: AuditEntryInput[] }> {
     const current = await this.store.current(tx, scope, series.map((s) => s.owner));
@@ -139,7 +130,7 @@ export class SessionKeySeries {
     channels: ChannelRow[],
     now: Date,
     origin: 'member-revoked' | 'member-removed' | 'manual',
-    ctx: Actor,
+    ctx: ActorContext,
     details: Record<string, unknown>,
   ): Promise<{ created: SessionKeyMetaRow[]; entries: AuditEntryInput[] }> {
     const names = channels.map((c) => c.name);

@@ -1,4 +1,6 @@
 import type { KeyObject } from 'node:crypto';
+import type { ActorContext } from '../shared/actor.js';
+import type { Page } from '../shared/page.js';
 import { CompactEncrypt } from 'jose';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { unseal } from '../ca/envelope.js';
@@ -17,7 +19,7 @@ import type {
 } from '../store/session-key-store.js';
 import type { CurrentDeviceAuth, DeviceCredential } from './device-auth.js';
 import { SessionChannels, type ChannelInput, type ChannelView } from './session-channels.js';
-import { DEVICE_ID_RE, keyAudit, periodOf, SessionKeySeries, type Actor, type Page, type SessionKeyPeriod, type SessionKeyView } from './session-key-series.js';
+import { DEVICE_ID_RE, keyAudit, periodOf, SessionKeySeries, type SessionKeyPeriod, type SessionKeyView } from './session-key-series.js';
 
 /** Where a device's rotation period comes from: RotationPolicies (per profile, overridable per lot, defaults from config). */
 export interface SessionKeyPolicy {
@@ -98,7 +100,7 @@ export class SessionKeys implements RevocationListener {
 
   // ---- channels (SessionChannels) ----------------------------------------------------------
 
-  createChannel(input: ChannelInput, ctx: Actor): Promise<ChannelView> {
+  createChannel(input: ChannelInput, ctx: ActorContext): Promise<ChannelView> {
     return this.channels.createChannel(input, ctx);
   }
 
@@ -114,15 +116,15 @@ export class SessionKeys implements RevocationListener {
     return this.channels.listMembers(name, q);
   }
 
-  addMembers(name: string, deviceIds: string[], ctx: Actor): Promise<{ added: string[]; channel: ChannelView }> {
+  addMembers(name: string, deviceIds: string[], ctx: ActorContext): Promise<{ added: string[]; channel: ChannelView }> {
     return this.channels.addMembers(name, deviceIds, ctx);
   }
 
-  removeMember(name: string, deviceId: string, ctx: Actor): Promise<{ channel: ChannelView; key: SessionKeyView }> {
+  removeMember(name: string, deviceId: string, ctx: ActorContext): Promise<{ channel: ChannelView; key: SessionKeyView }> {
     return this.channels.removeMember(name, deviceId, ctx);
   }
 
-  rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: Actor): Promise<SessionKeyView> {
+  rotateChannel(name: string, opts: { immediate?: boolean | undefined }, ctx: ActorContext): Promise<SessionKeyView> {
     return this.channels.rotateChannel(name, opts, ctx);
   }
 
@@ -258,7 +260,7 @@ export class SessionKeys implements RevocationListener {
    * A device's session keys leaked (its certificate still trusted): its own valid versions are
    * revoked and every channel it belongs to gets a new version effective now. One transaction.
    */
-  async revokeDeviceKeys(deviceIds: string[], ctx: Actor, details: Record<string, unknown> = {}): Promise<{ deviceKeys: number; channels: string[] }> {
+  async revokeDeviceKeys(deviceIds: string[], ctx: ActorContext, details: Record<string, unknown> = {}): Promise<{ deviceKeys: number; channels: string[] }> {
     const ids = [...new Set(deviceIds)].sort();
     return this.db.transaction(async (tx) => {
       const entries = await this.revokeDevicesIn(tx, ids, { channelReason: 'member-key-revoked', deviceReason: 'key-revoked' }, ctx, () => details);
@@ -286,7 +288,7 @@ export class SessionKeys implements RevocationListener {
     tx: Executor,
     deviceIds: string[],
     reasons: { channelReason: SessionKeyOrigin; deviceReason: string },
-    ctx: Actor,
+    ctx: ActorContext,
     detailsOf: (deviceId: string) => Record<string, unknown>,
   ): Promise<AuditEntryInput[]> {
     if (deviceIds.length === 0) return [];
