@@ -49,6 +49,7 @@ import { measureStorageLayout } from './detect/storage-layout.js';
 import { Redis } from 'ioredis';
 import { SecurityEvents, securityEventLogLine } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
+import { DeviceActivation } from './enroll/device-activation.js';
 import { IdempotencyStore } from './store/idempotency-store.js';
 import { ReplayStore } from './store/replay-store.js';
 import { SecurityEventStore } from './store/security-event-store.js';
@@ -261,21 +262,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const metrics: ServiceMetrics = new ServiceMetrics({ clock, crls: (): readonly CrlStatus[] => crlWatch.status(), jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }) });
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       telemetry: metrics,
-      listener: {
-        // A device's current certificate and first activation commit with the certificate itself.
-        plan(issued) {
-          const expected = (i: (typeof issued)[number]) => (i.deviceStatus === 'registered' ? 'registered' : 'active');
-          return {
-            devices: issued.map((i) => ({ deviceId: i.deviceId, serial: i.serial, notAfter: i.notAfter, expectedStatus: expected(i) })),
-            entries: issued.filter((i) => expected(i) === 'registered').map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
-          };
-        },
-        async onIssued(tx, issued) {
-          const activated = await deviceStore.recordIssued(tx, issued, clock.now());
-          const ctxOf = new Map(issued.map((i) => [i.deviceId, i.ctx]));
-          return activated.map((id) => ({ ...ctxOf.get(id)!, action: 'device.activated', targetType: 'device', targetId: id }));
-        },
-      },
+      listener: new DeviceActivation(deviceStore, clock),
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const brokerCaFile = config.brokers.mqtt?.caFile;
