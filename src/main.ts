@@ -65,7 +65,6 @@ import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
-import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -333,16 +332,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
-    // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
-    const signingCas = {
-      signingCas: async () =>
-        (await hierarchy.list())
-          .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
-          .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const), keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm })),
-      issuer: (id: string) => hierarchy.issuer(id),
-    };
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
-    const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
+    const crls = new CrlPublisher(db, new CrlStore(), hierarchy, urls, audit, clock, {
       validityMs: config.crlValidityMs,
       refreshBeforeMs: crlRefreshBeforeMs,
       // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
@@ -350,7 +341,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
     const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
-    const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
+    const ocspResponders = new OcspResponders(db, hierarchy, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
     });
@@ -367,7 +358,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const ocsp = new OcspResponder(
       db,
       new OcspStore(),
-      signingCas,
+      hierarchy,
       ocspResponders,
       clock,
       { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
