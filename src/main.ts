@@ -37,7 +37,8 @@ import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
 import { EnrollmentTokens } from './enroll/tokens.js';
 import { SourceBlocks } from './detect/source-blocks.js';
-import { AutomaticResponses, type ResponsePorts } from './detect/responses.js';
+import { AutomaticResponses } from './detect/responses.js';
+import { DetectionResponsePorts } from './detect/response-ports.js';
 import { ApiKeyWatch } from './detect/api-key-watch.js';
 import { EventFeed } from './detect/event-feed.js';
 import { RevokedQueryWatch } from './detect/revoked-queries.js';
@@ -90,9 +91,7 @@ import { CurrentDeviceAuth } from './rotate/device-auth.js';
 import { SessionKeyStore } from './store/session-key-store.js';
 import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
-import { IncidentStore, type IncidentKind } from './store/incident-store.js';
-import type { Serial } from './shared/ids.js';
-import { DomainError } from './shared/errors.js';
+import { IncidentStore } from './store/incident-store.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
@@ -274,14 +273,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
     });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
-    // The automatic responses act through services built further down; they run only once requests come.
-    const responsePorts: ResponsePorts = {
-      suspendDevice: (deviceId) => suspendByDetection(deviceId),
-      openIncident: (input) => openIncidentByDetection(input),
-    };
-    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
-    const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
-    const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
     // Rate limits shared by every replica through Redis when there is one (each falls back to its own buckets while Redis is away).
     const rateRedis = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 }) : undefined;
     let rateRedisComplained = 0;
@@ -306,31 +297,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const noticeBatchSize = 500;
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
-    const enrollment = new Enrollment(
-      [
-        new TokenEnrollment('token', tokens),
-        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
-        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new OperatorEnrollment(db, devices),
-      ],
-      issuance,
-      hierarchy,
-      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
-      securityEvents,
-      responses, // sources the failing-source rule blocked are refused at once
-      limits,
-      abandoned,
-      reserved,
-      rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
-    );
-    const stagedStore = new StagedCredentialStore();
-    const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
-      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
-    );
-    const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
     const crls = new CrlPublisher(db, new CrlStore(), hierarchy, urls, audit, clock, {
@@ -404,6 +370,64 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     approvals.register(BULK_REVOKE, bulkRevocationExecutor(revocations));
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
+    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
+    const incidentStore = new IncidentStore();
+    const incidents = new Incidents(
+      db,
+      incidentStore,
+      {
+        devices: (ids) => incidentStore.devices(db, ids),
+        devicesInLots: (lots) => incidentStore.devicesInLots(db, lots),
+        existingLots: (lots) => incidentStore.existingLots(db, lots),
+        caExists: async (id) => (await hierarchy.list()).some((c) => c.id === id),
+      },
+      audit,
+      clock,
+      incidentActions({
+        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers, rollovers,
+        replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
+        bulkApprovalThreshold: config.approvals.bulkRevokeThreshold,
+      }),
+      approvals,
+      rollovers,
+    );
+    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
+    // Detection's automatic responses: block a source, hold a device (never a broker), open an incident.
+    const responsePorts = new DetectionResponsePorts({
+      device: (id) => deviceInventory.get(id),
+      knownDevices: (ids) => incidentStore.devices(db, ids),
+      hold: (serial, input, ctx) => revocations.revoke(serial, input, ctx),
+      openIncident: (input, ctx) => incidents.open(input, ctx),
+    });
+    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
+    const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
+    const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
+    const enrollment = new Enrollment(
+      [
+        new TokenEnrollment('token', tokens),
+        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
+        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new OperatorEnrollment(db, devices),
+      ],
+      issuance,
+      hierarchy,
+      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
+      securityEvents,
+      responses, // sources the failing-source rule blocked are refused at once
+      limits,
+      abandoned,
+      reserved,
+      rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
+    );
+    const stagedStore = new StagedCredentialStore();
+    const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
+    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
+      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
+    );
+    const operatorIssuance = new OperatorIssuance(enrollment);
+
     const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     const publisher = notices.mqtt
       ? new MqttPublisher({ ...notices.mqtt, clientId: `mqtt-ca-notices-${randomBytes(6).toString('hex')}`, timeoutMs: 15_000 })
@@ -462,46 +486,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const jobs: JobRunner = config.redisUrl
       ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
-    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
-    const incidentStore = new IncidentStore();
-    const incidents = new Incidents(
-      db,
-      incidentStore,
-      {
-        devices: (ids) => incidentStore.devices(db, ids),
-        devicesInLots: (lots) => incidentStore.devicesInLots(db, lots),
-        existingLots: (lots) => incidentStore.existingLots(db, lots),
-        caExists: async (id) => (await hierarchy.list()).some((c) => c.id === id),
-      },
-      audit,
-      clock,
-      incidentActions({
-        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers, rollovers,
-        replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
-        bulkApprovalThreshold: config.approvals.bulkRevokeThreshold,
-      }),
-      approvals,
-      rollovers,
-    );
-    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
-    // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.
-    // Never a broker: holding its certificate would cut off every client on it; that takes a person (the incident actions).
-    async function suspendByDetection(deviceId: string): Promise<{ held: string | null; status: string }> {
-      const device = await deviceInventory.get(deviceId).catch((e: unknown) => {
-        if (e instanceof DomainError && e.kind === 'NotFound') return undefined;
-        throw e;
-      });
-      if (!device) return { held: null, status: 'not in the inventory' };
-      if (device.kind === 'broker') return { held: null, status: 'a broker: not held automatically' };
-      if (!device.currentSerial || device.status !== 'active') return { held: null, status: device.status };
-      await revocations.revoke(device.currentSerial as Serial, { reason: 'certificateHold' }, { actor: 'system:detection' });
-      return { held: device.currentSerial, status: 'suspended' };
-    }
-    async function openIncidentByDetection(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }> {
-      const known = (await incidentStore.devices(db, input.devices)).filter((d) => d.kind !== 'broker').map((d) => d.id);
-      const incident = await incidents.open({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
-      return { incidentId: incident.id };
-    }
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
       cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
       crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
