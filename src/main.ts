@@ -78,10 +78,11 @@ import { ExpiryStore } from './store/expiry-store.js';
 import { MqttPublisher } from './broker/mqtt-publisher.js';
 import { MqttNoticeSender, WebhookNoticeSender } from './broker/notice-senders.js';
 import { SignedWebhook } from './broker/webhook.js';
-import type { JobRunner, JobsOverview } from './jobs/runner.js';
+import type { JobRunner, JobsOverview, NewJob } from './jobs/runner.js';
 import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
-import { deliverJob, queueDefinitions, RENEWAL_NOTICES } from './jobs/queues.js';
+import { queueDefinitions } from './jobs/queues.js';
+import { scheduledTasks } from './jobs/scheduled.js';
 import { CaRollovers } from './rotate/rollover.js';
 import { RolloverStore } from './store/rollover-store.js';
 import { SessionKeys } from './rotate/session-keys.js';
@@ -448,38 +449,18 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     }, staged);
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
     const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
+    // enqueue is called only once jobs exists, by a running job.
+    const enqueue = (queue: string, js: NewJob[]) => jobs.enqueue(queue, js);
     const defs = queueDefinitions(
       {
         logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
-        extra: {
-          'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
-          // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
-          'approval-expiry': { everyMs: 60_000, run: () => approvals.expireDue() },
-          // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
-          'rollover-waves': {
-            everyMs: config.jobs.rolloverTickMs,
-            run: async () => {
-              const r = await rollovers.tick();
-              await jobs.enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
-              return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
-            },
-          },
-          // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
-          ...(config.backups.everyMs > 0
-            ? {
-                backup: {
-                  everyMs: config.backups.everyMs,
-                  run: async () => {
-                    const b = await backups.create({ actor: 'system:schedule' });
-                    const p = await backups.prune({ actor: 'system:schedule' });
-                    return { id: b.id, sizeBytes: b.sizeBytes, pruned: p.pruned.length };
-                  },
-                },
-              }
-            : {}),
-        },
+        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups }, enqueue, {
+          sessionKeyRotateEveryMs: config.sessionKeyRotateEveryMs,
+          rolloverTickMs: config.jobs.rolloverTickMs,
+          backupEveryMs: config.backups.everyMs,
+        }),
       },
-      (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
+      enqueue,
       { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
     );
     const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
