@@ -43,11 +43,11 @@ import { ApiKeyWatch } from './detect/api-key-watch.js';
 import { EventFeed } from './detect/event-feed.js';
 import { RevokedQueryWatch } from './detect/revoked-queries.js';
 import { ApiKeyAddressStore } from './store/api-key-address-store.js';
-import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
+import { RateLimits } from './detect/rate-limits.js';
+import { rateLimiterFor } from './detect/rate-limit-redis.js';
 import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
 import { measureStorageLayout } from './detect/storage-layout.js';
-import { Redis } from 'ioredis';
 import { SecurityEvents, securityEventLogLine } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
 import { DeviceActivation } from './enroll/device-activation.js';
@@ -274,18 +274,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
     });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
-    // Rate limits shared by every replica through Redis when there is one (each falls back to its own buckets while Redis is away).
-    const rateRedis = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 }) : undefined;
-    let rateRedisComplained = 0;
-    rateRedis?.on('error', (e: unknown) => {
-      if (Date.now() - rateRedisComplained < 60_000) return;
-      rateRedisComplained = Date.now();
-      logger.warn({ err: e }, 'rate-limit Redis connection error: limits hold per process until it is back');
-    });
-    const limiter = rateRedis
-      ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) => logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'))
-      : new MemoryRateLimiter();
-    const limits = new RateLimits(limiter, config.rateLimits, metrics);
+    const rateLimiter = rateLimiterFor(config.redisUrl, config.jobs.prefix, (e, message) => logger.warn({ err: e }, message));
+    const limits = new RateLimits(rateLimiter.limiter, config.rateLimits, metrics);
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
     // The service's own names (connector, TLS host, OCSP responders): no device, token or request may take one.
     const reserved = ReservedIdentities.of({ brokerClientCn: config.brokers.clientCn, publicUrl: config.publicUrl });
@@ -492,7 +482,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await publisher?.close();
       await feed?.close();
       eventFeed.close();
-      rateRedis?.disconnect();
+      rateLimiter.close();
       await anchor.flush();
     };
     const service: Service = {
