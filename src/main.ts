@@ -361,7 +361,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     approvals.register(BULK_REVOKE, bulkRevocationExecutor(revocations));
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
-    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
+    const brokers = new BrokerConnectors(brokerConnectors(config, identities));
     const incidentStore = new IncidentStore();
     const incidents = new Incidents(
       db,
@@ -503,7 +503,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 }
 
 /** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
-function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[] {
+function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'ensure'>): BrokerConnector[] {
   const b = config.brokers;
   return [
     ...(b.mqtt
@@ -512,7 +512,7 @@ function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[]
             url: b.mqtt.url,
             username: b.mqtt.username,
             password: b.mqtt.password,
-            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: () => svc().identities.ensure('broker-connector') } : {}),
+            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: () => identities.ensure('broker-connector') } : {}),
             denyRole: b.denyRole,
             notifyTopic: b.notifyTopic,
             timeoutMs: b.timeoutMs,
