@@ -4,7 +4,7 @@ import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
-import { anchorAtStart, AuditAnchorWriter, AuditCheckpoints } from './audit/audit-anchor.js';
+import { AuditCheckpoints, startAuditAnchor } from './audit/audit-anchor.js';
 import { auditLogLine } from './audit/log-lines.js';
 import { safeErrorSerializer } from './shared/log-redaction.js';
 import { CertificateRegistry } from './ca/certificates.js';
@@ -19,7 +19,7 @@ import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
 import { listenTo, type NotificationFeed } from './store/notifications.js';
 import { CaHierarchy } from './ca/hierarchy.js';
 import { Issuance } from './ca/issuance.js';
-import { deriveKey, KekError, loadKek } from './ca/kek.js';
+import { bindKek, deriveKey, openStoreKek } from './ca/kek.js';
 import { KeyVault } from './ca/key-vault.js';
 import { PkiUrls } from './ca/urls.js';
 import type { Config } from './config/config.js';
@@ -193,8 +193,6 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
   return destination ? pino(options, destination) : pino(options);
 }
 
-const KEK_SETTING = 'kek_id';
-
 export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
@@ -204,50 +202,23 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const settings = new SettingsStore();
     const keys = new KeyMaterialStore();
 
-    // The KEK must be the one this store's keys were wrapped with; a wrong one stops the start.
-    const storeHasKeys = (await keys.count(db)) > 0;
-    const { kek, origin, created } = loadKek(config, !storeHasKeys);
-    if (created) logger.warn({ path: origin }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened');
-    const expected = (await settings.get<string>(db, KEK_SETTING)) ?? (await keys.kekIds(db))[0];
-    if (expected && expected !== kek.id) {
-      throw new KekError(
-        `the key-encryption key from ${origin} (id ${kek.id}) is not the one this store's keys are wrapped with (id ${expected}); set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the right key`,
-      );
-    }
+    const { kek, origin, bound } = await openStoreKek(db, config, settings, keys, (path) =>
+      logger.warn({ path }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened'),
+    );
     const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), clock);
     const auditCheckpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
-    const anchorFile = config.audit.anchorFile;
-    const anchor = new AuditAnchorWriter(auditCheckpoints, {
-      path: anchorFile,
-      batchMs: config.audit.anchorBatchMs,
-      now: () => clock.now(),
-      onCheckpoint: (c) => logger.info({ kind: 'audit-checkpoint', ...c }, 'audit checkpoint'),
-      onError: (e) => logger.error({ err: e, path: anchorFile }, 'audit anchor not written'),
-    });
-    const head = await audit.head(db);
-    anchor.startAt(head);
-    // An anchor that cannot be written does not stop the service (the log stream still carries the checkpoints): it says so loudly.
-    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch((e: unknown) => {
-      logger.error({ kind: 'audit-anchor', err: e, path: anchorFile }, `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`);
-      return undefined;
-    });
-    if (atStart?.status === 'superseded') {
-      logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
-    } else if (atStart?.status === 'created' && head) {
-      logger.warn({ kind: 'audit-anchor', path: anchorFile, seq: head.seq }, `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
-    }
-    logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? auditCheckpoints.sign(head, clock.now())) }, 'audit checkpoint');
+    const anchor = await startAuditAnchor(
+      auditCheckpoints,
+      { head: () => audit.head(db), hashAt: (seq) => audit.hashAt(db, seq) },
+      { path: config.audit.anchorFile, batchMs: config.audit.anchorBatchMs, clock, logger },
+    );
+    // Every audit entry goes to the log stream and moves the anchor on.
     audit.onCommitted((rows) => {
       if (logger.isLevelEnabled('info')) for (const r of rows) logger.info(auditLogLine(r), 'audit');
       const last = rows[rows.length - 1];
       if (last) anchor.committed({ seq: last.seq, hash: last.hash });
     });
-    if (!expected) {
-      await db.transaction(async (tx) => {
-        await settings.set(tx, KEK_SETTING, kek.id);
-        await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
-      });
-    }
+    if (!bound) await bindKek(db, settings, audit, kek);
 
     const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
     const vault = new KeyVault(kek, keys, clock);
