@@ -15,8 +15,8 @@ import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
 import { ServiceMetrics } from './detect/metrics.js';
 import { OcspResponder } from './revoke/ocsp-responder.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
-import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
-import { listenTo, type NotificationFeed } from './store/notifications.js';
+import { OcspStore } from './store/ocsp-store.js';
+import { followReplicaRevocations } from './revoke/ocsp-feed.js';
 import { CaHierarchy } from './ca/hierarchy.js';
 import { Issuance } from './ca/issuance.js';
 import { bindKek, deriveKey, openStoreKek } from './ca/kek.js';
@@ -294,19 +294,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       metrics,
       (serials, requester) => revokedQueries.queried(serials, requester),
     );
-    // Other replicas' revocations arrive as notifications; while the feed is down, the cache is off.
-    let feed: NotificationFeed | undefined;
-    if (replicas) {
-      ocsp.cache.setEnabled(false);
-      feed = listenTo(feedConnection!, OCSP_CHANNEL, {
-        onMessage: (payload) => ocsp.forgetRemote(payload),
-        onState: (listening) => {
-          ocsp.cache.setEnabled(listening);
-          if (!listening) logger.warn('OCSP change feed lost: answering from the database until it is back');
-        },
-        onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
-      });
-    }
+    const feed = feedConnection ? followReplicaRevocations(ocsp, feedConnection, logger) : undefined;
     const sessionKeyStore = new SessionKeyStore();
     const sessionKeyPeriod = { periodMs: config.sessionKeyPeriodMs, overlapMs: config.sessionKeyOverlapMs };
     const sessionKeys = new SessionKeys(
