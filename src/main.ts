@@ -193,11 +193,20 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
   return destination ? pino(options, destination) : pino(options);
 }
 
+/**
+ * Builds the service in dependency order, top to bottom: the store and its KEK, the audit log, the
+ * authority (hierarchy, issuance), detection's event log and limits, registration's parts,
+ * revocation (CRL, OCSP), the two-person rule and incidents, detection's responses, enrollment,
+ * rotation and the job queues. The rules live in their rooms; this only wires them. Two
+ * references point forward, each read only once the service runs: the metrics read the CRL watch
+ * and the job runner at scrape time, and the jobs enqueue through the runner built from them.
+ */
 export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
   const db = opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
   try {
+    // The store, its key-encryption key and the audit log.
     await migrateLatest(db);
     const settings = new SettingsStore();
     const keys = new KeyMaterialStore();
@@ -220,6 +229,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     if (!bound) await bindKek(db, settings, audit, kek);
 
+    // The authority, and the service's own certificates.
     const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
     const vault = new KeyVault(kek, keys, clock);
     const urls = new PkiUrls(config.publicUrl);
@@ -240,6 +250,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       'tls-server': tlsServerSpec(config.publicUrl),
       'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
     });
+    // Detection's event log and the rate limits.
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     securityEvents.listen((events) => {
       for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
@@ -247,6 +258,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
     const rateLimiter = rateLimiterFor(config.redisUrl, config.jobs.prefix, (e, message) => logger.warn({ err: e }, message));
     const limits = new RateLimits(rateLimiter.limiter, config.rateLimits, metrics);
+    // Registration's parts: tokens, device certificates, rotation policies, rollovers, the inventory.
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
     // The service's own names (connector, TLS host, OCSP responders): no device, token or request may take one.
     const reserved = ReservedIdentities.of({ brokerClientCn: config.brokers.clientCn, publicUrl: config.publicUrl });
@@ -260,6 +272,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
+    // Revocation: CRLs, OCSP, and what follows a revocation (session keys).
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
     const crls = new CrlPublisher(db, new CrlStore(), hierarchy, urls, audit, clock, {
       validityMs: config.crlValidityMs,
@@ -320,6 +333,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     approvals.register(BULK_REVOKE, bulkRevocationExecutor(revocations));
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
+    // Incidents and their actions (through the broker connectors).
     const brokers = new BrokerConnectors(brokerConnectors(config, identities));
     const incidentStore = new IncidentStore();
     const incidents = new Incidents(
@@ -352,6 +366,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
     const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
     const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
+    // Enrollment: the methods, behind the rate limits and the blocked sources.
     const enrollment = new Enrollment(
       [
         new TokenEnrollment('token', tokens),
@@ -378,6 +393,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
 
+    // Rotation (renewal notices), sweeps, backups, and the job queues that run them.
     const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     const publisher = notices.mqtt
       ? new MqttPublisher({ ...notices.mqtt, clientId: `mqtt-ca-notices-${randomBytes(6).toString('hex')}`, timeoutMs: 15_000 })
@@ -416,6 +432,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const jobs: JobRunner = config.redisUrl
       ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
+    // The CSF posture report, which reads the rest.
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
       cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
       crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
