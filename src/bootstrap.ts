@@ -1,7 +1,20 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Service } from './main.js';
+import type { Logger } from 'pino';
+import type { ApiKeyService } from './access/api-keys.js';
+import type { CaHierarchy } from './ca/hierarchy.js';
+import type { Config } from './config/config.js';
+import type { OcspResponders } from './revoke/ocsp-responders.js';
 import type { ActorContext } from './shared/actor.js';
+
+/** What first start uses of the service (the Service of main.ts has all of it). */
+export interface BootstrapDeps {
+  config: Pick<Config, 'adminApiKey' | 'dataDir'>;
+  logger: Pick<Logger, 'warn'>;
+  hierarchy: Pick<CaHierarchy, 'list' | 'createRoot' | 'createIntermediate' | 'setDefaultIssuer' | 'defaultIssuerId'>;
+  ocspResponders: Pick<OcspResponders, 'ensureAll'>;
+  apiKeys: Pick<ApiKeyService, 'ensureKey' | 'list' | 'create'>;
+}
 
 export interface BootstrapResult {
   created: boolean;
@@ -21,7 +34,7 @@ const ISSUING_NAME = 'mqtt-ca Issuing CA 1';
  * First start: when the store has no CA, make a usable one — a P-384 root, a P-256 issuing CA
  * (the default issuer), its OCSP responder certificate — and an admin API key.
  */
-export async function bootstrap(svc: Service): Promise<BootstrapResult> {
+export async function bootstrap(svc: BootstrapDeps): Promise<BootstrapResult> {
   const result: BootstrapResult = { created: false };
   // Each step checks whether it already happened, so a start interrupted half-way resumes cleanly.
   const cas = await svc.hierarchy.list();
@@ -49,7 +62,7 @@ export async function bootstrap(svc: Service): Promise<BootstrapResult> {
   return finishAdmin(svc, result);
 }
 
-async function finishAdmin(svc: Service, result: BootstrapResult): Promise<BootstrapResult> {
+async function finishAdmin(svc: BootstrapDeps, result: BootstrapResult): Promise<BootstrapResult> {
   if (svc.config.adminApiKey) {
     const k = await svc.apiKeys.ensureKey(svc.config.adminApiKey, 'admin', 'ADMIN_API_KEY', SYSTEM);
     if (k.revoked) svc.logger.warn({ keyId: k.id }, 'ADMIN_API_KEY was revoked and stays revoked: configure a different key');

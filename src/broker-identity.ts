@@ -1,11 +1,22 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CONNECTOR_ROLE, dynsecSeed, mosquittoConf, type DynsecSeedOptions } from './broker/mosquitto-setup.js';
-import type { Service } from './main.js';
+import type { CaHierarchy } from './ca/hierarchy.js';
+import type { Config } from './config/config.js';
+import type { CrlPublisher } from './revoke/crl-publisher.js';
 import { toPem } from './ca/x509/pem.js';
 
+/** Where the broker's files come from (the Service of main.ts has all of it). */
+export interface CrlBundleSource {
+  crls: Pick<CrlPublisher, 'all' | 'der'>;
+}
+export interface BrokerSetupSource extends CrlBundleSource {
+  config: { brokers: Pick<Config['brokers'], 'clientCn' | 'denyRole' | 'notifyTopic'> };
+  hierarchy: Pick<CaHierarchy, 'list'>;
+}
+
 /** Every signing CA's current CRL, PEM, concatenated: what Mosquitto's crlfile holds. */
-export async function crlBundlePem(svc: Service): Promise<string> {
+export async function crlBundlePem(svc: CrlBundleSource): Promise<string> {
   const crls = await svc.crls.all();
   const ders = await Promise.all(crls.map((c) => svc.crls.der(c.caId, c.crlNumber)));
   return ders.filter((d): d is Buffer => !!d).map((d) => toPem(d, 'X509 CRL')).join('');
@@ -39,7 +50,7 @@ export interface BrokerSetupFiles {
  * for client certificates), the current CRLs, a seed dynamic-security.json granting the
  * connector's CN the admin role (a certificate login: no password), and a mosquitto.conf snippet.
  */
-export async function writeBrokerSetup(svc: Service, o: BrokerSetupOptions): Promise<BrokerSetupFiles> {
+export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOptions): Promise<BrokerSetupFiles> {
   const cas = (await svc.hierarchy.list()).filter((c) => c.certificate).map((c) => c.certificate!);
   if (cas.length === 0) throw new Error('this store has no CA yet: run `mqtt-ca init` first');
   mkdirSync(o.dir, { recursive: true });

@@ -4,7 +4,7 @@ import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
 import { AuditLog } from './audit/audit-log.js';
-import { anchorAtStart, AuditAnchorWriter, AuditCheckpoints } from './audit/audit-anchor.js';
+import { AuditCheckpoints, startAuditAnchor } from './audit/audit-anchor.js';
 import { auditLogLine } from './audit/log-lines.js';
 import { safeErrorSerializer } from './shared/log-redaction.js';
 import { CertificateRegistry } from './ca/certificates.js';
@@ -15,11 +15,11 @@ import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
 import { ServiceMetrics } from './detect/metrics.js';
 import { OcspResponder } from './revoke/ocsp-responder.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
-import { OCSP_CHANNEL, OcspStore } from './store/ocsp-store.js';
-import { listenTo, type NotificationFeed } from './store/notifications.js';
+import { OcspStore } from './store/ocsp-store.js';
+import { followReplicaRevocations } from './revoke/ocsp-feed.js';
 import { CaHierarchy } from './ca/hierarchy.js';
 import { Issuance } from './ca/issuance.js';
-import { deriveKey, KekError, loadKek } from './ca/kek.js';
+import { bindKek, deriveKey, openStoreKek } from './ca/kek.js';
 import { KeyVault } from './ca/key-vault.js';
 import { PkiUrls } from './ca/urls.js';
 import type { Config } from './config/config.js';
@@ -37,18 +37,20 @@ import { ServerKeygen } from './enroll/server-keygen.js';
 import { TokenEnrollment } from './enroll/token-method.js';
 import { EnrollmentTokens } from './enroll/tokens.js';
 import { SourceBlocks } from './detect/source-blocks.js';
-import { AutomaticResponses, type ResponsePorts } from './detect/responses.js';
+import { AutomaticResponses } from './detect/responses.js';
+import { DetectionResponsePorts } from './detect/response-ports.js';
 import { ApiKeyWatch } from './detect/api-key-watch.js';
 import { EventFeed } from './detect/event-feed.js';
 import { RevokedQueryWatch } from './detect/revoked-queries.js';
 import { ApiKeyAddressStore } from './store/api-key-address-store.js';
-import { MemoryRateLimiter, RateLimits, RedisRateLimiter } from './detect/rate-limits.js';
+import { RateLimits } from './detect/rate-limits.js';
+import { rateLimiterFor } from './detect/rate-limit-redis.js';
 import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
 import { measureStorageLayout } from './detect/storage-layout.js';
-import { Redis } from 'ioredis';
 import { SecurityEvents, securityEventLogLine } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
+import { DeviceActivation } from './enroll/device-activation.js';
 import { IdempotencyStore } from './store/idempotency-store.js';
 import { ReplayStore } from './store/replay-store.js';
 import { SecurityEventStore } from './store/security-event-store.js';
@@ -64,7 +66,6 @@ import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
-import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -77,10 +78,11 @@ import { ExpiryStore } from './store/expiry-store.js';
 import { MqttPublisher } from './broker/mqtt-publisher.js';
 import { MqttNoticeSender, WebhookNoticeSender } from './broker/notice-senders.js';
 import { SignedWebhook } from './broker/webhook.js';
-import type { JobRunner, JobsOverview } from './jobs/runner.js';
+import type { JobRunner, JobsOverview, NewJob } from './jobs/runner.js';
 import { LocalJobRunner } from './jobs/local-runner.js';
 import { BullMqJobRunner } from './jobs/bullmq-runner.js';
-import { deliverJob, queueDefinitions, RENEWAL_NOTICES } from './jobs/queues.js';
+import { queueDefinitions } from './jobs/queues.js';
+import { scheduledTasks } from './jobs/scheduled.js';
 import { CaRollovers } from './rotate/rollover.js';
 import { RolloverStore } from './store/rollover-store.js';
 import { SessionKeys } from './rotate/session-keys.js';
@@ -91,9 +93,6 @@ import { SessionKeyStore } from './store/session-key-store.js';
 import { INCIDENT_APPROVALS, Incidents, type IncidentApproval } from './respond/incidents.js';
 import { incidentActions } from './respond/actions.js';
 import { IncidentStore } from './store/incident-store.js';
-import type { IncidentKind } from './shared/security-terms.js';
-import type { Serial } from './shared/ids.js';
-import { DomainError } from './shared/errors.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
@@ -194,62 +193,43 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
   return destination ? pino(options, destination) : pino(options);
 }
 
-const KEK_SETTING = 'kek_id';
-
+/**
+ * Builds the service in dependency order, top to bottom: the store and its KEK, the audit log, the
+ * authority (hierarchy, issuance), detection's event log and limits, registration's parts,
+ * revocation (CRL, OCSP), the two-person rule and incidents, detection's responses, enrollment,
+ * rotation and the job queues. The rules live in their rooms; this only wires them. Two
+ * references point forward, each read only once the service runs: the metrics read the CRL watch
+ * and the job runner at scrape time, and the jobs enqueue through the runner built from them.
+ */
 export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
   const db = opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
   try {
+    // The store, its key-encryption key and the audit log.
     await migrateLatest(db);
     const settings = new SettingsStore();
     const keys = new KeyMaterialStore();
 
-    // The KEK must be the one this store's keys were wrapped with; a wrong one stops the start.
-    const storeHasKeys = (await keys.count(db)) > 0;
-    const { kek, origin, created } = loadKek(config, !storeHasKeys);
-    if (created) logger.warn({ path: origin }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened');
-    const expected = (await settings.get<string>(db, KEK_SETTING)) ?? (await keys.kekIds(db))[0];
-    if (expected && expected !== kek.id) {
-      throw new KekError(
-        `the key-encryption key from ${origin} (id ${kek.id}) is not the one this store's keys are wrapped with (id ${expected}); set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the right key`,
-      );
-    }
+    const { kek, origin, bound } = await openStoreKek(db, config, settings, keys, (path) =>
+      logger.warn({ path }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened'),
+    );
     const audit = new AuditLog(new AuditStore(db), deriveKey(kek, 'audit chain'), clock);
     const auditCheckpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
-    const anchorFile = config.audit.anchorFile;
-    const anchor = new AuditAnchorWriter(auditCheckpoints, {
-      path: anchorFile,
-      batchMs: config.audit.anchorBatchMs,
-      now: () => clock.now(),
-      onCheckpoint: (c) => logger.info({ kind: 'audit-checkpoint', ...c }, 'audit checkpoint'),
-      onError: (e) => logger.error({ err: e, path: anchorFile }, 'audit anchor not written'),
-    });
-    const head = await audit.head(db);
-    anchor.startAt(head);
-    // An anchor that cannot be written does not stop the service (the log stream still carries the checkpoints): it says so loudly.
-    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch((e: unknown) => {
-      logger.error({ kind: 'audit-anchor', err: e, path: anchorFile }, `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`);
-      return undefined;
-    });
-    if (atStart?.status === 'superseded') {
-      logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
-    } else if (atStart?.status === 'created' && head) {
-      logger.warn({ kind: 'audit-anchor', path: anchorFile, seq: head.seq }, `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
-    }
-    logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? auditCheckpoints.sign(head, clock.now())) }, 'audit checkpoint');
+    const anchor = await startAuditAnchor(
+      auditCheckpoints,
+      { head: () => audit.head(db), hashAt: (seq) => audit.hashAt(db, seq) },
+      { path: config.audit.anchorFile, batchMs: config.audit.anchorBatchMs, clock, logger },
+    );
+    // Every audit entry goes to the log stream and moves the anchor on.
     audit.onCommitted((rows) => {
       if (logger.isLevelEnabled('info')) for (const r of rows) logger.info(auditLogLine(r), 'audit');
       const last = rows[rows.length - 1];
       if (last) anchor.committed({ seq: last.seq, hash: last.hash });
     });
-    if (!expected) {
-      await db.transaction(async (tx) => {
-        await settings.set(tx, KEK_SETTING, kek.id);
-        await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
-      });
-    }
+    if (!bound) await bindKek(db, settings, audit, kek);
 
+    // The authority, and the service's own certificates.
     const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
     const vault = new KeyVault(kek, keys, clock);
     const urls = new PkiUrls(config.publicUrl);
@@ -262,21 +242,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const metrics: ServiceMetrics = new ServiceMetrics({ clock, crls: (): readonly CrlStatus[] => crlWatch.status(), jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }) });
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       telemetry: metrics,
-      listener: {
-        // A device's current certificate and first activation commit with the certificate itself.
-        plan(issued) {
-          const expected = (i: (typeof issued)[number]) => (i.deviceStatus === 'registered' ? 'registered' : 'active');
-          return {
-            devices: issued.map((i) => ({ deviceId: i.deviceId, serial: i.serial, notAfter: i.notAfter, expectedStatus: expected(i) })),
-            entries: issued.filter((i) => expected(i) === 'registered').map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
-          };
-        },
-        async onIssued(tx, issued) {
-          const activated = await deviceStore.recordIssued(tx, issued, clock.now());
-          const ctxOf = new Map(issued.map((i) => [i.deviceId, i.ctx]));
-          return activated.map((id) => ({ ...ctxOf.get(id)!, action: 'device.activated', targetType: 'device', targetId: id }));
-        },
-      },
+      listener: new DeviceActivation(deviceStore, clock),
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const brokerCaFile = config.brokers.mqtt?.caFile;
@@ -284,31 +250,15 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       'tls-server': tlsServerSpec(config.publicUrl),
       'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
     });
+    // Detection's event log and the rate limits.
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     securityEvents.listen((events) => {
       for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
     });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
-    // The automatic responses act through services built further down; they run only once requests come.
-    const responsePorts: ResponsePorts = {
-      suspendDevice: (deviceId) => suspendByDetection(deviceId),
-      openIncident: (input) => openIncidentByDetection(input),
-    };
-    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
-    const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
-    const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
-    // Rate limits shared by every replica through Redis when there is one (each falls back to its own buckets while Redis is away).
-    const rateRedis = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 }) : undefined;
-    let rateRedisComplained = 0;
-    rateRedis?.on('error', (e: unknown) => {
-      if (Date.now() - rateRedisComplained < 60_000) return;
-      rateRedisComplained = Date.now();
-      logger.warn({ err: e }, 'rate-limit Redis connection error: limits hold per process until it is back');
-    });
-    const limiter = rateRedis
-      ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) => logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'))
-      : new MemoryRateLimiter();
-    const limits = new RateLimits(limiter, config.rateLimits, metrics);
+    const rateLimiter = rateLimiterFor(config.redisUrl, config.jobs.prefix, (e, message) => logger.warn({ err: e }, message));
+    const limits = new RateLimits(rateLimiter.limiter, config.rateLimits, metrics);
+    // Registration's parts: tokens, device certificates, rotation policies, rollovers, the inventory.
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
     // The service's own names (connector, TLS host, OCSP responders): no device, token or request may take one.
     const reserved = ReservedIdentities.of({ brokerClientCn: config.brokers.clientCn, publicUrl: config.publicUrl });
@@ -321,42 +271,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const noticeBatchSize = 500;
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
-    const enrollment = new Enrollment(
-      [
-        new TokenEnrollment('token', tokens),
-        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
-        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
-        new OperatorEnrollment(db, devices),
-      ],
-      issuance,
-      hierarchy,
-      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
-      securityEvents,
-      responses, // sources the failing-source rule blocked are refused at once
-      limits,
-      abandoned,
-      reserved,
-      rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
-    );
-    const stagedStore = new StagedCredentialStore();
-    const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
-      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
-    );
-    const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
-    // The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired.
-    const signingCas = {
-      signingCas: async () =>
-        (await hierarchy.list())
-          .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
-          .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const), keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm })),
-      issuer: (id: string) => hierarchy.issuer(id),
-    };
+    // Revocation: CRLs, OCSP, and what follows a revocation (session keys).
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
-    const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
+    const crls = new CrlPublisher(db, new CrlStore(), hierarchy, urls, audit, clock, {
       validityMs: config.crlValidityMs,
       refreshBeforeMs: crlRefreshBeforeMs,
       // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
@@ -364,7 +282,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
     const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
-    const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
+    const ocspResponders = new OcspResponders(db, hierarchy, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
     });
@@ -381,7 +299,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const ocsp = new OcspResponder(
       db,
       new OcspStore(),
-      signingCas,
+      hierarchy,
       ocspResponders,
       clock,
       { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
@@ -389,19 +307,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       metrics,
       (serials, requester) => revokedQueries.queried(serials, requester),
     );
-    // Other replicas' revocations arrive as notifications; while the feed is down, the cache is off.
-    let feed: NotificationFeed | undefined;
-    if (replicas) {
-      ocsp.cache.setEnabled(false);
-      feed = listenTo(feedConnection!, OCSP_CHANNEL, {
-        onMessage: (payload) => ocsp.forgetRemote(payload),
-        onState: (listening) => {
-          ocsp.cache.setEnabled(listening);
-          if (!listening) logger.warn('OCSP change feed lost: answering from the database until it is back');
-        },
-        onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
-      });
-    }
+    const feed = feedConnection ? followReplicaRevocations(ocsp, feedConnection, logger) : undefined;
     const sessionKeyStore = new SessionKeyStore();
     const sessionKeyPeriod = { periodMs: config.sessionKeyPeriodMs, overlapMs: config.sessionKeyOverlapMs };
     const sessionKeys = new SessionKeys(
@@ -427,65 +333,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     approvals.register(BULK_REVOKE, bulkRevocationExecutor(revocations));
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
-    const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
-    const publisher = notices.mqtt
-      ? new MqttPublisher({ ...notices.mqtt, clientId: `mqtt-ca-notices-${randomBytes(6).toString('hex')}`, timeoutMs: 15_000 })
-      : undefined;
-    const senders: NoticeSender[] = [
-      ...(publisher ? [new MqttNoticeSender(publisher, notices.mqtt!.topic, notices.mqtt!.retain)] : []),
-      ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
-    ];
-    const renewalStore = new RenewalStore();
-    const renewals = new Renewals(db, renewalStore, policies, audit, clock, senders, {
-      batchSize: noticeBatchSize,
-      leaseMs: config.jobs.lockMs,
-      redriveAfterMs: config.jobs.renewalRedriveMs,
-      workerId,
-      renewUrl: `${config.publicUrl}/v1/renew`,
-      estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
-      pickupUrl: `${config.publicUrl}/v1/renew/staged`,
-    }, staged);
-    const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
-    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
-    const defs = queueDefinitions(
-      {
-        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
-        extra: {
-          'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
-          // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
-          'approval-expiry': { everyMs: 60_000, run: () => approvals.expireDue() },
-          // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
-          'rollover-waves': {
-            everyMs: config.jobs.rolloverTickMs,
-            run: async () => {
-              const r = await rollovers.tick();
-              await jobs.enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
-              return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
-            },
-          },
-          // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
-          ...(config.backups.everyMs > 0
-            ? {
-                backup: {
-                  everyMs: config.backups.everyMs,
-                  run: async () => {
-                    const b = await backups.create({ actor: 'system:schedule' });
-                    const p = await backups.prune({ actor: 'system:schedule' });
-                    return { id: b.id, sizeBytes: b.sizeBytes, pruned: p.pruned.length };
-                  },
-                },
-              }
-            : {}),
-        },
-      },
-      (queue, js) => jobs.enqueue(queue, js), // called only once jobs exists, by a running job
-      { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
-    );
-    const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
-    const jobs: JobRunner = config.redisUrl
-      ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
-      : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
-    const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
+    // Incidents and their actions (through the broker connectors).
+    const brokers = new BrokerConnectors(brokerConnectors(config, identities));
     const incidentStore = new IncidentStore();
     const incidents = new Incidents(
       db,
@@ -507,24 +356,83 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       rollovers,
     );
     for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
-    // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.
-    // Never a broker: holding its certificate would cut off every client on it; that takes a person (the incident actions).
-    async function suspendByDetection(deviceId: string): Promise<{ held: string | null; status: string }> {
-      const device = await deviceInventory.get(deviceId).catch((e: unknown) => {
-        if (e instanceof DomainError && e.kind === 'NotFound') return undefined;
-        throw e;
-      });
-      if (!device) return { held: null, status: 'not in the inventory' };
-      if (device.kind === 'broker') return { held: null, status: 'a broker: not held automatically' };
-      if (!device.currentSerial || device.status !== 'active') return { held: null, status: device.status };
-      await revocations.revoke(device.currentSerial as Serial, { reason: 'certificateHold' }, { actor: 'system:detection' });
-      return { held: device.currentSerial, status: 'suspended' };
-    }
-    async function openIncidentByDetection(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }> {
-      const known = (await incidentStore.devices(db, input.devices)).filter((d) => d.kind !== 'broker').map((d) => d.id);
-      const incident = await incidents.open({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
-      return { incidentId: incident.id };
-    }
+    // Detection's automatic responses: block a source, hold a device (never a broker), open an incident.
+    const responsePorts = new DetectionResponsePorts({
+      device: (id) => deviceInventory.get(id),
+      knownDevices: (ids) => incidentStore.devices(db, ids),
+      hold: (serial, input, ctx) => revocations.revoke(serial, input, ctx),
+      openIncident: (input, ctx) => incidents.open(input, ctx),
+    });
+    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
+    const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
+    const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
+    // Enrollment: the methods, behind the rate limits and the blocked sources.
+    const enrollment = new Enrollment(
+      [
+        new TokenEnrollment('token', tokens),
+        new TokenEnrollment('est-basic', tokens, { basicOverHttp: config.estBasicOverHttp }),
+        new RenewalEnrollment('mtls-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('signed-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new RenewalEnrollment('staged-renewal', db, deviceCertificates, devices, clock, graceDays),
+        new OperatorEnrollment(db, devices),
+      ],
+      issuance,
+      hierarchy,
+      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
+      securityEvents,
+      responses, // sources the failing-source rule blocked are refused at once
+      limits,
+      abandoned,
+      reserved,
+      rollovers, // renewals of a rolled-over CA's certificates are issued by its successor
+    );
+    const stagedStore = new StagedCredentialStore();
+    const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
+    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
+      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
+    );
+    const operatorIssuance = new OperatorIssuance(enrollment);
+
+    // Rotation (renewal notices), sweeps, backups, and the job queues that run them.
+    const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    const publisher = notices.mqtt
+      ? new MqttPublisher({ ...notices.mqtt, clientId: `mqtt-ca-notices-${randomBytes(6).toString('hex')}`, timeoutMs: 15_000 })
+      : undefined;
+    const senders: NoticeSender[] = [
+      ...(publisher ? [new MqttNoticeSender(publisher, notices.mqtt!.topic, notices.mqtt!.retain)] : []),
+      ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
+    ];
+    const renewalStore = new RenewalStore();
+    const renewals = new Renewals(db, renewalStore, policies, audit, clock, senders, {
+      batchSize: noticeBatchSize,
+      leaseMs: config.jobs.lockMs,
+      redriveAfterMs: config.jobs.renewalRedriveMs,
+      workerId,
+      renewUrl: `${config.publicUrl}/v1/renew`,
+      estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
+      pickupUrl: `${config.publicUrl}/v1/renew/staged`,
+    }, staged);
+    const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
+    // enqueue is called only once jobs exists, by a running job.
+    const enqueue = (queue: string, js: NewJob[]) => jobs.enqueue(queue, js);
+    const defs = queueDefinitions(
+      {
+        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
+        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups }, enqueue, {
+          sessionKeyRotateEveryMs: config.sessionKeyRotateEveryMs,
+          rolloverTickMs: config.jobs.rolloverTickMs,
+          backupEveryMs: config.backups.everyMs,
+        }),
+      },
+      enqueue,
+      { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
+    );
+    const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
+    const jobs: JobRunner = config.redisUrl
+      ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
+      : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
+    // The CSF posture report, which reads the rest.
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
       cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
       crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
@@ -550,7 +458,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await publisher?.close();
       await feed?.close();
       eventFeed.close();
-      rateRedis?.disconnect();
+      rateLimiter.close();
       await anchor.flush();
     };
     const service: Service = {
@@ -571,7 +479,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 }
 
 /** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
-function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[] {
+function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'ensure'>): BrokerConnector[] {
   const b = config.brokers;
   return [
     ...(b.mqtt
@@ -580,7 +488,7 @@ function brokerConnectors(config: Config, svc: () => Service): BrokerConnector[]
             url: b.mqtt.url,
             username: b.mqtt.username,
             password: b.mqtt.password,
-            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: () => svc().identities.ensure('broker-connector') } : {}),
+            ...(b.mqtt.url.startsWith('mqtts://') ? { tls: () => identities.ensure('broker-connector') } : {}),
             denyRole: b.denyRole,
             notifyTopic: b.notifyTopic,
             timeoutMs: b.timeoutMs,

@@ -2,6 +2,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import type { Clock } from '../shared/clock.js';
 
 /**
  * A signed statement of the audit chain's head at a time: entry `seq` had hash `head`. Kept
@@ -275,4 +277,38 @@ export async function anchorAtStart(
   if (c!.seq === headSeq) return { status: 'matches', checkpoint: c! };
   await writeAnchorFile(path, checkpoint);
   return { status: 'advanced', checkpoint };
+}
+
+/**
+ * Starts the anchor at the chain's head: compares the anchor file with it (anchorAtStart), says
+ * on the log stream what it found, and returns the writer that follows the committed heads. An
+ * anchor that cannot be written does not stop the service (the log stream still carries the
+ * checkpoints): it says so loudly.
+ */
+export async function startAuditAnchor(
+  checkpoints: AuditCheckpoints,
+  chain: { head(): Promise<{ seq: number; hash: Buffer } | undefined>; hashAt(seq: number): Promise<string | undefined> },
+  o: { path: string; batchMs: number; clock: Clock; logger: Pick<Logger, 'info' | 'warn' | 'error'> },
+): Promise<AuditAnchorWriter> {
+  const { path, clock, logger } = o;
+  const anchor = new AuditAnchorWriter(checkpoints, {
+    path,
+    batchMs: o.batchMs,
+    now: () => clock.now(),
+    onCheckpoint: (c) => logger.info({ kind: 'audit-checkpoint', ...c }, 'audit checkpoint'),
+    onError: (e) => logger.error({ err: e, path }, 'audit anchor not written'),
+  });
+  const head = await chain.head();
+  anchor.startAt(head);
+  const atStart = await anchorAtStart(checkpoints, path, head, (seq) => chain.hashAt(seq), clock.now()).catch((e: unknown) => {
+    logger.error({ kind: 'audit-anchor', err: e, path }, `cannot keep the audit anchor at ${path}: set AUDIT_ANCHOR_FILE to a file this user can write`);
+    return undefined;
+  });
+  if (atStart?.status === 'superseded') {
+    logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
+  } else if (atStart?.status === 'created' && head) {
+    logger.warn({ kind: 'audit-anchor', path, seq: head.seq }, `no audit anchor at ${path}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
+  }
+  logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? checkpoints.sign(head, clock.now())) }, 'audit checkpoint');
+  return anchor;
 }

@@ -55,6 +55,13 @@ export interface IssuerContext {
   issuesLeaves: boolean;
 }
 
+/** A CA that signs CRLs and OCSP responses, with what it vouches for (intermediates: end entities; roots: CAs). */
+export interface SigningCa {
+  id: string;
+  scope: 'user' | 'ca';
+  keyAlgorithm: KeyAlgorithm;
+}
+
 const DAY = 86_400_000;
 const BACKDATE_MS = 60_000; // tolerate a minute of clock skew on relying parties
 const DEFAULT_ISSUER_KEY = 'default_issuing_ca';
@@ -440,6 +447,14 @@ export class CaHierarchy {
     const id = (await this.settings.get<string>(db, DEFAULT_ISSUER_KEY)) ?? null;
     if (db === this.db) this.defaultIssuer = { id, until: now + DEFAULT_ISSUER_TTL_MS };
     return id;
+  }
+
+  /** The CAs that sign CRLs and OCSP responses: active, with a certificate, not expired. */
+  async signingCas(): Promise<SigningCa[]> {
+    const now = this.clock.now();
+    return (await this.list())
+      .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > now)
+      .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? 'ca' : 'user', keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm }));
   }
 
   /** The signing context of an active CA; cached (a CA's certificate and key never change). */

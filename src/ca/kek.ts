@@ -1,6 +1,9 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { Db } from '../store/db.js';
+import type { KeyMaterialStore, SettingsStore } from '../store/key-store.js';
 
 /** The key-encryption key: wraps the data keys that encrypt every private key the service holds. */
 export interface Kek {
@@ -63,4 +66,40 @@ export function loadKek(src: KekSource, mayCreate: boolean): LoadedKek {
 /** A key for one purpose (e.g. the audit chain), derived from the KEK so it needs no storage of its own. */
 export function deriveKey(kek: Kek, purpose: string): Buffer {
   return Buffer.from(hkdfSync('sha256', kek.key, Buffer.alloc(0), `mqtt-ca ${purpose}`, 32));
+}
+
+/** The setting that names the KEK a store is bound to. */
+const KEK_SETTING = 'kek_id';
+
+/**
+ * The KEK for this store (loadKek; created only while the store holds no keys), checked against
+ * the one the store's keys were wrapped with: a wrong one stops the start. `bound`: the store
+ * names its KEK already; if not, call bindKek once the audit log is listened to.
+ */
+export async function openStoreKek(
+  db: Db,
+  src: KekSource,
+  settings: SettingsStore,
+  keys: KeyMaterialStore,
+  onCreated: (origin: string) => void,
+): Promise<LoadedKek & { bound: boolean }> {
+  const storeHasKeys = (await keys.count(db)) > 0;
+  const loaded = loadKek(src, !storeHasKeys);
+  const { kek, origin } = loaded;
+  if (loaded.created) onCreated(origin);
+  const expected = (await settings.get<string>(db, KEK_SETTING)) ?? (await keys.kekIds(db))[0];
+  if (expected && expected !== kek.id) {
+    throw new KekError(
+      `the key-encryption key from ${origin} (id ${kek.id}) is not the one this store's keys are wrapped with (id ${expected}); set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the right key`,
+    );
+  }
+  return { ...loaded, bound: !!expected };
+}
+
+/** Records (audited) which KEK this store is bound to, for a store that did not name one yet. */
+export async function bindKek(db: Db, settings: SettingsStore, audit: Pick<AuditLog, 'append'>, kek: Kek): Promise<void> {
+  await db.transaction(async (tx) => {
+    await settings.set(tx, KEK_SETTING, kek.id);
+    await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
+  });
 }

@@ -1,6 +1,5 @@
 import type { AuditLog } from '../audit/audit-log.js';
-import type { IssuerContext } from '../ca/hierarchy.js';
-import type { KeyAlgorithm } from '../ca/keys.js';
+import type { IssuerContext, SigningCa } from '../ca/hierarchy.js';
 import type { PkiUrls } from '../ca/urls.js';
 import { REMOVE_FROM_CRL, encodeCrlEntries, encodeTbsCertList, type CrlEntry } from '../ca/x509/crl.js';
 import { encodeCertificateList } from '../ca/x509/encode.js';
@@ -10,10 +9,10 @@ import type { CrlHeader, CrlKind, CrlRow, CrlStore } from '../store/crl-store.js
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 
-/** The CAs a CRL is published for, and how each signs. */
+/** The CAs a CRL (and an OCSP response) is signed by, and how each signs: CaHierarchy in production. */
 export interface CrlIssuers {
   /** Active CAs that can sign, with what they issue (intermediates: end entities; roots: CAs). */
-  signingCas(): Promise<{ id: string; scope: 'user' | 'ca'; keyAlgorithm: KeyAlgorithm }[]>;
+  signingCas(): Promise<SigningCa[]>;
   issuer(caId: string): Promise<IssuerContext>;
 }
 
