@@ -183,9 +183,25 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
     serializers: { err: safeErrorSerializer },
     redact: {
       paths: [
-        'authorization', 'headers.authorization', 'req.headers.authorization', 'headers.cookie', 'req.headers.cookie',
-        'key', 'token', 'password', 'secret', 'apiKey', 'adminKey', 'kek',
-        '*.key', '*.token', '*.password', '*.secret', '*.apiKey', '*.adminKey', '*.kek',
+        'authorization',
+        'headers.authorization',
+        'req.headers.authorization',
+        'headers.cookie',
+        'req.headers.cookie',
+        'key',
+        'token',
+        'password',
+        'secret',
+        'apiKey',
+        'adminKey',
+        'kek',
+        '*.key',
+        '*.token',
+        '*.password',
+        '*.secret',
+        '*.apiKey',
+        '*.adminKey',
+        '*.kek',
       ],
       censor: '[redacted]',
     },
@@ -204,7 +220,8 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
 export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
-  const db = opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+  const db =
+    opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
   try {
     // The store, its key-encryption key and the audit log.
     await migrateLatest(db);
@@ -239,21 +256,32 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const deviceStore = new DeviceEnrollmentStore();
     const devices: DeviceDirectory = { deviceFacts: (ex, id) => deviceStore.facts(ex, id) };
     // Read at scrape time only, once the service is built.
-    const metrics: ServiceMetrics = new ServiceMetrics({ clock, crls: (): readonly CrlStatus[] => crlWatch.status(), jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }) });
+    const metrics: ServiceMetrics = new ServiceMetrics({
+      clock,
+      crls: (): readonly CrlStatus[] => crlWatch.status(),
+      jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }),
+    });
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       telemetry: metrics,
       listener: new DeviceActivation(deviceStore, clock),
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const brokerCaFile = config.brokers.mqtt?.caFile;
-    const identities = new ServiceIdentities({ db, settings, vault, issuance, certificates, hierarchy, audit, clock }, {
-      'tls-server': tlsServerSpec(config.publicUrl),
-      'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
-    });
+    const identities = new ServiceIdentities(
+      { db, settings, vault, issuance, certificates, hierarchy, audit, clock },
+      {
+        'tls-server': tlsServerSpec(config.publicUrl),
+        'broker-connector': brokerConnectorSpec(
+          config.brokers.clientCn,
+          brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined,
+        ),
+      },
+    );
     // Detection's event log and the rate limits.
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     securityEvents.listen((events) => {
-      for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
+      for (const e of events)
+        logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
     });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
     const rateLimiter = rateLimiterFor(config.redisUrl, config.jobs.prefix, (e, message) => logger.warn({ err: e }, message));
@@ -266,7 +294,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const deviceCertificates = new DeviceCertificateAuthenticator(db, certificateStore, new ReplayStore(), clock);
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
-    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
+    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, {
+      sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000,
+      sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000,
+      sinks,
+    });
     // Renewal batches of one delivery job: the same for planned notices and rollover waves.
     const noticeBatchSize = 500;
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
@@ -281,7 +313,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       deltaBaseMs: config.crlValidityMs / 4,
     });
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
-    const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
+    const crlWatch = new CrlWatch(crls, securityEvents, clock, {
+      refreshBeforeMs: crlRefreshBeforeMs,
+      criticalBeforeMs: config.crlValidityMs / 4,
+    });
     const ocspResponders = new OcspResponders(db, hierarchy, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
@@ -348,14 +383,21 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       audit,
       clock,
       incidentActions({
-        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers, rollovers,
+        revocations,
+        tokens,
+        sessionKeys,
+        apiKeys,
+        devices: deviceInventory,
+        brokers,
+        rollovers,
         replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
         bulkApprovalThreshold: config.approvals.bulkRevokeThreshold,
       }),
       approvals,
       rollovers,
     );
-    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
+    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[])
+      approvals.register(approval, incidents.executor(approval));
     // Detection's automatic responses: block a source, hold a device (never a broker), open an incident.
     const responsePorts = new DetectionResponsePorts({
       device: (id) => deviceInventory.get(id),
@@ -363,7 +405,14 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       hold: (serial, input, ctx) => revocations.revoke(serial, input, ctx),
       openIncident: (input, ctx) => incidents.open(input, ctx),
     });
-    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
+    const responses = new AutomaticResponses(
+      config.detectionRules,
+      securityEvents,
+      new SourceBlocks(clock),
+      responsePorts,
+      clock,
+      onDetectError,
+    );
     const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
     const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
     // Enrollment: the methods, behind the rate limits and the blocked sources.
@@ -388,8 +437,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const stagedStore = new StagedCredentialStore();
     const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
-      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
+    const staged = new StagedCredentials(
+      db,
+      stagedStore,
+      certificateStore,
+      enrollment,
+      hierarchy,
+      kek,
+      deviceCertificates,
+      audit,
+      clock,
+      async (profile, deviceId) => graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
 
@@ -403,22 +461,42 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
     ];
     const renewalStore = new RenewalStore();
-    const renewals = new Renewals(db, renewalStore, policies, audit, clock, senders, {
-      batchSize: noticeBatchSize,
-      leaseMs: config.jobs.lockMs,
-      redriveAfterMs: config.jobs.renewalRedriveMs,
-      workerId,
-      renewUrl: `${config.publicUrl}/v1/renew`,
-      estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
-      pickupUrl: `${config.publicUrl}/v1/renew/staged`,
-    }, staged);
+    const renewals = new Renewals(
+      db,
+      renewalStore,
+      policies,
+      audit,
+      clock,
+      senders,
+      {
+        batchSize: noticeBatchSize,
+        leaseMs: config.jobs.lockMs,
+        redriveAfterMs: config.jobs.renewalRedriveMs,
+        workerId,
+        renewUrl: `${config.publicUrl}/v1/renew`,
+        estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
+        pickupUrl: `${config.publicUrl}/v1/renew/staged`,
+      },
+      staged,
+    );
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
-    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, {
+      dir: config.backups.dir,
+      keep: config.backups.keep,
+      checkpoints: auditCheckpoints,
+    });
     // enqueue is called only once jobs exists, by a running job.
     const enqueue = (queue: string, js: NewJob[]) => jobs.enqueue(queue, js);
     const defs = queueDefinitions(
       {
-        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
+        logger,
+        issuance,
+        crlWatch,
+        ocsp,
+        ocspResponders,
+        renewals,
+        sweeps,
+        identities,
         extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups }, enqueue, {
           sessionKeyRotateEveryMs: config.sessionKeyRotateEveryMs,
           rolloverTickMs: config.jobs.rolloverTickMs,
@@ -430,11 +508,23 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
     const jobs: JobRunner = config.redisUrl
-      ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
+      ? new BullMqJobRunner(defs, {
+          redisUrl: config.redisUrl,
+          prefix: config.jobs.prefix,
+          lockMs: config.jobs.lockMs,
+          onError: onJobError,
+        })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
     // The CSF posture report, which reads the rest.
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
-      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
+      cas: async () =>
+        (await hierarchy.list()).map((c) => ({
+          id: c.id,
+          kind: c.kind,
+          status: c.status,
+          keyAlgorithm: c.keyAlgorithm,
+          notAfter: c.notAfter,
+        })),
       crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
       pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
       revocationVisible: () => metrics.revocationVisibleSummary(),
@@ -447,7 +537,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
           kekFile: config.kek ? null : origin,
         }),
       rules: config.detectionRules,
-      rateLimitScopes: Object.entries(config.rateLimits).filter(([, l]) => l).map(([scope]) => scope),
+      rateLimitScopes: Object.entries(config.rateLimits)
+        .filter(([, l]) => l)
+        .map(([scope]) => scope),
       brokerConnectors: brokers.list().map((c) => c.name),
       renewalNoticeSinks: sinks,
       backupEveryMs: config.backups.everyMs,
@@ -462,9 +554,48 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await anchor.flush();
     };
     const service: Service = {
-      config, logger, clock, db, settings, audit, auditCheckpoints, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, eventFeed, apiKeyWatch, responses, limits, posture, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups, identities,
+      config,
+      logger,
+      clock,
+      db,
+      settings,
+      audit,
+      auditCheckpoints,
+      apiKeys,
+      vault,
+      hierarchy,
+      issuance,
+      certificates,
+      operatorIssuance,
+      securityEvents,
+      eventFeed,
+      apiKeyWatch,
+      responses,
+      limits,
+      posture,
+      tokens,
+      enrollment,
+      serverKeygen,
+      devices: deviceInventory,
+      revocations,
+      crls,
+      crlWatch,
+      metrics,
+      ocsp,
+      ocspResponders,
+      sessionKeys,
+      staged,
+      policies,
+      renewals,
+      sweeps,
+      jobs,
+      rollovers,
+      brokers,
+      incidents,
+      approvals,
+      bulkRevocations,
+      backups,
+      identities,
       stop,
       close: async () => {
         await stop();
@@ -533,15 +664,29 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });
-  const pki = createPkiHandler({
-    caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
-    currentCrl: (id) => svc.crls.current(id),
-    currentDeltaCrl: (id) => svc.crls.currentDelta(id),
-    allCrls: () => svc.crls.all(),
-    crlDer: (id, n) => svc.crls.der(id, n),
-    ocsp: (request, requester) => svc.ocsp.respond(request, requester),
-  }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock, maxInFlight: svc.config.pkiMaxInFlight, onRefused: () => svc.metrics.rateLimited('pki') });
-  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
+  const pki = createPkiHandler(
+    {
+      caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
+      currentCrl: (id) => svc.crls.current(id),
+      currentDeltaCrl: (id) => svc.crls.currentDelta(id),
+      allCrls: () => svc.crls.all(),
+      crlDer: (id, n) => svc.crls.der(id, n),
+      ocsp: (request, requester) => svc.ocsp.respond(request, requester),
+    },
+    {
+      ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds,
+      clock: svc.clock,
+      maxInFlight: svc.config.pkiMaxInFlight,
+      onRefused: () => svc.metrics.rateLimited('pki'),
+    },
+  );
+  const enroll = createEnrollHandler({
+    enrollment: svc.enrollment,
+    logger: svc.logger,
+    telemetry: svc.metrics,
+    bodyLimitBytes: svc.config.bodyLimitBytes,
+    validateResponses: opts.validateResponses,
+  });
   const proxies = new TrustedProxies(svc.config.trustedProxies);
   return (req: IncomingMessage, res: ServerResponse) => {
     resolveClientAddress(req, proxies);
@@ -558,7 +703,13 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
  */
 export async function listenTls(svc: Service, port: number, opts: { refreshMs?: number } = {}): Promise<HttpsServer> {
   const id = await svc.identities.ensure('tls-server');
-  const server = createListener(createHttpHandler(svc), svc.config.listeners, { key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+  const server = createListener(createHttpHandler(svc), svc.config.listeners, {
+    key: id.key,
+    cert: id.cert,
+    ca: id.ca,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
   keepTlsContextFresh(
     server,
     id,

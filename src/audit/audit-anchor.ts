@@ -49,7 +49,9 @@ export class AuditCheckpoints {
   }
 
   private macOf(c: { seq: number; head: string; at: string }): string {
-    return createHmac('sha256', this.key).update(JSON.stringify(['mqtt-ca/audit-anchor/v1', c.seq, c.head, c.at]), 'utf8').digest('hex');
+    return createHmac('sha256', this.key)
+      .update(JSON.stringify(['mqtt-ca/audit-anchor/v1', c.seq, c.head, c.at]), 'utf8')
+      .digest('hex');
   }
 }
 
@@ -206,7 +208,11 @@ export async function compareWithCheckpoints(
     if (s.value === undefined) continue;
     const c = checkpoints.authentic(s.value);
     if (!c) {
-      findings.push({ source: s.source, problem: 'forged', message: `the checkpoint in ${s.source} is malformed or not signed with this KEK` });
+      findings.push({
+        source: s.source,
+        problem: 'forged',
+        message: `the checkpoint in ${s.source} is malformed or not signed with this KEK`,
+      });
       continue;
     }
     authentic.push({ ...c, source: s.source });
@@ -218,7 +224,11 @@ export async function compareWithCheckpoints(
         message: `${missing} missing from the end of the chain: ${s.source} records seq ${c.seq} at ${c.at}, the chain ends at seq ${headSeq}`,
       });
     } else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head) {
-      findings.push({ source: s.source, problem: 'forked', message: `seq ${c.seq} is not the entry ${s.source} records (made at ${c.at}): the chain was rewritten from there` });
+      findings.push({
+        source: s.source,
+        problem: 'forked',
+        message: `seq ${c.seq} is not the entry ${s.source} records (made at ${c.at}): the chain was rewritten from there`,
+      });
     }
   }
   const fileCheckpoint = authentic.find((c) => c.source === anchorFile.source);
@@ -266,8 +276,10 @@ export async function anchorAtStart(
   const c = checkpoints.authentic(found);
   let finding: string | undefined;
   if (!c) finding = `${path} is malformed or not signed with this KEK`;
-  else if (c.seq > headSeq) finding = `${path} records seq ${c.seq} (at ${c.at}); the chain ends at seq ${headSeq}: entries are missing from its end`;
-  else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head) finding = `${path} records seq ${c.seq} (at ${c.at}) with another hash: the chain was rewritten from there`;
+  else if (c.seq > headSeq)
+    finding = `${path} records seq ${c.seq} (at ${c.at}); the chain ends at seq ${headSeq}: entries are missing from its end`;
+  else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head)
+    finding = `${path} records seq ${c.seq} (at ${c.at}) with another hash: the chain was rewritten from there`;
   if (finding !== undefined) {
     const kept = supersededAnchorPath(path, now);
     await rename(path, kept);
@@ -301,13 +313,22 @@ export async function startAuditAnchor(
   const head = await chain.head();
   anchor.startAt(head);
   const atStart = await anchorAtStart(checkpoints, path, head, (seq) => chain.hashAt(seq), clock.now()).catch((e: unknown) => {
-    logger.error({ kind: 'audit-anchor', err: e, path }, `cannot keep the audit anchor at ${path}: set AUDIT_ANCHOR_FILE to a file this user can write`);
+    logger.error(
+      { kind: 'audit-anchor', err: e, path },
+      `cannot keep the audit anchor at ${path}: set AUDIT_ANCHOR_FILE to a file this user can write`,
+    );
     return undefined;
   });
   if (atStart?.status === 'superseded') {
-    logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
+    logger.error(
+      { kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path },
+      `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`,
+    );
   } else if (atStart?.status === 'created' && head) {
-    logger.warn({ kind: 'audit-anchor', path, seq: head.seq }, `no audit anchor at ${path}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
+    logger.warn(
+      { kind: 'audit-anchor', path, seq: head.seq },
+      `no audit anchor at ${path}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`,
+    );
   }
   logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? checkpoints.sign(head, clock.now())) }, 'audit checkpoint');
   return anchor;

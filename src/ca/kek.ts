@@ -54,9 +54,7 @@ export function loadKek(src: KekSource, mayCreate: boolean): LoadedKek {
   const path = defaultKekPath(src.dataDir);
   if (existsSync(path)) return { kek: parseKek(readFileSync(path, 'utf8'), path), origin: path, created: false };
   if (!mayCreate) {
-    throw new KekError(
-      `no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE (the store holds CA keys, and ${path} does not exist)`,
-    );
+    throw new KekError(`no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE (the store holds CA keys, and ${path} does not exist)`);
   }
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
@@ -100,6 +98,8 @@ export async function openStoreKek(
 export async function bindKek(db: Db, settings: SettingsStore, audit: Pick<AuditLog, 'append'>, kek: Kek): Promise<void> {
   await db.transaction(async (tx) => {
     await settings.set(tx, KEK_SETTING, kek.id);
-    await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
+    await audit.append(tx, [
+      { actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } },
+    ]);
   });
 }

@@ -21,6 +21,8 @@ export function rateLimiterFor(
     complained = Date.now();
     warn(e, 'rate-limit Redis connection error: limits hold per process until it is back');
   });
-  const limiter = new RedisRateLimiter(redis, prefix, new MemoryRateLimiter(), (e) => warn(e, 'rate limits: Redis did not answer; limiting per process'));
+  const limiter = new RedisRateLimiter(redis, prefix, new MemoryRateLimiter(), (e) =>
+    warn(e, 'rate limits: Redis did not answer; limiting per process'),
+  );
   return { limiter, close: () => redis.disconnect() };
 }

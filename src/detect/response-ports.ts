@@ -37,9 +37,17 @@ export class DetectionResponsePorts implements ResponsePorts {
   }
 
   /** Opens an incident naming the devices that are in the inventory, brokers left out. */
-  async openIncident(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }> {
+  async openIncident(input: {
+    kind: IncidentKind;
+    title: string;
+    description: string;
+    devices: string[];
+  }): Promise<{ incidentId: string }> {
     const known = (await this.deps.knownDevices(input.devices)).filter((d) => d.kind !== 'broker').map((d) => d.id);
-    const incident = await this.deps.openIncident({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
+    const incident = await this.deps.openIncident(
+      { kind: input.kind, title: input.title, description: input.description, targets: { devices: known } },
+      { actor: 'system:detection' },
+    );
     return { incidentId: incident.id };
   }
 }

@@ -20,7 +20,9 @@ export class DeviceActivation implements IssuanceListener {
     const expected = (i: IssuedToDevice) => (i.deviceStatus === 'registered' ? 'registered' : 'active');
     return {
       devices: issued.map((i) => ({ deviceId: i.deviceId, serial: i.serial, notAfter: i.notAfter, expectedStatus: expected(i) })),
-      entries: issued.filter((i) => expected(i) === 'registered').map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
+      entries: issued
+        .filter((i) => expected(i) === 'registered')
+        .map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
     };
   }
 

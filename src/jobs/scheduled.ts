@@ -34,8 +34,17 @@ export function scheduledTasks(
       everyMs: o.rolloverTickMs,
       run: async () => {
         const r = await s.rollovers.tick();
-        await enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
-        return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
+        await enqueue(
+          RENEWAL_NOTICES,
+          r.batches.map((b) => deliverJob(b)),
+        );
+        return {
+          waves: r.waves,
+          notices: r.batches.reduce((n, b) => n + b.length, 0),
+          jobs: r.batches.length,
+          done: r.done.length,
+          retired: r.retired.length,
+        };
       },
     },
     // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
