@@ -135,6 +135,12 @@ function afterCommit(tx: Knex.Transaction, fn: () => void): void {
 /** Told of appended entries once they are committed, in the order of their commits (seq may interleave across processes). */
 export type CommittedListener = (rows: readonly AuditRow[]) => void;
 
+/** One attempt to write `rows` after `head` by itself; `appended: false` with the head it found when another writer got there first. */
+export type AuditWrite = (
+  head: AuditHead | undefined,
+  rows: AuditRow[],
+) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>;
+
 /**
  * The audit log: an append-only, hash-chained table. Each entry's hash is
  * HMAC-SHA256(chainKey, canonical(seq, at, actor, action, targetType, targetId, requestId, details, prevHash)),
@@ -198,28 +204,14 @@ export class AuditLog {
    * The write must commit by itself (one statement outside a transaction): the entries count as
    * committed when it returns.
    */
-  async appendWith(
-    entries: AuditEntryInput[],
-    write: (
-      head: AuditHead | undefined,
-      rows: AuditRow[],
-    ) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
-    attempts: number,
-  ): Promise<boolean> {
+  async appendWith(entries: AuditEntryInput[], write: AuditWrite, attempts: number): Promise<boolean> {
     const rows = await this.tryAppend(entries, write, attempts);
     if (rows && this.listeners.length) this.announce(rows);
     return rows !== undefined;
   }
 
   /** appendWith's tries; the rows written, or undefined when it gave up. */
-  private async tryAppend(
-    entries: AuditEntryInput[],
-    write: (
-      head: AuditHead | undefined,
-      rows: AuditRow[],
-    ) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
-    attempts: number,
-  ): Promise<AuditRow[] | undefined> {
+  private async tryAppend(entries: AuditEntryInput[], write: AuditWrite, attempts: number): Promise<AuditRow[] | undefined> {
     const at = this.clock.now();
     // Everything that can be done without the lock is done before taking it.
     const prepared: Hashable[] = entries.map((e) => {

@@ -136,31 +136,26 @@ export class CaHierarchy {
         extensions: caExtensions(pathLen, keyId),
       });
       const der = Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
-      const row = activeCaRow({
-        id: newId('ca'),
-        name: input.name,
-        parentId: null,
-        kind: 'root',
-        keyAlgorithm: input.keyAlgorithm,
-        signerRef,
-        pathLen,
-        certificateDer: der,
-        subjectDer,
-        keyId,
-        notBefore,
-        notAfter,
-        createdAt: now,
-      });
-      await this.cas.insert(tx, row);
-      await this.audit.append(tx, [
+      const row = await this.recordCa(
+        tx,
         {
-          ...ctx,
-          action: 'ca.created',
-          targetType: 'ca',
-          targetId: row.id,
-          details: { kind: 'root', name: row.name, keyAlgorithm: row.keyAlgorithm },
+          id: newId('ca'),
+          name: input.name,
+          parentId: null,
+          kind: 'root',
+          keyAlgorithm: input.keyAlgorithm,
+          signerRef,
+          pathLen,
+          certificateDer: der,
+          subjectDer,
+          keyId,
+          notBefore,
+          notAfter,
+          createdAt: now,
         },
-      ]);
+        ctx,
+        { kind: 'root', name: input.name, keyAlgorithm: input.keyAlgorithm },
+      );
       return this.view(row, null);
     });
   }
@@ -239,38 +234,40 @@ export class CaHierarchy {
     ]);
     const der = Buffer.from(encodeCertificate(tbs, parentSigner.signatureAlgorithm, await parentSigner.sign(tbs)));
     await this.certificates.completeIssued(tx, [{ serial, der }], now);
-    const row = activeCaRow({
-      id,
-      name: input.name,
-      parentId: parent.id,
-      kind: 'intermediate',
-      keyAlgorithm: input.keyAlgorithm,
-      signerRef,
-      pathLen,
-      certificateDer: der,
-      subjectDer,
-      keyId,
-      notBefore,
-      notAfter,
-      createdAt: now,
-    });
-    await this.cas.insert(tx, row);
-    await this.audit.append(tx, [
+    const row = await this.recordCa(
+      tx,
       {
-        ...ctx,
-        action: 'ca.created',
-        targetType: 'ca',
-        targetId: id,
-        details: {
-          kind: 'intermediate',
-          name: row.name,
-          parentId: parent.id,
-          keyAlgorithm: row.keyAlgorithm,
-          serial: serialFromBytes(serial),
-        },
+        id,
+        name: input.name,
+        parentId: parent.id,
+        kind: 'intermediate',
+        keyAlgorithm: input.keyAlgorithm,
+        signerRef,
+        pathLen,
+        certificateDer: der,
+        subjectDer,
+        keyId,
+        notBefore,
+        notAfter,
+        createdAt: now,
       },
-    ]);
+      ctx,
+      { kind: 'intermediate', name: input.name, parentId: parent.id, keyAlgorithm: input.keyAlgorithm, serial: serialFromBytes(serial) },
+    );
     return this.view(row, await this.defaultIssuerId(tx));
+  }
+
+  /** A new CA's row, active, recorded with its `ca.created` audit entry inside `tx`. */
+  private async recordCa(
+    tx: Executor,
+    fields: Parameters<typeof activeCaRow>[0],
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<CaRow> {
+    const row = activeCaRow(fields);
+    await this.cas.insert(tx, row);
+    await this.audit.append(tx, [{ ...ctx, action: 'ca.created', targetType: 'ca', targetId: row.id, details }]);
+    return row;
   }
 
   /**
