@@ -312,14 +312,15 @@ describe(
       const b = cli(['backup', '--out', out], { DATABASE_URL: databaseUrlOf(svc.db), MQTT_CA_KEK: kekText, DATA_DIR: backupDir });
       assert.equal(b.status, 0, b.stderr);
       console.log(`CLI backup: ${Date.now() - t0} ms`);
+      // The state the backup holds, read before any request: a request may stamp its key's last_used_at.
+      const state = await dump(svc.db);
+      const audit = Number((await svc.db('audit_log').max({ m: 'seq' }))[0]!.m) - 1;
       const id = /^backup (bk_[0-9a-f]{16})$/m.exec(b.stdout)?.[1];
       assert.ok(id, b.stdout);
       assert.match(b.stdout, new RegExp(`kek id: ${kek.id}`));
       const rec = (await api.get(`/v1/backups/${id}`).set(auth('auditor')).expect(200)).body;
       assert.equal(rec.fileName, out);
       assert.equal(rec.sha256, createHash('sha256').update(readFileSync(out)).digest('hex'));
-      const state = await dump(svc.db);
-      const audit = Number((await svc.db('audit_log').max({ m: 'seq' }))[0]!.m) - 1;
 
       const db = createDb({});
       cleanup.push(() => db.destroy());
