@@ -359,9 +359,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const crls = new CrlPublisher(db, new CrlStore(), signingCas, urls, audit, clock, {
       validityMs: config.crlValidityMs,
       refreshBeforeMs: crlRefreshBeforeMs,
-      // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
-      deltaBaseMs: config.crlValidityMs / 4,
-    });
+      deltaMaxEntries: config.crlDeltaMaxEntries,
+    }, (err, caId) => logger.error({ err, caId }, 'full CRL rebuild failed; the previous CRL is served'));
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
     const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
     const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
@@ -547,6 +546,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const stop = async () => {
       await brokers.close();
       await jobs.close();
+      await crls.close();
       await publisher?.close();
       await feed?.close();
       eventFeed.close();
