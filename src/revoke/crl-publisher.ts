@@ -4,6 +4,7 @@ import type { KeyAlgorithm } from '../ca/keys.js';
 import type { PkiUrls } from '../ca/urls.js';
 import { REMOVE_FROM_CRL, encodeCrlEntries, encodeTbsCertList, type CrlEntry } from '../ca/x509/crl.js';
 import { encodeCertificateList } from '../ca/x509/encode.js';
+import { performance } from 'node:perf_hooks';
 import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import type { Db } from '../store/db.js';
@@ -22,6 +23,13 @@ export interface CrlIssuers {
 const PAGE = 20_000;
 /** How long a build waits before trying again for the build lock another process holds. */
 const BUSY_RETRY_MS = 250;
+/**
+ * A change has the full CRL rebuilt no sooner than this many times the CA's last build took: the
+ * end of a build holds the number sequence (signing and storing tens of MB at a million entries),
+ * which the deltas of revocations wait for, so at scale builds are spaced out and the deltas
+ * carry the changes meanwhile. A small CA's full CRL still follows within about a second.
+ */
+const REBUILD_SPACING = 10;
 
 export interface CrlPolicy {
   /** nextUpdate - thisUpdate. */
@@ -30,7 +38,7 @@ export interface CrlPolicy {
   refreshBeforeMs: number;
   /** A delta listing more than this has the full CRL rebuilt at once rather than after `rebuildAfterMs`. */
   deltaMaxEntries: number;
-  /** How long after a change the full CRL is rebuilt (changes within it share the build); default 1 s. */
+  /** How long after a change the full CRL is rebuilt at the least (changes within it share the build); default 1 s. */
   rebuildAfterMs?: number;
 }
 
@@ -110,6 +118,8 @@ export class CrlPublisher implements RevocationListener {
   private readonly lanes = new Map<string, { delta: Coalesced<undefined, CrlRow | undefined>; full: Coalesced<Need, PublishedPair | undefined> }>();
   private readonly timers = new Map<string, { need: Need; timer: NodeJS.Timeout }>();
   private readonly pending = new Set<Promise<unknown>>();
+  /** How long each CA's last full build took here, in ms. */
+  private readonly buildMs = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -217,7 +227,8 @@ export class CrlPublisher implements RevocationListener {
       await this.lane(caId).full.request({ kind: 'force' });
       return;
     }
-    this.background(caId, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : (this.policy.rebuildAfterMs ?? 1_000));
+    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(caId) ?? 0));
+    this.background(caId, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : afterMs);
   }
 
   /** A full build later (changes until then share it), or at once. */
@@ -350,6 +361,7 @@ export class CrlPublisher implements RevocationListener {
   private async fullNow(caId: string, need: Need): Promise<PublishedPair | undefined> {
     const { sign, common } = await this.signer(caId);
     for (;;) {
+      const started = performance.now();
       const r = await this.db.transaction(async (tx): Promise<PublishedPair | undefined | typeof BUSY> => {
         if (!(await this.store.tryBuildLock(tx, caId))) return BUSY;
         const lastFull = await this.store.latest(tx, caId, 'full');
@@ -406,6 +418,7 @@ export class CrlPublisher implements RevocationListener {
         ]);
         return pair;
       });
+      if (r && r !== BUSY) this.buildMs.set(caId, performance.now() - started);
       if (r !== BUSY) return r;
       if (this.closed) return undefined;
       await sleep(BUSY_RETRY_MS);
