@@ -12,7 +12,7 @@ import { benchService, freshDatabase } from './db.js';
 export const description =
   'Bulk revocation: `Revocations.revokeMany` with `{ lot }` revoking a production lot of 100,000 issued certificates whose ' +
   'devices are active — the certificates (one statement), their devices (one statement), one audit entry per certificate and ' +
-  'per device (200,000, hash-chained) and the issuing CA\'s new delta CRL, all before it returns (the full CRL is rebuilt in ' +
+  "per device (200,000, hash-chained) and the issuing CA's new delta CRL, all before it returns (the full CRL is rebuilt in " +
   'the background). Baseline from the same run: single revocations (`Revocations.revoke`, keyCompromise, a delta CRL published ' +
   'each time) one after another, on 300 certificates of another lot. Then single-revoke latency (p50, p99) with 1,000,000 ' +
   'revoked certificates of the same CA (seeded set-based, the full CRL built once before measuring; a change has it rebuilt ' +
@@ -60,9 +60,9 @@ async function singleLatencies(svc: import('../src/main.js').Service, serials: R
 }
 
 async function lotSerials(db: import('knex').Knex, lot: string) {
-  return (await db('certificates').where({ status: 'issued' }).whereIn('device_id', db('devices').select('id').where({ lot })).select('serial')).map(
-    (r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)),
-  );
+  return (
+    await db('certificates').where({ status: 'issued' }).whereIn('device_id', db('devices').select('id').where({ lot })).select('serial')
+  ).map((r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)));
 }
 
 /** Devices and their issued certificates, set-based: what is measured is the revocation. */
@@ -123,15 +123,30 @@ export async function run(): Promise<BenchResult[]> {
     await svc.close();
     return [
       result(base.name, 'certificates/s', singleRate, base, `${label}; ${SINGLES} certificates`),
-      result(`bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`, 'certificates/s', LOT_SIZE / seconds, base,
-        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new delta CRL`),
+      result(
+        `bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`,
+        'certificates/s',
+        LOT_SIZE / seconds,
+        base,
+        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new delta CRL`,
+      ),
       result(p50Base.name, 'ms', p50Base.value, p50Base, `${label}; ${SINGLES} certificates, the first revocations of the CA`),
       result(p99Base.name, 'ms', p99Base.value, p99Base, `${label}; ${SINGLES} certificates`),
       result(`single revoke p50, ${million} revoked`, 'ms', percentile(bigMs, 0.5), p50Base, `${label}; ${SINGLES} certificates`),
-      result(`single revoke p99, ${million} revoked`, 'ms', percentile(bigMs, 0.99), p99Base,
-        `${label}; ${SINGLES} certificates, each with its delta; the full CRL's rebuild waits 10× its last build, so none runs among them; target ratio <= 1.5`),
-      result(`full CRL build, ${million} revoked (off the request path)`, 's', fullSeconds, { name: 'full CRL build, ' + million + ' revoked', value: fullSeconds },
-        `${label}; ${(full.der.length / 1e6).toFixed(1)} MB`),
+      result(
+        `single revoke p99, ${million} revoked`,
+        'ms',
+        percentile(bigMs, 0.99),
+        p99Base,
+        `${label}; ${SINGLES} certificates, each with its delta; the full CRL's rebuild waits 10× its last build, so none runs among them; target ratio <= 1.5`,
+      ),
+      result(
+        `full CRL build, ${million} revoked (off the request path)`,
+        's',
+        fullSeconds,
+        { name: 'full CRL build, ' + million + ' revoked', value: fullSeconds },
+        `${label}; ${(full.der.length / 1e6).toFixed(1)} MB`,
+      ),
     ];
   } finally {
     await drop();

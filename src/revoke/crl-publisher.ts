@@ -115,7 +115,10 @@ const reasonCode = (reason: string) => (isRevocationReason(reason) ? REASON_CODE
  * and is reported to `onError`; CrlWatch raises crl-stale once it comes due.
  */
 export class CrlPublisher implements RevocationListener {
-  private readonly lanes = new Map<string, { delta: Coalesced<undefined, CrlRow | undefined>; full: Coalesced<Need, PublishedPair | undefined> }>();
+  private readonly lanes = new Map<
+    string,
+    { delta: Coalesced<undefined, CrlRow | undefined>; full: Coalesced<Need, PublishedPair | undefined> }
+  >();
   private readonly timers = new Map<string, { need: Need; timer: NodeJS.Timeout }>();
   private readonly pending = new Set<Promise<unknown>>();
   /** How long each CA's last full build took here, in ms. */
@@ -175,7 +178,10 @@ export class CrlPublisher implements RevocationListener {
         try {
           const latest = await this.store.latest(this.db, id, 'full');
           if (latest && !this.due(latest)) return { caId: id, crl: latest };
-          return { caId: id, crl: (await this.lane(id).full.request({ kind: 'due' }))?.full ?? (await this.store.latest(this.db, id, 'full')) };
+          return {
+            caId: id,
+            crl: (await this.lane(id).full.request({ kind: 'due' }))?.full ?? (await this.store.latest(this.db, id, 'full')),
+          };
         } catch (error) {
           return { caId: id, crl: await this.store.latest(this.db, id, 'full').catch(() => undefined), error };
         }
@@ -212,7 +218,10 @@ export class CrlPublisher implements RevocationListener {
     let l = this.lanes.get(caId);
     if (!l) {
       l = {
-        delta: new Coalesced<undefined, CrlRow | undefined>(() => this.deltaNow(caId), () => undefined),
+        delta: new Coalesced<undefined, CrlRow | undefined>(
+          () => this.deltaNow(caId),
+          () => undefined,
+        ),
         full: new Coalesced<Need, PublishedPair | undefined>((need) => this.fullNow(caId, need), merge),
       };
       this.lanes.set(caId, l);
@@ -291,7 +300,8 @@ export class CrlPublisher implements RevocationListener {
     const ca = (await this.issuers.signingCas()).find((c) => c.id === caId);
     if (!ca) throw new Error(`CA ${caId} does not sign CRLs (unknown or not active)`);
     const issuer = await this.issuers.issuer(caId);
-    const sign = async (tbs: Uint8Array) => Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
+    const sign = async (tbs: Uint8Array) =>
+      Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
     const common = (thisUpdate: Date) => ({
       signatureAlgorithm: issuer.signer.signatureAlgorithm,
       issuer: issuer.subjectDer,
@@ -319,7 +329,8 @@ export class CrlPublisher implements RevocationListener {
       const d: CrlEntry[] = [];
       for (const r of page) {
         if (r.part === 'epoch') coversSeq = r.seq;
-        else if (r.reason !== null && r.revokedAt !== null) d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+        else if (r.reason !== null && r.revokedAt !== null)
+          d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
         // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
         else d.push({ serial: r.serial, revokedAt: at, reasonCode: REMOVE_FROM_CRL });
       }
@@ -342,7 +353,18 @@ export class CrlPublisher implements RevocationListener {
       const c = common(thisUpdate);
       const crlNumber = lastNumber + 1n;
       const der = await sign(encodeTbsCertList({ ...c, crlNumber, revoked: d.parts, baseCrlNumber: base.crlNumber }));
-      const delta: CrlRow = { caId, kind: 'delta', crlNumber, thisUpdate, nextUpdate: c.nextUpdate, entries: d.count, baseNumber: base.crlNumber, coversSeq: d.coversSeq, isBase: false, der };
+      const delta: CrlRow = {
+        caId,
+        kind: 'delta',
+        crlNumber,
+        thisUpdate,
+        nextUpdate: c.nextUpdate,
+        entries: d.count,
+        baseNumber: base.crlNumber,
+        coversSeq: d.coversSeq,
+        isBase: false,
+        der,
+      };
       await this.store.insert(tx, delta);
       await this.audit.append(tx, [
         {
@@ -350,7 +372,12 @@ export class CrlPublisher implements RevocationListener {
           action: 'crl.delta-published',
           targetType: 'ca',
           targetId: caId,
-          details: { deltaCrlNumber: crlNumber.toString(), deltaEntries: d.count, baseCrlNumber: base.crlNumber.toString(), thisUpdate: thisUpdate.toISOString() },
+          details: {
+            deltaCrlNumber: crlNumber.toString(),
+            deltaEntries: d.count,
+            baseCrlNumber: base.crlNumber.toString(),
+            thisUpdate: thisUpdate.toISOString(),
+          },
         },
       ]);
       return delta;
@@ -365,7 +392,13 @@ export class CrlPublisher implements RevocationListener {
       const r = await this.db.transaction(async (tx): Promise<PublishedPair | undefined | typeof BUSY> => {
         if (!(await this.store.tryBuildLock(tx, caId))) return BUSY;
         const lastFull = await this.store.latest(tx, caId, 'full');
-        if (lastFull && need.kind !== 'force' && !this.due(lastFull) && (need.kind === 'due' || (lastFull.coversSeq !== null && lastFull.coversSeq >= need.seq))) return undefined;
+        if (
+          lastFull &&
+          need.kind !== 'force' &&
+          !this.due(lastFull) &&
+          (need.kind === 'due' || (lastFull.coversSeq !== null && lastFull.coversSeq >= need.seq))
+        )
+          return undefined;
         const thisUpdate = this.thisUpdate(lastFull);
         let coversSeq: bigint | undefined;
         const full: Uint8Array[] = [];
@@ -374,7 +407,8 @@ export class CrlPublisher implements RevocationListener {
           const f: CrlEntry[] = [];
           for (const r of page) {
             if (r.part === 'epoch') coversSeq = r.seq;
-            else if (r.part === 'full') f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+            else if (r.part === 'full')
+              f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
           }
           full.push(encodeCrlEntries(f));
           fullCount += f.length;
@@ -394,8 +428,30 @@ export class CrlPublisher implements RevocationListener {
           sign(encodeTbsCertList({ ...dc, crlNumber: deltaNumber, revoked: d.parts, baseCrlNumber: fullNumber })),
         ]);
         const pair: PublishedPair = {
-          full: { caId, kind: 'full', thisUpdate, nextUpdate: fc.nextUpdate, coversSeq, crlNumber: fullNumber, entries: fullCount, baseNumber: null, isBase: true, der: fullDer },
-          delta: { caId, kind: 'delta', thisUpdate: deltaThisUpdate, nextUpdate: dc.nextUpdate, coversSeq: d.coversSeq, crlNumber: deltaNumber, entries: d.count, baseNumber: fullNumber, isBase: false, der: deltaDer },
+          full: {
+            caId,
+            kind: 'full',
+            thisUpdate,
+            nextUpdate: fc.nextUpdate,
+            coversSeq,
+            crlNumber: fullNumber,
+            entries: fullCount,
+            baseNumber: null,
+            isBase: true,
+            der: fullDer,
+          },
+          delta: {
+            caId,
+            kind: 'delta',
+            thisUpdate: deltaThisUpdate,
+            nextUpdate: dc.nextUpdate,
+            coversSeq: d.coversSeq,
+            crlNumber: deltaNumber,
+            entries: d.count,
+            baseNumber: fullNumber,
+            isBase: false,
+            der: deltaDer,
+          },
         };
         await this.store.insert(tx, pair.full);
         await this.store.insert(tx, pair.delta);

@@ -60,7 +60,11 @@ export class CrlStore {
 
   /** The newest full CRL that deltas are computed against. */
   async currentBase(ex: Executor, caId: string): Promise<CrlHeader | undefined> {
-    const r = await ex('crls').select(HEADER_COLUMNS).where({ ca_id: caId, kind: 'full', is_base: true }).orderBy('crl_number', 'desc').first();
+    const r = await ex('crls')
+      .select(HEADER_COLUMNS)
+      .where({ ca_id: caId, kind: 'full', is_base: true })
+      .orderBy('crl_number', 'desc')
+      .first();
     return r ? headerFromRow(r) : undefined;
   }
 
@@ -113,7 +117,13 @@ export class CrlStore {
    * it — read through the (ca_id, revocation_seq) index, so its cost is the changes', not the
    * revoked set's. The order of rows is not defined.
    */
-  async *snapshot(tx: Knex.Transaction, caId: string, at: Date, part: { full: true } | { sinceSeq: bigint }, pageSize: number): AsyncGenerator<SnapshotRow[]> {
+  async *snapshot(
+    tx: Knex.Transaction,
+    caId: string,
+    at: Date,
+    part: { full: true } | { sinceSeq: bigint },
+    pageSize: number,
+  ): AsyncGenerator<SnapshotRow[]> {
     const entries =
       'full' in part
         ? `select 1, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
@@ -130,7 +140,14 @@ export class CrlStore {
     try {
       for (;;) {
         const r = await tx.raw(`fetch forward ${Math.trunc(pageSize)} from crl_snapshot`);
-        const rows = r.rows as { part: number; seq: string | number | null; serial: Uint8Array | null; revoked_at: string | null; reason: string | null; invalidity_date: string | null }[];
+        const rows = r.rows as {
+          part: number;
+          seq: string | number | null;
+          serial: Uint8Array | null;
+          revoked_at: string | null;
+          reason: string | null;
+          invalidity_date: string | null;
+        }[];
         if (rows.length === 0) return;
         yield rows.map((x): SnapshotRow => {
           if (x.part === 0) return { part: 'epoch', seq: BigInt(x.seq!) };

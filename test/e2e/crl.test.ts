@@ -41,45 +41,95 @@ for (const target of dbTargets) {
     const enroll = async (deviceId: string) => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client' }).expect(201);
       const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: p256Csr(deviceId).pem }).expect(201)).body;
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: p256Csr(deviceId).pem })
+          .expect(201)
+      ).body;
       certs[deviceId] = { serial: body.serial, pem: body.certificate };
     };
     const revoke = (deviceId: string, body: Record<string, unknown>) =>
       api.post(`/v1/certificates/${certs[deviceId]!.serial}/revoke`).set(auth('operator')).send(body).expect(200);
-    const crlDer = async (headers: Record<string, string> = {}) => api.get(`/pki/crl/${issuingId}.crl`).set(headers).buffer(true).parse(binary);
+    const crlDer = async (headers: Record<string, string> = {}) =>
+      api.get(`/pki/crl/${issuingId}.crl`).set(headers).buffer(true).parse(binary);
     const crlText = (pem: string) => {
       const r = run('openssl', ['crl', '-in', writeTemp(dir, 'text.pem', pem), '-noout', '-text']);
       assert.equal(r.status, 0, r.stderr);
       return r.stdout;
     };
     const crlNumberOf = (text: string) => BigInt(/X509v3 CRL Number:\s*\n\s*(\d+)/.exec(text)![1]!);
-    const deltaPem = async () => toPem((await api.get(`/pki/crl/${issuingId}-delta.crl`).buffer(true).parse(binary).expect(200)).body as Buffer, 'X509 CRL');
+    const deltaPem = async () =>
+      toPem((await api.get(`/pki/crl/${issuingId}-delta.crl`).buffer(true).parse(binary).expect(200)).body as Buffer, 'X509 CRL');
     const verifyWithDelta = (deviceId: string, basePem: string, delta?: string) =>
       run('openssl', [
-        'verify', '-crl_check', '-use_deltas', '-extended_crl', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-        '-CRLfile', writeTemp(dir, 'base.pem', basePem), ...(delta ? ['-CRLfile', writeTemp(dir, 'delta.pem', delta)] : []), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+        'verify',
+        '-crl_check',
+        '-use_deltas',
+        '-extended_crl',
+        '-CAfile',
+        writeTemp(dir, 'root.pem', rootPem),
+        '-untrusted',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile',
+        writeTemp(dir, 'base.pem', basePem),
+        ...(delta ? ['-CRLfile', writeTemp(dir, 'delta.pem', delta)] : []),
+        writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
       ]);
     let firstCrlPem: string;
     const verifyLeaf = (deviceId: string, crlPem: string) =>
       run('openssl', [
-        'verify', '-crl_check', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-        '-CRLfile', writeTemp(dir, 'crl.pem', crlPem), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+        'verify',
+        '-crl_check',
+        '-CAfile',
+        writeTemp(dir, 'root.pem', rootPem),
+        '-untrusted',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile',
+        writeTemp(dir, 'crl.pem', crlPem),
+        writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
       ]);
 
     /** A publisher of the issuing CA's CRLs beside the service's (as another replica's would be). */
-    const publisher = (policy: Partial<CrlPolicy> = {}, opts: { store?: CrlStore; failSigning?: boolean; onError?: (e: unknown) => void } = {}) =>
-      new CrlPublisher(svc.db, opts.store ?? new CrlStore(), {
-        signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }],
-        issuer: async (id) => {
-          const issuer = await svc.hierarchy.issuer(id);
-          if (!opts.failSigning) return issuer;
-          return { ...issuer, signer: Object.create(issuer.signer, { sign: { value: async () => { throw new Error('signer offline'); } } }) };
+    const publisher = (
+      policy: Partial<CrlPolicy> = {},
+      opts: { store?: CrlStore; failSigning?: boolean; onError?: (e: unknown) => void } = {},
+    ) =>
+      new CrlPublisher(
+        svc.db,
+        opts.store ?? new CrlStore(),
+        {
+          signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }],
+          issuer: async (id) => {
+            const issuer = await svc.hierarchy.issuer(id);
+            if (!opts.failSigning) return issuer;
+            return {
+              ...issuer,
+              signer: Object.create(issuer.signer, {
+                sign: {
+                  value: async () => {
+                    throw new Error('signer offline');
+                  },
+                },
+              }),
+            };
+          },
         },
-      }, new PkiUrls(svc.config.publicUrl), svc.audit, svc.clock, { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaMaxEntries: 10_000, ...policy }, opts.onError);
+        new PkiUrls(svc.config.publicUrl),
+        svc.audit,
+        svc.clock,
+        { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaMaxEntries: 10_000, ...policy },
+        opts.onError,
+      );
 
     before(async () => {
       ({ svc, api, keys, issuingId } = await makeApiService(target));
-      const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as { id: string; kind: string; certificate: string }[];
+      const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as {
+        id: string;
+        kind: string;
+        certificate: string;
+      }[];
       rootPem = cas.find((c) => c.kind === 'root')!.certificate;
       issuingPem = cas.find((c) => c.id === issuingId)!.certificate;
       for (const id of ['crl-good', 'crl-kc', 'crl-hold', 'crl-old']) await enroll(id);
@@ -91,17 +141,33 @@ for (const target of dbTargets) {
       assert.equal(res.status, 200);
       assert.equal(res.headers['content-type'], 'application/pkix-crl');
       const pem = toPem(res.body as Buffer, 'X509 CRL');
-      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'c.pem', pem), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      const check = run('openssl', [
+        'crl',
+        '-in',
+        writeTemp(dir, 'c.pem', pem),
+        '-CAfile',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-noout',
+      ]);
       assert.match(check.stderr + check.stdout, /verify OK/);
       const text = crlText(pem);
       assert.match(text, /Version 2/);
       assert.match(text, /X509v3 CRL Number:\s*\n\s*1\b/);
       assert.match(text, /X509v3 Authority Key Identifier/);
-      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.match(
+        text,
+        /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/,
+      );
       assert.match(text, /No Revoked Certificates/);
       assert.match(text, /X509v3 Freshest CRL:\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+-delta\.crl/);
       firstCrlPem = pem;
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'c.pem', pem),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
     });
@@ -126,20 +192,41 @@ for (const target of dbTargets) {
         assert.match(r.stdout + r.stderr, /certificate revoked/);
       }
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'c.pem', pem),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
     });
 
     it('publishes a delta CRL beside each full one: what changed since the base, which openssl combines with the base', async () => {
       // The newest delta published against the first CRL: the one the keyCompromise revocation returned with (at least).
       const firstNumber = crlNumberOf(crlText(firstCrlPem));
-      const row = await svc.db('crls').select('der').where({ ca_id: issuingId, kind: 'delta', base_number: firstNumber.toString() }).orderBy('crl_number', 'desc').first();
+      const row = await svc
+        .db('crls')
+        .select('der')
+        .where({ ca_id: issuingId, kind: 'delta', base_number: firstNumber.toString() })
+        .orderBy('crl_number', 'desc')
+        .first();
       const delta = toPem(Buffer.from(row!.der as Uint8Array), 'X509 CRL');
-      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'd.pem', delta), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      const check = run('openssl', [
+        'crl',
+        '-in',
+        writeTemp(dir, 'd.pem', delta),
+        '-CAfile',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-noout',
+      ]);
       assert.match(check.stderr + check.stdout, /verify OK/);
       const text = crlText(delta);
       assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${firstNumber}\\b`));
-      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.match(
+        text,
+        /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/,
+      );
       assert.doesNotMatch(text, /Freshest CRL/);
       assert.match(text, new RegExp(`Serial Number: ${certs['crl-kc']!.serial.toUpperCase()}`));
       assert.match(text, /Key Compromise/);
@@ -149,7 +236,13 @@ for (const target of dbTargets) {
       assert.notEqual(refused.status, 0);
       assert.match(refused.stdout + refused.stderr, /certificate revoked/);
       assert.equal(verifyWithDelta('crl-good', firstCrlPem, delta).status, 0);
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'd.pem', delta)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'd.pem', delta),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
       // Served: the newest delta, stored with the rebuilt full CRL, against it (its new base).
       const full = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
@@ -176,7 +269,12 @@ for (const target of dbTargets) {
       await new Promise((r) => setTimeout(r, 1100));
       await api.post(`/v1/certificates/${certs['crl-hold2']!.serial}/release`).set(auth('operator')).expect(200);
       // The delta the release returned with (the full CRL it makes be rebuilt may already be the newer base).
-      const row = await svc.db('crls').select('der').where({ ca_id: issuingId, kind: 'delta', base_number: full.crlNumber.toString() }).orderBy('crl_number', 'desc').first();
+      const row = await svc
+        .db('crls')
+        .select('der')
+        .where({ ca_id: issuingId, kind: 'delta', base_number: full.crlNumber.toString() })
+        .orderBy('crl_number', 'desc')
+        .first();
       const delta = toPem(Buffer.from(row!.der as Uint8Array), 'X509 CRL');
       const text = crlText(delta);
       assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${full.crlNumber}\\b`));
@@ -213,7 +311,10 @@ for (const target of dbTargets) {
       await svc.crls.settled();
       assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), new RegExp(certs['crl-old']!.serial.toUpperCase()));
       // As if its validity had run out: the next CRL no longer carries it.
-      await svc.db('certificates').where({ serial: Buffer.from(certs['crl-old']!.serial, 'hex') }).update({ not_after: new Date(Date.now() - 1000) });
+      await svc
+        .db('certificates')
+        .where({ serial: Buffer.from(certs['crl-old']!.serial, 'hex') })
+        .update({ not_after: new Date(Date.now() - 1000) });
       await svc.crls.publish(issuingId);
       const text = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
       assert.doesNotMatch(text, new RegExp(certs['crl-old']!.serial.toUpperCase()));
@@ -229,7 +330,9 @@ for (const target of dbTargets) {
       // Each publish numbers its full CRL and then its delta: the two kinds share the sequence.
       assert.equal(numbers[0], before + 2n);
       assert.ok(rows.every((r) => r.delta.crlNumber === r.full.crlNumber + 1n));
-      const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) => BigInt(r.crl_number));
+      const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) =>
+        BigInt(r.crl_number),
+      );
       for (let i = 1; i < stored.length; i++) assert.equal(stored[i], stored[i - 1]! + 1n);
     });
 
@@ -248,11 +351,14 @@ for (const target of dbTargets) {
           },
         },
       ]);
-      await assert.rejects(failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }), (e: { kind?: string; message: string }) => {
-        assert.equal(e.kind, 'Unavailable');
-        assert.match(e.message, /recorded.*repeat the call/);
-        return true;
-      });
+      await assert.rejects(
+        failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }),
+        (e: { kind?: string; message: string }) => {
+          assert.equal(e.kind, 'Unavailable');
+          assert.match(e.message, /recorded.*repeat the call/);
+          return true;
+        },
+      );
       const retry = await revoke('crl-late', { reason: 'keyCompromise' });
       assert.equal(retry.headers['revocation-changed'], 'false');
       await svc.crls.settled();
@@ -277,7 +383,10 @@ for (const target of dbTargets) {
       assert.equal(crlNumberOf(crlText(full)), crlNumberOf(fullBefore));
       assert.doesNotMatch(crlText(full), serialRe);
       assert.equal(verifyLeaf('crl-fast', full).status, 0);
-      assert.match(verifyWithDelta('crl-fast', full, delta).stdout + verifyWithDelta('crl-fast', full, delta).stderr, /certificate revoked/);
+      assert.match(
+        verifyWithDelta('crl-fast', full, delta).stdout + verifyWithDelta('crl-fast', full, delta).stderr,
+        /certificate revoked/,
+      );
       await later.settled();
       const rebuilt = toPem((await crlDer()).body as Buffer, 'X509 CRL');
       assert.ok(crlNumberOf(crlText(rebuilt)) > crlNumberOf(crlText(delta)));
@@ -286,7 +395,7 @@ for (const target of dbTargets) {
       assert.match(r.stdout + r.stderr, /certificate revoked/);
     });
 
-    it('two publishers on one database (two replicas) never build a CA\'s full CRL at the same time', async () => {
+    it("two publishers on one database (two replicas) never build a CA's full CRL at the same time", async () => {
       let building = 0;
       let most = 0;
       /** Counts full snapshots being read across both publishers, each held a little so that overlapping builds would show. */
@@ -327,15 +436,26 @@ for (const target of dbTargets) {
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
     });
 
-    it('serves the bundle of every CA\'s CRL for Mosquitto, which openssl verifies a whole chain against', async () => {
+    it("serves the bundle of every CA's CRL for Mosquitto, which openssl verifies a whole chain against", async () => {
       const res = await api.get('/pki/crl/bundle.pem').expect(200);
       const blocks = res.text.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----\n/g)!;
-      assert.equal(blocks.length, 2, 'the root\'s CRL and the issuing CA\'s');
-      assert.deepEqual(blocks.map((b) => /Only CA Certificates/.test(crlText(b))).sort(), [false, true], 'one CRL covers CA certificates (the root\'s)');
+      assert.equal(blocks.length, 2, "the root's CRL and the issuing CA's");
+      assert.deepEqual(
+        blocks.map((b) => /Only CA Certificates/.test(crlText(b))).sort(),
+        [false, true],
+        "one CRL covers CA certificates (the root's)",
+      );
       const all = (id: string) =>
         run('openssl', [
-          'verify', '-crl_check_all', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-          '-CRLfile', writeTemp(dir, 'bundle.pem', res.text), writeTemp(dir, 'leaf.pem', certs[id]!.pem),
+          'verify',
+          '-crl_check_all',
+          '-CAfile',
+          writeTemp(dir, 'root.pem', rootPem),
+          '-untrusted',
+          writeTemp(dir, 'issuing.pem', issuingPem),
+          '-CRLfile',
+          writeTemp(dir, 'bundle.pem', res.text),
+          writeTemp(dir, 'leaf.pem', certs[id]!.pem),
         ]);
       const good = all('crl-good');
       assert.equal(good.status, 0, good.stdout + good.stderr);
