@@ -306,12 +306,16 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
     // Revocation: CRLs, OCSP, and what follows a revocation (session keys).
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
-    const crls = new CrlPublisher(db, new CrlStore(), hierarchy, urls, audit, clock, {
-      validityMs: config.crlValidityMs,
-      refreshBeforeMs: crlRefreshBeforeMs,
-      // Rebased as often as the CRL is refreshed on schedule: a delta never spans more than one refresh period of changes.
-      deltaBaseMs: config.crlValidityMs / 4,
-    });
+    const crls = new CrlPublisher(
+      db,
+      new CrlStore(),
+      hierarchy,
+      urls,
+      audit,
+      clock,
+      { validityMs: config.crlValidityMs, refreshBeforeMs: crlRefreshBeforeMs, deltaMaxEntries: config.crlDeltaMaxEntries },
+      (err, caId) => logger.error({ err, caId }, 'full CRL rebuild failed; the previous CRL is served'),
+    );
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
     const crlWatch = new CrlWatch(crls, securityEvents, clock, {
       refreshBeforeMs: crlRefreshBeforeMs,
@@ -547,6 +551,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const stop = async () => {
       await brokers.close();
       await jobs.close();
+      await crls.close();
       await publisher?.close();
       await feed?.close();
       eventFeed.close();

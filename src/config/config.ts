@@ -63,6 +63,7 @@ const schema = z.object({
     .min(2)
     .max(24 * 31)
     .default(48),
+  CRL_DELTA_MAX_ENTRIES: z.coerce.number().int().min(1).max(10_000_000).default(10_000),
   OCSP_VALIDITY_HOURS: z.coerce
     .number()
     .int()
@@ -221,6 +222,8 @@ export interface Config {
   bodyLimitBytes: number;
   /** A CRL's nextUpdate - thisUpdate; it is replaced once less than three quarters of it is left. */
   crlValidityMs: number;
+  /** A delta CRL listing more than this makes the full CRL be rebuilt at once rather than after the settle delay. */
+  crlDeltaMaxEntries: number;
   /** An OCSP response's nextUpdate - thisUpdate; pre-signed responses are re-signed at half of it. */
   ocspValidityMs: number;
   /** Lifetime of a delegated OCSP responder certificate. */
@@ -386,6 +389,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     bodyLimitBytes: byteSize(e.BODY_LIMIT),
     crlValidityMs: e.CRL_VALIDITY_HOURS * 3_600_000,
+    crlDeltaMaxEntries: e.CRL_DELTA_MAX_ENTRIES,
     ocspValidityMs: e.OCSP_VALIDITY_HOURS * 3_600_000,
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,

@@ -3,6 +3,8 @@ import type { IssuerContext, SigningCa } from '../ca/hierarchy.js';
 import type { PkiUrls } from '../ca/urls.js';
 import { REMOVE_FROM_CRL, encodeCrlEntries, encodeTbsCertList, type CrlEntry } from '../ca/x509/crl.js';
 import { encodeCertificateList } from '../ca/x509/encode.js';
+import { performance } from 'node:perf_hooks';
+import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import type { Db } from '../store/db.js';
 import type { CrlHeader, CrlKind, CrlRow, CrlStore } from '../store/crl-store.js';
@@ -18,36 +20,109 @@ export interface CrlIssuers {
 
 /** Rows fetched per round trip while reading a CRL's snapshot. */
 const PAGE = 20_000;
+/** How long a build waits before trying again for the build lock another process holds. */
+const BUSY_RETRY_MS = 250;
+/**
+ * A change has the full CRL rebuilt no sooner than this many times the CA's last build took: the
+ * end of a build holds the number sequence (signing and storing tens of MB at a million entries),
+ * which the deltas of revocations wait for, so at scale builds are spaced out and the deltas
+ * carry the changes meanwhile. A small CA's full CRL still follows within about a second.
+ */
+const REBUILD_SPACING = 10;
 
 export interface CrlPolicy {
   /** nextUpdate - thisUpdate. */
   validityMs: number;
   /** A CRL is replaced once less than this much of its validity is left, whether or not anything changed. */
   refreshBeforeMs: number;
-  /** A full CRL becomes the new base of the delta CRLs once the current base is this old. */
-  deltaBaseMs: number;
+  /** A delta listing more than this has the full CRL rebuilt at once rather than after `rebuildAfterMs`. */
+  deltaMaxEntries: number;
+  /** How long after a change the full CRL is rebuilt at the least (changes within it share the build); default 1 s. */
+  rebuildAfterMs?: number;
 }
 
-/** A CA's CRL as of one publish: the full CRL and the delta that goes with it. */
+/** A CA's CRL as of one full build: the full CRL (the new base) and the delta against it. */
 export interface PublishedPair {
   full: CrlRow;
   delta: CrlRow;
 }
 
+/** What a full build must achieve: always build, cover the clock value, or replace a missing or due CRL. */
+type Need = { kind: 'force' } | { kind: 'covers'; seq: bigint } | { kind: 'due' };
+
+function merge(a: Need, b: Need): Need {
+  if (a.kind === 'force' || b.kind === 'force') return { kind: 'force' };
+  if (a.kind === 'covers' && b.kind === 'covers') return a.seq >= b.seq ? a : b;
+  return a.kind === 'covers' ? a : b;
+}
+
+/**
+ * Runs of one job, coalesced: a request while a run is in progress shares the next run (which
+ * starts after it, so it sees everything committed before the request); at most one is queued.
+ */
+class Coalesced<N, R> {
+  private current?: Promise<R>;
+  private next?: { need: N; promise: Promise<R> };
+
+  constructor(
+    private readonly run: (need: N) => Promise<R>,
+    private readonly merge: (a: N, b: N) => N,
+  ) {}
+
+  request(need: N): Promise<R> {
+    if (this.next) {
+      this.next.need = this.merge(this.next.need, need);
+      return this.next.promise;
+    }
+    const start = (n: N): Promise<R> => {
+      const p = this.run(n).finally(() => {
+        if (this.current === p) this.current = undefined;
+      });
+      this.current = p;
+      return p;
+    };
+    if (!this.current) return start(need);
+    const next: { need: N; promise: Promise<R> } = { need, promise: Promise.resolve(undefined as R) };
+    next.promise = this.current
+      .catch(() => undefined)
+      .then(() => {
+        this.next = undefined;
+        return start(next.need);
+      });
+    this.next = next;
+    return next.promise;
+  }
+}
+
+const BUSY = Symbol('busy');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const reasonCode = (reason: string) => (isRevocationReason(reason) ? REASON_CODES[reason] : 0);
 
 /**
- * The CRL pipeline: one snapshot of a CA's revocations → a full CRL and a delta CRL (RFC 5280
- * §5.2.4) against the current base → signed → stored together, with CRL numbers one and two
- * above the last (the two kinds share one sequence, taken under a lock on the CA's row, so the
- * numbers only grow, across processes too). The full CRL names the delta's URL (Freshest CRL);
- * the delta lists what changed since its base: new revocations, holds made permanent, and
- * removeFromCRL for certificates released from hold. A full CRL becomes the new base once the
- * old one is `deltaBaseMs` old, so deltas stay small. Publishing is coalesced per CA: requests
- * that arrive while one runs share the next run, which covers every change committed before they asked.
+ * The CRL pipeline (RFC 5280 §5.2.4: full and delta CRLs share one number sequence per CA, taken
+ * under a lock on the CA's row, so numbers only grow, across processes too).
+ *
+ * A revocation change publishes only a new delta before the call returns: what changed since the
+ * current base's clock value, read through the revocation-clock index, so its cost is the
+ * changes', not the revoked set's. The full CRL is rebuilt off the request path, coalesced per
+ * CA: shortly after a change, at once when the delta has grown past `deltaMaxEntries`, when it
+ * is due (the schedule, or a fetch of a due one), and in the request only when there is none.
+ * A build holds the CA's build lock (a PostgreSQL advisory lock: one build per CA across
+ * replicas; one that finds it taken waits for it), reads its snapshot in one statement without
+ * the sequence lock, and takes that only at the end, to number and store the full CRL as the new
+ * base with a fresh delta against it. A failed background build leaves the previous CRL served
+ * and is reported to `onError`; CrlWatch raises crl-stale once it comes due.
  */
 export class CrlPublisher implements RevocationListener {
-  private readonly runs = new Map<string, { current?: Promise<PublishedPair>; next?: Promise<PublishedPair> }>();
+  private readonly lanes = new Map<
+    string,
+    { delta: Coalesced<undefined, CrlRow | undefined>; full: Coalesced<Need, PublishedPair | undefined> }
+  >();
+  private readonly timers = new Map<string, { need: Need; timer: NodeJS.Timeout }>();
+  private readonly pending = new Set<Promise<unknown>>();
+  /** How long each CA's last full build took here, in ms. */
+  private readonly buildMs = new Map<string, number>();
+  private closed = false;
 
   constructor(
     private readonly db: Db,
@@ -57,46 +132,33 @@ export class CrlPublisher implements RevocationListener {
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     private readonly policy: CrlPolicy,
+    private readonly onError: (error: unknown, caId: string) => void = () => undefined,
   ) {}
 
-  /** Republishes the CRLs of the CAs that still sign (a retired CA's last CRL stands). */
+  /** Publishes a delta CRL for each CA that still signs (a retired CA's last CRL stands), and has the full ones rebuilt. */
   async onRevocationChanged({ caIds }: RevocationChange): Promise<void> {
     const signing = new Set((await this.issuers.signingCas()).map((c) => c.id));
-    await Promise.all([...new Set(caIds)].filter((id) => signing.has(id)).map((id) => this.publish(id)));
+    await Promise.all([...new Set(caIds)].filter((id) => signing.has(id)).map((id) => this.changed(id)));
   }
 
-  /** A new full and delta CRL for the CA, covering everything committed before the call. */
-  publish(caId: string): Promise<PublishedPair> {
-    const s = this.runs.get(caId) ?? {};
-    this.runs.set(caId, s);
-    if (s.next) return s.next;
-    const start = (): Promise<PublishedPair> => {
-      s.current = this.publishNow(caId).finally(() => {
-        s.current = undefined;
-      });
-      return s.current;
-    };
-    if (!s.current) return start();
-    s.next = s.current
-      .catch(() => undefined)
-      .then(() => {
-        s.next = undefined;
-        return start();
-      });
-    return s.next;
+  /** A new full CRL (the new base) and delta for the CA, covering everything committed before the call. */
+  async publish(caId: string): Promise<PublishedPair> {
+    const pair = await this.lane(caId).full.request({ kind: 'force' });
+    if (!pair) throw new Error(`the CRL publisher of CA ${caId} is closed`);
+    return pair;
   }
 
-  /** The full CRL to serve: the newest, replaced first when there is none or it is within refreshBeforeMs of its nextUpdate. */
+  /** The full CRL to serve: the newest; a due one is served while its replacement is built in the background. */
   current(caId: string): Promise<CrlHeader | undefined> {
     return this.currentOf(caId, 'full', () => this.signs(caId));
   }
 
-  /** The delta CRL that goes with the current full one. */
+  /** The newest delta CRL. */
   currentDelta(caId: string): Promise<CrlHeader | undefined> {
     return this.currentOf(caId, 'delta', () => this.signs(caId));
   }
 
-  /** Every signing CA's current full CRL (published where missing or due): the bundle brokers load. */
+  /** Every signing CA's current full CRL (built where missing): the bundle brokers load. */
   async all(): Promise<CrlHeader[]> {
     const cas = await this.issuers.signingCas();
     const rows = await Promise.all(cas.map((c) => this.currentOf(c.id, 'full', async () => true)));
@@ -104,16 +166,21 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /**
-   * Publishes the CRLs of every signing CA whose CRL is missing or due: what the scheduled
-   * refresh runs, so a CRL is replaced well before its nextUpdate even when nobody fetches it.
-   * One CA's failure does not stop the others; each result says what that CA serves now.
+   * Rebuilds, and waits for, the full CRL of every signing CA whose CRL is missing or due: what
+   * the scheduled refresh runs, so a CRL is replaced well before its nextUpdate even when nobody
+   * fetches it. One CA's failure does not stop the others; each result says what that CA serves now.
    */
   async refreshDue(): Promise<{ caId: string; crl: CrlHeader | undefined; error?: unknown }[]> {
     const cas = await this.issuers.signingCas();
     return Promise.all(
       cas.map(async ({ id }) => {
         try {
-          return { caId: id, crl: await this.currentOf(id, 'full', async () => true) };
+          const latest = await this.store.latest(this.db, id, 'full');
+          if (latest && !this.due(latest)) return { caId: id, crl: latest };
+          return {
+            caId: id,
+            crl: (await this.lane(id).full.request({ kind: 'due' }))?.full ?? (await this.store.latest(this.db, id, 'full')),
+          };
         } catch (error) {
           return { caId: id, crl: await this.store.latest(this.db, id, 'full').catch(() => undefined), error };
         }
@@ -126,105 +193,290 @@ export class CrlPublisher implements RevocationListener {
     return this.store.der(this.db, caId, crlNumber);
   }
 
+  /** Resolves once no background build is scheduled or running (those scheduled for later start now). */
+  async settled(): Promise<void> {
+    while (this.timers.size > 0 || this.pending.size > 0) {
+      for (const [caId, t] of [...this.timers]) {
+        clearTimeout(t.timer);
+        this.timers.delete(caId);
+        this.start(caId, t.need);
+      }
+      await Promise.allSettled([...this.pending]);
+    }
+  }
+
+  /** Starts no more background builds and waits for the running ones. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t.timer);
+    this.timers.clear();
+    await Promise.allSettled([...this.pending]);
+  }
+
+  private lane(caId: string) {
+    let l = this.lanes.get(caId);
+    if (!l) {
+      l = {
+        delta: new Coalesced<undefined, CrlRow | undefined>(
+          () => this.deltaNow(caId),
+          () => undefined,
+        ),
+        full: new Coalesced<Need, PublishedPair | undefined>((need) => this.fullNow(caId, need), merge),
+      };
+      this.lanes.set(caId, l);
+    }
+    return l;
+  }
+
+  private async changed(caId: string): Promise<void> {
+    const delta = await this.lane(caId).delta.request(undefined);
+    // No base to compute a delta against: the first full CRL is built in the request.
+    if (!delta) {
+      await this.lane(caId).full.request({ kind: 'force' });
+      return;
+    }
+    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(caId) ?? 0));
+    this.background(caId, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : afterMs);
+  }
+
+  /** A full build later (changes until then share it), or at once. */
+  private background(caId: string, need: Need, afterMs: number): void {
+    if (this.closed) return;
+    const t = this.timers.get(caId);
+    if (t) {
+      t.need = merge(t.need, need);
+      if (afterMs > 0) return;
+      clearTimeout(t.timer);
+      this.timers.delete(caId);
+      need = t.need;
+    }
+    if (afterMs <= 0) {
+      this.start(caId, need);
+      return;
+    }
+    const entry = {
+      need,
+      timer: setTimeout(() => {
+        if (this.timers.get(caId) !== entry) return;
+        this.timers.delete(caId);
+        this.start(caId, entry.need);
+      }, afterMs),
+    };
+    entry.timer.unref();
+    this.timers.set(caId, entry);
+  }
+
+  private start(caId: string, need: Need): void {
+    const p: Promise<unknown> = this.lane(caId)
+      .full.request(need)
+      .catch((e: unknown) => this.onError(e, caId))
+      .finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
   private async signs(caId: string): Promise<boolean> {
     return (await this.issuers.signingCas()).some((c) => c.id === caId);
   }
 
-  /** `signs` is asked only when a CRL has to be published. */
+  /** `signs` is asked only when a CRL has to be built. */
   private async currentOf(caId: string, kind: CrlKind, signs: () => Promise<boolean>): Promise<CrlHeader | undefined> {
     const latest = await this.store.latest(this.db, caId, kind);
     const full = kind === 'full' ? latest : await this.store.latest(this.db, caId, 'full');
-    if (latest && full && !this.due(full) && (kind === 'full' || latest.crlNumber > full.crlNumber)) return latest;
+    if (latest && full) {
+      if (this.due(full) && (await signs())) this.background(caId, { kind: 'due' }, 0);
+      return latest;
+    }
     if (!(await signs())) return latest;
-    return (await this.publish(caId))[kind];
+    const pair = await this.lane(caId).full.request(full ? { kind: 'force' } : { kind: 'due' });
+    return pair?.[kind] ?? (await this.store.latest(this.db, caId, kind));
   }
 
   private due(crl: CrlHeader): boolean {
     return crl.nextUpdate.getTime() - this.clock.now().getTime() < this.policy.refreshBeforeMs;
   }
 
-  private async publishNow(caId: string): Promise<PublishedPair> {
-    const cas = await this.issuers.signingCas();
-    const ca = cas.find((c) => c.id === caId);
+  private async signer(caId: string) {
+    const ca = (await this.issuers.signingCas()).find((c) => c.id === caId);
     if (!ca) throw new Error(`CA ${caId} does not sign CRLs (unknown or not active)`);
     const issuer = await this.issuers.issuer(caId);
+    const sign = async (tbs: Uint8Array) =>
+      Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
+    const common = (thisUpdate: Date) => ({
+      signatureAlgorithm: issuer.signer.signatureAlgorithm,
+      issuer: issuer.subjectDer,
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + this.policy.validityMs),
+      authorityKeyId: issuer.keyId,
+      distributionPoint: this.urls.crl(caId),
+      scope: ca.scope,
+    });
+    return { sign, common };
+  }
+
+  /** thisUpdate never goes backwards, even if the clock does. */
+  private thisUpdate(...after: (CrlHeader | undefined)[]): Date {
+    const now = this.clock.now();
+    return after.reduce<Date>((t, c) => (c && c.thisUpdate > t ? c.thisUpdate : t), now);
+  }
+
+  /** Reads what changed since `sinceSeq` (the delta's entries) and the clock value it covers. */
+  private async readDelta(tx: Knex.Transaction, caId: string, sinceSeq: bigint, at: Date) {
+    let coversSeq: bigint | undefined;
+    const parts: Uint8Array[] = [];
+    let count = 0;
+    for await (const page of this.store.snapshot(tx, caId, at, { sinceSeq }, PAGE)) {
+      const d: CrlEntry[] = [];
+      for (const r of page) {
+        if (r.part === 'epoch') coversSeq = r.seq;
+        else if (r.reason !== null && r.revokedAt !== null)
+          d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+        // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
+        else d.push({ serial: r.serial, revokedAt: at, reasonCode: REMOVE_FROM_CRL });
+      }
+      parts.push(encodeCrlEntries(d));
+      count += d.length;
+    }
+    if (coversSeq === undefined) throw new Error('the CRL snapshot did not read the revocation clock');
+    return { coversSeq, parts, count };
+  }
+
+  /** A new delta against the current base, or undefined when there is no base to compute one against. */
+  private async deltaNow(caId: string): Promise<CrlRow | undefined> {
+    const { sign, common } = await this.signer(caId);
     return this.db.transaction(async (tx) => {
       const lastNumber = await this.store.lockSequence(tx, caId);
-      const lastFull = await this.store.latest(tx, caId, 'full');
       const base = await this.store.currentBase(tx, caId);
-      const now = this.clock.now();
-      // thisUpdate never goes backwards, even if the clock does.
-      const thisUpdate = lastFull && lastFull.thisUpdate > now ? lastFull.thisUpdate : now;
-      const nextUpdate = new Date(thisUpdate.getTime() + this.policy.validityMs);
-      const rebase = !base || base.coversSeq === null || thisUpdate.getTime() - base.thisUpdate.getTime() >= this.policy.deltaBaseMs;
-      const fullNumber = lastNumber + 1n;
-      const deltaNumber = lastNumber + 2n;
-      const baseNumber = rebase ? fullNumber : base.crlNumber;
-
-      let coversSeq: bigint | undefined;
-      const full: Uint8Array[] = [];
-      const delta: Uint8Array[] = [];
-      let fullCount = 0;
-      let deltaCount = 0;
-      for await (const page of this.store.snapshot(tx, caId, thisUpdate, rebase ? null : base.coversSeq, PAGE)) {
-        const f: CrlEntry[] = [];
-        const d: CrlEntry[] = [];
-        for (const r of page) {
-          if (r.part === 'epoch') coversSeq = r.seq;
-          else if (r.part === 'full')
-            f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
-          else if (r.reason !== null && r.revokedAt !== null)
-            d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
-          // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
-          else d.push({ serial: r.serial, revokedAt: thisUpdate, reasonCode: REMOVE_FROM_CRL });
-        }
-        full.push(encodeCrlEntries(f));
-        delta.push(encodeCrlEntries(d));
-        fullCount += f.length;
-        deltaCount += d.length;
-      }
-      if (coversSeq === undefined) throw new Error('the CRL snapshot did not read the revocation clock');
-
-      const common = {
-        signatureAlgorithm: issuer.signer.signatureAlgorithm,
-        issuer: issuer.subjectDer,
+      if (!base || base.coversSeq === null) return undefined;
+      const thisUpdate = this.thisUpdate(base, await this.store.latest(tx, caId, 'delta'));
+      const d = await this.readDelta(tx, caId, base.coversSeq, thisUpdate);
+      const c = common(thisUpdate);
+      const crlNumber = lastNumber + 1n;
+      const der = await sign(encodeTbsCertList({ ...c, crlNumber, revoked: d.parts, baseCrlNumber: base.crlNumber }));
+      const delta: CrlRow = {
+        caId,
+        kind: 'delta',
+        crlNumber,
         thisUpdate,
-        nextUpdate,
-        authorityKeyId: issuer.keyId,
-        distributionPoint: this.urls.crl(caId),
-        scope: ca.scope,
+        nextUpdate: c.nextUpdate,
+        entries: d.count,
+        baseNumber: base.crlNumber,
+        coversSeq: d.coversSeq,
+        isBase: false,
+        der,
       };
-      const sign = async (tbs: Uint8Array) =>
-        Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
-      const [fullDer, deltaDer] = await Promise.all([
-        sign(encodeTbsCertList({ ...common, crlNumber: fullNumber, revoked: full, freshestCrl: this.urls.deltaCrl(caId) })),
-        sign(encodeTbsCertList({ ...common, crlNumber: deltaNumber, revoked: delta, baseCrlNumber: baseNumber })),
-      ]);
-      const header = { caId, thisUpdate, nextUpdate, coversSeq };
-      const pair: PublishedPair = {
-        full: { ...header, kind: 'full', crlNumber: fullNumber, entries: fullCount, baseNumber: null, isBase: rebase, der: fullDer },
-        delta: { ...header, kind: 'delta', crlNumber: deltaNumber, entries: deltaCount, baseNumber, isBase: false, der: deltaDer },
-      };
-      await this.store.insert(tx, pair.full);
-      await this.store.insert(tx, pair.delta);
+      await this.store.insert(tx, delta);
       await this.audit.append(tx, [
         {
           actor: 'crl-publisher',
-          action: 'crl.published',
+          action: 'crl.delta-published',
           targetType: 'ca',
           targetId: caId,
           details: {
-            crlNumber: fullNumber.toString(),
-            entries: fullCount,
-            deltaCrlNumber: deltaNumber.toString(),
-            deltaEntries: deltaCount,
-            baseCrlNumber: baseNumber.toString(),
+            deltaCrlNumber: crlNumber.toString(),
+            deltaEntries: d.count,
+            baseCrlNumber: base.crlNumber.toString(),
             thisUpdate: thisUpdate.toISOString(),
-            nextUpdate: nextUpdate.toISOString(),
           },
         },
       ]);
-      return pair;
+      return delta;
     });
+  }
+
+  /** A full build under the CA's build lock, waiting while another process holds it; undefined when `need` turned out met. */
+  private async fullNow(caId: string, need: Need): Promise<PublishedPair | undefined> {
+    const { sign, common } = await this.signer(caId);
+    for (;;) {
+      const started = performance.now();
+      const r = await this.db.transaction(async (tx): Promise<PublishedPair | undefined | typeof BUSY> => {
+        if (!(await this.store.tryBuildLock(tx, caId))) return BUSY;
+        const lastFull = await this.store.latest(tx, caId, 'full');
+        if (
+          lastFull &&
+          need.kind !== 'force' &&
+          !this.due(lastFull) &&
+          (need.kind === 'due' || (lastFull.coversSeq !== null && lastFull.coversSeq >= need.seq))
+        )
+          return undefined;
+        const thisUpdate = this.thisUpdate(lastFull);
+        let coversSeq: bigint | undefined;
+        const full: Uint8Array[] = [];
+        let fullCount = 0;
+        for await (const page of this.store.snapshot(tx, caId, thisUpdate, { full: true }, PAGE)) {
+          const f: CrlEntry[] = [];
+          for (const r of page) {
+            if (r.part === 'epoch') coversSeq = r.seq;
+            else if (r.part === 'full')
+              f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+          }
+          full.push(encodeCrlEntries(f));
+          fullCount += f.length;
+        }
+        if (coversSeq === undefined) throw new Error('the CRL snapshot did not read the revocation clock');
+
+        // Only now the sequence: deltas published meanwhile took their numbers; the fresh delta covers what they listed.
+        const lastNumber = await this.store.lockSequence(tx, caId);
+        const fullNumber = lastNumber + 1n;
+        const deltaNumber = lastNumber + 2n;
+        const deltaThisUpdate = this.thisUpdate(lastFull, await this.store.latest(tx, caId, 'delta'), { thisUpdate } as CrlHeader);
+        const d = await this.readDelta(tx, caId, coversSeq, deltaThisUpdate);
+        const fc = common(thisUpdate);
+        const dc = common(deltaThisUpdate);
+        const [fullDer, deltaDer] = await Promise.all([
+          sign(encodeTbsCertList({ ...fc, crlNumber: fullNumber, revoked: full, freshestCrl: this.urls.deltaCrl(caId) })),
+          sign(encodeTbsCertList({ ...dc, crlNumber: deltaNumber, revoked: d.parts, baseCrlNumber: fullNumber })),
+        ]);
+        const pair: PublishedPair = {
+          full: {
+            caId,
+            kind: 'full',
+            thisUpdate,
+            nextUpdate: fc.nextUpdate,
+            coversSeq,
+            crlNumber: fullNumber,
+            entries: fullCount,
+            baseNumber: null,
+            isBase: true,
+            der: fullDer,
+          },
+          delta: {
+            caId,
+            kind: 'delta',
+            thisUpdate: deltaThisUpdate,
+            nextUpdate: dc.nextUpdate,
+            coversSeq: d.coversSeq,
+            crlNumber: deltaNumber,
+            entries: d.count,
+            baseNumber: fullNumber,
+            isBase: false,
+            der: deltaDer,
+          },
+        };
+        await this.store.insert(tx, pair.full);
+        await this.store.insert(tx, pair.delta);
+        await this.audit.append(tx, [
+          {
+            actor: 'crl-publisher',
+            action: 'crl.published',
+            targetType: 'ca',
+            targetId: caId,
+            details: {
+              crlNumber: fullNumber.toString(),
+              entries: fullCount,
+              deltaCrlNumber: deltaNumber.toString(),
+              deltaEntries: d.count,
+              baseCrlNumber: fullNumber.toString(),
+              thisUpdate: thisUpdate.toISOString(),
+              nextUpdate: fc.nextUpdate.toISOString(),
+            },
+          },
+        ]);
+        return pair;
+      });
+      if (r && r !== BUSY) this.buildMs.set(caId, performance.now() - started);
+      if (r !== BUSY) return r;
+      if (this.closed) return undefined;
+      await sleep(BUSY_RETRY_MS);
+    }
   }
 }

@@ -25,7 +25,7 @@ export interface CrlRow extends CrlHeader {
 
 const HEADER_COLUMNS = ['ca_id', 'kind', 'crl_number', 'this_update', 'next_update', 'entries', 'base_number', 'covers_seq', 'is_base'];
 
-/** A row of a CRL snapshot: the clock, an entry of the full CRL, or an entry of the delta. */
+/** A row of a CRL snapshot: the clock, an entry of a full CRL, or an entry of a delta. */
 export type SnapshotRow =
   | { part: 'epoch'; seq: bigint }
   | { part: 'full'; serial: Buffer; revokedAt: Date; reason: string; invalidityDate: Date | null }
@@ -100,27 +100,42 @@ export class CrlStore {
   }
 
   /**
-   * One consistent snapshot of what a CA's next CRLs hold, read through a cursor page by page
-   * (a million entries are never all in memory as rows): the revocation clock, the revoked
-   * certificates that have not expired by `at` (expired ones leave the CRL, RFC 5280 §3.3), and —
-   * when `sinceSeq` is given — every unexpired certificate whose revocation state changed after
-   * it. One statement, so the three agree; the order of rows is not defined.
+   * Takes the CA's full-CRL build lock until `tx` ends, if no other transaction (another replica)
+   * holds it: at most one full CRL build per CA at a time across processes.
    */
-  async *snapshot(tx: Knex.Transaction, caId: string, at: Date, sinceSeq: bigint | null, pageSize: number): AsyncGenerator<SnapshotRow[]> {
-    const delta =
-      sinceSeq === null
-        ? ''
-        : `union all
-           select 2, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
+  async tryBuildLock(tx: Knex.Transaction, caId: string): Promise<boolean> {
+    const r = await tx.raw(`select pg_try_advisory_xact_lock(hashtextextended('crl-build:' || ?, 0)) as locked`, [caId]);
+    return Boolean((r.rows as { locked: boolean }[])[0]?.locked);
+  }
+
+  /**
+   * One consistent snapshot of what a CA's next CRL holds, read through a cursor page by page
+   * (a million entries are never all in memory as rows), one statement so its parts agree:
+   * the revocation clock, then either (`part: 'full'`) the revoked certificates that have not
+   * expired by `at` (expired ones leave the CRL, RFC 5280 §3.3; their rows stay), or (`part:
+   * 'delta'`, with `sinceSeq`) every unexpired certificate whose revocation state changed after
+   * it — read through the (ca_id, revocation_seq) index, so its cost is the changes', not the
+   * revoked set's. The order of rows is not defined.
+   */
+  async *snapshot(
+    tx: Knex.Transaction,
+    caId: string,
+    at: Date,
+    part: { full: true } | { sinceSeq: bigint },
+    pageSize: number,
+  ): AsyncGenerator<SnapshotRow[]> {
+    const entries =
+      'full' in part
+        ? `select 1, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
+            where ca_id = ? and status = 'revoked' and not_after > ?`
+        : `select 2, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
             where ca_id = ? and revocation_seq > ? and not_after > ? and status in ('revoked', 'issued')`;
     await tx.raw(
       `declare crl_snapshot no scroll cursor for
          select 0 as part, seq, null::bytea as serial, null::timestamptz as revoked_at, null::text as reason, null::timestamptz as invalidity_date from revocation_epoch
          union all
-         select 1, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
-          where ca_id = ? and status = 'revoked' and not_after > ?
-         ${delta}`,
-      sinceSeq === null ? [caId, at] : [caId, at, caId, sinceSeq.toString(), at],
+         ${entries}`,
+      'full' in part ? [caId, at] : [caId, part.sinceSeq.toString(), at],
     );
     try {
       for (;;) {

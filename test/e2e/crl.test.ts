@@ -12,7 +12,7 @@ import { toPem } from '../../src/ca/x509/pem.js';
 import type { Service } from '../../src/main.js';
 import { Revocations } from '../../src/revoke/revocation.js';
 import { CertificateStore } from '../../src/store/certificate-store.js';
-import { CrlPublisher } from '../../src/revoke/crl-publisher.js';
+import { CrlPublisher, type CrlPolicy } from '../../src/revoke/crl-publisher.js';
 import { CrlStore } from '../../src/store/crl-store.js';
 import { PkiUrls } from '../../src/ca/urls.js';
 import type { Role } from '../../src/access/api-keys.js';
@@ -91,6 +91,38 @@ for (const target of dbTargets) {
         writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
       ]);
 
+    /** A publisher of the issuing CA's CRLs beside the service's (as another replica's would be). */
+    const publisher = (
+      policy: Partial<CrlPolicy> = {},
+      opts: { store?: CrlStore; failSigning?: boolean; onError?: (e: unknown) => void } = {},
+    ) =>
+      new CrlPublisher(
+        svc.db,
+        opts.store ?? new CrlStore(),
+        {
+          signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }],
+          issuer: async (id) => {
+            const issuer = await svc.hierarchy.issuer(id);
+            if (!opts.failSigning) return issuer;
+            return {
+              ...issuer,
+              signer: Object.create(issuer.signer, {
+                sign: {
+                  value: async () => {
+                    throw new Error('signer offline');
+                  },
+                },
+              }),
+            };
+          },
+        },
+        new PkiUrls(svc.config.publicUrl),
+        svc.audit,
+        svc.clock,
+        { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaMaxEntries: 10_000, ...policy },
+        opts.onError,
+      );
+
     before(async () => {
       ({ svc, api, keys, issuingId } = await makeApiService(target));
       const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as {
@@ -144,11 +176,11 @@ for (const target of dbTargets) {
       const invalidityDate = new Date(Date.now() - 30_000);
       await revoke('crl-kc', { reason: 'keyCompromise', invalidityDate: invalidityDate.toISOString() });
       await revoke('crl-hold', { reason: 'certificateHold' });
-      // The revoke call returned after the CRL with it was published.
+      // The revoke calls returned with a delta CRL listing them; the full CRL follows in the background.
+      await svc.crls.settled();
       const pem = toPem((await crlDer()).body as Buffer, 'X509 CRL');
       const text = crlText(pem);
-      // Two publishes since the first (one per revocation), each a full CRL and its delta.
-      assert.equal(crlNumberOf(text), crlNumberOf(crlText(firstCrlPem)) + 4n);
+      assert.ok(crlNumberOf(text) > crlNumberOf(crlText(firstCrlPem)));
       for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
       assert.doesNotMatch(text, new RegExp(certs['crl-good']!.serial.toUpperCase()));
       assert.match(text, /Key Compromise/);
@@ -171,8 +203,15 @@ for (const target of dbTargets) {
     });
 
     it('publishes a delta CRL beside each full one: what changed since the base, which openssl combines with the base', async () => {
-      const full = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
-      const delta = await deltaPem();
+      // The newest delta published against the first CRL: the one the keyCompromise revocation returned with (at least).
+      const firstNumber = crlNumberOf(crlText(firstCrlPem));
+      const row = await svc
+        .db('crls')
+        .select('der')
+        .where({ ca_id: issuingId, kind: 'delta', base_number: firstNumber.toString() })
+        .orderBy('crl_number', 'desc')
+        .first();
+      const delta = toPem(Buffer.from(row!.der as Uint8Array), 'X509 CRL');
       const check = run('openssl', [
         'crl',
         '-in',
@@ -183,15 +222,13 @@ for (const target of dbTargets) {
       ]);
       assert.match(check.stderr + check.stdout, /verify OK/);
       const text = crlText(delta);
-      assert.equal(crlNumberOf(text), crlNumberOf(full) + 1n);
-      // Its base is the first CRL (the base moves on only once a quarter of the validity has passed).
-      assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${crlNumberOf(crlText(firstCrlPem))}\\b`));
+      assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${firstNumber}\\b`));
       assert.match(
         text,
         /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/,
       );
       assert.doesNotMatch(text, /Freshest CRL/);
-      for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
+      assert.match(text, new RegExp(`Serial Number: ${certs['crl-kc']!.serial.toUpperCase()}`));
       assert.match(text, /Key Compromise/);
       // The base alone knows nothing of these revocations; with the delta, openssl refuses them.
       assert.equal(verifyWithDelta('crl-kc', firstCrlPem).status, 0);
@@ -207,25 +244,23 @@ for (const target of dbTargets) {
         writeTemp(dir, 'd.pem', delta),
       ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
+      // Served: the newest delta, stored with the rebuilt full CRL, against it (its new base).
+      const full = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
+      const current = await deltaPem();
+      const currentText = crlText(current);
+      assert.equal(crlNumberOf(currentText), crlNumberOf(full) + 1n);
+      assert.match(currentText, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${crlNumberOf(full)}\\b`));
       const pem = await api.get(`/pki/crl/${issuingId}-delta.pem`).expect(200);
-      assert.equal(pem.text, delta);
+      assert.equal(pem.text, current);
       assert.equal((await api.get(`/pki/crl/${issuingId}-delta.crl`).set('If-None-Match', pem.headers.etag as string)).status, 304);
     });
 
     it('a delta marks a certificate released from hold removeFromCRL, so a base that lists the hold plus the delta lets it in', async () => {
       await enroll('crl-hold2');
       await revoke('crl-hold2', { reason: 'certificateHold' });
-      // A publisher that rebases on every publish: the full CRL it writes (listing the hold) becomes the base.
-      const rebasing = new CrlPublisher(
-        svc.db,
-        new CrlStore(),
-        { signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
-        new PkiUrls(svc.config.publicUrl),
-        svc.audit,
-        svc.clock,
-        { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs: 0 },
-      );
-      const { full } = await rebasing.publish(issuingId);
+      await svc.crls.settled();
+      // The full CRL it writes (listing the hold) becomes the base.
+      const { full } = await publisher().publish(issuingId);
       assert.equal(full.isBase, true);
       const base = toPem(full.der, 'X509 CRL');
       assert.match(verifyWithDelta('crl-hold2', base).stdout + verifyWithDelta('crl-hold2', base).stderr, /certificate revoked/);
@@ -233,7 +268,14 @@ for (const target of dbTargets) {
       // newer delta for a complete CRL of its own (its get_crl_score skips deltas only in that mode).
       await new Promise((r) => setTimeout(r, 1100));
       await api.post(`/v1/certificates/${certs['crl-hold2']!.serial}/release`).set(auth('operator')).expect(200);
-      const delta = await deltaPem();
+      // The delta the release returned with (the full CRL it makes be rebuilt may already be the newer base).
+      const row = await svc
+        .db('crls')
+        .select('der')
+        .where({ ca_id: issuingId, kind: 'delta', base_number: full.crlNumber.toString() })
+        .orderBy('crl_number', 'desc')
+        .first();
+      const delta = toPem(Buffer.from(row!.der as Uint8Array), 'X509 CRL');
       const text = crlText(delta);
       assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${full.crlNumber}\\b`));
       assert.match(text, new RegExp(`Serial Number: ${certs['crl-hold2']!.serial.toUpperCase()}[\\s\\S]*?Remove From CRL`));
@@ -245,17 +287,20 @@ for (const target of dbTargets) {
     });
 
     it('serves conditional GETs: 304 while unchanged, a new CRL number after a change; a release leaves the CRL', async () => {
+      await svc.crls.settled();
       const first = await crlDer();
       const etag = first.headers.etag as string;
       assert.ok(etag && first.headers['last-modified']);
       assert.match(String(first.headers['cache-control']), /no-cache/);
       assert.equal((await crlDer({ 'If-None-Match': etag })).status, 304);
       await api.post(`/v1/certificates/${certs['crl-hold']!.serial}/release`).set(auth('operator')).expect(200);
+      await svc.crls.settled();
       const next = await crlDer({ 'If-None-Match': etag });
       assert.equal(next.status, 200);
       assert.notEqual(next.headers.etag, etag);
       const pem = toPem(next.body as Buffer, 'X509 CRL');
-      assert.equal(crlNumberOf(crlText(pem)), crlNumberOf(crlText(toPem(first.body as Buffer, 'X509 CRL'))) + 2n);
+      // After the first CRL's delta: the release's delta, then the rebuilt full CRL.
+      assert.equal(crlNumberOf(crlText(pem)), crlNumberOf(crlText(toPem(first.body as Buffer, 'X509 CRL'))) + 3n);
       assert.equal(verifyLeaf('crl-hold', pem).status, 0);
       const asPem = await api.get(`/pki/crl/${issuingId}.pem`).expect(200);
       assert.equal(asPem.text, pem);
@@ -263,6 +308,7 @@ for (const target of dbTargets) {
 
     it('drops entries once their certificate has expired', async () => {
       await revoke('crl-old', { reason: 'superseded' });
+      await svc.crls.settled();
       assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), new RegExp(certs['crl-old']!.serial.toUpperCase()));
       // As if its validity had run out: the next CRL no longer carries it.
       await svc
@@ -276,6 +322,7 @@ for (const target of dbTargets) {
     });
 
     it('numbers CRLs strictly upwards when publishes race, coalescing a burst', async () => {
+      await svc.crls.settled();
       const before = (await svc.crls.current(issuingId))!.crlNumber;
       const rows = await Promise.all(Array.from({ length: 8 }, () => svc.crls.publish(issuingId)));
       const numbers = [...new Set(rows.map((r) => r.full.crlNumber))].sort((a, b) => (a < b ? -1 : 1));
@@ -314,7 +361,79 @@ for (const target of dbTargets) {
       );
       const retry = await revoke('crl-late', { reason: 'keyCompromise' });
       assert.equal(retry.headers['revocation-changed'], 'false');
+      await svc.crls.settled();
       assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), serialRe);
+    });
+
+    it('a revoke returns with the certificate in the delta CRL before the full CRL is rebuilt, which follows in the background', async () => {
+      await svc.crls.settled();
+      await enroll('crl-fast');
+      // Revocations publishing through a publisher that rebuilds the full CRL an hour after a change (or when asked to settle).
+      const later = publisher({ rebuildAfterMs: 3_600_000 });
+      const revocations = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock, [later]);
+      const fullBefore = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
+      await revocations.revoke(certs['crl-fast']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' });
+      const serialRe = new RegExp(`Serial Number: ${certs['crl-fast']!.serial.toUpperCase()}`);
+      const delta = await deltaPem();
+      const deltaText = crlText(delta);
+      assert.match(deltaText, serialRe);
+      assert.match(deltaText, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${crlNumberOf(fullBefore)}\\b`));
+      // Not in the full CRL yet: with it alone openssl lets the certificate in; with the delta it refuses it.
+      const full = toPem((await crlDer()).body as Buffer, 'X509 CRL');
+      assert.equal(crlNumberOf(crlText(full)), crlNumberOf(fullBefore));
+      assert.doesNotMatch(crlText(full), serialRe);
+      assert.equal(verifyLeaf('crl-fast', full).status, 0);
+      assert.match(
+        verifyWithDelta('crl-fast', full, delta).stdout + verifyWithDelta('crl-fast', full, delta).stderr,
+        /certificate revoked/,
+      );
+      await later.settled();
+      const rebuilt = toPem((await crlDer()).body as Buffer, 'X509 CRL');
+      assert.ok(crlNumberOf(crlText(rebuilt)) > crlNumberOf(crlText(delta)));
+      assert.match(crlText(rebuilt), serialRe);
+      const r = verifyLeaf('crl-fast', rebuilt);
+      assert.match(r.stdout + r.stderr, /certificate revoked/);
+    });
+
+    it("two publishers on one database (two replicas) never build a CA's full CRL at the same time", async () => {
+      let building = 0;
+      let most = 0;
+      /** Counts full snapshots being read across both publishers, each held a little so that overlapping builds would show. */
+      class Watched extends CrlStore {
+        override async *snapshot(...args: Parameters<CrlStore['snapshot']>) {
+          const full = 'full' in args[3];
+          if (full) most = Math.max(most, ++building);
+          try {
+            yield* super.snapshot(...args);
+            await new Promise((res) => setTimeout(res, 30));
+          } finally {
+            if (full) building--;
+          }
+        }
+      }
+      const replicas = [publisher({}, { store: new Watched() }), publisher({}, { store: new Watched() })];
+      const before = (await svc.crls.current(issuingId))!.crlNumber;
+      const pairs = await Promise.all(Array.from({ length: 8 }, (_, i) => replicas[i % 2]!.publish(issuingId)));
+      assert.equal(most, 1);
+      const fulls = [...new Set(pairs.map((p) => p.full.crlNumber))];
+      assert.ok(fulls.length >= 2 && fulls.every((n) => n > before));
+      assert.ok(pairs.every((p) => p.delta.crlNumber === p.full.crlNumber + 1n && p.delta.baseNumber === p.full.crlNumber));
+    });
+
+    it('a full CRL build that fails leaves the previous CRL served, and is reported', async () => {
+      await svc.crls.settled();
+      const errors: unknown[] = [];
+      // Every CRL is due for this one (refreshBeforeMs > validity), and its signer is offline.
+      const broken = publisher({ refreshBeforeMs: svc.config.crlValidityMs * 2 }, { failSigning: true, onError: (e) => errors.push(e) });
+      const before = (await svc.crls.current(issuingId))!;
+      const served = await broken.current(issuingId);
+      assert.equal(served!.crlNumber, before.crlNumber, 'a due CRL is served while its replacement is built');
+      await broken.settled();
+      assert.match(String(errors[0]), /signer offline/);
+      assert.equal((await svc.crls.current(issuingId))!.crlNumber, before.crlNumber);
+      const pem = toPem((await crlDer()).body as Buffer, 'X509 CRL');
+      assert.equal(crlNumberOf(crlText(pem)), before.crlNumber);
+      assert.equal(verifyLeaf('crl-good', pem).status, 0);
     });
 
     it("serves the bundle of every CA's CRL for Mosquitto, which openssl verifies a whole chain against", async () => {

@@ -181,6 +181,8 @@ describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitt
     assert.equal(statSync(crlFile).mtimeMs, mtime);
 
     await svc.revocations.revoke(deviceSerial as never, { reason: 'keyCompromise' }, { actor: 'test' });
+    // Brokers load the full CRL, which follows the revocation in the background.
+    await svc.crls.settled();
     const sync = await crlSync(['--url', bundleUrl, '--out', crlFile, '--cafile', files.chain, '--reload', `kill -HUP ${broker.pid}`]);
     assert.equal(sync.status, 0, sync.stderr);
     assert.match(sync.stdout, /updated/);

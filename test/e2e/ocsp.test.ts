@@ -196,6 +196,8 @@ for (const target of dbTargets) {
         serials[name] = c.serial;
       };
       const crl = async () => {
+        // The full CRL follows a revocation in the background (the call returns with a delta CRL).
+        await svc.crls.settled();
         const text = await fetch(`${url}/pki/crl/${issuingId}.pem`).then((r) => r.text());
         const out = await runAsync('openssl', [
           'crl',

@@ -295,6 +295,7 @@ for (const target of dbTargets) {
         const lotDevices = await svc.db('devices').where({ lot: 'BULK-A' }).select('status');
         assert.deepEqual(new Set(lotDevices.map((d: { status: string }) => d.status)), new Set(['revoked']));
         assert.equal(Number((await svc.db('devices').where({ lot: 'BULK-B', status: 'active' }).count({ n: 'id' }))[0]!.n), 5);
+        await svc.crls.settled();
         const crl = (await svc.crls.current(issuingId()))!;
         assert.ok(crl.crlNumber > crlBefore);
         assert.ok(crl.entries >= 1500);
