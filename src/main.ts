@@ -63,6 +63,7 @@ import { ApiKeyStore } from './store/api-key-store.js';
 import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
+import { BulkRevocationStore } from './store/bulk-revocation-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
 import type { KeyAlgorithm } from './ca/keys.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
@@ -415,7 +416,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       sessionKeyPeriod,
     );
     // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy, metrics);
+    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy, metrics, {
+      store: new BulkRevocationStore(), chunkSize: config.approvals.bulkRevokeChunkSize, leaseMs: config.jobs.lockMs, owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+    });
 
     // Two-person rule: the dangerous actions run only once a second person approved them.
     const approvals = new Approvals(db, new ApprovalStore(), audit, clock, {
@@ -454,6 +457,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
           'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
           // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
           'approval-expiry': { everyMs: 60_000, run: () => approvals.expireDue() },
+          // Bulk revocations left running by a process that died (their lease lapsed) are taken over and finished.
+          'bulk-revocation-resume': { everyMs: config.jobs.lockMs, run: async () => ({ resumed: (await revocations.resumeLapsed()).length }) },
           // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
           'rollover-waves': {
             everyMs: config.jobs.rolloverTickMs,
