@@ -510,6 +510,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       }),
       approvals,
       rollovers,
+      { ofIncident: (id) => revocations.bulkRunsOf(`incident:${id}`) },
     );
     for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
     // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.

@@ -124,6 +124,20 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
     assert.deepEqual(new Set(await statuses(lot)), new Set(['issued']));
   });
 
+  it('shows the runs an incident\'s revocation started in the incident, with their progress', async () => {
+    const lot = await issueLot('RUN-E', 230);
+    const inc = (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'device-compromise', title: 'lot E tampered', targets: { lots: ['RUN-E'] } }).expect(201)).body as { id: string };
+    const step = (await api.post(`/v1/incidents/${inc.id}/actions`).set(auth('operator')).send({ action: 'revoke-certificates' }).expect(201)).body;
+    assert.equal(step.status, 'succeeded');
+    assert.equal(step.result.revoked, 230);
+    assert.equal(step.result.revocations.length, 1);
+    const shown = (await api.get(`/v1/incidents/${inc.id}`).set(auth('auditor')).expect(200)).body;
+    assert.deepEqual(shown.revocations.map((r: { id: string; status: string; revoked: number; origin: string }) => [r.id, r.status, r.revoked, r.origin]), [
+      [step.result.revocations[0], 'done', 230, `incident:${inc.id}`],
+    ]);
+    assert.deepEqual(new Set(await statuses(lot)), new Set(['revoked']));
+  });
+
   it('shows a run only to those who may revoke, and 404 for an unknown one', async () => {
     assertProblem(await api.get('/v1/revocations/rvk_00000000000000000000').set(auth('operator')), 404);
     assertProblem(await api.get('/v1/revocations/NOT-AN-ID').set(auth('operator')), 400);
