@@ -381,6 +381,8 @@ export class Revocations {
     const sample: Buffer[] = [];
     const end = await this.runChunks(run, input.atMost, sample);
     if (end.status === 'failed') throw conflict(`bulk revocation ${end.id} failed after revoking ${end.revoked} certificates: ${end.error ?? 'unknown error'}`);
+    // Its lease lapsed between two chunks and another process took it over: that one finishes it.
+    if (end.status === 'running') throw new DomainError('Unavailable', `bulk revocation ${end.id} was taken over by another process after ${end.revoked} certificates; GET /v1/revocations/${end.id} follows it`);
     return { dryRun: false, id: end.id, revoked: end.revoked, alreadyRevoked: end.alreadyRevoked, serials: sample.map(serialFromBytes), truncated: end.revoked > sample.length };
   }
 
