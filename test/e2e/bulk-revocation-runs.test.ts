@@ -118,6 +118,16 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
     assert.equal((await svc.audit.verify(svc.db)).ok, true);
   });
 
+  it('stops when another process took the run over, and answers that it did', async () => {
+    const lot = await issueLot('RUN-F', 250);
+    // Between chunks 1 and 2 the lease is taken by another process (as claimLapsed does once it lapsed).
+    const slow = processWith('slow', 30_000, async (id, chunk) => {
+      if (chunk === 1) await svc.db('bulk_revocations').where({ id }).update({ lease_owner: 'other' });
+    });
+    await assert.rejects(slow.revokeMany({ selector: { lot: 'RUN-F' }, reason: 'superseded' }, ctx), /taken over by another process after 100 certificates/);
+    assert.equal((await statuses(lot)).filter((s) => s === 'revoked').length, 100);
+  });
+
   it('holds a multi-chunk revocation to atMost before anything changes', async () => {
     const lot = await issueLot('RUN-D', 250);
     await assert.rejects(svc.revocations.revokeMany({ selector: { lot: 'RUN-D' }, reason: 'superseded', atMost: 150 }, ctx), /more than 150/);
