@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 
 /**
- * Bulk revocations as recorded runs (#29): a selection frozen when the run starts, revoked in chunks
- * by serial order, each chunk in its own transaction that also advances `cursor` (the last serial
+ * Bulk revocations as recorded runs (#29): a selection frozen when the run starts (its serials
+ * listed in bulk_revocation_serials), revoked in chunks by serial order, each chunk in its own transaction that also advances `cursor` (the last serial
  * done) and the counts, so a run a crash interrupted resumes after its cursor. `lease_owner` and
  * `lease_until` say which process is running it: a run still `running` whose lease has lapsed was
  * left by a dead process and is taken over by one other. A new table only: safe before and after
@@ -35,8 +35,17 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['origin']);
   });
   await knex.raw(`create index bulk_revocations_running on bulk_revocations (lease_until) where status = 'running'`);
+  // The frozen selection itself: the serials a run still has to do, walked by its primary key in
+  // serial order, each chunk's rows deleted with the chunk (the selector's own query, re-run per
+  // chunk, is planned as a scan of the whole selection every time).
+  await knex.schema.createTable('bulk_revocation_serials', (t) => {
+    t.text('run_id').notNullable().references('id').inTable('bulk_revocations').onDelete('CASCADE');
+    t.binary('serial').notNullable();
+    t.primary(['run_id', 'serial']);
+  });
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.schema.dropTable('bulk_revocation_serials');
   await knex.schema.dropTable('bulk_revocations');
 }

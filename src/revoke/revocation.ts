@@ -364,19 +364,27 @@ export class Revocations {
   private async startRun(frozen: RevocationSelector, count: { revocable: number; alreadyRevoked: number }, input: BulkRevokeInput, ctx: ActorContext): Promise<BulkRevokeResult> {
     const b = this.runs();
     const now = this.clock.now();
-    const run = await b.store.insert(this.db, {
-      id: newId('rvk'),
-      selector: frozen,
-      reason: input.reason,
-      invalidityDate: input.invalidityDate ?? null,
-      actor: ctx.actor,
-      requestId: ctx.requestId ?? null,
-      origin: input.origin ?? null,
-      matched: count.revocable,
-      alreadyRevoked: count.alreadyRevoked,
-      leaseOwner: b.owner,
-      leaseUntil: new Date(now.getTime() + b.leaseMs),
-      startedAt: now,
+    // The selection frozen with the run: its serials listed, in one transaction with the run's row.
+    const run = await this.db.transaction(async (tx) => {
+      const row = await b.store.insert(tx, {
+        id: newId('rvk'),
+        selector: frozen,
+        reason: input.reason,
+        invalidityDate: input.invalidityDate ?? null,
+        actor: ctx.actor,
+        requestId: ctx.requestId ?? null,
+        origin: input.origin ?? null,
+        alreadyRevoked: count.alreadyRevoked,
+        leaseOwner: b.owner,
+        leaseUntil: new Date(now.getTime() + b.leaseMs),
+        startedAt: now,
+      });
+      const matched = await b.store.freeze(tx, row.id, this.certificates.revocableSerials(tx, frozen, input.reason));
+      if (input.atMost !== undefined && matched > input.atMost) {
+        throw conflict(`the selection grew to ${matched} certificates, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`);
+      }
+      await b.store.setMatched(tx, row.id, matched);
+      return { ...row, matched };
     });
     const sample: Buffer[] = [];
     const end = await this.runChunks(run, input.atMost, sample);
@@ -404,32 +412,35 @@ export class Revocations {
     for (let chunk = run.chunks + 1; ; chunk++) {
       const started = performance.now();
       const limit = atMost === undefined ? b.chunkSize : Math.min(b.chunkSize, atMost - revoked);
-      let rows: { serial: Buffer; caId: string; deviceId: string | null }[] | undefined;
+      if (limit <= 0) break;
+      let out: { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number } | undefined;
       try {
-        rows = await this.db.transaction(async (tx) => {
+        out = await this.db.transaction(async (tx) => {
           const held = await b.store.lockHeld(tx, run.id, b.owner);
           if (!held) return undefined;
-          if (limit <= 0) return [];
           const now = this.clock.now();
-          const done = await this.certificates.revokeNextChunk(tx, held.selector, { reason, at: now, invalidityDate: input.invalidityDate ?? null }, held.cursor, limit);
-          if (done.length === 0) return done;
+          const window = await b.store.window(tx, run.id, held.cursor, limit);
+          if (window.length === 0) return { done: [], window: 0 };
+          // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
+          const done = await this.certificates.revokeMatching(tx, { serials: window }, { reason, at: now, invalidityDate: input.invalidityDate ?? null });
           await this.followRevoked(tx, done, input, ctx, { bulk: true, revocation: run.id });
-          await b.store.advance(tx, run.id, { cursor: done[done.length - 1]!.serial, revoked: done.length, at: now, leaseUntil: new Date(now.getTime() + b.leaseMs) });
-          return done;
+          await b.store.dropWindow(tx, run.id, window);
+          await b.store.advance(tx, run.id, { cursor: window[window.length - 1]!, revoked: done.length, at: now, leaseUntil: new Date(now.getTime() + b.leaseMs) });
+          return { done, window: window.length };
         });
-        if (rows === undefined) return (await b.store.get(this.db, run.id))!;
-        if (rows.length) {
-          await this.published({ caIds: [...new Set(rows.map((r) => r.caId))], serials: rows.map((r) => r.serial) });
-          this.counted(reason, rows.length, started);
+        if (out === undefined) return (await b.store.get(this.db, run.id))!;
+        if (out.done.length) {
+          await this.published({ caIds: [...new Set(out.done.map((r) => r.caId))], serials: out.done.map((r) => r.serial) });
+          this.counted(reason, out.done.length, started);
         }
       } catch (e) {
         await this.interrupted(run.id, e);
         throw e;
       }
-      revoked += rows.length;
-      for (const r of rows) if (sample.length < SAMPLE) sample.push(r.serial);
+      revoked += out.done.length;
+      for (const r of out.done.map((x) => x.serial).sort(Buffer.compare)) if (sample.length < SAMPLE) sample.push(r);
       await b.afterChunk?.(run.id, chunk);
-      if (rows.length < limit || limit <= 0) break;
+      if (out.window < limit) break;
     }
     return this.db.transaction(async (tx) => {
       const held = await b.store.lockHeld(tx, run.id, b.owner);

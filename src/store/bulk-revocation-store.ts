@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Executor } from './db.js';
 import type { RevocationSelector } from './certificate-store.js';
 
@@ -29,7 +30,7 @@ export interface BulkRevocationRow {
   finishedAt: Date | null;
 }
 
-export type NewBulkRevocation = Pick<BulkRevocationRow, 'id' | 'selector' | 'reason' | 'invalidityDate' | 'actor' | 'requestId' | 'origin' | 'matched' | 'alreadyRevoked' | 'leaseOwner' | 'leaseUntil' | 'startedAt'>;
+export type NewBulkRevocation = Pick<BulkRevocationRow, 'id' | 'selector' | 'reason' | 'invalidityDate' | 'actor' | 'requestId' | 'origin' | 'alreadyRevoked' | 'leaseOwner' | 'leaseUntil' | 'startedAt'>;
 
 interface SelectorJson {
   serials?: string[];
@@ -106,7 +107,7 @@ export class BulkRevocationStore {
         request_id: run.requestId,
         origin: run.origin,
         status: 'running',
-        matched: run.matched,
+        matched: 0,
         already_revoked: run.alreadyRevoked,
         lease_owner: run.leaseOwner,
         lease_until: run.leaseUntil,
@@ -115,6 +116,26 @@ export class BulkRevocationStore {
       })
       .returning('*');
     return fromRow(row as Record<string, unknown>);
+  }
+
+  /** Freezes a run's selection: the serials `serials` (a query of one `serial` column) yields now. Returns how many. */
+  async freeze(tx: Executor, id: string, serials: Knex.QueryBuilder): Promise<number> {
+    const r = await tx.raw('insert into bulk_revocation_serials (run_id, serial) select ?, q.serial from (?) q', [id, serials]);
+    const n = (r as { rowCount?: number | null }).rowCount;
+    if (typeof n === 'number') return n;
+    return Number(((await tx('bulk_revocation_serials').where({ run_id: id }).count({ n: 'serial' })) as { n: string | number }[])[0]!.n);
+  }
+
+  /** The next `limit` serials of a run's frozen selection after `after`, in serial order. */
+  async window(tx: Executor, id: string, after: Buffer | null, limit: number): Promise<Buffer[]> {
+    const q = tx('bulk_revocation_serials').where({ run_id: id }).select('serial').orderBy('serial').limit(limit);
+    if (after) q.where('serial', '>', after);
+    return (await q).map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
+  }
+
+  /** A chunk's serials done: gone from the frozen selection. */
+  async dropWindow(tx: Executor, id: string, serials: Buffer[]): Promise<void> {
+    await tx('bulk_revocation_serials').where({ run_id: id }).whereIn('serial', serials).delete();
   }
 
   async get(ex: Executor, id: string): Promise<BulkRevocationRow | undefined> {
@@ -135,6 +156,10 @@ export class BulkRevocationStore {
   async lockHeld(tx: Executor, id: string, owner: string): Promise<BulkRevocationRow | undefined> {
     const r = await tx('bulk_revocations').where({ id, status: 'running', lease_owner: owner }).forUpdate().first();
     return r ? fromRow(r as Record<string, unknown>) : undefined;
+  }
+
+  async setMatched(tx: Executor, id: string, matched: number): Promise<void> {
+    await tx('bulk_revocations').where({ id }).update({ matched });
   }
 
   /** One chunk done: the cursor and counts advance, the lease is renewed. */

@@ -397,35 +397,11 @@ export class CertificateStore {
     return rows.map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({ serial: Buffer.from(x.serial), caId: x.ca_id, deviceId: x.device_id }));
   }
 
-  /**
-   * Revokes the next `limit` revocable certificates the selector matches after serial `after`
-   * (all of them from the start when null), in serial order, locked in that order. Returns what
-   * it revoked, in serial order: the last one is where the next chunk starts.
-   */
-  async revokeNextChunk(
-    tx: Executor,
-    sel: RevocationSelector,
-    r: { reason: string; at: Date; invalidityDate: Date | null },
-    after: Buffer | null,
-    limit: number,
-  ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
-    const target = this.matching(tx, sel).select('c.serial');
-    revocable(target, r.reason);
-    if (after) target.where('c.serial', '>', after);
-    target.orderBy('c.serial').limit(limit).forUpdate();
-    const rows = await stamped(tx)
-      .whereIn('serial', target)
-      .update({
-        status: 'revoked',
-        revoked_at: tx.raw(`case when status = 'revoked' then revoked_at else ?::timestamptz end`, [r.at]),
-        revocation_reason: r.reason,
-        invalidity_date: r.invalidityDate,
-        revocation_seq: nextSeq(tx),
-      })
-      .returning(['serial', 'ca_id', 'device_id']);
-    return rows
-      .map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({ serial: Buffer.from(x.serial), caId: x.ca_id, deviceId: x.device_id }))
-      .sort((a: { serial: Buffer }, b: { serial: Buffer }) => Buffer.compare(a.serial, b.serial));
+  /** The serials of the revocable certificates the selector matches, as a query (a bulk revocation run freezes them). */
+  revocableSerials(ex: Executor, sel: RevocationSelector, reason: string): Knex.QueryBuilder {
+    const q = this.matching(ex, sel).select('c.serial');
+    revocable(q, reason);
+    return q;
   }
 
   async get(db: Executor, serial: Buffer): Promise<CertificateRow | undefined> {

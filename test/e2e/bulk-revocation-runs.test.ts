@@ -73,6 +73,8 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
 
     const run = (await api.get(`/v1/revocations/${done.id}`).set(auth('operator')).expect(200)).body;
     assert.deepEqual([run.status, run.matched, run.revoked, run.alreadyRevoked, run.chunks, run.lastSerial], ['done', 450, 450, 0, 5, [...lot].sort().at(-1)]);
+    // The frozen selection is used up chunk by chunk.
+    assert.equal(Number((await svc.db('bulk_revocation_serials').where({ run_id: done.id }).count({ n: 'serial' }))[0]!.n), 0);
     const summary = await svc.db('audit_log').where({ action: 'revocation.bulk-completed', target_id: done.id }).select('details');
     assert.equal(summary.length, 1);
     assert.equal((await svc.audit.verify(svc.db)).ok, true);
@@ -98,6 +100,7 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
     const id = (row as { id: string }).id;
     const mid = (await api.get(`/v1/revocations/${id}`).set(auth('admin')).expect(200)).body;
     assert.deepEqual([mid.status, mid.matched, mid.revoked, mid.chunks], ['running', 430, 200, 2]);
+    assert.equal(Number((await svc.db('bulk_revocation_serials').where({ run_id: id }).count({ n: 'serial' }))[0]!.n), 230);
     assert.equal((await statuses(lot)).filter((s) => s === 'revoked').length, 200);
 
     // Another process does not take it while the dead one's lease holds; once it lapsed, exactly one does.
