@@ -424,8 +424,9 @@ export class Revocations {
           // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
           const done = await this.certificates.revokeMatching(tx, { serials: window }, { reason, at: now, invalidityDate: input.invalidityDate ?? null });
           await this.followRevoked(tx, done, input, ctx, { bulk: true, revocation: run.id });
-          await b.store.dropWindow(tx, run.id, window);
-          await b.store.advance(tx, run.id, { cursor: window[window.length - 1]!, revoked: done.length, at: now, leaseUntil: new Date(now.getTime() + b.leaseMs) });
+          const last = window[window.length - 1]!;
+          await b.store.dropWindow(tx, run.id, last);
+          await b.store.advance(tx, run.id, { cursor: last, revoked: done.length, at: now, leaseUntil: new Date(now.getTime() + b.leaseMs) });
           return { done, window: window.length };
         });
         if (out === undefined) return (await b.store.get(this.db, run.id))!;

@@ -133,9 +133,9 @@ export class BulkRevocationStore {
     return (await q).map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
   }
 
-  /** A chunk's serials done: gone from the frozen selection. */
-  async dropWindow(tx: Executor, id: string, serials: Buffer[]): Promise<void> {
-    await tx('bulk_revocation_serials').where({ run_id: id }).whereIn('serial', serials).delete();
+  /** A chunk done: its serials, the first of the frozen selection up to `last`, are struck off (a range of the key). */
+  async dropWindow(tx: Executor, id: string, last: Buffer): Promise<void> {
+    await tx('bulk_revocation_serials').where({ run_id: id }).andWhere('serial', '<=', last).delete();
   }
 
   async get(ex: Executor, id: string): Promise<BulkRevocationRow | undefined> {
