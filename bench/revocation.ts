@@ -15,7 +15,7 @@ import { systemClock } from '../src/shared/clock.js';
 export const description =
   'Bulk revocation: `Revocations.revokeMany` with `{ lot }` revoking a production lot of 100,000 issued certificates whose ' +
   'devices are active — the certificates (one statement), their devices (one statement), one audit entry per certificate and ' +
-  'per device (200,000, hash-chained) and the issuing CA\'s new CRL, all before it returns. Baseline from the same run: ' +
+  "per device (200,000, hash-chained) and the issuing CA's new CRL, all before it returns. Baseline from the same run: " +
   'single revocations (`Revocations.revoke`, keyCompromise, CRL republished each time) one after another, on 300 certificates ' +
   'of another lot. ' +
   'Then, on a database of its own: one request revoking a 1,000,000-certificate lot in chunks (a bulk revocation run, #29), ' +
@@ -48,9 +48,12 @@ export async function run(): Promise<BenchResult[]> {
     const ctx = { actor: 'bench' };
 
     await seedLot(db, caId, 'SINGLE', SINGLES);
-    const singles = (await db('certificates').where({ status: 'issued' }).whereIn('device_id', db('devices').select('id').where({ lot: 'SINGLE' })).select('serial')).map(
-      (r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)),
-    );
+    const singles = (
+      await db('certificates')
+        .where({ status: 'issued' })
+        .whereIn('device_id', db('devices').select('id').where({ lot: 'SINGLE' }))
+        .select('serial')
+    ).map((r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)));
     let t0 = performance.now();
     for (const s of singles) await svc.revocations.revoke(s, { reason: 'keyCompromise' }, ctx);
     const singleRate = singles.length / ((performance.now() - t0) / 1000);
@@ -64,8 +67,13 @@ export async function run(): Promise<BenchResult[]> {
     await svc.close();
     return [
       result(base.name, 'certificates/s', singleRate, base, `${label}; ${SINGLES} certificates`),
-      result(`bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`, 'certificates/s', LOT_SIZE / seconds, base,
-        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new CRL`),
+      result(
+        `bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`,
+        'certificates/s',
+        LOT_SIZE / seconds,
+        base,
+        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new CRL`,
+      ),
       ...(await bulkMillion()),
     ];
   } finally {
@@ -87,12 +95,17 @@ export async function bulkMillion(MILLION = 1_000_000, TODAY_LOT = 100_000): Pro
   try {
     const { svc, issuingId: caId } = await benchService(db);
     const ctx = { actor: 'bench' };
-    const oneTransaction = new Revocations(db, new CertificateStore(), svc.devices, svc.audit, systemClock, [svc.ocsp, svc.crls, svc.sessionKeys]);
+    const oneTransaction = new Revocations(db, new CertificateStore(), svc.devices, svc.audit, systemClock, [
+      svc.ocsp,
+      svc.crls,
+      svc.sessionKeys,
+    ]);
     await seedLot(db, caId, 'TODAY', TODAY_LOT);
     let t0 = performance.now();
     const today = await oneTransaction.revokeMany({ selector: { lot: 'TODAY' }, reason: 'keyCompromise' }, ctx);
     const todaySeconds = (performance.now() - t0) / 1000;
-    if (today.revoked !== TODAY_LOT || today.id !== undefined) throw new Error(`one-transaction bulk revoked ${today.revoked}, expected ${TODAY_LOT} without a run`);
+    if (today.revoked !== TODAY_LOT || today.id !== undefined)
+      throw new Error(`one-transaction bulk revoked ${today.revoked}, expected ${TODAY_LOT} without a run`);
 
     await seedLot(db, caId, 'MILLION', MILLION);
     t0 = performance.now();
@@ -104,11 +117,19 @@ export async function bulkMillion(MILLION = 1_000_000, TODAY_LOT = 100_000): Pro
     const revoked = Number((await db('certificates').where({ status: 'revoked' }).count({ n: 'serial' }))[0]!.n);
     if (revoked !== MILLION + TODAY_LOT) throw new Error(`${revoked} certificates revoked, expected ${MILLION + TODAY_LOT}`);
     await svc.close();
-    const base = { name: `one-transaction bulk revocation (before #29) of a ${TODAY_LOT.toLocaleString('en-US')}-certificate lot`, value: TODAY_LOT / todaySeconds };
+    const base = {
+      name: `one-transaction bulk revocation (before #29) of a ${TODAY_LOT.toLocaleString('en-US')}-certificate lot`,
+      value: TODAY_LOT / todaySeconds,
+    };
     return [
       result(base.name, 'certificates/s', base.value, base, `${label}; ${todaySeconds.toFixed(2)} s`),
-      result(`chunked bulk revocation of a ${MILLION.toLocaleString('en-US')}-certificate lot, one request`, 'certificates/s', MILLION / seconds, base,
-        `${label}; ${seconds.toFixed(1)} s, ${run.chunks} chunks, including devices, audit, OCSP and CRLs per chunk`),
+      result(
+        `chunked bulk revocation of a ${MILLION.toLocaleString('en-US')}-certificate lot, one request`,
+        'certificates/s',
+        MILLION / seconds,
+        base,
+        `${label}; ${seconds.toFixed(1)} s, ${run.chunks} chunks, including devices, audit, OCSP and CRLs per chunk`,
+      ),
     ];
   } finally {
     await drop();

@@ -30,7 +30,20 @@ export interface BulkRevocationRow {
   finishedAt: Date | null;
 }
 
-export type NewBulkRevocation = Pick<BulkRevocationRow, 'id' | 'selector' | 'reason' | 'invalidityDate' | 'actor' | 'requestId' | 'origin' | 'alreadyRevoked' | 'leaseOwner' | 'leaseUntil' | 'startedAt'>;
+export type NewBulkRevocation = Pick<
+  BulkRevocationRow,
+  | 'id'
+  | 'selector'
+  | 'reason'
+  | 'invalidityDate'
+  | 'actor'
+  | 'requestId'
+  | 'origin'
+  | 'alreadyRevoked'
+  | 'leaseOwner'
+  | 'leaseUntil'
+  | 'startedAt'
+>;
 
 interface SelectorJson {
   serials?: string[];
@@ -145,7 +158,9 @@ export class BulkRevocationStore {
 
   /** The runs an origin (e.g. an incident) started, oldest first. */
   async ofOrigin(ex: Executor, origin: string): Promise<BulkRevocationRow[]> {
-    const rows = await ex('bulk_revocations').where({ origin }).orderBy([{ column: 'started_at' }, { column: 'id' }]);
+    const rows = await ex('bulk_revocations')
+      .where({ origin })
+      .orderBy([{ column: 'started_at' }, { column: 'id' }]);
     return rows.map((r: Record<string, unknown>) => fromRow(r));
   }
 
@@ -166,10 +181,20 @@ export class BulkRevocationStore {
   async advance(tx: Executor, id: string, a: { cursor: Buffer; revoked: number; at: Date; leaseUntil: Date }): Promise<void> {
     await tx('bulk_revocations')
       .where({ id })
-      .update({ cursor: a.cursor, revoked: tx.raw('revoked + ?', [a.revoked]), chunks: tx.raw('chunks + 1'), updated_at: a.at, lease_until: a.leaseUntil });
+      .update({
+        cursor: a.cursor,
+        revoked: tx.raw('revoked + ?', [a.revoked]),
+        chunks: tx.raw('chunks + 1'),
+        updated_at: a.at,
+        lease_until: a.leaseUntil,
+      });
   }
 
-  async finish(tx: Executor, id: string, f: { status: 'done' | 'failed'; at: Date; error?: string | undefined }): Promise<BulkRevocationRow> {
+  async finish(
+    tx: Executor,
+    id: string,
+    f: { status: 'done' | 'failed'; at: Date; error?: string | undefined },
+  ): Promise<BulkRevocationRow> {
     const [row] = await tx('bulk_revocations')
       .where({ id })
       .update({ status: f.status, error: f.error ?? null, updated_at: f.at, finished_at: f.at, lease_owner: null, lease_until: null })
