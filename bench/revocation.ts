@@ -8,6 +8,9 @@ import { performance } from 'node:perf_hooks';
 import { serialFromBytes } from '../src/shared/ids.js';
 import { result, type BenchResult } from './lib.js';
 import { benchService, freshDatabase } from './db.js';
+import { Revocations } from '../src/revoke/revocation.js';
+import { CertificateStore } from '../src/store/certificate-store.js';
+import { systemClock } from '../src/shared/clock.js';
 
 export const description =
   'Bulk revocation: `Revocations.revokeMany` with `{ lot }` revoking a production lot of 100,000 issued certificates whose ' +
@@ -16,7 +19,9 @@ export const description =
   'the background). Baseline from the same run: single revocations (`Revocations.revoke`, keyCompromise, a delta CRL published ' +
   'each time) one after another, on 300 certificates of another lot. Then single-revoke latency (p50, p99) with 1,000,000 ' +
   'revoked certificates of the same CA (seeded set-based, the full CRL built once before measuring; a change has it rebuilt ' +
-  'in the background no sooner than ten times its last build took) against the same figures with none revoked; target: p99 within 1.5×.';
+  'in the background no sooner than ten times its last build took) against the same figures with none revoked; target: p99 within 1.5×. ' +
+  'Then, on a database of its own: one request revoking a 1,000,000-certificate lot in chunks (a bulk revocation run), ' +
+  'against the one-transaction path of before on 100,000 in the same run.';
 
 const LOT_SIZE = 100_000;
 const SINGLES = 300;
@@ -146,6 +151,62 @@ export async function run(): Promise<BenchResult[]> {
         fullSeconds,
         { name: 'full CRL build, ' + million + ' revoked', value: fullSeconds },
         `${label}; ${(full.der.length / 1e6).toFixed(1)} MB`,
+      ),
+      ...(await bulkMillion()),
+    ];
+  } finally {
+    await drop();
+  }
+}
+
+// ---- #29 item 2: a million certificates in one bulk request (chunked runs) ----
+
+/**
+ * One request revoking a 1,000,000-certificate lot (keyCompromise, devices active), chunked
+ * (BULK_REVOKE_CHUNK_SIZE, default 5,000: each chunk one transaction with its audit entries and
+ * published), against the same run's rate of the one-transaction path every bulk revocation took
+ * before (Revocations without runs) on a 100,000-certificate lot, on a database of their own.
+ * (The sizes are parameters for a quick check of this function alone.)
+ */
+export async function bulkMillion(MILLION = 1_000_000, TODAY_LOT = 100_000): Promise<BenchResult[]> {
+  const { db, label, drop } = await freshDatabase();
+  try {
+    const { svc, issuingId: caId } = await benchService(db);
+    const ctx = { actor: 'bench' };
+    const oneTransaction = new Revocations(db, new CertificateStore(), svc.devices, svc.audit, systemClock, [
+      svc.ocsp,
+      svc.crls,
+      svc.sessionKeys,
+    ]);
+    await seedLot(db, caId, 'TODAY', TODAY_LOT);
+    let t0 = performance.now();
+    const today = await oneTransaction.revokeMany({ selector: { lot: 'TODAY' }, reason: 'keyCompromise' }, ctx);
+    const todaySeconds = (performance.now() - t0) / 1000;
+    if (today.revoked !== TODAY_LOT || today.id !== undefined)
+      throw new Error(`one-transaction bulk revoked ${today.revoked}, expected ${TODAY_LOT} without a run`);
+
+    await seedLot(db, caId, 'MILLION', MILLION);
+    t0 = performance.now();
+    const out = await svc.revocations.revokeMany({ selector: { lot: 'MILLION' }, reason: 'keyCompromise' }, ctx);
+    const seconds = (performance.now() - t0) / 1000;
+    if (out.revoked !== MILLION || !out.id) throw new Error(`chunked bulk revocation revoked ${out.revoked}, expected ${MILLION} in a run`);
+    const run = await svc.revocations.bulkRun(out.id);
+    if (run.status !== 'done' || run.revoked !== MILLION) throw new Error(`run ${run.id} is ${run.status} with ${run.revoked} revoked`);
+    const revoked = Number((await db('certificates').where({ status: 'revoked' }).count({ n: 'serial' }))[0]!.n);
+    if (revoked !== MILLION + TODAY_LOT) throw new Error(`${revoked} certificates revoked, expected ${MILLION + TODAY_LOT}`);
+    await svc.close();
+    const base = {
+      name: `one-transaction bulk revocation (before #29) of a ${TODAY_LOT.toLocaleString('en-US')}-certificate lot`,
+      value: TODAY_LOT / todaySeconds,
+    };
+    return [
+      result(base.name, 'certificates/s', base.value, base, `${label}; ${todaySeconds.toFixed(2)} s`),
+      result(
+        `chunked bulk revocation of a ${MILLION.toLocaleString('en-US')}-certificate lot, one request`,
+        'certificates/s',
+        MILLION / seconds,
+        base,
+        `${label}; ${seconds.toFixed(1)} s, ${run.chunks} chunks, including devices, audit, OCSP and CRLs per chunk`,
       ),
     ];
   } finally {

@@ -65,6 +65,7 @@ import { ApiKeyStore } from './store/api-key-store.js';
 import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
+import { BulkRevocationStore } from './store/bulk-revocation-store.js';
 import { connectionSettings, createDb, migrateLatest, pgliteDirUnder, pingDb, type Db } from './store/db.js';
 import { KeyMaterialStore, SettingsStore } from './store/key-store.js';
 import { hostname } from 'node:os';
@@ -360,7 +361,22 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       sessionKeyPeriod,
     );
     // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
-    const revocations = new Revocations(db, certificateStore, deviceInventory, audit, clock, [ocsp, crls, sessionKeys], hierarchy, metrics);
+    const revocations = new Revocations(
+      db,
+      certificateStore,
+      deviceInventory,
+      audit,
+      clock,
+      [ocsp, crls, sessionKeys],
+      hierarchy,
+      metrics,
+      {
+        store: new BulkRevocationStore(),
+        chunkSize: config.approvals.bulkRevokeChunkSize,
+        leaseMs: config.jobs.lockMs,
+        owner: `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+      },
+    );
 
     // Two-person rule: the dangerous actions run only once a second person approved them.
     const approvals = new Approvals(db, new ApprovalStore(), audit, clock, {
@@ -399,6 +415,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       }),
       approvals,
       rollovers,
+      { ofIncident: (id) => revocations.bulkRunsOf(`incident:${id}`) },
     );
     for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[])
       approvals.register(approval, incidents.executor(approval));
@@ -501,9 +518,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         renewals,
         sweeps,
         identities,
-        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups }, enqueue, {
+        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups, revocations }, enqueue, {
           sessionKeyRotateEveryMs: config.sessionKeyRotateEveryMs,
           rolloverTickMs: config.jobs.rolloverTickMs,
+          bulkRevocationLeaseMs: config.jobs.lockMs,
           backupEveryMs: config.backups.everyMs,
         }),
       },

@@ -155,6 +155,7 @@ const schema = z.object({
     .max(24 * 30)
     .default(24),
   BULK_REVOKE_APPROVAL_THRESHOLD: z.coerce.number().int().min(0).max(100_000_000).default(1000),
+  BULK_REVOKE_CHUNK_SIZE: z.coerce.number().int().min(1).max(100_000).default(5000),
   // Backups
   BACKUP_DIR: optionalString,
   BACKUP_EVERY_HOURS: z.coerce
@@ -279,6 +280,8 @@ export interface Config {
     ttlMs: number;
     /** A bulk revocation that would revoke more than this many certificates takes approval; 0: never. */
     bulkRevokeThreshold: number;
+    /** A bulk revocation larger than this runs in chunks of this many certificates, each its own transaction. */
+    bulkRevokeChunkSize: number;
   };
   backups: {
     /** Where backups are written (BACKUP_DIR, default DATA_DIR/backups). */
@@ -432,7 +435,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
-    approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
+    approvals: {
+      ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000,
+      bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD,
+      bulkRevokeChunkSize: e.BULK_REVOKE_CHUNK_SIZE,
+    },
     backups: {
       dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')),
       everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000),

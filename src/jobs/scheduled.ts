@@ -1,5 +1,6 @@
 import type { Backups } from '../respond/backups.js';
 import type { Approvals } from '../respond/approvals.js';
+import type { Revocations } from '../revoke/revocation.js';
 import type { CaRollovers } from '../rotate/rollover.js';
 import type { SessionKeys } from '../rotate/session-keys.js';
 import { deliverJob, RENEWAL_NOTICES } from './queues.js';
@@ -10,11 +11,14 @@ export interface ScheduledServices {
   approvals: Pick<Approvals, 'expireDue'>;
   rollovers: Pick<CaRollovers, 'tick'>;
   backups: Pick<Backups, 'create' | 'prune'>;
+  revocations: Pick<Revocations, 'resumeLapsed'>;
 }
 
 export interface ScheduledOptions {
   sessionKeyRotateEveryMs: number;
   rolloverTickMs: number;
+  /** How often runs whose lease lapsed are looked for: the lease (JOB_LOCK_SECONDS). */
+  bulkRevocationLeaseMs: number;
   /** 0: no scheduled backups. */
   backupEveryMs: number;
 }
@@ -29,6 +33,11 @@ export function scheduledTasks(
     'session-key-rotation': { everyMs: o.sessionKeyRotateEveryMs, run: () => s.sessionKeys.rotateDue() },
     // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
     'approval-expiry': { everyMs: 60_000, run: () => s.approvals.expireDue() },
+    // Bulk revocations left running by a process that died (their lease lapsed) are taken over and finished.
+    'bulk-revocation-resume': {
+      everyMs: o.bulkRevocationLeaseMs,
+      run: async () => ({ resumed: (await s.revocations.resumeLapsed()).length }),
+    },
     // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
     'rollover-waves': {
       everyMs: o.rolloverTickMs,

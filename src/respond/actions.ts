@@ -87,20 +87,23 @@ async function revokeScope(
   invalidityDate: Date | undefined,
   dryRun: boolean,
   ctx: ActorContext,
-): Promise<{ touched: Touched[]; count: number; alreadyRevoked: number }> {
+): Promise<{ touched: Touched[]; count: number; alreadyRevoked: number; runs: string[] }> {
   const lots = new Set(scope.lots);
   const named = scope.devices.filter((d) => d.lot === null || !lots.has(d.lot)).map((d) => d.id);
   const selectors = [...scope.lots.map((lot) => ({ lot })), ...chunks(named).map((deviceIds) => ({ deviceIds }))];
   const touched: Touched[] = [];
   let count = 0;
   let alreadyRevoked = 0;
+  const runs: string[] = [];
   for (const selector of selectors) {
-    const r = await s.revocations.revokeMany({ selector, reason, invalidityDate, dryRun }, ctx);
+    // A lot above one chunk is a run the incident shows (Incidents.get) while it goes on.
+    const r = await s.revocations.revokeMany({ selector, reason, invalidityDate, dryRun, origin: `incident:${scope.incident.id}` }, ctx);
     count += r.revoked;
     alreadyRevoked += r.alreadyRevoked;
     touched.push(...r.serials.map(certificate));
+    if (r.id) runs.push(r.id);
   }
-  return { touched, count, alreadyRevoked };
+  return { touched, count, alreadyRevoked, runs };
 }
 
 function needConnectors(s: ActionServices): void {
@@ -178,7 +181,11 @@ const revokeCertificates = (s: ActionServices): IncidentAction => ({
   async run(scope, params, ctx) {
     const reason = reasonOf(scope, params);
     const r = await revokeScope(s, scope, reason, invalidityOf(params), false, ctx);
-    return done({ touched: r.touched, touchedCount: r.count, result: { reason, revoked: r.count, alreadyRevoked: r.alreadyRevoked } });
+    return done({
+      touched: r.touched,
+      touchedCount: r.count,
+      result: { reason, revoked: r.count, alreadyRevoked: r.alreadyRevoked, ...(r.runs.length ? { revocations: r.runs } : {}) },
+    });
   },
 });
 
@@ -193,7 +200,11 @@ const suspend = (s: ActionServices): IncidentAction => ({
   },
   async run(scope, _params, ctx) {
     const r = await revokeScope(s, scope, 'certificateHold', undefined, false, ctx);
-    return done({ touched: r.touched, touchedCount: r.count, result: { held: r.count, alreadyRevoked: r.alreadyRevoked } });
+    return done({
+      touched: r.touched,
+      touchedCount: r.count,
+      result: { held: r.count, alreadyRevoked: r.alreadyRevoked, ...(r.runs.length ? { revocations: r.runs } : {}) },
+    });
   },
 });
 

@@ -114,6 +114,11 @@ export interface ApprovalsPort {
   get(id: string): Promise<ApprovalView>;
 }
 
+/** The chunked bulk revocations an incident's actions started (origin `incident:<id>`), shown in it with their progress. */
+export interface BulkRevocationProgress {
+  ofIncident(incidentId: string): Promise<unknown[]>;
+}
+
 /** The progress of a CA-compromise recovery (its rollover), shown in the incident. */
 export interface RecoveryProgress {
   ofCa(caId: string): Promise<unknown>;
@@ -189,6 +194,7 @@ export class Incidents {
     actions: IncidentAction[],
     private readonly approvals?: ApprovalsPort,
     private readonly recovery?: RecoveryProgress,
+    private readonly bulkRevocations?: BulkRevocationProgress,
   ) {
     for (const a of actions) this.actions.set(a.name, a);
   }
@@ -256,7 +262,7 @@ export class Incidents {
     return view(row);
   }
 
-  async get(id: string): Promise<IncidentView & { timeline: StepView[]; recovery?: unknown }> {
+  async get(id: string): Promise<IncidentView & { timeline: StepView[]; recovery?: unknown; revocations?: unknown[] }> {
     const row = await this.store.get(this.db, id);
     if (!row) throw notFound(`no incident ${id}`);
     const timeline = await this.settleProposals(id);
@@ -264,7 +270,13 @@ export class Incidents {
       row.kind === 'ca-compromise' && row.targets.caId && this.recovery
         ? await this.recovery.ofCa(row.targets.caId).catch(() => undefined)
         : undefined;
-    return { ...view(row), timeline: timeline.map(stepView), ...(recovery ? { recovery } : {}) };
+    const revocations = this.bulkRevocations ? await this.bulkRevocations.ofIncident(row.id) : [];
+    return {
+      ...view(row),
+      timeline: timeline.map(stepView),
+      ...(recovery ? { recovery } : {}),
+      ...(revocations.length ? { revocations } : {}),
+    };
   }
 
   /** Proposed steps whose proposal was rejected, expired or failed end as such; returns the timeline as it is then. */

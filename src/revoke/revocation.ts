@@ -2,12 +2,13 @@ import type { Knex } from 'knex';
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import type { ActorContext } from '../shared/actor.js';
 import type { Clock } from '../shared/clock.js';
-import { DomainError, badRequest, conflict, forbidden, notFound } from '../shared/errors.js';
-import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
+import { DomainError, badRequest, conflict, forbidden, isDomainError, notFound } from '../shared/errors.js';
+import { newId, serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
 import { takesWholeDevices, type CertificateRow, type CertificateStore, type RevocationSelector } from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
 import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
+import type { BulkRevocationRow, BulkRevocationStore } from '../store/bulk-revocation-store.js';
 
 export interface RevokeInput {
   reason: RevocationReason;
@@ -33,6 +34,8 @@ export interface BulkRevokeInput extends RevokeInput {
   dryRun?: boolean | undefined;
   /** Refuse (409, nothing changes) when more than this many would be revoked: the approval threshold, held to even against a racing issuance. */
   atMost?: number | undefined;
+  /** What starts it when not a request of its own (e.g. `incident:<id>`): its runs can be listed by it. */
+  origin?: string | undefined;
 }
 
 export interface BulkRevokeResult {
@@ -44,9 +47,63 @@ export interface BulkRevokeResult {
   /** The first SAMPLE serials revoked (dry run: that would be), in serial order. */
   serials: Serial[];
   truncated: boolean;
+  /** The run (GET /v1/revocations/{id}), when the selection took more than one chunk. */
+  id?: string | undefined;
 }
 
 const SAMPLE = 1000;
+
+/** Chunked bulk revocations: where their runs are recorded, how big a chunk is, and who this process is. */
+export interface BulkRunSettings {
+  store: BulkRevocationStore;
+  /** Certificates per chunk (each chunk one transaction). */
+  chunkSize: number;
+  /** How long a run's lease lasts without a chunk renewing it; a run whose lease lapsed is taken over. */
+  leaseMs: number;
+  /** This process, as a lease holder. */
+  owner: string;
+  /** Tests only: called after each chunk commits and is published; throwing there is a process dying there. */
+  afterChunk?(runId: string, chunk: number): void | Promise<void>;
+}
+
+/** A bulk revocation run, as GET /v1/revocations/{id} and incidents show it. */
+export interface BulkRevocationView {
+  id: string;
+  status: 'running' | 'done' | 'failed';
+  reason: string;
+  invalidityDate: string | null;
+  actor: string;
+  origin: string | null;
+  matched: number;
+  revoked: number;
+  alreadyRevoked: number;
+  chunks: number;
+  lastSerial: Serial | null;
+  error: string | null;
+  startedAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+}
+
+export function bulkRevocationView(r: BulkRevocationRow): BulkRevocationView {
+  return {
+    id: r.id,
+    status: r.status,
+    reason: r.reason,
+    invalidityDate: r.invalidityDate?.toISOString() ?? null,
+    actor: r.actor,
+    origin: r.origin,
+    matched: r.matched,
+    revoked: r.revoked,
+    alreadyRevoked: r.alreadyRevoked,
+    chunks: r.chunks,
+    lastSerial: r.cursor ? serialFromBytes(r.cursor) : null,
+    error: r.error,
+    startedAt: r.startedAt.toISOString(),
+    updatedAt: r.updatedAt.toISOString(),
+    finishedAt: r.finishedAt?.toISOString() ?? null,
+  };
+}
 
 /** Certificates whose revocation state changed, and their CAs. */
 export interface RevocationChange {
@@ -92,6 +149,8 @@ export class Revocations {
     /** The CA side of revokeCa (CaHierarchy in production). */
     private readonly cas?: CaRevocationPort,
     private readonly telemetry: Telemetry = NO_TELEMETRY,
+    /** Absent: every bulk revocation is one transaction, whatever its size. */
+    private readonly bulk?: BulkRunSettings,
   ) {}
 
   /**
@@ -224,8 +283,10 @@ export class Revocations {
   }
 
   /**
-   * Revokes every certificate a selector matches, set-based: one statement for the certificates,
-   * one for their devices, one audit append, whatever the count. A dry run says what it would do.
+   * Revokes every certificate a selector matches, set-based. Up to one chunk: one transaction (one
+   * statement for the certificates, one for their devices, one audit append). More: a recorded run
+   * over the selection frozen now (certificates issued from now on are not taken), chunk by chunk
+   * (runChunks), answered when done. A dry run says what it would do.
    */
   async revokeMany(input: BulkRevokeInput, ctx: ActorContext): Promise<BulkRevokeResult> {
     const started = performance.now();
@@ -253,6 +314,20 @@ export class Revocations {
         serials: p.serials.map(serialFromBytes),
         truncated: p.revocable > p.serials.length,
       };
+    }
+    if (this.bulk) {
+      // issued_at < now + 1 ms: issued at or before the start.
+      const upTo = new Date(now.getTime() + 1);
+      const frozen = { ...sel, issuedBefore: sel.issuedBefore && sel.issuedBefore < upTo ? sel.issuedBefore : upTo };
+      const count = await this.certificates.previewRevocation(this.db, frozen, input.reason, 0);
+      if (count.revocable > this.bulk.chunkSize) {
+        if (input.atMost !== undefined && count.revocable > input.atMost) {
+          throw conflict(
+            `the selection grew to ${count.revocable} certificates, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`,
+          );
+        }
+        return this.startRun(frozen, count, input, ctx);
+      }
     }
     const out = await this.db.transaction(async (tx) => {
       const before = await this.certificates.previewRevocation(tx, sel, input.reason, 0);
@@ -295,7 +370,19 @@ export class Revocations {
         `the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`,
       );
     }
-    if (revoked.length === 0) return revoked;
+    await this.followRevoked(tx, revoked, input, ctx, details);
+    return revoked;
+  }
+
+  /** What follows certificates just revoked inside `tx`: their devices, the listeners, the audit entries (with `details`). */
+  private async followRevoked(
+    tx: Executor,
+    revoked: { serial: Buffer; caId: string; deviceId: string | null }[],
+    input: RevokeInput,
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    if (revoked.length === 0) return;
     const effect = deviceEffectOf(input.reason);
     const serials = revoked.map((r) => r.serial);
     const deviceEntries = effect
@@ -317,7 +404,6 @@ export class Revocations {
       })),
       ...deviceEntries,
     ]);
-    return revoked;
   }
 
   private async writing(tx: Executor, change: RevocationChange): Promise<void> {
@@ -348,6 +434,205 @@ export class Revocations {
     const row = await this.certificates.getForUpdate(tx, serialToBytes(serial));
     if (!row) throw notFound(`no certificate with serial ${serial}`);
     return row;
+  }
+
+  // ---- Chunked bulk revocations (runs) ----
+
+  private runs(): BulkRunSettings {
+    if (!this.bulk) throw new TypeError('Revocations was built without bulk revocation runs');
+    return this.bulk;
+  }
+
+  /** A run recorded (held by this process), then revoked chunk by chunk; answered in today's shape plus its id. */
+  private async startRun(
+    frozen: RevocationSelector,
+    count: { revocable: number; alreadyRevoked: number },
+    input: BulkRevokeInput,
+    ctx: ActorContext,
+  ): Promise<BulkRevokeResult> {
+    const b = this.runs();
+    const now = this.clock.now();
+    // The selection frozen with the run: its serials listed, in one transaction with the run's row.
+    const run = await this.db.transaction(async (tx) => {
+      const row = await b.store.insert(tx, {
+        id: newId('rvk'),
+        selector: frozen,
+        reason: input.reason,
+        invalidityDate: input.invalidityDate ?? null,
+        actor: ctx.actor,
+        requestId: ctx.requestId ?? null,
+        origin: input.origin ?? null,
+        alreadyRevoked: count.alreadyRevoked,
+        leaseOwner: b.owner,
+        leaseUntil: new Date(now.getTime() + b.leaseMs),
+        startedAt: now,
+      });
+      const matched = await b.store.freeze(tx, row.id, this.certificates.revocableSerials(tx, frozen, input.reason));
+      if (input.atMost !== undefined && matched > input.atMost) {
+        throw conflict(
+          `the selection grew to ${matched} certificates, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`,
+        );
+      }
+      await b.store.setMatched(tx, row.id, matched);
+      return { ...row, matched };
+    });
+    const sample: Buffer[] = [];
+    const end = await this.runChunks(run, input.atMost, sample);
+    if (end.status === 'failed')
+      throw conflict(`bulk revocation ${end.id} failed after revoking ${end.revoked} certificates: ${end.error ?? 'unknown error'}`);
+    // Its lease lapsed between two chunks and another process took it over: that one finishes it.
+    if (end.status === 'running')
+      throw new DomainError(
+        'Unavailable',
+        `bulk revocation ${end.id} was taken over by another process after ${end.revoked} certificates; GET /v1/revocations/${end.id} follows it`,
+      );
+    return {
+      dryRun: false,
+      id: end.id,
+      revoked: end.revoked,
+      alreadyRevoked: end.alreadyRevoked,
+      serials: sample.map(serialFromBytes),
+      truncated: end.revoked > sample.length,
+    };
+  }
+
+  /**
+   * Revokes a run's selection after its cursor, one chunk per transaction: the certificates, their
+   * devices, their audit entries, the listeners' writes and the cursor advance commit together,
+   * then the chunk is published (OCSP and CRLs), so a crash between two chunks leaves a consistent
+   * state and the resumed run neither revokes twice nor skips. Ends with one summary audit entry.
+   * Stops (returning the run as it is) if another process took the run over. A chunk that fails
+   * for a reason a retry will not change (a domain error) fails the run; any other failure releases
+   * the lease, so the run is resumed (resumeLapsed) and the error rethrown.
+   */
+  private async runChunks(run: BulkRevocationRow, atMost?: number, sample: Buffer[] = []): Promise<BulkRevocationRow> {
+    const b = this.runs();
+    const reason = run.reason as RevocationReason;
+    const input: RevokeInput = { reason, invalidityDate: run.invalidityDate ?? undefined };
+    const ctx: ActorContext = { actor: run.actor, ...(run.requestId ? { requestId: run.requestId } : {}) };
+    let revoked = run.revoked;
+    for (let chunk = run.chunks + 1; ; chunk++) {
+      const started = performance.now();
+      const limit = atMost === undefined ? b.chunkSize : Math.min(b.chunkSize, atMost - revoked);
+      if (limit <= 0) break;
+      let out: { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number } | undefined;
+      try {
+        out = await this.db.transaction(async (tx) => {
+          const held = await b.store.lockHeld(tx, run.id, b.owner);
+          if (!held) return undefined;
+          const now = this.clock.now();
+          const window = await b.store.window(tx, run.id, held.cursor, limit);
+          if (window.length === 0) return { done: [], window: 0 };
+          // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
+          const done = await this.certificates.revokeMatching(
+            tx,
+            { serials: window },
+            { reason, at: now, invalidityDate: input.invalidityDate ?? null },
+          );
+          await this.followRevoked(tx, done, input, ctx, { bulk: true, revocation: run.id });
+          const last = window[window.length - 1]!;
+          await b.store.dropWindow(tx, run.id, last);
+          await b.store.advance(tx, run.id, {
+            cursor: last,
+            revoked: done.length,
+            at: now,
+            leaseUntil: new Date(now.getTime() + b.leaseMs),
+          });
+          return { done, window: window.length };
+        });
+        if (out === undefined) return (await b.store.get(this.db, run.id))!;
+        if (out.done.length) {
+          await this.published({ caIds: [...new Set(out.done.map((r) => r.caId))], serials: out.done.map((r) => r.serial) });
+          this.counted(reason, out.done.length, started);
+        }
+      } catch (e) {
+        await this.interrupted(run.id, e);
+        throw e;
+      }
+      revoked += out.done.length;
+      for (const r of out.done.map((x) => x.serial).sort(Buffer.compare)) if (sample.length < SAMPLE) sample.push(r);
+      await b.afterChunk?.(run.id, chunk);
+      if (out.window < limit) break;
+    }
+    return this.db.transaction(async (tx) => {
+      const held = await b.store.lockHeld(tx, run.id, b.owner);
+      if (!held) return (await b.store.get(tx, run.id))!;
+      const end = await b.store.finish(tx, run.id, { status: 'done', at: this.clock.now() });
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: 'revocation.bulk-completed',
+          targetType: 'bulk-revocation',
+          targetId: run.id,
+          details: {
+            reason,
+            matched: end.matched,
+            revoked: end.revoked,
+            alreadyRevoked: end.alreadyRevoked,
+            chunks: end.chunks,
+            ...(run.origin ? { origin: run.origin } : {}),
+          },
+        },
+      ]);
+      return end;
+    });
+  }
+
+  /** A chunk failed: a domain error fails the run (with an audit entry); anything else lets the lease go for a resume. */
+  private async interrupted(id: string, e: unknown): Promise<void> {
+    const b = this.runs();
+    const message = e instanceof Error ? e.message : String(e);
+    try {
+      await this.db.transaction(async (tx) => {
+        const held = await b.store.lockHeld(tx, id, b.owner);
+        if (!held) return;
+        const now = this.clock.now();
+        if (isDomainError(e) && e.kind !== 'Unavailable') {
+          await b.store.finish(tx, id, { status: 'failed', at: now, error: message });
+          await this.audit.append(tx, [
+            {
+              actor: held.actor,
+              action: 'revocation.bulk-failed',
+              targetType: 'bulk-revocation',
+              targetId: id,
+              details: { revoked: held.revoked, error: message },
+            },
+          ]);
+        } else {
+          await b.store.release(tx, id, { at: now, error: message });
+        }
+      });
+    } catch {
+      // The database may be what failed: the lease then lapses by itself and the run is resumed.
+    }
+  }
+
+  /**
+   * Resumes the runs left `running` by a process that died (their lease lapsed), one at a time,
+   * each taken by one process only. Run at start-up and by the scheduler. Returns the runs it finished.
+   */
+  async resumeLapsed(): Promise<BulkRevocationView[]> {
+    const b = this.runs();
+    const out: BulkRevocationView[] = [];
+    for (;;) {
+      const now = this.clock.now();
+      const run = await b.store.claimLapsed(this.db, b.owner, now, new Date(now.getTime() + b.leaseMs));
+      if (!run) return out;
+      out.push(bulkRevocationView(await this.runChunks(run)));
+    }
+  }
+
+  /** A run's progress. */
+  async bulkRun(id: string): Promise<BulkRevocationView> {
+    const run = await this.runs().store.get(this.db, id);
+    if (!run) throw notFound(`no bulk revocation ${id}`);
+    return bulkRevocationView(run);
+  }
+
+  /** The runs an origin (e.g. `incident:<id>`) started, oldest first. */
+  async bulkRunsOf(origin: string): Promise<BulkRevocationView[]> {
+    if (!this.bulk) return [];
+    return (await this.bulk.store.ofOrigin(this.db, origin)).map(bulkRevocationView);
   }
 }
 

@@ -449,6 +449,13 @@ export class CertificateStore {
     }));
   }
 
+  /** The serials of the revocable certificates the selector matches, as a query (a bulk revocation run freezes them). */
+  revocableSerials(ex: Executor, sel: RevocationSelector, reason: string): Knex.QueryBuilder {
+    const q = this.matching(ex, sel).select('c.serial');
+    revocable(q, reason);
+    return q;
+  }
+
   async get(db: Executor, serial: Buffer): Promise<CertificateRow | undefined> {
     const r = await db('certificates').select(COLUMNS).where({ serial }).first();
     return r ? fromRow(r) : undefined;

@@ -79,6 +79,10 @@ export function certificateRoutes(
     if ('proposal' in out) res.status(202).location(`/v1/approvals/${out.proposal.id}`).json(out.proposal);
     else res.json(out.result);
   });
+  // Those who may revoke (operators, admins) see the runs' progress.
+  r.get('/v1/revocations/:id', allow('operator'), async (req, res) => {
+    res.json(await revocations.bulkRun(req.params.id as string));
+  });
   r.post('/v1/certificates/:serial/release', allow('operator'), async (req, res) => {
     const out = await revocations.release(serialParam(req.params.serial as string), ctxOf(res));
     res.set('Revocation-Changed', String(out.changed)).json(certificateView(out.certificate));
