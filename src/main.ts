@@ -396,7 +396,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       feed = listenTo(feedConnection!, OCSP_CHANNEL, {
         onMessage: (payload) => ocsp.forgetRemote(payload),
         onState: (listening) => {
-          ocsp.cache.setEnabled(listening);
+          ocsp.feedState(listening);
           if (!listening) logger.warn('OCSP change feed lost: answering from the database until it is back');
         },
         onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),
