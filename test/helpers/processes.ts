@@ -134,7 +134,8 @@ export async function startServe(env: Record<string, string>): Promise<Served> {
   delete inherited.DATABASE_URL;
   delete inherited.REDIS_URL;
   const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...inherited, PORT: '0', LOG_LEVEL: 'warn', ...env },
+    // One process unless a test asks for more (SERVE_PROCESSES defaults to every core on PostgreSQL).
+    env: { ...inherited, PORT: '0', LOG_LEVEL: 'warn', SERVE_PROCESSES: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const child = await childReady(proc, /listening on http:\/\/[\d.]+:\d+/, 120_000, 'mqtt-ca serve');
