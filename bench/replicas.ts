@@ -18,7 +18,7 @@ const PROCESSES = availableParallelism();
 
 export const description =
   `One \`mqtt-ca serve\` process against \`serve\` with SERVE_PROCESSES=${PROCESSES} (every core of this machine; node:cluster, the ` +
-  'processes share the port), on the same PostgreSQL store, job workers off (`JOBS_IN_SERVE=false`, as behind a deployment\'s ' +
+  "processes share the port), on the same PostgreSQL store, job workers off (`JOBS_IN_SERVE=false`, as behind a deployment's " +
   '`mqtt-ca worker` processes). The same client for both: wrk, one thread, 32 keep-alive connections, unpinned, sharing the ' +
   'machine with the service and PostgreSQL. OCSP: pre-signed POSTs over 2,000 issued certificates (SHA-1 CertIDs, no nonce), 1 s ' +
   'of warm-up, the best of two 4 s windows. Enrollment: `POST /v1/enroll`, a distinct device and CSR per request, 3 s of warm-up ' +
@@ -42,10 +42,22 @@ function checked(what: string, r: WrkResult): WrkResult {
 
 /** `mqtt-ca serve` with `processes` processes; resolves once every one of them listens. */
 async function startServe(processes: number, env: NodeJS.ProcessEnv, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'src', 'cli.ts'), 'serve', '--processes', String(processes)], {
-    env: { ...env, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production', JOBS_IN_SERVE: 'false', REDIS_URL: '', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(import.meta.dirname, '..', 'src', 'cli.ts'), 'serve', '--processes', String(processes)],
+    {
+      env: {
+        ...env,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        NODE_ENV: 'production',
+        JOBS_IN_SERVE: 'false',
+        REDIS_URL: '',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve --processes ${processes} did not start:\n${out}`)), 120_000);
@@ -75,7 +87,7 @@ async function stop(child: ChildProcess): Promise<void> {
 
 export async function run(): Promise<BenchResult[]> {
   if (!process.env.DATABASE_URL) {
-    const none = { name: 'serve, 1 process (needs DATABASE_URL: the embedded store is one process\'s)', value: 0 };
+    const none = { name: "serve, 1 process (needs DATABASE_URL: the embedded store is one process's)", value: 0 };
     return [result(none.name, 'requests/s', 0, none, 'not measured')];
   }
   if (!(await commandExists('wrk'))) throw new Error('the replicas benchmark needs wrk (apt-get install wrk)');
@@ -87,11 +99,21 @@ export async function run(): Promise<BenchResult[]> {
     const { svc, issuingId } = started;
     const ctx = { actor: 'bench' };
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
-    const issued = await svc.issuance.issueBatch(Array.from({ length: CERTS }, (_, i) => ({ profile: 'device' as const, deviceId: `ocsp-${i}`, subjectPublicKeyInfo: spki })), ctx);
+    const issued = await svc.issuance.issueBatch(
+      Array.from({ length: CERTS }, (_, i) => ({ profile: 'device' as const, deviceId: `ocsp-${i}`, subjectPublicKeyInfo: spki })),
+      ctx,
+    );
     const issuer = await svc.hierarchy.issuer(issuingId);
     const posts = issued.map((c) => ({
       path: '/pki/ocsp',
-      body: encodeOcspRequest([encodeCertId({ hashAlgorithm: 'sha1', issuerNameHash: nameHash(issuer.subjectDer, 'sha1'), issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'), serial: Buffer.from(c.serial, 'hex') })]),
+      body: encodeOcspRequest([
+        encodeCertId({
+          hashAlgorithm: 'sha1',
+          issuerNameHash: nameHash(issuer.subjectDer, 'sha1'),
+          issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'),
+          serial: Buffer.from(c.serial, 'hex'),
+        }),
+      ]),
     }));
     // Every response pre-signed and stored, as after a fleet's first poll.
     for (const p of posts) if (!(await svc.ocsp.respond(p.body)).der.includes(GOOD)) throw new Error('warm-up: not good');
@@ -100,12 +122,21 @@ export async function run(): Promise<BenchResult[]> {
     const configs = [1, PROCESSES];
     const perConfig = WARMUP_DEVICES + RUN_DEVICES;
     const ids = Array.from({ length: configs.length * perConfig }, (_, i) => `rep-${i}`);
-    for (let i = 0; i < ids.length; i += 20_000) await svc.devices.importManifest(ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })), ctx, { lot: 'REPLICAS' });
+    for (let i = 0; i < ids.length; i += 20_000)
+      await svc.devices.importManifest(
+        ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })),
+        ctx,
+        { lot: 'REPLICAS' },
+      );
     const token = await svc.tokens.create({ lot: 'REPLICAS', maxUses: ids.length }, ctx);
     const files = configs.map((_, k) => {
       const base = k * perConfig;
       const reqs = (from: number, to: number) => ids.slice(from, to).map((id) => ({ path: '/v1/enroll', body: csrBody(id) }));
-      return { warmup: requestFile(dir, `enroll-warmup-${k}`, reqs(base, base + WARMUP_DEVICES)), run: requestFile(dir, `enroll-${k}`, reqs(base + WARMUP_DEVICES, base + perConfig)), devices: ids.slice(base + WARMUP_DEVICES, base + perConfig) };
+      return {
+        warmup: requestFile(dir, `enroll-warmup-${k}`, reqs(base, base + WARMUP_DEVICES)),
+        run: requestFile(dir, `enroll-${k}`, reqs(base + WARMUP_DEVICES, base + perConfig)),
+        devices: ids.slice(base + WARMUP_DEVICES, base + perConfig),
+      };
     });
     await svc.stop();
 
@@ -113,21 +144,51 @@ export async function run(): Promise<BenchResult[]> {
     for (const [k, processes] of configs.entries()) {
       const port = await freePort();
       child = await startServe(processes, { ...process.env, ...started.env, ...store.env }, port);
-      const ocspWindow = { port, method: 'POST' as const, file: ocspFile, contentType: 'application/ocsp-request', connections: CONNECTIONS, pinned: false };
+      const ocspWindow = {
+        port,
+        method: 'POST' as const,
+        file: ocspFile,
+        contentType: 'application/ocsp-request',
+        connections: CONNECTIONS,
+        pinned: false,
+      };
       await wrk({ ...ocspWindow, seconds: 1 });
       const ocsp = checked(`OCSP, ${processes} processes`, await bestOf(2, () => wrk({ ...ocspWindow, seconds: OCSP_SECONDS })));
-      const enrollWindow = { port, method: 'POST' as const, contentType: 'application/json', headers: [`Authorization: Bearer ${token.token}`], connections: CONNECTIONS, pinned: false };
-      checked(`enrollment warm-up, ${processes} processes`, await wrk({ ...enrollWindow, file: files[k]!.warmup, seconds: ENROLL_WARMUP_SECONDS }));
-      const enroll = checked(`enrollment, ${processes} processes`, await wrk({ ...enrollWindow, file: files[k]!.run, seconds: ENROLL_SECONDS }));
+      const enrollWindow = {
+        port,
+        method: 'POST' as const,
+        contentType: 'application/json',
+        headers: [`Authorization: Bearer ${token.token}`],
+        connections: CONNECTIONS,
+        pinned: false,
+      };
+      checked(
+        `enrollment warm-up, ${processes} processes`,
+        await wrk({ ...enrollWindow, file: files[k]!.warmup, seconds: ENROLL_WARMUP_SECONDS }),
+      );
+      const enroll = checked(
+        `enrollment, ${processes} processes`,
+        await wrk({ ...enrollWindow, file: files[k]!.run, seconds: ENROLL_SECONDS }),
+      );
       await stop(child);
       child = undefined;
       // Every answer wrk counted is a recorded certificate; requests still in flight when its window closed may be recorded too.
-      const recorded = Number(((await store.db.raw(`select count(*)::int as n from certificates where device_id = any(?) and status = 'issued'`, [files[k]!.devices])).rows as { n: number }[])[0]!.n);
-      if (recorded < enroll.requests || recorded > enroll.requests + CONNECTIONS) throw new Error(`enrollment, ${processes} processes: wrk saw ${enroll.requests} certificates, ${recorded} are recorded`);
+      const recorded = Number(
+        (
+          (
+            await store.db.raw(`select count(*)::int as n from certificates where device_id = any(?) and status = 'issued'`, [
+              files[k]!.devices,
+            ])
+          ).rows as { n: number }[]
+        )[0]!.n,
+      );
+      if (recorded < enroll.requests || recorded > enroll.requests + CONNECTIONS)
+        throw new Error(`enrollment, ${processes} processes: wrk saw ${enroll.requests} certificates, ${recorded} are recorded`);
       figures.push({ ocsp, enroll });
     }
     const [one, all] = figures as [(typeof figures)[0], (typeof figures)[0]];
-    const note = (r: WrkResult & { rates?: number[] }) => `p99 ${r.p99.toFixed(1)} ms${r.rates ? `; windows ${r.rates.map((x) => Math.round(x)).join(', ')}/s` : ''}`;
+    const note = (r: WrkResult & { rates?: number[] }) =>
+      `p99 ${r.p99.toFixed(1)} ms${r.rates ? `; windows ${r.rates.map((x) => Math.round(x)).join(', ')}/s` : ''}`;
     const ocspBase = { name: 'OCSP pre-signed POST, serve with 1 process', value: one.ocsp.rps };
     const enrollBase = { name: 'enrollment, serve with 1 process', value: one.enroll.rps };
     return [

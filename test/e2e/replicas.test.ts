@@ -7,7 +7,17 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { databaseUrlOf, disposeDb, postgresTarget } from '../helpers/db.js';
 import { p256Csr } from '../helpers/csr.js';
-import { faultyLink, freePort, startHaproxy, startServe, startWorker, until, type Child, type Haproxy, type Served } from '../helpers/processes.js';
+import {
+  faultyLink,
+  freePort,
+  startHaproxy,
+  startServe,
+  startWorker,
+  until,
+  type Child,
+  type Haproxy,
+  type Served,
+} from '../helpers/processes.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { envSkip, toolSkip } from '../helpers/tools.js';
 import { parseOcspResponse } from '../helpers/load.js';
@@ -21,9 +31,11 @@ const json = (key: string) => ({ Authorization: `Bearer ${key}`, 'Content-Type':
 /** Runs `work` over `items` with `clients` at once. */
 async function inParallel<T>(items: T[], clients: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (next < items.length) await work(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < items.length) await work(items[next++]!);
+    }),
+  );
 }
 
 describe('two serve replicas and two workers on one PostgreSQL and one Redis, behind HAProxy', { skip }, () => {
@@ -48,11 +60,28 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
       body: JSON.stringify({ csr: csrOf(id).pem }),
       signal: AbortSignal.timeout(30_000),
     });
-    return { status: res.status, body: (await res.json()) as { serial: string; certificate: string; detail?: string }, retryAfter: Number(res.headers.get('retry-after') ?? 0) };
+    return {
+      status: res.status,
+      body: (await res.json()) as { serial: string; certificate: string; detail?: string },
+      retryAfter: Number(res.headers.get('retry-after') ?? 0),
+    };
   };
   /** openssl asks `base`'s OCSP responder, verifies the signature, and says what it read. */
   const ocspStatus = async (base: string, name: string) => {
-    const r = await runAsync('openssl', ['ocsp', '-issuer', files.issuing!, '-cert', files[name]!, '-url', `${base}/pki/ocsp`, '-no_nonce', '-CAfile', files.root!, '-verify_other', files.issuing!]);
+    const r = await runAsync('openssl', [
+      'ocsp',
+      '-issuer',
+      files.issuing!,
+      '-cert',
+      files[name]!,
+      '-url',
+      `${base}/pki/ocsp`,
+      '-no_nonce',
+      '-CAfile',
+      files.root!,
+      '-verify_other',
+      files.issuing!,
+    ]);
     assert.match(r.stdout + r.stderr, /Response verify OK/, r.stdout + r.stderr);
     return /: (good|revoked|unknown)/.exec(r.stdout)![1];
   };
@@ -82,16 +111,27 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     copyFileSync(join(dataA, 'admin-api-key'), join(dataB, 'admin-api-key'));
     chmodSync(join(dataB, 'admin-api-key'), 0o600);
     b = await startServe({ ...env, DATA_DIR: dataB, DATABASE_URL: viaLink.toString() });
-    for (let i = 0; i < 2; i++) workers.push(await startWorker({ ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-replica-w-')), LOG_LEVEL: 'warn' }));
+    for (let i = 0; i < 2; i++)
+      workers.push(await startWorker({ ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-replica-w-')), LOG_LEVEL: 'warn' }));
     proxy = await startHaproxy([new URL(a.url).host, new URL(b.url).host], proxyPort);
 
-    const list = ((await (await fetch(`${a.url}/v1/cas`, { headers: json(a.adminKey) })).json()) as { items: { kind: string; certificate: string }[] }).items;
+    const list = (
+      (await (await fetch(`${a.url}/v1/cas`, { headers: json(a.adminKey) })).json()) as { items: { kind: string; certificate: string }[] }
+    ).items;
     files.root = writeTemp(dir, 'root.pem', list.find((c) => c.kind === 'root')!.certificate);
     files.issuing = writeTemp(dir, 'issuing.pem', list.find((c) => c.kind !== 'root')!.certificate);
     const ids = Array.from({ length: 200 }, (_, i) => `rep-${String(i).padStart(3, '0')}`);
-    const imported = await fetch(`${proxy.url}/v1/devices/import`, { method: 'POST', headers: json(a.adminKey), body: JSON.stringify({ devices: ids.map((id) => ({ id, kind: 'client', lot: 'lot-r' })) }) });
+    const imported = await fetch(`${proxy.url}/v1/devices/import`, {
+      method: 'POST',
+      headers: json(a.adminKey),
+      body: JSON.stringify({ devices: ids.map((id) => ({ id, kind: 'client', lot: 'lot-r' })) }),
+    });
     assert.equal(imported.status, 201, await imported.text());
-    const t = await fetch(`${proxy.url}/v1/enrollment-tokens`, { method: 'POST', headers: json(a.adminKey), body: JSON.stringify({ lot: 'lot-r', maxUses: ids.length }) });
+    const t = await fetch(`${proxy.url}/v1/enrollment-tokens`, {
+      method: 'POST',
+      headers: json(a.adminKey),
+      body: JSON.stringify({ lot: 'lot-r', maxUses: ids.length }),
+    });
     assert.equal(t.status, 201);
     token = ((await t.json()) as { token: string }).token;
   });
@@ -107,7 +147,7 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     if (db) await disposeDb(db);
   });
 
-  it('a revocation through one replica is what the OTHER replica\'s OCSP answers as soon as the revoke call returns, even over a slow link to PostgreSQL', async () => {
+  it("a revocation through one replica is what the OTHER replica's OCSP answers as soon as the revoke call returns, even over a slow link to PostgreSQL", async () => {
     const e = await enroll(a.url, 'rep-000');
     assert.equal(e.status, 201, JSON.stringify(e.body));
     files.victim = writeTemp(dir, 'victim.pem', e.body.certificate);
@@ -117,7 +157,11 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     // B's link to PostgreSQL now answers 400 ms late: the notification of A's revocation too.
     linkB.delay(400);
     try {
-      const revoked = await fetch(`${a.url}/v1/certificates/${e.body.serial}/revoke`, { method: 'POST', headers: json(a.adminKey), body: JSON.stringify({ reason: 'keyCompromise' }) });
+      const revoked = await fetch(`${a.url}/v1/certificates/${e.body.serial}/revoke`, {
+        method: 'POST',
+        headers: json(a.adminKey),
+        body: JSON.stringify({ reason: 'keyCompromise' }),
+      });
       assert.equal(revoked.status, 200, await revoked.text());
       assert.equal(await ocspStatus(b.url, 'victim'), 'revoked', 'B answers what the database says once the revoke call returned');
     } finally {
@@ -133,13 +177,20 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
       const runs = async () => {
         const ids = await redis.zrange(`${prefix}:housekeeping:completed`, 0, -1);
         const jobs = await Promise.all(ids.map((id) => redis.hmget(`${prefix}:housekeeping:${id}`, 'name', 'processedOn')));
-        return jobs.filter(([name]) => name === 'plan-renewals').map(([, at]) => Number(at)).sort((x, y) => x - y);
+        return jobs
+          .filter(([name]) => name === 'plan-renewals')
+          .map(([, at]) => Number(at))
+          .sort((x, y) => x - y);
       };
       // plan-renewals is scheduled every second (RENEWAL_PLAN_SECONDS=1): wait for a dozen runs.
-      const seen = await until('a dozen plan-renewals runs', async () => {
-        const r = await runs();
-        return r.length >= 12 && r;
-      }, 60_000);
+      const seen = await until(
+        'a dozen plan-renewals runs',
+        async () => {
+          const r = await runs();
+          return r.length >= 12 && r;
+        },
+        60_000,
+      );
       const periods = new Set(seen.map((at) => Math.floor(at / 1000)));
       const span = (seen.at(-1)! - seen[0]!) / 1000;
       // Four processes running their own schedules would run it about four times a second.
@@ -157,12 +208,18 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
       const r = await fetch(`${b.url}/readyz`);
       assert.equal(r.headers.get('content-type')?.split(';')[0], 'application/problem+json');
       // HAProxy's check takes B out (two failed checks): then every request through it is answered by A.
-      await until('HAProxy sending everything to A', async () => {
-        // A new connection each time: HAProxy (TCP) keeps a connection on the server it chose.
-        // (A request on B's connection when HAProxy takes B out is cut: that is a retry, not a failure.)
-        for (let i = 0; i < 10; i++) if ((await fetch(`${proxy.url}/readyz`, { headers: { Connection: 'close' } }).catch(() => undefined))?.status !== 200) return false;
-        return true;
-      }, 30_000);
+      await until(
+        'HAProxy sending everything to A',
+        async () => {
+          // A new connection each time: HAProxy (TCP) keeps a connection on the server it chose.
+          // (A request on B's connection when HAProxy takes B out is cut: that is a retry, not a failure.)
+          for (let i = 0; i < 10; i++)
+            if ((await fetch(`${proxy.url}/readyz`, { headers: { Connection: 'close' } }).catch(() => undefined))?.status !== 200)
+              return false;
+          return true;
+        },
+        30_000,
+      );
     } finally {
       linkB.cut(false);
     }
@@ -176,7 +233,10 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     assert.equal(good.status, 201);
     files.good = writeTemp(dir, 'good.pem', good.body.certificate);
     const reqFile = join(dir, 'good.req');
-    assert.equal((await runAsync('openssl', ['ocsp', '-issuer', files.issuing!, '-cert', files.good, '-no_nonce', '-reqout', reqFile])).status, 0);
+    assert.equal(
+      (await runAsync('openssl', ['ocsp', '-issuer', files.issuing!, '-cert', files.good, '-no_nonce', '-reqout', reqFile])).status,
+      0,
+    );
     const ocspRequest = readFileSync(reqFile);
 
     const received = new Map<string, string>([[ids[0]!, good.body.serial]]);
@@ -187,25 +247,32 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     let loadDone = false;
     // OCSP clients: each request until it has a successful answer, which openssl checks afterwards.
     const answers: Buffer[] = [];
-    const ocspLoad = Promise.all(Array.from({ length: 4 }, async () => {
-      while (!loadDone) {
-        for (;;) {
-          try {
-            const res = await fetch(`${proxy.url}/pki/ocsp`, { method: 'POST', body: ocspRequest, headers: { 'Content-Type': 'application/ocsp-request' }, signal: AbortSignal.timeout(10_000) });
-            const der = Buffer.from(await res.arrayBuffer());
-            if (res.status === 200 && parseOcspResponse(der).responseStatus === 0) {
-              ocspAnswered++;
-              if (answers.length < 50 || killed) answers.push(der);
-              break;
+    const ocspLoad = Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (!loadDone) {
+          for (;;) {
+            try {
+              const res = await fetch(`${proxy.url}/pki/ocsp`, {
+                method: 'POST',
+                body: ocspRequest,
+                headers: { 'Content-Type': 'application/ocsp-request' },
+                signal: AbortSignal.timeout(10_000),
+              });
+              const der = Buffer.from(await res.arrayBuffer());
+              if (res.status === 200 && parseOcspResponse(der).responseStatus === 0) {
+                ocspAnswered++;
+                if (answers.length < 50 || killed) answers.push(der);
+                break;
+              }
+            } catch {
+              // connection reset by the killed replica: ask again, as an OCSP client does
             }
-          } catch {
-            // connection reset by the killed replica: ask again, as an OCSP client does
+            ocspRetries++;
+            await new Promise((r) => setTimeout(r, 100));
           }
-          ocspRetries++;
-          await new Promise((r) => setTimeout(r, 100));
         }
-      }
-    }));
+      }),
+    );
     await inParallel(ids.slice(1), 8, async (id) => {
       for (let attempt = 0; ; attempt++) {
         try {
@@ -232,20 +299,41 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
     await ocspLoad;
     assert.ok(killed, 'A was killed mid-run');
 
-    const rows = (await db.raw(`select device_id, encode(serial, 'hex') as serial, status from certificates where profile = 'device' and device_id like 'rep-%' and device_id <> 'rep-000'`)).rows as { device_id: string; serial: string; status: string }[];
+    const rows = (
+      await db.raw(
+        `select device_id, encode(serial, 'hex') as serial, status from certificates where profile = 'device' and device_id like 'rep-%' and device_id <> 'rep-000'`,
+      )
+    ).rows as { device_id: string; serial: string; status: string }[];
     const issued = new Map<string, string[]>();
     for (const r of rows.filter((r) => r.status === 'issued')) issued.set(r.device_id, [...(issued.get(r.device_id) ?? []), r.serial]);
     for (const id of ids) {
       assert.deepEqual(issued.get(id), [received.get(id)], `${id}: exactly one certificate, the one its client holds`);
     }
-    assert.ok(rows.every((r) => r.status === 'issued' || r.status === 'failed'), JSON.stringify(rows.filter((r) => r.status !== 'issued')));
+    assert.ok(
+      rows.every((r) => r.status === 'issued' || r.status === 'failed'),
+      JSON.stringify(rows.filter((r) => r.status !== 'issued')),
+    );
     // Every answer a client took is one openssl verifies and reads as good.
     const sample = answers.slice(-5);
     for (const [i, der] of sample.entries()) {
-      const r = await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, `answer-${i}.der`, der), '-issuer', files.issuing!, '-cert', files.good!, '-CAfile', files.root!, '-verify_other', files.issuing!]);
+      const r = await runAsync('openssl', [
+        'ocsp',
+        '-respin',
+        writeTemp(dir, `answer-${i}.der`, der),
+        '-issuer',
+        files.issuing!,
+        '-cert',
+        files.good!,
+        '-CAfile',
+        files.root!,
+        '-verify_other',
+        files.issuing!,
+      ]);
       assert.match(r.stdout + r.stderr, /Response verify OK/);
       assert.match(r.stdout, /: good/);
     }
-    console.log(`A killed after 60 certificates; ${ids.length} devices enrolled once each; enrollment retries ${enrollRetries}; OCSP answers ${ocspAnswered}, retries ${ocspRetries}`);
+    console.log(
+      `A killed after 60 certificates; ${ids.length} devices enrolled once each; enrollment retries ${enrollRetries}; OCSP answers ${ocspAnswered}, retries ${ocspRetries}`,
+    );
   });
 });

@@ -20,12 +20,21 @@ describe('configuration', () => {
 
   it('names the variable that is wrong', () => {
     const bad: Record<string, string>[] = [
-      { PORT: '70000' }, { PORT: 'http' }, { PUBLIC_URL: 'ftp://x' }, { DATABASE_URL: 'sqlite://x' },
-      { REDIS_URL: 'localhost:6379' }, { ADMIN_API_KEY: 'too-short' }, { BODY_LIMIT: 'lots' },
+      { PORT: '70000' },
+      { PORT: 'http' },
+      { PUBLIC_URL: 'ftp://x' },
+      { DATABASE_URL: 'sqlite://x' },
+      { REDIS_URL: 'localhost:6379' },
+      { ADMIN_API_KEY: 'too-short' },
+      { BODY_LIMIT: 'lots' },
     ];
     for (const env of bad) {
       const name = Object.keys(env)[0]!;
-      assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && e.message.includes(`${name}:`), name);
+      assert.throws(
+        () => loadConfig(env),
+        (e: unknown) => e instanceof ConfigError && e.message.includes(`${name}:`),
+        name,
+      );
     }
     assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
   });
@@ -38,7 +47,10 @@ describe('serve processes', () => {
     assert.equal(loadConfig({ DATABASE_URL: pg }).serveProcesses, availableParallelism());
     assert.equal(loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: '3' }).serveProcesses, 3);
     assert.equal(loadConfig({ SERVE_PROCESSES: '1' }).serveProcesses, 1);
-    assert.throws(() => loadConfig({ SERVE_PROCESSES: '2' }), (e: unknown) => e instanceof ConfigError && /SERVE_PROCESSES: the embedded store/.test(e.message));
+    assert.throws(
+      () => loadConfig({ SERVE_PROCESSES: '2' }),
+      (e: unknown) => e instanceof ConfigError && /SERVE_PROCESSES: the embedded store/.test(e.message),
+    );
     assert.throws(() => loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: '0' }), /SERVE_PROCESSES/);
     assert.throws(() => loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: 'all' }), /SERVE_PROCESSES/);
   });
@@ -50,7 +62,10 @@ describe('key custody', () => {
   it('reads a KEK as hex or base64, and refuses anything but 32 bytes', () => {
     const raw = randomBytes(32);
     assert.equal(parseKek(raw.toString('hex'), 'x').id, parseKek(raw.toString('base64'), 'x').id);
-    assert.throws(() => parseKek(randomBytes(16).toString('base64'), 'MQTT_CA_KEK'), (e: unknown) => e instanceof KekError && /MQTT_CA_KEK: .*32 bytes/.test(e.message));
+    assert.throws(
+      () => parseKek(randomBytes(16).toString('base64'), 'MQTT_CA_KEK'),
+      (e: unknown) => e instanceof KekError && /MQTT_CA_KEK: .*32 bytes/.test(e.message),
+    );
   });
 
   it('seals with a fresh data key each time, opens with the right KEK only, and detects tampering and swapping', () => {
