@@ -34,7 +34,7 @@ const SRC_FOLDERS = [
   'http',
 ];
 /** The composition root: the top-level files of src/, named without `.ts`. */
-const COMPOSITION_ROOT = ['main', 'cli', 'bootstrap', 'broker-identity'];
+const COMPOSITION_ROOT = ['main', 'cli', 'bootstrap', 'broker-identity', 'cluster'];
 
 /**
  * A `no-restricted-imports` pattern that forbids relative imports reaching the given top-level

@@ -106,7 +106,7 @@ function mainThreadCpuMicros(): number | undefined {
   }
 }
 
-function csrBody(deviceId: string): Buffer {
+export function csrBody(deviceId: string): Buffer {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const info = encodeCertificationRequestInfo(
     encodeName([{ type: 'CN', value: deviceId }]),

@@ -14,6 +14,7 @@ import { isDomainError } from './shared/errors.js';
 import { systemClock } from './shared/clock.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
+import { isServePrimary, serveSlot, superviseServe } from './cluster.js';
 import type { Logger } from 'pino';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, embeddedStoreExists, holdsCa, migrateLatest, pgliteDirUnder, type Db } from './store/db.js';
@@ -120,12 +121,37 @@ const program = new Command('mqtt-ca')
 program
   .command('serve')
   .description('run the service (initialises a CA on an empty store)')
-  .action(async () => {
+  .option(
+    '--processes <n>',
+    'processes serving the port (default SERVE_PROCESSES: every core with PostgreSQL, 1 on the embedded store)',
+    (v: string) => {
+      if (!/^[1-9]\d{0,2}$/.test(v)) throw new InvalidArgumentError('a number of processes from 1 to 999');
+      return Number(v);
+    },
+  )
+  .action(async (o: { processes?: number }) => {
     const config = loadConfig();
+    const processes = o.processes ?? config.serveProcesses;
+    if (processes > 1 && !config.databaseUrl)
+      throw new ConfigError('--processes: the embedded store (no DATABASE_URL) is opened by one process only; use PostgreSQL for more');
+    const slot = serveSlot();
+    if (processes > 1 && isServePrimary()) {
+      // Migrations, the first-start bootstrap and the TLS identity happen once, here, before any process serves.
+      const svc = await buildService(config);
+      try {
+        announce(await bootstrap(svc));
+        if (config.tlsPort !== undefined) await svc.identities.ensure('tls-server');
+      } finally {
+        await svc.close();
+      }
+      superviseServe(processes, createLogger(config.logLevel));
+      return;
+    }
     const svc = await buildService(config);
-    announce(await bootstrap(svc));
+    if (slot === undefined) announce(await bootstrap(svc));
     // Housekeeping (CRL refresh, sweeps, renewal planning) runs as scheduled jobs: here, or only in `mqtt-ca worker` processes.
-    if (config.jobs.inServe) await svc.jobs.start();
+    // BullMQ runs each job once across processes; the in-process runner (no Redis) runs in one process of serve only.
+    if (config.jobs.inServe && (config.redisUrl || (slot ?? 0) === 0)) await svc.jobs.start();
     const server = await listen(svc);
     const tls = config.tlsPort === undefined ? undefined : await listenTls(svc, config.tlsPort);
     if (tls) console.log(`mqtt-ca TLS (EST, renewal) on https://${config.host}:${(tls.address() as { port: number }).port}`);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { join, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../shared/detection-rules.js';
 import type { Limit, RateScope } from '../shared/rate-limit-settings.js';
 import { parseCidr, type Cidr } from '../shared/trusted-proxies.js';
@@ -78,6 +79,10 @@ const schema = z.object({
     .regex(/^[A-Za-z0-9:_-]{1,64}$/, 'letters, digits, : _ - (at most 64)')
     .default('mqtt-ca'),
   JOBS_IN_SERVE: z.enum(['true', 'false']).default('true'),
+  SERVE_PROCESSES: z
+    .string()
+    .regex(/^(auto|[1-9]\d{0,2})$/, 'auto, or a number of processes from 1 to 999')
+    .default('auto'),
   JOB_LOCK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   RENEWAL_PLAN_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   RENEWAL_REDRIVE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
@@ -246,6 +251,8 @@ export interface Config {
     /** How often the housekeeping task runs the waves of issuing-CA rollovers (each rollover keeps its own interval). */
     rolloverTickMs: number;
   };
+  /** How many processes `serve` runs (node:cluster, sharing the port); 1 on the embedded store, which one process holds. */
+  serveProcesses: number;
   renewalNotices: {
     mqtt?: {
       url: string;
@@ -371,6 +378,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration:\n  HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS (the header is part of the request)',
     );
   }
+  if (!e.DATABASE_URL && e.SERVE_PROCESSES !== 'auto' && e.SERVE_PROCESSES !== '1') {
+    throw new ConfigError(
+      'invalid configuration:\n  SERVE_PROCESSES: the embedded store (no DATABASE_URL) is opened by one process only; use PostgreSQL for more',
+    );
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
@@ -405,6 +417,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       renewalRedriveMs: e.RENEWAL_REDRIVE_SECONDS * 1000,
       rolloverTickMs: e.ROLLOVER_TICK_SECONDS * 1000,
     },
+    serveProcesses: e.SERVE_PROCESSES === 'auto' ? (e.DATABASE_URL ? availableParallelism() : 1) : Number(e.SERVE_PROCESSES),
     renewalNotices: {
       ...(e.RENEWAL_MQTT_URL
         ? {

@@ -9,7 +9,7 @@ import type { OcspResponder } from './ocsp-responder.js';
  * notifications, and while the feed is down the responder answers from the database.
  */
 export function followReplicaRevocations(
-  ocsp: Pick<OcspResponder, 'cache' | 'forgetRemote'>,
+  ocsp: Pick<OcspResponder, 'cache' | 'forgetRemote' | 'feedState'>,
   connection: pg.ClientConfig,
   logger: Pick<Logger, 'warn'>,
 ): NotificationFeed {
@@ -17,7 +17,7 @@ export function followReplicaRevocations(
   return listenTo(connection, OCSP_CHANNEL, {
     onMessage: (payload) => ocsp.forgetRemote(payload),
     onState: (listening) => {
-      ocsp.cache.setEnabled(listening);
+      ocsp.feedState(listening);
       if (!listening) logger.warn('OCSP change feed lost: answering from the database until it is back');
     },
     onError: (e) => logger.warn({ err: e }, 'OCSP change feed error'),

@@ -19,7 +19,7 @@ import type { OcspResponders, ResponderIdentity } from './ocsp-responders.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 import { NO_TELEMETRY, type OcspOutcome, type OcspSource, type Telemetry } from '../shared/telemetry.js';
-import { SingleFlight } from '../shared/single-flight.js';
+import { FreshRead, SingleFlight } from '../shared/single-flight.js';
 
 /** What the HTTP edge sends back: the DER, and for a pre-signed answer what HTTP caching needs. */
 export interface OcspAnswer {
@@ -80,11 +80,23 @@ type Lookup = (req: OcspCertId) => string | undefined;
  * responses dropped, replicas notified at commit) and `onRevocationChanged` (after the commit:
  * this process's cache dropped and the new answers pre-signed), so the revoke call returns only
  * once this responder says revoked.
+ *
+ * Other replicas learn of a revocation from its notification, which may arrive after the revoke
+ * call returned (a busy or distant link to PostgreSQL). So a replica answers from memory only when
+ * it has seen every change committed before the request: each change has a number (the epoch,
+ * counted in the revoking transaction and sent after its serials), and a memory answer first reads
+ * the committed epoch (one read shared by the requests that arrived meanwhile). If it is ahead of
+ * the last notification seen, the answer comes from the database. A revocation that returned is
+ * thus in every replica's answers to requests that begin after it, at the cost of one small query
+ * per batch of memory answers.
  */
 export class OcspResponder implements RevocationListener {
   readonly cache: OcspCache;
   private issuerIndex: { lookup: Lookup; at: number } | undefined;
   private readonly fills = new SingleFlight<string, Found>();
+  /** The epoch of the newest change whose notification this process has handled; undefined: unknown, memory is not trusted. */
+  private seenEpoch: number | undefined;
+  private readonly committedEpoch: FreshRead<number>;
 
   constructor(
     private readonly db: Db,
@@ -98,6 +110,7 @@ export class OcspResponder implements RevocationListener {
     private readonly revokedQueried: RevokedQueried = () => undefined,
   ) {
     this.cache = new OcspCache(policy.cacheEntries);
+    this.committedEpoch = new FreshRead(() => this.store.epoch(this.db));
   }
 
   /** Answers one DER OCSPRequest from `requester` (its address). Never throws: every failure is an OCSP error status. */
@@ -145,6 +158,7 @@ export class OcspResponder implements RevocationListener {
     if (this.policy.notifyReplicas) {
       const payload = change.serials.length <= NOTIFY_SERIALS_MAX ? change.serials.map((s) => s.toString('hex')).join(',') : '*';
       await this.store.notify(tx, payload);
+      await this.store.notify(tx, `@${await this.store.bumpEpoch(tx)}`);
     }
   }
 
@@ -186,16 +200,46 @@ export class OcspResponder implements RevocationListener {
     return n;
   }
 
-  /** Another replica changed these serials (`*`: too many to list). */
+  /** A notification: a replica (maybe this one) changed these serials (`*`: too many to list), or `@n`: every change up to n was notified. */
   forgetRemote(payload: string): void {
-    if (payload === '*' || payload === '') this.cache.clear();
+    if (payload.startsWith('@')) {
+      const epoch = Number(payload.slice(1));
+      if (Number.isSafeInteger(epoch)) this.seenEpoch = Math.max(this.seenEpoch ?? 0, epoch);
+    } else if (payload === '*' || payload === '') this.cache.clear();
     else this.cache.forget(payload.split(','));
+  }
+
+  /**
+   * The notification feed is listening (true) or lost (false). Lost: memory is off. Listening
+   * again: memory starts empty, and is trusted once the epoch read after LISTEN is known (every
+   * later change is notified).
+   */
+  feedState(listening: boolean): void {
+    this.cache.setEnabled(listening);
+    this.seenEpoch = undefined;
+    if (!listening) return;
+    this.committedEpoch.get().then(
+      (epoch) => {
+        if (this.cache.enabled) this.seenEpoch = Math.max(this.seenEpoch ?? 0, epoch);
+      },
+      (e: unknown) => this.onError(e),
+    );
+  }
+
+  /** Whether memory holds every change committed before this call (always, without replicas). */
+  private async memoryCurrent(): Promise<boolean> {
+    if (!this.policy.notifyReplicas) return true;
+    if (this.seenEpoch === undefined) return false;
+    const committed = await this.committedEpoch.get();
+    return this.seenEpoch !== undefined && committed <= this.seenEpoch;
   }
 
   // ---- answers --------------------------------------------------------------------------------
 
   private async presigned(caId: string, certId: OcspCertId): Promise<Found> {
     const serial = certId.serial.toString('hex');
+    // Not a fill already under way: it may have read before the change this request must see.
+    if (!(await this.memoryCurrent())) return this.fillNow(caId, certId, serial);
     const now = this.clock.now().getTime();
     const entry = this.cache.get(serial, now);
     const hit = entry?.byHash[certId.hashAlgorithm];
@@ -257,13 +301,14 @@ export class OcspResponder implements RevocationListener {
     certIds: OcspCertId[],
     nonce: Buffer | null,
   ): Promise<{ der: Buffer; status: OcspOutcome; revoked: Buffer[] }> {
+    const current = await this.memoryCurrent();
     const now = this.clock.now();
     const since = this.cache.generation;
     const states = new Map<string, CertState>();
     const missing: Buffer[] = [];
     for (const id of certIds) {
       const hex = id.serial.toString('hex');
-      const e = this.cache.get(hex, now.getTime());
+      const e = current ? this.cache.get(hex, now.getTime()) : undefined;
       if (e) states.set(hex, e.state);
       else missing.push(id.serial);
     }

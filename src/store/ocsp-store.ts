@@ -1,3 +1,4 @@
+import { AUDIT_APPEND_LOCK } from './audit-store.js';
 import { prepared, type Executor } from './db.js';
 
 /** What OCSP needs of a certificate: which CA issued it and its revocation state. */
@@ -20,8 +21,14 @@ export interface OcspLookup extends OcspStatusRow {
   presigned: PresignedRow | null;
 }
 
-/** The channel replicas LISTEN on: a payload is a comma-separated list of serials (hex), or `*` for all. */
+/**
+ * The channel replicas LISTEN on: a payload is a comma-separated list of serials (hex), or `*` for
+ * all, followed in the same transaction by `@<epoch>`, the change's number (see OcspStore.bumpEpoch).
+ */
 export const OCSP_CHANNEL = 'mqtt_ca_ocsp';
+
+/** The settings row counting revocation changes, in commit order. */
+const EPOCH_KEY = 'ocsp.revocation-epoch';
 
 function statusFromRow(r: Record<string, unknown>): OcspStatusRow {
   return {
@@ -110,6 +117,31 @@ export class OcspStore {
   async forget(tx: Executor, serials: Buffer[]): Promise<void> {
     if (serials.length === 0) return;
     await tx.raw('delete from ocsp_responses where serial = any(?::bytea[])', [serials]);
+  }
+
+  /**
+   * Counts a revocation change inside `tx` and returns its number: changes commit in this order
+   * (the row is locked until `tx` ends), and the number is visible to others once `tx` commits.
+   * The audit append lock is taken first: a revoking transaction appends to the audit log too, so
+   * every transaction that holds the counter holds that lock already, and none waits for the
+   * counter while holding the audit lock another needs (no deadlock, whatever the order of appends).
+   */
+  async bumpEpoch(tx: Executor): Promise<number> {
+    await tx.raw('select pg_advisory_xact_lock(?::bigint)', [AUDIT_APPEND_LOCK]);
+    const r = await tx.raw(
+      `insert into settings (key, value, updated_at) values (?, '1'::jsonb, now())
+       on conflict (key) do update set value = to_jsonb((settings.value #>> '{}')::bigint + 1), updated_at = now()
+       returning (value #>> '{}')::bigint as epoch`,
+      [EPOCH_KEY],
+    );
+    return Number((r.rows[0] as { epoch: string | number }).epoch);
+  }
+
+  /** The number of the last committed revocation change (0: none yet). */
+  async epoch(ex: Executor): Promise<number> {
+    const r = await prepared(ex, 'ocsp-epoch', `select (value #>> '{}')::bigint as epoch from settings where key = ?`, [EPOCH_KEY]);
+    const row = r.rows[0] as { epoch: string | number } | undefined;
+    return row ? Number(row.epoch) : 0;
   }
 
   /** Tells every replica listening on OCSP_CHANNEL; delivered when `tx` commits, not before. */

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer as createNetServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -147,7 +147,8 @@ export async function startServe(env: Record<string, string>): Promise<Served> {
   delete inherited.DATABASE_URL;
   delete inherited.REDIS_URL;
   const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
-    env: { ...inherited, PORT: '0', LOG_LEVEL: 'warn', ...env },
+    // One process unless a test asks for more (SERVE_PROCESSES defaults to every core on PostgreSQL).
+    env: { ...inherited, PORT: '0', LOG_LEVEL: 'warn', SERVE_PROCESSES: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const child = await childReady(proc, /listening on http:\/\/[\d.]+:\d+/, 120_000, 'mqtt-ca serve');
@@ -199,5 +200,115 @@ export async function startPostgres(): Promise<OwnPostgres> {
       server = await start();
     },
     stop: () => server.stop('SIGQUIT'),
+  };
+}
+
+/**
+ * A TCP proxy to a server (PostgreSQL) whose answers can be held back (`delay`: a slow or distant
+ * link) or cut (`cut(true)`: every connection dropped and new ones refused, as when the network
+ * to the database is lost), to show what one process does when its link alone is bad.
+ */
+export async function faultyLink(
+  targetPort: number,
+): Promise<{ port: number; delay(ms: number): void; cut(on: boolean): void; close(): Promise<void> }> {
+  let delayMs = 0;
+  let cut = false;
+  const sockets = new Set<Socket>();
+  const server: Server = createNetServer((client) => {
+    if (cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(targetPort, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on('data', (d) => upstream.write(d));
+    // Same delay for every chunk of a connection, so timers keep their order.
+    upstream.on('data', (d) => (delayMs === 0 ? client.write(d) : setTimeout(() => client.writable && client.write(d), delayMs)));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    delay: (ms) => {
+      delayMs = ms;
+    },
+    cut: (on) => {
+      cut = on;
+      if (on) for (const s of sockets) s.destroy();
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+export interface Haproxy extends Child {
+  url: string;
+}
+
+/**
+ * Debian's HAProxy (/usr/sbin/haproxy) of the test's own, in the foreground with its own config
+ * file: a TCP proxy on a free port spreading connections over `backends` (host:port), each checked
+ * on GET /readyz, a connection that cannot reach one sent to another.
+ */
+export async function startHaproxy(backends: string[], port?: number): Promise<Haproxy> {
+  const listenPort = port ?? (await freePort());
+  const dir = mkdtempSync(join(tmpdir(), 'mqttca-haproxy-'));
+  const config = [
+    'global',
+    '  maxconn 2000',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 2s',
+    '  timeout client 60s',
+    '  timeout server 60s',
+    '  retries 3',
+    '  option redispatch',
+    'listen mqtt-ca',
+    `  bind 127.0.0.1:${listenPort}`,
+    '  balance roundrobin',
+    '  option httpchk GET /readyz',
+    '  http-check expect status 200',
+    // A server taken out drops its connections too: in TCP mode a connection stays on the server it began on.
+    ...backends.map((b, i) => `  server r${i} ${b} check inter 500 fall 2 rise 2 on-marked-down shutdown-sessions`),
+    '',
+  ].join('\n');
+  const file = join(dir, 'haproxy.cfg');
+  writeFileSync(file, config);
+  const proc = spawn('/usr/sbin/haproxy', ['-db', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const url = `http://127.0.0.1:${listenPort}`;
+  await until(
+    `HAProxy on ${url}`,
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`haproxy exited (${proc.exitCode}):\n${out}`);
+      return fetch(`${url}/readyz`).then(
+        (r) => r.ok,
+        () => false,
+      );
+    },
+    30_000,
+  );
+  return {
+    proc,
+    url,
+    output: () => out,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      await exited;
+    },
   };
 }

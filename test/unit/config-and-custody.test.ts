@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { loadConfig, ConfigError } from '../../src/config/config.js';
 import { parseKek, deriveKey, KekError } from '../../src/ca/kek.js';
 import { seal, unseal, UnsealError } from '../../src/ca/envelope.js';
@@ -36,6 +37,22 @@ describe('configuration', () => {
       );
     }
     assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
+  });
+});
+
+describe('serve processes', () => {
+  const pg = 'postgres://postgres@127.0.0.1:5432/x';
+  it('uses every core with PostgreSQL and one process on the embedded store, which one process opens', () => {
+    assert.equal(loadConfig({}).serveProcesses, 1);
+    assert.equal(loadConfig({ DATABASE_URL: pg }).serveProcesses, availableParallelism());
+    assert.equal(loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: '3' }).serveProcesses, 3);
+    assert.equal(loadConfig({ SERVE_PROCESSES: '1' }).serveProcesses, 1);
+    assert.throws(
+      () => loadConfig({ SERVE_PROCESSES: '2' }),
+      (e: unknown) => e instanceof ConfigError && /SERVE_PROCESSES: the embedded store/.test(e.message),
+    );
+    assert.throws(() => loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: '0' }), /SERVE_PROCESSES/);
+    assert.throws(() => loadConfig({ DATABASE_URL: pg, SERVE_PROCESSES: 'all' }), /SERVE_PROCESSES/);
   });
 });
 

@@ -1,0 +1,75 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { databaseUrlOf, disposeDb, postgresTarget } from '../helpers/db.js';
+import { startServe, until, type Served } from '../helpers/processes.js';
+import { envSkip } from '../helpers/tools.js';
+import type { Db } from '../../src/store/db.js';
+
+/** The pids of `pid`'s children. */
+function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => Number(l.trim()))
+      .filter((n) => n > 0);
+  } catch {
+    return []; // ps exits 1 when there are none
+  }
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe(
+  'mqtt-ca serve with several processes (SERVE_PROCESSES)',
+  { skip: envSkip('DATABASE_URL', 'serve with several processes (PostgreSQL) is') },
+  () => {
+    let db: Db | undefined;
+    let served: Served | undefined;
+    after(async () => {
+      await served?.stop('SIGKILL');
+      if (db) await disposeDb(db);
+    });
+
+    it('bootstraps once, shares the port, replaces a process that dies, and stops them all on SIGTERM', async () => {
+      db = await postgresTarget.create();
+      served = await startServe({
+        DATABASE_URL: databaseUrlOf(db),
+        MQTT_CA_KEK: randomBytes(32).toString('base64'),
+        DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-processes-')),
+        SERVE_PROCESSES: '2',
+      });
+      const primary = served.proc.pid!;
+      await until('two processes listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 2, 60_000);
+      const first = childrenOf(primary);
+      assert.equal(first.length, 2, `two processes under the first: ${first.join(', ')}`);
+      // One CA, bootstrapped once (the processes did not each make one).
+      const cas = (await db.raw(`select count(*)::int as n from cas where kind = 'root'`)).rows as { n: number }[];
+      assert.equal(cas[0]!.n, 1);
+      assert.equal((served.output().match(/Initialised a new CA/g) ?? []).length, 1);
+
+      process.kill(first[0]!, 'SIGKILL');
+      await until('a replacement listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 3, 60_000);
+      const now = childrenOf(primary);
+      assert.equal(now.length, 2, `two processes again: ${now.join(', ')}`);
+      assert.ok(!now.includes(first[0]!) && now.includes(first[1]!), 'the dead one was replaced, the other left alone');
+      // Both answer on the one port (the first process hands connections round).
+      for (let i = 0; i < 6; i++) assert.equal((await fetch(`${served.url}/readyz`, { headers: { Connection: 'close' } })).status, 200);
+
+      served.proc.kill('SIGTERM');
+      await until('every process gone', async () => !alive(primary) && now.every((p) => !alive(p)), 30_000);
+      assert.equal(served.proc.exitCode, 0, served.output());
+    });
+  },
+);
