@@ -135,6 +135,8 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
     dynsecFile: files.dynsecFile,
     output: () => earlier + (child?.output() ?? ''),
     async reloadCrl() {
+      // What crl-sync would fetch once the full CRLs caught up with the revocations (they follow the delta in the background).
+      await svc.crls.settled();
       writeFileSync(files.crlFile, await crlBundlePem(svc));
       const c = child!;
       const seen = (c.output().match(/Reloading config/g) ?? []).length;
