@@ -106,7 +106,7 @@ function mainThreadCpuMicros(): number | undefined {
   }
 }
 
-function csrBody(deviceId: string): Buffer {
+export function csrBody(deviceId: string): Buffer {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const info = encodeCertificationRequestInfo(encodeName([{ type: 'CN', value: deviceId }]), publicKey.export({ format: 'der', type: 'spki' }));
   const der = encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }));

@@ -34,6 +34,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['rotation', () => import('./rotation.js')],
   ['backup', () => import('./backup.js')],
   ['posture', () => import('./posture.js')],
+  ['fleet', () => import('./fleet.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
