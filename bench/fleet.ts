@@ -82,7 +82,7 @@ interface Figures {
  * Devices `from`..`to` (1-based) of the fleet, and a certificate for each one that is not
  * `registered`. The 1-based index decides everything, so the small store is the first 1,000 devices of the large one.
  */
-async function seedFleet(db: Db, caId: string, der: Buffer, base: Date, from: number, to: number): Promise<void> {
+export async function seedFleet(db: Db, caId: string, der: Buffer, base: Date, from: number, to: number): Promise<void> {
   for (let lo = from; lo <= to; lo += SEED_CHUNK) {
     const hi = Math.min(to, lo + SEED_CHUNK - 1);
     // status by (i / LOTS) % 100, lot by i % LOTS: every lot has every status in the same shares.
