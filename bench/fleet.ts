@@ -268,6 +268,12 @@ export async function run(): Promise<BenchResult[]> {
       const post = { method: 'POST' as const, contentType: 'application/json', headers: [`Authorization: Bearer ${token.token}`], connections: ENROLL_CONNECTIONS, warmup: 0 };
       checked('enrollment warm-up', await load({ ...post, file: enrollFile('enroll-warmup', 0, ENROLL_WARMUP_DEVICES), seconds: 2 }), ENROLL_WARMUP_DEVICES);
       const enroll = checked('enrollment', await load({ ...post, file: enrollFile('enroll', ENROLL_WARMUP_DEVICES, enrollIds.length), seconds: ENROLL_SECONDS }), ENROLL_DEVICES);
+      // wrk leaves with enrollments still in the service: let them finish before the store grows or closes.
+      for (let i = 0; i < 200; i++) {
+        const pending = Number((await store.db('certificates').where({ status: 'pending' }).count({ n: '*' }))[0]!.n);
+        if (pending === 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
 
       return { devices, listFirst, listDeep, get: one, ocspFirstPoll, ocsp, postureS, postureCerts, backupS, restoreS, backupRows, backupBytes: b.sizeBytes, dbBytes, enroll };
     };
