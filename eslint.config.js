@@ -156,7 +156,11 @@ export default defineConfig(
     ['shared', 'store', 'audit', 'ca', 'detect'],
     'src/enroll may import only src/shared, store ports, the audit log, ca and detect (events, rate limits, source blocks).',
   ),
-  room(['src/revoke/**/*.ts'], ['shared', 'store', 'audit', 'ca'], 'src/revoke may import only src/shared, store ports, the audit log and ca.'),
+  room(
+    ['src/revoke/**/*.ts'],
+    ['shared', 'store', 'audit', 'ca'],
+    'src/revoke may import only src/shared, store ports, the audit log and ca.',
+  ),
   room(
     ['src/rotate/**/*.ts'],
     ['shared', 'store', 'audit', 'ca', 'enroll', 'revoke', 'detect'],

@@ -66,7 +66,8 @@ export async function run(): Promise<BenchResult[]> {
     await restoreBackup({ db: target.db, store: new BackupStore(), kek, audit, clock: systemClock }, file, { actor: 'bench' });
     const restoreS = (performance.now() - t0) / 1000;
     const restored = Number((await target.db('certificates').count({ n: '*' }))[0]!.n);
-    if (restored !== b.rowCounts.certificates || restored < N) throw new Error(`restored ${restored} certificates, the backup has ${b.rowCounts.certificates}`);
+    if (restored !== b.rowCounts.certificates || restored < N)
+      throw new Error(`restored ${restored} certificates, the backup has ${b.rowCounts.certificates}`);
 
     const out: BenchResult[] = [];
     const label = `${source.label}; ${rows.toLocaleString('en-US')} rows, file ${(b.sizeBytes / 2 ** 20).toFixed(1)} MiB`;
@@ -82,16 +83,36 @@ export async function run(): Promise<BenchResult[]> {
         await again.db.raw('drop schema public cascade');
         await again.db.raw('create schema public');
         t0 = performance.now();
-        const r = spawnSync('pg_restore', ['--no-owner', '-d', again.env.DATABASE_URL!, '--single-transaction', dump], { encoding: 'utf8' });
+        const r = spawnSync('pg_restore', ['--no-owner', '-d', again.env.DATABASE_URL!, '--single-transaction', dump], {
+          encoding: 'utf8',
+        });
         if (r.status !== 0) throw new Error(`pg_restore: ${r.stderr}`);
         const pgRestoreS = (performance.now() - t0) / 1000;
         const dumpBase = { name: 'pg_dump -Fc of the same database', value: rows / dumpS };
         const restoreBase = { name: 'pg_restore --single-transaction of that dump', value: rows / pgRestoreS };
         out.push(
-          result(dumpBase.name, 'rows/s', dumpBase.value, dumpBase, `${dumpS.toFixed(2)} s, ${(statSync(dump).size / 2 ** 20).toFixed(1)} MiB`),
-          result('mqtt-ca backup (snapshot, gzip, AES-256-GCM)', 'rows/s', rows / backupS, dumpBase, `${label}; ${backupS.toFixed(2)} s; process RSS ${heapMb.toFixed(0)} MiB after`),
+          result(
+            dumpBase.name,
+            'rows/s',
+            dumpBase.value,
+            dumpBase,
+            `${dumpS.toFixed(2)} s, ${(statSync(dump).size / 2 ** 20).toFixed(1)} MiB`,
+          ),
+          result(
+            'mqtt-ca backup (snapshot, gzip, AES-256-GCM)',
+            'rows/s',
+            rows / backupS,
+            dumpBase,
+            `${label}; ${backupS.toFixed(2)} s; process RSS ${heapMb.toFixed(0)} MiB after`,
+          ),
           result(restoreBase.name, 'rows/s', restoreBase.value, restoreBase, `${pgRestoreS.toFixed(2)} s`),
-          result('mqtt-ca restore into an empty database (file checked, migrated, one transaction)', 'rows/s', rows / restoreS, restoreBase, `${restoreS.toFixed(2)} s`),
+          result(
+            'mqtt-ca restore into an empty database (file checked, migrated, one transaction)',
+            'rows/s',
+            rows / restoreS,
+            restoreBase,
+            `${restoreS.toFixed(2)} s`,
+          ),
         );
       } finally {
         await again.drop();

@@ -21,9 +21,9 @@ import { concurrently, measureRate, result, type BenchResult } from './lib.js';
 
 export const description =
   'Parse + signature check of one P-256 CSR made by `openssl req` (CN, O, one DNS SAN), one at a time and 64 in flight. ' +
-  'Baseline: @peculiar/x509 `new Pkcs10CertificateRequest(der)` + `await verify()` (Node\'s WebCrypto as provider), at the ' +
+  "Baseline: @peculiar/x509 `new Pkcs10CertificateRequest(der)` + `await verify()` (Node's WebCrypto as provider), at the " +
   'same concurrency. Ours: `parseCsrDer` (a strict single-pass DER walk, no object model) on the event loop + `verifyCsr` ' +
-  '(the key imported from its raw point and verified by node:crypto on worker threads, each event-loop turn\'s checks sent as ' +
+  "(the key imported from its raw point and verified by node:crypto on worker threads, each event-loop turn's checks sent as " +
   'one message): one at a time it pays the trip to the worker; in flight it is what an enrollment server gets. The fields ' +
   'both sides read are compared in test/unit/csr.test.ts.';
 
@@ -35,7 +35,18 @@ function opensslP256Csr(): Buffer {
     const out = join(dir, 'req.der');
     writeFileSync(
       cnf,
-      ['[req]', 'distinguished_name = dn', 'prompt = no', 'req_extensions = ext', '[dn]', 'O = Acme Fleet', 'CN = dev-1', '[ext]', 'subjectAltName = DNS:dev-1.devices.example', ''].join('\n'),
+      [
+        '[req]',
+        'distinguished_name = dn',
+        'prompt = no',
+        'req_extensions = ext',
+        '[dn]',
+        'O = Acme Fleet',
+        'CN = dev-1',
+        '[ext]',
+        'subjectAltName = DNS:dev-1.devices.example',
+        '',
+      ].join('\n'),
     );
     for (const args of [
       ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key],

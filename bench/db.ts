@@ -53,7 +53,10 @@ export async function freshDatabase(poolMax = 10, opts: { shareable?: boolean } 
  * A bootstrapped service (silent, its own KEK and data dir) on a benchmark's database, its default
  * issuing CA, and the environment under which `mqtt-ca serve` in another process opens it.
  */
-export async function benchService(db: Db, dataDir = mkdtempSync(join(tmpdir(), 'mqttca-bench-'))): Promise<{ svc: Service; issuingId: string; env: Record<string, string> }> {
+export async function benchService(
+  db: Db,
+  dataDir = mkdtempSync(join(tmpdir(), 'mqttca-bench-')),
+): Promise<{ svc: Service; issuingId: string; env: Record<string, string> }> {
   const env = { MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dataDir, LOG_LEVEL: 'silent' };
   const svc = await buildService(loadConfig(env), { db, logger: pino({ level: 'silent' }) });
   return { svc, issuingId: (await bootstrap(svc)).issuingId!, env };

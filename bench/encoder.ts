@@ -74,7 +74,13 @@ async function setup(): Promise<Setup> {
   const x509 = await loadLibrary();
   const issuerPair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const issuerSpki = new Uint8Array(issuerPair.publicKey.export({ type: 'spki', format: 'der' }));
-  const webKey = await webcrypto.subtle.importKey('pkcs8', issuerPair.privateKey.export({ type: 'pkcs8', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  const webKey = await webcrypto.subtle.importKey(
+    'pkcs8',
+    issuerPair.privateKey.export({ type: 'pkcs8', format: 'der' }),
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    false,
+    ['sign'],
+  );
   const deviceSpki = new Uint8Array(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' }));
 
   const issuerName = encodeName([
@@ -91,7 +97,11 @@ async function setup(): Promise<Setup> {
     signatureAlgorithm: 'ecdsa-with-SHA256',
     issuer: issuerName,
     extensionsBefore: [ext.keyUsage(['digitalSignature']), ext.extendedKeyUsage([OID.clientAuth])],
-    extensionsAfter: [ext.authorityKeyIdentifier(keyIdentifier(issuerSpki)), ext.authorityInfoAccess(AIA), ext.crlDistributionPoints(CRLDP)],
+    extensionsAfter: [
+      ext.authorityKeyIdentifier(keyIdentifier(issuerSpki)),
+      ext.authorityInfoAccess(AIA),
+      ext.crlDistributionPoints(CRLDP),
+    ],
   });
   const encodeOne = (): Uint8Array => {
     const id = `dev-${counter++}`;
@@ -142,7 +152,14 @@ async function setup(): Promise<Setup> {
     });
   };
 
-  return { x509, issuer: { privateKey: issuerPair.privateKey, spki: issuerSpki, webKey }, deviceSpki, ours, oursEncodeOnly: encodeOne, library };
+  return {
+    x509,
+    issuer: { privateKey: issuerPair.privateKey, spki: issuerSpki, webKey },
+    deviceSpki,
+    ours,
+    oursEncodeOnly: encodeOne,
+    library,
+  };
 }
 
 /** Sanity check outside the timed loops: both sides produce certificates that verify. */
@@ -171,9 +188,9 @@ export async function benchEncoder(): Promise<EncoderBenchResult> {
 }
 
 export const description =
-  'Certificate generation alone (no database): the lean DER encoder plus node:crypto.sign against @peculiar/x509\'s ' +
-  'X509CertificateGenerator.create for the same P-256 device leaf (same issuer, names and extensions; the encoder\'s output is ' +
-  'byte-compared with the library\'s in test/unit/x509-encoder.test.ts).';
+  "Certificate generation alone (no database): the lean DER encoder plus node:crypto.sign against @peculiar/x509's " +
+  "X509CertificateGenerator.create for the same P-256 device leaf (same issuer, names and extensions; the encoder's output is " +
+  "byte-compared with the library's in test/unit/x509-encoder.test.ts).";
 
 /** The harness entry (bench/run.ts). */
 export async function run(): Promise<BenchResult[]> {

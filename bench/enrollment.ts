@@ -30,14 +30,14 @@ export const description =
   'verify on worker threads, the batched token spend and the batched intent record; signing; and one statement per commit for the ' +
   'certificates, their devices and the audit entries on PostgreSQL — driven by wrk in a separate ' +
   'process on the same 2-core machine, sharing its cores (one thread, 32 keep-alive connections, every request a distinct device, ' +
-  'after a 10 s warm-up on other devices (the JIT, the connection pool, PostgreSQL\'s backends: after 2 s the first round still ' +
-  'ran slow, its p99 3-4× the others\'); the best of three 8 s rounds, each on devices of its own, and the worst round\'s p99; ' +
-  'each round\'s CPU time per enrollment, of the service\'s threads and of its event loop alone and of the PostgreSQL processes ' +
-  'when they run on this machine, and the share of the machine\'s CPU left idle). ' +
+  "after a 10 s warm-up on other devices (the JIT, the connection pool, PostgreSQL's backends: after 2 s the first round still " +
+  "ran slow, its p99 3-4× the others'); the best of three 8 s rounds, each on devices of its own, and the worst round's p99; " +
+  "each round's CPU time per enrollment, of the service's threads and of its event loop alone and of the PostgreSQL processes " +
+  "when they run on this machine, and the share of the machine's CPU left idle). " +
   'Baselines (best of three) from ' +
   'the same run: the same generator against `GET /healthz` (Express) and `GET /pki/ca/{id}.pem` (bare node:http), and the raw ' +
   'signing rate of the issuing key; and, before any load of ours, how many cores this machine lets threads that wake one another ' +
-  'keep busy, beside the same threads spinning (bench/wake-probe.ts), with the rate the best round\'s CPU per enrollment, of every ' +
+  "keep busy, beside the same threads spinning (bench/wake-probe.ts), with the rate the best round's CPU per enrollment, of every " +
   'process, would give on all cores (derived: an upper bound). Target: >= 2,000 enrollments/s and p99 < 50 ms at 32 clients.';
 
 const CONCURRENCY = 32;
@@ -108,8 +108,15 @@ function mainThreadCpuMicros(): number | undefined {
 
 export function csrBody(deviceId: string): Buffer {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const info = encodeCertificationRequestInfo(encodeName([{ type: 'CN', value: deviceId }]), publicKey.export({ format: 'der', type: 'spki' }));
-  const der = encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }));
+  const info = encodeCertificationRequestInfo(
+    encodeName([{ type: 'CN', value: deviceId }]),
+    publicKey.export({ format: 'der', type: 'spki' }),
+  );
+  const der = encodeCertificationRequest(
+    info,
+    'ecdsa-with-SHA256',
+    sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }),
+  );
   return Buffer.from(JSON.stringify({ csr: toPem(der, 'CERTIFICATE REQUEST') }));
 }
 
@@ -123,17 +130,26 @@ export async function run(): Promise<BenchResult[]> {
     const boot = await bootstrap(svc);
     const signer = (await svc.hierarchy.issuer(boot.issuingId!)).signer;
     const tbsLike = randomBytes(420);
-    const rawSign = Math.max(await measureRate(() => signer.sign(tbsLike)), await measureRate(concurrently(64, () => signer.sign(tbsLike))));
+    const rawSign = Math.max(
+      await measureRate(() => signer.sign(tbsLike)),
+      await measureRate(concurrently(64, () => signer.sign(tbsLike))),
+    );
     // What the machine's scheduler lets a wake-heavy load use, before any load of ours runs.
     const spinning = await coresBusy({ spin: true }, PROBE_SECONDS);
     const waking: { runnable: number; cores: number | undefined }[] = [];
-    for (const runnable of [MACHINE_CORES, MACHINE_CORES + 1]) waking.push({ runnable, cores: await coresBusy({ spin: false, runnable }, PROBE_SECONDS) });
+    for (const runnable of [MACHINE_CORES, MACHINE_CORES + 1])
+      waking.push({ runnable, cores: await coresBusy({ spin: false, runnable }, PROBE_SECONDS) });
 
     // A production lot, larger than the runs can use up, with one lot token and a distinct CSR per device.
     const n = WARMUP_DEVICES + ROUNDS * DEVICES_PER_ROUND;
     const ids = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
     const ctx = { actor: 'bench' };
-    for (let i = 0; i < n; i += 20_000) await svc.devices.importManifest(ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })), ctx, { lot: 'BENCH' });
+    for (let i = 0; i < n; i += 20_000)
+      await svc.devices.importManifest(
+        ids.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })),
+        ctx,
+        { lot: 'BENCH' },
+      );
     const token = await svc.tokens.create({ lot: 'BENCH', maxUses: n }, ctx);
     // wrk sends a file's requests in turn, from the first, in every run: the warm-up gets devices of its own.
     const enrollments = (from: number, to: number) => ids.slice(from, to).map((id) => ({ path: '/v1/enroll', body: csrBody(id) }));
@@ -145,11 +161,25 @@ export async function run(): Promise<BenchResult[]> {
     const server = await listen(svc);
     const port = (server.address() as { port: number }).port;
     const run = (path: string, extra: Partial<WrkOptions> = {}) =>
-      wrk({ port, method: 'GET', file: requestFile(dir, 'get', [{ path }]), connections: CONCURRENCY, seconds: SECONDS, warmup: 1, pinned: false, ...extra });
+      wrk({
+        port,
+        method: 'GET',
+        file: requestFile(dir, 'get', [{ path }]),
+        connections: CONCURRENCY,
+        seconds: SECONDS,
+        warmup: 1,
+        pinned: false,
+        ...extra,
+      });
     try {
       const bare = await bestOf(ROUNDS, () => run('/healthz'));
       const lean = await bestOf(ROUNDS, () => run(`/pki/ca/${boot.issuingId}.pem`));
-      const post = { method: 'POST' as const, contentType: 'application/json', headers: [`Authorization: Bearer ${token.token}`], warmup: 0 };
+      const post = {
+        method: 'POST' as const,
+        contentType: 'application/json',
+        headers: [`Authorization: Bearer ${token.token}`],
+        warmup: 0,
+      };
       const warm = await run('', { ...post, file: warmupFile, seconds: WARMUP_SECONDS });
       if (warm.errors > 0) throw new Error(`enrollment warm-up saw ${warm.errors} errors`);
       const profiler = process.env.BENCH_PROFILE ? await startProfile() : undefined;
@@ -183,7 +213,8 @@ export async function run(): Promise<BenchResult[]> {
       const issued = Number((await db('certificates').where({ profile: 'device', status: 'issued' }).count({ n: 'serial' }))[0]!.n);
       // wrk stops with up to CONCURRENCY requests in flight per run, which it does not count.
       const answered = warm.requests + rounds.reduce((a, r) => a + r.requests, 0);
-      if (issued < answered || issued > answered + (ROUNDS + 1) * CONCURRENCY) throw new Error(`${issued} certificates recorded for ${answered} enrollments answered`);
+      if (issued < answered || issued > answered + (ROUNDS + 1) * CONCURRENCY)
+        throw new Error(`${issued} certificates recorded for ${answered} enrollments answered`);
       // The best round's rate, as for every baseline (this machine's neighbours come and go); the worst round's p99.
       const enr = rounds.reduce((a, b) => (b.rps > a.rps ? b : a));
       const worstP99 = Math.max(...rounds.map((r) => r.p99));
@@ -199,24 +230,42 @@ export async function run(): Promise<BenchResult[]> {
         ...waking
           .filter((w): w is { runnable: number; cores: number } => w.cores !== undefined && spinning !== undefined)
           .map(({ runnable, cores }) =>
-            result(`machine CPU used: ${PROBE_SHAPE}, waking one another, ${runnable} with work at a time`, 'cores busy', cores, { name: 'the same threads spinning, never sleeping', value: spinning! }, `of ${MACHINE_CORES} cores; no service running`),
+            result(
+              `machine CPU used: ${PROBE_SHAPE}, waking one another, ${runnable} with work at a time`,
+              'cores busy',
+              cores,
+              { name: 'the same threads spinning, never sleeping', value: spinning! },
+              `of ${MACHINE_CORES} cores; no service running`,
+            ),
           ),
         result('enrollments end to end (POST /v1/enroll)', 'enrollments/s', enr.rps, bareBase, note),
         result('enrollments end to end (POST /v1/enroll), against bare node:http', 'enrollments/s', enr.rps, leanBase),
         result('enrollments end to end (POST /v1/enroll), against raw signing', 'enrollments/s', enr.rps, signBase),
-        result('enrollment rate at 32 clients', 'enrollments/s', enr.rps, { name: 'target rate', value: 2000 }, 'ratio >= 1 meets the target'),
+        result(
+          'enrollment rate at 32 clients',
+          'enrollments/s',
+          enr.rps,
+          { name: 'target rate', value: 2000 },
+          'ratio >= 1 meets the target',
+        ),
         ...(enr.allMicrosEach === undefined
           ? []
           : [
               result(
-                'enrollment rate all cores would give at the best round\'s CPU per enrollment (every process)',
+                "enrollment rate all cores would give at the best round's CPU per enrollment (every process)",
                 'enrollments/s',
                 (MACHINE_CORES * 1e6) / enr.allMicrosEach,
                 { name: 'target rate', value: 2000 },
                 `derived, not measured: ${MACHINE_CORES} cores / ${Math.round(enr.allMicrosEach)} µs; an upper bound with no core left idle`,
               ),
             ]),
-        result('enrollment p99 latency at 32 clients, worst round', 'ms', worstP99, { name: 'target p99', value: 50 }, 'ratio < 1 meets the target'),
+        result(
+          'enrollment p99 latency at 32 clients, worst round',
+          'ms',
+          worstP99,
+          { name: 'target p99', value: 50 },
+          'ratio < 1 meets the target',
+        ),
       ];
     } finally {
       server.close();
@@ -229,5 +278,8 @@ export async function run(): Promise<BenchResult[]> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await run()) console.log(`${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`);
+  for (const r of await run())
+    console.log(
+      `${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`,
+    );
 }

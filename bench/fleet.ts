@@ -148,8 +148,14 @@ export async function run(): Promise<BenchResult[]> {
   try {
     // The rate limits off: what is measured is the service's capacity, not its per-key allowance.
     const env = {
-      MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dir, PORT: '0', LOG_LEVEL: 'silent', OCSP_CACHE_ENTRIES: '1',
-      API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RATE_PER_SOURCE: '0',
+      MQTT_CA_KEK: randomBytes(32).toString('base64'),
+      DATA_DIR: dir,
+      PORT: '0',
+      LOG_LEVEL: 'silent',
+      OCSP_CACHE_ENTRIES: '1',
+      API_RATE_PER_SOURCE: '0',
+      API_RATE_PER_KEY: '0',
+      ENROLL_RATE_PER_SOURCE: '0',
     };
     svc = await buildService(loadConfig(env), { db: store.db, logger: pino({ level: 'silent' }) });
     const s = svc;
@@ -161,7 +167,14 @@ export async function run(): Promise<BenchResult[]> {
     await store.db.raw('create sequence fleet_revocation_seq');
     const issuer = await s.hierarchy.issuer(issuingId);
     const ocspRequest = (serial: Buffer) =>
-      encodeOcspRequest([encodeCertId({ hashAlgorithm: 'sha1', issuerNameHash: nameHash(issuer.subjectDer, 'sha1'), issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'), serial })]);
+      encodeOcspRequest([
+        encodeCertId({
+          hashAlgorithm: 'sha1',
+          issuerNameHash: nameHash(issuer.subjectDer, 'sha1'),
+          issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'),
+          serial,
+        }),
+      ]);
     server = await listen(s);
     const port = (server.address() as { port: number }).port;
     const auth = [`Authorization: Bearer ${key}`];
@@ -206,13 +219,30 @@ export async function run(): Promise<BenchResult[]> {
       const listDeep = checked('list deep pages', await settled(() => get('list-deep', deep)));
 
       // ---- one device ------------------------------------------------------------------------------
-      const ids = (await store.db.raw(`select id from devices where id like 'meter-%' order by random() limit ?`, [GET_IDS])).rows as { id: string }[];
-      const one = checked('GET device', await settled(() => get('get', ids.map((r) => ({ path: `/v1/devices/${r.id}` })))));
+      const ids = (await store.db.raw(`select id from devices where id like 'meter-%' order by random() limit ?`, [GET_IDS])).rows as {
+        id: string;
+      }[];
+      const one = checked(
+        'GET device',
+        await settled(() =>
+          get(
+            'get',
+            ids.map((r) => ({ path: `/v1/devices/${r.id}` })),
+          ),
+        ),
+      );
 
       // ---- OCSP outside the in-memory cache ----------------------------------------------------------
-      const serials = ((await store.db.raw(`select serial from certificates where profile = 'device' and status in ('issued', 'revoked') order by random() limit ?`, [OCSP_SERIALS])).rows as {
-        serial: Uint8Array;
-      }[]).map((r) => Buffer.from(r.serial));
+      const serials = (
+        (
+          await store.db.raw(
+            `select serial from certificates where profile = 'device' and status in ('issued', 'revoked') order by random() limit ?`,
+            [OCSP_SERIALS],
+          )
+        ).rows as {
+          serial: Uint8Array;
+        }[]
+      ).map((r) => Buffer.from(r.serial));
       const bodies = serials.map(ocspRequest);
       // The first poll signs and stores each answer; then every answer comes from PostgreSQL.
       let next = 0;
@@ -226,14 +256,28 @@ export async function run(): Promise<BenchResult[]> {
         }),
       );
       const ocspFirstPoll = bodies.length / ((performance.now() - t0) / 1000);
-      const ocsp = checked('OCSP', await settled(() => get('ocsp', bodies.map((body) => ({ path: '/pki/ocsp', body })), { method: 'POST', contentType: 'application/ocsp-request', headers: [] })));
+      const ocsp = checked(
+        'OCSP',
+        await settled(() =>
+          get(
+            'ocsp',
+            bodies.map((body) => ({ path: '/pki/ocsp', body })),
+            { method: 'POST', contentType: 'application/ocsp-request', headers: [] },
+          ),
+        ),
+      );
 
       // ---- the posture report ------------------------------------------------------------------------
       const t1 = performance.now();
       const posture = (await fetchJson(port, '/v1/posture', key)) as { figures: { crypto: { certificatesByKey: Record<string, number> } } };
       const postureS = (performance.now() - t1) / 1000;
       const postureCerts = Object.values(posture.figures.crypto.certificatesByKey).reduce((a, b) => a + b, 0);
-      const valid = Number(((await store.db.raw(`select count(*) as n from certificates where status = 'issued' and profile <> 'ca' and not_after > now()`)).rows as { n: string }[])[0]!.n);
+      const valid = Number(
+        (
+          (await store.db.raw(`select count(*) as n from certificates where status = 'issued' and profile <> 'ca' and not_after > now()`))
+            .rows as { n: string }[]
+        )[0]!.n,
+      );
       if (postureCerts !== valid) throw new Error(`the posture report counted ${postureCerts} certificates, the store has ${valid} valid`);
 
       // ---- backup, and restore into a fresh database -------------------------------------------------
@@ -249,7 +293,11 @@ export async function run(): Promise<BenchResult[]> {
         const kek = parseKek(env.MQTT_CA_KEK, 'bench');
         const audit = new AuditLog(new AuditStore(target.db), deriveKey(kek, 'audit chain'), systemClock);
         const t3 = performance.now();
-        await restoreBackup({ db: target.db, store: new BackupStore(), kek, audit, clock: systemClock }, join(s.backups.dir, b.fileName), ctx);
+        await restoreBackup(
+          { db: target.db, store: new BackupStore(), kek, audit, clock: systemClock },
+          join(s.backups.dir, b.fileName),
+          ctx,
+        );
         restoreS = (performance.now() - t3) / 1000;
         const restored = await deviceCount(target.db);
         if (restored !== b.rowCounts.devices) throw new Error(`restored ${restored} devices, the backup has ${b.rowCounts.devices}`);
@@ -261,13 +309,40 @@ export async function run(): Promise<BenchResult[]> {
 
       // ---- enrollment, last: it adds devices of its own -----------------------------------------------
       const lot = `ENROLL-${devices}`;
-      const enrollIds = Array.from({ length: ENROLL_WARMUP_DEVICES + ENROLL_DEVICES }, (_, i) => `enroll-${devices}-${String(i).padStart(6, '0')}`);
-      for (let i = 0; i < enrollIds.length; i += 20_000) await s.devices.importManifest(enrollIds.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })), ctx, { lot });
+      const enrollIds = Array.from(
+        { length: ENROLL_WARMUP_DEVICES + ENROLL_DEVICES },
+        (_, i) => `enroll-${devices}-${String(i).padStart(6, '0')}`,
+      );
+      for (let i = 0; i < enrollIds.length; i += 20_000)
+        await s.devices.importManifest(
+          enrollIds.slice(i, i + 20_000).map((id) => ({ id, kind: 'client' as const })),
+          ctx,
+          { lot },
+        );
       const token = await s.tokens.create({ lot, maxUses: enrollIds.length }, ctx);
-      const enrollFile = (name: string, from: number, to: number) => requestFile(dir, name, enrollIds.slice(from, to).map((id) => ({ path: '/v1/enroll', body: csrBody(id) })));
-      const post = { method: 'POST' as const, contentType: 'application/json', headers: [`Authorization: Bearer ${token.token}`], connections: ENROLL_CONNECTIONS, warmup: 0 };
-      checked('enrollment warm-up', await load({ ...post, file: enrollFile('enroll-warmup', 0, ENROLL_WARMUP_DEVICES), seconds: 2 }), ENROLL_WARMUP_DEVICES);
-      const enroll = checked('enrollment', await load({ ...post, file: enrollFile('enroll', ENROLL_WARMUP_DEVICES, enrollIds.length), seconds: ENROLL_SECONDS }), ENROLL_DEVICES);
+      const enrollFile = (name: string, from: number, to: number) =>
+        requestFile(
+          dir,
+          name,
+          enrollIds.slice(from, to).map((id) => ({ path: '/v1/enroll', body: csrBody(id) })),
+        );
+      const post = {
+        method: 'POST' as const,
+        contentType: 'application/json',
+        headers: [`Authorization: Bearer ${token.token}`],
+        connections: ENROLL_CONNECTIONS,
+        warmup: 0,
+      };
+      checked(
+        'enrollment warm-up',
+        await load({ ...post, file: enrollFile('enroll-warmup', 0, ENROLL_WARMUP_DEVICES), seconds: 2 }),
+        ENROLL_WARMUP_DEVICES,
+      );
+      const enroll = checked(
+        'enrollment',
+        await load({ ...post, file: enrollFile('enroll', ENROLL_WARMUP_DEVICES, enrollIds.length), seconds: ENROLL_SECONDS }),
+        ENROLL_DEVICES,
+      );
       // wrk leaves with enrollments still in the service: let them finish before the store grows or closes.
       for (let i = 0; i < 200; i++) {
         const pending = Number((await store.db('certificates').where({ status: 'pending' }).count({ n: '*' }))[0]!.n);
@@ -275,7 +350,22 @@ export async function run(): Promise<BenchResult[]> {
         await new Promise((r) => setTimeout(r, 50));
       }
 
-      return { devices, listFirst, listDeep, get: one, ocspFirstPoll, ocsp, postureS, postureCerts, backupS, restoreS, backupRows, backupBytes: b.sizeBytes, dbBytes, enroll };
+      return {
+        devices,
+        listFirst,
+        listDeep,
+        get: one,
+        ocspFirstPoll,
+        ocsp,
+        postureS,
+        postureCerts,
+        backupS,
+        restoreS,
+        backupRows,
+        backupBytes: b.sizeBytes,
+        dbBytes,
+        enroll,
+      };
     };
 
     await seedFleet(store.db, issuingId, der, base, 1, SMALL);
@@ -292,8 +382,20 @@ export async function run(): Promise<BenchResult[]> {
     const lat = (what: string, pick: (f: Figures) => WrkResult, extra = '') => {
       const b = { name: `${what}, p99, ${at(small)}`, value: pick(small).p99 };
       return [
-        result(`${what}, p99, ${at(large)}`, 'ms', pick(large).p99, b, `p50 ${pick(large).p50.toFixed(1)} ms (${pick(small).p50.toFixed(1)} ms small)${extra}`),
-        result(`${what}, throughput, ${at(large)}`, 'requests/s', pick(large).rps, { name: `the same, ${at(small)}`, value: pick(small).rps }, `${CONNECTIONS} connections`),
+        result(
+          `${what}, p99, ${at(large)}`,
+          'ms',
+          pick(large).p99,
+          b,
+          `p50 ${pick(large).p50.toFixed(1)} ms (${pick(small).p50.toFixed(1)} ms small)${extra}`,
+        ),
+        result(
+          `${what}, throughput, ${at(large)}`,
+          'requests/s',
+          pick(large).rps,
+          { name: `the same, ${at(small)}`, value: pick(small).rps },
+          `${CONNECTIONS} connections`,
+        ),
       ];
     };
     const mib = (x: number) => `${(x / 2 ** 20).toFixed(1)} MiB`;
@@ -302,18 +404,55 @@ export async function run(): Promise<BenchResult[]> {
       ...lat('GET /v1/devices?lot=&status=&limit=100, pages 90% deep by cursor', (f) => f.listDeep),
       ...lat('GET /v1/devices/{id}', (f) => f.get),
       ...lat('POST /pki/ocsp, uncached serials (answer stored in PostgreSQL)', (f) => f.ocsp),
-      result(`OCSP first poll (sign and store), ${at(large)}`, 'responses/s', large.ocspFirstPoll, { name: `the same, ${at(small)}`, value: small.ocspFirstPoll }, `in process, ${CONNECTIONS} in flight`),
-      result(`POST /v1/enroll, ${at(large)}`, 'enrollments/s', large.enroll.rps, { name: `the same, ${at(small)}`, value: small.enroll.rps },
-        `p99 ${large.enroll.p99.toFixed(1)} ms (${small.enroll.p99.toFixed(1)} ms small); ${ENROLL_CONNECTIONS} connections`),
-      result(`GET /v1/posture, ${at(large)}`, 'certificates/s', large.postureCerts / large.postureS, { name: `the same, ${at(small)}`, value: small.postureCerts / small.postureS },
-        `${large.postureS.toFixed(2)} s for ${n(large.postureCerts)} certificates (${(small.postureS * 1000).toFixed(0)} ms for ${n(small.postureCerts)})`),
-      result(`backup (Backups.create), ${at(large)}`, 'rows/s', large.backupRows / large.backupS, { name: `the same, ${at(small)}`, value: small.backupRows / small.backupS },
-        `${large.backupS.toFixed(1)} s, ${n(large.backupRows)} rows, file ${mib(large.backupBytes)} (${small.backupS.toFixed(2)} s, ${n(small.backupRows)} rows small)`),
-      result(`restore into a fresh database, ${at(large)}`, 'rows/s', large.backupRows / large.restoreS, { name: `the same, ${at(small)}`, value: small.backupRows / small.restoreS },
-        `${large.restoreS.toFixed(1)} s (${small.restoreS.toFixed(2)} s small)`),
-      result(`database size (pg_database_size), ${at(large)}`, 'MiB', large.dbBytes / 2 ** 20, { name: `the same, ${at(small)}`, value: small.dbBytes / 2 ** 20 },
-        `${n(Math.round((large.dbBytes - small.dbBytes) / (large.devices - small.devices)))} bytes per device added (device, certificate, indexes)`),
-      result(`seeding ${n(LARGE - SMALL)} devices and their certificates`, 's', seedS, { name: `measuring every figure at ${at(large)}`, value: measureS }, `${store.label}; generate_series, ${n(SEED_CHUNK)} devices a statement, then analyze`),
+      result(
+        `OCSP first poll (sign and store), ${at(large)}`,
+        'responses/s',
+        large.ocspFirstPoll,
+        { name: `the same, ${at(small)}`, value: small.ocspFirstPoll },
+        `in process, ${CONNECTIONS} in flight`,
+      ),
+      result(
+        `POST /v1/enroll, ${at(large)}`,
+        'enrollments/s',
+        large.enroll.rps,
+        { name: `the same, ${at(small)}`, value: small.enroll.rps },
+        `p99 ${large.enroll.p99.toFixed(1)} ms (${small.enroll.p99.toFixed(1)} ms small); ${ENROLL_CONNECTIONS} connections`,
+      ),
+      result(
+        `GET /v1/posture, ${at(large)}`,
+        'certificates/s',
+        large.postureCerts / large.postureS,
+        { name: `the same, ${at(small)}`, value: small.postureCerts / small.postureS },
+        `${large.postureS.toFixed(2)} s for ${n(large.postureCerts)} certificates (${(small.postureS * 1000).toFixed(0)} ms for ${n(small.postureCerts)})`,
+      ),
+      result(
+        `backup (Backups.create), ${at(large)}`,
+        'rows/s',
+        large.backupRows / large.backupS,
+        { name: `the same, ${at(small)}`, value: small.backupRows / small.backupS },
+        `${large.backupS.toFixed(1)} s, ${n(large.backupRows)} rows, file ${mib(large.backupBytes)} (${small.backupS.toFixed(2)} s, ${n(small.backupRows)} rows small)`,
+      ),
+      result(
+        `restore into a fresh database, ${at(large)}`,
+        'rows/s',
+        large.backupRows / large.restoreS,
+        { name: `the same, ${at(small)}`, value: small.backupRows / small.restoreS },
+        `${large.restoreS.toFixed(1)} s (${small.restoreS.toFixed(2)} s small)`,
+      ),
+      result(
+        `database size (pg_database_size), ${at(large)}`,
+        'MiB',
+        large.dbBytes / 2 ** 20,
+        { name: `the same, ${at(small)}`, value: small.dbBytes / 2 ** 20 },
+        `${n(Math.round((large.dbBytes - small.dbBytes) / (large.devices - small.devices)))} bytes per device added (device, certificate, indexes)`,
+      ),
+      result(
+        `seeding ${n(LARGE - SMALL)} devices and their certificates`,
+        's',
+        seedS,
+        { name: `measuring every figure at ${at(large)}`, value: measureS },
+        `${store.label}; generate_series, ${n(SEED_CHUNK)} devices a statement, then analyze`,
+      ),
     ];
   } finally {
     if (server) {
@@ -327,5 +466,8 @@ export async function run(): Promise<BenchResult[]> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await run()) console.log(`${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`);
+  for (const r of await run())
+    console.log(
+      `${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`,
+    );
 }

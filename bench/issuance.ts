@@ -22,7 +22,12 @@ export const description =
 export async function run(): Promise<BenchResult[]> {
   const { db, label, drop } = await freshDatabase();
   try {
-    const config = loadConfig({ MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: '/tmp/mqttca-bench', PUBLIC_URL: 'https://ca.example', LOG_LEVEL: 'silent' });
+    const config = loadConfig({
+      MQTT_CA_KEK: randomBytes(32).toString('base64'),
+      DATA_DIR: '/tmp/mqttca-bench',
+      PUBLIC_URL: 'https://ca.example',
+      LOG_LEVEL: 'silent',
+    });
     const svc = await buildService(config, { db, logger: pino({ level: 'silent' }) });
     const ctx = { actor: 'bench' };
     const root = await svc.hierarchy.createRoot({ name: 'bench root', keyAlgorithm: 'EC-P384' }, ctx);
@@ -33,11 +38,21 @@ export async function run(): Promise<BenchResult[]> {
     // The baseline is the best raw rate of the same key: one at a time or 64 in flight, whichever is faster.
     const sequential = await measureRate(() => signer.sign(tbsLike));
     const parallel = await measureRate(concurrently(64, () => signer.sign(tbsLike)));
-    const raw = { name: 'raw ECDSA P-256 signing, same issuing key (Signer.sign, best of sequential and 64 in flight)', value: Math.max(sequential, parallel) };
+    const raw = {
+      name: 'raw ECDSA P-256 signing, same issuing key (Signer.sign, best of sequential and 64 in flight)',
+      value: Math.max(sequential, parallel),
+    };
 
-    const keys = Array.from({ length: 64 }, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }));
+    const keys = Array.from({ length: 64 }, () =>
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }),
+    );
     let n = 0;
-    const request = () => ({ profile: 'device' as const, caId: issuing.id, deviceId: `bench-${n++}`, subjectPublicKeyInfo: keys[n % keys.length]! });
+    const request = () => ({
+      profile: 'device' as const,
+      caId: issuing.id,
+      deviceId: `bench-${n++}`,
+      subjectPublicKeyInfo: keys[n % keys.length]!,
+    });
 
     // Bulk: lots of 1,000 through issueBatch (batches of 500 inside).
     await svc.issuance.issueBatch(Array.from({ length: 500 }, request), ctx); // warm-up
@@ -74,5 +89,6 @@ export async function run(): Promise<BenchResult[]> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await run()) console.log(`${r.name}: ${Math.round(r.value)} ${r.unit} (${(r.ratio * 100).toFixed(1)}% of ${r.baselineName})`);
+  for (const r of await run())
+    console.log(`${r.name}: ${Math.round(r.value)} ${r.unit} (${(r.ratio * 100).toFixed(1)}% of ${r.baselineName})`);
 }

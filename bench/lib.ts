@@ -109,13 +109,7 @@ export async function measureRate(work: Op | Concurrent, options: MeasureOptions
 }
 
 /** Builds a BenchResult, computing the ratio. */
-export function result(
-  name: string,
-  unit: string,
-  value: number,
-  baseline: { name: string; value: number },
-  note?: string,
-): BenchResult {
+export function result(name: string, unit: string, value: number, baseline: { name: string; value: number }, note?: string): BenchResult {
   return {
     name,
     unit,

@@ -35,7 +35,7 @@ import { bestOf, commandExists, freePort, requestFile, startPinned, waitForPort,
 export const description =
   'OCSP, every server on one core: each in its own process pinned to CPU 0 (taskset), the same client — wrk, one thread, ' +
   '32 keep-alive connections, pinned to CPU 1 — sending the same real OCSPRequests (SHA-1 CertIDs over 2,000 issued ' +
-  'certificates, taken in turn), 1 s of warm-up, then three 3-second windows, of which the fastest counts (every window\'s rate is in the note). mqtt-ca is `mqtt-ca serve` on the store this ' +
+  "certificates, taken in turn), 1 s of warm-up, then three 3-second windows, of which the fastest counts (every window's rate is in the note). mqtt-ca is `mqtt-ca serve` on the store this " +
   'benchmark filled, with its job workers off (`JOBS_IN_SERVE=false`: the responder alone; housekeeping runs in `mqtt-ca worker` processes) (`POST /pki/ocsp` and `GET /pki/ocsp/{base64}` on the lean node:http handler). Pre-signed: no nonce, ' +
   'answered from the in-process cache after the warm-up (misses read the shared store). Nonce: 20,000 requests with distinct ' +
   'nonces, each signed on the spot with the delegated responder key (ECDSA P-256). Baselines: a bare node:http server answering ' +
@@ -55,17 +55,28 @@ const REVOCATIONS = 50;
 const OCSP_REQUEST = 'application/ocsp-request';
 
 const GOOD = Buffer.from([0x80, 0x00, 0x18, 0x0f]);
-const isRevoked = (der: Buffer) => der.includes(Buffer.from([0xa1, 0x16, 0x18, 0x0f])) || der.includes(Buffer.from([0xa1, 0x11, 0x18, 0x0f]));
+const isRevoked = (der: Buffer) =>
+  der.includes(Buffer.from([0xa1, 0x16, 0x18, 0x0f])) || der.includes(Buffer.from([0xa1, 0x11, 0x18, 0x0f]));
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 
 /** One request on a connection of its own, closed after it (`openssl ocsp` serves one connection at a time). */
 function fetchOnce(port: number, method: string, path: string, body?: Buffer): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent: false, headers: body ? { 'Content-Type': OCSP_REQUEST, 'Content-Length': body.length } : {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path,
+        agent: false,
+        headers: body ? { 'Content-Type': OCSP_REQUEST, 'Content-Length': body.length } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      },
+    );
     req.setTimeout(5000, () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));
     req.on('error', reject);
     req.end(body);
@@ -73,10 +84,17 @@ function fetchOnce(port: number, method: string, path: string, body?: Buffer): P
 }
 
 /** A few requests of a run, checked one by one: a rate of wrong answers is no rate. */
-async function spotCheck(what: string, port: number, requests: WrkRequest[], method: 'GET' | 'POST', expect: (der: Buffer) => boolean): Promise<void> {
+async function spotCheck(
+  what: string,
+  port: number,
+  requests: WrkRequest[],
+  method: 'GET' | 'POST',
+  expect: (der: Buffer) => boolean,
+): Promise<void> {
   for (const r of requests.slice(0, 20)) {
     const res = await fetchOnce(port, method, r.path, r.body);
-    if (res.status !== 200 || !expect(res.body)) throw new Error(`${what}: HTTP ${res.status}, not the expected OCSP answer (${res.body.subarray(0, 16).toString('hex')}…)`);
+    if (res.status !== 200 || !expect(res.body))
+      throw new Error(`${what}: HTTP ${res.status}, not the expected OCSP answer (${res.body.subarray(0, 16).toString('hex')}…)`);
   }
 }
 
@@ -101,12 +119,21 @@ export async function run(): Promise<BenchResult[]> {
     const ctx = { actor: 'bench' };
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
     const issued = await svc.issuance.issueBatch(
-      Array.from({ length: CERTS + 3 * REVOCATIONS }, (_, i) => ({ profile: 'device' as const, deviceId: `ocsp-${i}`, subjectPublicKeyInfo: spki })),
+      Array.from({ length: CERTS + 3 * REVOCATIONS }, (_, i) => ({
+        profile: 'device' as const,
+        deviceId: `ocsp-${i}`,
+        subjectPublicKeyInfo: spki,
+      })),
       ctx,
     );
     const issuer = await svc.hierarchy.issuer(issuingId);
     const certId = (serial: Serial) =>
-      encodeCertId({ hashAlgorithm: 'sha1', issuerNameHash: nameHash(issuer.subjectDer, 'sha1'), issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'), serial: Buffer.from(serial, 'hex') });
+      encodeCertId({
+        hashAlgorithm: 'sha1',
+        issuerNameHash: nameHash(issuer.subjectDer, 'sha1'),
+        issuerKeyHash: publicKeyHash(issuer.signer.publicKey, 'sha1'),
+        serial: Buffer.from(serial, 'hex'),
+      });
     const out: BenchResult[] = [];
 
     // ---- revoke-to-visible, in this process ------------------------------------------------------
@@ -130,9 +157,20 @@ export async function run(): Promise<BenchResult[]> {
     }
     const revokeBase = { name: 'revoke call without the OCSP hooks (CRL only), p50', value: percentile(plainRevoke, 0.5) };
     out.push(result(revokeBase.name, 'ms', revokeBase.value, revokeBase));
-    out.push(result('revoke-to-visible, same process (revoke returns, OCSP says revoked), p50', 'ms', percentile(local, 0.5), revokeBase, `p99 ${percentile(local, 0.99).toFixed(1)} ms`));
+    out.push(
+      result(
+        'revoke-to-visible, same process (revoke returns, OCSP says revoked), p50',
+        'ms',
+        percentile(local, 0.5),
+        revokeBase,
+        `p99 ${percentile(local, 0.99).toFixed(1)} ms`,
+      ),
+    );
     if (!isEmbedded(store.db)) {
-      replica = await buildService(svc.config, { db: knexFactory({ client: 'pg', connection: store.db.client.config.connection, pool: { min: 0, max: 4 } }), logger: pino({ level: 'silent' }) });
+      replica = await buildService(svc.config, {
+        db: knexFactory({ client: 'pg', connection: store.db.client.config.connection, pool: { min: 0, max: 4 } }),
+        logger: pino({ level: 'silent' }),
+      });
       for (let i = 0; i < 200 && !replica.ocsp.cache.enabled; i++) await new Promise((r) => setTimeout(r, 10));
       const remote: number[] = [];
       for (const c of rest.slice(2 * REVOCATIONS)) {
@@ -144,7 +182,15 @@ export async function run(): Promise<BenchResult[]> {
         remote.push(performance.now() - t0);
         await revoking;
       }
-      out.push(result('revoke-to-visible on a second replica (polled until revoked), p50', 'ms', percentile(remote, 0.5), revokeBase, `p99 ${percentile(remote, 0.99).toFixed(1)} ms; both replicas in this process`));
+      out.push(
+        result(
+          'revoke-to-visible on a second replica (polled until revoked), p50',
+          'ms',
+          percentile(remote, 0.5),
+          revokeBase,
+          `p99 ${percentile(remote, 0.99).toFixed(1)} ms; both replicas in this process`,
+        ),
+      );
       await replica.close();
       replica = undefined;
     }
@@ -160,7 +206,10 @@ export async function run(): Promise<BenchResult[]> {
     }
     const posts: WrkRequest[] = plain.map((body) => ({ path: '/pki/ocsp', body }));
     const gets: WrkRequest[] = plain.map((r) => ({ path: `/pki/ocsp/${encodeURIComponent(r.toString('base64'))}` }));
-    const nonces: WrkRequest[] = Array.from({ length: NONCE_BODIES }, (_, i) => ({ path: '/pki/ocsp', body: encodeOcspRequest([certId(polled[i % CERTS]!.serial)], randomBytes(16)) }));
+    const nonces: WrkRequest[] = Array.from({ length: NONCE_BODIES }, (_, i) => ({
+      path: '/pki/ocsp',
+      body: encodeOcspRequest([certId(polled[i % CERTS]!.serial)], randomBytes(16)),
+    }));
     const atRoot = (rs: WrkRequest[]) => rs.map((r) => ({ ...r, path: '/' }));
     const files = {
       posts: requestFile(dir, 'posts', posts),
@@ -179,7 +228,15 @@ export async function run(): Promise<BenchResult[]> {
     const responder = await svc.ocspResponders.responder(issuingId);
     const ref = (await svc.settings.get<{ signerRef: string }>(svc.db, `ocsp_responder:${issuingId}`))!;
     const ossl = { index: join(dir, 'index.txt'), rsigner: join(dir, 'rsigner.pem'), rkey: join(dir, 'rkey.pem'), ca: join(dir, 'ca.pem') };
-    writeFileSync(ossl.index, polled.map((c) => `V\t${c.notAfter.toISOString().replace(/[-:T]/g, '').slice(2, 14)}Z\t\t${c.serial.toUpperCase()}\tunknown\t/CN=${c.serial}`).join('\n') + '\n');
+    writeFileSync(
+      ossl.index,
+      polled
+        .map(
+          (c) =>
+            `V\t${c.notAfter.toISOString().replace(/[-:T]/g, '').slice(2, 14)}Z\t\t${c.serial.toUpperCase()}\tunknown\t/CN=${c.serial}`,
+        )
+        .join('\n') + '\n',
+    );
     writeFileSync(ossl.rsigner, toPem(responder.certificateDer));
     writeFileSync(ossl.rkey, await svc.vault.tlsPrivateKeyPem(svc.db, ref.signerRef), { mode: 0o600 });
     writeFileSync(ossl.ca, toPem(issuer.certificateDer));
@@ -230,7 +287,8 @@ export async function run(): Promise<BenchResult[]> {
 
     const bareBase = { name: 'bare node:http, fixed body of the same size', value: bare.rps };
     const spread = (r: { rates: number[] }) => `windows ${r.rates.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ')}`;
-    const note = (r: WrkResult & { rates: number[] }) => `${store.label}; p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${spread(r)}`;
+    const note = (r: WrkResult & { rates: number[] }) =>
+      `${store.label}; p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${spread(r)}`;
     out.push(result(bareBase.name, 'requests/s', bare.rps, bareBase, `one core; p99 ${bare.p99.toFixed(1)} ms; ${spread(bare)}`));
     out.push(result('OCSP pre-signed, GET /pki/ocsp/{base64}', 'responses/s', get.rps, bareBase, `${note(get)}; target ratio >= 0.40`));
     out.push(result('OCSP pre-signed, POST /pki/ocsp', 'responses/s', post.rps, bareBase, `${note(post)}; target ratio >= 0.40`));
@@ -240,7 +298,11 @@ export async function run(): Promise<BenchResult[]> {
       const file = join(dir, 'responses.txt');
       writeFileSync(file, presigned.map((d) => d.toString('base64')).join('\n') + '\n');
       const cfPort = await freePort();
-      const cf = startPinned('cfssl', ['ocspserve', '-address', '127.0.0.1', '-port', String(cfPort), '-responses', file, '-loglevel', '5'], { ...process.env, GOMAXPROCS: '1' });
+      const cf = startPinned(
+        'cfssl',
+        ['ocspserve', '-address', '127.0.0.1', '-port', String(cfPort), '-responses', file, '-loglevel', '5'],
+        { ...process.env, GOMAXPROCS: '1' },
+      );
       children.push(cf);
       await waitForPort(cfPort, cf, 'cfssl ocspserve');
       await spotCheck('cfssl POST', cfPort, atRoot(posts), 'POST', (d) => d.includes(GOOD));
@@ -251,7 +313,15 @@ export async function run(): Promise<BenchResult[]> {
       const cfBase = { name: 'cfssl ocspserve, same responses from a file, POST', value: cfPost.rps };
       out.push(result(cfBase.name, 'responses/s', cfPost.rps, bareBase, `one core; p99 ${cfPost.p99.toFixed(1)} ms; ${spread(cfPost)}`));
       out.push(result('OCSP pre-signed POST, against cfssl ocspserve', 'responses/s', post.rps, cfBase, 'target ratio >= 1'));
-      out.push(result('OCSP pre-signed GET, against cfssl ocspserve POST', 'responses/s', get.rps, cfBase, 'target ratio >= 1 (cfssl 1.2 cannot answer these GETs at all)'));
+      out.push(
+        result(
+          'OCSP pre-signed GET, against cfssl ocspserve POST',
+          'responses/s',
+          get.rps,
+          cfBase,
+          'target ratio >= 1 (cfssl 1.2 cannot answer these GETs at all)',
+        ),
+      );
     } else {
       out.push(result('cfssl ocspserve (not installed: apt-get install golang-cfssl)', 'responses/s', 0, bareBase, 'not measured'));
     }
@@ -260,22 +330,55 @@ export async function run(): Promise<BenchResult[]> {
     // A fresh process for every window, and no warm-up run: when a run ends, the connections still
     // in openssl's backlog close unserved, and openssl 3.0 spins forever on the first of them.
     let osslChecked = false;
-    const osslNonce = checked('openssl ocsp', await bestOf(ROUNDS, async () => {
-      const osslPort = await freePort();
-      const osslChild = startPinned('openssl', ['ocsp', '-index', ossl.index, '-port', String(osslPort), '-rsigner', ossl.rsigner, '-rkey', ossl.rkey, '-CA', ossl.ca, '-ndays', '1']);
-      children.push(osslChild);
-      try {
-        await waitForPort(osslPort, osslChild, 'openssl ocsp', { readyText: 'waiting for OCSP client connections' });
-        if (!osslChecked) await spotCheck('openssl ocsp', osslPort, atRoot(nonces), 'POST', (d) => d.includes(GOOD));
-        osslChecked = true;
-        return await wrk({ port: osslPort, method: 'POST', file: files.noncesAtRoot, ...window });
-      } finally {
-        osslChild.kill();
-      }
-    }));
+    const osslNonce = checked(
+      'openssl ocsp',
+      await bestOf(ROUNDS, async () => {
+        const osslPort = await freePort();
+        const osslChild = startPinned('openssl', [
+          'ocsp',
+          '-index',
+          ossl.index,
+          '-port',
+          String(osslPort),
+          '-rsigner',
+          ossl.rsigner,
+          '-rkey',
+          ossl.rkey,
+          '-CA',
+          ossl.ca,
+          '-ndays',
+          '1',
+        ]);
+        children.push(osslChild);
+        try {
+          await waitForPort(osslPort, osslChild, 'openssl ocsp', { readyText: 'waiting for OCSP client connections' });
+          if (!osslChecked) await spotCheck('openssl ocsp', osslPort, atRoot(nonces), 'POST', (d) => d.includes(GOOD));
+          osslChecked = true;
+          return await wrk({ port: osslPort, method: 'POST', file: files.noncesAtRoot, ...window });
+        } finally {
+          osslChild.kill();
+        }
+      }),
+    );
     const osslBase = { name: 'openssl ocsp responder, nonce requests, same responder key', value: osslNonce.rps };
-    out.push(result(osslBase.name, 'responses/s', osslNonce.rps, bareBase, `one core; p99 ${osslNonce.p99.toFixed(1)} ms; one request at a time; ${spread(osslNonce)}`));
-    out.push(result('OCSP with a nonce (signed per request), POST /pki/ocsp', 'responses/s', nonce.rps, osslBase, `${note(nonce)}; target ratio > 1 and >= 10,000/s`));
+    out.push(
+      result(
+        osslBase.name,
+        'responses/s',
+        osslNonce.rps,
+        bareBase,
+        `one core; p99 ${osslNonce.p99.toFixed(1)} ms; one request at a time; ${spread(osslNonce)}`,
+      ),
+    );
+    out.push(
+      result(
+        'OCSP with a nonce (signed per request), POST /pki/ocsp',
+        'responses/s',
+        nonce.rps,
+        osslBase,
+        `${note(nonce)}; target ratio > 1 and >= 10,000/s`,
+      ),
+    );
     return out;
   } finally {
     for (const c of children) c.kill();
@@ -286,5 +389,8 @@ export async function run(): Promise<BenchResult[]> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await run()) console.log(`${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`);
+  for (const r of await run())
+    console.log(
+      `${r.name}: ${r.value.toFixed(1)} ${r.unit} (ratio ${r.ratio.toFixed(3)} to ${r.baselineName})${r.note ? ` — ${r.note}` : ''}`,
+    );
 }

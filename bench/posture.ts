@@ -23,7 +23,10 @@ export async function run(): Promise<BenchResult[]> {
   try {
     const { svc, issuingId } = await benchService(source.db);
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
-    const sample = await svc.issuance.issue({ profile: 'device', deviceId: 'posture-sample', subjectPublicKeyInfo: spki }, { actor: 'bench' });
+    const sample = await svc.issuance.issue(
+      { profile: 'device', deviceId: 'posture-sample', subjectPublicKeyInfo: spki },
+      { actor: 'bench' },
+    );
     await source.db.raw(
       `insert into devices (id, kind, model, firmware_version, site, lot, status, labels, current_serial, current_not_after, created_at, updated_at, activated_at)
        select 'dev-' || i, 'client', 'M1', '1.0', 'north', 'lot-' || (i % 50), 'active', '{}', decode(md5('s' || i), 'hex'), clock_timestamp() + interval '365 days', now(), now(), now()
@@ -55,7 +58,13 @@ export async function run(): Promise<BenchResult[]> {
     const base = { name: 'node:crypto X509Certificate key type, same certificates (parse only, no database)', value: N / parseS };
     return [
       result(base.name, 'certificates/s', base.value, base, `${parseS.toFixed(2)} s for ${N.toLocaleString('en-US')}`),
-      result('posture report, whole fleet (database and crypto inventory)', 'certificates/s', counted / reportS, base, `${source.label}; ${reportS.toFixed(2)} s for ${counted.toLocaleString('en-US')} devices`),
+      result(
+        'posture report, whole fleet (database and crypto inventory)',
+        'certificates/s',
+        counted / reportS,
+        base,
+        `${source.label}; ${reportS.toFixed(2)} s for ${counted.toLocaleString('en-US')} devices`,
+      ),
     ];
   } finally {
     await source.drop();

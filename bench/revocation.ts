@@ -12,7 +12,7 @@ import { benchService, freshDatabase } from './db.js';
 export const description =
   'Bulk revocation: `Revocations.revokeMany` with `{ lot }` revoking a production lot of 100,000 issued certificates whose ' +
   'devices are active — the certificates (one statement), their devices (one statement), one audit entry per certificate and ' +
-  'per device (200,000, hash-chained) and the issuing CA\'s new CRL, all before it returns. Baseline from the same run: ' +
+  "per device (200,000, hash-chained) and the issuing CA's new CRL, all before it returns. Baseline from the same run: " +
   'single revocations (`Revocations.revoke`, keyCompromise, CRL republished each time) one after another, on 300 certificates ' +
   'of another lot.';
 
@@ -43,9 +43,12 @@ export async function run(): Promise<BenchResult[]> {
     const ctx = { actor: 'bench' };
 
     await seedLot(db, caId, 'SINGLE', SINGLES);
-    const singles = (await db('certificates').where({ status: 'issued' }).whereIn('device_id', db('devices').select('id').where({ lot: 'SINGLE' })).select('serial')).map(
-      (r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)),
-    );
+    const singles = (
+      await db('certificates')
+        .where({ status: 'issued' })
+        .whereIn('device_id', db('devices').select('id').where({ lot: 'SINGLE' }))
+        .select('serial')
+    ).map((r: { serial: Uint8Array }) => serialFromBytes(Buffer.from(r.serial)));
     let t0 = performance.now();
     for (const s of singles) await svc.revocations.revoke(s, { reason: 'keyCompromise' }, ctx);
     const singleRate = singles.length / ((performance.now() - t0) / 1000);
@@ -59,8 +62,13 @@ export async function run(): Promise<BenchResult[]> {
     await svc.close();
     return [
       result(base.name, 'certificates/s', singleRate, base, `${label}; ${SINGLES} certificates`),
-      result(`bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`, 'certificates/s', LOT_SIZE / seconds, base,
-        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new CRL`),
+      result(
+        `bulk revocation of a ${LOT_SIZE.toLocaleString('en-US')}-certificate lot, one request`,
+        'certificates/s',
+        LOT_SIZE / seconds,
+        base,
+        `${label}; ${seconds.toFixed(2)} s including devices, audit and the new CRL`,
+      ),
     ];
   } finally {
     await drop();

@@ -22,7 +22,7 @@ export const description =
   'local Mosquitto, wait for every PUBACK, record the batch sent with its audit entry. Timed from the policy change until the last ' +
   'notice is recorded sent. A subscriber on the topic tree counts what arrives (Mosquitto may drop QoS 0 copies to a slow subscriber). ' +
   'Baseline: one mqtt.js client publishing 100,000 QoS 1 messages to the same broker, 1,000 in flight. Memory: Redis `used_memory` ' +
-  'growth (sampled) and each worker\'s peak RSS (VmHWM). Target: under 60 s.';
+  "growth (sampled) and each worker's peak RSS (VmHWM). Target: under 60 s.";
 
 const N = 100_000;
 const MQTT_URL = process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883';
@@ -30,10 +30,21 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 async function rawPublishRate(n: number, topicRoot: string): Promise<number> {
   const c = await mqtt.connectAsync(MQTT_URL, { clientId: `bench-raw-${randomBytes(4).toString('hex')}`, clean: true });
-  const payload = JSON.stringify({ type: 'renewal-due', noticeId: 'x'.repeat(32), deviceId: 'device-000000', serial: 'x'.repeat(32), dueAt: new Date().toISOString(), deadline: new Date().toISOString(), renewUrl: 'http://ca.example/v1/renew', estUrl: 'http://ca.example/.well-known/est/simplereenroll' });
+  const payload = JSON.stringify({
+    type: 'renewal-due',
+    noticeId: 'x'.repeat(32),
+    deviceId: 'device-000000',
+    serial: 'x'.repeat(32),
+    dueAt: new Date().toISOString(),
+    deadline: new Date().toISOString(),
+    renewUrl: 'http://ca.example/v1/renew',
+    estUrl: 'http://ca.example/.well-known/est/simplereenroll',
+  });
   const t0 = performance.now();
   for (let i = 0; i < n; i += 1000) {
-    await Promise.all(Array.from({ length: Math.min(1000, n - i) }, (_, j) => c.publishAsync(`${topicRoot}/d${i + j}/renew`, payload, { qos: 1 })));
+    await Promise.all(
+      Array.from({ length: Math.min(1000, n - i) }, (_, j) => c.publishAsync(`${topicRoot}/d${i + j}/renew`, payload, { qos: 1 })),
+    );
   }
   const rate = n / ((performance.now() - t0) / 1000);
   await c.endAsync();
@@ -43,7 +54,8 @@ async function rawPublishRate(n: number, topicRoot: string): Promise<number> {
 const peakRssMiB = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 export async function run(): Promise<BenchResult[]> {
-  if (!process.env.DATABASE_URL) throw new Error('the rotation benchmark needs DATABASE_URL (workers in other processes share the database)');
+  if (!process.env.DATABASE_URL)
+    throw new Error('the rotation benchmark needs DATABASE_URL (workers in other processes share the database)');
   const prefix = `bench${randomBytes(4).toString('hex')}`;
   const topicRoot = `mqttca-bench-${prefix}`;
   const baseline = await rawPublishRate(N, `${topicRoot}-raw`);
@@ -65,10 +77,22 @@ export async function run(): Promise<BenchResult[]> {
          from generate_series(1, ?::int) as i`,
       [caId, N],
     );
-    await db.raw(`update devices d set current_serial = c.serial, current_not_after = c.not_after from certificates c where c.device_id = d.id`);
+    await db.raw(
+      `update devices d set current_serial = c.serial, current_not_after = c.not_after from certificates c where c.device_id = d.id`,
+    );
     await db.raw('analyze');
 
-    const workerEnv = { ...dbEnv, ...env, REDIS_URL, JOBS_PREFIX: prefix, RENEWAL_MQTT_URL: MQTT_URL, RENEWAL_MQTT_RETAIN: 'false', RENEWAL_TOPIC: `${topicRoot}/{deviceId}/renew`, RENEWAL_PLAN_SECONDS: '1', LOG_LEVEL: 'warn' };
+    const workerEnv = {
+      ...dbEnv,
+      ...env,
+      REDIS_URL,
+      JOBS_PREFIX: prefix,
+      RENEWAL_MQTT_URL: MQTT_URL,
+      RENEWAL_MQTT_RETAIN: 'false',
+      RENEWAL_TOPIC: `${topicRoot}/{deviceId}/renew`,
+      RENEWAL_PLAN_SECONDS: '1',
+      LOG_LEVEL: 'warn',
+    };
     workers.push(await startWorker(workerEnv), await startWorker(workerEnv));
 
     const sub = await mqtt.connectAsync(MQTT_URL, { clientId: `bench-sub-${prefix}`, clean: true });
@@ -85,7 +109,8 @@ export async function run(): Promise<BenchResult[]> {
     for (;;) {
       await new Promise((r) => setTimeout(r, 250));
       redisPeak = Math.max(redisPeak, await redisUsed());
-      const r = (await db.raw(`select count(*)::int as planned, count(*) filter (where state = 'sent')::int as sent from renewal_notices`)).rows[0] as { planned: number; sent: number };
+      const r = (await db.raw(`select count(*)::int as planned, count(*) filter (where state = 'sent')::int as sent from renewal_notices`))
+        .rows[0] as { planned: number; sent: number };
       if (!plannedAt && r.planned === N) plannedAt = performance.now();
       if (r.sent === N) break;
       if (performance.now() - t0 > 600_000) throw new Error(`renewal bench: only ${r.sent} of ${N} notices sent after 10 minutes`);
@@ -100,12 +125,33 @@ export async function run(): Promise<BenchResult[]> {
     const base = { name: 'mqtt.js QoS 1 publish, one client, 1,000 in flight (same broker)', value: baseline };
     return [
       result(base.name, 'messages/s', baseline, base),
-      result('renewal notices planned and published, 2 workers', 'notices/s', N / seconds, base, `${N.toLocaleString('en-US')} in ${seconds.toFixed(1)} s (target < 60 s); subscriber received ${received.toLocaleString('en-US')}`),
+      result(
+        'renewal notices planned and published, 2 workers',
+        'notices/s',
+        N / seconds,
+        base,
+        `${N.toLocaleString('en-US')} in ${seconds.toFixed(1)} s (target < 60 s); subscriber received ${received.toLocaleString('en-US')}`,
+      ),
       result('time to drain 100,000 notices', 's', seconds, { name: 'target', value: 60 }, 'ratio < 1 meets the target'),
       result('planning (policy change → 100,000 notice rows)', 'notices/s', N / planSeconds, base, `${planSeconds.toFixed(1)} s`),
-      result('delivery jobs (500 notices each)', 'jobs/s', jobs / seconds, { name: 'delivery jobs (500 notices each)', value: jobs / seconds }, `${jobs} jobs`),
-      result('Redis memory growth during the run (peak sampled)', 'MiB', (redisPeak - redisBefore) / 1048576, { name: 'Redis memory growth during the run (peak sampled)', value: (redisPeak - redisBefore) / 1048576 }),
-      result('worker peak RSS (each of 2)', 'MiB', Math.max(...rss), { name: 'worker peak RSS (each of 2)', value: Math.max(...rss) }, rss.map((m) => `${m.toFixed(0)} MiB`).join(', ')),
+      result(
+        'delivery jobs (500 notices each)',
+        'jobs/s',
+        jobs / seconds,
+        { name: 'delivery jobs (500 notices each)', value: jobs / seconds },
+        `${jobs} jobs`,
+      ),
+      result('Redis memory growth during the run (peak sampled)', 'MiB', (redisPeak - redisBefore) / 1048576, {
+        name: 'Redis memory growth during the run (peak sampled)',
+        value: (redisPeak - redisBefore) / 1048576,
+      }),
+      result(
+        'worker peak RSS (each of 2)',
+        'MiB',
+        Math.max(...rss),
+        { name: 'worker peak RSS (each of 2)', value: Math.max(...rss) },
+        rss.map((m) => `${m.toFixed(0)} MiB`).join(', '),
+      ),
     ];
   } finally {
     await Promise.all(workers.map((w) => w.stop()));

@@ -71,18 +71,19 @@ function consoleTable(results: BenchResult[]): string {
   const widths = COLUMNS.map((_, i) => Math.max(...all.map((row) => row[i]!.length)));
   const numeric = new Set([1, 4, 5]);
   const line = (row: string[]) =>
-    row.map((cell, i) => (numeric.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd();
+    row
+      .map((cell, i) => (numeric.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(all[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...all.slice(1).map(line)].join('\n');
 }
 
 function markdownTable(results: BenchResult[]): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
   const align = COLUMNS.map((_, i) => ([1, 4, 5].includes(i) ? '---:' : '---'));
-  return [
-    `| ${COLUMNS.join(' | ')} |`,
-    `| ${align.join(' | ')} |`,
-    ...rows(results).map((row) => `| ${row.map(esc).join(' | ')} |`),
-  ].join('\n');
+  return [`| ${COLUMNS.join(' | ')} |`, `| ${align.join(' | ')} |`, ...rows(results).map((row) => `| ${row.map(esc).join(' | ')} |`)].join(
+    '\n',
+  );
 }
 
 function machine(): { cpu: string; cores: number; node: string; os: string; memory: string; threadpool: string } {

@@ -57,20 +57,13 @@ export async function run(): Promise<BenchResult[]> {
   const baselineName = 'node crypto.sign ECDSA P-256';
   const baselineValue = await measureRate(nodeSignP256);
   const baseline = { name: baselineName, value: baselineValue };
-  const results: BenchResult[] = [
-    result(baselineName, UNIT, baselineValue, baseline, 'KeyObject, SHA-256, dsaEncoding der, synchronous'),
-  ];
+  const results: BenchResult[] = [result(baselineName, UNIT, baselineValue, baseline, 'KeyObject, SHA-256, dsaEncoding der, synchronous')];
 
   const nodeSignP256Async = () =>
     new Promise<Buffer>((resolve, reject) =>
-      sign('sha256', message, { key: p256.privateKey, dsaEncoding: 'der' }, (err, sig) =>
-        err ? reject(err) : resolve(sig),
-      ),
+      sign('sha256', message, { key: p256.privateKey, dsaEncoding: 'der' }, (err, sig) => (err ? reject(err) : resolve(sig))),
     );
-  check(
-    verify('sha256', message, { key: p256.publicKey, dsaEncoding: 'der' }, await nodeSignP256Async()),
-    'node P-256 callback',
-  );
+  check(verify('sha256', message, { key: p256.publicKey, dsaEncoding: 'der' }, await nodeSignP256Async()), 'node P-256 callback');
   results.push(
     result(
       `node crypto.sign ECDSA P-256, callback, ${IN_FLIGHT} in flight`,

@@ -40,7 +40,10 @@ for (;;) {
 export async function coresBusy(o: { spin: true } | { spin: false; runnable: number }, seconds: number): Promise<number | undefined> {
   const tokens = new SharedArrayBuffer(4 * THREADS);
   if (!o.spin) new Int32Array(tokens).fill(1, 0, o.runnable);
-  const workers = Array.from({ length: THREADS }, (_, i) => new Worker(WORKER_SOURCE, { eval: true, workerData: { tokens, i, threads: THREADS, workUs: WORK_US, spin: o.spin } }));
+  const workers = Array.from(
+    { length: THREADS },
+    (_, i) => new Worker(WORKER_SOURCE, { eval: true, workerData: { tokens, i, threads: THREADS, workUs: WORK_US, spin: o.spin } }),
+  );
   try {
     await new Promise((r) => setTimeout(r, 500)); // the threads started and running
     const t0 = process.hrtime.bigint();

@@ -45,7 +45,11 @@ export function freePort(): Promise<number> {
 }
 
 /** A server process pinned to SERVER_CPU; its stderr is kept for the error message if it dies. */
-export function startPinned(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess & { stderrText: () => string } {
+export function startPinned(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ChildProcess & { stderrText: () => string } {
   const child = spawn('taskset', ['-c', SERVER_CPU, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-4000)));
@@ -57,7 +61,12 @@ export function startPinned(cmd: string, args: string[], env: NodeJS.ProcessEnv 
  * process to print it on stderr instead of probing (`openssl ocsp` spins forever on a connection
  * that closes without a request).
  */
-export async function waitForPort(port: number, child: ChildProcess & { stderrText: () => string }, what: string, opts: { seconds?: number; readyText?: string } = {}): Promise<void> {
+export async function waitForPort(
+  port: number,
+  child: ChildProcess & { stderrText: () => string },
+  what: string,
+  opts: { seconds?: number; readyText?: string } = {},
+): Promise<void> {
   const seconds = opts.seconds ?? 60;
   for (let i = 0; i < seconds * 20; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited (${child.exitCode}): ${child.stderrText()}`);
@@ -114,12 +123,26 @@ export async function bestOf(rounds: number, run: () => Promise<WrkResult>): Pro
 
 function runWrk(o: WrkOptions): Promise<WrkResult> {
   const args = [
-    'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s',
-    '-s', join(import.meta.dirname, 'wrk.lua'),
-    `http://127.0.0.1:${o.port}/`, '--', o.method, o.file, o.contentType ?? '', ...(o.headers ?? []),
+    'wrk',
+    '-t1',
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--timeout',
+    '5s',
+    '-s',
+    join(import.meta.dirname, 'wrk.lua'),
+    `http://127.0.0.1:${o.port}/`,
+    '--',
+    o.method,
+    o.file,
+    o.contentType ?? '',
+    ...(o.headers ?? []),
   ];
   return new Promise((resolve, reject) => {
-    const child = o.pinned === false ? spawn(args[0]!, args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('taskset', ['-c', CLIENT_CPU, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child =
+      o.pinned === false
+        ? spawn(args[0]!, args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('taskset', ['-c', CLIENT_CPU, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -128,7 +151,15 @@ function runWrk(o: WrkOptions): Promise<WrkResult> {
     child.on('close', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('{"wrk"'));
       if (code !== 0 || !line) return reject(new Error(`wrk exited ${code}: ${err || out}`));
-      const r = JSON.parse(line) as { requests: number; duration_us: number; non2xx: number; socket: number; p50_us: number; p90_us: number; p99_us: number };
+      const r = JSON.parse(line) as {
+        requests: number;
+        duration_us: number;
+        non2xx: number;
+        socket: number;
+        p50_us: number;
+        p90_us: number;
+        p99_us: number;
+      };
       resolve({
         requests: r.requests,
         rps: r.requests / (r.duration_us / 1e6),

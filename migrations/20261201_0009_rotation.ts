@@ -24,7 +24,11 @@ export async function up(knex: Knex): Promise<void> {
     t.check('renew_at_fraction is null or (renew_at_fraction > 0 and renew_at_fraction < 1)', [], 'rotation_policies_fraction_check');
     t.check('renew_days_before is null or renew_days_before >= 0', [], 'rotation_policies_days_check');
     t.check('grace_days is null or grace_days >= 0', [], 'rotation_policies_grace_check');
-    t.check('session_key_overlap_hours is null or session_key_period_hours is null or session_key_overlap_hours < session_key_period_hours', [], 'rotation_policies_overlap_check');
+    t.check(
+      'session_key_overlap_hours is null or session_key_period_hours is null or session_key_overlap_hours < session_key_period_hours',
+      [],
+      'rotation_policies_overlap_check',
+    );
   });
 
   // One notice per certificate, ever: planning twice (two workers, a retry) finds the row.

@@ -47,7 +47,11 @@ export async function up(knex: Knex): Promise<void> {
     t.unique(['scope', 'owner', 'version'], { indexName: 'session_keys_scope_owner_version_key' });
     t.check("scope in ('device','channel')", [], 'session_keys_scope_check');
     t.check('version >= 1 and not_before <= rotate_at and not_before <= not_after', [], 'session_keys_times_check');
-    t.check('(revoked_at is null) = (reason is null) and (revoked_at is null or superseded_at is not null)', [], 'session_keys_revoked_check');
+    t.check(
+      '(revoked_at is null) = (reason is null) and (revoked_at is null or superseded_at is not null)',
+      [],
+      'session_keys_revoked_check',
+    );
   });
   // One current version per series; and the due scan of rotateDue reads only current versions.
   await knex.raw('create unique index session_keys_current_idx on session_keys (scope, owner) where superseded_at is null');

@@ -18,7 +18,11 @@ export async function up(knex: Knex): Promise<void> {
     t.text('closed_by');
     t.timestamp('closed_at', { useTz: true });
     t.text('summary');
-    t.check("kind in ('device-compromise','lost-device','credential-leak','broker-compromise','ca-compromise')", [], 'incidents_kind_check');
+    t.check(
+      "kind in ('device-compromise','lost-device','credential-leak','broker-compromise','ca-compromise')",
+      [],
+      'incidents_kind_check',
+    );
     t.check("status in ('open','closed')", [], 'incidents_status_check');
     t.index(['opened_at', 'id'], 'incidents_opened_idx');
   });

@@ -51,5 +51,7 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw('drop function if exists issuance_complete(bigint, bigint, bytea, jsonb, bytea[], bytea[], timestamptz, text[], bytea[], timestamptz[], text[])');
+  await knex.raw(
+    'drop function if exists issuance_complete(bigint, bigint, bytea, jsonb, bytea[], bytea[], timestamptz, text[], bytea[], timestamptz[], text[])',
+  );
 }

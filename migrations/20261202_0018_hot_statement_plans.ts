@@ -21,7 +21,8 @@ import type { Knex } from 'knex';
  *   as seen when granted.
  */
 const INDEX_PLANS = ['enable_seqscan', 'enable_hashjoin', 'enable_mergejoin'];
-const ISSUANCE_COMPLETE = 'issuance_complete(bigint, bigint, bytea, jsonb, bytea[], bytea[], timestamptz, text[], bytea[], timestamptz[], text[])';
+const ISSUANCE_COMPLETE =
+  'issuance_complete(bigint, bigint, bytea, jsonb, bytea[], bytea[], timestamptz, text[], bytea[], timestamptz[], text[])';
 
 export async function up(knex: Knex): Promise<void> {
   await knex.raw(`alter function ${ISSUANCE_COMPLETE} set plan_cache_mode = force_custom_plan`);

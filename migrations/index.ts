@@ -21,7 +21,7 @@ import * as leanerCertificateRows from './20261202_0019_leaner_certificate_rows.
 import * as detection from './20261203_0020_detection.js';
 import * as byteaSplit from './20261203_0021_bytea_split.js';
 import * as apiKeyLineage from './20261207_0022_api_key_lineage.js';
-import * as deviceListIndexes from './20261207_0023_device_list_indexes.js';
+import * as deviceListIndexes from './20261207_0024_device_list_indexes.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -47,7 +47,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261203_0020_detection': detection,
   '20261203_0021_bytea_split': byteaSplit,
   '20261207_0022_api_key_lineage': apiKeyLineage,
-  '20261207_0023_device_list_indexes': deviceListIndexes,
+  '20261207_0024_device_list_indexes': deviceListIndexes,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -36,7 +36,13 @@ export async function bootstrap(svc: Service): Promise<BootstrapResult> {
     const issuing =
       cas.find((c) => c.name === ISSUING_NAME && c.parentId === root.id) ??
       (await svc.hierarchy.createIntermediate(
-        { name: ISSUING_NAME, subject: { commonName: ISSUING_NAME, organization: 'mqtt-ca' }, parentId: root.id, keyAlgorithm: 'EC-P256', pathLen: 0 },
+        {
+          name: ISSUING_NAME,
+          subject: { commonName: ISSUING_NAME, organization: 'mqtt-ca' },
+          parentId: root.id,
+          keyAlgorithm: 'EC-P256',
+          pathLen: 0,
+        },
         SYSTEM,
       ));
     await svc.hierarchy.setDefaultIssuer(issuing.id, SYSTEM);

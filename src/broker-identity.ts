@@ -8,7 +8,10 @@ import { toPem } from './ca/x509/pem.js';
 export async function crlBundlePem(svc: Service): Promise<string> {
   const crls = await svc.crls.all();
   const ders = await Promise.all(crls.map((c) => svc.crls.der(c.caId, c.crlNumber)));
-  return ders.filter((d): d is Buffer => !!d).map((d) => toPem(d, 'X509 CRL')).join('');
+  return ders
+    .filter((d): d is Buffer => !!d)
+    .map((d) => toPem(d, 'X509 CRL'))
+    .join('');
 }
 
 export interface BrokerSetupOptions {
@@ -49,7 +52,11 @@ export async function writeBrokerSetup(svc: Service, o: BrokerSetupOptions): Pro
   writeFileSync(at('ca.pem'), cas.join(''));
   writeFileSync(at('crl.pem'), await crlBundlePem(svc));
   // Mosquitto rewrites this file on every change: it must stay writable by the broker.
-  writeFileSync(at('dynamic-security.json'), JSON.stringify(dynsecSeed({ connectorCn: b.clientCn, denyRole: b.denyRole, notifyTopic: b.notifyTopic, ...o.seed }), null, 2), { mode: 0o600 });
+  writeFileSync(
+    at('dynamic-security.json'),
+    JSON.stringify(dynsecSeed({ connectorCn: b.clientCn, denyRole: b.denyRole, notifyTopic: b.notifyTopic, ...o.seed }), null, 2),
+    { mode: 0o600 },
+  );
   const conf = mosquittoConf({
     port: o.port ?? 8883,
     ...(o.bindAddress ? { bindAddress: o.bindAddress } : {}),
@@ -73,9 +80,16 @@ export async function writeBrokerSetup(svc: Service, o: BrokerSetupOptions): Pro
       'dynamic-security.json  plugin_opt_config_file (seed; the broker rewrites it, keep it writable by the broker)',
       'mosquitto.conf         a listener snippet to include or merge',
       '',
-      'Then set on mqtt-ca: BROKER_MQTT_URL=mqtts://<broker host>:<port> (and BROKER_CA_FILE if the broker\'s server certificate is not from this CA).',
+      "Then set on mqtt-ca: BROKER_MQTT_URL=mqtts://<broker host>:<port> (and BROKER_CA_FILE if the broker's server certificate is not from this CA).",
       '',
     ].join('\n'),
   );
-  return { connectorCn: b.clientCn, caFile: at('ca.pem'), crlFile: at('crl.pem'), dynsecFile: at('dynamic-security.json'), confFile: at('mosquitto.conf'), readmeFile: at('README.txt') };
+  return {
+    connectorCn: b.clientCn,
+    caFile: at('ca.pem'),
+    crlFile: at('crl.pem'),
+    dynsecFile: at('dynamic-security.json'),
+    confFile: at('mosquitto.conf'),
+    readmeFile: at('README.txt'),
+  };
 }

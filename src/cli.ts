@@ -47,7 +47,8 @@ function storeLocation(config: Config): string {
 async function openExistingStore(config: Config, need: 'store' | 'ca'): Promise<Db> {
   const pgliteDir = pgliteDirUnder(config.dataDir);
   const hint = `Nothing was created. Point DATA_DIR (or DATABASE_URL) at the service's store, or make a new CA with \`mqtt-ca init\`.`;
-  if (!config.databaseUrl && !embeddedStoreExists(pgliteDir)) throw new NoStoreError(`no store at ${storeLocation(config)} (${pgliteDir} does not exist). ${hint}`);
+  if (!config.databaseUrl && !embeddedStoreExists(pgliteDir))
+    throw new NoStoreError(`no store at ${storeLocation(config)} (${pgliteDir} does not exist). ${hint}`);
   const db = createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDir });
   try {
     if (need === 'ca' && !(await holdsCa(db))) throw new NoStoreError(`the store at ${storeLocation(config)} holds no CA. ${hint}`);
@@ -97,7 +98,10 @@ function settingsHelp(): string {
 /** The generated admin key stays in its 0600 file: the console (which may be the log stream) only says where. */
 function announce(r: BootstrapResult): void {
   if (r.created) console.log(`Initialised a new CA: root ${r.rootId}, issuing CA ${r.issuingId} (default issuer).`);
-  if (r.adminKey) console.log(`Generated the admin API key: it is in ${r.adminKeyFile} (mode 0600, readable by this user only); it is not shown here or logged.`);
+  if (r.adminKey)
+    console.log(
+      `Generated the admin API key: it is in ${r.adminKeyFile} (mode 0600, readable by this user only); it is not shown here or logged.`,
+    );
 }
 
 const program = new Command('mqtt-ca')
@@ -126,7 +130,11 @@ program
     const tls = config.tlsPort === undefined ? undefined : await listenTls(svc, config.tlsPort);
     if (tls) console.log(`mqtt-ca TLS (EST, renewal) on https://${config.host}:${(tls.address() as { port: number }).port}`);
     svc.logger.info(
-      { url: `http://${config.host}:${config.port}`, publicUrl: config.publicUrl, database: config.databaseUrl ? 'postgresql' : `pglite:${pgliteDirUnder(config.dataDir)}` },
+      {
+        url: `http://${config.host}:${config.port}`,
+        publicUrl: config.publicUrl,
+        database: config.databaseUrl ? 'postgresql' : `pglite:${pgliteDirUnder(config.dataDir)}`,
+      },
       'mqtt-ca listening',
     );
     console.log(`mqtt-ca listening on http://${config.host}:${(server.address() as { port: number }).port} (API docs at /docs)`);
@@ -213,14 +221,12 @@ apikey.command('list').action(async () => {
     }
   });
 });
-apikey
-  .command('revoke <id>')
-  .action(async (id: string) => {
-    await withService(async (svc) => {
-      await svc.apiKeys.revoke(id, { ...cliActor(), role: 'admin' }); // the machine's operator acts as admin
-      console.log(`revoked ${id}`);
-    });
+apikey.command('revoke <id>').action(async (id: string) => {
+  await withService(async (svc) => {
+    await svc.apiKeys.revoke(id, { ...cliActor(), role: 'admin' }); // the machine's operator acts as admin
+    console.log(`revoked ${id}`);
   });
+});
 
 const collect = (v: string, all: string[]) => [...all, v];
 
@@ -228,8 +234,15 @@ program
   .command('audit')
   .description('audit log tools')
   .command('verify')
-  .description('check the hash chain (names the first altered, removed or reordered entry) and its head against the checkpoints kept outside the database (entries removed from the end)')
-  .option('--checkpoint <json-or-file>', 'also compare with this checkpoint (a kind "audit-checkpoint" line from the log stream, or a file holding one); repeatable', collect, [])
+  .description(
+    'check the hash chain (names the first altered, removed or reordered entry) and its head against the checkpoints kept outside the database (entries removed from the end)',
+  )
+  .option(
+    '--checkpoint <json-or-file>',
+    'also compare with this checkpoint (a kind "audit-checkpoint" line from the log stream, or a file holding one); repeatable',
+    collect,
+    [],
+  )
   .action(async (o: { checkpoint: string[] }) => {
     await withService(async (svc) => {
       const given: CheckpointSource[] = o.checkpoint.map((c, i) => {
@@ -252,13 +265,17 @@ program
       const a = r.anchor!;
       for (const s of r.skipped) console.log(`not compared: ${s}`);
       if (a.findings.length) {
-        for (const f of a.findings) console.error(`audit log ${f.problem === 'tail-missing' ? 'TAIL MISSING' : `anchor ${f.problem.toUpperCase()}`}: ${f.message}`);
+        for (const f of a.findings)
+          console.error(`audit log ${f.problem === 'tail-missing' ? 'TAIL MISSING' : `anchor ${f.problem.toUpperCase()}`}: ${f.message}`);
         process.exitCode = 1;
         return;
       }
       const anchored = a.newest ? `; anchored at seq ${a.newest.seq} (${a.newest.source}, ${a.newest.at})` : '';
       console.log(`audit log intact: ${r.chain.entries} entries${anchored}`);
-      if (a.unanchored > 0) console.log(`the newest ${a.unanchored} entries are after the newest checkpoint (appended in the last AUDIT_ANCHOR_BATCH_MS, or by another process or host)`);
+      if (a.unanchored > 0)
+        console.log(
+          `the newest ${a.unanchored} entries are after the newest checkpoint (appended in the last AUDIT_ANCHOR_BATCH_MS, or by another process or host)`,
+        );
     });
   });
 
@@ -271,7 +288,9 @@ program
       const b = await svc.backups.create(cliActor(), { out: o.out });
       const rows = Object.values(b.rowCounts).reduce((n, x) => n + x, 0);
       const file = b.fileName.includes('/') ? b.fileName : `${svc.backups.dir}/${b.fileName}`;
-      console.log(`backup ${b.id}\nfile:   ${file}\nsize:   ${b.sizeBytes} bytes\nsha256: ${b.sha256}\nrows:   ${rows} in ${Object.keys(b.rowCounts).length} tables\nkek id: ${b.kekId} (restoring needs this KEK)`);
+      console.log(
+        `backup ${b.id}\nfile:   ${file}\nsize:   ${b.sizeBytes} bytes\nsha256: ${b.sha256}\nrows:   ${rows} in ${Object.keys(b.rowCounts).length} tables\nkek id: ${b.kekId} (restoring needs this KEK)`,
+      );
     });
   });
 
@@ -281,7 +300,9 @@ program
   .action(async (file: string) => {
     const config = loadConfig();
     if (!config.kek && !config.kekFile && !existsSync(defaultKekPath(config.dataDir))) {
-      console.error(`mqtt-ca restore: no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the KEK of the instance the backup came from (or put it in ${defaultKekPath(config.dataDir)})`);
+      console.error(
+        `mqtt-ca restore: no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE to the KEK of the instance the backup came from (or put it in ${defaultKekPath(config.dataDir)})`,
+      );
       process.exit(1);
     }
     const { kek } = loadKek(config, false);
@@ -292,8 +313,16 @@ program
       const v = await audit.verify(db);
       // The restored log is the history from now on: anchor its head (an anchor of the replaced history is kept beside it).
       const checkpoints = new AuditCheckpoints(deriveKey(kek, 'audit anchor'));
-      const anchored = await anchorAtStart(checkpoints, config.audit.anchorFile, await audit.head(db), (seq) => audit.hashAt(db, seq), systemClock.now()).catch((e: unknown) => {
-        console.error(`mqtt-ca restore: the restored audit log could not be anchored at ${config.audit.anchorFile} (${(e as Error).message}): set AUDIT_ANCHOR_FILE to a file this user can write`);
+      const anchored = await anchorAtStart(
+        checkpoints,
+        config.audit.anchorFile,
+        await audit.head(db),
+        (seq) => audit.hashAt(db, seq),
+        systemClock.now(),
+      ).catch((e: unknown) => {
+        console.error(
+          `mqtt-ca restore: the restored audit log could not be anchored at ${config.audit.anchorFile} (${(e as Error).message}): set AUDIT_ANCHOR_FILE to a file this user can write`,
+        );
         return undefined;
       });
       if (anchored?.status === 'superseded') console.log(`the audit anchor of the replaced history was kept as ${anchored.kept}`);
@@ -327,13 +356,27 @@ program
   .option('--cafile <file>', 'PEM CA certificates: every CRL must be signed by one of them (recommended: the CRLs come over plain HTTP)')
   .option('--reload <command>', 'run after the file changed, e.g. "kill -HUP $(cat /run/mosquitto/mosquitto.pid)"')
   .option('--interval <seconds>', 'poll every so many seconds; without it, sync once and exit', positiveNumber('--interval'))
-  .option('--min-remaining <minutes>', 'fail when the file is this close to a CRL\'s nextUpdate and cannot be refreshed', positiveNumber('--min-remaining'), 60)
+  .option(
+    '--min-remaining <minutes>',
+    "fail when the file is this close to a CRL's nextUpdate and cannot be refreshed",
+    positiveNumber('--min-remaining'),
+    60,
+  )
   .action(async (o: { url: string; out: string; cafile?: string; reload?: string; interval?: number; minRemaining: number }) => {
-    const opts = { url: o.url, out: o.out, reload: o.reload, minRemainingMs: o.minRemaining * 60_000, trustedPem: o.cafile ? readFileSync(o.cafile, 'utf8') : undefined };
+    const opts = {
+      url: o.url,
+      out: o.out,
+      reload: o.reload,
+      minRemainingMs: o.minRemaining * 60_000,
+      trustedPem: o.cafile ? readFileSync(o.cafile, 'utf8') : undefined,
+    };
     for (;;) {
       try {
         const r = await syncCrlBundle(opts);
-        if (r.kind === 'updated') console.log(`${new Date().toISOString()} updated ${o.out}: ${r.crls.map((c) => `${c.issuer} (${c.entries} entries, next update ${c.nextUpdate?.toISOString()})`).join('; ')}`);
+        if (r.kind === 'updated')
+          console.log(
+            `${new Date().toISOString()} updated ${o.out}: ${r.crls.map((c) => `${c.issuer} (${c.entries} entries, next update ${c.nextUpdate?.toISOString()})`).join('; ')}`,
+          );
         else if (r.kind === 'kept') console.warn(`${new Date().toISOString()} kept ${o.out}: ${r.reason}`);
       } catch (e) {
         if (e instanceof CrlSyncError) {
@@ -355,7 +398,9 @@ const portNumber = (v: string) => {
 
 program
   .command('broker-setup')
-  .description("write what Mosquitto needs for mqtt-ca's broker connector: CA bundle, CRLs, seed dynamic-security.json, mosquitto.conf snippet")
+  .description(
+    "write what Mosquitto needs for mqtt-ca's broker connector: CA bundle, CRLs, seed dynamic-security.json, mosquitto.conf snippet",
+  )
   .requiredOption('--dir <dir>', 'where to write the files')
   .option('--broker-dir <dir>', 'where the broker will read them (default: --dir)')
   .option('--port <port>', 'the mutual-TLS listener port', portNumber, 8883)
@@ -364,7 +409,14 @@ program
   .option('--plugin <path>', 'mosquitto_dynamic_security.so', '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so')
   .action(async (o: { dir: string; brokerDir?: string; port: number; certFile: string; keyFile: string; plugin: string }) => {
     await withService(async (svc) => {
-      const f = await writeBrokerSetup(svc, { dir: o.dir, ...(o.brokerDir ? { brokerDir: o.brokerDir } : {}), port: o.port, certFile: o.certFile, keyFile: o.keyFile, pluginPath: o.plugin });
+      const f = await writeBrokerSetup(svc, {
+        dir: o.dir,
+        ...(o.brokerDir ? { brokerDir: o.brokerDir } : {}),
+        port: o.port,
+        certFile: o.certFile,
+        keyFile: o.keyFile,
+        pluginPath: o.plugin,
+      });
       console.log(`connector identity: certificate CN ${f.connectorCn} (granted the dynsec admin role; no password)`);
       for (const file of [f.caFile, f.crlFile, f.dynsecFile, f.confFile, f.readmeFile]) console.log(`wrote ${file}`);
     });
@@ -376,7 +428,7 @@ program.parseAsync(process.argv).catch((e: unknown) => {
   } else if (e instanceof StoreLockedError) {
     console.error(
       `mqtt-ca: the embedded store ${e.lockFile.replace(/\.pid$/, '')} is ${e.message}.\n` +
-        '  Only one process may open it at a time: do this through the running service\'s API (e.g. POST and GET /v1/api-keys, POST /v1/backups), ' +
+        "  Only one process may open it at a time: do this through the running service's API (e.g. POST and GET /v1/api-keys, POST /v1/backups), " +
         'or stop that process first. (With DATABASE_URL, PostgreSQL lets several processes share the store.)',
     );
     process.exit(2);

@@ -184,9 +184,25 @@ export function createLogger(level: Config['logLevel'], destination?: NodeJS.Wri
     serializers: { err: safeErrorSerializer },
     redact: {
       paths: [
-        'authorization', 'headers.authorization', 'req.headers.authorization', 'headers.cookie', 'req.headers.cookie',
-        'key', 'token', 'password', 'secret', 'apiKey', 'adminKey', 'kek',
-        '*.key', '*.token', '*.password', '*.secret', '*.apiKey', '*.adminKey', '*.kek',
+        'authorization',
+        'headers.authorization',
+        'req.headers.authorization',
+        'headers.cookie',
+        'req.headers.cookie',
+        'key',
+        'token',
+        'password',
+        'secret',
+        'apiKey',
+        'adminKey',
+        'kek',
+        '*.key',
+        '*.token',
+        '*.password',
+        '*.secret',
+        '*.apiKey',
+        '*.adminKey',
+        '*.kek',
       ],
       censor: '[redacted]',
     },
@@ -199,7 +215,8 @@ const KEK_SETTING = 'kek_id';
 export async function buildService(config: Config, opts: { logger?: Logger; clock?: Clock; db?: Db } = {}): Promise<Service> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
-  const db = opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
+  const db =
+    opts.db ?? createDb({ databaseUrl: config.databaseUrl, pgliteDir: config.databaseUrl ? undefined : pgliteDirUnder(config.dataDir) });
   try {
     await migrateLatest(db);
     const settings = new SettingsStore();
@@ -208,7 +225,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     // The KEK must be the one this store's keys were wrapped with; a wrong one stops the start.
     const storeHasKeys = (await keys.count(db)) > 0;
     const { kek, origin, created } = loadKek(config, !storeHasKeys);
-    if (created) logger.warn({ path: origin }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened');
+    if (created)
+      logger.warn({ path: origin }, 'created a new key-encryption key (KEK); back it up: without it the CA keys cannot be opened');
     const expected = (await settings.get<string>(db, KEK_SETTING)) ?? (await keys.kekIds(db))[0];
     if (expected && expected !== kek.id) {
       throw new KekError(
@@ -228,14 +246,25 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const head = await audit.head(db);
     anchor.startAt(head);
     // An anchor that cannot be written does not stop the service (the log stream still carries the checkpoints): it says so loudly.
-    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch((e: unknown) => {
-      logger.error({ kind: 'audit-anchor', err: e, path: anchorFile }, `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`);
-      return undefined;
-    });
+    const atStart = await anchorAtStart(auditCheckpoints, anchorFile, head, (seq) => audit.hashAt(db, seq), clock.now()).catch(
+      (e: unknown) => {
+        logger.error(
+          { kind: 'audit-anchor', err: e, path: anchorFile },
+          `cannot keep the audit anchor at ${anchorFile}: set AUDIT_ANCHOR_FILE to a file this user can write`,
+        );
+        return undefined;
+      },
+    );
     if (atStart?.status === 'superseded') {
-      logger.error({ kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile }, `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`);
+      logger.error(
+        { kind: 'audit-anchor', problem: atStart.finding, kept: atStart.kept, path: anchorFile },
+        `the audit anchor does not match the audit log: ${atStart.finding}; kept as ${atStart.kept} (run mqtt-ca audit verify)`,
+      );
     } else if (atStart?.status === 'created' && head) {
-      logger.warn({ kind: 'audit-anchor', path: anchorFile, seq: head.seq }, `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`);
+      logger.warn(
+        { kind: 'audit-anchor', path: anchorFile, seq: head.seq },
+        `no audit anchor at ${anchorFile}: anchored the log as it is now (seq ${head.seq}); entries removed before now cannot be told from it`,
+      );
     }
     logger.info({ kind: 'audit-checkpoint', ...(atStart?.checkpoint ?? auditCheckpoints.sign(head, clock.now())) }, 'audit checkpoint');
     audit.onCommitted((rows) => {
@@ -246,7 +275,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     if (!expected) {
       await db.transaction(async (tx) => {
         await settings.set(tx, KEK_SETTING, kek.id);
-        await audit.append(tx, [{ actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } }]);
+        await audit.append(tx, [
+          { actor: 'system:start', action: 'kek.bound', targetType: 'store', targetId: 'kek', details: { kekId: kek.id } },
+        ]);
       });
     }
 
@@ -259,7 +290,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const deviceStore = new DeviceEnrollmentStore();
     const devices: DeviceDirectory = { deviceFacts: (ex, id) => deviceStore.facts(ex, id) };
     // Read at scrape time only, once the service is built.
-    const metrics: ServiceMetrics = new ServiceMetrics({ clock, crls: (): readonly CrlStatus[] => crlWatch.status(), jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }) });
+    const metrics: ServiceMetrics = new ServiceMetrics({
+      clock,
+      crls: (): readonly CrlStatus[] => crlWatch.status(),
+      jobs: (): Promise<JobsOverview> => jobs.overview({ limit: 1 }),
+    });
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       telemetry: metrics,
       listener: {
@@ -268,7 +303,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
           const expected = (i: (typeof issued)[number]) => (i.deviceStatus === 'registered' ? 'registered' : 'active');
           return {
             devices: issued.map((i) => ({ deviceId: i.deviceId, serial: i.serial, notAfter: i.notAfter, expectedStatus: expected(i) })),
-            entries: issued.filter((i) => expected(i) === 'registered').map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
+            entries: issued
+              .filter((i) => expected(i) === 'registered')
+              .map((i) => ({ ...i.ctx, action: 'device.activated', targetType: 'device', targetId: i.deviceId })),
           };
         },
         async onIssued(tx, issued) {
@@ -280,13 +317,20 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const brokerCaFile = config.brokers.mqtt?.caFile;
-    const identities = new ServiceIdentities({ db, settings, vault, issuance, certificates, hierarchy, audit, clock }, {
-      'tls-server': tlsServerSpec(config.publicUrl),
-      'broker-connector': brokerConnectorSpec(config.brokers.clientCn, brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined),
-    });
+    const identities = new ServiceIdentities(
+      { db, settings, vault, issuance, certificates, hierarchy, audit, clock },
+      {
+        'tls-server': tlsServerSpec(config.publicUrl),
+        'broker-connector': brokerConnectorSpec(
+          config.brokers.clientCn,
+          brokerCaFile ? () => [readFileSync(brokerCaFile, 'utf8')] : undefined,
+        ),
+      },
+    );
     const securityEvents = new SecurityEvents(db, new SecurityEventStore(), audit, clock, metrics);
     securityEvents.listen((events) => {
-      for (const e of events) logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
+      for (const e of events)
+        logger[e.severity === 'critical' ? 'error' : e.severity === 'warning' ? 'warn' : 'info'](securityEventLogLine(e), 'security event');
     });
     const onDetectError = (e: unknown) => logger.error({ err: e }, 'detection error');
     // The automatic responses act through services built further down; they run only once requests come.
@@ -294,11 +338,20 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       suspendDevice: (deviceId) => suspendByDetection(deviceId),
       openIncident: (input) => openIncidentByDetection(input),
     };
-    const responses = new AutomaticResponses(config.detectionRules, securityEvents, new SourceBlocks(clock), responsePorts, clock, onDetectError);
+    const responses = new AutomaticResponses(
+      config.detectionRules,
+      securityEvents,
+      new SourceBlocks(clock),
+      responsePorts,
+      clock,
+      onDetectError,
+    );
     const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
     const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
     // Rate limits shared by every replica through Redis when there is one (each falls back to its own buckets while Redis is away).
-    const rateRedis = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 }) : undefined;
+    const rateRedis = config.redisUrl
+      ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 250 })
+      : undefined;
     let rateRedisComplained = 0;
     rateRedis?.on('error', (e: unknown) => {
       if (Date.now() - rateRedisComplained < 60_000) return;
@@ -306,7 +359,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       logger.warn({ err: e }, 'rate-limit Redis connection error: limits hold per process until it is back');
     });
     const limiter = rateRedis
-      ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) => logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'))
+      ? new RedisRateLimiter(rateRedis, config.jobs.prefix, new MemoryRateLimiter(), (e) =>
+          logger.warn({ err: e }, 'rate limits: Redis did not answer; limiting per process'),
+        )
       : new MemoryRateLimiter();
     const limits = new RateLimits(limiter, config.rateLimits, metrics);
     const abandoned = new AbandonedAttempts(db, certificateStore, issuance, clock, config.enrollRecoveryMs);
@@ -316,7 +371,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const deviceCertificates = new DeviceCertificateAuthenticator(db, certificateStore, new ReplayStore(), clock);
     const notices = config.renewalNotices;
     const sinks: NoticeSink[] = [...(notices.mqtt ? (['mqtt'] as const) : []), ...(notices.webhook ? (['webhook'] as const) : [])];
-    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, { sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000, sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000, sinks });
+    const policies = new RotationPolicies(db, new RotationPolicyStore(), audit, clock, {
+      sessionKeyPeriodHours: config.sessionKeyPeriodMs / 3_600_000,
+      sessionKeyOverlapHours: config.sessionKeyOverlapMs / 3_600_000,
+      sinks,
+    });
     // Renewal batches of one delivery job: the same for planned notices and rollover waves.
     const noticeBatchSize = 500;
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
@@ -342,8 +401,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const stagedStore = new StagedCredentialStore();
     const serverKeygen = new ServerKeygen(enrollment, (serial) => stagedStore.markServerKey(db, serial));
-    const staged = new StagedCredentials(db, stagedStore, certificateStore, enrollment, hierarchy, kek, deviceCertificates, audit, clock, async (profile, deviceId) =>
-      graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
+    const staged = new StagedCredentials(
+      db,
+      stagedStore,
+      certificateStore,
+      enrollment,
+      hierarchy,
+      kek,
+      deviceCertificates,
+      audit,
+      clock,
+      async (profile, deviceId) => graceDays(profile, (await devices.deviceFacts(db, deviceId))?.lot ?? null),
     );
     const operatorIssuance = new OperatorIssuance(enrollment);
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
@@ -352,7 +420,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       signingCas: async () =>
         (await hierarchy.list())
           .filter((ca) => ca.status === 'active' && ca.certificate && ca.notAfter && new Date(ca.notAfter) > clock.now())
-          .map((ca) => ({ id: ca.id, scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const), keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm })),
+          .map((ca) => ({
+            id: ca.id,
+            scope: ca.kind === 'root' ? ('ca' as const) : ('user' as const),
+            keyAlgorithm: ca.keyAlgorithm as KeyAlgorithm,
+          })),
       issuer: (id: string) => hierarchy.issuer(id),
     };
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
@@ -363,7 +435,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       deltaBaseMs: config.crlValidityMs / 4,
     });
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
-    const crlWatch = new CrlWatch(crls, securityEvents, clock, { refreshBeforeMs: crlRefreshBeforeMs, criticalBeforeMs: config.crlValidityMs / 4 });
+    const crlWatch = new CrlWatch(crls, securityEvents, clock, {
+      refreshBeforeMs: crlRefreshBeforeMs,
+      criticalBeforeMs: config.crlValidityMs / 4,
+    });
     const ocspResponders = new OcspResponders(db, signingCas, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
       responseValidityMs: config.ocspValidityMs,
@@ -436,20 +511,40 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ...(notices.webhook ? [new WebhookNoticeSender(new SignedWebhook({ ...notices.webhook, timeoutMs: 10_000 }))] : []),
     ];
     const renewalStore = new RenewalStore();
-    const renewals = new Renewals(db, renewalStore, policies, audit, clock, senders, {
-      batchSize: noticeBatchSize,
-      leaseMs: config.jobs.lockMs,
-      redriveAfterMs: config.jobs.renewalRedriveMs,
-      workerId,
-      renewUrl: `${config.publicUrl}/v1/renew`,
-      estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
-      pickupUrl: `${config.publicUrl}/v1/renew/staged`,
-    }, staged);
+    const renewals = new Renewals(
+      db,
+      renewalStore,
+      policies,
+      audit,
+      clock,
+      senders,
+      {
+        batchSize: noticeBatchSize,
+        leaseMs: config.jobs.lockMs,
+        redriveAfterMs: config.jobs.renewalRedriveMs,
+        workerId,
+        renewUrl: `${config.publicUrl}/v1/renew`,
+        estUrl: `${config.publicUrl}/.well-known/est/simplereenroll`,
+        pickupUrl: `${config.publicUrl}/v1/renew/staged`,
+      },
+      staged,
+    );
     const sweeps = new ExpirySweeps(db, new ExpiryStore(), audit, securityEvents, clock);
-    const backups = new Backups(db, new BackupStore(), kek, audit, clock, { dir: config.backups.dir, keep: config.backups.keep, checkpoints: auditCheckpoints });
+    const backups = new Backups(db, new BackupStore(), kek, audit, clock, {
+      dir: config.backups.dir,
+      keep: config.backups.keep,
+      checkpoints: auditCheckpoints,
+    });
     const defs = queueDefinitions(
       {
-        logger, issuance, crlWatch, ocsp, ocspResponders, renewals, sweeps, identities,
+        logger,
+        issuance,
+        crlWatch,
+        ocsp,
+        ocspResponders,
+        renewals,
+        sweeps,
+        identities,
         extra: {
           'session-key-rotation': { everyMs: config.sessionKeyRotateEveryMs, run: () => sessionKeys.rotateDue() },
           // Proposals nobody approved in APPROVAL_TTL_HOURS expire (each audited).
@@ -459,8 +554,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
             everyMs: config.jobs.rolloverTickMs,
             run: async () => {
               const r = await rollovers.tick();
-              await jobs.enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
-              return { waves: r.waves, notices: r.batches.reduce((n, b) => n + b.length, 0), jobs: r.batches.length, done: r.done.length, retired: r.retired.length };
+              await jobs.enqueue(
+                RENEWAL_NOTICES,
+                r.batches.map((b) => deliverJob(b)),
+              );
+              return {
+                waves: r.waves,
+                notices: r.batches.reduce((n, b) => n + b.length, 0),
+                jobs: r.batches.length,
+                done: r.done.length,
+                retired: r.retired.length,
+              };
             },
           },
           // Scheduled backups (BACKUP_EVERY_HOURS > 0), then the files beyond BACKUP_KEEP pruned.
@@ -483,7 +587,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
     const jobs: JobRunner = config.redisUrl
-      ? new BullMqJobRunner(defs, { redisUrl: config.redisUrl, prefix: config.jobs.prefix, lockMs: config.jobs.lockMs, onError: onJobError })
+      ? new BullMqJobRunner(defs, {
+          redisUrl: config.redisUrl,
+          prefix: config.jobs.prefix,
+          lockMs: config.jobs.lockMs,
+          onError: onJobError,
+        })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
     const brokers = new BrokerConnectors(brokerConnectors(config, () => service));
     const incidentStore = new IncidentStore();
@@ -499,14 +608,21 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       audit,
       clock,
       incidentActions({
-        revocations, tokens, sessionKeys, apiKeys, devices: deviceInventory, brokers, rollovers,
+        revocations,
+        tokens,
+        sessionKeys,
+        apiKeys,
+        devices: deviceInventory,
+        brokers,
+        rollovers,
         replacedCertificates: (ids) => incidentStore.replacedCertificates(db, ids, clock.now()),
         bulkApprovalThreshold: config.approvals.bulkRevokeThreshold,
       }),
       approvals,
       rollovers,
     );
-    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[]) approvals.register(approval, incidents.executor(approval));
+    for (const approval of Object.keys(INCIDENT_APPROVALS) as IncidentApproval[])
+      approvals.register(approval, incidents.executor(approval));
     // A device the failing-identity rule names is held: its certificate in use goes on certificateHold and the device follows to suspended.
     // Never a broker: holding its certificate would cut off every client on it; that takes a person (the incident actions).
     async function suspendByDetection(deviceId: string): Promise<{ held: string | null; status: string }> {
@@ -520,13 +636,28 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await revocations.revoke(device.currentSerial as Serial, { reason: 'certificateHold' }, { actor: 'system:detection' });
       return { held: device.currentSerial, status: 'suspended' };
     }
-    async function openIncidentByDetection(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }> {
+    async function openIncidentByDetection(input: {
+      kind: IncidentKind;
+      title: string;
+      description: string;
+      devices: string[];
+    }): Promise<{ incidentId: string }> {
       const known = (await incidentStore.devices(db, input.devices)).filter((d) => d.kind !== 'broker').map((d) => d.id);
-      const incident = await incidents.open({ kind: input.kind, title: input.title, description: input.description, targets: { devices: known } }, { actor: 'system:detection' });
+      const incident = await incidents.open(
+        { kind: input.kind, title: input.title, description: input.description, targets: { devices: known } },
+        { actor: 'system:detection' },
+      );
       return { incidentId: incident.id };
     }
     const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
-      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, kind: c.kind, status: c.status, keyAlgorithm: c.keyAlgorithm, notAfter: c.notAfter })),
+      cas: async () =>
+        (await hierarchy.list()).map((c) => ({
+          id: c.id,
+          kind: c.kind,
+          status: c.status,
+          keyAlgorithm: c.keyAlgorithm,
+          notAfter: c.notAfter,
+        })),
       crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
       pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
       revocationVisible: () => metrics.revocationVisibleSummary(),
@@ -539,7 +670,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
           kekFile: config.kek ? null : origin,
         }),
       rules: config.detectionRules,
-      rateLimitScopes: Object.entries(config.rateLimits).filter(([, l]) => l).map(([scope]) => scope),
+      rateLimitScopes: Object.entries(config.rateLimits)
+        .filter(([, l]) => l)
+        .map(([scope]) => scope),
       brokerConnectors: brokers.list().map((c) => c.name),
       renewalNoticeSinks: sinks,
       backupEveryMs: config.backups.everyMs,
@@ -554,9 +687,48 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       await anchor.flush();
     };
     const service: Service = {
-      config, logger, clock, db, settings, audit, auditCheckpoints, apiKeys, vault, hierarchy, issuance, certificates, operatorIssuance,
-      securityEvents, eventFeed, apiKeyWatch, responses, limits, posture, tokens, enrollment, serverKeygen, devices: deviceInventory, revocations, crls, crlWatch, metrics, ocsp, ocspResponders,
-      sessionKeys, staged, policies, renewals, sweeps, jobs, rollovers, brokers, incidents, approvals, bulkRevocations, backups, identities,
+      config,
+      logger,
+      clock,
+      db,
+      settings,
+      audit,
+      auditCheckpoints,
+      apiKeys,
+      vault,
+      hierarchy,
+      issuance,
+      certificates,
+      operatorIssuance,
+      securityEvents,
+      eventFeed,
+      apiKeyWatch,
+      responses,
+      limits,
+      posture,
+      tokens,
+      enrollment,
+      serverKeygen,
+      devices: deviceInventory,
+      revocations,
+      crls,
+      crlWatch,
+      metrics,
+      ocsp,
+      ocspResponders,
+      sessionKeys,
+      staged,
+      policies,
+      renewals,
+      sweeps,
+      jobs,
+      rollovers,
+      brokers,
+      incidents,
+      approvals,
+      bulkRevocations,
+      backups,
+      identities,
       stop,
       close: async () => {
         await stop();
@@ -625,15 +797,29 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });
-  const pki = createPkiHandler({
-    caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
-    currentCrl: (id) => svc.crls.current(id),
-    currentDeltaCrl: (id) => svc.crls.currentDelta(id),
-    allCrls: () => svc.crls.all(),
-    crlDer: (id, n) => svc.crls.der(id, n),
-    ocsp: (request, requester) => svc.ocsp.respond(request, requester),
-  }, { ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds, clock: svc.clock, maxInFlight: svc.config.pkiMaxInFlight, onRefused: () => svc.metrics.rateLimited('pki') });
-  const enroll = createEnrollHandler({ enrollment: svc.enrollment, logger: svc.logger, telemetry: svc.metrics, bodyLimitBytes: svc.config.bodyLimitBytes, validateResponses: opts.validateResponses });
+  const pki = createPkiHandler(
+    {
+      caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
+      currentCrl: (id) => svc.crls.current(id),
+      currentDeltaCrl: (id) => svc.crls.currentDelta(id),
+      allCrls: () => svc.crls.all(),
+      crlDer: (id, n) => svc.crls.der(id, n),
+      ocsp: (request, requester) => svc.ocsp.respond(request, requester),
+    },
+    {
+      ocspMaxAgeSeconds: svc.config.ocspMaxAgeSeconds,
+      clock: svc.clock,
+      maxInFlight: svc.config.pkiMaxInFlight,
+      onRefused: () => svc.metrics.rateLimited('pki'),
+    },
+  );
+  const enroll = createEnrollHandler({
+    enrollment: svc.enrollment,
+    logger: svc.logger,
+    telemetry: svc.metrics,
+    bodyLimitBytes: svc.config.bodyLimitBytes,
+    validateResponses: opts.validateResponses,
+  });
   const proxies = new TrustedProxies(svc.config.trustedProxies);
   return (req: IncomingMessage, res: ServerResponse) => {
     resolveClientAddress(req, proxies);
@@ -650,7 +836,13 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
  */
 export async function listenTls(svc: Service, port: number, opts: { refreshMs?: number } = {}): Promise<HttpsServer> {
   const id = await svc.identities.ensure('tls-server');
-  const server = createListener(createHttpHandler(svc), svc.config.listeners, { key: id.key, cert: id.cert, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+  const server = createListener(createHttpHandler(svc), svc.config.listeners, {
+    key: id.key,
+    cert: id.cert,
+    ca: id.ca,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
   keepTlsContextFresh(
     server,
     id,

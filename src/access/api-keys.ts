@@ -231,7 +231,8 @@ export class ApiKeyService {
       records.push(rec);
     }
     const above = records.filter((r) => !isRole(r.role) || ROLE_RANK[r.role] > ROLE_RANK[role]);
-    if (above.length) throw forbidden(`the ${role} role may not revoke keys of a role above it: ${above.map((r) => `${r.id} (${r.role})`).join(', ')}`);
+    if (above.length)
+      throw forbidden(`the ${role} role may not revoke keys of a role above it: ${above.map((r) => `${r.id} (${r.role})`).join(', ')}`);
     const revoking = new Set(records.filter((r) => r.revokedAt === null).map((r) => r.id));
     if (activeAdmins.some((a) => revoking.has(a)) && activeAdmins.every((a) => revoking.has(a))) {
       throw conflict('the last active admin key is never revoked: create another admin key first, then revoke this one');
@@ -278,9 +279,7 @@ export class ApiKeyService {
       !PRESENTABLE_RE.test(plaintext) ||
       (!KEY_RE.test(plaintext) && plaintext.length < MIN_CONFIGURED_KEY_LENGTH)
     ) {
-      throw badRequest(
-        `a configured API key must be printable ASCII without spaces, at least ${MIN_CONFIGURED_KEY_LENGTH} characters`,
-      );
+      throw badRequest(`a configured API key must be printable ASCII without spaces, at least ${MIN_CONFIGURED_KEY_LENGTH} characters`);
     }
     const checkedRole = checkRole(role);
     const checkedName = checkName(name);

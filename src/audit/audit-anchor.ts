@@ -47,7 +47,9 @@ export class AuditCheckpoints {
   }
 
   private macOf(c: { seq: number; head: string; at: string }): string {
-    return createHmac('sha256', this.key).update(JSON.stringify(['mqtt-ca/audit-anchor/v1', c.seq, c.head, c.at]), 'utf8').digest('hex');
+    return createHmac('sha256', this.key)
+      .update(JSON.stringify(['mqtt-ca/audit-anchor/v1', c.seq, c.head, c.at]), 'utf8')
+      .digest('hex');
   }
 }
 
@@ -204,7 +206,11 @@ export async function compareWithCheckpoints(
     if (s.value === undefined) continue;
     const c = checkpoints.authentic(s.value);
     if (!c) {
-      findings.push({ source: s.source, problem: 'forged', message: `the checkpoint in ${s.source} is malformed or not signed with this KEK` });
+      findings.push({
+        source: s.source,
+        problem: 'forged',
+        message: `the checkpoint in ${s.source} is malformed or not signed with this KEK`,
+      });
       continue;
     }
     authentic.push({ ...c, source: s.source });
@@ -216,7 +222,11 @@ export async function compareWithCheckpoints(
         message: `${missing} missing from the end of the chain: ${s.source} records seq ${c.seq} at ${c.at}, the chain ends at seq ${headSeq}`,
       });
     } else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head) {
-      findings.push({ source: s.source, problem: 'forked', message: `seq ${c.seq} is not the entry ${s.source} records (made at ${c.at}): the chain was rewritten from there` });
+      findings.push({
+        source: s.source,
+        problem: 'forked',
+        message: `seq ${c.seq} is not the entry ${s.source} records (made at ${c.at}): the chain was rewritten from there`,
+      });
     }
   }
   const fileCheckpoint = authentic.find((c) => c.source === anchorFile.source);
@@ -264,8 +274,10 @@ export async function anchorAtStart(
   const c = checkpoints.authentic(found);
   let finding: string | undefined;
   if (!c) finding = `${path} is malformed or not signed with this KEK`;
-  else if (c.seq > headSeq) finding = `${path} records seq ${c.seq} (at ${c.at}); the chain ends at seq ${headSeq}: entries are missing from its end`;
-  else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head) finding = `${path} records seq ${c.seq} (at ${c.at}) with another hash: the chain was rewritten from there`;
+  else if (c.seq > headSeq)
+    finding = `${path} records seq ${c.seq} (at ${c.at}); the chain ends at seq ${headSeq}: entries are missing from its end`;
+  else if (c.seq > 0 && (await hashAt(c.seq)) !== c.head)
+    finding = `${path} records seq ${c.seq} (at ${c.at}) with another hash: the chain was rewritten from there`;
   if (finding !== undefined) {
     const kept = supersededAnchorPath(path, now);
     await rename(path, kept);

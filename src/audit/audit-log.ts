@@ -200,7 +200,10 @@ export class AuditLog {
    */
   async appendWith(
     entries: AuditEntryInput[],
-    write: (head: AuditHead | undefined, rows: AuditRow[]) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
+    write: (
+      head: AuditHead | undefined,
+      rows: AuditRow[],
+    ) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
     attempts: number,
   ): Promise<boolean> {
     const rows = await this.tryAppend(entries, write, attempts);
@@ -211,7 +214,10 @@ export class AuditLog {
   /** appendWith's tries; the rows written, or undefined when it gave up. */
   private async tryAppend(
     entries: AuditEntryInput[],
-    write: (head: AuditHead | undefined, rows: AuditRow[]) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
+    write: (
+      head: AuditHead | undefined,
+      rows: AuditRow[],
+    ) => Promise<{ appended: true } | { appended: false; head: AuditHead | undefined }>,
     attempts: number,
   ): Promise<AuditRow[] | undefined> {
     const at = this.clock.now();
@@ -259,7 +265,10 @@ export class AuditLog {
     if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > AUDIT_LIST_MAX_LIMIT) {
       throw badRequest(`limit must be an integer from 1 to ${AUDIT_LIST_MAX_LIMIT}`);
     }
-    for (const [name, d] of [['since', q.since], ['until', q.until]] as const) {
+    for (const [name, d] of [
+      ['since', q.since],
+      ['until', q.until],
+    ] as const) {
       if (d !== undefined && Number.isNaN(d.getTime())) throw badRequest(`${name} is not a valid time`);
     }
     const beforeSeq = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
@@ -343,8 +352,7 @@ export class AuditLog {
     // swapped), or as content without its hash columns (only the data columns were swapped).
     const ahead = await this.store.rangeAfter(db, k, DIAGNOSE_WINDOW);
     const trueK = ahead.find(
-      (x) =>
-        (x.prevHash.equals(last) && this.hashOf(x, k, last).equals(x.hash)) || this.hashOf(x, k, last).equals(r.hash),
+      (x) => (x.prevHash.equals(last) && this.hashOf(x, k, last).equals(x.hash)) || this.hashOf(x, k, last).equals(r.hash),
     );
     if (trueK) {
       if (belongsAt !== undefined && belongsAt > k) {

@@ -10,7 +10,12 @@ export const DEFAULT_DENY_ROLE = 'mqtt-ca-blocked';
 /** The deny role's priority on a client: above any role an operator gives (dynsec checks a client's roles highest first). */
 export const DENY_ROLE_PRIORITY = 1_000_000;
 /** The ACLs of the deny role: every publish, every delivery, every subscription. */
-export const DENY_ACLS = ['publishClientSend', 'publishClientReceive', 'subscribePattern'].map((acltype) => ({ acltype, topic: '#', allow: false, priority: DENY_ROLE_PRIORITY }));
+export const DENY_ACLS = ['publishClientSend', 'publishClientReceive', 'subscribePattern'].map((acltype) => ({
+  acltype,
+  topic: '#',
+  allow: false,
+  priority: DENY_ROLE_PRIORITY,
+}));
 /** What a client entry that block() had to create says of itself: unblock() removes it again. */
 export const CREATED_BY_BLOCK = 'created by mqtt-ca block(); removed again by unblock()';
 const CREATED_BY_DISCONNECT = 'created by mqtt-ca disconnect() to end its sessions; deleted at once';
@@ -133,7 +138,14 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       const steps: Step[] = ids.map((u) => {
         const c = before.get(u);
         // A client without an entry can only be kicked by creating one and deleting it again.
-        if (!c) return { username: u, commands: [{ cmd: { command: 'createClient', username: u, textdescription: CREATED_BY_DISCONNECT } }, { cmd: { command: 'deleteClient', username: u } }] };
+        if (!c)
+          return {
+            username: u,
+            commands: [
+              { cmd: { command: 'createClient', username: u, textdescription: CREATED_BY_DISCONNECT } },
+              { cmd: { command: 'deleteClient', username: u } },
+            ],
+          };
         return { username: u, commands: kickCommands(u, c) };
       });
       const watched = await this.watched(steps);
@@ -150,7 +162,8 @@ export class MosquittoDynsecConnector implements BrokerConnector {
         const c = before.get(u);
         const commands: Step['commands'] = [];
         if (!c) commands.push({ cmd: { command: 'createClient', username: u, textdescription: CREATED_BY_BLOCK } });
-        if (!c?.roles?.some((r) => r.rolename === this.denyRole)) commands.push({ cmd: { command: 'addClientRole', username: u, rolename: this.denyRole, priority: DENY_ROLE_PRIORITY } });
+        if (!c?.roles?.some((r) => r.rolename === this.denyRole))
+          commands.push({ cmd: { command: 'addClientRole', username: u, rolename: this.denyRole, priority: DENY_ROLE_PRIORITY } });
         commands.push(...kickCommands(u, c ?? { username: u }), { cmd: { command: 'getClient', username: u } });
         return { username: u, commands };
       });
@@ -161,9 +174,13 @@ export class MosquittoDynsecConnector implements BrokerConnector {
           const readBack = clientOf(w.responses.at(-1)!);
           const hasDeny = readBack?.roles?.find((r) => r.rolename === this.denyRole);
           const e = this.sessionEffect(u, 'block', w, reason);
-          if (!hasDeny) return { ...e, confirmed: false, detail: `the deny role ${this.denyRole} is not among the client's roles as read back` };
-          const topRole = !(readBack!.roles ?? []).some((r) => r.rolename !== this.denyRole && (r.priority ?? 0) >= (hasDeny.priority ?? 0));
-          if (!topRole) return { ...e, confirmed: false, detail: `the deny role ${this.denyRole} is not the client's highest-priority role` };
+          if (!hasDeny)
+            return { ...e, confirmed: false, detail: `the deny role ${this.denyRole} is not among the client's roles as read back` };
+          const topRole = !(readBack!.roles ?? []).some(
+            (r) => r.rolename !== this.denyRole && (r.priority ?? 0) >= (hasDeny.priority ?? 0),
+          );
+          if (!topRole)
+            return { ...e, confirmed: false, detail: `the deny role ${this.denyRole} is not the client's highest-priority role` };
           return { ...e, detail: `role ${this.denyRole} denies every publish and subscribe; ${e.detail}` };
         }),
       );
@@ -179,7 +196,15 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       for (const u of ids) {
         const c = before.get(u);
         if (!c?.roles?.some((r) => r.rolename === this.denyRole)) {
-          effects.push({ clientId: u, action: 'unblock', applied: true, confirmed: true, detail: c ? `not blocked: the client does not have role ${this.denyRole}` : 'not blocked: the broker has no entry for this client' });
+          effects.push({
+            clientId: u,
+            action: 'unblock',
+            applied: true,
+            confirmed: true,
+            detail: c
+              ? `not blocked: the client does not have role ${this.denyRole}`
+              : 'not blocked: the broker has no entry for this client',
+          });
           continue;
         }
         const commands: Step['commands'] = [{ cmd: { command: 'removeClientRole', username: u, rolename: this.denyRole } }];
@@ -193,13 +218,17 @@ export class MosquittoDynsecConnector implements BrokerConnector {
         const w = watched[i]!;
         const readBack = clientOf(w.responses.at(-1)!);
         const removed = !readBack || !(readBack.roles ?? []).some((r) => r.rolename === this.denyRole);
-        const what = readBack ? `role ${this.denyRole} removed; the client's other roles are as they were` : 'the client entry block() had created is deleted';
+        const what = readBack
+          ? `role ${this.denyRole} removed; the client's other roles are as they were`
+          : 'the client entry block() had created is deleted';
         effects.push({
           clientId: s.username,
           action: 'unblock',
           applied: true,
           confirmed: removed,
-          detail: removed ? `${what} (read back; reason: ${reason})` : `the deny role ${this.denyRole} is still among the client's roles as read back`,
+          detail: removed
+            ? `${what} (read back; reason: ${reason})`
+            : `the deny role ${this.denyRole} is still among the client's roles as read back`,
           ...(w.kicked ? { sessionsEnded: w.kicked } : {}),
         });
       });
@@ -214,7 +243,15 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       const conn = await this.connection();
       const topic = `${this.opts.notifyTopic}/${event.kind}`;
       await this.publish(conn, topic, JSON.stringify({ ...event, at: new Date().toISOString() }));
-      return this.result([{ clientId: event.subject, action: 'notify', applied: true, confirmed: true, detail: `published on ${topic}, acknowledged by the broker (PUBACK)` }]);
+      return this.result([
+        {
+          clientId: event.subject,
+          action: 'notify',
+          applied: true,
+          confirmed: true,
+          detail: `published on ${topic}, acknowledged by the broker (PUBACK)`,
+        },
+      ]);
     });
   }
 
@@ -231,10 +268,18 @@ export class MosquittoDynsecConnector implements BrokerConnector {
   private async ensureDenyRole(): Promise<void> {
     const [got] = await this.run([{ command: 'getRole', rolename: this.denyRole }], [/not found/i]);
     if (got!.error) {
-      await this.run([{ command: 'createRole', rolename: this.denyRole, textdescription: 'mqtt-ca: denies every publish and subscribe (incident block)', acls: DENY_ACLS }]);
+      await this.run([
+        {
+          command: 'createRole',
+          rolename: this.denyRole,
+          textdescription: 'mqtt-ca: denies every publish and subscribe (incident block)',
+          acls: DENY_ACLS,
+        },
+      ]);
       return;
     }
-    const acls = ((got!.data?.role as { acls?: { acltype: string; topic: string; allow: boolean; priority?: number }[] } | undefined)?.acls ?? []);
+    const acls =
+      (got!.data?.role as { acls?: { acltype: string; topic: string; allow: boolean; priority?: number }[] } | undefined)?.acls ?? [];
     const fixes: DynsecCommand[] = [];
     for (const want of DENY_ACLS) {
       const have = acls.find((a) => a.acltype === want.acltype && a.topic === want.topic);
@@ -249,7 +294,10 @@ export class MosquittoDynsecConnector implements BrokerConnector {
     const out = new Map<string, DynsecClient>();
     for (let i = 0; i < ids.length; i += 200) {
       const chunk = ids.slice(i, i + 200);
-      const rs = await this.run(chunk.map((u) => ({ command: 'getClient', username: u })), chunk.map(() => /not found/i));
+      const rs = await this.run(
+        chunk.map((u) => ({ command: 'getClient', username: u })),
+        chunk.map(() => /not found/i),
+      );
       rs.forEach((r, j) => {
         const c = clientOf(r);
         if (c) out.set(chunk[j]!, c);
@@ -293,7 +341,9 @@ export class MosquittoDynsecConnector implements BrokerConnector {
     const fromSeq = conn.logSeq;
     const responses = await this.run(cmds, allow);
     const markerRe = new RegExp(`dynsec: ${escapeRe(this.clientId)}/\\S* \\| listGroups \\|.*offset=(${base}|${base + steps.length})\\s*$`);
-    const lines = conn.logGranted ? await this.waitForLog(conn, fromSeq, (ls) => ls.filter((l) => markerRe.test(l.text)).length >= 2) : undefined;
+    const lines = conn.logGranted
+      ? await this.waitForLog(conn, fromSeq, (ls) => ls.filter((l) => markerRe.test(l.text)).length >= 2)
+      : undefined;
     const markerOf = (text: string) => {
       const m = new RegExp(`dynsec: ${escapeRe(this.clientId)}/\\S* \\| listGroups \\|.*offset=(\\d+)\\s*$`).exec(text);
       const n = m ? Number(m[1]) - base : -1;
@@ -310,7 +360,8 @@ export class MosquittoDynsecConnector implements BrokerConnector {
           continue;
         }
         const k = KICK_RE.exec(l.text);
-        if (k && current !== undefined && current < steps.length && k[1] !== this.clientId) kicks.set(current, [...(kicks.get(current) ?? []), k[1]!]);
+        if (k && current !== undefined && current < steps.length && k[1] !== this.clientId)
+          kicks.set(current, [...(kicks.get(current) ?? []), k[1]!]);
       }
     }
     const logDetail = conn.logGranted
@@ -323,9 +374,23 @@ export class MosquittoDynsecConnector implements BrokerConnector {
     });
   }
 
-  private sessionEffect(username: string, action: BrokerAction, w: { kicked?: string[]; logDetail?: string }, reason: string): BrokerEffect {
-    if (!w.kicked) return { clientId: username, action, applied: true, confirmed: false, detail: `kicked, but the end of its sessions is not confirmed: ${w.logDetail}` };
-    const detail = w.kicked.length ? `the broker ended ${w.kicked.length} session(s): ${w.kicked.join(', ')} (reason: ${reason})` : `no session was connected (the broker's log shows none ended; reason: ${reason})`;
+  private sessionEffect(
+    username: string,
+    action: BrokerAction,
+    w: { kicked?: string[]; logDetail?: string },
+    reason: string,
+  ): BrokerEffect {
+    if (!w.kicked)
+      return {
+        clientId: username,
+        action,
+        applied: true,
+        confirmed: false,
+        detail: `kicked, but the end of its sessions is not confirmed: ${w.logDetail}`,
+      };
+    const detail = w.kicked.length
+      ? `the broker ended ${w.kicked.length} session(s): ${w.kicked.join(', ')} (reason: ${reason})`
+      : `no session was connected (the broker's log shows none ended; reason: ${reason})`;
     return { clientId: username, action, applied: true, confirmed: true, detail, sessionsEnded: w.kicked };
   }
 
@@ -375,15 +440,32 @@ export class MosquittoDynsecConnector implements BrokerConnector {
     let timer: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(unavailable(`no answer from the dynamic-security plugin of ${this.opts.url} within ${this.timeoutMs} ms (is mosquitto_dynamic_security loaded?)`)), this.timeoutMs);
+        timer = setTimeout(
+          () =>
+            reject(
+              unavailable(
+                `no answer from the dynamic-security plugin of ${this.opts.url} within ${this.timeoutMs} ms (is mosquitto_dynamic_security loaded?)`,
+              ),
+            ),
+          this.timeoutMs,
+        );
       });
-      await Promise.race([this.publish(conn, DYNSEC_TOPIC, JSON.stringify({ commands: commands.map((c, i) => ({ ...c, correlationData: ids[i] })) })), timeout]);
+      await Promise.race([
+        this.publish(conn, DYNSEC_TOPIC, JSON.stringify({ commands: commands.map((c, i) => ({ ...c, correlationData: ids[i] })) })),
+        timeout,
+      ]);
       const rs = await Promise.race([Promise.all(answers), timeout]);
       rs.forEach((r, i) => {
         if (r.error && !allowErrors[i]?.test(r.error)) {
           const c = commands[i]!;
-          const about = ['username', 'rolename'].filter((k) => k in c).map((k) => `${k}=${String(c[k])}`).join(' ');
-          throw unavailable(`the broker refused ${c.command}${about ? ` (${about})` : ''}: ${r.error}`, { command: c.command, error: r.error });
+          const about = ['username', 'rolename']
+            .filter((k) => k in c)
+            .map((k) => `${k}=${String(c[k])}`)
+            .join(' ');
+          throw unavailable(`the broker refused ${c.command}${about ? ` (${about})` : ''}: ${r.error}`, {
+            command: c.command,
+            error: r.error,
+          });
         }
       });
       return rs;
@@ -398,7 +480,8 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       const timer = setTimeout(() => reject(unavailable(`no PUBACK from ${this.opts.url} within ${this.timeoutMs} ms`)), this.timeoutMs);
       conn.client.publish(topic, payload, { qos: 1 }, (err) => {
         clearTimeout(timer);
-        if (err) reject(unavailable(`the broker refused a publish on ${topic}: ${err.message} (does the connector's dynsec role allow it?)`));
+        if (err)
+          reject(unavailable(`the broker refused a publish on ${topic}: ${err.message} (does the connector's dynsec role allow it?)`));
         else resolve();
       });
     });
@@ -425,13 +508,24 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       ...(creds ? { key: creds.key, cert: creds.cert, ca: creds.ca } : {}),
     };
     const client = mqtt.connect(o.url, options);
-    const conn: Connection = { client, cert: creds?.cert, pending: new Map(), log: [], logSeq: 0, logGranted: false, logWaiters: new Set() };
+    const conn: Connection = {
+      client,
+      cert: creds?.cert,
+      pending: new Map(),
+      log: [],
+      logSeq: 0,
+      logGranted: false,
+      logWaiters: new Set(),
+    };
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no CONNACK within ${this.timeoutMs} ms`)), this.timeoutMs + 500);
         client.once('connect', () => (clearTimeout(timer), resolve()));
         client.once('error', (e) => (clearTimeout(timer), reject(e)));
-        client.once('close', () => (clearTimeout(timer), reject(new Error('the broker closed the connection (was the connector certificate refused?)'))));
+        client.once(
+          'close',
+          () => (clearTimeout(timer), reject(new Error('the broker closed the connection (was the connector certificate refused?)'))),
+        );
       });
     } catch (e) {
       client.end(true);
@@ -463,7 +557,9 @@ export class MosquittoDynsecConnector implements BrokerConnector {
       await client.subscribeAsync(DYNSEC_RESPONSE_TOPIC, { qos: 1 });
     } catch (e) {
       client.end(true);
-      throw unavailable(`the broker at ${o.url} refused the connector ${DYNSEC_RESPONSE_TOPIC} (${errorText(e)}): give its identity the dynsec admin role (see mqtt-ca broker-setup)`);
+      throw unavailable(
+        `the broker at ${o.url} refused the connector ${DYNSEC_RESPONSE_TOPIC} (${errorText(e)}): give its identity the dynsec admin role (see mqtt-ca broker-setup)`,
+      );
     }
     conn.logGranted = await client.subscribeAsync(BROKER_LOG_TOPIC, { qos: 0 }).then(
       () => true,
@@ -477,7 +573,9 @@ export class MosquittoDynsecConnector implements BrokerConnector {
 /** Ends a client's sessions: disable + enable (disable alone: a password client stays out; a certificate client does not). */
 function kickCommands(username: string, c: DynsecClient): Step['commands'] {
   // An operator's disable stays as it was: the kick of a disabled client is a disable alone.
-  return c.disabled ? [{ cmd: { command: 'disableClient', username } }] : [{ cmd: { command: 'disableClient', username } }, { cmd: { command: 'enableClient', username } }];
+  return c.disabled
+    ? [{ cmd: { command: 'disableClient', username } }]
+    : [{ cmd: { command: 'disableClient', username } }, { cmd: { command: 'enableClient', username } }];
 }
 
 function clientOf(r: DynsecResponse): DynsecClient | undefined {
@@ -487,7 +585,8 @@ function clientOf(r: DynsecResponse): DynsecClient | undefined {
 function checkIds(ids: string[]): string[] {
   const uniq = [...new Set(ids)];
   for (const id of uniq) {
-    if (typeof id !== 'string' || id.length === 0 || id.length > 256 || /[\0]/.test(id)) throw badRequest(`not a broker client id: ${JSON.stringify(id)}`);
+    if (typeof id !== 'string' || id.length === 0 || id.length > 256 || /[\0]/.test(id))
+      throw badRequest(`not a broker client id: ${JSON.stringify(id)}`);
   }
   return uniq;
 }

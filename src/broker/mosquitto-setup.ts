@@ -39,7 +39,11 @@ export function dynsecSeed(o: DynsecSeedOptions): Record<string, unknown> {
           allow('publishClientSend', `${o.notifyTopic}/#`),
         ],
       },
-      { rolename: o.denyRole ?? DEFAULT_DENY_ROLE, textdescription: 'mqtt-ca: denies every publish and subscribe (incident block)', acls: DENY_ACLS },
+      {
+        rolename: o.denyRole ?? DEFAULT_DENY_ROLE,
+        textdescription: 'mqtt-ca: denies every publish and subscribe (incident block)',
+        acls: DENY_ACLS,
+      },
       ...(o.roles ?? []),
     ],
   };

@@ -46,7 +46,10 @@ export class MqttPublisher {
 
   private publishOne(client: MqttClient, p: Publication): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no PUBACK from ${this.opts.url} within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`no PUBACK from ${this.opts.url} within ${this.opts.timeoutMs} ms`)),
+        this.opts.timeoutMs,
+      );
       client.publish(p.topic, p.payload, { qos: 1, retain: p.retain }, (err) => {
         clearTimeout(timer);
         if (err) reject(err);

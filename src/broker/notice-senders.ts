@@ -21,10 +21,16 @@ export const topicFor = (template: string, deviceId: string) => template.replace
  */
 export class MqttNoticeSender {
   readonly sink = 'mqtt' as const;
-  constructor(private readonly publisher: MqttPublisher, private readonly topicTemplate: string, private readonly retain: boolean) {}
+  constructor(
+    private readonly publisher: MqttPublisher,
+    private readonly topicTemplate: string,
+    private readonly retain: boolean,
+  ) {}
 
   async send(notices: Notice[]): Promise<SendResult> {
-    const r = await this.publisher.publishAll(notices.map((n) => ({ topic: topicFor(this.topicTemplate, n.deviceId), payload: JSON.stringify(n), retain: this.retain })));
+    const r = await this.publisher.publishAll(
+      notices.map((n) => ({ topic: topicFor(this.topicTemplate, n.deviceId), payload: JSON.stringify(n), retain: this.retain })),
+    );
     return { delivered: notices.filter((_, i) => r.ok[i]).map((n) => n.noticeId), ...(r.error ? { error: r.error } : {}) };
   }
 }

@@ -30,7 +30,10 @@ interface ReplyEffect {
 export class WebhookBrokerConnector implements BrokerConnector {
   readonly name: string;
 
-  constructor(private readonly webhook: SignedWebhook, opts: { name?: string } = {}) {
+  constructor(
+    private readonly webhook: SignedWebhook,
+    opts: { name?: string } = {},
+  ) {
     this.name = opts.name ?? 'webhook';
   }
 
@@ -66,7 +69,12 @@ export class WebhookBrokerConnector implements BrokerConnector {
     try {
       reply = await this.webhook.postForReply(`broker.${body.action}`, body);
     } catch (e) {
-      const msg = e instanceof Error ? (e.name === 'TimeoutError' ? 'no answer in time' : `${e.message}${e.cause instanceof Error ? ` (${e.cause.message})` : ''}`) : String(e);
+      const msg =
+        e instanceof Error
+          ? e.name === 'TimeoutError'
+            ? 'no answer in time'
+            : `${e.message}${e.cause instanceof Error ? ` (${e.cause.message})` : ''}`
+          : String(e);
       throw new DomainError('Unavailable', `broker connector ${this.name}: ${msg}`, { connector: this.name, action: body.action });
     }
     const effects = (reply as { effects?: unknown } | undefined)?.effects;
@@ -75,9 +83,22 @@ export class WebhookBrokerConnector implements BrokerConnector {
 
   private effect(action: BrokerAction, clientId: string, reply: ReplyEffect[] | undefined): BrokerEffect {
     const said = reply?.find((r) => r && r.clientId === clientId);
-    if (!said) return { clientId, action, applied: true, confirmed: false, detail: 'the receiver accepted the call (2xx) but did not confirm the effect' };
+    if (!said)
+      return {
+        clientId,
+        action,
+        applied: true,
+        confirmed: false,
+        detail: 'the receiver accepted the call (2xx) but did not confirm the effect',
+      };
     const applied = said.applied === undefined ? true : said.applied === true;
     const detail = typeof said.detail === 'string' ? said.detail.slice(0, 500) : undefined;
-    return { clientId, action, applied, confirmed: applied && said.confirmed === true, ...(detail ? { detail } : said.confirmed === true ? {} : { detail: 'the receiver did not confirm the effect' }) };
+    return {
+      clientId,
+      action,
+      applied,
+      confirmed: applied && said.confirmed === true,
+      ...(detail ? { detail } : said.confirmed === true ? {} : { detail: 'the receiver did not confirm the effect' }),
+    };
   }
 }

@@ -129,17 +129,44 @@ export class CaHierarchy {
         extensions: caExtensions(pathLen, keyId),
       });
       const der = Buffer.from(encodeCertificate(tbs, signer.signatureAlgorithm, await signer.sign(tbs)));
-      const row = activeCaRow({ id: newId('ca'), name: input.name, parentId: null, kind: 'root', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
+      const row = activeCaRow({
+        id: newId('ca'),
+        name: input.name,
+        parentId: null,
+        kind: 'root',
+        keyAlgorithm: input.keyAlgorithm,
+        signerRef,
+        pathLen,
+        certificateDer: der,
+        subjectDer,
+        keyId,
+        notBefore,
+        notAfter,
+        createdAt: now,
+      });
       await this.cas.insert(tx, row);
       await this.audit.append(tx, [
-        { ...ctx, action: 'ca.created', targetType: 'ca', targetId: row.id, details: { kind: 'root', name: row.name, keyAlgorithm: row.keyAlgorithm } },
+        {
+          ...ctx,
+          action: 'ca.created',
+          targetType: 'ca',
+          targetId: row.id,
+          details: { kind: 'root', name: row.name, keyAlgorithm: row.keyAlgorithm },
+        },
       ]);
       return this.view(row, null);
     });
   }
 
   async createIntermediate(
-    input: { name: string; parentId: string; subject?: CaSubject; keyAlgorithm: KeyAlgorithm; validityDays?: number; pathLen?: number | null },
+    input: {
+      name: string;
+      parentId: string;
+      subject?: CaSubject;
+      keyAlgorithm: KeyAlgorithm;
+      validityDays?: number;
+      pathLen?: number | null;
+    },
     ctx: ActorContext,
   ): Promise<CaView> {
     return this.db.transaction((tx) => this.createIntermediateIn(tx, input, ctx));
@@ -148,7 +175,14 @@ export class CaHierarchy {
   /** createIntermediate inside the caller's transaction. */
   private async createIntermediateIn(
     tx: Knex.Transaction,
-    input: { name: string; parentId: string; subject?: CaSubject; keyAlgorithm: KeyAlgorithm; validityDays?: number; pathLen?: number | null },
+    input: {
+      name: string;
+      parentId: string;
+      subject?: CaSubject;
+      keyAlgorithm: KeyAlgorithm;
+      validityDays?: number;
+      pathLen?: number | null;
+    },
     ctx: ActorContext,
   ): Promise<CaView> {
     const subjectDer = Buffer.from(encodeName(caNameAttributes(input.subject ?? { commonName: input.name })));
@@ -198,7 +232,21 @@ export class CaHierarchy {
     ]);
     const der = Buffer.from(encodeCertificate(tbs, parentSigner.signatureAlgorithm, await parentSigner.sign(tbs)));
     await this.certificates.completeIssued(tx, [{ serial, der }], now);
-    const row = activeCaRow({ id, name: input.name, parentId: parent.id, kind: 'intermediate', keyAlgorithm: input.keyAlgorithm, signerRef, pathLen, certificateDer: der, subjectDer, keyId, notBefore, notAfter, createdAt: now });
+    const row = activeCaRow({
+      id,
+      name: input.name,
+      parentId: parent.id,
+      kind: 'intermediate',
+      keyAlgorithm: input.keyAlgorithm,
+      signerRef,
+      pathLen,
+      certificateDer: der,
+      subjectDer,
+      keyId,
+      notBefore,
+      notAfter,
+      createdAt: now,
+    });
     await this.cas.insert(tx, row);
     await this.audit.append(tx, [
       {
@@ -206,7 +254,13 @@ export class CaHierarchy {
         action: 'ca.created',
         targetType: 'ca',
         targetId: id,
-        details: { kind: 'intermediate', name: row.name, parentId: parent.id, keyAlgorithm: row.keyAlgorithm, serial: serialFromBytes(serial) },
+        details: {
+          kind: 'intermediate',
+          name: row.name,
+          parentId: parent.id,
+          keyAlgorithm: row.keyAlgorithm,
+          serial: serialFromBytes(serial),
+        },
       },
     ]);
     return this.view(row, await this.defaultIssuerId(tx));
@@ -227,7 +281,8 @@ export class CaHierarchy {
     const old = await this.cas.getForUpdate(tx, oldId);
     if (!old) throw notFound(`CA ${oldId} does not exist`);
     if (old.kind === 'root') throw conflict(`CA ${oldId} is a root: only an issuing (intermediate) CA is rolled over`);
-    if (old.status !== 'active' || !old.certificateDer || !old.notAfter || !old.notBefore) throw conflict(`CA ${oldId} is not active (status ${old.status})`);
+    if (old.status !== 'active' || !old.certificateDer || !old.notAfter || !old.notBefore)
+      throw conflict(`CA ${oldId} is not active (status ${old.status})`);
     if (!old.parentId) throw conflict(`CA ${oldId} is signed by an outside CA: create its successor there and import it`);
     const now = this.clock.now();
     if (old.notAfter <= now) throw conflict(`CA ${oldId} expired at ${old.notAfter.toISOString()}`);
@@ -250,7 +305,9 @@ export class CaHierarchy {
     const madeDefault = (await this.settings.get<string>(tx, DEFAULT_ISSUER_KEY)) === oldId;
     if (madeDefault) {
       await this.settings.set(tx, DEFAULT_ISSUER_KEY, successor.id);
-      await this.audit.append(tx, [{ ...ctx, action: 'ca.default-issuer-set', targetType: 'ca', targetId: successor.id, details: { replaces: oldId } }]);
+      await this.audit.append(tx, [
+        { ...ctx, action: 'ca.default-issuer-set', targetType: 'ca', targetId: successor.id, details: { replaces: oldId } },
+      ]);
     }
     return { successor: { ...successor, isDefaultIssuer: madeDefault }, madeDefault };
   }
@@ -268,18 +325,29 @@ export class CaHierarchy {
    * certificate its parent here issued (recorded in the certificates table, so the parent's CRL
    * and OCSP speak for it), active or retired. A root, or a CA an outside CA signed, cannot be.
    */
-  async revocationTarget(caId: string, db: Executor = this.db): Promise<{ caId: string; name: string; parentId: string; serial: Buffer; status: CaRow['status'] }> {
+  async revocationTarget(
+    caId: string,
+    db: Executor = this.db,
+  ): Promise<{ caId: string; name: string; parentId: string; serial: Buffer; status: CaRow['status'] }> {
     const ca = await this.cas.get(db, caId);
     if (!ca) throw notFound(`CA ${caId} does not exist`);
     if (ca.kind === 'root') {
-      throw badRequest(`CA ${caId} is a root: a root is not revoked by a CRL of its own; distrust it by taking it out of the trust stores and replace the hierarchy`);
+      throw badRequest(
+        `CA ${caId} is a root: a root is not revoked by a CRL of its own; distrust it by taking it out of the trust stores and replace the hierarchy`,
+      );
     }
     if (!ca.parentId || !ca.certificateDer) {
       throw badRequest(`CA ${caId} is signed by an outside CA${ca.certificateDer ? '' : ' (or not yet)'}: revoke its certificate there`);
     }
     if (ca.status === 'revoked') throw new DomainError('AlreadyRevoked', `CA ${caId} is revoked already`);
     if (ca.status !== 'active' && ca.status !== 'retired') throw conflict(`CA ${caId} cannot be revoked: its status is ${ca.status}`);
-    return { caId, name: ca.name, parentId: ca.parentId, serial: Buffer.from(parseCertificate(ca.certificateDer).serialHex, 'hex'), status: ca.status };
+    return {
+      caId,
+      name: ca.name,
+      parentId: ca.parentId,
+      serial: Buffer.from(parseCertificate(ca.certificateDer).serialHex, 'hex'),
+      status: ca.status,
+    };
   }
 
   /**
@@ -287,17 +355,30 @@ export class CaHierarchy {
    * it signs nothing more, and stops being the default issuer if it was. Locks the CA's row.
    * Call forgetDefaultIssuer() after the commit. Other replicas drop their cached signer on restart.
    */
-  async markRevokedIn(tx: Knex.Transaction, caId: string, ctx: ActorContext, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }> {
+  async markRevokedIn(
+    tx: Knex.Transaction,
+    caId: string,
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<{ wasDefaultIssuer: boolean }> {
     const ca = await this.cas.getForUpdate(tx, caId);
     if (!ca) throw notFound(`CA ${caId} does not exist`);
     if (!(await this.cas.markRevoked(tx, caId))) {
-      throw ca.status === 'revoked' ? new DomainError('AlreadyRevoked', `CA ${caId} is revoked already`) : conflict(`CA ${caId} cannot be revoked: its status is ${ca.status}`);
+      throw ca.status === 'revoked'
+        ? new DomainError('AlreadyRevoked', `CA ${caId} is revoked already`)
+        : conflict(`CA ${caId} cannot be revoked: its status is ${ca.status}`);
     }
     this.issuers.delete(caId);
     const wasDefaultIssuer = (await this.settings.get<string>(tx, DEFAULT_ISSUER_KEY)) === caId;
     if (wasDefaultIssuer) await this.settings.set(tx, DEFAULT_ISSUER_KEY, null);
     await this.audit.append(tx, [
-      { ...ctx, action: 'ca.revoked', targetType: 'ca', targetId: caId, details: { ...details, previousStatus: ca.status, wasDefaultIssuer } },
+      {
+        ...ctx,
+        action: 'ca.revoked',
+        targetType: 'ca',
+        targetId: caId,
+        details: { ...details, previousStatus: ca.status, wasDefaultIssuer },
+      },
     ]);
     return { wasDefaultIssuer };
   }
@@ -341,7 +422,13 @@ export class CaHierarchy {
       };
       await this.cas.insert(tx, row);
       await this.audit.append(tx, [
-        { ...ctx, action: 'ca.csr-created', targetType: 'ca', targetId: row.id, details: { name: row.name, keyAlgorithm: row.keyAlgorithm } },
+        {
+          ...ctx,
+          action: 'ca.csr-created',
+          targetType: 'ca',
+          targetId: row.id,
+          details: { name: row.name, keyAlgorithm: row.keyAlgorithm },
+        },
       ]);
       return this.view(row, null);
     });
@@ -360,8 +447,8 @@ export class CaHierarchy {
       if (!ca) throw notFound(`CA ${caId} does not exist`);
       if (ca.status !== 'awaiting-certificate') throw conflict(`CA ${caId} is not awaiting a certificate (status ${ca.status})`);
       const signer = await this.vault.signer(tx, ca.signerRef);
-      if (!leaf!.spki.equals(signer.publicKey)) throw badRequest('the certificate is not for this CA\'s key');
-      if (!leaf!.subjectDer.equals(ca.subjectDer)) throw badRequest('the certificate\'s subject differs from the CSR\'s');
+      if (!leaf!.spki.equals(signer.publicKey)) throw badRequest("the certificate is not for this CA's key");
+      if (!leaf!.subjectDer.equals(ca.subjectDer)) throw badRequest("the certificate's subject differs from the CSR's");
       if (!leaf!.isCa || !leaf!.canSignCertificates) {
         throw badRequest('the certificate is not a CA certificate (basicConstraints CA and keyCertSign are required)');
       }
@@ -374,7 +461,13 @@ export class CaHierarchy {
         pathLen: leaf!.pathLen,
       });
       await this.audit.append(tx, [
-        { ...ctx, action: 'ca.certificate-imported', targetType: 'ca', targetId: caId, details: { serial: leaf!.serialHex, issuer: chain[0]?.subject ?? null } },
+        {
+          ...ctx,
+          action: 'ca.certificate-imported',
+          targetType: 'ca',
+          targetId: caId,
+          details: { serial: leaf!.serialHex, issuer: chain[0]?.subject ?? null },
+        },
       ]);
       return this.view((await this.cas.get(tx, caId))!, await this.defaultIssuerId(tx));
     });
@@ -420,7 +513,10 @@ export class CaHierarchy {
       const ca = await this.cas.get(tx, caId);
       if (!ca) throw notFound(`CA ${caId} does not exist`);
       this.assertCanSign(ca, this.clock.now());
-      if (ca.kind === 'root') throw badRequest(`CA ${caId} is a root: it signs CAs and OCSP responder certificates only; make an intermediate the default issuer`);
+      if (ca.kind === 'root')
+        throw badRequest(
+          `CA ${caId} is a root: it signs CAs and OCSP responder certificates only; make an intermediate the default issuer`,
+        );
       // A CA being rolled over issues nothing new: its successor took over.
       const successor = await this.cas.successorOf(tx, caId);
       if (successor) throw conflict(`CA ${caId} is rolled over to ${successor}: it issues nothing new (cancel the rollover first)`);
@@ -520,7 +616,10 @@ export class CaHierarchy {
 
 /** Why a root does not sign a device's or a broker's certificate. */
 export function rootRefusal(caId: string, profile: string): DomainError {
-  return new DomainError('Forbidden', `CA ${caId} is a root: it signs CA and OCSP responder certificates only, not ${profile} certificates; issue from an intermediate`);
+  return new DomainError(
+    'Forbidden',
+    `CA ${caId} is a root: it signs CA and OCSP responder certificates only, not ${profile} certificates; issue from an intermediate`,
+  );
 }
 
 /** Each certificate signed by the next, ending in a self-signed root; all CAs, all valid now. */
@@ -541,4 +640,3 @@ async function verifyChain(leaf: ParsedCertificate, chain: ParsedCertificate[], 
     throw badRequest('the chain does not end in a self-signed root');
   }
 }
-

@@ -148,7 +148,10 @@ async function signCertificates(items: { signer: Signer; tbs: Uint8Array }[]): P
 /** Refuses an authority profile where only a leaf may be asked for (a request, whatever its route). */
 function assertLeaf(req: { profile: string }): void {
   if (!isLeafProfile(req.profile)) {
-    throw new DomainError('Forbidden', `profile ${req.profile} is not issued on request: the service makes its own ${req.profile} certificates`);
+    throw new DomainError(
+      'Forbidden',
+      `profile ${req.profile} is not issued on request: the service makes its own ${req.profile} certificates`,
+    );
   }
 }
 
@@ -278,7 +281,12 @@ export class Issuance {
   async failAbandoned(olderThanMs: number, ctx: ActorContext, deviceId?: string): Promise<Serial[]> {
     return this.db.transaction(async (tx) => {
       const before = new Date(this.clock.now().getTime() - olderThanMs);
-      const serials = await this.certificates.failStalePending(tx, before, 'abandoned: the process stopped between recording and signing', deviceId);
+      const serials = await this.certificates.failStalePending(
+        tx,
+        before,
+        'abandoned: the process stopped between recording and signing',
+        deviceId,
+      );
       await this.audit.append(
         tx,
         serials.map((s) => ({ ...ctx, action: 'certificate.abandoned', targetType: 'certificate', targetId: serialFromBytes(s) })),
@@ -332,7 +340,8 @@ export class Issuance {
       }
       case 'ocsp-responder': {
         if (dns.length || ips.length) throw policyViolation('profile ocsp-responder allows no names');
-        if (!req.commonName || req.commonName.length > 64) throw badRequest('an OCSP responder certificate needs a commonName of 1-64 characters');
+        if (!req.commonName || req.commonName.length > 64)
+          throw badRequest('an OCSP responder certificate needs a commonName of 1-64 characters');
         return { commonName: req.commonName, sans: [] };
       }
     }
@@ -356,7 +365,11 @@ export class Issuance {
     return this.record(plans, issuers, defaultCa);
   }
 
-  private async record(plans: Plan[], issuers: Map<string, IssuerContext>, defaultCa: string | null): Promise<(IssuedCertificate | Refused)[]> {
+  private async record(
+    plans: Plan[],
+    issuers: Map<string, IssuerContext>,
+    defaultCa: string | null,
+  ): Promise<(IssuedCertificate | Refused)[]> {
     if (plans.length === 0) return [];
 
     // 1. Build every TBS and record the intents: after this, each serial is known to the database.
@@ -427,10 +440,19 @@ export class Issuance {
       return intents.map((it, i) => {
         const check = checks[i]!;
         if (check.status === 'rejected') return { refused: check.reason };
-        return { serial: serialFromBytes(it.serial), der: derOf.get(i)!, caId: it.caId, profile: plans[i]!.profile.name, notBefore: it.notBefore, notAfter: it.notAfter };
+        return {
+          serial: serialFromBytes(it.serial),
+          der: derOf.get(i)!,
+          caId: it.caId,
+          profile: plans[i]!.profile.name,
+          notBefore: it.notBefore,
+          notAfter: it.notAfter,
+        };
       });
     } catch (e) {
-      await this.certificates.markFailed(this.db, serials, `issuance failed: ${e instanceof Error ? e.message : String(e)}`).catch(() => undefined);
+      await this.certificates
+        .markFailed(this.db, serials, `issuance failed: ${e instanceof Error ? e.message : String(e)}`)
+        .catch(() => undefined);
       throw e instanceof DomainError ? e : new DomainError('Internal', 'issuance failed', { cause: String(e) });
     }
   }
@@ -465,7 +487,9 @@ export class Issuance {
         },
       })),
       forDevices: intents.flatMap((it, i): IssuedToDevice[] =>
-        it.deviceId ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx, deviceStatus: deviceStatuses[i] }] : [],
+        it.deviceId
+          ? [{ serial: it.serial, deviceId: it.deviceId, notAfter: it.notAfter, ctx: plans[i]!.ctx, deviceStatus: deviceStatuses[i] }]
+          : [],
       ),
     };
     if (!(await this.completeInOneStatement(batch))) await this.completeInTransaction(batch);
@@ -483,19 +507,27 @@ export class Issuance {
   /** False when the plan did not hold (nothing was written). */
   private async completeInOneStatement(b: Completion): Promise<boolean> {
     const planned = b.forDevices.length && this.options.listener ? this.options.listener.plan(b.forDevices) : { devices: [], entries: [] };
-    const appended = await this.audit.appendWith(
-      [...b.entries, ...planned.entries],
-      async (head, rows) => {
-        const r = await this.certificates.completeWithRegistration(this.db, { certificates: b.certificates, issuedAt: b.issuedAt, devices: planned.devices, head, audit: rows });
-        if (r.done) return { appended: true };
-        if (r.reason === 'head-moved') return { appended: false, head: r.head };
-        throw STALE_PLAN;
-      },
-      ONE_STATEMENT_TRIES,
-    ).catch((e: unknown) => {
-      if (e === STALE_PLAN) return false;
-      throw e;
-    });
+    const appended = await this.audit
+      .appendWith(
+        [...b.entries, ...planned.entries],
+        async (head, rows) => {
+          const r = await this.certificates.completeWithRegistration(this.db, {
+            certificates: b.certificates,
+            issuedAt: b.issuedAt,
+            devices: planned.devices,
+            head,
+            audit: rows,
+          });
+          if (r.done) return { appended: true };
+          if (r.reason === 'head-moved') return { appended: false, head: r.head };
+          throw STALE_PLAN;
+        },
+        ONE_STATEMENT_TRIES,
+      )
+      .catch((e: unknown) => {
+        if (e === STALE_PLAN) return false;
+        throw e;
+      });
     return appended;
   }
 

@@ -51,9 +51,7 @@ export function loadKek(src: KekSource, mayCreate: boolean): LoadedKek {
   const path = defaultKekPath(src.dataDir);
   if (existsSync(path)) return { kek: parseKek(readFileSync(path, 'utf8'), path), origin: path, created: false };
   if (!mayCreate) {
-    throw new KekError(
-      `no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE (the store holds CA keys, and ${path} does not exist)`,
-    );
+    throw new KekError(`no key-encryption key: set MQTT_CA_KEK or MQTT_CA_KEK_FILE (the store holds CA keys, and ${path} does not exist)`);
   }
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });

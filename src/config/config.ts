@@ -16,11 +16,20 @@ const optionalString = z
 
 const port = z.coerce.number().int().min(0).max(65535);
 /** Requests per second, optionally with the burst (`600`, `0.5/10`); 0: no limit. */
-const rateSetting = z.string().regex(/^\d{1,7}(\.\d{1,6})?(\/\d{1,7})?$/, 'requests per second, optionally /burst (e.g. 600 or 0.5/10); 0: no limit');
+const rateSetting = z
+  .string()
+  .regex(/^\d{1,7}(\.\d{1,6})?(\/\d{1,7})?$/, 'requests per second, optionally /burst (e.g. 600 or 0.5/10); 0: no limit');
 
 const schema = z.object({
   PORT: port.default(8080),
-  TLS_PORT: optionalString.pipe(z.string().regex(/^\d{1,5}$/, 'must be a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
+  TLS_PORT: optionalString.pipe(
+    z
+      .string()
+      .regex(/^\d{1,5}$/, 'must be a port number')
+      .transform(Number)
+      .pipe(z.number().int().max(65535))
+      .optional(),
+  ),
   HOST: z.string().min(1).default('127.0.0.1'),
   HTTP_HEADERS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(600).default(10),
   HTTP_REQUEST_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
@@ -28,25 +37,56 @@ const schema = z.object({
   EST_BASIC_OVER_HTTP: z.enum(['true', 'false']).default('false'),
   PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   DATA_DIR: z.string().min(1).default('./data'),
-  DATABASE_URL: optionalString.pipe(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional()),
-  REDIS_URL: optionalString.pipe(z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional()),
+  DATABASE_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .optional(),
+  ),
+  REDIS_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// URL')
+      .optional(),
+  ),
   ADMIN_API_KEY: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
   MQTT_CA_KEK: optionalString,
   MQTT_CA_KEK_FILE: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, 'must look like 64kb or 1mb').default('256kb'),
-  CRL_VALIDITY_HOURS: z.coerce.number().int().min(2).max(24 * 31).default(48),
-  OCSP_VALIDITY_HOURS: z.coerce.number().int().min(1).max(24 * 7).default(24),
+  BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(b|kb|mb)$/i, 'must look like 64kb or 1mb')
+    .default('256kb'),
+  CRL_VALIDITY_HOURS: z.coerce
+    .number()
+    .int()
+    .min(2)
+    .max(24 * 31)
+    .default(48),
+  OCSP_VALIDITY_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 7)
+    .default(24),
   OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
   OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
-  JOBS_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/, 'letters, digits, : _ - (at most 64)').default('mqtt-ca'),
+  JOBS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]{1,64}$/, 'letters, digits, : _ - (at most 64)')
+    .default('mqtt-ca'),
   JOBS_IN_SERVE: z.enum(['true', 'false']).default('true'),
   JOB_LOCK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   RENEWAL_PLAN_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   RENEWAL_REDRIVE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   ROLLOVER_TICK_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
-  RENEWAL_MQTT_URL: optionalString.pipe(z.string().regex(/^(mqtts?|wss?):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL').optional()),
+  RENEWAL_MQTT_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^(mqtts?|wss?):\/\//, 'must be an mqtt://, mqtts://, ws:// or wss:// URL')
+      .optional(),
+  ),
   RENEWAL_MQTT_USERNAME: optionalString,
   RENEWAL_MQTT_PASSWORD: optionalString,
   RENEWAL_MQTT_CA_FILE: optionalString,
@@ -56,35 +96,71 @@ const schema = z.object({
   RENEWAL_TOPIC: z
     .string()
     .default('mqtt-ca/devices/{deviceId}/renew')
-    .refine((t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'), 'must contain {deviceId}, no wildcards, not start with $'),
+    .refine(
+      (t) => t.includes('{deviceId}') && !/[+#]/.test(t) && !t.startsWith('$'),
+      'must contain {deviceId}, no wildcards, not start with $',
+    ),
   RENEWAL_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   RENEWAL_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
-  BROKER_MQTT_URL: optionalString.pipe(z.string().regex(/^mqtts?:\/\//, 'must be an mqtts:// (or, for a plain test broker, mqtt://) URL').optional()),
+  BROKER_MQTT_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^mqtts?:\/\//, 'must be an mqtts:// (or, for a plain test broker, mqtt://) URL')
+      .optional(),
+  ),
   BROKER_MQTT_USERNAME: optionalString,
   BROKER_MQTT_PASSWORD: optionalString,
   BROKER_CA_FILE: optionalString,
   BROKER_CLIENT_CN: z
     .string()
-    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'lowercase letters, digits, - and . (it is also the certificate\'s DNS name)')
+    .regex(
+      /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/,
+      "lowercase letters, digits, - and . (it is also the certificate's DNS name)",
+    )
     .max(64)
     .default('mqtt-ca-connector'),
-  BROKER_DENY_ROLE: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits, . _ : - (at most 64)').default('mqtt-ca-blocked'),
+  BROKER_DENY_ROLE: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits, . _ : - (at most 64)')
+    .default('mqtt-ca-blocked'),
   BROKER_NOTIFY_TOPIC: z
     .string()
     .default('mqtt-ca/events')
-    .refine((t) => t.length > 0 && !/[+#]/.test(t) && !t.startsWith('$') && !t.endsWith('/'), 'an MQTT topic: no wildcards, not starting with $ or ending with /'),
+    .refine(
+      (t) => t.length > 0 && !/[+#]/.test(t) && !t.startsWith('$') && !t.endsWith('/'),
+      'an MQTT topic: no wildcards, not starting with $ or ending with /',
+    ),
   BROKER_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
   BROKER_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   BROKER_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
-  SESSION_KEY_PERIOD_HOURS: z.coerce.number().int().min(1).max(24 * 366).default(24),
-  SESSION_KEY_OVERLAP_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(1),
+  SESSION_KEY_PERIOD_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 366)
+    .default(24),
+  SESSION_KEY_OVERLAP_HOURS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(24 * 365)
+    .default(1),
   // Two-person rule
-  APPROVAL_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 30).default(24),
+  APPROVAL_TTL_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 30)
+    .default(24),
   BULK_REVOKE_APPROVAL_THRESHOLD: z.coerce.number().int().min(0).max(100_000_000).default(1000),
   // Backups
   BACKUP_DIR: optionalString,
-  BACKUP_EVERY_HOURS: z.coerce.number().min(0).max(24 * 31).default(0),
+  BACKUP_EVERY_HOURS: z.coerce
+    .number()
+    .min(0)
+    .max(24 * 31)
+    .default(0),
   DETECTION_RULES: optionalString,
   API_RATE_PER_SOURCE: rateSetting.default('600'),
   API_RATE_PER_KEY: rateSetting.default('300'),
@@ -101,10 +177,17 @@ const schema = z.object({
       .optional()
       .transform((v, ctx) => {
         const cidrs: Cidr[] = [];
-        for (const entry of (v ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+        for (const entry of (v ?? '')
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)) {
           const cidr = parseCidr(entry);
           if (cidr) cidrs.push(cidr);
-          else ctx.addIssue({ code: 'custom', message: `${entry} is no IPv4 or IPv6 address or CIDR (comma-separated, e.g. 10.0.0.0/8, 2001:db8::/32)` });
+          else
+            ctx.addIssue({
+              code: 'custom',
+              message: `${entry} is no IPv4 or IPv6 address or CIDR (comma-separated, e.g. 10.0.0.0/8, 2001:db8::/32)`,
+            });
         }
         return cidrs;
       }),
@@ -160,7 +243,16 @@ export interface Config {
     rolloverTickMs: number;
   };
   renewalNotices: {
-    mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined; retain: boolean; topic: string };
+    mqtt?: {
+      url: string;
+      username?: string | undefined;
+      password?: string | undefined;
+      caFile?: string | undefined;
+      certFile?: string | undefined;
+      keyFile?: string | undefined;
+      retain: boolean;
+      topic: string;
+    };
     webhook?: { url: string; secret: string };
   };
   /** Broker connectors (incident actions): Mosquitto dynamic security over MQTT, a signed webhook; each off when unset. */
@@ -237,19 +329,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError('invalid configuration:\n  MQTT_CA_KEK and MQTT_CA_KEK_FILE: set one, not both');
   }
   if (e.OCSP_RESPONDER_DAYS * 24 < 4 * e.OCSP_VALIDITY_HOURS) {
-    throw new ConfigError('invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)');
+    throw new ConfigError(
+      'invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)',
+    );
   }
   if (e.RENEWAL_WEBHOOK_URL && !e.RENEWAL_WEBHOOK_SECRET) {
-    throw new ConfigError('invalid configuration:\n  RENEWAL_WEBHOOK_SECRET: required with RENEWAL_WEBHOOK_URL (the receiver checks the signature with it)');
+    throw new ConfigError(
+      'invalid configuration:\n  RENEWAL_WEBHOOK_SECRET: required with RENEWAL_WEBHOOK_URL (the receiver checks the signature with it)',
+    );
   }
   if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
     throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
   }
   if (e.BROKER_WEBHOOK_URL && !e.BROKER_WEBHOOK_SECRET) {
-    throw new ConfigError('invalid configuration:\n  BROKER_WEBHOOK_SECRET: required with BROKER_WEBHOOK_URL (the receiver checks the signature with it)');
+    throw new ConfigError(
+      'invalid configuration:\n  BROKER_WEBHOOK_SECRET: required with BROKER_WEBHOOK_URL (the receiver checks the signature with it)',
+    );
   }
   if (e.BROKER_MQTT_URL?.startsWith('mqtt://') && !(e.BROKER_MQTT_USERNAME && e.BROKER_MQTT_PASSWORD)) {
-    throw new ConfigError('invalid configuration:\n  BROKER_MQTT_URL: a plain mqtt:// broker needs BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD (or use mqtts:// with the service\'s client certificate)');
+    throw new ConfigError(
+      "invalid configuration:\n  BROKER_MQTT_URL: a plain mqtt:// broker needs BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD (or use mqtts:// with the service's client certificate)",
+    );
   }
   if (Boolean(e.BROKER_MQTT_USERNAME) !== Boolean(e.BROKER_MQTT_PASSWORD)) {
     throw new ConfigError('invalid configuration:\n  BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD: set both or neither');
@@ -261,14 +361,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError('invalid configuration:\n  SESSION_KEY_OVERLAP_HOURS: the overlap must be shorter than SESSION_KEY_PERIOD_HOURS');
   }
   if (e.HTTP_HEADERS_TIMEOUT_SECONDS > e.HTTP_REQUEST_TIMEOUT_SECONDS) {
-    throw new ConfigError('invalid configuration:\n  HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS (the header is part of the request)');
+    throw new ConfigError(
+      'invalid configuration:\n  HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS (the header is part of the request)',
+    );
   }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
     tlsPort: e.TLS_PORT,
     host: e.HOST,
-    listeners: { headersMs: e.HTTP_HEADERS_TIMEOUT_SECONDS * 1000, requestMs: e.HTTP_REQUEST_TIMEOUT_SECONDS * 1000, keepAliveMs: e.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000 },
+    listeners: {
+      headersMs: e.HTTP_HEADERS_TIMEOUT_SECONDS * 1000,
+      requestMs: e.HTTP_REQUEST_TIMEOUT_SECONDS * 1000,
+      keepAliveMs: e.HTTP_KEEPALIVE_TIMEOUT_SECONDS * 1000,
+    },
     estBasicOverHttp: e.EST_BASIC_OVER_HTTP === 'true',
     publicUrl,
     dataDir: resolve(e.DATA_DIR),
@@ -284,7 +390,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
-    jobs: { prefix: e.JOBS_PREFIX, inServe: e.JOBS_IN_SERVE === 'true', lockMs: e.JOB_LOCK_SECONDS * 1000, renewalPlanEveryMs: e.RENEWAL_PLAN_SECONDS * 1000, renewalRedriveMs: e.RENEWAL_REDRIVE_SECONDS * 1000, rolloverTickMs: e.ROLLOVER_TICK_SECONDS * 1000 },
+    jobs: {
+      prefix: e.JOBS_PREFIX,
+      inServe: e.JOBS_IN_SERVE === 'true',
+      lockMs: e.JOB_LOCK_SECONDS * 1000,
+      renewalPlanEveryMs: e.RENEWAL_PLAN_SECONDS * 1000,
+      renewalRedriveMs: e.RENEWAL_REDRIVE_SECONDS * 1000,
+      rolloverTickMs: e.ROLLOVER_TICK_SECONDS * 1000,
+    },
     renewalNotices: {
       ...(e.RENEWAL_MQTT_URL
         ? {
@@ -303,7 +416,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ...(e.RENEWAL_WEBHOOK_URL ? { webhook: { url: e.RENEWAL_WEBHOOK_URL, secret: e.RENEWAL_WEBHOOK_SECRET! } } : {}),
     },
     brokers: {
-      ...(e.BROKER_MQTT_URL ? { mqtt: { url: e.BROKER_MQTT_URL, username: e.BROKER_MQTT_USERNAME, password: e.BROKER_MQTT_PASSWORD, caFile: e.BROKER_CA_FILE } } : {}),
+      ...(e.BROKER_MQTT_URL
+        ? { mqtt: { url: e.BROKER_MQTT_URL, username: e.BROKER_MQTT_USERNAME, password: e.BROKER_MQTT_PASSWORD, caFile: e.BROKER_CA_FILE } }
+        : {}),
       ...(e.BROKER_WEBHOOK_URL ? { webhook: { url: e.BROKER_WEBHOOK_URL, secret: e.BROKER_WEBHOOK_SECRET! } } : {}),
       clientCn: e.BROKER_CLIENT_CN,
       denyRole: e.BROKER_DENY_ROLE,
@@ -314,10 +429,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,
     approvals: { ttlMs: e.APPROVAL_TTL_HOURS * 3_600_000, bulkRevokeThreshold: e.BULK_REVOKE_APPROVAL_THRESHOLD },
-    backups: { dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')), everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000), keep: e.BACKUP_KEEP },
+    backups: {
+      dir: resolve(e.BACKUP_DIR ?? join(e.DATA_DIR, 'backups')),
+      everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000),
+      keep: e.BACKUP_KEEP,
+    },
     audit: { anchorFile: resolve(e.AUDIT_ANCHOR_FILE ?? join(e.DATA_DIR, 'audit-anchor')), anchorBatchMs: e.AUDIT_ANCHOR_BATCH_MS },
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
-    rateLimits: { 'api-source': rate(e.API_RATE_PER_SOURCE), 'api-key': rate(e.API_RATE_PER_KEY), 'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE) },
+    rateLimits: {
+      'api-source': rate(e.API_RATE_PER_SOURCE),
+      'api-key': rate(e.API_RATE_PER_KEY),
+      'enroll-source': rate(e.ENROLL_RATE_PER_SOURCE),
+    },
     pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,
     enrollRecoveryMs: e.ENROLL_RECOVERY_SECONDS * 1000,
     trustedProxies: e.TRUSTED_PROXIES,

@@ -29,7 +29,14 @@ export class ApiKeyWatch {
   }
 
   async failed(source: string, requestId: string, keyId: string | undefined): Promise<void> {
-    await this.events.record({ kind: 'auth.failed', severity: 'warning', source, subject: keyId, requestId, details: { credential: 'api-key' } });
+    await this.events.record({
+      kind: 'auth.failed',
+      severity: 'warning',
+      source,
+      subject: keyId,
+      requestId,
+      details: { credential: 'api-key' },
+    });
   }
 
   /** A key that authenticated. A failure to remember the address is reported, never the request's. */
@@ -41,7 +48,14 @@ export class ApiKeyWatch {
       if (this.known.size >= KNOWN_MAX) this.known.clear();
       this.known.add(pair);
       if (added && others > 0) {
-        await this.events.record({ kind: 'apikey.new-address', severity: 'warning', source, subject: keyId, requestId, details: { addressesBefore: others } });
+        await this.events.record({
+          kind: 'apikey.new-address',
+          severity: 'warning',
+          source,
+          subject: keyId,
+          requestId,
+          details: { addressesBefore: others },
+        });
       }
     } catch (e) {
       this.onError(e);

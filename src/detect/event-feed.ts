@@ -46,7 +46,17 @@ export class EventFeed {
 
   /** Starts sending events after `afterId` (from now() or a Last-Event-ID); `end` is called when the feed closes. Returns the unsubscribe. */
   subscribe(filter: EventFilter, afterId: number, send: (e: RecordedEvent) => void, end: () => void): () => void {
-    const s: Subscription = { filter, floor: afterId, cursor: afterId, sent: new Set(), send, end, busy: false, again: false, closed: false };
+    const s: Subscription = {
+      filter,
+      floor: afterId,
+      cursor: afterId,
+      sent: new Set(),
+      send,
+      end,
+      busy: false,
+      again: false,
+      closed: false,
+    };
     this.subscriptions.add(s);
     this.timer ??= setInterval(() => {
       for (const sub of this.subscriptions) this.pull(sub);

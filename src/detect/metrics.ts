@@ -38,8 +38,18 @@ export class ServiceMetrics implements Telemetry {
   constructor(private readonly src: MetricSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mqttca_' });
-    this.issuedTotal = new Counter({ name: 'mqttca_certificates_issued_total', help: 'Certificates issued (committed), by profile.', labelNames: ['profile'], registers });
-    this.revokedTotal = new Counter({ name: 'mqttca_certificates_revoked_total', help: 'Certificates revoked or put on hold, by reason.', labelNames: ['reason'], registers });
+    this.issuedTotal = new Counter({
+      name: 'mqttca_certificates_issued_total',
+      help: 'Certificates issued (committed), by profile.',
+      labelNames: ['profile'],
+      registers,
+    });
+    this.revokedTotal = new Counter({
+      name: 'mqttca_certificates_revoked_total',
+      help: 'Certificates revoked or put on hold, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
     this.revocationVisibleSeconds = new Histogram({
       name: 'mqttca_revocation_visible_seconds',
       help: 'From a revocation request to OCSP answering revoked and the CRL published.',
@@ -52,7 +62,12 @@ export class ServiceMetrics implements Telemetry {
       labelNames: ['status', 'source'],
       registers,
     });
-    this.securityEventsTotal = new Counter({ name: 'mqttca_security_events_total', help: 'Security events recorded, by kind and severity.', labelNames: ['kind', 'severity'], registers });
+    this.securityEventsTotal = new Counter({
+      name: 'mqttca_security_events_total',
+      help: 'Security events recorded, by kind and severity.',
+      labelNames: ['kind', 'severity'],
+      registers,
+    });
     this.httpSeconds = new Histogram({
       name: 'mqttca_http_request_duration_seconds',
       help: 'REST and EST request latency, by route template, method and status.',
@@ -131,10 +146,16 @@ export class ServiceMetrics implements Telemetry {
           }
         },
       });
-    perCa('mqttca_crl_seconds_to_next_update', 'Seconds until the nextUpdate of the CA\'s current CRL (negative: expired).', (s, now) => (s.crl ? (s.crl.nextUpdate.getTime() - now) / 1000 : undefined));
-    perCa('mqttca_crl_age_seconds', 'Seconds since the thisUpdate of the CA\'s current CRL.', (s, now) => (s.crl ? (now - s.crl.thisUpdate.getTime()) / 1000 : undefined));
-    perCa('mqttca_crl_number', 'CRL number of the CA\'s current full CRL.', (s) => (s.crl ? Number(s.crl.crlNumber) : undefined));
-    perCa('mqttca_crl_stale', '1 when the CA\'s CRL came due and could not be replaced (an alarm is raised), else 0.', (s) => (s.stale ? 1 : 0));
+    perCa('mqttca_crl_seconds_to_next_update', "Seconds until the nextUpdate of the CA's current CRL (negative: expired).", (s, now) =>
+      s.crl ? (s.crl.nextUpdate.getTime() - now) / 1000 : undefined,
+    );
+    perCa('mqttca_crl_age_seconds', "Seconds since the thisUpdate of the CA's current CRL.", (s, now) =>
+      s.crl ? (now - s.crl.thisUpdate.getTime()) / 1000 : undefined,
+    );
+    perCa('mqttca_crl_number', "CRL number of the CA's current full CRL.", (s) => (s.crl ? Number(s.crl.crlNumber) : undefined));
+    perCa('mqttca_crl_stale', "1 when the CA's CRL came due and could not be replaced (an alarm is raised), else 0.", (s) =>
+      s.stale ? 1 : 0,
+    );
   }
 
   /** Queue depth and dead-lettered jobs, read from the runner at scrape time; while the queue (Redis) is down, mqttca_job_queue_up is 0. */

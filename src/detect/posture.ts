@@ -49,7 +49,14 @@ export interface PostureSources {
 export interface PostureReport {
   generatedAt: string;
   figures: {
-    devices: { byStatus: Record<string, number>; active: number; activeWithValidCertificate: number; validCertificateShare: number | null; brokers: number; brokersWithValidCertificate: number };
+    devices: {
+      byStatus: Record<string, number>;
+      active: number;
+      activeWithValidCertificate: number;
+      validCertificateShare: number | null;
+      brokers: number;
+      brokersWithValidCertificate: number;
+    };
     inventory: { modelShare: number | null; firmwareShare: number | null; siteShare: number | null };
     renewal: { currentCertificates: number; pastRenewalPoint: number };
     crypto: { certificatesByKey: Record<string, number>; casByKey: Record<string, number> };
@@ -77,7 +84,8 @@ const share = (part: number, whole: number): number | null => (whole === 0 ? nul
 /** A share as the report and its page write it. */
 export const percent = (s: number | null) => (s === null ? 'n/a' : `${(s * 100).toFixed(1)} %`);
 /** met at or above `met`, partial at or above `partial`; no data is unmet. */
-const byShare = (s: number | null, met: number, partial: number): OutcomeStatus => (s === null ? 'unmet' : s >= met ? 'met' : s >= partial ? 'partial' : 'unmet');
+const byShare = (s: number | null, met: number, partial: number): OutcomeStatus =>
+  s === null ? 'unmet' : s >= met ? 'met' : s >= partial ? 'partial' : 'unmet';
 const RANK: Record<OutcomeStatus, number> = { unmet: 0, partial: 1, met: 2 };
 const worst = (...s: OutcomeStatus[]): OutcomeStatus => s.reduce((w, x) => (RANK[x] < RANK[w] ? x : w));
 
@@ -109,7 +117,14 @@ function keyLabel(der: Buffer): string {
   return k.kind === 'ed25519' ? 'Ed25519' : 'other';
 }
 
-const CA_KEY_LABELS: Record<string, string> = { 'EC-P256': 'EC P-256', 'EC-P384': 'EC P-384', Ed25519: 'Ed25519', 'RSA-2048': 'RSA 2048', 'RSA-3072': 'RSA 3072', 'RSA-4096': 'RSA 4096' };
+const CA_KEY_LABELS: Record<string, string> = {
+  'EC-P256': 'EC P-256',
+  'EC-P384': 'EC P-384',
+  Ed25519: 'Ed25519',
+  'RSA-2048': 'RSA 2048',
+  'RSA-3072': 'RSA 3072',
+  'RSA-4096': 'RSA 4096',
+};
 
 /**
  * The deployment measured against the MQTT cybersecurity framework's subcategories (Current
@@ -133,16 +148,22 @@ export class Posture {
     return { ...DEFAULT_TARGET, ...((await this.settings.get<Partial<TargetProfile>>(this.db, TARGET_KEY)) ?? {}) };
   }
 
-  async setTarget(input: Partial<Record<CsfFunction, number>>, ctx: { actor: string; requestId?: string | undefined }): Promise<TargetProfile> {
+  async setTarget(
+    input: Partial<Record<CsfFunction, number>>,
+    ctx: { actor: string; requestId?: string | undefined },
+  ): Promise<TargetProfile> {
     const before = await this.target();
     const next = { ...before };
     for (const [f, t] of Object.entries(input)) {
-      if (!(FUNCTIONS as readonly string[]).includes(f) || !Number.isInteger(t) || (t as number) < 1 || (t as number) > 4) throw badRequest(`${f}: a tier is 1 to 4 for one of ${FUNCTIONS.join(', ')}`);
+      if (!(FUNCTIONS as readonly string[]).includes(f) || !Number.isInteger(t) || (t as number) < 1 || (t as number) > 4)
+        throw badRequest(`${f}: a tier is 1 to 4 for one of ${FUNCTIONS.join(', ')}`);
       next[f as CsfFunction] = t as Tier;
     }
     await this.db.transaction(async (tx) => {
       await this.settings.set(tx, TARGET_KEY, next);
-      await this.audit.append(tx, [{ ...ctx, action: 'posture.target-set', targetType: 'posture', targetId: 'target', details: { from: before, to: next } }]);
+      await this.audit.append(tx, [
+        { ...ctx, action: 'posture.target-set', targetType: 'posture', targetId: 'target', details: { from: before, to: next } },
+      ]);
     });
     return next;
   }
@@ -174,7 +195,9 @@ export class Posture {
     for (const i of incidents) byKind[i.kind] = (byKind[i.kind] ?? 0) + 1;
     const keysInUse = [...new Set([...Object.keys(certificatesByKey), ...Object.keys(casByKey)])];
     const weakKeys = keysInUse.filter((k) => !STRONG_KEYS.has(k));
-    const issuingExpiry = activeCas.filter((c) => c.kind === 'intermediate' && c.notAfter).map((c) => (new Date(c.notAfter!).getTime() - now.getTime()) / (24 * HOUR));
+    const issuingExpiry = activeCas
+      .filter((c) => c.kind === 'intermediate' && c.notAfter)
+      .map((c) => (new Date(c.notAfter!).getTime() - now.getTime()) / (24 * HOUR));
     const soonestIssuingDays = issuingExpiry.length ? Math.min(...issuingExpiry) : null;
     const actions = new Set(this.src.rules.flatMap((r) => r.actions));
     const ruleNames = this.src.rules.map((r) => r.name);
@@ -190,19 +213,107 @@ export class Posture {
     const ocspAnswers = this.src.ocspStatusAnswers();
     const revokedQueried = events.filter((e) => e.kind === 'ocsp.revoked-queried').reduce((t, e) => t + e.n, 0);
 
-    const o = (fn: CsfFunction, category: string, subcategory: string, status: OutcomeStatus, evidence: string, remedy: string): Outcome => ({ function: fn, category, subcategory, status, evidence, remedy });
+    const o = (
+      fn: CsfFunction,
+      category: string,
+      subcategory: string,
+      status: OutcomeStatus,
+      evidence: string,
+      remedy: string,
+    ): Outcome => ({ function: fn, category, subcategory, status, evidence, remedy });
     const outcomes: Outcome[] = [
-      o('identify', 'Asset Management', 'List of hardware devices', a.total === 0 ? 'unmet' : byShare(share(a.withModel, a.total), 0.95, 0.5), `${a.total} active devices; model recorded for ${percent(share(a.withModel, a.total))}`, 'Record the model and hardware revision of every device (PATCH /v1/devices/{id} or the lot manifest).'),
-      o('identify', 'Asset Management', 'Software inventory', a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5), `firmware version recorded for ${percent(share(a.withFirmware, a.total))} of active devices`, 'Record firmware versions as devices are flashed and updated.'),
-      o('identify', 'Asset Management', 'Lifecycle tracking', byShare(validShare, 0.99, 0.9), `${percent(validShare)} of active devices hold a valid certificate`, 'Renew or re-enroll the active devices without a valid certificate; decommission those gone.'),
-      o('identify', 'Environmental Awareness', 'Location of (client-side) end-devices', a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5), `site recorded for ${percent(share(a.withSite, a.total))} of active devices`, 'Record each device\'s site.'),
-      o('identify', 'Information Sharing and Communications', 'Cryptographic suites versioning', keysInUse.length === 0 ? 'unmet' : weakKeys.length === 0 ? 'met' : 'partial', weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${keysInUse.join(', ') || 'none yet'}`, 'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).'),
-      o('protect', 'Identity, Credential and Access Management', 'Authentication of Clients by the Server', byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9), `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`, 'Give every active client a current certificate (enrollment tokens, renewal).'),
-      o('protect', 'Identity, Credential and Access Management', 'Authentication of the Server by the Clients', brokers === 0 ? 'unmet' : byShare(share(validBrokers, brokers), 1, 0.5), `${validBrokers} of ${brokers} brokers hold a valid server certificate (active broker devices, and holders of a valid broker certificate from any route)`, 'Issue broker certificates with their DNS and IP names (broker tokens).'),
-      o('protect', 'Server-side Protection', 'Frequent session renegotiation (certificate renewal)', renewal.current === 0 ? 'unmet' : pastShare! <= 0.01 ? 'met' : pastShare! <= 0.1 ? 'partial' : 'unmet', `${renewal.past} of ${renewal.current} current certificates are past their renewal point`, 'Make sure renewal notices reach the devices (RENEWAL_MQTT_URL or RENEWAL_WEBHOOK_URL) and that they renew.'),
-      o('protect', 'Server-side Protection', 'Rate limiting and/or blocking', this.src.rateLimitScopes.length === 3 && actions.has('block-source') ? 'met' : this.src.rateLimitScopes.length > 0 || actions.has('block-source') ? 'partial' : 'unmet', `rate limits on ${this.src.rateLimitScopes.join(', ') || 'nothing'}; blocking ${actions.has('block-source') ? 'on' : 'off'}`, 'Set API_RATE_PER_SOURCE, API_RATE_PER_KEY and ENROLL_RATE_PER_SOURCE, and keep a block-source rule.'),
-      o('protect', 'Server-side Protection', 'Data-at-rest encryption', kekPlacement.status, kekPlacement.evidence, 'Keep the KEK apart from what it protects: MQTT_CA_KEK_FILE on another filesystem (a secrets mount, a separate volume) than DATA_DIR and BACKUP_DIR.'),
-      o('detect', 'Intrusion Detection', 'Repeated authentication attempts', ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet', `detection rules: ${ruleNames.join(', ') || 'none'}`, 'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).'),
+      o(
+        'identify',
+        'Asset Management',
+        'List of hardware devices',
+        a.total === 0 ? 'unmet' : byShare(share(a.withModel, a.total), 0.95, 0.5),
+        `${a.total} active devices; model recorded for ${percent(share(a.withModel, a.total))}`,
+        'Record the model and hardware revision of every device (PATCH /v1/devices/{id} or the lot manifest).',
+      ),
+      o(
+        'identify',
+        'Asset Management',
+        'Software inventory',
+        a.total === 0 ? 'unmet' : byShare(share(a.withFirmware, a.total), 0.95, 0.5),
+        `firmware version recorded for ${percent(share(a.withFirmware, a.total))} of active devices`,
+        'Record firmware versions as devices are flashed and updated.',
+      ),
+      o(
+        'identify',
+        'Asset Management',
+        'Lifecycle tracking',
+        byShare(validShare, 0.99, 0.9),
+        `${percent(validShare)} of active devices hold a valid certificate`,
+        'Renew or re-enroll the active devices without a valid certificate; decommission those gone.',
+      ),
+      o(
+        'identify',
+        'Environmental Awareness',
+        'Location of (client-side) end-devices',
+        a.total === 0 ? 'unmet' : byShare(share(a.withSite, a.total), 0.95, 0.5),
+        `site recorded for ${percent(share(a.withSite, a.total))} of active devices`,
+        "Record each device's site.",
+      ),
+      o(
+        'identify',
+        'Information Sharing and Communications',
+        'Cryptographic suites versioning',
+        keysInUse.length === 0 ? 'unmet' : weakKeys.length === 0 ? 'met' : 'partial',
+        weakKeys.length ? `in use below the strong set: ${weakKeys.join(', ')}` : `keys in use: ${keysInUse.join(', ') || 'none yet'}`,
+        'Move certificates and CAs off the weaker key types (renewal to P-256 or larger; an issuing-CA rollover).',
+      ),
+      o(
+        'protect',
+        'Identity, Credential and Access Management',
+        'Authentication of Clients by the Server',
+        byShare(share(a.validCertificate - a.validBrokers, a.clients), 0.99, 0.9),
+        `${a.validCertificate - a.validBrokers} of ${a.clients} active clients hold a valid certificate`,
+        'Give every active client a current certificate (enrollment tokens, renewal).',
+      ),
+      o(
+        'protect',
+        'Identity, Credential and Access Management',
+        'Authentication of the Server by the Clients',
+        brokers === 0 ? 'unmet' : byShare(share(validBrokers, brokers), 1, 0.5),
+        `${validBrokers} of ${brokers} brokers hold a valid server certificate (active broker devices, and holders of a valid broker certificate from any route)`,
+        'Issue broker certificates with their DNS and IP names (broker tokens).',
+      ),
+      o(
+        'protect',
+        'Server-side Protection',
+        'Frequent session renegotiation (certificate renewal)',
+        renewal.current === 0 ? 'unmet' : pastShare! <= 0.01 ? 'met' : pastShare! <= 0.1 ? 'partial' : 'unmet',
+        `${renewal.past} of ${renewal.current} current certificates are past their renewal point`,
+        'Make sure renewal notices reach the devices (RENEWAL_MQTT_URL or RENEWAL_WEBHOOK_URL) and that they renew.',
+      ),
+      o(
+        'protect',
+        'Server-side Protection',
+        'Rate limiting and/or blocking',
+        this.src.rateLimitScopes.length === 3 && actions.has('block-source')
+          ? 'met'
+          : this.src.rateLimitScopes.length > 0 || actions.has('block-source')
+            ? 'partial'
+            : 'unmet',
+        `rate limits on ${this.src.rateLimitScopes.join(', ') || 'nothing'}; blocking ${actions.has('block-source') ? 'on' : 'off'}`,
+        'Set API_RATE_PER_SOURCE, API_RATE_PER_KEY and ENROLL_RATE_PER_SOURCE, and keep a block-source rule.',
+      ),
+      o(
+        'protect',
+        'Server-side Protection',
+        'Data-at-rest encryption',
+        kekPlacement.status,
+        kekPlacement.evidence,
+        'Keep the KEK apart from what it protects: MQTT_CA_KEK_FILE on another filesystem (a secrets mount, a separate volume) than DATA_DIR and BACKUP_DIR.',
+      ),
+      o(
+        'detect',
+        'Intrusion Detection',
+        'Repeated authentication attempts',
+        ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet',
+        `detection rules: ${ruleNames.join(', ') || 'none'}`,
+        'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).',
+      ),
       o(
         'detect',
         'Network Monitoring',
@@ -213,19 +324,62 @@ export class Posture {
           : `${NOT_OBSERVED}: no OCSP status query since the service started, so no broker is seen checking certificates; connection attempts happen at the broker`,
         'Have the brokers check client certificates with OCSP (revoked devices trying to connect are then reported), and count connection attempts at the broker.',
       ),
-      ...UNOBSERVED_DETECT.map(([category, subcategory]) => o('detect', category, subcategory, 'unmet', `${NOT_OBSERVED}: the service does not see MQTT traffic or the devices themselves`, 'Watch for it at the broker (its logs or a monitoring plugin) or on site; the service cannot see it yet.')),
+      ...UNOBSERVED_DETECT.map(([category, subcategory]) =>
+        o(
+          'detect',
+          category,
+          subcategory,
+          'unmet',
+          `${NOT_OBSERVED}: the service does not see MQTT traffic or the devices themselves`,
+          'Watch for it at the broker (its logs or a monitoring plugin) or on site; the service cannot see it yet.',
+        ),
+      ),
       o(
         'detect',
         'Network Monitoring',
         'Revocation information current',
         crls.length === 0 ? 'unmet' : staleCrls.length === 0 ? 'met' : 'unmet',
-        crls.length === 0 ? `${NOT_OBSERVED}: the CRL watch has not checked since the service started` : staleCrls.length ? `stale CRLs: ${staleCrls.join(', ')}` : `the CRLs of ${crls.length} CAs are within their refresh period`,
+        crls.length === 0
+          ? `${NOT_OBSERVED}: the CRL watch has not checked since the service started`
+          : staleCrls.length
+            ? `stale CRLs: ${staleCrls.join(', ')}`
+            : `the CRLs of ${crls.length} CAs are within their refresh period`,
         'Find why the CRL publisher fails (the crl-stale events, the job queue); the CRL watch runs with the job workers.',
       ),
-      o('respond', 'Response Planning', 'Revoke lost and/or compromised certificates', visible === null ? 'unmet' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet', visible ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations` : `${NOT_OBSERVED}: no revocation measured since the service started`, 'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.'),
-      o('respond', 'Response Planning', 'Disconnect suspicious or compromised end-devices', this.src.brokerConnectors.length ? 'met' : 'unmet', `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`, 'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.'),
-      o('respond', 'Response Planning', 'Revoke compromised Client or Server authentication credentials', actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial', `automatic responses: ${[...actions].join(', ') || 'none'}`, 'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.'),
-      o('respond', 'Response Planning', 'Incidents handled', incidents.length === 0 ? 'met' : oldestIncident && now.getTime() - oldestIncident.getTime() > 7 * 24 * HOUR ? 'partial' : 'met', `${incidents.length} open incidents${oldestIncident ? `, the oldest opened ${oldestIncident.toISOString()}` : ''}`, 'Work the incidents open for more than a week, and close them.'),
+      o(
+        'respond',
+        'Response Planning',
+        'Revoke lost and/or compromised certificates',
+        visible === null ? 'unmet' : visible.p99Seconds <= 1 ? 'met' : visible.p99Seconds <= 60 ? 'partial' : 'unmet',
+        visible
+          ? `revoke-to-visible p50 ${visible.p50Seconds} s, p99 ${visible.p99Seconds} s over ${visible.count} revocations`
+          : `${NOT_OBSERVED}: no revocation measured since the service started`,
+        'Revocations should show in OCSP and the CRL within a second; look at the OCSP and CRL hooks if they do not.',
+      ),
+      o(
+        'respond',
+        'Response Planning',
+        'Disconnect suspicious or compromised end-devices',
+        this.src.brokerConnectors.length ? 'met' : 'unmet',
+        `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`,
+        'Configure a broker connector (BROKER_MQTT_URL or BROKER_WEBHOOK_URL) so incidents disconnect and block devices.',
+      ),
+      o(
+        'respond',
+        'Response Planning',
+        'Revoke compromised Client or Server authentication credentials',
+        actions.has('suspend-device') || actions.has('open-incident') ? 'met' : 'partial',
+        `automatic responses: ${[...actions].join(', ') || 'none'}`,
+        'Keep automatic responses (suspend-device, open-incident) in DETECTION_RULES.',
+      ),
+      o(
+        'respond',
+        'Response Planning',
+        'Incidents handled',
+        incidents.length === 0 ? 'met' : oldestIncident && now.getTime() - oldestIncident.getTime() > 7 * 24 * HOUR ? 'partial' : 'met',
+        `${incidents.length} open incidents${oldestIncident ? `, the oldest opened ${oldestIncident.toISOString()}` : ''}`,
+        'Work the incidents open for more than a week, and close them.',
+      ),
       o(
         'recover',
         'Recover Planning',
@@ -234,26 +388,64 @@ export class Posture {
         `${backupAge === null ? 'no backup made' : `last backup ${backupAge.toFixed(1)} h ago`}; scheduled ${this.src.backupEveryMs ? `every ${this.src.backupEveryMs / HOUR} h` : 'never'}; ${backupPlacement.evidence}`,
         'Schedule backups (BACKUP_EVERY_HOURS) and keep them off this machine: BACKUP_DIR on another disk than the database, copied elsewhere.',
       ),
-      o('recover', 'Post Recovery', 'Reissue certificates and authentication credentials', this.src.renewalNoticeSinks.length ? 'met' : 'partial', `renewal notices go to ${this.src.renewalNoticeSinks.join(', ') || 'nowhere (devices renew on their own schedule)'}`, 'Configure a renewal notice channel, so a mass reissue (CA recovery) reaches the devices.'),
-      o('recover', 'Post Recovery', 'Review Key Management and cryptographic deployments', soonestIssuingDays === null ? 'unmet' : soonestIssuingDays > 180 ? 'met' : soonestIssuingDays > 30 ? 'partial' : 'unmet', soonestIssuingDays === null ? 'no active issuing CA' : `the soonest active issuing CA expires in ${Math.floor(soonestIssuingDays)} days`, 'Roll the issuing CA over well before it expires (POST /v1/cas/{id}/rollover).'),
+      o(
+        'recover',
+        'Post Recovery',
+        'Reissue certificates and authentication credentials',
+        this.src.renewalNoticeSinks.length ? 'met' : 'partial',
+        `renewal notices go to ${this.src.renewalNoticeSinks.join(', ') || 'nowhere (devices renew on their own schedule)'}`,
+        'Configure a renewal notice channel, so a mass reissue (CA recovery) reaches the devices.',
+      ),
+      o(
+        'recover',
+        'Post Recovery',
+        'Review Key Management and cryptographic deployments',
+        soonestIssuingDays === null ? 'unmet' : soonestIssuingDays > 180 ? 'met' : soonestIssuingDays > 30 ? 'partial' : 'unmet',
+        soonestIssuingDays === null
+          ? 'no active issuing CA'
+          : `the soonest active issuing CA expires in ${Math.floor(soonestIssuingDays)} days`,
+        'Roll the issuing CA over well before it expires (POST /v1/cas/{id}/rollover).',
+      ),
     ];
 
     const current = {} as PostureReport['current'];
     for (const f of FUNCTIONS) {
       const of = outcomes.filter((x) => x.function === f);
       const tier = tierOf(of);
-      current[f] = { tier, name: TIER_NAMES[tier], met: of.filter((x) => x.status === 'met').length, partial: of.filter((x) => x.status === 'partial').length, unmet: of.filter((x) => x.status === 'unmet').length };
+      current[f] = {
+        tier,
+        name: TIER_NAMES[tier],
+        met: of.filter((x) => x.status === 'met').length,
+        partial: of.filter((x) => x.status === 'partial').length,
+        unmet: of.filter((x) => x.status === 'unmet').length,
+      };
     }
     const gaps = outcomes
       .filter((x) => x.status !== 'met')
       .map((x) => ({ ...x, currentTier: current[x.function].tier, targetTier: target[x.function] }))
-      .sort((p, q) => q.targetTier - q.currentTier - (p.targetTier - p.currentTier) || (p.status === 'unmet' ? 0 : 1) - (q.status === 'unmet' ? 0 : 1) || FUNCTIONS.indexOf(p.function) - FUNCTIONS.indexOf(q.function));
+      .sort(
+        (p, q) =>
+          q.targetTier - q.currentTier - (p.targetTier - p.currentTier) ||
+          (p.status === 'unmet' ? 0 : 1) - (q.status === 'unmet' ? 0 : 1) ||
+          FUNCTIONS.indexOf(p.function) - FUNCTIONS.indexOf(q.function),
+      );
 
     return {
       generatedAt: now.toISOString(),
       figures: {
-        devices: { byStatus: fleet.byStatus, active: a.total, activeWithValidCertificate: a.validCertificate, validCertificateShare: validShare, brokers, brokersWithValidCertificate: validBrokers },
-        inventory: { modelShare: share(a.withModel, a.total), firmwareShare: share(a.withFirmware, a.total), siteShare: share(a.withSite, a.total) },
+        devices: {
+          byStatus: fleet.byStatus,
+          active: a.total,
+          activeWithValidCertificate: a.validCertificate,
+          validCertificateShare: validShare,
+          brokers,
+          brokersWithValidCertificate: validBrokers,
+        },
+        inventory: {
+          modelShare: share(a.withModel, a.total),
+          firmwareShare: share(a.withFirmware, a.total),
+          siteShare: share(a.withSite, a.total),
+        },
         renewal: { currentCertificates: renewal.current, pastRenewalPoint: renewal.past },
         crypto: { certificatesByKey, casByKey },
         revocationVisible: visible,

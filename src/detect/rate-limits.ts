@@ -80,7 +80,9 @@ export class RedisRateLimiter implements RateLimiter {
     const interval = 1_000_000 / limit.perSecond;
     try {
       const [allowed, waitMs] = await this.redis.mqttcaGcra(`${this.prefix}:rate:${bucket}`, interval, interval * limit.burst);
-      return allowed === 1 ? { allowed: true, retryAfterSeconds: 0 } : { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(Number(waitMs) / 1000)) };
+      return allowed === 1
+        ? { allowed: true, retryAfterSeconds: 0 }
+        : { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(Number(waitMs) / 1000)) };
     } catch (e) {
       if (Date.now() - this.lastComplaint > 60_000) {
         this.lastComplaint = Date.now();

@@ -98,7 +98,15 @@ export class AutomaticResponses implements SourceGuard {
         source: rule.per === 'source' ? key : (last.source ?? undefined),
         subject: rule.per === 'subject' ? key : (last.subject ?? undefined),
         requestId: last.requestId ?? undefined,
-        details: { rule: rule.name, count: rule.threshold, windowSeconds: rule.windowSeconds, of: rule.on, lastEventId: last.id, responses, ...(blocked?.retryAfterSeconds ? { retryAfterSeconds: blocked.retryAfterSeconds } : {}) },
+        details: {
+          rule: rule.name,
+          count: rule.threshold,
+          windowSeconds: rule.windowSeconds,
+          of: rule.on,
+          lastEventId: last.id,
+          responses,
+          ...(blocked?.retryAfterSeconds ? { retryAfterSeconds: blocked.retryAfterSeconds } : {}),
+        },
       });
     } catch (e) {
       this.onError(e);
@@ -115,7 +123,12 @@ export class AutomaticResponses implements SourceGuard {
       case 'open-incident': {
         const title = rule.per === 'source' ? `${rule.raise.kind} from ${key}` : `${rule.raise.kind}: ${key}`;
         const devices = rule.per === 'subject' ? [key] : last.subject ? [last.subject] : [];
-        return this.ports.openIncident({ kind: rule.incidentKind as IncidentKind, title, description: `Opened by detection: ${why}. Last event ${last.id} (${last.kind}).`, devices });
+        return this.ports.openIncident({
+          kind: rule.incidentKind as IncidentKind,
+          title,
+          description: `Opened by detection: ${why}. Last event ${last.id} (${last.kind}).`,
+          devices,
+        });
       }
     }
   }

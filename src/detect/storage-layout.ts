@@ -36,7 +36,10 @@ export const deviceOf: DeviceOf = (path) => {
   }
 };
 
-export function measureStorageLayout(paths: { storeDir: string | null; dataDir: string; backupDir: string; kekFile: string | null }, device: DeviceOf = deviceOf): StorageLayout {
+export function measureStorageLayout(
+  paths: { storeDir: string | null; dataDir: string; backupDir: string; kekFile: string | null },
+  device: DeviceOf = deviceOf,
+): StorageLayout {
   const place = (path: string): Placed => ({ path, device: device(path) });
   return {
     store: paths.storeDir === null ? null : place(paths.storeDir),
@@ -73,9 +76,15 @@ export function judgeKekPlacement(l: StorageLayout): Judgement {
   const kekFile = l.kekFile;
   const beside = [db, { place: l.backups, name: 'BACKUP_DIR' }].filter((x) => sameFs(kekFile, x.place));
   if (beside.length) {
-    return { status: 'unmet', evidence: `${wrapped}, but the KEK file ${where(kekFile)} is on the same filesystem as ${beside.map((b) => `${b.name} ${where(b.place)}`).join(' and ')}${unobservedDb}` };
+    return {
+      status: 'unmet',
+      evidence: `${wrapped}, but the KEK file ${where(kekFile)} is on the same filesystem as ${beside.map((b) => `${b.name} ${where(b.place)}`).join(' and ')}${unobservedDb}`,
+    };
   }
-  return { status: 'met', evidence: `${wrapped}; the KEK file ${where(kekFile)} is on another filesystem than ${db.name} ${where(db.place)} and BACKUP_DIR ${where(l.backups)}${unobservedDb}` };
+  return {
+    status: 'met',
+    evidence: `${wrapped}; the KEK file ${where(kekFile)} is on another filesystem than ${db.name} ${where(db.place)} and BACKUP_DIR ${where(l.backups)}${unobservedDb}`,
+  };
 }
 
 /** Where backups are kept: on the filesystem of the store (or DATA_DIR), one disk lost takes the backups with it. */
@@ -83,7 +92,13 @@ export function judgeBackupPlacement(l: StorageLayout): Judgement {
   const db = storeOrDataDir(l);
   const unobservedDb = l.store ? '' : '; the disk of the DATABASE_URL database: not observed';
   if (sameFs(l.backups, db.place)) {
-    return { status: 'partial', evidence: `BACKUP_DIR ${where(l.backups)} is on the same filesystem as ${db.name} ${where(db.place)}${unobservedDb}` };
+    return {
+      status: 'partial',
+      evidence: `BACKUP_DIR ${where(l.backups)} is on the same filesystem as ${db.name} ${where(db.place)}${unobservedDb}`,
+    };
   }
-  return { status: 'met', evidence: `BACKUP_DIR ${where(l.backups)} is on another filesystem than ${db.name} ${where(db.place)} (whether on another machine: not observed)${unobservedDb}` };
+  return {
+    status: 'met',
+    evidence: `BACKUP_DIR ${where(l.backups)} is on another filesystem than ${db.name} ${where(db.place)} (whether on another machine: not observed)${unobservedDb}`,
+  };
 }

@@ -21,7 +21,8 @@ export type DeviceProof =
 /** The device proof a request's credential carries: its TLS client certificate or its MQTT-CA-Renewal signature. */
 export function deviceProofOf(c: Credential | undefined): DeviceProof | undefined {
   if (c?.kind === 'client-certificate') return { kind: 'client-certificate', der: c.der };
-  if (c?.kind === 'signed-renewal') return { kind: 'signed', certificateDer: c.certificateDer, signedAt: c.signedAt, signature: c.signature };
+  if (c?.kind === 'signed-renewal')
+    return { kind: 'signed', certificateDer: c.certificateDer, signedAt: c.signedAt, signature: c.signature };
   return undefined;
 }
 
@@ -104,7 +105,8 @@ export class DeviceCertificateAuthenticator {
     const row = await this.certificates.get(this.db, serial);
     if (!row || !row.der || !row.der.equals(presented.der)) throw unauthenticated('the certificate was not issued by this CA');
     const name = serialFromBytes(serial);
-    if (row.status === 'revoked') throw forbidden(`certificate ${name} is ${row.revocationReason === 'certificateHold' ? 'on hold' : 'revoked'}`);
+    if (row.status === 'revoked')
+      throw forbidden(`certificate ${name} is ${row.revocationReason === 'certificateHold' ? 'on hold' : 'revoked'}`);
     if (row.status !== 'issued' || !row.deviceId) throw forbidden(`certificate ${name} does not authenticate a device`);
     const publicKey = createPublicKey({ key: presented.spki, format: 'der', type: 'spki' });
     if (proof.kind === 'signed') await this.checkSigned(proof, publicKey, signingInput(proof.signedAt));
@@ -117,9 +119,12 @@ export class DeviceCertificateAuthenticator {
     if (Number.isNaN(at) || Math.abs(now - at) > SIGNED_REQUEST_SKEW_MS) {
       throw unauthenticated('the request signature is stale or its time is not ISO-8601 (allowed skew: 5 minutes)');
     }
-    if (!verifiesWith(key, input, proof.signature)) throw unauthenticated("the request signature does not verify with the certificate's key");
+    if (!verifiesWith(key, input, proof.signature))
+      throw unauthenticated("the request signature does not verify with the certificate's key");
     // Past twice the skew, the time alone refuses the request: the guard need not remember it longer.
-    if (!(await this.replay.useOnce(this.db, signedContentDigest(proof.certificateDer, input), new Date(now + 2 * SIGNED_REQUEST_SKEW_MS)))) {
+    if (
+      !(await this.replay.useOnce(this.db, signedContentDigest(proof.certificateDer, input), new Date(now + 2 * SIGNED_REQUEST_SKEW_MS)))
+    ) {
       throw unauthenticated('this signed request was already used (replay)');
     }
   }
@@ -127,12 +132,21 @@ export class DeviceCertificateAuthenticator {
 
 /** The replay guard's key for a signed request: the certificate and what it signed (which names the purpose and the time). */
 export function signedContentDigest(certificateDer: Uint8Array, input: Uint8Array): Buffer {
-  return createHash('sha256').update('mqtt-ca-signed-request\n').update(createHash('sha256').update(certificateDer).digest()).update(input).digest();
+  return createHash('sha256')
+    .update('mqtt-ca-signed-request\n')
+    .update(createHash('sha256').update(certificateDer).digest())
+    .update(input)
+    .digest();
 }
 
 function verifiesWith(key: KeyObject, input: Buffer, signature: Buffer): boolean {
   try {
-    const hash = key.asymmetricKeyType === 'ed25519' ? null : key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? nodeSignHash('ecdsa-with-SHA384') : 'sha256';
+    const hash =
+      key.asymmetricKeyType === 'ed25519'
+        ? null
+        : key.asymmetricKeyDetails?.namedCurve === 'secp384r1'
+          ? nodeSignHash('ecdsa-with-SHA384')
+          : 'sha256';
     return verify(hash, input, { key, dsaEncoding: 'der' }, signature);
   } catch {
     return false;

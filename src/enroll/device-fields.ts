@@ -51,7 +51,8 @@ export const isPlainObject = (v: unknown): v is Record<string, unknown> => typeo
 
 export function checkText(field: string, v: unknown, errors: FieldError[]): void {
   if (typeof v !== 'string') errors.push({ field, message: `${field} must be a string` });
-  else if (v.length === 0 || v.length > TEXT_FIELD_MAX) errors.push({ field, message: `${field} must be 1 to ${TEXT_FIELD_MAX} characters` });
+  else if (v.length === 0 || v.length > TEXT_FIELD_MAX)
+    errors.push({ field, message: `${field} must be 1 to ${TEXT_FIELD_MAX} characters` });
   else if (CONTROL_RE.test(v)) errors.push({ field, message: `${field} must not contain control characters` });
 }
 
@@ -71,10 +72,14 @@ function checkLabels(v: unknown, errors: FieldError[]): void {
   const entries = Object.entries(v);
   if (entries.length > LABELS_MAX) errors.push({ field: 'labels', message: `at most ${LABELS_MAX} labels` });
   for (const [k, val] of entries) {
-    if (!LABEL_KEY_RE.test(k)) errors.push({ field: `labels.${k}`, message: 'a label key must be 1 to 63 of A-Z a-z 0-9 . _ / - and start with a letter or digit' });
+    if (!LABEL_KEY_RE.test(k))
+      errors.push({ field: `labels.${k}`, message: 'a label key must be 1 to 63 of A-Z a-z 0-9 . _ / - and start with a letter or digit' });
     else if (typeof val !== 'string') errors.push({ field: `labels.${k}`, message: 'a label value must be a string' });
     else if (val.length > LABEL_VALUE_MAX || CONTROL_RE.test(val)) {
-      errors.push({ field: `labels.${k}`, message: `a label value must be at most ${LABEL_VALUE_MAX} characters without control characters` });
+      errors.push({
+        field: `labels.${k}`,
+        message: `a label value must be at most ${LABEL_VALUE_MAX} characters without control characters`,
+      });
     }
   }
 }

@@ -39,9 +39,12 @@ function manifestFromCsv(text: string): ParsedManifest {
   const { records, error } = parseCsv(text);
   const header = records[0];
   if (!header) {
-    throw badRequest(error ? `the CSV cannot be read: ${error.message}` : 'the CSV is empty: it needs a header row and one row per device', {
-      errors: [{ field: 'header', message: error?.message ?? 'no header row' }],
-    });
+    throw badRequest(
+      error ? `the CSV cannot be read: ${error.message}` : 'the CSV is empty: it needs a header row and one row per device',
+      {
+        errors: [{ field: 'header', message: error?.message ?? 'no header row' }],
+      },
+    );
   }
   const headerErrors: ManifestRowError[] = [];
   const columns: Column[] = [];
@@ -55,7 +58,11 @@ function manifestFromCsv(text: string): ParsedManifest {
     seen.add(key);
     if (label !== undefined) columns.push({ label });
     else if (field && field !== 'labels') columns.push({ field });
-    else headerErrors.push({ field: name || '(empty)', message: `unknown column ${JSON.stringify(name)}; columns are ${Object.values(CSV_COLUMNS).join(', ')} and labels.<key>` });
+    else
+      headerErrors.push({
+        field: name || '(empty)',
+        message: `unknown column ${JSON.stringify(name)}; columns are ${Object.values(CSV_COLUMNS).join(', ')} and labels.<key>`,
+      });
   }
   if (!seen.has('id')) headerErrors.push({ field: 'id', message: 'the header has no id column' });
   if (headerErrors.length > 0) throw badRequest('the CSV header is not valid', { errors: headerErrors });
@@ -80,7 +87,8 @@ function manifestFromCsv(text: string): ParsedManifest {
   }
   if (error) {
     // The rest of the text cannot be split into rows: report the row where it went wrong.
-    if (error.record === 0) throw badRequest(`the CSV header cannot be read: ${error.message}`, { errors: [{ field: 'header', message: error.message }] });
+    if (error.record === 0)
+      throw badRequest(`the CSV header cannot be read: ${error.message}`, { errors: [{ field: 'header', message: error.message }] });
     errors.push({ row: error.record, message: error.message });
     devices.push({} as DeviceInput);
   }

@@ -4,19 +4,22 @@ import { cursorText, isCanonicalCursor, timeIdCursor, type Page } from '../share
 import type { AuditEntryInput, AuditLog } from '../audit/audit-log.js';
 import { DEVICE_ID_RE } from '../ca/profiles.js';
 import { NO_RESERVED_IDENTITIES, type ReservedIdentities } from './reserved-identities.js';
-import { checkInput, checkPatch, checkText, DEVICE_KINDS, isPlainObject, PATCH_FIELDS, type DeviceInput, type DevicePatch, type FieldError } from './device-fields.js';
+import {
+  checkInput,
+  checkPatch,
+  checkText,
+  DEVICE_KINDS,
+  isPlainObject,
+  PATCH_FIELDS,
+  type DeviceInput,
+  type DevicePatch,
+  type FieldError,
+} from './device-fields.js';
 import { parseManifest, type ManifestRowError, type ParsedManifest } from './device-manifest.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, DomainError, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
-import type {
-  DeviceFilter,
-  DeviceKind,
-  DeviceRow,
-  DeviceStatus,
-  DeviceStore,
-  NewDeviceRow,
-} from '../store/device-store.js';
+import type { DeviceFilter, DeviceKind, DeviceRow, DeviceStatus, DeviceStore, NewDeviceRow } from '../store/device-store.js';
 
 export type { DeviceKind, DeviceStatus } from '../store/device-store.js';
 /** A device as the domain and the enrollment code see it (Dates, the serial as bytes). */
@@ -132,7 +135,13 @@ function toNewRow(input: DeviceInput, lot: string | undefined, at: Date): NewDev
 
 function registeredEntry(row: NewDeviceRow, ctx: ActorContext, source: 'api' | 'import'): AuditEntryInput {
   const details: Record<string, unknown> = { source, kind: row.kind };
-  for (const [k, v] of [['model', row.model], ['hardwareRevision', row.hardwareRevision], ['firmwareVersion', row.firmwareVersion], ['site', row.site], ['lot', row.lot]] as const) {
+  for (const [k, v] of [
+    ['model', row.model],
+    ['hardwareRevision', row.hardwareRevision],
+    ['firmwareVersion', row.firmwareVersion],
+    ['site', row.site],
+    ['lot', row.lot],
+  ] as const) {
     if (v !== null) details[k] = v;
   }
   if (Object.keys(row.labels).length > 0) details.labels = row.labels;
@@ -172,7 +181,15 @@ export class DeviceInventory {
     private readonly store: DeviceStore,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
-    private readonly events?: { record(e: { kind: string; severity?: 'info' | 'warning'; subject?: string; requestId?: string | undefined; details?: Record<string, unknown> }): Promise<unknown> },
+    private readonly events?: {
+      record(e: {
+        kind: string;
+        severity?: 'info' | 'warning';
+        subject?: string;
+        requestId?: string | undefined;
+        details?: Record<string, unknown>;
+      }): Promise<unknown>;
+    },
     /** The device's enrollment tokens, voided when it is re-admitted. */
     private readonly tokens?: { revokeForDevice(tx: Executor, deviceId: string, at: Date): Promise<string[]> },
     /** The service's own names, which no device may take (ReservedIdentities). */
@@ -207,9 +224,14 @@ export class DeviceInventory {
    * and nothing is written. Otherwise one INSERT for all rows and one `device.registered` audit
    * entry per device, in one transaction. `opts.lot` applies to rows without a lot.
    */
-  async importManifest(rows: DeviceInput[], ctx: ActorContext, opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {}): Promise<ImportResult> {
+  async importManifest(
+    rows: DeviceInput[],
+    ctx: ActorContext,
+    opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {},
+  ): Promise<ImportResult> {
     if (rows.length === 0) throw badRequest('the manifest lists no devices');
-    if (rows.length > MAX_IMPORT_ROWS) throw badRequest(`a manifest lists at most ${MAX_IMPORT_ROWS} devices; this one lists ${rows.length}`);
+    if (rows.length > MAX_IMPORT_ROWS)
+      throw badRequest(`a manifest lists at most ${MAX_IMPORT_ROWS} devices; this one lists ${rows.length}`);
     if (opts.lot !== undefined) {
       const errs: FieldError[] = [];
       checkText('lot', opts.lot, errs);
@@ -235,7 +257,10 @@ export class DeviceInventory {
         candidates.push({ id, row });
       }
     });
-    for (const id of await this.store.existingIds(this.db, candidates.map((c) => c.id))) {
+    for (const id of await this.store.existingIds(
+      this.db,
+      candidates.map((c) => c.id),
+    )) {
       errors.push({ row: firstRowOf.get(id)!, id, field: 'id', message: `a device with id ${id} exists` });
     }
     if (errors.length > 0) {
@@ -259,10 +284,15 @@ export class DeviceInventory {
         // Someone registered one of these ids since the check: roll everything back.
         const got = new Set(inserted);
         throw manifestError(
-          newRows.flatMap((r, i) => (got.has(r.id) ? [] : [{ row: i + 1, id: r.id, field: 'id', message: `a device with id ${r.id} exists` }])),
+          newRows.flatMap((r, i) =>
+            got.has(r.id) ? [] : [{ row: i + 1, id: r.id, field: 'id', message: `a device with id ${r.id} exists` }],
+          ),
         );
       }
-      await this.audit.append(tx, newRows.map((r) => registeredEntry(r, ctx, 'import')));
+      await this.audit.append(
+        tx,
+        newRows.map((r) => registeredEntry(r, ctx, 'import')),
+      );
     });
     const lots = new Set(newRows.map((r) => r.lot));
     const only = lots.size === 1 ? [...lots][0]! : null;
@@ -280,11 +310,17 @@ export class DeviceInventory {
     if (!Number.isInteger(page.limit) || page.limit < 1 || page.limit > LIST_MAX_LIMIT) {
       throw badRequest(`limit must be an integer from 1 to ${LIST_MAX_LIMIT}`);
     }
-    if (filter.status !== undefined && !DEVICE_STATUSES.includes(filter.status)) throw badRequest(`status must be one of ${DEVICE_STATUSES.join(', ')}`);
-    if (filter.kind !== undefined && !DEVICE_KINDS.includes(filter.kind)) throw badRequest(`kind must be one of ${DEVICE_KINDS.join(', ')}`);
-    if (filter.expiringBefore !== undefined && Number.isNaN(filter.expiringBefore.getTime())) throw badRequest('expiringBefore is not a valid time');
+    if (filter.status !== undefined && !DEVICE_STATUSES.includes(filter.status))
+      throw badRequest(`status must be one of ${DEVICE_STATUSES.join(', ')}`);
+    if (filter.kind !== undefined && !DEVICE_KINDS.includes(filter.kind))
+      throw badRequest(`kind must be one of ${DEVICE_KINDS.join(', ')}`);
+    if (filter.expiringBefore !== undefined && Number.isNaN(filter.expiringBefore.getTime()))
+      throw badRequest('expiringBefore is not a valid time');
     const storeFilter: DeviceFilter = { ...filter };
-    const rows = await this.store.list(this.db, storeFilter, { cursor: page.cursor ? decodeCursor(page.cursor) : undefined, limit: page.limit + 1 });
+    const rows = await this.store.list(this.db, storeFilter, {
+      cursor: page.cursor ? decodeCursor(page.cursor) : undefined,
+      limit: page.limit + 1,
+    });
     const more = rows.length > page.limit;
     const items = more ? rows.slice(0, page.limit) : rows;
     const last = items[items.length - 1];
@@ -314,7 +350,14 @@ export class DeviceInventory {
       if (changed.length === 0) return deviceView(current);
       const updated = await this.store.updateAttributes(tx, id, attrs, this.clock.now());
       await this.audit.append(tx, [
-        { actor: ctx.actor, requestId: ctx.requestId, action: 'device.updated', targetType: 'device', targetId: id, details: { changed, from, to } },
+        {
+          actor: ctx.actor,
+          requestId: ctx.requestId,
+          action: 'device.updated',
+          targetType: 'device',
+          targetId: id,
+          details: { changed, from, to },
+        },
       ]);
       return deviceView(updated!);
     });
@@ -335,7 +378,14 @@ export class DeviceInventory {
       const voided = (await this.tokens?.revokeForDevice(tx, id, this.clock.now())) ?? [];
       const { row, entry } = await this.move(tx, current, 'registered', ctx, { tokensVoided: voided.length });
       await this.audit.append(tx, [
-        ...voided.map((t): AuditEntryInput => ({ actor: ctx.actor, requestId: ctx.requestId, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: t, details: { deviceId: id, why: 'device re-admitted' } })),
+        ...voided.map((t): AuditEntryInput => ({
+          actor: ctx.actor,
+          requestId: ctx.requestId,
+          action: 'enrollment-token.revoked',
+          targetType: 'enrollment-token',
+          targetId: t,
+          details: { deviceId: id, why: 'device re-admitted' },
+        })),
         entry!,
       ]);
       return deviceView(row);
@@ -355,7 +405,13 @@ export class DeviceInventory {
    * Moving to the current status changes nothing and writes no entry. Appends to the audit log:
    * call it last in `tx`.
    */
-  async transition(tx: Executor, id: string, to: DeviceStatus, ctx: ActorContext, details: Record<string, unknown> = {}): Promise<DeviceRecord> {
+  async transition(
+    tx: Executor,
+    id: string,
+    to: DeviceStatus,
+    ctx: ActorContext,
+    details: Record<string, unknown> = {},
+  ): Promise<DeviceRecord> {
     const current = await this.store.getForUpdate(tx, id);
     if (!current) throw notFound(`no device with id ${id}`);
     const { row, entry } = await this.move(tx, current, to, ctx, details);
@@ -369,7 +425,13 @@ export class DeviceInventory {
    * active device; release reactivates only a suspended one). Returns the audit entries for the
    * caller to append with its own.
    */
-  async followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: ActorContext, details: Record<string, unknown>): Promise<AuditEntryInput[]> {
+  async followCertificates(
+    tx: Executor,
+    serials: Buffer[],
+    to: 'suspended' | 'revoked' | 'active',
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<AuditEntryInput[]> {
     const from = to === 'active' ? (['suspended'] as const) : DEVICE_STATUSES.filter((f) => f !== to && canTransition(f, to));
     const moved = await this.store.setStatusByCurrentSerial(tx, serials, from, to, this.clock.now());
     return moved.map((m) => ({
@@ -406,7 +468,10 @@ export class DeviceInventory {
     }
     const withCert = await this.store.setCurrentCertificate(tx, id, cert, this.clock.now());
     if (current.status === 'active') return withCert!;
-    const { row, entry } = await this.move(tx, withCert!, 'active', ctx, { serial: cert.serial.toString('hex'), notAfter: cert.notAfter.toISOString() });
+    const { row, entry } = await this.move(tx, withCert!, 'active', ctx, {
+      serial: cert.serial.toString('hex'),
+      notAfter: cert.notAfter.toISOString(),
+    });
     if (entry) await this.audit.append(tx, [entry]);
     return row;
   }
@@ -422,7 +487,10 @@ export class DeviceInventory {
     if (!DEVICE_STATUSES.includes(to)) throw badRequest(`unknown device status ${String(to)}`);
     if (current.status === to) return { row: current };
     if (!canTransition(current.status, to)) {
-      const why = current.status === 'decommissioned' ? 'decommissioned is final' : `allowed from ${current.status}: ${TRANSITIONS[current.status].join(', ') || 'nothing'}`;
+      const why =
+        current.status === 'decommissioned'
+          ? 'decommissioned is final'
+          : `allowed from ${current.status}: ${TRANSITIONS[current.status].join(', ') || 'nothing'}`;
       throw new DomainError('Conflict', `device ${current.id} cannot go from ${current.status} to ${to} (${why})`);
     }
     const row = await this.store.setStatus(tx, current.id, to, this.clock.now());

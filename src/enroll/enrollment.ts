@@ -62,14 +62,16 @@ export class Enrollment {
   async enroll(input: EnrollInput): Promise<{ result: EnrollResult; replayed: boolean; method: string }> {
     const { ctx } = input;
     const slow = await this.limits.check('enroll-source', ctx.source);
-    if (slow > 0) throw new DomainError('RateLimited', `too many enrollments from this address; retry in ${slow} s`, { retryAfterSeconds: slow });
+    if (slow > 0)
+      throw new DomainError('RateLimited', `too many enrollments from this address; retry in ${slow} s`, { retryAfterSeconds: slow });
     let auth: Authorization | undefined;
     let method = 'none';
     try {
       const csr = parse(input.csr);
       const credential = input.credential;
       const m = credential && this.methods.find((x) => x.accepts(credential) && (!input.methods || input.methods.includes(x.name)));
-      if (!credential || !m) throw new DomainError('Unauthenticated', 'an enrollment credential is required (Authorization: Bearer <enrollment token>)');
+      if (!credential || !m)
+        throw new DomainError('Unauthenticated', 'an enrollment credential is required (Authorization: Bearer <enrollment token>)');
       method = m.name;
       auth = await m.authorize(credential, csr, ctx);
       // Proof of possession is checked on a worker while the rest goes on; nothing is signed before it holds.
@@ -79,7 +81,10 @@ export class Enrollment {
       possession.catch(() => undefined); // awaited below, or by issuance; a policy refusal may come first
       const draft = auth.draft;
       if (input.expectedProfile && draft.profile !== input.expectedProfile) {
-        throw new DomainError('Forbidden', `this endpoint enrolls ${input.expectedProfile} certificates; the credential is for a ${draft.profile}`);
+        throw new DomainError(
+          'Forbidden',
+          `this endpoint enrolls ${input.expectedProfile} certificates; the credential is for a ${draft.profile}`,
+        );
       }
       await runSteps(auth.steps, draft, csr);
       const request = {
@@ -103,7 +108,10 @@ export class Enrollment {
         // The credential is spent, and the proof of possession checked, while the intent is
         // recorded: nothing is signed unless both hold (a use spent for a CSR that fails is refunded).
         const spend = granted.spend();
-        const spent = spend.then(() => true, () => false);
+        const spent = spend.then(
+          () => true,
+          () => false,
+        );
         const registration = Promise.all([possession, spend]).then(([, s]) => s);
         try {
           return await this.result(await this.issuance.issue(request, actor, { registration }));
@@ -118,7 +126,14 @@ export class Enrollment {
         const deviceId = request.deviceId;
         if (!deviceId) return undefined;
         const recorded = await this.abandoned.recordedSince(deviceId, claimedAt, createHash('sha256').update(csr.spki).digest());
-        if (recorded?.der) return this.result({ serial: serialFromBytes(recorded.serial), der: recorded.der, caId: recorded.caId, notBefore: recorded.notBefore, notAfter: recorded.notAfter });
+        if (recorded?.der)
+          return this.result({
+            serial: serialFromBytes(recorded.serial),
+            der: recorded.der,
+            caId: recorded.caId,
+            notBefore: recorded.notBefore,
+            notAfter: recorded.notAfter,
+          });
         await this.abandoned.close(deviceId, { actor: 'system:recovery', requestId: ctx.requestId });
         // Its token use paid for nothing, unless another request's certificate came of it.
         if (!(await this.abandoned.recordedSince(deviceId, claimedAt))) await granted.refund();
@@ -131,7 +146,10 @@ export class Enrollment {
       // A blocked source is refused only when it brought no valid credential: a device with a
       // valid token or certificate behind the same address (a gateway, a proxy) still gets through.
       const wait = auth ? 0 : this.sources.retryAfter(ctx.source);
-      if (wait > 0) throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait });
+      if (wait > 0)
+        throw new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, {
+          retryAfterSeconds: wait,
+        });
       if (e instanceof DomainError && e.kind !== 'Internal' && e.kind !== 'Unavailable' && e.kind !== 'Conflict') {
         await this.refused(e, method, auth, ctx);
       }

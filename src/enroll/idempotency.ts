@@ -46,8 +46,14 @@ export class Idempotency {
         throw new DomainError('PolicyViolation', 'this Idempotency-Key was used with a different request');
       }
       if (existing.state === 'done') return { response: existing.response as T, replayed: true };
-      if (!recover || !this.lease.isAbandoned(existing.claimedAt) || !(await this.store.takeOver(this.db, scope, key, existing.claimedAt, now))) {
-        throw new DomainError('Conflict', 'a request with this Idempotency-Key is still in progress; retry shortly', { retryAfterSeconds: this.lease.secondsLeft(existing.claimedAt) });
+      if (
+        !recover ||
+        !this.lease.isAbandoned(existing.claimedAt) ||
+        !(await this.store.takeOver(this.db, scope, key, existing.claimedAt, now))
+      ) {
+        throw new DomainError('Conflict', 'a request with this Idempotency-Key is still in progress; retry shortly', {
+          retryAfterSeconds: this.lease.secondsLeft(existing.claimedAt),
+        });
       }
       const recorded = await recover(existing.claimedAt);
       if (recorded !== undefined) {

@@ -27,7 +27,8 @@ export const noSmuggledExtensions: PolicyStep = {
   apply(_draft, csr) {
     if (csr.requestsCaRights) throw policyViolation('the CSR asks for CA rights (basicConstraints CA or keyCertSign/cRLSign)');
     const extra = csr.requestedExtensions.filter((e) => !TOLERATED.has(e.oid));
-    if (extra.length) throw policyViolation(`the CSR asks for extensions the profile does not grant: ${extra.map((e) => e.oid).join(', ')}`);
+    if (extra.length)
+      throw policyViolation(`the CSR asks for extensions the profile does not grant: ${extra.map((e) => e.oid).join(', ')}`);
   },
 };
 
@@ -42,7 +43,8 @@ export const deviceIdentity: PolicyStep = {
     }
     const own = deviceUri(draft.deviceId);
     const other = csr.requestedSans.filter((n) => !(n.type === 'uri' && n.value === own));
-    if (other.length) throw forbidden(`the CSR asks for names this device may not have: ${other.map((n) => `${n.type}:${n.value}`).join(', ')}`);
+    if (other.length)
+      throw forbidden(`the CSR asks for names this device may not have: ${other.map((n) => `${n.type}:${n.value}`).join(', ')}`);
   },
 };
 
@@ -58,10 +60,14 @@ export function deviceStanding(deviceId: string, device: DeviceFacts | undefined
     kind: 'enforce',
     name: 'device-standing',
     apply() {
-      if (!device) throw new DomainError('Forbidden', `device ${deviceId} is not in the inventory: register it first`, { refusal: 'unknown-identity' });
+      if (!device)
+        throw new DomainError('Forbidden', `device ${deviceId} is not in the inventory: register it first`, {
+          refusal: 'unknown-identity',
+        });
       const kind = profile === 'broker' ? 'broker' : 'client';
       if (device.kind !== kind) throw forbidden(`device ${deviceId} is a ${device.kind}: it takes no ${profile} certificate`);
-      if (!ENROLLABLE_STATUSES.has(device.status)) throw forbidden(`device ${deviceId} is ${device.status}: it gets no certificate until an operator re-admits it`);
+      if (!ENROLLABLE_STATUSES.has(device.status))
+        throw forbidden(`device ${deviceId} is ${device.status}: it gets no certificate until an operator re-admits it`);
     },
   };
 }
@@ -78,7 +84,8 @@ export function brokerIdentity(allowed: { dnsNames: string[]; ipAddresses: strin
         throw forbidden(`the CSR asks for the name ${JSON.stringify(csr.commonName)}, which this broker token does not allow`);
       }
       const other = csr.requestedSans.filter((n) => !ok.has(`${n.type}:${n.type === 'dns' ? n.value.toLowerCase() : n.value}`));
-      if (other.length) throw forbidden(`the CSR asks for names this broker token does not allow: ${other.map((n) => `${n.type}:${n.value}`).join(', ')}`);
+      if (other.length)
+        throw forbidden(`the CSR asks for names this broker token does not allow: ${other.map((n) => `${n.type}:${n.value}`).join(', ')}`);
       draft.commonName = draft.deviceId;
       draft.dnsNames = allowed.dnsNames;
       draft.ipAddresses = allowed.ipAddresses;

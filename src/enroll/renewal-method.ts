@@ -18,7 +18,8 @@ const unauthenticated = (msg: string) => new DomainError('Unauthenticated', msg)
 const forbidden = (msg: string) => new DomainError('Forbidden', msg);
 
 /** The service's own staged renewal (a key it generated) is taken as a TLS client certificate. */
-const proofOf = (c: Credential): DeviceProof | undefined => (c.kind === 'staged-renewal' ? { kind: 'client-certificate', der: c.certificateDer } : deviceProofOf(c));
+const proofOf = (c: Credential): DeviceProof | undefined =>
+  c.kind === 'staged-renewal' ? { kind: 'client-certificate', der: c.certificateDer } : deviceProofOf(c);
 
 /**
  * Renewal by a device that holds a current certificate: presented as the TLS client certificate
@@ -35,11 +36,16 @@ export class RenewalEnrollment implements EnrollmentMethod {
     private readonly devices: DeviceDirectory,
     private readonly clock: Clock,
     /** Days after expiry a certificate of this profile, held by a device of this lot, may still renew (the rotation policy). */
-    private readonly graceDays: (profile: string, lot: string | null) => Promise<number> = async (profile) => PROFILES[profile as keyof typeof PROFILES].renewalGraceDays,
+    private readonly graceDays: (profile: string, lot: string | null) => Promise<number> = async (profile) =>
+      PROFILES[profile as keyof typeof PROFILES].renewalGraceDays,
   ) {}
 
   accepts(c: Credential): boolean {
-    return this.name === 'mtls-renewal' ? c.kind === 'client-certificate' : this.name === 'signed-renewal' ? c.kind === 'signed-renewal' : c.kind === 'staged-renewal';
+    return this.name === 'mtls-renewal'
+      ? c.kind === 'client-certificate'
+      : this.name === 'signed-renewal'
+        ? c.kind === 'signed-renewal'
+        : c.kind === 'staged-renewal';
   }
 
   async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
@@ -59,7 +65,12 @@ export class RenewalEnrollment implements EnrollmentMethod {
     const steps: PolicyStep[] = [noSmuggledExtensions, deviceStanding(row.deviceId, device, row.profile)];
     if (row.profile === 'broker') {
       const names = presented.sans;
-      steps.push(brokerIdentity({ dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value), ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value) }));
+      steps.push(
+        brokerIdentity({
+          dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value),
+          ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value),
+        }),
+      );
     } else {
       steps.push(deviceIdentity);
     }

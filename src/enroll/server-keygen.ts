@@ -25,7 +25,9 @@ export async function keyAndCsr(alg: KeyAlgorithm, deviceId: string | undefined)
   const spki = publicKey.export({ format: 'der', type: 'spki' });
   const info = encodeCertificationRequestInfo(encodeName(deviceId ? [{ type: 'CN', value: deviceId }] : []), spki);
   const sigAlg = signatureAlgorithmFor(alg);
-  const csr = Buffer.from(encodeCertificationRequest(info, sigAlg, sign(nodeSignHash(sigAlg), info, { key: privateKey, dsaEncoding: 'der' })));
+  const csr = Buffer.from(
+    encodeCertificationRequest(info, sigAlg, sign(nodeSignHash(sigAlg), info, { key: privateKey, dsaEncoding: 'der' })),
+  );
   return { privateKeyPkcs8: privateKey.export({ format: 'der', type: 'pkcs8' }), csr };
 }
 
@@ -45,7 +47,12 @@ export class ServerKeygen {
     const alg = input.keyAlgorithm ?? 'EC-P256';
     if (!SERVER_KEY_ALGORITHMS.includes(alg)) throw badRequest(`keyAlgorithm must be one of ${SERVER_KEY_ALGORITHMS.join(', ')}`);
     const { privateKeyPkcs8, csr } = await keyAndCsr(alg, input.deviceId);
-    const { result } = await this.enrollment.enroll({ credential: input.credential, csr, ctx: input.ctx, expectedProfile: input.expectedProfile });
+    const { result } = await this.enrollment.enroll({
+      credential: input.credential,
+      csr,
+      ctx: input.ctx,
+      expectedProfile: input.expectedProfile,
+    });
     // Its renewals are staged here too: the device cannot make the next key either.
     await this.markServerKey(Buffer.from(result.serial, 'hex'));
     return { result, privateKeyPkcs8 };
@@ -56,6 +63,14 @@ export class ServerKeygen {
     if (format === 'pkcs8') return { privateKey: encryptedPkcs8Pem(out.privateKeyPkcs8, password) };
     const [certificate] = fromPemAll(out.result.certificate);
     const chain = out.result.chain.flatMap((p) => fromPemAll(p));
-    return { pkcs12: pkcs12({ privateKeyPkcs8: out.privateKeyPkcs8, certificate: certificate!, chain, password, friendlyName: 'mqtt-ca' }).toString('base64') };
+    return {
+      pkcs12: pkcs12({
+        privateKeyPkcs8: out.privateKeyPkcs8,
+        certificate: certificate!,
+        chain,
+        password,
+        friendlyName: 'mqtt-ca',
+      }).toString('base64'),
+    };
   }
 }

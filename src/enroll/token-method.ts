@@ -1,13 +1,7 @@
 import type { ParsedCsr } from '../ca/x509/csr.js';
 import { DomainError } from '../shared/errors.js';
 import type { EnrollmentTokens } from './tokens.js';
-import {
-  type Authorization,
-  type Credential,
-  type EnrollmentContext,
-  type EnrollmentMethod,
-  type PolicyStep,
-} from './methods.js';
+import { type Authorization, type Credential, type EnrollmentContext, type EnrollmentMethod, type PolicyStep } from './methods.js';
 import { brokerIdentity, deviceIdentity, noSmuggledExtensions } from './policy.js';
 
 const forbidden = (msg: string, details?: Record<string, unknown>) => new DomainError('Forbidden', msg, details);
@@ -32,18 +26,24 @@ export class TokenEnrollment implements EnrollmentMethod {
 
   async authorize(c: Credential, csr: ParsedCsr, _ctx: EnrollmentContext): Promise<Authorization> {
     if (c.kind === 'basic' && !c.overTls && !this.opts.basicOverHttp) {
-      throw forbidden('EST with HTTP Basic sends the enrollment token in clear: RFC 7030 (3.2.3) requires TLS. Use the TLS listener (TLS_PORT), or set EST_BASIC_OVER_HTTP=true when a TLS-terminating proxy is in front');
+      throw forbidden(
+        'EST with HTTP Basic sends the enrollment token in clear: RFC 7030 (3.2.3) requires TLS. Use the TLS listener (TLS_PORT), or set EST_BASIC_OVER_HTTP=true when a TLS-terminating proxy is in front',
+      );
     }
     const presented = c.kind === 'bearer' ? c.value : c.kind === 'basic' ? c.password : '';
     const auth = await this.tokens.authenticate(presented);
     if (!auth.ok) {
       // A token that does not exist (or cannot): what guessing looks like, counted apart from spent or expired ones.
       const guess = auth.reason === 'unknown' || auth.reason === 'malformed';
-      throw new DomainError('Unauthenticated', `the enrollment token is not valid (${auth.reason})`, guess ? { refusal: 'token-invalid' } : undefined);
+      throw new DomainError(
+        'Unauthenticated',
+        `the enrollment token is not valid (${auth.reason})`,
+        guess ? { refusal: 'token-invalid' } : undefined,
+      );
     }
     const token = auth.token;
     const named = csr.commonName ?? (c.kind === 'basic' && c.user ? c.user : undefined);
-    if (!token.deviceId && !named) throw forbidden('a lot token enrolls the device named by the CSR\'s common name; the CSR has none');
+    if (!token.deviceId && !named) throw forbidden("a lot token enrolls the device named by the CSR's common name; the CSR has none");
     const deviceId = token.deviceId ?? named!;
 
     const steps: PolicyStep[] = [noSmuggledExtensions];

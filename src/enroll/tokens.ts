@@ -46,7 +46,6 @@ export interface TokenView {
 /** Why a presented token does not authorize anything (said in the security event; the client hears only 401). */
 export type TokenRefusal = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'used-up';
 
-
 const PREFIX = 'mqet';
 const ID_PREFIX = 'et';
 const DAY_S = 86_400;
@@ -74,23 +73,27 @@ export class EnrollmentTokens {
     if (!input.deviceId === !input.lot) throw badRequest('a token is for one deviceId or for one lot');
     this.options.reserved?.refuse([input.deviceId, ...(input.dnsNames ?? [])], 'enrollment token');
     const expiresIn = input.expiresInSeconds ?? 7 * DAY_S;
-    if (!Number.isInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_EXPIRY_S) throw badRequest(`expiresInSeconds must be 60 to ${MAX_EXPIRY_S}`);
+    if (!Number.isInteger(expiresIn) || expiresIn < 60 || expiresIn > MAX_EXPIRY_S)
+      throw badRequest(`expiresInSeconds must be 60 to ${MAX_EXPIRY_S}`);
     return this.db.transaction(async (tx) => {
       let profile: TokenProfile = input.profile ?? 'device';
       let allowedNames: TokenRow['allowedNames'] = null;
       if (input.deviceId) {
         const device = await this.devices.deviceFacts(tx, input.deviceId);
         if (!device) throw notFound(`device ${input.deviceId} is not in the inventory: register it first`);
-        if (['revoked', 'decommissioned', 'suspended'].includes(device.status)) throw badRequest(`device ${input.deviceId} is ${device.status}`);
+        if (['revoked', 'decommissioned', 'suspended'].includes(device.status))
+          throw badRequest(`device ${input.deviceId} is ${device.status}`);
         profile = input.profile ?? (device.kind === 'broker' ? 'broker' : 'device');
-        if ((profile === 'broker') !== (device.kind === 'broker')) throw badRequest(`a ${device.kind} device takes a ${device.kind === 'broker' ? 'broker' : 'device'} token`);
+        if ((profile === 'broker') !== (device.kind === 'broker'))
+          throw badRequest(`a ${device.kind} device takes a ${device.kind === 'broker' ? 'broker' : 'device'} token`);
       } else if (profile !== 'device') {
         throw badRequest('lot tokens enroll client devices (profile device)');
       }
       if (profile === 'broker') {
         const dnsNames = input.dnsNames ?? [];
         const ipAddresses = input.ipAddresses ?? [];
-        if (dnsNames.length + ipAddresses.length === 0) throw badRequest('a broker token names the DNS names or IP addresses the broker may ask for');
+        if (dnsNames.length + ipAddresses.length === 0)
+          throw badRequest('a broker token names the DNS names or IP addresses the broker may ask for');
         allowedNames = { dnsNames: dnsNames.map((d) => d.toLowerCase()), ipAddresses };
       } else if (input.dnsNames?.length || input.ipAddresses?.length) {
         throw badRequest('only broker tokens carry DNS names or IP addresses');
@@ -117,7 +120,13 @@ export class EnrollmentTokens {
       };
       await this.store.insert(tx, row);
       await this.audit.append(tx, [
-        { ...ctx, action: 'enrollment-token.created', targetType: 'enrollment-token', targetId: id, details: { deviceId: row.deviceId, lot: row.lot, profile, maxUses, expiresAt: row.expiresAt.toISOString() } },
+        {
+          ...ctx,
+          action: 'enrollment-token.created',
+          targetType: 'enrollment-token',
+          targetId: id,
+          details: { deviceId: row.deviceId, lot: row.lot, profile, maxUses, expiresAt: row.expiresAt.toISOString() },
+        },
       ]);
       return { ...this.view(row), token: bearer };
     });
@@ -166,12 +175,22 @@ export class EnrollmentTokens {
     return this.db.transaction(async (tx) => {
       const now = this.clock.now();
       const live = await this.store.liveFor(tx, t, now);
-      const revoked = await this.store.revokeIds(tx, live.map((l) => l.id), now);
+      const revoked = await this.store.revokeIds(
+        tx,
+        live.map((l) => l.id),
+        now,
+      );
       for (const id of revoked) this.cache.delete(id);
       const of = new Map(live.map((l) => [l.id, l]));
       await this.audit.append(
         tx,
-        revoked.map((id) => ({ ...ctx, action: 'enrollment-token.revoked', targetType: 'enrollment-token', targetId: id, details: { deviceId: of.get(id)?.deviceId ?? null, lot: of.get(id)?.lot ?? null, ...details } })),
+        revoked.map((id) => ({
+          ...ctx,
+          action: 'enrollment-token.revoked',
+          targetType: 'enrollment-token',
+          targetId: id,
+          details: { deviceId: of.get(id)?.deviceId ?? null, lot: of.get(id)?.lot ?? null, ...details },
+        })),
       );
       return revoked;
     });
@@ -183,7 +202,9 @@ export class EnrollmentTokens {
    * kept for a moment (TOKEN_CACHE_MS) to spare the hot path a query: what may not be stale —
    * revocation, expiry, uses — is checked again, in the database, when the token is spent.
    */
-  async authenticate(presented: string): Promise<{ ok: true; token: TokenRow; usedUp: boolean } | { ok: false; reason: TokenRefusal; tokenId?: string }> {
+  async authenticate(
+    presented: string,
+  ): Promise<{ ok: true; token: TokenRow; usedUp: boolean } | { ok: false; reason: TokenRefusal; tokenId?: string }> {
     const id = bearerId(presented, PREFIX, ID_PREFIX);
     if (!id) return { ok: false, reason: 'malformed' };
     const now = this.clock.now();
@@ -242,13 +263,23 @@ export class EnrollmentTokens {
     const a = this.options.abandoned;
     if (!a || (await a.recordedSince(deviceId, usedAt))) return false;
     if (!a.isAbandoned(usedAt)) {
-      throw new DomainError('Conflict', `an enrollment of device ${deviceId} with this token is still in progress; retry shortly`, { retryAfterSeconds: a.secondsLeft(usedAt) });
+      throw new DomainError('Conflict', `an enrollment of device ${deviceId} with this token is still in progress; retry shortly`, {
+        retryAfterSeconds: a.secondsLeft(usedAt),
+      });
     }
     const ctx = { actor: 'system:recovery' };
     await a.close(deviceId, ctx);
     await this.db.transaction(async (tx) => {
       await this.store.refund(tx, tokenId, deviceId, usedAt);
-      await this.audit.append(tx, [{ ...ctx, action: 'enrollment-token.use-reclaimed', targetType: 'enrollment-token', targetId: tokenId, details: { deviceId, usedAt: usedAt.toISOString(), reason: 'no certificate came of it' } }]);
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: 'enrollment-token.use-reclaimed',
+          targetType: 'enrollment-token',
+          targetId: tokenId,
+          details: { deviceId, usedAt: usedAt.toISOString(), reason: 'no certificate came of it' },
+        },
+      ]);
     });
     return true;
   }
@@ -300,7 +331,8 @@ function refusalOf(
   if (!d) return { reason: `device ${deviceId} is not in the inventory`, unknownIdentity: true };
   if (t.lot && d.lot !== t.lot) return { reason: `device ${deviceId} is not in lot ${t.lot}` };
   if (t.lot && d.kind !== 'client') return { reason: `lot tokens enroll client devices; ${deviceId} is a ${d.kind}` };
-  if (!['registered', 'active'].includes(d.status)) return { reason: `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it` };
+  if (!['registered', 'active'].includes(d.status))
+    return { reason: `device ${deviceId} is ${d.status}: it may not enroll until an operator re-admits it` };
   if (facts.usedAt) return { reason: `device ${deviceId} already enrolled with this token`, usedAt: facts.usedAt };
   return { reason: 'the enrollment token is used up' };
 }

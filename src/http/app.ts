@@ -106,10 +106,12 @@ const requestId: RequestHandler = (req, res, next) => {
 /** The matched route's template (never the raw path, which would make a metric per serial); `unmatched` for a 404. */
 const routeTemplate = (req: Request): string => (req.route ? `${req.baseUrl}${String((req.route as { path: string }).path)}` : 'unmatched');
 
-const accessLog = (observers: { logger: Logger; telemetry: Telemetry }): RequestHandler => (req, res, next) => {
-  recordWhenFinished(observers, req, res, res.locals.requestId as string, () => routeTemplate(req));
-  next();
-};
+const accessLog =
+  (observers: { logger: Logger; telemetry: Telemetry }): RequestHandler =>
+  (req, res, next) => {
+    recordWhenFinished(observers, req, res, res.locals.requestId as string, () => routeTemplate(req));
+    next();
+  };
 
 export function createApp(d: AppDeps): Express {
   const app = express();
@@ -134,7 +136,10 @@ export function createApp(d: AppDeps): Express {
   if (d.dashboardQueues) app.use(DASHBOARD_PATH, adminOnly(d.apiKeys), queueDashboard(d.dashboardQueues));
 
   // Rate limits per address first, before a key is even looked at; per key once it is known. Enrollment keeps its own limit (Enrollment).
-  app.use('/v1', rateLimited(d.limits, 'api-source', (req) => sourceOf(req)));
+  app.use(
+    '/v1',
+    rateLimited(d.limits, 'api-source', (req) => sourceOf(req)),
+  );
   const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch);
   // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
   app.use(largeBodyParsers(apiKeyAuth, '/v1/devices/import', ['provisioner'], { csv: true }));
@@ -142,7 +147,9 @@ export function createApp(d: AppDeps): Express {
   app.use(express.json({ limit: d.bodyLimitBytes, type: ['application/json', 'application/*+json'] }));
   app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
   const keyLimit = rateLimited(d.limits, 'api-key', (_req, res) => (res.locals.principal as Principal).keyId);
-  app.use('/v1', (req, res, next) => (OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, (e?: unknown) => (e ? next(e) : keyLimit(req, res, next)))));
+  app.use('/v1', (req, res, next) =>
+    OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, (e?: unknown) => (e ? next(e) : keyLimit(req, res, next))),
+  );
   app.use(
     OpenApiValidator.middleware({
       apiSpec: structuredClone(spec) as never,

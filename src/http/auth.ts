@@ -29,7 +29,12 @@ export function authenticate(apiKeys: ApiKeyService, watch: ApiKeyWatch): Reques
     const key = await apiKeys.authenticate(match[1]!);
     if (!key) {
       const wait = watch.retryAfter(source);
-      if (wait > 0) return next(new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, { retryAfterSeconds: wait }));
+      if (wait > 0)
+        return next(
+          new DomainError('RateLimited', `this address is blocked after repeated failures; retry in ${wait} s`, {
+            retryAfterSeconds: wait,
+          }),
+        );
       await watch.failed(source, requestId, issuedKeyId(match[1]!));
       return next(new DomainError('Unauthenticated', 'the API key is not valid'));
     }

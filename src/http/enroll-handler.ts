@@ -59,14 +59,28 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
  */
 export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   const limit = d.bodyLimitBytes;
-  const routes = new Map(Object.entries(ROUTES).map(([path, methods]) => [path, { path, methods, contract: operationContract(path, 'post') }]));
+  const routes = new Map(
+    Object.entries(ROUTES).map(([path, methods]) => [path, { path, methods, contract: operationContract(path, 'post') }]),
+  );
 
-  const send = (res: ServerResponse, contract: OperationContract, requestId: string, status: number, type: string, body: unknown, headers: Record<string, string>) => {
+  const send = (
+    res: ServerResponse,
+    contract: OperationContract,
+    requestId: string,
+    status: number,
+    type: string,
+    body: unknown,
+    headers: Record<string, string>,
+  ) => {
     if (d.validateResponses) {
       const errors = contract.responseErrors(status, type, body);
       if (errors.length) {
         d.logger.error({ requestId, status, errors }, 'response breaks the API contract');
-        return writeProblem(res, { status: 500, title: 'Internal error', detail: `the response breaks the API contract: ${errors.join('; ')}` }, requestId);
+        return writeProblem(
+          res,
+          { status: 500, title: 'Internal error', detail: `the response breaks the API contract: ${errors.join('; ')}` },
+          requestId,
+        );
       }
     }
     if (type === 'application/problem+json') return writeProblem(res, body as Parameters<typeof writeProblem>[1], requestId, headers);
@@ -75,7 +89,13 @@ export function createEnrollHandler(d: EnrollHandlerDeps): (req: IncomingMessage
     res.end(json);
   };
 
-  async function serve(req: IncomingMessage, res: ServerResponse, route: { path: string; methods: string[] | undefined; contract: OperationContract }, query: string, requestId: string) {
+  async function serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: { path: string; methods: string[] | undefined; contract: OperationContract },
+    query: string,
+    requestId: string,
+  ) {
     try {
       if (query) throw new ContractError(400, 'this operation takes no query parameters');
       route.contract.checkHeaders(req.headers);

@@ -11,7 +11,12 @@ export const LARGE_BODY_LIMIT = '5mb';
  * right key makes the service read a large body. A body read here is not read again by the global
  * parser. Other methods and paths pass through untouched.
  */
-export function largeBodyParsers(apiKeyAuth: RequestHandler, path: string, roles: Role[], opts: { csv?: boolean; limit?: string } = {}): Router {
+export function largeBodyParsers(
+  apiKeyAuth: RequestHandler,
+  path: string,
+  roles: Role[],
+  opts: { csv?: boolean; limit?: string } = {},
+): Router {
   const limit = opts.limit ?? LARGE_BODY_LIMIT;
   const r = Router();
   r.post(

@@ -5,7 +5,9 @@ import { loadApiSpec } from './openapi.js';
 import { badTextIn } from './well-formed-text.js';
 
 // ajv-formats is CommonJS: under ESM its function is the default export's default.
-const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv2020) => void;
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (
+  ajv: Ajv2020,
+) => void;
 
 /** A request that breaks the contract: mapped to problem+json like the validator's own errors (see problemFor). */
 export class ContractError extends Error {
@@ -59,7 +61,10 @@ const isJson = (t: string) => t === 'application/json' || /^application\/[a-z0-9
 function deref<T>(spec: Record<string, unknown>, node: T): T {
   const ref = (node as { $ref?: string } | undefined)?.$ref;
   if (!ref) return node;
-  return ref.slice(2).split('/').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], spec) as T;
+  return ref
+    .slice(2)
+    .split('/')
+    .reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], spec) as T;
 }
 
 interface OpenApiOperation {
@@ -74,7 +79,11 @@ export function operationContract(path: string, method: 'post'): OperationContra
   if (!op) throw new Error(`openapi.yaml has no ${method.toUpperCase()} ${path}`);
   const params = (op.parameters ?? []).map((p) => deref(spec, p));
   if (params.some((p) => p.in !== 'header')) throw new Error(`${path}: only header parameters can be served in front of Express`);
-  const headerChecks = params.map((p) => ({ name: p.name.toLowerCase(), required: !!p.required, validate: p.schema ? compile(p.schema) : undefined }));
+  const headerChecks = params.map((p) => ({
+    name: p.name.toLowerCase(),
+    required: !!p.required,
+    validate: p.schema ? compile(p.schema) : undefined,
+  }));
 
   const bodies = new Map<string, ValidateFunction | 'binary'>();
   for (const [type, media] of Object.entries(op.requestBody?.content ?? {})) {
@@ -82,7 +91,8 @@ export function operationContract(path: string, method: 'post'): OperationContra
   }
   const responses = new Map<string, ValidateFunction>();
   for (const [status, r] of Object.entries(op.responses)) {
-    for (const [type, media] of Object.entries(deref(spec, r).content ?? {})) responses.set(`${status} ${type}`, compile(media.schema ?? {}));
+    for (const [type, media] of Object.entries(deref(spec, r).content ?? {}))
+      responses.set(`${status} ${type}`, compile(media.schema ?? {}));
   }
   const errorsOf = (v: ValidateFunction, where: string) =>
     (v.errors ?? []).map((e) => ({ path: `${where}${e.instancePath}`, message: e.message ?? 'is not valid' }));
@@ -92,10 +102,12 @@ export function operationContract(path: string, method: 'post'): OperationContra
       for (const h of headerChecks) {
         const value = headers[h.name];
         if (value === undefined) {
-          if (h.required) throw new ContractError(400, `the ${h.name} header is required`, [{ path: `.headers.${h.name}`, message: 'is required' }]);
+          if (h.required)
+            throw new ContractError(400, `the ${h.name} header is required`, [{ path: `.headers.${h.name}`, message: 'is required' }]);
           continue;
         }
-        if (h.validate && !h.validate(value)) throw new ContractError(400, `the ${h.name} header is not valid`, errorsOf(h.validate, `.headers.${h.name}`));
+        if (h.validate && !h.validate(value))
+          throw new ContractError(400, `the ${h.name} header is not valid`, errorsOf(h.validate, `.headers.${h.name}`));
       }
     },
     readBody(contentType, raw) {

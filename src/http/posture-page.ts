@@ -8,11 +8,26 @@ const rows = (cells: unknown[][]) => cells.map((r) => `<tr>${r.map((c) => `<td>$
 /** The posture report as one self-contained HTML page (no scripts, no outside resources). */
 export function posturePage(r: PostureReport): string {
   const f = r.figures;
-  const profile = rows(FUNCTIONS.map((fn) => [title(fn), `${r.current[fn].tier} ${r.current[fn].name}`, `${r.target[fn]} ${TIER_NAMES[r.target[fn]]}`, r.current[fn].tier >= r.target[fn] ? 'on target' : `${r.target[fn] - r.current[fn].tier} below`, `${r.current[fn].met} met, ${r.current[fn].partial} partial, ${r.current[fn].unmet} unmet`]));
-  const gaps = r.gaps.length ? rows(r.gaps.map((g, i) => [i + 1, title(g.function), g.subcategory, g.status, g.evidence, g.remedy])) : '<tr><td colspan="6">No gaps: every outcome is met.</td></tr>';
+  const profile = rows(
+    FUNCTIONS.map((fn) => [
+      title(fn),
+      `${r.current[fn].tier} ${r.current[fn].name}`,
+      `${r.target[fn]} ${TIER_NAMES[r.target[fn]]}`,
+      r.current[fn].tier >= r.target[fn] ? 'on target' : `${r.target[fn] - r.current[fn].tier} below`,
+      `${r.current[fn].met} met, ${r.current[fn].partial} partial, ${r.current[fn].unmet} unmet`,
+    ]),
+  );
+  const gaps = r.gaps.length
+    ? rows(r.gaps.map((g, i) => [i + 1, title(g.function), g.subcategory, g.status, g.evidence, g.remedy]))
+    : '<tr><td colspan="6">No gaps: every outcome is met.</td></tr>';
   const outcomes = rows(r.outcomes.map((o) => [title(o.function), o.category, o.subcategory, o.status, o.evidence]));
-  const keys = rows([...Object.entries(f.crypto.certificatesByKey).map(([k, n]) => ['certificates issued and unexpired', k, n]), ...Object.entries(f.crypto.casByKey).map(([k, n]) => ['active CAs', k, n])]);
-  const events = f.securityEvents24h.length ? rows(f.securityEvents24h.map((e) => [e.kind, e.severity, e.count])) : '<tr><td colspan="3">none</td></tr>';
+  const keys = rows([
+    ...Object.entries(f.crypto.certificatesByKey).map(([k, n]) => ['certificates issued and unexpired', k, n]),
+    ...Object.entries(f.crypto.casByKey).map(([k, n]) => ['active CAs', k, n]),
+  ]);
+  const events = f.securityEvents24h.length
+    ? rows(f.securityEvents24h.map((e) => [e.kind, e.severity, e.count]))
+    : '<tr><td colspan="3">none</td></tr>';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mqtt-ca posture</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem}table{border-collapse:collapse;margin:0 0 1.5rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#f3f3f3}</style>
@@ -34,11 +49,30 @@ ${rows([
   ['active devices', f.devices.active],
   ['active devices with a valid certificate', `${f.devices.activeWithValidCertificate} (${percent(f.devices.validCertificateShare)})`],
   ['active brokers with a valid certificate', `${f.devices.brokersWithValidCertificate} of ${f.devices.brokers}`],
-  ['devices by status', Object.entries(f.devices.byStatus).map(([s, n]) => `${s} ${n}`).join(', ') || 'none'],
+  [
+    'devices by status',
+    Object.entries(f.devices.byStatus)
+      .map(([s, n]) => `${s} ${n}`)
+      .join(', ') || 'none',
+  ],
   ['current certificates past their renewal point', `${f.renewal.pastRenewalPoint} of ${f.renewal.currentCertificates}`],
-  ['revoke-to-visible', f.revocationVisible ? `p50 ${f.revocationVisible.p50Seconds} s, p99 ${f.revocationVisible.p99Seconds} s (${f.revocationVisible.count})` : 'not measured yet'],
+  [
+    'revoke-to-visible',
+    f.revocationVisible
+      ? `p50 ${f.revocationVisible.p50Seconds} s, p99 ${f.revocationVisible.p99Seconds} s (${f.revocationVisible.count})`
+      : 'not measured yet',
+  ],
   ['last backup', f.lastBackupAt ? `${f.lastBackupAt} (${f.lastBackupAgeHours} h ago)` : 'none'],
-  ['open incidents', `${f.openIncidents.total}${f.openIncidents.total ? ` (${Object.entries(f.openIncidents.byKind).map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`],
+  [
+    'open incidents',
+    `${f.openIncidents.total}${
+      f.openIncidents.total
+        ? ` (${Object.entries(f.openIncidents.byKind)
+            .map(([k, n]) => `${k} ${n}`)
+            .join(', ')})`
+        : ''
+    }`,
+  ],
   ['stale CRLs', f.staleCrls.join(', ') || 'none'],
 ])}
 </tbody></table>

@@ -64,7 +64,12 @@ export function problemDocument(p: ProblemInput, requestId: string | undefined):
 }
 
 /** Writes a problem on any node:http response (Express's included): the one way a problem goes out. */
-export function writeProblem(res: ServerResponse, p: ProblemInput, requestId: string | undefined, headers: Record<string, string> = {}): void {
+export function writeProblem(
+  res: ServerResponse,
+  p: ProblemInput,
+  requestId: string | undefined,
+  headers: Record<string, string> = {},
+): void {
   const body = JSON.stringify(problemDocument(p, requestId));
   res.writeHead(p.status, {
     ...headers,
@@ -94,24 +99,44 @@ interface HttpishError {
  * must be logged (its detail stays out of the response).
  */
 export function problemFor(err: unknown): { problem: ProblemInput; headers: Record<string, string>; internal: boolean } {
-  const internalError = { problem: { status: 500, title: 'Internal error', detail: 'the request could not be completed' }, headers: {}, internal: true };
+  const internalError = {
+    problem: { status: 500, title: 'Internal error', detail: 'the request could not be completed' },
+    headers: {},
+    internal: true,
+  };
   if (err instanceof DomainError) {
     const { status, title } = BY_KIND[err.kind];
-    if (status >= 500) return { problem: { status, title, detail: 'the request could not be completed' }, headers: status === 503 ? { 'Retry-After': '1' } : {}, internal: true };
+    if (status >= 500)
+      return {
+        problem: { status, title, detail: 'the request could not be completed' },
+        headers: status === 503 ? { 'Retry-After': '1' } : {},
+        internal: true,
+      };
     const headers: Record<string, string> = {};
     if (typeof err.details?.retryAfterSeconds === 'number') headers['Retry-After'] = String(err.details.retryAfterSeconds);
     const errors = domainErrors(err.details);
     return { problem: { status, title, detail: err.message, ...(errors ? { errors } : {}) }, headers, internal: false };
   }
   if (isDatabaseUnavailable(err)) {
-    return { problem: { status: 503, title: 'Service unavailable', detail: 'the database is not reachable; retry shortly' }, headers: { 'Retry-After': '1' }, internal: true };
+    return {
+      problem: { status: 503, title: 'Service unavailable', detail: 'the database is not reachable; retry shortly' },
+      headers: { 'Retry-After': '1' },
+      internal: true,
+    };
   }
   const e = (err ?? {}) as HttpishError;
   const status = e.status ?? e.statusCode;
   if (typeof status !== 'number' || status < 400 || status >= 500) return internalError;
-  if (e.type === 'entity.too.large') return { problem: { status: 413, title: 'Payload too large', detail: 'the request body exceeds the size limit' }, headers: {}, internal: false };
-  if (e.type === 'entity.parse.failed') return { problem: { status: 400, title: 'Bad request', detail: 'the body is not valid JSON' }, headers: {}, internal: false };
-  const title = status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : status === 415 ? 'Unsupported media type' : 'Bad request';
+  if (e.type === 'entity.too.large')
+    return {
+      problem: { status: 413, title: 'Payload too large', detail: 'the request body exceeds the size limit' },
+      headers: {},
+      internal: false,
+    };
+  if (e.type === 'entity.parse.failed')
+    return { problem: { status: 400, title: 'Bad request', detail: 'the body is not valid JSON' }, headers: {}, internal: false };
+  const title =
+    status === 404 ? 'Not found' : status === 405 ? 'Method not allowed' : status === 415 ? 'Unsupported media type' : 'Bad request';
   const errors = e.errors?.map((x) => ({ path: x.path ?? '', message: x.message ?? '' }));
   return { problem: { status, title, detail: e.message ?? title, ...(errors?.length ? { errors } : {}) }, headers: {}, internal: false };
 }

@@ -33,7 +33,8 @@ export function recordWhenFinished(
   res.on('finish', () => {
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
     observers.telemetry.httpRequest(route(), req.method ?? 'GET', res.statusCode, ms / 1000);
-    if (log) observers.logger.info({ requestId, method: req.method, path: (req.url ?? '').split('?')[0], status: res.statusCode, ms }, 'request');
+    if (log)
+      observers.logger.info({ requestId, method: req.method, path: (req.url ?? '').split('?')[0], status: res.statusCode, ms }, 'request');
   });
 }
 
@@ -55,7 +56,8 @@ export function resolveClientAddress(req: IncomingMessage, proxies: TrustedProxi
 /** The client address every rate limit, source block and security event goes by. */
 export const sourceOf = (req: IncomingMessage) => forwardedClients.get(req) ?? req.socket.remoteAddress ?? 'unknown';
 
-const SIGNED_REQUEST_RE = /^(MQTT-CA-Renewal|MQTT-CA-SessionKeys)\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-at="([^"]{1,40})",\s*signature="([A-Za-z0-9+/=_-]+)"\s*$/;
+const SIGNED_REQUEST_RE =
+  /^(MQTT-CA-Renewal|MQTT-CA-SessionKeys)\s+cert="([A-Za-z0-9+/=_-]+)",\s*signed-at="([^"]{1,40})",\s*signature="([A-Za-z0-9+/=_-]+)"\s*$/;
 
 /**
  * A device's signed request behind a TLS-terminating proxy: `Authorization: <scheme> cert="<base64
@@ -63,9 +65,14 @@ const SIGNED_REQUEST_RE = /^(MQTT-CA-Renewal|MQTT-CA-SessionKeys)\s+cert="([A-Za
  * pickups, MQTT-CA-SessionKeys for session-key fetches); what it signs is the domain's
  * (enroll/device-certificate-auth.ts).
  */
-export function signedRequestOf(header: string, scheme: 'MQTT-CA-Renewal' | 'MQTT-CA-SessionKeys'): { certificateDer: Buffer; signedAt: string; signature: Buffer } | undefined {
+export function signedRequestOf(
+  header: string,
+  scheme: 'MQTT-CA-Renewal' | 'MQTT-CA-SessionKeys',
+): { certificateDer: Buffer; signedAt: string; signature: Buffer } | undefined {
   const m = SIGNED_REQUEST_RE.exec(header);
-  return m && m[1] === scheme ? { certificateDer: Buffer.from(m[2]!, 'base64'), signedAt: m[3]!, signature: Buffer.from(m[4]!, 'base64') } : undefined;
+  return m && m[1] === scheme
+    ? { certificateDer: Buffer.from(m[2]!, 'base64'), signedAt: m[3]!, signature: Buffer.from(m[4]!, 'base64') }
+    : undefined;
 }
 
 /** The TLS client certificate the peer presented (the TLS listener asks every client for one), if any. */

@@ -27,7 +27,10 @@ export class BullMqJobRunner implements JobRunner {
   private readonly workers: Worker[] = [];
 
   /** Nothing touches Redis until the first enqueue, overview, start or dashboard: CLI commands that need no jobs never connect. */
-  constructor(private readonly defs: QueueDefinition[], private readonly opts: BullMqOptions) {}
+  constructor(
+    private readonly defs: QueueDefinition[],
+    private readonly opts: BullMqOptions,
+  ) {}
 
   private get live() {
     if (this.built) return this.built;
@@ -71,7 +74,11 @@ export class BullMqJobRunner implements JobRunner {
     if (jobs.length === 0) return;
     await this.requireConnected();
     await this.queue(queue).queue.addBulk(
-      jobs.map((j) => ({ name: j.name, data: j.payload, opts: { ...(j.jobId ? { jobId: j.jobId } : {}), ...(j.delayMs ? { delay: j.delayMs } : {}) } })),
+      jobs.map((j) => ({
+        name: j.name,
+        data: j.payload,
+        opts: { ...(j.jobId ? { jobId: j.jobId } : {}), ...(j.delayMs ? { delay: j.delayMs } : {}) },
+      })),
     );
   }
 
@@ -81,14 +88,18 @@ export class BullMqJobRunner implements JobRunner {
     // A Redis that came back empty (restarted without persistence) lost the schedules: put them back.
     this.connection.on('ready', () => void this.upsertSchedules().catch((e: unknown) => this.opts.onError?.('schedules', e)));
     for (const { def } of this.queues.values()) {
-      const worker = new Worker(def.name, (job: Job) => def.process(job.name, job.data as Record<string, unknown>, { id: job.id ?? '', attempt: job.attemptsMade + 1 }), {
-        connection: this.connection,
-        prefix: this.opts.prefix,
-        concurrency: def.concurrency,
-        lockDuration: this.opts.lockMs,
-        stalledInterval: this.opts.lockMs,
-        maxStalledCount: 2,
-      });
+      const worker = new Worker(
+        def.name,
+        (job: Job) => def.process(job.name, job.data as Record<string, unknown>, { id: job.id ?? '', attempt: job.attemptsMade + 1 }),
+        {
+          connection: this.connection,
+          prefix: this.opts.prefix,
+          concurrency: def.concurrency,
+          lockDuration: this.opts.lockMs,
+          stalledInterval: this.opts.lockMs,
+          maxStalledCount: 2,
+        },
+      );
       worker.on('error', (e) => this.opts.onError?.(`worker ${def.name}`, e));
       worker.on('failed', (job, e) => this.opts.onError?.(`job ${def.name}`, e, job ? view(job, 'failed') : undefined));
       this.workers.push(worker);
@@ -184,4 +195,3 @@ function view(j: Job, state: JobState): JobView {
     ...(j.failedReason ? { failedReason: j.failedReason } : {}),
   };
 }
-

@@ -22,12 +22,18 @@ const KEPT = 200;
  */
 export class LocalJobRunner implements JobRunner {
   readonly backend = 'in-process' as const;
-  private readonly queues = new Map<string, { def: QueueDefinition; waiting: LocalJob[]; active: Set<LocalJob>; done: LocalJob[]; failed: LocalJob[]; timer?: NodeJS.Timeout }>();
+  private readonly queues = new Map<
+    string,
+    { def: QueueDefinition; waiting: LocalJob[]; active: Set<LocalJob>; done: LocalJob[]; failed: LocalJob[]; timer?: NodeJS.Timeout }
+  >();
   private readonly timers = new Set<NodeJS.Timeout>();
   private started = false;
   private closed = false;
 
-  constructor(defs: QueueDefinition[], private readonly onError: (queue: string, job: JobView, e: unknown) => void = () => undefined) {
+  constructor(
+    defs: QueueDefinition[],
+    private readonly onError: (queue: string, job: JobView, e: unknown) => void = () => undefined,
+  ) {
     for (const def of defs) this.queues.set(def.name, { def, waiting: [], active: new Set(), done: [], failed: [] });
   }
 
@@ -36,7 +42,15 @@ export class LocalJobRunner implements JobRunner {
     const now = Date.now();
     for (const j of jobs) {
       if (j.jobId && (q.waiting.some((w) => w.id === j.jobId) || [...q.active].some((a) => a.id === j.jobId))) continue;
-      q.waiting.push({ id: j.jobId ?? randomUUID(), name: j.name, payload: j.payload, attempts: 0, createdAt: new Date(now), runAt: now + (j.delayMs ?? 0), state: j.delayMs ? 'delayed' : 'waiting' });
+      q.waiting.push({
+        id: j.jobId ?? randomUUID(),
+        name: j.name,
+        payload: j.payload,
+        attempts: 0,
+        createdAt: new Date(now),
+        runAt: now + (j.delayMs ?? 0),
+        state: j.delayMs ? 'delayed' : 'waiting',
+      });
     }
     this.pump(queue);
   }
@@ -64,7 +78,13 @@ export class LocalJobRunner implements JobRunner {
         const delayed = q.waiting.filter((j) => j.runAt > now).length;
         return {
           name: q.def.name,
-          counts: { waiting: q.waiting.length - delayed, delayed, active: q.active.size, completed: q.done.length, failed: q.failed.length },
+          counts: {
+            waiting: q.waiting.length - delayed,
+            delayed,
+            active: q.active.size,
+            completed: q.done.length,
+            failed: q.failed.length,
+          },
           schedules: q.def.schedules ?? [],
           recent: [...q.active, ...q.done.slice(-limit).reverse()].slice(0, limit).map(view),
           failed: q.failed.slice(-limit).reverse().map(view),

@@ -38,14 +38,21 @@ export interface ScheduleOptions {
  * The queues and what their jobs do. Every processor is thin: it calls one domain service, which
  * re-reads the database, so a job that runs twice does its work once.
  */
-export function queueDefinitions(s: JobServices, enqueue: (queue: string, jobs: NewJob[]) => Promise<void>, o: ScheduleOptions): QueueDefinition[] {
+export function queueDefinitions(
+  s: JobServices,
+  enqueue: (queue: string, jobs: NewJob[]) => Promise<void>,
+  o: ScheduleOptions,
+): QueueDefinition[] {
   const tasks: Record<string, { everyMs: number; run(): Promise<unknown> }> = {
     'plan-renewals': {
       everyMs: o.renewalPlanEveryMs,
       run: async () => {
         const r = await s.renewals.plan();
         // One job per batch. No job ids: a re-driven batch must never be taken for a finished job of the same serials.
-        await enqueue(RENEWAL_NOTICES, r.batches.map((b) => deliverJob(b)));
+        await enqueue(
+          RENEWAL_NOTICES,
+          r.batches.map((b) => deliverJob(b)),
+        );
         return { planned: r.planned, redriven: r.redriven, superseded: r.superseded, jobs: r.batches.length };
       },
     },
@@ -53,7 +60,11 @@ export function queueDefinitions(s: JobServices, enqueue: (queue: string, jobs: 
       everyMs: MINUTE,
       run: async () => {
         const all = await s.crlWatch.check();
-        for (const x of all.filter((c) => c.stale)) s.logger.error({ caId: x.caId, crlNumber: x.crl?.crlNumber.toString(), nextUpdate: x.crl?.nextUpdate }, 'CRL is due and could not be replaced');
+        for (const x of all.filter((c) => c.stale))
+          s.logger.error(
+            { caId: x.caId, crlNumber: x.crl?.crlNumber.toString(), nextUpdate: x.crl?.nextUpdate },
+            'CRL is due and could not be replaced',
+          );
         return { cas: all.length, stale: all.filter((c) => c.stale).length };
       },
     },
@@ -64,7 +75,7 @@ export function queueDefinitions(s: JobServices, enqueue: (queue: string, jobs: 
       everyMs: 60 * MINUTE,
       run: async () => {
         const r = await s.identities.renewDue();
-        for (const x of r.renewed) s.logger.info(x, 'renewed a certificate of the service\'s own');
+        for (const x of r.renewed) s.logger.info(x, "renewed a certificate of the service's own");
         return { renewed: r.renewed.map((x) => x.name) };
       },
     },
@@ -112,6 +123,7 @@ export function deliverJob(batch: Serial[]): NewJob {
 
 function serialsOf(payload: JobPayload): Serial[] {
   const s = payload.serials;
-  if (!Array.isArray(s) || !s.every((x) => typeof x === 'string' && /^[0-9a-f]+$/.test(x))) throw new Error('a deliver job carries { serials: hex[] }');
+  if (!Array.isArray(s) || !s.every((x) => typeof x === 'string' && /^[0-9a-f]+$/.test(x)))
+    throw new Error('a deliver job carries { serials: hex[] }');
   return s.map((x) => serialFromBytes(Buffer.from(x as string, 'hex')));
 }

@@ -11,7 +11,16 @@ import { DomainError, badRequest, conflict } from '../shared/errors.js';
 import { serialFromBytes, type Serial } from '../shared/ids.js';
 import type { IncidentKind } from '../shared/security-terms.js';
 import type { Touched } from '../store/incident-store.js';
-import type { ActionOutcome, ActionParams, ActionPlan, IncidentAction, IncidentActor, IncidentApproval, IncidentScope, TargetDevice } from './incidents.js';
+import type {
+  ActionOutcome,
+  ActionParams,
+  ActionPlan,
+  IncidentAction,
+  IncidentActor,
+  IncidentApproval,
+  IncidentScope,
+  TargetDevice,
+} from './incidents.js';
 
 /** The domain services the actions call; each audits its own changes. */
 export interface ActionServices {
@@ -53,7 +62,9 @@ function chunks<T>(xs: T[], n = CHUNK): T[][] {
 function reasonOf(scope: IncidentScope, params: ActionParams): RevocationReason {
   const reason = params.reason ?? DEFAULT_REASON[scope.incident.kind];
   if (!isRevocationReason(reason) || reason === 'certificateHold') {
-    throw badRequest(`reason must be one of ${REVOCATION_REASONS.filter((r) => r !== 'certificateHold').join(', ')} (a hold is the suspend action)`);
+    throw badRequest(
+      `reason must be one of ${REVOCATION_REASONS.filter((r) => r !== 'certificateHold').join(', ')} (a hold is the suspend action)`,
+    );
   }
   return reason;
 }
@@ -101,11 +112,19 @@ function needConnectors(s: ActionServices): void {
  * report: failed when one could not be reached or did not apply an effect, unconfirmed when one
  * applied but could not confirm it.
  */
-async function onBrokers(s: ActionServices, clientIds: string[], call: (b: BrokerConnectors) => Promise<BrokerFanout>): Promise<ActionOutcome> {
+async function onBrokers(
+  s: ActionServices,
+  clientIds: string[],
+  call: (b: BrokerConnectors) => Promise<BrokerFanout>,
+): Promise<ActionOutcome> {
   needConnectors(s);
   const fan = await call(s.brokers);
   const errors = fan.failures.map((f) => `${f.connector}: ${f.error.message}`);
-  const notApplied = fan.results.flatMap((r) => r.effects.filter((e) => !e.applied).map((e) => `${r.connector}: ${e.clientId} ${e.action} not applied${e.detail ? ` (${e.detail})` : ''}`));
+  const notApplied = fan.results.flatMap((r) =>
+    r.effects
+      .filter((e) => !e.applied)
+      .map((e) => `${r.connector}: ${e.clientId} ${e.action} not applied${e.detail ? ` (${e.detail})` : ''}`),
+  );
   const unconfirmed = fan.results.some((r) => r.effects.some((e) => e.applied && !e.confirmed));
   const failures = [...errors, ...notApplied];
   return {
@@ -139,8 +158,10 @@ function done(plan: ActionPlan): ActionOutcome {
 // ---- Respond ----------------------------------------------------------------------------------
 
 /** A revocation bigger than the threshold takes a second person, as a bulk revocation does. */
-const bulkApproval = (s: ActionServices) => (plan: ActionPlan): IncidentApproval | null =>
-  s.bulkApprovalThreshold > 0 && (plan.touchedCount ?? plan.touched.length) > s.bulkApprovalThreshold ? 'incident.action' : null;
+const bulkApproval =
+  (s: ActionServices) =>
+  (plan: ActionPlan): IncidentApproval | null =>
+    s.bulkApprovalThreshold > 0 && (plan.touchedCount ?? plan.touched.length) > s.bulkApprovalThreshold ? 'incident.action' : null;
 
 const revokeCertificates = (s: ActionServices): IncidentAction => ({
   name: 'revoke-certificates',
@@ -148,7 +169,11 @@ const revokeCertificates = (s: ActionServices): IncidentAction => ({
   approval: bulkApproval(s),
   async plan(scope, params) {
     const r = await revokeScope(s, scope, reasonOf(scope, params), invalidityOf(params), true, { actor: 'dry-run' });
-    return { touched: r.touched, touchedCount: r.count, result: { reason: reasonOf(scope, params), revoked: r.count, alreadyRevoked: r.alreadyRevoked } };
+    return {
+      touched: r.touched,
+      touchedCount: r.count,
+      result: { reason: reasonOf(scope, params), revoked: r.count, alreadyRevoked: r.alreadyRevoked },
+    };
   },
   async run(scope, params, ctx) {
     const reason = reasonOf(scope, params);
@@ -174,7 +199,11 @@ const suspend = (s: ActionServices): IncidentAction => ({
 
 /** Enrollment tokens of the scope's devices and lots, their session keys, and named API keys. */
 const revokeCredentials = (s: ActionServices): IncidentAction => {
-  const wanted = (p: ActionParams) => ({ tokens: p.enrollmentTokens ?? true, keys: p.sessionKeys ?? true, apiKeys: [...new Set(p.apiKeyIds ?? [])] });
+  const wanted = (p: ActionParams) => ({
+    tokens: p.enrollmentTokens ?? true,
+    keys: p.sessionKeys ?? true,
+    apiKeys: [...new Set(p.apiKeyIds ?? [])],
+  });
   const tokenTargets = (scope: IncidentScope) => ({ deviceIds: clientIdsOf(scope), lots: scope.lots });
   const checkApiKeys = async (ids: string[], ctx: IncidentActor) => {
     if (ids.length === 0) return;
@@ -200,7 +229,12 @@ const revokeCredentials = (s: ActionServices): IncidentAction => {
           ...keys.channels.map((c) => ({ type: 'channel', id: c })),
           ...w.apiKeys.map((id) => ({ type: 'api-key', id })),
         ],
-        result: { enrollmentTokens: tokens.length, deviceSessionKeys: keys.deviceKeys.length, channelsRekeyed: keys.channels, apiKeys: w.apiKeys.length },
+        result: {
+          enrollmentTokens: tokens.length,
+          deviceSessionKeys: keys.deviceKeys.length,
+          channelsRekeyed: keys.channels,
+          apiKeys: w.apiKeys.length,
+        },
       };
     },
     async run(scope, params, ctx) {
@@ -211,19 +245,35 @@ const revokeCredentials = (s: ActionServices): IncidentAction => {
       const tokens = w.tokens ? await s.tokens.revokeFor(tokenTargets(scope), ctx, details) : [];
       const keys = w.keys ? await s.sessionKeys.revokeDeviceKeys(clientIdsOf(scope), ctx, details) : { deviceKeys: 0, channels: [] };
       return done({
-        touched: [...tokens.map((id) => ({ type: 'enrollment-token', id })), ...keys.channels.map((c) => ({ type: 'channel', id: c })), ...w.apiKeys.map((id) => ({ type: 'api-key', id }))],
-        result: { enrollmentTokens: tokens.length, deviceSessionKeys: keys.deviceKeys, channelsRekeyed: keys.channels, apiKeys: w.apiKeys.length },
+        touched: [
+          ...tokens.map((id) => ({ type: 'enrollment-token', id })),
+          ...keys.channels.map((c) => ({ type: 'channel', id: c })),
+          ...w.apiKeys.map((id) => ({ type: 'api-key', id })),
+        ],
+        result: {
+          enrollmentTokens: tokens.length,
+          deviceSessionKeys: keys.deviceKeys,
+          channelsRekeyed: keys.channels,
+          apiKeys: w.apiKeys.length,
+        },
       });
     },
   };
 };
 
-const brokerAction = (s: ActionServices, name: string, call: (b: BrokerConnectors, ids: string[], reason: string) => Promise<BrokerFanout>): IncidentAction => ({
+const brokerAction = (
+  s: ActionServices,
+  name: string,
+  call: (b: BrokerConnectors, ids: string[], reason: string) => Promise<BrokerFanout>,
+): IncidentAction => ({
   name,
   params: ['devices'],
   async plan(scope) {
     needConnectors(s);
-    return { touched: clientIdsOf(scope).map((id) => ({ type: 'broker-client', id })), result: { connectors: s.brokers.list().map((c) => c.name) } };
+    return {
+      touched: clientIdsOf(scope).map((id) => ({ type: 'broker-client', id })),
+      result: { connectors: s.brokers.list().map((c) => c.name) },
+    };
   },
   async run(scope) {
     const ids = clientIdsOf(scope);
@@ -243,21 +293,35 @@ const quarantineBroker = (s: ActionServices): IncidentAction => ({
     const brokers = brokersOf(scope);
     if (brokers.length === 0) throw badRequest('no broker among the targets');
     needConnectors(s);
-    const r = await revokeScope(s, { ...scope, devices: brokers, lots: [] }, reasonOf(scope, params), undefined, true, { actor: 'dry-run' });
-    return { touched: [...brokers.map((b) => device(b.id)), ...r.touched], result: { brokers: brokers.map((b) => b.id), certificates: r.count } };
+    const r = await revokeScope(s, { ...scope, devices: brokers, lots: [] }, reasonOf(scope, params), undefined, true, {
+      actor: 'dry-run',
+    });
+    return {
+      touched: [...brokers.map((b) => device(b.id)), ...r.touched],
+      result: { brokers: brokers.map((b) => b.id), certificates: r.count },
+    };
   },
   async run(scope, params, ctx) {
     const brokers = brokersOf(scope);
     const ids = brokers.map((b) => b.id);
     const r = await revokeScope(s, { ...scope, devices: brokers, lots: [] }, reasonOf(scope, params), undefined, false, ctx);
-    const revoked: ActionOutcome = { status: 'succeeded', touched: [...ids.map(device), ...r.touched], result: { brokers: ids, certificates: r.count } };
+    const revoked: ActionOutcome = {
+      status: 'succeeded',
+      touched: [...ids.map(device), ...r.touched],
+      result: { brokers: ids, certificates: r.count },
+    };
     const blocked = await onBrokers(s, ids, (b) => b.block(ids, `broker quarantined by incident ${scope.incident.id}`));
     const told: ActionOutcome[] = [];
     for (const id of ids) {
-      told.push(await onBrokers(s, [], (b) => b.notify({ kind: 'broker-quarantined', subject: id, details: { incident: scope.incident.id } })));
+      told.push(
+        await onBrokers(s, [], (b) => b.notify({ kind: 'broker-quarantined', subject: id, details: { incident: scope.incident.id } })),
+      );
     }
     const notified = told.reduce(combine, { status: 'succeeded', touched: [] });
-    return combine(combine(revoked, { ...blocked, result: { block: blocked.result } }), { ...notified, result: { notify: told.map((t) => t.result) } });
+    return combine(combine(revoked, { ...blocked, result: { block: blocked.result } }), {
+      ...notified,
+      result: { notify: told.map((t) => t.result) },
+    });
   },
 });
 
@@ -274,13 +338,19 @@ const readmit = (s: ActionServices): IncidentAction => {
     params: ['devices'],
     async plan(scope) {
       const { revoked, suspended } = split(scope);
-      return { touched: [...revoked, ...suspended].map((d) => device(d.id)), result: { readmitted: revoked.map((d) => d.id), released: suspended.map((d) => d.id) } };
+      return {
+        touched: [...revoked, ...suspended].map((d) => device(d.id)),
+        result: { readmitted: revoked.map((d) => d.id), released: suspended.map((d) => d.id) },
+      };
     },
     async run(scope, _params, ctx) {
       const { revoked, suspended } = split(scope);
       for (const d of revoked) await s.devices.readmit(d.id, ctx);
       for (const d of suspended) await s.revocations.release(serialFromBytes(d.currentSerial!), ctx);
-      return done({ touched: [...revoked, ...suspended].map((d) => device(d.id)), result: { readmitted: revoked.map((d) => d.id), released: suspended.map((d) => d.id) } });
+      return done({
+        touched: [...revoked, ...suspended].map((d) => device(d.id)),
+        result: { readmitted: revoked.map((d) => d.id), released: suspended.map((d) => d.id) },
+      });
     },
   };
 };
@@ -294,9 +364,16 @@ const readmit = (s: ActionServices): IncidentAction => {
 const reissue = (s: ActionServices): IncidentAction => {
   const check = (scope: IncidentScope, params: ActionParams) => {
     const blocked = scope.devices.filter((d) => d.status === 'revoked' || d.status === 'suspended' || d.status === 'decommissioned');
-    if (blocked.length) throw conflict(`re-admit first: ${blocked.slice(0, 20).map((d) => `${d.id} is ${d.status}`).join(', ')}`);
+    if (blocked.length)
+      throw conflict(
+        `re-admit first: ${blocked
+          .slice(0, 20)
+          .map((d) => `${d.id} is ${d.status}`)
+          .join(', ')}`,
+      );
     const brokers = brokersOf(scope);
-    if (brokers.length && !(params.dnsNames?.length || params.ipAddresses?.length)) throw badRequest('a broker is reissued with the dnsNames or ipAddresses its new certificate may carry');
+    if (brokers.length && !(params.dnsNames?.length || params.ipAddresses?.length))
+      throw badRequest('a broker is reissued with the dnsNames or ipAddresses its new certificate may carry');
     if (scope.devices.length === 0) throw badRequest('no devices to reissue to');
   };
   return {
@@ -345,7 +422,8 @@ const supersedeReplaced = (s: ActionServices): IncidentAction => {
     async run(scope, _params, ctx) {
       const serials = await replaced(scope);
       let revoked = 0;
-      for (const part of chunks(serials)) revoked += (await s.revocations.revokeMany({ selector: { serials: part }, reason: 'superseded' }, ctx)).revoked;
+      for (const part of chunks(serials))
+        revoked += (await s.revocations.revokeMany({ selector: { serials: part }, reason: 'superseded' }, ctx)).revoked;
       return done({ touched: serials.map(certificate), result: { revoked } });
     },
   };
@@ -370,9 +448,15 @@ const restoreBroker = (s: ActionServices): IncidentAction => {
       const back = await inner.run({ ...scope, devices: brokers, lots: [] }, {}, ctx);
       const unblocked = await onBrokers(s, ids, (b) => b.unblock(ids, `broker restored by incident ${scope.incident.id}`));
       const told: ActionOutcome[] = [];
-      for (const id of ids) told.push(await onBrokers(s, [], (b) => b.notify({ kind: 'broker-restored', subject: id, details: { incident: scope.incident.id } })));
+      for (const id of ids)
+        told.push(
+          await onBrokers(s, [], (b) => b.notify({ kind: 'broker-restored', subject: id, details: { incident: scope.incident.id } })),
+        );
       const notified = told.reduce(combine, { status: 'succeeded', touched: [] });
-      return combine(combine(back, { ...unblocked, result: { unblock: unblocked.result } }), { ...notified, result: { notify: told.map((t) => t.result) } });
+      return combine(combine(back, { ...unblocked, result: { unblock: unblocked.result } }), {
+        ...notified,
+        result: { notify: told.map((t) => t.result) },
+      });
     },
   };
 };
@@ -380,7 +464,9 @@ const restoreBroker = (s: ActionServices): IncidentAction => {
 /** New channel keys now (the old ones revoked at once): the named channels, else every channel of the scope's devices. */
 const rotateChannelKeys = (s: ActionServices): IncidentAction => {
   const channels = async (scope: IncidentScope, params: ActionParams) => {
-    const names = params.channels?.length ? [...new Set(params.channels)].sort() : (await s.sessionKeys.keysOf(clientIdsOf(scope))).channels;
+    const names = params.channels?.length
+      ? [...new Set(params.channels)].sort()
+      : (await s.sessionKeys.keysOf(clientIdsOf(scope))).channels;
     for (const n of names) await s.sessionKeys.getChannel(n); // NotFound for an unknown one
     if (names.length === 0) throw badRequest('no channels: name them (channels) or target their members');
     return names;
@@ -395,7 +481,10 @@ const rotateChannelKeys = (s: ActionServices): IncidentAction => {
       const names = await channels(scope, params);
       const keys = [];
       for (const n of names) keys.push(await s.sessionKeys.rotateChannel(n, { immediate: true }, ctx));
-      return done({ touched: names.map((c) => ({ type: 'channel', id: c })), result: { versions: keys.map((k) => ({ channel: k.owner, version: k.version })) } });
+      return done({
+        touched: names.map((c) => ({ type: 'channel', id: c })),
+        result: { versions: keys.map((k) => ({ channel: k.owner, version: k.version })) },
+      });
     },
   };
 };
@@ -433,8 +522,17 @@ const recoverCa = (s: ActionServices): IncidentAction => {
       const { rollover, successor } = await s.rollovers.start(caId, waves(params), ctx);
       const revoked = await s.revocations.revokeCa(caId, { reason: 'cACompromise' }, ctx);
       return done({
-        touched: [{ type: 'ca', id: caId }, { type: 'ca', id: successor.id }],
-        result: { ca: caId, successor: successor.id, rollover: rollover.id, revokedSerial: serialFromBytes(revoked.certificate.serial), ...waves(params) },
+        touched: [
+          { type: 'ca', id: caId },
+          { type: 'ca', id: successor.id },
+        ],
+        result: {
+          ca: caId,
+          successor: successor.id,
+          rollover: rollover.id,
+          revokedSerial: serialFromBytes(revoked.certificate.serial),
+          ...waves(params),
+        },
       });
     },
   };

@@ -222,7 +222,13 @@ export class Approvals {
           action: 'approval.proposed',
           targetType: 'approval',
           targetId: row.id,
-          details: { action, summary: row.summary, proposedBy: partyView(row.proposedBy), expiresAt: row.expiresAt.toISOString(), ...(n ? { note: n } : {}) },
+          details: {
+            action,
+            summary: row.summary,
+            proposedBy: partyView(row.proposedBy),
+            expiresAt: row.expiresAt.toISOString(),
+            ...(n ? { note: n } : {}),
+          },
         },
       ]);
     });
@@ -248,18 +254,26 @@ export class Approvals {
       const ex = this.executorOf(row);
       this.checkRole(ex, row.action, ctx, 'approve', ex.approvers ?? ex.roles);
       if (sameOwner(row.proposedBy, ctx)) {
-        throw forbidden(`cannot approve one's own proposal: ${row.id} was proposed by ${row.proposedBy.name} (${row.proposedBy.keyId}); another person must approve it`);
+        throw forbidden(
+          `cannot approve one's own proposal: ${row.id} was proposed by ${row.proposedBy.name} (${row.proposedBy.keyId}); another person must approve it`,
+        );
       }
       if (!approver) throw forbidden(`the approving key ${ctx.keyId} is not on record`);
       // The maker of a key saw its secret: a key and the keys made from it, directly or not, are one hand.
       if (approver.ancestors.includes(row.proposedBy.keyId)) {
-        throw forbidden(`cannot approve with a key the proposer's key made: ${ctx.keyId} descends from ${row.proposedBy.keyId}; another person must approve it`);
+        throw forbidden(
+          `cannot approve with a key the proposer's key made: ${ctx.keyId} descends from ${row.proposedBy.keyId}; another person must approve it`,
+        );
       }
       if (proposer?.ancestors.includes(ctx.keyId)) {
-        throw forbidden(`cannot approve a proposal made with a key one's own key made: ${row.proposedBy.keyId} descends from ${ctx.keyId}; another person must approve it`);
+        throw forbidden(
+          `cannot approve a proposal made with a key one's own key made: ${row.proposedBy.keyId} descends from ${ctx.keyId}; another person must approve it`,
+        );
       }
       if (approver.createdAt > row.proposedAt) {
-        throw forbidden(`cannot approve with a key created after the proposal: ${ctx.keyId} was created at ${approver.createdAt.toISOString()}, ${row.id} proposed at ${row.proposedAt.toISOString()}`);
+        throw forbidden(
+          `cannot approve with a key created after the proposal: ${ctx.keyId} was created at ${approver.createdAt.toISOString()}, ${row.id} proposed at ${row.proposedAt.toISOString()}`,
+        );
       }
       if (row.status !== 'pending') throw conflict(`approval ${id} is ${row.status} already`);
       const now = this.clock.now();
@@ -267,7 +281,8 @@ export class Approvals {
         await this.expireIn(tx, [row], now);
         return { expired: row, approved: undefined };
       }
-      if (!(await this.store.decide(tx, id, 'approved', { by: partyRow(ctx), at: now }))) throw conflict(`approval ${id} was decided meanwhile`);
+      if (!(await this.store.decide(tx, id, 'approved', { by: partyRow(ctx), at: now })))
+        throw conflict(`approval ${id} was decided meanwhile`);
       await this.audit.append(tx, [
         {
           actor: ctx.actor,
@@ -275,7 +290,12 @@ export class Approvals {
           action: 'approval.approved',
           targetType: 'approval',
           targetId: id,
-          details: { action: row.action, summary: row.summary, proposedBy: partyView(row.proposedBy), approvedBy: partyView(partyRow(ctx)) },
+          details: {
+            action: row.action,
+            summary: row.summary,
+            proposedBy: partyView(row.proposedBy),
+            approvedBy: partyView(partyRow(ctx)),
+          },
         },
       ]);
       return { approved: row, ex };
@@ -289,7 +309,12 @@ export class Approvals {
       secrets = { ...secrets, ...s };
     };
     try {
-      const result = await ex.execute(row.params as never, { proposedBy: actorOfRow(row.proposedBy), approvedBy: ctx, proposalId: id, handOver });
+      const result = await ex.execute(row.params as never, {
+        proposedBy: actorOfRow(row.proposedBy),
+        approvedBy: ctx,
+        proposalId: id,
+        handOver,
+      });
       outcome = { result: result === undefined ? null : toJson(result) };
     } catch (e) {
       if (isDomainError(e)) outcome = { error: { kind: e.kind, message: e.message } };
@@ -369,9 +394,15 @@ export class Approvals {
 
   /** Newest first; `nextCursor` is null on the last page. Items leave out params. */
   async list(q: ApprovalListQuery): Promise<Page<ApprovalView>> {
-    if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > APPROVAL_LIST_MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${APPROVAL_LIST_MAX_LIMIT}`);
-    if (q.status !== undefined && !APPROVAL_STATUSES.includes(q.status)) throw badRequest(`status must be one of ${APPROVAL_STATUSES.join(', ')}`);
-    const rows = await this.store.list(this.db, { status: q.status, action: q.action }, { cursor: q.cursor === undefined ? undefined : decodeCursor(q.cursor), limit: q.limit + 1 });
+    if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > APPROVAL_LIST_MAX_LIMIT)
+      throw badRequest(`limit must be an integer from 1 to ${APPROVAL_LIST_MAX_LIMIT}`);
+    if (q.status !== undefined && !APPROVAL_STATUSES.includes(q.status))
+      throw badRequest(`status must be one of ${APPROVAL_STATUSES.join(', ')}`);
+    const rows = await this.store.list(
+      this.db,
+      { status: q.status, action: q.action },
+      { cursor: q.cursor === undefined ? undefined : decodeCursor(q.cursor), limit: q.limit + 1 },
+    );
     const more = rows.length > q.limit;
     const page = more ? rows.slice(0, q.limit) : rows;
     const last = page[page.length - 1];
@@ -421,7 +452,14 @@ export class Approvals {
     return ex;
   }
 
-  private checkRole(ex: ApprovalExecutor<never, unknown>, action: string, ctx: ApprovalActor, what: string, roles: readonly Role[] = ex.roles): void {
-    if (!roles.includes(ctx.role)) throw forbidden(`the ${ctx.role} role may not ${what} ${action} (it takes ${[...new Set(roles)].join(' or ')})`);
+  private checkRole(
+    ex: ApprovalExecutor<never, unknown>,
+    action: string,
+    ctx: ApprovalActor,
+    what: string,
+    roles: readonly Role[] = ex.roles,
+  ): void {
+    if (!roles.includes(ctx.role))
+      throw forbidden(`the ${ctx.role} role may not ${what} ${action} (it takes ${[...new Set(roles)].join(' or ')})`);
   }
 }

@@ -1,6 +1,12 @@
 import { readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { compareWithCheckpoints, readAnchorFile, type AnchorReport, type AuditCheckpoints, type CheckpointSource } from '../audit/audit-anchor.js';
+import {
+  compareWithCheckpoints,
+  readAnchorFile,
+  type AnchorReport,
+  type AuditCheckpoints,
+  type CheckpointSource,
+} from '../audit/audit-anchor.js';
 import type { AuditLog, AuditVerifyResult } from '../audit/audit-log.js';
 import type { Executor } from '../store/db.js';
 
@@ -28,7 +34,13 @@ async function listDir(dir: string): Promise<string[]> {
  * Checkpoints made before the last restore describe the history the restore replaced: not compared.
  */
 export async function verifyAuditLog(
-  d: { db: Executor; audit: AuditLog; checkpoints: AuditCheckpoints; anchorFile: string; backups: { checkpoints(): Promise<{ sources: CheckpointSource[]; skipped: string[] }> } },
+  d: {
+    db: Executor;
+    audit: AuditLog;
+    checkpoints: AuditCheckpoints;
+    anchorFile: string;
+    backups: { checkpoints(): Promise<{ sources: CheckpointSource[]; skipped: string[] }> };
+  },
   given: CheckpointSource[] = [],
 ): Promise<AuditVerification> {
   const chain = await d.audit.verify(d.db);
@@ -37,7 +49,8 @@ export async function verifyAuditLog(
   const others: CheckpointSource[] = [];
   const kept = `${basename(d.anchorFile)}.superseded-`;
   for (const f of await listDir(dirname(d.anchorFile))) {
-    if (f.startsWith(kept)) others.push({ source: `kept anchor ${join(dirname(d.anchorFile), f)}`, value: await readAnchorFile(join(dirname(d.anchorFile), f)) });
+    if (f.startsWith(kept))
+      others.push({ source: `kept anchor ${join(dirname(d.anchorFile), f)}`, value: await readAnchorFile(join(dirname(d.anchorFile), f)) });
   }
   const inBackups = await d.backups.checkpoints();
   others.push(...inBackups.sources);

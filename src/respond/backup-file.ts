@@ -143,7 +143,8 @@ class Opener extends Transform {
         if (this.buf.length < 5) break;
         const flags = this.buf[0]!;
         const len = this.buf.readUInt32BE(1);
-        if ((flags & ~FINAL) !== 0 || len > MAX_CHUNK) throw new BackupFileError(`chunk ${this.index} of the backup file is damaged (bad chunk header): the file was altered`);
+        if ((flags & ~FINAL) !== 0 || len > MAX_CHUNK)
+          throw new BackupFileError(`chunk ${this.index} of the backup file is damaged (bad chunk header): the file was altered`);
         if (this.buf.length < 5 + len + TAG) break;
         const body = this.buf.subarray(5, 5 + len);
         const tag = this.buf.subarray(5 + len, 5 + len + TAG);
@@ -168,7 +169,8 @@ class Opener extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    if (!this.done) return cb(new BackupFileError(`the backup file is truncated: it ends after chunk ${this.index - 1} without its final chunk`));
+    if (!this.done)
+      return cb(new BackupFileError(`the backup file is truncated: it ends after chunk ${this.index - 1} without its final chunk`));
     cb();
   }
 }
@@ -199,7 +201,12 @@ class Lines extends Transform {
 }
 
 /** Writes the body (lines from `source`) to `bodyPath` and returns what the header needs. */
-export async function writeBody(kek: Kek, id: string, source: AsyncIterable<Buffer>, bodyPath: string): Promise<{ bodySha256: string; chunks: number }> {
+export async function writeBody(
+  kek: Kek,
+  id: string,
+  source: AsyncIterable<Buffer>,
+  bodyPath: string,
+): Promise<{ bodySha256: string; chunks: number }> {
   const hash = createHash('sha256');
   async function* hashed() {
     for await (const b of source) {
@@ -221,7 +228,12 @@ function headerBytes(kek: Kek, header: BackupHeader): Buffer {
 }
 
 /** Writes header + body to `path` (mode 0600) and returns its size and SHA-256. */
-export async function assemble(kek: Kek, header: BackupHeader, bodyPath: string, path: string): Promise<{ sizeBytes: number; sha256: Buffer }> {
+export async function assemble(
+  kek: Kek,
+  header: BackupHeader,
+  bodyPath: string,
+  path: string,
+): Promise<{ sizeBytes: number; sha256: Buffer }> {
   const head = headerBytes(kek, header);
   const hash = createHash('sha256').update(head);
   let size = head.length;
@@ -258,7 +270,9 @@ export async function readHeader(path: string, kek: Kek): Promise<{ header: Back
 }
 
 /** The header as written, unauthenticated (for listing a file without the KEK). */
-export async function readRawHeader(path: string): Promise<{ header: BackupHeader; bodyOffset: number; json: Buffer; len: Buffer; mac: Buffer }> {
+export async function readRawHeader(
+  path: string,
+): Promise<{ header: BackupHeader; bodyOffset: number; json: Buffer; len: Buffer; mac: Buffer }> {
   let fh;
   try {
     fh = await open(path, 'r');
@@ -268,7 +282,8 @@ export async function readRawHeader(path: string): Promise<{ header: BackupHeade
   try {
     const first = Buffer.alloc(MAGIC.length + 4);
     const { bytesRead } = await fh.read(first, 0, first.length, 0);
-    if (bytesRead < first.length || !first.subarray(0, MAGIC.length).equals(MAGIC)) throw new BackupFileError(`${path} is not an mqtt-ca backup file`);
+    if (bytesRead < first.length || !first.subarray(0, MAGIC.length).equals(MAGIC))
+      throw new BackupFileError(`${path} is not an mqtt-ca backup file`);
     const len = first.subarray(MAGIC.length);
     const n = len.readUInt32BE();
     if (n > MAX_HEADER) throw new BackupFileError('the backup header is damaged (impossible length): the file was altered');
@@ -282,11 +297,19 @@ export async function readRawHeader(path: string): Promise<{ header: BackupHeade
     } catch {
       throw new BackupFileError('the backup header is damaged (not JSON): the file was altered');
     }
-    if (header?.format !== 'mqtt-ca-backup' || typeof header.id !== 'string' || typeof header.kekId !== 'string' || !Array.isArray(header.migrations) || !Array.isArray(header.tables)) {
+    if (
+      header?.format !== 'mqtt-ca-backup' ||
+      typeof header.id !== 'string' ||
+      typeof header.kekId !== 'string' ||
+      !Array.isArray(header.migrations) ||
+      !Array.isArray(header.tables)
+    ) {
       throw new BackupFileError('the backup header is damaged (fields missing): the file was altered');
     }
     if (header.formatVersion !== FORMAT_VERSION) {
-      throw new BackupFileError(`the backup has format version ${header.formatVersion}; this mqtt-ca reads version ${FORMAT_VERSION}: use a newer mqtt-ca`);
+      throw new BackupFileError(
+        `the backup has format version ${header.formatVersion}; this mqtt-ca reads version ${FORMAT_VERSION}: use a newer mqtt-ca`,
+      );
     }
     return { header, bodyOffset: first.length + n + 32, json, len, mac: rest.subarray(n) };
   } finally {
@@ -304,7 +327,13 @@ export type BodyLine =
  * Reads the body line by line (parsed) into `onLine`, then checks the digest and chunk count
  * against the header. Everything `onLine` did must be undone by the caller when this throws.
  */
-export async function readBody(kek: Kek, path: string, header: BackupHeader, bodyOffset: number, onLine: (line: BodyLine) => Promise<void>): Promise<void> {
+export async function readBody(
+  kek: Kek,
+  path: string,
+  header: BackupHeader,
+  bodyOffset: number,
+  onLine: (line: BodyLine) => Promise<void>,
+): Promise<void> {
   const hash = createHash('sha256');
   const opener = new Opener(chunkKey(kek, header.id));
   const lines = new Lines(hash);
@@ -317,9 +346,11 @@ export async function readBody(kek: Kek, path: string, header: BackupHeader, bod
   } catch (e) {
     if (e instanceof DomainError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('Z_')) throw new BackupFileError('the backup body does not decompress: the file was altered');
+    if (typeof code === 'string' && code.startsWith('Z_'))
+      throw new BackupFileError('the backup body does not decompress: the file was altered');
     throw e;
   }
-  if (opener.chunks !== header.chunks) throw new BackupFileError(`the backup has ${opener.chunks} chunks, its header says ${header.chunks}`);
+  if (opener.chunks !== header.chunks)
+    throw new BackupFileError(`the backup has ${opener.chunks} chunks, its header says ${header.chunks}`);
   if (hash.digest('hex') !== header.bodySha256) throw new BackupFileError('the backup body does not match the digest in its header');
 }

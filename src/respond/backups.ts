@@ -12,7 +12,17 @@ import { badRequest, conflict, notFound } from '../shared/errors.js';
 import { cursorText, isCanonicalCursor, timeIdCursor, type Page } from '../shared/page.js';
 import type { BackupRow, BackupStore, ColumnMeta, SnapshotValue, TableMeta } from '../store/backup-store.js';
 import type { Db } from '../store/db.js';
-import { assemble, BackupFileError, FORMAT_VERSION, readBody, readHeader, writeBody, CHUNK_SIZE, type BackupHeader, type BodyLine } from './backup-file.js';
+import {
+  assemble,
+  BackupFileError,
+  FORMAT_VERSION,
+  readBody,
+  readHeader,
+  writeBody,
+  CHUNK_SIZE,
+  type BackupHeader,
+  type BodyLine,
+} from './backup-file.js';
 
 /** A backup as the API shows it. */
 export interface BackupView {
@@ -68,7 +78,12 @@ const ID_RE = /^bk_[0-9a-f]{16}$/;
 const line = (v: unknown) => Buffer.from(JSON.stringify(v) + '\n', 'utf8');
 
 /** Reads one table of the snapshot page by page, in primary-key order. */
-async function* tableLines(store: BackupStore, trx: Knex.Transaction, t: TableMeta, counts: Array<{ name: string; rows: number }>): AsyncGenerator<Buffer> {
+async function* tableLines(
+  store: BackupStore,
+  trx: Knex.Transaction,
+  t: TableMeta,
+  counts: Array<{ name: string; rows: number }>,
+): AsyncGenerator<Buffer> {
   yield line({ table: t.name, columns: t.columns.map((c) => [c.name, c.type]), primaryKey: t.primaryKey });
   const keyIdx = t.primaryKey.map((k) => t.columns.findIndex((c) => c.name === k));
   let after: SnapshotValue[] | null = null;
@@ -111,7 +126,10 @@ export class Backups {
     const createdAt = this.clock.now();
     const inDir = o.out === undefined;
     if (inDir) mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
-    const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+    const stamp = createdAt
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d{3}/, '');
     const path = inDir ? join(this.opts.dir, `mqtt-ca-${stamp}-${id}.backup`) : resolve(o.out!);
     if (existsSync(path)) throw conflict(`${path} exists: a backup never overwrites a file`);
     const bodyPath = `${path}.${id}.body`;
@@ -184,7 +202,13 @@ export class Backups {
           action: 'backup.created',
           targetType: 'backup',
           targetId: id,
-          details: { fileName: row.fileName, sizeBytes: row.sizeBytes, sha256: row.sha256.toString('hex'), schemaVersion: row.schemaVersion, rows: header.tables.reduce((n, t) => n + t.rows, 0) },
+          details: {
+            fileName: row.fileName,
+            sizeBytes: row.sizeBytes,
+            sha256: row.sha256.toString('hex'),
+            schemaVersion: row.schemaVersion,
+            rows: header.tables.reduce((n, t) => n + t.rows, 0),
+          },
         },
       ]);
     });
@@ -192,8 +216,12 @@ export class Backups {
   }
 
   async list(q: { cursor?: string | undefined; limit: number }): Promise<Page<BackupView>> {
-    if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > BACKUP_LIST_MAX_LIMIT) throw badRequest(`limit must be an integer from 1 to ${BACKUP_LIST_MAX_LIMIT}`);
-    const rows = await this.store.list(this.db, { before: q.cursor === undefined ? undefined : decodeCursor(q.cursor), limit: q.limit + 1 });
+    if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > BACKUP_LIST_MAX_LIMIT)
+      throw badRequest(`limit must be an integer from 1 to ${BACKUP_LIST_MAX_LIMIT}`);
+    const rows = await this.store.list(this.db, {
+      before: q.cursor === undefined ? undefined : decodeCursor(q.cursor),
+      limit: q.limit + 1,
+    });
     const page = rows.slice(0, q.limit);
     return { items: page.map(view), nextCursor: rows.length > q.limit ? encodeCursor(page[page.length - 1]!) : null };
   }
@@ -243,11 +271,17 @@ export class Backups {
     if (this.opts.keep <= 0) return { pruned: [] };
     const old = (await this.store.kept(this.db)).slice(this.opts.keep).filter((b) => !b.fileName.includes('/'));
     if (old.length === 0) return { pruned: [] };
-    for (const b of old) await unlink(join(this.opts.dir, b.fileName)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    for (const b of old)
+      await unlink(join(this.opts.dir, b.fileName)).catch((e: NodeJS.ErrnoException) =>
+        e.code === 'ENOENT' ? undefined : Promise.reject(e),
+      );
     const ids = old.map((b) => b.id);
     await this.db.transaction(async (tx) => {
       await this.store.markDeleted(tx, ids, this.clock.now());
-      await this.audit.append(tx, ids.map((id) => ({ ...ctx, action: 'backup.pruned', targetType: 'backup', targetId: id, details: { keep: this.opts.keep } })));
+      await this.audit.append(
+        tx,
+        ids.map((id) => ({ ...ctx, action: 'backup.pruned', targetType: 'backup', targetId: id, details: { keep: this.opts.keep } })),
+      );
     });
     return { pruned: ids };
   }
@@ -275,7 +309,14 @@ async function fileSha256(path: string): Promise<{ sha256: Buffer; size: number 
  * Walks the body's lines checking their structure against the header: the tables in the
  * header's order, each row as wide as its table, each table's count as announced.
  */
-function structureChecker(header: BackupHeader, on: { table?(name: string, columns: ColumnMeta[]): Promise<void>; rows?(rows: SnapshotValue[][]): Promise<void>; end?(): Promise<void> } = {}) {
+function structureChecker(
+  header: BackupHeader,
+  on: {
+    table?(name: string, columns: ColumnMeta[]): Promise<void>;
+    rows?(rows: SnapshotValue[][]): Promise<void>;
+    end?(): Promise<void>;
+  } = {},
+) {
   let i = 0;
   let current: { name: string; width: number; rows: number } | undefined;
   let batch: SnapshotValue[][] = [];
@@ -286,18 +327,27 @@ function structureChecker(header: BackupHeader, on: { table?(name: string, colum
   return {
     async line(l: BodyLine): Promise<void> {
       if (Array.isArray(l)) {
-        if (!current || l.length !== current.width || !l.every((v) => v === null || typeof v === 'string')) throw new BackupFileError('the backup body is not valid: a row outside a table or of the wrong width');
+        if (!current || l.length !== current.width || !l.every((v) => v === null || typeof v === 'string'))
+          throw new BackupFileError('the backup body is not valid: a row outside a table or of the wrong width');
         current.rows += 1;
         batch.push(l);
         if (batch.length >= PAGE_ROWS) await flush();
       } else if ('table' in l) {
         const expected = header.tables[i];
-        if (current || !expected || expected.name !== l.table || !Array.isArray(l.columns)) throw new BackupFileError(`the backup body is not valid: table ${l.table} where the header has ${expected?.name ?? 'no more tables'}`);
+        if (current || !expected || expected.name !== l.table || !Array.isArray(l.columns))
+          throw new BackupFileError(
+            `the backup body is not valid: table ${l.table} where the header has ${expected?.name ?? 'no more tables'}`,
+          );
         current = { name: l.table, width: l.columns.length, rows: 0 };
-        await on.table?.(l.table, l.columns.map(([name, type]) => ({ name, type })));
+        await on.table?.(
+          l.table,
+          l.columns.map(([name, type]) => ({ name, type })),
+        );
       } else if ('end' in l) {
         if (!current || l.end !== current.name || l.rows !== current.rows || header.tables[i]!.rows !== current.rows) {
-          throw new BackupFileError(`the backup body is not valid: table ${l.end} ends with ${current?.rows} rows, the header says ${header.tables[i]?.rows}`);
+          throw new BackupFileError(
+            `the backup body is not valid: table ${l.end} ends with ${current?.rows} rows, the header says ${header.tables[i]?.rows}`,
+          );
         }
         await flush();
         await on.end?.();
@@ -330,9 +380,12 @@ export async function restoreBackup(
   const known = await store.knownMigrations();
   const unknown = header.migrations.filter((m) => !known.includes(m));
   if (unknown.length) {
-    throw new BackupFileError(`the backup comes from a newer schema (${unknown.join(', ')} unknown to this mqtt-ca): restore it with the mqtt-ca version that made it, or a newer one`);
+    throw new BackupFileError(
+      `the backup comes from a newer schema (${unknown.join(', ')} unknown to this mqtt-ca): restore it with the mqtt-ca version that made it, or a newer one`,
+    );
   }
-  if (header.migrations.some((m, i) => known[i] !== m)) throw new BackupFileError('the backup\'s migrations are not in the order this mqtt-ca applies them');
+  if (header.migrations.some((m, i) => known[i] !== m))
+    throw new BackupFileError("the backup's migrations are not in the order this mqtt-ca applies them");
 
   // 1. The whole file, checked before anything is written: chunks, structure, counts, digest.
   const check = structureChecker(header);
@@ -343,14 +396,18 @@ export async function restoreBackup(
   // 2. An empty target only; its schema brought to the backup's.
   const refuseNonEmpty = async (ex: Knex | Knex.Transaction) => {
     const full = await store.nonEmptyTables(ex, await store.tables(ex));
-    if (full.length) throw conflict(`the target database is not empty (rows in ${full.join(', ')}): a backup is restored only into an empty, freshly created database`);
+    if (full.length)
+      throw conflict(
+        `the target database is not empty (rows in ${full.join(', ')}): a backup is restored only into an empty, freshly created database`,
+      );
   };
   const applied = await store.appliedMigrations(db);
   if (applied.length) await refuseNonEmpty(db);
   const down = applied.filter((m) => !header.migrations.includes(m)).reverse();
   const up = header.migrations.filter((m) => !applied.includes(m));
   await store.migrate(db, down, 'down');
-  if (up.length && header.migrations.length === known.length) await store.migrateAll(db); // the usual case: the backup is at this code's schema
+  if (up.length && header.migrations.length === known.length)
+    await store.migrateAll(db); // the usual case: the backup is at this code's schema
   else await store.migrate(db, up, 'up');
 
   // 3. The rows, in one transaction.
@@ -367,7 +424,10 @@ export async function restoreBackup(
         table = tables.get(name);
         if (!table) throw new BackupFileError(`the backup has a table ${name} the schema at its migrations does not have`);
         const missing = cols.filter((c) => !table!.columns.some((t) => t.name === c.name && t.type === c.type));
-        if (missing.length) throw new BackupFileError(`table ${name}: column ${missing[0]!.name} (${missing[0]!.type}) is not in the schema at the backup's migrations`);
+        if (missing.length)
+          throw new BackupFileError(
+            `table ${name}: column ${missing[0]!.name} (${missing[0]!.type}) is not in the schema at the backup's migrations`,
+          );
         columns = cols;
         deferred = [];
       },
@@ -409,7 +469,12 @@ export async function restoreBackup(
         action: 'backup.restored',
         targetType: 'backup',
         targetId: header.id,
-        details: { backupCreatedAt: header.createdAt, sha256: file.sha256.toString('hex'), schemaVersion: header.migrations[header.migrations.length - 1] ?? '', rows },
+        details: {
+          backupCreatedAt: header.createdAt,
+          sha256: file.sha256.toString('hex'),
+          schemaVersion: header.migrations[header.migrations.length - 1] ?? '',
+          rows,
+        },
       },
     ]);
   });

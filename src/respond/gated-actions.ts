@@ -20,12 +20,19 @@ const TARGET_SAMPLE = 100;
 
 function checkCaReason(reason: unknown): RevocationReason {
   if (!isRevocationReason(reason)) throw badRequest(`unknown revocation reason ${String(reason)}`);
-  if (reason === 'certificateHold') throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
+  if (reason === 'certificateHold')
+    throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
   return reason;
 }
 
 /** ca.revoke: an intermediate's certificate on its parent's CRL and OCSP, the CA marked revoked. Admins only. */
-export function caRevocationExecutor(revocations: Revocations, hierarchy: CaHierarchy): ApprovalExecutor<CaRevocationParams, { caId: string; serial: string; reason: string; revokedAt: string | null; wasDefaultIssuer: boolean }> {
+export function caRevocationExecutor(
+  revocations: Revocations,
+  hierarchy: CaHierarchy,
+): ApprovalExecutor<
+  CaRevocationParams,
+  { caId: string; serial: string; reason: string; revokedAt: string | null; wasDefaultIssuer: boolean }
+> {
   return {
     roles: ['admin'],
     async describe(p) {
@@ -53,7 +60,15 @@ export function caRevocationExecutor(revocations: Revocations, hierarchy: CaHier
 
 /** A bulk revocation as a proposal stores it: the API's JSON form, and the moment it was proposed. */
 export interface BulkRevocationParams {
-  selector: { serials?: string[]; deviceIds?: string[]; lot?: string; caId?: string; issuedAfter?: string; issuedBefore?: string; lineageOf?: string };
+  selector: {
+    serials?: string[];
+    deviceIds?: string[];
+    lot?: string;
+    caId?: string;
+    issuedAfter?: string;
+    issuedBefore?: string;
+    lineageOf?: string;
+  };
   reason: RevocationReason;
   invalidityDate?: string;
   /**
@@ -116,7 +131,12 @@ export function bulkRevocationExecutor(revocations: Revocations): ApprovalExecut
       const preview = await revocations.revokeMany({ ...toInput(p), dryRun: true }, LOOK);
       return {
         summary: `revoke ${preview.revoked} certificate${preview.revoked === 1 ? '' : 's'} for ${p.reason}${preview.alreadyRevoked ? ` (${preview.alreadyRevoked} more of the selection revoked already)` : ''}`,
-        targets: { revocable: preview.revoked, alreadyRevoked: preview.alreadyRevoked, serials: preview.serials.slice(0, TARGET_SAMPLE), truncated: preview.revoked > TARGET_SAMPLE },
+        targets: {
+          revocable: preview.revoked,
+          alreadyRevoked: preview.alreadyRevoked,
+          serials: preview.serials.slice(0, TARGET_SAMPLE),
+          truncated: preview.revoked > TARGET_SAMPLE,
+        },
       };
     },
     async execute(p, ctx) {

@@ -200,7 +200,16 @@ export class Incidents {
       approvers: INCIDENT_APPROVALS[approval].approve,
       describe: async (p) => {
         const step = await this.store.step(this.db, p.incidentId, p.stepId);
-        return { summary: p.summary, targets: { incidentId: p.incidentId, stepId: p.stepId, action: p.action, touchedCount: step?.touchedCount ?? null, touched: step?.touched.slice(0, 100) ?? [] } };
+        return {
+          summary: p.summary,
+          targets: {
+            incidentId: p.incidentId,
+            stepId: p.stepId,
+            action: p.action,
+            touchedCount: step?.touchedCount ?? null,
+            touched: step?.touched.slice(0, 100) ?? [],
+          },
+        };
       },
       execute: async (p, ctx) => {
         const { secrets, ...outcome } = await this.runApproved(p.incidentId, p.stepId, ctx.approvedBy);
@@ -234,7 +243,15 @@ export class Incidents {
     };
     await this.db.transaction(async (tx) => {
       await this.store.insert(tx, row);
-      await this.audit.append(tx, [{ ...ctx, action: 'incident.opened', targetType: 'incident', targetId: row.id, details: { kind: row.kind, title: row.title, targets } }]);
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: 'incident.opened',
+          targetType: 'incident',
+          targetId: row.id,
+          details: { kind: row.kind, title: row.title, targets },
+        },
+      ]);
     });
     return view(row);
   }
@@ -243,7 +260,10 @@ export class Incidents {
     const row = await this.store.get(this.db, id);
     if (!row) throw notFound(`no incident ${id}`);
     const timeline = await this.settleProposals(id);
-    const recovery = row.kind === 'ca-compromise' && row.targets.caId && this.recovery ? await this.recovery.ofCa(row.targets.caId).catch(() => undefined) : undefined;
+    const recovery =
+      row.kind === 'ca-compromise' && row.targets.caId && this.recovery
+        ? await this.recovery.ofCa(row.targets.caId).catch(() => undefined)
+        : undefined;
     return { ...view(row), timeline: timeline.map(stepView), ...(recovery ? { recovery } : {}) };
   }
 
@@ -254,14 +274,27 @@ export class Incidents {
     for (const step of this.approvals ? steps.filter((s) => s.status === 'proposed' && s.approvalId) : []) {
       const proposal = await this.approvals!.get(step.approvalId!);
       if (proposal.status !== 'rejected' && proposal.status !== 'expired' && proposal.status !== 'failed') continue;
-      const error = proposal.status === 'failed' ? `the approved action failed: ${proposal.error?.message ?? 'unknown error'}` : `proposal ${proposal.id} ${proposal.status}${proposal.reason ? `: ${proposal.reason}` : ''}`;
-      await this.finish(id, step, { status: proposal.status === 'failed' ? 'failed' : 'rejected', touched: step.touched, touchedCount: step.touchedCount, error }, { actor: 'system:approvals' }).catch(() => undefined);
+      const error =
+        proposal.status === 'failed'
+          ? `the approved action failed: ${proposal.error?.message ?? 'unknown error'}`
+          : `proposal ${proposal.id} ${proposal.status}${proposal.reason ? `: ${proposal.reason}` : ''}`;
+      await this.finish(
+        id,
+        step,
+        { status: proposal.status === 'failed' ? 'failed' : 'rejected', touched: step.touched, touchedCount: step.touchedCount, error },
+        { actor: 'system:approvals' },
+      ).catch(() => undefined);
       ended = true;
     }
     return ended ? this.store.steps(this.db, id) : steps;
   }
 
-  async list(q: { status?: string | undefined; kind?: string | undefined; cursor?: string | undefined; limit: number }): Promise<Page<IncidentView>> {
+  async list(q: {
+    status?: string | undefined;
+    kind?: string | undefined;
+    cursor?: string | undefined;
+    limit: number;
+  }): Promise<Page<IncidentView>> {
     let before: { openedAt: Date; id: string } | undefined;
     if (q.cursor) {
       const { at, id } = readTimeIdCursor(q.cursor);
@@ -284,13 +317,25 @@ export class Incidents {
       if (row.status === 'closed') throw conflict(`incident ${id} is closed already`);
       const steps = await this.store.steps(tx, id);
       const pending = steps.filter((s) => s.status === 'running' || s.status === 'proposed');
-      if (pending.length) throw conflict(`incident ${id} has steps still ${pending.map((s) => `#${s.seq} ${s.status}`).join(', ')}: wait for them`);
+      if (pending.length)
+        throw conflict(`incident ${id} has steps still ${pending.map((s) => `#${s.seq} ${s.status}`).join(', ')}: wait for them`);
       const retried = new Set(steps.map((s) => s.retryOf).filter((r): r is string => r !== null));
       const unresolved = steps.filter((s) => s.status === 'failed' && !retried.has(s.id)).map((s) => s.seq);
-      if (unresolved.length && !force) throw conflict(`incident ${id} has failed steps not retried: ${unresolved.map((n) => `#${n}`).join(', ')}; retry them, or close with force`);
+      if (unresolved.length && !force)
+        throw conflict(
+          `incident ${id} has failed steps not retried: ${unresolved.map((n) => `#${n}`).join(', ')}; retry them, or close with force`,
+        );
       const at = this.clock.now();
       await this.store.close(tx, id, ctx.actor, at, summary);
-      await this.audit.append(tx, [{ ...ctx, action: 'incident.closed', targetType: 'incident', targetId: id, details: { summary, steps: steps.length, ...(unresolved.length ? { unresolvedSteps: unresolved } : {}) } }]);
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action: 'incident.closed',
+          targetType: 'incident',
+          targetId: id,
+          details: { summary, steps: steps.length, ...(unresolved.length ? { unresolvedSteps: unresolved } : {}) },
+        },
+      ]);
       return view({ ...row, status: 'closed', closedBy: ctx.actor, closedAt: at, summary });
     });
   }
@@ -301,20 +346,37 @@ export class Incidents {
    * had been done, and can be retried. Bad parameters and a closed incident are errors, and leave
    * no step.
    */
-  async act(id: string, name: string, params: ActionParams, dryRun: boolean, ctx: IncidentActor, retryOf: string | null = null): Promise<StepView & { secrets?: Record<string, unknown> }> {
+  async act(
+    id: string,
+    name: string,
+    params: ActionParams,
+    dryRun: boolean,
+    ctx: IncidentActor,
+    retryOf: string | null = null,
+  ): Promise<StepView & { secrets?: Record<string, unknown> }> {
     const action = this.actions.get(name);
     if (!action) throw badRequest(`unknown action ${name}; one of ${this.actionNames().join(', ')}`);
     const stray = Object.keys(params).filter((k) => !action.params.includes(k as keyof ActionParams));
-    if (stray.length) throw badRequest(`action ${name} takes no ${stray.join(', ')}${action.params.length ? `; it takes ${action.params.join(', ')}` : ''}`);
+    if (stray.length)
+      throw badRequest(
+        `action ${name} takes no ${stray.join(', ')}${action.params.length ? `; it takes ${action.params.join(', ')}` : ''}`,
+      );
     const incident = await this.store.get(this.db, id);
     if (!incident) throw notFound(`no incident ${id}`);
-    if (action.kinds && !action.kinds.includes(incident.kind)) throw conflict(`action ${name} belongs in a ${action.kinds.join(' or ')} incident, not a ${incident.kind} one`);
+    if (action.kinds && !action.kinds.includes(incident.kind))
+      throw conflict(`action ${name} belongs in a ${action.kinds.join(' or ')} incident, not a ${incident.kind} one`);
     if (incident.status === 'closed') throw conflict(`incident ${id} is closed: open a new one`);
     const scope = await this.scope(incident, params.devices);
 
     if (dryRun) {
       const plan = await action.plan(scope, params, ctx);
-      const step = await this.record(id, name, params, true, ctx, retryOf, (s) => ({ ...s, status: 'succeeded', finishedAt: this.clock.now(), ...kept(plan), result: plan.result ?? null }));
+      const step = await this.record(id, name, params, true, ctx, retryOf, (s) => ({
+        ...s,
+        status: 'succeeded',
+        finishedAt: this.clock.now(),
+        ...kept(plan),
+        result: plan.result ?? null,
+      }));
       return stepView(step);
     }
     // Parameters are checked (and the two-person rule judged) before anything is recorded.
@@ -331,20 +393,39 @@ export class Incidents {
    * A step that needs a second person: proposed first (a role that may not propose is refused
    * before anything is recorded), then recorded as `proposed` with its plan; it runs when approved.
    */
-  private async propose(id: string, name: string, params: ActionParams, plan: ActionPlan, approval: IncidentApproval, ctx: IncidentActor, retryOf: string | null): Promise<StepRow> {
+  private async propose(
+    id: string,
+    name: string,
+    params: ActionParams,
+    plan: ActionPlan,
+    approval: IncidentApproval,
+    ctx: IncidentActor,
+    retryOf: string | null,
+  ): Promise<StepRow> {
     if (!this.approvals) throw new DomainError('Internal', 'approvals are not configured');
     const stepId = newId('step');
     const touchedCount = plan.touchedCount ?? plan.touched.length;
     const summary = `incident ${id}: ${name} touching ${touchedCount} (${[...new Set(plan.touched.map((t) => t.type))].join(', ') || 'nothing yet'})`;
     const proposal = await this.approvals.propose(approval, { incidentId: id, stepId, action: name, summary }, ctx, summary);
-    return this.record(id, name, params, false, ctx, retryOf, (s) => ({ ...s, id: stepId, status: 'proposed', ...kept(plan), result: plan.result ?? null, approvalId: proposal.id }));
+    return this.record(id, name, params, false, ctx, retryOf, (s) => ({
+      ...s,
+      id: stepId,
+      status: 'proposed',
+      ...kept(plan),
+      result: plan.result ?? null,
+      approvalId: proposal.id,
+    }));
   }
 
   /**
    * Runs a proposed step once its proposal is approved: the approver is the actor of what it
    * changes, and receives what it hands out (secrets), which are never stored.
    */
-  async runApproved(id: string, stepId: string, approvedBy: IncidentActor): Promise<{ status: string; touchedCount: number; error: string | null; secrets?: Record<string, unknown> }> {
+  async runApproved(
+    id: string,
+    stepId: string,
+    approvedBy: IncidentActor,
+  ): Promise<{ status: string; touchedCount: number; error: string | null; secrets?: Record<string, unknown> }> {
     const step = await this.store.step(this.db, id, stepId);
     if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
     if (step.status !== 'proposed') throw conflict(`step #${step.seq} is ${step.status}, not awaiting approval`);
@@ -353,9 +434,19 @@ export class Incidents {
     const outcome: ActionOutcome =
       incident.status === 'closed'
         ? { status: 'failed', touched: [], error: `incident ${id} was closed before the approval` }
-        : await this.attempt(action, await this.scope(incident, (step.params as ActionParams).devices), step.params as ActionParams, approvedBy);
+        : await this.attempt(
+            action,
+            await this.scope(incident, (step.params as ActionParams).devices),
+            step.params as ActionParams,
+            approvedBy,
+          );
     const finished = await this.finish(id, step, outcome, approvedBy);
-    return { status: finished.status, touchedCount: finished.touchedCount, error: finished.error, ...(outcome.secrets ? { secrets: outcome.secrets } : {}) };
+    return {
+      status: finished.status,
+      touchedCount: finished.touchedCount,
+      error: finished.error,
+      ...(outcome.secrets ? { secrets: outcome.secrets } : {}),
+    };
   }
 
   /** The action's run; a failure inside it is an outcome, not an error. */
@@ -369,7 +460,12 @@ export class Incidents {
   }
 
   /** Ends a running or proposed step with its outcome, and its audit entry. */
-  private async finish(id: string, step: StepRow, outcome: Omit<ActionOutcome, 'status'> & { status: StepStatus }, ctx: ActorContext): Promise<StepRow> {
+  private async finish(
+    id: string,
+    step: StepRow,
+    outcome: Omit<ActionOutcome, 'status'> & { status: StepStatus },
+    ctx: ActorContext,
+  ): Promise<StepRow> {
     return this.db.transaction(async (tx) => {
       const done = await this.store.finishStep(tx, step.id, {
         status: outcome.status,
@@ -384,7 +480,15 @@ export class Incidents {
           action: 'incident.action-finished',
           targetType: 'incident',
           targetId: id,
-          details: { step: done.seq, stepId: done.id, action: done.action, status: done.status, touchedCount: done.touchedCount, error: done.error, ...(done.approvalId ? { approvalId: done.approvalId } : {}) },
+          details: {
+            step: done.seq,
+            stepId: done.id,
+            action: done.action,
+            status: done.status,
+            touchedCount: done.touchedCount,
+            error: done.error,
+            ...(done.approvalId ? { approvalId: done.approvalId } : {}),
+          },
         },
       ]);
       return done;
@@ -396,7 +500,8 @@ export class Incidents {
     const step = await this.store.step(this.db, id, stepId);
     if (!step) throw notFound(`incident ${id} has no step ${stepId}`);
     if (step.dryRun) throw conflict('a dry run is not retried: run the action');
-    if (step.status !== 'failed' && step.status !== 'unconfirmed' && step.status !== 'running') throw conflict(`step #${step.seq} ${step.status}: only a failed, unconfirmed or cut-short step is retried`);
+    if (step.status !== 'failed' && step.status !== 'unconfirmed' && step.status !== 'running')
+      throw conflict(`step #${step.seq} ${step.status}: only a failed, unconfirmed or cut-short step is retried`);
     return this.act(id, step.action, step.params as ActionParams, false, ctx, step.id);
   }
 
@@ -440,7 +545,15 @@ export class Incidents {
           action: dryRun ? 'incident.dry-run' : step.status === 'proposed' ? 'incident.action-proposed' : 'incident.action-started',
           targetType: 'incident',
           targetId: id,
-          details: { step: seq, stepId: step.id, action, params, ...(retryOf ? { retryOf } : {}), ...(step.approvalId ? { approvalId: step.approvalId } : {}), ...(step.status !== 'running' ? { touchedCount: step.touchedCount } : {}) },
+          details: {
+            step: seq,
+            stepId: step.id,
+            action,
+            params,
+            ...(retryOf ? { retryOf } : {}),
+            ...(step.approvalId ? { approvalId: step.approvalId } : {}),
+            ...(step.status !== 'running' ? { touchedCount: step.touchedCount } : {}),
+          },
         },
       ]);
       return step;
@@ -454,7 +567,8 @@ export class Incidents {
     const all = new Map([...inLots, ...named].map((d) => [d.id, d]));
     if (narrowTo) {
       const outside = narrowTo.filter((d) => !all.has(d));
-      if (outside.length) throw badRequest(`not targets of incident ${incident.id}: ${outside.slice(0, 20).join(', ')}`, { outside: outside.slice(0, 100) });
+      if (outside.length)
+        throw badRequest(`not targets of incident ${incident.id}: ${outside.slice(0, 20).join(', ')}`, { outside: outside.slice(0, 100) });
       return { incident, devices: [...new Set(narrowTo)].sort().map((d) => all.get(d)!), lots: [], caId: t.caId };
     }
     return { incident, devices: [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), lots: t.lots, caId: t.caId };
@@ -467,10 +581,12 @@ export class Incidents {
       brokers: [...new Set(t.brokers ?? [])].sort(),
       caId: t.caId ?? null,
     };
-    if (targets.devices.length + targets.brokers.length > MAX_TARGETS) throw badRequest(`at most ${MAX_TARGETS} devices and brokers by name: name their lots instead`);
+    if (targets.devices.length + targets.brokers.length > MAX_TARGETS)
+      throw badRequest(`at most ${MAX_TARGETS} devices and brokers by name: name their lots instead`);
     const found = new Map((await this.targets.devices([...targets.devices, ...targets.brokers])).map((d) => [d.id, d]));
     const unknown = [...targets.devices, ...targets.brokers].filter((id) => !found.has(id));
-    if (unknown.length) throw new DomainError('NotFound', `unknown targets: ${unknown.slice(0, 20).join(', ')}`, { unknown: unknown.slice(0, 100) });
+    if (unknown.length)
+      throw new DomainError('NotFound', `unknown targets: ${unknown.slice(0, 20).join(', ')}`, { unknown: unknown.slice(0, 100) });
     const notBrokers = targets.brokers.filter((id) => found.get(id)!.kind !== 'broker');
     if (notBrokers.length) throw badRequest(`not brokers: ${notBrokers.slice(0, 20).join(', ')}`);
     const lots = new Set(await this.targets.existingLots(targets.lots));
@@ -478,7 +594,8 @@ export class Incidents {
     if (missingLots.length) throw new DomainError('NotFound', `no devices in lot ${missingLots.join(', ')}`, { unknown: missingLots });
     if (targets.caId && !(await this.targets.caExists(targets.caId))) throw new DomainError('NotFound', `no CA ${targets.caId}`);
     if (kind === 'ca-compromise' && !targets.caId) throw badRequest('a ca-compromise incident names the compromised CA (targets.caId)');
-    if (kind === 'broker-compromise' && targets.brokers.length === 0) throw badRequest('a broker-compromise incident names its brokers (targets.brokers)');
+    if (kind === 'broker-compromise' && targets.brokers.length === 0)
+      throw badRequest('a broker-compromise incident names its brokers (targets.brokers)');
     const any = targets.devices.length + targets.lots.length + targets.brokers.length + (targets.caId ? 1 : 0);
     if (any === 0 && kind !== 'credential-leak') throw badRequest('an incident needs targets: devices, lots, brokers or a CA');
     return targets;
@@ -488,7 +605,6 @@ export class Incidents {
 function kept(p: ActionPlan): { touched: Touched[]; touchedCount: number } {
   return { touched: p.touched.slice(0, TOUCHED_KEPT), touchedCount: p.touchedCount ?? p.touched.length };
 }
-
 
 function view(r: IncidentRow): IncidentView {
   return {

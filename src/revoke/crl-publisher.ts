@@ -172,8 +172,10 @@ export class CrlPublisher implements RevocationListener {
         const d: CrlEntry[] = [];
         for (const r of page) {
           if (r.part === 'epoch') coversSeq = r.seq;
-          else if (r.part === 'full') f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
-          else if (r.reason !== null && r.revokedAt !== null) d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+          else if (r.part === 'full')
+            f.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
+          else if (r.reason !== null && r.revokedAt !== null)
+            d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
           // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
           else d.push({ serial: r.serial, revokedAt: thisUpdate, reasonCode: REMOVE_FROM_CRL });
         }
@@ -193,7 +195,8 @@ export class CrlPublisher implements RevocationListener {
         distributionPoint: this.urls.crl(caId),
         scope: ca.scope,
       };
-      const sign = async (tbs: Uint8Array) => Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
+      const sign = async (tbs: Uint8Array) =>
+        Buffer.from(encodeCertificateList(tbs, issuer.signer.signatureAlgorithm, await issuer.signer.sign(tbs)));
       const [fullDer, deltaDer] = await Promise.all([
         sign(encodeTbsCertList({ ...common, crlNumber: fullNumber, revoked: full, freshestCrl: this.urls.deltaCrl(caId) })),
         sign(encodeTbsCertList({ ...common, crlNumber: deltaNumber, revoked: delta, baseCrlNumber: baseNumber })),

@@ -35,7 +35,8 @@ function staleness(crls: CrlSummary[], now: Date, minRemainingMs: number): strin
     if (!c.nextUpdate) return `the CRL of ${c.issuer} has no nextUpdate`;
     const left = c.nextUpdate.getTime() - now.getTime();
     if (left <= 0) return `the CRL of ${c.issuer} expired at ${c.nextUpdate.toISOString()}`;
-    if (left < minRemainingMs) return `the CRL of ${c.issuer} expires at ${c.nextUpdate.toISOString()}, within the ${Math.round(minRemainingMs / 60_000)}-minute margin`;
+    if (left < minRemainingMs)
+      return `the CRL of ${c.issuer} expires at ${c.nextUpdate.toISOString()}, within the ${Math.round(minRemainingMs / 60_000)}-minute margin`;
   }
   return undefined;
 }
@@ -43,7 +44,10 @@ function staleness(crls: CrlSummary[], now: Date, minRemainingMs: number): strin
 async function current(out: string): Promise<{ pem: string; etag: string | undefined } | undefined> {
   try {
     const pem = await readFile(out, 'utf8');
-    const etag = await readFile(etagFile(out), 'utf8').then((s) => s.trim(), () => undefined);
+    const etag = await readFile(etagFile(out), 'utf8').then(
+      (s) => s.trim(),
+      () => undefined,
+    );
     return { pem, etag };
   } catch {
     return undefined;

@@ -123,7 +123,12 @@ export class OcspResponder implements RevocationListener {
       if (!parsed.nonce && parsed.certIds.length === 1) {
         const certId = parsed.certIds[0]!;
         const found = await this.presigned(caId, certId);
-        return { answer: { der: found.presigned.der, cacheable: found.presigned }, status: found.status, source: found.source, revoked: found.status === 'revoked' ? [certId.serial] : undefined };
+        return {
+          answer: { der: found.presigned.der, cacheable: found.presigned },
+          status: found.status,
+          source: found.source,
+          revoked: found.status === 'revoked' ? [certId.serial] : undefined,
+        };
       }
       const signed = await this.signNow(caId, parsed.certIds, parsed.nonce);
       return { answer: { der: signed.der }, status: signed.status, source: 'signed', revoked: signed.revoked };
@@ -217,7 +222,13 @@ export class OcspResponder implements RevocationListener {
     const half = this.policy.validityMs / 2;
     const ttl = state.kind === 'unknown' ? now.getTime() + UNKNOWN_TTL_MS : Infinity;
     if (row?.presigned && answer.kind !== 'unknown' && now.getTime() < row.presigned.thisUpdate.getTime() + half) {
-      const p = presignedOf(row.presigned.der, row.presigned.thisUpdate, row.presigned.nextUpdate, row.presigned.thisUpdate.getTime() + half, certId);
+      const p = presignedOf(
+        row.presigned.der,
+        row.presigned.thisUpdate,
+        row.presigned.nextUpdate,
+        row.presigned.thisUpdate.getTime() + half,
+        certId,
+      );
       this.cache.put(since, serial, state, ttl, { hash: certId.hashAlgorithm, response: p });
       return { presigned: p, status: answer.kind, source: 'stored' };
     }
@@ -227,7 +238,13 @@ export class OcspResponder implements RevocationListener {
     const der = await sign(responder, [single], thisUpdate, null);
     const p = presignedOf(der, thisUpdate, nextUpdate, thisUpdate.getTime() + half, certId);
     if (row && answer.kind !== 'unknown') {
-      await this.store.saveIfCurrent(this.db, certId.serial, certId.hashAlgorithm, { status: row.status, revocationReason: row.revocationReason }, p);
+      await this.store.saveIfCurrent(
+        this.db,
+        certId.serial,
+        certId.hashAlgorithm,
+        { status: row.status, revocationReason: row.revocationReason },
+        p,
+      );
     }
     // A serial of another of our CAs asked under this one: the state is cached, this answer is not.
     this.cache.put(since, serial, state, ttl, answer === state ? { hash: certId.hashAlgorithm, response: p } : undefined);
@@ -235,7 +252,11 @@ export class OcspResponder implements RevocationListener {
   }
 
   /** A response for several CertIDs, or one with a nonce: states from memory or one query, signed now, never stored. */
-  private async signNow(caId: string, certIds: OcspCertId[], nonce: Buffer | null): Promise<{ der: Buffer; status: OcspOutcome; revoked: Buffer[] }> {
+  private async signNow(
+    caId: string,
+    certIds: OcspCertId[],
+    nonce: Buffer | null,
+  ): Promise<{ der: Buffer; status: OcspOutcome; revoked: Buffer[] }> {
     const now = this.clock.now();
     const since = this.cache.generation;
     const states = new Map<string, CertState>();
@@ -265,7 +286,9 @@ export class OcspResponder implements RevocationListener {
 
   private window(now: Date, responder: ResponderIdentity): { thisUpdate: Date; nextUpdate: Date } {
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
-    const nextUpdate = new Date(Math.min(thisUpdate.getTime() + this.policy.validityMs, Math.floor(responder.notAfter.getTime() / 1000) * 1000));
+    const nextUpdate = new Date(
+      Math.min(thisUpdate.getTime() + this.policy.validityMs, Math.floor(responder.notAfter.getTime() / 1000) * 1000),
+    );
     return { thisUpdate, nextUpdate };
   }
 
@@ -288,9 +311,14 @@ export class OcspResponder implements RevocationListener {
     const byKey = new Map<string, string>();
     for (const ca of await this.cas.signingCas()) {
       const issuer = await this.cas.issuer(ca.id);
-      for (const h of HASHES) byKey.set(`${h}:${nameHash(issuer.subjectDer, h).toString('hex')}:${publicKeyHash(issuer.signer.publicKey, h).toString('hex')}`, ca.id);
+      for (const h of HASHES)
+        byKey.set(
+          `${h}:${nameHash(issuer.subjectDer, h).toString('hex')}:${publicKeyHash(issuer.signer.publicKey, h).toString('hex')}`,
+          ca.id,
+        );
     }
-    const lookup: Lookup = (id) => byKey.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString('hex')}:${id.issuerKeyHash.toString('hex')}`);
+    const lookup: Lookup = (id) =>
+      byKey.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString('hex')}:${id.issuerKeyHash.toString('hex')}`);
     this.issuerIndex = { lookup, at: this.clock.now().getTime() };
     return lookup;
   }
@@ -298,7 +326,12 @@ export class OcspResponder implements RevocationListener {
   private async certIdFor(row: OcspStatusRow, hash: CertIdHash): Promise<OcspCertId | undefined> {
     const issuer = await this.cas.issuer(row.caId).catch(() => undefined);
     if (!issuer) return undefined;
-    return { hashAlgorithm: hash, issuerNameHash: nameHash(issuer.subjectDer, hash), issuerKeyHash: publicKeyHash(issuer.signer.publicKey, hash), serial: row.serial };
+    return {
+      hashAlgorithm: hash,
+      issuerNameHash: nameHash(issuer.subjectDer, hash),
+      issuerKeyHash: publicKeyHash(issuer.signer.publicKey, hash),
+      serial: row.serial,
+    };
   }
 }
 
@@ -314,7 +347,8 @@ async function sign(responder: ResponderIdentity, singles: Uint8Array[], produce
 /** A certificate row's state: unknown unless it was issued (an intent not signed, or one that failed, never existed). */
 function stateOf(row: OcspStatusRow | undefined): CertState {
   if (row?.status === 'issued') return { kind: 'good', caId: row.caId };
-  if (row?.status === 'revoked' && row.revokedAt && row.revocationReason) return { kind: 'revoked', caId: row.caId, revokedAt: row.revokedAt, reason: row.revocationReason };
+  if (row?.status === 'revoked' && row.revokedAt && row.revocationReason)
+    return { kind: 'revoked', caId: row.caId, revokedAt: row.revokedAt, reason: row.revocationReason };
   return { kind: 'unknown' };
 }
 
@@ -338,5 +372,12 @@ function statusOf(state: CertState): OcspCertStatus {
 }
 
 function presignedOf(der: Buffer, thisUpdate: Date, nextUpdate: Date, refreshAt: number, certId: OcspCertId): Presigned {
-  return { der, thisUpdate, nextUpdate, refreshAt, etag: `"${createHash('sha1').update(der).digest('base64url')}"`, issuerKeyHash: certId.issuerKeyHash };
+  return {
+    der,
+    thisUpdate,
+    nextUpdate,
+    refreshAt,
+    etag: `"${createHash('sha1').update(der).digest('base64url')}"`,
+    issuerKeyHash: certId.issuerKeyHash,
+  };
 }

@@ -118,7 +118,12 @@ export class OcspResponders {
     if (!ca) throw new Error(`CA ${caId} does not sign: no OCSP responder for it`);
     const { signerRef, signer } = await this.db.transaction((tx) => this.vault.generate(tx, responderAlgorithm(ca.keyAlgorithm)));
     const issued = await this.issuance.issueResponder(
-      { caId, subjectPublicKeyInfo: signer.publicKey, commonName: `OCSP Responder ${caId}`.slice(0, 64), validityDays: this.policy.lifetimeDays },
+      {
+        caId,
+        subjectPublicKeyInfo: signer.publicKey,
+        commonName: `OCSP Responder ${caId}`.slice(0, 64),
+        validityDays: this.policy.lifetimeDays,
+      },
       SYSTEM,
     );
     await this.db.transaction(async (tx) => {
@@ -142,6 +147,15 @@ export class OcspResponders {
     const lifetime = notAfter.getTime() - notBefore.getTime();
     // A CA near its own end caps the responder's life: never renew before half of it is used.
     const renewBefore = Math.min(Math.max(lifetime / 3, 3 * this.policy.responseValidityMs), lifetime / 2);
-    return { caId, serial, signer, certificateDer: der, certsField: encodeResponseCerts([der]), keyHash: publicKeyHash(signer.publicKey, 'sha1'), notAfter, renewAt: notAfter.getTime() - renewBefore };
+    return {
+      caId,
+      serial,
+      signer,
+      certificateDer: der,
+      certsField: encodeResponseCerts([der]),
+      keyHash: publicKeyHash(signer.publicKey, 'sha1'),
+      notAfter,
+      renewAt: notAfter.getTime() - renewBefore,
+    };
   }
 }

@@ -18,7 +18,13 @@ export interface RevokeInput {
 /** The part of the device inventory that follows a certificate's revocation (DeviceInventory in production). */
 export interface DeviceLifecycle {
   /** Moves the devices whose current certificate is one of `serials`; returns the audit entries to append. */
-  followCertificates(tx: Executor, serials: Buffer[], to: 'suspended' | 'revoked' | 'active', ctx: ActorContext, details: Record<string, unknown>): Promise<AuditEntryInput[]>;
+  followCertificates(
+    tx: Executor,
+    serials: Buffer[],
+    to: 'suspended' | 'revoked' | 'active',
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<AuditEntryInput[]>;
 }
 
 /** A bulk revocation: which certificates (every criterion must hold), why, and whether only to look. */
@@ -59,7 +65,12 @@ export interface RevocationListener {
 /** What revoking a CA needs of the hierarchy (CaHierarchy). */
 export interface CaRevocationPort {
   revocationTarget(caId: string): Promise<{ serial: Buffer }>;
-  markRevokedIn(tx: Knex.Transaction, caId: string, ctx: ActorContext, details: Record<string, unknown>): Promise<{ wasDefaultIssuer: boolean }>;
+  markRevokedIn(
+    tx: Knex.Transaction,
+    caId: string,
+    ctx: ActorContext,
+    details: Record<string, unknown>,
+  ): Promise<{ wasDefaultIssuer: boolean }>;
   forgetDefaultIssuer(): void;
 }
 
@@ -88,7 +99,11 @@ export class Revocations {
    * certificate of its device and of its renewal lineage is revoked in the same transaction
    * (`alsoRevoked`), so no older certificate of a compromised device stays good.
    */
-  async revoke(serial: Serial, input: RevokeInput, ctx: ActorContext): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
+  async revoke(
+    serial: Serial,
+    input: RevokeInput,
+    ctx: ActorContext,
+  ): Promise<{ certificate: CertificateRow; changed: boolean; alsoRevoked: Serial[] }> {
     const started = performance.now();
     const now = this.checkInput(input);
     const target = serialToBytes(serial);
@@ -97,10 +112,17 @@ export class Revocations {
       const set = input.reason === 'keyCompromise' ? await this.certificates.lockKeyCompromiseSet(tx, target, now) : [];
       const row = set.find((r) => r.serial.equals(target)) ?? (await this.locked(tx, serial));
       // A CA's certificate goes with the CA, under the two-person rule (revokeCa).
-      if (row.profile === 'ca') throw forbidden(`certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`);
+      if (row.profile === 'ca')
+        throw forbidden(
+          `certificate ${serial} is a CA's certificate: it is revoked by revoking the CA, which takes a second person's approval`,
+        );
       const one = await this.revokeRow(tx, row, input, ctx, now);
-      const others = set.filter((r) => !r.serial.equals(target) && (r.status === 'issued' || (r.status === 'revoked' && r.revocationReason === 'certificateHold')));
-      const withIt = others.length ? await this.revokeSelected(tx, { serials: others.map((r) => r.serial) }, input, ctx, now, { keyCompromiseOf: serial }) : [];
+      const others = set.filter(
+        (r) => !r.serial.equals(target) && (r.status === 'issued' || (r.status === 'revoked' && r.revocationReason === 'certificateHold')),
+      );
+      const withIt = others.length
+        ? await this.revokeSelected(tx, { serials: others.map((r) => r.serial) }, input, ctx, now, { keyCompromiseOf: serial })
+        : [];
       return { ...one, withIt };
     });
     // A retry republishes too: the first call may have died between its commit and its CRL.
@@ -116,11 +138,16 @@ export class Revocations {
    * CA itself marked revoked (it issues nothing more and is no longer the default issuer), in one
    * transaction with their audit entries. Run by an approved proposal (the two-person rule).
    */
-  async revokeCa(caId: string, input: RevokeInput, ctx: ActorContext): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
+  async revokeCa(
+    caId: string,
+    input: RevokeInput,
+    ctx: ActorContext,
+  ): Promise<{ caId: string; certificate: CertificateRow; wasDefaultIssuer: boolean }> {
     const started = performance.now();
     const cas = this.cas;
     if (!cas) throw new TypeError('Revocations was built without the CA hierarchy');
-    if (input.reason === 'certificateHold') throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
+    if (input.reason === 'certificateHold')
+      throw badRequest('a CA is not put on hold: revoke it for good (e.g. cACompromise, keyCompromise, superseded, cessationOfOperation)');
     const now = this.checkInput(input);
     const target = await cas.revocationTarget(caId);
     const out = await this.db.transaction(async (tx) => {
@@ -144,12 +171,19 @@ export class Revocations {
   }
 
   /** One locked row revoked (idempotently), with its device and audit entries, inside `tx`. */
-  private async revokeRow(tx: Executor, row: CertificateRow, input: RevokeInput, ctx: ActorContext, now: Date): Promise<{ certificate: CertificateRow; changed: boolean }> {
+  private async revokeRow(
+    tx: Executor,
+    row: CertificateRow,
+    input: RevokeInput,
+    ctx: ActorContext,
+    now: Date,
+  ): Promise<{ certificate: CertificateRow; changed: boolean }> {
     const serial = serialFromBytes(row.serial);
     if (row.status === 'pending' || row.status === 'failed') throw conflict(`certificate ${serial} was never issued (${row.status})`);
     const held = row.status === 'revoked' && row.revocationReason === 'certificateHold';
     if (row.status === 'revoked' && !(held && input.reason !== 'certificateHold')) return { certificate: row, changed: false };
-    if (input.invalidityDate && input.invalidityDate.getTime() < row.notBefore.getTime()) throw badRequest('invalidityDate is before the certificate was valid');
+    if (input.invalidityDate && input.invalidityDate.getTime() < row.notBefore.getTime())
+      throw badRequest('invalidityDate is before the certificate was valid');
     const updated = await this.certificates.setRevoked(tx, row.serial, {
       reason: input.reason,
       // A hold made permanent keeps the time the certificate stopped being trusted.
@@ -175,7 +209,9 @@ export class Revocations {
       const row = await this.locked(tx, serial);
       if (row.status === 'issued') return { certificate: row, changed: false };
       if (row.status !== 'revoked' || row.revocationReason !== 'certificateHold') {
-        throw conflict(`certificate ${serial} is ${row.status === 'revoked' ? `revoked (${row.revocationReason})` : row.status}, not on hold: only a hold can be released`);
+        throw conflict(
+          `certificate ${serial} is ${row.status === 'revoked' ? `revoked (${row.revocationReason})` : row.status}, not on hold: only a hold can be released`,
+        );
       }
       const updated = await this.certificates.setReleased(tx, row.serial);
       const deviceEntries = await this.devices.followCertificates(tx, [row.serial], 'active', ctx, { reason: 'released' });
@@ -195,16 +231,28 @@ export class Revocations {
     const started = performance.now();
     if (!isRevocationReason(input.reason)) throw badRequest(`unknown revocation reason ${String(input.reason)}`);
     const asked = input.selector;
-    const criteria = [asked.serials, asked.deviceIds, asked.lot, asked.caId, asked.issuedAfter, asked.issuedBefore, asked.lineageOf].filter((c) => c !== undefined);
-    if (criteria.length === 0) throw badRequest('a bulk revocation needs at least one selector (serials, deviceIds, lot, caId, issuedAfter, issuedBefore or lineageOf)');
-    if ((asked.serials && asked.serials.length === 0) || (asked.deviceIds && asked.deviceIds.length === 0)) throw badRequest('an empty list selects nothing');
+    const criteria = [asked.serials, asked.deviceIds, asked.lot, asked.caId, asked.issuedAfter, asked.issuedBefore, asked.lineageOf].filter(
+      (c) => c !== undefined,
+    );
+    if (criteria.length === 0)
+      throw badRequest(
+        'a bulk revocation needs at least one selector (serials, deviceIds, lot, caId, issuedAfter, issuedBefore or lineageOf)',
+      );
+    if ((asked.serials && asked.serials.length === 0) || (asked.deviceIds && asked.deviceIds.length === 0))
+      throw badRequest('an empty list selects nothing');
     const now = this.clock.now();
     if (input.invalidityDate && input.invalidityDate.getTime() > now.getTime()) throw badRequest('invalidityDate is in the future');
     // A key compromise takes the devices with it (as a single revocation does), dry run included.
     const sel = input.reason === 'keyCompromise' && !takesWholeDevices(asked) ? { ...asked, withDevicesUnexpiredAt: now } : asked;
     if (input.dryRun) {
       const p = await this.certificates.previewRevocation(this.db, sel, input.reason, SAMPLE);
-      return { dryRun: true, revoked: p.revocable, alreadyRevoked: p.alreadyRevoked, serials: p.serials.map(serialFromBytes), truncated: p.revocable > p.serials.length };
+      return {
+        dryRun: true,
+        revoked: p.revocable,
+        alreadyRevoked: p.alreadyRevoked,
+        serials: p.serials.map(serialFromBytes),
+        truncated: p.revocable > p.serials.length,
+      };
     }
     const out = await this.db.transaction(async (tx) => {
       const before = await this.certificates.previewRevocation(tx, sel, input.reason, 0);
@@ -216,7 +264,13 @@ export class Revocations {
       this.counted(input.reason, out.revoked.length, started);
     }
     const sorted = out.revoked.map((r) => r.serial).sort(Buffer.compare);
-    return { dryRun: false, revoked: out.revoked.length, alreadyRevoked: out.alreadyRevoked, serials: sorted.slice(0, SAMPLE).map(serialFromBytes), truncated: sorted.length > SAMPLE };
+    return {
+      dryRun: false,
+      revoked: out.revoked.length,
+      alreadyRevoked: out.alreadyRevoked,
+      serials: sorted.slice(0, SAMPLE).map(serialFromBytes),
+      truncated: sorted.length > SAMPLE,
+    };
   }
 
   /**
@@ -231,18 +285,36 @@ export class Revocations {
     now: Date,
     details: Record<string, unknown>,
   ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
-    const revoked = await this.certificates.revokeMatching(tx, sel, { reason: input.reason, at: now, invalidityDate: input.invalidityDate ?? null });
+    const revoked = await this.certificates.revokeMatching(tx, sel, {
+      reason: input.reason,
+      at: now,
+      invalidityDate: input.invalidityDate ?? null,
+    });
     if (input.atMost !== undefined && revoked.length > input.atMost) {
-      throw conflict(`the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`);
+      throw conflict(
+        `the selection grew to ${revoked.length} certificates while it was being revoked, more than ${input.atMost}: nothing was revoked; repeat the request (it will take approval)`,
+      );
     }
     if (revoked.length === 0) return revoked;
     const effect = deviceEffectOf(input.reason);
     const serials = revoked.map((r) => r.serial);
-    const deviceEntries = effect ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, ...details }) : [];
+    const deviceEntries = effect
+      ? await this.devices.followCertificates(tx, serials, effect, ctx, { reason: input.reason, ...details })
+      : [];
     await this.writing(tx, { caIds: [...new Set(revoked.map((r) => r.caId))], serials });
-    const entryDetails = { reason: input.reason, ...details, ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}) };
+    const entryDetails = {
+      reason: input.reason,
+      ...details,
+      ...(input.invalidityDate ? { invalidityDate: input.invalidityDate.toISOString() } : {}),
+    };
     await this.audit.append(tx, [
-      ...revoked.map((r): AuditEntryInput => ({ ...ctx, action: 'certificate.revoked', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { caId: r.caId, deviceId: r.deviceId, ...entryDetails } })),
+      ...revoked.map((r): AuditEntryInput => ({
+        ...ctx,
+        action: 'certificate.revoked',
+        targetType: 'certificate',
+        targetId: serialFromBytes(r.serial),
+        details: { caId: r.caId, deviceId: r.deviceId, ...entryDetails },
+      })),
       ...deviceEntries,
     ]);
     return revoked;
@@ -258,7 +330,10 @@ export class Revocations {
       try {
         await l.onRevocationChanged(change);
       } catch (e) {
-        throw new DomainError('Unavailable', `the revocation is recorded, but could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`);
+        throw new DomainError(
+          'Unavailable',
+          `the revocation is recorded, but could not be published yet (${e instanceof Error ? e.message : String(e)}); repeat the call`,
+        );
       }
     }
   }
@@ -274,9 +349,14 @@ export class Revocations {
     if (!row) throw notFound(`no certificate with serial ${serial}`);
     return row;
   }
-
 }
 
 function entry(ctx: ActorContext, action: string, c: CertificateRow, details: Record<string, unknown>): AuditEntryInput {
-  return { ...ctx, action, targetType: 'certificate', targetId: serialFromBytes(c.serial), details: { caId: c.caId, deviceId: c.deviceId, ...details } };
+  return {
+    ...ctx,
+    action,
+    targetType: 'certificate',
+    targetId: serialFromBytes(c.serial),
+    details: { caId: c.caId, deviceId: c.deviceId, ...details },
+  };
 }

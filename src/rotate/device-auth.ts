@@ -32,10 +32,14 @@ export class CurrentDeviceAuth {
   ) {}
 
   async authenticate(c: DeviceCredential | undefined): Promise<AuthenticatedDevice> {
-    if (!c) throw unauthenticated('a current device certificate is required: the TLS client certificate, or Authorization: MQTT-CA-SessionKeys cert="...", signed-at="...", signature="..."');
+    if (!c)
+      throw unauthenticated(
+        'a current device certificate is required: the TLS client certificate, or Authorization: MQTT-CA-SessionKeys cert="...", signed-at="...", signature="..."',
+      );
     const { row, serial, name, publicKey } = await this.certificates.authenticate(c, sessionKeysSigningInput);
     const now = this.clock.now();
-    if (row.notAfter.getTime() <= now.getTime()) throw forbidden(`certificate ${name} expired at ${row.notAfter.toISOString()}: renew it first`);
+    if (row.notAfter.getTime() <= now.getTime())
+      throw forbidden(`certificate ${name} expired at ${row.notAfter.toISOString()}: renew it first`);
     if (row.notBefore.getTime() > now.getTime()) throw forbidden(`certificate ${name} is not valid before ${row.notBefore.toISOString()}`);
     const [device] = await this.store.devices(this.db, [row.deviceId]);
     if (!device) throw forbidden(`device ${row.deviceId} is not in the inventory`);

@@ -35,7 +35,13 @@ export class ExpirySweeps {
             subject: r.deviceId,
             details: { serial: serialFromBytes(r.serial), notAfter: r.notAfter.toISOString(), profile: r.profile, renewed: false },
           })),
-          rows.map((r) => ({ actor: 'system:rotation', action: 'certificate.expired', targetType: 'certificate', targetId: serialFromBytes(r.serial), details: { deviceId: r.deviceId, notAfter: r.notAfter.toISOString() } })),
+          rows.map((r) => ({
+            actor: 'system:rotation',
+            action: 'certificate.expired',
+            targetType: 'certificate',
+            targetId: serialFromBytes(r.serial),
+            details: { deviceId: r.deviceId, notAfter: r.notAfter.toISOString() },
+          })),
         );
         return { n: rows.length, recorded };
       });
@@ -51,7 +57,16 @@ export class ExpirySweeps {
       const n = await this.db.transaction(async (tx) => {
         const rows = await this.store.markExpiredTokens(tx, this.clock.now(), CHUNK);
         if (rows.length > 0) {
-          await this.audit.append(tx, rows.map((t) => ({ actor: 'system:rotation', action: 'enrollment-token.expired', targetType: 'enrollment-token', targetId: t.id, details: { deviceId: t.deviceId, lot: t.lot, uses: t.uses, maxUses: t.maxUses } })));
+          await this.audit.append(
+            tx,
+            rows.map((t) => ({
+              actor: 'system:rotation',
+              action: 'enrollment-token.expired',
+              targetType: 'enrollment-token',
+              targetId: t.id,
+              details: { deviceId: t.deviceId, lot: t.lot, uses: t.uses, maxUses: t.maxUses },
+            })),
+          );
         }
         return rows.length;
       });

@@ -3,7 +3,13 @@ import { PROFILES, isProfileName } from '../ca/profiles.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
-import type { NoticeSink, PolicyScope, RotationPolicyFields, RotationPolicyRow, RotationPolicyStore } from '../store/rotation-policy-store.js';
+import type {
+  NoticeSink,
+  PolicyScope,
+  RotationPolicyFields,
+  RotationPolicyRow,
+  RotationPolicyStore,
+} from '../store/rotation-policy-store.js';
 
 export type { NoticeSink, PolicyScope } from '../store/rotation-policy-store.js';
 
@@ -40,7 +46,11 @@ export interface EffectivePolicy {
   from: Record<'renewal' | 'graceDays' | 'sessionKeys' | 'notify', string>;
 }
 
-const view = (r: RotationPolicyRow): RotationPolicy => ({ ...r, createdAt: r.createdAt.toISOString(), updatedAt: r.updatedAt.toISOString() });
+const view = (r: RotationPolicyRow): RotationPolicy => ({
+  ...r,
+  createdAt: r.createdAt.toISOString(),
+  updatedAt: r.updatedAt.toISOString(),
+});
 
 /** Rotation policies per profile, overridable per lot (CRUD, validation, and the effective policy). */
 export class RotationPolicies {
@@ -66,14 +76,28 @@ export class RotationPolicies {
     return view(r);
   }
 
-  async put(scope: PolicyScope, name: string, input: RotationPolicyInput, ctx: { actor: string; requestId?: string | undefined }): Promise<{ policy: RotationPolicy; created: boolean }> {
+  async put(
+    scope: PolicyScope,
+    name: string,
+    input: RotationPolicyInput,
+    ctx: { actor: string; requestId?: string | undefined },
+  ): Promise<{ policy: RotationPolicy; created: boolean }> {
     this.checkTarget(scope, name);
     const fields = this.check(input);
     return this.db.transaction(async (tx) => {
       const { row, created } = await this.store.put(tx, scope, name, fields, this.clock.now(), ctx.actor);
       // The merged result must still make sense (a lot's overlap against its profile's period).
       if (scope === 'lot') this.checkSessionKeys(await this.resolve(tx, null, name));
-      await this.audit.append(tx, [{ actor: ctx.actor, requestId: ctx.requestId, action: created ? 'rotation-policy.created' : 'rotation-policy.updated', targetType: 'rotation-policy', targetId: `${scope}:${name}`, details: { ...fields } }]);
+      await this.audit.append(tx, [
+        {
+          actor: ctx.actor,
+          requestId: ctx.requestId,
+          action: created ? 'rotation-policy.created' : 'rotation-policy.updated',
+          targetType: 'rotation-policy',
+          targetId: `${scope}:${name}`,
+          details: { ...fields },
+        },
+      ]);
       return { policy: view(row), created };
     });
   }
@@ -81,7 +105,15 @@ export class RotationPolicies {
   async delete(scope: PolicyScope, name: string, ctx: { actor: string; requestId?: string | undefined }): Promise<void> {
     await this.db.transaction(async (tx) => {
       if (!(await this.store.delete(tx, scope, name))) throw notFound(`no rotation policy for ${scope} ${name}`);
-      await this.audit.append(tx, [{ actor: ctx.actor, requestId: ctx.requestId, action: 'rotation-policy.deleted', targetType: 'rotation-policy', targetId: `${scope}:${name}` }]);
+      await this.audit.append(tx, [
+        {
+          actor: ctx.actor,
+          requestId: ctx.requestId,
+          action: 'rotation-policy.deleted',
+          targetType: 'rotation-policy',
+          targetId: `${scope}:${name}`,
+        },
+      ]);
     });
   }
 
@@ -98,7 +130,12 @@ export class RotationPolicies {
   }
 
   private async resolve(ex: Executor, profile: string | null, lot: string | null): Promise<EffectivePolicy> {
-    const rows = profile === null ? (lot === null ? [] : [await this.store.get(ex, 'lot', lot)].filter((r) => r !== undefined)) : await this.store.applicable(ex, profile, lot);
+    const rows =
+      profile === null
+        ? lot === null
+          ? []
+          : [await this.store.get(ex, 'lot', lot)].filter((r) => r !== undefined)
+        : await this.store.applicable(ex, profile, lot);
     const src = (r: RotationPolicyRow) => `${r.scope}:${r.name}`;
     const rule = rows.find((r) => r.renewAtFraction !== null || r.renewDaysBefore !== null);
     const grace = rows.find((r) => r.graceDays !== null);
@@ -139,11 +176,16 @@ export class RotationPolicies {
       notify: i.notify ?? null,
     };
     if (f.renewAtFraction !== null && f.renewDaysBefore !== null) throw badRequest('give renewAtFraction or renewDaysBefore, not both');
-    if (f.renewAtFraction !== null && !(f.renewAtFraction > 0 && f.renewAtFraction < 1)) throw badRequest('renewAtFraction must be between 0 and 1 (exclusive)');
-    if (f.renewDaysBefore !== null && f.renewDaysBefore > PROFILES.device.maxValidityDays) throw badRequest(`renewDaysBefore may be at most ${PROFILES.device.maxValidityDays}, the longest lifetime`);
+    if (f.renewAtFraction !== null && !(f.renewAtFraction > 0 && f.renewAtFraction < 1))
+      throw badRequest('renewAtFraction must be between 0 and 1 (exclusive)');
+    if (f.renewDaysBefore !== null && f.renewDaysBefore > PROFILES.device.maxValidityDays)
+      throw badRequest(`renewDaysBefore may be at most ${PROFILES.device.maxValidityDays}, the longest lifetime`);
     if (f.notify !== null) {
       const unknown = f.notify.filter((s) => !this.defaults.sinks.includes(s));
-      if (unknown.length > 0) throw badRequest(`notify names ${unknown.join(', ')}, which is not configured (configured: ${this.defaults.sinks.join(', ') || 'none'})`);
+      if (unknown.length > 0)
+        throw badRequest(
+          `notify names ${unknown.join(', ')}, which is not configured (configured: ${this.defaults.sinks.join(', ') || 'none'})`,
+        );
       if (new Set(f.notify).size !== f.notify.length) throw badRequest('notify lists a sink twice');
     }
     this.checkSessionKeys({
@@ -155,7 +197,9 @@ export class RotationPolicies {
 
   private checkSessionKeys(p: Pick<EffectivePolicy, 'sessionKeyPeriodHours' | 'sessionKeyOverlapHours'>): void {
     if (p.sessionKeyOverlapHours >= p.sessionKeyPeriodHours) {
-      throw badRequest(`the session-key overlap (${p.sessionKeyOverlapHours} h) must be shorter than the period (${p.sessionKeyPeriodHours} h)`);
+      throw badRequest(
+        `the session-key overlap (${p.sessionKeyOverlapHours} h) must be shorter than the period (${p.sessionKeyPeriodHours} h)`,
+      );
     }
   }
 }

@@ -90,7 +90,15 @@ export class Renewals {
       const serials = await this.db.transaction(async (tx) => {
         const s = await this.store.plan(tx, now, { fraction: DEFAULT_RENEW_AT_FRACTION, notify: this.policies.sinks }, PLAN_CHUNK);
         for (const b of chunks(s.map(serialFromBytes), this.opts.batchSize)) {
-          await this.audit.append(tx, [{ actor: 'system:rotation', action: 'renewal.planned', targetType: 'renewal-batch', targetId: b[0]!, details: { count: b.length, serials: b } }]);
+          await this.audit.append(tx, [
+            {
+              actor: 'system:rotation',
+              action: 'renewal.planned',
+              targetType: 'renewal-batch',
+              targetId: b[0]!,
+              details: { count: b.length, serials: b },
+            },
+          ]);
         }
         return s;
       });
@@ -124,23 +132,47 @@ export class Renewals {
       }
     }
     for (const sender of this.senders) {
-      const todo = claimed.filter((n) => !failed.has(serialFromBytes(n.serial)) && n.notify.includes(sender.sink) && sentAt(n, sender.sink) === null);
+      const todo = claimed.filter(
+        (n) => !failed.has(serialFromBytes(n.serial)) && n.notify.includes(sender.sink) && sentAt(n, sender.sink) === null,
+      );
       if (todo.length === 0) continue;
       const r = await sender.send(todo.map((n) => this.notice(n, staged.get(serialFromBytes(n.serial)))));
       const delivered = new Set(r.delivered);
-      await this.store.markSent(this.db, todo.filter((n) => delivered.has(serialFromBytes(n.serial))).map((n) => n.serial), sender.sink, this.clock.now());
+      await this.store.markSent(
+        this.db,
+        todo.filter((n) => delivered.has(serialFromBytes(n.serial))).map((n) => n.serial),
+        sender.sink,
+        this.clock.now(),
+      );
       for (const n of todo) if (!delivered.has(serialFromBytes(n.serial))) failed.add(serialFromBytes(n.serial));
       if (r.error) errors.push(`${sender.sink}: ${r.error}`);
     }
     const sent = claimed.filter((n) => !failed.has(serialFromBytes(n.serial)));
     await this.db.transaction(async (tx) => {
-      await this.store.finish(tx, this.opts.workerId, sent.map((n) => n.serial), [...failed].map((s) => bySerial.get(s)!.serial), errors.join('; ') || null, this.clock.now());
+      await this.store.finish(
+        tx,
+        this.opts.workerId,
+        sent.map((n) => n.serial),
+        [...failed].map((s) => bySerial.get(s)!.serial),
+        errors.join('; ') || null,
+        this.clock.now(),
+      );
       if (sent.length > 0) {
-        await this.audit.append(tx, [{ actor: 'system:rotation', action: 'renewal.notified', targetType: 'renewal-batch', targetId: serialFromBytes(sent[0]!.serial), details: { count: sent.length, serials: sent.map((n) => serialFromBytes(n.serial)), sinks: this.senders.map((s) => s.sink) } }]);
+        await this.audit.append(tx, [
+          {
+            actor: 'system:rotation',
+            action: 'renewal.notified',
+            targetType: 'renewal-batch',
+            targetId: serialFromBytes(sent[0]!.serial),
+            details: { count: sent.length, serials: sent.map((n) => serialFromBytes(n.serial)), sinks: this.senders.map((s) => s.sink) },
+          },
+        ]);
       }
     });
     if (failed.size > 0 || leasedElsewhere > 0) {
-      throw new DeliveryIncomplete(`${failed.size} notices not delivered${errors.length ? ` (${errors.join('; ')})` : ''}, ${leasedElsewhere} held by another worker`);
+      throw new DeliveryIncomplete(
+        `${failed.size} notices not delivered${errors.length ? ` (${errors.join('; ')})` : ''}, ${leasedElsewhere} held by another worker`,
+      );
     }
     return { sent: sent.length };
   }
@@ -172,7 +204,14 @@ export class Renewals {
   /** Of a batch's notices not claimed now, those already sent or superseded (nothing to retry). */
   private async settledAmong(serials: Buffer[], claimed: NoticeRow[]): Promise<number> {
     if (claimed.length === serials.length) return 0;
-    return serials.length - claimed.length - (await this.store.pendingAmong(this.db, serials.filter((s) => !claimed.some((c) => c.serial.equals(s)))));
+    return (
+      serials.length -
+      claimed.length -
+      (await this.store.pendingAmong(
+        this.db,
+        serials.filter((s) => !claimed.some((c) => c.serial.equals(s))),
+      ))
+    );
   }
 }
 

@@ -87,14 +87,19 @@ export class CaRollovers implements IssuerRouting {
   async start(caId: string, input: RolloverInput, ctx: ActorContext): Promise<{ rollover: RolloverView; successor: CaView }> {
     const waveSize = input.waveSize;
     const interval = input.waveIntervalSeconds;
-    if (!Number.isInteger(waveSize) || waveSize < 1 || waveSize > MAX_WAVE_SIZE) throw badRequest(`waveSize must be an integer from 1 to ${MAX_WAVE_SIZE}`);
+    if (!Number.isInteger(waveSize) || waveSize < 1 || waveSize > MAX_WAVE_SIZE)
+      throw badRequest(`waveSize must be an integer from 1 to ${MAX_WAVE_SIZE}`);
     if (!Number.isInteger(interval) || interval < 1 || interval > MAX_WAVE_INTERVAL_SECONDS) {
       throw badRequest(`waveIntervalSeconds must be an integer from 1 to ${MAX_WAVE_INTERVAL_SECONDS}`);
     }
-    if (input.validityDays !== undefined && (!Number.isInteger(input.validityDays) || input.validityDays < 1 || input.validityDays > 10950)) {
+    if (
+      input.validityDays !== undefined &&
+      (!Number.isInteger(input.validityDays) || input.validityDays < 1 || input.validityDays > 10950)
+    ) {
       throw badRequest('validityDays must be an integer from 1 to 10950');
     }
-    if (input.name !== undefined && (input.name.length < 1 || input.name.length > 64)) throw badRequest('name must have 1 to 64 characters');
+    if (input.name !== undefined && (input.name.length < 1 || input.name.length > 64))
+      throw badRequest('name must have 1 to 64 characters');
     const now = this.clock.now();
     const id = newId('rollover');
     let result: { rollover: RolloverRow; successor: CaView };
@@ -127,7 +132,13 @@ export class CaRollovers implements IssuerRouting {
         };
         await this.store.insert(tx, row);
         await this.audit.append(tx, [
-          { ...ctx, action: 'ca-rollover.started', targetType: 'ca-rollover', targetId: id, details: { fromCaId: caId, toCaId: successor.id, waveSize, waveIntervalSeconds: interval, defaultIssuerMoved: madeDefault } },
+          {
+            ...ctx,
+            action: 'ca-rollover.started',
+            targetType: 'ca-rollover',
+            targetId: id,
+            details: { fromCaId: caId, toCaId: successor.id, waveSize, waveIntervalSeconds: interval, defaultIssuerMoved: madeDefault },
+          },
         ]);
         return { rollover: row, successor };
       });
@@ -191,7 +202,20 @@ export class CaRollovers implements IssuerRouting {
           if (serials.length > 0) {
             await this.store.recordWave(tx, id, serials.length, now);
             await this.audit.append(tx, [
-              { ...SYSTEM, action: 'ca-rollover.wave', targetType: 'ca-rollover', targetId: id, details: { wave, at: now.toISOString(), count: serials.length, serials: serials.map(serialFromBytes), fromCaId: row.fromCa, toCaId: row.toCa } },
+              {
+                ...SYSTEM,
+                action: 'ca-rollover.wave',
+                targetType: 'ca-rollover',
+                targetId: id,
+                details: {
+                  wave,
+                  at: now.toISOString(),
+                  count: serials.length,
+                  serials: serials.map(serialFromBytes),
+                  fromCaId: row.fromCa,
+                  toCaId: row.toCa,
+                },
+              },
             ]);
           }
         }
@@ -200,7 +224,13 @@ export class CaRollovers implements IssuerRouting {
           done = await this.store.setState(tx, id, ['running'], 'done', now, SYSTEM.actor);
           if (done) {
             await this.audit.append(tx, [
-              { ...SYSTEM, action: 'ca-rollover.done', targetType: 'ca-rollover', targetId: id, details: { fromCaId: row.fromCa, toCaId: row.toCa, waves: row.waves + (serials.length > 0 ? 1 : 0) } },
+              {
+                ...SYSTEM,
+                action: 'ca-rollover.done',
+                targetType: 'ca-rollover',
+                targetId: id,
+                details: { fromCaId: row.fromCa, toCaId: row.toCa, waves: row.waves + (serials.length > 0 ? 1 : 0) },
+              },
             ]);
           }
         }
@@ -227,7 +257,11 @@ export class CaRollovers implements IssuerRouting {
         const row = await this.store.lockSkip(tx, candidate.id);
         if (!row || row.state !== 'done' || row.retiredAt) return false;
         if ((await this.store.lastExpiry(tx, row.fromCa, now)) !== null) return false;
-        await this.hierarchy.retireIn(tx, row.fromCa, SYSTEM, { rolloverId: row.id, successorId: row.toCa, reason: 'its last certificate expired' });
+        await this.hierarchy.retireIn(tx, row.fromCa, SYSTEM, {
+          rolloverId: row.id,
+          successorId: row.toCa,
+          reason: 'its last certificate expired',
+        });
         await this.store.markRetired(tx, row.id, now);
         return true;
       });
@@ -265,7 +299,15 @@ export class CaRollovers implements IssuerRouting {
       if (!from.includes(row.state)) throw conflict(`rollover ${id} is ${row.state}: it cannot be ${to === 'running' ? 'resumed' : to}`);
       const now = this.clock.now();
       await this.store.setState(tx, id, from, to, now, ctx.actor);
-      await this.audit.append(tx, [{ ...ctx, action, targetType: 'ca-rollover', targetId: id, details: { from: row.state, to, fromCaId: row.fromCa, toCaId: row.toCa } }]);
+      await this.audit.append(tx, [
+        {
+          ...ctx,
+          action,
+          targetType: 'ca-rollover',
+          targetId: id,
+          details: { from: row.state, to, fromCaId: row.fromCa, toCaId: row.toCa },
+        },
+      ]);
       return this.view(tx, (await this.store.get(tx, id))!);
     });
   }

@@ -130,10 +130,23 @@ export class ServiceIdentities {
     const actor = { actor: spec.actor };
     const { signerRef, signer } = await this.d.db.transaction((tx) => this.d.vault.generate(tx, 'EC-P256'));
     const issued = await this.d.issuance.issue(
-      { profile: 'broker', subjectPublicKeyInfo: signer.publicKey, commonName: names.commonName, dnsNames: names.dnsNames, ipAddresses: names.ipAddresses, validityDays: VALIDITY_DAYS },
+      {
+        profile: 'broker',
+        subjectPublicKeyInfo: signer.publicKey,
+        commonName: names.commonName,
+        dnsNames: names.dnsNames,
+        ipAddresses: names.ipAddresses,
+        validityDays: VALIDITY_DAYS,
+      },
       actor,
     );
-    const stored: Stored = { serial: issued.serial, signerRef, names: namesKey(names), notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString() };
+    const stored: Stored = {
+      serial: issued.serial,
+      signerRef,
+      names: namesKey(names),
+      notBefore: issued.notBefore.toISOString(),
+      notAfter: issued.notAfter.toISOString(),
+    };
     await this.d.db.transaction(async (tx) => {
       await this.d.settings.set(tx, spec.setting, stored);
       await this.d.audit.append(tx, [
@@ -142,7 +155,12 @@ export class ServiceIdentities {
           action: spec.auditAction,
           targetType: 'certificate',
           targetId: issued.serial,
-          details: { commonName: names.commonName, dnsNames: names.dnsNames, ipAddresses: names.ipAddresses, ...(previous ? { replaces: previous.serial } : {}) },
+          details: {
+            commonName: names.commonName,
+            dnsNames: names.dnsNames,
+            ipAddresses: names.ipAddresses,
+            ...(previous ? { replaces: previous.serial } : {}),
+          },
         },
       ]);
     });
@@ -160,7 +178,12 @@ export class ServiceIdentities {
       serial: s.serial,
       commonName: spec.names().commonName,
       key: await this.d.vault.tlsPrivateKeyPem(this.d.db, s.signerRef),
-      cert: cert.certificate! + chain.slice(0, -1).map((der) => toPem(der)).join(''),
+      cert:
+        cert.certificate! +
+        chain
+          .slice(0, -1)
+          .map((der) => toPem(der))
+          .join(''),
       ca,
       notBefore: new Date(s.notBefore),
       notAfter: new Date(s.notAfter),
@@ -176,7 +199,12 @@ export function tlsServerSpec(publicUrl: string): ServiceIdentitySpec {
   const host = new URL(publicUrl).hostname.replace(/^\[|\]$/g, '');
   const dnsNames = [...new Set([isIP(host) ? undefined : host, 'localhost'].filter((n): n is string => !!n))];
   const ipAddresses = [...new Set([isIP(host) ? host : undefined, '127.0.0.1', '::1'].filter((n): n is string => !!n))];
-  return { setting: 'tls_server', actor: 'system:tls', auditAction: 'tls-identity.issued', names: () => ({ commonName: dnsNames[0] ?? ipAddresses[0]!, dnsNames, ipAddresses }) };
+  return {
+    setting: 'tls_server',
+    actor: 'system:tls',
+    auditAction: 'tls-identity.issued',
+    names: () => ({ commonName: dnsNames[0] ?? ipAddresses[0]!, dnsNames, ipAddresses }),
+  };
 }
 
 /** The broker connector's client certificate: BROKER_CLIENT_CN (its username under use_identity_as_username), the CN doubling as the DNS name the broker profile needs. */

@@ -5,7 +5,16 @@ import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
 import type { ChannelSummaryRow, SessionKeyStore } from '../store/session-key-store.js';
-import { checkLimit, decodeCursor, DEVICE_ID_RE, keyAudit, periodOf, type SessionKeyPeriod, type SessionKeySeries, type SessionKeyView } from './session-key-series.js';
+import {
+  checkLimit,
+  decodeCursor,
+  DEVICE_ID_RE,
+  keyAudit,
+  periodOf,
+  type SessionKeyPeriod,
+  type SessionKeySeries,
+  type SessionKeyView,
+} from './session-key-series.js';
 
 // Channels (a topic tree and its members) and their key series; SessionKeys exposes them.
 
@@ -37,7 +46,8 @@ const MIN_PERIOD_SECONDS = 60;
 
 /** MQTT topic filter rules: `+` and `#` only as whole levels, `#` only last; no NUL. */
 function checkTopicTree(t: unknown): string {
-  if (typeof t !== 'string' || t.length === 0 || t.length > 256) throw badRequest('topicTree must be an MQTT topic filter of 1 to 256 characters');
+  if (typeof t !== 'string' || t.length === 0 || t.length > 256)
+    throw badRequest('topicTree must be an MQTT topic filter of 1 to 256 characters');
   if (t.includes('\u0000')) throw badRequest('topicTree may not contain NUL');
   const levels = t.split('/');
   levels.forEach((l, i) => {
@@ -72,14 +82,16 @@ export class SessionChannels {
   ) {}
 
   async createChannel(input: ChannelInput, ctx: ActorContext): Promise<ChannelView> {
-    if (typeof input?.name !== 'string' || !CHANNEL_NAME_RE.test(input.name)) throw badRequest('name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit');
+    if (typeof input?.name !== 'string' || !CHANNEL_NAME_RE.test(input.name))
+      throw badRequest('name must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit');
     const topicTree = checkTopicTree(input.topicTree);
     const periodSeconds = input.periodSeconds ?? Math.round(this.channelDefaults.periodMs / 1000);
     const overlapSeconds = input.overlapSeconds ?? Math.round(this.channelDefaults.overlapMs / 1000);
     if (!Number.isInteger(periodSeconds) || periodSeconds < MIN_PERIOD_SECONDS || periodSeconds > MAX_PERIOD_SECONDS) {
       throw badRequest(`periodSeconds must be an integer from ${MIN_PERIOD_SECONDS} to ${MAX_PERIOD_SECONDS}`);
     }
-    if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds >= periodSeconds) throw badRequest('overlapSeconds must be an integer from 0 to less than periodSeconds');
+    if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds >= periodSeconds)
+      throw badRequest('overlapSeconds must be an integer from 0 to less than periodSeconds');
     const members = [...new Set(input.members ?? [])];
     const now = this.clock.now();
     const name = input.name;
@@ -89,10 +101,14 @@ export class SessionChannels {
         throw conflict(`a channel named ${name} exists`);
       }
       const added = await this.store.addMembers(tx, name, members, now);
-      const [key] = await this.store.insertNext(tx, [this.series.newVersion('channel', name, 'created', { periodMs: periodSeconds * 1000, overlapMs: overlapSeconds * 1000 }, now)]);
+      const [key] = await this.store.insertNext(tx, [
+        this.series.newVersion('channel', name, 'created', { periodMs: periodSeconds * 1000, overlapMs: overlapSeconds * 1000 }, now),
+      ]);
       await this.audit.append(tx, [
         { ...ctx, action: 'channel.created', targetType: 'channel', targetId: name, details: { topicTree, periodSeconds, overlapSeconds } },
-        ...(added.length ? [{ ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } }] : []),
+        ...(added.length
+          ? [{ ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } }]
+          : []),
         keyAudit(ctx, 'session-key.created', key!),
       ]);
     });
@@ -119,7 +135,10 @@ export class SessionChannels {
     await this.getChannel(name);
     const rows = await this.store.listMembers(this.db, name, { afterDeviceId: after, limit: limit + 1 });
     const page = rows.slice(0, limit);
-    return { items: page.map((m) => ({ deviceId: m.deviceId, addedAt: m.addedAt.toISOString() })), nextCursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.deviceId) : null };
+    return {
+      items: page.map((m) => ({ deviceId: m.deviceId, addedAt: m.addedAt.toISOString() })),
+      nextCursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.deviceId) : null,
+    };
   }
 
   /** Adds existing devices (not decommissioned) to the channel; members already there are left as they are. */
@@ -134,7 +153,9 @@ export class SessionChannels {
       const added = await this.store.addMembers(tx, name, ids, now);
       if (added.length) {
         await this.store.touchChannel(tx, name, now);
-        await this.audit.append(tx, [{ ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } }]);
+        await this.audit.append(tx, [
+          { ...ctx, action: 'channel.members-added', targetType: 'channel', targetId: name, details: { deviceIds: added } },
+        ]);
       }
       return added;
     });
@@ -150,7 +171,10 @@ export class SessionChannels {
       if (!(await this.store.removeMember(tx, name, deviceId))) throw notFound(`device ${deviceId} is not a member of channel ${name}`);
       await this.store.touchChannel(tx, name, now);
       const { created, entries } = await this.series.replaceAtOnce(tx, [channel], now, 'member-removed', ctx, { deviceId });
-      await this.audit.append(tx, [{ ...ctx, action: 'channel.member-removed', targetType: 'channel', targetId: name, details: { deviceId } }, ...entries]);
+      await this.audit.append(tx, [
+        { ...ctx, action: 'channel.member-removed', targetType: 'channel', targetId: name, details: { deviceId } },
+        ...entries,
+      ]);
       return created[0]!;
     });
     return { channel: await this.getChannel(name), key: this.series.view(key, now) };
@@ -170,7 +194,14 @@ export class SessionChannels {
         await this.audit.append(tx, entries);
         return created[0]!;
       }
-      const { created, entries } = await this.series.rotate(tx, 'channel', [{ owner: name, period: periodOf(channel) }], now, 'manual', ctx);
+      const { created, entries } = await this.series.rotate(
+        tx,
+        'channel',
+        [{ owner: name, period: periodOf(channel) }],
+        now,
+        'manual',
+        ctx,
+      );
       await this.audit.append(tx, entries);
       return created[0]!;
     });
@@ -189,12 +220,17 @@ export class SessionChannels {
     if (bad.length) throw badRequest(`not device ids: ${bad.slice(0, 10).map(String).join(', ')}`);
     const found = new Map((await this.store.devices(tx, ids)).map((d) => [d.id, d]));
     const unknown = ids.filter((id) => !found.has(id));
-    if (unknown.length) throw new DomainError('NotFound', `no device with id ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ''}`);
+    if (unknown.length)
+      throw new DomainError(
+        'NotFound',
+        `no device with id ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ''}`,
+      );
     const gone = ids.filter((id) => found.get(id)!.status === 'decommissioned');
     if (gone.length) throw conflict(`decommissioned devices cannot join a channel: ${gone.slice(0, 10).join(', ')}`);
     // Channel keys protect the devices' payloads from everyone else, brokers included; and an
     // operator may hold a broker's certificate, so a broker member would hand the operator the key.
     const brokers = ids.filter((id) => found.get(id)!.kind === 'broker');
-    if (brokers.length) throw badRequest(`brokers cannot join a channel (channel keys are for the devices' payloads): ${brokers.slice(0, 10).join(', ')}`);
+    if (brokers.length)
+      throw badRequest(`brokers cannot join a channel (channel keys are for the devices' payloads): ${brokers.slice(0, 10).join(', ')}`);
   }
 }

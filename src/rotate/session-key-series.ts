@@ -8,7 +8,14 @@ import type { Clock } from '../shared/clock.js';
 import { badRequest } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
-import type { ChannelRow, NextSessionKeyRow, SessionKeyMetaRow, SessionKeyOrigin, SessionKeyScope, SessionKeyStore } from '../store/session-key-store.js';
+import type {
+  ChannelRow,
+  NextSessionKeyRow,
+  SessionKeyMetaRow,
+  SessionKeyOrigin,
+  SessionKeyScope,
+  SessionKeyStore,
+} from '../store/session-key-store.js';
 
 // The versioned key series both a device and a channel have: making, superseding and revoking versions, and showing them.
 
@@ -52,7 +59,10 @@ export function checkLimit(limit: number): number {
 }
 const VERSION_RE = /^[1-9][0-9]{0,9}$/;
 
-export const periodOf = (c: Pick<ChannelRow, 'periodSeconds' | 'overlapSeconds'>): SessionKeyPeriod => ({ periodMs: c.periodSeconds * 1000, overlapMs: c.overlapSeconds * 1000 });
+export const periodOf = (c: Pick<ChannelRow, 'periodSeconds' | 'overlapSeconds'>): SessionKeyPeriod => ({
+  periodMs: c.periodSeconds * 1000,
+  overlapMs: c.overlapSeconds * 1000,
+});
 
 export function keyAudit(ctx: ActorContext, action: string, k: SessionKeyMetaRow, details: Record<string, unknown> = {}): AuditEntryInput {
   return {
@@ -61,7 +71,15 @@ export function keyAudit(ctx: ActorContext, action: string, k: SessionKeyMetaRow
     action,
     targetType: k.scope,
     targetId: k.owner,
-    details: { keyId: k.id, version: k.version, origin: k.origin, notBefore: k.notBefore.toISOString(), rotateAt: k.rotateAt.toISOString(), notAfter: k.notAfter.toISOString(), ...details },
+    details: {
+      keyId: k.id,
+      version: k.version,
+      origin: k.origin,
+      notBefore: k.notBefore.toISOString(),
+      rotateAt: k.rotateAt.toISOString(),
+      notAfter: k.notAfter.toISOString(),
+      ...details,
+    },
   };
 }
 
@@ -77,10 +95,16 @@ export class SessionKeySeries {
   async versions(scope: SessionKeyScope, owner: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
     const limit = checkLimit(q.limit);
     const before = decodeCursor(q.cursor, (s) => VERSION_RE.test(s));
-    const rows = await this.store.listVersions(this.db, scope, owner, { beforeVersion: before === undefined ? undefined : Number(before), limit: limit + 1 });
+    const rows = await this.store.listVersions(this.db, scope, owner, {
+      beforeVersion: before === undefined ? undefined : Number(before),
+      limit: limit + 1,
+    });
     const now = this.clock.now();
     const page = rows.slice(0, limit);
-    return { items: page.map((k) => this.view(k, now)), nextCursor: rows.length > limit ? encodeCursor(String(page[page.length - 1]!.version)) : null };
+    return {
+      items: page.map((k) => this.view(k, now)),
+      nextCursor: rows.length > limit ? encodeCursor(String(page[page.length - 1]!.version)) : null,
+    };
   }
 
   /**
@@ -98,7 +122,11 @@ export class SessionKeySeries {
     ctx: ActorContext,
     currentIds?: string[],
   ): Promise<{ created: SessionKeyMetaRow[]; entries: AuditEntryInput[] }> {
-    const current = await this.store.current(tx, scope, series.map((s) => s.owner));
+    const current = await this.store.current(
+      tx,
+      scope,
+      series.map((s) => s.owner),
+    );
     const replace = currentIds ? current.filter((k) => currentIds.includes(k.id)) : current;
     const overlapOf = new Map(series.map((s) => [s.owner, s.period.overlapMs]));
     // Grouped by overlap, so each group's not_after is cut in one statement (usually one group).
@@ -114,11 +142,16 @@ export class SessionKeySeries {
     // Series that had a current version make the next only if this call superseded it; new series start at version 1.
     const existing = new Set(current.map((k) => k.owner));
     const todo = series.filter((s) => superseded.has(s.owner) || (!currentIds && !existing.has(s.owner)));
-    const created = await this.store.insertNext(tx, todo.map((s) => this.newVersion(scope, s.owner, origin, s.period, now)));
+    const created = await this.store.insertNext(
+      tx,
+      todo.map((s) => this.newVersion(scope, s.owner, origin, s.period, now)),
+    );
     const entries = created.map((k) => {
       const prev = superseded.get(k.owner);
       return prev
-        ? keyAudit(ctx, 'session-key.rotated', k, { previous: { keyId: prev.id, version: prev.version, notAfter: prev.notAfter.toISOString() } })
+        ? keyAudit(ctx, 'session-key.rotated', k, {
+            previous: { keyId: prev.id, version: prev.version, notAfter: prev.notAfter.toISOString() },
+          })
         : keyAudit(ctx, 'session-key.created', k);
     });
     return { created, entries };
@@ -136,7 +169,10 @@ export class SessionKeySeries {
     const names = channels.map((c) => c.name);
     const reason = origin === 'manual' ? 'rotated-immediately' : origin;
     const revoked = await this.store.revokeValid(tx, 'channel', names, now, reason);
-    const created = await this.store.insertNext(tx, channels.map((c) => this.newVersion('channel', c.name, origin, periodOf(c), now)));
+    const created = await this.store.insertNext(
+      tx,
+      channels.map((c) => this.newVersion('channel', c.name, origin, periodOf(c), now)),
+    );
     const entries = [
       ...revoked.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason, ...details })),
       ...created.map((k) => keyAudit(ctx, 'session-key.rotated', k, { immediate: true, ...details })),
@@ -151,14 +187,32 @@ export class SessionKeySeries {
     try {
       const sealed = seal(this.kek, key, id);
       const rotateAt = new Date(now.getTime() + period.periodMs);
-      return { id, scope, owner, origin, kekId: sealed.kekId, wrappedDek: sealed.wrappedDek, ciphertext: sealed.ciphertext, notBefore: now, rotateAt, notAfter: new Date(rotateAt.getTime() + period.overlapMs), createdAt: now };
+      return {
+        id,
+        scope,
+        owner,
+        origin,
+        kekId: sealed.kekId,
+        wrappedDek: sealed.wrappedDek,
+        ciphertext: sealed.ciphertext,
+        notBefore: now,
+        rotateAt,
+        notAfter: new Date(rotateAt.getTime() + period.overlapMs),
+        createdAt: now,
+      };
     } finally {
       key.fill(0);
     }
   }
 
   view(k: SessionKeyMetaRow, now: Date): SessionKeyView {
-    const status: SessionKeyStatus = k.revokedAt ? 'revoked' : k.notAfter.getTime() <= now.getTime() ? 'expired' : k.supersededAt === null ? 'current' : 'previous';
+    const status: SessionKeyStatus = k.revokedAt
+      ? 'revoked'
+      : k.notAfter.getTime() <= now.getTime()
+        ? 'expired'
+        : k.supersededAt === null
+          ? 'current'
+          : 'previous';
     return {
       id: k.id,
       scope: k.scope,

@@ -11,12 +11,7 @@ import type { Clock } from '../shared/clock.js';
 import { badKey, forbidden, notFound } from '../shared/errors.js';
 import { serialFromBytes } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
-import type {
-  SessionKeyMetaRow,
-  SessionKeyOrigin,
-  SessionKeyScope,
-  SessionKeyStore,
-} from '../store/session-key-store.js';
+import type { SessionKeyMetaRow, SessionKeyOrigin, SessionKeyScope, SessionKeyStore } from '../store/session-key-store.js';
 import type { CurrentDeviceAuth, DeviceCredential } from './device-auth.js';
 import { SessionChannels, type ChannelInput, type ChannelView } from './session-channels.js';
 import { DEVICE_ID_RE, keyAudit, periodOf, SessionKeySeries, type SessionKeyPeriod, type SessionKeyView } from './session-key-series.js';
@@ -50,14 +45,18 @@ export function jweAlgorithmFor(key: KeyObject): JweAlgorithm {
   if (type === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve;
     if (curve === 'prime256v1' || curve === 'secp384r1') return 'ECDH-ES+A256KW';
-    throw badKey(`session keys are wrapped with ECDH-ES+A256KW for EC P-256 and P-384 keys only; this certificate's key is on ${curve ?? 'an unknown curve'}`);
+    throw badKey(
+      `session keys are wrapped with ECDH-ES+A256KW for EC P-256 and P-384 keys only; this certificate's key is on ${curve ?? 'an unknown curve'}`,
+    );
   }
   if (type === 'rsa') {
     if ((key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048) return 'RSA-OAEP-256';
     throw badKey('session keys are wrapped with RSA-OAEP-256 for RSA keys of at least 2048 bits only');
   }
   const what = type === 'ed25519' ? 'an Ed25519 key, which can only sign' : `a ${type ?? 'unknown'} key`;
-  throw badKey(`session keys cannot be wrapped for this certificate: it has ${what}; a device needs an EC P-256/P-384 key (ECDH-ES+A256KW) or an RSA key (RSA-OAEP-256) to receive them`);
+  throw badKey(
+    `session keys cannot be wrapped for this certificate: it has ${what}; a device needs an EC P-256/P-384 key (ECDH-ES+A256KW) or an RSA key (RSA-OAEP-256) to receive them`,
+  );
 }
 
 /**
@@ -135,7 +134,8 @@ export class SessionKeys implements RevocationListener {
   // ---- a device's series ---------------------------------------------------------------------
 
   async deviceKeys(deviceId: string, q: { cursor?: string | undefined; limit: number }): Promise<Page<SessionKeyView>> {
-    if (!DEVICE_ID_RE.test(deviceId) || (await this.store.devices(this.db, [deviceId])).length === 0) throw notFound(`no device with id ${deviceId}`);
+    if (!DEVICE_ID_RE.test(deviceId) || (await this.store.devices(this.db, [deviceId])).length === 0)
+      throw notFound(`no device with id ${deviceId}`);
     return this.series.versions('device', deviceId, q);
   }
 
@@ -159,10 +159,21 @@ export class SessionKeys implements RevocationListener {
           const series = await Promise.all(
             due.map(async (d) => ({
               owner: d.owner,
-              period: d.periodSeconds !== null ? periodOf({ periodSeconds: d.periodSeconds, overlapSeconds: d.overlapSeconds ?? 0 }) : await this.policy.forDevice(tx, d.owner),
+              period:
+                d.periodSeconds !== null
+                  ? periodOf({ periodSeconds: d.periodSeconds, overlapSeconds: d.overlapSeconds ?? 0 })
+                  : await this.policy.forDevice(tx, d.owner),
             })),
           );
-          const { created, entries } = await this.series.rotate(tx, scope, series, now, 'scheduled', { actor: SYSTEM_ROTATION }, due.map((d) => d.id));
+          const { created, entries } = await this.series.rotate(
+            tx,
+            scope,
+            series,
+            now,
+            'scheduled',
+            { actor: SYSTEM_ROTATION },
+            due.map((d) => d.id),
+          );
           await this.audit.append(tx, entries);
           return { claimed: due.length, made: created.length };
         });
@@ -202,14 +213,36 @@ export class SessionKeys implements RevocationListener {
         const ctx = { actor: `certificate:${serialFromBytes(device.serial)}` };
         const [ownNow] = await this.store.current(tx, 'device', [deviceId]);
         if (needsNext(ownNow)) {
-          const r = await this.series.rotate(tx, 'device', [{ owner: deviceId, period: await this.policy.forDevice(tx, deviceId) }], now, ownNow ? 'scheduled' : 'created', ctx);
+          const r = await this.series.rotate(
+            tx,
+            'device',
+            [{ owner: deviceId, period: await this.policy.forDevice(tx, deviceId) }],
+            now,
+            ownNow ? 'scheduled' : 'created',
+            ctx,
+          );
           entries.push(...r.entries);
         }
         const lockedChannels = await this.store.lockChannels(tx, dueChannels);
-        const currentNow = new Map((await this.store.current(tx, 'channel', lockedChannels.map((c) => c.name))).map((k) => [k.owner, k]));
+        const currentNow = new Map(
+          (
+            await this.store.current(
+              tx,
+              'channel',
+              lockedChannels.map((c) => c.name),
+            )
+          ).map((k) => [k.owner, k]),
+        );
         const stillDue = lockedChannels.filter((c) => needsNext(currentNow.get(c.name)));
         if (stillDue.length) {
-          const r = await this.series.rotate(tx, 'channel', stillDue.map((c) => ({ owner: c.name, period: periodOf(c) })), now, 'scheduled', ctx);
+          const r = await this.series.rotate(
+            tx,
+            'channel',
+            stillDue.map((c) => ({ owner: c.name, period: periodOf(c) })),
+            now,
+            'scheduled',
+            ctx,
+          );
           entries.push(...r.entries);
         }
         await this.audit.append(tx, entries);
@@ -253,17 +286,36 @@ export class SessionKeys implements RevocationListener {
     if (hit.length === 0) return;
     const why = Object.fromEntries(hit.map((r) => [r.deviceId, { serial: serialFromBytes(r.serial), reason: r.reason }]));
     const deviceIds = [...new Set(hit.map((r) => r.deviceId))].sort();
-    await this.audit.append(tx, await this.revokeDevicesIn(tx, deviceIds, { channelReason: 'member-revoked', deviceReason: 'device-revoked' }, { actor: SYSTEM_REVOCATION }, (id) => ({ certificate: why[id] })));
+    await this.audit.append(
+      tx,
+      await this.revokeDevicesIn(
+        tx,
+        deviceIds,
+        { channelReason: 'member-revoked', deviceReason: 'device-revoked' },
+        { actor: SYSTEM_REVOCATION },
+        (id) => ({ certificate: why[id] }),
+      ),
+    );
   }
 
   /**
    * A device's session keys leaked (its certificate still trusted): its own valid versions are
    * revoked and every channel it belongs to gets a new version effective now. One transaction.
    */
-  async revokeDeviceKeys(deviceIds: string[], ctx: ActorContext, details: Record<string, unknown> = {}): Promise<{ deviceKeys: number; channels: string[] }> {
+  async revokeDeviceKeys(
+    deviceIds: string[],
+    ctx: ActorContext,
+    details: Record<string, unknown> = {},
+  ): Promise<{ deviceKeys: number; channels: string[] }> {
     const ids = [...new Set(deviceIds)].sort();
     return this.db.transaction(async (tx) => {
-      const entries = await this.revokeDevicesIn(tx, ids, { channelReason: 'member-key-revoked', deviceReason: 'key-revoked' }, ctx, () => details);
+      const entries = await this.revokeDevicesIn(
+        tx,
+        ids,
+        { channelReason: 'member-key-revoked', deviceReason: 'key-revoked' },
+        ctx,
+        () => details,
+      );
       await this.audit.append(tx, entries);
       return {
         deviceKeys: entries.filter((e) => e.action === 'session-key.revoked' && e.targetType === 'device').length,
@@ -300,10 +352,21 @@ export class SessionKeys implements RevocationListener {
     if (channels.length) {
       const membersOf = new Map<string, string[]>();
       for (const m of memberships) membersOf.set(m.channel, [...(membersOf.get(m.channel) ?? []), m.deviceId]);
-      const revokedKeys = await this.store.revokeValid(tx, 'channel', channels.map((c) => c.name), now, reasons.channelReason);
-      const created = await this.store.insertNext(tx, channels.map((c) => this.series.newVersion('channel', c.name, reasons.channelReason, periodOf(c), now)));
+      const revokedKeys = await this.store.revokeValid(
+        tx,
+        'channel',
+        channels.map((c) => c.name),
+        now,
+        reasons.channelReason,
+      );
+      const created = await this.store.insertNext(
+        tx,
+        channels.map((c) => this.series.newVersion('channel', c.name, reasons.channelReason, periodOf(c), now)),
+      );
       entries.push(
-        ...revokedKeys.map((k) => keyAudit(ctx, 'session-key.revoked', k, { reason: reasons.channelReason, deviceIds: membersOf.get(k.owner) })),
+        ...revokedKeys.map((k) =>
+          keyAudit(ctx, 'session-key.revoked', k, { reason: reasons.channelReason, deviceIds: membersOf.get(k.owner) }),
+        ),
         ...created.map((k) => keyAudit(ctx, 'session-key.rotated', k, { immediate: true, deviceIds: membersOf.get(k.owner) })),
       );
     }

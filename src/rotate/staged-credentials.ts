@@ -62,7 +62,14 @@ export class StagedCredentials {
       const { privateKeyPkcs8, csr } = await keyAndCsr(alg, old.deviceId);
       const sealed = seal(this.kek, privateKeyPkcs8, aadOf(renews));
       privateKeyPkcs8.fill(0);
-      await this.store.insertPending(this.db, { renews, deviceId: old.deviceId, keyAlgorithm: alg, csrDer: csr, sealed, stagedAt: this.clock.now() });
+      await this.store.insertPending(this.db, {
+        renews,
+        deviceId: old.deviceId,
+        keyAlgorithm: alg,
+        csrDer: csr,
+        sealed,
+        stagedAt: this.clock.now(),
+      });
       row = (await this.store.get(this.db, renews))!;
     }
     const { result } = await this.enrollment.enroll({
@@ -75,7 +82,15 @@ export class StagedCredentials {
     const serial = Buffer.from(result.serial, 'hex');
     await this.db.transaction(async (tx) => {
       await this.store.setIssued(tx, renews, serial, this.clock.now());
-      await this.audit.append(tx, [{ actor: 'system:rotation', action: 'credential.staged', targetType: 'certificate', targetId: result.serial, details: { renews: serialFromBytes(renews), deviceId: old.deviceId, keyAlgorithm: row.keyAlgorithm } }]);
+      await this.audit.append(tx, [
+        {
+          actor: 'system:rotation',
+          action: 'credential.staged',
+          targetType: 'certificate',
+          targetId: result.serial,
+          details: { renews: serialFromBytes(renews), deviceId: old.deviceId, keyAlgorithm: row.keyAlgorithm },
+        },
+      ]);
     });
     return { serial: result.serial };
   }
@@ -87,10 +102,18 @@ export class StagedCredentials {
    */
   async pickup(credential: Credential | undefined, password: string, format: 'pkcs12' | 'pkcs8', ctx: { requestId?: string | undefined }) {
     const proof = deviceProofOf(credential);
-    if (!proof) throw unauthenticated('the certificate being renewed is required: the TLS client certificate, or Authorization: MQTT-CA-Renewal cert="...", signed-at="...", signature="..." over "mqtt-ca-staged-pickup\\n" + signed-at + "\\n" + format + "\\n" + hex SHA-256 of the password');
-    const { row: old, serial: renews, name } = await this.auth.authenticate(proof, (signedAt) => pickupSigningInput(signedAt, { password, format }));
+    if (!proof)
+      throw unauthenticated(
+        'the certificate being renewed is required: the TLS client certificate, or Authorization: MQTT-CA-Renewal cert="...", signed-at="...", signature="..." over "mqtt-ca-staged-pickup\\n" + signed-at + "\\n" + format + "\\n" + hex SHA-256 of the password',
+      );
+    const {
+      row: old,
+      serial: renews,
+      name,
+    } = await this.auth.authenticate(proof, (signedAt) => pickupSigningInput(signedAt, { password, format }));
     const now = this.clock.now();
-    if (old.notAfter.getTime() + (await this.graceDays(old.profile, old.deviceId)) * 86_400_000 < now.getTime()) throw forbidden(`certificate ${name} expired beyond its renewal grace`);
+    if (old.notAfter.getTime() + (await this.graceDays(old.profile, old.deviceId)) * 86_400_000 < now.getTime())
+      throw forbidden(`certificate ${name} expired beyond its renewal grace`);
     const staged = await this.store.get(this.db, renews);
     if (!staged?.serial) throw notFound(`no credential is staged for certificate ${name}`);
     const cert = (await this.certificates.get(this.db, staged.serial))!;
@@ -100,7 +123,16 @@ export class StagedCredentials {
       if (!row.sealed) throw conflict(`the credential staged for certificate ${name} was picked up at ${row.pickedUpAt!.toISOString()}`);
       const key = unseal(this.kek, row.sealed, aadOf(renews));
       await this.store.wipe(tx, renews, this.clock.now());
-      await this.audit.append(tx, [{ actor: `certificate:${name}`, requestId: ctx.requestId, action: 'credential.picked-up', targetType: 'certificate', targetId: serialFromBytes(staged.serial!), details: { renews: name, deviceId: row.deviceId } }]);
+      await this.audit.append(tx, [
+        {
+          actor: `certificate:${name}`,
+          requestId: ctx.requestId,
+          action: 'credential.picked-up',
+          targetType: 'certificate',
+          targetId: serialFromBytes(staged.serial!),
+          details: { renews: name, deviceId: row.deviceId },
+        },
+      ]);
       return key;
     });
     try {

@@ -131,7 +131,15 @@ function pack(jobs: VerifyJob[]): { meta: string; bytes: ArrayBuffer } {
       bytes.set(part, at);
       at += part.length;
     }
-    return { curve: 'curve' in j.key ? j.key.curve : undefined, hash: j.hash, options: j.options, keyTypes: j.keyTypes, k: key.length, d: j.data.length, s: j.signature.length };
+    return {
+      curve: 'curve' in j.key ? j.key.curve : undefined,
+      hash: j.hash,
+      options: j.options,
+      keyTypes: j.keyTypes,
+      k: key.length,
+      d: j.data.length,
+      s: j.signature.length,
+    };
   });
   return { meta: JSON.stringify(meta), bytes: bytes.buffer };
 }

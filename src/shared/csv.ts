@@ -48,7 +48,10 @@ export function parseCsv(input: string): CsvResult {
         for (;;) {
           const q = text.indexOf('"', i);
           if (q === -1) {
-            return { records, error: { line: startLine, record: records.length, message: `a quoted field is not closed (opened on line ${startLine})` } };
+            return {
+              records,
+              error: { line: startLine, record: records.length, message: `a quoted field is not closed (opened on line ${startLine})` },
+            };
           }
           if (text[q + 1] === '"') {
             parts.push(text.slice(from, q + 1));
@@ -64,7 +67,10 @@ export function parseCsv(input: string): CsvResult {
         line += countBreaks(value);
         const c = text[i];
         if (i < n && c !== ',' && c !== '\n' && c !== '\r') {
-          return { records, error: { line: startLine, record: records.length, message: `unexpected text after a closing quote on line ${line}` } };
+          return {
+            records,
+            error: { line: startLine, record: records.length, message: `unexpected text after a closing quote on line ${line}` },
+          };
         }
       } else {
         let j = i;
@@ -72,7 +78,14 @@ export function parseCsv(input: string): CsvResult {
           const c = text[j];
           if (c === ',' || c === '\n' || c === '\r') break;
           if (c === '"') {
-            return { records, error: { line: startLine, record: records.length, message: `a quote inside an unquoted field on line ${line} (quote the whole field and double the quote)` } };
+            return {
+              records,
+              error: {
+                line: startLine,
+                record: records.length,
+                message: `a quote inside an unquoted field on line ${line} (quote the whole field and double the quote)`,
+              },
+            };
           }
           j++;
         }

@@ -17,8 +17,17 @@ export const ruleSchema = z
     on: z.array(kind).min(1),
     per: z.enum(['source', 'subject']),
     threshold: z.number().int().min(1).max(100_000),
-    windowSeconds: z.number().int().min(1).max(7 * 86_400),
-    cooldownSeconds: z.number().int().min(0).max(7 * 86_400).default(0),
+    windowSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 86_400),
+    cooldownSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 86_400)
+      .default(0),
     raise: z.object({ kind, severity: z.enum(SEVERITIES as [string, ...string[]]).transform((s) => s as (typeof SEVERITIES)[number]) }),
     actions: z.array(z.enum(RESPONSE_ACTIONS)).default([]),
     /** The kind of incident open-incident opens. */
@@ -27,11 +36,16 @@ export const ruleSchema = z
   .strict()
   .refine((r) => !r.on.includes(r.raise.kind), { message: 'a rule may not count the kind it raises' })
   .refine((r) => !(r.actions.includes('block-source') && r.per !== 'source'), { message: 'block-source needs per: source' })
-  .refine((r) => !(r.actions.includes('suspend-device') && r.per !== 'subject'), { message: 'suspend-device needs per: subject (the device)' });
+  .refine((r) => !(r.actions.includes('suspend-device') && r.per !== 'subject'), {
+    message: 'suspend-device needs per: subject (the device)',
+  });
 
 export type DetectionRule = z.infer<typeof ruleSchema>;
 
-export const rulesSchema = z.array(ruleSchema).max(100).refine((rules) => new Set(rules.map((r) => r.name)).size === rules.length, { message: 'rule names must be unique' });
+export const rulesSchema = z
+  .array(ruleSchema)
+  .max(100)
+  .refine((rules) => new Set(rules.map((r) => r.name)).size === rules.length, { message: 'rule names must be unique' });
 
 /** The failures that count against a client address. */
 const SOURCE_FAILURES = ['enrollment.refused', 'enrollment.token-invalid', 'enrollment.unknown-identity', 'auth.failed'];

@@ -29,8 +29,7 @@ export const badRequest = (msg: string, details?: Record<string, unknown>) => ne
 export const notFound = (msg: string) => new DomainError('NotFound', msg);
 export const conflict = (msg: string) => new DomainError('Conflict', msg);
 export const forbidden = (msg: string) => new DomainError('Forbidden', msg);
-export const policyViolation = (msg: string, details?: Record<string, unknown>) =>
-  new DomainError('PolicyViolation', msg, details);
+export const policyViolation = (msg: string, details?: Record<string, unknown>) => new DomainError('PolicyViolation', msg, details);
 export const badKey = (msg: string) => new DomainError('BadKey', msg);
 
 export function isDomainError(e: unknown): e is DomainError {

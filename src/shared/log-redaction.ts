@@ -3,7 +3,8 @@ import { stdSerializers } from 'pino';
 const CENSOR = '[redacted]';
 
 /** Field names whose values are secrets (or a secret's hash) wherever they appear in a log line. */
-const SECRET_FIELD = /^(authorization|proxy-authorization|cookie|set-cookie|key|kek|pin)$|(password|passphrase|secret|token|privatekey|private_key|apikey|api_key|sessionkey)s?$|(token|secret|password)_?hash$/i;
+const SECRET_FIELD =
+  /^(authorization|proxy-authorization|cookie|set-cookie|key|kek|pin)$|(password|passphrase|secret|token|privatekey|private_key|apikey|api_key|sessionkey)s?$|(token|secret|password)_?hash$/i;
 
 export function isSecretField(name: string): boolean {
   return SECRET_FIELD.test(name);
@@ -51,7 +52,8 @@ function sanitizedError(err: Error, depth: number): Error {
     if (k === 'message' || k === 'stack') continue;
     if (isSecretField(k)) copy[k] = CENSOR;
     else if (v instanceof Error) copy[k] = depth < 5 ? sanitizedError(v, depth + 1) : CENSOR;
-    else if (k === 'errors' && Array.isArray(v)) copy[k] = v.map((x: unknown) => (x instanceof Error && depth < 5 ? sanitizedError(x, depth + 1) : redactSecrets(x)));
+    else if (k === 'errors' && Array.isArray(v))
+      copy[k] = v.map((x: unknown) => (x instanceof Error && depth < 5 ? sanitizedError(x, depth + 1) : redactSecrets(x)));
     else copy[k] = redactSecrets(v);
   }
   if (err.cause instanceof Error && depth < 5) copy.cause = sanitizedError(err.cause, depth + 1);

@@ -20,7 +20,8 @@ export interface Telemetry {
   httpRequest(route: string, method: string, status: number, seconds: number): void;
 }
 
-export type OcspOutcome = 'good' | 'revoked' | 'unknown' | 'several' | 'malformedRequest' | 'internalError' | 'tryLater' | 'sigRequired' | 'unauthorized';
+export type OcspOutcome =
+  'good' | 'revoked' | 'unknown' | 'several' | 'malformedRequest' | 'internalError' | 'tryLater' | 'sigRequired' | 'unauthorized';
 
 /**
  * memory: this process's cache; stored: the pre-signed store shared by replicas; signed: signed

@@ -71,10 +71,7 @@ export class ApiKeyStore {
   }
 
   async credential(db: Executor, id: string): Promise<ApiKeyCredential | undefined> {
-    const r = await db('api_keys')
-      .select('id', 'name', 'role', 'secret_hash', 'revoked_at', 'last_used_at')
-      .where({ id })
-      .first();
+    const r = await db('api_keys').select('id', 'name', 'role', 'secret_hash', 'revoked_at', 'last_used_at').where({ id }).first();
     if (!r) return undefined;
     return {
       id: r.id,
@@ -118,10 +115,12 @@ export class ApiKeyStore {
   }
 
   async list(db: Executor): Promise<ApiKeyRecord[]> {
-    const rows = await db('api_keys').select(RECORD_COLUMNS).orderBy([
-      { column: 'created_at', order: 'asc' },
-      { column: 'id', order: 'asc' },
-    ]);
+    const rows = await db('api_keys')
+      .select(RECORD_COLUMNS)
+      .orderBy([
+        { column: 'created_at', order: 'asc' },
+        { column: 'id', order: 'asc' },
+      ]);
     return rows.map(toRecord);
   }
 

@@ -42,9 +42,27 @@ export interface ApprovalCursor {
 }
 
 const LIST_COLUMNS = [
-  'id', 'action', 'summary', 'targets', 'note', 'status', 'proposed_by', 'proposed_by_key', 'proposed_by_name', 'proposed_by_role',
-  'proposed_at', 'expires_at', 'decided_by', 'decided_by_key', 'decided_by_name', 'decided_by_role', 'decided_at', 'decision_reason',
-  'finished_at', 'result', 'error',
+  'id',
+  'action',
+  'summary',
+  'targets',
+  'note',
+  'status',
+  'proposed_by',
+  'proposed_by_key',
+  'proposed_by_name',
+  'proposed_by_role',
+  'proposed_at',
+  'expires_at',
+  'decided_by',
+  'decided_by_key',
+  'decided_by_name',
+  'decided_by_role',
+  'decided_at',
+  'decision_reason',
+  'finished_at',
+  'result',
+  'error',
 ];
 const COLUMNS = [...LIST_COLUMNS, 'params'];
 
@@ -61,13 +79,23 @@ function fromRow(r: Record<string, unknown>): ApprovalRow {
     targets: json(r.targets),
     note: (r.note as string | null) ?? null,
     status: r.status as ApprovalStatus,
-    proposedBy: { actor: r.proposed_by as string, keyId: r.proposed_by_key as string, name: r.proposed_by_name as string, role: r.proposed_by_role as string },
+    proposedBy: {
+      actor: r.proposed_by as string,
+      keyId: r.proposed_by_key as string,
+      name: r.proposed_by_name as string,
+      role: r.proposed_by_role as string,
+    },
     proposedAt: new Date(r.proposed_at as string),
     expiresAt: new Date(r.expires_at as string),
     decidedBy:
       r.decided_by == null
         ? null
-        : { actor: r.decided_by as string, keyId: r.decided_by_key as string, name: r.decided_by_name as string, role: r.decided_by_role as string },
+        : {
+            actor: r.decided_by as string,
+            keyId: r.decided_by_key as string,
+            name: r.decided_by_name as string,
+            role: r.decided_by_role as string,
+          },
     decidedAt: date(r.decided_at),
     decisionReason: (r.decision_reason as string | null) ?? null,
     finishedAt: date(r.finished_at),
@@ -117,12 +145,23 @@ export class ApprovalStore {
   ): Promise<boolean> {
     const n = await ex('approvals')
       .where({ id, status: 'pending' })
-      .update({ status: to, decided_at: d.at, decision_reason: d.reason ?? null, ...(d.by ? party(d.by) : {}), ...(to === 'approved' ? {} : { finished_at: d.at }) });
+      .update({
+        status: to,
+        decided_at: d.at,
+        decision_reason: d.reason ?? null,
+        ...(d.by ? party(d.by) : {}),
+        ...(to === 'approved' ? {} : { finished_at: d.at }),
+      });
     return Number(n) > 0;
   }
 
   /** approved → executed | failed, with the result or the error; false when it was not approved (not executing). */
-  async finish(ex: Executor, id: string, to: 'executed' | 'failed', v: { at: Date; result?: unknown; error?: { kind: string; message: string } }): Promise<boolean> {
+  async finish(
+    ex: Executor,
+    id: string,
+    to: 'executed' | 'failed',
+    v: { at: Date; result?: unknown; error?: { kind: string; message: string } },
+  ): Promise<boolean> {
     const n = await ex('approvals')
       .where({ id, status: 'approved' })
       .update({
@@ -151,9 +190,16 @@ export class ApprovalStore {
     if (filter.action) q.where({ action: filter.action });
     if (page.cursor) {
       const c = page.cursor;
-      q.where((w) => w.where('proposed_at', '<', c.proposedAt).orWhere((x) => x.where('proposed_at', '=', c.proposedAt).andWhere('id', '<', c.id)));
+      q.where((w) =>
+        w.where('proposed_at', '<', c.proposedAt).orWhere((x) => x.where('proposed_at', '=', c.proposedAt).andWhere('id', '<', c.id)),
+      );
     }
-    const rows = await q.orderBy([{ column: 'proposed_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(page.limit);
+    const rows = await q
+      .orderBy([
+        { column: 'proposed_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(page.limit);
     return rows.map(fromRow);
   }
 }

@@ -35,9 +35,7 @@ export interface AuditPageQuery extends AuditFilter {
   limit: number;
 }
 
-const COLUMNS = [
-  'seq', 'at', 'actor', 'action', 'target_type', 'target_id', 'request_id', 'details', 'prev_hash', 'hash',
-];
+const COLUMNS = ['seq', 'at', 'actor', 'action', 'target_type', 'target_id', 'request_id', 'details', 'prev_hash', 'hash'];
 
 /**
  * Serializes appenders to the audit chain. Any constant works as long as nothing else uses it;
@@ -90,7 +88,11 @@ export class AuditStore {
    * still `expected`. Otherwise inserts nothing and returns the head as it is under the lock.
    * Must be called on a transaction.
    */
-  async appendAt(tx: Executor, expected: { seq: number; hash: Buffer } | undefined, rows: NewAuditRow[]): Promise<{ appended: true } | { appended: false; head: { seq: number; hash: Buffer } | undefined }> {
+  async appendAt(
+    tx: Executor,
+    expected: { seq: number; hash: Buffer } | undefined,
+    rows: NewAuditRow[],
+  ): Promise<{ appended: true } | { appended: false; head: { seq: number; hash: Buffer } | undefined }> {
     const r = await prepared(tx, 'audit-append', 'select appended, seq, hash from audit_append(?::bigint, ?::bigint, ?::bytea, ?::jsonb)', [
       AUDIT_APPEND_LOCK,
       expected?.seq ?? 0,
@@ -104,11 +106,7 @@ export class AuditStore {
 
   /** Rows with seq > afterSeq in ascending seq order, at most `limit` of them (for verification). */
   async rangeAfter(ex: Executor, afterSeq: number, limit: number): Promise<AuditRow[]> {
-    const rows = await ex('audit_log')
-      .select(COLUMNS)
-      .where('seq', '>', afterSeq)
-      .orderBy('seq', 'asc')
-      .limit(limit);
+    const rows = await ex('audit_log').select(COLUMNS).where('seq', '>', afterSeq).orderBy('seq', 'asc').limit(limit);
     return rows.map(fromRow);
   }
 
@@ -120,7 +118,8 @@ export class AuditStore {
 
   /** The newest entry's seq and hash; undefined for an empty log. */
   async head(ex: Executor): Promise<{ seq: number; hash: Buffer } | undefined> {
-    const r = (await ex('audit_log').select('seq', 'hash').orderBy('seq', 'desc').first()) as { seq: string | number; hash: Uint8Array } | undefined;
+    const r = (await ex('audit_log').select('seq', 'hash').orderBy('seq', 'desc').first()) as
+      { seq: string | number; hash: Uint8Array } | undefined;
     return r ? { seq: Number(r.seq), hash: Buffer.from(r.hash) } : undefined;
   }
 

@@ -56,8 +56,19 @@ export interface BackupRow {
 }
 
 const BACKUP_COLUMNS = [
-  'id', 'created_at', 'created_by', 'file_name', 'size_bytes', 'sha256', 'format_version', 'kek_id', 'schema_version',
-  'row_counts', 'origin', 'restored_at', 'deleted_at',
+  'id',
+  'created_at',
+  'created_by',
+  'file_name',
+  'size_bytes',
+  'sha256',
+  'format_version',
+  'kek_id',
+  'schema_version',
+  'row_counts',
+  'origin',
+  'restored_at',
+  'deleted_at',
 ];
 
 const dateOrNull = (v: unknown): Date | null => (v == null ? null : new Date(v as string | Date));
@@ -135,7 +146,11 @@ export class BackupStore {
     for (const r of cols.rows as Array<{ table_name: string; column_name: string; type: string; from_sequence: boolean }>) {
       if ((NOT_BACKED_UP as readonly string[]).includes(r.table_name)) continue;
       let t = byName.get(r.table_name);
-      if (!t) byName.set(r.table_name, (t = { name: r.table_name, columns: [], primaryKey: [], references: [], selfReferences: [], sequenceColumns: [] }));
+      if (!t)
+        byName.set(
+          r.table_name,
+          (t = { name: r.table_name, columns: [], primaryKey: [], references: [], selfReferences: [], sequenceColumns: [] }),
+        );
       t.columns.push({ name: r.column_name, type: r.type });
       if (r.from_sequence) t.sequenceColumns.push(r.column_name);
     }
@@ -176,7 +191,9 @@ export class BackupStore {
   async page(ex: Executor, t: TableMeta, after: SnapshotValue[] | null, limit: number): Promise<SnapshotValue[][]> {
     // Output columns are aliased c0, c1, ...; ORDER BY and WHERE name the table's own columns
     // (src.x): a bare name in ORDER BY would mean the text output column and sort '10' before '9'.
-    const select = t.columns.map((c, i) => `${isBytea(c) ? `src.${quoteIdent(c.name)}` : `src.${quoteIdent(c.name)}::text`} as c${i}`).join(', ');
+    const select = t.columns
+      .map((c, i) => `${isBytea(c) ? `src.${quoteIdent(c.name)}` : `src.${quoteIdent(c.name)}::text`} as c${i}`)
+      .join(', ');
     const pk = t.primaryKey.map((k) => `src.${quoteIdent(k)}`).join(', ');
     const bindings: Knex.RawBinding[] = [];
     let where = '';
@@ -227,7 +244,10 @@ export class BackupStore {
     const arrays = columns.map(() => '?::text[]').join(', ');
     const alias = columns.map((_c, i) => `c${i}`).join(', ');
     const bindings = columns.map((_c, i) => rows.map((r) => r[i] ?? null));
-    await tx.raw(`insert into ${quoteIdent(t.name)} (${names}) select ${values} from unnest(${arrays}) as u(${alias})`, bindings as unknown as Knex.RawBinding[]);
+    await tx.raw(
+      `insert into ${quoteIdent(t.name)} (${names}) select ${values} from unnest(${arrays}) as u(${alias})`,
+      bindings as unknown as Knex.RawBinding[],
+    );
   }
 
   /** Sets self-referencing columns after all of a table's rows are in (a parent may sort after its child). */
@@ -289,14 +309,27 @@ export class BackupStore {
 
   /** Newest first, after the cursor (created_at, id). */
   async list(ex: Executor, q: { before?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<BackupRow[]> {
-    let query = ex('backups').select(BACKUP_COLUMNS).orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(q.limit);
+    let query = ex('backups')
+      .select(BACKUP_COLUMNS)
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(q.limit);
     if (q.before) query = query.whereRaw('(created_at, id) < (?, ?)', [q.before.createdAt, q.before.id]);
     return (await query).map((r) => toBackupRow(r as Record<string, unknown>));
   }
 
   /** Backups made here whose files are still kept, newest first (for pruning). */
   async kept(ex: Executor): Promise<BackupRow[]> {
-    const rows = await ex('backups').select(BACKUP_COLUMNS).where({ origin: 'created' }).whereNull('deleted_at').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]);
+    const rows = await ex('backups')
+      .select(BACKUP_COLUMNS)
+      .where({ origin: 'created' })
+      .whereNull('deleted_at')
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ]);
     return rows.map((r) => toBackupRow(r as Record<string, unknown>));
   }
 
@@ -306,7 +339,13 @@ export class BackupStore {
 
   /** The newest backup made here (for the age of the last backup). */
   async latest(ex: Executor): Promise<BackupRow | undefined> {
-    const r = await ex('backups').select(BACKUP_COLUMNS).orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).first();
+    const r = await ex('backups')
+      .select(BACKUP_COLUMNS)
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .first();
     return r ? toBackupRow(r as Record<string, unknown>) : undefined;
   }
 }

@@ -23,8 +23,22 @@ export interface CaRow {
 }
 
 const COLUMNS = [
-  'id', 'name', 'parent_id', 'kind', 'status', 'key_algorithm', 'signer_ref', 'path_len', 'certificate_der',
-  'csr_der', 'external_chain_pem', 'subject_der', 'key_id', 'not_before', 'not_after', 'created_at',
+  'id',
+  'name',
+  'parent_id',
+  'kind',
+  'status',
+  'key_algorithm',
+  'signer_ref',
+  'path_len',
+  'certificate_der',
+  'csr_der',
+  'external_chain_pem',
+  'subject_der',
+  'key_id',
+  'not_before',
+  'not_after',
+  'created_at',
 ];
 
 const bufOrNull = (v: unknown) => (v == null ? null : Buffer.from(v as Uint8Array));
@@ -85,7 +99,9 @@ export class CaStore {
   }
 
   async list(db: Executor): Promise<CaRow[]> {
-    const rows = await db('cas').select(COLUMNS).orderBy([{ column: 'created_at' }, { column: 'id' }]);
+    const rows = await db('cas')
+      .select(COLUMNS)
+      .orderBy([{ column: 'created_at' }, { column: 'id' }]);
     return rows.map(fromRow);
   }
 

@@ -62,8 +62,22 @@ export interface CertificateFilter {
 }
 
 const COLUMNS = [
-  'serial', 'ca_id', 'profile', 'status', 'subject_cn', 'device_id', 'der', 'not_before', 'not_after',
-  'created_at', 'issued_at', 'failure', 'renewed_from', 'revoked_at', 'revocation_reason', 'invalidity_date',
+  'serial',
+  'ca_id',
+  'profile',
+  'status',
+  'subject_cn',
+  'device_id',
+  'der',
+  'not_before',
+  'not_after',
+  'created_at',
+  'issued_at',
+  'failure',
+  'renewed_from',
+  'revoked_at',
+  'revocation_reason',
+  'invalidity_date',
 ];
 
 function fromRow(r: Record<string, unknown>): CertificateRow {
@@ -106,8 +120,10 @@ export interface RevocationSelector {
 
 /** A selector by lot and/or devices alone already takes every certificate of its devices (and a device's renewals are its own). */
 export function takesWholeDevices(sel: RevocationSelector): boolean {
-  return (sel.lot !== undefined || sel.deviceIds !== undefined) &&
-    [sel.serials, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].every((c) => c === undefined);
+  return (
+    (sel.lot !== undefined || sel.deviceIds !== undefined) &&
+    [sel.serials, sel.caId, sel.issuedAfter, sel.issuedBefore, sel.lineageOf].every((c) => c === undefined)
+  );
 }
 
 /**
@@ -158,7 +174,8 @@ export class CertificateStore {
    */
   async insertIntents(db: Executor, rows: IntentRow[], opts: { asyncCommit?: boolean } = {}): Promise<void> {
     if (rows.length === 0) return;
-    if (opts.asyncCommit && (db as Knex.Transaction).isTransaction) throw new Error('insertIntents: asyncCommit is for a statement of its own');
+    if (opts.asyncCommit && (db as Knex.Transaction).isTransaction)
+      throw new Error('insertIntents: asyncCommit is for a statement of its own');
     await prepared(
       db,
       opts.asyncCommit ? 'certificate-intents-async' : 'certificate-intents',
@@ -212,9 +229,16 @@ export class CertificateStore {
    */
   async completeWithRegistration(
     db: Executor,
-    c: { certificates: { serial: Buffer; der: Buffer }[]; issuedAt: Date; devices: DeviceIssuedRow[]; head: { seq: number; hash: Buffer } | undefined; audit: AuditRow[] },
+    c: {
+      certificates: { serial: Buffer; der: Buffer }[];
+      issuedAt: Date;
+      devices: DeviceIssuedRow[];
+      head: { seq: number; hash: Buffer } | undefined;
+      audit: AuditRow[];
+    },
   ): Promise<CompletionOutcome> {
-    if ((db as Knex.Transaction).isTransaction) throw new Error('completeWithRegistration: a statement of its own, not inside a transaction');
+    if ((db as Knex.Transaction).isTransaction)
+      throw new Error('completeWithRegistration: a statement of its own, not inside a transaction');
     try {
       await prepared(
         db,
@@ -241,7 +265,11 @@ export class CertificateStore {
       if (code === 'MCA02') return { done: false, reason: 'registration-changed' };
       if (code === 'MCA03') {
         const [seq, hash] = (detail ?? '').split(':');
-        return { done: false, reason: 'head-moved', head: Number(seq) > 0 ? { seq: Number(seq), hash: Buffer.from(hash!, 'hex') } : undefined };
+        return {
+          done: false,
+          reason: 'head-moved',
+          head: Number(seq) > 0 ? { seq: Number(seq), hash: Buffer.from(hash!, 'hex') } : undefined,
+        };
       }
       throw e;
     }
@@ -302,7 +330,13 @@ export class CertificateStore {
   async setRevoked(tx: Executor, serial: Buffer, r: { reason: string; at: Date; invalidityDate: Date | null }): Promise<CertificateRow> {
     const [row] = await stamped(tx)
       .where({ serial })
-      .update({ status: 'revoked', revoked_at: r.at, revocation_reason: r.reason, invalidity_date: r.invalidityDate, revocation_seq: nextSeq(tx) })
+      .update({
+        status: 'revoked',
+        revoked_at: r.at,
+        revocation_reason: r.reason,
+        invalidity_date: r.invalidityDate,
+        revocation_seq: nextSeq(tx),
+      })
       .returning(COLUMNS);
     return fromRow(row);
   }
@@ -323,12 +357,15 @@ export class CertificateStore {
   private matching(ex: Executor, sel: RevocationSelector): Knex.QueryBuilder {
     if (sel.withDevicesUnexpiredAt) {
       const seeds = this.matching(ex, { ...sel, withDevicesUnexpiredAt: undefined }).select('c.serial', 'c.device_id', 'c.renewed_from');
-      return ex('certificates as c').whereNot('c.profile', 'ca').whereRaw(`c.serial in (${withDevicesSql('?')})`, [seeds, sel.withDevicesUnexpiredAt, sel.withDevicesUnexpiredAt]);
+      return ex('certificates as c')
+        .whereNot('c.profile', 'ca')
+        .whereRaw(`c.serial in (${withDevicesSql('?')})`, [seeds, sel.withDevicesUnexpiredAt, sel.withDevicesUnexpiredAt]);
     }
     const q = ex('certificates as c').whereNot('c.profile', 'ca');
     if (sel.serials) q.whereIn('c.serial', sel.serials);
     if (sel.deviceIds) q.whereIn('c.device_id', sel.deviceIds);
-    if (sel.lot !== undefined) q.whereExists((e) => e.select(ex.raw('1')).from('devices as d').whereRaw('d.id = c.device_id').andWhere('d.lot', sel.lot!));
+    if (sel.lot !== undefined)
+      q.whereExists((e) => e.select(ex.raw('1')).from('devices as d').whereRaw('d.id = c.device_id').andWhere('d.lot', sel.lot!));
     if (sel.caId !== undefined) q.where('c.ca_id', sel.caId);
     if (sel.issuedAfter) q.where('c.issued_at', '>=', sel.issuedAfter);
     if (sel.issuedBefore) q.where('c.issued_at', '<', sel.issuedBefore);
@@ -348,11 +385,22 @@ export class CertificateStore {
   }
 
   /** What a bulk revocation would do: how many it would revoke, how many are revoked already, and the first `sample` serials it would take. */
-  async previewRevocation(ex: Executor, sel: RevocationSelector, reason: string, sample: number): Promise<{ revocable: number; alreadyRevoked: number; serials: Buffer[] }> {
+  async previewRevocation(
+    ex: Executor,
+    sel: RevocationSelector,
+    reason: string,
+    sample: number,
+  ): Promise<{ revocable: number; alreadyRevoked: number; serials: Buffer[] }> {
     const counts = (await this.matching(ex, sel)
       .select(
-        ex.raw(`count(*) filter (where c.status = 'issued' or (c.status = 'revoked' and c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as revocable`, [reason]),
-        ex.raw(`count(*) filter (where c.status = 'revoked' and not (c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as already`, [reason]),
+        ex.raw(
+          `count(*) filter (where c.status = 'issued' or (c.status = 'revoked' and c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as revocable`,
+          [reason],
+        ),
+        ex.raw(
+          `count(*) filter (where c.status = 'revoked' and not (c.revocation_reason = 'certificateHold' and ? <> 'certificateHold')) as already`,
+          [reason],
+        ),
       )
       .first()) as { revocable: string | number; already: string | number };
     const counted = { revocable: Number(counts.revocable), alreadyRevoked: Number(counts.already) };
@@ -394,7 +442,11 @@ export class CertificateStore {
         revocation_seq: nextSeq(tx),
       })
       .returning(['serial', 'ca_id', 'device_id']);
-    return rows.map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({ serial: Buffer.from(x.serial), caId: x.ca_id, deviceId: x.device_id }));
+    return rows.map((x: { serial: Uint8Array; ca_id: string; device_id: string | null }) => ({
+      serial: Buffer.from(x.serial),
+      caId: x.ca_id,
+      deviceId: x.device_id,
+    }));
   }
 
   async get(db: Executor, serial: Buffer): Promise<CertificateRow | undefined> {
@@ -416,7 +468,12 @@ export class CertificateStore {
     if (page.cursor) {
       q.whereRaw('(created_at, serial) < (?, ?::bytea)', [page.cursor.createdAt, page.cursor.serial]);
     }
-    const rows = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'serial', order: 'desc' }]).limit(page.limit);
+    const rows = await q
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'serial', order: 'desc' },
+      ])
+      .limit(page.limit);
     return rows.map(fromRow);
   }
 
@@ -434,6 +491,8 @@ export class CertificateStore {
  * rows alike.
  */
 function stamped(tx: Executor): Knex.QueryBuilder {
-  return tx.with('revocation_epoch_bump', tx.raw('update revocation_epoch set seq = seq + 1 where id = 1 returning seq')).from('certificates');
+  return tx
+    .with('revocation_epoch_bump', tx.raw('update revocation_epoch set seq = seq + 1 where id = 1 returning seq'))
+    .from('certificates');
 }
 const nextSeq = (tx: Executor) => tx.raw('(select seq from revocation_epoch_bump)');

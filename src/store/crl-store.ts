@@ -60,7 +60,11 @@ export class CrlStore {
 
   /** The newest full CRL that deltas are computed against. */
   async currentBase(ex: Executor, caId: string): Promise<CrlHeader | undefined> {
-    const r = await ex('crls').select(HEADER_COLUMNS).where({ ca_id: caId, kind: 'full', is_base: true }).orderBy('crl_number', 'desc').first();
+    const r = await ex('crls')
+      .select(HEADER_COLUMNS)
+      .where({ ca_id: caId, kind: 'full', is_base: true })
+      .orderBy('crl_number', 'desc')
+      .first();
     return r ? headerFromRow(r) : undefined;
   }
 
@@ -121,7 +125,14 @@ export class CrlStore {
     try {
       for (;;) {
         const r = await tx.raw(`fetch forward ${Math.trunc(pageSize)} from crl_snapshot`);
-        const rows = r.rows as { part: number; seq: string | number | null; serial: Uint8Array | null; revoked_at: string | null; reason: string | null; invalidity_date: string | null }[];
+        const rows = r.rows as {
+          part: number;
+          seq: string | number | null;
+          serial: Uint8Array | null;
+          revoked_at: string | null;
+          reason: string | null;
+          invalidity_date: string | null;
+        }[];
         if (rows.length === 0) return;
         yield rows.map((x): SnapshotRow => {
           if (x.part === 0) return { part: 'epoch', seq: BigInt(x.seq!) };

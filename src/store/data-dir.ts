@@ -19,7 +19,9 @@ export function securePrivateDirs(dataDir: string, inner: string[] = []): void {
     const st = statIfExists(dir);
     if (!st) continue;
     if (st.uid !== uid) {
-      throw new DataDirError(`${dir} is owned by uid ${st.uid}, not by the user running mqtt-ca (uid ${uid}): run mqtt-ca as its owner, or chown -R ${uid} ${dataDir} && chmod -R go-rwx ${dataDir}`);
+      throw new DataDirError(
+        `${dir} is owned by uid ${st.uid}, not by the user running mqtt-ca (uid ${uid}): run mqtt-ca as its owner, or chown -R ${uid} ${dataDir} && chmod -R go-rwx ${dataDir}`,
+      );
     }
     if (st.mode & 0o022) {
       throw new DataDirError(

@@ -27,7 +27,8 @@ export function createDb(opts: DbOptions): Db {
       pool: { min: 0, max: opts.poolMax ?? 10 },
     });
   }
-  if (!opts.pgliteDir) return knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: {} });
+  if (!opts.pgliteDir)
+    return knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: {} });
   return openEmbedded(opts.pgliteDir);
 }
 
@@ -47,7 +48,11 @@ function openEmbedded(dir: string): Db {
     throw e;
   }
   pglite.waitReady.then(() => makePrivate(dir)).catch(() => undefined); // a failed start shows on the first query
-  const db = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: { pglite } as unknown as Knex.StaticConnectionConfig });
+  const db = knexFactory({
+    client: ClientPgLite as unknown as typeof knexFactory.Client,
+    dialect: 'postgres',
+    connection: { pglite } as unknown as Knex.StaticConnectionConfig,
+  });
   // knex's own destroy() is read-only; it ends in the client's.
   const client = db.client as { destroy(callback?: unknown): Promise<void> };
   const destroy = client.destroy.bind(client);
@@ -95,10 +100,24 @@ export function pgliteDirUnder(dataDir: string): string {
  */
 export function isDatabaseUnavailable(e: unknown): boolean {
   const { code, name, message } = (e ?? {}) as { code?: unknown; name?: unknown; message?: unknown };
-  if (typeof code === 'string' && (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EPIPE' || code.startsWith('57P') || code.startsWith('08'))) return true;
+  if (
+    typeof code === 'string' &&
+    (code === 'ECONNREFUSED' ||
+      code === 'ECONNRESET' ||
+      code === 'ETIMEDOUT' ||
+      code === 'EPIPE' ||
+      code.startsWith('57P') ||
+      code.startsWith('08'))
+  )
+    return true;
   if (name === 'KnexTimeoutError') return true;
   // knex puts the statement before pg's message: "<sql> - Connection terminated unexpectedly".
-  return typeof message === 'string' && /Connection terminated|Client has encountered a connection error|Connection ended unexpectedly|terminating connection due to/.test(message);
+  return (
+    typeof message === 'string' &&
+    /Connection terminated|Client has encountered a connection error|Connection ended unexpectedly|terminating connection due to/.test(
+      message,
+    )
+  );
 }
 
 export function isEmbedded(db: Db): boolean {

@@ -25,7 +25,10 @@ export interface DeviceRow {
 }
 
 /** A device to insert: always `registered`, created and updated at `createdAt`. */
-export type NewDeviceRow = Pick<DeviceRow, 'id' | 'kind' | 'model' | 'hardwareRevision' | 'firmwareVersion' | 'site' | 'lot' | 'labels' | 'createdAt'>;
+export type NewDeviceRow = Pick<
+  DeviceRow,
+  'id' | 'kind' | 'model' | 'hardwareRevision' | 'firmwareVersion' | 'site' | 'lot' | 'labels' | 'createdAt'
+>;
 
 export interface DeviceFilter {
   status?: DeviceStatus | undefined;
@@ -54,9 +57,23 @@ export interface DeviceAttributes {
 }
 
 const COLUMNS = [
-  'id', 'kind', 'model', 'hardware_revision', 'firmware_version', 'site', 'lot', 'status', 'labels',
-  'current_serial', 'current_not_after', 'created_at', 'activated_at', 'suspended_at', 'revoked_at',
-  'decommissioned_at', 'updated_at',
+  'id',
+  'kind',
+  'model',
+  'hardware_revision',
+  'firmware_version',
+  'site',
+  'lot',
+  'status',
+  'labels',
+  'current_serial',
+  'current_not_after',
+  'created_at',
+  'activated_at',
+  'suspended_at',
+  'revoked_at',
+  'decommissioned_at',
+  'updated_at',
 ];
 
 /** The timestamp column each status sets when a device enters it. */
@@ -171,7 +188,12 @@ export class DeviceStore {
     if (filter.site !== undefined) q.where('site', filter.site);
     if (filter.expiringBefore) q.where('current_not_after', '<', filter.expiringBefore);
     if (page.cursor) q.whereRaw('(created_at, id) < (?::timestamptz, ?::text)', [page.cursor.createdAt, page.cursor.id]);
-    const rows = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(page.limit);
+    const rows = await q
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(page.limit);
     return rows.map(fromRow);
   }
 
@@ -200,7 +222,13 @@ export class DeviceStore {
    * Moves every device whose current certificate is one of `serials`, and whose status is one of
    * `from`, to `to`, in one statement. Returns each moved device with the status it left.
    */
-  async setStatusByCurrentSerial(db: Executor, serials: Buffer[], from: readonly DeviceStatus[], to: DeviceStatus, at: Date): Promise<{ id: string; previous: DeviceStatus; serial: Buffer }[]> {
+  async setStatusByCurrentSerial(
+    db: Executor,
+    serials: Buffer[],
+    from: readonly DeviceStatus[],
+    to: DeviceStatus,
+    at: Date,
+  ): Promise<{ id: string; previous: DeviceStatus; serial: Buffer }[]> {
     if (serials.length === 0 || from.length === 0) return [];
     const column = STATUS_AT[to];
     const r = await db.raw(
@@ -211,11 +239,20 @@ export class DeviceStore {
        returning d.id, moved.status as previous, d.current_serial as serial`,
       [serials, [...from], to, at, ...(column ? [at] : [])],
     );
-    return (r.rows as { id: string; previous: DeviceStatus; serial: Uint8Array }[]).map((x) => ({ id: x.id, previous: x.previous, serial: Buffer.from(x.serial) }));
+    return (r.rows as { id: string; previous: DeviceStatus; serial: Uint8Array }[]).map((x) => ({
+      id: x.id,
+      previous: x.previous,
+      serial: Buffer.from(x.serial),
+    }));
   }
 
   /** Records the newest issued certificate. */
-  async setCurrentCertificate(db: Executor, id: string, cert: { serial: Buffer; notAfter: Date }, at: Date): Promise<DeviceRow | undefined> {
+  async setCurrentCertificate(
+    db: Executor,
+    id: string,
+    cert: { serial: Buffer; notAfter: Date },
+    at: Date,
+  ): Promise<DeviceRow | undefined> {
     const rows = await db('devices')
       .where({ id })
       .update({ current_serial: cert.serial, current_not_after: cert.notAfter, updated_at: at })

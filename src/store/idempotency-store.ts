@@ -13,10 +13,14 @@ export class IdempotencyStore {
       [scope, key, requestHash, now],
     );
     if (inserted.rows.length === 1) return undefined;
-    const r = await db('idempotency_keys').select('request_hash', 'state', 'status_code', 'response', 'created_at').where({ scope, key }).first();
+    const r = await db('idempotency_keys')
+      .select('request_hash', 'state', 'status_code', 'response', 'created_at')
+      .where({ scope, key })
+      .first();
     if (!r) return undefined; // released between the two statements: treat as new next time
     const requestHashStored = Buffer.from(r.request_hash as Uint8Array);
-    if (r.state === 'in-progress') return { state: 'in-progress', requestHash: requestHashStored, claimedAt: new Date(r.created_at as string) };
+    if (r.state === 'in-progress')
+      return { state: 'in-progress', requestHash: requestHashStored, claimedAt: new Date(r.created_at as string) };
     return {
       state: 'done',
       requestHash: requestHashStored,
@@ -32,7 +36,9 @@ export class IdempotencyStore {
   }
 
   async complete(db: Executor, scope: string, key: string, statusCode: number, response: unknown): Promise<void> {
-    await db('idempotency_keys').where({ scope, key }).update({ state: 'done', status_code: statusCode, response: JSON.stringify(response) });
+    await db('idempotency_keys')
+      .where({ scope, key })
+      .update({ state: 'done', status_code: statusCode, response: JSON.stringify(response) });
   }
 
   async release(db: Executor, scope: string, key: string): Promise<void> {

@@ -49,10 +49,37 @@ export interface StepRow {
   approvalId: string | null;
 }
 
-const INCIDENT_COLUMNS = ['id', 'kind', 'title', 'description', 'status', 'targets', 'steps', 'opened_by', 'opened_at', 'closed_by', 'closed_at', 'summary'];
+const INCIDENT_COLUMNS = [
+  'id',
+  'kind',
+  'title',
+  'description',
+  'status',
+  'targets',
+  'steps',
+  'opened_by',
+  'opened_at',
+  'closed_by',
+  'closed_at',
+  'summary',
+];
 const STEP_COLUMNS = [
-  'id', 'incident_id', 'seq', 'action', 'params', 'dry_run', 'status', 'actor', 'started_at', 'finished_at', 'touched_count', 'touched',
-  'result', 'error', 'retry_of', 'approval_id',
+  'id',
+  'incident_id',
+  'seq',
+  'action',
+  'params',
+  'dry_run',
+  'status',
+  'actor',
+  'started_at',
+  'finished_at',
+  'touched_count',
+  'touched',
+  'result',
+  'error',
+  'retry_of',
+  'approval_id',
 ];
 
 /** A device as an incident's targets see it. */
@@ -66,7 +93,13 @@ export interface TargetDeviceRow {
 
 const TARGET_COLUMNS = ['id', 'kind', 'status', 'lot', 'current_serial'];
 
-function targetFrom(r: { id: string; kind: string; status: string; lot: string | null; current_serial: Uint8Array | null }): TargetDeviceRow {
+function targetFrom(r: {
+  id: string;
+  kind: string;
+  status: string;
+  lot: string | null;
+  current_serial: Uint8Array | null;
+}): TargetDeviceRow {
   return { id: r.id, kind: r.kind, status: r.status, lot: r.lot, currentSerial: r.current_serial ? Buffer.from(r.current_serial) : null };
 }
 
@@ -139,12 +172,20 @@ export class IncidentStore {
   }
 
   /** Newest first, keyset over (opened_at, id). */
-  async list(db: Executor, q: { status?: string | undefined; kind?: string | undefined; before?: { openedAt: Date; id: string } | undefined; limit: number }): Promise<IncidentRow[]> {
+  async list(
+    db: Executor,
+    q: { status?: string | undefined; kind?: string | undefined; before?: { openedAt: Date; id: string } | undefined; limit: number },
+  ): Promise<IncidentRow[]> {
     const query = db('incidents').select(INCIDENT_COLUMNS);
     if (q.status) query.where('status', q.status);
     if (q.kind) query.where('kind', q.kind);
     if (q.before) query.whereRaw('(opened_at, id) < (?::timestamptz, ?::text)', [q.before.openedAt, q.before.id]);
-    const rows = await query.orderBy([{ column: 'opened_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(q.limit);
+    const rows = await query
+      .orderBy([
+        { column: 'opened_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(q.limit);
     return rows.map(incidentFrom);
   }
 
@@ -184,7 +225,14 @@ export class IncidentStore {
   async finishStep(
     db: Executor,
     id: string,
-    f: { status: StepStatus; finishedAt: Date; touchedCount: number; touched: Touched[]; result: Record<string, unknown> | null; error: string | null },
+    f: {
+      status: StepStatus;
+      finishedAt: Date;
+      touchedCount: number;
+      touched: Touched[];
+      result: Record<string, unknown> | null;
+      error: string | null;
+    },
   ): Promise<StepRow> {
     const [r] = await db('incident_steps')
       .where({ id })

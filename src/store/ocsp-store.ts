@@ -49,13 +49,21 @@ export class OcspStore {
     if (!row) return undefined;
     return {
       ...statusFromRow(row),
-      presigned: row.der ? { der: Buffer.from(row.der as Uint8Array), thisUpdate: new Date(row.this_update as string), nextUpdate: new Date(row.next_update as string) } : null,
+      presigned: row.der
+        ? {
+            der: Buffer.from(row.der as Uint8Array),
+            thisUpdate: new Date(row.this_update as string),
+            nextUpdate: new Date(row.next_update as string),
+          }
+        : null,
     };
   }
 
   /** The states of several certificates (missing serials are simply absent). */
   async statuses(ex: Executor, serials: Buffer[]): Promise<OcspStatusRow[]> {
-    const r = await ex.raw(`select serial, ca_id, status, revoked_at, revocation_reason from certificates where serial = any(?::bytea[])`, [serials]);
+    const r = await ex.raw(`select serial, ca_id, status, revoked_at, revocation_reason from certificates where serial = any(?::bytea[])`, [
+      serials,
+    ]);
     return (r.rows as Record<string, unknown>[]).map(statusFromRow);
   }
 
@@ -64,7 +72,13 @@ export class OcspStore {
    * orders this against a revocation: either the revocation waits for this insert and then deletes
    * the row, or this insert waits for the revocation and then finds the state changed.
    */
-  async saveIfCurrent(ex: Executor, serial: Buffer, hashAlgorithm: string, answered: { status: string; revocationReason: string | null }, row: PresignedRow): Promise<boolean> {
+  async saveIfCurrent(
+    ex: Executor,
+    serial: Buffer,
+    hashAlgorithm: string,
+    answered: { status: string; revocationReason: string | null },
+    row: PresignedRow,
+  ): Promise<boolean> {
     const r = await prepared(
       ex,
       'ocsp-save',

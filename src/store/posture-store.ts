@@ -3,7 +3,16 @@ import type { Executor } from './db.js';
 export interface FleetCounts {
   byStatus: Record<string, number>;
   /** Active devices, and of them: with a current certificate that is issued and unexpired; with model, firmware, site recorded. */
-  active: { total: number; clients: number; brokers: number; validCertificate: number; validBrokers: number; withModel: number; withFirmware: number; withSite: number };
+  active: {
+    total: number;
+    clients: number;
+    brokers: number;
+    validCertificate: number;
+    validBrokers: number;
+    withModel: number;
+    withFirmware: number;
+    withSite: number;
+  };
   /**
    * Holders of a valid broker-profile certificate that are not broker devices in the inventory,
    * by device id, else common name: a broker certificate issued through POST /v1/certificates
@@ -43,7 +52,16 @@ export class PostureStore {
     );
     return {
       byStatus: Object.fromEntries(statuses.map((s) => [s.status, n(s.n)])),
-      active: { total: n(a.total), clients: n(a.clients), brokers: n(a.brokers), validCertificate: n(a.valid), validBrokers: n(a.valid_brokers), withModel: n(a.with_model), withFirmware: n(a.with_firmware), withSite: n(a.with_site) },
+      active: {
+        total: n(a.total),
+        clients: n(a.clients),
+        brokers: n(a.brokers),
+        validCertificate: n(a.valid),
+        validBrokers: n(a.valid_brokers),
+        withModel: n(a.with_model),
+        withFirmware: n(a.with_firmware),
+        withSite: n(a.with_site),
+      },
       otherBrokers: n((other.rows as Record<string, unknown>[])[0]!.holders),
     };
   }
@@ -62,7 +80,10 @@ export class PostureStore {
       .orderBy('c.serial')
       .limit(limit);
     if (after) q.andWhere('c.serial', '>', after);
-    return ((await q) as { serial: Uint8Array; der: Uint8Array }[]).map((r) => ({ serial: Buffer.from(r.serial), der: Buffer.from(r.der) }));
+    return ((await q) as { serial: Uint8Array; der: Uint8Array }[]).map((r) => ({
+      serial: Buffer.from(r.serial),
+      der: Buffer.from(r.der),
+    }));
   }
 
   async lastBackupAt(ex: Executor): Promise<Date | null> {
@@ -76,7 +97,12 @@ export class PostureStore {
   }
 
   async eventsSince(ex: Executor, since: Date): Promise<{ kind: string; severity: string; n: number }[]> {
-    const rows = (await ex('security_events').select('kind', 'severity').count({ n: '*' }).where('at', '>=', since).groupBy('kind', 'severity').orderBy('kind')) as { kind: string; severity: string; n: unknown }[];
+    const rows = (await ex('security_events')
+      .select('kind', 'severity')
+      .count({ n: '*' })
+      .where('at', '>=', since)
+      .groupBy('kind', 'severity')
+      .orderBy('kind')) as { kind: string; severity: string; n: unknown }[];
     return rows.map((r) => ({ kind: r.kind, severity: r.severity, n: n(r.n) }));
   }
 }

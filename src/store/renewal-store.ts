@@ -20,7 +20,21 @@ export interface NoticeRow {
   reason: 'due' | 'rollover';
 }
 
-const COLUMNS = ['serial', 'device_id', 'due_at', 'deadline', 'state', 'notify', 'mqtt_sent_at', 'webhook_sent_at', 'attempts', 'last_error', 'planned_at', 'sent_at', 'reason'];
+const COLUMNS = [
+  'serial',
+  'device_id',
+  'due_at',
+  'deadline',
+  'state',
+  'notify',
+  'mqtt_sent_at',
+  'webhook_sent_at',
+  'attempts',
+  'last_error',
+  'planned_at',
+  'sent_at',
+  'reason',
+];
 const date = (v: unknown) => (v == null ? null : new Date(v as string));
 
 function fromRow(r: Record<string, unknown>): NoticeRow {

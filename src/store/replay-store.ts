@@ -4,7 +4,10 @@ import type { Executor } from './db.js';
 export class ReplayStore {
   /** True when the digest was not seen before (and is now recorded). */
   async useOnce(db: Executor, digest: Buffer, expiresAt: Date): Promise<boolean> {
-    const r = await db.raw('insert into replay_guard (digest, expires_at) values (?, ?) on conflict do nothing returning digest', [digest, expiresAt]);
+    const r = await db.raw('insert into replay_guard (digest, expires_at) values (?, ?) on conflict do nothing returning digest', [
+      digest,
+      expiresAt,
+    ]);
     return r.rows.length === 1;
   }
 

@@ -37,8 +37,21 @@ export interface RolloverCounts {
 }
 
 const COLUMNS = [
-  'id', 'from_ca', 'to_ca', 'state', 'wave_size', 'wave_interval_seconds', 'waves', 'in_waves', 'last_wave_at',
-  'done_at', 'retired_at', 'created_by', 'created_at', 'updated_at', 'updated_by',
+  'id',
+  'from_ca',
+  'to_ca',
+  'state',
+  'wave_size',
+  'wave_interval_seconds',
+  'waves',
+  'in_waves',
+  'last_wave_at',
+  'done_at',
+  'retired_at',
+  'created_by',
+  'created_at',
+  'updated_at',
+  'updated_by',
 ];
 const date = (v: unknown) => (v == null ? null : new Date(v as string));
 
@@ -150,7 +163,9 @@ export class RolloverStore {
   }
 
   async recordWave(ex: Executor, id: string, count: number, at: Date): Promise<void> {
-    await ex('ca_rollovers').where({ id }).update({ waves: ex.raw('waves + 1'), in_waves: ex.raw('in_waves + ?', [count]), last_wave_at: at, updated_at: at });
+    await ex('ca_rollovers')
+      .where({ id })
+      .update({ waves: ex.raw('waves + 1'), in_waves: ex.raw('in_waves + ?', [count]), last_wave_at: at, updated_at: at });
   }
 
   async markRetired(ex: Executor, id: string, at: Date): Promise<void> {
@@ -216,7 +231,12 @@ export class RolloverStore {
       [r.fromCa, now, r.fromCa, now, r.id, r.id, r.id, r.toCa],
     );
     const row = res.rows[0] as Record<string, unknown>;
-    return { remaining: Number(row.remaining), unscheduled: Number(row.unscheduled), notified: Number(row.notified), renewed: Number(row.renewed) };
+    return {
+      remaining: Number(row.remaining),
+      unscheduled: Number(row.unscheduled),
+      notified: Number(row.notified),
+      renewed: Number(row.renewed),
+    };
   }
 
   async remaining(ex: Executor, fromCa: string, now: Date): Promise<number> {

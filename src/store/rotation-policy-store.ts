@@ -21,8 +21,17 @@ export interface RotationPolicyRow {
 export type RotationPolicyFields = Omit<RotationPolicyRow, 'scope' | 'name' | 'createdAt' | 'updatedAt' | 'updatedBy'>;
 
 const COLUMNS = [
-  'scope', 'name', 'renew_at_fraction', 'renew_days_before', 'grace_days', 'session_key_period_hours',
-  'session_key_overlap_hours', 'notify', 'created_at', 'updated_at', 'updated_by',
+  'scope',
+  'name',
+  'renew_at_fraction',
+  'renew_days_before',
+  'grace_days',
+  'session_key_period_hours',
+  'session_key_overlap_hours',
+  'notify',
+  'created_at',
+  'updated_at',
+  'updated_by',
 ];
 
 function fromRow(r: Record<string, unknown>): RotationPolicyRow {
@@ -54,12 +63,14 @@ export class RotationPolicyStore {
 
   /** The rows that apply to a certificate of `profile` held by a device of `lot`: lot first. */
   async applicable(ex: Executor, profile: string, lot: string | null): Promise<RotationPolicyRow[]> {
-    const rows = (await ex('rotation_policies')
-      .select(COLUMNS)
-      .where((w) => {
-        w.where({ scope: 'profile', name: profile });
-        if (lot !== null) w.orWhere({ scope: 'lot', name: lot });
-      })).map(fromRow);
+    const rows = (
+      await ex('rotation_policies')
+        .select(COLUMNS)
+        .where((w) => {
+          w.where({ scope: 'profile', name: profile });
+          if (lot !== null) w.orWhere({ scope: 'lot', name: lot });
+        })
+    ).map(fromRow);
     return rows.sort((a, b) => (a.scope === b.scope ? 0 : a.scope === 'lot' ? -1 : 1));
   }
 
@@ -74,7 +85,14 @@ export class RotationPolicyStore {
   }
 
   /** Creates or replaces; returns the row and whether it was new. */
-  async put(ex: Executor, scope: PolicyScope, name: string, f: RotationPolicyFields, at: Date, by: string): Promise<{ row: RotationPolicyRow; created: boolean }> {
+  async put(
+    ex: Executor,
+    scope: PolicyScope,
+    name: string,
+    f: RotationPolicyFields,
+    at: Date,
+    by: string,
+  ): Promise<{ row: RotationPolicyRow; created: boolean }> {
     const values = {
       renew_at_fraction: f.renewAtFraction,
       renew_days_before: f.renewDaysBefore,
@@ -95,8 +113,19 @@ export class RotationPolicyStore {
          session_key_overlap_hours = excluded.session_key_overlap_hours, notify = excluded.notify,
          updated_at = excluded.updated_at, updated_by = excluded.updated_by
        returning ${COLUMNS.join(', ')}, (xmax = 0) as created`,
-      [scope, name, values.renew_at_fraction, values.renew_days_before, values.grace_days, values.session_key_period_hours,
-        values.session_key_overlap_hours, values.notify, at, at, by],
+      [
+        scope,
+        name,
+        values.renew_at_fraction,
+        values.renew_days_before,
+        values.grace_days,
+        values.session_key_period_hours,
+        values.session_key_overlap_hours,
+        values.notify,
+        at,
+        at,
+        by,
+      ],
     );
     const row = r.rows[0] as Record<string, unknown>;
     return { row: fromRow(row), created: row.created === true };

@@ -33,7 +33,17 @@ export class SecurityEventStore {
   async insertMany(db: Executor, events: SecurityEventRow[]): Promise<number[]> {
     if (events.length === 0) return [];
     const rows = await db('security_events')
-      .insert(events.map((e) => ({ at: e.at, kind: e.kind, severity: e.severity, source: e.source, subject: e.subject, request_id: e.requestId, details: JSON.stringify(e.details) })))
+      .insert(
+        events.map((e) => ({
+          at: e.at,
+          kind: e.kind,
+          severity: e.severity,
+          source: e.source,
+          subject: e.subject,
+          request_id: e.requestId,
+          details: JSON.stringify(e.details),
+        })),
+      )
       .returning('id');
     return (rows as { id: unknown }[]).map((r) => Number(r.id));
   }

@@ -63,7 +63,20 @@ export interface NextSessionKeyRow {
   createdAt: Date;
 }
 
-const META = ['id', 'scope', 'owner', 'version', 'origin', 'not_before', 'rotate_at', 'not_after', 'superseded_at', 'revoked_at', 'reason', 'created_at'];
+const META = [
+  'id',
+  'scope',
+  'owner',
+  'version',
+  'origin',
+  'not_before',
+  'rotate_at',
+  'not_after',
+  'superseded_at',
+  'revoked_at',
+  'reason',
+  'created_at',
+];
 const SEALED = [...META, 'kek_id', 'wrapped_dek', 'ciphertext'];
 const CHANNEL = ['name', 'topic_tree', 'period_seconds', 'overlap_seconds', 'created_at', 'updated_at'];
 
@@ -88,7 +101,12 @@ function metaOf(r: Record<string, unknown>): SessionKeyMetaRow {
 }
 
 function sealedOf(r: Record<string, unknown>): SealedSessionKeyRow {
-  return { ...metaOf(r), kekId: r.kek_id as string, wrappedDek: Buffer.from(r.wrapped_dek as Uint8Array), ciphertext: Buffer.from(r.ciphertext as Uint8Array) };
+  return {
+    ...metaOf(r),
+    kekId: r.kek_id as string,
+    wrappedDek: Buffer.from(r.wrapped_dek as Uint8Array),
+    ciphertext: Buffer.from(r.ciphertext as Uint8Array),
+  };
 }
 
 function channelOf(r: Record<string, unknown>): ChannelRow {
@@ -125,21 +143,35 @@ export class SessionKeyStore {
     return this.summaries(ex, page);
   }
 
-  private async summaries(ex: Executor, q: { names?: string[]; afterName?: string | undefined; limit: number }): Promise<ChannelSummaryRow[]> {
+  private async summaries(
+    ex: Executor,
+    q: { names?: string[]; afterName?: string | undefined; limit: number },
+  ): Promise<ChannelSummaryRow[]> {
     const query = ex('channels as c')
       .select(CHANNEL.map((c) => `c.${c}`))
       .select(ex.raw('(select count(*) from channel_members m where m.channel = c.name) as member_count'))
-      .select(ex.raw(`(select k.version from session_keys k where k.scope = 'channel' and k.owner = c.name and k.superseded_at is null) as current_version`));
+      .select(
+        ex.raw(
+          `(select k.version from session_keys k where k.scope = 'channel' and k.owner = c.name and k.superseded_at is null) as current_version`,
+        ),
+      );
     if (q.names) query.whereRaw('c.name = any(?::text[])', [q.names]);
     if (q.afterName !== undefined) query.where('c.name', '>', q.afterName);
     const rows = (await query.orderBy('c.name').limit(q.limit)) as Record<string, unknown>[];
-    return rows.map((r) => ({ ...channelOf(r), memberCount: Number(r.member_count), currentVersion: r.current_version == null ? null : Number(r.current_version) }));
+    return rows.map((r) => ({
+      ...channelOf(r),
+      memberCount: Number(r.member_count),
+      currentVersion: r.current_version == null ? null : Number(r.current_version),
+    }));
   }
 
   /** Locks the channels (in name order, so lockers never deadlock) until the transaction ends; returns those that exist. */
   async lockChannels(tx: Executor, names: string[]): Promise<ChannelRow[]> {
     if (names.length === 0) return [];
-    const rows = (await tx('channels').select(CHANNEL).whereRaw('name = any(?::text[])', [names]).orderBy('name').forUpdate()) as Record<string, unknown>[];
+    const rows = (await tx('channels').select(CHANNEL).whereRaw('name = any(?::text[])', [names]).orderBy('name').forUpdate()) as Record<
+      string,
+      unknown
+    >[];
     return rows.map(channelOf);
   }
 
@@ -168,7 +200,11 @@ export class SessionKeyStore {
   }
 
   /** By device id, from after `afterDeviceId`. */
-  async listMembers(ex: Executor, channel: string, page: { afterDeviceId?: string | undefined; limit: number }): Promise<ChannelMemberRow[]> {
+  async listMembers(
+    ex: Executor,
+    channel: string,
+    page: { afterDeviceId?: string | undefined; limit: number },
+  ): Promise<ChannelMemberRow[]> {
     const q = ex('channel_members').select('device_id', 'added_at').where({ channel });
     if (page.afterDeviceId !== undefined) q.where('device_id', '>', page.afterDeviceId);
     const rows = (await q.orderBy('device_id').limit(page.limit)) as Record<string, unknown>[];
@@ -178,7 +214,10 @@ export class SessionKeyStore {
   /** The channels these devices belong to. */
   async channelsOf(ex: Executor, deviceIds: string[]): Promise<{ channel: string; deviceId: string }[]> {
     if (deviceIds.length === 0) return [];
-    const rows = (await ex('channel_members').select('channel', 'device_id').whereRaw('device_id = any(?::text[])', [deviceIds]).orderBy(['channel', 'device_id'])) as Record<string, unknown>[];
+    const rows = (await ex('channel_members')
+      .select('channel', 'device_id')
+      .whereRaw('device_id = any(?::text[])', [deviceIds])
+      .orderBy(['channel', 'device_id'])) as Record<string, unknown>[];
     return rows.map((r) => ({ channel: r.channel as string, deviceId: r.device_id as string }));
   }
 
@@ -187,15 +226,31 @@ export class SessionKeyStore {
   /** Kind, status and current certificate of these devices (those that exist). */
   async devices(ex: Executor, ids: string[]): Promise<{ id: string; kind: string; status: string; currentSerial: Buffer | null }[]> {
     if (ids.length === 0) return [];
-    const rows = (await ex('devices').select('id', 'kind', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids])) as Record<string, unknown>[];
-    return rows.map((r) => ({ id: r.id as string, kind: r.kind as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
+    const rows = (await ex('devices').select('id', 'kind', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids])) as Record<
+      string,
+      unknown
+    >[];
+    return rows.map((r) => ({
+      id: r.id as string,
+      kind: r.kind as string,
+      status: r.status as string,
+      currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array),
+    }));
   }
 
   /** Locks the devices' rows (in id order) until the transaction ends; returns their status. */
   async lockDevices(tx: Executor, ids: string[]): Promise<{ id: string; status: string; currentSerial: Buffer | null }[]> {
     if (ids.length === 0) return [];
-    const rows = (await tx('devices').select('id', 'status', 'current_serial').whereRaw('id = any(?::text[])', [ids]).orderBy('id').forUpdate()) as Record<string, unknown>[];
-    return rows.map((r) => ({ id: r.id as string, status: r.status as string, currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array) }));
+    const rows = (await tx('devices')
+      .select('id', 'status', 'current_serial')
+      .whereRaw('id = any(?::text[])', [ids])
+      .orderBy('id')
+      .forUpdate()) as Record<string, unknown>[];
+    return rows.map((r) => ({
+      id: r.id as string,
+      status: r.status as string,
+      currentSerial: r.current_serial == null ? null : Buffer.from(r.current_serial as Uint8Array),
+    }));
   }
 
   /** Of these certificates, the revoked ones (held included) that belong to a device, with their reason. */
@@ -206,7 +261,11 @@ export class SessionKeyStore {
         where serial = any(?::bytea[]) and status = 'revoked' and device_id is not null`,
       [serials],
     );
-    return (r.rows as { serial: Uint8Array; device_id: string; revocation_reason: string }[]).map((x) => ({ serial: Buffer.from(x.serial), deviceId: x.device_id, reason: x.revocation_reason }));
+    return (r.rows as { serial: Uint8Array; device_id: string; revocation_reason: string }[]).map((x) => ({
+      serial: Buffer.from(x.serial),
+      deviceId: x.device_id,
+      reason: x.revocation_reason,
+    }));
   }
 
   async certificateStatus(ex: Executor, serial: Buffer): Promise<string | undefined> {
@@ -219,7 +278,11 @@ export class SessionKeyStore {
   /** The current version (superseded_at is null) of each series. */
   async current(ex: Executor, scope: SessionKeyScope, owners: string[]): Promise<SessionKeyMetaRow[]> {
     if (owners.length === 0) return [];
-    const rows = (await ex('session_keys').select(META).where({ scope }).whereRaw('owner = any(?::text[])', [owners]).whereNull('superseded_at')) as Record<string, unknown>[];
+    const rows = (await ex('session_keys')
+      .select(META)
+      .where({ scope })
+      .whereRaw('owner = any(?::text[])', [owners])
+      .whereNull('superseded_at')) as Record<string, unknown>[];
     return rows.map(metaOf);
   }
 
@@ -264,7 +327,11 @@ export class SessionKeyStore {
     if (ids.length === 0) return [];
     const set: Record<string, unknown> = { superseded_at: at };
     if (validUntil) set.not_after = tx.raw('least(not_after, greatest(?::timestamptz, not_before))', [validUntil]);
-    const rows = (await tx('session_keys').whereRaw('id = any(?::text[])', [ids]).whereNull('superseded_at').update(set).returning(META)) as Record<string, unknown>[];
+    const rows = (await tx('session_keys')
+      .whereRaw('id = any(?::text[])', [ids])
+      .whereNull('superseded_at')
+      .update(set)
+      .returning(META)) as Record<string, unknown>[];
     return rows.map(metaOf);
   }
 
@@ -294,7 +361,12 @@ export class SessionKeyStore {
    * locked (FOR UPDATE SKIP LOCKED: concurrent callers take disjoint sets and never wait). Device
    * series only of active devices; channel series with their channel's period and overlap.
    */
-  async claimDue(tx: Executor, scope: SessionKeyScope, now: Date, limit: number): Promise<{ id: string; owner: string; periodSeconds: number | null; overlapSeconds: number | null }[]> {
+  async claimDue(
+    tx: Executor,
+    scope: SessionKeyScope,
+    now: Date,
+    limit: number,
+  ): Promise<{ id: string; owner: string; periodSeconds: number | null; overlapSeconds: number | null }[]> {
     const sql =
       scope === 'channel'
         ? `select k.id, k.owner, c.period_seconds, c.overlap_seconds
@@ -332,7 +404,12 @@ export class SessionKeyStore {
   }
 
   /** A series' versions, newest first, from before `beforeVersion`. */
-  async listVersions(ex: Executor, scope: SessionKeyScope, owner: string, page: { beforeVersion?: number | undefined; limit: number }): Promise<SessionKeyMetaRow[]> {
+  async listVersions(
+    ex: Executor,
+    scope: SessionKeyScope,
+    owner: string,
+    page: { beforeVersion?: number | undefined; limit: number },
+  ): Promise<SessionKeyMetaRow[]> {
     const q = ex('session_keys').select(META).where({ scope, owner });
     if (page.beforeVersion !== undefined) q.where('version', '<', page.beforeVersion);
     const rows = (await q.orderBy('version', 'desc').limit(page.limit)) as Record<string, unknown>[];

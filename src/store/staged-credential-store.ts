@@ -12,7 +12,19 @@ export interface StagedRow {
   pickedUpAt: Date | null;
 }
 
-const COLUMNS = ['renews', 'serial', 'device_id', 'key_algorithm', 'csr_der', 'kek_id', 'wrapped_dek', 'ciphertext', 'staged_at', 'issued_at', 'picked_up_at'];
+const COLUMNS = [
+  'renews',
+  'serial',
+  'device_id',
+  'key_algorithm',
+  'csr_der',
+  'kek_id',
+  'wrapped_dek',
+  'ciphertext',
+  'staged_at',
+  'issued_at',
+  'picked_up_at',
+];
 const buf = (v: unknown) => (v == null ? null : Buffer.from(v as Uint8Array));
 const date = (v: unknown) => (v == null ? null : new Date(v as string));
 
@@ -38,11 +50,23 @@ export class StagedCredentialStore {
   }
 
   /** The key made for `renews`, unless one was made already (then that one stands). */
-  async insertPending(ex: Executor, row: Omit<StagedRow, 'serial' | 'issuedAt' | 'pickedUpAt' | 'sealed'> & { sealed: NonNullable<StagedRow['sealed']> }): Promise<void> {
+  async insertPending(
+    ex: Executor,
+    row: Omit<StagedRow, 'serial' | 'issuedAt' | 'pickedUpAt' | 'sealed'> & { sealed: NonNullable<StagedRow['sealed']> },
+  ): Promise<void> {
     await ex.raw(
       `insert into staged_credentials (renews, device_id, key_algorithm, csr_der, kek_id, wrapped_dek, ciphertext, staged_at)
        values (?, ?, ?, ?, ?, ?, ?, ?) on conflict (renews) do nothing`,
-      [row.renews, row.deviceId, row.keyAlgorithm, row.csrDer, row.sealed.kekId, row.sealed.wrappedDek, row.sealed.ciphertext, row.stagedAt],
+      [
+        row.renews,
+        row.deviceId,
+        row.keyAlgorithm,
+        row.csrDer,
+        row.sealed.kekId,
+        row.sealed.wrappedDek,
+        row.sealed.ciphertext,
+        row.stagedAt,
+      ],
     );
   }
 
@@ -58,6 +82,9 @@ export class StagedCredentialStore {
 
   /** Wipes the sealed key of a picked-up credential. */
   async wipe(ex: Executor, renews: Buffer, at: Date): Promise<void> {
-    await ex.raw('update staged_credentials set kek_id = null, wrapped_dek = null, ciphertext = null, picked_up_at = ? where renews = ?', [at, renews]);
+    await ex.raw('update staged_credentials set kek_id = null, wrapped_dek = null, ciphertext = null, picked_up_at = ? where renews = ?', [
+      at,
+      renews,
+    ]);
   }
 }

@@ -60,7 +60,8 @@ export function acquireStoreLock(lockFile: string, command = describeCommand()):
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
       const found = readLock(lockFile);
-      if (found === 'unreadable' || (found !== 'gone' && holderIsAlive(found)) || attempt >= 5) throw new StoreLockedError(lockFile, typeof found === 'string' ? undefined : found);
+      if (found === 'unreadable' || (found !== 'gone' && holderIsAlive(found)) || attempt >= 5)
+        throw new StoreLockedError(lockFile, typeof found === 'string' ? undefined : found);
       if (found === 'gone') continue;
       // Stale. Two processes that both find it stale can race here, as with postmaster.pid;
       // starting two at the same instant after a crash is the operator's to avoid.

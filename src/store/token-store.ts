@@ -24,8 +24,20 @@ export interface TokenRow {
 }
 
 const COLUMNS = [
-  'id', 'secret_hash', 'name', 'device_id', 'lot', 'profile', 'allowed_names', 'max_uses', 'uses', 'expires_at',
-  'created_at', 'created_by', 'revoked_at', 'last_used_at',
+  'id',
+  'secret_hash',
+  'name',
+  'device_id',
+  'lot',
+  'profile',
+  'allowed_names',
+  'max_uses',
+  'uses',
+  'expires_at',
+  'created_at',
+  'created_by',
+  'revoked_at',
+  'last_used_at',
 ];
 
 const dateOrNull = (v: unknown) => (v == null ? null : new Date(v as string));
@@ -76,7 +88,11 @@ export class TokenStore {
    * The token and, in the same round trip, the facts of the device it is being used for: its own
    * device, or for a lot token the device the request names.
    */
-  async getWithDevice(db: Executor, id: string, namedDeviceId: string | undefined): Promise<{ token: TokenRow; device: DeviceFacts | undefined } | undefined> {
+  async getWithDevice(
+    db: Executor,
+    id: string,
+    namedDeviceId: string | undefined,
+  ): Promise<{ token: TokenRow; device: DeviceFacts | undefined } | undefined> {
     const r = await db('enrollment_tokens as t')
       .select(COLUMNS.map((c) => `t.${c}`))
       .select({ d_id: 'd.id', d_kind: 'd.kind', d_lot: 'd.lot', d_status: 'd.status' })
@@ -90,12 +106,22 @@ export class TokenStore {
     };
   }
 
-  async list(db: Executor, q: { deviceId?: string | undefined; lot?: string | undefined; before?: { createdAt: Date; id: string } | undefined; limit: number }): Promise<TokenRow[]> {
+  async list(
+    db: Executor,
+    q: { deviceId?: string | undefined; lot?: string | undefined; before?: { createdAt: Date; id: string } | undefined; limit: number },
+  ): Promise<TokenRow[]> {
     const query = db('enrollment_tokens').select(COLUMNS);
     if (q.deviceId) query.where('device_id', q.deviceId);
     if (q.lot) query.where('lot', q.lot);
     if (q.before) query.whereRaw('(created_at, id) < (?, ?)', [q.before.createdAt, q.before.id]);
-    return (await query.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(q.limit)).map(fromRow);
+    return (
+      await query
+        .orderBy([
+          { column: 'created_at', order: 'desc' },
+          { column: 'id', order: 'desc' },
+        ])
+        .limit(q.limit)
+    ).map(fromRow);
   }
 
   /**
@@ -121,12 +147,18 @@ export class TokenStore {
        select s.token_id, s.device_id, s.status from async_commit, token_spend(?::text[], ?::text[], ?::timestamptz) s`,
       [pairs.map((p) => p.tokenId), pairs.map((p) => p.deviceId), now],
     );
-    const granted = new Map((r.rows as { token_id: string; device_id: string; status: string }[]).map((g) => [`${g.token_id}\n${g.device_id}`, g.status]));
+    const granted = new Map(
+      (r.rows as { token_id: string; device_id: string; status: string }[]).map((g) => [`${g.token_id}\n${g.device_id}`, g.status]),
+    );
     return pairs.map((p) => granted.get(`${p.tokenId}\n${p.deviceId}`) ?? null);
   }
 
   /** Why consumeMany() refused a pair, for the error message (the refused path may take more queries). */
-  async refusalFacts(db: Executor, id: string, deviceId: string): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedAt: Date | undefined }> {
+  async refusalFacts(
+    db: Executor,
+    id: string,
+    deviceId: string,
+  ): Promise<{ token: TokenRow | undefined; device: DeviceFacts | undefined; usedAt: Date | undefined }> {
     const found = await this.getWithDevice(db, id, deviceId);
     const used = await db('enrollment_token_uses').select('used_at').where({ token_id: id, device_id: deviceId }).first();
     return { token: found?.token, device: found?.device, usedAt: used ? new Date(used.used_at as string) : undefined };
@@ -143,12 +175,20 @@ export class TokenStore {
 
   /** Revokes every unrevoked token bound to the device; returns their ids. */
   async revokeForDevice(db: Executor, deviceId: string, at: Date): Promise<string[]> {
-    const rows = await db('enrollment_tokens').where({ device_id: deviceId }).whereNull('revoked_at').update({ revoked_at: at }).returning(['id']);
+    const rows = await db('enrollment_tokens')
+      .where({ device_id: deviceId })
+      .whereNull('revoked_at')
+      .update({ revoked_at: at })
+      .returning(['id']);
     return rows.map((r: { id: string }) => r.id);
   }
 
   /** Live tokens (not revoked, not expired) for any of these devices or lots. */
-  async liveFor(db: Executor, t: { deviceIds: string[]; lots: string[] }, now: Date): Promise<{ id: string; deviceId: string | null; lot: string | null }[]> {
+  async liveFor(
+    db: Executor,
+    t: { deviceIds: string[]; lots: string[] },
+    now: Date,
+  ): Promise<{ id: string; deviceId: string | null; lot: string | null }[]> {
     if (t.deviceIds.length + t.lots.length === 0) return [];
     const rows = await db('enrollment_tokens')
       .select('id', 'device_id', 'lot')

@@ -32,8 +32,14 @@ for (const target of dbTargets) {
 
     const auth = (role: Role | string) => ({ Authorization: `Bearer ${role in (keys ?? {}) ? keys[role as Role] : role}` });
     const newCa = async (name: string) =>
-      (await api.post('/v1/cas').set(auth('admin')).send({ kind: 'intermediate', name, parentId: rootId, pathLen: 0 }).expect(201)).body as { id: string };
-    const ca = async (id: string) => (await api.get(`/v1/cas/${id}`).set(auth('auditor')).expect(200)).body as { status: string; isDefaultIssuer: boolean; certificate: string };
+      (await api.post('/v1/cas').set(auth('admin')).send({ kind: 'intermediate', name, parentId: rootId, pathLen: 0 }).expect(201))
+        .body as { id: string };
+    const ca = async (id: string) =>
+      (await api.get(`/v1/cas/${id}`).set(auth('auditor')).expect(200)).body as {
+        status: string;
+        isDefaultIssuer: boolean;
+        certificate: string;
+      };
     const proposeCaRevoke = async (caId: string, reason = 'cACompromise', who: string = keys.admin) => {
       const res = await api.post(`/v1/cas/${caId}/revoke`).set(auth(who)).send({ reason, note: 'key found on a laptop' });
       assert.equal(res.status, 202, res.text);
@@ -44,7 +50,13 @@ for (const target of dbTargets) {
     const approval = async (id: string) => (await api.get(`/v1/approvals/${id}`).set(auth('auditor')).expect(200)).body;
     const certificate = async (serial: string) => (await api.get(`/v1/certificates/${serial}`).set(auth('auditor')).expect(200)).body;
     const auditOf = async (q: Record<string, string>) =>
-      (await api.get('/v1/audit').query({ limit: 500, ...q }).set(auth('auditor')).expect(200)).body.items as { action: string; actor: string; targetId: string; requestId: string | null; details: Record<string, any> }[];
+      (
+        await api
+          .get('/v1/audit')
+          .query({ limit: 500, ...q })
+          .set(auth('auditor'))
+          .expect(200)
+      ).body.items as { action: string; actor: string; targetId: string; requestId: string | null; details: Record<string, any> }[];
     const keyIdOf = (key: string) => /^mqca_(ak_[0-9a-f]{20})_/.exec(key)![1]!;
     /** The block of `openssl crl -text` for one serial (its lines up to the next serial). */
     const crlEntry = (text: string, serial: string) => {
@@ -59,14 +71,28 @@ for (const target of dbTargets) {
       const [issuer, cert, reqFile] = [writeTemp(dir, 'parent.pem', parentPem), writeTemp(dir, 'ca.pem', caPem), `${dir}/req.der`];
       const req = run('openssl', ['ocsp', '-issuer', issuer, '-cert', cert, '-no_nonce', '-reqout', reqFile]);
       assert.equal(req.status, 0, req.stderr);
-      const res = await api.post('/pki/ocsp').set('Content-Type', 'application/ocsp-request').send(readFileSync(reqFile))
-        .buffer(true).parse((r, cb) => {
+      const res = await api
+        .post('/pki/ocsp')
+        .set('Content-Type', 'application/ocsp-request')
+        .send(readFileSync(reqFile))
+        .buffer(true)
+        .parse((r, cb) => {
           const chunks: Buffer[] = [];
           r.on('data', (c: Buffer) => chunks.push(c));
           r.on('end', () => cb(null, Buffer.concat(chunks)));
         });
       assert.equal(res.status, 200);
-      const out = run('openssl', ['ocsp', '-respin', writeTemp(dir, 'resp.der', res.body as Buffer), '-issuer', issuer, '-cert', cert, '-CAfile', issuer]);
+      const out = run('openssl', [
+        'ocsp',
+        '-respin',
+        writeTemp(dir, 'resp.der', res.body as Buffer),
+        '-issuer',
+        issuer,
+        '-cert',
+        cert,
+        '-CAfile',
+        issuer,
+      ]);
       assert.equal(out.status, 0, out.stderr);
       assert.match(out.stderr + out.stdout, /Response verify OK/);
       return out.stdout + out.stderr;
@@ -74,12 +100,21 @@ for (const target of dbTargets) {
     const enroll = async (deviceId: string, lot: string) => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client', lot }).expect(201);
       const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: p256Csr(deviceId).pem }).expect(201)).body;
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: p256Csr(deviceId).pem })
+          .expect(201)
+      ).body;
       return body.serial as string;
     };
 
     before(async () => {
-      ({ svc, api, keys, issuingId } = await makeApiService(target, { clock, env: { BULK_REVOKE_APPROVAL_THRESHOLD: String(THRESHOLD), APPROVAL_TTL_HOURS: '24' } }));
+      ({ svc, api, keys, issuingId } = await makeApiService(target, {
+        clock,
+        env: { BULK_REVOKE_APPROVAL_THRESHOLD: String(THRESHOLD), APPROVAL_TTL_HOURS: '24' },
+      }));
       rootId = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items.find((c: { kind: string }) => c.kind === 'root').id;
       admin2 = (await svc.apiKeys.create({ name: 'second admin', role: 'admin' }, { actor: 'test' })).key;
       admin3 = (await svc.apiKeys.create({ name: 'third admin', role: 'admin' }, { actor: 'test' })).key;
@@ -90,23 +125,39 @@ for (const target of dbTargets) {
     it('lets only admins propose a CA revocation, and refuses a root, a hold and an unknown CA', async () => {
       const victim = await newCa('refusals');
       for (const role of ['operator', 'provisioner', 'auditor'] as const) {
-        assertProblem(await api.post(`/v1/cas/${victim.id}/revoke`).set(auth(role)).send({ reason: 'cACompromise' }), 403, new RegExp(`${role} role`));
+        assertProblem(
+          await api.post(`/v1/cas/${victim.id}/revoke`).set(auth(role)).send({ reason: 'cACompromise' }),
+          403,
+          new RegExp(`${role} role`),
+        );
       }
       assertProblem(await api.post(`/v1/cas/${rootId}/revoke`).set(auth('admin')).send({ reason: 'cACompromise' }), 400, /is a root/);
-      assertProblem(await api.post(`/v1/cas/${victim.id}/revoke`).set(auth('admin')).send({ reason: 'certificateHold' }), 400, /not put on hold/);
+      assertProblem(
+        await api.post(`/v1/cas/${victim.id}/revoke`).set(auth('admin')).send({ reason: 'certificateHold' }),
+        400,
+        /not put on hold/,
+      );
       assertProblem(await api.post(`/v1/cas/${victim.id}/revoke`).set(auth('admin')).send({ reason: 'bogus' }), 400);
       assertProblem(await api.post('/v1/cas/ca_nope/revoke').set(auth('admin')).send({ reason: 'cACompromise' }), 404);
       assertProblem(await api.post('/v1/cas/nope/revoke').set(auth('admin')).send({}), 400);
       assert.equal((await api.get('/v1/approvals').set(auth('auditor')).expect(200)).body.items.length, 0);
       // A CA's certificate is not revoked around the rule, singly or in bulk.
       const serial = (await svc.hierarchy.revocationTarget(victim.id)).serial.toString('hex');
-      assertProblem(await api.post(`/v1/certificates/${serial}/revoke`).set(auth('operator')).send({ reason: 'cACompromise' }), 403, /CA's certificate/);
-      const bulk = await api.post('/v1/revocations').set(auth('operator')).send({ selector: { serials: [serial] }, reason: 'cACompromise' }).expect(200);
+      assertProblem(
+        await api.post(`/v1/certificates/${serial}/revoke`).set(auth('operator')).send({ reason: 'cACompromise' }),
+        403,
+        /CA's certificate/,
+      );
+      const bulk = await api
+        .post('/v1/revocations')
+        .set(auth('operator'))
+        .send({ selector: { serials: [serial] }, reason: 'cACompromise' })
+        .expect(200);
       assert.equal(bulk.body.revoked, 0);
       assert.equal((await certificate(serial)).status, 'issued');
     });
 
-    it('revokes a CA only when a different admin approves: on the root\'s CRL with cACompromise, and it issues nothing more', async () => {
+    it("revokes a CA only when a different admin approves: on the root's CRL with cACompromise, and it issues nothing more", async () => {
       const victim = await newCa('victim');
       await api.post(`/v1/cas/${victim.id}/default-issuer`).set(auth('admin')).expect(200);
       const p = await proposeCaRevoke(victim.id);
@@ -122,7 +173,8 @@ for (const target of dbTargets) {
       // The proposer, another key of the same person, and roles that may not: refused, nothing changes.
       assertProblem(await approve(p.id, keys.admin), 403, /cannot approve one's own proposal/);
       assertProblem(await approve(p.id, adminSameName), 403, /cannot approve one's own proposal/);
-      for (const role of ['operator', 'provisioner', 'auditor'] as const) assertProblem(await approve(p.id, keys[role]), 403, new RegExp(`${role} role may not approve`));
+      for (const role of ['operator', 'provisioner', 'auditor'] as const)
+        assertProblem(await approve(p.id, keys[role]), 403, new RegExp(`${role} role may not approve`));
       assertProblem(await approve('apr_0000', admin2), 404);
       assert.equal((await ca(victim.id)).status, 'active');
       assert.equal((await certificate(serial)).status, 'issued');
@@ -153,20 +205,45 @@ for (const target of dbTargets) {
 
       // It issues nothing more: named, or as the default it no longer is.
       const broker = p256Csr('broker.example');
-      assertProblem(await api.post('/v1/certificates').set(auth('operator')).send({ profile: 'broker', csr: broker.pem, caId: victim.id, dnsNames: ['broker.example'] }), 409, /revoked/);
-      assertProblem(await api.post('/v1/certificates').set(auth('operator')).send({ profile: 'broker', csr: broker.pem, dnsNames: ['broker.example'] }), 409, /no default issuing CA/);
+      assertProblem(
+        await api
+          .post('/v1/certificates')
+          .set(auth('operator'))
+          .send({ profile: 'broker', csr: broker.pem, caId: victim.id, dnsNames: ['broker.example'] }),
+        409,
+        /revoked/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/certificates')
+          .set(auth('operator'))
+          .send({ profile: 'broker', csr: broker.pem, dnsNames: ['broker.example'] }),
+        409,
+        /no default issuing CA/,
+      );
       assertProblem(await api.post(`/v1/cas/${victim.id}/default-issuer`).set(auth('admin')).send(), 409);
       await api.post(`/v1/cas/${issuingId}/default-issuer`).set(auth('admin')).expect(200);
-      await api.post('/v1/certificates').set(auth('operator')).send({ profile: 'broker', csr: broker.pem, dnsNames: ['broker.example'] }).expect(201);
-      assertProblem(await api.post(`/v1/cas/${victim.id}/revoke`).set(auth('admin')).send({ reason: 'keyCompromise' }), 409, /revoked already/);
+      await api
+        .post('/v1/certificates')
+        .set(auth('operator'))
+        .send({ profile: 'broker', csr: broker.pem, dnsNames: ['broker.example'] })
+        .expect(201);
+      assertProblem(
+        await api.post(`/v1/cas/${victim.id}/revoke`).set(auth('admin')).send({ reason: 'keyCompromise' }),
+        409,
+        /revoked already/,
+      );
 
       // The audit log: both people on each step; the CA and its certificate revoked by the approver in the approval's request.
       const steps = (await auditOf({ targetType: 'approval', targetId: p.id })).reverse();
-      assert.deepEqual(steps.map((e) => [e.action, e.actor]), [
-        ['approval.proposed', `api-key:${keyIdOf(keys.admin)}`],
-        ['approval.approved', `api-key:${keyIdOf(admin2)}`],
-        ['approval.executed', `api-key:${keyIdOf(admin2)}`],
-      ]);
+      assert.deepEqual(
+        steps.map((e) => [e.action, e.actor]),
+        [
+          ['approval.proposed', `api-key:${keyIdOf(keys.admin)}`],
+          ['approval.approved', `api-key:${keyIdOf(admin2)}`],
+          ['approval.executed', `api-key:${keyIdOf(admin2)}`],
+        ],
+      );
       for (const e of steps.slice(1)) {
         assert.equal(e.details.proposedBy.keyId, keyIdOf(keys.admin));
         assert.equal(e.details.approvedBy.keyId, keyIdOf(admin2));
@@ -182,7 +259,11 @@ for (const target of dbTargets) {
     it('rejects: the CA stays active and the proposal cannot be approved afterwards', async () => {
       const other = await newCa('kept');
       const p = await proposeCaRevoke(other.id, 'superseded');
-      assertProblem(await api.post(`/v1/approvals/${p.id}/reject`).set(auth('operator')).send({ reason: 'no' }), 403, /operator role may not reject/);
+      assertProblem(
+        await api.post(`/v1/approvals/${p.id}/reject`).set(auth('operator')).send({ reason: 'no' }),
+        403,
+        /operator role may not reject/,
+      );
       const res = await api.post(`/v1/approvals/${p.id}/reject`).set(auth(admin2)).send({ reason: 'wrong CA' }).expect(200);
       assert.equal(res.body.status, 'rejected');
       assert.equal(res.body.reason, 'wrong CA');
@@ -227,7 +308,11 @@ for (const target of dbTargets) {
       for (let i = 0; i < 5; i++) serials.push(await enroll(`big-${i}`, 'LOT-BIG'));
       const body = { selector: { lot: 'LOT-BIG' }, reason: 'keyCompromise' };
       // Dry runs are never held.
-      const dry = await api.post('/v1/revocations').set(auth('operator')).send({ ...body, dryRun: true }).expect(200);
+      const dry = await api
+        .post('/v1/revocations')
+        .set(auth('operator'))
+        .send({ ...body, dryRun: true })
+        .expect(200);
       assert.deepEqual([dry.body.dryRun, dry.body.revoked], [true, 5]);
       const held = await api.post('/v1/revocations').set(auth('operator')).send(body);
       assert.equal(held.status, 202, held.text);
@@ -251,14 +336,21 @@ for (const target of dbTargets) {
       const revokedBy = await auditOf({ action: 'certificate.revoked', actor: `api-key:${keyIdOf(keys.admin)}` });
       assert.deepEqual(new Set(revokedBy.filter((e) => serials.includes(e.targetId)).map((e) => e.targetId)), new Set(serials));
       const steps = (await auditOf({ targetType: 'approval', targetId: held.body.id })).reverse();
-      assert.deepEqual(steps.map((e) => e.action), ['approval.proposed', 'approval.approved', 'approval.executed']);
+      assert.deepEqual(
+        steps.map((e) => e.action),
+        ['approval.proposed', 'approval.approved', 'approval.executed'],
+      );
       assert.equal(steps[0]!.actor, `api-key:${keyIdOf(keys.operator)}`);
       assert.equal(steps[2]!.details.approvedBy.keyId, keyIdOf(keys.admin));
     });
 
     it(`revokes ${THRESHOLD} or fewer at once, as before`, async () => {
       const serials = [await enroll('small-0', 'LOT-SMALL'), await enroll('small-1', 'LOT-SMALL'), await enroll('small-2', 'LOT-SMALL')];
-      const res = await api.post('/v1/revocations').set(auth('operator')).send({ selector: { lot: 'LOT-SMALL' }, reason: 'superseded' }).expect(200);
+      const res = await api
+        .post('/v1/revocations')
+        .set(auth('operator'))
+        .send({ selector: { lot: 'LOT-SMALL' }, reason: 'superseded' })
+        .expect(200);
       assert.deepEqual([res.body.dryRun, res.body.revoked], [false, 3]);
       for (const s of serials) assert.equal((await certificate(s)).status, 'revoked');
     });
@@ -266,28 +358,46 @@ for (const target of dbTargets) {
     it('lists proposals by status and action, page by page, for admins, operators and auditors', async () => {
       assertProblem(await api.get('/v1/approvals').set(auth('provisioner')), 403);
       assertProblem(await api.get('/v1/approvals').query({ status: 'bogus' }).set(auth('auditor')), 400);
-      const all = (await api.get('/v1/approvals').set(auth('operator')).expect(200)).body.items as { id: string; status: string; action: string; params?: unknown }[];
+      const all = (await api.get('/v1/approvals').set(auth('operator')).expect(200)).body.items as {
+        id: string;
+        status: string;
+        action: string;
+        params?: unknown;
+      }[];
       assert.equal(all.length, 6);
       assert.ok(all.every((x) => !('params' in x)));
-      const executed = (await api.get('/v1/approvals').query({ status: 'executed', action: 'ca.revoke' }).set(auth('auditor')).expect(200)).body.items;
+      const executed = (await api.get('/v1/approvals').query({ status: 'executed', action: 'ca.revoke' }).set(auth('auditor')).expect(200))
+        .body.items;
       assert.equal(executed.length, 2);
       const bulk = (await api.get('/v1/approvals').query({ action: 'revocation.bulk' }).set(auth('auditor')).expect(200)).body.items;
       assert.equal(bulk.length, 1);
       const seen: string[] = [];
       let cursor: string | undefined;
       for (;;) {
-        const page = (await api.get('/v1/approvals').query({ limit: 2, ...(cursor ? { cursor } : {}) }).set(auth('admin')).expect(200)).body;
+        const page = (
+          await api
+            .get('/v1/approvals')
+            .query({ limit: 2, ...(cursor ? { cursor } : {}) })
+            .set(auth('admin'))
+            .expect(200)
+        ).body;
         seen.push(...page.items.map((x: { id: string }) => x.id));
         if (!page.nextCursor) break;
         cursor = page.nextCursor;
       }
-      assert.deepEqual(seen, all.map((x) => x.id));
+      assert.deepEqual(
+        seen,
+        all.map((x) => x.id),
+      );
     });
 
     it('sweeps expired proposals on the housekeeping schedule', async () => {
       const jobs = (await api.get('/v1/jobs').set(auth('auditor')).expect(200)).body;
       const schedules = jobs.queues.flatMap((q: { schedules: { name: string; everyMs: number }[] }) => q.schedules);
-      assert.ok(schedules.some((s: { name: string; everyMs: number }) => s.name === 'approval-expiry' && s.everyMs === 60_000), JSON.stringify(schedules));
+      assert.ok(
+        schedules.some((s: { name: string; everyMs: number }) => s.name === 'approval-expiry' && s.everyMs === 60_000),
+        JSON.stringify(schedules),
+      );
     });
   });
 }

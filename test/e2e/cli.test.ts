@@ -2,7 +2,18 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDb, migrateLatest, pgliteDirUnder } from '../../src/store/db.js';
@@ -33,7 +44,9 @@ function cli(args: string[], env: Record<string, string>, opts: { cwd?: string; 
 }
 
 /** `mqtt-ca serve` on the embedded store in DATA_DIR, once it listens. */
-async function serve(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string; exited: Promise<number | null> }> {
+async function serve(
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; url: string; output: () => string; exited: Promise<number | null> }> {
   const base = { ...process.env };
   delete base.DATABASE_URL;
   delete base.REDIS_URL;
@@ -42,7 +55,8 @@ async function serve(env: Record<string, string>): Promise<{ child: ChildProcess
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  for (let i = 0; i < 1200 && !/listening on http:\/\/[\d.]+:\d+/.test(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 1200 && !/listening on http:\/\/[\d.]+:\d+/.test(out) && child.exitCode === null; i++)
+    await new Promise((r) => setTimeout(r, 50));
   const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
   assert.ok(url, `server did not start: ${out}`);
   return { child, url, output: () => out, exited };
@@ -173,7 +187,14 @@ describe('mqtt-ca CLI on the embedded store', () => {
   });
 
   it('stops on bad configuration with a message that names the variable', () => {
-    for (const [name, value] of [['PORT', 'eighty'], ['DATABASE_URL', 'mysql://x'], ['PUBLIC_URL', 'not a url'], ['REDIS_URL', 'http://x'], ['ADMIN_API_KEY', 'short'], ['LOG_LEVEL', 'loud']] as const) {
+    for (const [name, value] of [
+      ['PORT', 'eighty'],
+      ['DATABASE_URL', 'mysql://x'],
+      ['PUBLIC_URL', 'not a url'],
+      ['REDIS_URL', 'http://x'],
+      ['ADMIN_API_KEY', 'short'],
+      ['LOG_LEVEL', 'loud'],
+    ] as const) {
       const r = cli(['init'], { ...env, [name]: value });
       assert.equal(r.status, 1, `${name}=${value}`);
       assert.match(r.stderr, new RegExp(`${name}:`), r.stderr);
@@ -194,7 +215,9 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
     assert.ok(url, `server did not start: ${out}`);
     assert.equal((await fetch(`${url}/healthz`)).status, 200);
-    const cas = await (await fetch(`${url}/v1/cas`, { headers: { Authorization: `Bearer ${adminKey}` } })).json() as { items: { id: string; isDefaultIssuer: boolean }[] };
+    const cas = (await (await fetch(`${url}/v1/cas`, { headers: { Authorization: `Bearer ${adminKey}` } })).json()) as {
+      items: { id: string; isDefaultIssuer: boolean }[];
+    };
     const issuing = cas.items.find((c) => c.isDefaultIssuer)!;
     const pem = await fetch(`${url}/pki/ca/${issuing.id}.pem`);
     assert.equal(pem.status, 200);
@@ -212,7 +235,10 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const entries = [{ path: dataDir, dir: true, mode: statSync(dataDir).mode & 0o777 }, ...modesUnder(dataDir)];
     assert.ok(entries.filter((e) => e.path.includes('/pglite/')).length > 900, 'the PGlite files are there');
     const loose = entries.filter((e) => e.mode !== (e.dir ? 0o700 : 0o600));
-    assert.deepEqual(loose.map((e) => `${e.path} ${e.mode.toString(8)}`), []);
+    assert.deepEqual(
+      loose.map((e) => `${e.path} ${e.mode.toString(8)}`),
+      [],
+    );
     assert.ok(!existsSync(join(dataDir, 'pglite.pid')), 'the store lock went with the process');
   });
 
@@ -220,7 +246,9 @@ describe('mqtt-ca CLI on the embedded store', () => {
     const adminKey = readFileSync(join(dataDir, 'admin-api-key'), 'utf8').trim();
     const auth = { headers: { Authorization: `Bearer ${adminKey}` } };
     const keysOf = async (url: string) =>
-      ((await (await fetch(`${url}/v1/api-keys`, auth)).json()) as { items: { id: string; name: string; revokedAt: string | null }[] }).items.map((k) => `${k.id} ${k.name} ${k.revokedAt}`);
+      (
+        (await (await fetch(`${url}/v1/api-keys`, auth)).json()) as { items: { id: string; name: string; revokedAt: string | null }[] }
+      ).items.map((k) => `${k.id} ${k.name} ${k.revokedAt}`);
     const s = await serve(env);
     try {
       const before = await keysOf(s.url);
@@ -266,7 +294,10 @@ describe('mqtt-ca CLI on the embedded store', () => {
       return r.stderr;
     };
     chmodSync(dataDir, 0o777);
-    assert.match(refused('DATA_DIR 0777'), new RegExp(`${dataDir} can be written by users other than its owner \\(mode 777\\).*chmod -R go-rwx ${dataDir}`));
+    assert.match(
+      refused('DATA_DIR 0777'),
+      new RegExp(`${dataDir} can be written by users other than its owner \\(mode 777\\).*chmod -R go-rwx ${dataDir}`),
+    );
     assert.equal(cli(['serve'], { ...env, PORT: '0' }).status, 2, 'serve does not start on it either');
     chmodSync(dataDir, 0o770);
     refused('DATA_DIR 0770');
@@ -334,22 +365,26 @@ describe('mqtt-ca run outside the repository, where there is no store', () => {
     }
   });
 
-  it('on PostgreSQL, a database without a CA is refused naming DATABASE_URL (without its password), and nothing is created', { skip: envSkip('DATABASE_URL', 'this PostgreSQL-only test is') }, async () => {
-    const db = await postgresTarget.create();
-    try {
-      const url = databaseUrlOf(db);
-      const r = cli(['apikey', 'create', '--name', 'x', '--role', 'admin'], { DATABASE_URL: url }, { cwd, bin: true });
-      assert.equal(r.status, 2, r.stdout + r.stderr);
-      const shown = new URL(url);
-      if (shown.password) shown.password = '***';
-      assert.ok(r.stderr.includes(`the store at DATABASE_URL=${shown.toString()} holds no CA`), r.stderr);
-      assert.deepEqual(readdirSync(cwd), [], 'no ./data, no KEK');
-      const [keys] = await db('api_keys').count({ n: '*' });
-      assert.equal(Number(keys!.n), 0);
-    } finally {
-      await disposeDb(db);
-    }
-  });
+  it(
+    'on PostgreSQL, a database without a CA is refused naming DATABASE_URL (without its password), and nothing is created',
+    { skip: envSkip('DATABASE_URL', 'this PostgreSQL-only test is') },
+    async () => {
+      const db = await postgresTarget.create();
+      try {
+        const url = databaseUrlOf(db);
+        const r = cli(['apikey', 'create', '--name', 'x', '--role', 'admin'], { DATABASE_URL: url }, { cwd, bin: true });
+        assert.equal(r.status, 2, r.stdout + r.stderr);
+        const shown = new URL(url);
+        if (shown.password) shown.password = '***';
+        assert.ok(r.stderr.includes(`the store at DATABASE_URL=${shown.toString()} holds no CA`), r.stderr);
+        assert.deepEqual(readdirSync(cwd), [], 'no ./data, no KEK');
+        const [keys] = await db('api_keys').count({ n: '*' });
+        assert.equal(Number(keys!.n), 0);
+      } finally {
+        await disposeDb(db);
+      }
+    },
+  );
 
   it('works as a command with no build step: --version, and --help lists every setting docs/configuration.md documents', () => {
     const version = cli(['--version'], {}, { cwd, bin: true });
@@ -357,12 +392,18 @@ describe('mqtt-ca run outside the repository, where there is no store', () => {
     assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
     const help = cli(['--help'], {}, { cwd, bin: true });
     assert.equal(help.status, 0, help.stderr);
-    const listed = [...help.stdout.split('Settings it reads from the environment')[1]!.matchAll(/^ {2}([A-Z][A-Z0-9_]+)\b/gm)].map((m) => m[1]!);
+    const listed = [...help.stdout.split('Settings it reads from the environment')[1]!.matchAll(/^ {2}([A-Z][A-Z0-9_]+)\b/gm)].map(
+      (m) => m[1]!,
+    );
     const table = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
     const documented = [...table.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \|/gm)].map((m) => m[1]!);
     assert.ok(listed.includes('DATA_DIR') && listed.includes('DATABASE_URL') && listed.includes('MQTT_CA_KEK_FILE'), help.stdout);
     assert.ok(documented.length > 40);
-    assert.deepEqual(documented.filter((name) => !listed.includes(name)), [], 'every setting of the docs/configuration.md table is in --help');
+    assert.deepEqual(
+      documented.filter((name) => !listed.includes(name)),
+      [],
+      'every setting of the docs/configuration.md table is in --help',
+    );
     assert.equal(new Set(listed).size, listed.length);
     assert.match(help.stdout, /DATA_DIR\s+\(default \.\/data\)/);
     assert.deepEqual(readdirSync(cwd), []);

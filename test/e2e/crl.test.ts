@@ -41,34 +41,63 @@ for (const target of dbTargets) {
     const enroll = async (deviceId: string) => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client' }).expect(201);
       const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: p256Csr(deviceId).pem }).expect(201)).body;
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: p256Csr(deviceId).pem })
+          .expect(201)
+      ).body;
       certs[deviceId] = { serial: body.serial, pem: body.certificate };
     };
     const revoke = (deviceId: string, body: Record<string, unknown>) =>
       api.post(`/v1/certificates/${certs[deviceId]!.serial}/revoke`).set(auth('operator')).send(body).expect(200);
-    const crlDer = async (headers: Record<string, string> = {}) => api.get(`/pki/crl/${issuingId}.crl`).set(headers).buffer(true).parse(binary);
+    const crlDer = async (headers: Record<string, string> = {}) =>
+      api.get(`/pki/crl/${issuingId}.crl`).set(headers).buffer(true).parse(binary);
     const crlText = (pem: string) => {
       const r = run('openssl', ['crl', '-in', writeTemp(dir, 'text.pem', pem), '-noout', '-text']);
       assert.equal(r.status, 0, r.stderr);
       return r.stdout;
     };
     const crlNumberOf = (text: string) => BigInt(/X509v3 CRL Number:\s*\n\s*(\d+)/.exec(text)![1]!);
-    const deltaPem = async () => toPem((await api.get(`/pki/crl/${issuingId}-delta.crl`).buffer(true).parse(binary).expect(200)).body as Buffer, 'X509 CRL');
+    const deltaPem = async () =>
+      toPem((await api.get(`/pki/crl/${issuingId}-delta.crl`).buffer(true).parse(binary).expect(200)).body as Buffer, 'X509 CRL');
     const verifyWithDelta = (deviceId: string, basePem: string, delta?: string) =>
       run('openssl', [
-        'verify', '-crl_check', '-use_deltas', '-extended_crl', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-        '-CRLfile', writeTemp(dir, 'base.pem', basePem), ...(delta ? ['-CRLfile', writeTemp(dir, 'delta.pem', delta)] : []), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+        'verify',
+        '-crl_check',
+        '-use_deltas',
+        '-extended_crl',
+        '-CAfile',
+        writeTemp(dir, 'root.pem', rootPem),
+        '-untrusted',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile',
+        writeTemp(dir, 'base.pem', basePem),
+        ...(delta ? ['-CRLfile', writeTemp(dir, 'delta.pem', delta)] : []),
+        writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
       ]);
     let firstCrlPem: string;
     const verifyLeaf = (deviceId: string, crlPem: string) =>
       run('openssl', [
-        'verify', '-crl_check', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-        '-CRLfile', writeTemp(dir, 'crl.pem', crlPem), writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
+        'verify',
+        '-crl_check',
+        '-CAfile',
+        writeTemp(dir, 'root.pem', rootPem),
+        '-untrusted',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-CRLfile',
+        writeTemp(dir, 'crl.pem', crlPem),
+        writeTemp(dir, 'leaf.pem', certs[deviceId]!.pem),
       ]);
 
     before(async () => {
       ({ svc, api, keys, issuingId } = await makeApiService(target));
-      const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as { id: string; kind: string; certificate: string }[];
+      const cas = (await api.get('/v1/cas').set(auth('auditor')).expect(200)).body.items as {
+        id: string;
+        kind: string;
+        certificate: string;
+      }[];
       rootPem = cas.find((c) => c.kind === 'root')!.certificate;
       issuingPem = cas.find((c) => c.id === issuingId)!.certificate;
       for (const id of ['crl-good', 'crl-kc', 'crl-hold', 'crl-old']) await enroll(id);
@@ -80,17 +109,33 @@ for (const target of dbTargets) {
       assert.equal(res.status, 200);
       assert.equal(res.headers['content-type'], 'application/pkix-crl');
       const pem = toPem(res.body as Buffer, 'X509 CRL');
-      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'c.pem', pem), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      const check = run('openssl', [
+        'crl',
+        '-in',
+        writeTemp(dir, 'c.pem', pem),
+        '-CAfile',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-noout',
+      ]);
       assert.match(check.stderr + check.stdout, /verify OK/);
       const text = crlText(pem);
       assert.match(text, /Version 2/);
       assert.match(text, /X509v3 CRL Number:\s*\n\s*1\b/);
       assert.match(text, /X509v3 Authority Key Identifier/);
-      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.match(
+        text,
+        /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/,
+      );
       assert.match(text, /No Revoked Certificates/);
       assert.match(text, /X509v3 Freshest CRL:\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+-delta\.crl/);
       firstCrlPem = pem;
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'c.pem', pem),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
     });
@@ -115,20 +160,36 @@ for (const target of dbTargets) {
         assert.match(r.stdout + r.stderr, /certificate revoked/);
       }
       assert.equal(verifyLeaf('crl-good', pem).status, 0);
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'c.pem', pem)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'c.pem', pem),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
     });
 
     it('publishes a delta CRL beside each full one: what changed since the base, which openssl combines with the base', async () => {
       const full = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
       const delta = await deltaPem();
-      const check = run('openssl', ['crl', '-in', writeTemp(dir, 'd.pem', delta), '-CAfile', writeTemp(dir, 'issuing.pem', issuingPem), '-noout']);
+      const check = run('openssl', [
+        'crl',
+        '-in',
+        writeTemp(dir, 'd.pem', delta),
+        '-CAfile',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '-noout',
+      ]);
       assert.match(check.stderr + check.stdout, /verify OK/);
       const text = crlText(delta);
       assert.equal(crlNumberOf(text), crlNumberOf(full) + 1n);
       // Its base is the first CRL (the base moves on only once a quarter of the validity has passed).
       assert.match(text, new RegExp(`X509v3 Delta CRL Indicator: critical\\s*\\n\\s*${crlNumberOf(crlText(firstCrlPem))}\\b`));
-      assert.match(text, /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/);
+      assert.match(
+        text,
+        /X509v3 Issuing Distribution Point: critical\s*\n\s*Full Name:\s*\n\s*URI:http:\/\/ca\.test:8080\/pki\/crl\/[a-z0-9_]+\.crl\s*Only User Certificates/,
+      );
       assert.doesNotMatch(text, /Freshest CRL/);
       for (const id of ['crl-kc', 'crl-hold']) assert.match(text, new RegExp(`Serial Number: ${certs[id]!.serial.toUpperCase()}`));
       assert.match(text, /Key Compromise/);
@@ -138,7 +199,13 @@ for (const target of dbTargets) {
       assert.notEqual(refused.status, 0);
       assert.match(refused.stdout + refused.stderr, /certificate revoked/);
       assert.equal(verifyWithDelta('crl-good', firstCrlPem, delta).status, 0);
-      const gnutls = run('certtool', ['--verify-crl', '--load-ca-certificate', writeTemp(dir, 'issuing.pem', issuingPem), '--infile', writeTemp(dir, 'd.pem', delta)]);
+      const gnutls = run('certtool', [
+        '--verify-crl',
+        '--load-ca-certificate',
+        writeTemp(dir, 'issuing.pem', issuingPem),
+        '--infile',
+        writeTemp(dir, 'd.pem', delta),
+      ]);
       assert.equal(gnutls.status, 0, gnutls.stdout + gnutls.stderr);
       const pem = await api.get(`/pki/crl/${issuingId}-delta.pem`).expect(200);
       assert.equal(pem.text, delta);
@@ -149,8 +216,15 @@ for (const target of dbTargets) {
       await enroll('crl-hold2');
       await revoke('crl-hold2', { reason: 'certificateHold' });
       // A publisher that rebases on every publish: the full CRL it writes (listing the hold) becomes the base.
-      const rebasing = new CrlPublisher(svc.db, new CrlStore(), { signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
-        new PkiUrls(svc.config.publicUrl), svc.audit, svc.clock, { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs: 0 });
+      const rebasing = new CrlPublisher(
+        svc.db,
+        new CrlStore(),
+        { signingCas: async () => [{ id: issuingId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
+        new PkiUrls(svc.config.publicUrl),
+        svc.audit,
+        svc.clock,
+        { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs: 0 },
+      );
       const { full } = await rebasing.publish(issuingId);
       assert.equal(full.isBase, true);
       const base = toPem(full.der, 'X509 CRL');
@@ -191,7 +265,10 @@ for (const target of dbTargets) {
       await revoke('crl-old', { reason: 'superseded' });
       assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), new RegExp(certs['crl-old']!.serial.toUpperCase()));
       // As if its validity had run out: the next CRL no longer carries it.
-      await svc.db('certificates').where({ serial: Buffer.from(certs['crl-old']!.serial, 'hex') }).update({ not_after: new Date(Date.now() - 1000) });
+      await svc
+        .db('certificates')
+        .where({ serial: Buffer.from(certs['crl-old']!.serial, 'hex') })
+        .update({ not_after: new Date(Date.now() - 1000) });
       await svc.crls.publish(issuingId);
       const text = crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL'));
       assert.doesNotMatch(text, new RegExp(certs['crl-old']!.serial.toUpperCase()));
@@ -206,7 +283,9 @@ for (const target of dbTargets) {
       // Each publish numbers its full CRL and then its delta: the two kinds share the sequence.
       assert.equal(numbers[0], before + 2n);
       assert.ok(rows.every((r) => r.delta.crlNumber === r.full.crlNumber + 1n));
-      const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) => BigInt(r.crl_number));
+      const stored = (await svc.db('crls').where({ ca_id: issuingId }).orderBy('crl_number')).map((r: { crl_number: string }) =>
+        BigInt(r.crl_number),
+      );
       for (let i = 1; i < stored.length; i++) assert.equal(stored[i], stored[i - 1]! + 1n);
     });
 
@@ -225,25 +304,39 @@ for (const target of dbTargets) {
           },
         },
       ]);
-      await assert.rejects(failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }), (e: { kind?: string; message: string }) => {
-        assert.equal(e.kind, 'Unavailable');
-        assert.match(e.message, /recorded.*repeat the call/);
-        return true;
-      });
+      await assert.rejects(
+        failing.revoke(certs['crl-late']!.serial as never, { reason: 'keyCompromise' }, { actor: 'test' }),
+        (e: { kind?: string; message: string }) => {
+          assert.equal(e.kind, 'Unavailable');
+          assert.match(e.message, /recorded.*repeat the call/);
+          return true;
+        },
+      );
       const retry = await revoke('crl-late', { reason: 'keyCompromise' });
       assert.equal(retry.headers['revocation-changed'], 'false');
       assert.match(crlText(toPem((await crlDer()).body as Buffer, 'X509 CRL')), serialRe);
     });
 
-    it('serves the bundle of every CA\'s CRL for Mosquitto, which openssl verifies a whole chain against', async () => {
+    it("serves the bundle of every CA's CRL for Mosquitto, which openssl verifies a whole chain against", async () => {
       const res = await api.get('/pki/crl/bundle.pem').expect(200);
       const blocks = res.text.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----\n/g)!;
-      assert.equal(blocks.length, 2, 'the root\'s CRL and the issuing CA\'s');
-      assert.deepEqual(blocks.map((b) => /Only CA Certificates/.test(crlText(b))).sort(), [false, true], 'one CRL covers CA certificates (the root\'s)');
+      assert.equal(blocks.length, 2, "the root's CRL and the issuing CA's");
+      assert.deepEqual(
+        blocks.map((b) => /Only CA Certificates/.test(crlText(b))).sort(),
+        [false, true],
+        "one CRL covers CA certificates (the root's)",
+      );
       const all = (id: string) =>
         run('openssl', [
-          'verify', '-crl_check_all', '-CAfile', writeTemp(dir, 'root.pem', rootPem), '-untrusted', writeTemp(dir, 'issuing.pem', issuingPem),
-          '-CRLfile', writeTemp(dir, 'bundle.pem', res.text), writeTemp(dir, 'leaf.pem', certs[id]!.pem),
+          'verify',
+          '-crl_check_all',
+          '-CAfile',
+          writeTemp(dir, 'root.pem', rootPem),
+          '-untrusted',
+          writeTemp(dir, 'issuing.pem', issuingPem),
+          '-CRLfile',
+          writeTemp(dir, 'bundle.pem', res.text),
+          writeTemp(dir, 'leaf.pem', certs[id]!.pem),
         ]);
       const good = all('crl-good');
       assert.equal(good.status, 0, good.stdout + good.stderr);

@@ -52,7 +52,13 @@ for (const target of dbTargets) {
           ['csv-1', 'client', 'TH-200, outdoor', 'rev-B', '1.4.2', 'plant "north"', '', 'a,b'],
           ['csv-2', '', 'TH-200', '', '1.4.2', 'plant-south', 'OWN', ''],
         ]);
-      const res = await api.post('/v1/devices/import').query({ lot: 'LOT-CSV' }).set(auth('provisioner')).type('text/csv').send(body).expect(201);
+      const res = await api
+        .post('/v1/devices/import')
+        .query({ lot: 'LOT-CSV' })
+        .set(auth('provisioner'))
+        .type('text/csv')
+        .send(body)
+        .expect(201);
       assert.deepEqual(res.body, { imported: 2, lot: 'LOT-CSV' });
       const d1 = (await api.get('/v1/devices/csv-1').set(auth('operator')).expect(200)).body;
       assert.deepEqual(
@@ -62,25 +68,60 @@ for (const target of dbTargets) {
       const d2 = (await api.get('/v1/devices/csv-2').set(auth('operator')).expect(200)).body;
       assert.deepEqual([d2.kind, d2.lot, d2.hardwareRevision, d2.labels], ['client', 'OWN', null, {}]);
       // LF only, no BOM, snake_case header.
-      await api.post('/v1/devices/import').set(auth('admin')).type('text/csv; charset=utf-8').send('id,firmware_version\ncsv-3,9.9\n').expect(201);
+      await api
+        .post('/v1/devices/import')
+        .set(auth('admin'))
+        .type('text/csv; charset=utf-8')
+        .send('id,firmware_version\ncsv-3,9.9\n')
+        .expect(201);
       assert.equal((await api.get('/v1/devices/csv-3').set(auth('admin'))).body.firmwareVersion, '9.9');
-      const trail = (await api.get('/v1/audit').query({ targetType: 'device', targetId: 'csv-1' }).set(auth('auditor')).expect(200)).body.items;
-      assert.deepEqual(trail.map((e: { action: string }) => e.action), ['device.registered']);
+      const trail = (await api.get('/v1/audit').query({ targetType: 'device', targetId: 'csv-1' }).set(auth('auditor')).expect(200)).body
+        .items;
+      assert.deepEqual(
+        trail.map((e: { action: string }) => e.action),
+        ['device.registered'],
+      );
     });
 
     it('imports JSON manifests: { lot, devices } and a bare array with ?lot=, 10,000 rows beyond BODY_LIMIT', async () => {
       const a = await api
         .post('/v1/devices/import')
         .set(auth('provisioner'))
-        .send({ lot: 'LOT-JSON', devices: [{ id: 'json-1', model: 'M' }, { id: 'json-2', kind: 'broker' }] })
+        .send({
+          lot: 'LOT-JSON',
+          devices: [
+            { id: 'json-1', model: 'M' },
+            { id: 'json-2', kind: 'broker' },
+          ],
+        })
         .expect(201);
       assert.deepEqual(a.body, { imported: 2, lot: 'LOT-JSON' });
-      const b = await api.post('/v1/devices/import').query({ lot: 'LOT-ARR' }).set(auth('admin')).send([{ id: 'json-3' }]).expect(201);
+      const b = await api
+        .post('/v1/devices/import')
+        .query({ lot: 'LOT-ARR' })
+        .set(auth('admin'))
+        .send([{ id: 'json-3' }])
+        .expect(201);
       assert.deepEqual(b.body, { imported: 1, lot: 'LOT-ARR' });
-      const c = await api.post('/v1/devices/import').set(auth('admin')).send([{ id: 'json-4', lot: 'X' }, { id: 'json-5', lot: 'Y' }]).expect(201);
+      const c = await api
+        .post('/v1/devices/import')
+        .set(auth('admin'))
+        .send([
+          { id: 'json-4', lot: 'X' },
+          { id: 'json-5', lot: 'Y' },
+        ])
+        .expect(201);
       assert.deepEqual(c.body, { imported: 2, lot: null });
 
-      const big = { lot: 'LOT-BIG', devices: Array.from({ length: 10_000 }, (_, i) => ({ id: `big-${i}`, model: 'TH-200', firmwareVersion: '1.0.0', site: 'plant-north' })) };
+      const big = {
+        lot: 'LOT-BIG',
+        devices: Array.from({ length: 10_000 }, (_, i) => ({
+          id: `big-${i}`,
+          model: 'TH-200',
+          firmwareVersion: '1.0.0',
+          site: 'plant-north',
+        })),
+      };
       assert.ok(JSON.stringify(big).length > 64 * 1024, 'larger than BODY_LIMIT');
       const r = await api.post('/v1/devices/import').set(auth('provisioner')).send(big).expect(201);
       assert.deepEqual(r.body, { imported: 10_000, lot: 'LOT-BIG' });
@@ -94,7 +135,16 @@ for (const target of dbTargets) {
       const res = await api
         .post('/v1/devices/import')
         .set(auth('provisioner'))
-        .send({ devices: [{ id: 'bad-1' }, { id: 'bad-1' }, { id: 'no spaces' }, { id: 'bad-4', kind: 'toaster', colour: 'red' }, { id: 'csv-1' }, 7] });
+        .send({
+          devices: [
+            { id: 'bad-1' },
+            { id: 'bad-1' },
+            { id: 'no spaces' },
+            { id: 'bad-4', kind: 'toaster', colour: 'red' },
+            { id: 'csv-1' },
+            7,
+          ],
+        });
       assertProblem(res, 400, /nothing was imported/);
       assert.deepEqual(
         res.body.errors.map((e: { row: number; id?: string; field?: string }) => [e.row, e.id ?? null, e.field ?? null]),
@@ -115,26 +165,69 @@ for (const target of dbTargets) {
         .type('text/csv')
         .send('id,model\nc-ok,m\nc-short\nc-ok,dup\n"c-open,never closed\n');
       assertProblem(fromCsv, 400);
-      assert.deepEqual(fromCsv.body.errors.map((e: { row: number }) => e.row), [2, 3, 4]);
+      assert.deepEqual(
+        fromCsv.body.errors.map((e: { row: number }) => e.row),
+        [2, 3, 4],
+      );
       assert.equal(await count(), before);
       assertProblem(await api.get('/v1/devices/c-ok').set(auth('admin')), 404);
       // Each refused manifest is a security event, and in the audit log.
       const events = (await api.get('/v1/events').query({ kind: 'manifest.refused' }).set(auth('auditor')).expect(200)).body.items;
       assert.ok(events.length >= 2);
       assert.equal(events[1].details.rows, 6);
-      assert.equal((await api.get('/v1/audit').query({ action: 'security.manifest.refused' }).set(auth('auditor')).expect(200)).body.items.length, events.length);
+      assert.equal(
+        (await api.get('/v1/audit').query({ action: 'security.manifest.refused' }).set(auth('auditor')).expect(200)).body.items.length,
+        events.length,
+      );
     });
 
     it('keeps each role inside its boundary, and refuses every route without a key', async () => {
       let n = 0;
       const cases: { name: string; send: (h: Record<string, string>) => request.Test; allowed: Role[]; ok: number }[] = [
-        { name: 'POST /v1/devices', send: (h) => api.post('/v1/devices').set(h).send({ id: `role-${++n}` }), allowed: ['admin', 'provisioner'], ok: 201 },
-        { name: 'POST /v1/devices/import (JSON)', send: (h) => api.post('/v1/devices/import').set(h).send([{ id: `role-${++n}` }]), allowed: ['admin', 'provisioner'], ok: 201 },
-        { name: 'POST /v1/devices/import (CSV)', send: (h) => api.post('/v1/devices/import').set(h).type('text/csv').send(`id\nrole-${++n}\n`), allowed: ['admin', 'provisioner'], ok: 201 },
+        {
+          name: 'POST /v1/devices',
+          send: (h) =>
+            api
+              .post('/v1/devices')
+              .set(h)
+              .send({ id: `role-${++n}` }),
+          allowed: ['admin', 'provisioner'],
+          ok: 201,
+        },
+        {
+          name: 'POST /v1/devices/import (JSON)',
+          send: (h) =>
+            api
+              .post('/v1/devices/import')
+              .set(h)
+              .send([{ id: `role-${++n}` }]),
+          allowed: ['admin', 'provisioner'],
+          ok: 201,
+        },
+        {
+          name: 'POST /v1/devices/import (CSV)',
+          send: (h) => api.post('/v1/devices/import').set(h).type('text/csv').send(`id\nrole-${++n}\n`),
+          allowed: ['admin', 'provisioner'],
+          ok: 201,
+        },
         { name: 'GET /v1/devices', send: (h) => api.get('/v1/devices').set(h), allowed: ROLES, ok: 200 },
         { name: 'GET /v1/devices/{id}', send: (h) => api.get('/v1/devices/api-dev-1').set(h), allowed: ROLES, ok: 200 },
-        { name: 'PATCH /v1/devices/{id}', send: (h) => api.patch('/v1/devices/api-dev-1').set(h).send({ site: `s-${++n}` }), allowed: ['admin', 'provisioner', 'operator'], ok: 200 },
-        { name: 'POST /v1/devices/{id}/decommission', send: (h) => api.post('/v1/devices/json-5/decommission').set(h), allowed: ['admin', 'operator'], ok: 200 },
+        {
+          name: 'PATCH /v1/devices/{id}',
+          send: (h) =>
+            api
+              .patch('/v1/devices/api-dev-1')
+              .set(h)
+              .send({ site: `s-${++n}` }),
+          allowed: ['admin', 'provisioner', 'operator'],
+          ok: 200,
+        },
+        {
+          name: 'POST /v1/devices/{id}/decommission',
+          send: (h) => api.post('/v1/devices/json-5/decommission').set(h),
+          allowed: ['admin', 'operator'],
+          ok: 200,
+        },
       ];
       for (const c of cases) {
         for (const role of ROLES) {
@@ -160,7 +253,15 @@ for (const target of dbTargets) {
         svc.devices.recordIssued(tx, 'json-1', { serial: randomBytes(16), notAfter: new Date('2026-03-01T00:00:00Z') }, { actor: 'test' }),
       );
       const ids = async (query: Record<string, string | number>) =>
-        (await api.get('/v1/devices').query({ limit: 500, ...query }).set(auth('auditor')).expect(200)).body.items.map((d: { id: string }) => d.id).sort();
+        (
+          await api
+            .get('/v1/devices')
+            .query({ limit: 500, ...query })
+            .set(auth('auditor'))
+            .expect(200)
+        ).body.items
+          .map((d: { id: string }) => d.id)
+          .sort();
       assert.deepEqual(await ids({ lot: 'LOT-JSON' }), ['json-1', 'json-2']);
       assert.deepEqual(await ids({ lot: 'LOT-JSON', kind: 'broker' }), ['json-2']);
       assert.deepEqual(await ids({ lot: 'LOT-JSON', status: 'active' }), ['json-1']);
@@ -174,7 +275,11 @@ for (const target of dbTargets) {
       let cursor: string | undefined;
       let pages = 0;
       do {
-        const res = await api.get('/v1/devices').query({ lot: 'LOT-BIG', limit: 333, ...(cursor ? { cursor } : {}) }).set(auth('operator')).expect(200);
+        const res = await api
+          .get('/v1/devices')
+          .query({ lot: 'LOT-BIG', limit: 333, ...(cursor ? { cursor } : {}) })
+          .set(auth('operator'))
+          .expect(200);
         for (const d of res.body.items) {
           assert.ok(!all.has(d.id), `${d.id} twice`);
           all.add(d.id);
@@ -187,7 +292,11 @@ for (const target of dbTargets) {
     });
 
     it('patches descriptive fields and decommissions (terminal, idempotent)', async () => {
-      const p = await api.patch('/v1/devices/json-2').set(auth('operator')).send({ model: 'GW-2', firmwareVersion: '5.1', labels: { zone: 'a' } }).expect(200);
+      const p = await api
+        .patch('/v1/devices/json-2')
+        .set(auth('operator'))
+        .send({ model: 'GW-2', firmwareVersion: '5.1', labels: { zone: 'a' } })
+        .expect(200);
       assert.deepEqual([p.body.model, p.body.firmwareVersion, p.body.labels], ['GW-2', '5.1', { zone: 'a' }]);
       const cleared = await api.patch('/v1/devices/json-2').set(auth('provisioner')).send({ model: null }).expect(200);
       assert.equal(cleared.body.model, null);
@@ -196,8 +305,12 @@ for (const target of dbTargets) {
       assert.ok(d.body.decommissionedAt);
       assert.deepEqual((await api.post('/v1/devices/json-2/decommission').set(auth('admin')).expect(200)).body, d.body);
       assertProblem(await api.patch('/v1/devices/json-2').set(auth('admin')).send({ model: 'again' }), 409);
-      const trail = (await api.get('/v1/audit').query({ targetType: 'device', targetId: 'json-2' }).set(auth('auditor')).expect(200)).body.items;
-      assert.deepEqual(trail.map((e: { action: string }) => e.action), ['device.decommissioned', 'device.updated', 'device.updated', 'device.registered']);
+      const trail = (await api.get('/v1/audit').query({ targetType: 'device', targetId: 'json-2' }).set(auth('auditor')).expect(200)).body
+        .items;
+      assert.deepEqual(
+        trail.map((e: { action: string }) => e.action),
+        ['device.decommissioned', 'device.updated', 'device.updated', 'device.registered'],
+      );
       assert.deepEqual(trail[2].details.changed, ['model', 'firmwareVersion', 'labels']);
       assertProblem(await api.post('/v1/devices/nobody/decommission').set(auth('admin')), 404);
       assertProblem(await api.patch('/v1/devices/nobody').set(auth('admin')).send({ model: 'x' }), 404);
@@ -209,14 +322,33 @@ for (const target of dbTargets) {
       // Unknown fields, bad ids, bad values.
       assertProblem(await api.post('/v1/devices').set(h).send({ id: 'x-1', colour: 'red' }), 400);
       assertProblem(await api.post('/v1/devices').set(h).send({ id: 'bad id' }), 400);
-      assertProblem(await api.post('/v1/devices').set(h).send({ id: 'x'.repeat(65) }), 400);
+      assertProblem(
+        await api
+          .post('/v1/devices')
+          .set(h)
+          .send({ id: 'x'.repeat(65) }),
+        400,
+      );
       assertProblem(await api.post('/v1/devices').set(h).send({ id: 'x-2', kind: 'toaster' }), 400);
-      assertProblem(await api.post('/v1/devices').set(h).send({ id: 'x-3', labels: { 'bad key': 'v' } }), 400);
+      assertProblem(
+        await api
+          .post('/v1/devices')
+          .set(h)
+          .send({ id: 'x-3', labels: { 'bad key': 'v' } }),
+        400,
+      );
       assertProblem(await api.post('/v1/devices').set(h).send({ id: 'x-4', model: 'tab\tinside' }), 400);
       assertProblem(await api.post('/v1/devices').set(h).send({}), 400);
       assertProblem(await api.post('/v1/devices').set(h).set('Content-Type', 'application/json').send('{"id": '), 400);
       assertProblem(await api.post('/v1/devices').set(h).set('Content-Type', 'text/plain').send('id=x'), 415);
-      assertProblem(await api.post('/v1/devices').set(h).set('Content-Type', 'application/json').send(JSON.stringify({ id: 'x-5', model: 'm'.repeat(70_000) })), 413);
+      assertProblem(
+        await api
+          .post('/v1/devices')
+          .set(h)
+          .set('Content-Type', 'application/json')
+          .send(JSON.stringify({ id: 'x-5', model: 'm'.repeat(70_000) })),
+        413,
+      );
       assertProblem(await api.patch('/v1/devices/api-dev-1').set(h).send({ lot: 'x' }), 400);
       assertProblem(await api.patch('/v1/devices/api-dev-1').set(h).send({ kind: 'client' }), 400);
       assertProblem(await api.patch('/v1/devices/api-dev-1').set(h).send({}), 400);
@@ -243,8 +375,19 @@ for (const target of dbTargets) {
       assertProblem(await imp().send({ lot: 'A', devices: 'nope' }), 400);
       assertProblem(await imp().send({ lot: 'A', devices: [] }), 400);
       assertProblem(await imp().send('"just a string"').set('Content-Type', 'application/json'), 400);
-      assertProblem(await imp().query({ lot: 'B' }).send({ lot: 'A', devices: [{ id: 'x-7' }] }), 400, /differ/);
-      assertProblem(await imp().query({ lot: '' }).send([{ id: 'x-8' }]), 400);
+      assertProblem(
+        await imp()
+          .query({ lot: 'B' })
+          .send({ lot: 'A', devices: [{ id: 'x-7' }] }),
+        400,
+        /differ/,
+      );
+      assertProblem(
+        await imp()
+          .query({ lot: '' })
+          .send([{ id: 'x-8' }]),
+        400,
+      );
       const huge = 'id,model\n' + `${'y'.repeat(60)},${'m'.repeat(60)}\n`.repeat(90_000);
       assert.ok(huge.length > 5 * 1024 * 1024);
       assertProblem(await imp().type('text/csv').send(huge), 413);

@@ -69,7 +69,8 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
       if (topic === T.output) void c.publishAsync(T.voltage, JSON.stringify({ meter: 'smart-meter', volts: body.volts }), { qos: 1 });
     },
     dms: (c, topic, body) => {
-      if (topic === T.voltage && Number(body.volts) < 117 && capBank === 'open') void c.publishAsync(T.command, JSON.stringify({ capBank: 'close' }), { qos: 1 });
+      if (topic === T.voltage && Number(body.volts) < 117 && capBank === 'open')
+        void c.publishAsync(T.command, JSON.stringify({ capBank: 'close' }), { qos: 1 });
       if (topic === T.status && body.state === 'closed') {
         capBank = 'closed';
         void c.publishAsync(T.set, JSON.stringify({ volts: 120 }), { qos: 1 });
@@ -96,7 +97,10 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     const topics = ACCESS[id]?.subscribe ?? [];
     if (topics.length) {
       const granted = await client.subscribeAsync(topics, { qos: 1 });
-      assert.ok(granted.every((g) => g.qos === 1), `${id} may subscribe to its topics: ${JSON.stringify(granted)}`);
+      assert.ok(
+        granted.every((g) => g.qos === 1),
+        `${id} may subscribe to its topics: ${JSON.stringify(granted)}`,
+      );
     }
     clients.set(id, client);
     return client;
@@ -107,11 +111,26 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     capBank = 'open';
     for (const k of Object.keys(seen)) seen[k] = [];
     await clients.get('tablet-ui')!.publishAsync(T.set, JSON.stringify({ volts: 114, round }), { qos: 1 });
-    await until(`round ${round}: the tablet gets the single-line diagram`, async () => seen['tablet-ui']!.some((m) => m.topic === T.diagram), 15_000);
+    await until(
+      `round ${round}: the tablet gets the single-line diagram`,
+      async () => seen['tablet-ui']!.some((m) => m.topic === T.diagram),
+      15_000,
+    );
     const of = (id: string, topic: string) => seen[id]!.filter((m) => m.topic === topic).map((m) => m.body);
-    assert.deepEqual(of('power-supply', T.set).map((b) => b.volts), [114, 120], 'the supply went to 114 V, then 120 V');
-    assert.deepEqual(of('smart-meter', T.output).map((b) => b.volts), [114, 120]);
-    assert.deepEqual(of('dms', T.voltage).map((b) => b.volts), [114, 120], 'the DMS saw the meter report 114 V, then 120 V');
+    assert.deepEqual(
+      of('power-supply', T.set).map((b) => b.volts),
+      [114, 120],
+      'the supply went to 114 V, then 120 V',
+    );
+    assert.deepEqual(
+      of('smart-meter', T.output).map((b) => b.volts),
+      [114, 120],
+    );
+    assert.deepEqual(
+      of('dms', T.voltage).map((b) => b.volts),
+      [114, 120],
+      'the DMS saw the meter report 114 V, then 120 V',
+    );
     assert.deepEqual(of('capbank-ctl', T.command), [{ capBank: 'close' }]);
     assert.deepEqual(of('dms', T.status), [{ state: 'closed' }]);
     assert.deepEqual(of('tablet-ui', T.diagram), [{ feeder: 'lab', capBank: 'closed', meterVolts: 120 }]);
@@ -128,7 +147,10 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
       ],
     }));
     roles.push({ rolename: 'lab-bridge', acls: [{ acltype: 'publishClientSend', topic: BRIDGE_TOPIC, allow: true }] });
-    const labClients = [...Object.keys(ACCESS).map((id) => ({ username: id, roles: [{ rolename: `lab-${id}` }] })), { username: BRIDGE, roles: [{ rolename: 'lab-bridge' }] }];
+    const labClients = [
+      ...Object.keys(ACCESS).map((id) => ({ username: id, roles: [{ rolename: `lab-${id}` }] })),
+      { username: BRIDGE, roles: [{ rolename: 'lab-bridge' }] },
+    ];
     broker = await startMosquittoTls(svc, { port, seed: { roles, clients: labClients } });
     for (const id of Object.keys(ACCESS)) creds.set(id, await enrollDevice(svc, id));
     for (const [id, c] of creds) await join(id, c);
@@ -145,9 +167,21 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
 
   let incidentId: string;
   it('a compromised meter is revoked, kicked and blocked by an incident, and can neither publish nor reconnect while the others carry on', async () => {
-    incidentId = (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'device-compromise', title: 'smart meter tampered in the field', targets: { devices: ['smart-meter'] } }).expect(201)).body.id;
+    incidentId = (
+      await api
+        .post('/v1/incidents')
+        .set(auth('operator'))
+        .send({ kind: 'device-compromise', title: 'smart meter tampered in the field', targets: { devices: ['smart-meter'] } })
+        .expect(201)
+    ).body.id;
     const act = async (action: string, extra: Record<string, unknown> = {}) =>
-      (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action, ...extra }).expect(201)).body as { status: string; touched: { type: string; id: string }[]; error: string | null; result: Record<string, unknown> };
+      (
+        await api
+          .post(`/v1/incidents/${incidentId}/actions`)
+          .set(auth('operator'))
+          .send({ action, ...extra })
+          .expect(201)
+      ).body as { status: string; touched: { type: string; id: string }[]; error: string | null; result: Record<string, unknown> };
 
     const dry = await act('block', { dryRun: true });
     assert.deepEqual(dry.touched, [{ type: 'broker-client', id: 'smart-meter' }]);
@@ -177,15 +211,31 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     await until('the supply answers the tablet', async () => seen['tablet-ui']!.some((m) => m.topic === T.output), 10_000);
     await clients.get('dms')!.publishAsync(T.diagram, JSON.stringify({ feeder: 'lab', meter: 'offline' }), { qos: 1 });
     await until('the DMS still reaches the tablet', async () => seen['tablet-ui']!.some((m) => m.topic === T.diagram), 10_000);
-    assert.deepEqual(seen.dms!.filter((m) => m.topic === T.voltage), [], 'no meter reading reached the DMS');
+    assert.deepEqual(
+      seen.dms!.filter((m) => m.topic === T.voltage),
+      [],
+      'no meter reading reached the DMS',
+    );
 
-    const timeline = (await api.get(`/v1/incidents/${incidentId}`).set(auth('auditor')).expect(200)).body.timeline as { action: string; status: string }[];
-    assert.deepEqual(timeline.map((s) => `${s.action}:${s.status}`), ['block:succeeded', 'revoke-certificates:succeeded', 'block:succeeded']);
+    const timeline = (await api.get(`/v1/incidents/${incidentId}`).set(auth('auditor')).expect(200)).body.timeline as {
+      action: string;
+      status: string;
+    }[];
+    assert.deepEqual(
+      timeline.map((s) => `${s.action}:${s.status}`),
+      ['block:succeeded', 'revoke-certificates:succeeded', 'block:succeeded'],
+    );
   });
 
   it('recovery: the meter is re-admitted, unblocked and re-enrolled with a new key, and the scenario runs to completion again', async () => {
     const act = async (action: string, extra: Record<string, unknown> = {}) =>
-      (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action, ...extra }).expect(201)).body as {
+      (
+        await api
+          .post(`/v1/incidents/${incidentId}/actions`)
+          .set(auth('operator'))
+          .send({ action, ...extra })
+          .expect(201)
+      ).body as {
         status: string;
         error: string | null;
         approvalId: string | null;
@@ -196,15 +246,29 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     // The operator proposes the reissue (tokens are device credentials); the provisioner on call approves it and gets the token.
     const proposed = await act('reissue');
     assert.equal(proposed.status, 'proposed');
-    const approved = (await api.post(`/v1/approvals/${proposed.approvalId}/approve`).set(auth('provisioner')).expect(200)).body as { status: string; secrets: { tokens: { deviceId: string; token: string }[] } };
+    const approved = (await api.post(`/v1/approvals/${proposed.approvalId}/approve`).set(auth('provisioner')).expect(200)).body as {
+      status: string;
+      secrets: { tokens: { deviceId: string; token: string }[] };
+    };
     assert.equal(approved.status, 'executed');
     const token = approved.secrets.tokens[0]!;
     assert.equal(token.deviceId, 'smart-meter');
     const csr = p256Csr('smart-meter');
-    const enrolled = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${token.token}` }).send({ csr: csr.pem }).expect(201)).body as { serial: string; certificate: string; chain: string[] };
+    const enrolled = (
+      await api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${token.token}` })
+        .send({ csr: csr.pem })
+        .expect(201)
+    ).body as { serial: string; certificate: string; chain: string[] };
     const old = creds.get('smart-meter')!;
     assert.notEqual(enrolled.serial, old.serial);
-    const renewed: DeviceCredentials = { ...old, serial: enrolled.serial, key: csr.keyPem, cert: enrolled.certificate + enrolled.chain.join('') };
+    const renewed: DeviceCredentials = {
+      ...old,
+      serial: enrolled.serial,
+      key: csr.keyPem,
+      cert: enrolled.certificate + enrolled.chain.join(''),
+    };
     creds.set('smart-meter', renewed);
     await join('smart-meter', renewed);
     await runScenario(2);
@@ -215,9 +279,21 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
 
   /** The bridge broker's certificate, through a broker token that names its DNS name. */
   async function enrollBridge(): Promise<DeviceCredentials> {
-    const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] }).expect(201)).body.token as string;
+    const tok = (
+      await api
+        .post('/v1/enrollment-tokens')
+        .set(auth('admin'))
+        .send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] })
+        .expect(201)
+    ).body.token as string;
     const csr = p256Csr(BRIDGE, { sans: [{ type: 'dns', value: 'substation.lab.example' }] });
-    const r = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: csr.pem }).expect(201)).body as { serial: string; certificate: string; chain: string[] };
+    const r = (
+      await api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${tok}` })
+        .send({ csr: csr.pem })
+        .expect(201)
+    ).body as { serial: string; certificate: string; chain: string[] };
     return { deviceId: BRIDGE, serial: r.serial, key: csr.keyPem, cert: r.certificate + r.chain.join(''), ca: creds.get('tablet-ui')!.ca };
   }
 
@@ -226,23 +302,56 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     const bridgeCreds = await enrollBridge();
     const bridge = await join(BRIDGE, bridgeCreds);
     await bridge.publishAsync(BRIDGE_TOPIC, JSON.stringify({ ok: true }), { qos: 1 });
-    const id = (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'broker-compromise', title: 'substation broker rooted', targets: { brokers: [BRIDGE] } }).expect(201)).body.id as string;
+    const id = (
+      await api
+        .post('/v1/incidents')
+        .set(auth('operator'))
+        .send({ kind: 'broker-compromise', title: 'substation broker rooted', targets: { brokers: [BRIDGE] } })
+        .expect(201)
+    ).body.id as string;
     const act = async (action: string, extra: Record<string, unknown> = {}) =>
-      (await api.post(`/v1/incidents/${id}/actions`).set(auth('operator')).send({ action, ...extra }).expect(201)).body as { status: string; error: string | null; touched: { type: string; id: string }[]; secrets?: { tokens: { token: string }[] } };
+      (
+        await api
+          .post(`/v1/incidents/${id}/actions`)
+          .set(auth('operator'))
+          .send({ action, ...extra })
+          .expect(201)
+      ).body as {
+        status: string;
+        error: string | null;
+        touched: { type: string; id: string }[];
+        secrets?: { tokens: { token: string }[] };
+      };
     const dry = await act('quarantine-broker', { dryRun: true });
-    assert.deepEqual(dry.touched, [{ type: 'device', id: BRIDGE }, { type: 'certificate', id: bridgeCreds.serial }]);
+    assert.deepEqual(dry.touched, [
+      { type: 'device', id: BRIDGE },
+      { type: 'certificate', id: bridgeCreds.serial },
+    ]);
 
     seen['tablet-ui'] = [];
     const gone = new Promise<void>((resolve) => bridge.once('close', () => resolve()));
     const q = await act('quarantine-broker');
     assert.equal(q.status, 'succeeded', q.error ?? '');
     await gone;
-    await until('the peers hear of the quarantine', async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-quarantined' && m.body.subject === BRIDGE), 10_000);
-    const cert = (await api.get(`/v1/certificates/${bridgeCreds.serial}`).set(auth('auditor')).expect(200)).body as { revocation: { reason: string } };
+    await until(
+      'the peers hear of the quarantine',
+      async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-quarantined' && m.body.subject === BRIDGE),
+      10_000,
+    );
+    const cert = (await api.get(`/v1/certificates/${bridgeCreds.serial}`).set(auth('auditor')).expect(200)).body as {
+      revocation: { reason: string };
+    };
     assert.equal(cert.revocation.reason, 'keyCompromise');
     assert.equal((await api.get(`/v1/devices/${BRIDGE}`).set(auth('auditor')).expect(200)).body.status, 'revoked');
     // Nothing more is issued to it, and after the CRL reload it cannot get back in.
-    assertProblem(await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] }), 400, /revoked/);
+    assertProblem(
+      await api
+        .post('/v1/enrollment-tokens')
+        .set(auth('admin'))
+        .send({ deviceId: BRIDGE, dnsNames: ['substation.lab.example'] }),
+      400,
+      /revoked/,
+    );
     await broker.reloadCrl();
     await assert.rejects(connectDevice(broker, bridgeCreds));
 
@@ -250,7 +359,11 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     seen['tablet-ui'] = [];
     const r = await act('restore-broker');
     assert.equal(r.status, 'succeeded', r.error ?? '');
-    await until('the peers hear of the restore', async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-restored' && m.body.subject === BRIDGE), 10_000);
+    await until(
+      'the peers hear of the restore',
+      async () => seen['tablet-ui']!.some((m) => m.topic === 'mqtt-ca/events/broker-restored' && m.body.subject === BRIDGE),
+      10_000,
+    );
     const fresh = await enrollBridge();
     const back = await join(BRIDGE, fresh);
     await back.publishAsync(BRIDGE_TOPIC, JSON.stringify({ ok: true, restored: true }), { qos: 1 });
@@ -259,14 +372,20 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
 
   it('a broker that cannot be reached: the action is a recorded failed step, retried once the broker is back', async () => {
     await broker.stop();
-    const failed = (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action: 'disconnect' }).expect(201)).body as { id: string; status: string; error: string };
+    const failed = (await api.post(`/v1/incidents/${incidentId}/actions`).set(auth('operator')).send({ action: 'disconnect' }).expect(201))
+      .body as { id: string; status: string; error: string };
     assert.equal(failed.status, 'failed');
     assert.match(failed.error, /mosquitto/);
     assertProblem(await api.post(`/v1/incidents/${incidentId}/close`).set(auth('operator')).send({ summary: 'x' }), 409);
     await broker.start();
-    const retried = (await api.post(`/v1/incidents/${incidentId}/steps/${failed.id}/retry`).set(auth('operator')).send().expect(201)).body as { status: string; retryOf: string; error: string | null };
+    const retried = (await api.post(`/v1/incidents/${incidentId}/steps/${failed.id}/retry`).set(auth('operator')).send().expect(201))
+      .body as { status: string; retryOf: string; error: string | null };
     assert.equal(retried.status, 'succeeded', retried.error ?? '');
     assert.equal(retried.retryOf, failed.id);
-    await api.post(`/v1/incidents/${incidentId}/close`).set(auth('operator')).send({ summary: 'meter re-keyed and back in service' }).expect(200);
+    await api
+      .post(`/v1/incidents/${incidentId}/close`)
+      .set(auth('operator'))
+      .send({ summary: 'meter re-keyed and back in service' })
+      .expect(200);
   });
 });

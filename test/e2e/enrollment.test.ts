@@ -44,9 +44,13 @@ for (const target of dbTargets) {
     afterEach(forgetFailures);
 
     const register = (body: Record<string, unknown>) => api.post('/v1/devices').set(admin).send(body).expect(201);
-    const token = async (body: Record<string, unknown>) => (await api.post('/v1/enrollment-tokens').set(admin).send(body).expect(201)).body as { id: string; token: string };
+    const token = async (body: Record<string, unknown>) =>
+      (await api.post('/v1/enrollment-tokens').set(admin).send(body).expect(201)).body as { id: string; token: string };
     const enroll = (tok: string, csr: string, headers: Record<string, string> = {}) =>
-      api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}`, ...headers }).send({ csr });
+      api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${tok}`, ...headers })
+        .send({ csr });
     const certCount = async () => Number((await svc.db('certificates').count({ n: 'serial' }))[0]!.n);
     const eventCount = async () => Number((await svc.db('security_events').count({ n: 'id' }))[0]!.n);
 
@@ -96,11 +100,23 @@ for (const target of dbTargets) {
       await register({ id: 'meter-0005', kind: 'client' });
       const der = p256Csr('meter-0003').der;
       const t3 = await token({ deviceId: 'meter-0003' });
-      await api.post('/v1/enroll').set({ Authorization: `Bearer ${t3.token}`, 'Content-Type': 'application/pkcs10' }).send(der).expect(201);
+      await api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${t3.token}`, 'Content-Type': 'application/pkcs10' })
+        .send(der)
+        .expect(201);
       const t4 = await token({ deviceId: 'meter-0004' });
-      await api.post('/v1/enroll').set({ Authorization: `Bearer ${t4.token}`, 'Content-Type': 'application/pkcs10' }).send(p256Csr('meter-0004').der.toString('base64')).expect(201);
+      await api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${t4.token}`, 'Content-Type': 'application/pkcs10' })
+        .send(p256Csr('meter-0004').der.toString('base64'))
+        .expect(201);
       const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-384' }, true, ['sign', 'verify']);
-      const libCsr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=meter-0005', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' } });
+      const libCsr = await x509.Pkcs10CertificateRequestGenerator.create({
+        name: 'CN=meter-0005',
+        keys,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' },
+      });
       const t5 = await token({ deviceId: 'meter-0005' });
       const res = await enroll(t5.token, libCsr.toString('pem')).expect(201);
       assert.equal(verifyAt(res.body.chain[1], [res.body.chain[0]], res.body.certificate).status, 0);
@@ -112,10 +128,26 @@ for (const target of dbTargets) {
       const t = await token({ deviceId: 'meter-0006', maxUses: 5 });
       const before = [await certCount(), await eventCount()];
       assertProblem(await enroll(t.token, p256Csr('meter-0007').pem), 403, /meter-0007.*meter-0006/);
-      assertProblem(await enroll(t.token, p256Csr(undefined, { sans: [{ type: 'uri', value: 'urn:mqtt-ca:device:meter-0007' }] }).pem), 403, /may not have/);
-      assertProblem(await enroll(t.token, p256Csr('meter-0006', { sans: [{ type: 'dns', value: 'broker.example' }] }).pem), 403, /dns:broker.example/);
-      assertProblem(await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.basicConstraints({ ca: true })] }).pem), 422, /CA rights/);
-      assertProblem(await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.extendedKeyUsage(['1.3.6.1.5.5.7.3.1'])] }).pem), 422, /2\.5\.29\.37/);
+      assertProblem(
+        await enroll(t.token, p256Csr(undefined, { sans: [{ type: 'uri', value: 'urn:mqtt-ca:device:meter-0007' }] }).pem),
+        403,
+        /may not have/,
+      );
+      assertProblem(
+        await enroll(t.token, p256Csr('meter-0006', { sans: [{ type: 'dns', value: 'broker.example' }] }).pem),
+        403,
+        /dns:broker.example/,
+      );
+      assertProblem(
+        await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.basicConstraints({ ca: true })] }).pem),
+        422,
+        /CA rights/,
+      );
+      assertProblem(
+        await enroll(t.token, p256Csr('meter-0006', { extensions: [ext.extendedKeyUsage(['1.3.6.1.5.5.7.3.1'])] }).pem),
+        422,
+        /2\.5\.29\.37/,
+      );
       assert.equal(await certCount(), before[0]);
       // Each refusal is a security event; the fifth for one device also trips the failing-identity rule,
       // whose hold finds no certificate to hold (the device has none yet).
@@ -139,16 +171,40 @@ for (const target of dbTargets) {
       const good = p256Csr('meter-0009');
       const auth = { Authorization: `Bearer ${t.token}` };
       const before = await certCount();
-      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'text/plain' }).send(good.pem), 415);
+      assertProblem(
+        await api
+          .post('/v1/enroll')
+          .set({ ...auth, 'Content-Type': 'text/plain' })
+          .send(good.pem),
+        415,
+      );
       assertProblem(await api.post('/v1/enroll').set(auth).send({ csr: '' }), 400);
       assertProblem(await api.post('/v1/enroll').set(auth).send({ csr: 7 }), 400);
-      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'application/json' }).send('{"csr": '), 400, /JSON/);
-      assertProblem(await api.post('/v1/enroll').set({ ...auth, 'Idempotency-Key': 'k'.repeat(256) }).send({ csr: good.pem }), 400, /idempotency-key/i);
+      assertProblem(
+        await api
+          .post('/v1/enroll')
+          .set({ ...auth, 'Content-Type': 'application/json' })
+          .send('{"csr": '),
+        400,
+        /JSON/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/enroll')
+          .set({ ...auth, 'Idempotency-Key': 'k'.repeat(256) })
+          .send({ csr: good.pem }),
+        400,
+        /idempotency-key/i,
+      );
       assertProblem(await api.post('/v1/enroll?debug=1').set(auth).send({ csr: good.pem }), 400, /query/);
       assertProblem(await api.get('/v1/enroll').set(auth), 405);
       assert.equal(await certCount(), before);
       // The request id is echoed, as on every other route; the DER body (application/pkcs10) enrolls.
-      const res = await api.post('/v1/enroll').set({ ...auth, 'Content-Type': 'application/pkcs10', 'X-Request-Id': 'factory-line-7-0001' }).send(good.der).expect(201);
+      const res = await api
+        .post('/v1/enroll')
+        .set({ ...auth, 'Content-Type': 'application/pkcs10', 'X-Request-Id': 'factory-line-7-0001' })
+        .send(good.der)
+        .expect(201);
       assert.equal(res.headers['x-request-id'], 'factory-line-7-0001');
       assert.equal(await certCount(), before + 1);
     });
@@ -164,14 +220,21 @@ for (const target of dbTargets) {
         const before = await certCount();
         await new Promise<void>((resolve) => {
           const sock = connect(port, '127.0.0.1', () => {
-            sock.write(`POST /v1/enroll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 40)}`);
+            sock.write(
+              `POST /v1/enroll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 40)}`,
+            );
             setTimeout(() => sock.destroy(), 50);
           });
           sock.on('close', () => resolve());
           sock.on('error', () => undefined);
         });
         assert.equal(await certCount(), before);
-        await request(server).post('/v1/enroll').set({ Authorization: `Bearer ${t.token}` }).send(body).type('json').expect(201);
+        await request(server)
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${t.token}` })
+          .send(body)
+          .type('json')
+          .expect(201);
         assert.equal(await certCount(), before + 1);
       } finally {
         server.close();
@@ -194,7 +257,12 @@ for (const target of dbTargets) {
         [{}, svc.config.publicUrl, 'application/json', 400],
         [{}, opensslCsr([...KEY_ARGS.rsa1024], '/CN=meter-0008').csrPem, 'application/json', 400, /2048/],
         [{}, opensslCsr([...KEY_ARGS.p521], '/CN=meter-0008').csrPem, 'application/json', 400, /curve/],
-        [{ Authorization: 'Bearer mqet_et_00000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, good.pem, 'application/json', 401],
+        [
+          { Authorization: 'Bearer mqet_et_00000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' },
+          good.pem,
+          'application/json',
+          401,
+        ],
         [{ Authorization: 'Bearer not-a-token' }, good.pem, 'application/json', 401],
         [{ Authorization: `Bearer ${t.token}x` }, good.pem, 'application/json', 401],
         [{ Authorization: '' }, good.pem, 'application/json', 401],
@@ -208,7 +276,13 @@ for (const target of dbTargets) {
       forgetFailures();
       const cert = (await api.get('/v1/cas').set(admin)).body.items[0].certificate;
       assertProblem(await enroll(t.token, cert), 400, /certificate|CERTIFICATE REQUEST/);
-      assertProblem(await api.post('/v1/enroll').set({ Authorization: `Bearer ${t.token}` }).send({ csr: good.pem, extra: 1 }), 400);
+      assertProblem(
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${t.token}` })
+          .send({ csr: good.pem, extra: 1 }),
+        400,
+      );
       // Revoked and expired tokens.
       const revoked = await token({ deviceId: 'meter-0008' });
       await api.delete(`/v1/enrollment-tokens/${revoked.id}`).set(admin).expect(200);
@@ -226,7 +300,14 @@ for (const target of dbTargets) {
       const flippedB = Buffer.from(goodB.der);
       flippedB[flippedB.length - 3] = flippedB[flippedB.length - 3]! ^ 0x55;
       forgetFailures();
-      assertProblem(await api.post('/v1/enroll').set({ Authorization: `Bearer ${once.token}`, 'Content-Type': 'application/pkcs10' }).send(flippedB), 400, /signature|proof/);
+      assertProblem(
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${once.token}`, 'Content-Type': 'application/pkcs10' })
+          .send(flippedB),
+        400,
+        /signature|proof/,
+      );
       assert.equal((await api.get(`/v1/enrollment-tokens/${once.id}`).set(admin).expect(200)).body.uses, 0);
       await enroll(once.token, goodB.pem).expect(201);
     });
@@ -239,14 +320,21 @@ for (const target of dbTargets) {
       const before = await certCount();
       const results: { serial: string }[] = [];
       for (let i = 0; i < csrs.length; i += 50) {
-        const batch = await Promise.all(csrs.slice(i, i + 50).map((c, j) => enroll(t.token, c.pem, { 'Idempotency-Key': `lot9-${i + j}` }).expect(201)));
+        const batch = await Promise.all(
+          csrs.slice(i, i + 50).map((c, j) => enroll(t.token, c.pem, { 'Idempotency-Key': `lot9-${i + j}` }).expect(201)),
+        );
         results.push(...batch.map((r) => r.body));
       }
       assert.equal(new Set(results.map((r) => r.serial)).size, 1000);
       assert.equal(await certCount(), before + 1000);
       // Retried with the same keys: the same certificates, nothing new.
-      const retried = await Promise.all(csrs.slice(0, 50).map((c, j) => enroll(t.token, c.pem, { 'Idempotency-Key': `lot9-${j}` }).expect(201)));
-      assert.deepEqual(retried.map((r) => r.body.serial), results.slice(0, 50).map((r) => r.serial));
+      const retried = await Promise.all(
+        csrs.slice(0, 50).map((c, j) => enroll(t.token, c.pem, { 'Idempotency-Key': `lot9-${j}` }).expect(201)),
+      );
+      assert.deepEqual(
+        retried.map((r) => r.body.serial),
+        results.slice(0, 50).map((r) => r.serial),
+      );
       assert.equal(await certCount(), before + 1000);
       const active = await api.get('/v1/devices').query({ lot: 'LOT-9', status: 'active', limit: 500 }).set(admin).expect(200);
       assert.equal(active.body.items.length, 500);
@@ -258,7 +346,11 @@ for (const target of dbTargets) {
       const tok = (await api.get(`/v1/enrollment-tokens/${t.id}`).set(admin)).body;
       assert.equal(tok.uses, 1000);
       // Idempotency-Keys need only be unique per device: two devices of a lot may both send "retry-1".
-      await api.post('/v1/devices/import').set(admin).send({ lot: 'LOT-10', devices: [{ id: 'lot10-a' }, { id: 'lot10-b' }] }).expect(201);
+      await api
+        .post('/v1/devices/import')
+        .set(admin)
+        .send({ lot: 'LOT-10', devices: [{ id: 'lot10-a' }, { id: 'lot10-b' }] })
+        .expect(201);
       const t10 = await token({ lot: 'LOT-10' });
       const a = await enroll(t10.token, p256Csr('lot10-a').pem, { 'Idempotency-Key': 'retry-1' }).expect(201);
       const b = await enroll(t10.token, p256Csr('lot10-b').pem, { 'Idempotency-Key': 'retry-1' }).expect(201);
@@ -269,21 +361,42 @@ for (const target of dbTargets) {
       await register({ id: 'broker-east-1', kind: 'broker', site: 'east' });
       assertProblem(await api.post('/v1/enrollment-tokens').set(admin).send({ deviceId: 'broker-east-1' }), 400, /DNS names/);
       const t = await token({ deviceId: 'broker-east-1', dnsNames: ['mqtt-east.grid.example'], ipAddresses: ['10.20.0.5'] });
-      assertProblem(await enroll(t.token, p256Csr('broker-east-1', { sans: [{ type: 'dns', value: 'mqtt-west.grid.example' }] }).pem), 403, /mqtt-west/);
-      const res = await enroll(t.token, p256Csr('broker-east-1', { sans: [{ type: 'dns', value: 'mqtt-east.grid.example' }] }).pem).expect(201);
-      const v = verifyAt(res.body.chain[1], [res.body.chain[0]], res.body.certificate, ['-purpose', 'sslserver', '-verify_hostname', 'mqtt-east.grid.example']);
+      assertProblem(
+        await enroll(t.token, p256Csr('broker-east-1', { sans: [{ type: 'dns', value: 'mqtt-west.grid.example' }] }).pem),
+        403,
+        /mqtt-west/,
+      );
+      const res = await enroll(t.token, p256Csr('broker-east-1', { sans: [{ type: 'dns', value: 'mqtt-east.grid.example' }] }).pem).expect(
+        201,
+      );
+      const v = verifyAt(res.body.chain[1], [res.body.chain[0]], res.body.certificate, [
+        '-purpose',
+        'sslserver',
+        '-verify_hostname',
+        'mqtt-east.grid.example',
+      ]);
       assert.equal(v.status, 0, v.stderr);
       assert.equal(verifyAt(res.body.chain[1], [res.body.chain[0]], res.body.certificate, ['-verify_ip', '10.20.0.5']).status, 0);
       // A device token cannot get a broker certificate.
       await register({ id: 'meter-0100', kind: 'client' });
-      assertProblem(await api.post('/v1/enrollment-tokens').set(admin).send({ deviceId: 'meter-0100', profile: 'broker', dnsNames: ['x.example'] }), 400);
+      assertProblem(
+        await api
+          .post('/v1/enrollment-tokens')
+          .set(admin)
+          .send({ deviceId: 'meter-0100', profile: 'broker', dnsNames: ['x.example'] }),
+        400,
+      );
     });
 
     it('generates the key server-side and returns it once as PKCS#12 or encrypted PKCS#8, never stored', async () => {
       await register({ id: 'meter-0200', kind: 'client' });
       await register({ id: 'meter-0201', kind: 'client' });
       const t = await token({ deviceId: 'meter-0200' });
-      const res = await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${t.token}` }).send({ password: 'correct horse battery' }).expect(201);
+      const res = await api
+        .post('/v1/enroll/serverkeygen')
+        .set({ Authorization: `Bearer ${t.token}` })
+        .send({ password: 'correct horse battery' })
+        .expect(201);
       assert.equal(res.headers['cache-control'], 'no-store');
       const dir = tempDir();
       const p12 = writeTemp(dir, 'k.p12', Buffer.from(res.body.pkcs12, 'base64'));
@@ -295,7 +408,11 @@ for (const target of dbTargets) {
       const certPub = run('openssl', ['x509', '-pubkey', '-noout'], res.body.certificate).stdout;
       assert.equal(keyPub, certPub);
       const t2 = await token({ deviceId: 'meter-0201' });
-      const pem = await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${t2.token}` }).send({ password: 'another long password', format: 'pkcs8', keyAlgorithm: 'RSA-2048' }).expect(201);
+      const pem = await api
+        .post('/v1/enroll/serverkeygen')
+        .set({ Authorization: `Bearer ${t2.token}` })
+        .send({ password: 'another long password', format: 'pkcs8', keyAlgorithm: 'RSA-2048' })
+        .expect(201);
       assert.match(pem.body.privateKey, /BEGIN ENCRYPTED PRIVATE KEY/);
       assert.equal(run('openssl', ['pkey', '-passin', 'pass:another long password', '-noout'], pem.body.privateKey).status, 0);
       // No private key anywhere in the database: only CA and service keys are kept, and sealed.
@@ -309,8 +426,21 @@ for (const target of dbTargets) {
           }
         }
       }
-      assertProblem(await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${t.token}` }).send({ password: 'short' }), 400);
-      assertProblem(await api.post('/v1/enroll/serverkeygen').set({ Authorization: `Bearer ${t.token}`, 'Idempotency-Key': 'x' }).send({ password: 'long enough password' }), 400, /Idempotency-Key/);
+      assertProblem(
+        await api
+          .post('/v1/enroll/serverkeygen')
+          .set({ Authorization: `Bearer ${t.token}` })
+          .send({ password: 'short' }),
+        400,
+      );
+      assertProblem(
+        await api
+          .post('/v1/enroll/serverkeygen')
+          .set({ Authorization: `Bearer ${t.token}`, 'Idempotency-Key': 'x' })
+          .send({ password: 'long enough password' }),
+        400,
+        /Idempotency-Key/,
+      );
     });
 
     it('renews with a request signed by the current key (behind a TLS proxy): lineage recorded, replays and stale signatures refused', async () => {
@@ -318,7 +448,13 @@ for (const target of dbTargets) {
       const t = await token({ deviceId: 'meter-0300' });
       const csr = p256Csr('meter-0300');
       const first = (await enroll(t.token, csr.pem).expect(201)).body;
-      const certDer = Buffer.from(first.certificate.split('\n').filter((l: string) => l && !l.startsWith('-----')).join(''), 'base64');
+      const certDer = Buffer.from(
+        first.certificate
+          .split('\n')
+          .filter((l: string) => l && !l.startsWith('-----'))
+          .join(''),
+        'base64',
+      );
       const renewWith = (newCsr: Buffer, signedAt: string, key = csr.privateKey) => {
         const signature = sign('sha256', renewalSigningInput(signedAt, newCsr), key);
         return `MQTT-CA-Renewal cert="${certDer.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"`;
@@ -330,13 +466,47 @@ for (const target of dbTargets) {
       assert.equal(got.renewedFrom, first.serial);
       assert.equal((await api.get('/v1/devices/meter-0300').set(admin)).body.currentSerial, renewed.body.serial);
       assertProblem(await api.post('/v1/renew').set({ Authorization: header }).send({ csr: next.pem }), 401, /replay/);
-      assertProblem(await api.post('/v1/renew').set({ Authorization: renewWith(next.der, new Date(clock.now().getTime() - 3600_000).toISOString()) }).send({ csr: next.pem }), 401, /stale/);
-      assertProblem(await api.post('/v1/renew').set({ Authorization: renewWith(next.der, clock.now().toISOString(), p256Csr().privateKey) }).send({ csr: next.pem }), 401, /does not verify/);
-      assertProblem(await api.post('/v1/renew').set({ Authorization: renewWith(p256Csr('meter-0300').der, clock.now().toISOString()) }).send({ csr: next.pem }), 401, /does not verify/);
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: renewWith(next.der, new Date(clock.now().getTime() - 3600_000).toISOString()) })
+          .send({ csr: next.pem }),
+        401,
+        /stale/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: renewWith(next.der, clock.now().toISOString(), p256Csr().privateKey) })
+          .send({ csr: next.pem }),
+        401,
+        /does not verify/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: renewWith(p256Csr('meter-0300').der, clock.now().toISOString()) })
+          .send({ csr: next.pem }),
+        401,
+        /does not verify/,
+      );
       // A token does not renew; renewal keeps the identity.
-      assertProblem(await api.post('/v1/renew').set({ Authorization: `Bearer ${t.token}` }).send({ csr: next.pem }), 401);
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: `Bearer ${t.token}` })
+          .send({ csr: next.pem }),
+        401,
+      );
       const other = p256Csr('meter-9999');
-      assertProblem(await api.post('/v1/renew').set({ Authorization: renewWith(other.der, clock.now().toISOString()) }).send({ csr: other.pem }), 403, /meter-9999/);
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: renewWith(other.der, clock.now().toISOString()) })
+          .send({ csr: other.pem }),
+        403,
+        /meter-9999/,
+      );
     });
 
     it('lets an offline device renew within the grace after expiry, not beyond it; a revoked certificate never', async () => {
@@ -344,12 +514,23 @@ for (const target of dbTargets) {
       const t = await token({ deviceId: 'meter-0400' });
       const csr = p256Csr('meter-0400');
       const first = (await enroll(t.token, csr.pem).expect(201)).body;
-      const certDer = Buffer.from(first.certificate.split('\n').filter((l: string) => l && !l.startsWith('-----')).join(''), 'base64');
+      const certDer = Buffer.from(
+        first.certificate
+          .split('\n')
+          .filter((l: string) => l && !l.startsWith('-----'))
+          .join(''),
+        'base64',
+      );
       const renewAt = (at: Date) => {
         const n = p256Csr('meter-0400');
         const signedAt = at.toISOString();
         const signature = sign('sha256', renewalSigningInput(signedAt, n.der), csr.privateKey);
-        return api.post('/v1/renew').set({ Authorization: `MQTT-CA-Renewal cert="${certDer.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` }).send({ csr: n.pem });
+        return api
+          .post('/v1/renew')
+          .set({
+            Authorization: `MQTT-CA-Renewal cert="${certDer.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"`,
+          })
+          .send({ csr: n.pem });
       };
       clock.set(new Date(Date.parse(first.notAfter) + 10 * 86_400_000));
       await renewAt(clock.now()).expect(201);
@@ -385,4 +566,3 @@ for (const target of dbTargets) {
     });
   });
 }
-

@@ -21,7 +21,10 @@ class CapturedLog extends Writable {
     done();
   }
   lines(): Array<Record<string, unknown>> {
-    return this.text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    return this.text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
   of(kind: string): Array<Record<string, unknown>> {
     return this.lines().filter((l) => l.kind === kind);
@@ -41,7 +44,12 @@ for (const target of dbTargets) {
       db = await target.create();
       dataDir = mkdtempSync(join(tmpdir(), 'mqttca-log-'));
       log = new CapturedLog();
-      const config = loadConfig({ MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dataDir, LOG_LEVEL: 'info', AUDIT_ANCHOR_BATCH_MS: '10' });
+      const config = loadConfig({
+        MQTT_CA_KEK: randomBytes(32).toString('base64'),
+        DATA_DIR: dataDir,
+        LOG_LEVEL: 'info',
+        AUDIT_ANCHOR_BATCH_MS: '10',
+      });
       svc = await buildService(config, { db, logger: createLogger('info', log) });
       const boot = await bootstrap(svc);
       adminKey = boot.adminKey!;
@@ -55,7 +63,8 @@ for (const target of dbTargets) {
 
     /** Waits until every committed audit entry has had its line (they are written once their transaction commits). */
     async function allAudited(): Promise<number[]> {
-      const seqs = async () => ((await db('audit_log').select('seq').orderBy('seq')) as Array<{ seq: string | number }>).map((r) => Number(r.seq));
+      const seqs = async () =>
+        ((await db('audit_log').select('seq').orderBy('seq')) as Array<{ seq: string | number }>).map((r) => Number(r.seq));
       let inTable = await seqs();
       for (let i = 0; i < 200 && log.of('audit').length < inTable.length; i++) {
         await new Promise((r) => setTimeout(r, 25));
@@ -65,7 +74,10 @@ for (const target of dbTargets) {
     }
 
     it('every audit entry is a structured line with stable fields, and no secret reaches the stream', async () => {
-      const created = await api.post('/v1/api-keys').set('Authorization', `Bearer ${adminKey}`).send({ name: 'line 3 provisioning', role: 'provisioner' });
+      const created = await api
+        .post('/v1/api-keys')
+        .set('Authorization', `Bearer ${adminKey}`)
+        .send({ name: 'line 3 provisioning', role: 'provisioner' });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       const provisionerKey = created.body.key as string;
       const token = await api.post('/v1/enrollment-tokens').set('Authorization', `Bearer ${provisionerKey}`).send({ lot: 'lot-log-1' });
@@ -73,7 +85,11 @@ for (const target of dbTargets) {
 
       const inTable = await allAudited();
       const lines = log.of('audit');
-      assert.deepEqual(lines.map((l) => l.seq), inTable, 'one line for each entry, in order');
+      assert.deepEqual(
+        lines.map((l) => l.seq),
+        inTable,
+        'one line for each entry, in order',
+      );
       const keyLine = lines.find((l) => l.action === 'apikey.created' && l.targetId === created.body.id);
       assert.ok(keyLine, 'apikey.created is logged');
       assert.equal(keyLine.targetType, 'api-key');
@@ -105,7 +121,10 @@ for (const target of dbTargets) {
       assert.equal(failed.level, 40);
       assert.equal(failed.severity, 'warning');
       assert.equal(typeof failed.id, 'number');
-      assert.ok(log.of('audit').some((l) => l.action === 'security.auth.failed' && l.targetId === String(failed.id)), 'and as its audit entry');
+      assert.ok(
+        log.of('audit').some((l) => l.action === 'security.auth.failed' && l.targetId === String(failed.id)),
+        'and as its audit entry',
+      );
       assert.ok(!log.text.includes(wrong), 'the presented credential is not logged');
     });
 
@@ -118,19 +137,37 @@ for (const target of dbTargets) {
       }
       const last = checkpoints.at(-1)!;
       assert.equal(last.seq, inTable.at(-1));
-      assert.ok(svc.auditCheckpoints.authentic({ seq: last.seq, head: last.head, at: last.at, mac: last.mac }), 'a line from the stream can be checked by audit verify --checkpoint');
+      assert.ok(
+        svc.auditCheckpoints.authentic({ seq: last.seq, head: last.head, at: last.at, mac: last.mac }),
+        'a line from the stream can be checked by audit verify --checkpoint',
+      );
     });
 
     it('an anchor file that cannot be written does not stop the service: it says so, and the checkpoints still go to the stream', async () => {
       const other = new CapturedLog();
-      const config = loadConfig({ MQTT_CA_KEK: svc.config.kek!, DATA_DIR: dataDir, LOG_LEVEL: 'info', AUDIT_ANCHOR_FILE: '/dev/null/audit-anchor', AUDIT_ANCHOR_BATCH_MS: '10' });
+      const config = loadConfig({
+        MQTT_CA_KEK: svc.config.kek!,
+        DATA_DIR: dataDir,
+        LOG_LEVEL: 'info',
+        AUDIT_ANCHOR_FILE: '/dev/null/audit-anchor',
+        AUDIT_ANCHOR_BATCH_MS: '10',
+      });
       const second = await buildService(config, { db, logger: createLogger('info', other) });
       try {
-        assert.ok(other.of('audit-anchor').some((l) => l.level === 50 && /cannot keep the audit anchor at \/dev\/null\/audit-anchor/.test(String(l.msg))), other.text);
+        assert.ok(
+          other
+            .of('audit-anchor')
+            .some((l) => l.level === 50 && /cannot keep the audit anchor at \/dev\/null\/audit-anchor/.test(String(l.msg))),
+          other.text,
+        );
         await second.apiKeys.create({ name: 'after', role: 'auditor' }, { actor: 'test' });
         const head = (await second.audit.head(db))!.seq;
-        for (let i = 0; i < 200 && !other.of('audit-checkpoint').some((c) => c.seq === head); i++) await new Promise((r) => setTimeout(r, 25));
-        assert.ok(other.of('audit-checkpoint').some((c) => c.seq === head), 'the checkpoint is on the stream');
+        for (let i = 0; i < 200 && !other.of('audit-checkpoint').some((c) => c.seq === head); i++)
+          await new Promise((r) => setTimeout(r, 25));
+        assert.ok(
+          other.of('audit-checkpoint').some((c) => c.seq === head),
+          'the checkpoint is on the stream',
+        );
       } finally {
         await second.stop();
       }
@@ -148,7 +185,10 @@ for (const target of dbTargets) {
         (e: unknown) => e as Error & Record<string, unknown>,
       );
       const raw = JSON.stringify(Object.fromEntries(Object.getOwnPropertyNames(err).map((k) => [k, err[k]])));
-      assert.ok(raw.includes(hashHex) || raw.includes(row.secretHash.toString('base64')) || raw.includes('"type":"Buffer"'), `the error as the driver gives it carries the hash: ${raw}`);
+      assert.ok(
+        raw.includes(hashHex) || raw.includes(row.secretHash.toString('base64')) || raw.includes('"type":"Buffer"'),
+        `the error as the driver gives it carries the hash: ${raw}`,
+      );
       svc.logger.error({ err, path: '/v1/enrollment-tokens' }, 'request failed');
       const line = log.lines().findLast((l) => l.msg === 'request failed')!;
       const logged = line.err as Record<string, unknown>;

@@ -58,7 +58,20 @@ for (const target of dbTargets) {
       return { text, samples: samplesOf(text) };
     };
     const ocsp = (cert: string, extra: string[]) =>
-      runAsync('openssl', ['ocsp', '-issuer', files.issuing, '-url', `${url}/pki/ocsp`, '-CAfile', files.root, '-verify_other', files.issuing, ...extra, '-cert', cert]);
+      runAsync('openssl', [
+        'ocsp',
+        '-issuer',
+        files.issuing,
+        '-url',
+        `${url}/pki/ocsp`,
+        '-CAfile',
+        files.root,
+        '-verify_other',
+        files.issuing,
+        ...extra,
+        '-cert',
+        cert,
+      ]);
 
     before(async () => {
       let issuingId: string;
@@ -98,7 +111,11 @@ for (const target of dbTargets) {
         assert.match(r.stdout + r.stderr, /Response verify OK/, r.stderr);
         assert.match(r.stdout, want);
       }
-      const garbage = await fetch(`${url}/pki/ocsp`, { method: 'POST', body: randomBytes(40), headers: { 'Content-Type': 'application/ocsp-request' } });
+      const garbage = await fetch(`${url}/pki/ocsp`, {
+        method: 'POST',
+        body: randomBytes(40),
+        headers: { 'Content-Type': 'application/ocsp-request' },
+      });
       assert.equal(garbage.status, 200);
       // A refused enrollment: a security event, and a 401 on /v1/enroll.
       const refused = await fetch(`${url}/v1/enroll`, {
@@ -116,26 +133,40 @@ for (const target of dbTargets) {
       const problems = `${check.stdout}${check.stderr}`.split('\n').filter((l) => l.trim() && !PROM_CLIENT_LINT.test(l));
       assert.deepEqual(problems, [], `promtool (exit ${check.status}):\n${check.stdout}${check.stderr}`);
 
-      const delta = (name: string, labels?: Record<string, string>) => value(after0.samples, name, labels) - value(before0.samples, name, labels);
+      const delta = (name: string, labels?: Record<string, string>) =>
+        value(after0.samples, name, labels) - value(before0.samples, name, labels);
       assert.equal(delta('mqttca_certificates_issued_total', { profile: 'device' }), 2);
       assert.equal(delta('mqttca_certificates_revoked_total', { reason: 'keyCompromise' }), 1);
       assert.equal(delta('mqttca_revocation_visible_seconds_count'), 1);
       assert.ok(value(after0.samples, 'mqttca_revocation_visible_seconds_sum') > 0);
       // Pre-signed at revocation: from memory, or from the shared store while PostgreSQL's change feed is still connecting (the cache is off until it is).
-      assert.equal(delta('mqttca_ocsp_responses_total', { status: 'revoked', source: 'memory' }) + delta('mqttca_ocsp_responses_total', { status: 'revoked', source: 'stored' }), 1);
+      assert.equal(
+        delta('mqttca_ocsp_responses_total', { status: 'revoked', source: 'memory' }) +
+          delta('mqttca_ocsp_responses_total', { status: 'revoked', source: 'stored' }),
+        1,
+      );
       assert.equal(delta('mqttca_ocsp_responses_total', { status: 'revoked', source: 'signed' }), 1);
       assert.equal(delta('mqttca_ocsp_responses_total', { status: 'good' }), 1);
       assert.equal(delta('mqttca_ocsp_responses_total', { status: 'malformedRequest', source: 'none' }), 1);
       assert.equal(delta('mqttca_security_events_total', { kind: 'enrollment.refused' }), 1);
-      assert.equal(delta('mqttca_http_request_duration_seconds_count', { route: '/v1/certificates/:serial/revoke', method: 'POST', status: '200' }), 1);
-      assert.equal(delta('mqttca_http_request_duration_seconds_count', { route: '/v1/enroll', method: 'POST', status: String(refused.status) }), 1);
+      assert.equal(
+        delta('mqttca_http_request_duration_seconds_count', { route: '/v1/certificates/:serial/revoke', method: 'POST', status: '200' }),
+        1,
+      );
+      assert.equal(
+        delta('mqttca_http_request_duration_seconds_count', { route: '/v1/enroll', method: 'POST', status: String(refused.status) }),
+        1,
+      );
       // The raw path (a serial) never becomes a label.
       assert.ok(!after0.text.includes(certs[0]!.serial), 'a serial appears in the metrics');
       // The CRL published by the revocation, and the job queues, read at scrape time.
       assert.ok(value(after0.samples, 'mqttca_crl_number') >= 1, 'no CRL number');
       assert.ok(value(after0.samples, 'mqttca_crl_age_seconds') < 60, 'the CRL is older than the revocation');
       assert.equal(value(after0.samples, 'mqttca_job_queue_up'), 1);
-      assert.ok([...after0.samples.keys()].some((k) => k.startsWith('mqttca_job_queue_jobs{')), 'no job queue counts');
+      assert.ok(
+        [...after0.samples.keys()].some((k) => k.startsWith('mqttca_job_queue_jobs{')),
+        'no job queue counts',
+      );
     });
   });
 }

@@ -77,7 +77,26 @@ describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitt
   const files = {} as Record<'chain' | 'deviceCert' | 'deviceKey', string>;
 
   const publish = () =>
-    pub(['-h', '127.0.0.1', '-p', String(brokerPort), '--cafile', files.chain, '--cert', files.deviceCert, '--key', files.deviceKey, '-i', 'meter-1', '-t', 'meters/1', '-m', 'hello', '-q', '1']);
+    pub([
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(brokerPort),
+      '--cafile',
+      files.chain,
+      '--cert',
+      files.deviceCert,
+      '--key',
+      files.deviceKey,
+      '-i',
+      'meter-1',
+      '-t',
+      'meters/1',
+      '-m',
+      'hello',
+      '-q',
+      '1',
+    ]);
 
   before(async () => {
     svc = await makeService(target, { env: { PORT: '0' } });
@@ -91,7 +110,12 @@ describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitt
     // The broker's certificate from its own CA, for localhost.
     const brokerKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const brokerCert = await svc.issuance.issue(
-      { profile: 'broker', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }) },
+      {
+        profile: 'broker',
+        dnsNames: ['localhost'],
+        ipAddresses: ['127.0.0.1'],
+        subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }),
+      },
       ctx,
     );
     const brokerCertFile = writeTemp(dir, 'broker.pem', toPem(brokerCert.der) + chain[0]);
@@ -101,7 +125,11 @@ describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitt
     await svc.devices.register({ id: 'meter-1', kind: 'client' }, ctx);
     const token = await svc.tokens.create({ deviceId: 'meter-1' }, ctx);
     const csr = p256Csr('meter-1');
-    const enrolled = await svc.enrollment.enroll({ credential: { kind: 'bearer', value: token.token }, csr: csr.pem, ctx: { source: '127.0.0.1', requestId: 't' } });
+    const enrolled = await svc.enrollment.enroll({
+      credential: { kind: 'bearer', value: token.token },
+      csr: csr.pem,
+      ctx: { source: '127.0.0.1', requestId: 't' },
+    });
     deviceSerial = enrolled.result.serial;
     files.deviceCert = writeTemp(dir, 'device.pem', enrolled.result.certificate);
     files.deviceKey = writeTemp(dir, 'device.key', csr.keyPem);
@@ -176,12 +204,22 @@ describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitt
     assert.equal(kept.status, 0, kept.stderr);
     assert.match(kept.stderr, /kept/);
     // A margin longer than the CRLs' validity: the file is stale, and it says so.
-    const stale = await crlSync(['--url', `http://127.0.0.1:${port}/pki/crl/bundle.pem`, '--out', crlFile, '--min-remaining', String(60 * 24 * 30)]);
+    const stale = await crlSync([
+      '--url',
+      `http://127.0.0.1:${port}/pki/crl/bundle.pem`,
+      '--out',
+      crlFile,
+      '--min-remaining',
+      String(60 * 24 * 30),
+    ]);
     assert.equal(stale.status, 2);
     assert.match(stale.stderr, /stale/);
     // CRLs not signed by the CA it trusts (a look-alike CA, same names, another key) are never written.
     const rogueDir = tempDir();
-    const rogue = spawnSync('sh', ['-c', `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ${rogueDir}/k.pem -out ${rogueDir}/ca.pem -days 2 -subj "/O=mqtt-ca/CN=mqtt-ca Issuing CA 1" 2>&1 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ${rogueDir}/k2.pem -out ${rogueDir}/root.pem -days 2 -subj "/O=mqtt-ca/CN=mqtt-ca Root CA" 2>&1 && cat ${rogueDir}/root.pem >> ${rogueDir}/ca.pem`]);
+    const rogue = spawnSync('sh', [
+      '-c',
+      `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ${rogueDir}/k.pem -out ${rogueDir}/ca.pem -days 2 -subj "/O=mqtt-ca/CN=mqtt-ca Issuing CA 1" 2>&1 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ${rogueDir}/k2.pem -out ${rogueDir}/root.pem -days 2 -subj "/O=mqtt-ca/CN=mqtt-ca Root CA" 2>&1 && cat ${rogueDir}/root.pem >> ${rogueDir}/ca.pem`,
+    ]);
     assert.equal(rogue.status, 0, String(rogue.stdout));
     const untrusted = await crlSync(['--url', bundleUrl, '--out', join(dir, 'never.pem'), '--cafile', join(rogueDir, 'ca.pem')]);
     assert.equal(untrusted.status, 2);

@@ -54,7 +54,19 @@ for (const target of dbTargets) {
       files[name] = writeTemp(dir, `${name}.pem`, toPem(c.der));
       serials[name] = c.serial;
     };
-    const ocsp = (args: string[]) => runAsync('openssl', ['ocsp', '-issuer', files.issuing!, '-url', `${url}/pki/ocsp`, '-CAfile', files.root!, '-verify_other', files.issuing!, ...args]);
+    const ocsp = (args: string[]) =>
+      runAsync('openssl', [
+        'ocsp',
+        '-issuer',
+        files.issuing!,
+        '-url',
+        `${url}/pki/ocsp`,
+        '-CAfile',
+        files.root!,
+        '-verify_other',
+        files.issuing!,
+        ...args,
+      ]);
     const statusOf = async (name: string, extra: string[] = ['-no_nonce']) => {
       const r = await ocsp([...extra, '-cert', files[name]!]);
       assert.match(r.stderr + r.stdout, /Response verify OK/, r.stderr);
@@ -63,7 +75,11 @@ for (const target of dbTargets) {
     const post = (body: Uint8Array, headers: Record<string, string> = {}) =>
       fetch(`${url}/pki/ocsp`, { method: 'POST', body, headers: { 'Content-Type': 'application/ocsp-request', ...headers } });
     const api = (path: string, body: unknown) =>
-      fetch(`${url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${keys.operator}` } });
+      fetch(`${url}${path}`, {
+        method: 'POST',
+        body: JSON.stringify(body),
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${keys.operator}` },
+      });
     /** A DER request made by openssl (no network). */
     const requestFor = async (name: string, extra: string[] = ['-no_nonce']) => {
       const out = join(dir, `${name}-${randomBytes(4).toString('hex')}.req`);
@@ -94,8 +110,13 @@ for (const target of dbTargets) {
       assert.match(out, /Extended Key Usage: \n\s*OCSP Signing/);
       assert.match(out, /OCSP No Check/);
       assert.match(out, /Issuer: O=mqtt-ca, CN=mqtt-ca Issuing CA 1/);
-      const responderSerial = /Certificate:\n\s+Data:\n\s+Version: 3 \(0x2\)\n\s+Serial Number:\n\s+([0-9a-f:]+)/.exec(out)![1]!.replace(/:/g, '');
-      const row = await svc.db('certificates').where({ serial: Buffer.from(responderSerial.padStart(2, '0'), 'hex') }).first();
+      const responderSerial = /Certificate:\n\s+Data:\n\s+Version: 3 \(0x2\)\n\s+Serial Number:\n\s+([0-9a-f:]+)/
+        .exec(out)![1]!
+        .replace(/:/g, '');
+      const row = await svc
+        .db('certificates')
+        .where({ serial: Buffer.from(responderSerial.padStart(2, '0'), 'hex') })
+        .first();
       assert.equal(row?.profile, 'ocsp-responder');
       assert.equal(row?.status, 'issued');
       assert.equal((await svc.audit.list({ limit: 5, action: 'ocsp-responder.issued', targetId: responderSerial })).items.length, 1);
@@ -109,7 +130,15 @@ for (const target of dbTargets) {
       assert.match(sha256.stdout, /Hash Algorithm: sha256/);
       assert.match(opensslStatus(sha256, files.good!), /^good/);
       await api(`/v1/certificates/${serials['multi-2']}/revoke`, { reason: 'affiliationChanged' });
-      const several = await ocsp(['-cert', files['multi-1']!, '-cert', files['multi-2']!, '-serial', `0x${randomBytes(16).toString('hex')}`, '-resp_text']);
+      const several = await ocsp([
+        '-cert',
+        files['multi-1']!,
+        '-cert',
+        files['multi-2']!,
+        '-serial',
+        `0x${randomBytes(16).toString('hex')}`,
+        '-resp_text',
+      ]);
       assert.match(several.stderr, /Response verify OK/);
       assert.match(opensslStatus(several, files['multi-1']!), /^good/);
       assert.match(opensslStatus(several, files['multi-2']!), /^revoked[\s\S]*Reason: affiliationChanged/);
@@ -144,31 +173,45 @@ for (const target of dbTargets) {
 
     it('a bulk revocation is visible when it returns, for every certificate it touched', async () => {
       for (const name of ['lot-1', 'lot-2']) assert.match(await statusOf(name), /^good/);
-      const res = await api('/v1/revocations', { selector: { serials: [serials['lot-1'], serials['lot-2']] }, reason: 'cessationOfOperation' });
+      const res = await api('/v1/revocations', {
+        selector: { serials: [serials['lot-1'], serials['lot-2']] },
+        reason: 'cessationOfOperation',
+      });
       assert.equal(res.status, 200);
       for (const name of ['lot-1', 'lot-2']) assert.match(await statusOf(name), /^revoked[\s\S]*Reason: cessationOfOperation/);
     });
 
     it('keyCompromise takes the device: its older certificates and its lineage are revoked with it (single, bulk by serial, incident action), OCSP and the CRL say so when the call returns', async () => {
       const issueAs = async (name: string, req: { deviceId?: string; renews?: string }) => {
-        const c = await svc.issuance.issue({
-          profile: req.deviceId ? 'device' : 'broker',
-          ...(req.deviceId ? { deviceId: req.deviceId } : { dnsNames: [`${name}.example`] }),
-          ...(req.renews ? { renews: Buffer.from(serials[req.renews]!, 'hex') } : {}),
-          subjectPublicKeyInfo: p256(),
-        }, { actor: 'test' });
+        const c = await svc.issuance.issue(
+          {
+            profile: req.deviceId ? 'device' : 'broker',
+            ...(req.deviceId ? { deviceId: req.deviceId } : { dnsNames: [`${name}.example`] }),
+            ...(req.renews ? { renews: Buffer.from(serials[req.renews]!, 'hex') } : {}),
+            subjectPublicKeyInfo: p256(),
+          },
+          { actor: 'test' },
+        );
         files[name] = writeTemp(dir, `${name}.pem`, toPem(c.der));
         serials[name] = c.serial;
       };
       const crl = async () => {
         const text = await fetch(`${url}/pki/crl/${issuingId}.pem`).then((r) => r.text());
-        const out = await runAsync('openssl', ['crl', '-noout', '-text', '-in', writeTemp(dir, `crl-${randomBytes(4).toString('hex')}.pem`, text)]);
+        const out = await runAsync('openssl', [
+          'crl',
+          '-noout',
+          '-text',
+          '-in',
+          writeTemp(dir, `crl-${randomBytes(4).toString('hex')}.pem`, text),
+        ]);
         assert.equal(out.status, 0, out.stderr);
         return out.stdout.toLowerCase().replace(/:/g, '');
       };
       const revokedForKeyCompromise = async (name: string) => {
         assert.match(await statusOf(name), /^revoked[\s\S]*Reason: keyCompromise/, `${name} is revoked by OCSP`);
-        const entry = new RegExp(`serial number 0*${serials[name]!.replace(/^0+/, '')}\\n(?:(?!\\s+serial number)\\s+[^\\n]*\\n)*?\\s+key compromise\\n`);
+        const entry = new RegExp(
+          `serial number 0*${serials[name]!.replace(/^0+/, '')}\\n(?:(?!\\s+serial number)\\s+[^\\n]*\\n)*?\\s+key compromise\\n`,
+        );
         assert.match(await crl(), entry, `${name} is on the CRL, for key compromise`);
       };
 
@@ -194,19 +237,30 @@ for (const target of dbTargets) {
       // A bulk revocation by serial: the dry run counts the device's other certificate, and the revocation takes it.
       await issueAs('kcb-old', { deviceId: 'kcb' });
       await issueAs('kcb-new', { deviceId: 'kcb' });
-      const dry = (await (await api('/v1/revocations', { selector: { serials: [serials['kcb-new']] }, reason: 'keyCompromise', dryRun: true })).json()) as { revoked: number };
+      const dry = (await (
+        await api('/v1/revocations', { selector: { serials: [serials['kcb-new']] }, reason: 'keyCompromise', dryRun: true })
+      ).json()) as { revoked: number };
       assert.equal(dry.revoked, 2);
       const bulk = await api('/v1/revocations', { selector: { serials: [serials['kcb-new']] }, reason: 'keyCompromise' });
       assert.equal(((await bulk.json()) as { revoked: number }).revoked, 2);
       await revokedForKeyCompromise('kcb-old');
 
       // An incident's revoke-certificates on the device: every certificate of it.
-      const registered = await fetch(`${url}/v1/devices`, { method: 'POST', body: JSON.stringify({ id: 'kci', kind: 'client' }), headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${keys.admin}` } });
+      const registered = await fetch(`${url}/v1/devices`, {
+        method: 'POST',
+        body: JSON.stringify({ id: 'kci', kind: 'client' }),
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${keys.admin}` },
+      });
       assert.equal(registered.status, 201, await registered.text());
       await issueAs('kci-old', { deviceId: 'kci' });
       await issueAs('kci-new', { deviceId: 'kci' });
-      const incident = (await (await api('/v1/incidents', { kind: 'device-compromise', title: 'kci tampered', targets: { devices: ['kci'] } })).json()) as { id: string };
-      const action = await api(`/v1/incidents/${incident.id}/actions`, { action: 'revoke-certificates', params: { reason: 'keyCompromise' } });
+      const incident = (await (
+        await api('/v1/incidents', { kind: 'device-compromise', title: 'kci tampered', targets: { devices: ['kci'] } })
+      ).json()) as { id: string };
+      const action = await api(`/v1/incidents/${incident.id}/actions`, {
+        action: 'revoke-certificates',
+        params: { reason: 'keyCompromise' },
+      });
       assert.equal(action.status, 201, await action.text());
       await revokedForKeyCompromise('kci-old');
     });
@@ -216,20 +270,43 @@ for (const target of dbTargets) {
       assert.match(unknown.stderr, /Response verify OK/);
       assert.match(unknown.stdout, /Cert Status: unknown/);
       // A CA of someone else's: openssl makes it and a certificate under it.
-      const key = writeTemp(dir, 'other.key', generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }));
+      const key = writeTemp(
+        dir,
+        'other.key',
+        generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }),
+      );
       const other = join(dir, 'other.pem');
       const made = await runAsync('openssl', ['req', '-x509', '-new', '-key', key, '-subj', '/CN=Not Ours', '-days', '2', '-out', other]);
       assert.equal(made.status, 0, made.stderr);
       const r = await runAsync('openssl', ['ocsp', '-issuer', other, '-serial', '0x01', '-url', `${url}/pki/ocsp`, '-no_nonce']);
       assert.match(r.stdout + r.stderr, /Responder Error: unauthorized \(6\)/);
       // A request naming two CAs, one ours: one signer cannot answer both.
-      const mixed = await runAsync('openssl', ['ocsp', '-issuer', other, '-serial', '0x01', '-issuer', files.issuing!, '-cert', files.good!, '-url', `${url}/pki/ocsp`, '-no_nonce']);
+      const mixed = await runAsync('openssl', [
+        'ocsp',
+        '-issuer',
+        other,
+        '-serial',
+        '0x01',
+        '-issuer',
+        files.issuing!,
+        '-cert',
+        files.good!,
+        '-url',
+        `${url}/pki/ocsp`,
+        '-no_nonce',
+      ]);
       assert.match(mixed.stdout + mixed.stderr, /Responder Error: unauthorized \(6\)/);
     });
 
     it('malformedRequest for garbage, truncation, oversize and bad base64; 415 for another media type, 405 for other methods; never a 5xx', async () => {
       const good = await requestFor('good');
-      const inputs: Buffer[] = [Buffer.alloc(0), randomBytes(40), good.subarray(0, good.length - 3), Buffer.concat([good, Buffer.from([0])]), Buffer.alloc(20_000, 0x30)];
+      const inputs: Buffer[] = [
+        Buffer.alloc(0),
+        randomBytes(40),
+        good.subarray(0, good.length - 3),
+        Buffer.concat([good, Buffer.from([0])]),
+        Buffer.alloc(20_000, 0x30),
+      ];
       for (const body of inputs) {
         const res = await post(body);
         assert.equal(res.status, 200);
@@ -270,7 +347,10 @@ for (const target of dbTargets) {
         seen.add(body.subarray(0, 5).toString('hex'));
       }
       assert.ok(seen.has(MALFORMED.toString('hex')));
-      assert.ok([...seen].every((s) => ['3003', '3082'].some((p) => s.startsWith(p))), [...seen].join(','));
+      assert.ok(
+        [...seen].every((s) => ['3003', '3082'].some((p) => s.startsWith(p))),
+        [...seen].join(','),
+      );
     });
 
     it('GET per RFC 5019: the request base64 in the path, cacheable headers, 304 on a matching ETag, and the same bytes as the POST', async () => {
@@ -284,7 +364,19 @@ for (const target of dbTargets) {
       assert.ok(Number(/max-age=(\d+)/.exec(cc)![1]) <= 60);
       const etag = res.headers.get('etag')!;
       assert.ok(etag && res.headers.get('last-modified') && res.headers.get('expires'));
-      const check = await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, 'get.der', body), '-issuer', files.issuing!, '-cert', files.get!, '-CAfile', files.root!, '-verify_other', files.issuing!]);
+      const check = await runAsync('openssl', [
+        'ocsp',
+        '-respin',
+        writeTemp(dir, 'get.der', body),
+        '-issuer',
+        files.issuing!,
+        '-cert',
+        files.get!,
+        '-CAfile',
+        files.root!,
+        '-verify_other',
+        files.issuing!,
+      ]);
       assert.match(check.stderr, /Response verify OK/);
       assert.match(opensslStatus(check, files.get!), /^good/);
       assert.deepEqual(Buffer.from(await (await post(req)).arrayBuffer()), body, 'GET and POST share the pre-signed response');
@@ -297,7 +389,19 @@ for (const target of dbTargets) {
       const after = await fetch(`${url}${path}`, { headers: { 'If-None-Match': etag } });
       assert.equal(after.status, 200, 'the old ETag no longer matches');
       assert.notEqual(after.headers.get('etag'), etag);
-      const revoked = await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, 'get2.der', Buffer.from(await after.arrayBuffer())), '-issuer', files.issuing!, '-cert', files.get!, '-CAfile', files.root!, '-verify_other', files.issuing!]);
+      const revoked = await runAsync('openssl', [
+        'ocsp',
+        '-respin',
+        writeTemp(dir, 'get2.der', Buffer.from(await after.arrayBuffer())),
+        '-issuer',
+        files.issuing!,
+        '-cert',
+        files.get!,
+        '-CAfile',
+        files.root!,
+        '-verify_other',
+        files.issuing!,
+      ]);
       assert.match(opensslStatus(revoked, files.get!), /^revoked[\s\S]*Reason: superseded/);
     });
 
@@ -319,76 +423,95 @@ for (const target of dbTargets) {
   });
 }
 
-describe('OCSP responder replicas on postgres', { skip: envSkip('DATABASE_URL', 'the replica tests (two services on one PostgreSQL) are') ?? toolSkip('openssl') }, () => {
-  const target = dbTargets.find((t) => t.name === 'postgres')!;
-  let a: Service & { dispose(): Promise<void> };
-  let b: Service;
-  let issuingId: string;
-  const dir = tempDir();
-  let notified: ((payload: string) => void) | undefined;
-  const nextNotification = () => new Promise<string>((r) => (notified = r));
-  const until = async (cond: () => boolean, what: string) => {
-    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(cond(), what);
-  };
-  const requestOf = async (serial: string, pem: string) => {
-    const out = join(dir, `${serial}.req`);
-    const cas = await a.hierarchy.list();
-    const issuer = writeTemp(dir, 'issuing.pem', cas.find((c) => c.id === issuingId)!.certificate!);
-    const r = await runAsync('openssl', ['ocsp', '-issuer', issuer, '-cert', writeTemp(dir, `${serial}.pem`, pem), '-no_nonce', '-reqout', out]);
-    assert.equal(r.status, 0, r.stderr);
-    return readFileSync(out);
-  };
-  const statusIn = (der: Buffer) => (der.includes(Buffer.from([0x80, 0x00, 0x18])) ? 'good' : der.includes(Buffer.from([0xa1])) ? 'revoked' : 'other');
-
-  before(async () => {
-    a = await makeService(target);
-    issuingId = (await bootstrap(a)).issuingId!;
-    // A second process on the same database: its own pool, its own cache, its own change feed, the same KEK.
-    b = await buildService(a.config, { db: knexFactory({ client: 'pg', connection: a.db.client.config.connection, pool: { min: 0, max: 10 } }), logger: pino({ level: 'silent' }) });
-    const forget = b.ocsp.forgetRemote.bind(b.ocsp);
-    b.ocsp.forgetRemote = (payload: string) => {
-      forget(payload);
-      notified?.(payload);
+describe(
+  'OCSP responder replicas on postgres',
+  { skip: envSkip('DATABASE_URL', 'the replica tests (two services on one PostgreSQL) are') ?? toolSkip('openssl') },
+  () => {
+    const target = dbTargets.find((t) => t.name === 'postgres')!;
+    let a: Service & { dispose(): Promise<void> };
+    let b: Service;
+    let issuingId: string;
+    const dir = tempDir();
+    let notified: ((payload: string) => void) | undefined;
+    const nextNotification = () => new Promise<string>((r) => (notified = r));
+    const until = async (cond: () => boolean, what: string) => {
+      for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(cond(), what);
     };
-    await until(() => b.ocsp.cache.enabled, 'the replica listens for changes');
-  });
-  after(async () => {
-    await b?.close();
-    await a?.dispose();
-  });
+    const requestOf = async (serial: string, pem: string) => {
+      const out = join(dir, `${serial}.req`);
+      const cas = await a.hierarchy.list();
+      const issuer = writeTemp(dir, 'issuing.pem', cas.find((c) => c.id === issuingId)!.certificate!);
+      const r = await runAsync('openssl', [
+        'ocsp',
+        '-issuer',
+        issuer,
+        '-cert',
+        writeTemp(dir, `${serial}.pem`, pem),
+        '-no_nonce',
+        '-reqout',
+        out,
+      ]);
+      assert.equal(r.status, 0, r.stderr);
+      return readFileSync(out);
+    };
+    const statusIn = (der: Buffer) =>
+      der.includes(Buffer.from([0x80, 0x00, 0x18])) ? 'good' : der.includes(Buffer.from([0xa1])) ? 'revoked' : 'other';
 
-  it('replicas answer with the same stored bytes, and a revocation through one reaches the other\'s cache through the database', async () => {
-    const c = await a.issuance.issue({ profile: 'device', deviceId: 'replica-1', subjectPublicKeyInfo: p256() }, { actor: 'test' });
-    const req = await requestOf(c.serial, toPem(c.der));
-    const fromA = (await a.ocsp.respond(req)).der;
-    const stored = await a.db('ocsp_responses').where({ serial: Buffer.from(c.serial, 'hex') });
-    assert.equal(stored.length, 1, 'the pre-signed response is in the shared store');
-    const fromB = (await b.ocsp.respond(req)).der;
-    assert.deepEqual(fromB, fromA, 'the replica serves the stored response, not one of its own');
-    assert.equal(statusIn(fromB), 'good');
-    assert.ok(b.ocsp.cache.size > 0, 'and keeps it in memory');
+    before(async () => {
+      a = await makeService(target);
+      issuingId = (await bootstrap(a)).issuingId!;
+      // A second process on the same database: its own pool, its own cache, its own change feed, the same KEK.
+      b = await buildService(a.config, {
+        db: knexFactory({ client: 'pg', connection: a.db.client.config.connection, pool: { min: 0, max: 10 } }),
+        logger: pino({ level: 'silent' }),
+      });
+      const forget = b.ocsp.forgetRemote.bind(b.ocsp);
+      b.ocsp.forgetRemote = (payload: string) => {
+        forget(payload);
+        notified?.(payload);
+      };
+      await until(() => b.ocsp.cache.enabled, 'the replica listens for changes');
+    });
+    after(async () => {
+      await b?.close();
+      await a?.dispose();
+    });
 
-    const notification = nextNotification();
-    await a.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' });
-    assert.equal(statusIn((await a.ocsp.respond(req)).der), 'revoked');
-    assert.equal(await notification, c.serial);
-    assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
-  });
+    it("replicas answer with the same stored bytes, and a revocation through one reaches the other's cache through the database", async () => {
+      const c = await a.issuance.issue({ profile: 'device', deviceId: 'replica-1', subjectPublicKeyInfo: p256() }, { actor: 'test' });
+      const req = await requestOf(c.serial, toPem(c.der));
+      const fromA = (await a.ocsp.respond(req)).der;
+      const stored = await a.db('ocsp_responses').where({ serial: Buffer.from(c.serial, 'hex') });
+      assert.equal(stored.length, 1, 'the pre-signed response is in the shared store');
+      const fromB = (await b.ocsp.respond(req)).der;
+      assert.deepEqual(fromB, fromA, 'the replica serves the stored response, not one of its own');
+      assert.equal(statusIn(fromB), 'good');
+      assert.ok(b.ocsp.cache.size > 0, 'and keeps it in memory');
 
-  it('while its change feed is down a replica answers from the database, and uses its cache again once the feed is back', async () => {
-    const c = await a.issuance.issue({ profile: 'device', deviceId: 'replica-2', subjectPublicKeyInfo: p256() }, { actor: 'test' });
-    const req = await requestOf(c.serial, toPem(c.der));
-    assert.equal(statusIn((await b.ocsp.respond(req)).der), 'good');
-    await a.db.raw(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'mqtt-ca ocsp feed' and datname = current_database()`);
-    await until(() => !b.ocsp.cache.enabled, 'the replica noticed the lost feed');
-    // A change it cannot hear about: it must still answer right.
-    await a.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' });
-    assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
-    await until(() => b.ocsp.cache.enabled, 'the feed reconnected');
-    assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
-  });
-});
+      const notification = nextNotification();
+      await a.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' });
+      assert.equal(statusIn((await a.ocsp.respond(req)).der), 'revoked');
+      assert.equal(await notification, c.serial);
+      assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
+    });
+
+    it('while its change feed is down a replica answers from the database, and uses its cache again once the feed is back', async () => {
+      const c = await a.issuance.issue({ profile: 'device', deviceId: 'replica-2', subjectPublicKeyInfo: p256() }, { actor: 'test' });
+      const req = await requestOf(c.serial, toPem(c.der));
+      assert.equal(statusIn((await b.ocsp.respond(req)).der), 'good');
+      await a.db.raw(
+        `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'mqtt-ca ocsp feed' and datname = current_database()`,
+      );
+      await until(() => !b.ocsp.cache.enabled, 'the replica noticed the lost feed');
+      // A change it cannot hear about: it must still answer right.
+      await a.revocations.revoke(c.serial, { reason: 'keyCompromise' }, { actor: 'test' });
+      assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
+      await until(() => b.ocsp.cache.enabled, 'the feed reconnected');
+      assert.equal(statusIn((await b.ocsp.respond(req)).der), 'revoked');
+    });
+  },
+);
 
 describe('OCSP responder certificates', { skip: toolSkip('openssl') }, () => {
   const target = dbTargets.find((t) => t.name === 'pglite')!;
@@ -415,7 +538,10 @@ describe('OCSP responder certificates', { skip: toolSkip('openssl') }, () => {
   };
 
   it('a successor is issued before the responder expires, signs from then on, and is recorded and audited; an expired one is never used', async () => {
-    const c = await svc.issuance.issue({ profile: 'device', deviceId: 'rr-1', subjectPublicKeyInfo: p256(), validityDays: 365 }, { actor: 'test' });
+    const c = await svc.issuance.issue(
+      { profile: 'device', deviceId: 'rr-1', subjectPublicKeyInfo: p256(), validityDays: 365 },
+      { actor: 'test' },
+    );
     const issuingResponder = async () => (await svc.ocspResponders.renewDue()).find((r) => r.caId === issuingId)!;
     const first = await issuingResponder();
     const r1 = await respond(c.serial, toPem(c.der));
@@ -438,10 +564,23 @@ describe('OCSP responder certificates', { skip: toolSkip('openssl') }, () => {
     assert.notEqual(third!.serial, second!.serial);
     assert.ok(r3.der.includes(third!.certificateDer));
     const cas = await svc.hierarchy.list();
-    const chain = writeTemp(dir, 'chain.pem', cas.find((x) => x.kind === 'root')!.certificate! + cas.find((x) => x.id === issuingId)!.certificate!);
+    const chain = writeTemp(
+      dir,
+      'chain.pem',
+      cas.find((x) => x.kind === 'root')!.certificate! + cas.find((x) => x.id === issuingId)!.certificate!,
+    );
     const v = await runAsync('openssl', [
-      'ocsp', '-respin', writeTemp(dir, 'r3.der', r3.der), '-issuer', writeTemp(dir, 'iss.pem', cas.find((x) => x.id === issuingId)!.certificate!),
-      '-cert', writeTemp(dir, 'c.pem', toPem(c.der)), '-CAfile', chain, '-attime', String(Math.floor(clock.now().getTime() / 1000) + 60),
+      'ocsp',
+      '-respin',
+      writeTemp(dir, 'r3.der', r3.der),
+      '-issuer',
+      writeTemp(dir, 'iss.pem', cas.find((x) => x.id === issuingId)!.certificate!),
+      '-cert',
+      writeTemp(dir, 'c.pem', toPem(c.der)),
+      '-CAfile',
+      chain,
+      '-attime',
+      String(Math.floor(clock.now().getTime() / 1000) + 60),
     ]);
     assert.match(v.stderr, /Response verify OK/);
   });

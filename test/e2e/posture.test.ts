@@ -17,7 +17,8 @@ import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 type Agent = Awaited<ReturnType<typeof makeApiService>>['api'];
-const spki = (curve: 'P-256' | 'P-384') => generateKeyPairSync('ec', { namedCurve: curve }).publicKey.export({ format: 'der', type: 'spki' });
+const spki = (curve: 'P-256' | 'P-384') =>
+  generateKeyPairSync('ec', { namedCurve: curve }).publicKey.export({ format: 'der', type: 'spki' });
 const DAY = 86_400_000;
 type Outcome = { function: string; subcategory: string; status: string; evidence: string; remedy: string };
 const outcomeOf = (r: { outcomes: Outcome[] }, sub: string) => {
@@ -56,24 +57,52 @@ for (const target of dbTargets) {
         { id: 'pos-b1', kind: 'broker', model: 'B1', site: 'north' },
       ];
       for (const d of devices) await api.post('/v1/devices').set(as('admin')).send(d).expect(201);
-      const issue = (deviceId: string, curve: 'P-256' | 'P-384') => svc.issuance.issue({ profile: 'device', deviceId, subjectPublicKeyInfo: spki(curve) }, { actor: 'test' });
+      const issue = (deviceId: string, curve: 'P-256' | 'P-384') =>
+        svc.issuance.issue({ profile: 'device', deviceId, subjectPublicKeyInfo: spki(curve) }, { actor: 'test' });
       c1Der = (await issue('pos-c1', 'P-256')).der;
       const c2 = await issue('pos-c2', 'P-256');
       await issue('pos-c3', 'P-384');
       const c4 = await issue('pos-c4', 'P-256');
       const c5 = await issue('pos-c5', 'P-256');
-      await svc.issuance.issue({ profile: 'broker', deviceId: 'pos-b1', commonName: 'pos-b1', dnsNames: ['mqtt.pos.example'], subjectPublicKeyInfo: spki('P-256') }, { actor: 'test' });
+      await svc.issuance.issue(
+        {
+          profile: 'broker',
+          deviceId: 'pos-b1',
+          commonName: 'pos-b1',
+          dnsNames: ['mqtt.pos.example'],
+          subjectPublicKeyInfo: spki('P-256'),
+        },
+        { actor: 'test' },
+      );
       // A second broker, certified through POST /v1/certificates with no device record (a P-384 key).
       const b2 = opensslCsr([...KEY_ARGS.p384], '/CN=pos-b2');
-      await api.post('/v1/certificates').set(as('operator')).send({ profile: 'broker', csr: b2.csrPem, commonName: 'pos-b2', dnsNames: ['mqtt2.pos.example'] }).expect(201);
+      await api
+        .post('/v1/certificates')
+        .set(as('operator'))
+        .send({ profile: 'broker', csr: b2.csrPem, commonName: 'pos-b2', dnsNames: ['mqtt2.pos.example'] })
+        .expect(201);
       // c2 revoked (a revoke-to-visible sample); c4 issued long ago (past its renewal point); c5 expired.
       await api.post(`/v1/certificates/${c2.serial}/revoke`).set(as('operator')).send({ reason: 'keyCompromise' }).expect(200);
       const now = clock.now().getTime();
-      await svc.db('certificates').where({ serial: serialToBytes(c4.serial as Serial) }).update({ not_before: new Date(now - 2000 * DAY) });
-      await svc.db('certificates').where({ serial: serialToBytes(c5.serial as Serial) }).update({ not_before: new Date(now - 400 * DAY), not_after: new Date(now - DAY) });
+      await svc
+        .db('certificates')
+        .where({ serial: serialToBytes(c4.serial as Serial) })
+        .update({ not_before: new Date(now - 2000 * DAY) });
+      await svc
+        .db('certificates')
+        .where({ serial: serialToBytes(c5.serial as Serial) })
+        .update({ not_before: new Date(now - 400 * DAY), not_after: new Date(now - DAY) });
       await svc.backups.create({ actor: 'test' });
-      await api.post('/v1/incidents').set(as('operator')).send({ kind: 'lost-device', title: 'meter lost in transit', targets: { devices: ['pos-c3'] } }).expect(201);
-      await api.post('/v1/enroll').set({ Authorization: 'Bearer mqet_et_00000000000000000000_' + 'A'.repeat(43) }).send({ csr: p256Csr('pos-c1').pem }).expect(401);
+      await api
+        .post('/v1/incidents')
+        .set(as('operator'))
+        .send({ kind: 'lost-device', title: 'meter lost in transit', targets: { devices: ['pos-c3'] } })
+        .expect(201);
+      await api
+        .post('/v1/enroll')
+        .set({ Authorization: 'Bearer mqet_et_00000000000000000000_' + 'A'.repeat(43) })
+        .send({ csr: p256Csr('pos-c1').pem })
+        .expect(401);
     });
     after(async () => {
       await svc?.dispose();
@@ -83,11 +112,21 @@ for (const target of dbTargets) {
       const r = (await api.get('/v1/posture').set(as('auditor')).expect(200)).body;
       const f = r.figures;
       // Two brokers: pos-b1 in the inventory, pos-b2 only by its broker certificate.
-      assert.deepEqual(f.devices, { byStatus: { active: 5, revoked: 1 }, active: 5, activeWithValidCertificate: 4, validCertificateShare: 0.8, brokers: 2, brokersWithValidCertificate: 2 });
+      assert.deepEqual(f.devices, {
+        byStatus: { active: 5, revoked: 1 },
+        active: 5,
+        activeWithValidCertificate: 4,
+        validCertificateShare: 0.8,
+        brokers: 2,
+        brokersWithValidCertificate: 2,
+      });
       assert.deepEqual(f.inventory, { modelShare: 1, firmwareShare: 0.6, siteShare: 0.8 });
       assert.deepEqual(f.renewal, { currentCertificates: 4, pastRenewalPoint: 1 });
       const cas = (await svc.hierarchy.list()).filter((c) => c.status === 'active');
-      assert.equal(Object.values(f.crypto.casByKey as Record<string, number>).reduce((a, b) => a + b, 0), cas.length);
+      assert.equal(
+        Object.values(f.crypto.casByKey as Record<string, number>).reduce((a, b) => a + b, 0),
+        cas.length,
+      );
       assert.equal(f.revocationVisible.count, 1);
       assert.ok(f.revocationVisible.p99Seconds >= f.revocationVisible.p50Seconds);
       assert.equal(f.lastBackupAgeHours, 0);
@@ -111,7 +150,12 @@ for (const target of dbTargets) {
       const counted = Object.values(f.crypto.certificatesByKey as Record<string, number>).reduce((x, y) => x + y, 0);
       const responders = await svc.db('certificates').where({ status: 'issued', profile: 'ocsp-responder' }).count({ n: '*' });
       assert.equal(counted, 5 + Number(responders[0]!.n)); // c1, c3, c4, pos-b1, pos-b2, the responders
-      const valid = await svc.db('certificates').where('status', 'issued').andWhereNot('profile', 'ca').andWhere('not_after', '>', clock.now()).count({ n: '*' });
+      const valid = await svc
+        .db('certificates')
+        .where('status', 'issued')
+        .andWhereNot('profile', 'ca')
+        .andWhere('not_after', '>', clock.now())
+        .count({ n: '*' });
       assert.equal(counted, Number(valid[0]!.n));
     });
 
@@ -130,21 +174,40 @@ for (const target of dbTargets) {
       // Identify: 2 met (devices, crypto suites) + 2 partial + 1 unmet = 3 of 5 → Repeatable.
       assert.deepEqual(r.current.identify, { tier: 3, name: 'Repeatable', met: 2, partial: 2, unmet: 1 });
       assert.deepEqual(r.target, { identify: 3, protect: 3, detect: 3, respond: 3, recover: 3 });
-      assert.deepEqual(r.gaps.map((g: Outcome) => g.subcategory).sort(), (r.outcomes as Outcome[]).filter((o) => o.status !== 'met').map((o) => o.subcategory).sort());
+      assert.deepEqual(
+        r.gaps.map((g: Outcome) => g.subcategory).sort(),
+        (r.outcomes as Outcome[])
+          .filter((o) => o.status !== 'met')
+          .map((o) => o.subcategory)
+          .sort(),
+      );
 
       await api.put('/v1/posture/target').set(as('admin')).send({ identify: 4, recover: 4 }).expect(200);
       const after = (await api.get('/v1/posture').set(as('auditor')).expect(200)).body;
       assert.deepEqual(after.target, { identify: 4, protect: 3, detect: 3, respond: 3, recover: 4 });
       const gapSizes = after.gaps.map((g: { targetTier: number; currentTier: number }) => g.targetTier - g.currentTier);
-      assert.deepEqual(gapSizes, [...gapSizes].sort((a: number, b: number) => b - a), 'widest gap first');
-      const identifyGaps = after.gaps.filter((g: { function: string }) => g.function === 'identify').map((g: { subcategory: string; status: string }) => `${g.status}:${g.subcategory}`);
-      assert.deepEqual(identifyGaps, ['unmet:Lifecycle tracking', 'partial:Software inventory', 'partial:Location of (client-side) end-devices']);
-      assert.ok(after.gaps.some((g: { function: string; currentTier: number; targetTier: number }) => g.currentTier >= g.targetTier), 'functions on target still list what they miss');
+      assert.deepEqual(
+        gapSizes,
+        [...gapSizes].sort((a: number, b: number) => b - a),
+        'widest gap first',
+      );
+      const identifyGaps = after.gaps
+        .filter((g: { function: string }) => g.function === 'identify')
+        .map((g: { subcategory: string; status: string }) => `${g.status}:${g.subcategory}`);
+      assert.deepEqual(identifyGaps, [
+        'unmet:Lifecycle tracking',
+        'partial:Software inventory',
+        'partial:Location of (client-side) end-devices',
+      ]);
+      assert.ok(
+        after.gaps.some((g: { function: string; currentTier: number; targetTier: number }) => g.currentTier >= g.targetTier),
+        'functions on target still list what they miss',
+      );
       const audit = await svc.audit.list({ limit: 5, action: 'posture.target-set' });
       assert.equal(audit.items.length, 1);
     });
 
-    it('does not count a backup on the store\'s filesystem, or a KEK it cannot locate, as met', async () => {
+    it("does not count a backup on the store's filesystem, or a KEK it cannot locate, as met", async () => {
       const r = (await api.get('/v1/posture').set(as('auditor')).expect(200)).body;
       // A fresh backup, but in DATA_DIR/backups, on the store's own filesystem.
       assert.equal(outcomeOf(r, 'Backup systems').status, 'partial');
@@ -154,13 +217,14 @@ for (const target of dbTargets) {
       assert.match(outcomeOf(r, 'Data-at-rest encryption').evidence, /MQTT_CA_KEK: where it is kept is not observed/);
     });
 
-    it('lists the framework\'s Detect subcategories it cannot see as unmet, not observed, and never calls the unobserved met', async () => {
+    it("lists the framework's Detect subcategories it cannot see as unmet, not observed, and never calls the unobserved met", async () => {
       const r = (await api.get('/v1/posture').set(as('auditor')).expect(200)).body;
       for (const sub of UNSEEN_DETECT) {
         assert.equal(outcomeOf(r, sub).status, 'unmet', sub);
         assert.match(outcomeOf(r, sub).evidence, /^not observed/, sub);
       }
-      for (const o of r.outcomes as Outcome[]) if (/not observed/.test(o.evidence)) assert.notEqual(o.status, 'met', `${o.subcategory}: what is not observed is never met`);
+      for (const o of r.outcomes as Outcome[])
+        if (/not observed/.test(o.evidence)) assert.notEqual(o.status, 'met', `${o.subcategory}: what is not observed is never met`);
     });
 
     it('lists every outcome short of met with its remedy, in JSON and HTML, even with every function on target', async () => {
@@ -168,7 +232,8 @@ for (const target of dbTargets) {
       const r = (await api.get('/v1/posture').set(as('auditor')).expect(200)).body;
       const short = (r.outcomes as Outcome[]).filter((o) => o.status !== 'met');
       assert.ok(short.length > 0);
-      for (const fn of ['identify', 'protect', 'detect', 'respond', 'recover']) assert.ok(r.current[fn].tier >= r.target[fn], `${fn} is on target`);
+      for (const fn of ['identify', 'protect', 'detect', 'respond', 'recover'])
+        assert.ok(r.current[fn].tier >= r.target[fn], `${fn} is on target`);
       assert.deepEqual(
         (r.gaps as Outcome[]).map((g) => `${g.function}:${g.subcategory}:${g.status}:${g.remedy}`).sort(),
         short.map((o) => `${o.function}:${o.subcategory}:${o.status}:${o.remedy}`).sort(),
@@ -176,8 +241,13 @@ for (const target of dbTargets) {
       for (const g of r.gaps as Outcome[]) assert.ok(g.remedy.length > 0 && g.remedy !== 'None.', g.subcategory);
       const page = (await api.get('/v1/posture').set(as('auditor')).set('Accept', 'text/html').expect(200)).text;
       const gapsTable = page.slice(page.indexOf('<h2>Gaps'), page.indexOf('<h2>Figures'));
-      const esc = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
-      for (const o of short) assert.ok(gapsTable.includes(`<td>${esc(o.subcategory)}</td><td>${o.status}</td>`) && gapsTable.includes(esc(o.remedy)), `the page's gaps list ${o.subcategory}`);
+      const esc = (t: string) =>
+        t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+      for (const o of short)
+        assert.ok(
+          gapsTable.includes(`<td>${esc(o.subcategory)}</td><td>${o.status}</td>`) && gapsTable.includes(esc(o.remedy)),
+          `the page's gaps list ${o.subcategory}`,
+        );
       await api.put('/v1/posture/target').set(as('admin')).send({ identify: 3, protect: 3, detect: 3, respond: 3, recover: 3 }).expect(200);
     });
 
@@ -186,9 +256,20 @@ for (const target of dbTargets) {
       assert.equal(before.status, 'unmet');
       assert.match(before.evidence, /^not observed/);
       const dir = tempDir();
-      const issuer = (await api.get('/v1/cas').set(as('auditor')).expect(200)).body.items.find((c: { isDefaultIssuer?: boolean }) => c.isDefaultIssuer).certificate;
+      const issuer = (await api.get('/v1/cas').set(as('auditor')).expect(200)).body.items.find(
+        (c: { isDefaultIssuer?: boolean }) => c.isDefaultIssuer,
+      ).certificate;
       const req = join(dir, 'req.der');
-      const made = run('openssl', ['ocsp', '-issuer', writeTemp(dir, 'issuer.pem', issuer), '-cert', writeTemp(dir, 'leaf.pem', toPem(c1Der, 'CERTIFICATE')), '-no_nonce', '-reqout', req]);
+      const made = run('openssl', [
+        'ocsp',
+        '-issuer',
+        writeTemp(dir, 'issuer.pem', issuer),
+        '-cert',
+        writeTemp(dir, 'leaf.pem', toPem(c1Der, 'CERTIFICATE')),
+        '-no_nonce',
+        '-reqout',
+        req,
+      ]);
       assert.equal(made.status, 0, made.stderr);
       await svc.ocsp.respond(readFileSync(req));
       const after = outcomeOf((await api.get('/v1/posture').set(as('auditor')).expect(200)).body, 'Repeated connection attempts');
@@ -197,7 +278,8 @@ for (const target of dbTargets) {
     });
 
     it('refuses a bad target or the wrong role, and serves a readable HTML page', async () => {
-      for (const bad of [{ identify: 5 }, { respond: 0 }, { everything: 3 }, {}]) await api.put('/v1/posture/target').set(as('admin')).send(bad).expect(400);
+      for (const bad of [{ identify: 5 }, { respond: 0 }, { everything: 3 }, {}])
+        await api.put('/v1/posture/target').set(as('admin')).send(bad).expect(400);
       await api.put('/v1/posture/target').set(as('operator')).send({ detect: 2 }).expect(403);
       await api.get('/v1/posture').set(as('provisioner')).expect(403);
       const page = await api.get('/v1/posture').set(as('auditor')).set('Accept', 'text/html').expect(200);
@@ -222,10 +304,16 @@ for (const target of dbTargets) {
     const backupDir = mkdtempSync('/dev/shm/mqttca-posture-backups-');
 
     before(async () => {
-      assert.notEqual(deviceOf(backupDir), deviceOf(dataDir), 'this test needs /dev/shm on another filesystem than the temporary directory');
+      assert.notEqual(
+        deviceOf(backupDir),
+        deviceOf(dataDir),
+        'this test needs /dev/shm on another filesystem than the temporary directory',
+      );
       // The KEK file beside the store, as `mqtt-ca init` leaves it (DATA_DIR/kek).
       writeFileSync(join(dataDir, 'kek'), randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
-      ({ svc, api, keys } = await makeApiService(target, { env: { DATA_DIR: dataDir, MQTT_CA_KEK: '', MQTT_CA_KEK_FILE: join(dataDir, 'kek'), BACKUP_DIR: backupDir } }));
+      ({ svc, api, keys } = await makeApiService(target, {
+        env: { DATA_DIR: dataDir, MQTT_CA_KEK: '', MQTT_CA_KEK_FILE: join(dataDir, 'kek'), BACKUP_DIR: backupDir },
+      }));
     });
     after(async () => {
       await svc?.dispose();
@@ -233,7 +321,7 @@ for (const target of dbTargets) {
       rmSync(backupDir, { recursive: true, force: true });
     });
 
-    it('a KEK file on the store\'s filesystem is not data-at-rest encryption, unchecked CRLs are not current, and a fresh backup on another filesystem is a backup system', async () => {
+    it("a KEK file on the store's filesystem is not data-at-rest encryption, unchecked CRLs are not current, and a fresh backup on another filesystem is a backup system", async () => {
       const auth = { Authorization: `Bearer ${keys.auditor}` };
       const first = (await api.get('/v1/posture').set(auth).expect(200)).body;
       const atRest = outcomeOf(first, 'Data-at-rest encryption');

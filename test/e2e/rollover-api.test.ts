@@ -49,25 +49,50 @@ for (const target of dbTargets) {
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
     const enroll = async (deviceId: string, lot?: string) => {
-      await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client', ...(lot ? { lot } : {}) }).expect(201);
+      await api
+        .post('/v1/devices')
+        .set(auth('provisioner'))
+        .send({ id: deviceId, kind: 'client', ...(lot ? { lot } : {}) })
+        .expect(201);
       const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
       const csr = p256Csr(deviceId);
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: csr.pem }).expect(201)).body;
-      return { serial: body.serial as Serial, csr, certificate: body.certificate as string, notAfter: body.notAfter as string, caId: body.caId as string };
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: csr.pem })
+          .expect(201)
+      ).body;
+      return {
+        serial: body.serial as Serial,
+        csr,
+        certificate: body.certificate as string,
+        notAfter: body.notAfter as string,
+        caId: body.caId as string,
+      };
     };
     const renewSigned = (e: { csr: TestCsr; certificate: string }, deviceId: string) => {
       const next = p256Csr(deviceId);
-      return api.post('/v1/renew').set({ Authorization: signedRenewalAuth(e.certificate, e.csr.privateKey, clock.now().toISOString(), next.der) }).send({ csr: next.pem });
+      return api
+        .post('/v1/renew')
+        .set({ Authorization: signedRenewalAuth(e.certificate, e.csr.privateKey, clock.now().toISOString(), next.der) })
+        .send({ csr: next.pem });
     };
     const progress = async (id = rolloverId) => (await api.get(`/v1/rollovers/${id}`).set(auth('auditor')).expect(200)).body;
     const ca = async (id: string) => (await api.get(`/v1/cas/${id}`).set(auth('auditor')).expect(200)).body;
     const waveEntries = async () =>
-      (await api.get('/v1/audit').query({ action: 'ca-rollover.wave', limit: 500 }).set(auth('auditor')).expect(200)).body.items as { targetId: string; details: { wave: number; count: number; serials: string[] } }[];
+      (await api.get('/v1/audit').query({ action: 'ca-rollover.wave', limit: 500 }).set(auth('auditor')).expect(200)).body.items as {
+        targetId: string;
+        details: { wave: number; count: number; serials: string[] };
+      }[];
 
     before(async () => {
       hook = await webhookReceiver();
       let issuingId: string;
-      ({ svc, api, keys, issuingId } = await makeApiService(target, { clock, env: { RENEWAL_WEBHOOK_URL: hook.url, RENEWAL_WEBHOOK_SECRET: 'webhook-secret-for-the-rollover-tests-0123456789' } }));
+      ({ svc, api, keys, issuingId } = await makeApiService(target, {
+        clock,
+        env: { RENEWAL_WEBHOOK_URL: hook.url, RENEWAL_WEBHOOK_SECRET: 'webhook-secret-for-the-rollover-tests-0123456789' },
+      }));
       oldCa = issuingId;
       rootId = (await ca(oldCa)).parentId;
       // Ten devices on the old CA; rl-early's due notice went out before the rollover started.
@@ -92,7 +117,9 @@ for (const target of dbTargets) {
       const ok = { waveSize: 4, waveIntervalSeconds: 3600 };
       assertProblem(await start(rootId, ok), 409, /root/);
       assertProblem(await start('ca_doesnotexist', ok), 404);
-      const external = (await api.post('/v1/cas').set(auth('admin')).send({ kind: 'intermediate', name: 'Offline-signed', external: true }).expect(201)).body;
+      const external = (
+        await api.post('/v1/cas').set(auth('admin')).send({ kind: 'intermediate', name: 'Offline-signed', external: true }).expect(201)
+      ).body;
       assertProblem(await start(external.id, ok), 409, /not active/);
       assertProblem(await start(oldCa, { waveSize: 0, waveIntervalSeconds: 3600 }), 400);
       assertProblem(await start(oldCa, { waveSize: 4, waveIntervalSeconds: 0 }), 400);
@@ -110,33 +137,65 @@ for (const target of dbTargets) {
     });
 
     it('creates a successor under the same parent, moves the default issuer to it, and takes no new issuance on the old CA', async () => {
-      const res = await api.post(`/v1/cas/${oldCa}/rollover`).set(auth('admin')).send({ waveSize: 4, waveIntervalSeconds: 3600 }).expect(201);
+      const res = await api
+        .post(`/v1/cas/${oldCa}/rollover`)
+        .set(auth('admin'))
+        .send({ waveSize: 4, waveIntervalSeconds: 3600 })
+        .expect(201);
       const { rollover, successor } = res.body;
       rolloverId = rollover.id;
       successorId = successor.id;
       assert.equal(res.headers.location, `/v1/rollovers/${rolloverId}`);
       const old = await ca(oldCa);
-      assert.deepEqual([successor.parentId, successor.keyAlgorithm, successor.pathLen, successor.status, successor.isDefaultIssuer], [old.parentId, old.keyAlgorithm, old.pathLen, 'active', true]);
+      assert.deepEqual(
+        [successor.parentId, successor.keyAlgorithm, successor.pathLen, successor.status, successor.isDefaultIssuer],
+        [old.parentId, old.keyAlgorithm, old.pathLen, 'active', true],
+      );
       assert.match(successor.subject, /CN=mqtt-ca Issuing CA 1 \(rollover 2026-03-01\)/);
       assert.match(successor.subject, /O=mqtt-ca/);
       assert.deepEqual([old.status, old.isDefaultIssuer], ['active', false]);
       // New issuance stays off the old CA: it cannot be made the default issuer again while it is rolled over.
       assertProblem(await api.post(`/v1/cas/${oldCa}/default-issuer`).set(auth('admin')), 409, /rolled over/);
       assert.deepEqual(
-        [rollover.state, rollover.fromCaId, rollover.toCaId, rollover.waves, rollover.remaining, rollover.unscheduled, rollover.notified, rollover.renewed, rollover.nextWaveAt],
+        [
+          rollover.state,
+          rollover.fromCaId,
+          rollover.toCaId,
+          rollover.waves,
+          rollover.remaining,
+          rollover.unscheduled,
+          rollover.notified,
+          rollover.renewed,
+          rollover.nextWaveAt,
+        ],
         ['running', oldCa, successorId, 0, 10, 10, 0, 0, T0.toISOString()],
       );
       assert.deepEqual((await api.get(`/v1/cas/${oldCa}/rollover`).set(auth('operator')).expect(200)).body.id, rolloverId);
-      assertProblem(await api.post(`/v1/cas/${oldCa}/rollover`).set(auth('admin')).send({ waveSize: 4, waveIntervalSeconds: 60 }), 409, /already/);
+      assertProblem(
+        await api.post(`/v1/cas/${oldCa}/rollover`).set(auth('admin')).send({ waveSize: 4, waveIntervalSeconds: 60 }),
+        409,
+        /already/,
+      );
 
       // New devices get the successor; a request naming the old CA is refused.
       const fresh = await enroll('rl-new');
       assert.equal(fresh.caId, successorId);
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'rl-named', kind: 'client' }).expect(201);
-      assertProblem(await api.post('/v1/certificates').set(auth('provisioner')).send({ profile: 'device', deviceId: 'rl-named', caId: oldCa, csr: p256Csr('rl-named').pem }), 409, /rolled over/);
+      assertProblem(
+        await api
+          .post('/v1/certificates')
+          .set(auth('provisioner'))
+          .send({ profile: 'device', deviceId: 'rl-named', caId: oldCa, csr: p256Csr('rl-named').pem }),
+        409,
+        /rolled over/,
+      );
 
-      const trail = (await api.get('/v1/audit').query({ targetType: 'ca-rollover', targetId: rolloverId }).set(auth('auditor')).expect(200)).body.items;
-      assert.deepEqual(trail.map((e: { action: string }) => e.action), ['ca-rollover.started']);
+      const trail = (await api.get('/v1/audit').query({ targetType: 'ca-rollover', targetId: rolloverId }).set(auth('auditor')).expect(200))
+        .body.items;
+      assert.deepEqual(
+        trail.map((e: { action: string }) => e.action),
+        ['ca-rollover.started'],
+      );
       assert.equal(trail[0].details.defaultIssuerMoved, true);
     });
 
@@ -145,7 +204,10 @@ for (const target of dbTargets) {
       assert.equal(w1.waves, 1);
       assert.equal(w1.batches.flat().length, 4);
       let p = await progress();
-      assert.deepEqual([p.waves, p.inWaves, p.unscheduled, p.remaining, p.lastWaveAt, p.nextWaveAt], [1, 4, 6, 10, T0.toISOString(), new Date(T0.getTime() + 3600_000).toISOString()]);
+      assert.deepEqual(
+        [p.waves, p.inWaves, p.unscheduled, p.remaining, p.lastWaveAt, p.nextWaveAt],
+        [1, 4, 6, 10, T0.toISOString(), new Date(T0.getTime() + 3600_000).toISOString()],
+      );
       // Nothing more until the interval passed, however often the tick runs.
       clock.advance(3599_000);
       assert.deepEqual((await svc.rollovers.tick()).batches, []);
@@ -162,7 +224,14 @@ for (const target of dbTargets) {
       assert.deepEqual((await svc.rollovers.tick()).batches, [], 'every certificate is in a wave');
 
       const waves = (await waveEntries()).filter((e) => e.targetId === rolloverId).reverse();
-      assert.deepEqual(waves.map((w) => [w.details.wave, w.details.count]), [[1, 4], [2, 4], [3, 2]]);
+      assert.deepEqual(
+        waves.map((w) => [w.details.wave, w.details.count]),
+        [
+          [1, 4],
+          [2, 4],
+          [3, 2],
+        ],
+      );
       const all = waves.flatMap((w) => w.details.serials);
       assert.equal(new Set(all).size, 10, 'each certificate in exactly one wave');
       assert.deepEqual([...all].sort(), [...devices.values()].map((e) => e.serial).sort());
@@ -175,14 +244,29 @@ for (const target of dbTargets) {
       assert.deepEqual([n.state, n.reason, n.webhookSentAt], ['pending', 'rollover', null]);
       for (const batch of [...w1.batches, ...a.batches, ...b.batches, ...c.batches, ...d.batches]) await svc.renewals.deliver(batch);
       const got = hook.received.filter((r) => r.serial === early);
-      assert.deepEqual(got.map((r) => r.reason), ['due', 'rollover']);
+      assert.deepEqual(
+        got.map((r) => r.reason),
+        ['due', 'rollover'],
+      );
       assert.equal(hook.received.filter((r) => r.reason === 'rollover').length, 10);
       assert.equal((await progress()).notified, 10);
     });
 
     it('pauses, resumes and cancels; a cancelled rollover lets the CA be rolled over again', async () => {
-      const second = (await api.post('/v1/cas').set(auth('admin')).send({ kind: 'intermediate', name: 'Issuing CA 2', parentId: rootId, pathLen: 0 }).expect(201)).body;
-      const r = (await api.post(`/v1/cas/${second.id}/rollover`).set(auth('admin')).send({ waveSize: 10, waveIntervalSeconds: 60, name: 'Issuing CA 2b', validityDays: 30 }).expect(201)).body;
+      const second = (
+        await api
+          .post('/v1/cas')
+          .set(auth('admin'))
+          .send({ kind: 'intermediate', name: 'Issuing CA 2', parentId: rootId, pathLen: 0 })
+          .expect(201)
+      ).body;
+      const r = (
+        await api
+          .post(`/v1/cas/${second.id}/rollover`)
+          .set(auth('admin'))
+          .send({ waveSize: 10, waveIntervalSeconds: 60, name: 'Issuing CA 2b', validityDays: 30 })
+          .expect(201)
+      ).body;
       assert.equal(r.successor.name, 'Issuing CA 2b');
       assert.match(r.successor.subject, /CN=Issuing CA 2b/);
       assert.equal(r.successor.isDefaultIssuer, false, 'the old CA was not the default issuer');
@@ -202,19 +286,26 @@ for (const target of dbTargets) {
       assert.equal((await act('cancel').expect(200)).body.state, 'cancelled');
       assertProblem(await act('cancel'), 409);
       assertProblem(await act('resume'), 409);
-      const actions = (await api.get('/v1/audit').query({ targetType: 'ca-rollover', targetId: id }).set(auth('auditor')).expect(200)).body.items.map((e: { action: string }) => e.action);
+      const actions = (
+        await api.get('/v1/audit').query({ targetType: 'ca-rollover', targetId: id }).set(auth('auditor')).expect(200)
+      ).body.items.map((e: { action: string }) => e.action);
       assert.deepEqual(actions.reverse(), ['ca-rollover.started', 'ca-rollover.paused', 'ca-rollover.resumed', 'ca-rollover.cancelled']);
 
       // Cancelled: the CA may be named again, and rolled over anew; with no certificates it is done and retired at the next tick.
       assert.equal((await api.get(`/v1/cas/${second.id}/rollover`).set(auth('auditor')).expect(200)).body.state, 'cancelled');
-      const again = (await api.post(`/v1/cas/${second.id}/rollover`).set(auth('admin')).send({ waveSize: 10, waveIntervalSeconds: 60 }).expect(201)).body.rollover;
+      const again = (
+        await api.post(`/v1/cas/${second.id}/rollover`).set(auth('admin')).send({ waveSize: 10, waveIntervalSeconds: 60 }).expect(201)
+      ).body.rollover;
       const t = await svc.rollovers.tick();
       assert.ok(t.done.includes(again.id));
       assert.ok(t.retired.includes(second.id));
       const done = await progress(again.id);
       assert.deepEqual([done.state, done.fromCaStatus, done.waves, typeof done.retiredAt], ['done', 'retired', 0, 'string']);
       assertProblem(await api.post(`/v1/rollovers/${again.id}/cancel`).set(auth('operator')), 409);
-      assertProblem(await api.post(`/v1/cas/${second.id}/rollover`).set(auth('admin')).send({ waveSize: 10, waveIntervalSeconds: 60 }), 409);
+      assertProblem(
+        await api.post(`/v1/cas/${second.id}/rollover`).set(auth('admin')).send({ waveSize: 10, waveIntervalSeconds: 60 }),
+        409,
+      );
     });
 
     it('counts renewals onto the successor (verified by openssl), and is done once no current certificate is left on the old CA', async () => {
@@ -247,7 +338,7 @@ for (const target of dbTargets) {
       assert.equal(typeof done.doneAt, 'string');
     });
 
-    it('keeps publishing the old CA\'s CRL until its last certificate expired, then retires it', async () => {
+    it("keeps publishing the old CA's CRL until its last certificate expired, then retires it", async () => {
       // An old, renewed certificate is revoked: the old CA's CRL must carry it.
       const revoked = devices.get('rl-03')!;
       await api.post(`/v1/certificates/${revoked.serial}/revoke`).set(auth('operator')).send({ reason: 'superseded' }).expect(200);
@@ -273,7 +364,9 @@ for (const target of dbTargets) {
       const p = await progress();
       assert.deepEqual([p.state, p.fromCaStatus, typeof p.retiredAt], ['done', 'retired', 'string']);
       assert.deepEqual((await svc.rollovers.tick()).retired, [], 'once');
-      const trail = (await api.get('/v1/audit').query({ targetType: 'ca', targetId: oldCa, action: 'ca.retired' }).set(auth('auditor')).expect(200)).body.items;
+      const trail = (
+        await api.get('/v1/audit').query({ targetType: 'ca', targetId: oldCa, action: 'ca.retired' }).set(auth('auditor')).expect(200)
+      ).body.items;
       assert.equal(trail.length, 1);
       assert.equal(trail[0].details.rolloverId, rolloverId);
       // The successor signs; the retired CA does not any more.

@@ -20,7 +20,13 @@ import { compactDecrypt } from 'jose';
 import { DomainError } from '../../src/shared/errors.js';
 import type { Role } from '../../src/access/api-keys.js';
 
-interface Notice { noticeId: string; deviceId: string; serial: string; deadline: string; renewUrl: string }
+interface Notice {
+  noticeId: string;
+  deviceId: string;
+  serial: string;
+  deadline: string;
+  renewUrl: string;
+}
 
 const needs = 'the rotation worker tests (PostgreSQL, BullMQ on Redis, notices over MQTT) are';
 const skip = envSkip('DATABASE_URL', needs) ?? envSkip('REDIS_URL', needs) ?? envSkip('MQTT_URL', needs) ?? toolSkip('redis-server');
@@ -34,7 +40,15 @@ async function fleet(redisUrl: string) {
   const kek = randomBytes(32).toString('base64');
   const prefix = `t${randomBytes(5).toString('hex')}`;
   const topicRoot = `mqttca-test-${prefix}`;
-  const { svc, api, keys } = await makeApiService(postgresTarget, { env: { MQTT_CA_KEK: kek, REDIS_URL: redisUrl, JOBS_PREFIX: prefix, RENEWAL_MQTT_URL: mqttUrl(), RENEWAL_TOPIC: `${topicRoot}/{deviceId}/renew` } });
+  const { svc, api, keys } = await makeApiService(postgresTarget, {
+    env: {
+      MQTT_CA_KEK: kek,
+      REDIS_URL: redisUrl,
+      JOBS_PREFIX: prefix,
+      RENEWAL_MQTT_URL: mqttUrl(),
+      RENEWAL_TOPIC: `${topicRoot}/{deviceId}/renew`,
+    },
+  });
   const workerEnv = (over: Record<string, string> = {}) => ({
     DATABASE_URL: databaseUrlOf(svc.db),
     MQTT_CA_KEK: kek,
@@ -54,11 +68,21 @@ async function fleet(redisUrl: string) {
   const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
   const enrolled = new Map<string, { serial: string; csr: TestCsr; certificate: string }>();
   const enroll = async (ids: string[]) => {
-    await api.post('/v1/devices/import').set(auth('provisioner')).send({ devices: ids.map((id) => ({ id, kind: 'client' })) }).expect(201);
+    await api
+      .post('/v1/devices/import')
+      .set(auth('provisioner'))
+      .send({ devices: ids.map((id) => ({ id, kind: 'client' })) })
+      .expect(201);
     for (const id of ids) {
       const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId: id }).expect(201)).body.token as string;
       const csr = p256Csr(id);
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: csr.pem }).expect(201)).body;
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: csr.pem })
+          .expect(201)
+      ).body;
       enrolled.set(id, { serial: body.serial, csr, certificate: body.certificate });
     }
   };
@@ -71,15 +95,34 @@ async function fleet(redisUrl: string) {
   });
   await subscriber.subscribeAsync(`${topicRoot}/+/renew`, { qos: 1 });
   const notices = async () =>
-    (await svc.db.raw(`select encode(serial, 'hex') as serial, state, mqtt_sent_at, attempts from renewal_notices`)).rows as { serial: string; state: string; mqtt_sent_at: Date | null; attempts: number }[];
+    (await svc.db.raw(`select encode(serial, 'hex') as serial, state, mqtt_sent_at, attempts from renewal_notices`)).rows as {
+      serial: string;
+      state: string;
+      mqtt_sent_at: Date | null;
+      attempts: number;
+    }[];
   /** Every serial named by a renewal.notified audit entry, with repeats: each delivery recorded. */
   const notifiedInAudit = async () => {
-    const rows = (await svc.db.raw(`select details from audit_log where action = 'renewal.notified'`)).rows as { details: { serials: string[] } }[];
+    const rows = (await svc.db.raw(`select details from audit_log where action = 'renewal.notified'`)).rows as {
+      details: { serials: string[] };
+    }[];
     return rows.flatMap((r) => r.details.serials);
   };
   const workers: Child[] = [];
   return {
-    svc, api, auth, enrolled, enroll, allDue, received, notices, notifiedInAudit, workers, workerEnv, topicRoot, prefix,
+    svc,
+    api,
+    auth,
+    enrolled,
+    enroll,
+    allDue,
+    received,
+    notices,
+    notifiedInAudit,
+    workers,
+    workerEnv,
+    topicRoot,
+    prefix,
     startWorker: async (over?: Record<string, string>) => {
       const w = await startWorker(workerEnv(over));
       workers.push(w);
@@ -126,7 +169,13 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
         const der = Buffer.from(first.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
         const signature = sign('sha256', renewalSigningInput(signedAt, next.der), first.csr.privateKey);
         answered.push(
-          f.api.post(new URL(n.renewUrl).pathname).set({ Authorization: `MQTT-CA-Renewal cert="${der.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` }).send({ csr: next.pem }).then((r) => r),
+          f.api
+            .post(new URL(n.renewUrl).pathname)
+            .set({
+              Authorization: `MQTT-CA-Renewal cert="${der.toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"`,
+            })
+            .send({ csr: next.pem })
+            .then((r) => r),
         );
       });
       await device.subscribeAsync(`${f.topicRoot}/rw-00/renew`, { qos: 1 });
@@ -155,19 +204,23 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
 
       // Retained: a device that was offline finds its notice when it subscribes.
       const late = await mqtt.connectAsync(mqttUrl(), { clientId: `late-${f.prefix}`, clean: true });
-      const retained = new Promise<Notice>((resolve) => late.on('message', (_t, p) => p.length && resolve(JSON.parse(p.toString()) as Notice)));
+      const retained = new Promise<Notice>((resolve) =>
+        late.on('message', (_t, p) => p.length && resolve(JSON.parse(p.toString()) as Notice)),
+      );
       await late.subscribeAsync(`${f.topicRoot}/rw-07/renew`, { qos: 1 });
       assert.equal((await retained).serial, f.enrolled.get('rw-07')!.serial);
       await late.endAsync();
     });
 
-    it('rotate a channel\'s session key on schedule (devices unwrap it with their own keys), and it is replaced at once when a member is revoked', async () => {
+    it("rotate a channel's session key on schedule (devices unwrap it with their own keys), and it is replaced at once when a member is revoked", async () => {
       const [a, b] = [f.enrolled.get('rw-11')!, f.enrolled.get('rw-12')!];
       const der = (e: typeof a) => Buffer.from(e.certificate.replace(/-----[^-]+-----|\s/g, ''), 'base64');
       const fetchKeys = (e: typeof a) => {
         const signedAt = new Date().toISOString();
         const signature = sign('sha256', sessionKeysSigningInput(signedAt), e.csr.privateKey);
-        return f.api.get('/v1/session-keys').set({ Authorization: `MQTT-CA-SessionKeys cert="${der(e).toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"` });
+        return f.api.get('/v1/session-keys').set({
+          Authorization: `MQTT-CA-SessionKeys cert="${der(e).toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"`,
+        });
       };
       const channelKeys = async (e: typeof a) => {
         const body = (await fetchKeys(e).expect(200)).body as { keys: { scope: string; channel?: string; version: number; jwe: string }[] };
@@ -177,17 +230,29 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
         }
         return out;
       };
-      await f.api.post('/v1/channels').set(f.auth('operator')).send({ name: 'plant-7', topicTree: 'plant/7/#', periodSeconds: 60, overlapSeconds: 30, members: ['rw-11', 'rw-12'] }).expect(201);
+      await f.api
+        .post('/v1/channels')
+        .set(f.auth('operator'))
+        .send({ name: 'plant-7', topicTree: 'plant/7/#', periodSeconds: 60, overlapSeconds: 30, members: ['rw-11', 'rw-12'] })
+        .expect(201);
       const v1 = await channelKeys(a);
       assert.deepEqual([...v1.keys()], [1]);
       assert.equal(v1.get(1)!.length, 64, 'a 256-bit key');
       assert.deepEqual(await channelKeys(b), v1, 'both members unwrap the same key');
 
       // No device asks meanwhile: the workers' scheduled rotation makes version 2 once the period is over.
-      const meta = await until('a worker to rotate the channel key', async () => {
-        const items = (await f.api.get('/v1/channels/plant-7/keys').set(f.auth('auditor')).expect(200)).body.items as { version: number; origin: string; status: string }[];
-        return items.some((k) => k.version === 2) && items;
-      }, 150_000);
+      const meta = await until(
+        'a worker to rotate the channel key',
+        async () => {
+          const items = (await f.api.get('/v1/channels/plant-7/keys').set(f.auth('auditor')).expect(200)).body.items as {
+            version: number;
+            origin: string;
+            status: string;
+          }[];
+          return items.some((k) => k.version === 2) && items;
+        },
+        150_000,
+      );
       assert.equal(meta.find((k) => k.version === 2)!.origin, 'scheduled');
       const v2 = await channelKeys(a);
       assert.ok(v2.has(2) && v2.get(2) !== v1.get(1));
@@ -207,9 +272,12 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       });
       assert.equal(jobs.backend, 'bullmq');
       const hk = jobs.queues.find((q: { name: string }) => q.name === 'housekeeping');
-      assert.ok(hk.schedules.some((s: { name: string; everyMs: number }) => s.name === 'plan-renewals' && s.everyMs === 1000), JSON.stringify(hk.schedules));
+      assert.ok(
+        hk.schedules.some((s: { name: string; everyMs: number }) => s.name === 'plan-renewals' && s.everyMs === 1000),
+        JSON.stringify(hk.schedules),
+      );
       assert.ok(hk.recent.some((j: { name: string; state: string }) => j.name === 'plan-renewals' && j.state === 'completed'));
-      const adminKey = (f.auth('admin').Authorization).slice('Bearer '.length);
+      const adminKey = f.auth('admin').Authorization.slice('Bearer '.length);
       const page = await f.api.get('/admin/queues').set({ Authorization: `Basic ${Buffer.from(`admin:${adminKey}`).toString('base64')}` });
       assert.equal(page.status, 200);
       assert.match(page.text, /<html/i);
@@ -238,11 +306,15 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       // Worker A's broker never acknowledges: it holds its batch, publishing, when it is killed.
       const a = await f.startWorker({ RENEWAL_MQTT_URL: `mqtt://127.0.0.1:${proxy.port}` });
       await until('worker A to hold the notices and publish them', async () => {
-        const claimed = (await f.svc.db.raw('select count(*)::int as n from renewal_notices where claimed_by is not null')).rows[0].n as number;
+        const claimed = (await f.svc.db.raw('select count(*)::int as n from renewal_notices where claimed_by is not null')).rows[0]
+          .n as number;
         return claimed === 20 && proxy.published() > 0;
       });
       await a.stop('SIGKILL');
-      assert.ok((await f.notices()).every((n) => n.state === 'pending'), 'nothing recorded as sent by the killed worker');
+      assert.ok(
+        (await f.notices()).every((n) => n.state === 'pending'),
+        'nothing recorded as sent by the killed worker',
+      );
 
       await f.startWorker();
       const serials = ids.map((id) => f.enrolled.get(id)!.serial);
@@ -250,7 +322,10 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
         const r = await f.notices();
         return r.length === 20 && r.every((n) => n.state === 'sent') && r;
       });
-      assert.ok(rows.every((n) => n.attempts >= 2), 'each notice was taken over (a second lease)');
+      assert.ok(
+        rows.every((n) => n.attempts >= 2),
+        'each notice was taken over (a second lease)',
+      );
       assert.deepEqual((await f.notifiedInAudit()).sort(), [...serials].sort(), 'recorded once each');
       await until('every notice on the broker', async () => serials.every((s) => f.received.some((r) => r.noticeId === s)));
       // A's publishes reached the broker before it died: a device may see a notice twice, with the same noticeId.
@@ -283,17 +358,30 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       // The API and OCSP do not need Redis.
       await f.enroll(['rd-4', 'rd-5', 'rd-6']);
       const dir = tempDir();
-      const issuer = writeTemp(dir, 'issuer.pem', (await f.api.get(`/v1/cas`).set(f.auth('auditor')).expect(200)).body.items.find((c: { isDefaultIssuer?: boolean }) => c.isDefaultIssuer).certificate);
+      const issuer = writeTemp(
+        dir,
+        'issuer.pem',
+        (await f.api.get(`/v1/cas`).set(f.auth('auditor')).expect(200)).body.items.find(
+          (c: { isDefaultIssuer?: boolean }) => c.isDefaultIssuer,
+        ).certificate,
+      );
       const leaf = writeTemp(dir, 'leaf.pem', f.enrolled.get('rd-4')!.certificate);
       const reqFile = join(dir, 'req.der');
       assert.equal((await runAsync('openssl', ['ocsp', '-issuer', issuer, '-cert', leaf, '-no_nonce', '-reqout', reqFile])).status, 0);
       const { readFileSync } = await import('node:fs');
-      const ocsp = await f.api.post('/pki/ocsp').set('Content-Type', 'application/ocsp-request').send(readFileSync(reqFile)).buffer(true).parse((res, cb) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => cb(null, Buffer.concat(chunks)));
-      });
-      const text = (await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, 'resp.der', ocsp.body as Buffer), '-resp_text', '-noverify'])).stdout;
+      const ocsp = await f.api
+        .post('/pki/ocsp')
+        .set('Content-Type', 'application/ocsp-request')
+        .send(readFileSync(reqFile))
+        .buffer(true)
+        .parse((res, cb) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => cb(null, Buffer.concat(chunks)));
+        });
+      const text = (
+        await runAsync('openssl', ['ocsp', '-respin', writeTemp(dir, 'resp.der', ocsp.body as Buffer), '-resp_text', '-noverify'])
+      ).stdout;
       assert.match(text, /OCSP Response Status: successful/);
       assert.match(text, /Cert Status: good/);
       assertProblem(await f.api.get('/v1/jobs').set(f.auth('auditor')), 503);
@@ -301,7 +389,13 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       // Planned in PostgreSQL while Redis is away: the delivery jobs cannot be queued (they are lost).
       const planned = await f.svc.renewals.plan();
       assert.equal(planned.planned, 3);
-      await assert.rejects(f.svc.jobs.enqueue('renewal-notices', planned.batches.map((b) => ({ name: 'deliver', payload: { serials: b } }))), (e: unknown) => e instanceof DomainError && e.kind === 'Unavailable');
+      await assert.rejects(
+        f.svc.jobs.enqueue(
+          'renewal-notices',
+          planned.batches.map((b) => ({ name: 'deliver', payload: { serials: b } })),
+        ),
+        (e: unknown) => e instanceof DomainError && e.kind === 'Unavailable',
+      );
 
       redis = await startRedis(port);
       const all = [...firstSerials, ...['rd-4', 'rd-5', 'rd-6'].map((id) => f.enrolled.get(id)!.serial)];
@@ -312,7 +406,10 @@ describe('rotation with BullMQ workers in their own processes, a real Redis and 
       assert.deepEqual((await f.notifiedInAudit()).sort(), [...all].sort(), 'each recorded once');
       await until('every notice on the broker', async () => all.every((s) => f.received.some((r) => r.noticeId === s)));
       const jobs = (await f.api.get('/v1/jobs').set(f.auth('auditor')).expect(200)).body;
-      assert.ok(jobs.queues.find((q: { name: string }) => q.name === 'housekeeping').schedules.length >= 7, 'the schedules are back in the new Redis');
+      assert.ok(
+        jobs.queues.find((q: { name: string }) => q.name === 'housekeeping').schedules.length >= 7,
+        'the schedules are back in the new Redis',
+      );
     });
   });
 });

@@ -39,10 +39,18 @@ const HOUR = 3_600_000;
 /** A CSR for a fresh key of the given kind, built with the project's encoder. */
 function csrFor(cn: string, kind: KeyKind): { pem: string; key: KeyObject } {
   const { privateKey, publicKey } =
-    kind === 'p256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : kind === 'rsa2048' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
+    kind === 'p256'
+      ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      : kind === 'rsa2048'
+        ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+        : generateKeyPairSync('ed25519');
   const alg: SignatureAlgorithm = kind === 'p256' ? 'ecdsa-with-SHA256' : kind === 'rsa2048' ? 'sha256WithRSAEncryption' : 'Ed25519';
   const info = encodeCertificationRequestInfo(encodeName([{ type: 'CN', value: cn }]), publicKey.export({ format: 'der', type: 'spki' }));
-  const signature = sign(kind === 'ed25519' ? null : 'sha256', info, kind === 'p256' ? { key: privateKey, dsaEncoding: 'der' } : privateKey);
+  const signature = sign(
+    kind === 'ed25519' ? null : 'sha256',
+    info,
+    kind === 'p256' ? { key: privateKey, dsaEncoding: 'der' } : privateKey,
+  );
   return { pem: toPem(Buffer.from(encodeCertificationRequest(info, alg, signature)), 'CERTIFICATE REQUEST'), key: privateKey };
 }
 
@@ -65,12 +73,29 @@ for (const target of dbTargets) {
       api = request(createHttpHandler(svc, { validateResponses: true }));
       tls = await listenTls(svc, 0);
       // Token enrollment, as a device on the factory line does it.
-      for (const [id, kind] of [['sk-ec', 'p256'], ['sk-rsa', 'rsa2048'], ['sk-ed', 'ed25519'], ['sk-out', 'p256']] as const) {
+      for (const [id, kind] of [
+        ['sk-ec', 'p256'],
+        ['sk-rsa', 'rsa2048'],
+        ['sk-ed', 'ed25519'],
+        ['sk-out', 'p256'],
+      ] as const) {
         await api.post('/v1/devices').set(auth.provisioner!).send({ id, kind: 'client' }).expect(201);
-        const token = (await api.post('/v1/enrollment-tokens').set(auth.provisioner!).send({ deviceId: id }).expect(201)).body.token as string;
+        const token = (await api.post('/v1/enrollment-tokens').set(auth.provisioner!).send({ deviceId: id }).expect(201)).body
+          .token as string;
         const csr = csrFor(id, kind);
-        const res = await api.post('/v1/enroll').set({ Authorization: `Bearer ${token}` }).send({ csr: csr.pem }).expect(201);
-        devices[id] = { id, key: csr.key, kind, serial: res.body.serial, certPem: res.body.certificate, der: fromPemAll(res.body.certificate)[0]! };
+        const res = await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${token}` })
+          .send({ csr: csr.pem })
+          .expect(201);
+        devices[id] = {
+          id,
+          key: csr.key,
+          kind,
+          serial: res.body.serial,
+          certPem: res.body.certificate,
+          der: fromPemAll(res.body.certificate)[0]!,
+        };
       }
     });
     after(async () => {
@@ -86,7 +111,10 @@ for (const target of dbTargets) {
       return `MQTT-CA-SessionKeys cert="${(opts.der ?? d.der).toString('base64')}", signed-at="${signedAt}", signature="${signature.toString('base64')}"`;
     };
     const fetchSigned = async (d: Device): Promise<Wrapped[]> => {
-      const res = await api.get('/v1/session-keys').set({ Authorization: signedHeader(d) }).expect(200);
+      const res = await api
+        .get('/v1/session-keys')
+        .set({ Authorization: signedHeader(d) })
+        .expect(200);
       assert.equal(res.headers['cache-control'], 'no-store');
       assert.equal(res.body.deviceId, d.id);
       return res.body.keys;
@@ -95,7 +123,16 @@ for (const target of dbTargets) {
       new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
         const port = (tls.address() as { port: number }).port;
         const req = httpsRequest(
-          { host: '127.0.0.1', port, path: '/v1/session-keys', method: 'GET', key: d.key.export({ format: 'pem', type: 'pkcs8' }), cert: d.certPem, rejectUnauthorized: false, agent: false },
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/v1/session-keys',
+            method: 'GET',
+            key: d.key.export({ format: 'pem', type: 'pkcs8' }),
+            cert: d.certPem,
+            rejectUnauthorized: false,
+            agent: false,
+          },
           (res) => {
             let text = '';
             res.on('data', (c: Buffer) => (text += c.toString()));
@@ -150,7 +187,10 @@ for (const target of dbTargets) {
 
       // Metadata for operators and auditors: never key material.
       const meta = (await api.get(`/v1/devices/${ec.id}/session-keys`).set(auth.auditor!).expect(200)).body;
-      assert.deepEqual(meta.items.map((k: { version: number; status: string }) => [k.version, k.status]), [[1, 'current']]);
+      assert.deepEqual(
+        meta.items.map((k: { version: number; status: string }) => [k.version, k.status]),
+        [[1, 'current']],
+      );
       assert.equal(meta.items[0].id, ecKeys.find((k) => k.scope === 'device')!.kid);
       assert.ok(!JSON.stringify(meta).includes('jwe'));
 
@@ -179,11 +219,14 @@ for (const target of dbTargets) {
       clock.advance(60_000);
       await api.post(`/v1/certificates/${rsa.serial}/revoke`).set(auth.operator!).send({ reason: 'keyCompromise' }).expect(200);
       const keys = (await api.get('/v1/channels/plant-7/keys').set(auth.operator!).expect(200)).body.items;
-      assert.deepEqual(keys.map((k: { version: number; status: string; origin: string }) => [k.version, k.status, k.origin]), [
-        [3, 'current', 'member-revoked'],
-        [2, 'revoked', 'scheduled'],
-        [1, 'revoked', 'created'],
-      ]);
+      assert.deepEqual(
+        keys.map((k: { version: number; status: string; origin: string }) => [k.version, k.status, k.origin]),
+        [
+          [3, 'current', 'member-revoked'],
+          [2, 'revoked', 'scheduled'],
+          [1, 'revoked', 'created'],
+        ],
+      );
       const afterEc = await fetchSigned(ec);
       assert.deepEqual(summary(afterEc), ['channel:plant-7:v3', 'device:-:v2']);
       const v3 = (await unwrap(ec, afterEc)).get('channel:plant-7:3')!;
@@ -199,7 +242,12 @@ for (const target of dbTargets) {
           for (const row of (await svc.db.raw(`select * from ${table}`)).rows as Record<string, unknown>[]) {
             for (const v of Object.values(row)) {
               const bytes = v instanceof Uint8Array ? Buffer.from(v) : Buffer.from(JSON.stringify(v ?? null));
-              for (const form of [raw, Buffer.from(raw.toString('base64')), Buffer.from(raw.toString('base64url')), Buffer.from(raw.toString('hex'))]) {
+              for (const form of [
+                raw,
+                Buffer.from(raw.toString('base64')),
+                Buffer.from(raw.toString('base64url')),
+                Buffer.from(raw.toString('hex')),
+              ]) {
                 assert.ok(!bytes.includes(form), `key material in ${table}`);
               }
             }
@@ -213,18 +261,54 @@ for (const target of dbTargets) {
       const header = signedHeader(d);
       await api.get('/v1/session-keys').set({ Authorization: header }).expect(200);
       assertProblem(await api.get('/v1/session-keys').set({ Authorization: header }), 401, /replay/);
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey }) }), 401, /does not verify/);
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { at: new Date(clock.now().getTime() - HOUR) }) }), 401, /stale/);
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { at: new Date(clock.now().getTime() + 6 * 60_000) }) }), 401, /stale/);
+      assertProblem(
+        await api
+          .get('/v1/session-keys')
+          .set({ Authorization: signedHeader(d, { key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey }) }),
+        401,
+        /does not verify/,
+      );
+      assertProblem(
+        await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { at: new Date(clock.now().getTime() - HOUR) }) }),
+        401,
+        /stale/,
+      );
+      assertProblem(
+        await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { at: new Date(clock.now().getTime() + 6 * 60_000) }) }),
+        401,
+        /stale/,
+      );
       // A renewal signature (its own prefix) does not open the session keys.
       const at = clock.now().toISOString();
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { input: renewalSigningInput(at, Buffer.from('csr')) }) }), 401, /does not verify/);
+      assertProblem(
+        await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { input: renewalSigningInput(at, Buffer.from('csr')) }) }),
+        401,
+        /does not verify/,
+      );
       // A certificate this CA did not issue, for the same name, signed properly with its key.
       const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-      const stranger = await x509.X509CertificateGenerator.createSelfSigned({ name: `CN=${d.id}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, notBefore: new Date(clock.now().getTime() - HOUR), notAfter: new Date(clock.now().getTime() + 24 * HOUR) });
-      const strangerKey = createPrivateKey({ key: Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), format: 'der', type: 'pkcs8' });
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { der: Buffer.from(stranger.rawData), key: strangerKey }) }), 401, /not issued by this CA/);
-      assertProblem(await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { der: Buffer.from('not a certificate') }) }), 401, /cannot be parsed/);
+      const stranger = await x509.X509CertificateGenerator.createSelfSigned({
+        name: `CN=${d.id}`,
+        keys,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+        notBefore: new Date(clock.now().getTime() - HOUR),
+        notAfter: new Date(clock.now().getTime() + 24 * HOUR),
+      });
+      const strangerKey = createPrivateKey({
+        key: Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+        format: 'der',
+        type: 'pkcs8',
+      });
+      assertProblem(
+        await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { der: Buffer.from(stranger.rawData), key: strangerKey }) }),
+        401,
+        /not issued by this CA/,
+      );
+      assertProblem(
+        await api.get('/v1/session-keys').set({ Authorization: signedHeader(d, { der: Buffer.from('not a certificate') }) }),
+        401,
+        /cannot be parsed/,
+      );
       assertProblem(await api.get('/v1/session-keys').set({ Authorization: 'MQTT-CA-SessionKeys cert="x"' }), 401);
       assertProblem(await api.get('/v1/session-keys'), 401, /certificate is required/);
       assertProblem(await api.get('/v1/session-keys').set(auth.admin!), 401, /certificate is required/);
@@ -235,7 +319,11 @@ for (const target of dbTargets) {
       const edTls = await fetchTls(ed);
       assert.equal(edTls.status, 400);
       assert.match(String(edTls.body.detail), /Ed25519/);
-      assert.equal((await api.get(`/v1/devices/${ed.id}/session-keys`).set(auth.operator!).expect(200)).body.items.length, 0, 'no key made for it');
+      assert.equal(
+        (await api.get(`/v1/devices/${ed.id}/session-keys`).set(auth.operator!).expect(200)).body.items.length,
+        0,
+        'no key made for it',
+      );
     });
 
     it('the operator API: roles, unknown channels and devices (404), bad input (400), never a 500', async () => {
@@ -246,21 +334,51 @@ for (const target of dbTargets) {
       assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'bad name', topicTree: 'x' }), 400);
       assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2' }), 400);
       assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2', topicTree: 'a/#/b' }), 400, /#/);
-      assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2', topicTree: 'x', periodSeconds: 600, overlapSeconds: 700 }), 400, /overlap/);
-      assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2', topicTree: 'x', members: ['ghost-1'] }), 404, /ghost-1/);
+      assertProblem(
+        await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2', topicTree: 'x', periodSeconds: 600, overlapSeconds: 700 }),
+        400,
+        /overlap/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/channels')
+          .set(auth.operator!)
+          .send({ name: 'ops-2', topicTree: 'x', members: ['ghost-1'] }),
+        404,
+        /ghost-1/,
+      );
       assertProblem(await api.post('/v1/channels').set(auth.operator!).send({ name: 'ops-2', topicTree: 'x', extra: true }), 400);
       assertProblem(await api.post('/v1/channels').set(auth.operator!).set('Content-Type', 'application/json').send('{"name":'), 400);
       assertProblem(await api.get('/v1/channels/nope').set(auth.auditor!), 404);
       assertProblem(await api.get('/v1/channels/nope/keys').set(auth.auditor!), 404);
       assertProblem(await api.get('/v1/channels/nope/members').set(auth.auditor!), 404);
       assertProblem(await api.post('/v1/channels/nope/rotate').set(auth.operator!), 404);
-      assertProblem(await api.post('/v1/channels/nope/members').set(auth.operator!).send({ deviceIds: ['sk-ec'] }), 404);
+      assertProblem(
+        await api
+          .post('/v1/channels/nope/members')
+          .set(auth.operator!)
+          .send({ deviceIds: ['sk-ec'] }),
+        404,
+      );
       assertProblem(await api.delete('/v1/channels/nope/members/sk-ec').set(auth.operator!), 404);
       assertProblem(await api.get('/v1/channels/bad%20name').set(auth.auditor!), 400);
       assertProblem(await api.get('/v1/devices/nobody/session-keys').set(auth.auditor!), 404);
-      assertProblem(await api.post('/v1/channels/ops-1/members').set(auth.operator!).send({ deviceIds: ['ghost-2'] }), 404, /ghost-2/);
+      assertProblem(
+        await api
+          .post('/v1/channels/ops-1/members')
+          .set(auth.operator!)
+          .send({ deviceIds: ['ghost-2'] }),
+        404,
+        /ghost-2/,
+      );
       assertProblem(await api.post('/v1/channels/ops-1/members').set(auth.operator!).send({ deviceIds: [] }), 400);
-      assertProblem(await api.post('/v1/channels/ops-1/members').set(auth.auditor!).send({ deviceIds: ['sk-ec'] }), 403);
+      assertProblem(
+        await api
+          .post('/v1/channels/ops-1/members')
+          .set(auth.auditor!)
+          .send({ deviceIds: ['sk-ec'] }),
+        403,
+      );
       assertProblem(await api.delete('/v1/channels/ops-1/members/sk-ec').set(auth.operator!), 404, /not a member/);
       assertProblem(await api.post('/v1/channels/ops-1/rotate').set(auth.operator!).send({ immediate: 'yes' }), 400);
       assertProblem(await api.get('/v1/channels').query({ cursor: '***' }).set(auth.auditor!), 400);
@@ -268,7 +386,13 @@ for (const target of dbTargets) {
       assertProblem(await api.get('/v1/channels').set(auth.provisioner!), 403);
       assertProblem(await api.get('/v1/channels'), 401);
 
-      const added = (await api.post('/v1/channels/ops-1/members').set(auth.operator!).send({ deviceIds: ['sk-ec', 'sk-out'] }).expect(200)).body;
+      const added = (
+        await api
+          .post('/v1/channels/ops-1/members')
+          .set(auth.operator!)
+          .send({ deviceIds: ['sk-ec', 'sk-out'] })
+          .expect(200)
+      ).body;
       assert.deepEqual(added.added.sort(), ['sk-ec', 'sk-out']);
       const rotated = (await api.post('/v1/channels/ops-1/rotate').set(auth.operator!).expect(201)).body;
       assert.equal(rotated.version, 2);
@@ -278,20 +402,39 @@ for (const target of dbTargets) {
       assert.equal(removed.key.version, 4);
       assert.equal(removed.channel.memberCount, 1);
       const members = (await api.get('/v1/channels/ops-1/members').set(auth.auditor!).expect(200)).body;
-      assert.deepEqual(members.items.map((m: { deviceId: string }) => m.deviceId), ['sk-ec']);
+      assert.deepEqual(
+        members.items.map((m: { deviceId: string }) => m.deviceId),
+        ['sk-ec'],
+      );
       const list = (await api.get('/v1/channels').query({ limit: 1 }).set(auth.auditor!).expect(200)).body;
       assert.equal(list.items.length, 1);
       const next = (await api.get('/v1/channels').query({ limit: 1, cursor: list.nextCursor }).set(auth.auditor!).expect(200)).body;
       assert.notEqual(next.items[0].name, list.items[0].name);
       const page = (await api.get('/v1/channels/ops-1/keys').query({ limit: 2 }).set(auth.auditor!).expect(200)).body;
-      assert.deepEqual(page.items.map((k: { version: number }) => k.version), [4, 3]);
-      const rest = (await api.get('/v1/channels/ops-1/keys').query({ limit: 2, cursor: page.nextCursor }).set(auth.auditor!).expect(200)).body;
-      assert.deepEqual(rest.items.map((k: { version: number }) => k.version), [2, 1]);
+      assert.deepEqual(
+        page.items.map((k: { version: number }) => k.version),
+        [4, 3],
+      );
+      const rest = (await api.get('/v1/channels/ops-1/keys').query({ limit: 2, cursor: page.nextCursor }).set(auth.auditor!).expect(200))
+        .body;
+      assert.deepEqual(
+        rest.items.map((k: { version: number }) => k.version),
+        [2, 1],
+      );
       assert.equal(rest.nextCursor, null);
-      const audit = (await api.get('/v1/audit').query({ targetType: 'channel', targetId: 'ops-1', limit: 50 }).set(auth.auditor!).expect(200)).body.items;
+      const audit = (
+        await api.get('/v1/audit').query({ targetType: 'channel', targetId: 'ops-1', limit: 50 }).set(auth.auditor!).expect(200)
+      ).body.items;
       const actions = new Set(audit.map((e: { action: string }) => e.action));
-      for (const a of ['channel.created', 'channel.members-added', 'channel.member-removed', 'session-key.created', 'session-key.rotated', 'session-key.revoked']) assert.ok(actions.has(a), a);
+      for (const a of [
+        'channel.created',
+        'channel.members-added',
+        'channel.member-removed',
+        'session-key.created',
+        'session-key.rotated',
+        'session-key.revoked',
+      ])
+        assert.ok(actions.has(a), a);
     });
   });
 }
-

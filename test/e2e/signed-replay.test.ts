@@ -33,10 +33,26 @@ for (const target of dbTargets) {
     });
 
     const enrolled = async (id: string): Promise<{ csr: TestCsr; certificate: string }> => {
-      await api.post('/v1/devices').set({ Authorization: `Bearer ${keys.provisioner}` }).send({ id, kind: 'client' }).expect(201);
-      const tok = (await api.post('/v1/enrollment-tokens').set({ Authorization: `Bearer ${keys.provisioner}` }).send({ deviceId: id }).expect(201)).body.token as string;
+      await api
+        .post('/v1/devices')
+        .set({ Authorization: `Bearer ${keys.provisioner}` })
+        .send({ id, kind: 'client' })
+        .expect(201);
+      const tok = (
+        await api
+          .post('/v1/enrollment-tokens')
+          .set({ Authorization: `Bearer ${keys.provisioner}` })
+          .send({ deviceId: id })
+          .expect(201)
+      ).body.token as string;
       const csr = p256Csr(id);
-      const body = (await api.post('/v1/enroll').set({ Authorization: `Bearer ${tok}` }).send({ csr: csr.pem }).expect(201)).body;
+      const body = (
+        await api
+          .post('/v1/enroll')
+          .set({ Authorization: `Bearer ${tok}` })
+          .send({ csr: csr.pem })
+          .expect(201)
+      ).body;
       return { csr, certificate: body.certificate };
     };
 
@@ -45,13 +61,38 @@ for (const target of dbTargets) {
       const next = p256Csr('sr-renew');
       const signedAt = clock.now().toISOString();
       const signature = sign('sha256', renewalSigningInput(signedAt, next.der), d.csr.privateKey);
-      const header = (sig: Buffer) => `MQTT-CA-Renewal cert="${der(d.certificate).toString('base64')}", signed-at="${signedAt}", signature="${sig.toString('base64')}"`;
-      await api.post('/v1/renew').set({ Authorization: header(signature) }).send({ csr: next.pem }).expect(201);
+      const header = (sig: Buffer) =>
+        `MQTT-CA-Renewal cert="${der(d.certificate).toString('base64')}", signed-at="${signedAt}", signature="${sig.toString('base64')}"`;
+      await api
+        .post('/v1/renew')
+        .set({ Authorization: header(signature) })
+        .send({ csr: next.pem })
+        .expect(201);
       const malleated = malleateP256(signature);
       assert.notDeepEqual(malleated, signature);
-      assertProblem(await api.post('/v1/renew').set({ Authorization: header(malleated) }).send({ csr: next.pem }), 401, /replay/);
-      assertProblem(await api.post('/v1/renew').set({ Authorization: header(signature) }).send({ csr: next.pem }), 401, /replay/);
-      const certs = (await api.get('/v1/certificates').query({ deviceId: 'sr-renew' }).set({ Authorization: `Bearer ${keys.auditor}` }).expect(200)).body.items;
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: header(malleated) })
+          .send({ csr: next.pem }),
+        401,
+        /replay/,
+      );
+      assertProblem(
+        await api
+          .post('/v1/renew')
+          .set({ Authorization: header(signature) })
+          .send({ csr: next.pem }),
+        401,
+        /replay/,
+      );
+      const certs = (
+        await api
+          .get('/v1/certificates')
+          .query({ deviceId: 'sr-renew' })
+          .set({ Authorization: `Bearer ${keys.auditor}` })
+          .expect(200)
+      ).body.items;
       assert.equal(certs.length, 2, 'one enrollment and one renewal');
     });
 
@@ -59,14 +100,23 @@ for (const target of dbTargets) {
       const d = await enrolled('sr-keys');
       const signedAt = clock.now().toISOString();
       const signature = sign('sha256', sessionKeysSigningInput(signedAt), d.csr.privateKey);
-      const header = (sig: Buffer) => `MQTT-CA-SessionKeys cert="${der(d.certificate).toString('base64')}", signed-at="${signedAt}", signature="${sig.toString('base64')}"`;
-      await api.get('/v1/session-keys').set({ Authorization: header(signature) }).expect(200);
+      const header = (sig: Buffer) =>
+        `MQTT-CA-SessionKeys cert="${der(d.certificate).toString('base64')}", signed-at="${signedAt}", signature="${sig.toString('base64')}"`;
+      await api
+        .get('/v1/session-keys')
+        .set({ Authorization: header(signature) })
+        .expect(200);
       assertProblem(await api.get('/v1/session-keys').set({ Authorization: header(malleateP256(signature)) }), 401, /replay/);
       // A new signature over a new time is a new request.
       clock.advance(1);
       const at2 = clock.now().toISOString();
       const fresh = sign('sha256', sessionKeysSigningInput(at2), d.csr.privateKey);
-      await api.get('/v1/session-keys').set({ Authorization: `MQTT-CA-SessionKeys cert="${der(d.certificate).toString('base64')}", signed-at="${at2}", signature="${fresh.toString('base64')}"` }).expect(200);
+      await api
+        .get('/v1/session-keys')
+        .set({
+          Authorization: `MQTT-CA-SessionKeys cert="${der(d.certificate).toString('base64')}", signed-at="${at2}", signature="${fresh.toString('base64')}"`,
+        })
+        .expect(200);
     });
   });
 }

@@ -36,18 +36,25 @@ for (const target of dbTargets) {
 
     const call = jsonCaller(() => http.url);
     const asAdmin = (method: string, path: string, body?: unknown) => call(method, path, body, { Authorization: `Bearer ${keys.admin}` });
-    const enroll = (token: string, cn: string, headers: Record<string, string> = {}) => call('POST', '/v1/enroll', { csr: p256Csr(cn).pem }, { Authorization: `Bearer ${token}`, ...headers });
+    const enroll = (token: string, cn: string, headers: Record<string, string> = {}) =>
+      call('POST', '/v1/enroll', { csr: p256Csr(cn).pem }, { Authorization: `Bearer ${token}`, ...headers });
     const token = async (body: Record<string, unknown>) => {
       const r = await asAdmin('POST', '/v1/enrollment-tokens', body);
       assert.equal(r.status, 201, JSON.stringify(r.body));
       return { token: r.body.token as string, id: r.body.id as string };
     };
-    const register = async (id: string, lot?: string) => assert.equal((await asAdmin('POST', '/v1/devices', { id, kind: 'client', ...(lot ? { lot } : {}) })).status, 201);
+    const register = async (id: string, lot?: string) =>
+      assert.equal((await asAdmin('POST', '/v1/devices', { id, kind: 'client', ...(lot ? { lot } : {}) })).status, 201);
     /** A device of `lot`, enrolled with its own token: active, with a current certificate. */
     const enrolled = async (id: string, lot?: string, headers: Record<string, string> = {}) => {
       await register(id, lot);
       const csr = p256Csr(id);
-      const r = await call('POST', '/v1/enroll', { csr: csr.pem }, { Authorization: `Bearer ${(await token({ deviceId: id })).token}`, ...headers });
+      const r = await call(
+        'POST',
+        '/v1/enroll',
+        { csr: csr.pem },
+        { Authorization: `Bearer ${(await token({ deviceId: id })).token}`, ...headers },
+      );
       assert.equal(r.status, 201, JSON.stringify(r.body));
       return { serial: r.body.serial as string, certificate: r.body.certificate as string, key: csr.privateKey };
     };
@@ -68,13 +75,17 @@ for (const target of dbTargets) {
       await svc?.dispose();
     });
 
-    it("a lot token for lot L1 naming a device of lot L2 does not put the L2 device on hold: the refusals count against the token", async () => {
+    it('a lot token for lot L1 naming a device of lot L2 does not put the L2 device on hold: the refusals count against the token', async () => {
       freshWindows();
       const victim = await enrolled('tl-l2-dev', 'TL-L2');
       await register('tl-l1-dev', 'TL-L1');
       const l1 = await token({ lot: 'TL-L1' });
       for (let i = 0; i < 6; i++) assert.equal((await enroll(l1.token, 'tl-l2-dev')).status, 403);
-      assert.equal((await asAdmin('GET', '/v1/devices/tl-l2-dev')).body.status, 'active', 'the L2 device was held by refusals of a token that cannot enroll it');
+      assert.equal(
+        (await asAdmin('GET', '/v1/devices/tl-l2-dev')).body.status,
+        'active',
+        'the L2 device was held by refusals of a token that cannot enroll it',
+      );
       assert.equal((await asAdmin('GET', `/v1/certificates/${victim.serial}`)).body.status, 'issued');
       assert.equal((await events({ kind: 'identity.repeated-failures', subject: 'tl-l2-dev' })).length, 0);
       const refused = await events({ kind: 'enrollment.refused', subject: `enrollment-token:${l1.id}` });
@@ -113,7 +124,12 @@ for (const target of dbTargets) {
       const valid = await enroll((await token({ deviceId: 'tl-direct-1' })).token, 'tl-direct-1');
       assert.equal(valid.status, 201, JSON.stringify(valid.body));
       const next = p256Csr('tl-direct-renew');
-      const renewed = await call('POST', '/v1/renew', { csr: next.pem }, { Authorization: signedRenewalAuth(renewer.certificate, renewer.key, clock.now().toISOString(), next.der) });
+      const renewed = await call(
+        'POST',
+        '/v1/renew',
+        { csr: next.pem },
+        { Authorization: signedRenewalAuth(renewer.certificate, renewer.key, clock.now().toISOString(), next.der) },
+      );
       assert.equal(renewed.status, 201, JSON.stringify(renewed.body));
       assert.equal((await enroll(UNKNOWN_TOKEN(), 'tl-x')).status, 429, 'the block still refuses invalid credentials');
     });
@@ -139,7 +155,12 @@ for (const target of dbTargets) {
       assert.equal(valid.status, 201, JSON.stringify(valid.body));
       // And with a valid device certificate (a signed renewal).
       const next = p256Csr('tl-renew');
-      const renewed = await call('POST', '/v1/renew', { csr: next.pem }, { Authorization: signedRenewalAuth(renewer.certificate, renewer.key, clock.now().toISOString(), next.der), ...bad });
+      const renewed = await call(
+        'POST',
+        '/v1/renew',
+        { csr: next.pem },
+        { Authorization: signedRenewalAuth(renewer.certificate, renewer.key, clock.now().toISOString(), next.der), ...bad },
+      );
       assert.equal(renewed.status, 201, JSON.stringify(renewed.body));
       // The block still refuses the client's invalid credentials.
       assert.equal((await enroll(UNKNOWN_TOKEN(), 'tl-x', bad)).status, 429);
@@ -154,12 +175,32 @@ for (const target of dbTargets) {
       assert.equal(await at('203.0.113.66'), 0, 'a hop the client wrote itself is not believed');
       // From a peer that is no trusted proxy, the header is the client's own claim: ignored.
       const port = new URL(http.url).port;
-      const r = await runAsync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--interface', '127.0.0.2', '-H', 'X-Forwarded-For: 203.0.113.99', '-H', `Authorization: Bearer ${UNKNOWN_TOKEN()}`, '-H', 'Content-Type: application/json', '--data', JSON.stringify({ csr: p256Csr('tl-x').pem }), `http://127.0.0.1:${port}/v1/enroll`]);
+      const r = await runAsync('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '--interface',
+        '127.0.0.2',
+        '-H',
+        'X-Forwarded-For: 203.0.113.99',
+        '-H',
+        `Authorization: Bearer ${UNKNOWN_TOKEN()}`,
+        '-H',
+        'Content-Type: application/json',
+        '--data',
+        JSON.stringify({ csr: p256Csr('tl-x').pem }),
+        `http://127.0.0.1:${port}/v1/enroll`,
+      ]);
       assert.equal(r.stdout, '401');
       assert.equal(await at('203.0.113.99'), 0);
       assert.equal(await at('127.0.0.2'), 1);
       // The API's own address checks go by the same client: a wrong API key through the proxy is the client's.
-      const wrongKey = await call('GET', '/v1/cas', undefined, { Authorization: `Bearer mqca_ak_00000000000000000000_${'A'.repeat(43)}`, 'X-Forwarded-For': '203.0.113.77' });
+      const wrongKey = await call('GET', '/v1/cas', undefined, {
+        Authorization: `Bearer mqca_ak_00000000000000000000_${'A'.repeat(43)}`,
+        'X-Forwarded-For': '203.0.113.77',
+      });
       assert.equal(wrongKey.status, 401);
       assert.equal((await events({ kind: 'auth.failed', source: '203.0.113.77' })).length, 1);
     });

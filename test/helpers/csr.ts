@@ -18,7 +18,13 @@ export function p256Csr(cn?: string, opts: { sans?: GeneralName[]; extensions?: 
   const spki = publicKey.export({ format: 'der', type: 'spki' });
   const exts = [...(opts.sans?.length ? [ext.subjectAltName(opts.sans, false)] : []), ...(opts.extensions ?? [])];
   const info = encodeCertificationRequestInfo(encodeName(cn ? [{ type: 'CN', value: cn }] : []), spki, exts.length ? exts : undefined);
-  const der = Buffer.from(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' })));
+  const der = Buffer.from(
+    encodeCertificationRequest(
+      info,
+      'ecdsa-with-SHA256',
+      sign(nodeSignHash('ecdsa-with-SHA256'), info, { key: privateKey, dsaEncoding: 'der' }),
+    ),
+  );
   return { der, pem: toPem(der, 'CERTIFICATE REQUEST'), privateKey, keyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string };
 }
 

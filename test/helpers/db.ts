@@ -97,7 +97,7 @@ export const dbTargets: DbTarget[] = [pgliteTarget, postgresTarget];
 /** The URL another process opens a PostgreSQL test database with (its DATABASE_URL). */
 export function databaseUrlOf(db: Db): string {
   const adminUrl = process.env.DATABASE_URL;
-  const database = (db.client.config.connection as { database?: string } | string);
+  const database = db.client.config.connection as { database?: string } | string;
   if (!adminUrl || typeof database === 'string' || !database.database) throw new Error('not a PostgreSQL test database');
   return withDatabase(adminUrl, database.database);
 }

@@ -56,6 +56,10 @@ export function jsonCaller(base: () => string) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, headers: res.headers, body: text && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text };
+    return {
+      status: res.status,
+      headers: res.headers,
+      body: text && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text,
+    };
   };
 }

@@ -39,7 +39,8 @@ function children(buf: Buffer, parent: Tlv): Tlv[] {
 }
 
 function expect(t: Tlv | undefined, tag: number, what: string): Tlv {
-  if (!t || t.tag !== tag) throw new Error(`DER: expected ${what} (tag 0x${tag.toString(16)}), got ${t ? `0x${t.tag.toString(16)}` : 'nothing'}`);
+  if (!t || t.tag !== tag)
+    throw new Error(`DER: expected ${what} (tag 0x${tag.toString(16)}), got ${t ? `0x${t.tag.toString(16)}` : 'nothing'}`);
   return t;
 }
 
@@ -128,7 +129,9 @@ export function parseOcspResponse(der: Buffer): ParsedOcspResponse {
     if (certStatus?.tag === 0x82) return { serial: serial.toString('hex'), status: 'unknown' };
     const info = children(basic, expect(certStatus, 0xa1, 'certStatus'));
     expect(info[0], 0x18, 'revocationTime');
-    const reason = info[1] ? basic[expect(children(basic, expect(info[1], 0xa0, 'revocationReason'))[0], 0x0a, 'CRLReason').start] : undefined;
+    const reason = info[1]
+      ? basic[expect(children(basic, expect(info[1], 0xa0, 'revocationReason'))[0], 0x0a, 'CRLReason').start]
+      : undefined;
     return { serial: serial.toString('hex'), status: 'revoked', ...(reason === undefined ? {} : { reason }) };
   });
   let nonce: Buffer | undefined;
@@ -146,7 +149,9 @@ export function parseOcspResponse(der: Buffer): ParsedOcspResponse {
   const hash = SIGNATURE_HASHES[basic.subarray(algOid.start, algOid.end).toString('hex')];
   if (!hash) throw new Error('unexpected signature algorithm');
   const sig = expect(signature, 0x03, 'signature');
-  const carried = certs ? children(basic, expect(children(basic, expect(certs, 0xa0, 'certs'))[0], 0x30, 'certs')).map((c) => basic.subarray(c.at, c.end)) : [];
+  const carried = certs
+    ? children(basic, expect(children(basic, expect(certs, 0xa0, 'certs'))[0], 0x30, 'certs')).map((c) => basic.subarray(c.at, c.end))
+    : [];
   return {
     responseStatus,
     singles,
@@ -216,15 +221,38 @@ export function keepAliveClient(base: string, maxSockets = 64) {
   const agent = new Agent({ keepAlive: true, maxSockets, timeout: 60_000 });
   const { hostname, port } = new URL(base);
   return {
-    request(method: string, path: string, body?: Buffer | string, headers: Record<string, string> = {}, timeoutMs = 30_000): Promise<HttpAnswer> {
+    request(
+      method: string,
+      path: string,
+      body?: Buffer | string,
+      headers: Record<string, string> = {},
+      timeoutMs = 30_000,
+    ): Promise<HttpAnswer> {
       const payload = typeof body === 'string' ? Buffer.from(body) : body;
       return new Promise((resolve, reject) => {
-        const req = request({ agent, host: hostname, port, method, path, headers: payload ? { ...headers, 'Content-Length': String(payload.length) } : headers }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', reject);
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), headers: res.headers, body: Buffer.concat(chunks) }));
-        });
+        const req = request(
+          {
+            agent,
+            host: hostname,
+            port,
+            method,
+            path,
+            headers: payload ? { ...headers, 'Content-Length': String(payload.length) } : headers,
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('error', reject);
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                type: String(res.headers['content-type'] ?? ''),
+                headers: res.headers,
+                body: Buffer.concat(chunks),
+              }),
+            );
+          },
+        );
         req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
         req.on('error', reject);
         req.end(payload);
@@ -248,12 +276,18 @@ export function gcProbeNodeOptions(forceEveryMs = 4000): string {
   const probe =
     "import{PerformanceObserver as O,constants as C}from'node:perf_hooks';import{isMainThread}from'node:worker_threads';import v8 from'node:v8';import vm from'node:vm';" +
     `if(isMainThread){v8.setFlagsFromString('--expose-gc');const gc=vm.runInNewContext('gc');setInterval(()=>gc(),${forceEveryMs}).unref()}` +
-    "if(isMainThread)new O((l)=>{for(const e of l.getEntries())if(e.detail?.kind===C.NODE_PERFORMANCE_GC_MAJOR){" +
+    'if(isMainThread)new O((l)=>{for(const e of l.getEntries())if(e.detail?.kind===C.NODE_PERFORMANCE_GC_MAJOR){' +
     "const old=v8.getHeapSpaceStatistics().filter((s)=>!s.space_name.startsWith('new_')).reduce((n,s)=>n+s.space_used_size,0);const m=process.memoryUsage();" +
     "process.stderr.write('gc-probe '+Date.now()+' '+old+' '+m.external+' '+m.rss+' '+m.heapTotal+'\\n')}}).observe({entryTypes:['gc']})";
   return `${process.env.NODE_OPTIONS ?? ''} --import=data:text/javascript,${encodeURIComponent(probe)}`.trim();
 }
 
 export function majorGcs(output: string): { at: number; heap: number; external: number; rss: number; heapTotal: number }[] {
-  return [...output.matchAll(/^gc-probe (\d+) (\d+) (\d+) (\d+) (\d+)$/gm)].map((m) => ({ at: Number(m[1]), heap: Number(m[2]), external: Number(m[3]), rss: Number(m[4]), heapTotal: Number(m[5]) }));
+  return [...output.matchAll(/^gc-probe (\d+) (\d+) (\d+) (\d+) (\d+)$/gm)].map((m) => ({
+    at: Number(m[1]),
+    heap: Number(m[2]),
+    external: Number(m[3]),
+    rss: Number(m[4]),
+    heapTotal: Number(m[5]),
+  }));
 }

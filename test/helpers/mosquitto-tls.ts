@@ -16,9 +16,26 @@ import { freePort, startChild, type Child } from './processes.js';
 export const DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
 
 /** mosquitto_ctrl with a certificate: the outside view of the broker's dynsec state (status 0: the command was allowed). */
-export function dynsecCtrl(broker: Pick<MosquittoTls, 'port' | 'dir'>, files: { cert: string; key: string }, args: string[]): Promise<{ status: number | null; out: string }> {
+export function dynsecCtrl(
+  broker: Pick<MosquittoTls, 'port' | 'dir'>,
+  files: { cert: string; key: string },
+  args: string[],
+): Promise<{ status: number | null; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn('mosquitto_ctrl', ['-h', 'localhost', '-p', String(broker.port), '--cafile', join(broker.dir, 'ca.pem'), '--cert', files.cert, '--key', files.key, 'dynsec', ...args]);
+    const child = spawn('mosquitto_ctrl', [
+      '-h',
+      'localhost',
+      '-p',
+      String(broker.port),
+      '--cafile',
+      join(broker.dir, 'ca.pem'),
+      '--cert',
+      files.cert,
+      '--key',
+      files.key,
+      'dynsec',
+      ...args,
+    ]);
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c));
     child.stderr.on('data', (c: Buffer) => (out += c));
@@ -65,18 +82,41 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
   const port = opts.port ?? (await freePort());
   const brokerKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const issued = await svc.issuance.issue(
-    { profile: 'broker', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }) },
+    {
+      profile: 'broker',
+      dnsNames: ['localhost'],
+      ipAddresses: ['127.0.0.1'],
+      subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }),
+    },
     { actor: 'test' },
   );
   const chain = await svc.hierarchy.chain(issued.caId);
   const certFile = join(dir, 'server.pem');
   const keyFile = join(dir, 'server.key');
-  writeFileSync(certFile, toPem(issued.der) + chain.slice(0, -1).map((d) => toPem(d)).join(''));
+  writeFileSync(
+    certFile,
+    toPem(issued.der) +
+      chain
+        .slice(0, -1)
+        .map((d) => toPem(d))
+        .join(''),
+  );
   writeFileSync(keyFile, brokerKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
-  const files = await writeBrokerSetup(svc, { dir, port, bindAddress: '127.0.0.1', certFile, keyFile, pluginPath: DYNSEC_PLUGIN, ...(opts.seed ? { seed: opts.seed } : {}) });
+  const files = await writeBrokerSetup(svc, {
+    dir,
+    port,
+    bindAddress: '127.0.0.1',
+    certFile,
+    keyFile,
+    pluginPath: DYNSEC_PLUGIN,
+    ...(opts.seed ? { seed: opts.seed } : {}),
+  });
   // The test's files are private to the user running it; stderr for the test's own eyes.
   if (opts.logToTopic === false) writeFileSync(files.confFile, readFileSync(files.confFile, 'utf8').replace(/^log_dest topic$/m, ''));
-  appendFileSync(files.confFile, ['user root', 'persistence false', 'log_dest stderr', 'log_type all', ...(opts.conf ?? []), ''].join('\n'));
+  appendFileSync(
+    files.confFile,
+    ['user root', 'persistence false', 'log_dest stderr', 'log_type all', ...(opts.conf ?? []), ''].join('\n'),
+  );
 
   let child: Child | undefined;
   let earlier = '';
@@ -129,7 +169,11 @@ export async function enrollDevice(svc: Service, deviceId: string): Promise<Devi
   await svc.devices.register({ id: deviceId, kind: 'client' }, ctx);
   const token = await svc.tokens.create({ deviceId }, ctx);
   const csr = p256Csr(deviceId);
-  const enrolled = await svc.enrollment.enroll({ credential: { kind: 'bearer', value: token.token }, csr: csr.pem, ctx: { source: '127.0.0.1', requestId: `enroll-${deviceId}` } });
+  const enrolled = await svc.enrollment.enroll({
+    credential: { kind: 'bearer', value: token.token },
+    csr: csr.pem,
+    ctx: { source: '127.0.0.1', requestId: `enroll-${deviceId}` },
+  });
   const cas = (await svc.hierarchy.list()).filter((c) => c.certificate).map((c) => c.certificate!);
   const r = enrolled.result;
   return { deviceId, serial: r.serial, key: csr.keyPem, cert: r.certificate + r.chain.join(''), ca: cas.join('') };
@@ -139,8 +183,21 @@ export async function enrollDevice(svc: Service, deviceId: string): Promise<Devi
  * An mqtt.js client of a device on the broker (MQTT 5, no reconnects unless asked), connected.
  * Rejects when the broker refuses the connection.
  */
-export async function connectDevice(broker: Pick<MosquittoTls, 'url'>, creds: DeviceCredentials, opts: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(broker.url, { clientId: creds.deviceId, key: creds.key, cert: creds.cert, ca: creds.ca, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 10_000, ...opts });
+export async function connectDevice(
+  broker: Pick<MosquittoTls, 'url'>,
+  creds: DeviceCredentials,
+  opts: IClientOptions = {},
+): Promise<MqttClient> {
+  const client = mqtt.connect(broker.url, {
+    clientId: creds.deviceId,
+    key: creds.key,
+    cert: creds.cert,
+    ca: creds.ca,
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    ...opts,
+  });
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve());
     client.once('error', (e) => (client.end(true), reject(e)));

@@ -43,7 +43,13 @@ export function certtoolVerifyChain(chainPems: string[]): RunResult {
   const chain = writeTemp(dir, 'chain.pem', chainPems.join(''));
   const whole = run('certtool', ['--verify-chain', '--infile', chain]);
   if (whole.status !== 0) return whole;
-  const anchored = run('certtool', ['--verify', '--load-ca-certificate', writeTemp(dir, 'root.pem', chainPems[chainPems.length - 1]!), '--infile', chain]);
+  const anchored = run('certtool', [
+    '--verify',
+    '--load-ca-certificate',
+    writeTemp(dir, 'root.pem', chainPems[chainPems.length - 1]!),
+    '--infile',
+    chain,
+  ]);
   return { status: anchored.status, stdout: whole.stdout + anchored.stdout, stderr: whole.stderr + anchored.stderr };
 }
 

@@ -14,7 +14,14 @@ export interface Child {
 }
 
 /** Runs a command until `ready` appears on its stdout or stderr. */
-export function startChild(cmd: string, args: string[], env: Record<string, string>, ready: RegExp, timeoutMs = 60_000, as?: { uid: number; gid: number }): Promise<Child> {
+export function startChild(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+  timeoutMs = 60_000,
+  as?: { uid: number; gid: number },
+): Promise<Child> {
   const proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...as });
   return childReady(proc, ready, timeoutMs, `${cmd} ${args.join(' ')}`);
 }
@@ -52,7 +59,8 @@ async function childReady(proc: ChildProcess, ready: RegExp, timeoutMs: number, 
 }
 
 /** `mqtt-ca worker` in a process of its own. */
-export const startWorker = (env: Record<string, string>) => startChild(process.execPath, ['--import', 'tsx', CLI, 'worker'], env, /mqtt-ca worker running/);
+export const startWorker = (env: Record<string, string>) =>
+  startChild(process.execPath, ['--import', 'tsx', CLI, 'worker'], env, /mqtt-ca worker running/);
 
 /** A free TCP port on 127.0.0.1 (closed again; good enough for a test's own server). */
 export async function freePort(): Promise<number> {
@@ -65,7 +73,12 @@ export async function freePort(): Promise<number> {
 
 /** A redis-server of the test's own (no persistence), so stopping it disturbs nobody else. */
 export const startRedis = (port: number) =>
-  startChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {}, /Ready to accept connections/);
+  startChild(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    {},
+    /Ready to accept connections/,
+  );
 
 /**
  * A TCP proxy to an MQTT broker that passes the client's bytes on but stops answering after the
@@ -163,10 +176,20 @@ export async function startPostgres(): Promise<OwnPostgres> {
     as = { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) };
     chownSync(dir, as.uid, as.gid);
   }
-  execFileSync(`${bin}/initdb`, ['-D', join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '--no-sync', '--no-instructions'], { stdio: 'ignore', ...as });
+  execFileSync(`${bin}/initdb`, ['-D', join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '--no-sync', '--no-instructions'], {
+    stdio: 'ignore',
+    ...as,
+  });
   const port = await freePort();
   const start = () =>
-    startChild(`${bin}/postgres`, ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'], {}, /database system is ready to accept connections/, 60_000, as);
+    startChild(
+      `${bin}/postgres`,
+      ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
+      {},
+      /database system is ready to accept connections/,
+      60_000,
+      as,
+    );
   let server = await start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,

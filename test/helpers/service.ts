@@ -15,7 +15,10 @@ import { disposeDb } from './db.js';
 export const TEST_PUBLIC_URL = 'http://ca.test:8080';
 
 /** A service on a fresh database of the given target, with its own KEK and data dir. */
-export async function makeService(target: DbTarget, opts: { clock?: Clock; env?: Record<string, string> } = {}): Promise<Service & { dispose(): Promise<void> }> {
+export async function makeService(
+  target: DbTarget,
+  opts: { clock?: Clock; env?: Record<string, string> } = {},
+): Promise<Service & { dispose(): Promise<void> }> {
   const db = await target.create();
   const dataDir = mkdtempSync(join(tmpdir(), 'mqttca-test-'));
   const config = loadConfig({
@@ -38,7 +41,10 @@ export async function makeService(target: DbTarget, opts: { clock?: Clock; env?:
  * A bootstrapped service (BODY_LIMIT 64kb) with an API key for every role, and supertest on its
  * HTTP handler with response validation on: every response is checked against openapi.yaml.
  */
-export async function makeApiService(target: DbTarget, opts: { clock?: Clock; env?: Record<string, string> } = {}): Promise<{
+export async function makeApiService(
+  target: DbTarget,
+  opts: { clock?: Clock; env?: Record<string, string> } = {},
+): Promise<{
   svc: Service & { dispose(): Promise<void> };
   api: ReturnType<typeof request>;
   keys: Record<Role, string>;

@@ -28,11 +28,9 @@ for (const target of dbTargets) {
       if (db) await disposeDb(db);
     });
 
-    const storedRow = async (id: string) =>
-      db('api_keys').select('id', 'secret_hash', 'revoked_at', 'last_used_at').where({ id }).first();
+    const storedRow = async (id: string) => db('api_keys').select('id', 'secret_hash', 'revoked_at', 'last_used_at').where({ id }).first();
 
-    const auditFor = async (id: string) =>
-      (await audit.list({ limit: 100, targetType: 'api-key', targetId: id })).items;
+    const auditFor = async (id: string) => (await audit.list({ limit: 100, targetType: 'api-key', targetId: id })).items;
 
     it('create returns the key once; list never shows the secret or its hash', async () => {
       const k = await keys.create({ name: 'fleet provisioning', role: 'provisioner' }, ADMIN);
@@ -149,13 +147,17 @@ for (const target of dbTargets) {
       const adminA = await keys.create({ name: 'rank admin a', role: 'admin' }, ADMIN);
       const adminB = await keys.create({ name: 'rank admin b', role: 'admin' }, ADMIN);
       const asOperator = { actor: `api-key:${op.id}`, role: 'operator' as const };
-      await assert.rejects(keys.revoke(adminA.id, asOperator), { kind: 'Forbidden', message: /operator role may not revoke keys of a role above it/ });
+      await assert.rejects(keys.revoke(adminA.id, asOperator), {
+        kind: 'Forbidden',
+        message: /operator role may not revoke keys of a role above it/,
+      });
       await assert.rejects(keys.checkRevocable([prov.id, adminA.id], 'operator'), { kind: 'Forbidden' });
       await assert.rejects(keys.revokeAll([prov.id, adminA.id], asOperator), { kind: 'Forbidden' });
       assert.equal((await keys.list()).find((k) => k.id === prov.id)!.revokedAt, null, 'all or nothing');
       assert.ok((await keys.revoke(prov.id, asOperator)).revokedAt); // peers may
       // Every other admin key revoked first, so that A and B are the last two.
-      for (const k of await keys.list()) if (k.role === 'admin' && k.revokedAt === null && k.id !== adminA.id && k.id !== adminB.id) await keys.revoke(k.id, ADMIN);
+      for (const k of await keys.list())
+        if (k.role === 'admin' && k.revokedAt === null && k.id !== adminA.id && k.id !== adminB.id) await keys.revoke(k.id, ADMIN);
       await assert.rejects(keys.checkRevocable([adminA.id, adminB.id], 'admin'), { kind: 'Conflict', message: /last active admin key/ });
       const both = await Promise.allSettled([keys.revoke(adminA.id, ADMIN), keys.revoke(adminB.id, ADMIN)]);
       assert.deepEqual(both.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
@@ -189,7 +191,10 @@ for (const target of dbTargets) {
       assert.equal((await keys.list()).find((x) => x.id === k.id)!.revokedAt, revokedAt);
 
       const entries = await auditFor(k.id);
-      assert.deepEqual(entries.map((e) => e.action), ['apikey.revoked', 'apikey.created']);
+      assert.deepEqual(
+        entries.map((e) => e.action),
+        ['apikey.revoked', 'apikey.created'],
+      );
       assert.deepEqual(
         [entries[0]!.actor, entries[0]!.requestId, entries[0]!.details],
         ['api-key:ak_other', 'req-9', { name: 'temp', role: 'operator' }],
@@ -231,10 +236,17 @@ for (const target of dbTargets) {
         assert.equal(await keys.authenticate(configured.slice(0, -1)), undefined);
         assert.equal((await keys.list()).filter((x) => x.id === first.id).length, 1);
         const entries = await auditFor(first.id);
-        assert.deepEqual(entries.map((e) => e.action), ['apikey.created']);
+        assert.deepEqual(
+          entries.map((e) => e.action),
+          ['apikey.created'],
+        );
         assert.ok(!JSON.stringify(entries).includes(configured));
         const row = await storedRow(first.id);
-        assert.ok(!Buffer.from(row.secret_hash as Uint8Array).toString('utf8').includes(configured));
+        assert.ok(
+          !Buffer.from(row.secret_hash as Uint8Array)
+            .toString('utf8')
+            .includes(configured),
+        );
 
         // a service built afresh (a restart) maps the same key to the same id
         const again = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
@@ -243,9 +255,7 @@ for (const target of dbTargets) {
 
       it('concurrent ensureKey calls register the key once', async () => {
         const configured = randomBytes(24).toString('hex');
-        const results = await Promise.all(
-          Array.from({ length: 5 }, () => keys.ensureKey(configured, 'admin', 'ADMIN_API_KEY', SYSTEM)),
-        );
+        const results = await Promise.all(Array.from({ length: 5 }, () => keys.ensureKey(configured, 'admin', 'ADMIN_API_KEY', SYSTEM)));
         assert.equal(results.filter((r) => r.created).length, 1);
         assert.equal(new Set(results.map((r) => r.id)).size, 1);
         assert.equal((await auditFor(results[0]!.id)).length, 1);

@@ -36,7 +36,15 @@ for (const target of dbTargets) {
       // An approver must be a key on record (its lineage is checked): the test's people are keys made by nobody, before the first proposal.
       const keys = new ApiKeyStore();
       for (const who of [alice, alice2, bob, carol, dave]) {
-        await keys.insert(svc.db, { id: who.keyId, name: who.name, role: who.role, secretHash: Buffer.alloc(32), createdBy: 'test', createdByKey: null, createdAt: new Date('2026-01-01T00:00:00Z') });
+        await keys.insert(svc.db, {
+          id: who.keyId,
+          name: who.name,
+          role: who.role,
+          secretHash: Buffer.alloc(32),
+          createdBy: 'test',
+          createdByKey: null,
+          createdAt: new Date('2026-01-01T00:00:00Z'),
+        });
       }
       svc.approvals.register<{ n: number }, { doubled: number }>('test.ok', {
         roles: ['operator', 'admin'],
@@ -71,13 +79,24 @@ for (const target of dbTargets) {
     after(async () => svc?.dispose());
 
     const audit = async (id: string) =>
-      (await svc.audit.list({ targetType: 'approval', targetId: id, limit: 100 })).items.reverse().map((e) => ({ action: e.action, actor: e.actor, details: e.details }));
+      (await svc.audit.list({ targetType: 'approval', targetId: id, limit: 100 })).items
+        .reverse()
+        .map((e) => ({ action: e.action, actor: e.actor, details: e.details }));
 
     it('registers each action once, with a well-formed name', () => {
       const ex = { roles: ['admin'] as const, describe: async () => ({ summary: '' }), execute: async () => null };
       assert.throws(() => svc.approvals.register('test.ok', ex), /registered already/);
       assert.throws(() => svc.approvals.register('Bad Name', ex), /lowercase/);
-      assert.deepEqual(svc.approvals.actions(), ['ca.revoke', 'incident.action', 'incident.ca-recovery', 'incident.reissue', 'revocation.bulk', 'test.crash', 'test.ok', 'test.refused']);
+      assert.deepEqual(svc.approvals.actions(), [
+        'ca.revoke',
+        'incident.action',
+        'incident.ca-recovery',
+        'incident.reissue',
+        'revocation.bulk',
+        'test.crash',
+        'test.ok',
+        'test.refused',
+      ]);
     });
 
     it('refuses unknown actions, invalid params and roles the action does not admit, storing nothing', async () => {
@@ -106,11 +125,14 @@ for (const target of dbTargets) {
       await rejectsWith(() => svc.approvals.approve(p.id, carol), 'Conflict', /executed already/);
       assert.equal(runs.length, 1);
       const entries = await audit(p.id);
-      assert.deepEqual(entries.map((e) => [e.action, e.actor]), [
-        ['approval.proposed', 'api-key:ak_alice'],
-        ['approval.approved', 'api-key:ak_bob'],
-        ['approval.executed', 'api-key:ak_bob'],
-      ]);
+      assert.deepEqual(
+        entries.map((e) => [e.action, e.actor]),
+        [
+          ['approval.proposed', 'api-key:ak_alice'],
+          ['approval.approved', 'api-key:ak_bob'],
+          ['approval.executed', 'api-key:ak_bob'],
+        ],
+      );
       assert.deepEqual(entries[1]!.details.proposedBy, { keyId: 'ak_alice', name: 'Alice', role: 'operator' });
       assert.deepEqual(entries[1]!.details.approvedBy, { keyId: 'ak_bob', name: 'Bob', role: 'operator' });
     });
@@ -201,7 +223,10 @@ for (const target of dbTargets) {
         if (!page.nextCursor) break;
         cursor = page.nextCursor;
       }
-      assert.deepEqual(seen, all.map((x) => x.id));
+      assert.deepEqual(
+        seen,
+        all.map((x) => x.id),
+      );
       await rejectsWith(() => svc.approvals.list({ limit: 3, cursor: 'garbage' }), 'BadRequest');
       assert.deepEqual((await svc.approvals.get(executed[0]!.id)).params, { n: 104 });
     });

@@ -43,7 +43,8 @@ for (const target of dbTargets) {
       assert.equal(anchored(), head, 'the anchor file caught up with the head');
       return head;
     }
-    const verify = () => verifyAuditLog({ db, audit: svc.audit, checkpoints: svc.auditCheckpoints, anchorFile: anchorFile(), backups: svc.backups });
+    const verify = () =>
+      verifyAuditLog({ db, audit: svc.audit, checkpoints: svc.auditCheckpoints, anchorFile: anchorFile(), backups: svc.backups });
     const someEntries = async (n: number) => {
       for (let i = 0; i < n; i++) await svc.apiKeys.create({ name: `key ${i}`, role: 'auditor' }, { actor: 'test' });
     };
@@ -51,7 +52,12 @@ for (const target of dbTargets) {
     before(async () => {
       db = await target.create();
       dataDir = mkdtempSync(join(tmpdir(), 'mqttca-anchor-'));
-      config = loadConfig({ MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dataDir, LOG_LEVEL: 'silent', AUDIT_ANCHOR_BATCH_MS: '10' });
+      config = loadConfig({
+        MQTT_CA_KEK: randomBytes(32).toString('base64'),
+        DATA_DIR: dataDir,
+        LOG_LEVEL: 'silent',
+        AUDIT_ANCHOR_BATCH_MS: '10',
+      });
       svc = await start();
     });
     after(async () => {
@@ -84,7 +90,10 @@ for (const target of dbTargets) {
       assert.equal(chainOnly.ok, true);
       const r = await verify();
       assert.equal(r.chain.ok, true);
-      assert.deepEqual(r.anchor?.findings.map((f) => f.problem), ['tail-missing']);
+      assert.deepEqual(
+        r.anchor?.findings.map((f) => f.problem),
+        ['tail-missing'],
+      );
       assert.match(r.anchor!.findings[0]!.message, new RegExp(`seq ${head - 1}\\.\\.${head} are missing from the end of the chain`));
     });
 
@@ -96,7 +105,11 @@ for (const target of dbTargets) {
       await someEntries(3); // the chain goes on from the shortened head, past where it was cut
       await settled();
       const r = await verify();
-      assert.deepEqual(r.anchor?.findings.map((f) => f.problem), ['forked'], 'seq numbers reused by new entries do not hide the cut');
+      assert.deepEqual(
+        r.anchor?.findings.map((f) => f.problem),
+        ['forked'],
+        'seq numbers reused by new entries do not hide the cut',
+      );
       assert.match(r.anchor!.findings[0]!.source, /kept anchor .*audit-anchor\.superseded-/);
       rmSync(join(dataDir, kept[0]!)); // the operator investigated
       assert.deepEqual((await verify()).anchor?.findings, []);
@@ -114,7 +127,11 @@ for (const target of dbTargets) {
       await deleteNewest(db, head - oldSeq);
       copyFileSync(old, anchorFile());
       svc = await start();
-      assert.equal(readdirSync(dataDir).filter((f) => f.startsWith('audit-anchor.superseded-')).length, 0, 'the anchor file alone matches the cut chain');
+      assert.equal(
+        readdirSync(dataDir).filter((f) => f.startsWith('audit-anchor.superseded-')).length,
+        0,
+        'the anchor file alone matches the cut chain',
+      );
       const r = await verify();
       const problems = r.anchor!.findings.map((f) => f.problem).sort();
       assert.deepEqual(problems, ['rolled-back', 'tail-missing']);
@@ -131,7 +148,13 @@ for (const target of dbTargets) {
       const fresh = await target.create();
       const { kek } = loadKek(config, false);
       await restoreBackup(
-        { db: fresh, store: new BackupStore(), kek, audit: new AuditLog(new AuditStore(fresh), deriveKey(kek, 'audit chain'), systemClock), clock: systemClock },
+        {
+          db: fresh,
+          store: new BackupStore(),
+          kek,
+          audit: new AuditLog(new AuditStore(fresh), deriveKey(kek, 'audit chain'), systemClock),
+          clock: systemClock,
+        },
         join(config.backups.dir, older.fileName),
         { actor: 'test' },
       );
@@ -152,7 +175,10 @@ for (const target of dbTargets) {
       const c = JSON.parse(readFileSync(anchorFile(), 'utf8')) as Record<string, unknown>;
       writeFileSync(anchorFile(), JSON.stringify({ ...c, seq: 1 }));
       const r = await verify();
-      assert.deepEqual(r.anchor?.findings.map((f) => f.problem), ['forged']);
+      assert.deepEqual(
+        r.anchor?.findings.map((f) => f.problem),
+        ['forged'],
+      );
     });
   });
 }

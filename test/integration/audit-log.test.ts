@@ -49,7 +49,12 @@ for (const target of dbTargets) {
         await trx.raw('delete from audit_log');
         await trx.raw('alter table audit_log enable trigger audit_log_no_update');
       });
-      await db.transaction((trx) => audit.append(trx, Array.from({ length: n }, (_, i) => entry(i + 1))));
+      await db.transaction((trx) =>
+        audit.append(
+          trx,
+          Array.from({ length: n }, (_, i) => entry(i + 1)),
+        ),
+      );
       assert.deepEqual(await audit.verify(db), { ok: true, entries: n, head: await headOf() });
     }
 
@@ -77,7 +82,10 @@ for (const target of dbTargets) {
         const r = await audit.verify(db);
         assert.equal(r.ok, true);
         assert.equal(r.entries, 12);
-        assert.deepEqual(await seqs(), Array.from({ length: 12 }, (_, i) => i + 1));
+        assert.deepEqual(
+          await seqs(),
+          Array.from({ length: 12 }, (_, i) => i + 1),
+        );
 
         const { items } = await audit.list({ limit: 100 });
         assert.equal(items.length, 12);
@@ -141,7 +149,10 @@ for (const target of dbTargets) {
         );
         const all = await seqs();
         assert.equal(all.length, start + writers * 3);
-        assert.deepEqual(all, Array.from({ length: all.length }, (_, i) => i + 1));
+        assert.deepEqual(
+          all,
+          Array.from({ length: all.length }, (_, i) => i + 1),
+        );
         // each transaction's entries are contiguous
         const { items } = await audit.list({ limit: writers * 3 });
         const byTarget = new Map(items.map((e) => [e.targetId, e.seq]));
@@ -156,7 +167,12 @@ for (const target of dbTargets) {
       it('appends a batch of thousands in one call, and verify pages over it', async () => {
         const start = (await seqs()).length;
         const n = 6000;
-        await db.transaction((trx) => audit.append(trx, Array.from({ length: n }, (_, i) => entry(10_000 + i))));
+        await db.transaction((trx) =>
+          audit.append(
+            trx,
+            Array.from({ length: n }, (_, i) => entry(10_000 + i)),
+          ),
+        );
         const r = await audit.verify(db);
         assert.equal(r.ok, true);
         assert.equal(r.entries, start + n);
@@ -363,11 +379,23 @@ for (const target of dbTargets) {
 
       it('pages newest first with a cursor, with no overlap and no gap', async () => {
         const first = await audit.list({ limit: 10 });
-        assert.deepEqual(first.items.map((e) => e.seq), [25, 24, 23, 22, 21, 20, 19, 18, 17, 16]);
+        assert.deepEqual(
+          first.items.map((e) => e.seq),
+          [25, 24, 23, 22, 21, 20, 19, 18, 17, 16],
+        );
         assert.equal(typeof first.nextCursor, 'string');
-        assert.deepEqual(await all({ limit: 10 }), Array.from({ length: 25 }, (_, i) => 25 - i));
-        assert.deepEqual(await all({ limit: 1 }), Array.from({ length: 25 }, (_, i) => 25 - i));
-        assert.deepEqual(await all({ limit: 25 }), Array.from({ length: 25 }, (_, i) => 25 - i));
+        assert.deepEqual(
+          await all({ limit: 10 }),
+          Array.from({ length: 25 }, (_, i) => 25 - i),
+        );
+        assert.deepEqual(
+          await all({ limit: 1 }),
+          Array.from({ length: 25 }, (_, i) => 25 - i),
+        );
+        assert.deepEqual(
+          await all({ limit: 25 }),
+          Array.from({ length: 25 }, (_, i) => 25 - i),
+        );
         const exact = await audit.list({ limit: 25 });
         assert.equal(exact.nextCursor, null);
       });

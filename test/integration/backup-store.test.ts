@@ -39,11 +39,23 @@ for (const target of dbTargets) {
            from generate_series(1, 4321) g`,
       );
       const ca = (id: string, parent: string | null) => ({
-        id, name: id, parent_id: parent, kind: parent ? 'intermediate' : 'root', status: 'active', key_algorithm: 'ec-p256',
-        signer_ref: `software:${id}`, subject_der: Buffer.from([0x30, 0x00]), key_id: randomBytes(20), created_at: clock.now(),
+        id,
+        name: id,
+        parent_id: parent,
+        kind: parent ? 'intermediate' : 'root',
+        status: 'active',
+        key_algorithm: 'ec-p256',
+        signer_ref: `software:${id}`,
+        subject_der: Buffer.from([0x30, 0x00]),
+        key_id: randomBytes(20),
+        created_at: clock.now(),
       });
       await db('cas').insert([ca('ca_zz_root', null), ca('ca_aa_child', 'ca_zz_root')]);
-      await db('settings').insert({ key: 'odd', value: JSON.stringify({ big: 9007199254740991, nested: [1, null, 'é\n'] }), updated_at: '2026-01-01 00:00:00.000001+00' });
+      await db('settings').insert({
+        key: 'odd',
+        value: JSON.stringify({ big: 9007199254740991, nested: [1, null, 'é\n'] }),
+        updated_at: '2026-01-01 00:00:00.000001+00',
+      });
       await db.raw(
         `insert into rotation_policies (scope, name, renew_at_fraction, notify, created_at, updated_at, updated_by)
          values ('lot', 'l1', 2.0 / 3, array['mqtt', 'web "hook"'], now(), now(), 'test'), ('profile', 'p', 0.1 + 0.2, null, now(), now(), 'test')`,
@@ -66,12 +78,20 @@ for (const target of dbTargets) {
         after = [rows[rows.length - 1]![idIdx]!];
       }
       assert.equal(ids.length, 4321);
-      assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]!), 'ascending by number');
+      assert.ok(
+        ids.every((id, i) => i === 0 || id > ids[i - 1]!),
+        'ascending by number',
+      );
     });
 
     it('orders tables after the tables they reference', async () => {
       const names = (await store.tables(db)).map((t) => t.name);
-      for (const [child, parent] of [['certificates', 'cas'], ['ocsp_responses', 'certificates'], ['channel_members', 'channels'], ['ca_rollover_members', 'ca_rollovers']]) {
+      for (const [child, parent] of [
+        ['certificates', 'cas'],
+        ['ocsp_responses', 'certificates'],
+        ['channel_members', 'channels'],
+        ['ca_rollover_members', 'ca_rollovers'],
+      ]) {
         assert.ok(names.indexOf(child!) > names.indexOf(parent!), `${child} after ${parent}`);
       }
       assert.ok(!names.includes('knex_migrations'));
@@ -93,11 +113,22 @@ for (const target of dbTargets) {
           assert.deepEqual(restored[name], rows, name);
         }
         // The self-referencing CA came back with its parent.
-        assert.deepEqual(await fresh('cas').select('id', 'parent_id').orderBy('id'), [{ id: 'ca_aa_child', parent_id: 'ca_zz_root' }, { id: 'ca_zz_root', parent_id: null }]);
+        assert.deepEqual(await fresh('cas').select('id', 'parent_id').orderBy('id'), [
+          { id: 'ca_aa_child', parent_id: 'ca_zz_root' },
+          { id: 'ca_zz_root', parent_id: null },
+        ]);
         // The next security event takes the next id, not one already restored.
-        const [{ id }] = (await fresh.raw(`insert into security_events (at, kind, severity, details) values (now(), 'probe', 'info', '{}') returning id`)).rows;
+        const [{ id }] = (
+          await fresh.raw(`insert into security_events (at, kind, severity, details) values (now(), 'probe', 'info', '{}') returning id`)
+        ).rows;
         assert.equal(Number(id), 4322);
-        assert.deepEqual((await fresh('backups').select('id', 'origin').orderBy('created_at')).map((r) => [r.id, r.origin]), [[first.id, 'created'], [second.id, 'restored']]);
+        assert.deepEqual(
+          (await fresh('backups').select('id', 'origin').orderBy('created_at')).map((r) => [r.id, r.origin]),
+          [
+            [first.id, 'created'],
+            [second.id, 'restored'],
+          ],
+        );
         const v = await auditOf(fresh, clock).verify(fresh);
         assert.ok(v.ok);
       } finally {

@@ -37,12 +37,22 @@ for (const target of dbTargets) {
 
     it('full and delta CRLs published amid concurrent revocations, holds and releases match the state at the clock value they cover', async () => {
       const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
-      const certs = await svc.issuance.issueBatch(Array.from({ length: 60 }, (_, i) => ({ profile: 'device' as const, deviceId: `snap-${i}`, subjectPublicKeyInfo: spki })), ctx);
+      const certs = await svc.issuance.issueBatch(
+        Array.from({ length: 60 }, (_, i) => ({ profile: 'device' as const, deviceId: `snap-${i}`, subjectPublicKeyInfo: spki })),
+        ctx,
+      );
       const serials = certs.map((c) => c.serial);
       // Rebased publishes (deltaBaseMs 0 every third one) and plain ones, racing the changes.
       const publisher = (deltaBaseMs: number) =>
-        new CrlPublisher(svc.db, new CrlStore(), { signingCas: async () => [{ id: caId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
-          new PkiUrls(svc.config.publicUrl), svc.audit, svc.clock, { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs });
+        new CrlPublisher(
+          svc.db,
+          new CrlStore(),
+          { signingCas: async () => [{ id: caId, scope: 'user', keyAlgorithm: 'EC-P256' }], issuer: (id) => svc.hierarchy.issuer(id) },
+          new PkiUrls(svc.config.publicUrl),
+          svc.audit,
+          svc.clock,
+          { validityMs: svc.config.crlValidityMs, refreshBeforeMs: 0, deltaBaseMs },
+        );
       const plain = publisher(86_400_000);
       const rebasing = publisher(0);
       // The first base goes in too: a plain publish that commits before the first racing rebase builds on it.
@@ -64,14 +74,25 @@ for (const target of dbTargets) {
       pairs.push(await plain.publish(caId));
 
       // Every certificate's history of revocation states, by clock value, as the database holds it now.
-      const rows = await svc.db('certificates').select('serial', 'status', 'revocation_reason', 'revocation_seq').where({ ca_id: caId, profile: 'device' });
-      const now = new Map(rows.map((r: { serial: Uint8Array; status: string; revocation_reason: string | null; revocation_seq: string | null }) => [Buffer.from(r.serial).toString('hex').replace(/^0+/, ''), r]));
+      const rows = await svc
+        .db('certificates')
+        .select('serial', 'status', 'revocation_reason', 'revocation_seq')
+        .where({ ca_id: caId, profile: 'device' });
+      const now = new Map(
+        rows.map((r: { serial: Uint8Array; status: string; revocation_reason: string | null; revocation_seq: string | null }) => [
+          Buffer.from(r.serial).toString('hex').replace(/^0+/, ''),
+          r,
+        ]),
+      );
       const bases = new Map<bigint, PublishedPair['full']>();
       for (const p of pairs) if (p.full.isBase) bases.set(p.full.crlNumber, p.full);
       const last = pairs.at(-1)!;
 
       // The last full CRL covers every change: exactly the certificates revoked now.
-      const revokedNow = [...now].filter(([, r]) => r.status === 'revoked').map(([s]) => s).sort();
+      const revokedNow = [...now]
+        .filter(([, r]) => r.status === 'revoked')
+        .map(([s]) => s)
+        .sort();
       assert.deepEqual([...entries(last.full.der).keys()].sort(), revokedNow);
       assert.equal(BigInt(String((await svc.db('revocation_epoch').select('seq').first())!.seq)), last.full.coversSeq);
 
@@ -81,7 +102,11 @@ for (const target of dbTargets) {
         // as far as the final state tells: those whose last change is covered must appear exactly as they are now.
         for (const [s, r] of now) {
           if (r.revocation_seq === null || BigInt(r.revocation_seq) > p.full.coversSeq!) continue;
-          assert.equal(full.has(s), r.status === 'revoked', `CRL ${p.full.crlNumber}: ${s} is ${r.status} since ${r.revocation_seq}, covered by ${p.full.coversSeq}`);
+          assert.equal(
+            full.has(s),
+            r.status === 'revoked',
+            `CRL ${p.full.crlNumber}: ${s} is ${r.status} since ${r.revocation_seq}, covered by ${p.full.coversSeq}`,
+          );
         }
         // The delta holds exactly the certificates whose last change falls between its base and itself.
         const base: PublishedPair['full'] | undefined = bases.get(p.delta.baseNumber!) ?? (p.full.isBase ? p.full : undefined);
@@ -91,7 +116,11 @@ for (const target of dbTargets) {
           const seq = r.revocation_seq === null ? null : BigInt(r.revocation_seq);
           if (seq === null || seq > p.delta.coversSeq!) continue;
           const changedSinceBase: boolean = seq > base.coversSeq!;
-          assert.equal(delta.has(s), changedSinceBase, `delta ${p.delta.crlNumber} (base ${base.crlNumber} at ${base.coversSeq}): ${s} last changed at ${seq}`);
+          assert.equal(
+            delta.has(s),
+            changedSinceBase,
+            `delta ${p.delta.crlNumber} (base ${base.crlNumber} at ${base.coversSeq}): ${s} last changed at ${seq}`,
+          );
           if (changedSinceBase) assert.equal(delta.get(s) === x509.X509CrlReason.removeFromCRL, r.status === 'issued');
         }
         assert.equal(p.delta.coversSeq, p.full.coversSeq);

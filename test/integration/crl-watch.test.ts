@@ -22,7 +22,13 @@ for (const target of dbTargets) {
     let keys: { admin: string; auditor: string; provisioner: string };
     const events = async () => (await svc.securityEvents.list({ kinds: ['crl-stale'] }, { limit: 50 })).items;
     const latest = async (caId: string) => (await svc.db('crls').where({ ca_id: caId, kind: 'full' }).max({ n: 'crl_number' }).first())!.n;
-    const scrape = async () => (await request(createHttpHandler(svc, { validateResponses: true })).get('/metrics').set('Authorization', `Bearer ${keys.auditor}`).expect(200)).text;
+    const scrape = async () =>
+      (
+        await request(createHttpHandler(svc, { validateResponses: true }))
+          .get('/metrics')
+          .set('Authorization', `Bearer ${keys.auditor}`)
+          .expect(200)
+      ).text;
 
     before(async () => {
       // CRLs valid for 48 h: due after 12 h, critical with less than 12 h left.
@@ -57,14 +63,22 @@ for (const target of dbTargets) {
     });
 
     it('raises one warning when a due CRL cannot be replaced, a critical alarm as expiry nears, and clears once publishing works again', async () => {
-      await svc.db.raw(`create or replace function crls_refuse() returns trigger language plpgsql as $$ begin raise exception 'disk full'; end $$`);
+      await svc.db.raw(
+        `create or replace function crls_refuse() returns trigger language plpgsql as $$ begin raise exception 'disk full'; end $$`,
+      );
       await svc.db.raw('create trigger crls_refuse before insert on crls for each row execute function crls_refuse()');
       const stuck = await latest(issuingId);
       clock.advance(12 * HOUR + 60_000);
       for (let i = 0; i < 3; i++) await svc.crlWatch.check();
       assert.equal(await latest(issuingId), stuck);
       let e = await events();
-      assert.deepEqual(e.map((x) => [x.subject, x.severity]).sort(), [[issuingId, 'warning'], [rootId, 'warning']].sort());
+      assert.deepEqual(
+        e.map((x) => [x.subject, x.severity]).sort(),
+        [
+          [issuingId, 'warning'],
+          [rootId, 'warning'],
+        ].sort(),
+      );
       assert.match(String(e.find((x) => x.subject === issuingId)!.details.error), /disk full/);
       let text = await scrape();
       assert.match(text, new RegExp(`^mqttca_crl_stale\\{ca_id="${issuingId}"\\} 1$`, 'm'));
@@ -94,7 +108,8 @@ for (const target of dbTargets) {
       const ok = await api.get('/metrics').set('Authorization', `Bearer ${keys.admin}`).expect(200);
       assert.match(String(ok.headers['content-type']), /^text\/plain; version=0\.0\.4/);
       // Every sample line is `name{labels} value` (the text exposition format).
-      for (const line of ok.text.split('\n').filter((l) => l && !l.startsWith('#'))) assert.match(line, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[\d.e+-]+|NaN$/);
+      for (const line of ok.text.split('\n').filter((l) => l && !l.startsWith('#')))
+        assert.match(line, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[\d.e+-]+|NaN$/);
     });
   });
 }

@@ -47,7 +47,10 @@ describe('the device list on a large fleet (PostgreSQL)', { skip: postgresTarget
   after(() => disposeDb(db));
 
   /** The rows the plan of `store.list(filter, page)` touched, and the page it returned. */
-  async function explain(filter: DeviceFilter, cursor?: { createdAt: Date; id: string }): Promise<{ touched: number; page: number; plan: string }> {
+  async function explain(
+    filter: DeviceFilter,
+    cursor?: { createdAt: Date; id: string },
+  ): Promise<{ touched: number; page: number; plan: string }> {
     let query: { sql: string; bindings: unknown[] } | undefined;
     const listen = (q: { sql: string; bindings: unknown[] }) => (query ??= q);
     db.on('query', listen);
@@ -75,8 +78,15 @@ describe('the device list on a large fleet (PostgreSQL)', { skip: postgresTarget
       assert.ok(first.touched <= 4 * (LIMIT + 1), `the first page touched ${first.touched} rows: ${first.plan}`);
       // A cursor 90% down the list.
       const all = await db('devices').where(filter).count({ n: '*' });
-      const deep = (await db('devices').select('created_at', 'id').where(filter).orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }])
-        .offset(Math.floor(Number(all[0]!.n) * 0.9)).first()) as { created_at: Date; id: string };
+      const deep = (await db('devices')
+        .select('created_at', 'id')
+        .where(filter)
+        .orderBy([
+          { column: 'created_at', order: 'desc' },
+          { column: 'id', order: 'desc' },
+        ])
+        .offset(Math.floor(Number(all[0]!.n) * 0.9))
+        .first()) as { created_at: Date; id: string };
       const later = await explain(filter, { createdAt: new Date(deep.created_at), id: deep.id });
       assert.ok(later.page > 0, 'the deep page is not empty');
       assert.ok(later.touched <= 4 * (LIMIT + 1), `the deep page touched ${later.touched} rows: ${later.plan}`);

@@ -52,7 +52,15 @@ for (const target of dbTargets) {
 
     it('registers a device with its fields, audits it, and refuses the same id again (Conflict)', async () => {
       const d = await inv.register(
-        { id: 'sensor-1', model: 'TH-200', hardwareRevision: 'rev-B', firmwareVersion: '1.4.2', site: 'berlin', lot: 'L-1', labels: { color: 'red' } },
+        {
+          id: 'sensor-1',
+          model: 'TH-200',
+          hardwareRevision: 'rev-B',
+          firmwareVersion: '1.4.2',
+          site: 'berlin',
+          lot: 'L-1',
+          labels: { color: 'red' },
+        },
         CTX,
       );
       assert.deepEqual(d, {
@@ -76,7 +84,10 @@ for (const target of dbTargets) {
       });
       assert.deepEqual(await inv.get('sensor-1'), d);
       const entries = await auditFor('sensor-1');
-      assert.deepEqual(entries.map((e) => [e.action, e.actor, e.requestId]), [['device.registered', CTX.actor, CTX.requestId]]);
+      assert.deepEqual(
+        entries.map((e) => [e.action, e.actor, e.requestId]),
+        [['device.registered', CTX.actor, CTX.requestId]],
+      );
       assert.equal(entries[0]!.details.lot, 'L-1');
 
       await rejectsWith('Conflict', () => inv.register({ id: 'sensor-1', kind: 'broker' }, CTX));
@@ -117,13 +128,28 @@ for (const target of dbTargets) {
       const result = await inv.importManifest(rows, CTX, { lot: 'LOT-BULK' });
       assert.deepEqual(result, { imported: 10_000, lot: 'LOT-BULK' });
       assert.equal(await countDevices(), 10_001);
-      const lots = (await db('devices').select('lot').count({ n: 'id' }).whereLike('id', 'bulk-%').groupBy('lot').orderBy('lot')) as { lot: string; n: unknown }[];
-      assert.deepEqual(lots.map((l) => [l.lot, Number(l.n)]), [['LOT-BULK', 9999], ['OWN-LOT', 1]], 'the lot applies to rows without one');
-      const registered = (await db('audit_log').count({ n: 'seq' }).where({ action: 'device.registered' }).whereLike('target_id', 'bulk-%'))[0]!;
+      const lots = (await db('devices').select('lot').count({ n: 'id' }).whereLike('id', 'bulk-%').groupBy('lot').orderBy('lot')) as {
+        lot: string;
+        n: unknown;
+      }[];
+      assert.deepEqual(
+        lots.map((l) => [l.lot, Number(l.n)]),
+        [
+          ['LOT-BULK', 9999],
+          ['OWN-LOT', 1],
+        ],
+        'the lot applies to rows without one',
+      );
+      const registered = (
+        await db('audit_log').count({ n: 'seq' }).where({ action: 'device.registered' }).whereLike('target_id', 'bulk-%')
+      )[0]!;
       assert.equal(Number(registered.n), 10_000);
       for (const id of ['bulk-00000', 'bulk-04242', 'bulk-09999']) {
         const e = await auditFor(id);
-        assert.deepEqual(e.map((x) => [x.action, x.details.source]), [['device.registered', 'import']]);
+        assert.deepEqual(
+          e.map((x) => [x.action, x.details.source]),
+          [['device.registered', 'import']],
+        );
       }
       assert.equal((await audit.verify(db)).ok, true);
     });
@@ -163,7 +189,13 @@ for (const target of dbTargets) {
       // The same from CSV: a malformed row and a duplicate, numbered as data rows after the header.
       const m = parseManifest('id,model\ncsv-1,a\ncsv-2,b,extra\ncsv-1,c\n', 'text/csv');
       const e2 = await rejectsWith('BadRequest', () => inv.importManifest(m.devices, CTX, { parseErrors: m.errors }));
-      assert.deepEqual(rowErrors(e2).map((x) => [x.row, x.id]), [[2, 'csv-2'], [3, 'csv-1']]);
+      assert.deepEqual(
+        rowErrors(e2).map((x) => [x.row, x.id]),
+        [
+          [2, 'csv-2'],
+          [3, 'csv-1'],
+        ],
+      );
       assert.equal(await countDevices(), before);
 
       await rejectsWith('BadRequest', () => inv.importManifest([], CTX));
@@ -182,7 +214,10 @@ for (const target of dbTargets) {
       };
       const before = await countDevices();
       const e = await rejectsWith('BadRequest', () => racing.importManifest([{ id: 'race-1' }, { id: 'race-2' }, { id: 'race-3' }], CTX));
-      assert.deepEqual(rowErrors(e).map((x) => [x.row, x.id]), [[2, 'race-2']]);
+      assert.deepEqual(
+        rowErrors(e).map((x) => [x.row, x.id]),
+        [[2, 'race-2']],
+      );
       assert.equal(await countDevices(), before + 1, 'only the racing registration landed');
       await rejectsWith('NotFound', () => inv.get('race-1'));
     });
@@ -220,12 +255,17 @@ for (const target of dbTargets) {
       tick();
       const again = await inv.decommission('dec-1', CTX);
       assert.deepEqual(again, d, 'idempotent');
-      assert.deepEqual((await auditFor('dec-1')).map((e) => e.action), ['device.decommissioned', 'device.registered']);
+      assert.deepEqual(
+        (await auditFor('dec-1')).map((e) => e.action),
+        ['device.decommissioned', 'device.registered'],
+      );
       for (const to of ['registered', 'active', 'suspended', 'revoked'] as const) {
         await rejectsWith('Conflict', () => db.transaction((tx) => inv.transition(tx, 'dec-1', to, CTX)));
       }
       await rejectsWith('Conflict', () => inv.update('dec-1', { model: 'x' }, CTX));
-      await rejectsWith('Conflict', () => db.transaction((tx) => inv.recordIssued(tx, 'dec-1', { serial: randomBytes(16), notAfter: new Date('2027-01-01Z') }, CTX)));
+      await rejectsWith('Conflict', () =>
+        db.transaction((tx) => inv.recordIssued(tx, 'dec-1', { serial: randomBytes(16), notAfter: new Date('2027-01-01Z') }, CTX)),
+      );
       await rejectsWith('NotFound', () => inv.decommission('nobody', CTX));
     });
 
@@ -249,10 +289,15 @@ for (const target of dbTargets) {
       assert.equal((await step('registered')).status, 'registered'); // operator re-admit
       tick();
       assert.equal((await step('decommissioned')).status, 'decommissioned');
-      assert.deepEqual(
-        (await auditFor('life-1')).map((e) => e.action).reverse(),
-        ['device.registered', 'device.activated', 'device.suspended', 'device.reactivated', 'device.revoked', 'device.readmitted', 'device.decommissioned'],
-      );
+      assert.deepEqual((await auditFor('life-1')).map((e) => e.action).reverse(), [
+        'device.registered',
+        'device.activated',
+        'device.suspended',
+        'device.reactivated',
+        'device.revoked',
+        'device.readmitted',
+        'device.decommissioned',
+      ]);
       await rejectsWith('NotFound', () => db.transaction((tx) => inv.transition(tx, 'nobody', 'active', CTX)));
     });
 
@@ -351,9 +396,17 @@ for (const target of dbTargets) {
       assert.equal(exact.nextCursor, null);
       const two = await inv.list({ lot: 'LOT-F' }, { limit: 2 });
       assert.ok(two.nextCursor);
-      assert.deepEqual((await inv.list({ lot: 'LOT-F' }, { limit: 2, cursor: two.nextCursor! })).items.map((d) => d.id), ['f-1']);
+      assert.deepEqual(
+        (await inv.list({ lot: 'LOT-F' }, { limit: 2, cursor: two.nextCursor! })).items.map((d) => d.id),
+        ['f-1'],
+      );
 
-      for (const cursor of ['garbage', 'bm9waXBl', Buffer.from('2026-01-01T00:00:00.000Z|bad id').toString('base64url'), Buffer.from('notadate|x').toString('base64url')]) {
+      for (const cursor of [
+        'garbage',
+        'bm9waXBl',
+        Buffer.from('2026-01-01T00:00:00.000Z|bad id').toString('base64url'),
+        Buffer.from('notadate|x').toString('base64url'),
+      ]) {
         await rejectsWith('BadRequest', () => inv.list({}, { cursor, limit: 10 }));
       }
       for (const limit of [0, 501, 1.5, NaN]) await rejectsWith('BadRequest', () => inv.list({}, { limit }));

@@ -74,86 +74,159 @@ for (const target of dbTargets) {
     // per certificate, and its commits took twice as long after ~50,000 certificates (migration 0018).
     it('a batch planned on nearly empty tables reads no more blocks when its tables are twice as large', async () => {
       const audit = new AuditStore(svc.db);
-      await svc.db.transaction(async (tx) => {
-        const tokenId = `tok-${randomBytes(4).toString('hex')}`;
-        const now = new Date();
-        await tokens.insert(tx, {
-          id: tokenId, secretHash: randomBytes(32), name: null, deviceId: null, lot: 'PLANS', profile: 'device', allowedNames: null,
-          maxUses: 1_000_000, uses: 0, expiresAt: new Date(now.getTime() + 86_400_000), createdAt: now, createdBy: 'test', revokedAt: null, lastUsedAt: null,
-        });
-        let n = 0;
-        /** What one enrollment batch does to the database, on both commit paths. */
-        const batch = async () => {
-          const ids = [0, 1, 2, 3].map(() => `plans-${n++}`);
-          await devices.insertMany(tx, ids.map((id) => ({ id, kind: 'client', model: null, hardwareRevision: null, firmwareVersion: null, site: null, lot: 'PLANS', labels: {}, createdAt: new Date() })));
-          const statuses = await tokens.consumeMany(tx, ids.map((deviceId) => ({ tokenId, deviceId })), new Date());
-          assert.deepEqual(statuses, ['registered', 'registered', 'registered', 'registered']);
-          const rows = ids.map((id) => intent(caId, id));
-          await certificates.insertIntents(tx, rows);
-          // The one-statement commit (migration 0017) for the first two, the transaction path for the others.
-          const head = await auditHead(audit, tx);
-          await tx.raw(
-            'select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, ?::bytea[], ?::bytea[], ?::timestamptz, ?::text[], ?::bytea[], ?::timestamptz[], ?::text[])',
-            [AUDIT_APPEND_LOCK, head?.seq ?? 0, head?.hash ?? null, '[]', rows.slice(0, 2).map((r) => r.serial), rows.slice(0, 2).map(() => randomBytes(500)), new Date(),
-              ids.slice(0, 2), rows.slice(0, 2).map((r) => r.serial), rows.slice(0, 2).map((r) => r.notAfter), ['registered', 'registered']],
-          );
-          assert.equal(await certificates.completeIssued(tx, rows.slice(2).map((r) => ({ serial: r.serial, der: randomBytes(500) })), new Date()), 2);
-          const activated = await deviceEnrollment.recordIssued(tx, rows.slice(2).map((r) => ({ deviceId: r.deviceId!, serial: r.serial, notAfter: r.notAfter })), new Date());
-          assert.equal(activated.length, 2);
-          const h = await auditHead(audit, tx);
-          const appended = await audit.appendAt(tx, h, [{
-            seq: (h?.seq ?? 0) + 1, at: new Date(), actor: 'test', action: 'test.plans', targetType: 'test', targetId: ids[0]!, requestId: null, details: {},
-            prevHash: h?.hash ?? Buffer.alloc(32), hash: createHash('sha256').update(ids[0]!).digest(),
-          }]);
-          assert.deepEqual(appended, { appended: true });
-          assert.equal((await ocsp.lookup(tx, rows[0]!.serial, 'sha1'))?.status, 'issued');
-        };
+      await svc.db
+        .transaction(async (tx) => {
+          const tokenId = `tok-${randomBytes(4).toString('hex')}`;
+          const now = new Date();
+          await tokens.insert(tx, {
+            id: tokenId,
+            secretHash: randomBytes(32),
+            name: null,
+            deviceId: null,
+            lot: 'PLANS',
+            profile: 'device',
+            allowedNames: null,
+            maxUses: 1_000_000,
+            uses: 0,
+            expiresAt: new Date(now.getTime() + 86_400_000),
+            createdAt: now,
+            createdBy: 'test',
+            revokedAt: null,
+            lastUsedAt: null,
+          });
+          let n = 0;
+          /** What one enrollment batch does to the database, on both commit paths. */
+          const batch = async () => {
+            const ids = [0, 1, 2, 3].map(() => `plans-${n++}`);
+            await devices.insertMany(
+              tx,
+              ids.map((id) => ({
+                id,
+                kind: 'client',
+                model: null,
+                hardwareRevision: null,
+                firmwareVersion: null,
+                site: null,
+                lot: 'PLANS',
+                labels: {},
+                createdAt: new Date(),
+              })),
+            );
+            const statuses = await tokens.consumeMany(
+              tx,
+              ids.map((deviceId) => ({ tokenId, deviceId })),
+              new Date(),
+            );
+            assert.deepEqual(statuses, ['registered', 'registered', 'registered', 'registered']);
+            const rows = ids.map((id) => intent(caId, id));
+            await certificates.insertIntents(tx, rows);
+            // The one-statement commit (migration 0017) for the first two, the transaction path for the others.
+            const head = await auditHead(audit, tx);
+            await tx.raw(
+              'select issuance_complete(?::bigint, ?::bigint, ?::bytea, ?::jsonb, ?::bytea[], ?::bytea[], ?::timestamptz, ?::text[], ?::bytea[], ?::timestamptz[], ?::text[])',
+              [
+                AUDIT_APPEND_LOCK,
+                head?.seq ?? 0,
+                head?.hash ?? null,
+                '[]',
+                rows.slice(0, 2).map((r) => r.serial),
+                rows.slice(0, 2).map(() => randomBytes(500)),
+                new Date(),
+                ids.slice(0, 2),
+                rows.slice(0, 2).map((r) => r.serial),
+                rows.slice(0, 2).map((r) => r.notAfter),
+                ['registered', 'registered'],
+              ],
+            );
+            assert.equal(
+              await certificates.completeIssued(
+                tx,
+                rows.slice(2).map((r) => ({ serial: r.serial, der: randomBytes(500) })),
+                new Date(),
+              ),
+              2,
+            );
+            const activated = await deviceEnrollment.recordIssued(
+              tx,
+              rows.slice(2).map((r) => ({ deviceId: r.deviceId!, serial: r.serial, notAfter: r.notAfter })),
+              new Date(),
+            );
+            assert.equal(activated.length, 2);
+            const h = await auditHead(audit, tx);
+            const appended = await audit.appendAt(tx, h, [
+              {
+                seq: (h?.seq ?? 0) + 1,
+                at: new Date(),
+                actor: 'test',
+                action: 'test.plans',
+                targetType: 'test',
+                targetId: ids[0]!,
+                requestId: null,
+                details: {},
+                prevHash: h?.hash ?? Buffer.alloc(32),
+                hash: createHash('sha256').update(ids[0]!).digest(),
+              },
+            ]);
+            assert.deepEqual(appended, { appended: true });
+            assert.equal((await ocsp.lookup(tx, rows[0]!.serial, 'sha1'))?.status, 'issued');
+          };
 
-        for (let i = 0; i < 8; i++) await batch(); // past the plan cache's five custom plans
+          for (let i = 0; i < 8; i++) await batch(); // past the plan cache's five custom plans
 
-        // The tables grow as a fleet's would; nothing here tells the planner (no ANALYZE).
-        let filled = 0;
-        const grow = async () => {
-          const fill = `select 'fill-' || g as id, sha256(('fill-' || g)::bytea) as h, convert_to(repeat(md5(g::text), 14), 'UTF8') as body
+          // The tables grow as a fleet's would; nothing here tells the planner (no ANALYZE).
+          let filled = 0;
+          const grow = async () => {
+            const fill = `select 'fill-' || g as id, sha256(('fill-' || g)::bytea) as h, convert_to(repeat(md5(g::text), 14), 'UTF8') as body
                           from generate_series(${filled + 1}, ${filled + FILLER}) g`;
-          filled += FILLER;
-          await tx.raw(`insert into devices (id, kind, lot, status, labels, created_at, updated_at) select id, 'client', 'FILL', 'active', '{}', now(), now() from (${fill}) f`);
-          await tx.raw(
-            `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at)
+            filled += FILLER;
+            await tx.raw(
+              `insert into devices (id, kind, lot, status, labels, created_at, updated_at) select id, 'client', 'FILL', 'active', '{}', now(), now() from (${fill}) f`,
+            );
+            await tx.raw(
+              `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at)
              select h, ?, 'device', 'issued', id, id, body, body, h, now(), now() + interval '1 day', now(), now() from (${fill}) f`,
-            [caId],
-          );
-          await tx.raw(`insert into enrollment_tokens (id, secret_hash, lot, profile, max_uses, uses, expires_at, created_at, created_by)
+              [caId],
+            );
+            await tx.raw(`insert into enrollment_tokens (id, secret_hash, lot, profile, max_uses, uses, expires_at, created_at, created_by)
                         select id, h, 'FILL', 'device', 1, 1, now() + interval '1 day', now(), 'test' from (${fill}) f`);
-          await tx.raw(`insert into enrollment_token_uses (token_id, device_id, used_at) select ?, id, now() from (${fill}) f`, [tokenId]);
-          await tx.raw(`insert into ocsp_responses (serial, hash_algorithm, der, this_update, next_update) select h, 'sha1', body, now(), now() + interval '1 hour' from (${fill}) f`);
-          const head = (await auditHead(audit, tx))!;
-          await tx.raw(
-            `insert into audit_log (seq, at, actor, action, target_type, target_id, details, prev_hash, hash)
+            await tx.raw(`insert into enrollment_token_uses (token_id, device_id, used_at) select ?, id, now() from (${fill}) f`, [
+              tokenId,
+            ]);
+            await tx.raw(
+              `insert into ocsp_responses (serial, hash_algorithm, der, this_update, next_update) select h, 'sha1', body, now(), now() + interval '1 hour' from (${fill}) f`,
+            );
+            const head = (await auditHead(audit, tx))!;
+            await tx.raw(
+              `insert into audit_log (seq, at, actor, action, target_type, target_id, details, prev_hash, hash)
              select ? + row_number() over (), now(), 'test', 'test.fill', 'test', id, '{}', h, h from (${fill}) f`,
-            [head.seq],
-          );
-        };
-        /** Blocks one batch reads, per table. */
-        const measured = async () => {
-          const before = await blocksRead(tx);
-          await batch();
-          const after = await blocksRead(tx);
-          return Object.fromEntries(GROWING.map((t) => [t, after[t]! - before[t]!]));
-        };
+              [head.seq],
+            );
+          };
+          /** Blocks one batch reads, per table. */
+          const measured = async () => {
+            const before = await blocksRead(tx);
+            await batch();
+            const after = await blocksRead(tx);
+            return Object.fromEntries(GROWING.map((t) => [t, after[t]! - before[t]!]));
+          };
 
-        await grow();
-        const atFirst = await measured();
-        await grow();
-        const atTwice = await measured();
-        // An index lookup costs the same at twice the size (give or take a new btree level); a
-        // scan of a table or of an index costs twice as much.
-        const grew = GROWING.filter((t) => atTwice[t]! > atFirst[t]! * 1.25 + 10);
-        assert.deepEqual(grew, [], `a batch's reads grew with its tables: ${grew.map((t) => `${t} ${atFirst[t]} → ${atTwice[t]} blocks`).join(', ')}`);
-        throw new Rollback();
-      }).catch((e: unknown) => {
-        if (!(e instanceof Rollback)) throw e;
-      });
+          await grow();
+          const atFirst = await measured();
+          await grow();
+          const atTwice = await measured();
+          // An index lookup costs the same at twice the size (give or take a new btree level); a
+          // scan of a table or of an index costs twice as much.
+          const grew = GROWING.filter((t) => atTwice[t]! > atFirst[t]! * 1.25 + 10);
+          assert.deepEqual(
+            grew,
+            [],
+            `a batch's reads grew with its tables: ${grew.map((t) => `${t} ${atFirst[t]} → ${atTwice[t]} blocks`).join(', ')}`,
+          );
+          throw new Rollback();
+        })
+        .catch((e: unknown) => {
+          if (!(e instanceof Rollback)) throw e;
+        });
     });
   });
 }

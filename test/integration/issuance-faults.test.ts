@@ -54,7 +54,14 @@ for (const target of dbTargets) {
     after(async () => svc?.dispose());
 
     it('a signing failure after the serial is recorded leaves the intent marked failed, no certificate, and a clean retry', async () => {
-      const broken = new Issuance(svc.db, faultySource(svc, 'throws'), new CertificateStore(), svc.audit, new PkiUrls('http://x'), svc.clock);
+      const broken = new Issuance(
+        svc.db,
+        faultySource(svc, 'throws'),
+        new CertificateStore(),
+        svc.audit,
+        new PkiUrls('http://x'),
+        svc.clock,
+      );
       await assert.rejects(broken.issue({ profile: 'device', caId, deviceId: 'dev-f1', subjectPublicKeyInfo: p256() }, ctx));
       const after1 = await rows(svc, caId);
       assert.equal(after1.length, 1, 'the serial was recorded before signing');
@@ -101,7 +108,10 @@ for (const target of dbTargets) {
       const commits: number[] = [];
       const store = new CertificateStore();
       const counting = Object.assign(Object.create(store) as CertificateStore, {
-        completeWithRegistration: async (db: Parameters<CertificateStore['completeWithRegistration']>[0], c: Parameters<CertificateStore['completeWithRegistration']>[1]) => {
+        completeWithRegistration: async (
+          db: Parameters<CertificateStore['completeWithRegistration']>[0],
+          c: Parameters<CertificateStore['completeWithRegistration']>[1],
+        ) => {
           if (commits.length === 0) await twoMoreBatchesSigned;
           commits.push(c.certificates.length);
           return store.completeWithRegistration(db, c);
@@ -109,12 +119,23 @@ for (const target of dbTargets) {
       });
       const issuance = new Issuance(svc.db, counted, counting, svc.audit, new PkiUrls('http://x'), svc.clock, { maxBatch: 4 });
       const issued = await Promise.all(
-        Array.from({ length: 80 }, (_, n) => issuance.issue({ profile: 'device', caId, deviceId: `dev-m${n}`, subjectPublicKeyInfo: p256() }, ctx)),
+        Array.from({ length: 80 }, (_, n) =>
+          issuance.issue({ profile: 'device', caId, deviceId: `dev-m${n}`, subjectPublicKeyInfo: p256() }, ctx),
+        ),
       );
       assert.equal(new Set(issued.map((c) => c.serial)).size, 80);
-      assert.equal(commits.reduce((a, b) => a + b, 0), 80);
+      assert.equal(
+        commits.reduce((a, b) => a + b, 0),
+        80,
+      );
       assert.ok(commits[0]! > 4 || commits[1]! > 4, `several batches left in one commit (commits: ${commits.join(',')})`);
-      const recorded = await svc.db('certificates').whereIn('device_id', issued.map((_, n) => `dev-m${n}`)).select('status', 'serial');
+      const recorded = await svc
+        .db('certificates')
+        .whereIn(
+          'device_id',
+          issued.map((_, n) => `dev-m${n}`),
+        )
+        .select('status', 'serial');
       assert.equal(recorded.length, 80);
       assert.ok(recorded.every((r) => r.status === 'issued'));
       for (const c of issued.slice(0, 80)) {
@@ -127,7 +148,8 @@ for (const target of dbTargets) {
       const dying = new Issuance(svc.db, faultySource(svc, 'hangs'), new CertificateStore(), svc.audit, new PkiUrls('http://x'), svc.clock);
       void dying.issue({ profile: 'device', caId, deviceId: 'dev-f2', subjectPublicKeyInfo: p256() }, ctx);
       // Wait until the intent is on record: from here on the "process" never signs.
-      for (let i = 0; i < 200 && !(await rows(svc, caId)).some((r) => r.status === 'pending'); i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 200 && !(await rows(svc, caId)).some((r) => r.status === 'pending'); i++)
+        await new Promise((r) => setTimeout(r, 10));
       const pending = (await rows(svc, caId)).filter((r) => r.status === 'pending');
       assert.equal(pending.length, 1);
       assert.equal(pending[0].der, null);
@@ -140,7 +162,10 @@ for (const target of dbTargets) {
       assert.equal(now.status, 'failed');
       assert.match(now.failure, /abandoned/);
       const audit = await svc.audit.list({ limit: 10, action: 'certificate.abandoned' });
-      assert.deepEqual(audit.items.map((e) => e.targetId), closed);
+      assert.deepEqual(
+        audit.items.map((e) => e.targetId),
+        closed,
+      );
 
       const retry = await svc.issuance.issue({ profile: 'device', caId, deviceId: 'dev-f2', subjectPublicKeyInfo: p256() }, ctx);
       const all = await rows(svc, caId);
@@ -153,12 +178,19 @@ for (const target of dbTargets) {
     describe('the one-statement commit and its fallback', () => {
       const register = (id: string) => svc.devices.register({ id, kind: 'client' }, ctx);
       const issue = (deviceId: string, deviceStatus?: string) =>
-        svc.issuance.issue({ profile: 'device', caId, deviceId, subjectPublicKeyInfo: p256() }, ctx, { registration: Promise.resolve({ deviceStatus }) });
+        svc.issuance.issue({ profile: 'device', caId, deviceId, subjectPublicKeyInfo: p256() }, ctx, {
+          registration: Promise.resolve({ deviceStatus }),
+        });
       const deviceRow = (id: string) => svc.db('devices').where({ id }).first();
-      const activations = async (id: string) => (await svc.audit.list({ limit: 10, action: 'device.activated', targetId: id })).items.length;
+      const activations = async (id: string) =>
+        (await svc.audit.list({ limit: 10, action: 'device.activated', targetId: id })).items.length;
 
-      it('records a registered device\'s first certificate, its activation and both audit entries, whether registration saw its status right or not', async () => {
-        for (const [id, seen] of [['dev-one-a', 'registered'], ['dev-one-b', 'active'], ['dev-one-c', undefined]] as const) {
+      it("records a registered device's first certificate, its activation and both audit entries, whether registration saw its status right or not", async () => {
+        for (const [id, seen] of [
+          ['dev-one-a', 'registered'],
+          ['dev-one-b', 'active'],
+          ['dev-one-c', undefined],
+        ] as const) {
           await register(id);
           const cert = await issue(id, seen);
           const d = await deviceRow(id);
@@ -183,9 +215,16 @@ for (const target of dbTargets) {
         const d = await deviceRow('dev-one-s');
         assert.equal(d.status, 'suspended');
         assert.equal(d.current_serial, null);
-        const row = await svc.db('certificates').where({ serial: Buffer.from(cert.serial, 'hex') }).first();
+        const row = await svc
+          .db('certificates')
+          .where({ serial: Buffer.from(cert.serial, 'hex') })
+          .first();
         assert.equal(row.status, 'issued');
-        assert.equal(row.tbs_der, null, 'the general commit path (taken here: the plan no longer held) clears the intended certificate too');
+        assert.equal(
+          row.tbs_der,
+          null,
+          'the general commit path (taken here: the plan no longer held) clears the intended certificate too',
+        );
         assert.equal(await activations('dev-one-s'), 0);
 
         await register('dev-one-twice');
@@ -202,11 +241,16 @@ for (const target of dbTargets) {
         const check = Promise.reject(refusal);
         const results = await Promise.allSettled([
           issue('dev-chk-ok1', 'registered'),
-          svc.issuance.issue({ profile: 'device', caId, deviceId: 'dev-chk-no', subjectPublicKeyInfo: p256() }, ctx, { registration: check }),
+          svc.issuance.issue({ profile: 'device', caId, deviceId: 'dev-chk-no', subjectPublicKeyInfo: p256() }, ctx, {
+            registration: check,
+          }),
           issue('dev-chk-ok2', 'registered'),
         ]);
-        assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
-        assert.equal((results[1] as PromiseRejectedResult).reason, refusal, 'the check\'s own error');
+        assert.deepEqual(
+          results.map((r) => r.status),
+          ['fulfilled', 'rejected', 'fulfilled'],
+        );
+        assert.equal((results[1] as PromiseRejectedResult).reason, refusal, "the check's own error");
         assert.equal((await svc.db('certificates').where({ device_id: 'dev-chk-no' })).length, 0, 'its intent is gone: nothing was signed');
         assert.equal((await deviceRow('dev-chk-no')).status, 'registered');
         for (const id of ['dev-chk-ok1', 'dev-chk-ok2']) assert.equal((await deviceRow(id)).status, 'active');

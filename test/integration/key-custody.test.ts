@@ -22,7 +22,7 @@ for (const target of dbTargets) {
     it('stores no private key in plaintext anywhere in the database', async () => {
       const kek = parseKek(svc.config.kek!, 'test');
       const rows = await svc.db('key_material').select('id', 'kek_id', 'wrapped_dek', 'ciphertext');
-      assert.equal(rows.length, 4, 'the root and issuing CA keys, and each one\'s OCSP responder key');
+      assert.equal(rows.length, 4, "the root and issuing CA keys, and each one's OCSP responder key");
       const secrets: Buffer[] = [];
       for (const r of rows) {
         const pkcs8 = unseal(kek, { kekId: r.kek_id, wrappedDek: Buffer.from(r.wrapped_dek), ciphertext: Buffer.from(r.ciphertext) }, r.id);
@@ -30,7 +30,9 @@ for (const target of dbTargets) {
         secrets.push(pkcs8, Buffer.from(jwk.d!, 'base64url'));
       }
       // Every table, every column, as the database would hand it to someone who dumped it.
-      const tables = (await svc.db.raw(`select tablename from pg_tables where schemaname = 'public'`)).rows.map((t: { tablename: string }) => t.tablename);
+      const tables = (await svc.db.raw(`select tablename from pg_tables where schemaname = 'public'`)).rows.map(
+        (t: { tablename: string }) => t.tablename,
+      );
       let cells = 0;
       for (const t of tables) {
         for (const row of (await svc.db.raw(`select * from ${t}`)).rows as Record<string, unknown>[]) {
@@ -40,7 +42,10 @@ for (const target of dbTargets) {
             cells++;
             for (const s of secrets) {
               assert.ok(!bytes.includes(s), `a private key appears in ${t}`);
-              assert.ok(!bytes.includes(Buffer.from(s.toString('hex'))) && !bytes.includes(Buffer.from(s.toString('base64'))), `a private key appears encoded in ${t}`);
+              assert.ok(
+                !bytes.includes(Buffer.from(s.toString('hex'))) && !bytes.includes(Buffer.from(s.toString('base64'))),
+                `a private key appears encoded in ${t}`,
+              );
             }
           }
         }
@@ -60,4 +65,3 @@ for (const target of dbTargets) {
     });
   });
 }
-

@@ -22,12 +22,18 @@ for (const target of dbTargets) {
 
     it('gives back each byte string, in order, NULLs and empty strings included', async () => {
       const parts = [randomBytes(520), null, Buffer.alloc(0), randomBytes(1), null, randomBytes(20)];
-      assert.deepEqual(await split(db, parts), parts.map((p) => (p === null ? null : Buffer.from(p))));
+      assert.deepEqual(
+        await split(db, parts),
+        parts.map((p) => (p === null ? null : Buffer.from(p))),
+      );
     });
 
     it('gives back the values a bytea[] parameter carries, for a batch of hundreds', async () => {
       const parts = Array.from({ length: 500 }, (_, i) => (i % 7 === 3 ? null : randomBytes(i % 600)));
-      const r = await db.raw('select bytea_split(?::bytea, ?::int[]) = ?::bytea[] as same', [...packedBytea(parts), parts] as Knex.RawBinding[]);
+      const r = await db.raw('select bytea_split(?::bytea, ?::int[]) = ?::bytea[] as same', [
+        ...packedBytea(parts),
+        parts,
+      ] as Knex.RawBinding[]);
       assert.equal((r.rows as { same: boolean }[])[0]!.same, true);
     });
 

@@ -47,7 +47,10 @@ for (const target of dbTargets) {
     const devices = new Map<string, TestDevice>();
 
     before(async () => {
-      svc = await makeService(target, { clock, env: { MQTT_CA_KEK: kekText, SESSION_KEY_PERIOD_HOURS: '4', SESSION_KEY_OVERLAP_HOURS: '1' } });
+      svc = await makeService(target, {
+        clock,
+        env: { MQTT_CA_KEK: kekText, SESSION_KEY_PERIOD_HOURS: '4', SESSION_KEY_OVERLAP_HOURS: '1' },
+      });
       await bootstrap(svc);
     });
     after(async () => svc?.dispose());
@@ -63,10 +66,18 @@ for (const target of dbTargets) {
     }
     const fetchAs = (d: TestDevice) => {
       const signedAt = clock.now().toISOString();
-      return svc.sessionKeys.fetch({ kind: 'signed', certificateDer: d.der, signedAt, signature: sign('sha256', sessionKeysSigningInput(signedAt), d.csr.privateKey) });
+      return svc.sessionKeys.fetch({
+        kind: 'signed',
+        certificateDer: d.der,
+        signedAt,
+        signature: sign('sha256', sessionKeysSigningInput(signedAt), d.csr.privateKey),
+      });
     };
     const versions = async (scope: 'channel' | 'device', owner: string): Promise<SessionKeyView[]> =>
-      (scope === 'channel' ? await svc.sessionKeys.channelKeys(owner, { limit: 100 }) : await svc.sessionKeys.deviceKeys(owner, { limit: 100 })).items;
+      (scope === 'channel'
+        ? await svc.sessionKeys.channelKeys(owner, { limit: 100 })
+        : await svc.sessionKeys.deviceKeys(owner, { limit: 100 })
+      ).items;
     const rawKey = async (id: string) => {
       const row = (await store.getSealed(svc.db, id))!;
       return unseal(kek, row, id);
@@ -91,7 +102,12 @@ for (const target of dbTargets) {
         for (const r of (await svc.db.raw(`select * from ${table}`)).rows as Record<string, unknown>[]) {
           for (const v of Object.values(r)) {
             const bytes = v instanceof Uint8Array ? Buffer.from(v) : Buffer.from(JSON.stringify(v ?? null));
-            for (const form of [key, Buffer.from(key.toString('base64')), Buffer.from(key.toString('hex')), Buffer.from(key.toString('base64url'))]) {
+            for (const form of [
+              key,
+              Buffer.from(key.toString('base64')),
+              Buffer.from(key.toString('hex')),
+              Buffer.from(key.toString('base64url')),
+            ]) {
               assert.ok(!bytes.includes(form), `key material in ${table}`);
             }
           }
@@ -139,7 +155,14 @@ for (const target of dbTargets) {
       assert.equal(Date.parse(v1!.notAfter), clock.now().getTime() + 900_000, 'cut to now + overlap');
       const v3 = await svc.sessionKeys.rotateChannel('manual-1', { immediate: true }, CTX);
       const all = await versions('channel', 'manual-1');
-      assert.deepEqual(all.map((k) => [k.version, k.status]), [[3, 'current'], [2, 'revoked'], [1, 'revoked']]);
+      assert.deepEqual(
+        all.map((k) => [k.version, k.status]),
+        [
+          [3, 'current'],
+          [2, 'revoked'],
+          [1, 'revoked'],
+        ],
+      );
       assert.equal(all[1]!.reason, 'rotated-immediately');
       assert.equal(all[1]!.notAfter, clock.now().toISOString());
       assert.equal(v3.origin, 'manual');
@@ -148,21 +171,40 @@ for (const target of dbTargets) {
 
     it('two concurrent rotateDue calls make each due version exactly once (device and channel series)', async () => {
       const names = Array.from({ length: 25 }, (_, i) => `conc-${String(i).padStart(2, '0')}`);
-      for (const name of names) await svc.sessionKeys.createChannel({ name, topicTree: `conc/${name}/#`, periodSeconds: 600, overlapSeconds: 60 }, CTX);
+      for (const name of names)
+        await svc.sessionKeys.createChannel({ name, topicTree: `conc/${name}/#`, periodSeconds: 600, overlapSeconds: 60 }, CTX);
       const ds = [await device('conc-dev-1'), await device('conc-dev-2'), await device('conc-dev-3')];
       for (const d of ds) await fetchAs(d); // starts each device's own series
       // Everything that exists is due after the longest period (4 h for devices).
       clock.advance(4 * HOUR + 1000);
-      const due = Number((await svc.db('session_keys').whereNull('superseded_at').andWhere('rotate_at', '<=', clock.now()).count({ n: 'id' }))[0]!.n);
+      const due = Number(
+        (await svc.db('session_keys').whereNull('superseded_at').andWhere('rotate_at', '<=', clock.now()).count({ n: 'id' }))[0]!.n,
+      );
       const before = Number((await svc.db('session_keys').count({ n: 'id' }))[0]!.n);
       const [a, b] = await Promise.all([svc.sessionKeys.rotateDue(), svc.sessionKeys.rotateDue()]);
       assert.equal(a.rotated + b.rotated, due, `rotated ${a.rotated} + ${b.rotated}`);
       assert.deepEqual(await svc.sessionKeys.rotateDue(), { rotated: 0 });
       assert.equal(Number((await svc.db('session_keys').count({ n: 'id' }))[0]!.n), before + due);
       // The channels' 10-minute versions ended long ago (a late scheduler); the devices' are in their overlap.
-      for (const name of names) assert.deepEqual((await versions('channel', name)).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'expired']]);
-      for (const d of ds) assert.deepEqual((await versions('device', d.id)).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'previous']]);
-      const dup = await svc.db.raw('select scope, owner from session_keys where superseded_at is null group by scope, owner having count(*) > 1');
+      for (const name of names)
+        assert.deepEqual(
+          (await versions('channel', name)).map((k) => [k.version, k.status]),
+          [
+            [2, 'current'],
+            [1, 'expired'],
+          ],
+        );
+      for (const d of ds)
+        assert.deepEqual(
+          (await versions('device', d.id)).map((k) => [k.version, k.status]),
+          [
+            [2, 'current'],
+            [1, 'previous'],
+          ],
+        );
+      const dup = await svc.db.raw(
+        'select scope, owner from session_keys where superseded_at is null group by scope, owner having count(*) > 1',
+      );
       assert.equal(dup.rows.length, 0);
     });
 
@@ -179,18 +221,47 @@ for (const target of dbTargets) {
       await svc.revocations.revoke(b.serial as never, { reason: 'keyCompromise' }, CTX);
       const now = clock.now().toISOString();
       const r7 = await versions('channel', 'rev-7');
-      assert.deepEqual(r7.map((k) => [k.version, k.status, k.reason]), [[3, 'current', null], [2, 'revoked', 'member-revoked'], [1, 'revoked', 'member-revoked']]);
+      assert.deepEqual(
+        r7.map((k) => [k.version, k.status, k.reason]),
+        [
+          [3, 'current', null],
+          [2, 'revoked', 'member-revoked'],
+          [1, 'revoked', 'member-revoked'],
+        ],
+      );
       assert.equal(r7[0]!.origin, 'member-revoked');
       assert.equal(r7[0]!.notBefore, now, 'effective at once');
-      assert.ok(r7.slice(1).every((k) => k.notAfter === now && k.revokedAt === now), 'no overlap');
-      assert.deepEqual((await versions('channel', 'rev-8')).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'revoked']]);
-      assert.deepEqual((await versions('channel', 'rev-9')).map((k) => [k.version, k.status]), [[1, 'current']], 'a channel without the device is untouched');
-      assert.deepEqual((await versions('device', b.id)).map((k) => [k.status, k.reason]), [['revoked', 'device-revoked']]);
-      assert.deepEqual((await versions('device', a.id)).map((k) => k.status), ['current']);
+      assert.ok(
+        r7.slice(1).every((k) => k.notAfter === now && k.revokedAt === now),
+        'no overlap',
+      );
+      assert.deepEqual(
+        (await versions('channel', 'rev-8')).map((k) => [k.version, k.status]),
+        [
+          [2, 'current'],
+          [1, 'revoked'],
+        ],
+      );
+      assert.deepEqual(
+        (await versions('channel', 'rev-9')).map((k) => [k.version, k.status]),
+        [[1, 'current']],
+        'a channel without the device is untouched',
+      );
+      assert.deepEqual(
+        (await versions('device', b.id)).map((k) => [k.status, k.reason]),
+        [['revoked', 'device-revoked']],
+      );
+      assert.deepEqual(
+        (await versions('device', a.id)).map((k) => k.status),
+        ['current'],
+      );
       await rejectsWith('Forbidden', () => fetchAs(b), /revoked/);
       // The remaining member gets the new version only.
       const got = await fetchAs(a);
-      assert.deepEqual(got.keys.filter((k) => k.scope === 'channel').map((k) => [k.channel, k.version]), [['rev-7', 3]]);
+      assert.deepEqual(
+        got.keys.filter((k) => k.scope === 'channel').map((k) => [k.channel, k.version]),
+        [['rev-7', 3]],
+      );
       const audit = await svc.audit.list({ limit: 20, actor: 'system:revocation' });
       assert.ok(audit.items.some((e) => e.action === 'session-key.rotated' && e.targetId === 'rev-8'));
       assert.ok(audit.items.some((e) => e.action === 'session-key.revoked' && e.targetType === 'device' && e.targetId === b.id));
@@ -200,13 +271,25 @@ for (const target of dbTargets) {
       assert.equal((await versions('channel', 'rev-8'))[0]!.version, 2);
       // A hold re-keys too; its release does not.
       await svc.revocations.revoke(d.serial as never, { reason: 'certificateHold' }, CTX);
-      assert.deepEqual((await versions('channel', 'rev-9')).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'revoked']]);
+      assert.deepEqual(
+        (await versions('channel', 'rev-9')).map((k) => [k.version, k.status]),
+        [
+          [2, 'current'],
+          [1, 'revoked'],
+        ],
+      );
       await rejectsWith('Forbidden', () => fetchAs(d), /on hold/);
       await svc.revocations.release(d.serial as never, CTX);
       assert.equal((await versions('channel', 'rev-9'))[0]!.version, 2);
       // Back in trust: its own series starts again, at the next version.
       const again = await fetchAs(d);
-      assert.deepEqual(again.keys.map((k) => [k.scope, k.version]), [['device', 2], ['channel', 2]]);
+      assert.deepEqual(
+        again.keys.map((k) => [k.scope, k.version]),
+        [
+          ['device', 2],
+          ['channel', 2],
+        ],
+      );
     });
 
     it('all or nothing: when re-keying fails, the revocation rolls back with it', async () => {
@@ -224,9 +307,18 @@ for (const target of dbTargets) {
       }
       assert.equal((await svc.certificates.get(x.serial as never)).status, 'issued', 'not revoked');
       assert.equal((await svc.devices.get(x.id)).status, 'active');
-      assert.deepEqual((await versions('channel', 'fault-1')).map((k) => [k.version, k.status]), [[1, 'current']]);
+      assert.deepEqual(
+        (await versions('channel', 'fault-1')).map((k) => [k.version, k.status]),
+        [[1, 'current']],
+      );
       await svc.revocations.revoke(x.serial as never, { reason: 'keyCompromise' }, CTX);
-      assert.deepEqual((await versions('channel', 'fault-1')).map((k) => [k.version, k.status]), [[2, 'current'], [1, 'revoked']]);
+      assert.deepEqual(
+        (await versions('channel', 'fault-1')).map((k) => [k.version, k.status]),
+        [
+          [2, 'current'],
+          [1, 'revoked'],
+        ],
+      );
     });
 
     it('removing a member replaces the channel key at once; members must be existing devices', async () => {
@@ -244,7 +336,11 @@ for (const target of dbTargets) {
       assert.equal(out.key.origin, 'member-removed');
       assert.equal(out.channel.memberCount, 1);
       assert.equal((await versions('channel', 'mem-1'))[1]!.reason, 'member-removed');
-      assert.deepEqual((await fetchAs(b)).keys.map((k) => k.scope), ['device'], 'no longer a member');
+      assert.deepEqual(
+        (await fetchAs(b)).keys.map((k) => k.scope),
+        ['device'],
+        'no longer a member',
+      );
       await rejectsWith('NotFound', () => svc.sessionKeys.removeMember('mem-1', b.id, CTX), /not a member/);
       await rejectsWith('NotFound', () => svc.sessionKeys.addMembers('mem-1', ['nobody-here'], CTX), /nobody-here/);
       await rejectsWith('NotFound', () => svc.sessionKeys.addMembers('no-channel', [a.id], CTX));
@@ -259,8 +355,16 @@ for (const target of dbTargets) {
       await rejectsWith('BadRequest', () => svc.sessionKeys.createChannel({ name: '-bad', topicTree: 'a' }, CTX));
       await rejectsWith('BadRequest', () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a/#/b' }, CTX), /#/);
       await rejectsWith('BadRequest', () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a/b+' }, CTX), /\+/);
-      await rejectsWith('BadRequest', () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a', periodSeconds: 600, overlapSeconds: 600 }, CTX), /overlap/);
-      await rejectsWith('BadRequest', () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a', periodSeconds: 5 }, CTX), /period/);
+      await rejectsWith(
+        'BadRequest',
+        () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a', periodSeconds: 600, overlapSeconds: 600 }, CTX),
+        /overlap/,
+      );
+      await rejectsWith(
+        'BadRequest',
+        () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a', periodSeconds: 5 }, CTX),
+        /period/,
+      );
       await svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a' }, CTX);
       await rejectsWith('Conflict', () => svc.sessionKeys.createChannel({ name: 'ok-1', topicTree: 'a' }, CTX));
       await rejectsWith('NotFound', () => svc.sessionKeys.getChannel('nope'));

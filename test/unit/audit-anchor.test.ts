@@ -22,26 +22,40 @@ describe('audit checkpoints', () => {
       assert.equal(checkpoints.authentic({ ...c, ...changed }), undefined, JSON.stringify(changed));
     }
     assert.equal(new AuditCheckpoints(randomBytes(32)).authentic(c), undefined, 'another KEK');
-    for (const junk of [null, 'x', { malformed: true }, { ...c, seq: -1 }, { ...c, head: 'zz' }]) assert.equal(checkpoints.authentic(junk), undefined);
+    for (const junk of [null, 'x', { malformed: true }, { ...c, seq: -1 }, { ...c, head: 'zz' }])
+      assert.equal(checkpoints.authentic(junk), undefined);
   });
 
   it('the writer gathers appends into one write, never moves the file back, and logs each checkpoint it writes', async () => {
     const path = join(dir, 'audit-anchor');
     const written: AuditCheckpoint[] = [];
     const errors: unknown[] = [];
-    const w = new AuditAnchorWriter(checkpoints, { path, batchMs: 60_000, now: () => T0, onCheckpoint: (c) => written.push(c), onError: (e) => errors.push(e) });
+    const w = new AuditAnchorWriter(checkpoints, {
+      path,
+      batchMs: 60_000,
+      now: () => T0,
+      onCheckpoint: (c) => written.push(c),
+      onError: (e) => errors.push(e),
+    });
     w.startAt({ seq: 2, hash: hashOf(2) });
     w.committed({ seq: 3, hash: hashOf(3) });
     w.committed({ seq: 5, hash: hashOf(5) });
     w.committed({ seq: 4, hash: hashOf(4) }); // another transaction's commit heard late
     await w.flush();
-    assert.deepEqual(written.map((c) => c.seq), [5]);
+    assert.deepEqual(
+      written.map((c) => c.seq),
+      [5],
+    );
     assert.equal((JSON.parse(readFileSync(path, 'utf8')) as AuditCheckpoint).seq, 5);
     assert.equal(statSync(path).mode & 0o777, 0o600);
     await w.flush();
     w.committed({ seq: 1, hash: hashOf(1) });
     await w.flush();
-    assert.deepEqual(written.map((c) => c.seq), [5], 'nothing older, nothing twice');
+    assert.deepEqual(
+      written.map((c) => c.seq),
+      [5],
+      'nothing older, nothing twice',
+    );
     assert.deepEqual(errors, []);
   });
 
@@ -51,7 +65,15 @@ describe('audit checkpoints', () => {
     const head = { seq: 10, hash: chain.get(10)! };
     const file = (value: unknown) => ({ source: 'anchor file', value });
     const problems = async (fileValue: unknown, others: unknown[] = [], chainHead = head) =>
-      (await compareWithCheckpoints(checkpoints, chainHead, hashAt, file(fileValue), others.map((value, i) => ({ source: `other ${i}`, value })))).findings.map((f) => `${f.source}: ${f.problem}`);
+      (
+        await compareWithCheckpoints(
+          checkpoints,
+          chainHead,
+          hashAt,
+          file(fileValue),
+          others.map((value, i) => ({ source: `other ${i}`, value })),
+        )
+      ).findings.map((f) => `${f.source}: ${f.problem}`);
 
     it('an anchor at the head: nothing to report', async () => {
       assert.deepEqual(await problems(checkpoints.sign({ seq: 10, hash: hashOf(10) }, at(5))), []);
@@ -69,7 +91,9 @@ describe('audit checkpoints', () => {
     });
     it('no anchor file, or a forged one', async () => {
       assert.deepEqual(await problems(undefined), ['anchor file: missing']);
-      assert.deepEqual(await problems({ seq: 10, head: chain.get(10), at: at(5).toISOString(), mac: '1'.repeat(64) }), ['anchor file: forged']);
+      assert.deepEqual(await problems({ seq: 10, head: chain.get(10), at: at(5).toISOString(), mac: '1'.repeat(64) }), [
+        'anchor file: forged',
+      ]);
     });
     it('an anchor file older than another checkpoint that is further on: rolled back (and that one shows the missing tail)', async () => {
       const fileValue = checkpoints.sign({ seq: 10, hash: hashOf(10) }, at(5));

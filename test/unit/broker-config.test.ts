@@ -9,12 +9,30 @@ const base = { MQTT_CA_KEK: Buffer.alloc(32, 1).toString('base64') };
 describe('broker connector settings', () => {
   it('are off by default, with the documented defaults', () => {
     const c = loadConfig(base);
-    assert.deepEqual(c.brokers, { clientCn: 'mqtt-ca-connector', denyRole: 'mqtt-ca-blocked', notifyTopic: 'mqtt-ca/events', timeoutMs: 10_000 });
+    assert.deepEqual(c.brokers, {
+      clientCn: 'mqtt-ca-connector',
+      denyRole: 'mqtt-ca-blocked',
+      notifyTopic: 'mqtt-ca/events',
+      timeoutMs: 10_000,
+    });
   });
 
   it('take an mqtts:// broker with an optional CA file, and a webhook with its secret', () => {
-    const c = loadConfig({ ...base, BROKER_MQTT_URL: 'mqtts://broker.example:8883', BROKER_CA_FILE: '/etc/ca.pem', BROKER_WEBHOOK_URL: 'https://hooks.example/mqtt', BROKER_WEBHOOK_SECRET: 's'.repeat(32), BROKER_CLIENT_CN: 'ops.connector', BROKER_TIMEOUT_SECONDS: '3' });
-    assert.deepEqual(c.brokers.mqtt, { url: 'mqtts://broker.example:8883', username: undefined, password: undefined, caFile: '/etc/ca.pem' });
+    const c = loadConfig({
+      ...base,
+      BROKER_MQTT_URL: 'mqtts://broker.example:8883',
+      BROKER_CA_FILE: '/etc/ca.pem',
+      BROKER_WEBHOOK_URL: 'https://hooks.example/mqtt',
+      BROKER_WEBHOOK_SECRET: 's'.repeat(32),
+      BROKER_CLIENT_CN: 'ops.connector',
+      BROKER_TIMEOUT_SECONDS: '3',
+    });
+    assert.deepEqual(c.brokers.mqtt, {
+      url: 'mqtts://broker.example:8883',
+      username: undefined,
+      password: undefined,
+      caFile: '/etc/ca.pem',
+    });
     assert.deepEqual(c.brokers.webhook, { url: 'https://hooks.example/mqtt', secret: 's'.repeat(32) });
     assert.equal(c.brokers.clientCn, 'ops.connector');
     assert.equal(c.brokers.timeoutMs, 3000);
@@ -33,7 +51,10 @@ describe('broker connector settings', () => {
     [{ BROKER_DENY_ROLE: 'a b' }, /BROKER_DENY_ROLE/],
   ] as const) {
     it(`refuse ${JSON.stringify(env)}`, () => {
-      assert.throws(() => loadConfig({ ...base, ...env }), (e: unknown) => e instanceof ConfigError && message.test(e.message));
+      assert.throws(
+        () => loadConfig({ ...base, ...env }),
+        (e: unknown) => e instanceof ConfigError && message.test(e.message),
+      );
     });
   }
 
@@ -45,6 +66,9 @@ describe('broker connector settings', () => {
   it('two connectors of one name are refused', () => {
     const c = { name: 'x' } as BrokerConnector;
     assert.throws(() => new BrokerConnectors([c, c]), /two broker connectors are named x/);
-    assert.deepEqual(new BrokerConnectors([c]).list().map((l) => l.name), ['x']);
+    assert.deepEqual(
+      new BrokerConnectors([c]).list().map((l) => l.name),
+      ['x'],
+    );
   });
 });

@@ -19,12 +19,21 @@ describe('configuration', () => {
 
   it('names the variable that is wrong', () => {
     const bad: Record<string, string>[] = [
-      { PORT: '70000' }, { PORT: 'http' }, { PUBLIC_URL: 'ftp://x' }, { DATABASE_URL: 'sqlite://x' },
-      { REDIS_URL: 'localhost:6379' }, { ADMIN_API_KEY: 'too-short' }, { BODY_LIMIT: 'lots' },
+      { PORT: '70000' },
+      { PORT: 'http' },
+      { PUBLIC_URL: 'ftp://x' },
+      { DATABASE_URL: 'sqlite://x' },
+      { REDIS_URL: 'localhost:6379' },
+      { ADMIN_API_KEY: 'too-short' },
+      { BODY_LIMIT: 'lots' },
     ];
     for (const env of bad) {
       const name = Object.keys(env)[0]!;
-      assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && e.message.includes(`${name}:`), name);
+      assert.throws(
+        () => loadConfig(env),
+        (e: unknown) => e instanceof ConfigError && e.message.includes(`${name}:`),
+        name,
+      );
     }
     assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
   });
@@ -36,7 +45,10 @@ describe('key custody', () => {
   it('reads a KEK as hex or base64, and refuses anything but 32 bytes', () => {
     const raw = randomBytes(32);
     assert.equal(parseKek(raw.toString('hex'), 'x').id, parseKek(raw.toString('base64'), 'x').id);
-    assert.throws(() => parseKek(randomBytes(16).toString('base64'), 'MQTT_CA_KEK'), (e: unknown) => e instanceof KekError && /MQTT_CA_KEK: .*32 bytes/.test(e.message));
+    assert.throws(
+      () => parseKek(randomBytes(16).toString('base64'), 'MQTT_CA_KEK'),
+      (e: unknown) => e instanceof KekError && /MQTT_CA_KEK: .*32 bytes/.test(e.message),
+    );
   });
 
   it('seals with a fresh data key each time, opens with the right KEK only, and detects tampering and swapping', () => {

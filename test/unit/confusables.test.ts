@@ -15,7 +15,18 @@ describe('confusable names (UTS #39 skeleton)', () => {
 
   it('takes invisible characters, other hyphens, width, spacing and case as the same name', () => {
     const base = identityKey('ops-lead');
-    for (const n of ['ops-\u200blead', 'ops\u2010lead', 'ops\u2011lead', 'ops\u2212lead', 'OPS-LEAD', ' ops-lead ', '\uff4fps-lead', '\u043eps-lead', 'ops-l\u0435\u00adad', 'ops\u200d-lead\ufeff']) {
+    for (const n of [
+      'ops-\u200blead',
+      'ops\u2010lead',
+      'ops\u2011lead',
+      'ops\u2212lead',
+      'OPS-LEAD',
+      ' ops-lead ',
+      '\uff4fps-lead',
+      '\u043eps-lead',
+      'ops-l\u0435\u00adad',
+      'ops\u200d-lead\ufeff',
+    ]) {
       assert.equal(identityKey(n), base, JSON.stringify(n));
     }
     assert.equal(identityKey('Ann  Smith'), identityKey('ann smith'));

@@ -7,14 +7,28 @@ import 'reflect-metadata';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { constants, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { CsrError, MAX_CSR_BODY_BYTES, csrFromBody, parseCsrDer, verifyCsr, type ParsedCsr } from '../../src/ca/x509/csr.js';
 import { bitString, integer, NULL, oid, sequence, set, tlv } from '../../src/ca/x509/der.js';
-import { algorithmIdentifier, encodeCertificationRequest, encodeCertificationRequestInfo, type SignatureAlgorithm } from '../../src/ca/x509/encode.js';
+import {
+  algorithmIdentifier,
+  encodeCertificationRequest,
+  encodeCertificationRequestInfo,
+  type SignatureAlgorithm,
+} from '../../src/ca/x509/encode.js';
 import { ext } from '../../src/ca/x509/extensions.js';
 import { encodeName } from '../../src/ca/x509/names.js';
 import { OID } from '../../src/ca/x509/oids.js';
@@ -76,7 +90,8 @@ function opensslCsr(keyFile: string, o: OpensslCsrOptions = {}): Buffer {
   return readFileSync(out);
 }
 
-const ALL_SANS = 'subjectAltName = DNS:dev-1.devices.example, IP:192.0.2.7, IP:2001:db8::42, URI:mqtt://devices/dev-1, email:dev-1@example.com, DNS:*.wild.example';
+const ALL_SANS =
+  'subjectAltName = DNS:dev-1.devices.example, IP:192.0.2.7, IP:2001:db8::42, URI:mqtt://devices/dev-1, email:dev-1@example.com, DNS:*.wild.example';
 
 /** What the library makes of a CSR, in ParsedCsr's terms. */
 async function libraryView(der: Buffer) {
@@ -84,7 +99,8 @@ async function libraryView(der: Buffer) {
   const sanExt = lib.getExtension(OID.subjectAltName);
   const sans: ParsedCsr['requestedSans'] = [];
   for (const n of sanExt ? new x509.SubjectAlternativeNameExtension(sanExt.rawData).names.items : []) {
-    if (n.type === 'dns' || n.type === 'ip' || n.type === 'url' || n.type === 'email') sans.push({ type: n.type === 'url' ? 'uri' : n.type, value: n.value });
+    if (n.type === 'dns' || n.type === 'ip' || n.type === 'url' || n.type === 'email')
+      sans.push({ type: n.type === 'url' ? 'uri' : n.type, value: n.value });
   }
   const bc = lib.getExtension(OID.basicConstraints);
   const ku = lib.getExtension(OID.keyUsage);
@@ -181,10 +197,18 @@ describe('openssl-made CSRs: every field equals the library, and verifyCsr is tr
       assert.deepEqual(p.requestedExtensions, []);
       assert.equal(p.requestsCaRights, false);
       assert.equal(p.challengePassword, undefined);
-      assert.equal(p.signatureAlgorithm, { 'P-256': 'ecdsa-with-SHA256', 'P-384': 'ecdsa-with-SHA256', Ed25519: 'Ed25519', 'RSA-2048': 'sha256WithRSAEncryption' }[kind]);
+      assert.equal(
+        p.signatureAlgorithm,
+        { 'P-256': 'ecdsa-with-SHA256', 'P-384': 'ecdsa-with-SHA256', Ed25519: 'Ed25519', 'RSA-2048': 'sha256WithRSAEncryption' }[kind],
+      );
 
       const full = opensslCsr(keys[kind], {
-        exts: [ALL_SANS, 'basicConstraints = critical, CA:TRUE', 'keyUsage = critical, keyCertSign, digitalSignature', 'extendedKeyUsage = clientAuth'],
+        exts: [
+          ALL_SANS,
+          'basicConstraints = critical, CA:TRUE',
+          'keyUsage = critical, keyCertSign, digitalSignature',
+          'extendedKeyUsage = clientAuth',
+        ],
         challenge: 'open sesame 42',
       });
       const f = await agreesWithLibrary(full, `${kind} full`);
@@ -326,7 +350,19 @@ describe('library- and encoder-made CSRs', () => {
     it(`encodeCertificationRequest, ${alg}`, async () => {
       const key = make();
       const spki = spkiOf(key);
-      for (const exts of [undefined, [ext.subjectAltName([{ type: 'uri', value: 'mqtt://devices/dev-7' }, { type: 'ip', value: '::ffff:1.2.3.4' }], false), ext.keyUsage(['digitalSignature'])]]) {
+      for (const exts of [
+        undefined,
+        [
+          ext.subjectAltName(
+            [
+              { type: 'uri', value: 'mqtt://devices/dev-7' },
+              { type: 'ip', value: '::ffff:1.2.3.4' },
+            ],
+            false,
+          ),
+          ext.keyUsage(['digitalSignature']),
+        ],
+      ]) {
         const info = encodeCertificationRequestInfo(subject, spki, exts);
         const hash = alg === 'Ed25519' ? null : alg === 'ecdsa-with-SHA384' ? 'sha384' : 'sha256';
         const der = Buffer.from(encodeCertificationRequest(info, alg, sign(hash, info, { key, dsaEncoding: 'der' })));
@@ -356,7 +392,10 @@ describe('library- and encoder-made CSRs', () => {
     ];
     for (const [value, expected] of values) {
       // Two CNs: the first one counts.
-      const name = sequence(set(sequence(oid(OID.commonName), value)), set(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from('second')))));
+      const name = sequence(
+        set(sequence(oid(OID.commonName), value)),
+        set(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from('second')))),
+      );
       const info = encodeCertificationRequestInfo(name, spki);
       const der = Buffer.from(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign('sha256', info, key)));
       const ours = parseCsrDer(der);
@@ -369,7 +408,10 @@ describe('library- and encoder-made CSRs', () => {
     for (const half of [Buffer.from([0xd8, 0x00, 0x00, 0x41]), Buffer.from([0x00, 0x41, 0xdc, 0x00])]) {
       const info = encodeCertificationRequestInfo(sequence(set(sequence(oid(OID.commonName), tlv(0x1e, half)))), spki);
       const der = Buffer.from(encodeCertificationRequest(info, 'ecdsa-with-SHA256', sign('sha256', info, key)));
-      assert.throws(() => parseCsrDer(der), (e: Error) => e instanceof CsrError && /invalid character/.test(e.message));
+      assert.throws(
+        () => parseCsrDer(der),
+        (e: Error) => e instanceof CsrError && /invalid character/.test(e.message),
+      );
     }
     // No CN at all, and an empty subject.
     for (const name of [encodeName([{ type: 'O', value: 'x' }]), sequence()]) {
@@ -453,7 +495,10 @@ describe('refusals', () => {
     // Same info, signed by a different key of the same kind.
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const p = parseCsrDer(opensslCsr(keys['P-256']));
-    assert.equal(await refused(rawCsr(p.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', p.info, other)), 'other key'), 'verify');
+    assert.equal(
+      await refused(rawCsr(p.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', p.info, other)), 'other key'),
+      'verify',
+    );
   });
 
   it('key/algorithm mismatches and malformed signatures verify false', async () => {
@@ -467,11 +512,27 @@ describe('refusals', () => {
       [rawCsr(ed.info, algorithmIdentifier('ecdsa-with-SHA256'), ed.signature), 'ECDSA alg on an Ed25519 key'],
       [rawCsr(ec.info, algorithmIdentifier('Ed25519'), ec.signature), 'Ed25519 alg on an EC key'],
       [rawCsr(ec.info, algorithmIdentifier('ecdsa-with-SHA384'), ec.signature), 'wrong hash'],
-      [rawCsr(rsa.info, sequence(oid('1.2.840.113549.1.1.10'), sequence(tlv(0xa0, sequence(oid('2.16.840.1.101.3.4.2.1'))), tlv(0xa1, sequence(oid('1.2.840.113549.1.1.8'), sequence(oid('2.16.840.1.101.3.4.2.1')))))), rsa.signature), 'PKCS#1 v1.5 signature as PSS'],
+      [
+        rawCsr(
+          rsa.info,
+          sequence(
+            oid('1.2.840.113549.1.1.10'),
+            sequence(
+              tlv(0xa0, sequence(oid('2.16.840.1.101.3.4.2.1'))),
+              tlv(0xa1, sequence(oid('1.2.840.113549.1.1.8'), sequence(oid('2.16.840.1.101.3.4.2.1')))),
+            ),
+          ),
+          rsa.signature,
+        ),
+        'PKCS#1 v1.5 signature as PSS',
+      ],
     ];
     // ECDSA in IEEE P1363 (r||s) instead of DER.
     const ecKey = createPrivateKey(readFileSync(keys['P-256']));
-    cases.push([rawCsr(ec.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', ec.info, { key: ecKey, dsaEncoding: 'ieee-p1363' })), 'P1363 signature']);
+    cases.push([
+      rawCsr(ec.info, algorithmIdentifier('ecdsa-with-SHA256'), sign('sha256', ec.info, { key: ecKey, dsaEncoding: 'ieee-p1363' })),
+      'P1363 signature',
+    ]);
     // ECDSA DER with a redundant leading zero in r.
     const sig = ec.signature;
     const r = sig.subarray(4, 4 + sig[3]!);
@@ -582,7 +643,7 @@ describe('refusals', () => {
           }
         }
         if (m.equals(der)) continue;
-        if (await refused(m, `${label} mutation ${i}`) === 'parse') parse++;
+        if ((await refused(m, `${label} mutation ${i}`)) === 'parse') parse++;
         else verify++;
       }
     }

@@ -12,9 +12,18 @@ describe('DATA_DIR permissions', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mqttca-dd-'));
     try {
       mkdirSync(join(dir, 'pglite'), { mode: 0o700 });
-      for (const [path, bits] of [[dir, 0o777], [dir, 0o720], [dir, 0o702], [join(dir, 'pglite'), 0o770]] as const) {
+      for (const [path, bits] of [
+        [dir, 0o777],
+        [dir, 0o720],
+        [dir, 0o702],
+        [join(dir, 'pglite'), 0o770],
+      ] as const) {
         chmodSync(path, bits);
-        assert.throws(() => securePrivateDirs(dir, [join(dir, 'pglite')]), (e: unknown) => e instanceof DataDirError && e.message.includes(`chmod -R go-rwx ${dir}`), `${path} ${bits.toString(8)}`);
+        assert.throws(
+          () => securePrivateDirs(dir, [join(dir, 'pglite')]),
+          (e: unknown) => e instanceof DataDirError && e.message.includes(`chmod -R go-rwx ${dir}`),
+          `${path} ${bits.toString(8)}`,
+        );
         chmodSync(path, 0o700);
       }
       securePrivateDirs(dir, [join(dir, 'pglite')]);

@@ -54,7 +54,9 @@ async function makeDevice(certificates: FakeCertificates, kind: 'p256' | 'ed2551
     privateKey: await webcrypto.subtle.importKey('pkcs8', pair.privateKey.export({ format: 'der', type: 'pkcs8' }), alg, false, ['sign']),
     publicKey: await webcrypto.subtle.importKey('spki', pair.publicKey.export({ format: 'der', type: 'spki' }), alg, true, ['verify']),
   };
-  const serial = Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '1');
+  const serial = Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
+    .toString('hex')
+    .replace(/^[89a-f]/, '1');
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial,
     name: 'CN=unit-device',
@@ -153,11 +155,29 @@ describe('device-certificate authentication (renewal, session keys, staged picku
     const csr = Buffer.from('csr');
     const renewal = (d: DeviceProof) => auth.authenticate(d, (t) => renewalSigningInput(t, csr));
     assert.match((await refusal(renewal(signed(ec, sessionKeysSigningInput(signedAt), signedAt)))).message, /does not verify/);
-    assert.match((await refusal(renewal(signed(ec, renewalSigningInput(signedAt, Buffer.from('other csr')), signedAt)))).message, /does not verify/);
+    assert.match(
+      (await refusal(renewal(signed(ec, renewalSigningInput(signedAt, Buffer.from('other csr')), signedAt)))).message,
+      /does not verify/,
+    );
     const pickup = (p: DeviceProof) => auth.authenticate(p, (t) => pickupSigningInput(t, { password: 'device-pass', format: 'pkcs12' }));
-    assert.match((await refusal(pickup(signed(ec, pickupSigningInput(signedAt, { password: 'attacker-pass', format: 'pkcs12' }), signedAt)))).message, /does not verify/);
+    assert.match(
+      (await refusal(pickup(signed(ec, pickupSigningInput(signedAt, { password: 'attacker-pass', format: 'pkcs12' }), signedAt)))).message,
+      /does not verify/,
+    );
     const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
-    assert.match((await refusal(renewal({ kind: 'signed', certificateDer: ec.der, signedAt, signature: sign('sha256', renewalSigningInput(signedAt, csr), stranger) }))).message, /does not verify/);
+    assert.match(
+      (
+        await refusal(
+          renewal({
+            kind: 'signed',
+            certificateDer: ec.der,
+            signedAt,
+            signature: sign('sha256', renewalSigningInput(signedAt, csr), stranger),
+          }),
+        )
+      ).message,
+      /does not verify/,
+    );
     const old = new Date(clock.now().getTime() - 5 * 60_000 - 1).toISOString();
     assert.match((await refusal(renewal(signed(ec, renewalSigningInput(old, csr), old)))).message, /stale/);
     assert.match((await refusal(renewal(signed(ec, renewalSigningInput('yesterday', csr), 'yesterday')))).message, /stale/);

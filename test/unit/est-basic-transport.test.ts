@@ -11,7 +11,10 @@ const csr = { commonName: 'dev-1' } as ParsedCsr;
 const ctx = { source: '192.0.2.1', requestId: 'r-1' };
 const basic = (overTls: boolean) => ({ kind: 'basic' as const, user: 'dev-1', password: 'tok', overTls });
 const refusal = async (p: Promise<unknown>) => {
-  const e = await p.then(() => undefined, (x: unknown) => x);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   assert.ok(e instanceof DomainError, `expected a DomainError, got ${String(e)}`);
   return e;
 };

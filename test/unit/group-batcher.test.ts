@@ -7,10 +7,13 @@ import { SignatureVerifier } from '../../src/shared/crypto-worker.js';
 describe('GroupBatcher', () => {
   it('gathers the calls of one event-loop turn into one batch, and answers each with its own result', async () => {
     const batches: number[][] = [];
-    const b = new GroupBatcher(async (xs: number[]) => {
-      batches.push(xs);
-      return xs.map((x) => x * 10);
-    }, { maxBatch: 100, lanes: 1 });
+    const b = new GroupBatcher(
+      async (xs: number[]) => {
+        batches.push(xs);
+        return xs.map((x) => x * 10);
+      },
+      { maxBatch: 100, lanes: 1 },
+    );
     const out = await Promise.all([1, 2, 3, 4].map((x) => b.add(x)));
     assert.deepEqual(out, [10, 20, 30, 40]);
     assert.deepEqual(batches, [[1, 2, 3, 4]]);
@@ -20,31 +23,46 @@ describe('GroupBatcher', () => {
     let running = 0;
     let most = 0;
     const sizes: number[] = [];
-    const b = new GroupBatcher(async (xs: number[]) => {
-      running++;
-      most = Math.max(most, running);
-      sizes.push(xs.length);
-      await new Promise((r) => setTimeout(r, 5));
-      running--;
-      return xs;
-    }, { maxBatch: 3, lanes: 2 });
+    const b = new GroupBatcher(
+      async (xs: number[]) => {
+        running++;
+        most = Math.max(most, running);
+        sizes.push(xs.length);
+        await new Promise((r) => setTimeout(r, 5));
+        running--;
+        return xs;
+      },
+      { maxBatch: 3, lanes: 2 },
+    );
     const first = [b.add(0)];
     await new Promise((r) => setImmediate(r)); // the first batch is running
     const rest = Array.from({ length: 10 }, (_, i) => b.add(i + 1));
-    assert.deepEqual(await Promise.all([...first, ...rest]), Array.from({ length: 11 }, (_, i) => i));
+    assert.deepEqual(
+      await Promise.all([...first, ...rest]),
+      Array.from({ length: 11 }, (_, i) => i),
+    );
     assert.equal(most, 2);
     assert.ok(sizes.every((n) => n <= 3));
-    assert.equal(sizes.reduce((a, n) => a + n, 0), 11);
+    assert.equal(
+      sizes.reduce((a, n) => a + n, 0),
+      11,
+    );
   });
 
   it('rejects every call of a batch that fails, and goes on with the next', async () => {
     let calls = 0;
-    const b = new GroupBatcher(async (xs: string[]) => {
-      if (calls++ === 0) throw new Error('database gone');
-      return xs;
-    }, { maxBatch: 10, lanes: 1 });
+    const b = new GroupBatcher(
+      async (xs: string[]) => {
+        if (calls++ === 0) throw new Error('database gone');
+        return xs;
+      },
+      { maxBatch: 10, lanes: 1 },
+    );
     const failed = await Promise.allSettled([b.add('a'), b.add('b')]);
-    assert.deepEqual(failed.map((r) => r.status), ['rejected', 'rejected']);
+    assert.deepEqual(
+      failed.map((r) => r.status),
+      ['rejected', 'rejected'],
+    );
     assert.equal(await b.add('c'), 'c');
   });
 });
@@ -70,7 +88,7 @@ describe('SignatureVerifier (worker threads)', () => {
     assert.deepEqual(results, [true, true, false, false, false]);
   });
 
-  it('shares one turn\'s checks among its workers and answers each in its place', async () => {
+  it("shares one turn's checks among its workers and answers each in its place", async () => {
     const v = new SignatureVerifier(2);
     const bad = Buffer.from(signature);
     bad[bad.length - 1]! ^= 1;

@@ -31,7 +31,10 @@ describe('in-process job runner (the embedded default)', () => {
     assert.equal(tries.length, 3);
     assert.ok(tries[1]! - tries[0]! >= 20 && tries[2]! - tries[1]! >= 40, `delays ${tries[1]! - tries[0]!}, ${tries[2]! - tries[1]!}`);
     const q = (await runner.overview()).queues[0]!;
-    assert.deepEqual([q.failed[0]!.name, q.failed[0]!.attempts, q.failed[0]!.failedReason, q.failed[0]!.state], ['deliver', 3, 'broker away', 'failed']);
+    assert.deepEqual(
+      [q.failed[0]!.name, q.failed[0]!.attempts, q.failed[0]!.failedReason, q.failed[0]!.state],
+      ['deliver', 3, 'broker away', 'failed'],
+    );
     assert.ok(await runner.drained('q'));
     await runner.close();
   });
@@ -57,7 +60,10 @@ describe('in-process job runner (the embedded default)', () => {
     };
     const runner = new LocalJobRunner([def]);
     await runner.start();
-    await runner.enqueue('q', Array.from({ length: 6 }, (_, n) => ({ name: 'work', payload: { n } })));
+    await runner.enqueue(
+      'q',
+      Array.from({ length: 6 }, (_, n) => ({ name: 'work', payload: { n } })),
+    );
     await until(async () => (await runner.overview()).queues[0]!.counts.completed === 6);
     assert.equal(peak, 2);
     assert.equal(seen.get('3'), 2);

@@ -26,10 +26,54 @@ describe('OCSP request reader', { skip: toolSkip('openssl') }, () => {
   };
 
   before(() => {
-    ok(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path('ca.key'), '-out', path('ca.pem'), '-days', '2', '-subj', '/O=Test/CN=OCSP Test CA']);
+    ok([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      path('ca.key'),
+      '-out',
+      path('ca.pem'),
+      '-days',
+      '2',
+      '-subj',
+      '/O=Test/CN=OCSP Test CA',
+    ]);
     for (const i of [1, 2]) {
-      ok(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path(`l${i}.key`), '-out', path(`l${i}.csr`), '-subj', `/CN=leaf-${i}`]);
-      ok(['x509', '-req', '-in', path(`l${i}.csr`), '-CA', path('ca.pem'), '-CAkey', path('ca.key'), '-set_serial', i === 1 ? '0x00ff0102' : '0x7a' + 'bc'.repeat(15), '-days', '1', '-out', path(`l${i}.pem`)]);
+      ok([
+        'req',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        path(`l${i}.key`),
+        '-out',
+        path(`l${i}.csr`),
+        '-subj',
+        `/CN=leaf-${i}`,
+      ]);
+      ok([
+        'x509',
+        '-req',
+        '-in',
+        path(`l${i}.csr`),
+        '-CA',
+        path('ca.pem'),
+        '-CAkey',
+        path('ca.key'),
+        '-set_serial',
+        i === 1 ? '0x00ff0102' : '0x7a' + 'bc'.repeat(15),
+        '-days',
+        '1',
+        '-out',
+        path(`l${i}.pem`),
+      ]);
       leafSerials.push(parseCertificate(der(readFileSync(path(`l${i}.pem`), 'utf8'))).serialHex);
     }
     issuer = parseCertificate(der(readFileSync(path('ca.pem'), 'utf8')));
@@ -55,9 +99,15 @@ describe('OCSP request reader', { skip: toolSkip('openssl') }, () => {
 
   test('SHA-256 CertIDs, several in one request, no nonce', () => {
     const r = parseOcspRequest(request(['-sha256', '-cert', path('l1.pem'), '-cert', path('l2.pem'), '-no_nonce']));
-    assert.deepEqual(r.certIds.map((c) => c.hashAlgorithm), ['sha256', 'sha256']);
+    assert.deepEqual(
+      r.certIds.map((c) => c.hashAlgorithm),
+      ['sha256', 'sha256'],
+    );
     assert.deepEqual(r.certIds[0]!.issuerNameHash, createHash('sha256').update(issuer.subjectDer).digest());
-    assert.deepEqual(r.certIds.map((c) => c.serial.toString('hex')), leafSerials.map((s) => s.replace(/^(00)+/, '')));
+    assert.deepEqual(
+      r.certIds.map((c) => c.serial.toString('hex')),
+      leafSerials.map((s) => s.replace(/^(00)+/, '')),
+    );
     assert.equal(r.nonce, null);
   });
 

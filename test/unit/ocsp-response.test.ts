@@ -9,8 +9,18 @@ import { algorithmIdentifier, type SignatureAlgorithm } from '../../src/ca/x509/
 import { encodeOcspResponse, encodeResponseCerts } from '../../src/ca/x509/ocsp-response.js';
 
 function nested(responseData: Uint8Array, alg: SignatureAlgorithm, signature: Uint8Array, certs: Uint8Array[]): Buffer {
-  const basic = sequenceOf([responseData, algorithmIdentifier(alg), bitString(signature), ...(certs.length ? [tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequenceOf(certs))] : [])]);
-  return Buffer.from(sequence(tlv(0x0a, Uint8Array.of(0)), tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequence(oid('1.3.6.1.5.5.7.48.1.1'), octetString(basic)))));
+  const basic = sequenceOf([
+    responseData,
+    algorithmIdentifier(alg),
+    bitString(signature),
+    ...(certs.length ? [tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequenceOf(certs))] : []),
+  ]);
+  return Buffer.from(
+    sequence(
+      tlv(0x0a, Uint8Array.of(0)),
+      tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, sequence(oid('1.3.6.1.5.5.7.48.1.1'), octetString(basic))),
+    ),
+  );
 }
 
 /** A stand-in ResponseData / Certificate of the given size: a SEQUENCE of filler. */

@@ -37,14 +37,38 @@ describe('operationContract (openapi.yaml for the handlers in front of Express)'
       }
       return 'accepted';
     };
-    assert.equal(status(() => enroll.readBody(undefined, Buffer.from('{}'))), 415);
-    assert.equal(status(() => enroll.readBody('text/plain', Buffer.from('x'))), 415);
-    assert.equal(status(() => enroll.readBody('application/json', Buffer.from('{'))), 400);
-    assert.equal(status(() => enroll.readBody('application/json', Buffer.from('{"csr":"x","more":1}'))), 400);
-    assert.equal(status(() => enroll.readBody('application/json', Buffer.from('[]'))), 400);
-    assert.equal(status(() => enroll.checkHeaders({ 'idempotency-key': 'k'.repeat(255) })), 'accepted');
-    assert.equal(status(() => enroll.checkHeaders({ 'idempotency-key': 'k'.repeat(256) })), 400);
-    assert.equal(status(() => enroll.checkHeaders({ 'idempotency-key': '' })), 400);
+    assert.equal(
+      status(() => enroll.readBody(undefined, Buffer.from('{}'))),
+      415,
+    );
+    assert.equal(
+      status(() => enroll.readBody('text/plain', Buffer.from('x'))),
+      415,
+    );
+    assert.equal(
+      status(() => enroll.readBody('application/json', Buffer.from('{'))),
+      400,
+    );
+    assert.equal(
+      status(() => enroll.readBody('application/json', Buffer.from('{"csr":"x","more":1}'))),
+      400,
+    );
+    assert.equal(
+      status(() => enroll.readBody('application/json', Buffer.from('[]'))),
+      400,
+    );
+    assert.equal(
+      status(() => enroll.checkHeaders({ 'idempotency-key': 'k'.repeat(255) })),
+      'accepted',
+    );
+    assert.equal(
+      status(() => enroll.checkHeaders({ 'idempotency-key': 'k'.repeat(256) })),
+      400,
+    );
+    assert.equal(
+      status(() => enroll.checkHeaders({ 'idempotency-key': '' })),
+      400,
+    );
   });
 
   it('refuses an operation it cannot serve', () => {

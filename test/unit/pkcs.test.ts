@@ -40,7 +40,6 @@ function sh(script: string, input: string | Uint8Array): Run {
   return ok('sh', ['-c', script], input);
 }
 
-
 let dir = '';
 const f = (name: string): string => join(dir, name);
 /** DER certificates root, intermediate, leaf. */
@@ -64,12 +63,36 @@ before(() => {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2'];
   ok('openssl', ['req', '-x509', ...ec, '-keyout', f('root.key'), '-out', f('root.pem'), '-subj', '/CN=Test Root']);
   ok('openssl', [
-    'req', ...ec, '-keyout', f('inter.key'), '-out', f('inter.pem'), '-subj', '/CN=Test Intermediate',
-    '-CA', f('root.pem'), '-CAkey', f('root.key'), '-addext', 'basicConstraints=critical,CA:TRUE',
+    'req',
+    ...ec,
+    '-keyout',
+    f('inter.key'),
+    '-out',
+    f('inter.pem'),
+    '-subj',
+    '/CN=Test Intermediate',
+    '-CA',
+    f('root.pem'),
+    '-CAkey',
+    f('root.key'),
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
   ]);
   ok('openssl', [
-    'req', ...ec, '-keyout', f('leaf.key'), '-out', f('leaf.pem'), '-subj', '/CN=device-42',
-    '-CA', f('inter.pem'), '-CAkey', f('inter.key'), '-addext', 'basicConstraints=critical,CA:FALSE',
+    'req',
+    ...ec,
+    '-keyout',
+    f('leaf.key'),
+    '-out',
+    f('leaf.pem'),
+    '-subj',
+    '/CN=device-42',
+    '-CA',
+    f('inter.pem'),
+    '-CAkey',
+    f('inter.key'),
+    '-addext',
+    'basicConstraints=critical,CA:FALSE',
   ]);
   const der = (name: string): Buffer => {
     const certs = fromPemAll(readFileSync(f(name), 'utf8'));
@@ -130,7 +153,10 @@ describe('estCertsOnly', () => {
     const body = estCertsOnly([leaf, inter, root]);
     assert.ok(body.endsWith('\r\n'));
     const lines = body.slice(0, -2).split('\r\n');
-    assert.ok(lines.every((l) => /^[A-Za-z0-9+/=]{1,64}$/.test(l)), 'lines of at most 64 base64 characters');
+    assert.ok(
+      lines.every((l) => /^[A-Za-z0-9+/=]{1,64}$/.test(l)),
+      'lines of at most 64 base64 characters',
+    );
     assert.ok(lines.slice(0, -1).every((l) => l.length === 64));
     assert.ok(!body.replace(/\r\n/g, '').includes('\n'), 'no bare LF');
     const r = sh('openssl base64 -d | openssl pkcs7 -inform DER -print_certs -noout', body);
@@ -238,7 +264,14 @@ describe('pkcs12', () => {
   });
 
   it('takes custom iteration counts, no friendlyName and an empty chain', () => {
-    const small = pkcs12({ privateKeyPkcs8: leafKeyPkcs8, certificate: leaf, chain: [], password: 'pw', iterations: 2048, macIterations: 2048 });
+    const small = pkcs12({
+      privateKeyPkcs8: leafKeyPkcs8,
+      certificate: leaf,
+      chain: [],
+      password: 'pw',
+      iterations: 2048,
+      macIterations: 2048,
+    });
     const r = ok('openssl', ['pkcs12', '-info', '-nodes', '-passin', 'pass:pw'], small);
     assert.match(r.stderr, /MAC: sha256, Iteration 2048\n/);
     assert.match(r.stderr, /Iteration 2048, PRF hmacWithSHA256/);
@@ -249,7 +282,10 @@ describe('pkcs12', () => {
   it('rejects a key that does not match the certificate, bad iteration counts and an empty password', () => {
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'der' });
     assert.throws(() => pkcs12({ privateKeyPkcs8: other, certificate: leaf, chain: [], password: 'pw' }), /does not match/);
-    assert.throws(() => pkcs12({ privateKeyPkcs8: leafKeyPkcs8, certificate: leaf, chain: [], password: 'pw', macIterations: 1 }), RangeError);
+    assert.throws(
+      () => pkcs12({ privateKeyPkcs8: leafKeyPkcs8, certificate: leaf, chain: [], password: 'pw', macIterations: 1 }),
+      RangeError,
+    );
     assert.throws(() => pkcs12({ privateKeyPkcs8: leafKeyPkcs8, certificate: leaf, chain: [], password: '' }), RangeError);
     assert.throws(() => pkcs12({ privateKeyPkcs8: leafKeyPkcs8, certificate: leaf, chain: [Buffer.of(1, 2)], password: 'pw' }), TypeError);
   });

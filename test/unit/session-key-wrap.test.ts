@@ -29,7 +29,10 @@ describe('session key wrapping (JWE for a certificate key)', () => {
     ['X25519', generateKeyPairSync('x25519'), /x25519/],
   ] as const) {
     it(`${name}: refused with a BadKey that says why`, () => {
-      assert.throws(() => jweAlgorithmFor(pair.publicKey), (e: unknown) => e instanceof DomainError && e.kind === 'BadKey' && re.test(e.message));
+      assert.throws(
+        () => jweAlgorithmFor(pair.publicKey),
+        (e: unknown) => e instanceof DomainError && e.kind === 'BadKey' && re.test(e.message),
+      );
     });
   }
 });

@@ -23,7 +23,11 @@ describe('SoftwareSigner.signMany', () => {
       const key = createPublicKey(privateKey);
       messages.forEach((m, i) => {
         assert.ok(verify(hash, m, { key, dsaEncoding: 'der' }, signatures[i]!), `signature ${i} verifies over message ${i}`);
-        if (i > 0) assert.ok(!verify(hash, messages[i - 1]!, { key, dsaEncoding: 'der' }, signatures[i]!), `signature ${i} is not over message ${i - 1}`);
+        if (i > 0)
+          assert.ok(
+            !verify(hash, messages[i - 1]!, { key, dsaEncoding: 'der' }, signatures[i]!),
+            `signature ${i} is not over message ${i - 1}`,
+          );
       });
       assert.ok(verify(hash, messages[0]!, { key, dsaEncoding: 'der' }, await signer.sign(messages[0]!)), 'sign() agrees');
       assert.ok(otherTurns > 0, 'the event loop served others while the batch was signed');

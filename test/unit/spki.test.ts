@@ -53,7 +53,10 @@ describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
       [compressedP256(), /uncompressed/],
     ];
     for (const [spki, re] of refused) {
-      assert.throws(() => keyAlgorithmOf(spki), (e: unknown) => e instanceof DomainError && e.kind === 'BadKey' && re.test(e.message));
+      assert.throws(
+        () => keyAlgorithmOf(spki),
+        (e: unknown) => e instanceof DomainError && e.kind === 'BadKey' && re.test(e.message),
+      );
     }
   });
 
@@ -69,7 +72,10 @@ describe('SubjectPublicKeyInfo reading (the key-policy fast path)', () => {
       malformed.push(Buffer.concat([v, Buffer.from([0])]));
     }
     for (const m of malformed) {
-      assert.throws(() => keyAlgorithmOf(m), (e: unknown) => e instanceof DomainError && e.kind === 'BadKey');
+      assert.throws(
+        () => keyAlgorithmOf(m),
+        (e: unknown) => e instanceof DomainError && e.kind === 'BadKey',
+      );
     }
     // Random damage: whatever is refused is refused as BadKey; nothing else escapes.
     const inputs: Buffer[] = [];
@@ -98,7 +104,7 @@ function workerVerifies(spki: Uint8Array, data: Buffer, signature: Buffer, hash:
 }
 
 describe('verifyKeyOf (the proof-of-possession key)', () => {
-  it('lets the worker verify with P-256, P-384 (a raw point), a compressed point, Ed25519 and RSA keys, and refuses another key\'s signature', async () => {
+  it("lets the worker verify with P-256, P-384 (a raw point), a compressed point, Ed25519 and RSA keys, and refuses another key's signature", async () => {
     const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const pairs = [
       { pair: p256, spki: spkiOf(p256.publicKey), hash: 'sha256' },
@@ -116,10 +122,18 @@ describe('verifyKeyOf (the proof-of-possession key)', () => {
       const inside = Buffer.concat([randomBytes(7), spki, randomBytes(5)]).subarray(7, 7 + spki.length);
       const signature = sign(hash, data, pair.privateKey);
       assert.equal(await workerVerifies(inside, data, signature, hash), true, `a good signature with ${describeSpki(spki).kind}`);
-      assert.equal(await workerVerifies(inside, Buffer.concat([data, Buffer.of(0)]), signature, hash), false, 'a signature over other data');
+      assert.equal(
+        await workerVerifies(inside, Buffer.concat([data, Buffer.of(0)]), signature, hash),
+        false,
+        'a signature over other data',
+      );
     }
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    assert.equal(await workerVerifies(spkiOf(p256.publicKey), data, sign('sha256', data, other.privateKey), 'sha256'), false, 'another key\'s signature');
+    assert.equal(
+      await workerVerifies(spkiOf(p256.publicKey), data, sign('sha256', data, other.privateKey), 'sha256'),
+      false,
+      "another key's signature",
+    );
   });
 
   it('refuses a point that is not on the curve', async () => {
@@ -131,33 +145,56 @@ describe('verifyKeyOf (the proof-of-possession key)', () => {
   });
 });
 
-describe('the SubjectPublicKeyInfo of a certificate, found without a full parse (the crypto inventory)', { skip: toolSkip('openssl') }, () => {
-  it('is the same bytes node:crypto finds, for certificates openssl made with each key type (v1 and v3)', () => {
-    const dir = tempDir();
-    for (const [name, args] of Object.entries(KEY_ARGS)) {
-      for (const v1 of [false, true]) {
-        const key = join(dir, `${name}.key`);
-        assert.equal(run('openssl', ['genpkey', ...args, '-out', key]).status, 0);
-        const out = run('openssl', ['req', '-x509', '-new', '-key', key, '-subj', `/CN=${name}`, '-days', '1', ...(v1 ? ['-x509v1'] : []), '-outform', 'DER', '-out', join(dir, `${name}.der`)]);
-        if (v1 && out.status !== 0) continue; // an openssl without -x509v1
-        assert.equal(out.status, 0, out.stderr);
-        const der = readFileSync(join(dir, `${name}.der`));
-        assert.deepEqual(Buffer.from(spkiOfCertificate(der)), new X509Certificate(der).publicKey.export({ format: 'der', type: 'spki' }), `${name}${v1 ? ' v1' : ''}`);
+describe(
+  'the SubjectPublicKeyInfo of a certificate, found without a full parse (the crypto inventory)',
+  { skip: toolSkip('openssl') },
+  () => {
+    it('is the same bytes node:crypto finds, for certificates openssl made with each key type (v1 and v3)', () => {
+      const dir = tempDir();
+      for (const [name, args] of Object.entries(KEY_ARGS)) {
+        for (const v1 of [false, true]) {
+          const key = join(dir, `${name}.key`);
+          assert.equal(run('openssl', ['genpkey', ...args, '-out', key]).status, 0);
+          const out = run('openssl', [
+            'req',
+            '-x509',
+            '-new',
+            '-key',
+            key,
+            '-subj',
+            `/CN=${name}`,
+            '-days',
+            '1',
+            ...(v1 ? ['-x509v1'] : []),
+            '-outform',
+            'DER',
+            '-out',
+            join(dir, `${name}.der`),
+          ]);
+          if (v1 && out.status !== 0) continue; // an openssl without -x509v1
+          assert.equal(out.status, 0, out.stderr);
+          const der = readFileSync(join(dir, `${name}.der`));
+          assert.deepEqual(
+            Buffer.from(spkiOfCertificate(der)),
+            new X509Certificate(der).publicKey.export({ format: 'der', type: 'spki' }),
+            `${name}${v1 ? ' v1' : ''}`,
+          );
+        }
       }
-    }
-  });
+    });
 
-  it('refuses what is not a certificate, truncated or not', () => {
-    const der = Buffer.from('3003020101', 'hex');
-    assert.throws(() => spkiOfCertificate(der), TypeError);
-    for (let i = 0; i < 500; i++) {
-      const junk = randomBytes(1 + (i % 300));
-      try {
-        const s = spkiOfCertificate(junk);
-        assert.ok(s.length <= junk.length); // a lucky shape: still inside the input
-      } catch (e) {
-        assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+    it('refuses what is not a certificate, truncated or not', () => {
+      const der = Buffer.from('3003020101', 'hex');
+      assert.throws(() => spkiOfCertificate(der), TypeError);
+      for (let i = 0; i < 500; i++) {
+        const junk = randomBytes(1 + (i % 300));
+        try {
+          const s = spkiOfCertificate(junk);
+          assert.ok(s.length <= junk.length); // a lucky shape: still inside the input
+        } catch (e) {
+          assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+        }
       }
-    }
-  });
-});
+    });
+  },
+);

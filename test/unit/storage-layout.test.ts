@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deviceOf, judgeBackupPlacement, judgeKekPlacement, measureStorageLayout, type StorageLayout } from '../../src/detect/storage-layout.js';
+import {
+  deviceOf,
+  judgeBackupPlacement,
+  judgeKekPlacement,
+  measureStorageLayout,
+  type StorageLayout,
+} from '../../src/detect/storage-layout.js';
 
 const at = (path: string, device: number | null) => ({ path, device });
 const embedded = (kek: number | null, store: number, backups: number): StorageLayout => ({
@@ -17,9 +23,19 @@ describe('where the KEK and the backups are kept (posture: data at rest, backup 
   it('measures the filesystem of each path, or of its nearest existing parent', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mqttca-layout-'));
     try {
-      const l = measureStorageLayout({ storeDir: join(dir, 'pglite'), dataDir: dir, backupDir: join(dir, 'not', 'yet', 'made'), kekFile: join(dir, 'kek') });
+      const l = measureStorageLayout({
+        storeDir: join(dir, 'pglite'),
+        dataDir: dir,
+        backupDir: join(dir, 'not', 'yet', 'made'),
+        kekFile: join(dir, 'kek'),
+      });
       const dev = statSync(dir).dev;
-      assert.deepEqual(l, { store: at(join(dir, 'pglite'), dev), dataDir: at(dir, dev), backups: at(join(dir, 'not', 'yet', 'made'), dev), kekFile: at(join(dir, 'kek'), dev) });
+      assert.deepEqual(l, {
+        store: at(join(dir, 'pglite'), dev),
+        dataDir: at(dir, dev),
+        backups: at(join(dir, 'not', 'yet', 'made'), dev),
+        kekFile: at(join(dir, 'kek'), dev),
+      });
       assert.equal(measureStorageLayout({ storeDir: null, dataDir: dir, backupDir: dir, kekFile: null }).store, null);
       assert.equal(deviceOf('/'), statSync('/').dev);
     } finally {
@@ -40,7 +56,12 @@ describe('where the KEK and the backups are kept (posture: data at rest, backup 
   });
 
   it('with DATABASE_URL, a KEK file is judged against DATA_DIR and BACKUP_DIR, and the database disk is said to be unobserved', () => {
-    const remote = (kek: number, dataDir: number, backups: number): StorageLayout => ({ store: null, dataDir: at('/srv/ca', dataDir), backups: at('/backups', backups), kekFile: at('/secrets/kek', kek) });
+    const remote = (kek: number, dataDir: number, backups: number): StorageLayout => ({
+      store: null,
+      dataDir: at('/srv/ca', dataDir),
+      backups: at('/backups', backups),
+      kekFile: at('/secrets/kek', kek),
+    });
     assert.equal(judgeKekPlacement(remote(1, 1, 2)).status, 'unmet');
     assert.match(judgeKekPlacement(remote(1, 1, 2)).evidence, /same filesystem as DATA_DIR/);
     assert.equal(judgeKekPlacement(remote(2, 1, 2)).status, 'unmet');

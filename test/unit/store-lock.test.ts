@@ -22,7 +22,11 @@ describe('the embedded store lock', () => {
 
   /** A lock file as another process would have written it. */
   const forge = (h: Partial<LockHolder> & { pid: number }) =>
-    writeFileSync(lockFile, JSON.stringify({ ...processIdentity(h.pid), host: hostname(), command: 'mqtt-ca serve', since: '2026-12-07T06:00:00.000Z', ...h }) + '\n');
+    writeFileSync(
+      lockFile,
+      JSON.stringify({ ...processIdentity(h.pid), host: hostname(), command: 'mqtt-ca serve', since: '2026-12-07T06:00:00.000Z', ...h }) +
+        '\n',
+    );
   const refusedBy = (pid: number | undefined) => (e: unknown) => e instanceof StoreLockedError && e.holder?.pid === pid;
 
   it('holds the pid, start time and command; a second taker is refused, naming the holder; release frees it', () => {
@@ -31,7 +35,10 @@ describe('the embedded store lock', () => {
     assert.equal(held.pid, process.pid);
     assert.equal(held.command, 'mqtt-ca serve');
     assert.equal(held.startTicks, processIdentity(process.pid).startTicks);
-    assert.throws(() => acquireStoreLock(lockFile, 'mqtt-ca apikey create'), (e: unknown) => refusedBy(process.pid)(e) && /in use by pid \d+ \(mqtt-ca serve, since /.test((e as Error).message));
+    assert.throws(
+      () => acquireStoreLock(lockFile, 'mqtt-ca apikey create'),
+      (e: unknown) => refusedBy(process.pid)(e) && /in use by pid \d+ \(mqtt-ca serve, since /.test((e as Error).message),
+    );
     lock.release();
     assert.ok(!existsSync(lockFile));
     acquireStoreLock(lockFile).release();
@@ -57,9 +64,15 @@ describe('the embedded store lock', () => {
 
   it('treats a lock from another host as held, and an unreadable one as held, naming the file', () => {
     forge({ pid: sleeper.pid!, host: 'other-host' });
-    assert.throws(() => acquireStoreLock(lockFile), (e: unknown) => refusedBy(sleeper.pid)(e) && /on host other-host/.test((e as Error).message));
+    assert.throws(
+      () => acquireStoreLock(lockFile),
+      (e: unknown) => refusedBy(sleeper.pid)(e) && /on host other-host/.test((e as Error).message),
+    );
     writeFileSync(lockFile, 'not a lock');
-    assert.throws(() => acquireStoreLock(lockFile), (e: unknown) => refusedBy(undefined)(e) && (e as Error).message.includes(`${lockFile} is unreadable`));
+    assert.throws(
+      () => acquireStoreLock(lockFile),
+      (e: unknown) => refusedBy(undefined)(e) && (e as Error).message.includes(`${lockFile} is unreadable`),
+    );
     rmSync(lockFile);
   });
 

@@ -16,7 +16,16 @@ import { join } from 'node:path';
 import 'reflect-metadata';
 import type * as X509 from '@peculiar/x509';
 import * as der from '../../src/ca/x509/der.js';
-import { algorithmIdentifier, compileTbsTemplate, encodeCertificate, encodeCertificationRequest, encodeCertificationRequestInfo, encodeTbsCertificate, nodeSignHash, type SignatureAlgorithm } from '../../src/ca/x509/encode.js';
+import {
+  algorithmIdentifier,
+  compileTbsTemplate,
+  encodeCertificate,
+  encodeCertificationRequest,
+  encodeCertificationRequestInfo,
+  encodeTbsCertificate,
+  nodeSignHash,
+  type SignatureAlgorithm,
+} from '../../src/ca/x509/encode.js';
 import { ext, keyIdentifier, type KeyUsageFlag } from '../../src/ca/x509/extensions.js';
 import { ipAddressBytes } from '../../src/ca/x509/ip-address.js';
 import { encodeName, type GeneralName, type NameAttribute } from '../../src/ca/x509/names.js';
@@ -24,7 +33,6 @@ import { OID } from '../../src/ca/x509/oids.js';
 
 const x509 = await import('@peculiar/x509');
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -179,7 +187,13 @@ async function libExtensions(p: Profile, subjectSpki: Uint8Array, issuerSpki: Ui
   if (p.bc) out.push(new x509.BasicConstraintsExtension(p.bc.ca, p.bc.pathLen, true));
   out.push(new x509.KeyUsagesExtension(kuNumber(p.ku), true));
   if (p.eku) out.push(new x509.ExtendedKeyUsageExtension(p.eku, false));
-  if (p.san) out.push(new x509.SubjectAlternativeNameExtension(p.san.map((n) => ({ type: libSanType(n.type), value: n.value })), false));
+  if (p.san)
+    out.push(
+      new x509.SubjectAlternativeNameExtension(
+        p.san.map((n) => ({ type: libSanType(n.type), value: n.value })),
+        false,
+      ),
+    );
   out.push(await x509.SubjectKeyIdentifierExtension.create(subjectSpki));
   out.push(await x509.AuthorityKeyIdentifierExtension.create(issuerSpki));
   if (p.aia) out.push(new x509.AuthorityInfoAccessExtension(p.aia));
@@ -396,7 +410,10 @@ describe('DER primitives', () => {
   });
 
   test('times: UTCTime through 2049, GeneralizedTime from 2050, Z, seconds, no fraction', () => {
-    const t = (iso: string): string => Buffer.from(der.time(new Date(iso))).toString('latin1').slice(2);
+    const t = (iso: string): string =>
+      Buffer.from(der.time(new Date(iso)))
+        .toString('latin1')
+        .slice(2);
     assert.equal(der.time(new Date('2049-12-31T23:59:59Z'))[0], 0x17);
     assert.equal(t('2049-12-31T23:59:59Z'), '491231235959Z');
     assert.equal(der.time(new Date('2050-01-01T00:00:00Z'))[0], 0x18);
@@ -491,7 +508,7 @@ describe('names', () => {
     // SEQUENCE { SET { SEQUENCE { OID, value } } ... }: find each value's tag.
     const tags: number[] = [];
     const outer = der.readTlv(n);
-    for (let pos = outer.start; pos < outer.end; ) {
+    for (let pos = outer.start; pos < outer.end;) {
       const rdn = der.readTlv(n, pos);
       const atv = der.readTlv(n, rdn.start);
       const type = der.readTlv(n, atv.start);
@@ -602,7 +619,15 @@ describe('certificates against the library, per issuer key type and profile', ()
         assert.equal(text.status, 0, text.stderr);
         for (const n of p.san ?? []) {
           const shown =
-            n.type === 'dns' ? `DNS:${n.value}` : n.type === 'uri' ? `URI:${n.value}` : n.type === 'email' ? `email:${n.value}` : n.value === '2001:db8::1' ? 'IP Address:2001:DB8:0:0:0:0:0:1' : `IP Address:${n.value}`;
+            n.type === 'dns'
+              ? `DNS:${n.value}`
+              : n.type === 'uri'
+                ? `URI:${n.value}`
+                : n.type === 'email'
+                  ? `email:${n.value}`
+                  : n.value === '2001:db8::1'
+                    ? 'IP Address:2001:DB8:0:0:0:0:0:1'
+                    : `IP Address:${n.value}`;
           assert.ok(text.stdout.includes(shown), `openssl shows ${shown}`);
         }
         if (p.ocspNoCheck) assert.match(text.stdout, /OCSP No Check/);
@@ -626,7 +651,11 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
       const template = compileTbsTemplate({
         signatureAlgorithm: root.alg,
         issuer: rootName,
-        extensionsAfter: [ext.authorityKeyIdentifier(keyIdentifier(root.spki)), ext.authorityInfoAccess(AIA), ext.crlDistributionPoints(CRLDP)],
+        extensionsAfter: [
+          ext.authorityKeyIdentifier(keyIdentifier(root.spki)),
+          ext.authorityInfoAccess(AIA),
+          ext.crlDistributionPoints(CRLDP),
+        ],
       });
       const rootTbs = encodeTbsCertificate({
         serial: Uint8Array.of(0x01),
@@ -636,7 +665,11 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
         notAfter: NOT_AFTER,
         subject: rootName,
         subjectPublicKeyInfo: root.spki,
-        extensions: [ext.basicConstraints({ ca: true, pathLen: 0 }), ext.keyUsage(['keyCertSign', 'cRLSign']), ext.subjectKeyIdentifier(keyIdentifier(root.spki))],
+        extensions: [
+          ext.basicConstraints({ ca: true, pathLen: 0 }),
+          ext.keyUsage(['keyCertSign', 'cRLSign']),
+          ext.subjectKeyIdentifier(keyIdentifier(root.spki)),
+        ],
       });
       const rootDer = encodeCertificate(rootTbs, root.alg, signWith(root, rootTbs));
       const dir = mkdtempSync(join(tmp, `${kind}-`));
@@ -647,7 +680,12 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
           name: 'device',
           purpose: 'sslclient',
           spki: key('P-256').spki,
-          exts: [ext.keyUsage(['digitalSignature']), ext.extendedKeyUsage([OID.clientAuth]), ext.subjectAltName([{ type: 'uri', value: 'mqtt://devices/dev-1' }], false), ext.subjectKeyIdentifier(keyIdentifier(key('P-256').spki))],
+          exts: [
+            ext.keyUsage(['digitalSignature']),
+            ext.extendedKeyUsage([OID.clientAuth]),
+            ext.subjectAltName([{ type: 'uri', value: 'mqtt://devices/dev-1' }], false),
+            ext.subjectKeyIdentifier(keyIdentifier(key('P-256').spki)),
+          ],
         },
         {
           name: 'broker',
@@ -672,7 +710,12 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
           name: 'ocsp',
           purpose: 'any',
           spki: key('P-384').spki,
-          exts: [ext.keyUsage(['digitalSignature']), ext.extendedKeyUsage([OID.ocspSigning]), ext.ocspNoCheck(), ext.subjectKeyIdentifier(keyIdentifier(key('P-384').spki))],
+          exts: [
+            ext.keyUsage(['digitalSignature']),
+            ext.extendedKeyUsage([OID.ocspSigning]),
+            ext.ocspNoCheck(),
+            ext.subjectKeyIdentifier(keyIdentifier(key('P-384').spki)),
+          ],
         },
       ];
       for (const [n, leaf] of leaves.entries()) {
@@ -688,7 +731,12 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
           notAfter: NOT_AFTER,
           subject,
           subjectPublicKeyInfo: leaf.spki,
-          extensions: [...leaf.exts, ext.authorityKeyIdentifier(keyIdentifier(root.spki)), ext.authorityInfoAccess(AIA), ext.crlDistributionPoints(CRLDP)],
+          extensions: [
+            ...leaf.exts,
+            ext.authorityKeyIdentifier(keyIdentifier(root.spki)),
+            ext.authorityInfoAccess(AIA),
+            ext.crlDistributionPoints(CRLDP),
+          ],
         });
         assert.equal(hex(tbs), hex(general));
         const leafDer = encodeCertificate(tbs, root.alg, signWith(root, tbs));
@@ -714,7 +762,11 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
       notAfter: NOT_AFTER,
       subject: rootName,
       subjectPublicKeyInfo: root.spki,
-      extensions: [ext.basicConstraints({ ca: true }), ext.keyUsage(['keyCertSign', 'cRLSign']), ext.subjectKeyIdentifier(keyIdentifier(root.spki))],
+      extensions: [
+        ext.basicConstraints({ ca: true }),
+        ext.keyUsage(['keyCertSign', 'cRLSign']),
+        ext.subjectKeyIdentifier(keyIdentifier(root.spki)),
+      ],
     });
     const leafSpki = key('Ed25519').spki;
     const leafTbs = encodeTbsCertificate({
@@ -725,7 +777,11 @@ describe('chains built entirely with our encoder pass openssl verify -x509_stric
       notAfter: NOT_AFTER,
       subject: encodeName([{ type: 'CN', value: 'leaf-a' }]),
       subjectPublicKeyInfo: leafSpki,
-      extensions: [ext.keyUsage(['digitalSignature']), ext.subjectKeyIdentifier(keyIdentifier(leafSpki)), ext.authorityKeyIdentifier(keyIdentifier(root.spki))],
+      extensions: [
+        ext.keyUsage(['digitalSignature']),
+        ext.subjectKeyIdentifier(keyIdentifier(leafSpki)),
+        ext.authorityKeyIdentifier(keyIdentifier(root.spki)),
+      ],
     });
     const good = encodeCertificate(leafTbs, root.alg, signWith(root, leafTbs));
     const bad = Uint8Array.from(good);
@@ -802,7 +858,10 @@ describe('validity and serial edge cases against the library', () => {
     assert.equal(hex(zeros), await libTbs({ serialHex: '00001234', notBefore: NOT_BEFORE, notAfter: NOT_AFTER }));
     assert.equal(hex(serialTlv(zeros)), '02021234');
     const twenty = new Uint8Array(20).fill(0x7f);
-    assert.equal(hex(ourTbs(twenty, NOT_BEFORE, NOT_AFTER)), await libTbs({ serialHex: hex(twenty), notBefore: NOT_BEFORE, notAfter: NOT_AFTER }));
+    assert.equal(
+      hex(ourTbs(twenty, NOT_BEFORE, NOT_AFTER)),
+      await libTbs({ serialHex: hex(twenty), notBefore: NOT_BEFORE, notAfter: NOT_AFTER }),
+    );
   });
 
   test('serials RFC 5280 forbids are rejected', () => {
@@ -848,21 +907,45 @@ describe('extensions', () => {
     const cases: [string, Uint8Array, X509.Extension][] = [
       ['BC leaf', ext.basicConstraints({ ca: false }), new x509.BasicConstraintsExtension(false, undefined, true)],
       ['BC CA pathLen 3', ext.basicConstraints({ ca: true, pathLen: 3 }), new x509.BasicConstraintsExtension(true, 3, true)],
-      ...(['digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment', 'keyAgreement', 'keyCertSign', 'cRLSign'] as KeyUsageFlag[]).map(
-        (f): [string, Uint8Array, X509.Extension] => [`KU ${f}`, ext.keyUsage([f]), new x509.KeyUsagesExtension(KU_FLAG[f], true)],
-      ),
+      ...(
+        [
+          'digitalSignature',
+          'nonRepudiation',
+          'keyEncipherment',
+          'dataEncipherment',
+          'keyAgreement',
+          'keyCertSign',
+          'cRLSign',
+        ] as KeyUsageFlag[]
+      ).map((f): [string, Uint8Array, X509.Extension] => [`KU ${f}`, ext.keyUsage([f]), new x509.KeyUsagesExtension(KU_FLAG[f], true)]),
       ['KU all', ext.keyUsage(Object.keys(KU_FLAG) as KeyUsageFlag[]), new x509.KeyUsagesExtension(127 as X509.KeyUsageFlags, true)],
-      ['EKU', ext.extendedKeyUsage([OID.serverAuth, OID.clientAuth, OID.ocspSigning]), new x509.ExtendedKeyUsageExtension([OID.serverAuth, OID.clientAuth, OID.ocspSigning], false)],
+      [
+        'EKU',
+        ext.extendedKeyUsage([OID.serverAuth, OID.clientAuth, OID.ocspSigning]),
+        new x509.ExtendedKeyUsageExtension([OID.serverAuth, OID.clientAuth, OID.ocspSigning], false),
+      ],
       ['SKI', ext.subjectKeyIdentifier(keyIdentifier(spki)), await x509.SubjectKeyIdentifierExtension.create(spki)],
       ['AKI', ext.authorityKeyIdentifier(keyIdentifier(spki)), await x509.AuthorityKeyIdentifierExtension.create(spki)],
-      ['SAN critical', ext.subjectAltName([{ type: 'dns', value: 'a.example' }], true), new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'a.example' }], true)],
+      [
+        'SAN critical',
+        ext.subjectAltName([{ type: 'dns', value: 'a.example' }], true),
+        new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'a.example' }], true),
+      ],
       [
         'AIA 2+2',
         ext.authorityInfoAccess({ ocsp: ['http://o1', 'http://o2'], caIssuers: ['http://c1', 'http://c2'] }),
         new x509.AuthorityInfoAccessExtension({ ocsp: ['http://o1', 'http://o2'], caIssuers: ['http://c1', 'http://c2'] }),
       ],
-      ['AIA ocsp only', ext.authorityInfoAccess({ ocsp: ['http://o1'], caIssuers: [] }), new x509.AuthorityInfoAccessExtension({ ocsp: ['http://o1'] })],
-      ['CRLDP', ext.crlDistributionPoints(['http://crl.example/a.crl']), new x509.CRLDistributionPointsExtension(['http://crl.example/a.crl'])],
+      [
+        'AIA ocsp only',
+        ext.authorityInfoAccess({ ocsp: ['http://o1'], caIssuers: [] }),
+        new x509.AuthorityInfoAccessExtension({ ocsp: ['http://o1'] }),
+      ],
+      [
+        'CRLDP',
+        ext.crlDistributionPoints(['http://crl.example/a.crl']),
+        new x509.CRLDistributionPointsExtension(['http://crl.example/a.crl']),
+      ],
       ['ocsp-nocheck', ext.ocspNoCheck(), new x509.Extension(OID.ocspNoCheck, false, der.NULL)],
     ];
     for (const [name, ours, lib] of cases) assert.equal(hex(ours), hex(lib.rawData), name);
@@ -882,15 +965,47 @@ describe('extensions', () => {
   });
 
   test('IP addresses: IPv4, IPv6 full and :: forms match the library', () => {
-    const ips = ['10.1.2.3', '0.0.0.0', '255.255.255.255', '::1', '::', '1::', '2001:db8::1', '2001:0db8:0000:0000:0000:0000:0000:0001', 'fe80::1:2:3', '2001:db8:0:1:1:1:1:1', 'FFFF::ABCD'];
+    const ips = [
+      '10.1.2.3',
+      '0.0.0.0',
+      '255.255.255.255',
+      '::1',
+      '::',
+      '1::',
+      '2001:db8::1',
+      '2001:0db8:0000:0000:0000:0000:0000:0001',
+      'fe80::1:2:3',
+      '2001:db8:0:1:1:1:1:1',
+      'FFFF::ABCD',
+    ];
     for (const ip of ips) {
-      assert.equal(hex(ext.subjectAltName([{ type: 'ip', value: ip }], false)), hex(new x509.SubjectAlternativeNameExtension([{ type: 'ip', value: ip }]).rawData), ip);
+      assert.equal(
+        hex(ext.subjectAltName([{ type: 'ip', value: ip }], false)),
+        hex(new x509.SubjectAlternativeNameExtension([{ type: 'ip', value: ip }]).rawData),
+        ip,
+      );
     }
     assert.equal(hex(ipAddressBytes('::ffff:192.0.2.1')), '00000000000000000000ffffc0000201');
     assert.equal(hex(ipAddressBytes('1:2:3:4:5:6:7::')), '00010002000300040005000600070000');
     assert.equal(ipAddressBytes('2001:db8::1').length, 16);
     assert.equal(ipAddressBytes('192.0.2.1').length, 4);
-    for (const bad of ['1.2.3', '1.2.3.256', '01.2.3.4', '1.2.3.4.5', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', '1::2::3', ':::', 'g::1', '12345::1', 'fe80::1%eth0', '1:2:3:4:5:6:7::8', '1.2.3.4::1', '', 'localhost']) {
+    for (const bad of [
+      '1.2.3',
+      '1.2.3.256',
+      '01.2.3.4',
+      '1.2.3.4.5',
+      '1:2:3:4:5:6:7:8:9',
+      '1:2:3:4:5:6:7',
+      '1::2::3',
+      ':::',
+      'g::1',
+      '12345::1',
+      'fe80::1%eth0',
+      '1:2:3:4:5:6:7::8',
+      '1.2.3.4::1',
+      '',
+      'localhost',
+    ]) {
       assert.throws(() => ipAddressBytes(bad), TypeError, bad);
     }
   });

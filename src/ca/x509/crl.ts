@@ -4,7 +4,24 @@
  * allocation: linear in the number of entries (the library's generator is quadratic), and a
  * publisher can encode a million entries page by page without holding a million row objects.
  */
-import { TAG, alloc, generalizedTime, integer, integerSize, sequence, sequenceOf, smallInt, tlv, tlvSize, time, timeSize, writeHeader, writeInteger, writeTime, type Bytes } from './der.js';
+import {
+  TAG,
+  alloc,
+  generalizedTime,
+  integer,
+  integerSize,
+  sequence,
+  sequenceOf,
+  smallInt,
+  tlv,
+  tlvSize,
+  time,
+  timeSize,
+  writeHeader,
+  writeInteger,
+  writeTime,
+  type Bytes,
+} from './der.js';
 import { algorithmIdentifier, type SignatureAlgorithm } from './encode.js';
 import { distributionPoints, ext, extension } from './extensions.js';
 import { encodeGeneralName } from './names.js';
@@ -86,7 +103,10 @@ function crlNumberBytes(n: bigint): Uint8Array {
 function issuingDistributionPoint(url: string, scope: 'user' | 'ca'): Bytes {
   const parts: Bytes[] =
     scope === 'user'
-      ? [tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, encodeGeneralName({ type: 'uri', value: url }))), tlv(TAG.CONTEXT | 1, Uint8Array.of(0xff))]
+      ? [
+          tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, encodeGeneralName({ type: 'uri', value: url }))),
+          tlv(TAG.CONTEXT | 1, Uint8Array.of(0xff)),
+        ]
       : [tlv(TAG.CONTEXT | 2, Uint8Array.of(0xff))];
   return extension(OID_ISSUING_DISTRIBUTION_POINT, true, sequenceOf(parts));
 }
@@ -129,7 +149,7 @@ export function encodeTbsCertList(input: TbsCertListInput): Uint8Array {
   if (input.nextUpdate.getTime() <= input.thisUpdate.getTime()) throw new RangeError('nextUpdate must be after thisUpdate');
   const delta = input.baseCrlNumber !== undefined;
   if (delta && input.freshestCrl) throw new RangeError('a delta CRL carries no Freshest CRL extension');
-  if (delta && input.baseCrlNumber! >= input.crlNumber) throw new RangeError('a delta CRL\'s base has a lower CRL number');
+  if (delta && input.baseCrlNumber! >= input.crlNumber) throw new RangeError("a delta CRL's base has a lower CRL number");
   const head = [V2, algorithmIdentifier(input.signatureAlgorithm), input.issuer, time(input.thisUpdate), time(input.nextUpdate)];
   const extensions = tlv(
     TAG.CONTEXT | TAG.CONSTRUCTED | 0,

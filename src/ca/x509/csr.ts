@@ -254,7 +254,8 @@ function stringAt(buf: Uint8Array, t: Tlv, what: string): string {
       if ((end - start) % 4 !== 0) fail(`${what} is a UniversalString whose length is not a multiple of 4`);
       s = '';
       for (let i = start; i < end; i += 4) {
-        const cp = (buf[i] as number) * 0x1000000 + (((buf[i + 1] as number) << 16) | ((buf[i + 2] as number) << 8) | (buf[i + 3] as number));
+        const cp =
+          (buf[i] as number) * 0x1000000 + (((buf[i + 1] as number) << 16) | ((buf[i + 2] as number) << 8) | (buf[i + 3] as number));
         if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) fail(`${what} holds an invalid character`);
         s += String.fromCodePoint(cp);
       }
@@ -456,7 +457,7 @@ function ipString(buf: Uint8Array, start: number, end: number): string {
   // RFC 5952: the longest run (first on a tie) of two or more zero groups becomes "::".
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;
@@ -543,7 +544,8 @@ function keyUsageGrantsCa(buf: Uint8Array, start: number, end: number): boolean 
   if (len < 1) fail('malformed CSR: the keyUsage extension is an empty BIT STRING');
   const unused = buf[bits.start] as number;
   if (unused > 7 || (len === 1 && unused !== 0)) fail('malformed CSR: the keyUsage BIT STRING has a bad unused-bits count');
-  if (len > 1 && ((buf[bits.end - 1] as number) & ((1 << unused) - 1)) !== 0) fail('malformed CSR: the keyUsage BIT STRING has unused bits set');
+  if (len > 1 && ((buf[bits.end - 1] as number) & ((1 << unused) - 1)) !== 0)
+    fail('malformed CSR: the keyUsage BIT STRING has unused bits set');
   return len > 1 && ((buf[bits.start + 1] as number) & 0x06) !== 0;
 }
 
@@ -688,11 +690,21 @@ export function verifyCsr(csr: ParsedCsr): Promise<boolean> {
     case 'sha256WithRSAEncryption':
     case 'sha384WithRSAEncryption':
     case 'sha512WithRSAEncryption':
-      return verifier.verify({ ...job, hash: HASH_OF[csr.signatureAlgorithm], options: { padding: constants.RSA_PKCS1_PADDING }, keyTypes: ['rsa'] });
+      return verifier.verify({
+        ...job,
+        hash: HASH_OF[csr.signatureAlgorithm],
+        options: { padding: constants.RSA_PKCS1_PADDING },
+        keyTypes: ['rsa'],
+      });
     case 'rsassa-pss': {
       const pss = csr.pss;
       if (!pss) return Promise.resolve(false);
-      return verifier.verify({ ...job, hash: pss.hash, options: { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength }, keyTypes: ['rsa', 'rsa-pss'] });
+      return verifier.verify({
+        ...job,
+        hash: pss.hash,
+        options: { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength },
+        keyTypes: ['rsa', 'rsa-pss'],
+      });
     }
     default:
       return Promise.resolve(false);

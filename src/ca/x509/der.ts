@@ -369,7 +369,8 @@ export function timeSize(d: Date): number {
 }
 
 function contextTag(tagNumber: number, constructed: boolean): number {
-  if (!Number.isInteger(tagNumber) || tagNumber < 0 || tagNumber > 30) throw new RangeError(`context tag number must be 0..30, got ${tagNumber}`);
+  if (!Number.isInteger(tagNumber) || tagNumber < 0 || tagNumber > 30)
+    throw new RangeError(`context tag number must be 0..30, got ${tagNumber}`);
   return TAG.CONTEXT | (constructed ? TAG.CONSTRUCTED : 0) | tagNumber;
 }
 

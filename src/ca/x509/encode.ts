@@ -220,7 +220,8 @@ export function compileTbsTemplate(fixed: TbsTemplateFixed): TbsTemplate {
  */
 function checkSignature(alg: SignatureAlgorithm, signature: Uint8Array): void {
   if (alg === 'ecdsa-with-SHA256' || alg === 'ecdsa-with-SHA384') {
-    if (!isSingleTlv(signature, TAG.SEQUENCE)) throw new TypeError('ECDSA signature must be a DER ECDSA-Sig-Value (node:crypto.sign default dsaEncoding "der")');
+    if (!isSingleTlv(signature, TAG.SEQUENCE))
+      throw new TypeError('ECDSA signature must be a DER ECDSA-Sig-Value (node:crypto.sign default dsaEncoding "der")');
   } else if (alg === 'Ed25519' && signature.length !== 64) {
     throw new TypeError(`Ed25519 signature must be 64 bytes, got ${signature.length}`);
   } else if (signature.length === 0) {

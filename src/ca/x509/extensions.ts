@@ -5,13 +5,7 @@ import { encodeGeneralName, uriName, type GeneralName } from './names.js';
 import { OID } from './oids.js';
 
 export type KeyUsageFlag =
-  | 'digitalSignature'
-  | 'nonRepudiation'
-  | 'keyEncipherment'
-  | 'dataEncipherment'
-  | 'keyAgreement'
-  | 'keyCertSign'
-  | 'cRLSign';
+  'digitalSignature' | 'nonRepudiation' | 'keyEncipherment' | 'dataEncipherment' | 'keyAgreement' | 'keyCertSign' | 'cRLSign';
 
 /** The subjectPublicKey BIT STRING contents of a DER SPKI, without the unused-bits octet. */
 export function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
@@ -20,7 +14,8 @@ export function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
   const alg = readTlv(spki, outer.start);
   if (alg.tag !== TAG.SEQUENCE) throw new TypeError('SubjectPublicKeyInfo.algorithm must be a SEQUENCE');
   const key = readTlv(spki, alg.end);
-  if (key.tag !== TAG.BIT_STRING || key.end - key.start < 1) throw new TypeError('SubjectPublicKeyInfo.subjectPublicKey must be a BIT STRING');
+  if (key.tag !== TAG.BIT_STRING || key.end - key.start < 1)
+    throw new TypeError('SubjectPublicKeyInfo.subjectPublicKey must be a BIT STRING');
   if (key.end !== outer.end) throw new TypeError('trailing data in SubjectPublicKeyInfo');
   return spki.subarray(key.start + 1, key.end);
 }

@@ -84,7 +84,9 @@ export interface CrlSummary {
 export async function summarizeCrlBundle(pem: string, trustedPem?: string): Promise<CrlSummary[]> {
   const blocks = pem.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/g) ?? [];
   if (blocks.length === 0) throw new DomainError('BadRequest', 'the bundle holds no CRL');
-  const trusted = trustedPem ? (trustedPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new x509.X509Certificate(c)) : undefined;
+  const trusted = trustedPem
+    ? (trustedPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new x509.X509Certificate(c))
+    : undefined;
   if (trusted && trusted.length === 0) throw new DomainError('BadRequest', 'the trusted CA file holds no certificate');
   const out: CrlSummary[] = [];
   for (const [i, b] of blocks.entries()) {
@@ -108,7 +110,12 @@ export async function summarizeCrlBundle(pem: string, trustedPem?: string): Prom
 }
 
 /** The CN, O, OU and C of a DER Name (the first value of each), for a name built again with a change. */
-export function nameFields(nameDer: Uint8Array): { commonName?: string; organization?: string; organizationalUnit?: string; country?: string } {
+export function nameFields(nameDer: Uint8Array): {
+  commonName?: string;
+  organization?: string;
+  organizationalUnit?: string;
+  country?: string;
+} {
   const name = new x509.Name(Buffer.from(nameDer));
   const first = (f: string) => name.getField(f)[0];
   const out: { commonName?: string; organization?: string; organizationalUnit?: string; country?: string } = {};

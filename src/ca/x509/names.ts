@@ -10,10 +10,7 @@ export interface NameAttribute {
 }
 
 export type GeneralName =
-  | { type: 'dns'; value: string }
-  | { type: 'ip'; value: string }
-  | { type: 'uri'; value: string }
-  | { type: 'email'; value: string };
+  { type: 'dns'; value: string } | { type: 'ip'; value: string } | { type: 'uri'; value: string } | { type: 'email'; value: string };
 
 const NAME_ATTR_OID: Record<NameAttributeType, Bytes> = {
   C: oid(OID.countryName),
@@ -30,7 +27,8 @@ function attributeValue(a: NameAttribute): Bytes {
   switch (a.type) {
     case 'C':
       // X.520 countryName: PrintableString (SIZE (2)), ISO 3166 alpha-2.
-      if (a.value.length !== 2 || !isPrintableString(a.value)) throw new TypeError(`C must be a two-letter country code, got ${JSON.stringify(a.value)}`);
+      if (a.value.length !== 2 || !isPrintableString(a.value))
+        throw new TypeError(`C must be a two-letter country code, got ${JSON.stringify(a.value)}`);
       return printableString(a.value);
     case 'serialNumber':
       return printableString(a.value);

@@ -125,7 +125,12 @@ function certId(r: Reader): OcspCertId {
   let i = 0;
   while (i < serialBytes.length - 1 && serialBytes[i] === 0) i++;
   r.finish('CertID');
-  return { hashAlgorithm, issuerNameHash: Buffer.from(issuerNameHash), issuerKeyHash: Buffer.from(issuerKeyHash), serial: Buffer.from(serialBytes.subarray(i)) };
+  return {
+    hashAlgorithm,
+    issuerNameHash: Buffer.from(issuerNameHash),
+    issuerKeyHash: Buffer.from(issuerKeyHash),
+    serial: Buffer.from(serialBytes.subarray(i)),
+  };
 }
 
 /** Extensions: returns the nonce's extnValue; refuses unknown critical extensions. */

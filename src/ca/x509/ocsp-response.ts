@@ -22,7 +22,13 @@ import type { CertIdHash, OcspCertId } from './ocsp-request.js';
 /** OCSPResponseStatus values other than successful: answered unsigned. */
 export type OcspErrorStatus = 'malformedRequest' | 'internalError' | 'tryLater' | 'sigRequired' | 'unauthorized';
 
-const ERROR_CODES: Record<OcspErrorStatus, number> = { malformedRequest: 1, internalError: 2, tryLater: 3, sigRequired: 5, unauthorized: 6 };
+const ERROR_CODES: Record<OcspErrorStatus, number> = {
+  malformedRequest: 1,
+  internalError: 2,
+  tryLater: 3,
+  sigRequired: 5,
+  unauthorized: 6,
+};
 const ENUMERATED = 0x0a;
 const BASIC_RESPONSE = oid('1.3.6.1.5.5.7.48.1.1');
 const NONCE_OID = '1.3.6.1.5.5.7.48.1.2';
@@ -83,7 +89,12 @@ function certStatus(s: OcspCertStatus): Uint8Array {
 
 export function encodeSingleResponse(r: SingleResponseInput): Uint8Array {
   if (r.nextUpdate.getTime() <= r.thisUpdate.getTime()) throw new RangeError('nextUpdate must be after thisUpdate');
-  return sequence(encodeCertId(r.certId), certStatus(r.status), generalizedTime(r.thisUpdate), tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, generalizedTime(r.nextUpdate)));
+  return sequence(
+    encodeCertId(r.certId),
+    certStatus(r.status),
+    generalizedTime(r.thisUpdate),
+    tlv(TAG.CONTEXT | TAG.CONSTRUCTED | 0, generalizedTime(r.nextUpdate)),
+  );
 }
 
 /** ResponseData: the bytes the responder signs. */
@@ -108,7 +119,12 @@ export function encodeResponseCerts(certs: readonly Uint8Array[]): Uint8Array {
  * {@link encodeResponseCerts} (the responder's certificate). Sized first and written in one
  * buffer: on the nonce path this runs once per request.
  */
-export function encodeOcspResponse(responseData: Uint8Array, alg: SignatureAlgorithm, signature: Uint8Array, certs: Uint8Array | null): Buffer {
+export function encodeOcspResponse(
+  responseData: Uint8Array,
+  alg: SignatureAlgorithm,
+  signature: Uint8Array,
+  certs: Uint8Array | null,
+): Buffer {
   const algId = algorithmIdentifier(alg);
   const sigContent = signature.length + 1;
   const basicContent = responseData.length + algId.length + tlvSize(sigContent) + (certs?.length ?? 0);

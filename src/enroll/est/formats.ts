@@ -66,7 +66,10 @@ export function csrAttrs(attrs: { oids?: string[]; attributes?: { type: string; 
  * send this only over an authenticated HTTPS connection, never log it, and not cache it.
  * The boundary is random; lines end with CRLF. Send `contentType` as the Content-Type header.
  */
-export function serverKeygenMultipart(input: { privateKeyPkcs8: Uint8Array; certificate: Uint8Array }): { contentType: string; body: string } {
+export function serverKeygenMultipart(input: { privateKeyPkcs8: Uint8Array; certificate: Uint8Array }): {
+  contentType: string;
+  body: string;
+} {
   const key = input.privateKeyPkcs8;
   if (!isSingleTlv(key, TAG.SEQUENCE)) throw new TypeError('privateKeyPkcs8 is not a single DER SEQUENCE');
   const pkcs7 = certsOnlyPkcs7([input.certificate]);

@@ -48,7 +48,10 @@ export interface PkiOptions {
 /** Work in flight across the PKI endpoints, and whether one more may start. */
 class InFlight {
   private n = 0;
-  constructor(private readonly max: number, private readonly onRefused: () => void) {}
+  constructor(
+    private readonly max: number,
+    private readonly onRefused: () => void,
+  ) {}
   /** Starts one unit of work, or returns false (and reports it) when the bound is reached. */
   enter(): boolean {
     if (this.max > 0 && this.n >= this.max) {
@@ -74,7 +77,8 @@ const OCSP_REQUEST_TYPE = 'application/ocsp-request';
 const OCSP_MAX_BODY = 16 * 1024;
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
-const problem = (res: ServerResponse, status: number, title: string, detail: string) => writeProblem(res, { status, title, detail }, undefined);
+const problem = (res: ServerResponse, status: number, title: string, detail: string) =>
+  writeProblem(res, { status, title, detail }, undefined);
 
 interface Representation {
   /** Built only when the client does not already hold it. */

@@ -15,7 +15,14 @@ export function approvalRoutes(approvals: Approvals): Router {
   const r = Router();
   r.get('/v1/approvals', allow('operator', 'auditor'), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
-    res.json(await approvals.list({ status: q.status as ApprovalStatus | undefined, action: q.action, cursor: q.cursor, limit: Number(q.limit ?? 100) }));
+    res.json(
+      await approvals.list({
+        status: q.status as ApprovalStatus | undefined,
+        action: q.action,
+        cursor: q.cursor,
+        limit: Number(q.limit ?? 100),
+      }),
+    );
   });
   r.get('/v1/approvals/:approvalId', allow('operator', 'auditor'), async (req, res) => {
     res.json(await approvals.get(req.params.approvalId as string));
@@ -30,7 +37,12 @@ export function approvalRoutes(approvals: Approvals): Router {
   // Revoking a CA only proposes it: a second admin approves (POST /v1/approvals/{id}/approve).
   r.post('/v1/cas/:caId/revoke', allow(), async (req, res) => {
     const body = req.body as { reason: RevocationReason; note?: string };
-    const proposal = await approvals.propose(CA_REVOKE, { caId: req.params.caId as string, reason: body.reason }, approverOf(res), body.note);
+    const proposal = await approvals.propose(
+      CA_REVOKE,
+      { caId: req.params.caId as string, reason: body.reason },
+      approverOf(res),
+      body.note,
+    );
     res.status(202).location(`/v1/approvals/${proposal.id}`).json(proposal);
   });
   return r;

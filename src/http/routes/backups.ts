@@ -21,14 +21,12 @@ export function backupRoutes(backups: Backups): Router {
   });
   r.get('/v1/backups/:id/file', allow(), async (req, res) => {
     const f = await backups.file(req.params.id as string);
-    res
-      .status(200)
-      .set({
-        'Content-Type': 'application/octet-stream',
-        'Content-Length': String(f.sizeBytes),
-        'Content-Disposition': `attachment; filename="${f.fileName}"`,
-        'Cache-Control': 'no-store',
-      });
+    res.status(200).set({
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(f.sizeBytes),
+      'Content-Disposition': `attachment; filename="${f.fileName}"`,
+      'Cache-Control': 'no-store',
+    });
     await pipeline(createReadStream(f.path), res);
   });
   return r;

@@ -10,7 +10,12 @@ import { allow, READ_ROLES, type Principal } from '../auth.js';
 import { approverOf, ctxOf } from '../context.js';
 import type { BulkRevocationGate } from '../../respond/gated-actions.js';
 
-export function certificateRoutes(registry: CertificateRegistry, issuance: OperatorIssuance, revocations: Revocations, bulk: BulkRevocationGate): Router {
+export function certificateRoutes(
+  registry: CertificateRegistry,
+  issuance: OperatorIssuance,
+  revocations: Revocations,
+  bulk: BulkRevocationGate,
+): Router {
   const r = Router();
   r.get('/v1/certificates', allow(...READ_ROLES), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
@@ -45,7 +50,9 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
       { reason: body.reason, invalidityDate: body.invalidityDate ? new Date(body.invalidityDate) : undefined },
       ctxOf(res),
     );
-    res.set({ 'Revocation-Changed': String(out.changed), 'Also-Revoked': String(out.alsoRevoked.length) }).json(certificateView(out.certificate));
+    res
+      .set({ 'Revocation-Changed': String(out.changed), 'Also-Revoked': String(out.alsoRevoked.length) })
+      .json(certificateView(out.certificate));
   });
   r.post('/v1/revocations', allow('operator'), async (req, res) => {
     const body = req.body as BulkRevocationBody;
@@ -81,7 +88,15 @@ export function certificateRoutes(registry: CertificateRegistry, issuance: Opera
 
 /** POST /v1/revocations, as openapi.yaml has already checked it. */
 interface BulkRevocationBody {
-  selector: { serials?: string[]; deviceIds?: string[]; lot?: string; caId?: string; issuedAfter?: string; issuedBefore?: string; lineageOf?: string };
+  selector: {
+    serials?: string[];
+    deviceIds?: string[];
+    lot?: string;
+    caId?: string;
+    issuedAfter?: string;
+    issuedBefore?: string;
+    lineageOf?: string;
+  };
   reason: RevocationReason;
   invalidityDate?: string;
   dryRun?: boolean;

@@ -12,13 +12,17 @@ export function deviceRoutes(devices: DeviceInventory): Router {
   });
   r.post('/v1/devices/import', allow('provisioner'), async (req, res) => {
     const body: unknown = req.body;
-    if (body === undefined || body === null || (typeof body !== 'string' && typeof body !== 'object')) throw badRequest('the manifest is empty');
+    if (body === undefined || body === null || (typeof body !== 'string' && typeof body !== 'object'))
+      throw badRequest('the manifest is empty');
     const manifest = devices.parseManifest(body as string | object, req.headers['content-type']);
     const queryLot = (req.query as Record<string, string | undefined>).lot;
     if (queryLot !== undefined && manifest.lot !== undefined && queryLot !== manifest.lot) {
       throw badRequest(`the lot in the query (${queryLot}) and in the manifest (${manifest.lot}) differ`);
     }
-    const result = await devices.importManifest(manifest.devices, ctxOf(res), { lot: queryLot ?? manifest.lot, parseErrors: manifest.errors });
+    const result = await devices.importManifest(manifest.devices, ctxOf(res), {
+      lot: queryLot ?? manifest.lot,
+      parseErrors: manifest.errors,
+    });
     res.status(201).json(result);
   });
   r.get('/v1/devices', allow(...READ_ROLES), async (req, res) => {

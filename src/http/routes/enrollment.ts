@@ -16,7 +16,8 @@ import { credentialOf, sourceOf } from '../request-context.js';
 export function serverKeygenRoutes(keygen: ServerKeygen, staged: StagedCredentials): Router {
   const r = Router();
   r.post('/v1/enroll/serverkeygen', async (req, res) => {
-    if (req.header('idempotency-key')) throw badRequest('server-side key generation cannot replay a response (the key is not kept): send no Idempotency-Key');
+    if (req.header('idempotency-key'))
+      throw badRequest('server-side key generation cannot replay a response (the key is not kept): send no Idempotency-Key');
     const b = req.body as { deviceId?: string; keyAlgorithm?: KeyAlgorithm; format?: 'pkcs12' | 'pkcs8'; password: string };
     const out = await keygen.generate({
       credential: credentialOf(req),

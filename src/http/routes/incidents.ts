@@ -22,7 +22,9 @@ export function incidentRoutes(incidents: Incidents): Router {
   });
   r.post('/v1/incidents/:incidentId/actions', allow(...ACTORS), async (req, res) => {
     const body = req.body as { action: string; params?: ActionParams; dryRun?: boolean };
-    res.status(201).json(await incidents.act(req.params.incidentId as string, body.action, body.params ?? {}, body.dryRun ?? false, approverOf(res)));
+    res
+      .status(201)
+      .json(await incidents.act(req.params.incidentId as string, body.action, body.params ?? {}, body.dryRun ?? false, approverOf(res)));
   });
   r.post('/v1/incidents/:incidentId/steps/:stepId/retry', allow(...ACTORS), async (req, res) => {
     res.status(201).json(await incidents.retry(req.params.incidentId as string, req.params.stepId as string, approverOf(res)));

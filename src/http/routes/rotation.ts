@@ -22,7 +22,12 @@ export function rotationRoutes(policies: RotationPolicies, renewals: Renewals, j
     res.json(await policies.get(req.params.scope as PolicyScope, req.params.name as string));
   });
   r.put('/v1/rotation-policies/:scope/:name', allow('operator'), async (req, res) => {
-    const { policy, created } = await policies.put(req.params.scope as PolicyScope, req.params.name as string, req.body as RotationPolicyInput, ctxOf(res));
+    const { policy, created } = await policies.put(
+      req.params.scope as PolicyScope,
+      req.params.name as string,
+      req.body as RotationPolicyInput,
+      ctxOf(res),
+    );
     res.status(created ? 201 : 200).json(policy);
   });
   r.delete('/v1/rotation-policies/:scope/:name', allow('operator'), async (req, res) => {
