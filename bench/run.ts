@@ -35,6 +35,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['backup', () => import('./backup.js')],
   ['posture', () => import('./posture.js')],
   ['replicas', () => import('./replicas.js')],
+  ['fleet', () => import('./fleet.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import * as detection from './20261203_0020_detection.js';
 import * as byteaSplit from './20261203_0021_bytea_split.js';
 import * as apiKeyLineage from './20261207_0022_api_key_lineage.js';
 import * as bulkRevocations from './20261207_0023_bulk_revocations.js';
+import * as deviceListIndexes from './20261207_0024_device_list_indexes.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -48,6 +49,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261203_0021_bytea_split': byteaSplit,
   '20261207_0022_api_key_lineage': apiKeyLineage,
   '20261207_0023_bulk_revocations': bulkRevocations,
+  '20261207_0024_device_list_indexes': deviceListIndexes,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
