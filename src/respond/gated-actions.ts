@@ -1,4 +1,5 @@
 import type { CaHierarchy } from '../ca/hierarchy.js';
+import type { RevocationSelectorJson } from '../shared/revocation-selector.js';
 import { isRevocationReason, type RevocationReason } from '../revoke/reasons.js';
 import type { BulkRevokeInput, BulkRevokeResult, Revocations } from '../revoke/revocation.js';
 import type { Clock } from '../shared/clock.js';
@@ -60,15 +61,7 @@ export function caRevocationExecutor(
 
 /** A bulk revocation as a proposal stores it: the API's JSON form, and the moment it was proposed. */
 export interface BulkRevocationParams {
-  selector: {
-    serials?: string[];
-    deviceIds?: string[];
-    lot?: string;
-    caId?: string;
-    issuedAfter?: string;
-    issuedBefore?: string;
-    lineageOf?: string;
-  };
+  selector: RevocationSelectorJson;
   reason: RevocationReason;
   invalidityDate?: string;
   /**

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { RevocationSelectorJson } from '../shared/revocation-selector.js';
 import type { Executor } from './db.js';
 import type { RevocationSelector } from './certificate-store.js';
 
@@ -45,14 +46,7 @@ export type NewBulkRevocation = Pick<
   | 'startedAt'
 >;
 
-interface SelectorJson {
-  serials?: string[];
-  deviceIds?: string[];
-  lot?: string;
-  caId?: string;
-  issuedAfter?: string;
-  issuedBefore?: string;
-  lineageOf?: string;
+interface SelectorJson extends RevocationSelectorJson {
   withDevicesUnexpiredAt?: string;
 }
 

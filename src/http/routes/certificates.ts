@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import type { RevocationSelectorJson } from '../../shared/revocation-selector.js';
 import { certificateView, type CertificateRegistry } from '../../ca/certificates.js';
 import type { Revocations } from '../../revoke/revocation.js';
 import type { OperatorIssuance, CsrIssueInput } from '../../enroll/operator-issuance.js';
@@ -92,15 +93,7 @@ export function certificateRoutes(
 
 /** POST /v1/revocations, as openapi.yaml has already checked it. */
 interface BulkRevocationBody {
-  selector: {
-    serials?: string[];
-    deviceIds?: string[];
-    lot?: string;
-    caId?: string;
-    issuedAfter?: string;
-    issuedBefore?: string;
-    lineageOf?: string;
-  };
+  selector: RevocationSelectorJson;
   reason: RevocationReason;
   invalidityDate?: string;
   dryRun?: boolean;
