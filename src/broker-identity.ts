@@ -15,10 +15,10 @@ export interface BrokerSetupSource extends CrlBundleSource {
   hierarchy: Pick<CaHierarchy, 'list'>;
 }
 
-/** Every signing CA's current CRL, PEM, concatenated: what Mosquitto's crlfile holds. */
+/** Every signing CA's current CRLs (each shard's too), PEM, concatenated: what Mosquitto's crlfile holds. */
 export async function crlBundlePem(svc: CrlBundleSource): Promise<string> {
   const crls = await svc.crls.all();
-  const ders = await Promise.all(crls.map((c) => svc.crls.der(c.caId, c.crlNumber)));
+  const ders = await Promise.all(crls.map((c) => svc.crls.der(c)));
   return ders
     .filter((d): d is Buffer => !!d)
     .map((d) => toPem(d, 'X509 CRL'))

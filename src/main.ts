@@ -265,6 +265,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const issuance = new Issuance(db, hierarchy, certificateStore, audit, urls, clock, {
       telemetry: metrics,
       listener: new DeviceActivation(deviceStore, clock),
+      crlShards: config.crlShards,
     });
     const certificates = new CertificateRegistry(db, certificateStore);
     const brokerCaFile = config.brokers.mqtt?.caFile;
@@ -314,7 +315,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       urls,
       audit,
       clock,
-      { validityMs: config.crlValidityMs, refreshBeforeMs: crlRefreshBeforeMs, deltaMaxEntries: config.crlDeltaMaxEntries },
+      {
+        validityMs: config.crlValidityMs,
+        refreshBeforeMs: crlRefreshBeforeMs,
+        deltaMaxEntries: config.crlDeltaMaxEntries,
+        shards: config.crlShards,
+      },
       (err, caId) => logger.error({ err, caId }, 'full CRL rebuild failed; the previous CRL is served'),
     );
     // Stale: due and not replaced (a warning); critical once less than a quarter of its validity is left.
@@ -690,10 +696,10 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
   const pki = createPkiHandler(
     {
       caCertificateDer: (id) => svc.hierarchy.certificateDer(id),
-      currentCrl: (id) => svc.crls.current(id),
-      currentDeltaCrl: (id) => svc.crls.currentDelta(id),
+      currentCrl: (id, shard) => svc.crls.current(id, shard),
+      currentDeltaCrl: (id, shard) => svc.crls.currentDelta(id, shard),
       allCrls: () => svc.crls.all(),
-      crlDer: (id, n) => svc.crls.der(id, n),
+      crlDer: (crl) => svc.crls.der(crl),
       ocsp: (request, requester) => svc.ocsp.respond(request, requester),
     },
     {

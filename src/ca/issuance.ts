@@ -14,6 +14,7 @@ import { newSerial, rootRefusal } from './hierarchy.js';
 import { keyAlgorithmOf, type KeyAlgorithm, type Signer } from './keys.js';
 import { DEVICE_ID_RE, PROFILES, deviceUri, isLeafProfile, type LeafProfileName, type Profile, type ProfileName } from './profiles.js';
 import type { PkiUrls } from './urls.js';
+import { crlShardFor } from './crl-shard.js';
 import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { encodeCertificate, encodeTbsCertificate } from './x509/encode.js';
 import { ext, keyIdentifier } from './x509/extensions.js';
@@ -180,7 +181,7 @@ export class Issuance {
   /** Group issuance: batches of one event-loop turn's requests, LANES at a time (one signing while others wait on the database). */
   private readonly batcher: GroupBatcher<Plan, IssuedCertificate | Refused>;
   private readonly completions: GroupBatcher<SignedBatch, void>;
-  /** Fixed extensions per (CA, profile, RSA-or-not): built once. */
+  /** Fixed extensions per (CA, profile, RSA-or-not, CRL shard): built once. */
   private readonly fixedExtensions = new Map<string, Uint8Array[]>();
 
   constructor(
@@ -190,7 +191,13 @@ export class Issuance {
     private readonly audit: AuditLog,
     private readonly urls: PkiUrls,
     private readonly clock: Clock,
-    private readonly options: { maxBatch?: number; listener?: IssuanceListener; telemetry?: Telemetry } = {},
+    private readonly options: {
+      maxBatch?: number;
+      listener?: IssuanceListener;
+      telemetry?: Telemetry;
+      /** CRL shards of new certificates (CRL_SHARDS); 0 or absent: the CA's one CRL. */
+      crlShards?: number;
+    } = {},
   ) {
     this.batcher = new GroupBatcher((plans) => this.run(plans), { maxBatch: this.maxBatch, lanes: LANES });
     this.completions = new GroupBatcher((signed) => this.complete(signed), { maxBatch: 64, lanes: 1 });
@@ -383,6 +390,8 @@ export class Issuance {
       const wanted = new Date(notBefore.getTime() + p.validityMs);
       const notAfter = wanted > issuer.notAfter ? issuer.notAfter : wanted;
       const serial = newSerial();
+      // A root's CRL (its OCSP responders' too) is never sharded.
+      const crlShard = issuer.issuesLeaves ? crlShardFor(serial, this.options.crlShards ?? 0) : 0;
       const spki = p.req.subjectPublicKeyInfo;
       const tbs = encodeTbsCertificate({
         serial,
@@ -393,7 +402,7 @@ export class Issuance {
         subject: encodeName([{ type: 'CN', value: p.commonName }]),
         subjectPublicKeyInfo: spki,
         extensions: [
-          ...this.fixed(issuer, p),
+          ...this.fixed(issuer, p, crlShard),
           ext.subjectKeyIdentifier(keyIdentifier(spki)),
           ...(p.sans.length ? [ext.subjectAltName(p.sans, false)] : []),
         ],
@@ -412,6 +421,7 @@ export class Issuance {
         notAfter,
         createdAt: now,
         renewedFrom: p.req.renews ?? null,
+        crlShard,
       });
     }
     await this.certificates.insertIntents(this.db, intents, { asyncCommit: true });
@@ -540,9 +550,9 @@ export class Issuance {
     });
   }
 
-  private fixed(issuer: IssuerContext, p: Plan): Uint8Array[] {
+  private fixed(issuer: IssuerContext, p: Plan, crlShard: number): Uint8Array[] {
     const rsa = p.keyAlgorithm.startsWith('RSA');
-    const key = `${issuer.caId}|${p.profile.name}|${rsa}`;
+    const key = `${issuer.caId}|${p.profile.name}|${rsa}|${crlShard}`;
     let exts = this.fixedExtensions.get(key);
     if (!exts) {
       exts = [
@@ -551,7 +561,7 @@ export class Issuance {
         ext.extendedKeyUsage([...p.profile.extendedKeyUsage]),
         ext.authorityKeyIdentifier(issuer.keyId),
         ext.authorityInfoAccess({ ocsp: [this.urls.ocsp()], caIssuers: [this.urls.caCertificate(issuer.caId)] }),
-        ext.crlDistributionPoints([this.urls.crl(issuer.caId)]),
+        ext.crlDistributionPoints([this.urls.crl(issuer.caId, crlShard)]),
         ...(p.profile.ocspNoCheck ? [ext.ocspNoCheck()] : []),
       ];
       this.fixedExtensions.set(key, exts);

@@ -65,6 +65,7 @@ const schema = z.object({
     .max(24 * 31)
     .default(48),
   CRL_DELTA_MAX_ENTRIES: z.coerce.number().int().min(1).max(10_000_000).default(10_000),
+  CRL_SHARDS: z.coerce.number().int().min(0).max(4096).default(0),
   OCSP_VALIDITY_HOURS: z.coerce
     .number()
     .int()
@@ -230,6 +231,8 @@ export interface Config {
   crlValidityMs: number;
   /** A delta CRL listing more than this makes the full CRL be rebuilt at once rather than after the settle delay. */
   crlDeltaMaxEntries: number;
+  /** Issuing CAs' CRL shards for new certificates; 0: one CRL per CA. */
+  crlShards: number;
   /** An OCSP response's nextUpdate - thisUpdate; pre-signed responses are re-signed at half of it. */
   ocspValidityMs: number;
   /** Lifetime of a delegated OCSP responder certificate. */
@@ -405,6 +408,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimitBytes: byteSize(e.BODY_LIMIT),
     crlValidityMs: e.CRL_VALIDITY_HOURS * 3_600_000,
     crlDeltaMaxEntries: e.CRL_DELTA_MAX_ENTRIES,
+    crlShards: e.CRL_SHARDS,
     ocspValidityMs: e.OCSP_VALIDITY_HOURS * 3_600_000,
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,

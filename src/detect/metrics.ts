@@ -135,14 +135,14 @@ export class ServiceMetrics implements Telemetry {
       new Gauge({
         name,
         help,
-        labelNames: ['ca_id'],
+        labelNames: ['ca_id', 'shard'],
         registers: [this.registry],
         collect() {
           this.reset();
           const now = src.clock.now().getTime();
           for (const s of src.crls()) {
             const v = value(s, now);
-            if (v !== undefined) this.set({ ca_id: s.caId }, v);
+            if (v !== undefined) this.set({ ca_id: s.caId, shard: String(s.shard) }, v);
           }
         },
       });

@@ -203,7 +203,7 @@ export class Posture {
     const ruleNames = this.src.rules.map((r) => r.name);
     const pastShare = share(renewal.past, renewal.current);
     const crls = this.src.crls();
-    const staleCrls = crls.filter((c) => c.stale).map((c) => c.caId);
+    const staleCrls = [...new Set(crls.filter((c) => c.stale).map((c) => c.caId))];
     const brokers = a.brokers + fleet.otherBrokers;
     const validBrokers = a.validBrokers + fleet.otherBrokers;
     const storage = this.src.storage();

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import type { Db } from '../store/db.js';
-import type { CrlHeader, CrlKind, CrlRow, CrlStore } from '../store/crl-store.js';
+import { partitionKey, type CrlHeader, type CrlKind, type CrlPartition, type CrlRow, type CrlStore } from '../store/crl-store.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 
@@ -39,9 +39,15 @@ export interface CrlPolicy {
   deltaMaxEntries: number;
   /** How long after a change the full CRL is rebuilt at the least (changes within it share the build); default 1 s. */
   rebuildAfterMs?: number;
+  /**
+   * CRL shards of an issuing CA (CRL_SHARDS; 0 or absent: its one CRL). A CA publishes its one CRL
+   * (shard 0, for certificates issued unsharded) and shards 1..n, n the larger of this and the
+   * highest shard any of its certificates names (so lowering it never orphans a certificate).
+   */
+  shards?: number;
 }
 
-/** A CA's CRL as of one full build: the full CRL (the new base) and the delta against it. */
+/** A partition's CRL as of one full build: the full CRL (the new base) and the delta against it. */
 export interface PublishedPair {
   full: CrlRow;
   delta: CrlRow;
@@ -96,11 +102,18 @@ class Coalesced<N, R> {
 
 const BUSY = Symbol('busy');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Audit details name the shard of a sharded CRL (shard 0, the CA's one CRL, as before shards). */
+const shardDetail = (p: CrlPartition) => (p.shard === 0 ? {} : { shard: p.shard });
 const reasonCode = (reason: string) => (isRevocationReason(reason) ? REASON_CODES[reason] : 0);
 
 /**
- * The CRL pipeline (RFC 5280 §5.2.4: full and delta CRLs share one number sequence per CA, taken
- * under a lock on the CA's row, so numbers only grow, across processes too).
+ * The CRL pipeline (RFC 5280 §5.2.4: full and delta CRLs share one number sequence per partition,
+ * taken under a lock, so numbers only grow, across processes too).
+ *
+ * A partition is a CA's one CRL (shard 0) or one of its CRL shards (#29 item 3, as Boulder shards
+ * them): a sharded certificate's CRL distribution point names its shard, whose CRLs (full and
+ * delta) carry its own Issuing Distribution Point and number sequence; everything below is per
+ * partition. Root CAs are never sharded.
  *
  * A revocation change publishes only a new delta before the call returns: what changed since the
  * current base's clock value, read through the revocation-clock index, so its cost is the
@@ -118,9 +131,9 @@ export class CrlPublisher implements RevocationListener {
     string,
     { delta: Coalesced<undefined, CrlRow | undefined>; full: Coalesced<Need, PublishedPair | undefined> }
   >();
-  private readonly timers = new Map<string, { need: Need; timer: NodeJS.Timeout }>();
+  private readonly timers = new Map<string, { partition: CrlPartition; need: Need; timer: NodeJS.Timeout }>();
   private readonly pending = new Set<Promise<unknown>>();
-  /** How long each CA's last full build took here, in ms. */
+  /** How long each partition's last full build took here, in ms. */
   private readonly buildMs = new Map<string, number>();
   private closed = false;
 
@@ -135,71 +148,98 @@ export class CrlPublisher implements RevocationListener {
     private readonly onError: (error: unknown, caId: string) => void = () => undefined,
   ) {}
 
-  /** Publishes a delta CRL for each CA that still signs (a retired CA's last CRL stands), and has the full ones rebuilt. */
-  async onRevocationChanged({ caIds }: RevocationChange): Promise<void> {
-    const signing = new Set((await this.issuers.signingCas()).map((c) => c.id));
-    await Promise.all([...new Set(caIds)].filter((id) => signing.has(id)).map((id) => this.changed(id)));
+  /**
+   * Publishes a delta CRL for each partition the change touched, of each CA that still signs (a
+   * retired CA's last CRLs stand), and has the full ones rebuilt.
+   */
+  async onRevocationChanged({ caIds, serials }: RevocationChange): Promise<void> {
+    const signing = new Map((await this.issuers.signingCas()).map((c) => [c.id, c]));
+    const touched = await Promise.all(
+      [...new Set(caIds)]
+        .filter((id) => signing.has(id))
+        .map(async (id): Promise<CrlPartition[]> => {
+          const all = await this.partitions(signing.get(id)!);
+          if (all.length === 1) return all;
+          const shards = await this.store.shardsOf(this.db, id, serials);
+          // A change that names none of the CA's certificates (a CA's own revocation is its parent's): every partition.
+          return shards.length ? shards.map((shard) => ({ caId: id, shard })) : all;
+        }),
+    );
+    await Promise.all(touched.flat().map((p) => this.changed(p)));
   }
 
-  /** A new full CRL (the new base) and delta for the CA, covering everything committed before the call. */
-  async publish(caId: string): Promise<PublishedPair> {
-    const pair = await this.lane(caId).full.request({ kind: 'force' });
+  /** A new full CRL (the new base) and delta for the partition, covering everything committed before the call. */
+  async publish(caId: string, shard = 0): Promise<PublishedPair> {
+    const pair = await this.lane({ caId, shard }).full.request({ kind: 'force' });
     if (!pair) throw new Error(`the CRL publisher of CA ${caId} is closed`);
     return pair;
   }
 
   /** The full CRL to serve: the newest; a due one is served while its replacement is built in the background. */
-  current(caId: string): Promise<CrlHeader | undefined> {
-    return this.currentOf(caId, 'full', () => this.signs(caId));
+  current(caId: string, shard = 0): Promise<CrlHeader | undefined> {
+    return this.currentOf({ caId, shard }, 'full', () => this.publishes({ caId, shard }));
   }
 
   /** The newest delta CRL. */
-  currentDelta(caId: string): Promise<CrlHeader | undefined> {
-    return this.currentOf(caId, 'delta', () => this.signs(caId));
+  currentDelta(caId: string, shard = 0): Promise<CrlHeader | undefined> {
+    return this.currentOf({ caId, shard }, 'delta', () => this.publishes({ caId, shard }));
   }
 
-  /** Every signing CA's current full CRL (built where missing): the bundle brokers load. */
+  /** Every signing CA's current full CRLs, each shard's too (built where missing): the bundle brokers load. */
   async all(): Promise<CrlHeader[]> {
-    const cas = await this.issuers.signingCas();
-    const rows = await Promise.all(cas.map((c) => this.currentOf(c.id, 'full', async () => true)));
+    const partitions = await this.allPartitions();
+    const rows = await Promise.all(partitions.map((p) => this.currentOf(p, 'full', async () => true)));
     return rows.filter((r): r is CrlHeader => r !== undefined);
   }
 
   /**
-   * Rebuilds, and waits for, the full CRL of every signing CA whose CRL is missing or due: what
-   * the scheduled refresh runs, so a CRL is replaced well before its nextUpdate even when nobody
-   * fetches it. One CA's failure does not stop the others; each result says what that CA serves now.
+   * Rebuilds, and waits for, the full CRL of every partition of every signing CA whose CRL is
+   * missing or due: what the scheduled refresh runs, so a CRL is replaced well before its
+   * nextUpdate even when nobody fetches it. One failure does not stop the others; each result
+   * says what that partition serves now.
    */
-  async refreshDue(): Promise<{ caId: string; crl: CrlHeader | undefined; error?: unknown }[]> {
-    const cas = await this.issuers.signingCas();
+  async refreshDue(): Promise<{ caId: string; shard: number; crl: CrlHeader | undefined; error?: unknown }[]> {
+    const partitions = await this.allPartitions();
     return Promise.all(
-      cas.map(async ({ id }) => {
+      partitions.map(async (p) => {
         try {
-          const latest = await this.store.latest(this.db, id, 'full');
-          if (latest && !this.due(latest)) return { caId: id, crl: latest };
+          const latest = await this.store.latest(this.db, p, 'full');
+          if (latest && !this.due(latest)) return { ...p, crl: latest };
           return {
-            caId: id,
-            crl: (await this.lane(id).full.request({ kind: 'due' }))?.full ?? (await this.store.latest(this.db, id, 'full')),
+            ...p,
+            crl: (await this.lane(p).full.request({ kind: 'due' }))?.full ?? (await this.store.latest(this.db, p, 'full')),
           };
         } catch (error) {
-          return { caId: id, crl: await this.store.latest(this.db, id, 'full').catch(() => undefined), error };
+          return { ...p, crl: await this.store.latest(this.db, p, 'full').catch(() => undefined), error };
         }
       }),
     );
   }
 
   /** The body of a published CRL. */
-  der(caId: string, crlNumber: bigint): Promise<Buffer | undefined> {
-    return this.store.der(this.db, caId, crlNumber);
+  der(crl: CrlPartition & { crlNumber: bigint }): Promise<Buffer | undefined> {
+    return this.store.der(this.db, crl);
+  }
+
+  /** A signing CA's partitions: its one CRL (shard 0) and, for an issuing CA, its shards. */
+  async partitions(ca: Pick<SigningCa, 'id' | 'scope'>): Promise<CrlPartition[]> {
+    if (ca.scope === 'ca') return [{ caId: ca.id, shard: 0 }];
+    const highest = Math.max(this.policy.shards ?? 0, await this.store.highestShard(this.db, ca.id));
+    return Array.from({ length: highest + 1 }, (_, shard) => ({ caId: ca.id, shard }));
+  }
+
+  private async allPartitions(): Promise<CrlPartition[]> {
+    const cas = await this.issuers.signingCas();
+    return (await Promise.all(cas.map((c) => this.partitions(c)))).flat();
   }
 
   /** Resolves once no background build is scheduled or running (those scheduled for later start now). */
   async settled(): Promise<void> {
     while (this.timers.size > 0 || this.pending.size > 0) {
-      for (const [caId, t] of [...this.timers]) {
+      for (const [key, t] of [...this.timers]) {
         clearTimeout(t.timer);
-        this.timers.delete(caId);
-        this.start(caId, t.need);
+        this.timers.delete(key);
+        this.start(t.partition, t.need);
       }
       await Promise.allSettled([...this.pending]);
     }
@@ -213,89 +253,96 @@ export class CrlPublisher implements RevocationListener {
     await Promise.allSettled([...this.pending]);
   }
 
-  private lane(caId: string) {
-    let l = this.lanes.get(caId);
+  private lane(p: CrlPartition) {
+    const key = partitionKey(p);
+    let l = this.lanes.get(key);
     if (!l) {
+      const partition = { caId: p.caId, shard: p.shard };
       l = {
         delta: new Coalesced<undefined, CrlRow | undefined>(
-          () => this.deltaNow(caId),
+          () => this.deltaNow(partition),
           () => undefined,
         ),
-        full: new Coalesced<Need, PublishedPair | undefined>((need) => this.fullNow(caId, need), merge),
+        full: new Coalesced<Need, PublishedPair | undefined>((need) => this.fullNow(partition, need), merge),
       };
-      this.lanes.set(caId, l);
+      this.lanes.set(key, l);
     }
     return l;
   }
 
-  private async changed(caId: string): Promise<void> {
-    const delta = await this.lane(caId).delta.request(undefined);
+  private async changed(p: CrlPartition): Promise<void> {
+    const delta = await this.lane(p).delta.request(undefined);
     // No base to compute a delta against: the first full CRL is built in the request.
     if (!delta) {
-      await this.lane(caId).full.request({ kind: 'force' });
+      await this.lane(p).full.request({ kind: 'force' });
       return;
     }
-    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(caId) ?? 0));
-    this.background(caId, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : afterMs);
+    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(partitionKey(p)) ?? 0));
+    this.background(p, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : afterMs);
   }
 
   /** A full build later (changes until then share it), or at once. */
-  private background(caId: string, need: Need, afterMs: number): void {
+  private background(p: CrlPartition, need: Need, afterMs: number): void {
     if (this.closed) return;
-    const t = this.timers.get(caId);
+    const key = partitionKey(p);
+    const t = this.timers.get(key);
     if (t) {
       t.need = merge(t.need, need);
       if (afterMs > 0) return;
       clearTimeout(t.timer);
-      this.timers.delete(caId);
+      this.timers.delete(key);
       need = t.need;
     }
     if (afterMs <= 0) {
-      this.start(caId, need);
+      this.start(p, need);
       return;
     }
     const entry = {
+      partition: p,
       need,
       timer: setTimeout(() => {
-        if (this.timers.get(caId) !== entry) return;
-        this.timers.delete(caId);
-        this.start(caId, entry.need);
+        if (this.timers.get(key) !== entry) return;
+        this.timers.delete(key);
+        this.start(p, entry.need);
       }, afterMs),
     };
     entry.timer.unref();
-    this.timers.set(caId, entry);
+    this.timers.set(key, entry);
   }
 
-  private start(caId: string, need: Need): void {
-    const p: Promise<unknown> = this.lane(caId)
+  private start(p: CrlPartition, need: Need): void {
+    const run: Promise<unknown> = this.lane(p)
       .full.request(need)
-      .catch((e: unknown) => this.onError(e, caId))
-      .finally(() => this.pending.delete(p));
-    this.pending.add(p);
+      .catch((e: unknown) => this.onError(e, p.caId))
+      .finally(() => this.pending.delete(run));
+    this.pending.add(run);
   }
 
-  private async signs(caId: string): Promise<boolean> {
-    return (await this.issuers.signingCas()).some((c) => c.id === caId);
+  /** The CA signs and the shard is one of its partitions. */
+  private async publishes(p: CrlPartition): Promise<boolean> {
+    const ca = (await this.issuers.signingCas()).find((c) => c.id === p.caId);
+    if (!ca) return false;
+    return p.shard === 0 || (await this.partitions(ca)).length > p.shard;
   }
 
-  /** `signs` is asked only when a CRL has to be built. */
-  private async currentOf(caId: string, kind: CrlKind, signs: () => Promise<boolean>): Promise<CrlHeader | undefined> {
-    const latest = await this.store.latest(this.db, caId, kind);
-    const full = kind === 'full' ? latest : await this.store.latest(this.db, caId, 'full');
+  /** `publishes` is asked only when a CRL has to be built. */
+  private async currentOf(p: CrlPartition, kind: CrlKind, publishes: () => Promise<boolean>): Promise<CrlHeader | undefined> {
+    const latest = await this.store.latest(this.db, p, kind);
+    const full = kind === 'full' ? latest : await this.store.latest(this.db, p, 'full');
     if (latest && full) {
-      if (this.due(full) && (await signs())) this.background(caId, { kind: 'due' }, 0);
+      if (this.due(full) && (await publishes())) this.background(p, { kind: 'due' }, 0);
       return latest;
     }
-    if (!(await signs())) return latest;
-    const pair = await this.lane(caId).full.request(full ? { kind: 'force' } : { kind: 'due' });
-    return pair?.[kind] ?? (await this.store.latest(this.db, caId, kind));
+    if (!(await publishes())) return latest;
+    const pair = await this.lane(p).full.request(full ? { kind: 'force' } : { kind: 'due' });
+    return pair?.[kind] ?? (await this.store.latest(this.db, p, kind));
   }
 
   private due(crl: CrlHeader): boolean {
     return crl.nextUpdate.getTime() - this.clock.now().getTime() < this.policy.refreshBeforeMs;
   }
 
-  private async signer(caId: string) {
+  private async signer({ caId, shard }: CrlPartition) {
     const ca = (await this.issuers.signingCas()).find((c) => c.id === caId);
     if (!ca) throw new Error(`CA ${caId} does not sign CRLs (unknown or not active)`);
     const issuer = await this.issuers.issuer(caId);
@@ -307,7 +354,7 @@ export class CrlPublisher implements RevocationListener {
       thisUpdate,
       nextUpdate: new Date(thisUpdate.getTime() + this.policy.validityMs),
       authorityKeyId: issuer.keyId,
-      distributionPoint: this.urls.crl(caId),
+      distributionPoint: this.urls.crl(caId, shard),
       scope: ca.scope,
     });
     return { sign, common };
@@ -320,11 +367,11 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /** Reads what changed since `sinceSeq` (the delta's entries) and the clock value it covers. */
-  private async readDelta(tx: Knex.Transaction, caId: string, sinceSeq: bigint, at: Date) {
+  private async readDelta(tx: Knex.Transaction, p: CrlPartition, sinceSeq: bigint, at: Date) {
     let coversSeq: bigint | undefined;
     const parts: Uint8Array[] = [];
     let count = 0;
-    for await (const page of this.store.snapshot(tx, caId, at, { sinceSeq }, PAGE)) {
+    for await (const page of this.store.snapshot(tx, p, at, { sinceSeq }, PAGE)) {
       const d: CrlEntry[] = [];
       for (const r of page) {
         if (r.part === 'epoch') coversSeq = r.seq;
@@ -341,19 +388,19 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /** A new delta against the current base, or undefined when there is no base to compute one against. */
-  private async deltaNow(caId: string): Promise<CrlRow | undefined> {
-    const { sign, common } = await this.signer(caId);
+  private async deltaNow(p: CrlPartition): Promise<CrlRow | undefined> {
+    const { sign, common } = await this.signer(p);
     return this.db.transaction(async (tx) => {
-      const lastNumber = await this.store.lockSequence(tx, caId);
-      const base = await this.store.currentBase(tx, caId);
+      const lastNumber = await this.store.lockSequence(tx, p);
+      const base = await this.store.currentBase(tx, p);
       if (!base || base.coversSeq === null) return undefined;
-      const thisUpdate = this.thisUpdate(base, await this.store.latest(tx, caId, 'delta'));
-      const d = await this.readDelta(tx, caId, base.coversSeq, thisUpdate);
+      const thisUpdate = this.thisUpdate(base, await this.store.latest(tx, p, 'delta'));
+      const d = await this.readDelta(tx, p, base.coversSeq, thisUpdate);
       const c = common(thisUpdate);
       const crlNumber = lastNumber + 1n;
       const der = await sign(encodeTbsCertList({ ...c, crlNumber, revoked: d.parts, baseCrlNumber: base.crlNumber }));
       const delta: CrlRow = {
-        caId,
+        ...p,
         kind: 'delta',
         crlNumber,
         thisUpdate,
@@ -370,8 +417,9 @@ export class CrlPublisher implements RevocationListener {
           actor: 'crl-publisher',
           action: 'crl.delta-published',
           targetType: 'ca',
-          targetId: caId,
+          targetId: p.caId,
           details: {
+            ...shardDetail(p),
             deltaCrlNumber: crlNumber.toString(),
             deltaEntries: d.count,
             baseCrlNumber: base.crlNumber.toString(),
@@ -384,13 +432,13 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /** A full build under the CA's build lock, waiting while another process holds it; undefined when `need` turned out met. */
-  private async fullNow(caId: string, need: Need): Promise<PublishedPair | undefined> {
-    const { sign, common } = await this.signer(caId);
+  private async fullNow(p: CrlPartition, need: Need): Promise<PublishedPair | undefined> {
+    const { sign, common } = await this.signer(p);
     for (;;) {
       const started = performance.now();
       const r = await this.db.transaction(async (tx): Promise<PublishedPair | undefined | typeof BUSY> => {
-        if (!(await this.store.tryBuildLock(tx, caId))) return BUSY;
-        const lastFull = await this.store.latest(tx, caId, 'full');
+        if (!(await this.store.tryBuildLock(tx, p))) return BUSY;
+        const lastFull = await this.store.latest(tx, p, 'full');
         if (
           lastFull &&
           need.kind !== 'force' &&
@@ -402,7 +450,7 @@ export class CrlPublisher implements RevocationListener {
         let coversSeq: bigint | undefined;
         const full: Uint8Array[] = [];
         let fullCount = 0;
-        for await (const page of this.store.snapshot(tx, caId, thisUpdate, { full: true }, PAGE)) {
+        for await (const page of this.store.snapshot(tx, p, thisUpdate, { full: true }, PAGE)) {
           const f: CrlEntry[] = [];
           for (const r of page) {
             if (r.part === 'epoch') coversSeq = r.seq;
@@ -415,20 +463,20 @@ export class CrlPublisher implements RevocationListener {
         if (coversSeq === undefined) throw new Error('the CRL snapshot did not read the revocation clock');
 
         // Only now the sequence: deltas published meanwhile took their numbers; the fresh delta covers what they listed.
-        const lastNumber = await this.store.lockSequence(tx, caId);
+        const lastNumber = await this.store.lockSequence(tx, p);
         const fullNumber = lastNumber + 1n;
         const deltaNumber = lastNumber + 2n;
-        const deltaThisUpdate = this.thisUpdate(lastFull, await this.store.latest(tx, caId, 'delta'), { thisUpdate } as CrlHeader);
-        const d = await this.readDelta(tx, caId, coversSeq, deltaThisUpdate);
+        const deltaThisUpdate = this.thisUpdate(lastFull, await this.store.latest(tx, p, 'delta'), { thisUpdate } as CrlHeader);
+        const d = await this.readDelta(tx, p, coversSeq, deltaThisUpdate);
         const fc = common(thisUpdate);
         const dc = common(deltaThisUpdate);
         const [fullDer, deltaDer] = await Promise.all([
-          sign(encodeTbsCertList({ ...fc, crlNumber: fullNumber, revoked: full, freshestCrl: this.urls.deltaCrl(caId) })),
+          sign(encodeTbsCertList({ ...fc, crlNumber: fullNumber, revoked: full, freshestCrl: this.urls.deltaCrl(p.caId, p.shard) })),
           sign(encodeTbsCertList({ ...dc, crlNumber: deltaNumber, revoked: d.parts, baseCrlNumber: fullNumber })),
         ]);
         const pair: PublishedPair = {
           full: {
-            caId,
+            ...p,
             kind: 'full',
             thisUpdate,
             nextUpdate: fc.nextUpdate,
@@ -440,7 +488,7 @@ export class CrlPublisher implements RevocationListener {
             der: fullDer,
           },
           delta: {
-            caId,
+            ...p,
             kind: 'delta',
             thisUpdate: deltaThisUpdate,
             nextUpdate: dc.nextUpdate,
@@ -459,8 +507,9 @@ export class CrlPublisher implements RevocationListener {
             actor: 'crl-publisher',
             action: 'crl.published',
             targetType: 'ca',
-            targetId: caId,
+            targetId: p.caId,
             details: {
+              ...shardDetail(p),
               crlNumber: fullNumber.toString(),
               entries: fullCount,
               deltaCrlNumber: deltaNumber.toString(),
@@ -473,7 +522,7 @@ export class CrlPublisher implements RevocationListener {
         ]);
         return pair;
       });
-      if (r && r !== BUSY) this.buildMs.set(caId, performance.now() - started);
+      if (r && r !== BUSY) this.buildMs.set(partitionKey(p), performance.now() - started);
       if (r !== BUSY) return r;
       if (this.closed) return undefined;
       await sleep(BUSY_RETRY_MS);

@@ -1,5 +1,5 @@
 import type { Clock } from '../shared/clock.js';
-import type { CrlHeader } from '../store/crl-store.js';
+import { partitionKey, type CrlHeader } from '../store/crl-store.js';
 
 /** Where alarms go: the security events (a port, so the revocation room needs nothing of detection). */
 export interface AlarmSink {
@@ -8,12 +8,14 @@ export interface AlarmSink {
 
 /** What the watch needs of the publisher. */
 export interface DueCrls {
-  refreshDue(): Promise<{ caId: string; crl: CrlHeader | undefined; error?: unknown }[]>;
+  refreshDue(): Promise<{ caId: string; shard: number; crl: CrlHeader | undefined; error?: unknown }[]>;
 }
 
-/** One CA's published CRL as the last check found it. */
+/** One CA's published CRL (or one of its shards') as the last check found it. */
 export interface CrlStatus {
   caId: string;
+  /** 0: the CA's one CRL; 1..n: a CRL shard. */
+  shard: number;
   crl: CrlHeader | undefined;
   /** Past its refresh point and not replaced: the publisher failed. */
   stale: boolean;
@@ -28,9 +30,9 @@ export interface CrlWatchPolicy {
 
 /**
  * The scheduled side of the CRL pipeline: replaces every CRL that is due even when nobody fetches
- * it, and raises an alarm (a security event, and `stale` for the metrics) for a CA whose CRL came
- * due and could not be replaced — before it expires and Mosquitto starts refusing every client.
- * One alarm per CA, CRL and severity, however often the check runs.
+ * it, and raises an alarm (a security event, and `stale` for the metrics) for a CA whose CRL (or a
+ * shard of it) came due and could not be replaced — before it expires and Mosquitto starts refusing
+ * every client. One alarm per CRL and severity, however often the check runs.
  */
 export class CrlWatch {
   private statuses: CrlStatus[] = [];
@@ -52,28 +54,30 @@ export class CrlWatch {
     const now = this.clock.now().getTime();
     const stale = (crl: CrlHeader | undefined) => !crl || crl.nextUpdate.getTime() - now < this.policy.refreshBeforeMs;
     const results = await this.crls.refreshDue();
-    this.statuses = results.map(({ caId, crl }) => ({ caId, crl, stale: stale(crl) }));
-    for (const { caId, crl, error } of results) {
+    this.statuses = results.map(({ caId, shard, crl }) => ({ caId, shard, crl, stale: stale(crl) }));
+    for (const { caId, shard, crl, error } of results) {
+      const partition = partitionKey({ caId, shard });
       if (!stale(crl)) {
-        this.alarmed.delete(caId);
+        this.alarmed.delete(partition);
         continue;
       }
       const left = crl ? crl.nextUpdate.getTime() - now : -Infinity;
       const severity = left < this.policy.criticalBeforeMs ? 'critical' : 'warning';
       const key = `${crl?.crlNumber ?? 'none'}|${severity}`;
-      if (this.alarmed.get(caId) === key) continue;
+      if (this.alarmed.get(partition) === key) continue;
       await this.alarms.record({
         kind: 'crl-stale',
         severity,
-        subject: caId,
+        subject: partition,
         details: {
           caId,
+          ...(shard === 0 ? {} : { shard }),
           crlNumber: crl ? crl.crlNumber.toString() : null,
           nextUpdate: crl ? crl.nextUpdate.toISOString() : null,
           ...(error ? { error: error instanceof Error ? error.message : String(error) } : {}),
         },
       });
-      this.alarmed.set(caId, key);
+      this.alarmed.set(partition, key);
     }
     return this.statuses;
   }

@@ -19,6 +19,8 @@ export interface IntentRow {
   createdAt: Date;
   /** The certificate this one renews, for the lineage. */
   renewedFrom?: Buffer | null;
+  /** The CRL shard its CRL distribution point names (0: the CA's one CRL). */
+  crlShard?: number;
 }
 
 /** A device's newest certificate, and the status registration expects it in when that commits. */
@@ -181,13 +183,13 @@ export class CertificateStore {
       opts.asyncCommit ? 'certificate-intents-async' : 'certificate-intents',
       `${opts.asyncCommit ? "with async_commit as (select set_config('synchronous_commit', 'off', true) as v)" : ''}
        insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256,
-                                 not_before, not_after, created_at, renewed_from)
+                                 not_before, not_after, created_at, renewed_from, crl_shard)
        select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256,
-              not_before, not_after, created_at, renewed_from
+              not_before, not_after, created_at, renewed_from, crl_shard
          from ${opts.asyncCommit ? 'async_commit, ' : ''}unnest(bytea_split(?::bytea, ?::int[]), ?::text[], ?::text[], ?::text[], ?::text[],
                      bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[]),
-                     ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], bytea_split(?::bytea, ?::int[]))
-           as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from)`,
+                     ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], bytea_split(?::bytea, ?::int[]), ?::int[])
+           as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from, crl_shard)`,
       [
         ...packedBytea(rows.map((r) => r.serial)),
         rows.map((r) => r.caId),
@@ -200,6 +202,7 @@ export class CertificateStore {
         rows.map((r) => r.notAfter),
         rows.map((r) => r.createdAt),
         ...packedBytea(rows.map((r) => r.renewedFrom ?? null)),
+        rows.map((r) => r.crlShard ?? 0),
       ],
     );
   }

@@ -1,11 +1,23 @@
 import type { Knex } from 'knex';
 import type { Executor } from './db.js';
+import { packedBytea } from './packed-bytea.js';
 
 export type CrlKind = 'full' | 'delta';
 
-/** What is known of a published CRL without its body. */
-export interface CrlHeader {
+/**
+ * What one CRL family covers: a CA's certificates (shard 0: its one CRL, named by every
+ * certificate issued without sharding) or one of its CRL shards (1..n). Each has its own number
+ * sequence, base and deltas.
+ */
+export interface CrlPartition {
   caId: string;
+  shard: number;
+}
+
+export const partitionKey = (p: CrlPartition) => (p.shard === 0 ? p.caId : `${p.caId}/${p.shard}`);
+
+/** What is known of a published CRL without its body. */
+export interface CrlHeader extends CrlPartition {
   kind: CrlKind;
   crlNumber: bigint;
   thisUpdate: Date;
@@ -23,7 +35,18 @@ export interface CrlRow extends CrlHeader {
   der: Buffer;
 }
 
-const HEADER_COLUMNS = ['ca_id', 'kind', 'crl_number', 'this_update', 'next_update', 'entries', 'base_number', 'covers_seq', 'is_base'];
+const HEADER_COLUMNS = [
+  'ca_id',
+  'shard',
+  'kind',
+  'crl_number',
+  'this_update',
+  'next_update',
+  'entries',
+  'base_number',
+  'covers_seq',
+  'is_base',
+];
 
 /** A row of a CRL snapshot: the clock, an entry of a full CRL, or an entry of a delta. */
 export type SnapshotRow =
@@ -37,6 +60,7 @@ const big = (v: unknown): bigint | null => (v == null ? null : BigInt(v as strin
 function headerFromRow(r: Record<string, unknown>): CrlHeader {
   return {
     caId: r.ca_id as string,
+    shard: Number(r.shard),
     kind: r.kind as CrlKind,
     crlNumber: BigInt(r.crl_number as string | number),
     thisUpdate: new Date(r.this_update as string),
@@ -53,40 +77,61 @@ const date = (v: unknown): Date | null => (v == null ? null : new Date(v as stri
 /** Published CRLs (full and delta), and the snapshot the next ones are built from. */
 export class CrlStore {
   /** The newest CRL of a kind, without its body (a large CRL is tens of MB). */
-  async latest(ex: Executor, caId: string, kind: CrlKind = 'full'): Promise<CrlHeader | undefined> {
-    const r = await ex('crls').select(HEADER_COLUMNS).where({ ca_id: caId, kind }).orderBy('crl_number', 'desc').first();
+  async latest(ex: Executor, p: CrlPartition, kind: CrlKind = 'full'): Promise<CrlHeader | undefined> {
+    const r = await ex('crls').select(HEADER_COLUMNS).where({ ca_id: p.caId, shard: p.shard, kind }).orderBy('crl_number', 'desc').first();
     return r ? headerFromRow(r) : undefined;
   }
 
   /** The newest full CRL that deltas are computed against. */
-  async currentBase(ex: Executor, caId: string): Promise<CrlHeader | undefined> {
+  async currentBase(ex: Executor, p: CrlPartition): Promise<CrlHeader | undefined> {
     const r = await ex('crls')
       .select(HEADER_COLUMNS)
-      .where({ ca_id: caId, kind: 'full', is_base: true })
+      .where({ ca_id: p.caId, shard: p.shard, kind: 'full', is_base: true })
       .orderBy('crl_number', 'desc')
       .first();
     return r ? headerFromRow(r) : undefined;
   }
 
   /**
-   * Holds the CA's CRL number sequence until `tx` ends (so two publishers never take the same
-   * number) and returns the highest number taken, full or delta (they share one sequence).
+   * Holds the partition's CRL number sequence until `tx` ends (so two publishers never take the
+   * same number) and returns the highest number taken, full or delta (they share one sequence).
+   * Shard 0 locks the CA's row, as before shards existed; a shard takes an advisory lock of its own.
    */
-  async lockSequence(tx: Knex.Transaction, caId: string): Promise<bigint> {
-    await tx.raw('select id from cas where id = ? for update', [caId]);
-    const r = (await tx('crls').max({ n: 'crl_number' }).where({ ca_id: caId }).first()) as { n: string | number | null } | undefined;
+  async lockSequence(tx: Knex.Transaction, p: CrlPartition): Promise<bigint> {
+    if (p.shard === 0) await tx.raw('select id from cas where id = ? for update', [p.caId]);
+    else await tx.raw(`select pg_advisory_xact_lock(hashtextextended('crl-seq:' || ? || '/' || ?, 0))`, [p.caId, p.shard]);
+    const r = (await tx('crls').max({ n: 'crl_number' }).where({ ca_id: p.caId, shard: p.shard }).first()) as
+      { n: string | number | null } | undefined;
     return big(r?.n) ?? 0n;
   }
 
   /** The body of one published CRL (immutable once stored). */
-  async der(ex: Executor, caId: string, crlNumber: bigint): Promise<Buffer | undefined> {
-    const r = await ex('crls').select('der').where({ ca_id: caId, crl_number: crlNumber.toString() }).first();
+  async der(ex: Executor, crl: CrlPartition & { crlNumber: bigint }): Promise<Buffer | undefined> {
+    const r = await ex('crls').select('der').where({ ca_id: crl.caId, shard: crl.shard, crl_number: crl.crlNumber.toString() }).first();
     return r ? Buffer.from(r.der as Uint8Array) : undefined;
+  }
+
+  /** The highest CRL shard any of the CA's certificates names (0: none is sharded). */
+  async highestShard(ex: Executor, caId: string): Promise<number> {
+    const r = (await ex('certificates').max({ n: 'crl_shard' }).where({ ca_id: caId }).andWhere('crl_shard', '>', 0).first()) as
+      { n: number | null } | undefined;
+    return Number(r?.n ?? 0);
+  }
+
+  /** The CRL shards (0: the CA's one CRL) that the CA's certificates with these serials name. */
+  async shardsOf(ex: Executor, caId: string, serials: readonly Buffer[]): Promise<number[]> {
+    if (serials.length === 0) return [];
+    const rows = await ex.raw(
+      `select distinct crl_shard from certificates where ca_id = ? and serial = any(bytea_split(?::bytea, ?::int[]))`,
+      [caId, ...packedBytea(serials)],
+    );
+    return (rows.rows as { crl_shard: number }[]).map((r) => Number(r.crl_shard)).sort((a, b) => a - b);
   }
 
   async insert(ex: Executor, row: CrlRow): Promise<void> {
     await ex('crls').insert({
       ca_id: row.caId,
+      shard: row.shard,
       kind: row.kind,
       crl_number: row.crlNumber.toString(),
       this_update: row.thisUpdate,
@@ -100,16 +145,16 @@ export class CrlStore {
   }
 
   /**
-   * Takes the CA's full-CRL build lock until `tx` ends, if no other transaction (another replica)
-   * holds it: at most one full CRL build per CA at a time across processes.
+   * Takes the partition's full-CRL build lock until `tx` ends, if no other transaction (another
+   * replica) holds it: at most one full CRL build per CA and shard at a time across processes.
    */
-  async tryBuildLock(tx: Knex.Transaction, caId: string): Promise<boolean> {
-    const r = await tx.raw(`select pg_try_advisory_xact_lock(hashtextextended('crl-build:' || ?, 0)) as locked`, [caId]);
+  async tryBuildLock(tx: Knex.Transaction, p: CrlPartition): Promise<boolean> {
+    const r = await tx.raw(`select pg_try_advisory_xact_lock(hashtextextended('crl-build:' || ?, 0)) as locked`, [partitionKey(p)]);
     return Boolean((r.rows as { locked: boolean }[])[0]?.locked);
   }
 
   /**
-   * One consistent snapshot of what a CA's next CRL holds, read through a cursor page by page
+   * One consistent snapshot of what a partition's (a CA's, or one shard's) next CRL holds, read through a cursor page by page
    * (a million entries are never all in memory as rows), one statement so its parts agree:
    * the revocation clock, then either (`part: 'full'`) the revoked certificates that have not
    * expired by `at` (expired ones leave the CRL, RFC 5280 §3.3; their rows stay), or (`part:
@@ -119,7 +164,7 @@ export class CrlStore {
    */
   async *snapshot(
     tx: Knex.Transaction,
-    caId: string,
+    p: CrlPartition,
     at: Date,
     part: { full: true } | { sinceSeq: bigint },
     pageSize: number,
@@ -127,15 +172,15 @@ export class CrlStore {
     const entries =
       'full' in part
         ? `select 1, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
-            where ca_id = ? and status = 'revoked' and not_after > ?`
+            where ca_id = ? and crl_shard = ? and status = 'revoked' and not_after > ?`
         : `select 2, revocation_seq, serial, revoked_at, revocation_reason, invalidity_date from certificates
-            where ca_id = ? and revocation_seq > ? and not_after > ? and status in ('revoked', 'issued')`;
+            where ca_id = ? and crl_shard = ? and revocation_seq > ? and not_after > ? and status in ('revoked', 'issued')`;
     await tx.raw(
       `declare crl_snapshot no scroll cursor for
          select 0 as part, seq, null::bytea as serial, null::timestamptz as revoked_at, null::text as reason, null::timestamptz as invalidity_date from revocation_epoch
          union all
          ${entries}`,
-      'full' in part ? [caId, at] : [caId, part.sinceSeq.toString(), at],
+      'full' in part ? [p.caId, p.shard, at] : [p.caId, p.shard, part.sinceSeq.toString(), at],
     );
     try {
       for (;;) {

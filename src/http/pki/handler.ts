@@ -10,6 +10,8 @@ import type { Clock } from '../../shared/clock.js';
 /** A published CRL, without its body: enough to answer a conditional GET. */
 export interface PublishedCrl {
   caId: string;
+  /** 0: the CA's one CRL; 1..n: one of its CRL shards. */
+  shard: number;
   kind: 'full' | 'delta';
   crlNumber: bigint;
   thisUpdate: Date;
@@ -19,14 +21,14 @@ export interface PublishedCrl {
 export interface PkiSource {
   /** Immutable once published, so cached in memory. */
   caCertificateDer(caId: string): Promise<Buffer | undefined>;
-  /** The CA's current CRL (replaced first when it is due); undefined for a CA that has none. */
-  currentCrl(caId: string): Promise<PublishedCrl | undefined>;
+  /** The CA's (or CRL shard's) current CRL (replaced first when it is due); undefined for one that has none. */
+  currentCrl(caId: string, shard: number): Promise<PublishedCrl | undefined>;
   /** The delta CRL published with the current CRL. */
-  currentDeltaCrl(caId: string): Promise<PublishedCrl | undefined>;
-  /** Every signing CA's current CRL. */
+  currentDeltaCrl(caId: string, shard: number): Promise<PublishedCrl | undefined>;
+  /** Every signing CA's current CRLs, each shard's too. */
   allCrls(): Promise<PublishedCrl[]>;
-  /** A published CRL's body: immutable, so cached here by CA and number. */
-  crlDer(caId: string, crlNumber: bigint): Promise<Buffer | undefined>;
+  /** A published CRL's body: immutable, so cached here by CA, shard and number. */
+  crlDer(crl: PublishedCrl): Promise<Buffer | undefined>;
   /** Answers a DER OCSPRequest from `requester` (the client's address); never rejects (failures are OCSP error statuses). */
   ocsp(request: Buffer, requester: string): Promise<OcspAnswer>;
 }
@@ -67,7 +69,8 @@ class InFlight {
 }
 
 const CA_PATH = /^\/pki\/ca\/([a-z0-9_]{1,64})\.(pem|crt)$/;
-const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})(-delta)?\.(pem|crl)$/;
+/** A CA's CRL (`/pki/crl/ID.crl`) or one of its shards' (`/pki/crl/ID/N.crl`), full or `-delta`, DER or PEM. */
+const CRL_PATH = /^\/pki\/crl\/([a-z0-9_]{1,64})(?:\/([1-9][0-9]{0,3}))?(-delta)?\.(pem|crl)$/;
 const BUNDLE_PATH = '/pki/crl/bundle.pem';
 const OCSP_PATH = '/pki/ocsp';
 const OCSP_PREFIX = '/pki/ocsp/';
@@ -107,7 +110,7 @@ async function send(req: IncomingMessage, res: ServerResponse, r: Representation
 
 // CRLs change on every revocation: pollers revalidate each time, cheaply, with If-None-Match.
 const CRL_CACHE = 'public, no-cache';
-const crlEtag = (c: PublishedCrl) => `"${c.caId}-${c.crlNumber}"`;
+const crlEtag = (c: PublishedCrl) => (c.shard === 0 ? `"${c.caId}-${c.crlNumber}"` : `"${c.caId}-${c.shard}-${c.crlNumber}"`);
 
 /**
  * The unauthenticated /pki endpoints, on bare node:http in front of Express: relying parties
@@ -118,15 +121,15 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
   const inFlight = new InFlight(options.maxInFlight ?? 0, options.onRefused ?? (() => undefined));
   const ocsp = createOcspHandler(source, options, inFlight);
   const caCache = new Map<string, Buffer>();
-  // The newest CRL body seen per CA and kind, in both encodings: pollers get it without a database read.
+  // The newest CRL body seen per CA, shard and kind, in both encodings: pollers get it without a database read.
   const crlCache = new Map<string, { crlNumber: bigint; der: Buffer; pem?: Buffer }>();
 
   async function crlBody(c: PublishedCrl, pem: boolean): Promise<Buffer> {
-    const key = `${c.caId}|${c.kind}`;
+    const key = `${c.caId}|${c.shard}|${c.kind}`;
     let hit = crlCache.get(key);
     if (!hit || hit.crlNumber !== c.crlNumber) {
-      const der = await source.crlDer(c.caId, c.crlNumber);
-      if (!der) throw new Error(`CRL ${c.crlNumber} of ${c.caId} is gone`);
+      const der = await source.crlDer(c);
+      if (!der) throw new Error(`CRL ${c.crlNumber} of ${c.caId} (shard ${c.shard}) is gone`);
       hit = { crlNumber: c.crlNumber, der };
       if (!crlCache.has(key) || crlCache.get(key)!.crlNumber < c.crlNumber) crlCache.set(key, hit);
     }
@@ -145,9 +148,10 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
     }
     const crl = CRL_PATH.exec(path);
     if (crl) {
-      const [, caId, delta, ext] = crl;
-      const c = await (delta ? source.currentDeltaCrl(caId!) : source.currentCrl(caId!));
-      if (!c) return problem(res, 404, 'Not found', `no ${delta ? 'delta ' : ''}CRL for CA ${caId}`);
+      const [, caId, shardText, delta, ext] = crl;
+      const shard = shardText ? Number(shardText) : 0;
+      const c = await (delta ? source.currentDeltaCrl(caId!, shard) : source.currentCrl(caId!, shard));
+      if (!c) return problem(res, 404, 'Not found', `no ${delta ? 'delta ' : ''}CRL for CA ${caId}${shard ? ` shard ${shard}` : ''}`);
       const pem = ext === 'pem';
       return send(req, res, {
         body: () => crlBody(c, pem),
