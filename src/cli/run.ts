@@ -122,7 +122,7 @@ export function action<A extends unknown[]>(fn: (ctx: Ctx, ...args: A) => Promis
 export async function confirm(what: string, accepted: string[], yes: boolean | undefined): Promise<void> {
   if (yes) return;
   if (!process.stdin.isTTY || !process.stderr.isTTY)
-    throw new UsageError(`${what}: not confirmed (no terminal to ask on); give --yes to do it without asking`);
+    throw new UsageError(`${what}\nnot confirmed: no terminal to ask on; give --yes to do it without asking`);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     const answer = (await rl.question(`${what}\nType ${accepted.map((a) => `"${safe(a)}"`).join(' or ')} to confirm: `)).trim();

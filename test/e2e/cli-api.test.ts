@@ -221,7 +221,7 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     // No terminal and no --yes: refused before anything is sent.
     const unconfirmed = await run(as('operator', ['certs', 'revoke', cert.serial, '--reason', 'keyCompromise']));
     assert.equal(unconfirmed.status, 2, unconfirmed.stderr);
-    assert.match(unconfirmed.stderr, /not confirmed .*--yes/);
+    assert.match(unconfirmed.stderr, /not confirmed: no terminal .*--yes/);
     const badReason = await run(as('operator', ['certs', 'revoke', cert.serial, '--reason', 'bored', '--yes']));
     assert.equal(badReason.status, 2);
     const auditor = await run(as('auditor', ['certs', 'hold', cert.serial, '--yes']));
@@ -250,6 +250,41 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     assert.equal(release.status, 2, 'a revoked certificate cannot be released: 409');
     assert.match(release.stderr, /^mqtt-ca: 409 /);
     assert.equal(unknown.status, 3);
+  });
+
+  it('on a terminal, asks to type the serial or the device id: a wrong answer changes nothing (2), the device id goes ahead', async () => {
+    await api
+      .post('/v1/devices')
+      .set({ Authorization: `Bearer ${keys.admin}` })
+      .send({ id: 'meter-4x' })
+      .expect(201);
+    const cert = await enroll('meter-4x');
+    // script(1) gives the CLI a terminal; what is piped in is typed at the prompt.
+    const typed = (answer: string) =>
+      run(
+        new Promise<Run>((resolve, reject) => {
+          const command = [process.execPath, BIN, '--url', url, '--key-file', keyFile.operator, 'certs', 'hold', cert.serial].join(' ');
+          const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+          let stdout = '';
+          child.stdout.on('data', (c: Buffer) => {
+            stdout += c.toString();
+            if (/to confirm: /.test(stdout) && !child.stdin.writableEnded) child.stdin.end(`${answer}\n`);
+          });
+          child.on('error', reject);
+          child.on('close', (status) => resolve({ status, stdout, stderr: '' }));
+        }),
+      );
+    const wrong = await typed('meter-4');
+    assert.equal(wrong.status, 2, wrong.stdout);
+    assert.match(
+      wrong.stdout,
+      new RegExp(`Put on hold certificate ${cert.serial} of device meter-4x[\\s\\S]*Type "${cert.serial}" or "meter-4x" to confirm`),
+    );
+    assert.match(wrong.stdout, /not confirmed: nothing was done/);
+    assert.match((await run(as('auditor', ['certs', 'show', cert.serial]))).stdout, /^status:\s+issued$/m);
+    const right = await typed('meter-4x');
+    assert.equal(right.status, 0, right.stdout);
+    assert.match(right.stdout, /revocation:\s+certificateHold/);
   });
 
   it('an incident: dry run, a bulk revocation that waits for a second person (5), approval, close', async () => {

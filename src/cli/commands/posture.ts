@@ -18,7 +18,7 @@ async function posture(ctx: Ctx): Promise<void> {
       { header: 'MET', value: (r) => r.c.met },
       { header: 'PARTIAL', value: (r) => r.c.partial },
       { header: 'UNMET', value: (r) => r.c.unmet },
-      { header: '', value: (r) => (r.target !== undefined && r.c.tier < r.target ? 'below target' : '') },
+      { header: '', value: (r) => (r.target !== undefined && r.c.tier < r.target ? 'below target' : ''), raw: true },
     ]),
   );
   if (p.gaps.length) {
