@@ -49,6 +49,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly problem: Problem,
     readonly body: unknown,
+    /** Retry-After in seconds (429, 503), when the answer gave one. */
+    readonly retryAfter?: number,
   ) {
     super(problem.detail ?? problem.title ?? `HTTP ${status}`);
   }
@@ -167,7 +169,8 @@ export class ApiClient {
     const problem: Problem =
       parsed && typeof parsed === 'object' ? (parsed as Problem) : { title: res.statusText || `HTTP ${res.status}`, status: res.status };
     if (res.status === 401 && !problem.detail) problem.detail = `the API key from ${this.conn.keySource} was not accepted`;
-    throw new ApiError(res.status, problem, parsed);
+    const retryAfter = Number(res.headers.get('retry-after') ?? NaN);
+    throw new ApiError(res.status, problem, parsed, Number.isInteger(retryAfter) && retryAfter > 0 ? retryAfter : undefined);
   }
 
   get<T>(path: string, query?: RequestOptions['query']): Promise<ApiResponse<T>> {

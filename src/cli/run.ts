@@ -98,6 +98,7 @@ export function action<A extends unknown[]>(fn: (ctx: Ctx, ...args: A) => Promis
     } catch (e) {
       if (e instanceof ApiError) {
         process.stderr.write(`${problemText(e.status, e.problem)}\n`);
+        if (e.retryAfter) process.stderr.write(`  (try again in ${e.retryAfter} s)\n`);
         if (o.json && e.body && typeof e.body === 'object') process.stdout.write(`${JSON.stringify(e.body, null, 2)}\n`);
         process.exitCode = e.exitCode;
       } else if (e instanceof UsageError) {
