@@ -195,6 +195,9 @@ export default defineConfig(
     { express: true },
   ),
 
+  // the daily-work command line: a pure HTTP client of the API; no domain, store or service code.
+  room(['src/cli/**/*.ts'], ['shared'], 'src/cli (the daily-work commands) may import only src/shared: it talks to the service over HTTP.'),
+
   // the composition root builds everything, Express included, but reads certificates through src/ca/x509 too.
   room(['src/*.ts'], 'all', '', { express: true }),
 

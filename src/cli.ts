@@ -24,6 +24,7 @@ import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
 import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
 import { verifyAuditLog } from './respond/audit-verification.js';
+import { isApiCommand, registerApiCommands } from './cli/index.js';
 
 const cliActor = () => ({ actor: `cli:${userInfo().username}` });
 
@@ -111,6 +112,7 @@ const program = new Command('mqtt-ca')
   .addHelpText('after', () => `\nSettings it reads from the environment (docs/configuration.md):\n${settingsHelp()}\n`)
   .hook('preAction', (_program, command) => {
     if (command.name() === 'crl-sync') return; // a broker host's tool: no DATA_DIR, and the broker reads what it writes
+    if (isApiCommand(command)) return; // the daily-work commands talk to the service's API: no DATA_DIR here
     // DATA_DIR holds the KEK, the admin key and the embedded store: refuse one others can write to.
     const { dataDir } = loadConfig();
     securePrivateDirs(dataDir, [pgliteDirUnder(dataDir)]);
@@ -447,6 +449,9 @@ program
       for (const file of [f.caFile, f.crlFile, f.dynsecFile, f.confFile, f.readmeFile]) console.log(`wrote ${file}`);
     });
   });
+
+// The daily-work commands over the running service's API (src/cli/, docs/cli.md).
+registerApiCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof KekError) {

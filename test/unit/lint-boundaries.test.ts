@@ -64,6 +64,11 @@ const REFUSED: Array<[string, string, RegExp]> = [
   ['src/respond/fake.ts', '../jobs/runner.js', /src\/respond may import only/],
   ['src/respond/fake.ts', '../detect/responses.js', /src\/respond may import only/],
   ['src/broker/fake.ts', '../store/db.js', /src\/broker may import only/],
+  ['src/cli/fake.ts', '../store/db.js', /src\/cli \(the daily-work commands\) may import only/],
+  ['src/cli/commands/fake.ts', '../../enroll/devices.js', /src\/cli \(the daily-work commands\) may import only/],
+  ['src/cli/commands/fake.ts', '../../main.js', /src\/cli \(the daily-work commands\) may import only/],
+  ['src/cli/fake.ts', 'express', /Express/],
+  ['src/enroll/fake.ts', '../cli/api-client.js', /src\/enroll may import only/],
   ['migrations/fake.ts', '../src/shared/ids.js', /Migrations may not import from src/],
 ];
 
@@ -93,6 +98,10 @@ const ALLOWED: Array<[string, string]> = [
   ['src/http/fake.ts', 'express'],
   ['src/http/fake.ts', '../respond/incidents.js'],
   ['src/http/fake.ts', '../store/db.js'],
+  ['src/cli/commands/fake.ts', '../../shared/page.js'],
+  ['src/cli/commands/fake.ts', '../api-client.js'],
+  ['src/cli/fake.ts', 'commander'],
+  ['src/main-fake.ts', './cli/index.js'],
   ['src/main-fake.ts', './http/app.js'],
   ['src/main-fake.ts', 'express'],
   ['test/unit/fake.test.ts', '@peculiar/x509'],

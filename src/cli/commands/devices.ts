@@ -1,0 +1,162 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { seg, UsageError } from '../api-client.js';
+import { action, wholeNumber, type Ctx } from '../run.js';
+import { fields, table, when } from '../table.js';
+import type { ApiCertificate, ApiDevice } from '../types.js';
+
+interface ListOpts {
+  status?: string;
+  kind?: string;
+  lot?: string;
+  model?: string;
+  firmware?: string;
+  site?: string;
+  expiringBefore?: string;
+  limit?: number;
+  cursor?: string;
+  all?: boolean;
+}
+
+export const deviceColumns = [
+  { header: 'ID', value: (d: ApiDevice) => d.id },
+  { header: 'KIND', value: (d: ApiDevice) => d.kind },
+  { header: 'STATUS', value: (d: ApiDevice) => d.status },
+  { header: 'LOT', value: (d: ApiDevice) => d.lot },
+  { header: 'MODEL', value: (d: ApiDevice) => d.model },
+  { header: 'FIRMWARE', value: (d: ApiDevice) => d.firmwareVersion },
+  { header: 'SITE', value: (d: ApiDevice) => d.site },
+  { header: 'CERT EXPIRES', value: (d: ApiDevice) => when(d.currentNotAfter), raw: true },
+];
+
+async function list(ctx: Ctx, o: ListOpts): Promise<void> {
+  if (o.all && o.cursor) throw new UsageError('--all starts from the first page: give --cursor or --all, not both');
+  const query = {
+    status: o.status,
+    kind: o.kind,
+    lot: o.lot,
+    model: o.model,
+    firmwareVersion: o.firmware,
+    site: o.site,
+    expiringBefore: o.expiringBefore,
+    limit: o.limit ?? (o.all ? 500 : undefined),
+    cursor: o.cursor,
+  };
+  const page = await ctx.api.list<ApiDevice>('/v1/devices', query, { all: o.all });
+  if (ctx.json) return ctx.printJson(page);
+  ctx.out(page.items.length ? table(page.items, deviceColumns) : 'no devices');
+  if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor} (or --all)`);
+}
+
+async function show(ctx: Ctx, id: string): Promise<void> {
+  const d = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
+  if (ctx.json) return ctx.printJson(d);
+  const certs = await ctx.api.list<ApiCertificate>('/v1/certificates', { deviceId: d.id, limit: 20 });
+  ctx.out(
+    fields([
+      ['id', d.id],
+      ['kind', d.kind],
+      ['status', d.status],
+      ['lot', d.lot],
+      ['model', d.model],
+      ['hardware', d.hardwareRevision],
+      ['firmware', d.firmwareVersion],
+      ['site', d.site],
+      [
+        'labels',
+        Object.keys(d.labels).length
+          ? Object.entries(d.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(', ')
+          : null,
+      ],
+      ['current serial', d.currentSerial],
+      ['cert expires', when(d.currentNotAfter)],
+      ['created', when(d.createdAt)],
+      ['activated', when(d.activatedAt)],
+      ['suspended', when(d.suspendedAt)],
+      ['revoked', when(d.revokedAt)],
+      ['decommissioned', when(d.decommissionedAt)],
+    ]),
+  );
+  if (certs.items.length) {
+    ctx.out('\ncertificates (newest first):');
+    ctx.out(
+      table(certs.items, [
+        { header: 'SERIAL', value: (c) => c.serial },
+        { header: 'STATUS', value: (c) => (c.revocation ? `${c.status} (${c.revocation.reason})` : c.status) },
+        { header: 'PROFILE', value: (c) => c.profile },
+        { header: 'NOT AFTER', value: (c) => when(c.notAfter), raw: true },
+        { header: 'RENEWED FROM', value: (c) => c.renewedFrom },
+      ]),
+    );
+    if (certs.nextCursor) ctx.note('(the newest 20 certificates; `--json` and GET /v1/certificates?deviceId= for all)');
+  }
+}
+
+/** CSV or JSON: `--format`, else the file's extension, else whether it starts with `[` or `{`. */
+function manifestType(file: string, text: string, format: string | undefined): 'csv' | 'json' {
+  if (format) return format as 'csv' | 'json';
+  const ext = extname(file).toLowerCase();
+  if (ext === '.csv') return 'csv';
+  if (ext === '.json') return 'json';
+  return /^\s*[[{]/.test(text) ? 'json' : 'csv';
+}
+
+async function importLot(ctx: Ctx, file: string, o: { lot?: string; format?: string }): Promise<void> {
+  let text: string;
+  try {
+    text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const type = manifestType(file, text, o.format);
+  let body: unknown = text;
+  if (type === 'json') {
+    try {
+      body = JSON.parse(text);
+    } catch (e) {
+      throw new UsageError(`${file} is not JSON: ${(e as Error).message}`);
+    }
+  }
+  const r = await ctx.api.post<{ imported: number; lot: string | null }>('/v1/devices/import', body, {
+    query: { lot: o.lot },
+    ...(type === 'csv' ? { contentType: 'text/csv' } : {}),
+  });
+  if (ctx.json) return ctx.printJson(r.body);
+  ctx.out(`imported ${r.body.imported} devices${r.body.lot ? ` (lot ${r.body.lot})` : ''}`);
+}
+
+export function registerDevices(program: Command, addOptions: (c: Command) => Command): Command {
+  const devices = program.command('devices').description('the device inventory (API: /v1/devices)');
+  addOptions(
+    devices
+      .command('list')
+      .description('list devices, newest first (one page; --all follows the cursor)')
+      .option('--status <status>', 'registered, active, suspended, revoked or decommissioned')
+      .option('--kind <kind>', 'client or broker')
+      .option('--lot <lot>', 'production lot')
+      .option('--model <model>')
+      .option('--firmware <version>', 'firmware version')
+      .option('--site <site>')
+      .option('--expiring-before <date-time>', 'current certificate ends before (ISO 8601)')
+      .option('--limit <n>', 'page size (1-500; default 100)', wholeNumber('--limit', 1, 500))
+      .option('--cursor <cursor>', 'continue where a page stopped')
+      .option('--all', 'every page'),
+  ).action(action((ctx, o: ListOpts) => list(ctx, o)));
+  addOptions(devices.command('show <deviceId>').description('one device, with its newest certificates')).action(
+    action((ctx, id: string) => show(ctx, id)),
+  );
+  addOptions(
+    devices
+      .command('import <file>')
+      .description('register a production lot from a CSV or JSON manifest, all or nothing; bad rows are listed (file - reads stdin)')
+      .option('--lot <lot>', 'the lot of rows that name none')
+      .option('--format <format>', 'csv or json (default: from the extension or the content)', (v: string) => {
+        if (v !== 'csv' && v !== 'json') throw new InvalidArgumentError('csv or json');
+        return v;
+      }),
+  ).action(action((ctx, file: string, o: { lot?: string; format?: string }) => importLot(ctx, file, o)));
+  return devices;
+}
