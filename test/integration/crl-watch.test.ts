@@ -82,7 +82,9 @@ for (const target of dbTargets) {
       assert.match(String(e.find((x) => x.subject === issuingId)!.details.error), /disk full/);
       let text = await scrape();
       assert.match(text, new RegExp(`^mqttca_crl_stale\\{ca_id="${issuingId}",shard="0"\\} 1$`, 'm'));
-      const left = Number(new RegExp(`^mqttca_crl_seconds_to_next_update\\{ca_id="${issuingId}",shard="0"\\} ([\\d.]+)$`, 'm').exec(text)![1]);
+      const left = Number(
+        new RegExp(`^mqttca_crl_seconds_to_next_update\\{ca_id="${issuingId}",shard="0"\\} ([\\d.]+)$`, 'm').exec(text)![1],
+      );
       assert.ok(Math.abs(left - (36 * HOUR - 60_000) / 1000) < 1, `seconds to nextUpdate: ${left}`);
 
       clock.advance(25 * HOUR); // under 12 h left
