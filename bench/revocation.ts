@@ -163,7 +163,7 @@ export async function run(): Promise<BenchResult[]> {
 
 /**
  * One request revoking a 1,000,000-certificate lot (keyCompromise, devices active), chunked
- * (BULK_REVOKE_CHUNK_SIZE, default 5,000: each chunk one transaction with its audit entries and
+ * (BULK_REVOKE_CHUNK_SIZE, default 20,000: each chunk one transaction with its audit entries and
  * published), against the same run's rate of the one-transaction path every bulk revocation took
  * before (Revocations without runs) on a 100,000-certificate lot, on a database of their own.
  * (The sizes are parameters for a quick check of this function alone.)

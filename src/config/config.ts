@@ -161,7 +161,7 @@ const schema = z.object({
     .max(24 * 30)
     .default(24),
   BULK_REVOKE_APPROVAL_THRESHOLD: z.coerce.number().int().min(0).max(100_000_000).default(1000),
-  BULK_REVOKE_CHUNK_SIZE: z.coerce.number().int().min(1).max(100_000).default(5000),
+  BULK_REVOKE_CHUNK_SIZE: z.coerce.number().int().min(1).max(100_000).default(20_000),
   // Backups
   BACKUP_DIR: optionalString,
   BACKUP_EVERY_HOURS: z.coerce

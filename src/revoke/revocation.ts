@@ -109,6 +109,15 @@ export function bulkRevocationView(r: BulkRevocationRow): BulkRevocationView {
 export interface RevocationChange {
   caIds: string[];
   serials: Buffer[];
+  /**
+   * Set on a chunk of a bulk revocation run that has more chunks to follow (the run's last chunk
+   * leaves it unset). The chunk is published like any change (OCSP, a delta CRL) before the next
+   * one starts; what a listener may do with the hint is defer work whose cost grows with the
+   * whole revoked set rather than with the change: the CRL publisher need not rebuild the full
+   * CRL at once because the delta passed CRL_DELTA_MAX_ENTRIES (the deltas carry the chunks
+   * meanwhile), as long as the run's last chunk, and the schedule, still have it rebuilt.
+   */
+  moreToCome?: boolean;
 }
 
 /** The CRL and OCSP publishers: told inside the changing transaction (optionally) and after it commits. */
@@ -515,14 +524,16 @@ export class Revocations {
       const started = performance.now();
       const limit = atMost === undefined ? b.chunkSize : Math.min(b.chunkSize, atMost - revoked);
       if (limit <= 0) break;
-      let out: { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number } | undefined;
+      let out: { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number; more: boolean } | undefined;
       try {
         out = await this.db.transaction(async (tx) => {
           const held = await b.store.lockHeld(tx, run.id, b.owner);
           if (!held) return undefined;
           const now = this.clock.now();
-          const window = await b.store.window(tx, run.id, held.cursor, limit);
-          if (window.length === 0) return { done: [], window: 0 };
+          // One serial past the window: whether another chunk follows (the frozen selection cannot grow).
+          const peeked = await b.store.window(tx, run.id, held.cursor, limit + 1);
+          const window = peeked.slice(0, limit);
+          if (window.length === 0) return { done: [], window: 0, more: false };
           // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
           const done = await this.certificates.revokeMatching(
             tx,
@@ -538,11 +549,15 @@ export class Revocations {
             at: now,
             leaseUntil: new Date(now.getTime() + b.leaseMs),
           });
-          return { done, window: window.length };
+          return { done, window: window.length, more: peeked.length > limit };
         });
         if (out === undefined) return (await b.store.get(this.db, run.id))!;
         if (out.done.length) {
-          await this.published({ caIds: [...new Set(out.done.map((r) => r.caId))], serials: out.done.map((r) => r.serial) });
+          await this.published({
+            caIds: [...new Set(out.done.map((r) => r.caId))],
+            serials: out.done.map((r) => r.serial),
+            ...(out.more ? { moreToCome: true } : {}),
+          });
           this.counted(reason, out.done.length, started);
         }
       } catch (e) {

@@ -8,7 +8,7 @@ import { makeApiService } from '../helpers/service.js';
 import { assertProblem } from '../helpers/http.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
-import { Revocations, type BulkRunSettings } from '../../src/revoke/revocation.js';
+import { Revocations, type BulkRunSettings, type RevocationChange, type RevocationListener } from '../../src/revoke/revocation.js';
 import { CertificateStore } from '../../src/store/certificate-store.js';
 import { BulkRevocationStore } from '../../src/store/bulk-revocation-store.js';
 import { systemClock } from '../../src/shared/clock.js';
@@ -66,14 +66,14 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
     return new Map(rows.map((r: { target_id: string; n: number }) => [r.target_id, r.n]));
   };
   /** A second Revocations on the same database, as another process would have, with its own lease name and test hook. */
-  const processWith = (owner: string, leaseMs: number, afterChunk?: BulkRunSettings['afterChunk']) =>
+  const processWith = (owner: string, leaseMs: number, afterChunk?: BulkRunSettings['afterChunk'], also: RevocationListener[] = []) =>
     new Revocations(
       svc.db,
       new CertificateStore(),
       svc.devices,
       svc.audit,
       systemClock,
-      [svc.ocsp, svc.crls, svc.sessionKeys],
+      [svc.ocsp, svc.crls, svc.sessionKeys, ...also],
       undefined,
       undefined,
       {
@@ -135,6 +135,57 @@ describe(`chunked bulk revocations on ${postgresTarget.name}`, { skip: postgresT
         .expect(200)
     ).body;
     assert.deepEqual([small.revoked, small.id], [5, undefined]);
+  });
+
+  it("tells the listeners, on each chunk's change but the last, that more chunks follow (the CRL publisher may defer its full rebuild)", async () => {
+    for (const [lot, n, expected] of [
+      ['HINT-A', 250, [true, true, false]],
+      // An exact multiple: the last full chunk is the last one, not an empty one after it.
+      ['HINT-B', 200, [true, false]],
+    ] as const) {
+      const serials = await issueLot(lot, n);
+      const changes: RevocationChange[] = [];
+      const published: number[] = [];
+      const recorder: RevocationListener = {
+        async onRevocationChanged(change) {
+          changes.push(change);
+          // Published before the next chunk starts: OCSP already answers revoked for every serial so far.
+          published.push(
+            Number(
+              (await svc.db('certificates').whereIn('serial', change.serials).where({ status: 'revoked' }).count({ n: 'serial' }))[0]!.n,
+            ),
+          );
+        },
+      };
+      const out = await processWith(`hint-${lot}`, 30_000, undefined, [recorder]).revokeMany(
+        { selector: { lot }, reason: 'superseded' },
+        ctx,
+      );
+      assert.equal(out.revoked, n);
+      assert.deepEqual(
+        changes.map((c) => c.moreToCome === true),
+        expected,
+      );
+      assert.deepEqual(
+        changes.map((c) => c.serials.length),
+        published,
+      );
+      assert.equal(
+        changes.reduce((k, c) => k + c.serials.length, 0),
+        serials.length,
+      );
+    }
+    // Whatever the hints deferred, the full CRL catches up with the run once it ended.
+    await svc.crls.settled();
+    const caId = (
+      await svc
+        .db('certificates')
+        .where({ serial: Buffer.from((await issueLot('HINT-C', 1))[0]!, 'hex') })
+        .first('ca_id')
+    ).ca_id as string;
+    const full = (await svc.crls.current(caId))!;
+    const revoked = Number((await svc.db('certificates').where({ ca_id: caId, status: 'revoked' }).count({ n: 'serial' }))[0]!.n);
+    assert.equal(full.entries, revoked);
   });
 
   it('resumes a run whose process died between chunks: every certificate revoked once, nothing issued meanwhile taken', async () => {
