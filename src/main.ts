@@ -519,6 +519,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         logger,
         issuance,
         crlWatch,
+        crls,
         ocsp,
         ocspResponders,
         renewals,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Issuance } from '../ca/issuance.js';
 import type { CrlWatch } from '../revoke/crl-watch.js';
+import type { CrlPublisher } from '../revoke/crl-publisher.js';
 import type { OcspResponder } from '../revoke/ocsp-responder.js';
 import type { OcspResponders } from '../revoke/ocsp-responders.js';
 import type { ExpirySweeps } from '../rotate/expiry.js';
@@ -20,6 +21,7 @@ export interface JobServices {
   logger: Logger;
   issuance: Issuance;
   crlWatch: CrlWatch;
+  crls: Pick<CrlPublisher, 'pruneSuperseded'>;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
   renewals: Renewals;
@@ -65,7 +67,8 @@ export function queueDefinitions(
             { caId: x.caId, crlNumber: x.crl?.crlNumber.toString(), nextUpdate: x.crl?.nextUpdate },
             'CRL is due and could not be replaced',
           );
-        return { cas: all.length, stale: all.filter((c) => c.stale).length };
+        const pruned = await s.crls.pruneSuperseded();
+        return { crls: all.length, stale: all.filter((c) => c.stale).length, pruned };
       },
     },
     'ocsp-refresh': { everyMs: 5 * MINUTE, run: async () => ({ resigned: await s.ocsp.refreshDue(20_000) }) },

@@ -29,6 +29,8 @@ const BUSY_RETRY_MS = 250;
  * carry the changes meanwhile. A small CA's full CRL still follows within about a second.
  */
 const REBUILD_SPACING = 10;
+/** How long a superseded CRL's body is kept (see pruneSuperseded). */
+const SUPERSEDED_GRACE_MS = 15 * 60_000;
 
 export interface CrlPolicy {
   /** nextUpdate - thisUpdate. */
@@ -135,6 +137,8 @@ export class CrlPublisher implements RevocationListener {
   private readonly pending = new Set<Promise<unknown>>();
   /** How long each partition's last full build took here, in ms. */
   private readonly buildMs = new Map<string, number>();
+  /** How long the deltas published here since the partition's last full build took, in ms. */
+  private readonly deltaMs = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -152,7 +156,7 @@ export class CrlPublisher implements RevocationListener {
    * Publishes a delta CRL for each partition the change touched, of each CA that still signs (a
    * retired CA's last CRLs stand), and has the full ones rebuilt.
    */
-  async onRevocationChanged({ caIds, serials }: RevocationChange): Promise<void> {
+  async onRevocationChanged({ caIds, serials, moreToCome }: RevocationChange): Promise<void> {
     const signing = new Map((await this.issuers.signingCas()).map((c) => [c.id, c]));
     const touched = await Promise.all(
       [...new Set(caIds)]
@@ -165,7 +169,7 @@ export class CrlPublisher implements RevocationListener {
           return shards.length ? shards.map((shard) => ({ caId: id, shard })) : all;
         }),
     );
-    await Promise.all(touched.flat().map((p) => this.changed(p)));
+    await Promise.all(touched.flat().map((p) => this.changed(p, moreToCome === true)));
   }
 
   /** A new full CRL (the new base) and delta for the partition, covering everything committed before the call. */
@@ -214,6 +218,14 @@ export class CrlPublisher implements RevocationListener {
         }
       }),
     );
+  }
+
+  /**
+   * Deletes superseded CRLs published more than `SUPERSEDED_GRACE_MS` ago (a reader that just
+   * looked one up still finds its body); returns how many.
+   */
+  pruneSuperseded(): Promise<number> {
+    return this.store.pruneSuperseded(this.db, new Date(this.clock.now().getTime() - SUPERSEDED_GRACE_MS));
   }
 
   /** The body of a published CRL. */
@@ -270,15 +282,23 @@ export class CrlPublisher implements RevocationListener {
     return l;
   }
 
-  private async changed(p: CrlPartition): Promise<void> {
+  private async changed(p: CrlPartition, moreToCome: boolean): Promise<void> {
+    const key = partitionKey(p);
+    const t0 = performance.now();
     const delta = await this.lane(p).delta.request(undefined);
+    this.deltaMs.set(key, (this.deltaMs.get(key) ?? 0) + (performance.now() - t0));
     // No base to compute a delta against: the first full CRL is built in the request.
     if (!delta) {
       await this.lane(p).full.request({ kind: 'force' });
       return;
     }
-    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(partitionKey(p)) ?? 0));
-    this.background(p, { kind: 'covers', seq: delta.coversSeq! }, delta.entries > this.policy.deltaMaxEntries ? 0 : afterMs);
+    const afterMs = Math.max(this.policy.rebuildAfterMs ?? 1_000, REBUILD_SPACING * (this.buildMs.get(key) ?? 0));
+    // A bulk run's chunk with more to come: a big delta forces the rebuild only once the deltas
+    // published since the base have cost as much as a full build (then one is the cheaper), so a
+    // run neither rebuilds a growing CRL every chunk nor lets its deltas grow without bound.
+    const big =
+      delta.entries > this.policy.deltaMaxEntries && (!moreToCome || (this.deltaMs.get(key) ?? 0) >= (this.buildMs.get(key) ?? 0));
+    this.background(p, { kind: 'covers', seq: delta.coversSeq! }, big ? 0 : afterMs);
   }
 
   /** A full build later (changes until then share it), or at once. */
@@ -522,7 +542,10 @@ export class CrlPublisher implements RevocationListener {
         ]);
         return pair;
       });
-      if (r && r !== BUSY) this.buildMs.set(partitionKey(p), performance.now() - started);
+      if (r && r !== BUSY) {
+        this.buildMs.set(partitionKey(p), performance.now() - started);
+        this.deltaMs.set(partitionKey(p), 0);
+      }
       if (r !== BUSY) return r;
       if (this.closed) return undefined;
       await sleep(BUSY_RETRY_MS);

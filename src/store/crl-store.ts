@@ -128,6 +128,23 @@ export class CrlStore {
     return (rows.rows as { crl_shard: number }[]).map((r) => Number(r.crl_shard)).sort((a, b) => a - b);
   }
 
+  /**
+   * Deletes the bodies of superseded CRLs published before `before`: every CRL but the newest full
+   * and delta of each partition (the newest full is the current base; the newest numbers keep the
+   * sequences). Nobody is served a superseded CRL; at a million revoked each full build stores
+   * tens of MB, so without this the table grows with every rebuild. The audit log keeps each
+   * publication's number and times.
+   */
+  async pruneSuperseded(ex: Executor, before: Date): Promise<number> {
+    const r = await ex.raw(
+      `delete from crls c
+        where c.this_update < ?
+          and c.crl_number < (select max(n.crl_number) from crls n where n.ca_id = c.ca_id and n.shard = c.shard and n.kind = c.kind)`,
+      [before],
+    );
+    return Number(r.rowCount ?? 0);
+  }
+
   async insert(ex: Executor, row: CrlRow): Promise<void> {
     await ex('crls').insert({
       ca_id: row.caId,
