@@ -13,7 +13,7 @@ type Editable = (typeof EDITABLE)[number][0];
 
 const fmt = (iso: string | null | undefined) => (iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '—');
 
-type Action = 'revoke' | 'hold' | 'release' | 'decommission';
+type Action = 'revoke' | 'hold' | 'release' | 'readmit' | 'decommission';
 
 interface Loaded {
   device: Device;
@@ -143,6 +143,11 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
           {onHold && (
             <button type="button" onClick={() => setAction('release')}>
               Release hold…
+            </button>
+          )}
+          {device.status === 'revoked' && (
+            <button type="button" onClick={() => setAction('readmit')}>
+              Re-admit…
             </button>
           )}
           {device.status !== 'decommissioned' && (
@@ -326,6 +331,7 @@ function ActionDialog(props: {
       if (action === 'revoke') await api('POST', `/v1/certificates/${serial}/revoke`, { reason });
       else if (action === 'hold') await api('POST', `/v1/certificates/${serial}/revoke`, { reason: 'certificateHold' });
       else if (action === 'release') await api('POST', `/v1/certificates/${serial}/release`);
+      else if (action === 'readmit') await api('POST', `/v1/devices/${enc}/readmit`);
       else await api('POST', `/v1/devices/${enc}/decommission`);
     } catch (e) {
       if (e instanceof ApiError) throw new Error(e.detail || e.title);
@@ -336,6 +342,7 @@ function ActionDialog(props: {
         revoke: `Certificate ${serial} revoked (${reason}).`,
         hold: `Certificate ${serial} is on hold.`,
         release: `Certificate ${serial} released.`,
+        readmit: `Device ${device.id} re-admitted: it may be given a new enrollment token.`,
         decommission: `Device ${device.id} decommissioned.`,
       }[action],
     );
@@ -344,13 +351,14 @@ function ActionDialog(props: {
     revoke: `Revoke the certificate of ${device.id}`,
     hold: `Put the certificate of ${device.id} on hold`,
     release: `Release the hold on ${device.id}`,
+    readmit: `Re-admit ${device.id}`,
     decommission: `Decommission ${device.id}`,
   }[action];
   return (
     <ConfirmDialog
       title={title}
       deviceId={device.id}
-      confirmLabel={{ revoke: 'Revoke', hold: 'Hold', release: 'Release', decommission: 'Decommission' }[action]}
+      confirmLabel={{ revoke: 'Revoke', hold: 'Hold', release: 'Release', readmit: 'Re-admit', decommission: 'Decommission' }[action]}
       onConfirm={run}
       onClose={props.onClose}
     >
@@ -377,6 +385,9 @@ function ActionDialog(props: {
         <p>
           Certificate <code>{serial}</code> is valid again and the device active.
         </p>
+      )}
+      {action === 'readmit' && (
+        <p>The device goes back to registered, so it can be given a new enrollment token; its revoked certificates stay revoked.</p>
       )}
       {action === 'decommission' && <p>The device is taken out of service for good; this cannot be undone.</p>}
     </ConfirmDialog>
