@@ -164,7 +164,10 @@ for (const target of dbTargets) {
       await shot(page, 'revoke-dialog');
       await confirm.click();
       await page.getByRole('status').filter({ hasText: 'revoked' }).waitFor();
-      await page.getByTestId('device-status').filter({ hasText: /^revoked$/ }).waitFor();
+      await page
+        .getByTestId('device-status')
+        .filter({ hasText: /^revoked$/ })
+        .waitFor();
       const cert = (await api.get(`/v1/certificates/${serial}`).set(auth('auditor')).expect(200)).body;
       assert.equal(cert.status, 'revoked');
       assert.equal(cert.revocation.reason, 'keyCompromise');
@@ -183,7 +186,10 @@ for (const target of dbTargets) {
       let dialog = page.getByRole('dialog', { name: /on hold/ });
       await dialog.getByLabel(/Type the device id/).fill('meter-held');
       await dialog.getByRole('button', { name: 'Hold' }).click();
-      await page.getByTestId('device-status').filter({ hasText: /^suspended$/ }).waitFor();
+      await page
+        .getByTestId('device-status')
+        .filter({ hasText: /^suspended$/ })
+        .waitFor();
       await page.getByRole('button', { name: 'Release hold…' }).click();
       dialog = page.getByRole('dialog', { name: /Release the hold/ });
       // Escape cancels: nothing happens.
@@ -193,7 +199,10 @@ for (const target of dbTargets) {
       await page.getByRole('button', { name: 'Release hold…' }).click();
       await dialog.getByLabel(/Type the device id/).fill('meter-held');
       await dialog.getByRole('button', { name: 'Release' }).click();
-      await page.getByTestId('device-status').filter({ hasText: /^active$/ }).waitFor();
+      await page
+        .getByTestId('device-status')
+        .filter({ hasText: /^active$/ })
+        .waitFor();
       assert.equal((await api.get(`/v1/certificates/${heldSerial}`).set(auth('auditor')).expect(200)).body.status, 'issued');
       await ctx.close();
     });
