@@ -61,6 +61,16 @@ export interface AuditEntry {
   details: Record<string, unknown>;
 }
 
+export interface SecurityEvent {
+  id: number;
+  at: string;
+  kind: string;
+  severity: 'info' | 'warning' | 'critical';
+  source: string | null;
+  subject: string | null;
+  details: Record<string, unknown>;
+}
+
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
@@ -138,4 +148,5 @@ export const can = {
   decommission: (r: Role) => r === 'admin' || r === 'operator',
   editDevice: (r: Role) => r === 'admin' || r === 'operator' || r === 'provisioner',
   readAudit: (r: Role) => r === 'admin' || r === 'auditor',
+  readEvents: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
 };

@@ -173,6 +173,8 @@ for (const target of dbTargets) {
       assert.equal(cert.revocation.reason, 'keyCompromise');
       assert.equal(await page.getByRole('button', { name: 'Revoke certificate…' }).count(), 0, 'nothing left to revoke');
       await page.getByRole('button', { name: 'Re-admit…' }).waitFor();
+      await page.getByRole('heading', { name: 'Security events' }).waitFor();
+      assert.equal(await page.getByRole('heading', { name: 'Audit' }).count(), 0, 'an operator does not read the audit log');
       await shot(page, 'device');
       await ctx.close();
     });
@@ -251,6 +253,8 @@ for (const target of dbTargets) {
       assert.equal(await page.getByRole('button', { name: /Revoke|Decommission|Put on hold/ }).count(), 0);
       assert.equal(await page.getByRole('button', { name: 'Save inventory' }).count(), 0, 'no editing either');
       await page.getByRole('heading', { name: 'Audit' }).waitFor(); // an auditor reads the device's audit entries
+      await page.getByRole('heading', { name: 'Security events' }).waitFor();
+      assert.match((await page.locator('table.audit').textContent()) ?? '', /device\.registered/);
       const status = await page.evaluate(async () => {
         const s = (await (await fetch('/v1/console/session')).json()) as { csrfToken: string };
         const r = await fetch('/v1/devices/meter-000/decommission', { method: 'POST', headers: { 'X-CSRF-Token': s.csrfToken } });

@@ -1,5 +1,16 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiError, can, REVOCATION_REASONS, type AuditEntry, type Certificate, type Device, type Page, type Role } from '../api.js';
+import {
+  api,
+  ApiError,
+  can,
+  REVOCATION_REASONS,
+  type AuditEntry,
+  type Certificate,
+  type Device,
+  type Page,
+  type Role,
+  type SecurityEvent,
+} from '../api.js';
 import { onLink } from '../router.js';
 import { ConfirmDialog } from './confirm.js';
 
@@ -19,6 +30,7 @@ interface Loaded {
   device: Device;
   certificates: Certificate[];
   audit: AuditEntry[] | undefined;
+  events: SecurityEvent[] | undefined;
 }
 
 export function DevicePage({ id, role }: { id: string; role: Role }) {
@@ -37,8 +49,11 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
       can.readAudit(role)
         ? api<Page<AuditEntry>>('GET', `/v1/audit?targetType=device&targetId=${enc}&limit=50`).then((p) => p.items)
         : Promise.resolve(undefined),
+      can.readEvents(role)
+        ? api<Page<SecurityEvent>>('GET', `/v1/events?subject=${enc}&limit=50`).then((p) => p.items)
+        : Promise.resolve(undefined),
     ])
-      .then(([device, certs, audit]) => live && setData({ device, certificates: certs.items, audit }))
+      .then(([device, certs, audit, events]) => live && setData({ device, certificates: certs.items, audit, events }))
       .catch((e) => live && setError(e instanceof ApiError ? e : new ApiError(0, 'The service did not answer', '', {})));
     return () => {
       live = false;
@@ -60,7 +75,7 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
     );
   if (!data) return <p aria-busy="true">Loading device…</p>;
 
-  const { device, certificates, audit } = data;
+  const { device, certificates, audit, events } = data;
   const current = certificates.find((c) => c.serial === device.currentSerial);
   const onHold = current?.status === 'revoked' && current.revocation?.reason === 'certificateHold';
   const live = current?.status === 'issued';
@@ -203,6 +218,40 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
             ))}
           </tbody>
         </table>
+      )}
+
+      {events && (
+        <>
+          <h2>Security events</h2>
+          {events.length === 0 ? (
+            <p>No security events name this device.</p>
+          ) : (
+            <table class="events">
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">Kind</th>
+                  <th scope="col">Severity</th>
+                  <th scope="col">Source</th>
+                  <th scope="col">Details</th>
+                </tr>
+              </thead>
+              <tbody>
+                {events.map((ev) => (
+                  <tr key={ev.id}>
+                    <td>{fmt(ev.at)}</td>
+                    <td>{ev.kind}</td>
+                    <td>{ev.severity}</td>
+                    <td>{ev.source ?? '—'}</td>
+                    <td>
+                      <code>{JSON.stringify(ev.details)}</code>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </>
       )}
 
       {audit && (
