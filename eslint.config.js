@@ -214,4 +214,20 @@ export default defineConfig(
       ],
     },
   },
+
+  // the web console runs in the browser: it talks to the service through the API only, never its code.
+  {
+    files: ['console/**/*.ts', 'console/**/*.tsx'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^(\\.\\./)+(src|migrations|test|bench)(/|$)', message: 'The console uses the API, not the service code.' },
+            { regex: '^node:', message: 'The console runs in the browser.' },
+          ],
+        },
+      ],
+    },
+  },
 );

@@ -24,6 +24,7 @@ import * as apiKeyLineage from './20261207_0022_api_key_lineage.js';
 import * as bulkRevocations from './20261207_0023_bulk_revocations.js';
 import * as deviceListIndexes from './20261207_0024_device_list_indexes.js';
 import * as crlShards from './20261207_0025_crl_shards.js';
+import * as consoleSessions from './20261207_0026_console_sessions.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -52,6 +53,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261207_0023_bulk_revocations': bulkRevocations,
   '20261207_0024_device_list_indexes': deviceListIndexes,
   '20261207_0025_crl_shards': crlShards,
+  '20261207_0026_console_sessions': consoleSessions,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

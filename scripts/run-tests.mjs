@@ -22,6 +22,12 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// The console tests (and the service at / and /console) need the built console: build it if missing.
+const build = spawnSync(process.execPath, ['scripts/build-console.mjs', '--if-missing'], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('the console build failed (scripts/build-console.mjs)');
+  process.exit(1);
+}
 const result = spawnSync(
   process.execPath,
   // A hung test fails after 20 minutes instead of holding CI to its limit (seen here: a failing

@@ -3,6 +3,7 @@ import type { Server as HttpsServer } from 'node:https';
 import { createListener, keepTlsContextFresh } from './http/listener.js';
 import { pino, type Logger } from 'pino';
 import { ApiKeyService } from './access/api-keys.js';
+import { ConsoleSessions } from './access/console-sessions.js';
 import { AuditLog } from './audit/audit-log.js';
 import { AuditCheckpoints, startAuditAnchor } from './audit/audit-anchor.js';
 import { auditLogLine } from './audit/log-lines.js';
@@ -62,6 +63,7 @@ import { resolveClientAddress } from './http/request-context.js';
 import { TrustedProxies } from './shared/trusted-proxies.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { ApiKeyStore } from './store/api-key-store.js';
+import { ConsoleSessionStore } from './store/console-session-store.js';
 import { AuditStore } from './store/audit-store.js';
 import { CaStore } from './store/ca-store.js';
 import { CertificateStore } from './store/certificate-store.js';
@@ -117,6 +119,8 @@ export interface Service {
   /** Signs and checks the checkpoints of the audit chain's head kept outside the database (the anchor file, the log stream, backups). */
   auditCheckpoints: AuditCheckpoints;
   apiKeys: ApiKeyService;
+  /** Web console sessions: an API key exchanged for a cookie and a CSRF token. */
+  consoleSessions: ConsoleSessions;
   vault: KeyVault;
   hierarchy: CaHierarchy;
   issuance: Issuance;
@@ -249,6 +253,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 
     // The authority, and the service's own certificates.
     const apiKeys = new ApiKeyService(db, new ApiKeyStore(), audit, clock);
+    const consoleSessions = new ConsoleSessions(db, new ConsoleSessionStore(), apiKeys, audit, clock, config.consoleSessions);
     const vault = new KeyVault(kek, keys, clock);
     const urls = new PkiUrls(config.publicUrl);
     const certificateStore = new CertificateStore();
@@ -592,6 +597,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       audit,
       auditCheckpoints,
       apiKeys,
+      consoleSessions,
       vault,
       hierarchy,
       issuance,
@@ -667,6 +673,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     validateResponses: opts.validateResponses,
     ready: () => pingDb(svc.db),
     apiKeys: svc.apiKeys,
+    consoleSessions: svc.consoleSessions,
     audit: svc.audit,
     hierarchy: svc.hierarchy,
     certificates: svc.certificates,

@@ -327,6 +327,17 @@ export class DeviceInventory {
     return { items: items.map(deviceView), nextCursor: more && last ? deviceCursor(last) : null };
   }
 
+  /** How many devices match the list's filters (status aside), by status: every status is named, 0 included. */
+  async countByStatus(filter: Omit<DeviceListFilter, 'status'>): Promise<{ byStatus: Record<DeviceStatus, number>; total: number }> {
+    if (filter.kind !== undefined && !DEVICE_KINDS.includes(filter.kind))
+      throw badRequest(`kind must be one of ${DEVICE_KINDS.join(', ')}`);
+    if (filter.expiringBefore !== undefined && Number.isNaN(filter.expiringBefore.getTime()))
+      throw badRequest('expiringBefore is not a valid time');
+    const counts = await this.store.countByStatus(this.db, filter);
+    const byStatus = Object.fromEntries(DEVICE_STATUSES.map((s) => [s, counts[s] ?? 0])) as Record<DeviceStatus, number>;
+    return { byStatus, total: Object.values(byStatus).reduce((a, b) => a + b, 0) };
+  }
+
   /** Changes descriptive fields; `device.updated` records the changed fields. A decommissioned device is Conflict. */
   async update(id: string, patch: DevicePatch, ctx: ActorContext): Promise<DeviceView> {
     const attrs = checkPatch(patch);

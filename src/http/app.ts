@@ -3,6 +3,9 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import swaggerUi from 'swagger-ui-express';
 import type { Logger } from 'pino';
 import type { ApiKeyService } from '../access/api-keys.js';
+import type { ConsoleSessions } from '../access/console-sessions.js';
+import { consoleStatic } from './console-static.js';
+import { consoleRoutes } from './routes/console.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { CertificateRegistry } from '../ca/certificates.js';
@@ -61,6 +64,10 @@ export interface AppDeps {
   validateResponses?: boolean;
   ready(): Promise<boolean>;
   apiKeys: ApiKeyService;
+  /** Web console sessions: a session cookie stands in for the Bearer key (docs/console.md). */
+  consoleSessions: ConsoleSessions;
+  /** The built web console (dist/console by default), served at / and /console. */
+  consoleDir?: string | undefined;
   audit: AuditLog;
   hierarchy: CaHierarchy;
   certificates: CertificateRegistry;
@@ -98,6 +105,9 @@ export interface AppDeps {
 /** /v1 routes that authenticate with their own credentials (enrollment tokens, device certificates), not API keys. */
 const OWN_AUTH_PATHS = new Set(['/enroll', '/renew', '/renew/staged', '/enroll/serverkeygen', '/session-keys']);
 
+/** Console sign-in presents the API key in its body, not in a header. */
+const isSignIn = (req: Request) => req.method === 'POST' && req.path === '/console/session';
+
 const requestId: RequestHandler = (req, res, next) => {
   res.locals.requestId = assignRequestId(req, res);
   next();
@@ -133,6 +143,8 @@ export function createApp(d: AppDeps): Express {
   });
   app.use('/docs', swaggerUi.serve, swaggerUi.setup(spec));
 
+  app.use(consoleStatic(d.consoleDir));
+
   if (d.dashboardQueues) app.use(DASHBOARD_PATH, adminOnly(d.apiKeys), queueDashboard(d.dashboardQueues));
 
   // Rate limits per address first, before a key is even looked at; per key once it is known. Enrollment keeps its own limit (Enrollment).
@@ -140,7 +152,7 @@ export function createApp(d: AppDeps): Express {
     '/v1',
     rateLimited(d.limits, 'api-source', (req) => sourceOf(req)),
   );
-  const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch);
+  const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch, d.consoleSessions);
   // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
   app.use(largeBodyParsers(apiKeyAuth, '/v1/devices/import', ['provisioner'], { csv: true }));
   app.use(largeBodyParsers(apiKeyAuth, '/v1/revocations', ['operator']));
@@ -148,7 +160,9 @@ export function createApp(d: AppDeps): Express {
   app.use(express.raw({ limit: d.bodyLimitBytes, type: ['application/pkcs10'] }));
   const keyLimit = rateLimited(d.limits, 'api-key', (_req, res) => (res.locals.principal as Principal).keyId);
   app.use('/v1', (req, res, next) =>
-    OWN_AUTH_PATHS.has(req.path) ? next() : apiKeyAuth(req, res, (e?: unknown) => (e ? next(e) : keyLimit(req, res, next))),
+    OWN_AUTH_PATHS.has(req.path) || isSignIn(req)
+      ? next()
+      : apiKeyAuth(req, res, (e?: unknown) => (e ? next(e) : keyLimit(req, res, next))),
   );
   app.use(
     OpenApiValidator.middleware({
@@ -156,7 +170,7 @@ export function createApp(d: AppDeps): Express {
       validateRequests: { allowUnknownQueryParameters: false },
       validateResponses: d.validateResponses ?? false,
       validateSecurity: false, // authenticate() above does it, with roles
-      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|admin|\.well-known)/,
+      ignorePaths: /^\/(pki|docs|healthz|readyz|openapi|admin|console|\.well-known)/,
     }),
   );
   app.use(wellFormedText);
@@ -166,6 +180,7 @@ export function createApp(d: AppDeps): Express {
   app.use(casRoutes(d.hierarchy));
   app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
   app.use(apiKeyRoutes(d.apiKeys));
+  app.use(consoleRoutes(d.consoleSessions, d.apiKeyWatch));
   app.use(auditRoutes(d.audit));
   app.use(eventRoutes(d.securityEvents, d.eventFeed));
   app.use(postureRoutes(d.posture));

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Executor } from './db.js';
 
 export type DeviceKind = 'client' | 'broker';
@@ -110,6 +111,18 @@ function fromRow(r: Record<string, unknown>): DeviceRow {
   };
 }
 
+/** The list's filters on a devices query. */
+function filtered<Q extends Knex.QueryBuilder>(q: Q, filter: DeviceFilter): Q {
+  if (filter.status) q.where('status', filter.status);
+  if (filter.kind) q.where('kind', filter.kind);
+  if (filter.lot !== undefined) q.where('lot', filter.lot);
+  if (filter.model !== undefined) q.where('model', filter.model);
+  if (filter.firmwareVersion !== undefined) q.where('firmware_version', filter.firmwareVersion);
+  if (filter.site !== undefined) q.where('site', filter.site);
+  if (filter.expiringBefore) q.where('current_not_after', '<', filter.expiringBefore);
+  return q;
+}
+
 /** SQL for the device inventory (devices). */
 export class DeviceStore {
   /** Inserts one device unless the id exists; true when inserted. */
@@ -179,14 +192,7 @@ export class DeviceStore {
   }
 
   async list(db: Executor, filter: DeviceFilter, page: { cursor?: DeviceCursor | undefined; limit: number }): Promise<DeviceRow[]> {
-    const q = db('devices').select(COLUMNS);
-    if (filter.status) q.where('status', filter.status);
-    if (filter.kind) q.where('kind', filter.kind);
-    if (filter.lot !== undefined) q.where('lot', filter.lot);
-    if (filter.model !== undefined) q.where('model', filter.model);
-    if (filter.firmwareVersion !== undefined) q.where('firmware_version', filter.firmwareVersion);
-    if (filter.site !== undefined) q.where('site', filter.site);
-    if (filter.expiringBefore) q.where('current_not_after', '<', filter.expiringBefore);
+    const q = filtered(db('devices').select(COLUMNS), filter);
     if (page.cursor) q.whereRaw('(created_at, id) < (?::timestamptz, ?::text)', [page.cursor.createdAt, page.cursor.id]);
     const rows = await q
       .orderBy([
@@ -195,6 +201,15 @@ export class DeviceStore {
       ])
       .limit(page.limit);
     return rows.map(fromRow);
+  }
+
+  /** How many devices match the filter (its status aside), by status. */
+  async countByStatus(db: Executor, filter: Omit<DeviceFilter, 'status'>): Promise<Record<string, number>> {
+    const rows = (await filtered(db('devices'), filter).select('status').count({ n: '*' }).groupBy('status')) as {
+      status: string;
+      n: unknown;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
   }
 
   /** Sets the given descriptive columns and updated_at; returns the updated row. */

@@ -42,6 +42,19 @@ export function deviceRoutes(devices: DeviceInventory): Router {
       ),
     );
   });
+  r.get('/v1/device-counts', allow(...READ_ROLES), async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    res.json(
+      await devices.countByStatus({
+        kind: q.kind as DeviceKind | undefined,
+        lot: q.lot,
+        model: q.model,
+        firmwareVersion: q.firmwareVersion,
+        site: q.site,
+        expiringBefore: q.expiringBefore ? new Date(q.expiringBefore) : undefined,
+      }),
+    );
+  });
   r.get('/v1/devices/:deviceId', allow(...READ_ROLES), async (req, res) => {
     res.json(await devices.get(req.params.deviceId as string));
   });

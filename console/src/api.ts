@@ -1,0 +1,152 @@
+// The console's only way to the API: same-origin fetch with the session cookie, the CSRF token on
+// every state-changing request, and problem+json turned into ApiError (its detail and the field it names).
+
+export type Role = 'admin' | 'operator' | 'provisioner' | 'auditor';
+
+export interface Session {
+  keyId: string;
+  name: string;
+  role: Role;
+  createdAt: string;
+  idleExpiresAt: string;
+  expiresAt: string;
+  csrfToken: string;
+}
+
+export interface Device {
+  id: string;
+  kind: 'client' | 'broker';
+  model: string | null;
+  hardwareRevision: string | null;
+  firmwareVersion: string | null;
+  site: string | null;
+  lot: string | null;
+  status: DeviceStatus;
+  labels: Record<string, string>;
+  currentSerial: string | null;
+  currentNotAfter: string | null;
+  createdAt: string;
+  activatedAt: string | null;
+  suspendedAt: string | null;
+  revokedAt: string | null;
+  decommissionedAt: string | null;
+  updatedAt: string;
+}
+
+export const DEVICE_STATUSES = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'] as const;
+export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
+
+export interface Certificate {
+  serial: string;
+  status: 'pending' | 'issued' | 'failed' | 'revoked';
+  caId: string;
+  profile: string;
+  subject: string;
+  deviceId?: string | null;
+  notBefore: string;
+  notAfter: string;
+  createdAt: string;
+  issuedAt?: string | null;
+  renewedFrom?: string | null;
+  revocation?: { reason: string; revokedAt: string } | null;
+}
+
+export interface AuditEntry {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  targetType: string;
+  targetId: string;
+  details: Record<string, unknown>;
+}
+
+export interface SecurityEvent {
+  id: number;
+  at: string;
+  kind: string;
+  severity: 'info' | 'warning' | 'critical';
+  source: string | null;
+  subject: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export const REVOCATION_REASONS = [
+  'unspecified',
+  'keyCompromise',
+  'affiliationChanged',
+  'superseded',
+  'cessationOfOperation',
+  'privilegeWithdrawn',
+] as const;
+
+/** A refused request: the API's problem+json, with the field it names when it names one. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly title: string,
+    readonly detail: string,
+    readonly fields: Record<string, string>,
+  ) {
+    super(detail || title);
+  }
+}
+
+let csrfToken: string | undefined;
+let onSignedOut: (() => void) | undefined;
+
+/** Kept in memory only: never in storage or the URL. */
+export const setCsrfToken = (t: string | undefined) => {
+  csrfToken = t;
+};
+export const whenSignedOut = (f: () => void) => {
+  onSignedOut = f;
+};
+
+/** The field a problem's errors[].path names: `/body/site` → `site`. */
+const fieldOf = (path: unknown) => (typeof path === 'string' ? (path.split('/').filter(Boolean).pop() ?? '') : '');
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  const res = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (!res.ok) {
+    const p = (json ?? {}) as { title?: string; detail?: string; errors?: { path?: string; message?: string }[] };
+    const fields: Record<string, string> = {};
+    for (const e of p.errors ?? []) {
+      const f = fieldOf(e.path);
+      if (f && e.message) fields[f] = e.message;
+    }
+    if (res.status === 401 && path !== '/v1/console/session') onSignedOut?.();
+    throw new ApiError(res.status, p.title ?? res.statusText, p.detail ?? '', fields);
+  }
+  return json as T;
+}
+
+/** What a role may do, as the API's routes allow it (the API refuses the rest anyway). */
+export const can = {
+  revoke: (r: Role) => r === 'admin' || r === 'operator',
+  decommission: (r: Role) => r === 'admin' || r === 'operator',
+  editDevice: (r: Role) => r === 'admin' || r === 'operator' || r === 'provisioner',
+  readAudit: (r: Role) => r === 'admin' || r === 'auditor',
+  readEvents: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
+};
