@@ -108,8 +108,14 @@ export const whenSignedOut = (f: () => void) => {
   onSignedOut = f;
 };
 
-/** The field a problem's errors[].path names: `/body/site` → `site`. */
-const fieldOf = (path: unknown) => (typeof path === 'string' ? (path.split('/').filter(Boolean).pop() ?? '') : '');
+/** The field a problem's errors[].path names: `/body/site` → `site`, `/body/targets/devices/3` → `devices`. */
+const fieldOf = (path: unknown) =>
+  typeof path === 'string'
+    ? (path
+        .split('/')
+        .filter((s) => s && !/^[0-9]+$/.test(s))
+        .pop() ?? '')
+    : '';
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' };
@@ -142,6 +148,94 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return json as T;
 }
 
+export const INCIDENT_KINDS = ['device-compromise', 'lost-device', 'credential-leak', 'broker-compromise', 'ca-compromise'] as const;
+export type IncidentKind = (typeof INCIDENT_KINDS)[number];
+
+export interface IncidentTargets {
+  devices: string[];
+  lots: string[];
+  brokers: string[];
+  caId: string | null;
+}
+
+export interface Incident {
+  id: string;
+  kind: IncidentKind;
+  title: string;
+  description: string | null;
+  status: 'open' | 'closed';
+  targets: IncidentTargets;
+  openedBy: string;
+  openedAt: string;
+  closedBy: string | null;
+  closedAt: string | null;
+  summary: string | null;
+}
+
+export type StepStatus = 'running' | 'succeeded' | 'unconfirmed' | 'failed' | 'proposed' | 'rejected';
+
+export interface IncidentStep {
+  id: string;
+  seq: number;
+  action: string;
+  params: Record<string, unknown>;
+  dryRun: boolean;
+  status: StepStatus;
+  actor: string;
+  startedAt: string;
+  finishedAt: string | null;
+  touchedCount: number;
+  touched: { type: string; id: string }[];
+  result: Record<string, unknown> | null;
+  error: string | null;
+  retryOf: string | null;
+  approvalId: string | null;
+  /** Only in the answer that ran it (reissue's enrollment tokens): shown once, never fetched again. */
+  secrets?: Record<string, unknown>;
+}
+
+export interface IncidentDetail extends Incident {
+  timeline: IncidentStep[];
+}
+
+export type ApprovalStatus = 'pending' | 'approved' | 'executed' | 'failed' | 'rejected' | 'expired';
+export const APPROVAL_STATUSES: ApprovalStatus[] = ['pending', 'approved', 'executed', 'failed', 'rejected', 'expired'];
+
+export interface ApprovalParty {
+  keyId: string;
+  name: string;
+  role: Role;
+}
+
+export interface Approval {
+  id: string;
+  action: string;
+  status: ApprovalStatus;
+  summary: string;
+  targets: unknown;
+  params?: unknown;
+  secrets?: Record<string, unknown>;
+  note: string | null;
+  proposedBy: ApprovalParty;
+  proposedAt: string;
+  expiresAt: string;
+  decidedBy: ApprovalParty | null;
+  decidedAt: string | null;
+  reason: string | null;
+  finishedAt: string | null;
+  result: unknown;
+  error: { kind: string; message: string } | null;
+}
+
+/** Who may decide a proposal, by its action (as POST /v1/approvals/{id}/approve documents it). */
+const DECIDERS: Record<string, Role[]> = {
+  'ca.revoke': ['admin'],
+  'revocation.bulk': ['admin', 'operator'],
+  'incident.action': ['admin', 'operator'],
+  'incident.ca-recovery': ['admin'],
+  'incident.reissue': ['admin', 'provisioner'],
+};
+
 /** What a role may do, as the API's routes allow it (the API refuses the rest anyway). */
 export const can = {
   revoke: (r: Role) => r === 'admin' || r === 'operator',
@@ -149,4 +243,16 @@ export const can = {
   editDevice: (r: Role) => r === 'admin' || r === 'operator' || r === 'provisioner',
   readAudit: (r: Role) => r === 'admin' || r === 'auditor',
   readEvents: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
+  readIncidents: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
+  actInIncidents: (r: Role) => r === 'admin' || r === 'operator',
+  readApprovals: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
+  /** Approve or reject: a role the action admits, and never the proposer (the API refuses both anyway). */
+  decide: (r: Role, a: Approval, keyId: string) => a.proposedBy.keyId !== keyId && (DECIDERS[a.action] ?? []).includes(r),
 };
+
+/** Turns an ApiError (or anything thrown) into the line shown to the user. */
+export const reasonOf = (e: unknown) =>
+  e instanceof ApiError ? e.detail || e.title : e instanceof Error ? e.message : 'The service did not answer.';
+
+export const fmtTime = (iso: string | null | undefined) =>
+  iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '—';

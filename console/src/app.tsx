@@ -1,9 +1,12 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, setCsrfToken, whenSignedOut, type Session } from './api.js';
+import { api, ApiError, can, setCsrfToken, whenSignedOut, type Session } from './api.js';
 import { navigate, onLink, useLocation } from './router.js';
 import { SignIn } from './pages/sign-in.js';
 import { Fleet } from './pages/fleet.js';
 import { DevicePage } from './pages/device.js';
+import { Incidents } from './pages/incidents.js';
+import { IncidentPage } from './pages/incident.js';
+import { Approvals } from './pages/approvals.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -52,17 +55,39 @@ export function App() {
   );
 }
 
+/** The page a path names; `nav` is the navigation entry it belongs to. */
+function route(path: string): {
+  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals';
+  id?: string;
+  title: string;
+  nav: string;
+} {
+  const device = /^\/console\/devices\/([^/]+)$/.exec(path);
+  if (device) return { page: 'device', id: decodeURIComponent(device[1]!), title: 'Device', nav: 'fleet' };
+  const incident = /^\/console\/incidents\/([^/]+)$/.exec(path);
+  if (incident) return { page: 'incident', id: decodeURIComponent(incident[1]!), title: 'Incident', nav: 'incidents' };
+  if (/^\/console\/incidents\/?$/.test(path)) return { page: 'incidents', title: 'Incidents', nav: 'incidents' };
+  if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
+  return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
+}
+
 function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const loc = useLocation();
   const main = useRef<HTMLElement>(null);
-  const device = /^\/console\/devices\/([^/]+)$/.exec(loc.path);
-  const title = device ? 'Device' : 'Fleet';
+  const r = route(loc.path);
+  const role = session.role;
 
   // Focus management: after a navigation, focus the page's heading region so screen readers announce it.
   useEffect(() => {
-    document.title = `${title} · mqtt-ca console`;
+    document.title = `${r.title} · mqtt-ca console`;
     main.current?.focus();
   }, [loc.path]);
+
+  const links: [string, string, string][] = [['fleet', '/console/', 'Fleet']];
+  if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
+  if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
+  const refused =
+    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) || (r.page === 'approvals' && !can.readApprovals(role));
 
   return (
     <div class="shell">
@@ -73,12 +98,14 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
         <span class="brand">mqtt-ca console</span>
         <nav aria-label="Main">
           <ul>
-            <li>
-              <a href="/console/" aria-current={device ? undefined : 'page'} onClick={(e) => onLink(e, '/console/')}>
-                Fleet
-              </a>
-            </li>
-            {/* Pages of later slices (provisioning, incidents, revocation health, posture, events) are offered here by role as they land. */}
+            {links.map(([key, href, label]) => (
+              <li>
+                <a href={href} aria-current={r.nav === key ? 'page' : undefined} onClick={(e) => onLink(e, href)}>
+                  {label}
+                </a>
+              </li>
+            ))}
+            {/* Pages of later slices (provisioning, revocation health, posture, events) are offered here by role as they land. */}
           </ul>
         </nav>
         <div class="who">
@@ -91,7 +118,24 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
         </div>
       </header>
       <main id="main" ref={main} tabIndex={-1}>
-        {device ? <DevicePage id={decodeURIComponent(device[1]!)} role={session.role} /> : <Fleet query={loc.query} />}
+        {refused ? (
+          <section>
+            <h1>{r.title}</h1>
+            <p class="error" role="alert">
+              The {role} role does not read this page.
+            </p>
+          </section>
+        ) : r.page === 'device' ? (
+          <DevicePage id={r.id!} role={role} />
+        ) : r.page === 'incident' ? (
+          <IncidentPage id={r.id!} role={role} />
+        ) : r.page === 'incidents' ? (
+          <Incidents query={loc.query} role={role} />
+        ) : r.page === 'approvals' ? (
+          <Approvals query={loc.query} session={session} />
+        ) : (
+          <Fleet query={loc.query} />
+        )}
       </main>
     </div>
   );

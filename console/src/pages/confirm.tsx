@@ -3,12 +3,14 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 
 /**
  * A destructive action's confirmation: a modal <dialog> (focus stays inside, Escape cancels) that
- * names the device and runs only once its id is typed. The confirm button is disabled while the
+ * names the device (or the incident, the proposal: `noun`) and runs only once its id is typed. The confirm button is disabled while the
  * action runs, so a double click cannot run it twice.
  */
 export function ConfirmDialog(props: {
   title: string;
   deviceId: string;
+  /** What the typed id names: `device id` unless said. */
+  noun?: string;
   confirmLabel: string;
   children?: ComponentChildren;
   onConfirm: () => Promise<void>;
@@ -49,7 +51,7 @@ export function ConfirmDialog(props: {
         <h2 id="confirm-title">{props.title}</h2>
         <div id="confirm-what">{props.children}</div>
         <label for="confirm-id">
-          Type the device id <code>{props.deviceId}</code> to confirm
+          Type the {props.noun ?? 'device id'} <code>{props.deviceId}</code> to confirm
         </label>
         <input
           id="confirm-id"

@@ -1,0 +1,393 @@
+import { describe, it, before, after } from 'node:test';
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type request from 'supertest';
+import { dbTargets } from '../helpers/db.js';
+import { makeApiService } from '../helpers/service.js';
+import { listenOnLoopback } from '../helpers/http.js';
+import { ensureConsoleBuilt } from '../helpers/console.js';
+import { p256Csr } from '../helpers/csr.js';
+import { toolSkip } from '../helpers/tools.js';
+import { ManualClock } from '../../src/shared/clock.js';
+import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Role } from '../../src/access/api-keys.js';
+
+/**
+ * The console's Incidents and Approvals pages in Debian's chromium (playwright-core), against the
+ * real HTTP handler: an incident opened with targets, a dry run's plan before Run, the timeline
+ * followed live, a failed step retried, a two-person approval across two browsers, roles, escaping.
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const XSS = '<img src=x onerror=alert(1)>';
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
+
+for (const target of dbTargets) {
+  describe(`console incidents and approvals in chromium on ${target.name}`, { skip: target.skip ?? toolSkip('chromium') }, () => {
+    let svc: Service & { dispose(): Promise<void> };
+    let api: ReturnType<typeof request>;
+    let server: { url: string; close(): Promise<void> };
+    let hook: { url: string; close(): Promise<void> };
+    let browser: Browser;
+    const keys = {} as Record<Role, string>;
+    const clock = new ManualClock(new Date());
+    const dialogs: string[] = [];
+    const pageErrors: string[] = [];
+    const serials: Record<string, string> = {};
+    /** The broker webhook receiver: down (503) or up (every effect applied and confirmed). */
+    const broker = { up: true, calls: 0 };
+
+    const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
+    const enroll = async (deviceId: string) => {
+      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
+      const res = await api
+        .post('/v1/enroll')
+        .set({ Authorization: `Bearer ${tok}` })
+        .send({ csr: p256Csr(deviceId).pem })
+        .expect(201);
+      serials[deviceId] = res.body.serial as string;
+    };
+    const certStatus = async (deviceId: string) =>
+      (await api.get(`/v1/certificates/${serials[deviceId]}`).set(auth('auditor')).expect(200)).body.status as string;
+    const openIncident = async (title: string, targets: Record<string, unknown>) =>
+      (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'device-compromise', title, targets }).expect(201)).body
+        .id as string;
+    const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
+
+    before(async () => {
+      ensureConsoleBuilt();
+      mkdirSync(ARTIFACTS, { recursive: true });
+      hook = await listenOnLoopback((req: IncomingMessage, res: ServerResponse) => {
+        let body = '';
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => {
+          broker.calls++;
+          if (!broker.up) {
+            res.writeHead(503).end();
+            return;
+          }
+          const { clientIds } = JSON.parse(body) as { clientIds: string[] };
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ effects: clientIds.map((clientId) => ({ clientId, applied: true, confirmed: true })) }));
+        });
+      });
+      const made = await makeApiService(target, {
+        clock,
+        env: {
+          // Above two certificates a revocation waits for a second person.
+          BULK_REVOKE_APPROVAL_THRESHOLD: '2',
+          BROKER_WEBHOOK_URL: `${hook.url}/broker`,
+          BROKER_WEBHOOK_SECRET: 'w'.repeat(40),
+        },
+      });
+      ({ svc, api } = made);
+      Object.assign(keys, made.keys);
+      server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+      await api
+        .post('/v1/devices/import')
+        .set(auth('provisioner'))
+        .send({
+          lot: 'LOT-B',
+          devices: ['bulk-1', 'bulk-2', 'bulk-3'].map((id) => ({ id, model: 'EM-3' })),
+        })
+        .expect(201);
+      for (const id of ['meter-1', 'meter-hook'])
+        await api.post('/v1/devices').set(auth('provisioner')).send({ id, lot: 'LOT-S' }).expect(201);
+      for (const id of ['meter-1', 'bulk-1', 'bulk-2', 'bulk-3']) await enroll(id);
+      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+    });
+    after(async () => {
+      await browser?.close();
+      await server?.close();
+      await svc?.dispose();
+      await hook?.close();
+    });
+
+    /** A fresh browser (own cookies) whose pages fail the test on any alert and record script errors and CSP violations. */
+    const open = async (): Promise<{ ctx: BrowserContext; page: Page }> => {
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      page.on('dialog', (d) => {
+        dialogs.push(d.message());
+        void d.dismiss();
+      });
+      page.on('pageerror', (e) => pageErrors.push(String(e)));
+      page.on('console', (m) => {
+        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
+      });
+      return { ctx, page };
+    };
+    const signIn = async (page: Page, role: Role) => {
+      await page.goto(`${server.url}/`);
+      await page.waitForSelector('#api-key');
+      await page.keyboard.type(keys[role]);
+      await page.keyboard.press('Enter');
+      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
+    };
+    const gotoIncident = async (page: Page, id: string) => {
+      await page.goto(`${server.url}/console/incidents/${id}`);
+      await page.getByRole('heading', { level: 2, name: 'Timeline' }).waitFor();
+    };
+    const step = (page: Page, seq: number, status?: string) =>
+      page.locator(`table.timeline tr[data-step="${seq}"]${status ? `[data-status="${status}"]` : ''}`);
+    /** Dry run, then Run through the confirmation that names the incident and the count. */
+    const dryRunThenRun = async (page: Page, incidentId: string, action: string, count: number) => {
+      await page.getByLabel('Action', { exact: true }).selectOption(action);
+      await page.getByRole('button', { name: 'Dry run' }).click();
+      await page
+        .getByTestId('plan')
+        .getByRole('heading', { name: `Dry run: ${action} would touch ${count}` })
+        .waitFor();
+      await page.getByRole('button', { name: 'Run…' }).click();
+      const dialog = page.getByRole('dialog', { name: new RegExp(`Run ${action} in incident`) });
+      await dialog.waitFor();
+      assert.match((await dialog.textContent()) ?? '', new RegExp(`${incidentId} touches ${count}`));
+      const confirm = dialog.getByRole('button', { name: 'Run', exact: true });
+      assert.ok(await confirm.isDisabled(), 'not before the incident id is typed');
+      await dialog.getByLabel(/Type the incident id/).fill(incidentId);
+      await confirm.click();
+      await dialog.waitFor({ state: 'hidden' });
+    };
+
+    it('opens an incident (the API reason beside the field), dry runs, runs only what was dry-run, follows the timeline live, closes', async () => {
+      const { ctx, page } = await open();
+      await signIn(page, 'operator');
+      await page.getByRole('link', { name: 'Incidents' }).click();
+      await page.getByRole('heading', { level: 1, name: 'Incidents' }).waitFor();
+      await page.getByText('Open incident', { exact: true }).first().click();
+      await page.getByLabel('Kind').selectOption('device-compromise');
+      await page.getByLabel('Title').fill('meter-1 tampered');
+      await page.getByLabel('Devices').fill('meter-1, ghost-9');
+      await page.getByRole('button', { name: 'Open incident' }).click();
+      const err = page.locator('#oi-devices-error');
+      await err.waitFor();
+      assert.match((await err.textContent()) ?? '', /unknown targets: ghost-9/);
+      assert.equal(await page.getByLabel('Devices').getAttribute('aria-invalid'), 'true');
+      await page.getByLabel('Devices').fill('meter-1');
+      await page.getByRole('button', { name: 'Open incident' }).click();
+      await page.getByRole('heading', { level: 2, name: 'Timeline' }).waitFor();
+      const id = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);
+      assert.match(id, /^inc_/);
+      assert.equal(await page.getByTestId('incident-status').textContent(), 'open');
+
+      // Run is not offered before a dry run of the same parameters.
+      const run = page.getByRole('button', { name: 'Run…' });
+      assert.ok(await run.isDisabled());
+      await page.getByRole('button', { name: 'Dry run' }).click();
+      const plan = page.getByTestId('plan');
+      await plan.getByRole('heading', { name: 'Dry run: revoke-certificates would touch 1' }).waitFor();
+      assert.match((await plan.textContent()) ?? '', new RegExp(`certificate ${serials['meter-1']}`));
+      assert.ok(await run.isEnabled());
+      await page.getByLabel('Reason').selectOption('superseded');
+      assert.ok(await run.isDisabled(), 'other parameters than the dry run’s');
+      await page.getByLabel('Reason').selectOption('keyCompromise');
+      assert.ok(await run.isEnabled(), 'the dry-run parameters again');
+      assert.equal(await certStatus('meter-1'), 'issued', 'a dry run changes nothing');
+      await step(page, 1).waitFor();
+      await shot(page, 'incident-plan');
+
+      await run.click();
+      const dialog = page.getByRole('dialog', { name: /Run revoke-certificates in incident meter-1 tampered/ });
+      await dialog.getByLabel(/Type the incident id/).fill(id);
+      await shot(page, 'incident-confirm');
+      // A double click sends the action once.
+      await dialog.getByRole('button', { name: 'Run', exact: true }).dblclick();
+      await page.getByRole('status').filter({ hasText: 'revoke-certificates (step #2) succeeded: touched 1' }).waitFor();
+      await step(page, 2, 'succeeded').waitFor();
+      assert.equal(await certStatus('meter-1'), 'revoked');
+      const timeline = (await api.get(`/v1/incidents/${id}`).set(auth('auditor')).expect(200)).body as { timeline: unknown[] };
+      assert.equal(timeline.timeline.length, 2, 'one dry run and one run: the double click ran nothing twice');
+
+      // Live: a step someone else takes appears without a reload.
+      await api.post(`/v1/incidents/${id}/actions`).set(auth('admin')).send({ action: 'suspend', dryRun: true }).expect(201);
+      await step(page, 3, 'succeeded').waitFor({ timeout: 10_000 });
+      assert.match((await step(page, 3).textContent()) ?? '', /suspend \(dry run\)/);
+
+      // Closed with a hostile summary, which shows as text.
+      await page.getByLabel('Summary').fill(XSS);
+      await page.getByRole('button', { name: 'Close incident' }).click();
+      await page
+        .getByTestId('incident-status')
+        .filter({ hasText: /^closed$/ })
+        .waitFor();
+      assert.equal(await page.getByTestId('incident-summary').textContent(), XSS);
+      assert.equal(await page.locator('main img').count(), 0, 'no element was made from the summary');
+      assert.equal(await page.getByRole('heading', { name: 'Run an action' }).count(), 0, 'a closed incident takes no action');
+      await shot(page, 'incident-closed');
+      await page.goto(`${server.url}/console/incidents?status=closed`);
+      await page.getByRole('link', { name: id }).waitFor();
+      await shot(page, 'incidents');
+      assert.deepEqual(dialogs, [], 'no dialog fired');
+      await ctx.close();
+    });
+
+    it('shows a failed step with its error and retries it as a new step', async () => {
+      const id = await openIncident('broker kick', { devices: ['meter-hook'] });
+      const { ctx, page } = await open();
+      await signIn(page, 'operator');
+      await gotoIncident(page, id);
+      broker.up = false;
+      await dryRunThenRun(page, id, 'disconnect', 1);
+      await step(page, 2, 'failed').waitFor();
+      assert.match((await step(page, 2).textContent()) ?? '', /503/);
+      await page.getByRole('status').filter({ hasText: 'failed' }).waitFor();
+      // Not closed while the failure stands.
+      await page.getByLabel('Summary').fill('kicked');
+      await page.getByRole('button', { name: 'Close incident' }).click();
+      await page
+        .getByRole('alert')
+        .filter({ hasText: /failed steps not retried/ })
+        .waitFor();
+      await shot(page, 'incident-failed');
+
+      broker.up = true;
+      const calls = broker.calls;
+      await page.getByRole('button', { name: 'Retry step 2' }).click();
+      await step(page, 3, 'succeeded').waitFor();
+      assert.equal(broker.calls, calls + 1);
+      assert.match((await step(page, 3).textContent()) ?? '', /disconnect retry/);
+      assert.equal(await page.getByRole('button', { name: 'Retry step 2' }).count(), 0, 'a retried step is not offered again');
+      const retried = (await api.get(`/v1/incidents/${id}`).set(auth('auditor')).expect(200)).body as {
+        timeline: { id: string; retryOf: string | null }[];
+      };
+      assert.equal(retried.timeline[2]!.retryOf, retried.timeline[1]!.id);
+      await page.getByRole('button', { name: 'Close incident' }).click();
+      await page
+        .getByTestId('incident-status')
+        .filter({ hasText: /^closed$/ })
+        .waitFor();
+      await ctx.close();
+    });
+
+    it('two browsers: the proposer is offered no approval of its own, a second person approves, the proposer sees the step done', async () => {
+      const id = await openIncident('lot B keys leaked', { lots: ['LOT-B'] });
+      const a = await open(); // the operator
+      const b = await open(); // an admin, another person
+      await signIn(a.page, 'operator');
+      await signIn(b.page, 'admin');
+      await gotoIncident(a.page, id);
+      await dryRunThenRun(a.page, id, 'revoke-certificates', 3);
+      await a.page.getByRole('status').filter({ hasText: 'waits for a second person' }).waitFor();
+      await step(a.page, 2, 'proposed').waitFor();
+      assert.equal(await certStatus('bulk-1'), 'issued', 'nothing revoked before the approval');
+      const approvalId = (
+        (await api.get(`/v1/incidents/${id}`).set(auth('auditor')).expect(200)).body as { timeline: { approvalId: string | null }[] }
+      ).timeline[1]!.approvalId!;
+
+      // The proposer's own proposal: shown, with no approve or reject; the API refuses it from the page too.
+      const own = await a.ctx.newPage();
+      own.on('pageerror', (e) => pageErrors.push(String(e)));
+      await own.goto(`${server.url}/console/approvals`);
+      const mine = own.locator(`li[data-approval="${approvalId}"]`);
+      await mine.waitFor();
+      assert.match((await mine.textContent()) ?? '', /Your proposal/);
+      assert.equal(await mine.getByRole('button').count(), 0, 'no Approve or Reject on one’s own proposal');
+      const refused = await own.evaluate(async (apId) => {
+        const s = (await (await fetch('/v1/console/session')).json()) as { csrfToken: string };
+        const approve = await fetch(`/v1/approvals/${apId}/approve`, { method: 'POST', headers: { 'X-CSRF-Token': s.csrfToken } });
+        return { status: approve.status, body: (await approve.json()) as { detail: string } };
+      }, approvalId);
+      assert.equal(refused.status, 403, refused.body.detail);
+      await shot(own, 'approvals-own');
+      await own.close();
+
+      // The second person, in the other browser.
+      await b.page.getByRole('link', { name: 'Approvals' }).click();
+      const theirs = b.page.locator(`li[data-approval="${approvalId}"]`);
+      await theirs.waitFor();
+      assert.match((await theirs.textContent()) ?? '', /touching 3/);
+      await shot(b.page, 'approvals');
+      await theirs.getByRole('button', { name: 'Approve…' }).click();
+      const dialog = b.page.getByRole('dialog', { name: 'Approve incident.action' });
+      await dialog.getByLabel(/Type the proposal id/).fill(approvalId);
+      await dialog.getByRole('button', { name: 'Approve and run' }).click();
+      await b.page.getByRole('status').filter({ hasText: 'Approved: incident.action ran' }).waitFor();
+
+      // The proposer's page follows: the step is done, without a reload.
+      await step(a.page, 2, 'succeeded').waitFor({ timeout: 10_000 });
+      for (const d of ['bulk-1', 'bulk-2', 'bulk-3']) assert.equal(await certStatus(d), 'revoked');
+      await shot(a.page, 'incident-approved');
+      await a.ctx.close();
+      await b.ctx.close();
+    });
+
+    it('offers an auditor no action, retry, close, open or approval, and the API refuses them from the page', async () => {
+      const id = await openIncident('auditor looks', { devices: ['meter-hook'] });
+      await api.post(`/v1/incidents/${id}/actions`).set(auth('operator')).send({ action: 'disconnect', dryRun: true }).expect(201);
+      const { ctx, page } = await open();
+      await signIn(page, 'auditor');
+      await page.getByRole('link', { name: 'Incidents' }).click();
+      await page.getByRole('link', { name: id }).waitFor();
+      assert.equal(await page.getByText('Open incident', { exact: true }).count(), 0);
+      await gotoIncident(page, id);
+      await step(page, 1).waitFor();
+      assert.equal(await page.getByRole('heading', { name: 'Run an action' }).count(), 0);
+      assert.equal(await page.getByRole('heading', { name: 'Close the incident' }).count(), 0);
+      assert.equal(
+        await page
+          .getByRole('button')
+          .filter({ hasText: /Dry run|Run|Retry|Close/ })
+          .count(),
+        0,
+      );
+      await page.getByRole('link', { name: 'Approvals' }).click();
+      await page.getByRole('heading', { level: 1, name: 'Approvals' }).waitFor();
+      await page.getByRole('button', { name: 'Show approvals' }).waitFor();
+      assert.equal(await page.getByRole('button', { name: /Approve|Reject/ }).count(), 0);
+      const status = await page.evaluate(async (incidentId) => {
+        const s = (await (await fetch('/v1/console/session')).json()) as { csrfToken: string };
+        const r = await fetch(`/v1/incidents/${incidentId}/actions`, {
+          method: 'POST',
+          headers: { 'X-CSRF-Token': s.csrfToken, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ action: 'disconnect' }),
+        });
+        return r.status;
+      }, id);
+      assert.equal(status, 403);
+      await ctx.close();
+    });
+
+    it('has no serious or critical accessibility violations on Incidents, an incident with its plan, its confirmation, and Approvals', async () => {
+      const id = await openIncident('a11y', { devices: ['meter-hook'] });
+      const ctx = await browser.newContext({ bypassCSP: true });
+      const page = await ctx.newPage();
+      const check = async (what: string) => {
+        await page.addScriptTag({ content: AXE });
+        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
+          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
+        };
+        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+        assert.deepEqual(
+          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
+          [],
+          `${what}: accessibility violations`,
+        );
+      };
+      await signIn(page, 'operator');
+      await page.goto(`${server.url}/console/incidents?status=any`);
+      await page.getByRole('link', { name: id }).waitFor();
+      await page.getByText('Open incident', { exact: true }).first().click();
+      await check('incidents');
+      await gotoIncident(page, id);
+      await page.getByLabel('Action', { exact: true }).selectOption('disconnect');
+      await page.getByRole('button', { name: 'Dry run' }).click();
+      await page.getByTestId('plan').waitFor();
+      await check('incident');
+      await page.getByRole('button', { name: 'Run…' }).click();
+      await page.getByRole('dialog').waitFor();
+      await check('run confirmation');
+      await page.keyboard.press('Escape');
+      await page.goto(`${server.url}/console/approvals?status=any`);
+      await page.locator('li[data-approval]').first().waitFor();
+      await check('approvals');
+      await ctx.close();
+      assert.deepEqual(pageErrors, [], 'no script error or CSP violation on any page');
+      assert.deepEqual(dialogs, []);
+    });
+  });
+}
