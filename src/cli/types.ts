@@ -105,6 +105,7 @@ export interface ApiIncidentStep {
   touched: { type: string; id: string }[];
   result: Record<string, unknown> | null;
   error: string | null;
+  retryOf?: string | null;
   approvalId: string | null;
   secrets?: Record<string, unknown>;
 }

@@ -377,3 +377,114 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     assert.match(loose.stderr, /readable by others/);
   });
 });
+
+describe('mqtt-ca incidents retry against a running service', { skip: postgresTarget.skip }, () => {
+  let dispose: () => Promise<void>;
+  let server: Server;
+  let hook: Server;
+  let url: string;
+  let dir: string;
+  let api: Awaited<ReturnType<typeof makeApiService>>['api'];
+  let keys: Record<Role, string>;
+  const keyFile = {} as Record<Role, string>;
+  /** The broker webhook receiver: down (503) or up (every effect applied and confirmed). */
+  const broker = { up: false };
+  const as = (role: Role, args: string[]) => cli(['--url', url, '--key-file', keyFile[role], ...args]);
+  const timeline = async (id: string) =>
+    (
+      (
+        await api
+          .get(`/v1/incidents/${id}`)
+          .set({ Authorization: `Bearer ${keys.auditor}` })
+          .expect(200)
+      ).body as { timeline: { id: string; status: string; retryOf: string | null }[] }
+    ).timeline;
+
+  before(async () => {
+    hook = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        if (!broker.up) return void res.writeHead(503).end();
+        const { clientIds } = JSON.parse(body) as { clientIds: string[] };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ effects: clientIds.map((clientId) => ({ clientId, applied: true, confirmed: true })) }));
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+    const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}/broker`;
+    const made = await makeApiService(postgresTarget, { env: { BROKER_WEBHOOK_URL: hookUrl, BROKER_WEBHOOK_SECRET: 'w'.repeat(40) } });
+    dispose = () => made.svc.dispose();
+    keys = made.keys;
+    api = made.api;
+    server = createServer(createHttpHandler(made.svc, { validateResponses: true }));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    dir = mkdtempSync(join(tmpdir(), 'mqttca-cli-retry-'));
+    for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as const) {
+      keyFile[role] = join(dir, `${role}.key`);
+      writeFileSync(keyFile[role], `${keys[role]}\n`, { mode: 0o600 });
+    }
+  });
+  after(async () => {
+    server?.closeAllConnections();
+    await new Promise((r) => server?.close(r));
+    await new Promise((r) => hook?.close(r));
+    await dispose?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('retries a failed step as a new step: asks first, 1 while it fails again, 0 once it succeeds; refusals have their codes', async () => {
+    const op = { Authorization: `Bearer ${keys.operator}` };
+    await api
+      .post('/v1/devices')
+      .set({ Authorization: `Bearer ${keys.provisioner}` })
+      .send({ id: 'meter-k' })
+      .expect(201);
+    const id = (
+      (
+        await api
+          .post('/v1/incidents')
+          .set(op)
+          .send({ kind: 'device-compromise', title: 'kick meter-k', targets: { devices: ['meter-k'] } })
+          .expect(201)
+      ).body as { id: string }
+    ).id;
+    const failed = (await api.post(`/v1/incidents/${id}/actions`).set(op).send({ action: 'disconnect' }).expect(201)).body as {
+      id: string;
+      status: string;
+    };
+    assert.equal(failed.status, 'failed');
+
+    const [unconfirmed, auditor, unknown, malformed] = await Promise.all([
+      as('operator', ['incidents', 'retry', id, failed.id]),
+      as('auditor', ['incidents', 'retry', id, failed.id, '--yes']),
+      as('operator', ['incidents', 'retry', id, 'step_00000000000000000000', '--yes']),
+      as('operator', ['incidents', 'retry', id, 'step-nope', '--yes']),
+    ]);
+    assert.equal(unconfirmed.status, 2, unconfirmed.stderr);
+    assert.match(unconfirmed.stderr, /Retry step #1 of incident inc_\S+: disconnect failed \(.*503.*\), touched 1[\s\S]*not confirmed/);
+    assert.equal(auditor.status, 4, auditor.stderr);
+    assert.equal(unknown.status, 3, unknown.stderr);
+    assert.equal(malformed.status, 2, malformed.stderr);
+    assert.equal((await timeline(id)).length, 1, 'nothing was retried');
+
+    const again = await as('operator', ['incidents', 'retry', id, failed.id, '--yes']);
+    assert.equal(again.status, 1, again.stderr);
+    assert.match(again.stdout, /^status:\s+failed$/m);
+    assert.match(again.stdout, new RegExp(`^retry of:\\s+${failed.id}$`, 'm'));
+    const second = (await timeline(id))[1]!;
+
+    broker.up = true;
+    const ok = await as('operator', ['--json', 'incidents', 'retry', id, second.id, '--yes']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const step = JSON.parse(ok.stdout) as { status: string; retryOf: string; touched: { type: string; id: string }[] };
+    assert.equal(step.status, 'succeeded');
+    assert.equal(step.retryOf, second.id);
+    assert.deepEqual(step.touched, [{ type: 'broker-client', id: 'meter-k' }]);
+    const third = (await timeline(id))[2]!;
+    const done = await as('operator', ['incidents', 'retry', id, third.id, '--yes']);
+    assert.equal(done.status, 2, 'a succeeded step is not retried (409)');
+    assert.match(done.stderr, /^mqtt-ca: 409 /);
+  });
+});

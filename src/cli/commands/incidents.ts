@@ -147,6 +147,32 @@ async function act(ctx: Ctx, id: string, actionName: string, o: ActOpts): Promis
   return stepExit(step);
 }
 
+/**
+ * Runs a failed, unconfirmed or cut-short step's action again, with its parameters, as a new step.
+ * Without --yes it names the step and what it touched and asks to type the incident id, as act does.
+ */
+async function retry(ctx: Ctx, id: string, stepId: string, o: { yes?: boolean }): Promise<number> {
+  if (!o.yes) {
+    const i = (await ctx.api.get<ApiIncident>(`/v1/incidents/${seg(id)}`)).body;
+    const s = i.timeline?.find((t) => t.id === stepId);
+    if (s)
+      await confirm(
+        `Retry step #${s.seq} of incident ${id}: ${s.action} ${s.status}${s.error ? ` (${s.error})` : ''}, touched ${s.touchedCount}; ` +
+          'it runs again with the same parameters, as a new step.',
+        [id],
+        false,
+      );
+    // An unknown step: the API's 404 says so.
+  }
+  const step = (await ctx.api.post<ApiIncidentStep>(`/v1/incidents/${seg(id)}/steps/${seg(stepId)}/retry`)).body;
+  if (ctx.json) ctx.printJson(step);
+  else
+    ctx.out(`${stepText(step)}
+${fields([['retry of', step.retryOf ?? stepId]])}`);
+  if (step.status === 'proposed' && !ctx.json) ctx.note(`waits for a second person: mqtt-ca approvals approve ${step.approvalId}`);
+  return stepExit(step);
+}
+
 async function close(ctx: Ctx, id: string, o: { summary: string; force?: boolean }): Promise<void> {
   const i = (await ctx.api.post<ApiIncident>(`/v1/incidents/${seg(id)}/close`, { summary: o.summary, ...(o.force ? { force: true } : {}) }))
     .body;
@@ -197,6 +223,14 @@ export function registerIncidents(program: Command, addOptions: (c: Command) => 
       .option('--params <json>', 'more action parameters as a JSON object (e.g. \'{"enrollmentTokens":true}\')')
       .option('--yes', 'do not ask (needed without a terminal)'),
   ).action(action((ctx, id: string, name: string, o: ActOpts) => act(ctx, id, name, o)));
+  addOptions(
+    incidents
+      .command('retry <incidentId> <stepId>')
+      .description(
+        "run a failed, unconfirmed or cut-short step's action again as a new step; without --yes it names the step and asks to type the incident id",
+      )
+      .option('--yes', 'do not ask (needed without a terminal)'),
+  ).action(action((ctx, id: string, stepId: string, o: { yes?: boolean }) => retry(ctx, id, stepId, o)));
   addOptions(
     incidents
       .command('close <incidentId>')
