@@ -117,6 +117,11 @@ for (const target of dbTargets) {
       await page.getByRole('button', { name: 'Apply filters' }).click();
       await page.waitForURL(/lot=LOT-A/);
       assert.match(page.url(), /status=registered/);
+      // The filtered answer, not the first unfiltered page still shown (it also reads "Devices 1–50").
+      await page
+        .getByRole('navigation', { name: 'Devices by status' })
+        .filter({ hasText: /all\s*120/ })
+        .waitFor();
       await page.getByText('Devices 1–50').waitFor();
       assert.equal(await page.locator('table.devices tbody tr').count(), 50);
       const counts = page.getByRole('navigation', { name: 'Devices by status' });
