@@ -29,7 +29,7 @@ import type { Db } from '../src/store/db.js';
 import { csrBody } from './enrollment.js';
 import { result, type BenchResult } from './lib.js';
 import { freshDatabase } from './db.js';
-import { bestOf, requestFile, wrk, type WrkOptions, type WrkRequest, type WrkResult } from './wrk.js';
+import { bestOf, checked, requestFile, wrk, type WrkOptions, type WrkRequest, type WrkResult } from './wrk.js';
 
 const SMALL = 1_000;
 /** BENCH_FLEET_DEVICES: a smaller fleet for a quick look; the page's figures are at a million. */
@@ -128,12 +128,6 @@ export async function seedFleet(db: Db, caId: string, der: Buffer, base: Date, f
 
 async function deviceCount(db: Db): Promise<number> {
   return Number((await db('devices').count({ n: '*' }))[0]!.n);
-}
-
-function checked(what: string, r: WrkResult, max?: number): WrkResult {
-  if (r.errors > 0 || r.requests === 0) throw new Error(`${what}: ${r.errors} errors (${r.non2xx} non-2xx) in ${r.requests} requests`);
-  if (max !== undefined && r.requests > max) throw new Error(`${what}: ${r.requests} requests outran the ${max} prepared`);
-  return r;
 }
 
 async function fetchJson(port: number, path: string, key: string): Promise<unknown> {

@@ -30,7 +30,18 @@ import type { Serial } from '../src/shared/ids.js';
 import { isEmbedded } from '../src/store/db.js';
 import { result, type BenchResult } from './lib.js';
 import { benchService, freshDatabase } from './db.js';
-import { bestOf, commandExists, freePort, requestFile, startPinned, waitForPort, wrk, type WrkRequest, type WrkResult } from './wrk.js';
+import {
+  bestOf,
+  checked,
+  commandExists,
+  freePort,
+  requestFile,
+  startPinned,
+  waitForPort,
+  wrk,
+  type WrkRequest,
+  type WrkResult,
+} from './wrk.js';
 
 export const description =
   'OCSP, every server on one core: each in its own process pinned to CPU 0 (taskset), the same client — wrk, one thread, ' +
@@ -96,11 +107,6 @@ async function spotCheck(
     if (res.status !== 200 || !expect(res.body))
       throw new Error(`${what}: HTTP ${res.status}, not the expected OCSP answer (${res.body.subarray(0, 16).toString('hex')}…)`);
   }
-}
-
-function checked<R extends WrkResult>(what: string, r: R): R {
-  if (r.errors > 0 || r.requests === 0) throw new Error(`${what}: ${r.errors} errors (${r.non2xx} non-2xx) in ${r.requests} requests`);
-  return r;
 }
 
 export async function run(): Promise<BenchResult[]> {

@@ -12,7 +12,7 @@ import { encodeCertId, nameHash, publicKeyHash } from '../src/ca/x509/ocsp-respo
 import { result, type BenchResult } from './lib.js';
 import { benchService, freshDatabase } from './db.js';
 import { csrBody } from './enrollment.js';
-import { bestOf, commandExists, freePort, requestFile, wrk, type WrkResult } from './wrk.js';
+import { bestOf, checked, commandExists, freePort, requestFile, wrk, type WrkResult } from './wrk.js';
 
 const PROCESSES = availableParallelism();
 
@@ -34,11 +34,6 @@ const ENROLL_SECONDS = 6;
 const WARMUP_DEVICES = 8_000;
 const RUN_DEVICES = 16_000;
 const GOOD = Buffer.from([0x80, 0x00, 0x18, 0x0f]);
-
-function checked(what: string, r: WrkResult): WrkResult {
-  if (r.errors > 0 || r.requests === 0) throw new Error(`${what}: ${r.errors} errors (${r.non2xx} non-2xx) in ${r.requests} requests`);
-  return r;
-}
 
 /** `mqtt-ca serve` with `processes` processes; resolves once every one of them listens. */
 async function startServe(processes: number, env: NodeJS.ProcessEnv, port: number): Promise<ChildProcess> {

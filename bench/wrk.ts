@@ -107,6 +107,13 @@ export interface WrkOptions {
   pinned?: boolean;
 }
 
+/** A wrk result that saw no errors and made requests (and, given `max`, no more than the `max` prepared); else throws naming `what`. */
+export function checked<R extends WrkResult>(what: string, r: R, max?: number): R {
+  if (r.errors > 0 || r.requests === 0) throw new Error(`${what}: ${r.errors} errors (${r.non2xx} non-2xx) in ${r.requests} requests`);
+  if (max !== undefined && r.requests > max) throw new Error(`${what}: ${r.requests} requests outran the ${max} prepared`);
+  return r;
+}
+
 /** `connections` keep-alive connections from one wrk thread (on CLIENT_CPU unless unpinned) for `seconds`. */
 export async function wrk(o: WrkOptions): Promise<WrkResult> {
   if (o.warmup) await runWrk({ ...o, seconds: o.warmup });

@@ -162,11 +162,10 @@ export class CrlPublisher implements RevocationListener {
       [...new Set(caIds)]
         .filter((id) => signing.has(id))
         .map(async (id): Promise<CrlPartition[]> => {
-          const all = await this.partitions(signing.get(id)!);
-          if (all.length === 1) return all;
+          // The partitions the serials name (shard 0 for an unsharded certificate): one lookup by serial.
           const shards = await this.store.shardsOf(this.db, id, serials);
           // A change that names none of the CA's certificates (a CA's own revocation is its parent's): every partition.
-          return shards.length ? shards.map((shard) => ({ caId: id, shard })) : all;
+          return shards.length ? shards.map((shard) => ({ caId: id, shard })) : this.partitions(signing.get(id)!);
         }),
     );
     await Promise.all(touched.flat().map((p) => this.changed(p, moreToCome === true)));

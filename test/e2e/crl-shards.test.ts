@@ -7,54 +7,21 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { dbTargets } from '../helpers/db.js';
 import { makeService } from '../helpers/service.js';
 import { p256Csr } from '../helpers/csr.js';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
+import { freePort, runAsync, waitForPort } from '../helpers/processes.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { listen, type Service } from '../../src/main.js';
 
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
 const SHARDS = 4;
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-
-async function waitForPort(port: number, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => (c.end(), resolve(true)));
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
-/** A child process, asynchronously: the service it talks to runs in this process. */
-function child(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args);
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d));
-    c.stderr.on('data', (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => c.kill(), timeoutMs);
-    c.on('close', (status) => (clearTimeout(timer), resolve({ status, stdout, stderr })));
-  });
-}
 
 const crlText = (dir: string, pem: string) => {
   const r = run('openssl', ['crl', '-in', writeTemp(dir, 'text.pem', pem), '-noout', '-text']);
@@ -236,7 +203,7 @@ for (const target of dbTargets) {
           const other = devices.find((d) => d.shard !== a!.shard)!;
           const chain = writeTemp(dir, 'chain.pem', issuingPem + rootPem);
           const crlFile = join(dir, 'crl.pem');
-          const sync = await child(process.execPath, [
+          const sync = await runAsync(process.execPath, [
             '--import',
             'tsx',
             CLI,
@@ -287,7 +254,7 @@ for (const target of dbTargets) {
           try {
             await waitForPort(port);
             const publish = (d: (typeof devices)[number]) =>
-              child('mosquitto_pub', [
+              runAsync('mosquitto_pub', [
                 ...['-h', '127.0.0.1', '-p', String(port), '--cafile', chain],
                 ...['--cert', writeTemp(dir, `${d.id}.pem`, d.certPem), '--key', writeTemp(dir, `${d.id}.key`, d.keyPem)],
                 ...['-i', d.id, '-t', `meters/${d.id}`, '-m', 'hello', '-q', '1'],

@@ -6,14 +6,15 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { createServer, connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { dbTargets } from '../helpers/db.js';
 import { makeService } from '../helpers/service.js';
 import { p256Csr } from '../helpers/csr.js';
 import { tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
+import { freePort, runAsync, waitForPort } from '../helpers/processes.js';
 import { toPem } from '../../src/ca/x509/pem.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { listen, type Service } from '../../src/main.js';
@@ -21,49 +22,11 @@ import { listen, type Service } from '../../src/main.js';
 const CLI = join(import.meta.dirname, '../../src/cli.ts');
 const target = dbTargets.find((t) => t.name === 'pglite')!;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-
-async function waitForPort(port: number, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => (c.end(), resolve(true)));
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
 /** The CLI in a child process, asynchronously: the service it polls runs in this process. */
-function crlSync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'crl-sync', ...args]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const crlSync = (args: string[]) => runAsync(process.execPath, ['--import', 'tsx', CLI, 'crl-sync', ...args]);
 
 /** mosquitto_pub, asynchronously for the same reason. */
-function pub(args: string[]): Promise<{ status: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('mosquitto_pub', args);
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const timer = setTimeout(() => child.kill(), 20_000);
-    child.on('close', (status) => (clearTimeout(timer), resolve({ status, stderr })));
-  });
-}
+const pub = (args: string[]) => runAsync('mosquitto_pub', args, 20_000);
 
 describe('Mosquitto with a crlfile kept by crl-sync', { skip: toolSkip('mosquitto') ?? toolSkip('mosquitto_pub') }, () => {
   let svc: Service & { dispose(): Promise<void> };

@@ -71,6 +71,40 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port`; throws after `ms`. */
+export async function waitForPort(port: number, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => (c.end(), resolve(true)));
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/**
+ * A command run to its end without blocking this process (a service it talks to may run here,
+ * which spawnSync would starve); killed after `timeoutMs`.
+ */
+export function runAsync(
+  cmd: string,
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args);
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d));
+    c.stderr.on('data', (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => c.kill(), timeoutMs);
+    c.on('close', (status) => (clearTimeout(timer), resolve({ status, stdout, stderr })));
+  });
+}
+
 /** A redis-server of the test's own (no persistence), so stopping it disturbs nobody else. */
 export const startRedis = (port: number) =>
   startChild(
