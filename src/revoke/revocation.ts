@@ -44,7 +44,7 @@ export interface BulkRevokeResult {
   revoked: number;
   /** Matched, but revoked already (left as they are). */
   alreadyRevoked: number;
-  /** The first SAMPLE serials revoked (dry run: that would be), in serial order. */
+  /** Up to SAMPLE of the serials revoked (dry run: that would be), in serial order: the lowest, except for a chunked run (those of its first chunks). */
   serials: Serial[];
   truncated: boolean;
   /** The run (GET /v1/revocations/{id}), when the selection took more than one chunk. */
@@ -487,6 +487,7 @@ export class Revocations {
     });
     const sample: Buffer[] = [];
     const end = await this.runChunks(run, input.atMost, sample);
+    sample.sort(Buffer.compare);
     if (end.status === 'failed')
       throw conflict(`bulk revocation ${end.id} failed after revoking ${end.revoked} certificates: ${end.error ?? 'unknown error'}`);
     // Its lease lapsed between two chunks and another process took it over: that one finishes it.
@@ -520,36 +521,39 @@ export class Revocations {
     const input: RevokeInput = { reason, invalidityDate: run.invalidityDate ?? undefined };
     const ctx: ActorContext = { actor: run.actor, ...(run.requestId ? { requestId: run.requestId } : {}) };
     let revoked = run.revoked;
+    // The last position done: rows up to it are deleted with their chunk, so a resumed run starts from 0.
+    let pos = 0;
     for (let chunk = run.chunks + 1; ; chunk++) {
       const started = performance.now();
       const limit = atMost === undefined ? b.chunkSize : Math.min(b.chunkSize, atMost - revoked);
       if (limit <= 0) break;
-      let out: { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number; more: boolean } | undefined;
+      let out:
+        { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number; more: boolean; pos: number } | undefined;
       try {
         out = await this.db.transaction(async (tx) => {
           const held = await b.store.lockHeld(tx, run.id, b.owner);
           if (!held) return undefined;
           const now = this.clock.now();
-          // One serial past the window: whether another chunk follows (the frozen selection cannot grow).
-          const peeked = await b.store.window(tx, run.id, held.cursor, limit + 1);
+          // One row past the window: whether another chunk follows (the frozen selection cannot grow).
+          const peeked = await b.store.window(tx, run.id, pos, limit + 1);
           const window = peeked.slice(0, limit);
-          if (window.length === 0) return { done: [], window: 0, more: false };
+          if (window.length === 0) return { done: [], window: 0, more: false, pos };
           // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
           const done = await this.certificates.revokeMatching(
             tx,
-            { serials: window },
+            { serials: window.map((w) => w.serial) },
             { reason, at: now, invalidityDate: input.invalidityDate ?? null },
           );
           await this.followRevoked(tx, done, input, ctx, { bulk: true, revocation: run.id });
           const last = window[window.length - 1]!;
-          await b.store.dropWindow(tx, run.id, last);
+          await b.store.dropWindow(tx, run.id, last.pos);
           await b.store.advance(tx, run.id, {
-            cursor: last,
+            cursor: last.serial,
             revoked: done.length,
             at: now,
             leaseUntil: new Date(now.getTime() + b.leaseMs),
           });
-          return { done, window: window.length, more: peeked.length > limit };
+          return { done, window: window.length, more: peeked.length > limit, pos: last.pos };
         });
         if (out === undefined) return (await b.store.get(this.db, run.id))!;
         if (out.done.length) {
@@ -565,7 +569,8 @@ export class Revocations {
         throw e;
       }
       revoked += out.done.length;
-      for (const r of out.done.map((x) => x.serial).sort(Buffer.compare)) if (sample.length < SAMPLE) sample.push(r);
+      pos = out.pos;
+      for (const r of out.done) if (sample.length < SAMPLE) sample.push(r.serial);
       await b.afterChunk?.(run.id, chunk);
       if (out.window < limit) break;
     }

@@ -21,7 +21,7 @@ export interface BulkRevocationRow {
   revoked: number;
   alreadyRevoked: number;
   chunks: number;
-  /** The last serial done: the next chunk starts after it. */
+  /** The last serial of the last chunk done (what GET shows; the walk itself goes by position, see freeze). */
   cursor: Buffer | null;
   error: string | null;
   leaseOwner: string | null;
@@ -125,24 +125,35 @@ export class BulkRevocationStore {
     return fromRow(row as Record<string, unknown>);
   }
 
-  /** Freezes a run's selection: the serials `serials` (a query of one `serial` column) yields now. Returns how many. */
-  async freeze(tx: Executor, id: string, serials: Knex.QueryBuilder): Promise<number> {
-    const r = await tx.raw('insert into bulk_revocation_serials (run_id, serial) select ?, q.serial from (?) q', [id, serials]);
+  /**
+   * Freezes a run's selection: the certificates `certificates` (a query of certificates `c`, its
+   * `serial` selected) yields now, numbered in the order they lie in the table, so a chunk of
+   * consecutive numbers touches a few of its pages rather than pages all over it. Returns how many.
+   */
+  async freeze(tx: Executor, id: string, certificates: Knex.QueryBuilder): Promise<number> {
+    const r = await tx.raw(
+      'insert into bulk_revocation_serials (run_id, pos, serial) select ?, row_number() over (order by q.ctid), q.serial from (?) q',
+      [id, certificates.clone().select('c.ctid')],
+    );
     const n = (r as { rowCount?: number | null }).rowCount;
     if (typeof n === 'number') return n;
     return Number(((await tx('bulk_revocation_serials').where({ run_id: id }).count({ n: 'serial' })) as { n: string | number }[])[0]!.n);
   }
 
-  /** The next `limit` serials of a run's frozen selection after `after`, in serial order. */
-  async window(tx: Executor, id: string, after: Buffer | null, limit: number): Promise<Buffer[]> {
-    const q = tx('bulk_revocation_serials').where({ run_id: id }).select('serial').orderBy('serial').limit(limit);
-    if (after) q.where('serial', '>', after);
-    return (await q).map((r: { serial: Uint8Array }) => Buffer.from(r.serial));
+  /** The next `limit` serials of a run's frozen selection (those not done), in its order, each with its position. */
+  async window(tx: Executor, id: string, afterPos: number, limit: number): Promise<{ pos: number; serial: Buffer }[]> {
+    const rows = await tx('bulk_revocation_serials')
+      .where({ run_id: id })
+      .andWhere('pos', '>', afterPos)
+      .select('pos', 'serial')
+      .orderBy('pos')
+      .limit(limit);
+    return rows.map((r: { pos: string | number; serial: Uint8Array }) => ({ pos: Number(r.pos), serial: Buffer.from(r.serial) }));
   }
 
-  /** A chunk done: its serials, the first of the frozen selection up to `last`, are struck off (a range of the key). */
-  async dropWindow(tx: Executor, id: string, last: Buffer): Promise<void> {
-    await tx('bulk_revocation_serials').where({ run_id: id }).andWhere('serial', '<=', last).delete();
+  /** A chunk done: its rows, the selection's up to position `last`, are struck off (a range of the key). */
+  async dropWindow(tx: Executor, id: string, last: number): Promise<void> {
+    await tx('bulk_revocation_serials').where({ run_id: id }).andWhere('pos', '<=', last).delete();
   }
 
   async get(ex: Executor, id: string): Promise<BulkRevocationRow | undefined> {

@@ -452,7 +452,7 @@ export class CertificateStore {
     }));
   }
 
-  /** The serials of the revocable certificates the selector matches, as a query (a bulk revocation run freezes them). */
+  /** The serials of the revocable certificates the selector matches, as a query of `certificates as c` (a bulk revocation run freezes them). */
   revocableSerials(ex: Executor, sel: RevocationSelector, reason: string): Knex.QueryBuilder {
     const q = this.matching(ex, sel).select('c.serial');
     revocable(q, reason);
