@@ -4,6 +4,7 @@ import { navigate, onLink, useLocation } from './router.js';
 import { SignIn } from './pages/sign-in.js';
 import { Fleet } from './pages/fleet.js';
 import { DevicePage } from './pages/device.js';
+import { Provisioning } from './pages/provisioning.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -56,7 +57,8 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   const loc = useLocation();
   const main = useRef<HTMLElement>(null);
   const device = /^\/console\/devices\/([^/]+)$/.exec(loc.path);
-  const title = device ? 'Device' : 'Fleet';
+  const provisioning = loc.path === '/console/provisioning';
+  const title = device ? 'Device' : provisioning ? 'Provisioning' : 'Fleet';
 
   // Focus management: after a navigation, focus the page's heading region so screen readers announce it.
   useEffect(() => {
@@ -74,11 +76,20 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
         <nav aria-label="Main">
           <ul>
             <li>
-              <a href="/console/" aria-current={device ? undefined : 'page'} onClick={(e) => onLink(e, '/console/')}>
+              <a href="/console/" aria-current={title === 'Fleet' ? 'page' : undefined} onClick={(e) => onLink(e, '/console/')}>
                 Fleet
               </a>
             </li>
-            {/* Pages of later slices (provisioning, incidents, revocation health, posture, events) are offered here by role as they land. */}
+            <li>
+              <a
+                href="/console/provisioning"
+                aria-current={provisioning ? 'page' : undefined}
+                onClick={(e) => onLink(e, '/console/provisioning')}
+              >
+                Provisioning
+              </a>
+            </li>
+            {/* Pages of later slices (incidents, revocation health, posture, events) are offered here by role as they land. */}
           </ul>
         </nav>
         <div class="who">
@@ -91,7 +102,13 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
         </div>
       </header>
       <main id="main" ref={main} tabIndex={-1}>
-        {device ? <DevicePage id={decodeURIComponent(device[1]!)} role={session.role} /> : <Fleet query={loc.query} />}
+        {device ? (
+          <DevicePage id={decodeURIComponent(device[1]!)} role={session.role} />
+        ) : provisioning ? (
+          <Provisioning query={loc.query} role={session.role} />
+        ) : (
+          <Fleet query={loc.query} />
+        )}
       </main>
     </div>
   );
