@@ -120,6 +120,9 @@ for (const target of dbTargets) {
       assert.match((await rows.nth(0).textContent()) ?? '', /prov-1.*id.*also on row 1/);
       assert.match((await rows.nth(1).textContent()) ?? '', /taken-1.*exists/);
       assert.match((await rows.nth(3).textContent()) ?? '', /prov-5.*kind/);
+      // Each refused row is shown as written beside its errors.
+      assert.equal(await rows.nth(2).locator('td code').textContent(), 'bad id,,');
+      assert.equal(await rows.nth(3).locator('td code').textContent(), 'prov-5,toaster,');
       assert.equal(await importButton.count(), 0, 'no Import after a refused preview');
       await shot(page, 'errors');
       assert.equal(await deviceCount('LOT-P'), 0, 'the dry run imported nothing');
@@ -197,6 +200,7 @@ for (const target of dbTargets) {
       assert.equal(await secret.getAttribute('readonly'), '', 'read-only');
       assert.equal(await page.locator('#tok-secret:focus').count(), 1, 'focus on the token');
       assert.match((await page.locator('.secret').textContent()) ?? '', /shown this once/);
+      assert.equal(await tokens.getByLabel('Expires in').inputValue(), '86400', 'the form keeps its choices');
       const expires = (await api.get('/v1/enrollment-tokens').query({ lot: 'LOT-P' }).set(auth('auditor')).expect(200)).body.items[0];
       assert.equal(Date.parse(expires.expiresAt) - Date.parse(expires.createdAt), 86_400_000, 'the chosen expiry');
       assert.equal(expires.maxUses, 3);

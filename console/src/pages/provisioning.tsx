@@ -40,6 +40,36 @@ export function Provisioning({ query, role }: { query: URLSearchParams; role: Ro
 
 // ---- import ---------------------------------------------------------------------------------
 
+/**
+ * The manifest's rows as written, for showing a refused row beside its errors (display only: the
+ * API reads the manifest). CSV: the records after the header, split at line breaks outside quotes;
+ * JSON: each device, as JSON.
+ */
+function rowsAsWritten(text: string, format: Format): string[] {
+  if (format === 'json') {
+    try {
+      const m = JSON.parse(text) as unknown;
+      const list = Array.isArray(m) ? m : (m as { devices?: unknown } | null)?.devices;
+      return Array.isArray(list) ? list.map((d) => JSON.stringify(d)) : [];
+    } catch {
+      return [];
+    }
+  }
+  const records: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i <= text.length; i++) {
+    const ch = text[i];
+    if (ch === '"') quoted = !quoted;
+    else if ((ch === '\n' && !quoted) || ch === undefined) {
+      records.push(text.slice(start, i).replace(/\r$/, ''));
+      start = i + 1;
+    }
+  }
+  if (records[records.length - 1] === '') records.pop();
+  return records.slice(1);
+}
+
 type Format = 'csv' | 'json';
 
 function ImportLot() {
@@ -47,7 +77,7 @@ function ImportLot() {
   const [format, setFormat] = useState<Format>('csv');
   const [lot, setLot] = useState('');
   const [preview, setPreview] = useState<ImportPreview>();
-  const [refusal, setRefusal] = useState<ApiError>();
+  const [refusal, setRefusal] = useState<{ error: ApiError; rows: string[] }>();
   const [done, setDone] = useState<{ imported: number; lot: string | null }>();
   const [busy, setBusy] = useState(false);
   const result = useRef<HTMLDivElement>(null);
@@ -88,14 +118,14 @@ function ImportLot() {
     if (busy) return;
     changed();
     if (!text.trim()) {
-      setRefusal(new ApiError(400, 'Bad request', 'paste a manifest or choose a file first', {}));
+      setRefusal({ error: new ApiError(400, 'Bad request', 'paste a manifest or choose a file first', {}), rows: [] });
       return;
     }
     setBusy(true);
     try {
       setPreview(await send<ImportPreview>(true));
     } catch (err) {
-      setRefusal(failed(err));
+      setRefusal({ error: failed(err), rows: rowsAsWritten(text, format) });
     } finally {
       setBusy(false);
       result.current?.focus();
@@ -113,7 +143,7 @@ function ImportLot() {
     } catch (err) {
       // Checked again by the import: e.g. an id registered since the preview.
       setPreview(undefined);
-      setRefusal(failed(err));
+      setRefusal({ error: failed(err), rows: rowsAsWritten(text, format) });
     } finally {
       setBusy(false);
       result.current?.focus();
@@ -191,7 +221,7 @@ function ImportLot() {
             )}
           </p>
         )}
-        {refusal && <ManifestErrors error={refusal} />}
+        {refusal && <ManifestErrors {...refusal} />}
         {preview && (
           <>
             <p data-testid="import-summary">
@@ -250,7 +280,7 @@ function ImportLot() {
 }
 
 /** A refused manifest: the API's reason, then its errors grouped by row (row, device, field, message). */
-function ManifestErrors({ error }: { error: ApiError }) {
+function ManifestErrors({ error, rows }: { error: ApiError; rows: string[] }) {
   const byRow = new Map<string, ProblemError[]>();
   for (const e of error.errors) {
     const k = e.row === undefined ? '' : String(e.row);
@@ -269,6 +299,7 @@ function ManifestErrors({ error }: { error: ApiError }) {
               <th scope="col">Row</th>
               <th scope="col">Device</th>
               <th scope="col">Problems</th>
+              <th scope="col">The row as written</th>
             </tr>
           </thead>
           <tbody>
@@ -286,6 +317,7 @@ function ManifestErrors({ error }: { error: ApiError }) {
                     ))}
                   </ul>
                 </td>
+                <td>{row && rows[Number(row) - 1] !== undefined ? <code>{rows[Number(row) - 1]}</code> : '—'}</td>
               </tr>
             ))}
           </tbody>
@@ -325,8 +357,7 @@ function CreateToken({ deviceId, navKey }: { deviceId: string; navKey: string })
   const create = async (e: Event) => {
     e.preventDefault();
     if (busy) return;
-    const form = e.currentTarget as HTMLFormElement;
-    const data = new FormData(form);
+    const data = new FormData(e.currentTarget as HTMLFormElement);
     const value = (k: string) => String(data.get(k) ?? '').trim();
     const body: Record<string, unknown> = { expiresInSeconds: Number(value('expiresInSeconds')) };
     if (target === 'lot') {
@@ -340,7 +371,6 @@ function CreateToken({ deviceId, navKey }: { deviceId: string; navKey: string })
     setCopied(undefined);
     try {
       setCreated(await api<EnrollmentToken & { token: string }>('POST', '/v1/enrollment-tokens', body));
-      form.reset();
     } catch (err) {
       const x = failed(err);
       const next: typeof errors = {};
