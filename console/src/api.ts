@@ -71,6 +71,49 @@ export interface SecurityEvent {
   details: Record<string, unknown>;
 }
 
+export interface EnrollmentToken {
+  id: string;
+  name?: string | null;
+  deviceId: string | null;
+  lot: string | null;
+  profile: 'device' | 'broker';
+  maxUses: number;
+  uses: number;
+  expiresAt: string;
+  createdAt: string;
+  createdBy: string;
+  revokedAt: string | null;
+  lastUsedAt?: string | null;
+  status: 'active' | 'expired' | 'used-up' | 'revoked';
+}
+
+/** POST /v1/devices/import?dryRun=true: what the import would register. */
+export interface ImportPreview {
+  dryRun: true;
+  wouldImport: number;
+  lot: string | null;
+  preview: {
+    row: number;
+    id: string;
+    kind: 'client' | 'broker';
+    model: string | null;
+    hardwareRevision: string | null;
+    firmwareVersion: string | null;
+    site: string | null;
+    lot: string | null;
+    labels: Record<string, string>;
+  }[];
+}
+
+/** One entry of a problem's `errors`: a field's (path) or a manifest row's (row, id, field). */
+export interface ProblemError {
+  path?: string;
+  row?: number;
+  id?: string;
+  field?: string;
+  message?: string;
+}
+
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
@@ -92,6 +135,7 @@ export class ApiError extends Error {
     readonly title: string,
     readonly detail: string,
     readonly fields: Record<string, string>,
+    readonly errors: ProblemError[] = [],
   ) {
     super(detail || title);
   }
@@ -117,15 +161,16 @@ const fieldOf = (path: unknown) =>
         .pop() ?? '')
     : '';
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** `body` is sent as JSON, or as it is when `contentType` names another type (a CSV manifest). */
+export async function api<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (body !== undefined) headers['Content-Type'] = contentType;
   if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   const res = await fetch(path, {
     method,
     headers,
     credentials: 'same-origin',
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined ? undefined : contentType === 'application/json' ? JSON.stringify(body) : String(body),
   });
   if (res.status === 204) return undefined as T;
   const text = await res.text();
@@ -136,14 +181,14 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
     json = undefined;
   }
   if (!res.ok) {
-    const p = (json ?? {}) as { title?: string; detail?: string; errors?: { path?: string; message?: string }[] };
+    const p = (json ?? {}) as { title?: string; detail?: string; errors?: ProblemError[] };
     const fields: Record<string, string> = {};
     for (const e of p.errors ?? []) {
       const f = fieldOf(e.path);
       if (f && e.message) fields[f] = e.message;
     }
     if (res.status === 401 && path !== '/v1/console/session') onSignedOut?.();
-    throw new ApiError(res.status, p.title ?? res.statusText, p.detail ?? '', fields);
+    throw new ApiError(res.status, p.title ?? res.statusText, p.detail ?? '', fields, Array.isArray(p.errors) ? p.errors : []);
   }
   return json as T;
 }
@@ -248,6 +293,8 @@ export const can = {
   readApprovals: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
   /** Approve or reject: a role the action admits, and never the proposer (the API refuses both anyway). */
   decide: (r: Role, a: Approval, keyId: string) => a.proposedBy.keyId !== keyId && (DECIDERS[a.action] ?? []).includes(r),
+  /** Import a lot, create enrollment tokens (DEVICE_CREDENTIAL_ROLES). */
+  provision: (r: Role) => r === 'admin' || r === 'provisioner',
 };
 
 /** Turns an ApiError (or anything thrown) into the line shown to the user. */

@@ -7,6 +7,7 @@ import { DevicePage } from './pages/device.js';
 import { Incidents } from './pages/incidents.js';
 import { IncidentPage } from './pages/incident.js';
 import { Approvals } from './pages/approvals.js';
+import { Provisioning } from './pages/provisioning.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -57,7 +58,7 @@ export function App() {
 
 /** The page a path names; `nav` is the navigation entry it belongs to. */
 function route(path: string): {
-  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals';
+  page: 'fleet' | 'device' | 'provisioning' | 'incidents' | 'incident' | 'approvals';
   id?: string;
   title: string;
   nav: string;
@@ -68,6 +69,7 @@ function route(path: string): {
   if (incident) return { page: 'incident', id: decodeURIComponent(incident[1]!), title: 'Incident', nav: 'incidents' };
   if (/^\/console\/incidents\/?$/.test(path)) return { page: 'incidents', title: 'Incidents', nav: 'incidents' };
   if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
+  if (/^\/console\/provisioning\/?$/.test(path)) return { page: 'provisioning', title: 'Provisioning', nav: 'provisioning' };
   return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
 }
 
@@ -83,7 +85,10 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
     main.current?.focus();
   }, [loc.path]);
 
-  const links: [string, string, string][] = [['fleet', '/console/', 'Fleet']];
+  const links: [string, string, string][] = [
+    ['fleet', '/console/', 'Fleet'],
+    ['provisioning', '/console/provisioning', 'Provisioning'],
+  ];
   if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
   if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
   const refused =
@@ -105,7 +110,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
                 </a>
               </li>
             ))}
-            {/* Pages of later slices (provisioning, revocation health, posture, events) are offered here by role as they land. */}
+            {/* Pages of later slices (revocation health, posture, events) are offered here by role as they land. */}
           </ul>
         </nav>
         <div class="who">
@@ -131,6 +136,8 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           <IncidentPage id={r.id!} role={role} />
         ) : r.page === 'incidents' ? (
           <Incidents query={loc.query} role={role} />
+        ) : r.page === 'provisioning' ? (
+          <Provisioning query={loc.query} role={role} />
         ) : r.page === 'approvals' ? (
           <Approvals query={loc.query} session={session} />
         ) : (

@@ -54,6 +54,29 @@ export interface ImportResult {
   lot: string | null;
 }
 
+/** A manifest row as importManifest would register it (the lot applied, the default kind filled in). */
+export interface ImportPreviewRow {
+  row: number;
+  id: string;
+  kind: DeviceKind;
+  model: string | null;
+  hardwareRevision: string | null;
+  firmwareVersion: string | null;
+  site: string | null;
+  lot: string | null;
+  labels: Record<string, string>;
+}
+
+/** What importManifest would do with a manifest that passes every check: nothing is written. */
+export interface ImportPreview {
+  dryRun: true;
+  /** How many devices the import would register (every row). */
+  wouldImport: number;
+  lot: string | null;
+  /** The first IMPORT_PREVIEW_ROWS rows, as they would be stored. */
+  preview: ImportPreviewRow[];
+}
+
 export interface DeviceListFilter {
   status?: DeviceStatus | undefined;
   kind?: DeviceKind | undefined;
@@ -66,6 +89,8 @@ export interface DeviceListFilter {
 }
 
 export const MAX_IMPORT_ROWS = 50_000;
+/** How many rows a dry run of an import shows. */
+export const IMPORT_PREVIEW_ROWS = 20;
 export const LIST_MAX_LIMIT = 500;
 /** A manifest with more errors reports the first ones and their total in `detail`. */
 export const MAX_REPORTED_ERRORS = 1000;
@@ -218,17 +243,93 @@ export class DeviceInventory {
   }
 
   /**
-   * Registers every row or none. All rows are checked first (id format, duplicates within the
-   * manifest, ids that exist, kind, field lengths; plus `parseErrors` from parseManifest); any
-   * problem throws BadRequest with `details.errors` = [{ row, id, field, message }] (1-based rows)
-   * and nothing is written. Otherwise one INSERT for all rows and one `device.registered` audit
-   * entry per device, in one transaction. `opts.lot` applies to rows without a lot.
+   * Registers every row or none. All rows are checked first (checkManifest); any problem throws
+   * BadRequest with `details.errors` = [{ row, id, field, message }] (1-based rows) and nothing is
+   * written. Otherwise one INSERT for all rows and one `device.registered` audit entry per device,
+   * in one transaction. `opts.lot` applies to rows without a lot.
    */
   async importManifest(
     rows: DeviceInput[],
     ctx: ActorContext,
     opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {},
   ): Promise<ImportResult> {
+    const errors = await this.checkManifest(rows, opts);
+    if (errors.length > 0) {
+      // A refused manifest is recorded (security event + audit entry): a factory feeding bad or
+      // duplicate identities is worth seeing.
+      await this.events?.record({
+        kind: 'manifest.refused',
+        severity: 'info',
+        subject: opts.lot ?? rows.find((r) => isPlainObject(r) && typeof r.lot === 'string')?.lot,
+        requestId: ctx.requestId,
+        details: { actor: ctx.actor, rows: rows.length, errors: errors.length, first: errors.slice(0, 5) },
+      });
+      throw manifestError(errors);
+    }
+
+    const at = this.clock.now();
+    const newRows = rows.map((r) => toNewRow(r, opts.lot, at));
+    await this.db.transaction(async (tx) => {
+      const inserted = await this.store.insertMany(tx, newRows);
+      if (inserted.length !== newRows.length) {
+        // Someone registered one of these ids since the check: roll everything back.
+        const got = new Set(inserted);
+        throw manifestError(
+          newRows.flatMap((r, i) =>
+            got.has(r.id) ? [] : [{ row: i + 1, id: r.id, field: 'id', message: `a device with id ${r.id} exists` }],
+          ),
+        );
+      }
+      await this.audit.append(
+        tx,
+        newRows.map((r) => registeredEntry(r, ctx, 'import')),
+      );
+    });
+    return { imported: newRows.length, lot: importedLot(newRows, opts.lot) };
+  }
+
+  /**
+   * The dry run of importManifest: the same checks and the same BadRequest (the same `errors`),
+   * but nothing is written, and a refusal is not recorded as a security event (a preview exists
+   * so that bad rows are fixed before anyone imports). On success: how many devices the import
+   * would register, its lot, and its first IMPORT_PREVIEW_ROWS rows as they would be stored. The
+   * ids that exist are read now; an import after the preview checks them again.
+   */
+  async previewManifest(
+    rows: DeviceInput[],
+    opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] } = {},
+  ): Promise<ImportPreview> {
+    const errors = await this.checkManifest(rows, opts);
+    if (errors.length > 0) throw manifestError(errors);
+    const at = this.clock.now();
+    const newRows = rows.map((r) => toNewRow(r, opts.lot, at));
+    return {
+      dryRun: true,
+      wouldImport: newRows.length,
+      lot: importedLot(newRows, opts.lot),
+      preview: newRows.slice(0, IMPORT_PREVIEW_ROWS).map((r, i) => ({
+        row: i + 1,
+        id: r.id,
+        kind: r.kind,
+        model: r.model,
+        hardwareRevision: r.hardwareRevision,
+        firmwareVersion: r.firmwareVersion,
+        site: r.site,
+        lot: r.lot,
+        labels: r.labels,
+      })),
+    };
+  }
+
+  /**
+   * Every problem with a manifest, reading nothing but which of its ids exist: id format,
+   * duplicates within the manifest, ids that exist, kind, field lengths, plus `parseErrors` from
+   * parseManifest. Throws BadRequest for a manifest that is wrong as a whole (empty, too long, a bad lot).
+   */
+  private async checkManifest(
+    rows: DeviceInput[],
+    opts: { lot?: string | undefined; parseErrors?: ManifestRowError[] },
+  ): Promise<ManifestRowError[]> {
     if (rows.length === 0) throw badRequest('the manifest lists no devices');
     if (rows.length > MAX_IMPORT_ROWS)
       throw badRequest(`a manifest lists at most ${MAX_IMPORT_ROWS} devices; this one lists ${rows.length}`);
@@ -263,40 +364,7 @@ export class DeviceInventory {
     )) {
       errors.push({ row: firstRowOf.get(id)!, id, field: 'id', message: `a device with id ${id} exists` });
     }
-    if (errors.length > 0) {
-      // A refused manifest is recorded (security event + audit entry): a factory feeding bad or
-      // duplicate identities is worth seeing.
-      await this.events?.record({
-        kind: 'manifest.refused',
-        severity: 'info',
-        subject: opts.lot ?? rows.find((r) => isPlainObject(r) && typeof r.lot === 'string')?.lot,
-        requestId: ctx.requestId,
-        details: { actor: ctx.actor, rows: rows.length, errors: errors.length, first: errors.slice(0, 5) },
-      });
-      throw manifestError(errors);
-    }
-
-    const at = this.clock.now();
-    const newRows = rows.map((r) => toNewRow(r, opts.lot, at));
-    await this.db.transaction(async (tx) => {
-      const inserted = await this.store.insertMany(tx, newRows);
-      if (inserted.length !== newRows.length) {
-        // Someone registered one of these ids since the check: roll everything back.
-        const got = new Set(inserted);
-        throw manifestError(
-          newRows.flatMap((r, i) =>
-            got.has(r.id) ? [] : [{ row: i + 1, id: r.id, field: 'id', message: `a device with id ${r.id} exists` }],
-          ),
-        );
-      }
-      await this.audit.append(
-        tx,
-        newRows.map((r) => registeredEntry(r, ctx, 'import')),
-      );
-    });
-    const lots = new Set(newRows.map((r) => r.lot));
-    const only = lots.size === 1 ? [...lots][0]! : null;
-    return { imported: newRows.length, lot: opts.lot ?? only };
+    return errors;
   }
 
   async get(id: string): Promise<DeviceView> {
@@ -517,6 +585,13 @@ export class DeviceInventory {
       },
     };
   }
+}
+
+/** The lot an import applied, or the one lot all its rows share; null when they differ or have none. */
+function importedLot(rows: NewDeviceRow[], lot: string | undefined): string | null {
+  if (lot !== undefined) return lot;
+  const lots = new Set(rows.map((r) => r.lot));
+  return lots.size === 1 ? [...lots][0]! : null;
 }
 
 function manifestError(errors: ManifestRowError[]): DomainError {

@@ -121,10 +121,27 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     assert.match(r.stderr, /^mqtt-ca: 400 /);
     assert.match(r.stderr, /row 2 .*id/);
     assert.doesNotMatch(r.stderr, /row [13]\b/);
+    // A dry run lists the same rows, and so fails the same way.
+    const dryBad = await run(as('provisioner', ['devices', 'import', bad, '--lot', 'LOT-1', '--dry-run']));
+    assert.equal(dryBad.status, 2, dryBad.stderr);
+    const noRequestId = (t: string) => t.replace(/\(request [^)]*\)/, '');
+    assert.equal(noRequestId(dryBad.stderr), noRequestId(r.stderr));
     const listed = await run(as('auditor', ['devices', 'list', '--json']));
     assert.equal((JSON.parse(listed.stdout) as { items: unknown[] }).items.length, 0, 'nothing imported');
 
     writeFileSync(bad, 'id,model,site\nmeter-1,th-20,plant-a\nmeter-2,th-20,plant-a\nmeter-3,th-20,plant-a\n');
+    const [dry, dryJson] = await Promise.all([
+      run(as('provisioner', ['devices', 'import', bad, '--lot', 'LOT-1', '--dry-run'])),
+      run(as('provisioner', ['devices', 'import', bad, '--lot', 'LOT-1', '--dry-run', '--json'])),
+    ]);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.match(dry.stdout, /^would import 3 devices \(lot LOT-1\); nothing was imported$/m);
+    assert.match(dry.stdout, /^ROW\s+ID\s+KIND\s+LOT\s+MODEL\s+FIRMWARE\s+SITE$/m);
+    assert.match(dry.stdout, /^2\s+meter-2\s+client\s+LOT-1\s+th-20\s+-\s+plant-a$/m);
+    assert.equal(dryJson.status, 0, dryJson.stderr);
+    assert.equal((JSON.parse(dryJson.stdout) as { wouldImport: number }).wouldImport, 3);
+    const stillNone = await run(as('auditor', ['devices', 'list', '--json']));
+    assert.equal((JSON.parse(stillNone.stdout) as { items: unknown[] }).items.length, 0, 'a dry run imports nothing');
     const ok = await run(as('provisioner', ['devices', 'import', bad, '--lot', 'LOT-1']));
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /imported 3 devices \(lot LOT-1\)/);

@@ -181,6 +181,130 @@ for (const target of dbTargets) {
       );
     });
 
+    it('answers a dry run of an import with what it would register, the same errors as the import, and writes nothing', async () => {
+      const auditCount = async () => Number((await svc.db('audit_log').count({ n: 'seq' }))[0]!.n);
+      const refusedEvents = async () =>
+        (await api.get('/v1/events').query({ kind: 'manifest.refused', limit: 500 }).set(auth('auditor')).expect(200)).body.items.length;
+      const devicesBefore = await count();
+      const auditBefore = await auditCount();
+      const eventsBefore = await refusedEvents();
+
+      const good = csv([
+        ['id', 'model', 'site', 'labels.note'],
+        ...Array.from({ length: 25 }, (_, i) => [`dry-${i}`, 'EM-3', i === 0 ? '<b>north</b>' : 'north', i === 1 ? 'a,b' : '']),
+      ]);
+      const dry = await api
+        .post('/v1/devices/import')
+        .query({ lot: 'LOT-DRY', dryRun: true })
+        .set(auth('provisioner'))
+        .type('text/csv')
+        .send(good)
+        .expect(200);
+      assert.equal(dry.body.dryRun, true);
+      assert.equal(dry.body.wouldImport, 25);
+      assert.equal(dry.body.lot, 'LOT-DRY');
+      assert.equal(dry.body.preview.length, 20, 'the first 20 rows');
+      assert.deepEqual(dry.body.preview[0], {
+        row: 1,
+        id: 'dry-0',
+        kind: 'client',
+        model: 'EM-3',
+        hardwareRevision: null,
+        firmwareVersion: null,
+        site: '<b>north</b>',
+        lot: 'LOT-DRY',
+        labels: {},
+      });
+      assert.deepEqual(dry.body.preview[1].labels, { note: 'a,b' });
+      const json = await api
+        .post('/v1/devices/import?dryRun=true')
+        .set(auth('admin'))
+        .send({
+          lot: 'LOT-DRY-J',
+          devices: [
+            { id: 'dry-j1', kind: 'broker' },
+            { id: 'dry-j2', lot: 'OWN' },
+          ],
+        })
+        .expect(200);
+      assert.deepEqual(
+        json.body.preview.map((r: { id: string; kind: string; lot: string }) => [r.id, r.kind, r.lot]),
+        [
+          ['dry-j1', 'broker', 'LOT-DRY-J'],
+          ['dry-j2', 'client', 'OWN'],
+        ],
+      );
+      assert.equal(await count(), devicesBefore, 'a dry run registers nothing');
+      assert.equal(await auditCount(), auditBefore, 'and audits nothing');
+      assertProblem(await api.get('/v1/devices/dry-0').set(auth('auditor')), 404);
+
+      // A bad manifest: the dry run's 400 is the import's, error for error; still nothing written.
+      const bad = {
+        devices: [
+          { id: 'dry-b1' },
+          { id: 'dry-b1' },
+          { id: 'no spaces' },
+          { id: 'dry-b4', kind: 'toaster', colour: 'red' },
+          { id: 'csv-1' },
+          7,
+        ],
+      };
+      const badCsv = 'id,model\ndry-c1,m\ndry-c2\ndry-c1,dup\n"dry-open,never closed\n';
+      for (const [type, body] of [
+        ['application/json', bad],
+        ['text/csv', badCsv],
+      ] as const) {
+        const dryBad = await api.post('/v1/devices/import').query({ dryRun: 'true' }).set(auth('provisioner')).type(type).send(body);
+        assertProblem(dryBad, 400, /nothing was imported/);
+        assert.ok(dryBad.body.errors.length >= 3);
+        const real = await api.post('/v1/devices/import').set(auth('provisioner')).type(type).send(body);
+        assertProblem(real, 400);
+        assert.equal(dryBad.body.detail, real.body.detail);
+        assert.deepEqual(dryBad.body.errors, real.body.errors);
+      }
+      // A manifest wrong as a whole is refused the same way too.
+      assertProblem(
+        await api.post('/v1/devices/import').query({ dryRun: true }).set(auth('provisioner')).type('text/csv').send('id,colour\nx,red\n'),
+        400,
+        /header/,
+      );
+      assertProblem(await api.post('/v1/devices/import').query({ dryRun: true }).set(auth('provisioner')).send([]), 400, /no devices/);
+      assertProblem(
+        await api
+          .post('/v1/devices/import')
+          .query({ dryRun: 'maybe' })
+          .set(auth('provisioner'))
+          .send([{ id: 'dry-x' }]),
+        400,
+      );
+      assert.equal(await count(), devicesBefore);
+      // Only the real imports' refusals are security events (two), not the dry runs'.
+      assert.equal(await refusedEvents(), eventsBefore + 2);
+      // Who may import may preview; nobody else.
+      for (const role of ['operator', 'auditor'] as const) {
+        assertProblem(
+          await api
+            .post('/v1/devices/import')
+            .query({ dryRun: true })
+            .set(auth(role))
+            .send([{ id: 'dry-role' }]),
+          403,
+          new RegExp(role),
+        );
+      }
+      assertProblem(
+        await api
+          .post('/v1/devices/import')
+          .query({ dryRun: true })
+          .send([{ id: 'dry-role' }]),
+        401,
+      );
+      // The import after a clean preview registers what the preview showed.
+      await api.post('/v1/devices/import').query({ lot: 'LOT-DRY' }).set(auth('provisioner')).type('text/csv').send(good).expect(201);
+      assert.equal((await api.get('/v1/devices/dry-0').set(auth('auditor')).expect(200)).body.site, '<b>north</b>');
+      assert.equal(await count(), devicesBefore + 25);
+    });
+
     it('keeps each role inside its boundary, and refuses every route without a key', async () => {
       let n = 0;
       const cases: { name: string; send: (h: Record<string, string>) => request.Test; allowed: Role[]; ok: number }[] = [

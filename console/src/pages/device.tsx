@@ -7,12 +7,14 @@ import {
   type AuditEntry,
   type Certificate,
   type Device,
+  type EnrollmentToken,
   type Page,
   type Role,
   type SecurityEvent,
 } from '../api.js';
 import { onLink } from '../router.js';
 import { ConfirmDialog } from './confirm.js';
+import { TokenTable } from './provisioning.js';
 
 const EDITABLE = [
   ['model', 'Model'],
@@ -29,6 +31,7 @@ type Action = 'revoke' | 'hold' | 'release' | 'readmit' | 'decommission';
 interface Loaded {
   device: Device;
   certificates: Certificate[];
+  tokens: EnrollmentToken[];
   audit: AuditEntry[] | undefined;
   events: SecurityEvent[] | undefined;
 }
@@ -46,6 +49,7 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
     Promise.all([
       api<Device>('GET', `/v1/devices/${enc}`),
       api<Page<Certificate>>('GET', `/v1/certificates?deviceId=${enc}&limit=100`),
+      api<Page<EnrollmentToken>>('GET', `/v1/enrollment-tokens?deviceId=${enc}&limit=50`),
       can.readAudit(role)
         ? api<Page<AuditEntry>>('GET', `/v1/audit?targetType=device&targetId=${enc}&limit=50`).then((p) => p.items)
         : Promise.resolve(undefined),
@@ -53,7 +57,10 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
         ? api<Page<SecurityEvent>>('GET', `/v1/events?subject=${enc}&limit=50`).then((p) => p.items)
         : Promise.resolve(undefined),
     ])
-      .then(([device, certs, audit, events]) => live && setData({ device, certificates: certs.items, audit, events }))
+      .then(
+        ([device, certs, tokens, audit, events]) =>
+          live && setData({ device, certificates: certs.items, tokens: tokens.items, audit, events }),
+      )
       .catch((e) => live && setError(e instanceof ApiError ? e : new ApiError(0, 'The service did not answer', '', {})));
     return () => {
       live = false;
@@ -75,11 +82,12 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
     );
   if (!data) return <p aria-busy="true">Loading device…</p>;
 
-  const { device, certificates, audit, events } = data;
+  const { device, certificates, tokens, audit, events } = data;
   const current = certificates.find((c) => c.serial === device.currentSerial);
   const onHold = current?.status === 'revoked' && current.revocation?.reason === 'certificateHold';
   const live = current?.status === 'issued';
   const mayRevoke = can.revoke(role);
+  const newToken = `/console/provisioning?device=${encodeURIComponent(device.id)}`;
   const done = (msg: string) => {
     setNotice(msg);
     setReload((n) => n + 1);
@@ -219,6 +227,20 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
           </tbody>
         </table>
       )}
+
+      <section aria-labelledby="tokens-title">
+        <h2 id="tokens-title">Enrollment tokens</h2>
+        {tokens.length === 0 ? (
+          <p>No token names this device{device.lot ? ` (a token of lot ${device.lot} may enroll it)` : ''}.</p>
+        ) : (
+          <TokenTable tokens={tokens} caption={`Enrollment tokens of ${device.id}, newest first`} />
+        )}
+        {can.provision(role) && device.kind === 'client' && (device.status === 'registered' || device.status === 'active') && (
+          <a href={newToken} onClick={(e) => onLink(e, newToken)}>
+            Create a token for this device…
+          </a>
+        )}
+      </section>
 
       {events && (
         <>

@@ -104,7 +104,22 @@ function manifestType(file: string, text: string, format: string | undefined): '
   return /^\s*[[{]/.test(text) ? 'json' : 'csv';
 }
 
-async function importLot(ctx: Ctx, file: string, o: { lot?: string; format?: string }): Promise<void> {
+interface ImportPreview {
+  dryRun: true;
+  wouldImport: number;
+  lot: string | null;
+  preview: {
+    row: number;
+    id: string;
+    kind: string;
+    model: string | null;
+    firmwareVersion: string | null;
+    site: string | null;
+    lot: string | null;
+  }[];
+}
+
+async function importLot(ctx: Ctx, file: string, o: { lot?: string; format?: string; dryRun?: boolean }): Promise<void> {
   let text: string;
   try {
     text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
@@ -120,10 +135,30 @@ async function importLot(ctx: Ctx, file: string, o: { lot?: string; format?: str
       throw new UsageError(`${file} is not JSON: ${(e as Error).message}`);
     }
   }
-  const r = await ctx.api.post<{ imported: number; lot: string | null }>('/v1/devices/import', body, {
-    query: { lot: o.lot },
-    ...(type === 'csv' ? { contentType: 'text/csv' } : {}),
-  });
+  const send = <T>(dryRun: boolean) =>
+    ctx.api.post<T>('/v1/devices/import', body, {
+      query: { lot: o.lot, ...(dryRun ? { dryRun: 'true' } : {}) },
+      ...(type === 'csv' ? { contentType: 'text/csv' } : {}),
+    });
+  if (o.dryRun) {
+    // The import's checks and errors, nothing written: the count, the lot and the first rows.
+    const d = (await send<ImportPreview>(true)).body;
+    if (ctx.json) return ctx.printJson(d);
+    ctx.out(`would import ${d.wouldImport} devices${d.lot ? ` (lot ${d.lot})` : ''}; nothing was imported`);
+    ctx.out(
+      table(d.preview, [
+        { header: 'ROW', value: (r) => r.row },
+        { header: 'ID', value: (r) => r.id },
+        { header: 'KIND', value: (r) => r.kind },
+        { header: 'LOT', value: (r) => r.lot },
+        { header: 'MODEL', value: (r) => r.model },
+        { header: 'FIRMWARE', value: (r) => r.firmwareVersion },
+        { header: 'SITE', value: (r) => r.site },
+      ]),
+    );
+    return;
+  }
+  const r = await send<{ imported: number; lot: string | null }>(false);
   if (ctx.json) return ctx.printJson(r.body);
   ctx.out(`imported ${r.body.imported} devices${r.body.lot ? ` (lot ${r.body.lot})` : ''}`);
 }
@@ -156,7 +191,8 @@ export function registerDevices(program: Command, addOptions: (c: Command) => Co
       .option('--format <format>', 'csv or json (default: from the extension or the content)', (v: string) => {
         if (v !== 'csv' && v !== 'json') throw new InvalidArgumentError('csv or json');
         return v;
-      }),
-  ).action(action((ctx, file: string, o: { lot?: string; format?: string }) => importLot(ctx, file, o)));
+      })
+      .option('--dry-run', 'check the manifest as the import does and show what it would register, writing nothing'),
+  ).action(action((ctx, file: string, o: { lot?: string; format?: string; dryRun?: boolean }) => importLot(ctx, file, o)));
   return devices;
 }

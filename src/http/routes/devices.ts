@@ -15,15 +15,15 @@ export function deviceRoutes(devices: DeviceInventory): Router {
     if (body === undefined || body === null || (typeof body !== 'string' && typeof body !== 'object'))
       throw badRequest('the manifest is empty');
     const manifest = devices.parseManifest(body as string | object, req.headers['content-type']);
-    const queryLot = (req.query as Record<string, string | undefined>).lot;
+    const q = req.query as Record<string, unknown>;
+    const queryLot = q.lot as string | undefined;
     if (queryLot !== undefined && manifest.lot !== undefined && queryLot !== manifest.lot) {
       throw badRequest(`the lot in the query (${queryLot}) and in the manifest (${manifest.lot}) differ`);
     }
-    const result = await devices.importManifest(manifest.devices, ctxOf(res), {
-      lot: queryLot ?? manifest.lot,
-      parseErrors: manifest.errors,
-    });
-    res.status(201).json(result);
+    const opts = { lot: queryLot ?? manifest.lot, parseErrors: manifest.errors };
+    // dryRun: the same checks and the same errors, nothing written (the validator has made it a boolean).
+    if (String(q.dryRun) === 'true') res.json(await devices.previewManifest(manifest.devices, opts));
+    else res.status(201).json(await devices.importManifest(manifest.devices, ctxOf(res), opts));
   });
   r.get('/v1/devices', allow(...READ_ROLES), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
