@@ -7,6 +7,7 @@ import { DevicePage } from './pages/device.js';
 import { Incidents } from './pages/incidents.js';
 import { IncidentPage } from './pages/incident.js';
 import { Approvals } from './pages/approvals.js';
+import { Revocation } from './pages/revocation.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -57,7 +58,7 @@ export function App() {
 
 /** The page a path names; `nav` is the navigation entry it belongs to. */
 function route(path: string): {
-  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals';
+  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals' | 'revocation';
   id?: string;
   title: string;
   nav: string;
@@ -68,6 +69,7 @@ function route(path: string): {
   if (incident) return { page: 'incident', id: decodeURIComponent(incident[1]!), title: 'Incident', nav: 'incidents' };
   if (/^\/console\/incidents\/?$/.test(path)) return { page: 'incidents', title: 'Incidents', nav: 'incidents' };
   if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
+  if (/^\/console\/revocation\/?$/.test(path)) return { page: 'revocation', title: 'Revocation health', nav: 'revocation' };
   return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
 }
 
@@ -86,8 +88,11 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   const links: [string, string, string][] = [['fleet', '/console/', 'Fleet']];
   if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
   if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
+  if (can.readRevocationHealth(role)) links.push(['revocation', '/console/revocation', 'Revocation']);
   const refused =
-    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) || (r.page === 'approvals' && !can.readApprovals(role));
+    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) ||
+    (r.page === 'approvals' && !can.readApprovals(role)) ||
+    (r.page === 'revocation' && !can.readRevocationHealth(role));
 
   return (
     <div class="shell">
@@ -131,6 +136,8 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           <IncidentPage id={r.id!} role={role} />
         ) : r.page === 'incidents' ? (
           <Incidents query={loc.query} role={role} />
+        ) : r.page === 'revocation' ? (
+          <Revocation />
         ) : r.page === 'approvals' ? (
           <Approvals query={loc.query} session={session} />
         ) : (
