@@ -14,6 +14,7 @@ import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
 import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
 import { ServiceMetrics } from './detect/metrics.js';
+import { RevocationHealthReport } from './revoke/revocation-health.js';
 import { OcspResponder } from './revoke/ocsp-responder.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
 import { OcspStore } from './store/ocsp-store.js';
@@ -145,6 +146,8 @@ export interface Service {
   /** Replaces due CRLs and raises the stale-CRL alarm; serve runs its check every minute. */
   crlWatch: CrlWatch;
   metrics: ServiceMetrics;
+  /** The revocation health page's report: CRLs per CA and partition, OCSP answers, revoke-to-visible latency. */
+  revocationHealth: RevocationHealthReport;
   ocsp: OcspResponder;
   ocspResponders: OcspResponders;
   policies: RotationPolicies;
@@ -578,6 +581,16 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       renewalNoticeSinks: sinks,
       backupEveryMs: config.backups.everyMs,
     });
+    const revocationHealth = new RevocationHealthReport({
+      clock,
+      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, name: c.name })),
+      published: () => crls.published(),
+      isStale: (crl, now) => crlWatch.isStale(crl, now),
+      since: metrics.startedAt,
+      ocspAnswers: () => metrics.ocspAnswers(),
+      visibleSummary: () => metrics.revocationVisibleSummary(),
+      visibleHistogram: () => metrics.revocationVisibleHistogram(),
+    });
     const stop = async () => {
       await brokers.close();
       await jobs.close();
@@ -617,6 +630,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       crls,
       crlWatch,
       metrics,
+      revocationHealth,
       ocsp,
       ocspResponders,
       sessionKeys,
@@ -691,6 +705,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     revocations: svc.revocations,
     sessionKeys: svc.sessionKeys,
     metrics: svc.metrics,
+    revocationHealth: svc.revocationHealth,
     policies: svc.policies,
     renewals: svc.renewals,
     rollovers: svc.rollovers,

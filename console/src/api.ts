@@ -272,6 +272,34 @@ export interface Approval {
   error: { kind: string; message: string } | null;
 }
 
+/** GET /v1/revocation-health. */
+export interface RevocationHealth {
+  at: string;
+  crls: {
+    caId: string;
+    caName: string;
+    shard: number;
+    full: {
+      crlNumber: string;
+      thisUpdate: string;
+      nextUpdate: string;
+      ageSeconds: number;
+      secondsToNextUpdate: number;
+      entries: number;
+    } | null;
+    delta: { crlNumber: string; baseNumber: string | null; thisUpdate: string; nextUpdate: string; entries: number } | null;
+    stale: boolean;
+  }[];
+  ocsp: { since: string; total: number; answers: { status: string; source: string; count: number }[] };
+  revocationVisible: {
+    since: string;
+    count: number;
+    sumSeconds: number;
+    buckets: { le: number; count: number }[];
+    recent: { count: number; p50Seconds: number; p99Seconds: number } | null;
+  };
+}
+
 /** Who may decide a proposal, by its action (as POST /v1/approvals/{id}/approve documents it). */
 const DECIDERS: Record<string, Role[]> = {
   'ca.revoke': ['admin'],
@@ -291,6 +319,7 @@ export const can = {
   readIncidents: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
   actInIncidents: (r: Role) => r === 'admin' || r === 'operator',
   readApprovals: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
+  readRevocationHealth: (r: Role) => r === 'admin' || r === 'operator' || r === 'auditor',
   /** Approve or reject: a role the action admits, and never the proposer (the API refuses both anyway). */
   decide: (r: Role, a: Approval, keyId: string) => a.proposedBy.keyId !== keyId && (DECIDERS[a.action] ?? []).includes(r),
   /** Import a lot, create enrollment tokens (DEVICE_CREDENTIAL_ROLES). */

@@ -8,6 +8,7 @@ import { Incidents } from './pages/incidents.js';
 import { IncidentPage } from './pages/incident.js';
 import { Approvals } from './pages/approvals.js';
 import { Provisioning } from './pages/provisioning.js';
+import { Revocation } from './pages/revocation.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -58,7 +59,7 @@ export function App() {
 
 /** The page a path names; `nav` is the navigation entry it belongs to. */
 function route(path: string): {
-  page: 'fleet' | 'device' | 'provisioning' | 'incidents' | 'incident' | 'approvals';
+  page: 'fleet' | 'device' | 'provisioning' | 'incidents' | 'incident' | 'approvals' | 'revocation';
   id?: string;
   title: string;
   nav: string;
@@ -70,6 +71,7 @@ function route(path: string): {
   if (/^\/console\/incidents\/?$/.test(path)) return { page: 'incidents', title: 'Incidents', nav: 'incidents' };
   if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
   if (/^\/console\/provisioning\/?$/.test(path)) return { page: 'provisioning', title: 'Provisioning', nav: 'provisioning' };
+  if (/^\/console\/revocation\/?$/.test(path)) return { page: 'revocation', title: 'Revocation health', nav: 'revocation' };
   return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
 }
 
@@ -91,8 +93,11 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   ];
   if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
   if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
+  if (can.readRevocationHealth(role)) links.push(['revocation', '/console/revocation', 'Revocation']);
   const refused =
-    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) || (r.page === 'approvals' && !can.readApprovals(role));
+    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) ||
+    (r.page === 'approvals' && !can.readApprovals(role)) ||
+    (r.page === 'revocation' && !can.readRevocationHealth(role));
 
   return (
     <div class="shell">
@@ -138,6 +143,8 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           <Incidents query={loc.query} role={role} />
         ) : r.page === 'provisioning' ? (
           <Provisioning query={loc.query} role={role} />
+        ) : r.page === 'revocation' ? (
+          <Revocation />
         ) : r.page === 'approvals' ? (
           <Approvals query={loc.query} session={session} />
         ) : (

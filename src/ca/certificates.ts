@@ -1,9 +1,10 @@
 import type { Db } from '../store/db.js';
 import type { CertificateFilter, CertificateRow, CertificateStore } from '../store/certificate-store.js';
 import { badRequest, notFound } from '../shared/errors.js';
-import { serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
+import { parseSerial, serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import { readTimeIdCursor, timeIdCursor, type Page } from '../shared/page.js';
-import { toPem } from './x509/pem.js';
+import { fromPemAll, toPem } from './x509/pem.js';
+import { parseCertificate } from './x509/inspect.js';
 
 export interface CertificateView {
   serial: Serial;
@@ -62,6 +63,22 @@ export class CertificateRegistry {
     const row = await this.store.get(this.db, serialToBytes(serial));
     if (!row) throw notFound(`no certificate with serial ${serial}`);
     return certificateView(row);
+  }
+
+  /**
+   * The recorded certificate of an uploaded PEM certificate (by its serial), and whether the
+   * uploaded bytes are exactly the recorded ones. Exactly one CERTIFICATE block, else 400.
+   */
+  async lookupPem(pem: string): Promise<{ serial: Serial; matches: boolean; certificate: CertificateView }> {
+    const blocks = fromPemAll(pem);
+    if (blocks.length === 0) throw badRequest('pem holds no -----BEGIN CERTIFICATE----- block');
+    if (blocks.length > 1) throw badRequest(`pem holds ${blocks.length} certificates; look up one at a time`);
+    const parsed = parseCertificate(blocks[0]!, 'uploaded certificate');
+    const serial = parseSerial(parsed.serialHex);
+    if (!serial) throw badRequest('the uploaded certificate has a serial this CA never issues');
+    const row = await this.store.get(this.db, serialToBytes(serial));
+    if (!row) throw notFound(`no certificate with serial ${serial} is recorded`);
+    return { serial, matches: row.der !== null && row.der.equals(parsed.der), certificate: certificateView(row) };
   }
 
   async list(filter: CertificateFilter, page: { cursor?: string | undefined; limit: number }): Promise<Page<CertificateView>> {

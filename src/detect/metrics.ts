@@ -34,8 +34,11 @@ export class ServiceMetrics implements Telemetry {
   private readonly rateLimitedTotal: Counter<'scope'>;
   private readonly visibleSamples: number[] = [];
   private statusAnswers = 0;
+  /** When the counters started (this process's start): what "since" means for them. */
+  readonly startedAt: Date;
 
   constructor(private readonly src: MetricSources) {
+    this.startedAt = src.clock.now();
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mqttca_' });
     this.issuedTotal = new Counter({
@@ -114,6 +117,26 @@ export class ServiceMetrics implements Telemetry {
   ocspAnswered(status: OcspOutcome, source: OcspSource): void {
     this.ocspTotal.inc({ status, source });
     if (status === 'good' || status === 'revoked' || status === 'unknown' || status === 'several') this.statusAnswers++;
+  }
+
+  /** OCSP responses this process gave since it started, by status and source (the counter behind mqttca_ocsp_responses_total). */
+  async ocspAnswers(): Promise<{ status: OcspOutcome; source: OcspSource; count: number }[]> {
+    return (await this.ocspTotal.get()).values
+      .filter((v) => v.value > 0)
+      .map((v) => ({ status: v.labels.status as OcspOutcome, source: v.labels.source as OcspSource, count: v.value }));
+  }
+
+  /** The revoke-to-visible histogram of this process (mqttca_revocation_visible_seconds): its count, sum and cumulative buckets. */
+  async revocationVisibleHistogram(): Promise<{ count: number; sumSeconds: number; buckets: { le: number; count: number }[] }> {
+    const values = (await this.revocationVisibleSeconds.get()).values;
+    const named = (suffix: string) => values.filter((v) => v.metricName?.endsWith(suffix));
+    return {
+      count: named('_count')[0]?.value ?? 0,
+      sumSeconds: named('_sum')[0]?.value ?? 0,
+      buckets: named('_bucket')
+        .filter((v) => v.labels.le !== '+Inf')
+        .map((v) => ({ le: Number(v.labels.le), count: v.value })),
+    };
   }
 
   /** OCSP answers about a certificate's status (not errors) in this process: brokers checking the certificates presented to them. */

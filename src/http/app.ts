@@ -21,6 +21,7 @@ import type { Telemetry } from '../shared/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { auditRoutes } from './routes/audit.js';
 import { eventRoutes } from './routes/events.js';
+import { revocationHealthRoutes } from './routes/revocation-health.js';
 import { postureRoutes } from './routes/posture.js';
 import type { Posture } from '../detect/posture.js';
 import type { EventFeed } from '../detect/event-feed.js';
@@ -38,6 +39,7 @@ import type { Revocations } from '../revoke/revocation.js';
 import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory } from '../enroll/devices.js';
+import type { RevocationHealthReport } from '../revoke/revocation-health.js';
 import type { ServiceMetrics } from '../detect/metrics.js';
 import type { Queue } from 'bullmq';
 import type { RotationPolicies } from '../rotate/policies.js';
@@ -84,6 +86,8 @@ export interface AppDeps {
   /** Per address and per API key on /v1. */
   limits: RateLimits;
   posture: Posture;
+  /** GET /v1/revocation-health. */
+  revocationHealth: RevocationHealthReport;
   devices: DeviceInventory;
   revocations: Revocations;
   sessionKeys: SessionKeys;
@@ -184,6 +188,7 @@ export function createApp(d: AppDeps): Express {
   app.use(auditRoutes(d.audit));
   app.use(eventRoutes(d.securityEvents, d.eventFeed));
   app.use(postureRoutes(d.posture));
+  app.use(revocationHealthRoutes(d.revocationHealth));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));

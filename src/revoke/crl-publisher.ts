@@ -220,6 +220,21 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /**
+   * Every partition of every signing CA with its newest full and delta CRL as stored, building
+   * nothing (what the revocation health page reads).
+   */
+  async published(): Promise<{ caId: string; shard: number; full: CrlHeader | undefined; delta: CrlHeader | undefined }[]> {
+    const partitions = await this.allPartitions();
+    return Promise.all(
+      partitions.map(async (p) => ({
+        ...p,
+        full: await this.store.latest(this.db, p, 'full'),
+        delta: await this.store.latest(this.db, p, 'delta'),
+      })),
+    );
+  }
+
+  /**
    * Deletes superseded CRLs published more than `SUPERSEDED_GRACE_MS` ago (a reader that just
    * looked one up still finds its body); returns how many.
    */

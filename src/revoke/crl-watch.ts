@@ -50,9 +50,18 @@ export class CrlWatch {
     return this.statuses;
   }
 
+  /**
+   * The stale rule: no CRL, or one past its refresh point (less than refreshBeforeMs left). The
+   * check alarms on it after trying to replace the CRL; the revocation health page shows it as is.
+   */
+  isStale(crl: Pick<CrlHeader, 'nextUpdate'> | undefined, now: Date = this.clock.now()): boolean {
+    return !crl || crl.nextUpdate.getTime() - now.getTime() < this.policy.refreshBeforeMs;
+  }
+
   async check(): Promise<readonly CrlStatus[]> {
-    const now = this.clock.now().getTime();
-    const stale = (crl: CrlHeader | undefined) => !crl || crl.nextUpdate.getTime() - now < this.policy.refreshBeforeMs;
+    const at = this.clock.now();
+    const now = at.getTime();
+    const stale = (crl: CrlHeader | undefined) => this.isStale(crl, at);
     const results = await this.crls.refreshDue();
     this.statuses = results.map(({ caId, shard, crl }) => ({ caId, shard, crl, stale: stale(crl) }));
     for (const { caId, shard, crl, error } of results) {

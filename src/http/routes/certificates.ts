@@ -41,6 +41,10 @@ export function certificateRoutes(
     }
     res.status(201).json(await issuance.issueFromCsr(body, ctxOf(res)));
   });
+  // Reads as GET /v1/certificates/{serial} does (the same roles); POST only because a PEM is a body.
+  r.post('/v1/certificates/lookup', allow(...READ_ROLES), async (req, res) => {
+    res.json(await registry.lookupPem((req.body as { pem: string }).pem));
+  });
   r.get('/v1/certificates/:serial', allow(...READ_ROLES), async (req, res) => {
     res.json(await registry.get(serialParam(req.params.serial as string)));
   });
