@@ -7,6 +7,9 @@ import { DevicePage } from './pages/device.js';
 import { Incidents } from './pages/incidents.js';
 import { IncidentPage } from './pages/incident.js';
 import { Approvals } from './pages/approvals.js';
+import { canPosture, Posture } from './pages/posture.js';
+import { Events } from './pages/events.js';
+import { Audit } from './pages/audit.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -57,7 +60,7 @@ export function App() {
 
 /** The page a path names; `nav` is the navigation entry it belongs to. */
 function route(path: string): {
-  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals';
+  page: 'fleet' | 'device' | 'incidents' | 'incident' | 'approvals' | 'posture' | 'events' | 'audit';
   id?: string;
   title: string;
   nav: string;
@@ -68,6 +71,9 @@ function route(path: string): {
   if (incident) return { page: 'incident', id: decodeURIComponent(incident[1]!), title: 'Incident', nav: 'incidents' };
   if (/^\/console\/incidents\/?$/.test(path)) return { page: 'incidents', title: 'Incidents', nav: 'incidents' };
   if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
+  if (/^\/console\/posture\/?$/.test(path)) return { page: 'posture', title: 'Posture', nav: 'posture' };
+  if (/^\/console\/events\/?$/.test(path)) return { page: 'events', title: 'Security events', nav: 'events' };
+  if (/^\/console\/audit\/?$/.test(path)) return { page: 'audit', title: 'Audit log', nav: 'audit' };
   return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
 }
 
@@ -86,8 +92,15 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   const links: [string, string, string][] = [['fleet', '/console/', 'Fleet']];
   if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
   if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
+  if (canPosture.read(role)) links.push(['posture', '/console/posture', 'Posture']);
+  if (can.readEvents(role)) links.push(['events', '/console/events', 'Events']);
+  if (can.readAudit(role)) links.push(['audit', '/console/audit', 'Audit']);
   const refused =
-    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) || (r.page === 'approvals' && !can.readApprovals(role));
+    ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) ||
+    (r.page === 'approvals' && !can.readApprovals(role)) ||
+    (r.page === 'posture' && !canPosture.read(role)) ||
+    (r.page === 'events' && !can.readEvents(role)) ||
+    (r.page === 'audit' && !can.readAudit(role));
 
   return (
     <div class="shell">
@@ -133,6 +146,12 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           <Incidents query={loc.query} role={role} />
         ) : r.page === 'approvals' ? (
           <Approvals query={loc.query} session={session} />
+        ) : r.page === 'posture' ? (
+          <Posture role={role} />
+        ) : r.page === 'events' ? (
+          <Events query={loc.query} />
+        ) : r.page === 'audit' ? (
+          <Audit query={loc.query} />
         ) : (
           <Fleet query={loc.query} />
         )}
