@@ -237,6 +237,11 @@ for (const target of dbTargets) {
         timeout: 10_000,
       });
       assert.equal(await rows.filter({ hasText: 'test.other' }).count(), 0, 'the stream is filtered as the list');
+      // Leaving the page closes the stream.
+      const closed = page.waitForEvent('requestfailed', { predicate: (r) => r.url().includes('/v1/events/stream'), timeout: 5000 });
+      await page.getByRole('link', { name: 'Fleet' }).click();
+      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
+      assert.match((await closed).failure()?.errorText ?? '', /ABORTED/);
       await ctx.close();
       assert.deepEqual(dialogs, []);
     });
