@@ -193,7 +193,7 @@ for (const target of dbTargets) {
       await ctx.close();
     });
 
-    it('shows security events live, prepended without a reload; pause holds them back and resume fetches those missed; hostile values are text', async () => {
+    it('shows security events live, prepended without a reload and capped at 500; pause holds them back and resume fetches those missed; hostile values are text', async () => {
       const { ctx, page } = await open();
       await signIn(page, 'auditor');
       await page.getByRole('link', { name: 'Events' }).click();
@@ -237,6 +237,17 @@ for (const target of dbTargets) {
         timeout: 10_000,
       });
       assert.equal(await rows.filter({ hasText: 'test.other' }).count(), 0, 'the stream is filtered as the list');
+      // Live events are capped in memory: the newest 500 are kept.
+      const flood = await svc.db.transaction((tx) =>
+        svc.securityEvents.recordIn(
+          tx,
+          Array.from({ length: 520 }, (_, n) => ({ kind: 'test.before', subject: `device:flood-${n}`, details: {} })),
+        ),
+      );
+      await svc.securityEvents.announce(flood);
+      await page.getByTestId('events').getByText('(the newest 500 kept)').waitFor({ timeout: 20_000 });
+      assert.equal(await rows.count(), 500);
+      assert.match((await rows.first().textContent()) ?? '', /device:flood-519/);
       // Leaving the page closes the stream.
       const closed = page.waitForEvent('requestfailed', { predicate: (r) => r.url().includes('/v1/events/stream'), timeout: 5000 });
       await page.getByRole('link', { name: 'Fleet' }).click();

@@ -57,6 +57,7 @@ export function Events({ query }: { query: URLSearchParams }) {
   const [error, setError] = useState<string>();
   const [fieldErrors, setFieldErrors] = useState<Partial<Record<Filter, string>>>({});
   const [paused, setPaused] = useState(false);
+  const [reloads, setReloads] = useState(0);
   const [live, setLive] = useState<LiveState>('off');
   const newest = useRef<number | undefined>(undefined);
   // Live updates only on the first page, and not when the view ends at `until`.
@@ -92,7 +93,7 @@ export function Events({ query }: { query: URLSearchParams }) {
     return () => {
       on = false;
     };
-  }, [key]);
+  }, [key, reloads]);
 
   // The live stream: opened once the first page is shown, unless paused; closed on pause, on a filter change and on leave.
   useEffect(() => {
@@ -220,7 +221,15 @@ export function Events({ query }: { query: URLSearchParams }) {
       <div class="actions live">
         {liveOffered ? (
           <>
-            <button type="button" aria-pressed={paused} onClick={() => setPaused((p) => !p)}>
+            <button
+              type="button"
+              aria-pressed={paused}
+              onClick={() => {
+                // Resuming with nothing shown yet: no event id to resume after, so read the list again first.
+                if (paused && newest.current === undefined) setReloads((n) => n + 1);
+                setPaused((p) => !p);
+              }}
+            >
               {paused ? 'Resume live updates' : 'Pause live updates'}
             </button>
             <span role="status" data-testid="live-state" data-state={live}>
