@@ -58,6 +58,7 @@ import { ReplayStore } from './store/replay-store.js';
 import { SecurityEventStore } from './store/security-event-store.js';
 import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
+import { verifyAuditLog } from './respond/audit-verification.js';
 import { createEnrollHandler } from './http/enroll-handler.js';
 import { createPkiHandler } from './http/pki/handler.js';
 import { resolveClientAddress } from './http/request-context.js';
@@ -689,6 +690,16 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     apiKeys: svc.apiKeys,
     consoleSessions: svc.consoleSessions,
     audit: svc.audit,
+    verifyAudit: async () => ({
+      ...(await verifyAuditLog({
+        db: svc.db,
+        audit: svc.audit,
+        checkpoints: svc.auditCheckpoints,
+        anchorFile: svc.config.audit.anchorFile,
+        backups: svc.backups,
+      })),
+      at: svc.clock.now(),
+    }),
     hierarchy: svc.hierarchy,
     certificates: svc.certificates,
     operatorIssuance: svc.operatorIssuance,

@@ -9,6 +9,9 @@ import { IncidentPage } from './pages/incident.js';
 import { Approvals } from './pages/approvals.js';
 import { Provisioning } from './pages/provisioning.js';
 import { Revocation } from './pages/revocation.js';
+import { canPosture, Posture } from './pages/posture.js';
+import { Events } from './pages/events.js';
+import { Audit } from './pages/audit.js';
 
 type State = { kind: 'loading' } | { kind: 'signed-out'; reason?: string } | { kind: 'signed-in'; session: Session };
 
@@ -59,7 +62,7 @@ export function App() {
 
 /** The page a path names; `nav` is the navigation entry it belongs to. */
 function route(path: string): {
-  page: 'fleet' | 'device' | 'provisioning' | 'incidents' | 'incident' | 'approvals' | 'revocation';
+  page: 'fleet' | 'device' | 'provisioning' | 'incidents' | 'incident' | 'approvals' | 'revocation' | 'posture' | 'events' | 'audit';
   id?: string;
   title: string;
   nav: string;
@@ -72,6 +75,9 @@ function route(path: string): {
   if (/^\/console\/approvals\/?$/.test(path)) return { page: 'approvals', title: 'Approvals', nav: 'approvals' };
   if (/^\/console\/provisioning\/?$/.test(path)) return { page: 'provisioning', title: 'Provisioning', nav: 'provisioning' };
   if (/^\/console\/revocation\/?$/.test(path)) return { page: 'revocation', title: 'Revocation health', nav: 'revocation' };
+  if (/^\/console\/posture\/?$/.test(path)) return { page: 'posture', title: 'Posture', nav: 'posture' };
+  if (/^\/console\/events\/?$/.test(path)) return { page: 'events', title: 'Security events', nav: 'events' };
+  if (/^\/console\/audit\/?$/.test(path)) return { page: 'audit', title: 'Audit log', nav: 'audit' };
   return { page: 'fleet', title: 'Fleet', nav: 'fleet' };
 }
 
@@ -94,10 +100,16 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   if (can.readIncidents(role)) links.push(['incidents', '/console/incidents', 'Incidents']);
   if (can.readApprovals(role)) links.push(['approvals', '/console/approvals', 'Approvals']);
   if (can.readRevocationHealth(role)) links.push(['revocation', '/console/revocation', 'Revocation']);
+  if (canPosture.read(role)) links.push(['posture', '/console/posture', 'Posture']);
+  if (can.readEvents(role)) links.push(['events', '/console/events', 'Events']);
+  if (can.readAudit(role)) links.push(['audit', '/console/audit', 'Audit']);
   const refused =
     ((r.page === 'incidents' || r.page === 'incident') && !can.readIncidents(role)) ||
     (r.page === 'approvals' && !can.readApprovals(role)) ||
-    (r.page === 'revocation' && !can.readRevocationHealth(role));
+    (r.page === 'revocation' && !can.readRevocationHealth(role)) ||
+    (r.page === 'posture' && !canPosture.read(role)) ||
+    (r.page === 'events' && !can.readEvents(role)) ||
+    (r.page === 'audit' && !can.readAudit(role));
 
   return (
     <div class="shell">
@@ -147,6 +159,12 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           <Revocation />
         ) : r.page === 'approvals' ? (
           <Approvals query={loc.query} session={session} />
+        ) : r.page === 'posture' ? (
+          <Posture role={role} />
+        ) : r.page === 'events' ? (
+          <Events query={loc.query} />
+        ) : r.page === 'audit' ? (
+          <Audit query={loc.query} />
         ) : (
           <Fleet query={loc.query} />
         )}

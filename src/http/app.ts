@@ -7,6 +7,7 @@ import type { ConsoleSessions } from '../access/console-sessions.js';
 import { consoleStatic } from './console-static.js';
 import { consoleRoutes } from './routes/console.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { AuditVerification } from '../respond/audit-verification.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { CertificateRegistry } from '../ca/certificates.js';
 import type { OperatorIssuance } from '../enroll/operator-issuance.js';
@@ -71,6 +72,8 @@ export interface AppDeps {
   /** The built web console (dist/console by default), served at / and /console. */
   consoleDir?: string | undefined;
   audit: AuditLog;
+  /** `mqtt-ca audit verify` for GET /v1/audit/verification: the chain, then its head against the checkpoints; `at` when it ran. */
+  verifyAudit: () => Promise<AuditVerification & { at: Date }>;
   hierarchy: CaHierarchy;
   certificates: CertificateRegistry;
   operatorIssuance: OperatorIssuance;
@@ -185,7 +188,7 @@ export function createApp(d: AppDeps): Express {
   app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(consoleRoutes(d.consoleSessions, d.apiKeyWatch));
-  app.use(auditRoutes(d.audit));
+  app.use(auditRoutes(d.audit, d.verifyAudit));
   app.use(eventRoutes(d.securityEvents, d.eventFeed));
   app.use(postureRoutes(d.posture));
   app.use(revocationHealthRoutes(d.revocationHealth));
