@@ -103,6 +103,15 @@ class Coalesced<N, R> {
 }
 
 const BUSY = Symbol('busy');
+/** A partition's newest delta entries against one base (see CrlPublisher.deltaEntries). */
+interface DeltaEntries {
+  baseNumber: bigint;
+  /** The base's clock value: with its number, which base this is. */
+  baseSeq: bigint;
+  /** What the entries cover: every change up to this clock value. */
+  coversSeq: bigint;
+  entries: Map<string, Uint8Array>;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Audit details name the shard of a sharded CRL (shard 0, the CA's one CRL, as before shards). */
 const shardDetail = (p: CrlPartition) => (p.shard === 0 ? {} : { shard: p.shard });
@@ -139,6 +148,13 @@ export class CrlPublisher implements RevocationListener {
   private readonly buildMs = new Map<string, number>();
   /** How long the deltas published here since the partition's last full build took, in ms. */
   private readonly deltaMs = new Map<string, number>();
+  /**
+   * Per partition, the entries of the newest delta this process built against its base, encoded
+   * and keyed by serial: the next delta against the same base reads only what changed since
+   * (`coversSeq`), so a run of deltas costs what changed, not what the delta holds (a bulk run's
+   * chunks each publish one). Only the delta lane changes an entry's map; a new base replaces it.
+   */
+  private readonly deltaEntries = new Map<string, DeltaEntries>();
   private closed = false;
 
   constructor(
@@ -400,25 +416,35 @@ export class CrlPublisher implements RevocationListener {
     return after.reduce<Date>((t, c) => (c && c.thisUpdate > t ? c.thisUpdate : t), now);
   }
 
-  /** Reads what changed since `sinceSeq` (the delta's entries) and the clock value it covers. */
-  private async readDelta(tx: Knex.Transaction, p: CrlPartition, sinceSeq: bigint, at: Date) {
+  /**
+   * Reads what changed since `sinceSeq` into `entries` (a serial's newest state replaces what it
+   * held) and returns the clock value it covers.
+   */
+  private async readDelta(tx: Knex.Transaction, p: CrlPartition, sinceSeq: bigint, at: Date, entries: Map<string, Uint8Array>) {
     let coversSeq: bigint | undefined;
-    const parts: Uint8Array[] = [];
-    let count = 0;
     for await (const page of this.store.snapshot(tx, p, at, { sinceSeq }, PAGE)) {
-      const d: CrlEntry[] = [];
       for (const r of page) {
-        if (r.part === 'epoch') coversSeq = r.seq;
-        else if (r.reason !== null && r.revokedAt !== null)
-          d.push({ serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate });
-        // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
-        else d.push({ serial: r.serial, revokedAt: at, reasonCode: REMOVE_FROM_CRL });
+        if (r.part === 'epoch') {
+          coversSeq = r.seq;
+          continue;
+        }
+        const e: CrlEntry =
+          r.reason !== null && r.revokedAt !== null
+            ? { serial: r.serial, revokedAt: r.revokedAt, reasonCode: reasonCode(r.reason), invalidityDate: r.invalidityDate }
+            : // Released from hold: RFC 5280 gives removeFromCRL no revocation date of its own; the change's time serves.
+              { serial: r.serial, revokedAt: at, reasonCode: REMOVE_FROM_CRL };
+        entries.set(r.serial.toString('hex'), encodeCrlEntries([e]));
       }
-      parts.push(encodeCrlEntries(d));
-      count += d.length;
     }
     if (coversSeq === undefined) throw new Error('the CRL snapshot did not read the revocation clock');
-    return { coversSeq, parts, count };
+    return coversSeq;
+  }
+
+  /** Remembers a delta's entries for the next delta against the same base, unless a newer base is known. */
+  private keepDeltaEntries(p: CrlPartition, kept: DeltaEntries): void {
+    const key = partitionKey(p);
+    const cur = this.deltaEntries.get(key);
+    if (!cur || cur.baseNumber < kept.baseNumber) this.deltaEntries.set(key, kept);
   }
 
   /** A new delta against the current base, or undefined when there is no base to compute one against. */
@@ -429,10 +455,21 @@ export class CrlPublisher implements RevocationListener {
       const base = await this.store.currentBase(tx, p);
       if (!base || base.coversSeq === null) return undefined;
       const thisUpdate = this.thisUpdate(base, await this.store.latest(tx, p, 'delta'));
-      const d = await this.readDelta(tx, p, base.coversSeq, thisUpdate);
+      // The last delta's entries against this very base (same number and clock value), or a fresh read since the base.
+      const known = this.deltaEntries.get(partitionKey(p));
+      const same = known && known.baseNumber === base.crlNumber && known.baseSeq === base.coversSeq ? known : undefined;
+      const kept: DeltaEntries = same ?? {
+        baseNumber: base.crlNumber,
+        baseSeq: base.coversSeq,
+        coversSeq: base.coversSeq,
+        entries: new Map(),
+      };
+      kept.coversSeq = await this.readDelta(tx, p, kept.coversSeq, thisUpdate, kept.entries);
+      if (!same) this.keepDeltaEntries(p, kept);
+      const d = { coversSeq: kept.coversSeq, count: kept.entries.size };
       const c = common(thisUpdate);
       const crlNumber = lastNumber + 1n;
-      const der = await sign(encodeTbsCertList({ ...c, crlNumber, revoked: d.parts, baseCrlNumber: base.crlNumber }));
+      const der = await sign(encodeTbsCertList({ ...c, crlNumber, revoked: [...kept.entries.values()], baseCrlNumber: base.crlNumber }));
       const delta: CrlRow = {
         ...p,
         kind: 'delta',
@@ -470,6 +507,7 @@ export class CrlPublisher implements RevocationListener {
     const { sign, common } = await this.signer(p);
     for (;;) {
       const started = performance.now();
+      let kept: DeltaEntries | undefined;
       const r = await this.db.transaction(async (tx): Promise<PublishedPair | undefined | typeof BUSY> => {
         if (!(await this.store.tryBuildLock(tx, p))) return BUSY;
         const lastFull = await this.store.latest(tx, p, 'full');
@@ -501,7 +539,10 @@ export class CrlPublisher implements RevocationListener {
         const fullNumber = lastNumber + 1n;
         const deltaNumber = lastNumber + 2n;
         const deltaThisUpdate = this.thisUpdate(lastFull, await this.store.latest(tx, p, 'delta'), { thisUpdate } as CrlHeader);
-        const d = await this.readDelta(tx, p, coversSeq, deltaThisUpdate);
+        const fresh: DeltaEntries = { baseNumber: fullNumber, baseSeq: coversSeq, coversSeq, entries: new Map() };
+        fresh.coversSeq = await this.readDelta(tx, p, coversSeq, deltaThisUpdate, fresh.entries);
+        kept = fresh;
+        const d = { coversSeq: fresh.coversSeq, count: fresh.entries.size, parts: [...fresh.entries.values()] };
         const fc = common(thisUpdate);
         const dc = common(deltaThisUpdate);
         const [fullDer, deltaDer] = await Promise.all([
@@ -559,6 +600,8 @@ export class CrlPublisher implements RevocationListener {
       if (r && r !== BUSY) {
         this.buildMs.set(partitionKey(p), performance.now() - started);
         this.deltaMs.set(partitionKey(p), 0);
+        // Only once committed: a base rolled back may see its number taken again by another.
+        if (kept) this.keepDeltaEntries(p, kept);
       }
       if (r !== BUSY) return r;
       if (this.closed) return undefined;

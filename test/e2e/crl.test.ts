@@ -8,7 +8,9 @@ import { assertProblem } from '../helpers/http.js';
 import { p256Csr } from '../helpers/csr.js';
 import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
+import * as x509 from '@peculiar/x509';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { parseSerial } from '../../src/shared/ids.js';
 import type { Service } from '../../src/main.js';
 import { Revocations } from '../../src/revoke/revocation.js';
 import { CertificateStore } from '../../src/store/certificate-store.js';
@@ -418,6 +420,59 @@ for (const target of dbTargets) {
       const fulls = [...new Set(pairs.map((p) => p.full.crlNumber))];
       assert.ok(fulls.length >= 2 && fulls.every((n) => n > before));
       assert.ok(pairs.every((p) => p.delta.crlNumber === p.full.crlNumber + 1n && p.delta.baseNumber === p.full.crlNumber));
+    });
+
+    it("a delta built on the last one's entries (reading only what changed since) lists what one built afresh does", async () => {
+      await svc.crls.settled();
+      for (const id of ['inc-kc', 'inc-hold', 'inc-sup']) await enroll(id);
+      /** The delta's reads since: a store that records the clock value each delta snapshot starts after. */
+      const since: bigint[] = [];
+      const recording = new (class extends CrlStore {
+        override snapshot(...a: Parameters<CrlStore['snapshot']>) {
+          if ('sinceSeq' in a[3]) since.push(a[3].sinceSeq);
+          return super.snapshot(...a);
+        }
+      })();
+      // No background rebuild: every delta of this test is against the one base published now.
+      const kept = publisher({ rebuildAfterMs: 3_600_000 }, { store: recording });
+      const { full } = await kept.publish(issuingId);
+      const changes = new Revocations(svc.db, new CertificateStore(), svc.devices, svc.audit, svc.clock, [svc.ocsp, kept]);
+      const entriesOf = async (crl: { crlNumber: bigint }) =>
+        new Map(
+          new x509.X509Crl((await kept.der({ caId: issuingId, shard: 0, crlNumber: crl.crlNumber }))!).entries.map((e) => [
+            e.serialNumber.toLowerCase().replace(/^0+/, ''),
+            e.reason,
+          ]),
+        );
+      const ctx = { actor: 'test' };
+      const steps: [string, () => Promise<unknown>][] = [
+        ['revoke', () => changes.revoke(parseSerial(certs['inc-kc']!.serial)!, { reason: 'keyCompromise' }, ctx)],
+        ['hold', () => changes.revoke(parseSerial(certs['inc-hold']!.serial)!, { reason: 'certificateHold' }, ctx)],
+        ['release', () => changes.release(parseSerial(certs['inc-hold']!.serial)!, ctx)],
+        ['supersede', () => changes.revoke(parseSerial(certs['inc-sup']!.serial)!, { reason: 'superseded' }, ctx)],
+      ];
+      for (const [what, step] of steps) {
+        await step();
+        const incremental = (await kept.currentDelta(issuingId))!;
+        assert.equal(incremental.baseNumber, full.crlNumber, `${what}: against the same base`);
+        // Another process, with no entries of its own, publishes the delta from scratch.
+        const fresh = publisher({ rebuildAfterMs: 3_600_000 });
+        await fresh.onRevocationChanged({ caIds: [issuingId], serials: [] });
+        const scratch = (await fresh.currentDelta(issuingId))!;
+        await fresh.close();
+        assert.ok(scratch.crlNumber > incremental.crlNumber);
+        assert.deepEqual(await entriesOf(incremental), await entriesOf(scratch), `${what}: the same entries`);
+      }
+      const hold = certs['inc-hold']!.serial.toLowerCase().replace(/^0+/, '');
+      const last = await entriesOf((await kept.currentDelta(issuingId))!);
+      assert.equal(last.get(hold), x509.X509CrlReason.removeFromCRL);
+      assert.equal(last.get(certs['inc-kc']!.serial.toLowerCase().replace(/^0+/, '')), x509.X509CrlReason.keyCompromise);
+      // After the base's own delta, each delta read only what changed since the one before.
+      assert.equal(since.length, steps.length + 1);
+      // (the first change's read starts where the base's own delta's ended, which saw no change)
+      assert.equal(since[1], since[0]);
+      for (let i = 2; i < since.length; i++) assert.ok(since[i]! > since[i - 1]!, `read ${i} starts after read ${i - 1}`);
+      await kept.close();
     });
 
     it('a full CRL build that fails leaves the previous CRL served, and is reported', async () => {
