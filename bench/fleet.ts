@@ -34,7 +34,7 @@ import { bestOf, checked, requestFile, wrk, type WrkOptions, type WrkRequest, ty
 const SMALL = 1_000;
 /** BENCH_FLEET_DEVICES: a smaller fleet for a quick look; the page's figures are at a million. */
 const LARGE = Number(process.env.BENCH_FLEET_DEVICES ?? 1_000_000);
-const LOTS = 20;
+export const LOTS = 20;
 /** Devices seeded per statement: one generate_series of a million rows holds one transaction for minutes. */
 const SEED_CHUNK = 250_000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);

@@ -36,6 +36,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['posture', () => import('./posture.js')],
   ['replicas', () => import('./replicas.js')],
   ['fleet', () => import('./fleet.js')],
+  ['console', () => import('./console.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
