@@ -176,7 +176,11 @@ for (const target of dbTargets) {
         assert.deepEqual([view.certStatus, view.reason], ['revoked', 'keyCompromise']);
         assert.match(await brokerHears('meter-d07'), /: revoked[\s\S]*Reason: keyCompromise/);
         // Asked again on demand: the same answer.
+        const asked = page.waitForResponse(
+          (r) => r.url().endsWith(`/v1/certificates/${certs['meter-d07']!.serial}/ocsp`) && r.status() === 200,
+        );
         await page.getByRole('button', { name: 'Ask OCSP again' }).click();
+        await asked;
         await ocspSays(page, /^revoked \(keyCompromise\)$/);
         // The other depot meter is untouched.
         await page.goto(`${server.url}/console/devices/meter-d03`);

@@ -333,6 +333,13 @@ interface OcspAnswer {
   source: string;
 }
 
+/** Where the responder found its answer, in words. */
+const OCSP_SOURCES: Record<string, string> = {
+  memory: "from the responder's memory",
+  stored: 'the stored pre-signed response',
+  signed: 'signed when asked',
+};
+
 /** What OCSP says of the current certificate: asked on arrival, after every action, and on demand. */
 function OcspLine({ serial, reload }: { serial: string; reload: number }) {
   const [answer, setAnswer] = useState<OcspAnswer>();
@@ -371,8 +378,8 @@ function OcspLine({ serial, reload }: { serial: string; reload: number }) {
         <span class="ocsp-detail">
           {' '}
           — signed {fmt(answer.producedAt)}
-          {answer.revocationTime ? `, revoked at ${fmt(answer.revocationTime)}` : ''}, valid to {fmt(answer.nextUpdate)}, from{' '}
-          {answer.source}
+          {answer.revocationTime ? `, revoked at ${fmt(answer.revocationTime)}` : ''}, valid to {fmt(answer.nextUpdate)}
+          {OCSP_SOURCES[answer.source] ? ` (${OCSP_SOURCES[answer.source]})` : ''}
         </span>
       )}{' '}
       <button type="button" disabled={busy} onClick={() => setAsked((n) => n + 1)}>
