@@ -16,6 +16,7 @@ import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
 import { ServiceMetrics } from './detect/metrics.js';
 import { RevocationHealthReport } from './revoke/revocation-health.js';
 import { OcspResponder } from './revoke/ocsp-responder.js';
+import { OcspCheck } from './revoke/ocsp-check.js';
 import { OcspResponders } from './revoke/ocsp-responders.js';
 import { OcspStore } from './store/ocsp-store.js';
 import { followReplicaRevocations } from './revoke/ocsp-feed.js';
@@ -714,6 +715,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     posture: svc.posture,
     devices: svc.devices,
     revocations: svc.revocations,
+    ocspCheck: new OcspCheck(svc.ocsp),
     sessionKeys: svc.sessionKeys,
     metrics: svc.metrics,
     revocationHealth: svc.revocationHealth,

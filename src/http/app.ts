@@ -36,6 +36,7 @@ import type { EnrollmentTokens } from '../enroll/tokens.js';
 import type { SecurityEvents } from '../detect/security-events.js';
 import { casRoutes } from './routes/cas.js';
 import { certificateRoutes } from './routes/certificates.js';
+import type { OcspCheck } from '../revoke/ocsp-check.js';
 import type { Revocations } from '../revoke/revocation.js';
 import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
@@ -93,6 +94,8 @@ export interface AppDeps {
   revocationHealth: RevocationHealthReport;
   devices: DeviceInventory;
   revocations: Revocations;
+  /** GET /v1/certificates/{serial}/ocsp: the OCSP responder's answer, read back. */
+  ocspCheck: OcspCheck;
   sessionKeys: SessionKeys;
   /** Served at GET /metrics; request latencies are reported to it. */
   metrics: ServiceMetrics;
@@ -185,7 +188,7 @@ export function createApp(d: AppDeps): Express {
   app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));
   app.use(casRoutes(d.hierarchy));
-  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations));
+  app.use(certificateRoutes(d.certificates, d.operatorIssuance, d.revocations, d.bulkRevocations, d.ocspCheck));
   app.use(apiKeyRoutes(d.apiKeys));
   app.use(consoleRoutes(d.consoleSessions, d.apiKeyWatch));
   app.use(auditRoutes(d.audit, d.verifyAudit));

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { parseOcspRequest, OcspRequestError, type CertIdHash, type OcspCertId } from '../ca/x509/ocsp-request.js';
+import { encodeOcspRequest, parseOcspRequest, OcspRequestError, type CertIdHash, type OcspCertId } from '../ca/x509/ocsp-request.js';
 import {
+  encodeCertId,
   encodeOcspError,
   encodeOcspResponse,
   encodeResponseData,
@@ -119,6 +120,23 @@ export class OcspResponder implements RevocationListener {
     this.telemetry.ocspAnswered(status, source);
     if (revoked?.length) this.revokedQueried(revoked, requester);
     return answer;
+  }
+
+  /**
+   * What this responder answers about one certificate of ours, asked as OpenSSL asks (one CertID
+   * under the certificate's CA, `hash`, no nonce), for the API (GET /v1/certificates/{serial}/ocsp).
+   * The request takes the path of a broker's at /pki/ocsp (memory, the stored pre-signed response,
+   * or signed now), but is not counted in the metrics nor reported as a query for a revoked serial:
+   * the operator looking is no relying party. Undefined when no certificate has this serial.
+   */
+  async answerFor(serial: Buffer, hash: CertIdHash = 'sha1'): Promise<{ der: Buffer; source: OcspSource } | undefined> {
+    const [row] = await this.store.statuses(this.db, [serial]);
+    if (!row) return undefined;
+    const certId = await this.certIdFor(row, hash);
+    // A CA we cannot name any more: what a client asking under it gets from /pki/ocsp.
+    if (!certId) return { der: encodeOcspError('unauthorized'), source: 'none' };
+    const { answer, source } = await this.answer(encodeOcspRequest([encodeCertId(certId)]));
+    return { der: answer.der, source };
   }
 
   private async answer(request: Uint8Array): Promise<Counted> {

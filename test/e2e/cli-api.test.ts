@@ -360,6 +360,101 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     assert.match(closedAgain.stderr, /^mqtt-ca: 409 /);
   });
 
+  it('re-admits a revoked device, decommissions one only once its id is typed or --yes is given; refusals have their codes', async () => {
+    await api
+      .post('/v1/devices')
+      .set({ Authorization: `Bearer ${keys.admin}` })
+      .send({ id: 'meter-ra' })
+      .expect(201);
+    const cert = await enroll('meter-ra');
+    const [notRevoked, byAuditor, byProvisioner, unknown] = await Promise.all([
+      run(as('operator', ['devices', 'readmit', 'meter-ra'])),
+      run(as('auditor', ['devices', 'readmit', 'meter-ra'])),
+      run(as('provisioner', ['devices', 'readmit', 'meter-ra'])),
+      run(as('operator', ['devices', 'readmit', 'no-such-meter'])),
+    ]);
+    assert.equal(notRevoked.status, 2, 'only a revoked device is re-admitted (409)');
+    assert.match(notRevoked.stderr, /^mqtt-ca: 409 .*only a revoked device can be re-admitted/);
+    assert.equal(byAuditor.status, 4, byAuditor.stderr);
+    assert.match(byAuditor.stderr, /^mqtt-ca: 403 /);
+    assert.equal(byProvisioner.status, 4, byProvisioner.stderr);
+    assert.equal(unknown.status, 3, unknown.stderr);
+
+    const revoked = await run(as('operator', ['certs', 'revoke', cert.serial, '--reason', 'keyCompromise', '--yes']));
+    assert.equal(revoked.status, 0, revoked.stderr);
+    assert.match((await run(as('auditor', ['devices', 'show', 'meter-ra']))).stdout, /^status:\s+revoked$/m);
+    const readmitted = await run(as('operator', ['devices', 'readmit', 'meter-ra']));
+    assert.equal(readmitted.status, 0, readmitted.stderr);
+    assert.match(readmitted.stdout, /^id:\s+meter-ra$/m);
+    assert.match(readmitted.stdout, /^status:\s+registered$/m);
+    assert.match(readmitted.stderr, /re-admitted: it may be given a new enrollment token/);
+    const again = await run(as('admin', ['devices', 'readmit', 'meter-ra', '--json']));
+    assert.equal(again.status, 0, 'one already registered is returned as it is');
+    assert.equal((JSON.parse(again.stdout) as { status: string }).status, 'registered');
+    assert.match(
+      (await run(as('auditor', ['certs', 'show', cert.serial]))).stdout,
+      /^status:\s+revoked$/m,
+      'its certificate stays revoked',
+    );
+
+    // No terminal and no --yes: named, refused, nothing sent.
+    const unconfirmed = await run(as('operator', ['devices', 'decommission', 'meter-ra']));
+    assert.equal(unconfirmed.status, 2, unconfirmed.stderr);
+    assert.match(
+      unconfirmed.stderr,
+      new RegExp(
+        `Decommission device meter-ra \\(registered, current certificate ${cert.serial}\\); this cannot be undone\\.\\nnot confirmed: no terminal .*--yes`,
+      ),
+    );
+    const [auditorYes, unknownYes] = await Promise.all([
+      run(as('auditor', ['devices', 'decommission', 'meter-ra', '--yes'])),
+      run(as('operator', ['devices', 'decommission', 'no-such-meter', '--yes'])),
+    ]);
+    assert.equal(auditorYes.status, 4, auditorYes.stderr);
+    assert.match(auditorYes.stderr, /^mqtt-ca: 403 /);
+    assert.equal(unknownYes.status, 3, unknownYes.stderr);
+    assert.match((await run(as('auditor', ['devices', 'show', 'meter-ra']))).stdout, /^status:\s+registered$/m, 'nothing changed');
+
+    // On a terminal (script(1)): a wrong id changes nothing (2), the device's id goes ahead.
+    const typed = (answer: string) =>
+      run(
+        new Promise<Run>((resolve, reject) => {
+          const command = [process.execPath, BIN, '--url', url, '--key-file', keyFile.operator, 'devices', 'decommission', 'meter-ra'].join(
+            ' ',
+          );
+          const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+          let stdout = '';
+          child.stdout.on('data', (c: Buffer) => {
+            stdout += c.toString();
+            if (/to confirm: /.test(stdout) && !child.stdin.writableEnded) child.stdin.end(`${answer}\n`);
+          });
+          child.on('error', reject);
+          child.on('close', (status) => resolve({ status, stdout, stderr: '' }));
+        }),
+      );
+    const wrong = await typed('meter-r');
+    assert.equal(wrong.status, 2, wrong.stdout);
+    assert.match(
+      wrong.stdout,
+      /Decommission device meter-ra \(registered, current certificate [0-9a-f]+\)[\s\S]*Type "meter-ra" to confirm/,
+    );
+    assert.match(wrong.stdout, /not confirmed: nothing was done/);
+    const right = await typed('meter-ra');
+    assert.equal(right.status, 0, right.stdout);
+    assert.match(right.stdout, /status:\s+decommissioned/);
+
+    // Decommissioned: shown as it is without asking; it is final.
+    const [done, readmitDone] = await Promise.all([
+      run(as('operator', ['devices', 'decommission', 'meter-ra'])),
+      run(as('operator', ['devices', 'readmit', 'meter-ra'])),
+    ]);
+    assert.equal(done.status, 0, done.stderr);
+    assert.match(done.stdout, /^status:\s+decommissioned$/m);
+    assert.match(done.stderr, /decommissioned already: nothing changed/);
+    assert.equal(readmitDone.status, 2, readmitDone.stderr);
+    assert.match(readmitDone.stderr, /^mqtt-ca: 409 /);
+  });
+
   it('keeps the key off the command line (ps) and out of every output', async () => {
     // A service that never answers holds the CLI open while its command line is read.
     const sockets: Socket[] = [];

@@ -4,6 +4,7 @@ import {
   ApiError,
   can,
   REVOCATION_REASONS,
+  reasonOf,
   type AuditEntry,
   type Certificate,
   type Device,
@@ -120,6 +121,14 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
         <dd>{device.lot ?? '—'}</dd>
         <dt>Current certificate</dt>
         <dd>{device.currentSerial ?? 'none'}</dd>
+        {device.currentSerial && (
+          <>
+            <dt>OCSP</dt>
+            <dd>
+              <OcspLine serial={device.currentSerial} reload={reload} />
+            </dd>
+          </>
+        )}
         <dt>Certificate ends</dt>
         <dd>{fmt(device.currentNotAfter)}</dd>
         <dt>Registered</dt>
@@ -310,6 +319,73 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
         </>
       )}
     </section>
+  );
+}
+
+/** GET /v1/certificates/{serial}/ocsp: what the service's OCSP responder signs for the certificate, read back. */
+interface OcspAnswer {
+  responseStatus: string;
+  certStatus: 'good' | 'revoked' | 'unknown' | null;
+  reason: string | null;
+  revocationTime: string | null;
+  producedAt: string | null;
+  nextUpdate: string | null;
+  source: string;
+}
+
+/** Where the responder found its answer, in words. */
+const OCSP_SOURCES: Record<string, string> = {
+  memory: "from the responder's memory",
+  stored: 'the stored pre-signed response',
+  signed: 'signed when asked',
+};
+
+/** What OCSP says of the current certificate: asked on arrival, after every action, and on demand. */
+function OcspLine({ serial, reload }: { serial: string; reload: number }) {
+  const [answer, setAnswer] = useState<OcspAnswer>();
+  const [error, setError] = useState<string>();
+  const [busy, setBusy] = useState(true);
+  const [asked, setAsked] = useState(0);
+
+  useEffect(() => {
+    let live = true;
+    setBusy(true);
+    api<OcspAnswer>('GET', `/v1/certificates/${encodeURIComponent(serial)}/ocsp`)
+      .then((a) => {
+        if (!live) return;
+        setAnswer(a);
+        setError(undefined);
+      })
+      .catch((e: unknown) => live && setError(reasonOf(e)))
+      .finally(() => live && setBusy(false));
+    return () => {
+      live = false;
+    };
+  }, [serial, reload, asked]);
+
+  const said =
+    answer === undefined
+      ? undefined
+      : answer.responseStatus !== 'successful'
+        ? `no status: the responder answered ${answer.responseStatus}`
+        : `${answer.certStatus ?? 'unknown'}${answer.reason ? ` (${answer.reason})` : ''}`;
+  return (
+    <span class="ocsp">
+      <span aria-live="polite" data-testid="ocsp-status">
+        {error ? `could not ask: ${error}` : (said ?? 'asking…')}
+      </span>
+      {answer?.producedAt && (
+        <span class="ocsp-detail">
+          {' '}
+          — signed {fmt(answer.producedAt)}
+          {answer.revocationTime ? `, revoked at ${fmt(answer.revocationTime)}` : ''}, valid to {fmt(answer.nextUpdate)}
+          {OCSP_SOURCES[answer.source] ? ` (${OCSP_SOURCES[answer.source]})` : ''}
+        </span>
+      )}{' '}
+      <button type="button" disabled={busy} onClick={() => setAsked((n) => n + 1)}>
+        Ask OCSP again
+      </button>
+    </span>
   );
 }
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { seg, UsageError } from '../api-client.js';
-import { action, wholeNumber, type Ctx } from '../run.js';
+import { action, confirm, wholeNumber, type Ctx } from '../run.js';
 import { fields, table, when } from '../table.js';
 import type { ApiCertificate, ApiDevice } from '../types.js';
 
@@ -49,37 +49,39 @@ async function list(ctx: Ctx, o: ListOpts): Promise<void> {
   if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor} (or --all)`);
 }
 
+function deviceFields(d: ApiDevice): string {
+  return fields([
+    ['id', d.id],
+    ['kind', d.kind],
+    ['status', d.status],
+    ['lot', d.lot],
+    ['model', d.model],
+    ['hardware', d.hardwareRevision],
+    ['firmware', d.firmwareVersion],
+    ['site', d.site],
+    [
+      'labels',
+      Object.keys(d.labels).length
+        ? Object.entries(d.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(', ')
+        : null,
+    ],
+    ['current serial', d.currentSerial],
+    ['cert expires', when(d.currentNotAfter)],
+    ['created', when(d.createdAt)],
+    ['activated', when(d.activatedAt)],
+    ['suspended', when(d.suspendedAt)],
+    ['revoked', when(d.revokedAt)],
+    ['decommissioned', when(d.decommissionedAt)],
+  ]);
+}
+
 async function show(ctx: Ctx, id: string): Promise<void> {
   const d = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
   if (ctx.json) return ctx.printJson(d);
   const certs = await ctx.api.list<ApiCertificate>('/v1/certificates', { deviceId: d.id, limit: 20 });
-  ctx.out(
-    fields([
-      ['id', d.id],
-      ['kind', d.kind],
-      ['status', d.status],
-      ['lot', d.lot],
-      ['model', d.model],
-      ['hardware', d.hardwareRevision],
-      ['firmware', d.firmwareVersion],
-      ['site', d.site],
-      [
-        'labels',
-        Object.keys(d.labels).length
-          ? Object.entries(d.labels)
-              .map(([k, v]) => `${k}=${v}`)
-              .join(', ')
-          : null,
-      ],
-      ['current serial', d.currentSerial],
-      ['cert expires', when(d.currentNotAfter)],
-      ['created', when(d.createdAt)],
-      ['activated', when(d.activatedAt)],
-      ['suspended', when(d.suspendedAt)],
-      ['revoked', when(d.revokedAt)],
-      ['decommissioned', when(d.decommissionedAt)],
-    ]),
-  );
+  ctx.out(deviceFields(d));
   if (certs.items.length) {
     ctx.out('\ncertificates (newest first):');
     ctx.out(
@@ -93,6 +95,27 @@ async function show(ctx: Ctx, id: string): Promise<void> {
     );
     if (certs.nextCursor) ctx.note('(the newest 20 certificates; `--json` and GET /v1/certificates?deviceId= for all)');
   }
+}
+
+/** A revoked device back to registered, so it can be given a new enrollment token (its earlier tokens are voided). */
+async function readmit(ctx: Ctx, id: string): Promise<void> {
+  const d = (await ctx.api.post<ApiDevice>(`/v1/devices/${seg(id)}/readmit`)).body;
+  if (ctx.json) return ctx.printJson(d);
+  ctx.out(deviceFields(d));
+  ctx.note('re-admitted: it may be given a new enrollment token (`tokens create --device`); its revoked certificates stay revoked');
+}
+
+/** Out of service for good: the device is looked up, named in the question, and its id typed back (or --yes). */
+async function decommission(ctx: Ctx, id: string, o: { yes?: boolean }): Promise<void> {
+  const before = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
+  if (before.status !== 'decommissioned') {
+    const cert = before.currentSerial ? `, current certificate ${before.currentSerial}` : '';
+    await confirm(`Decommission device ${before.id} (${before.status}${cert}); this cannot be undone.`, [before.id], o.yes);
+  }
+  const d = (await ctx.api.post<ApiDevice>(`/v1/devices/${seg(id)}/decommission`)).body;
+  if (ctx.json) return ctx.printJson(d);
+  ctx.out(deviceFields(d));
+  if (before.status === 'decommissioned') ctx.note('(it was decommissioned already: nothing changed)');
 }
 
 /** CSV or JSON: `--format`, else the file's extension, else whether it starts with `[` or `{`. */
@@ -183,6 +206,15 @@ export function registerDevices(program: Command, addOptions: (c: Command) => Co
   addOptions(devices.command('show <deviceId>').description('one device, with its newest certificates')).action(
     action((ctx, id: string) => show(ctx, id)),
   );
+  addOptions(
+    devices.command('readmit <deviceId>').description('let a revoked device enroll again: back to registered, its earlier tokens voided'),
+  ).action(action((ctx, id: string) => readmit(ctx, id)));
+  addOptions(
+    devices
+      .command('decommission <deviceId>')
+      .description('take a device out of service for good; asks to type its id (or --yes)')
+      .option('--yes', 'do not ask (needed without a terminal)'),
+  ).action(action((ctx, id: string, o: { yes?: boolean }) => decommission(ctx, id, o)));
   addOptions(
     devices
       .command('import <file>')

@@ -10,12 +10,14 @@ import type { RevocationReason } from '../../revoke/reasons.js';
 import { allow, READ_ROLES, type Principal } from '../auth.js';
 import { approverOf, ctxOf } from '../context.js';
 import type { BulkRevocationGate } from '../../respond/gated-actions.js';
+import type { OcspCheck } from '../../revoke/ocsp-check.js';
 
 export function certificateRoutes(
   registry: CertificateRegistry,
   issuance: OperatorIssuance,
   revocations: Revocations,
   bulk: BulkRevocationGate,
+  ocsp: OcspCheck,
 ): Router {
   const r = Router();
   r.get('/v1/certificates', allow(...READ_ROLES), async (req, res) => {
@@ -47,6 +49,10 @@ export function certificateRoutes(
   });
   r.get('/v1/certificates/:serial', allow(...READ_ROLES), async (req, res) => {
     res.json(await registry.get(serialParam(req.params.serial as string)));
+  });
+  // What the service's own OCSP responder says of it: the roles that read the certificate (OCSP is public anyway).
+  r.get('/v1/certificates/:serial/ocsp', allow(...READ_ROLES), async (req, res) => {
+    res.json(await ocsp.check(serialParam(req.params.serial as string)));
   });
   r.post('/v1/certificates/:serial/revoke', allow('operator'), async (req, res) => {
     const body = req.body as { reason: RevocationReason; invalidityDate?: string };
