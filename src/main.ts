@@ -10,6 +10,7 @@ import { auditLogLine } from './audit/log-lines.js';
 import { safeErrorSerializer } from './shared/log-redaction.js';
 import { CertificateRegistry } from './ca/certificates.js';
 import { Revocations } from './revoke/revocation.js';
+import { DeviceRetirement } from './revoke/device-retirement.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
 import { CrlWatch, type CrlStatus } from './revoke/crl-watch.js';
@@ -715,6 +716,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     posture: svc.posture,
     devices: svc.devices,
     revocations: svc.revocations,
+    deviceRetirement: new DeviceRetirement(svc.revocations, svc.devices),
     ocspCheck: new OcspCheck(svc.ocsp),
     sessionKeys: svc.sessionKeys,
     metrics: svc.metrics,

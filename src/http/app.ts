@@ -38,9 +38,10 @@ import { casRoutes } from './routes/cas.js';
 import { certificateRoutes } from './routes/certificates.js';
 import type { OcspCheck } from '../revoke/ocsp-check.js';
 import type { Revocations } from '../revoke/revocation.js';
+import type { DeviceRetirement } from '../revoke/device-retirement.js';
 import { deviceRoutes } from './routes/devices.js';
 import { largeBodyParsers } from './large-body.js';
-import type { DeviceInventory } from '../enroll/devices.js';
+import type { DeviceInventory, DeviceView } from '../enroll/devices.js';
 import type { RevocationHealthReport } from '../revoke/revocation-health.js';
 import type { ServiceMetrics } from '../detect/metrics.js';
 import type { Queue } from 'bullmq';
@@ -94,6 +95,7 @@ export interface AppDeps {
   revocationHealth: RevocationHealthReport;
   devices: DeviceInventory;
   revocations: Revocations;
+  deviceRetirement: DeviceRetirement<DeviceView>;
   /** GET /v1/certificates/{serial}/ocsp: the OCSP responder's answer, read back. */
   ocspCheck: OcspCheck;
   sessionKeys: SessionKeys;
@@ -196,7 +198,7 @@ export function createApp(d: AppDeps): Express {
   app.use(postureRoutes(d.posture));
   app.use(revocationHealthRoutes(d.revocationHealth));
   app.use(tokenRoutes(d.tokens));
-  app.use(deviceRoutes(d.devices));
+  app.use(deviceRoutes(d.devices, d.deviceRetirement));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
   app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));

@@ -403,7 +403,7 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
     assert.match(
       unconfirmed.stderr,
       new RegExp(
-        `Decommission device meter-ra \\(registered, current certificate ${cert.serial}\\); this cannot be undone\\.\\nnot confirmed: no terminal .*--yes`,
+        `Decommission device meter-ra \\(registered, current certificate ${cert.serial}\\); its certificates are revoked \\(cessationOfOperation\\); this cannot be undone\\.\\nnot confirmed: no terminal .*--yes`,
       ),
     );
     const [auditorYes, unknownYes] = await Promise.all([

@@ -107,6 +107,16 @@ for (const target of dbTargets) {
       await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
     };
 
+    /** The list shows the filtered answer: the unfiltered first page, still shown for a moment, also reads "Devices 1–50". */
+    const onlyLotA = async (page: Page) => {
+      const deadline = Date.now() + 15_000;
+      const rows = page.locator('table.devices tbody tr');
+      while ((await rows.count()) === 0 || (await rows.filter({ hasNotText: 'LOT-A' }).count()) > 0) {
+        if (Date.now() > deadline) throw new Error('the fleet list never showed only LOT-A');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+
     it('signs in with the keyboard only, filters the fleet, pages by cursor, keeps filters in the URL', async () => {
       const { ctx, page } = await open();
       await signIn(page, 'operator');
@@ -123,6 +133,7 @@ for (const target of dbTargets) {
         .filter({ hasText: /all\s*120/ })
         .waitFor();
       await page.getByText('Devices 1–50').waitFor();
+      await onlyLotA(page);
       assert.equal(await page.locator('table.devices tbody tr').count(), 50);
       const counts = page.getByRole('navigation', { name: 'Devices by status' });
       assert.match((await counts.textContent()) ?? '', /all\s*120/);
@@ -130,6 +141,7 @@ for (const target of dbTargets) {
       const firstPage = await page.locator('table.devices tbody th').allTextContents();
       await page.getByRole('button', { name: 'Next page' }).click();
       await page.getByText('Devices 51–100').waitFor();
+      await onlyLotA(page);
       assert.match(page.url(), /cursor=/);
       const secondPage = await page.locator('table.devices tbody th').allTextContents();
       assert.equal(secondPage.length, 50);

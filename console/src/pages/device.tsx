@@ -536,7 +536,9 @@ function ActionDialog(props: {
       {action === 'readmit' && (
         <p>The device goes back to registered, so it can be given a new enrollment token; its revoked certificates stay revoked.</p>
       )}
-      {action === 'decommission' && <p>The device is taken out of service for good; this cannot be undone.</p>}
+      {action === 'decommission' && (
+        <p>The device is taken out of service for good and its certificates are revoked (cessationOfOperation); this cannot be undone.</p>
+      )}
     </ConfirmDialog>
   );
 }

@@ -110,7 +110,11 @@ async function decommission(ctx: Ctx, id: string, o: { yes?: boolean }): Promise
   const before = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
   if (before.status !== 'decommissioned') {
     const cert = before.currentSerial ? `, current certificate ${before.currentSerial}` : '';
-    await confirm(`Decommission device ${before.id} (${before.status}${cert}); this cannot be undone.`, [before.id], o.yes);
+    await confirm(
+      `Decommission device ${before.id} (${before.status}${cert}); its certificates are revoked (cessationOfOperation); this cannot be undone.`,
+      [before.id],
+      o.yes,
+    );
   }
   const d = (await ctx.api.post<ApiDevice>(`/v1/devices/${seg(id)}/decommission`)).body;
   if (ctx.json) return ctx.printJson(d);

@@ -1,11 +1,12 @@
 import { Router } from 'express';
 import type { DeviceInput, DevicePatch } from '../../enroll/device-fields.js';
-import type { DeviceInventory, DeviceKind, DeviceStatus } from '../../enroll/devices.js';
+import type { DeviceInventory, DeviceKind, DeviceStatus, DeviceView } from '../../enroll/devices.js';
+import type { DeviceRetirement } from '../../revoke/device-retirement.js';
 import { badRequest } from '../../shared/errors.js';
 import { allow, READ_ROLES } from '../auth.js';
 import { ctxOf } from '../context.js';
 
-export function deviceRoutes(devices: DeviceInventory): Router {
+export function deviceRoutes(devices: DeviceInventory, retirement: DeviceRetirement<DeviceView>): Router {
   const r = Router();
   r.post('/v1/devices', allow('provisioner'), async (req, res) => {
     res.status(201).json(await devices.register(req.body as DeviceInput, ctxOf(res)));
@@ -65,7 +66,7 @@ export function deviceRoutes(devices: DeviceInventory): Router {
     res.json(await devices.readmit(req.params.deviceId as string, ctxOf(res)));
   });
   r.post('/v1/devices/:deviceId/decommission', allow('operator'), async (req, res) => {
-    res.json(await devices.decommission(req.params.deviceId as string, ctxOf(res)));
+    res.json(await retirement.decommission(req.params.deviceId as string, ctxOf(res)));
   });
   return r;
 }
