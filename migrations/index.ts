@@ -26,6 +26,7 @@ import * as deviceListIndexes from './20261207_0024_device_list_indexes.js';
 import * as crlShards from './20261207_0025_crl_shards.js';
 import * as consoleSessions from './20261207_0026_console_sessions.js';
 import * as bulkSelectionOrder from './20261207_0027_bulk_selection_order.js';
+import * as apiIdempotencyKeys from './20261207_0028_api_idempotency_keys.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -56,6 +57,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261207_0025_crl_shards': crlShards,
   '20261207_0026_console_sessions': consoleSessions,
   '20261207_0027_bulk_selection_order': bulkSelectionOrder,
+  '20261207_0028_api_idempotency_keys': apiIdempotencyKeys,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

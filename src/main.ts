@@ -31,7 +31,7 @@ import { OperatorIssuance } from './enroll/operator-issuance.js';
 import { DeviceInventory } from './enroll/devices.js';
 import { DeviceStore } from './store/device-store.js';
 import { Enrollment } from './enroll/enrollment.js';
-import { Idempotency } from './enroll/idempotency.js';
+import { Idempotency, inFlightLease } from './enroll/idempotency.js';
 import { AbandonedAttempts } from './enroll/abandoned-attempts.js';
 import type { DeviceDirectory } from './enroll/methods.js';
 import { RenewalEnrollment } from './enroll/renewal-method.js';
@@ -174,6 +174,8 @@ export interface Service {
   bulkRevocations: BulkRevocationGate;
   /** Backups (BACKUP_DIR); the scheduler runs backups.create() every BACKUP_EVERY_HOURS, then prunes to BACKUP_KEEP. */
   backups: Backups;
+  /** Idempotency-Key on the API's state-changing routes (src/http/idempotent-routes.ts), scoped by API key. */
+  apiIdempotency: Idempotency;
   /** The service's own certificates (TLS listener, broker connector); renewed by the service-identity-renewal job. */
   identities: ServiceIdentities;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
@@ -453,6 +455,9 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     );
     const apiKeyWatch = new ApiKeyWatch(db, new ApiKeyAddressStore(), securityEvents, responses, clock, onDetectError);
     const eventFeed = new EventFeed(securityEvents, 1000, onDetectError);
+    // Idempotency-Keys: enrollment's (leased like its abandoned attempts) and the API's (IDEMPOTENCY_LEASE_SECONDS).
+    const idempotencyStore = new IdempotencyStore();
+    const apiIdempotency = new Idempotency(db, idempotencyStore, clock, inFlightLease(clock, config.idempotency.leaseMs));
     // Enrollment: the methods, behind the rate limits and the blocked sources.
     const enrollment = new Enrollment(
       [
@@ -465,7 +470,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       ],
       issuance,
       hierarchy,
-      new Idempotency(db, new IdempotencyStore(), clock, abandoned),
+      new Idempotency(db, idempotencyStore, clock, abandoned),
       securityEvents,
       responses, // sources the failing-source rule blocked are refused at once
       limits,
@@ -536,11 +541,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         renewals,
         sweeps,
         identities,
-        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups, revocations }, enqueue, {
+        extra: scheduledTasks({ sessionKeys, approvals, rollovers, backups, revocations, apiIdempotency }, enqueue, {
           sessionKeyRotateEveryMs: config.sessionKeyRotateEveryMs,
           rolloverTickMs: config.jobs.rolloverTickMs,
           bulkRevocationLeaseMs: config.jobs.lockMs,
           backupEveryMs: config.backups.everyMs,
+          idempotencyKeyTtlMs: config.idempotency.ttlMs,
         }),
       },
       enqueue,
@@ -648,6 +654,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       approvals,
       bulkRevocations,
       backups,
+      apiIdempotency,
       identities,
       stop,
       close: async () => {
@@ -728,6 +735,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     approvals: svc.approvals,
     bulkRevocations: svc.bulkRevocations,
     backups: svc.backups,
+    apiIdempotency: { idempotency: svc.apiIdempotency, ttlMs: svc.config.idempotency.ttlMs },
     jobs: svc.jobs,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });

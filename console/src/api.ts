@@ -161,36 +161,94 @@ const fieldOf = (path: unknown) =>
         .pop() ?? '')
     : '';
 
-/** `body` is sent as JSON, or as it is when `contentType` names another type (a CSV manifest). */
-export async function api<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+/**
+ * A new Idempotency-Key, a random (v4) UUID: one per user intent. crypto.randomUUID exists only in
+ * secure contexts (HTTPS, localhost); over plain HTTP elsewhere the same UUID comes from getRandomValues.
+ */
+export function newIdempotencyKey(): string {
+  if ('randomUUID' in crypto && window.isSecureContext) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * A user intent's Idempotency-Key (issue #25): made when the intent is first sent (a form
+ * submitted, a confirmation opened), sent again with every try of the same intent (a second click,
+ * a retry after an error), and renewed once the API has answered it with success, so the next
+ * submit is a new intent. The API runs a request once per key and answers a repeat with the first
+ * answer (docs/api.md).
+ */
+export class Intent {
+  private current: string | undefined;
+  get key(): string {
+    return (this.current ??= newIdempotencyKey());
+  }
+  /** Done: the next request is a new intent. */
+  done(): void {
+    this.current = undefined;
+  }
+}
+
+/** Requests that carry an Idempotency-Key: the API's state-changing routes take it (the others ignore it). */
+const KEYED = new Set(['POST', 'PATCH']);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `body` is sent as JSON, or as it is when `contentType` names another type (a CSV manifest).
+ * POST and PATCH carry an Idempotency-Key: `intent`'s (a key, or an Intent, renewed on success),
+ * else a new one for this call. A 409 that says the same key is still running (Retry-After) is
+ * waited for and asked again with the same key: the answer is then the first request's.
+ */
+export async function api<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+  contentType = 'application/json',
+  intent?: Intent | string,
+): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = contentType;
   if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
-  const res = await fetch(path, {
-    method,
-    headers,
-    credentials: 'same-origin',
-    body: body === undefined ? undefined : contentType === 'application/json' ? JSON.stringify(body) : String(body),
-  });
-  if (res.status === 204) return undefined as T;
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  if (!res.ok) {
-    const p = (json ?? {}) as { title?: string; detail?: string; errors?: ProblemError[] };
-    const fields: Record<string, string> = {};
-    for (const e of p.errors ?? []) {
-      const f = fieldOf(e.path);
-      if (f && e.message) fields[f] = e.message;
+  if (KEYED.has(method) && path !== '/v1/console/session')
+    headers['Idempotency-Key'] = intent instanceof Intent ? intent.key : (intent ?? newIdempotencyKey());
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(path, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : contentType === 'application/json' ? JSON.stringify(body) : String(body),
+    });
+    const retryAfter = Number(res.headers.get('Retry-After') ?? NaN);
+    if (res.status === 409 && headers['Idempotency-Key'] && attempt < 5 && retryAfter > 0 && retryAfter <= 5) {
+      await res.body?.cancel();
+      await sleep(retryAfter * 1000);
+      continue;
     }
-    if (res.status === 401 && path !== '/v1/console/session') onSignedOut?.();
-    throw new ApiError(res.status, p.title ?? res.statusText, p.detail ?? '', fields, Array.isArray(p.errors) ? p.errors : []);
+    if (res.status === 204) return undefined as T;
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    if (!res.ok) {
+      const p = (json ?? {}) as { title?: string; detail?: string; errors?: ProblemError[] };
+      const fields: Record<string, string> = {};
+      for (const e of p.errors ?? []) {
+        const f = fieldOf(e.path);
+        if (f && e.message) fields[f] = e.message;
+      }
+      if (res.status === 401 && path !== '/v1/console/session') onSignedOut?.();
+      throw new ApiError(res.status, p.title ?? res.statusText, p.detail ?? '', fields, Array.isArray(p.errors) ? p.errors : []);
+    }
+    if (intent instanceof Intent) intent.done();
+    return json as T;
   }
-  return json as T;
 }
 
 export const INCIDENT_KINDS = ['device-compromise', 'lost-device', 'credential-leak', 'broker-compromise', 'ca-compromise'] as const;

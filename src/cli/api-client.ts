@@ -7,6 +7,7 @@
  * (`MQTT_CA_API_KEY`), never from the command line (where `ps` and shell history would show it),
  * and it is never printed: messages name the file, not its content.
  */
+import { randomUUID } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { Page } from '../shared/page.js';
 import { EXIT, exitCodeForStatus } from './exit-codes.js';
@@ -62,6 +63,13 @@ export class ApiError extends Error {
 /** The service could not be reached at all (refused, DNS, TLS, timeout): exit 1. */
 export class ConnectionError extends Error {
   override name = 'ConnectionError';
+  constructor(
+    message: string,
+    /** The connection dropped after the request may have been sent (reset, closed), not refused before it. */
+    readonly dropped = false,
+  ) {
+    super(message);
+  }
 }
 
 export interface ConnectionOptions {
@@ -133,8 +141,29 @@ export interface RequestOptions {
   contentType?: string;
 }
 
+/** Methods whose requests carry an Idempotency-Key (the API's state-changing routes take it; the others ignore it). */
+const KEYED_METHODS = new Set(['POST', 'PATCH']);
+
+/** How often a request is sent again after a dropped connection, a 503, or a 409 that says when to retry (Retry-After). */
+const RETRIES = 2;
+/** Longest Retry-After waited for before a retry; beyond it the answer is the command's. */
+const MAX_RETRY_WAIT_S = 5;
+/** Connection failures after which the request may have reached the service: sent again under the same Idempotency-Key. */
+const DROPPED = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
 export class ApiClient {
-  constructor(private readonly conn: Connection) {}
+  /**
+   * One per command invocation (the client is made per invocation): its n-th state-changing
+   * request sends `<intent>-<n>` as Idempotency-Key, and a retry of that request sends it again,
+   * so a request that did reach the service before the connection dropped runs once.
+   */
+  private readonly intent = randomUUID();
+  private keyed = 0;
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly wait: (seconds: number) => Promise<void> = (s) => new Promise((r) => setTimeout(r, s * 1000)),
+  ) {}
 
   get url(): string {
     return this.conn.url;
@@ -144,17 +173,43 @@ export class ApiClient {
     const target = new URL(this.conn.url + path);
     for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) target.searchParams.set(k, String(v));
     const headers: Record<string, string> = { authorization: `Bearer ${this.conn.key}`, accept: 'application/json' };
+    if (KEYED_METHODS.has(method)) headers['idempotency-key'] = `${this.intent}-${++this.keyed}`;
     let body: string | undefined;
     if (o.body !== undefined) {
       headers['content-type'] = o.contentType ?? 'application/json';
       body = o.contentType ? String(o.body) : JSON.stringify(o.body);
     }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.send<T>(target, method, headers, body);
+      } catch (e) {
+        const keyed = headers['idempotency-key'] !== undefined;
+        if (!keyed || attempt >= RETRIES) throw e;
+        if (e instanceof ConnectionError && e.dropped) continue;
+        if (
+          e instanceof ApiError &&
+          (e.status === 503 || e.status === 409) &&
+          e.retryAfter !== undefined &&
+          e.retryAfter <= MAX_RETRY_WAIT_S
+        ) {
+          await this.wait(e.retryAfter);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private async send<T>(target: URL, method: string, headers: Record<string, string>, body: string | undefined): Promise<ApiResponse<T>> {
     let res: Response;
     try {
       res = await fetch(target, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(120_000) });
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new ConnectionError(`cannot reach ${this.conn.url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+      throw new ConnectionError(
+        `cannot reach ${this.conn.url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
+        DROPPED.has(cause?.code ?? ''),
+      );
     }
     const text = await res.text();
     let parsed: unknown = text;

@@ -175,6 +175,14 @@ const schema = z.object({
   ENROLL_RATE_PER_SOURCE: rateSetting.default('5000'),
   PKI_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(1_000_000).default(1024),
   ENROLL_RECOVERY_SECONDS: z.coerce.number().int().min(1).max(86_400).default(120),
+  // Idempotency-Key on the API's state-changing routes
+  IDEMPOTENCY_KEY_TTL_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 30)
+    .default(24),
+  IDEMPOTENCY_LEASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   CONSOLE_SESSION_IDLE_MINUTES: z.coerce.number().int().min(1).max(1440).default(15),
   CONSOLE_SESSION_MAX_HOURS: z.coerce.number().int().min(1).max(168).default(8),
   BACKUP_KEEP: z.coerce.number().int().min(0).max(100_000).default(14),
@@ -317,6 +325,8 @@ export interface Config {
   pkiMaxInFlight: number;
   /** How long an enrollment may stay unfinished before a retry takes its process for dead and settles what it left (ENROLL_RECOVERY_SECONDS). */
   enrollRecoveryMs: number;
+  /** Idempotency-Key on the API's state-changing routes: a key is forgotten this long after its request (IDEMPOTENCY_KEY_TTL_HOURS); a request unfinished after `leaseMs` is taken for dead and a repeat runs it (IDEMPOTENCY_LEASE_SECONDS). */
+  idempotency: { ttlMs: number; leaseMs: number };
   /** Web console sessions: ended when unused this long (CONSOLE_SESSION_IDLE_MINUTES) and this long after sign-in (CONSOLE_SESSION_MAX_HOURS). */
   consoleSessions: { idleMs: number; absoluteMs: number };
   /** The proxies whose X-Forwarded-For names the client (TRUSTED_PROXIES); none: the peer is the client. */
@@ -475,6 +485,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     pkiMaxInFlight: e.PKI_MAX_IN_FLIGHT,
     enrollRecoveryMs: e.ENROLL_RECOVERY_SECONDS * 1000,
+    idempotency: { ttlMs: e.IDEMPOTENCY_KEY_TTL_HOURS * 3_600_000, leaseMs: e.IDEMPOTENCY_LEASE_SECONDS * 1000 },
     consoleSessions: { idleMs: e.CONSOLE_SESSION_IDLE_MINUTES * 60_000, absoluteMs: e.CONSOLE_SESSION_MAX_HOURS * 3_600_000 },
     trustedProxies: e.TRUSTED_PROXIES,
   };

@@ -61,6 +61,8 @@ import type { BulkRevocationGate } from '../respond/gated-actions.js';
 import { approvalRoutes } from './routes/approvals.js';
 import type { Backups } from '../respond/backups.js';
 import { backupRoutes } from './routes/backups.js';
+import type { Idempotency } from '../enroll/idempotency.js';
+import { idempotentRoutes } from './idempotent-routes.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -109,6 +111,8 @@ export interface AppDeps {
   approvals: Approvals;
   bulkRevocations: BulkRevocationGate;
   backups: Backups;
+  /** Idempotency-Key on the state-changing routes operators, the console and the CLI use; keys live `ttlMs` (IDEMPOTENCY_KEY_TTL_HOURS). */
+  apiIdempotency: { idempotency: Idempotency; ttlMs: number };
   jobs: JobRunner;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
@@ -186,6 +190,8 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.use(wellFormedText);
+  // Before the routes it guards: a repeated request with the same Idempotency-Key is answered here and never reaches them.
+  app.use(idempotentRoutes(d.apiIdempotency.idempotency, { ttlMs: d.apiIdempotency.ttlMs }));
 
   app.use(serverKeygenRoutes(d.serverKeygen, d.staged));
   app.use(estRoutes(d.enrollment, d.serverKeygen, d.hierarchy));

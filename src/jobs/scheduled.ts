@@ -1,4 +1,5 @@
 import type { Backups } from '../respond/backups.js';
+import type { Idempotency } from '../enroll/idempotency.js';
 import type { Approvals } from '../respond/approvals.js';
 import type { Revocations } from '../revoke/revocation.js';
 import type { CaRollovers } from '../rotate/rollover.js';
@@ -12,6 +13,8 @@ export interface ScheduledServices {
   rollovers: Pick<CaRollovers, 'tick'>;
   backups: Pick<Backups, 'create' | 'prune'>;
   revocations: Pick<Revocations, 'resumeLapsed'>;
+  /** The API's Idempotency-Keys, forgotten once expired. */
+  apiIdempotency?: Pick<Idempotency, 'purgeApiKeys'>;
 }
 
 export interface ScheduledOptions {
@@ -21,6 +24,8 @@ export interface ScheduledOptions {
   bulkRevocationLeaseMs: number;
   /** 0: no scheduled backups. */
   backupEveryMs: number;
+  /** How long the API's Idempotency-Keys live (IDEMPOTENCY_KEY_TTL_HOURS). */
+  idempotencyKeyTtlMs?: number;
 }
 
 /** The housekeeping jobs of rotation, the two-person rule and backups, beside those of queueDefinitions (its `extra`). */
@@ -38,6 +43,15 @@ export function scheduledTasks(
       everyMs: o.bulkRevocationLeaseMs,
       run: async () => ({ resumed: (await s.revocations.resumeLapsed()).length }),
     },
+    // The API's Idempotency-Keys past IDEMPOTENCY_KEY_TTL_HOURS are deleted (a claim finds an expired one itself; this keeps the table small).
+    ...(s.apiIdempotency && o.idempotencyKeyTtlMs
+      ? {
+          'idempotency-key-expiry': {
+            everyMs: 3_600_000,
+            run: async () => ({ deleted: await s.apiIdempotency!.purgeApiKeys(o.idempotencyKeyTtlMs!) }),
+          },
+        }
+      : {}),
     // Waves of issuing-CA rollovers, delivered by the same jobs as planned notices; retires old CAs whose last certificate expired.
     'rollover-waves': {
       everyMs: o.rolloverTickMs,

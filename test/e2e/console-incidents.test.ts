@@ -156,6 +156,16 @@ for (const target of dbTargets) {
 
     it('opens an incident (the API reason beside the field), dry runs, runs only what was dry-run, follows the timeline live, closes', async () => {
       const { ctx, page } = await open();
+      // The Idempotency-Key of every state-changing request the page sends (docs/api.md#idempotency-keys).
+      const sent: { path: string; key: string | undefined; dryRun: boolean }[] = [];
+      page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().includes('/v1/incidents'))
+          sent.push({
+            path: new URL(r.url()).pathname,
+            key: r.headers()['idempotency-key'],
+            dryRun: /"dryRun":true/.test(r.postData() ?? ''),
+          });
+      });
       await signIn(page, 'operator');
       await page.getByRole('link', { name: 'Incidents' }).click();
       await page.getByRole('heading', { level: 1, name: 'Incidents' }).waitFor();
@@ -202,6 +212,16 @@ for (const target of dbTargets) {
       assert.equal(await certStatus('meter-1'), 'revoked');
       const timeline = (await api.get(`/v1/incidents/${id}`).set(auth('auditor')).expect(200)).body as { timeline: unknown[] };
       assert.equal(timeline.timeline.length, 2, 'one dry run and one run: the double click ran nothing twice');
+      // One intent, one key: the incident's opening refused for ghost-9 and sent again corrected kept its key (a refusal is
+      // not kept, so the corrected request ran); the dry run had its own, the confirmed run the confirmation's.
+      const opens = sent.filter((x) => x.path === '/v1/incidents');
+      assert.equal(opens.length, 2);
+      assert.ok(opens[0]!.key && /^[0-9a-f-]{36}$/.test(opens[0]!.key), JSON.stringify(sent));
+      assert.equal(opens[1]!.key, opens[0]!.key);
+      const acts = sent.filter((x) => x.path.endsWith('/actions'));
+      const runs = acts.filter((x) => !x.dryRun);
+      assert.ok(runs.length >= 1 && runs.every((x) => x.key === runs[0]!.key), JSON.stringify(acts));
+      assert.ok(acts.filter((x) => x.dryRun).every((x) => x.key && x.key !== runs[0]!.key));
 
       // Live: a step someone else takes appears without a reload.
       await api.post(`/v1/incidents/${id}/actions`).set(auth('admin')).send({ action: 'suspend', dryRun: true }).expect(201);

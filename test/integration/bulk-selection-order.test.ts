@@ -18,7 +18,7 @@ for (const target of dbTargets) {
     });
 
     it('numbers a running run’s remaining serials in serial order, and goes back down', async () => {
-      const [, undone] = (await db.migrate.down({ migrationSource })) as [number, string[]];
+      const [, undone] = (await db.migrate.down({ migrationSource, name: '20261207_0027_bulk_selection_order' })) as [number, string[]];
       assert.deepEqual(undone, ['20261207_0027_bulk_selection_order']);
       const now = new Date();
       await db('bulk_revocations').insert({
@@ -35,7 +35,7 @@ for (const target of dbTargets) {
       const serials = Array.from({ length: 5 }, () => randomBytes(16));
       await db('bulk_revocation_serials').insert(serials.map((serial) => ({ run_id: 'rvk_old', serial })));
 
-      const [, applied] = (await db.migrate.up({ migrationSource })) as [number, string[]];
+      const [, applied] = (await db.migrate.up({ migrationSource, name: '20261207_0027_bulk_selection_order' })) as [number, string[]];
       assert.deepEqual(applied, ['20261207_0027_bulk_selection_order']);
       const rows = (await db('bulk_revocation_serials').where({ run_id: 'rvk_old' }).orderBy('pos').select('pos', 'serial')) as {
         pos: string | number;
@@ -52,9 +52,9 @@ for (const target of dbTargets) {
       // The position is the key now: one run cannot hold a position twice.
       await assert.rejects(db('bulk_revocation_serials').insert({ run_id: 'rvk_old', pos: 3, serial: randomBytes(16) }));
 
-      await db.migrate.down({ migrationSource });
+      await db.migrate.down({ migrationSource, name: '20261207_0027_bulk_selection_order' });
       assert.equal(await db.schema.hasColumn('bulk_revocation_serials', 'pos'), false);
-      await db.migrate.up({ migrationSource });
+      await db.migrate.up({ migrationSource, name: '20261207_0027_bulk_selection_order' });
       assert.equal(await db.schema.hasColumn('bulk_revocation_serials', 'pos'), true);
     });
   });

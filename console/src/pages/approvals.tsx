@@ -182,7 +182,7 @@ function Decide(props: { approval: Approval; how: 'approve' | 'reject'; onDecide
       deviceId={a.id}
       noun="proposal id"
       confirmLabel={how === 'approve' ? 'Approve and run' : 'Reject'}
-      onConfirm={async () => {
+      onConfirm={async (key) => {
         if (inFlight.current) return;
         inFlight.current = true;
         try {
@@ -190,6 +190,8 @@ function Decide(props: { approval: Approval; how: 'approve' | 'reject'; onDecide
             'POST',
             `/v1/approvals/${encodeURIComponent(a.id)}/${how}`,
             how === 'reject' && reason.trim() ? { reason: reason.trim() } : undefined,
+            'application/json',
+            key,
           );
           props.onDecided(done);
         } catch (e) {

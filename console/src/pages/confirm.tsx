@@ -1,10 +1,12 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
+import { newIdempotencyKey } from '../api.js';
 
 /**
  * A destructive action's confirmation: a modal <dialog> (focus stays inside, Escape cancels) that
  * names the device (or the incident, the proposal: `noun`) and runs only once its id is typed. The confirm button is disabled while the
- * action runs, so a double click cannot run it twice.
+ * action runs, so a double click cannot run it twice; and the dialog makes one Idempotency-Key when it opens, handed to `onConfirm`
+ * for its request, so a confirmation tried again (after an error, a lost answer) is the same intent to the API, which runs it once.
  */
 export function ConfirmDialog(props: {
   title: string;
@@ -13,7 +15,8 @@ export function ConfirmDialog(props: {
   noun?: string;
   confirmLabel: string;
   children?: ComponentChildren;
-  onConfirm: () => Promise<void>;
+  /** Runs the action; its request carries `idempotencyKey` (the same for every try in this dialog). */
+  onConfirm: (idempotencyKey: string) => Promise<void>;
   onClose: () => void;
 }) {
   const dialog = useRef<HTMLDialogElement>(null);
@@ -21,6 +24,8 @@ export function ConfirmDialog(props: {
   const [typed, setTyped] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
+  // One intent per dialog opened: made once, sent with every try.
+  const intentKey = useRef(newIdempotencyKey());
 
   useEffect(() => {
     const d = dialog.current!;
@@ -36,7 +41,7 @@ export function ConfirmDialog(props: {
     setBusy(true);
     setError(undefined);
     try {
-      await props.onConfirm();
+      await props.onConfirm(intentKey.current);
       dialog.current?.close();
       props.onClose();
     } catch (err) {

@@ -1,7 +1,8 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import {
   api,
   ApiError,
+  Intent,
   can,
   REVOCATION_REASONS,
   reasonOf,
@@ -393,6 +394,8 @@ function OcspLine({ serial, reload }: { serial: string; reload: number }) {
 function Inventory({ device, editable, onSaved }: { device: Device; editable: boolean; onSaved: () => void }) {
   const [errors, setErrors] = useState<Partial<Record<Editable | 'form', string>>>({});
   const [busy, setBusy] = useState(false);
+  // One Idempotency-Key per edit saved: tried again after an error, the same; a new one once saved.
+  const intent = useRef(new Intent()).current;
 
   const save = async (e: Event) => {
     e.preventDefault();
@@ -410,7 +413,7 @@ function Inventory({ device, editable, onSaved }: { device: Device; editable: bo
     setBusy(true);
     setErrors({});
     try {
-      await api('PATCH', `/v1/devices/${encodeURIComponent(device.id)}`, patch);
+      await api('PATCH', `/v1/devices/${encodeURIComponent(device.id)}`, patch, 'application/json', intent);
       onSaved();
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
@@ -473,13 +476,14 @@ function ActionDialog(props: {
   const { action, device, serial } = props;
   const [reason, setReason] = useState<string>('keyCompromise');
   const enc = encodeURIComponent(device.id);
-  const run = async () => {
+  const run = async (key: string) => {
+    const json = 'application/json';
     try {
-      if (action === 'revoke') await api('POST', `/v1/certificates/${serial}/revoke`, { reason });
-      else if (action === 'hold') await api('POST', `/v1/certificates/${serial}/revoke`, { reason: 'certificateHold' });
-      else if (action === 'release') await api('POST', `/v1/certificates/${serial}/release`);
-      else if (action === 'readmit') await api('POST', `/v1/devices/${enc}/readmit`);
-      else await api('POST', `/v1/devices/${enc}/decommission`);
+      if (action === 'revoke') await api('POST', `/v1/certificates/${serial}/revoke`, { reason }, json, key);
+      else if (action === 'hold') await api('POST', `/v1/certificates/${serial}/revoke`, { reason: 'certificateHold' }, json, key);
+      else if (action === 'release') await api('POST', `/v1/certificates/${serial}/release`, undefined, json, key);
+      else if (action === 'readmit') await api('POST', `/v1/devices/${enc}/readmit`, undefined, json, key);
+      else await api('POST', `/v1/devices/${enc}/decommission`, undefined, json, key);
     } catch (e) {
       if (e instanceof ApiError) throw new Error(e.detail || e.title);
       throw e;

@@ -4,6 +4,7 @@ import {
   ApiError,
   can,
   fmtTime,
+  Intent,
   reasonOf,
   REVOCATION_REASONS,
   type Incident,
@@ -233,6 +234,7 @@ function StepRow(props: {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
   const inFlight = useRef(false);
+  const intent = useRef(new Intent()).current; // this retry's Idempotency-Key, until it is done
   const retry = async () => {
     if (inFlight.current) return; // a double click retries once
     inFlight.current = true;
@@ -242,6 +244,9 @@ function StepRow(props: {
       const r = await api<IncidentStep>(
         'POST',
         `/v1/incidents/${encodeURIComponent(props.incident.id)}/steps/${encodeURIComponent(s.id)}/retry`,
+        undefined,
+        'application/json',
+        intent,
       );
       props.onRetried(r);
     } catch (e) {
@@ -355,7 +360,8 @@ function ActionForm({ incident, role, onDone }: { incident: Incident; role: Role
   const current = request();
   const planned = plan && 'key' in current && plan.key === current.key ? plan.step : undefined;
 
-  const send = async (dryRun: boolean) => {
+  /** A dry run has a key of its own; the run itself the confirmation's (`key`). */
+  const send = async (dryRun: boolean, key?: string) => {
     if (inFlight.current) return; // a double click sends once
     const r = request();
     if ('field' in r) {
@@ -366,7 +372,13 @@ function ActionForm({ incident, role, onDone }: { incident: Incident; role: Role
     setBusy(true);
     setErrors({});
     try {
-      const step = await api<IncidentStep>('POST', `/v1/incidents/${encodeURIComponent(incident.id)}/actions`, { ...r.body, dryRun });
+      const step = await api<IncidentStep>(
+        'POST',
+        `/v1/incidents/${encodeURIComponent(incident.id)}/actions`,
+        { ...r.body, dryRun },
+        'application/json',
+        key,
+      );
       if (dryRun) setPlan({ key: r.key, step });
       else {
         setPlan(undefined);
@@ -508,9 +520,9 @@ function ActionForm({ incident, role, onDone }: { incident: Incident; role: Role
           deviceId={incident.id}
           noun="incident id"
           confirmLabel="Run"
-          onConfirm={async () => {
+          onConfirm={async (key) => {
             try {
-              await send(false);
+              await send(false, key);
             } catch (e) {
               throw new Error(reasonOf(e));
             }
@@ -549,6 +561,7 @@ function CloseForm({ incident, onClosed }: { incident: Incident; onClosed: () =>
   const [errors, setErrors] = useState<{ summary?: string; form?: string }>({});
   const [busy, setBusy] = useState(false);
   const inFlight = useRef(false);
+  const intent = useRef(new Intent()).current; // the close's Idempotency-Key, until it is closed
   const submit = async (e: Event) => {
     e.preventDefault();
     if (inFlight.current) return;
@@ -560,7 +573,13 @@ function CloseForm({ incident, onClosed }: { incident: Incident; onClosed: () =>
     setBusy(true);
     setErrors({});
     try {
-      await api('POST', `/v1/incidents/${encodeURIComponent(incident.id)}/close`, { summary, ...(force ? { force: true } : {}) });
+      await api(
+        'POST',
+        `/v1/incidents/${encodeURIComponent(incident.id)}/close`,
+        { summary, ...(force ? { force: true } : {}) },
+        'application/json',
+        intent,
+      );
       onClosed();
     } catch (err) {
       if (err instanceof ApiError && err.fields.summary) setErrors({ summary: err.fields.summary });

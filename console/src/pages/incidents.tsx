@@ -1,6 +1,6 @@
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, can, fmtTime, INCIDENT_KINDS, reasonOf, type Incident, type Page, type Role } from '../api.js';
+import { api, ApiError, can, fmtTime, INCIDENT_KINDS, Intent, reasonOf, type Incident, type Page, type Role } from '../api.js';
 import { navigate, onLink } from '../router.js';
 
 const incidentsUrl = (status: string, cursor?: string) => {
@@ -163,6 +163,7 @@ function OpenIncident() {
   const [errors, setErrors] = useState<Partial<Record<OpenField, string>>>({});
   const [busy, setBusy] = useState(false);
   const inFlight = useRef(false);
+  const intent = useRef(new Intent()).current; // the Idempotency-Key of this incident's opening, until it is open
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -185,7 +186,7 @@ function OpenIncident() {
     setBusy(true);
     setErrors({});
     try {
-      const incident = await api<Incident>('POST', '/v1/incidents', body);
+      const incident = await api<Incident>('POST', '/v1/incidents', body, 'application/json', intent);
       navigate(`/console/incidents/${encodeURIComponent(incident.id)}`);
     } catch (err) {
       setErrors(err instanceof ApiError ? openErrors(err) : { form: reasonOf(err) });

@@ -4,6 +4,7 @@ import {
   ApiError,
   can,
   DEVICE_STATUSES,
+  Intent,
   type DeviceStatus,
   type EnrollmentToken,
   type ImportPreview,
@@ -80,6 +81,7 @@ function ImportLot() {
   const [refusal, setRefusal] = useState<{ error: ApiError; rows: string[] }>();
   const [done, setDone] = useState<{ imported: number; lot: string | null }>();
   const [busy, setBusy] = useState(false);
+  const intent = useRef(new Intent()).current; // the import's Idempotency-Key, until it is imported (a dry run has its own)
   const result = useRef<HTMLDivElement>(null);
 
   /** Any change to what would be sent voids the preview: Import is offered only for what was checked. */
@@ -103,7 +105,8 @@ function ImportLot() {
       throw new ApiError(400, 'Bad request', 'the manifest is not valid JSON', {});
     }
   };
-  const send = <T,>(dryRun: boolean) => api<T>('POST', path(dryRun), body(), format === 'csv' ? 'text/csv' : 'application/json');
+  const send = <T,>(dryRun: boolean) =>
+    api<T>('POST', path(dryRun), body(), format === 'csv' ? 'text/csv' : 'application/json', dryRun ? undefined : intent);
 
   const onFile = async (e: Event) => {
     const file = (e.currentTarget as HTMLInputElement).files?.[0];
@@ -346,6 +349,7 @@ function CreateToken({ deviceId, navKey }: { deviceId: string; navKey: string })
   const [errors, setErrors] = useState<Partial<Record<'lot' | 'deviceId' | 'maxUses' | 'form', string>>>({});
   const [busy, setBusy] = useState(false);
   const [copied, setCopied] = useState<string>();
+  const intent = useRef(new Intent()).current; // the token's Idempotency-Key, until it is made
   const field = useRef<HTMLInputElement>(null);
 
   // The secret goes with any navigation (and with the page).
@@ -370,7 +374,7 @@ function CreateToken({ deviceId, navKey }: { deviceId: string; navKey: string })
     setCreated(undefined);
     setCopied(undefined);
     try {
-      setCreated(await api<EnrollmentToken & { token: string }>('POST', '/v1/enrollment-tokens', body));
+      setCreated(await api<EnrollmentToken & { token: string }>('POST', '/v1/enrollment-tokens', body, 'application/json', intent));
     } catch (err) {
       const x = failed(err);
       const next: typeof errors = {};
