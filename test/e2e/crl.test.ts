@@ -467,6 +467,10 @@ for (const target of dbTargets) {
       const last = await entriesOf((await kept.currentDelta(issuingId))!);
       assert.equal(last.get(hold), x509.X509CrlReason.removeFromCRL);
       assert.equal(last.get(certs['inc-kc']!.serial.toLowerCase().replace(/^0+/, '')), x509.X509CrlReason.keyCompromise);
+      // The entries kept between deltas own their bytes: a view into Node's pool would keep a slab of 8 KB per entry alive.
+      const keptEntries = [...kept['deltaEntries'].values()].flatMap((d) => [...d.entries.values()]);
+      assert.ok(keptEntries.length >= 3);
+      for (const e of keptEntries) assert.equal(e.buffer.byteLength, e.length);
       // After the base's own delta, each delta read only what changed since the one before.
       assert.equal(since.length, steps.length + 1);
       // (the first change's read starts where the base's own delta's ended, which saw no change)

@@ -1177,4 +1177,11 @@ describe('encodings live in pooled Buffers', () => {
     assert.equal(retagged[0], 0xa1);
     assert.equal(Buffer.from(original).toString('hex'), before);
   });
+  test('detached copies an encoding out of the pool: kept long, it holds its own bytes, not a slab', () => {
+    const pooled = der.integer(Uint8Array.of(5));
+    assert.ok(pooled.buffer.byteLength > pooled.length, 'small encodings come from the pool');
+    const kept = der.detached(pooled);
+    assert.deepEqual([...kept], [...pooled]);
+    assert.equal(kept.buffer.byteLength, kept.length);
+  });
 });

@@ -62,6 +62,14 @@ export function alloc(size: number): Bytes {
   return Buffer.allocUnsafe(size);
 }
 
+/**
+ * A copy of `bytes` that owns its memory, for an encoding kept long: one from `alloc` is a view
+ * into Node's shared 8 KB pool slab and keeps the whole slab alive as long as it lives.
+ */
+export function detached(bytes: Bytes): Bytes {
+  return new Uint8Array(bytes);
+}
+
 /** The DER length octets for `len` (short form below 128, long form above). */
 export function encodeLength(len: number): Bytes {
   const out = alloc(lengthSize(len));
