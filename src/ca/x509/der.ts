@@ -66,8 +66,9 @@ export function alloc(size: number): Bytes {
  * A copy of `bytes` that owns its memory, for an encoding kept long: one from `alloc` is a view
  * into Node's shared 8 KB pool slab and keeps the whole slab alive as long as it lives.
  */
-export function detached(bytes: Bytes): Bytes {
-  return new Uint8Array(bytes);
+export function detached(bytes: Uint8Array): Buffer {
+  const copy = new Uint8Array(bytes);
+  return Buffer.from(copy.buffer, 0, copy.length);
 }
 
 /** The DER length octets for `len` (short form below 128, long form above). */
