@@ -5,7 +5,13 @@ import type { Clock } from '../shared/clock.js';
 import { DomainError, badRequest, conflict, forbidden, isDomainError, notFound } from '../shared/errors.js';
 import { newId, serialFromBytes, serialToBytes, type Serial } from '../shared/ids.js';
 import type { Db, Executor } from '../store/db.js';
-import { takesWholeDevices, type CertificateRow, type CertificateStore, type RevocationSelector } from '../store/certificate-store.js';
+import {
+  takesWholeDevices,
+  type CertificateRow,
+  type CertificateStore,
+  type RevocationSelector,
+  type RevokedRow,
+} from '../store/certificate-store.js';
 import { deviceEffectOf, isRevocationReason, type RevocationReason } from './reasons.js';
 import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import type { BulkRevocationRow, BulkRevocationStore } from '../store/bulk-revocation-store.js';
@@ -368,7 +374,7 @@ export class Revocations {
     ctx: ActorContext,
     now: Date,
     details: Record<string, unknown>,
-  ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
+  ): Promise<RevokedRow[]> {
     const revoked = await this.certificates.revokeMatching(tx, sel, {
       reason: input.reason,
       at: now,
@@ -386,7 +392,7 @@ export class Revocations {
   /** What follows certificates just revoked inside `tx`: their devices, the listeners, the audit entries (with `details`). */
   private async followRevoked(
     tx: Executor,
-    revoked: { serial: Buffer; caId: string; deviceId: string | null }[],
+    revoked: RevokedRow[],
     input: RevokeInput,
     ctx: ActorContext,
     details: Record<string, unknown>,
@@ -527,33 +533,29 @@ export class Revocations {
       const started = performance.now();
       const limit = atMost === undefined ? b.chunkSize : Math.min(b.chunkSize, atMost - revoked);
       if (limit <= 0) break;
-      let out:
-        { done: { serial: Buffer; caId: string; deviceId: string | null }[]; window: number; more: boolean; pos: number } | undefined;
+      let out: { done: RevokedRow[]; more: boolean; pos: number } | undefined;
       try {
         out = await this.db.transaction(async (tx) => {
           const held = await b.store.lockHeld(tx, run.id, b.owner);
           if (!held) return undefined;
           const now = this.clock.now();
-          // One row past the window: whether another chunk follows (the frozen selection cannot grow).
-          const peeked = await b.store.window(tx, run.id, pos, limit + 1);
-          const window = peeked.slice(0, limit);
-          if (window.length === 0) return { done: [], window: 0, more: false, pos };
-          // Those revoked meanwhile (by a single revocation) are skipped: revokeMatching takes only the revocable.
-          const done = await this.certificates.revokeMatching(
-            tx,
-            { serials: window.map((w) => w.serial) },
-            { reason, at: now, invalidityDate: input.invalidityDate ?? null },
-          );
+          const window = await b.store.window(tx, run.id, pos, limit);
+          if (!window) return { done: [], more: false, pos };
+          // Those revoked meanwhile (by a single revocation) are skipped: revokeAmong takes only the revocable.
+          const done = await this.certificates.revokeAmong(tx, b.store.serialsIn(tx, run.id, pos, window.last), {
+            reason,
+            at: now,
+            invalidityDate: input.invalidityDate ?? null,
+          });
           await this.followRevoked(tx, done, input, ctx, { bulk: true, revocation: run.id });
-          const last = window[window.length - 1]!;
-          await b.store.dropWindow(tx, run.id, last.pos);
+          await b.store.dropWindow(tx, run.id, window.last);
           await b.store.advance(tx, run.id, {
-            cursor: last.serial,
+            cursor: window.lastSerial,
             revoked: done.length,
             at: now,
             leaseUntil: new Date(now.getTime() + b.leaseMs),
           });
-          return { done, window: window.length, more: peeked.length > limit, pos: last.pos };
+          return { done, more: window.more, pos: window.last };
         });
         if (out === undefined) return (await b.store.get(this.db, run.id))!;
         if (out.done.length) {
@@ -572,7 +574,7 @@ export class Revocations {
       pos = out.pos;
       for (const r of out.done) if (sample.length < SAMPLE) sample.push(r.serial);
       await b.afterChunk?.(run.id, chunk);
-      if (out.window < limit) break;
+      if (!out.more) break;
     }
     return this.db.transaction(async (tx) => {
       const held = await b.store.lockHeld(tx, run.id, b.owner);

@@ -140,15 +140,33 @@ export class BulkRevocationStore {
     return Number(((await tx('bulk_revocation_serials').where({ run_id: id }).count({ n: 'serial' })) as { n: string | number }[])[0]!.n);
   }
 
-  /** The next `limit` serials of a run's frozen selection (those not done), in its order, each with its position. */
-  async window(tx: Executor, id: string, afterPos: number, limit: number): Promise<{ pos: number; serial: Buffer }[]> {
-    const rows = await tx('bulk_revocation_serials')
-      .where({ run_id: id })
-      .andWhere('pos', '>', afterPos)
-      .select('pos', 'serial')
-      .orderBy('pos')
-      .limit(limit);
-    return rows.map((r: { pos: string | number; serial: Uint8Array }) => ({ pos: Number(r.pos), serial: Buffer.from(r.serial) }));
+  /**
+   * The next window of a run's frozen selection (those not done), at most `limit` rows: how many it
+   * ends (its last position and serial, and whether any row lies past it. Only its end is read: the
+   * window's serials are used where they lie (`serialsIn`).
+   */
+  async window(
+    tx: Executor,
+    id: string,
+    afterPos: number,
+    limit: number,
+  ): Promise<{ last: number; lastSerial: Buffer; more: boolean } | undefined> {
+    const r = await tx.raw(
+      `select pos, serial, count(*) over () as n from (
+         select pos, serial from bulk_revocation_serials where run_id = ? and pos > ? order by pos limit ?
+       ) w order by pos desc limit 2`,
+      [id, afterPos, limit + 1],
+    );
+    const rows = r.rows as { pos: string | number; serial: Uint8Array; n: string | number }[];
+    if (rows.length === 0) return undefined;
+    const more = Number(rows[0]!.n) > limit;
+    const end = more ? rows[1]! : rows[0]!;
+    return { last: Number(end.pos), lastSerial: Buffer.from(end.serial), more };
+  }
+
+  /** The serials of a run's frozen selection in (afterPos, last], as a query selecting `serial`. */
+  serialsIn(ex: Executor, id: string, afterPos: number, last: number): Knex.QueryBuilder {
+    return ex('bulk_revocation_serials').select('serial').where({ run_id: id }).andWhere('pos', '>', afterPos).andWhere('pos', '<=', last);
   }
 
   /** A chunk done: its rows, the selection's up to position `last`, are struck off (a range of the key). */

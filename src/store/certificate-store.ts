@@ -158,6 +158,20 @@ function revocable(q: Knex.QueryBuilder, reason: string): void {
   });
 }
 
+/** A revocation's state, as set on the certificates it takes. */
+export interface Revoking {
+  reason: string;
+  at: Date;
+  invalidityDate: Date | null;
+}
+
+/** A certificate a revocation took. */
+export interface RevokedRow {
+  serial: Buffer;
+  caId: string;
+  deviceId: string | null;
+}
+
 /** Keyset cursor over (created_at, serial), newest first. */
 export interface CertificateCursor {
   createdAt: Date;
@@ -428,12 +442,17 @@ export class CertificateStore {
    * Revokes every revocable certificate the selector matches, in one statement. A hold made
    * permanent keeps its revocation time. Returns what it revoked.
    */
-  async revokeMatching(
-    tx: Executor,
-    sel: RevocationSelector,
-    r: { reason: string; at: Date; invalidityDate: Date | null },
-  ): Promise<{ serial: Buffer; caId: string; deviceId: string | null }[]> {
-    const target = this.matching(tx, sel).select('c.serial');
+  async revokeMatching(tx: Executor, sel: RevocationSelector, r: Revoking): Promise<RevokedRow[]> {
+    return this.revokeAmong(tx, this.matching(tx, sel).select('c.serial'), r);
+  }
+
+  /**
+   * Revokes the revocable certificates among `serials` (a query of `certificates as c` or of any
+   * table, `serial` selected; a bulk run passes a range of its frozen selection, so no list of
+   * serials travels), in one statement. Returns what it revoked.
+   */
+  async revokeAmong(tx: Executor, serials: Knex.QueryBuilder, r: Revoking): Promise<RevokedRow[]> {
+    const target = tx('certificates as c').select('c.serial').whereIn('c.serial', serials);
     revocable(target, r.reason);
     const rows = await stamped(tx)
       .whereIn('serial', target)
