@@ -58,7 +58,7 @@ class NotKept extends Error {
  * key's same Idempotency-Key is another claim. The first request claims (key, method, route,
  * SHA-256 of the body) in progress and runs; a 2xx JSON answer is kept before it goes out, any
  * other answer (4xx: nothing was done; 5xx: the key is released so a retry runs) is not. A repeat
- * gets the kept answer with `Idempotency-Replayed: true` and runs nothing; another body or route
+ * gets the kept answer with `Idempotent-Replayed: true` and runs nothing; another body or route
  * under the key is 422, a repeat while the first runs 409 with Retry-After. A kept answer whose
  * shown-once secret was taken out is replayed as 409 naming what was made.
  */
@@ -164,5 +164,5 @@ function replay(res: Response, kept: KeptResponse): void {
       `already done${typeof id === 'string' ? ` (${id})` : ''}; ${what} shown once, in the first answer, and is not kept: this Idempotency-Key's answer cannot be repeated`,
     );
   }
-  res.status(kept.status).set(kept.headers).set('Idempotency-Replayed', 'true').json(kept.body);
+  res.status(kept.status).set(kept.headers).set('Idempotent-Replayed', 'true').json(kept.body);
 }

@@ -51,12 +51,12 @@ for (const target of dbTargets) {
       return r.send({ kind: 'lost-device', title, targets: { devices } });
     };
 
-    it('runs a request once per key: the repeat gets the first answer with Idempotency-Replayed, and nothing runs again', async () => {
+    it('runs a request once per key: the repeat gets the first answer with Idempotent-Replayed, and nothing runs again', async () => {
       const key = randomUUID();
       const first = await api.post('/v1/devices').set(auth('provisioner')).set('Idempotency-Key', key).send({ id: 'idem-1' }).expect(201);
-      assert.equal(first.headers['idempotency-replayed'], undefined);
+      assert.equal(first.headers['idempotent-replayed'], undefined);
       const again = await api.post('/v1/devices').set(auth('provisioner')).set('Idempotency-Key', key).send({ id: 'idem-1' }).expect(201);
-      assert.equal(again.headers['idempotency-replayed'], 'true');
+      assert.equal(again.headers['idempotent-replayed'], 'true');
       assert.deepEqual(again.body, first.body);
       assert.equal(await audited('device.registered', 'idem-1'), 1);
       // Without the key the same request runs, and is refused: the device exists.
@@ -77,7 +77,7 @@ for (const target of dbTargets) {
       assert.equal(r1.headers['revocation-changed'], 'true');
       assert.equal(r2.headers['revocation-changed'], 'true', 'the replay repeats the first answer, not a second call’s "false"');
       assert.equal(r2.headers['also-revoked'], r1.headers['also-revoked']);
-      assert.equal(r2.headers['idempotency-replayed'], 'true');
+      assert.equal(r2.headers['idempotent-replayed'], 'true');
       assert.deepEqual(r2.body, r1.body);
       assert.equal(await audited('certificate.revoked', serial), 1);
 
@@ -99,7 +99,7 @@ for (const target of dbTargets) {
       const s1 = await act();
       const s2 = await act();
       assert.equal(s2.body.id, s1.body.id);
-      assert.equal(s2.headers['idempotency-replayed'], 'true');
+      assert.equal(s2.headers['idempotent-replayed'], 'true');
       const timeline = (await api.get(`/v1/incidents/${inc.id}`).set(auth('auditor')).expect(200)).body.timeline as unknown[];
       assert.equal(timeline.length, 1);
     });
@@ -150,7 +150,7 @@ for (const target of dbTargets) {
       const byOperator = await openIncident('operator', key, 'whose key', ['idem-who']).expect(201);
       const byAdmin = await openIncident('admin', key, 'whose key', ['idem-who']).expect(201);
       assert.notEqual(byAdmin.body.id, byOperator.body.id);
-      assert.equal(byAdmin.headers['idempotency-replayed'], undefined);
+      assert.equal(byAdmin.headers['idempotent-replayed'], undefined);
       assert.equal(await count('incidents', { title: 'whose key' }), 2);
 
       // The operator's console session is the operator's key: its repeat is a replay.
@@ -167,7 +167,7 @@ for (const target of dbTargets) {
         .send({ kind: 'lost-device', title: 'whose key', targets: { devices: ['idem-who'] } })
         .expect(201);
       assert.equal(viaSession.body.id, byOperator.body.id);
-      assert.equal(viaSession.headers['idempotency-replayed'], 'true');
+      assert.equal(viaSession.headers['idempotent-replayed'], 'true');
       assert.equal(await count('incidents', { title: 'whose key' }), 2);
     });
 
@@ -222,7 +222,7 @@ for (const target of dbTargets) {
         .set('Idempotency-Key', key)
         .send({ id: 'idem-5xx' })
         .expect(201);
-      assert.equal(retried.headers['idempotency-replayed'], undefined);
+      assert.equal(retried.headers['idempotent-replayed'], undefined);
       assert.equal(await audited('device.registered', 'idem-5xx'), 1);
 
       // A refusal changed nothing: the same key with the mistake corrected runs (no 422).
@@ -242,7 +242,7 @@ for (const target of dbTargets) {
       clock.advance(HOUR + 1000);
       const anew = await openIncident('operator', key, 'expiring', ['idem-ttl']).expect(201);
       assert.notEqual(anew.body.id, first.body.id);
-      assert.equal(anew.headers['idempotency-replayed'], undefined);
+      assert.equal(anew.headers['idempotent-replayed'], undefined);
       assert.equal(await count('incidents', { title: 'expiring' }), 2);
       // The housekeeping purge (the hourly job, which may get there first) deletes what expired: the API's keys only.
       await svc.db('idempotency_keys').insert({
