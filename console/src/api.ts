@@ -1,5 +1,10 @@
 // The console's only way to the API: same-origin fetch with the session cookie, the CSRF token on
 // every state-changing request, and problem+json turned into ApiError (its detail and the field it names).
+// The shapes of its answers that the service and the CLI share come from src/shared/api-views.ts,
+// by type only (the one module of src/ the console may name; nothing of it enters the bundle).
+
+import type { DeviceStatus } from '../../src/shared/api-views.js';
+export type { DeviceStatus, DeviceView } from '../../src/shared/api-views.js';
 
 export type Role = 'admin' | 'operator' | 'provisioner' | 'auditor';
 
@@ -13,28 +18,7 @@ export interface Session {
   csrfToken: string;
 }
 
-export interface Device {
-  id: string;
-  kind: 'client' | 'broker';
-  model: string | null;
-  hardwareRevision: string | null;
-  firmwareVersion: string | null;
-  site: string | null;
-  lot: string | null;
-  status: DeviceStatus;
-  labels: Record<string, string>;
-  currentSerial: string | null;
-  currentNotAfter: string | null;
-  createdAt: string;
-  activatedAt: string | null;
-  suspendedAt: string | null;
-  revokedAt: string | null;
-  decommissionedAt: string | null;
-  updatedAt: string;
-}
-
-export const DEVICE_STATUSES = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'] as const;
-export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
+export const DEVICE_STATUSES: readonly DeviceStatus[] = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'];
 
 export interface Certificate {
   serial: string;

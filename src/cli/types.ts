@@ -1,26 +1,8 @@
 /**
  * The shapes of the API's answers the readable output uses (openapi.yaml, components/schemas),
- * as far as the tables need them. `--json` prints the answers whole.
+ * as far as the tables need them. `--json` prints the answers whole. Those the console shows too
+ * are declared once, in src/shared/api-views.ts (a device: DeviceView).
  */
-export interface ApiDevice {
-  id: string;
-  kind: string;
-  model: string | null;
-  hardwareRevision: string | null;
-  firmwareVersion: string | null;
-  site: string | null;
-  lot: string | null;
-  status: string;
-  labels: Record<string, string>;
-  currentSerial: string | null;
-  currentNotAfter: string | null;
-  createdAt: string;
-  activatedAt: string | null;
-  suspendedAt: string | null;
-  revokedAt: string | null;
-  decommissionedAt: string | null;
-}
-
 export interface ApiRevocation {
   reason: string;
   revokedAt: string;

@@ -20,33 +20,15 @@ import type { Clock } from '../shared/clock.js';
 import { badRequest, conflict, DomainError, notFound } from '../shared/errors.js';
 import type { Db, Executor } from '../store/db.js';
 import type { DeviceFilter, DeviceKind, DeviceRow, DeviceStatus, DeviceStore, NewDeviceRow } from '../store/device-store.js';
+import type { DeviceView } from '../shared/api-views.js';
 
 export type { DeviceKind, DeviceStatus } from '../store/device-store.js';
+/** A device as the API shows it (src/shared/api-views.ts: the CLI and the console use it too). */
+export type { DeviceView };
 /** A device as the domain and the enrollment code see it (Dates, the serial as bytes). */
 export type DeviceRecord = DeviceRow;
 
 export const DEVICE_STATUSES: readonly DeviceStatus[] = ['registered', 'active', 'suspended', 'revoked', 'decommissioned'];
-
-/** A device as the API shows it: times in UTC ISO-8601, the serial in lowercase hex. */
-export interface DeviceView {
-  id: string;
-  kind: DeviceKind;
-  model: string | null;
-  hardwareRevision: string | null;
-  firmwareVersion: string | null;
-  site: string | null;
-  lot: string | null;
-  status: DeviceStatus;
-  labels: Record<string, string>;
-  currentSerial: string | null;
-  currentNotAfter: string | null;
-  createdAt: string;
-  activatedAt: string | null;
-  suspendedAt: string | null;
-  revokedAt: string | null;
-  decommissionedAt: string | null;
-  updatedAt: string;
-}
 
 export interface ImportResult {
   imported: number;

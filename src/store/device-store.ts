@@ -1,8 +1,9 @@
 import type { Knex } from 'knex';
 import type { Executor } from './db.js';
 
-export type DeviceKind = 'client' | 'broker';
-export type DeviceStatus = 'registered' | 'active' | 'suspended' | 'revoked' | 'decommissioned';
+import type { DeviceKind, DeviceStatus } from '../shared/api-views.js';
+
+export type { DeviceKind, DeviceStatus };
 
 /** A devices row as the domain sees it. */
 export interface DeviceRow {

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttpHandler } from '../../src/main.js';
 import { postgresTarget } from '../helpers/db.js';
+import { listenOnLoopback } from '../helpers/http.js';
 import { makeApiService } from '../helpers/service.js';
 import { p256Csr } from '../helpers/csr.js';
 import type { Role } from '../../src/access/api-keys.js';
@@ -37,18 +38,53 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
   });
 }
 
+interface CliService {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  /** A temporary directory of the test's own, holding the key files. */
+  dir: string;
+  keys: Record<Role, string>;
+  /** Each role's key in a file of mode 0600, as --key-file takes it. */
+  keyFile: Record<Role, string>;
+  api: Awaited<ReturnType<typeof makeApiService>>['api'];
+  close(): Promise<void>;
+}
+
+/** A service on PostgreSQL (responses checked against openapi.yaml) listening on a free port, for the CLI to talk to. */
+async function serveForCli(env: Record<string, string>, dirPrefix: string): Promise<CliService> {
+  const made = await makeApiService(postgresTarget, { env });
+  const server = await listenOnLoopback(createHttpHandler(made.svc, { validateResponses: true }));
+  const dir = mkdtempSync(join(tmpdir(), dirPrefix));
+  const keyFile = {} as Record<Role, string>;
+  for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as const) {
+    keyFile[role] = join(dir, `${role}.key`);
+    writeFileSync(keyFile[role], `${made.keys[role]}\n`, { mode: 0o600 });
+  }
+  return {
+    url: server.url,
+    dir,
+    keys: made.keys,
+    keyFile,
+    api: made.api,
+    async close() {
+      await server.close();
+      await made.svc.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** A terminal would act on these: C0 controls other than newline, DEL, C1 controls, bidi overrides. */
 // eslint-disable-next-line no-control-regex
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
 
 describe('mqtt-ca daily-work commands against a running service', { skip: postgresTarget.skip }, () => {
-  let dispose: () => Promise<void>;
-  let server: Server;
   let url: string;
   let dir: string;
   let keys: Record<Role, string>;
-  const keyFile = {} as Record<Role, string>;
-  let api: Awaited<ReturnType<typeof makeApiService>>['api'];
+  let keyFile: Record<Role, string>;
+  let api: CliService['api'];
+  let close: CliService['close'] | undefined;
   /** The CLI with a role's key file and the URL given as options. */
   const as = (role: Role, args: string[], env: Record<string, string> = {}) =>
     cli(['--url', url, '--key-file', keyFile[role], ...args], env);
@@ -78,25 +114,9 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
   };
 
   before(async () => {
-    const made = await makeApiService(postgresTarget, { env: { BULK_REVOKE_APPROVAL_THRESHOLD: '1' } });
-    dispose = () => made.svc.dispose();
-    keys = made.keys;
-    api = made.api;
-    server = createServer(createHttpHandler(made.svc, { validateResponses: true }));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    dir = mkdtempSync(join(tmpdir(), 'mqttca-cli-api-'));
-    for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as const) {
-      keyFile[role] = join(dir, `${role}.key`);
-      writeFileSync(keyFile[role], `${keys[role]}\n`, { mode: 0o600 });
-    }
+    ({ url, dir, keys, keyFile, api, close } = await serveForCli({ BULK_REVOKE_APPROVAL_THRESHOLD: '1' }, 'mqttca-cli-api-'));
   });
-  after(async () => {
-    server?.closeAllConnections();
-    await new Promise((r) => server?.close(r));
-    await dispose?.();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(async () => close?.());
 
   it('refuses to run without a key (2) or with a key on the command line, and a wrong key is 4 with the key unprinted', async () => {
     const [none, argvKey, wrong] = await Promise.all([
@@ -491,14 +511,12 @@ describe('mqtt-ca daily-work commands against a running service', { skip: postgr
 });
 
 describe('mqtt-ca incidents retry against a running service', { skip: postgresTarget.skip }, () => {
-  let dispose: () => Promise<void>;
-  let server: Server;
   let hook: Server;
   let url: string;
-  let dir: string;
-  let api: Awaited<ReturnType<typeof makeApiService>>['api'];
+  let api: CliService['api'];
   let keys: Record<Role, string>;
-  const keyFile = {} as Record<Role, string>;
+  let keyFile: Record<Role, string>;
+  let close: CliService['close'] | undefined;
   /** The broker webhook receiver: down (503) or up (every effect applied and confirmed). */
   const broker = { up: false };
   const as = (role: Role, args: string[]) => cli(['--url', url, '--key-file', keyFile[role], ...args]);
@@ -525,25 +543,14 @@ describe('mqtt-ca incidents retry against a running service', { skip: postgresTa
     });
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}/broker`;
-    const made = await makeApiService(postgresTarget, { env: { BROKER_WEBHOOK_URL: hookUrl, BROKER_WEBHOOK_SECRET: 'w'.repeat(40) } });
-    dispose = () => made.svc.dispose();
-    keys = made.keys;
-    api = made.api;
-    server = createServer(createHttpHandler(made.svc, { validateResponses: true }));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    dir = mkdtempSync(join(tmpdir(), 'mqttca-cli-retry-'));
-    for (const role of ['admin', 'operator', 'provisioner', 'auditor'] as const) {
-      keyFile[role] = join(dir, `${role}.key`);
-      writeFileSync(keyFile[role], `${keys[role]}\n`, { mode: 0o600 });
-    }
+    ({ url, api, keys, keyFile, close } = await serveForCli(
+      { BROKER_WEBHOOK_URL: hookUrl, BROKER_WEBHOOK_SECRET: 'w'.repeat(40) },
+      'mqttca-cli-retry-',
+    ));
   });
   after(async () => {
-    server?.closeAllConnections();
-    await new Promise((r) => server?.close(r));
+    await close?.();
     await new Promise((r) => hook?.close(r));
-    await dispose?.();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('retries a failed step as a new step: asks first, 1 while it fails again, 0 once it succeeds; refusals have their codes', async () => {

@@ -1,41 +1,32 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { listenOnLoopback } from '../helpers/http.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
 import { ManualClock } from '../../src/shared/clock.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
  * The web console in a real browser: Debian's chromium driven by playwright-core (never a
- * downloaded browser), against the service's real HTTP handler on a loopback port. In CI a missing
- * chromium fails the launch instead of skipping (toolSkip).
+ * downloaded browser), against the service's real HTTP handler on a loopback port
+ * (test/helpers/console-browser.ts). In CI a missing chromium fails the launch instead of skipping (toolSkip).
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const XSS = '<img src=x onerror=alert(1)>';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 
 for (const target of dbTargets) {
   describe(`web console in chromium on ${target.name}`, { skip: target.skip ?? toolSkip('chromium') }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let api: ReturnType<typeof request>;
-    let server: { url: string; close(): Promise<void> };
-    let browser: Browser;
+    let web: ConsoleBrowser;
     const keys = {} as Record<Role, string>;
     const clock = new ManualClock(new Date());
-    const dialogs: string[] = [];
-    const pageErrors: string[] = [];
     let serial = '';
     let heldSerial = '';
 
@@ -49,15 +40,13 @@ for (const target of dbTargets) {
         .expect(201);
       return res.body.serial as string;
     };
-    const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
 
     before(async () => {
       ensureConsoleBuilt();
-      mkdirSync(ARTIFACTS, { recursive: true });
       const made = await makeApiService(target, { clock });
       ({ svc, api } = made);
       Object.assign(keys, made.keys);
-      server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+      web = await startConsoleBrowser(svc, keys, target.name);
       // A fleet: 120 devices of one lot (three pages of 50), a stolen meter with a certificate, and a hostile one.
       const devices = Array.from({ length: 120 }, (_, i) => ({ id: `meter-${String(i).padStart(3, '0')}`, model: 'EM-3', site: 'north' }));
       await api.post('/v1/devices/import').set(auth('provisioner')).send({ lot: 'LOT-A', devices }).expect(201);
@@ -74,38 +63,17 @@ for (const target of dbTargets) {
         .set(auth('provisioner'))
         .send({ id: 'meter-xss', lot: 'LOT-X', model: XSS, site: XSS, labels: { note: XSS } })
         .expect(201);
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
     });
     after(async () => {
-      await browser?.close();
-      await server?.close();
+      await web?.close();
       await svc?.dispose();
     });
 
-    /** A fresh browser (own cookies) whose pages fail the test on any alert and record script errors and CSP violations. */
-    const open = async (): Promise<{ ctx: BrowserContext; page: Page }> => {
-      const ctx = await browser.newContext();
-      const page = await ctx.newPage();
-      page.on('dialog', (d) => {
-        dialogs.push(d.message());
-        void d.dismiss();
-      });
-      page.on('pageerror', (e) => pageErrors.push(String(e)));
-      page.on('console', (m) => {
-        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-      });
-      return { ctx, page };
-    };
-
     /** Keyboard only: the key field has focus on arrival, Enter submits. */
-    const signIn = async (page: Page, role: Role) => {
-      await page.goto(`${server.url}/`);
-      await page.waitForSelector('#api-key');
-      assert.equal(await page.locator(':focus').getAttribute('id'), 'api-key', 'the API key field has focus');
-      await page.keyboard.type(keys[role]);
-      await page.keyboard.press('Enter');
-      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-    };
+    const signIn = (page: Page, role: Role) =>
+      web.signIn(page, role, {
+        onForm: async (p) => assert.equal(await p.locator(':focus').getAttribute('id'), 'api-key', 'the API key field has focus'),
+      });
 
     /** The list shows the filtered answer: the unfiltered first page, still shown for a moment, also reads "Devices 1–50". */
     const onlyLotA = async (page: Page) => {
@@ -118,7 +86,7 @@ for (const target of dbTargets) {
     };
 
     it('signs in with the keyboard only, filters the fleet, pages by cursor, keeps filters in the URL', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
       assert.equal(new URL(page.url()).pathname, '/console/');
       assert.equal(await page.getByRole('button', { name: 'Sign out' }).count(), 1);
@@ -137,7 +105,7 @@ for (const target of dbTargets) {
       assert.equal(await page.locator('table.devices tbody tr').count(), 50);
       const counts = page.getByRole('navigation', { name: 'Devices by status' });
       assert.match((await counts.textContent()) ?? '', /all\s*120/);
-      await shot(page, 'fleet');
+      await web.shot(page, 'fleet');
       const firstPage = await page.locator('table.devices tbody th').allTextContents();
       await page.getByRole('button', { name: 'Next page' }).click();
       await page.getByText('Devices 51–100').waitFor();
@@ -163,7 +131,7 @@ for (const target of dbTargets) {
     });
 
     it('opens the stolen meter and revokes it behind a confirmation that wants its id typed', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
       await page.getByLabel('Lot').fill('LOT-S');
       await page.getByRole('button', { name: 'Apply filters' }).click();
@@ -180,7 +148,7 @@ for (const target of dbTargets) {
       assert.ok(await confirm.isDisabled());
       await dialog.getByLabel(/Type the device id/).fill('meter-stolen');
       await dialog.getByLabel('Reason').selectOption('keyCompromise');
-      await shot(page, 'revoke-dialog');
+      await web.shot(page, 'revoke-dialog');
       await confirm.click();
       await page.getByRole('status').filter({ hasText: 'revoked' }).waitFor();
       await page
@@ -194,14 +162,14 @@ for (const target of dbTargets) {
       await page.getByRole('button', { name: 'Re-admit…' }).waitFor();
       await page.getByRole('heading', { name: 'Security events' }).waitFor();
       assert.equal(await page.getByRole('heading', { name: 'Audit' }).count(), 0, 'an operator does not read the audit log');
-      await shot(page, 'device');
+      await web.shot(page, 'device');
       await ctx.close();
     });
 
     it('puts a certificate on hold and releases it, each confirmed, the device suspended and active again', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
-      await page.goto(`${server.url}/console/devices/meter-held`);
+      await page.goto(`${web.url}/console/devices/meter-held`);
       await page.getByRole('heading', { level: 1, name: /Device meter-held/ }).waitFor();
       await page.getByRole('button', { name: 'Put on hold…' }).click();
       let dialog = page.getByRole('dialog', { name: /on hold/ });
@@ -230,9 +198,9 @@ for (const target of dbTargets) {
     });
 
     it('renders hostile field values as text, and shows the API reason next to a refused field', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
-      await page.goto(`${server.url}/console/devices/meter-xss`);
+      await page.goto(`${web.url}/console/devices/meter-xss`);
       await page.getByRole('heading', { level: 1, name: /Device meter-xss/ }).waitFor();
       assert.equal(await page.getByLabel('Model').inputValue(), XSS);
       assert.match((await page.locator('dl.facts').textContent()) ?? '', /note=<img src=x onerror=alert\(1\)>/);
@@ -243,44 +211,32 @@ for (const target of dbTargets) {
       await err.waitFor();
       assert.match((await err.textContent()) ?? '', /128/);
       assert.equal(await page.getByLabel('Site').getAttribute('aria-invalid'), 'true');
-      assert.deepEqual(dialogs, [], 'no dialog fired');
+      assert.deepEqual(web.dialogs, [], 'no dialog fired');
       await ctx.close();
     });
 
     it('has no serious or critical accessibility violations (axe-core) on sign-in, Fleet, Device and the confirmation', async () => {
       // axe is injected as a script, which the console's CSP forbids: this one context bypasses it.
-      const ctx = await browser.newContext({ bypassCSP: true });
+      const ctx = await web.browser.newContext({ bypassCSP: true });
       const page = await ctx.newPage();
-      const check = async (what: string) => {
-        await page.addScriptTag({ content: AXE });
-        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-        };
-        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-        assert.deepEqual(
-          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-          [],
-          `${what}: accessibility violations`,
-        );
-      };
-      await page.goto(`${server.url}/`);
+      await page.goto(`${web.url}/`);
       await page.waitForSelector('#api-key');
-      await check('sign-in');
+      await web.axe(page, 'sign-in');
       await page.getByLabel('API key').fill(keys.operator);
       await page.getByRole('button', { name: 'Sign in' }).click();
       await page.waitForSelector('table.devices tbody tr');
-      await check('fleet');
-      await page.goto(`${server.url}/console/devices/meter-000`);
+      await web.axe(page, 'fleet');
+      await page.goto(`${web.url}/console/devices/meter-000`);
       await page.getByRole('heading', { name: 'Certificates' }).waitFor();
-      await check('device');
+      await web.axe(page, 'device');
       await page.getByRole('button', { name: 'Decommission…' }).click();
       await page.getByRole('dialog').waitFor();
-      await check('confirmation dialog');
+      await web.axe(page, 'confirmation dialog');
       await ctx.close();
     });
 
     it('refuses a state change from the page without the CSRF token (403)', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
       const status = await page.evaluate(async () => {
         const r = await fetch('/v1/devices/meter-000', {
@@ -297,9 +253,9 @@ for (const target of dbTargets) {
     });
 
     it('offers an auditor no revoke, and the API refuses it from the same page', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'auditor');
-      await page.goto(`${server.url}/console/devices/meter-000`);
+      await page.goto(`${web.url}/console/devices/meter-000`);
       await page.getByRole('heading', { level: 1, name: /Device meter-000/ }).waitFor();
       await page.getByRole('heading', { name: 'Inventory' }).waitFor();
       assert.equal(await page.getByRole('button', { name: /Revoke|Decommission|Put on hold/ }).count(), 0);
@@ -317,7 +273,7 @@ for (const target of dbTargets) {
     });
 
     it('sends an idle session back to sign-in, and signs out', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'operator');
       await page.waitForSelector('table.devices tbody tr'); // the page's own reads are done
       clock.advance(16 * 60_000);
@@ -331,8 +287,8 @@ for (const target of dbTargets) {
       const cookies = await ctx.cookies();
       assert.equal(cookies.filter((c) => c.name === 'mqca_session').length, 0, 'the cookie is gone');
       await ctx.close();
-      assert.deepEqual(pageErrors, [], 'no script error or CSP violation on any page');
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation on any page');
+      assert.deepEqual(web.dialogs, []);
     });
   });
 }

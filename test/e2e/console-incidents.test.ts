@@ -1,20 +1,18 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { listenOnLoopback } from '../helpers/http.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
 import { ManualClock } from '../../src/shared/clock.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
@@ -22,22 +20,16 @@ import type { Role } from '../../src/access/api-keys.js';
  * real HTTP handler: an incident opened with targets, a dry run's plan before Run, the timeline
  * followed live, a failed step retried, a two-person approval across two browsers, roles, escaping.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const XSS = '<img src=x onerror=alert(1)>';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 
 for (const target of dbTargets) {
   describe(`console incidents and approvals in chromium on ${target.name}`, { skip: target.skip ?? toolSkip('chromium') }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let api: ReturnType<typeof request>;
-    let server: { url: string; close(): Promise<void> };
+    let web: ConsoleBrowser;
     let hook: { url: string; close(): Promise<void> };
-    let browser: Browser;
     const keys = {} as Record<Role, string>;
     const clock = new ManualClock(new Date());
-    const dialogs: string[] = [];
-    const pageErrors: string[] = [];
     const serials: Record<string, string> = {};
     /** The broker webhook receiver: down (503) or up (every effect applied and confirmed). */
     const broker = { up: true, calls: 0 };
@@ -57,11 +49,9 @@ for (const target of dbTargets) {
     const openIncident = async (title: string, targets: Record<string, unknown>) =>
       (await api.post('/v1/incidents').set(auth('operator')).send({ kind: 'device-compromise', title, targets }).expect(201)).body
         .id as string;
-    const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
 
     before(async () => {
       ensureConsoleBuilt();
-      mkdirSync(ARTIFACTS, { recursive: true });
       hook = await listenOnLoopback((req: IncomingMessage, res: ServerResponse) => {
         let body = '';
         req.on('data', (c: Buffer) => (body += c.toString()));
@@ -87,7 +77,7 @@ for (const target of dbTargets) {
       });
       ({ svc, api } = made);
       Object.assign(keys, made.keys);
-      server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+      web = await startConsoleBrowser(svc, keys, target.name);
       await api
         .post('/v1/devices/import')
         .set(auth('provisioner'))
@@ -99,38 +89,15 @@ for (const target of dbTargets) {
       for (const id of ['meter-1', 'meter-hook'])
         await api.post('/v1/devices').set(auth('provisioner')).send({ id, lot: 'LOT-S' }).expect(201);
       for (const id of ['meter-1', 'bulk-1', 'bulk-2', 'bulk-3']) await enroll(id);
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
     });
     after(async () => {
-      await browser?.close();
-      await server?.close();
+      await web?.close();
       await svc?.dispose();
       await hook?.close();
     });
 
-    /** A fresh browser (own cookies) whose pages fail the test on any alert and record script errors and CSP violations. */
-    const open = async (): Promise<{ ctx: BrowserContext; page: Page }> => {
-      const ctx = await browser.newContext();
-      const page = await ctx.newPage();
-      page.on('dialog', (d) => {
-        dialogs.push(d.message());
-        void d.dismiss();
-      });
-      page.on('pageerror', (e) => pageErrors.push(String(e)));
-      page.on('console', (m) => {
-        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-      });
-      return { ctx, page };
-    };
-    const signIn = async (page: Page, role: Role) => {
-      await page.goto(`${server.url}/`);
-      await page.waitForSelector('#api-key');
-      await page.keyboard.type(keys[role]);
-      await page.keyboard.press('Enter');
-      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-    };
     const gotoIncident = async (page: Page, id: string) => {
-      await page.goto(`${server.url}/console/incidents/${id}`);
+      await page.goto(`${web.url}/console/incidents/${id}`);
       await page.getByRole('heading', { level: 2, name: 'Timeline' }).waitFor();
     };
     const step = (page: Page, seq: number, status?: string) =>
@@ -155,7 +122,7 @@ for (const target of dbTargets) {
     };
 
     it('opens an incident (the API reason beside the field), dry runs, runs only what was dry-run, follows the timeline live, closes', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       // The Idempotency-Key of every state-changing request the page sends (docs/api.md#idempotency-keys).
       const sent: { path: string; key: string | undefined; dryRun: boolean }[] = [];
       page.on('request', (r) => {
@@ -166,7 +133,7 @@ for (const target of dbTargets) {
             dryRun: /"dryRun":true/.test(r.postData() ?? ''),
           });
       });
-      await signIn(page, 'operator');
+      await web.signIn(page, 'operator');
       await page.getByRole('link', { name: 'Incidents' }).click();
       await page.getByRole('heading', { level: 1, name: 'Incidents' }).waitFor();
       await page.getByText('Open incident', { exact: true }).first().click();
@@ -199,12 +166,12 @@ for (const target of dbTargets) {
       assert.ok(await run.isEnabled(), 'the dry-run parameters again');
       assert.equal(await certStatus('meter-1'), 'issued', 'a dry run changes nothing');
       await step(page, 1).waitFor();
-      await shot(page, 'incident-plan');
+      await web.shot(page, 'incident-plan');
 
       await run.click();
       const dialog = page.getByRole('dialog', { name: /Run revoke-certificates in incident meter-1 tampered/ });
       await dialog.getByLabel(/Type the incident id/).fill(id);
-      await shot(page, 'incident-confirm');
+      await web.shot(page, 'incident-confirm');
       // A double click sends the action once.
       await dialog.getByRole('button', { name: 'Run', exact: true }).dblclick();
       await page.getByRole('status').filter({ hasText: 'revoke-certificates (step #2) succeeded: touched 1' }).waitFor();
@@ -238,18 +205,18 @@ for (const target of dbTargets) {
       assert.equal(await page.getByTestId('incident-summary').textContent(), XSS);
       assert.equal(await page.locator('main img').count(), 0, 'no element was made from the summary');
       assert.equal(await page.getByRole('heading', { name: 'Run an action' }).count(), 0, 'a closed incident takes no action');
-      await shot(page, 'incident-closed');
-      await page.goto(`${server.url}/console/incidents?status=closed`);
+      await web.shot(page, 'incident-closed');
+      await page.goto(`${web.url}/console/incidents?status=closed`);
       await page.getByRole('link', { name: id }).waitFor();
-      await shot(page, 'incidents');
-      assert.deepEqual(dialogs, [], 'no dialog fired');
+      await web.shot(page, 'incidents');
+      assert.deepEqual(web.dialogs, [], 'no dialog fired');
       await ctx.close();
     });
 
     it('shows a failed step with its error and retries it as a new step', async () => {
       const id = await openIncident('broker kick', { devices: ['meter-hook'] });
-      const { ctx, page } = await open();
-      await signIn(page, 'operator');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'operator');
       await gotoIncident(page, id);
       broker.up = false;
       await dryRunThenRun(page, id, 'disconnect', 1);
@@ -263,7 +230,7 @@ for (const target of dbTargets) {
         .getByRole('alert')
         .filter({ hasText: /failed steps not retried/ })
         .waitFor();
-      await shot(page, 'incident-failed');
+      await web.shot(page, 'incident-failed');
 
       broker.up = true;
       const calls = broker.calls;
@@ -286,10 +253,10 @@ for (const target of dbTargets) {
 
     it('two browsers: the proposer is offered no approval of its own, a second person approves, the proposer sees the step done', async () => {
       const id = await openIncident('lot B keys leaked', { lots: ['LOT-B'] });
-      const a = await open(); // the operator
-      const b = await open(); // an admin, another person
-      await signIn(a.page, 'operator');
-      await signIn(b.page, 'admin');
+      const a = await web.open(); // the operator
+      const b = await web.open(); // an admin, another person
+      await web.signIn(a.page, 'operator');
+      await web.signIn(b.page, 'admin');
       await gotoIncident(a.page, id);
       await dryRunThenRun(a.page, id, 'revoke-certificates', 3);
       await a.page.getByRole('status').filter({ hasText: 'waits for a second person' }).waitFor();
@@ -301,8 +268,8 @@ for (const target of dbTargets) {
 
       // The proposer's own proposal: shown, with no approve or reject; the API refuses it from the page too.
       const own = await a.ctx.newPage();
-      own.on('pageerror', (e) => pageErrors.push(String(e)));
-      await own.goto(`${server.url}/console/approvals`);
+      own.on('pageerror', (e) => web.pageErrors.push(String(e)));
+      await own.goto(`${web.url}/console/approvals`);
       const mine = own.locator(`li[data-approval="${approvalId}"]`);
       await mine.waitFor();
       assert.match((await mine.textContent()) ?? '', /Your proposal/);
@@ -313,7 +280,7 @@ for (const target of dbTargets) {
         return { status: approve.status, body: (await approve.json()) as { detail: string } };
       }, approvalId);
       assert.equal(refused.status, 403, refused.body.detail);
-      await shot(own, 'approvals-own');
+      await web.shot(own, 'approvals-own');
       await own.close();
 
       // The second person, in the other browser.
@@ -321,7 +288,7 @@ for (const target of dbTargets) {
       const theirs = b.page.locator(`li[data-approval="${approvalId}"]`);
       await theirs.waitFor();
       assert.match((await theirs.textContent()) ?? '', /touching 3/);
-      await shot(b.page, 'approvals');
+      await web.shot(b.page, 'approvals');
       await theirs.getByRole('button', { name: 'Approve…' }).click();
       const dialog = b.page.getByRole('dialog', { name: 'Approve incident.action' });
       await dialog.getByLabel(/Type the proposal id/).fill(approvalId);
@@ -331,7 +298,7 @@ for (const target of dbTargets) {
       // The proposer's page follows: the step is done, without a reload.
       await step(a.page, 2, 'succeeded').waitFor({ timeout: 10_000 });
       for (const d of ['bulk-1', 'bulk-2', 'bulk-3']) assert.equal(await certStatus(d), 'revoked');
-      await shot(a.page, 'incident-approved');
+      await web.shot(a.page, 'incident-approved');
       await a.ctx.close();
       await b.ctx.close();
     });
@@ -339,8 +306,8 @@ for (const target of dbTargets) {
     it('offers an auditor no action, retry, close, open or approval, and the API refuses them from the page', async () => {
       const id = await openIncident('auditor looks', { devices: ['meter-hook'] });
       await api.post(`/v1/incidents/${id}/actions`).set(auth('operator')).send({ action: 'disconnect', dryRun: true }).expect(201);
-      const { ctx, page } = await open();
-      await signIn(page, 'auditor');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'auditor');
       await page.getByRole('link', { name: 'Incidents' }).click();
       await page.getByRole('link', { name: id }).waitFor();
       assert.equal(await page.getByText('Open incident', { exact: true }).count(), 0);
@@ -374,40 +341,28 @@ for (const target of dbTargets) {
 
     it('has no serious or critical accessibility violations on Incidents, an incident with its plan, its confirmation, and Approvals', async () => {
       const id = await openIncident('a11y', { devices: ['meter-hook'] });
-      const ctx = await browser.newContext({ bypassCSP: true });
+      const ctx = await web.browser.newContext({ bypassCSP: true });
       const page = await ctx.newPage();
-      const check = async (what: string) => {
-        await page.addScriptTag({ content: AXE });
-        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-        };
-        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-        assert.deepEqual(
-          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-          [],
-          `${what}: accessibility violations`,
-        );
-      };
-      await signIn(page, 'operator');
-      await page.goto(`${server.url}/console/incidents?status=any`);
+      await web.signIn(page, 'operator');
+      await page.goto(`${web.url}/console/incidents?status=any`);
       await page.getByRole('link', { name: id }).waitFor();
       await page.getByText('Open incident', { exact: true }).first().click();
-      await check('incidents');
+      await web.axe(page, 'incidents');
       await gotoIncident(page, id);
       await page.getByLabel('Action', { exact: true }).selectOption('disconnect');
       await page.getByRole('button', { name: 'Dry run' }).click();
       await page.getByTestId('plan').waitFor();
-      await check('incident');
+      await web.axe(page, 'incident');
       await page.getByRole('button', { name: 'Run…' }).click();
       await page.getByRole('dialog').waitFor();
-      await check('run confirmation');
+      await web.axe(page, 'run confirmation');
       await page.keyboard.press('Escape');
-      await page.goto(`${server.url}/console/approvals?status=any`);
+      await page.goto(`${web.url}/console/approvals?status=any`);
       await page.locator('li[data-approval]').first().waitFor();
-      await check('approvals');
+      await web.axe(page, 'approvals');
       await ctx.close();
-      assert.deepEqual(pageErrors, [], 'no script error or CSP violation on any page');
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation on any page');
+      assert.deepEqual(web.dialogs, []);
     });
   });
 }

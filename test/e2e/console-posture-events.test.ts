@@ -1,17 +1,14 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { listenOnLoopback } from '../helpers/http.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { toolSkip } from '../helpers/tools.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
@@ -20,10 +17,7 @@ import type { Role } from '../../src/access/api-keys.js';
  * admin (and not offered to an operator), events arriving live over the stream, pause and resume,
  * hostile values as text, the audit chain's verification.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const XSS = '<img src=x onerror=alert(1)>';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 /** The page's document, as the functions run in the browser by waitForFunction see it (string predicates would need eval, which the CSP refuses). */
 declare const document: { querySelectorAll(selector: string): ArrayLike<{ getAttribute(name: string): string | null }> };
 const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
@@ -39,23 +33,18 @@ for (const target of dbTargets) {
   describe(`console posture, events and audit in chromium on ${target.name}`, { skip: target.skip ?? toolSkip('chromium') }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let api: ReturnType<typeof request>;
-    let server: { url: string; close(): Promise<void> };
-    let browser: Browser;
+    let web: ConsoleBrowser;
     const keys = {} as Record<Role, string>;
-    const dialogs: string[] = [];
-    const pageErrors: string[] = [];
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
-    const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
     const posture = async () => (await api.get('/v1/posture').set(auth('auditor')).expect(200)).body as Report;
 
     before(async () => {
       ensureConsoleBuilt();
-      mkdirSync(ARTIFACTS, { recursive: true });
       const made = await makeApiService(target);
       ({ svc, api } = made);
       Object.assign(keys, made.keys);
-      server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+      web = await startConsoleBrowser(svc, keys, target.name);
       // Enough audit entries for more than one page of 50.
       for (let i = 1; i <= 40; i++)
         await api
@@ -64,35 +53,12 @@ for (const target of dbTargets) {
           .send({ id: `pe-${i}` })
           .expect(201);
       await svc.securityEvents.record({ kind: 'test.before', severity: 'warning', subject: 'device:pe-1', details: { note: 'older' } });
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
     });
     after(async () => {
-      await browser?.close();
-      await server?.close();
+      await web?.close();
       await svc?.dispose();
     });
 
-    /** A fresh browser (own cookies) whose pages record any alert, script error and CSP violation. */
-    const open = async (opts: { bypassCSP?: boolean } = {}): Promise<{ ctx: BrowserContext; page: Page }> => {
-      const ctx = await browser.newContext(opts);
-      const page = await ctx.newPage();
-      page.on('dialog', (d) => {
-        dialogs.push(d.message());
-        void d.dismiss();
-      });
-      page.on('pageerror', (e) => pageErrors.push(String(e)));
-      page.on('console', (m) => {
-        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-      });
-      return { ctx, page };
-    };
-    const signIn = async (page: Page, role: Role) => {
-      await page.goto(`${server.url}/`);
-      await page.waitForSelector('#api-key');
-      await page.keyboard.type(keys[role]);
-      await page.keyboard.press('Enter');
-      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-    };
     const gotoPosture = async (page: Page) => {
       await page.getByRole('link', { name: 'Posture' }).click();
       await page.getByRole('heading', { level: 1, name: 'Posture' }).waitFor();
@@ -117,8 +83,8 @@ for (const target of dbTargets) {
     };
 
     it('draws current against target per function as the API measures it, with gaps, evidence, and an admin setting the target', async () => {
-      const { ctx, page } = await open();
-      await signIn(page, 'admin');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'admin');
       await gotoPosture(page);
       const report = await posture();
       const before = await shown(page);
@@ -145,7 +111,7 @@ for (const target of dbTargets) {
       assert.ok(!(await item.getByText(o.evidence, { exact: true }).isVisible()), 'evidence is collapsed');
       await item.locator('summary').click();
       await item.getByText(o.evidence, { exact: true }).waitFor();
-      await shot(page, 'posture');
+      await web.shot(page, 'posture');
 
       // A tier out of range: the API's reason beside the field.
       const identify = page.locator('#tp-identify');
@@ -169,8 +135,8 @@ for (const target of dbTargets) {
     });
 
     it('offers an operator no target form, and the API refuses the operator from the page', async () => {
-      const { ctx, page } = await open();
-      await signIn(page, 'operator');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'operator');
       await gotoPosture(page);
       assert.equal(await page.getByRole('heading', { name: 'Target profile', exact: true }).count(), 0);
       assert.equal(await page.getByRole('button', { name: 'Set target' }).count(), 0);
@@ -188,14 +154,14 @@ for (const target of dbTargets) {
         return r.status;
       });
       assert.equal(status, 403);
-      await page.goto(`${server.url}/console/audit`);
+      await page.goto(`${web.url}/console/audit`);
       await page.getByRole('alert').filter({ hasText: 'The operator role does not read this page.' }).waitFor();
       await ctx.close();
     });
 
     it('shows security events live, prepended without a reload and capped at 500; pause holds them back and resume fetches those missed; hostile values are text', async () => {
-      const { ctx, page } = await open();
-      await signIn(page, 'auditor');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'auditor');
       await page.getByRole('link', { name: 'Events' }).click();
       await page.getByRole('heading', { level: 1, name: 'Security events' }).waitFor();
       const rows = page.getByTestId('events').locator('tbody tr');
@@ -219,7 +185,7 @@ for (const target of dbTargets) {
       await page.getByRole('button', { name: 'Resume live updates' }).click();
       await rows.filter({ hasText: 'test.while-paused' }).waitFor({ timeout: 10_000 });
       assert.equal(await rows.filter({ hasText: 'test.live' }).count(), 1, 'each event once');
-      await shot(page, 'events');
+      await web.shot(page, 'events');
 
       // Filters in the URL; one the API refuses is explained beside its field.
       await page.getByLabel('Since', { exact: true }).fill('yesterday');
@@ -254,12 +220,12 @@ for (const target of dbTargets) {
       await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
       assert.match((await closed).failure()?.errorText ?? '', /ABORTED/);
       await ctx.close();
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.dialogs, []);
     });
 
     it('pages the audit log with filters, shows hostile details as text, and the chain verified', async () => {
-      const { ctx, page } = await open();
-      await signIn(page, 'auditor');
+      const { ctx, page } = await web.open();
+      await web.signIn(page, 'auditor');
       await page.getByRole('link', { name: 'Audit' }).click();
       await page.getByRole('heading', { level: 1, name: 'Audit log' }).waitFor();
       const verification = page.getByTestId('audit-verification');
@@ -295,39 +261,27 @@ for (const target of dbTargets) {
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="audit"] tbody tr').length === 1);
       assert.ok(((await rows.first().textContent()) ?? '').includes(XSS));
       assert.equal(await page.getByTestId('audit').locator('img').count(), 0);
-      await shot(page, 'audit');
+      await web.shot(page, 'audit');
       await ctx.close();
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.dialogs, []);
     });
 
     it('has no serious or critical accessibility violations on Posture (with the target form and an outcome open), Events and Audit', async () => {
-      const { ctx, page } = await open({ bypassCSP: true });
-      const check = async (what: string) => {
-        await page.addScriptTag({ content: AXE });
-        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-        };
-        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-        assert.deepEqual(
-          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-          [],
-          `${what}: accessibility violations`,
-        );
-      };
-      await signIn(page, 'admin');
+      const { ctx, page } = await web.open({ bypassCSP: true });
+      await web.signIn(page, 'admin');
       await gotoPosture(page);
       await page.locator('.outcomes summary').first().click();
-      await check('posture');
-      await page.goto(`${server.url}/console/events`);
+      await web.axe(page, 'posture');
+      await page.goto(`${web.url}/console/events`);
       await page.locator('[data-testid="live-state"][data-state="live"]').waitFor();
-      await check('events');
-      await page.goto(`${server.url}/console/audit`);
+      await web.axe(page, 'events');
+      await page.goto(`${web.url}/console/audit`);
       await page.getByTestId('audit-verification').getByText('Chain intact').waitFor();
       await page.getByTestId('audit').waitFor();
-      await check('audit');
+      await web.axe(page, 'audit');
       await ctx.close();
-      assert.deepEqual(pageErrors, [], 'no script error or CSP violation on any page');
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation on any page');
+      assert.deepEqual(web.dialogs, []);
     });
   });
 }

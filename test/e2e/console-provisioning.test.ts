@@ -1,18 +1,15 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { listenOnLoopback } from '../helpers/http.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
@@ -21,10 +18,7 @@ import type { Role } from '../../src/access/api-keys.js';
  * errors by row, nothing imported; a good one previewed, then imported), a token shown once and
  * copied, a lot's enrollment progress following an enrollment, and the roles that may not.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const XSS = '<img src=x onerror=alert(1)>';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 
 /** A CSV cell: quoted when it holds a comma, a quote or a line break. */
 const cell = (v: string) => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
@@ -34,11 +28,8 @@ for (const target of dbTargets) {
   describe(`console provisioning in chromium on ${target.name}`, { skip: target.skip ?? toolSkip('chromium') }, () => {
     let svc: Service & { dispose(): Promise<void> };
     let api: ReturnType<typeof request>;
-    let server: { url: string; close(): Promise<void> };
-    let browser: Browser;
+    let web: ConsoleBrowser;
     const keys = {} as Record<Role, string>;
-    const dialogs: string[] = [];
-    const pageErrors: string[] = [];
     let lotToken = '';
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
@@ -50,51 +41,28 @@ for (const target of dbTargets) {
         .set({ Authorization: `Bearer ${token}` })
         .send({ csr: p256Csr(deviceId).pem })
         .expect(201);
-    const shot = (page: Page, name: string) =>
-      page.screenshot({ path: join(ARTIFACTS, `${target.name}-provisioning-${name}.png`), fullPage: true });
 
     before(async () => {
       ensureConsoleBuilt();
-      mkdirSync(ARTIFACTS, { recursive: true });
       const made = await makeApiService(target);
       ({ svc, api } = made);
       Object.assign(keys, made.keys);
-      server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+      web = await startConsoleBrowser(svc, keys, `${target.name}-provisioning`);
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: 'taken-1', lot: 'LOT-OLD' }).expect(201);
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
     });
     after(async () => {
-      await browser?.close();
-      await server?.close();
+      await web?.close();
       await svc?.dispose();
     });
 
-    const open = async (): Promise<{ ctx: BrowserContext; page: Page }> => {
-      const ctx = await browser.newContext();
-      const page = await ctx.newPage();
-      page.on('dialog', (d) => {
-        dialogs.push(d.message());
-        void d.dismiss();
-      });
-      page.on('pageerror', (e) => pageErrors.push(String(e)));
-      page.on('console', (m) => {
-        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-      });
-      return { ctx, page };
-    };
-    const signIn = async (page: Page, role: Role) => {
-      await page.goto(`${server.url}/`);
-      await page.getByLabel('API key').fill(keys[role]);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-    };
+    const signIn = (page: Page, role: Role) => web.signIn(page, role, { mouse: true });
     const toProvisioning = async (page: Page) => {
       await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Provisioning' }).click();
       await page.getByRole('heading', { level: 1, name: 'Provisioning' }).waitFor();
     };
 
     it('shows a bad CSV its errors by row and imports nothing; previews a good one (hostile values as text), then imports it', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'provisioner');
       await toProvisioning(page);
       const importButton = page.getByRole('button', { name: /^Import \d+ device/ });
@@ -124,7 +92,7 @@ for (const target of dbTargets) {
       assert.equal(await rows.nth(2).locator('td code').textContent(), 'bad id,,');
       assert.equal(await rows.nth(3).locator('td code').textContent(), 'prov-5,toaster,');
       assert.equal(await importButton.count(), 0, 'no Import after a refused preview');
-      await shot(page, 'errors');
+      await web.shot(page, 'errors');
       assert.equal(await deviceCount('LOT-P'), 0, 'the dry run imported nothing');
 
       // Fixed (a hostile model and label stay): the preview shows every row as text, then Import.
@@ -150,7 +118,7 @@ for (const target of dbTargets) {
       assert.equal(await importButton.count(), 0);
       await page.getByLabel('Lot (for rows that name none)').fill('LOT-P');
       await page.getByRole('button', { name: 'Check manifest' }).click();
-      await shot(page, 'preview');
+      await web.shot(page, 'preview');
       await importButton.click();
       await page.getByRole('status').filter({ hasText: 'Imported 3 devices into lot LOT-P' }).waitFor();
       assert.equal(await importButton.count(), 0, 'gone once imported: a second click cannot import twice');
@@ -160,12 +128,12 @@ for (const target of dbTargets) {
       await page.getByRole('link', { name: 'Watch its enrollment' }).click();
       await page.waitForURL(/\/console\/provisioning\?lot=LOT-P$/);
       await page.getByTestId('lot-enrolled').filter({ hasText: '0 of 3 devices enrolled' }).waitFor();
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.dialogs, []);
       await ctx.close();
     });
 
     it('imports a JSON file from the file picker after its preview', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'provisioner');
       await toProvisioning(page);
       const manifest = JSON.stringify({ lot: 'LOT-J', devices: [{ id: 'json-p1' }, { id: 'json-p2', kind: 'broker' }] });
@@ -183,8 +151,8 @@ for (const target of dbTargets) {
     });
 
     it('shows a lot token once, copies it, forgets it on navigation; the progress follows an enrollment and stops polling when left', async () => {
-      const { ctx, page } = await open();
-      await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+      const { ctx, page } = await web.open();
+      await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: web.url });
       await signIn(page, 'provisioner');
       await toProvisioning(page);
       const tokens = page.getByRole('region', { name: 'Create an enrollment token' });
@@ -207,7 +175,7 @@ for (const target of dbTargets) {
       await page.getByRole('button', { name: 'Copy' }).click();
       await page.getByRole('status').filter({ hasText: 'Copied' }).waitFor();
       assert.equal(await page.evaluate('navigator.clipboard.readText()'), lotToken);
-      await shot(page, 'token');
+      await web.shot(page, 'token');
       // Nothing of it in the URL or storage.
       assert.ok(!page.url().includes(lotToken));
       assert.deepEqual(await page.evaluate('[localStorage.length, sessionStorage.length]'), [0, 0]);
@@ -227,7 +195,7 @@ for (const target of dbTargets) {
       await enrolled.filter({ hasText: '1 of 3 devices enrolled (33%)' }).waitFor({ timeout: 15_000 });
       await page.getByTestId('lot-tokens').filter({ hasText: '(2 uses left)' }).waitFor({ timeout: 15_000 });
       assert.match((await page.locator('ul.by-status').textContent()) ?? '', /active\s*1/);
-      await shot(page, 'progress');
+      await web.shot(page, 'progress');
 
       // Leaving the page stops the polling.
       let polled = 0;
@@ -245,9 +213,9 @@ for (const target of dbTargets) {
     });
 
     it("lists a device's tokens on its page (metadata only) and creates one from there", async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'provisioner');
-      await page.goto(`${server.url}/console/devices/prov-3`);
+      await page.goto(`${web.url}/console/devices/prov-3`);
       await page.getByRole('heading', { name: 'Enrollment tokens' }).waitFor();
       assert.match((await page.locator('main').textContent()) ?? '', /No token names this device \(a token of lot LOT-P may enroll it\)/);
       await page.getByRole('link', { name: 'Create a token for this device…' }).click();
@@ -266,7 +234,7 @@ for (const target of dbTargets) {
       assert.match((await page.locator('#tok-deviceId-error').textContent()) ?? '', /nobody-here/);
       assert.equal(await page.getByLabel('Device id').getAttribute('aria-invalid'), 'true');
 
-      await page.goto(`${server.url}/console/devices/prov-3`);
+      await page.goto(`${web.url}/console/devices/prov-3`);
       const table = page.locator('table.tokens');
       await table.waitFor();
       const text = (await table.textContent()) ?? '';
@@ -280,7 +248,7 @@ for (const target of dbTargets) {
     });
 
     it('offers an auditor the progress but no import or token, and the API refuses them from the page', async () => {
-      const { ctx, page } = await open();
+      const { ctx, page } = await web.open();
       await signIn(page, 'auditor');
       await toProvisioning(page);
       await page.getByRole('heading', { name: 'Enrollment progress' }).waitFor();
@@ -290,7 +258,7 @@ for (const target of dbTargets) {
       await page.getByLabel('Lot to watch').fill('LOT-P');
       await page.getByRole('button', { name: 'Watch' }).click();
       await page.getByTestId('lot-enrolled').filter({ hasText: 'of 3 devices enrolled' }).waitFor();
-      await page.goto(`${server.url}/console/devices/prov-1`);
+      await page.goto(`${web.url}/console/devices/prov-1`);
       await page.getByRole('heading', { name: 'Enrollment tokens' }).waitFor();
       assert.equal(await page.getByRole('link', { name: /Create a token/ }).count(), 0);
       const statuses = await page.evaluate(async () => {
@@ -305,45 +273,30 @@ for (const target of dbTargets) {
     });
 
     it('has no serious or critical accessibility violations (axe-core) on the page, its errors, preview and token', async () => {
-      const ctx = await browser.newContext({ bypassCSP: true });
+      const ctx = await web.browser.newContext({ bypassCSP: true });
       const page = await ctx.newPage();
-      const check = async (what: string) => {
-        await page.addScriptTag({ content: AXE });
-        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-        };
-        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-        assert.deepEqual(
-          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-          [],
-          `${what}: accessibility violations`,
-        );
-      };
-      await page.goto(`${server.url}/`);
-      await page.getByLabel('API key').fill(keys.provisioner);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-      await page.goto(`${server.url}/console/provisioning?lot=LOT-P`);
+      await signIn(page, 'provisioner');
+      await page.goto(`${web.url}/console/provisioning?lot=LOT-P`);
       await page.getByTestId('lot-enrolled').waitFor();
-      await check('provisioning with progress');
+      await web.axe(page, 'provisioning with progress');
       await page.getByLabel('Manifest (or paste it here)').fill('id,model\nprov-1,x\nax-2\n');
       await page.getByRole('button', { name: 'Check manifest' }).click();
       await page.locator('table.errors').waitFor();
-      await check('manifest errors');
+      await web.axe(page, 'manifest errors');
       await page.getByLabel('Manifest (or paste it here)').fill('id\nax-1\n');
       await page.getByRole('button', { name: 'Check manifest' }).click();
       await page.locator('table.preview').waitFor();
-      await check('preview');
+      await web.axe(page, 'preview');
       await page.getByRole('region', { name: 'Create an enrollment token' }).getByLabel('Lot', { exact: true }).fill('LOT-AX');
       await page.getByRole('button', { name: 'Create token' }).click();
       await page.getByLabel('Enrollment token', { exact: true }).waitFor();
-      await check('token shown');
-      await page.goto(`${server.url}/console/devices/prov-3`);
+      await web.axe(page, 'token shown');
+      await page.goto(`${web.url}/console/devices/prov-3`);
       await page.locator('table.tokens').waitFor();
-      await check('device tokens');
+      await web.axe(page, 'device tokens');
       await ctx.close();
-      assert.deepEqual(pageErrors, [], 'no script error or CSP violation on any page');
-      assert.deepEqual(dialogs, []);
+      assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation on any page');
+      assert.deepEqual(web.dialogs, []);
     });
   });
 }

@@ -1,20 +1,17 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
+import { writeCaFiles } from '../helpers/http.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
 import { ManualClock } from '../../src/shared/clock.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
@@ -23,9 +20,6 @@ import type { Role } from '../../src/access/api-keys.js';
  * looked up by an uploaded PEM and by serial, the polling that stops when the page is left, the
  * stale alarm (as text) under a manual clock, roles, and axe.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 const POLL_MS = 10_000;
 
 for (const target of dbTargets) {
@@ -35,13 +29,10 @@ for (const target of dbTargets) {
     () => {
       let svc: Service & { dispose(): Promise<void> };
       let api: ReturnType<typeof request>;
-      let server: { url: string; close(): Promise<void> };
-      let browser: Browser;
+      let web: ConsoleBrowser;
       let issuingId: string;
       const keys = {} as Record<Role, string>;
       const clock = new ManualClock(new Date());
-      const dialogs: string[] = [];
-      const pageErrors: string[] = [];
       const certs: Record<string, { serial: string; pem: string }> = {};
       const dir = tempDir();
 
@@ -56,15 +47,13 @@ for (const target of dbTargets) {
           .expect(201);
         certs[deviceId] = { serial: res.body.serial as string, pem: res.body.certificate as string };
       };
-      const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
 
       before(async () => {
         ensureConsoleBuilt();
-        mkdirSync(ARTIFACTS, { recursive: true });
         const made = await makeApiService(target, { clock });
         ({ svc, api, issuingId } = made);
         Object.assign(keys, made.keys);
-        server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+        web = await startConsoleBrowser(svc, keys, target.name);
         await enroll('rv-meter-1');
         await enroll('rv-meter-2');
         await svc.crls.all(); // every CA's CRL, as the broker bundle has them built
@@ -80,7 +69,7 @@ for (const target of dbTargets) {
           '-issuer',
           files.issuing,
           '-url',
-          `${server.url}/pki/ocsp`,
+          `${web.url}/pki/ocsp`,
           '-CAfile',
           files.root,
           '-verify_other',
@@ -90,50 +79,15 @@ for (const target of dbTargets) {
           writeTemp(dir, 'rv-meter-1.pem', certs['rv-meter-1']!.pem),
         ]);
         assert.match(ocsp.stdout, /: revoked/, ocsp.stderr);
-        browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
       });
       after(async () => {
-        await browser?.close();
-        await server?.close();
+        await web?.close();
         await svc?.dispose();
       });
 
-      const open = async (opts: { bypassCSP?: boolean } = {}): Promise<{ ctx: BrowserContext; page: Page }> => {
-        const ctx = await browser.newContext(opts);
-        const page = await ctx.newPage();
-        page.on('dialog', (d) => {
-          dialogs.push(d.message());
-          void d.dismiss();
-        });
-        page.on('pageerror', (e) => pageErrors.push(String(e)));
-        page.on('console', (m) => {
-          if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-        });
-        return { ctx, page };
-      };
-      const signIn = async (page: Page, role: Role) => {
-        await page.goto(`${server.url}/`);
-        await page.waitForSelector('#api-key');
-        await page.keyboard.type(keys[role]);
-        await page.keyboard.press('Enter');
-        await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-      };
-      const axe = async (page: Page, what: string) => {
-        await page.addScriptTag({ content: AXE });
-        const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-          violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-        };
-        const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-        assert.deepEqual(
-          bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-          [],
-          `${what}: accessibility violations`,
-        );
-      };
-
       it('shows a row per CA and partition, OCSP counters and latency; a revoked certificate looked up by an uploaded PEM shows revoked', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'auditor');
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'auditor');
         await page.getByRole('link', { name: 'Revocation' }).click();
         await page.getByRole('heading', { level: 1, name: 'Revocation health' }).waitFor();
         const issuingRow = page.locator(`table.crls tr[data-ca="${issuingId}"][data-shard="0"]`);
@@ -158,7 +112,7 @@ for (const target of dbTargets) {
         assert.equal(await page.getByTestId('lookup-reason').textContent(), 'keyCompromise');
         assert.match((await page.getByTestId('lookup-matches').textContent()) ?? '', /byte for byte/);
         assert.match((await result.textContent()) ?? '', new RegExp(certs['rv-meter-1']!.serial));
-        await shot(page, 'revocation');
+        await web.shot(page, 'revocation');
 
         // Garbage pasted: the API's reason beside the field.
         await page.getByLabel('PEM certificate').fill('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----');
@@ -182,8 +136,8 @@ for (const target of dbTargets) {
       });
 
       it('reads the report again every 10 s while shown and stops when the page is left', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'operator');
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'operator');
         const reads: number[] = [];
         page.on('request', (r) => {
           if (new URL(r.url()).pathname === '/v1/revocation-health') reads.push(Date.now());
@@ -201,10 +155,10 @@ for (const target of dbTargets) {
       });
 
       it('is not offered to a provisioner, and the API refuses it', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'provisioner');
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'provisioner');
         assert.equal(await page.getByRole('link', { name: 'Revocation' }).count(), 0);
-        await page.goto(`${server.url}/console/revocation`);
+        await page.goto(`${web.url}/console/revocation`);
         await page.getByRole('alert').filter({ hasText: 'The provisioner role does not read this page.' }).waitFor();
         const status = await page.evaluate(async () => (await fetch('/v1/revocation-health')).status);
         assert.equal(status, 403);
@@ -214,9 +168,9 @@ for (const target of dbTargets) {
       it('marks a stale CRL with an alarm in words, and has no serious or critical accessibility violations', async () => {
         // Past the default 48 h CRL's refresh point (36 h before its nextUpdate), nothing rebuilt it.
         clock.advance(13 * 3_600_000);
-        const { ctx, page } = await open({ bypassCSP: true });
-        await signIn(page, 'admin');
-        await page.goto(`${server.url}/console/revocation`);
+        const { ctx, page } = await web.open({ bypassCSP: true });
+        await web.signIn(page, 'admin');
+        await page.goto(`${web.url}/console/revocation`);
         const alarm = page.getByTestId('stale-alarm');
         await alarm.filter({ hasText: 'Alarm' }).waitFor();
         assert.match((await alarm.textContent()) ?? '', /stale \(due and not replaced\)/);
@@ -226,11 +180,11 @@ for (const target of dbTargets) {
         await page.getByLabel('PEM certificate').fill(certs['rv-meter-1']!.pem);
         await page.getByRole('button', { name: 'Look up PEM' }).click();
         await page.getByTestId('lookup-result').waitFor();
-        await shot(page, 'revocation-stale');
-        await axe(page, 'revocation');
+        await web.shot(page, 'revocation-stale');
+        await web.axe(page, 'revocation');
         await ctx.close();
-        assert.deepEqual(pageErrors, [], 'no script error or CSP violation');
-        assert.deepEqual(dialogs, []);
+        assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation');
+        assert.deepEqual(web.dialogs, []);
       });
     },
   );

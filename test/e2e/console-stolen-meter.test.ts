@@ -1,19 +1,17 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { listenOnLoopback, writeCaFiles } from '../helpers/http.js';
+import { writeCaFiles } from '../helpers/http.js';
 import { runAsync, tempDir, writeTemp } from '../helpers/openssl.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
+import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
 import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
-import { createHttpHandler, type Service } from '../../src/main.js';
+import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 /**
@@ -24,9 +22,6 @@ import type { Role } from '../../src/access/api-keys.js';
  * answer a broker's openssl gets from /pki/ocsp. A hold and its release refresh the line too.
  * Screenshots, and axe (no serious or critical violation).
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const ARTIFACTS = join(process.env.TEST_ARTIFACTS_DIR ?? '.tmp/artifacts', 'console');
 
 for (const target of dbTargets) {
   describe(
@@ -35,14 +30,11 @@ for (const target of dbTargets) {
     () => {
       let svc: Service & { dispose(): Promise<void> };
       let api: ReturnType<typeof request>;
-      let server: { url: string; close(): Promise<void> };
-      let browser: Browser;
+      let web: ConsoleBrowser;
       let ca: { root: string; issuing: string };
       const keys = {} as Record<Role, string>;
       const dir = tempDir();
       const certs: Record<string, { serial: string; file: string }> = {};
-      const dialogs: string[] = [];
-      const pageErrors: string[] = [];
 
       const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
       const enroll = async (deviceId: string) => {
@@ -54,7 +46,6 @@ for (const target of dbTargets) {
           .expect(201);
         certs[deviceId] = { serial: res.body.serial as string, file: writeTemp(dir, `${deviceId}.pem`, res.body.certificate as string) };
       };
-      const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${target.name}-${name}.png`), fullPage: true });
       /** What a broker's openssl hears from /pki/ocsp about the device's certificate. */
       const brokerHears = async (deviceId: string) => {
         const r = await runAsync('openssl', [
@@ -64,7 +55,7 @@ for (const target of dbTargets) {
           '-cert',
           certs[deviceId]!.file,
           '-url',
-          `${server.url}/pki/ocsp`,
+          `${web.url}/pki/ocsp`,
           '-CAfile',
           ca.root,
           '-verify_other',
@@ -77,12 +68,11 @@ for (const target of dbTargets) {
 
       before(async () => {
         ensureConsoleBuilt();
-        mkdirSync(ARTIFACTS, { recursive: true });
         const made = await makeApiService(target);
         ({ svc, api } = made);
         Object.assign(keys, made.keys);
         ca = await writeCaFiles(svc, made.issuingId, dir);
-        server = await listenOnLoopback(createHttpHandler(svc, { validateResponses: true }));
+        web = await startConsoleBrowser(svc, keys, target.name);
         // A fleet: 60 meters up north, and at the depot two EM-3 meters (one stolen) among EM-5s.
         const north = Array.from({ length: 60 }, (_, i) => ({ id: `meter-n${String(i).padStart(2, '0')}`, model: 'EM-3', site: 'north' }));
         const depot = [
@@ -97,39 +87,17 @@ for (const target of dbTargets) {
           .send({ lot: 'LOT-A', devices: [...north, ...depot] })
           .expect(201);
         for (const id of ['meter-d03', 'meter-d07', 'meter-n00']) await enroll(id);
-        browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
       });
       after(async () => {
-        await browser?.close();
-        await server?.close();
+        await web?.close();
         await svc?.dispose();
       });
 
-      const open = async (opts: { bypassCSP?: boolean } = {}): Promise<{ ctx: BrowserContext; page: Page }> => {
-        const ctx = await browser.newContext(opts);
-        const page = await ctx.newPage();
-        page.on('dialog', (d) => {
-          dialogs.push(d.message());
-          void d.dismiss();
-        });
-        page.on('pageerror', (e) => pageErrors.push(String(e)));
-        page.on('console', (m) => {
-          if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(m.text());
-        });
-        return { ctx, page };
-      };
-      const signIn = async (page: Page, role: Role) => {
-        await page.goto(`${server.url}/`);
-        await page.waitForSelector('#api-key');
-        await page.keyboard.type(keys[role]);
-        await page.keyboard.press('Enter');
-        await page.getByRole('heading', { level: 1, name: 'Fleet' }).waitFor();
-      };
       const ocspSays = (page: Page, text: RegExp) => page.getByTestId('ocsp-status').filter({ hasText: text }).waitFor();
 
       it('finds the stolen meter by the Fleet search, revokes it (keyCompromise) behind the confirmation naming it, and sees OCSP say revoked', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'operator');
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'operator');
         // The search: where it was stolen, its model, still active.
         await page.getByLabel('Site').fill('depot');
         await page.getByLabel('Model').fill('EM-3');
@@ -139,7 +107,7 @@ for (const target of dbTargets) {
         assert.match(page.url(), /model=EM-3/);
         await page.getByText('Devices 1–2').waitFor();
         assert.deepEqual((await page.locator('table.devices tbody th').allTextContents()).sort(), ['meter-d03', 'meter-d07']);
-        await shot(page, 'stolen-meter-search');
+        await web.shot(page, 'stolen-meter-search');
         await page.getByRole('link', { name: 'meter-d07' }).click();
         await page.getByRole('heading', { level: 1, name: /Device meter-d07/ }).waitFor();
         assert.equal(await page.getByTestId('device-status').textContent(), 'active');
@@ -155,7 +123,7 @@ for (const target of dbTargets) {
         assert.ok(await confirm.isDisabled(), 'another device id does not confirm');
         await dialog.getByLabel('Type the device id meter-d07 to confirm').fill('meter-d07');
         await dialog.getByLabel('Reason').selectOption('keyCompromise');
-        await shot(page, 'stolen-meter-confirm');
+        await web.shot(page, 'stolen-meter-confirm');
         await confirm.click();
         await dialog.waitFor({ state: 'hidden' });
 
@@ -167,7 +135,7 @@ for (const target of dbTargets) {
           .waitFor();
         const facts = (await page.locator('dl.facts').textContent()) ?? '';
         assert.match(facts, /revoked at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/);
-        await shot(page, 'stolen-meter-revoked');
+        await web.shot(page, 'stolen-meter-revoked');
         // What the page shows is what the API read from the responder, and what a broker hears.
         const view = (await api.get(`/v1/certificates/${certs['meter-d07']!.serial}/ocsp`).set(auth('auditor')).expect(200)).body as {
           certStatus: string;
@@ -183,16 +151,16 @@ for (const target of dbTargets) {
         await asked;
         await ocspSays(page, /^revoked \(keyCompromise\)$/);
         // The other depot meter is untouched.
-        await page.goto(`${server.url}/console/devices/meter-d03`);
+        await page.goto(`${web.url}/console/devices/meter-d03`);
         await page.getByRole('heading', { level: 1, name: /Device meter-d03/ }).waitFor();
         await ocspSays(page, /^good$/);
         await ctx.close();
       });
 
       it('refreshes what OCSP says after a hold and after its release', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'operator');
-        await page.goto(`${server.url}/console/devices/meter-n00`);
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'operator');
+        await page.goto(`${web.url}/console/devices/meter-n00`);
         await page.getByRole('heading', { level: 1, name: /Device meter-n00/ }).waitFor();
         await ocspSays(page, /^good$/);
         await page.getByRole('button', { name: 'Put on hold…' }).click();
@@ -211,45 +179,33 @@ for (const target of dbTargets) {
       });
 
       it('shows an auditor what OCSP says, with no action to take', async () => {
-        const { ctx, page } = await open();
-        await signIn(page, 'auditor');
-        await page.goto(`${server.url}/console/devices/meter-d07`);
+        const { ctx, page } = await web.open();
+        await web.signIn(page, 'auditor');
+        await page.goto(`${web.url}/console/devices/meter-d07`);
         await page.getByRole('heading', { level: 1, name: /Device meter-d07/ }).waitFor();
         await ocspSays(page, /^revoked \(keyCompromise\)$/);
         assert.equal(await page.getByRole('button', { name: /Revoke|Decommission|Put on hold|Re-admit/ }).count(), 0);
         await ctx.close();
-        assert.deepEqual(pageErrors, [], 'no script error or CSP violation');
-        assert.deepEqual(dialogs, [], 'no browser dialog fired');
+        assert.deepEqual(web.pageErrors, [], 'no script error or CSP violation');
+        assert.deepEqual(web.dialogs, [], 'no browser dialog fired');
       });
 
       it('has no serious or critical accessibility violations (axe-core) on the search, the device with its OCSP line, and the confirmation', async () => {
         // axe is injected as a script, which the console's CSP forbids: this one context bypasses it.
-        const { ctx, page } = await open({ bypassCSP: true });
-        const check = async (what: string) => {
-          await page.addScriptTag({ content: AXE });
-          const result = (await page.evaluate('axe.run(document, { resultTypes: ["violations"] })')) as {
-            violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[];
-          };
-          const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-          assert.deepEqual(
-            bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
-            [],
-            `${what}: accessibility violations`,
-          );
-        };
-        await signIn(page, 'operator');
-        await page.goto(`${server.url}/console/?site=depot&model=EM-3`);
+        const { ctx, page } = await web.open({ bypassCSP: true });
+        await web.signIn(page, 'operator');
+        await page.goto(`${web.url}/console/?site=depot&model=EM-3`);
         await page.waitForSelector('table.devices tbody tr');
-        await check('fleet search');
-        await page.goto(`${server.url}/console/devices/meter-d07`);
+        await web.axe(page, 'fleet search');
+        await page.goto(`${web.url}/console/devices/meter-d07`);
         await ocspSays(page, /^revoked/);
-        await check('revoked device with its OCSP line');
-        await page.goto(`${server.url}/console/devices/meter-d03`);
+        await web.axe(page, 'revoked device with its OCSP line');
+        await page.goto(`${web.url}/console/devices/meter-d03`);
         await ocspSays(page, /^good$/);
-        await check('active device with its OCSP line');
+        await web.axe(page, 'active device with its OCSP line');
         await page.getByRole('button', { name: 'Revoke certificate…' }).click();
         await page.getByRole('dialog').waitFor();
-        await check('revoke confirmation');
+        await web.axe(page, 'revoke confirmation');
         await ctx.close();
       });
     },

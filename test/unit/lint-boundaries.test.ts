@@ -13,12 +13,18 @@ import { ESLint } from 'eslint';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const eslint = new ESLint({ cwd: root });
 
-async function restrictions(path: string, specifier: string): Promise<string[]> {
-  const [result] = await eslint.lintText(`import * as m from '${specifier}';\nexport { m };\n`, { filePath: join(root, path) });
+async function restrictions(path: string, specifier: string, typeOnly = false): Promise<string[]> {
+  const code = typeOnly
+    ? `import type { T } from '${specifier}';\nexport type { T };\n`
+    : `import * as m from '${specifier}';\nexport { m };\n`;
+  const [result] = await eslint.lintText(code, { filePath: join(root, path) });
   assert.ok(result, `no lint result for ${path}`);
   const fatal = result.messages.filter((m) => m.fatal || m.ruleId === null);
   assert.deepEqual(fatal, [], `${path} was not linted`);
-  return result.messages.filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.message);
+  // The console's block uses typescript-eslint's version of the rule (it tells type imports apart).
+  return result.messages
+    .filter((m) => m.ruleId === 'no-restricted-imports' || m.ruleId === '@typescript-eslint/no-restricted-imports')
+    .map((m) => m.message);
 }
 
 /** [file, import specifier, what the message must mention] */
@@ -70,6 +76,11 @@ const REFUSED: Array<[string, string, RegExp]> = [
   ['src/cli/fake.ts', 'express', /Express/],
   ['src/enroll/fake.ts', '../cli/api-client.js', /src\/enroll may import only/],
   ['migrations/fake.ts', '../src/shared/ids.js', /Migrations may not import from src/],
+  // the console: the API only, and of src/ the API's shapes by type alone
+  ['console/src/fake.ts', '../../src/shared/clock.js', /The console uses the API/],
+  ['console/src/pages/fake.tsx', '../../../src/enroll/devices.js', /The console uses the API/],
+  ['console/src/fake.ts', '../../src/shared/api-views.js', /only types from src\/shared\/api-views.ts/],
+  ['console/src/fake.ts', 'node:fs', /runs in the browser/],
 ];
 
 /** One allowed import per folder at least. */
@@ -108,6 +119,13 @@ const ALLOWED: Array<[string, string]> = [
   ['test/unit/fake.test.ts', '../../src/store/db.js'],
   ['bench/fake.ts', '@peculiar/x509'],
   ['migrations/fake.ts', 'knex'],
+  ['console/src/fake.ts', 'preact'],
+];
+
+/** Allowed as `import type` only (the value import is in REFUSED). */
+const ALLOWED_TYPES: Array<[string, string]> = [
+  ['console/src/fake.ts', '../../src/shared/api-views.js'],
+  ['console/src/pages/fake.tsx', '../../../src/shared/api-views.js'],
 ];
 
 describe('import boundaries (eslint.config.js)', () => {
@@ -121,6 +139,11 @@ describe('import boundaries (eslint.config.js)', () => {
   for (const [path, specifier] of ALLOWED) {
     it(`allows ${specifier} in ${path}`, async () => {
       assert.deepEqual(await restrictions(path, specifier), []);
+    });
+  }
+  for (const [path, specifier] of ALLOWED_TYPES) {
+    it(`allows import type from ${specifier} in ${path}`, async () => {
+      assert.deepEqual(await restrictions(path, specifier, true), []);
     });
   }
 });

@@ -8,7 +8,7 @@ import {
   reasonOf,
   type AuditEntry,
   type Certificate,
-  type Device,
+  type DeviceView,
   type EnrollmentToken,
   type Page,
   type Role,
@@ -31,7 +31,7 @@ const fmt = (iso: string | null | undefined) => (iso ? new Date(iso).toISOString
 type Action = 'revoke' | 'hold' | 'release' | 'readmit' | 'decommission';
 
 interface Loaded {
-  device: Device;
+  device: DeviceView;
   certificates: Certificate[];
   tokens: EnrollmentToken[];
   audit: AuditEntry[] | undefined;
@@ -49,7 +49,7 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
     let live = true;
     const enc = encodeURIComponent(id);
     Promise.all([
-      api<Device>('GET', `/v1/devices/${enc}`),
+      api<DeviceView>('GET', `/v1/devices/${enc}`),
       api<Page<Certificate>>('GET', `/v1/certificates?deviceId=${enc}&limit=100`),
       api<Page<EnrollmentToken>>('GET', `/v1/enrollment-tokens?deviceId=${enc}&limit=50`),
       can.readAudit(role)
@@ -391,7 +391,7 @@ function OcspLine({ serial, reload }: { serial: string; reload: number }) {
 }
 
 /** The inventory fields; each refusal is shown next to the field the API's problem names. */
-function Inventory({ device, editable, onSaved }: { device: Device; editable: boolean; onSaved: () => void }) {
+function Inventory({ device, editable, onSaved }: { device: DeviceView; editable: boolean; onSaved: () => void }) {
   const [errors, setErrors] = useState<Partial<Record<Editable | 'form', string>>>({});
   const [busy, setBusy] = useState(false);
   // One Idempotency-Key per edit saved: tried again after an error, the same; a new one once saved.
@@ -468,7 +468,7 @@ function Inventory({ device, editable, onSaved }: { device: Device; editable: bo
 
 function ActionDialog(props: {
   action: Action;
-  device: Device;
+  device: DeviceView;
   serial: string | null;
   onClose: () => void;
   onDone: (msg: string) => void;

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, DEVICE_STATUSES, type Device, type DeviceStatus, type Page } from '../api.js';
+import { api, ApiError, DEVICE_STATUSES, type DeviceView, type DeviceStatus, type Page } from '../api.js';
 import { navigate, onLink } from '../router.js';
 
 /** The list's filters, named as GET /v1/devices names them; they live in the URL so a view can be shared. */
@@ -35,7 +35,7 @@ const fromLocalInput = (v: string) => (v ? new Date(`${v}:00Z`).toISOString() : 
 export function Fleet({ query }: { query: URLSearchParams }) {
   const filters = filterString(query);
   const cursor = query.get('cursor') ?? undefined;
-  const [page, setPage] = useState<Page<Device>>();
+  const [page, setPage] = useState<Page<DeviceView>>();
   const [counts, setCounts] = useState<{ byStatus: Record<DeviceStatus, number>; total: number }>();
   const [error, setError] = useState<ApiError>();
   const [loading, setLoading] = useState(true);
@@ -52,7 +52,7 @@ export function Fleet({ query }: { query: URLSearchParams }) {
     if (cursor) list.set('cursor', cursor);
     const countQuery = new URLSearchParams(filters);
     countQuery.delete('status');
-    Promise.all([api<Page<Device>>('GET', `/v1/devices?${list}`), api<typeof counts>('GET', `/v1/device-counts?${countQuery}`)])
+    Promise.all([api<Page<DeviceView>>('GET', `/v1/devices?${list}`), api<typeof counts>('GET', `/v1/device-counts?${countQuery}`)])
       .then(([p, c]) => {
         if (!live) return;
         setPage(p);

@@ -4,7 +4,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { seg, UsageError } from '../api-client.js';
 import { action, confirm, wholeNumber, type Ctx } from '../run.js';
 import { fields, table, when } from '../table.js';
-import type { ApiCertificate, ApiDevice } from '../types.js';
+import type { ApiCertificate } from '../types.js';
+import type { DeviceView } from '../../shared/api-views.js';
 
 interface ListOpts {
   status?: string;
@@ -20,14 +21,14 @@ interface ListOpts {
 }
 
 export const deviceColumns = [
-  { header: 'ID', value: (d: ApiDevice) => d.id },
-  { header: 'KIND', value: (d: ApiDevice) => d.kind },
-  { header: 'STATUS', value: (d: ApiDevice) => d.status },
-  { header: 'LOT', value: (d: ApiDevice) => d.lot },
-  { header: 'MODEL', value: (d: ApiDevice) => d.model },
-  { header: 'FIRMWARE', value: (d: ApiDevice) => d.firmwareVersion },
-  { header: 'SITE', value: (d: ApiDevice) => d.site },
-  { header: 'CERT EXPIRES', value: (d: ApiDevice) => when(d.currentNotAfter), raw: true },
+  { header: 'ID', value: (d: DeviceView) => d.id },
+  { header: 'KIND', value: (d: DeviceView) => d.kind },
+  { header: 'STATUS', value: (d: DeviceView) => d.status },
+  { header: 'LOT', value: (d: DeviceView) => d.lot },
+  { header: 'MODEL', value: (d: DeviceView) => d.model },
+  { header: 'FIRMWARE', value: (d: DeviceView) => d.firmwareVersion },
+  { header: 'SITE', value: (d: DeviceView) => d.site },
+  { header: 'CERT EXPIRES', value: (d: DeviceView) => when(d.currentNotAfter), raw: true },
 ];
 
 async function list(ctx: Ctx, o: ListOpts): Promise<void> {
@@ -43,13 +44,13 @@ async function list(ctx: Ctx, o: ListOpts): Promise<void> {
     limit: o.limit ?? (o.all ? 500 : undefined),
     cursor: o.cursor,
   };
-  const page = await ctx.api.list<ApiDevice>('/v1/devices', query, { all: o.all });
+  const page = await ctx.api.list<DeviceView>('/v1/devices', query, { all: o.all });
   if (ctx.json) return ctx.printJson(page);
   ctx.out(page.items.length ? table(page.items, deviceColumns) : 'no devices');
   if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor} (or --all)`);
 }
 
-function deviceFields(d: ApiDevice): string {
+function deviceFields(d: DeviceView): string {
   return fields([
     ['id', d.id],
     ['kind', d.kind],
@@ -78,7 +79,7 @@ function deviceFields(d: ApiDevice): string {
 }
 
 async function show(ctx: Ctx, id: string): Promise<void> {
-  const d = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
+  const d = (await ctx.api.get<DeviceView>(`/v1/devices/${seg(id)}`)).body;
   if (ctx.json) return ctx.printJson(d);
   const certs = await ctx.api.list<ApiCertificate>('/v1/certificates', { deviceId: d.id, limit: 20 });
   ctx.out(deviceFields(d));
@@ -99,7 +100,7 @@ async function show(ctx: Ctx, id: string): Promise<void> {
 
 /** A revoked device back to registered, so it can be given a new enrollment token (its earlier tokens are voided). */
 async function readmit(ctx: Ctx, id: string): Promise<void> {
-  const d = (await ctx.api.post<ApiDevice>(`/v1/devices/${seg(id)}/readmit`)).body;
+  const d = (await ctx.api.post<DeviceView>(`/v1/devices/${seg(id)}/readmit`)).body;
   if (ctx.json) return ctx.printJson(d);
   ctx.out(deviceFields(d));
   ctx.note('re-admitted: it may be given a new enrollment token (`tokens create --device`); its revoked certificates stay revoked');
@@ -107,7 +108,7 @@ async function readmit(ctx: Ctx, id: string): Promise<void> {
 
 /** Out of service for good: the device is looked up, named in the question, and its id typed back (or --yes). */
 async function decommission(ctx: Ctx, id: string, o: { yes?: boolean }): Promise<void> {
-  const before = (await ctx.api.get<ApiDevice>(`/v1/devices/${seg(id)}`)).body;
+  const before = (await ctx.api.get<DeviceView>(`/v1/devices/${seg(id)}`)).body;
   if (before.status !== 'decommissioned') {
     const cert = before.currentSerial ? `, current certificate ${before.currentSerial}` : '';
     await confirm(
@@ -116,7 +117,7 @@ async function decommission(ctx: Ctx, id: string, o: { yes?: boolean }): Promise
       o.yes,
     );
   }
-  const d = (await ctx.api.post<ApiDevice>(`/v1/devices/${seg(id)}/decommission`)).body;
+  const d = (await ctx.api.post<DeviceView>(`/v1/devices/${seg(id)}/decommission`)).body;
   if (ctx.json) return ctx.printJson(d);
   ctx.out(deviceFields(d));
   if (before.status === 'decommissioned') ctx.note('(it was decommissioned already: nothing changed)');
