@@ -16,7 +16,7 @@ import { systemClock } from '../src/shared/clock.js';
 import { AuditStore } from '../src/store/audit-store.js';
 import { BackupStore } from '../src/store/backup-store.js';
 import { result, type BenchResult } from './lib.js';
-import { benchService, freshDatabase } from './db.js';
+import { benchService, freshDatabase, SEEDED_KEY_TYPE } from './db.js';
 
 export const description =
   'Backup and restore of a store with 100,000 issued certificates (about 1 KB of DER each, the CA certificate bytes with a ' +
@@ -40,12 +40,13 @@ export async function run(): Promise<BenchResult[]> {
       [N],
     );
     await source.db.raw(
-      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at)
+      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, key_type, not_before, not_after,
+                                 created_at, issued_at)
        select decode(md5('s' || i), 'hex'), ?, 'device', 'issued', 'dev-' || i, 'dev-' || i,
               ?::bytea || decode(md5('t' || i) || md5('u' || i), 'hex'), ?::bytea || decode(md5('d' || i) || md5('e' || i) || md5('f' || i), 'hex'),
-              sha256(('k' || i)::bytea), clock_timestamp() - interval '1 day', clock_timestamp() + interval '365 days', clock_timestamp(), clock_timestamp()
+              sha256(('k' || i)::bytea), ?, clock_timestamp() - interval '1 day', clock_timestamp() + interval '365 days', clock_timestamp(), clock_timestamp()
          from generate_series(1, ?::int) as i`,
-      [issuingId, Buffer.from(caDer).subarray(0, 400), Buffer.from(caDer), N],
+      [issuingId, Buffer.from(caDer).subarray(0, 400), Buffer.from(caDer), SEEDED_KEY_TYPE, N],
     );
     await source.db.raw('analyze');
 

@@ -8,7 +8,7 @@ import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { result, type BenchResult } from './lib.js';
-import { benchService, freshDatabase } from './db.js';
+import { benchService, freshDatabase, SEEDED_KEY_TYPE } from './db.js';
 
 export const description =
   "CRL generation: the publisher reads a CA's revoked, unexpired certificates from the database, encodes the CRL with the " +
@@ -117,13 +117,13 @@ export async function run(): Promise<BenchResult[]> {
     for (const size of [10_000, 100_000, 1_000_000]) {
       // Revoked certificates straight into the table, set-based: the publisher's read is what is measured.
       await db.raw(
-        `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after,
+        `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, key_type, not_before, not_after,
                                    created_at, issued_at, revoked_at, revocation_reason)
-         select decode(md5('crl-bench-' || i), 'hex'), ?, 'device', 'revoked', 'dev-' || i, 'dev-' || i, '\\x00', '\\x00', '\\x00',
+         select decode(md5('crl-bench-' || i), 'hex'), ?, 'device', 'revoked', 'dev-' || i, 'dev-' || i, '\\x00', '\\x00', '\\x00', ?,
                 now() - interval '1 day', now() + interval '365 days', now(), now(), now() - (i || ' seconds')::interval,
                 (array['keyCompromise', 'superseded', 'unspecified'])[1 + i % 3]
            from generate_series(?::int, ?::int) as i`,
-        [caId, seeded + 1, size],
+        [caId, SEEDED_KEY_TYPE, seeded + 1, size],
       );
       seeded = size;
       const {

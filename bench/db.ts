@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import knexFactory from 'knex';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,16 @@ import { createDb, migrateLatest, pgliteDirUnder, type Db } from '../src/store/d
 import { loadConfig } from '../src/config/config.js';
 import { buildService, type Service } from '../src/main.js';
 import { bootstrap } from '../src/bootstrap.js';
+import { keyTypeLabel } from '../src/ca/x509/spki.js';
+
+/**
+ * certificates.key_type (migration 0029) of rows seeded set-based with placeholder DER: what
+ * issuance records for a P-256 key, so a seeded row is what an issued one is, not one from before
+ * the column (the posture report reads those rows' DER).
+ */
+export const SEEDED_KEY_TYPE = keyTypeLabel(
+  generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }),
+);
 
 export interface BenchDatabase {
   db: Db;

@@ -17,6 +17,7 @@ import { AuditLog } from '../src/audit/audit-log.js';
 import { bootstrap } from '../src/bootstrap.js';
 import { deriveKey, parseKek } from '../src/ca/kek.js';
 import { encodeOcspRequest } from '../src/ca/x509/ocsp-request.js';
+import { keyTypeLabel, spkiOfCertificate } from '../src/ca/x509/spki.js';
 import { encodeCertId, nameHash, publicKeyHash } from '../src/ca/x509/ocsp-response.js';
 import { loadConfig } from '../src/config/config.js';
 import { buildService, listen, type Service } from '../src/main.js';
@@ -88,6 +89,8 @@ interface Figures {
  * `registered`. The 1-based index decides everything, so the small store is the first 1,000 devices of the large one.
  */
 export async function seedFleet(db: Db, caId: string, der: Buffer, base: Date, from: number, to: number): Promise<void> {
+  // Recorded as issuance records it (migration 0029): the sample's key, which every seeded certificate shares.
+  const keyType = keyTypeLabel(spkiOfCertificate(der));
   for (let lo = from; lo <= to; lo += SEED_CHUNK) {
     const hi = Math.min(to, lo + SEED_CHUNK - 1);
     // status by (i / LOTS) % 100, lot by i % LOTS: every lot has every status in the same shares.
@@ -109,17 +112,17 @@ export async function seedFleet(db: Db, caId: string, der: Buffer, base: Date, f
       [lo, hi, base],
     );
     await db.raw(
-      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, der, spki_sha256, not_before, not_after,
+      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, der, spki_sha256, key_type, not_before, not_after,
                                  created_at, issued_at, revoked_at, revocation_reason, revocation_seq, expired_at)
        select d.current_serial, ?, 'device', case when d.status = 'revoked' then 'revoked' else 'issued' end, d.id, d.id,
               overlay(?::bytea placing decode(md5('a' || d.id) || md5('b' || d.id), 'hex') from length(?::bytea) - 31),
-              sha256(d.id::bytea), d.current_not_after - interval '365 days', d.current_not_after, d.created_at, d.created_at,
+              sha256(d.id::bytea), ?, d.current_not_after - interval '365 days', d.current_not_after, d.created_at, d.created_at,
               d.revoked_at, case when d.status = 'revoked' then 'keyCompromise' end,
               case when d.status = 'revoked' then nextval('fleet_revocation_seq') end,
               case when d.current_not_after < now() then d.current_not_after end
          from devices d
         where d.id between 'meter-' || lpad(?::text, 7, '0') and 'meter-' || lpad(?::text, 7, '0') and d.current_serial is not null`,
-      [caId, der, der, lo, hi],
+      [caId, der, der, keyType, lo, hi],
     );
   }
   await db.raw(`update revocation_epoch set seq = (select coalesce(max(revocation_seq), 0) from certificates)`);

@@ -7,7 +7,7 @@ import 'reflect-metadata';
 import { performance } from 'node:perf_hooks';
 import { serialFromBytes } from '../src/shared/ids.js';
 import { result, type BenchResult } from './lib.js';
-import { benchService, freshDatabase } from './db.js';
+import { benchService, freshDatabase, SEEDED_KEY_TYPE } from './db.js';
 import { Revocations } from '../src/revoke/revocation.js';
 import { CertificateStore } from '../src/store/certificate-store.js';
 import { systemClock } from '../src/shared/clock.js';
@@ -44,12 +44,12 @@ async function seedRevoked(db: import('knex').Knex, caId: string, lot: string, n
       [lot, lot, n],
     );
     await tx.raw(
-      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at,
-                                 revoked_at, revocation_reason, revocation_seq)
-       select decode(md5(? || i), 'hex'), ?, 'device', 'revoked', ? || '-' || i, ? || '-' || i, '\\x00', '\\x00', '\\x00',
+      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, key_type, not_before, not_after, created_at,
+                                 issued_at, revoked_at, revocation_reason, revocation_seq)
+       select decode(md5(? || i), 'hex'), ?, 'device', 'revoked', ? || '-' || i, ? || '-' || i, '\\x00', '\\x00', '\\x00', ?,
               now() - interval '1 day', now() + interval '365 days', now(), now(), now() - interval '1 hour', 'superseded', ?::bigint + i
          from generate_series(1, ?::int) as i`,
-      [lot, caId, lot, lot, from, n],
+      [lot, caId, lot, lot, SEEDED_KEY_TYPE, from, n],
     );
   });
   await steadyState(db);
@@ -89,11 +89,12 @@ async function seedLot(db: import('knex').Knex, caId: string, lot: string, n: nu
     [lot, lot, n],
   );
   await db.raw(
-    `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at)
-     select decode(md5(? || i), 'hex'), ?, 'device', 'issued', ? || '-' || i, ? || '-' || i, '\\x00', '\\x00', '\\x00',
+    `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, key_type, not_before, not_after, created_at,
+                               issued_at)
+     select decode(md5(? || i), 'hex'), ?, 'device', 'issued', ? || '-' || i, ? || '-' || i, '\\x00', '\\x00', '\\x00', ?,
             now() - interval '1 day', now() + interval '365 days', now(), now()
        from generate_series(1, ?::int) as i`,
-    [lot, caId, lot, lot, n],
+    [lot, caId, lot, lot, SEEDED_KEY_TYPE, n],
   );
   await db.raw(`update devices d set current_serial = c.serial from certificates c where c.device_id = d.id and d.lot = ?`, [lot]);
   await steadyState(db);

@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import { Redis } from 'ioredis';
 import { result, type BenchResult } from './lib.js';
-import { benchService, freshDatabase } from './db.js';
+import { benchService, freshDatabase, SEEDED_KEY_TYPE } from './db.js';
 import { startWorker } from '../test/helpers/processes.js';
 
 export const description =
@@ -71,11 +71,12 @@ export async function run(): Promise<BenchResult[]> {
       [N],
     );
     await db.raw(
-      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, not_before, not_after, created_at, issued_at)
-       select decode(md5('r' || i), 'hex'), ?, 'device', 'issued', 'dev-' || i, 'dev-' || i, '\\x00', '\\x00', '\\x00',
+      `insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, der, spki_sha256, key_type, not_before, not_after, created_at,
+                                 issued_at)
+       select decode(md5('r' || i), 'hex'), ?, 'device', 'issued', 'dev-' || i, 'dev-' || i, '\\x00', '\\x00', '\\x00', ?,
               now() - interval '1 day', now() + interval '364 days', now(), now()
          from generate_series(1, ?::int) as i`,
-      [caId, N],
+      [caId, SEEDED_KEY_TYPE, N],
     );
     await db.raw(
       `update devices d set current_serial = c.serial, current_not_after = c.not_after from certificates c where c.device_id = d.id`,

@@ -60,7 +60,7 @@ import { ReplayStore } from './store/replay-store.js';
 import { SecurityEventStore } from './store/security-event-store.js';
 import { TokenStore } from './store/token-store.js';
 import { createApp } from './http/app.js';
-import { verifyAuditLog } from './respond/audit-verification.js';
+import { AuditChainVerifier } from './respond/audit-verification.js';
 import { createEnrollHandler } from './http/enroll-handler.js';
 import { createPkiHandler } from './http/pki/handler.js';
 import { resolveClientAddress } from './http/request-context.js';
@@ -122,6 +122,8 @@ export interface Service {
   audit: AuditLog;
   /** Signs and checks the checkpoints of the audit chain's head kept outside the database (the anchor file, the log stream, backups). */
   auditCheckpoints: AuditCheckpoints;
+  /** GET /v1/audit/verification: the chain's verification, walking only new entries between whole walks. */
+  auditVerifier: AuditChainVerifier;
   apiKeys: ApiKeyService;
   /** Web console sessions: an API key exchanged for a cookie and a CSRF token. */
   consoleSessions: ConsoleSessions;
@@ -610,6 +612,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       rateLimiter.close();
       await anchor.flush();
     };
+    const auditVerifier = new AuditChainVerifier(
+      { db, audit, checkpoints: auditCheckpoints, anchorFile: config.audit.anchorFile, backups },
+      clock,
+      config.audit.fullVerifyEveryMs,
+    );
     const service: Service = {
       config,
       logger,
@@ -618,6 +625,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       settings,
       audit,
       auditCheckpoints,
+      auditVerifier,
       apiKeys,
       consoleSessions,
       vault,
@@ -699,16 +707,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     apiKeys: svc.apiKeys,
     consoleSessions: svc.consoleSessions,
     audit: svc.audit,
-    verifyAudit: async () => ({
-      ...(await verifyAuditLog({
-        db: svc.db,
-        audit: svc.audit,
-        checkpoints: svc.auditCheckpoints,
-        anchorFile: svc.config.audit.anchorFile,
-        backups: svc.backups,
-      })),
-      at: svc.clock.now(),
-    }),
+    verifyAudit: (opts) => svc.auditVerifier.verify(opts),
     hierarchy: svc.hierarchy,
     certificates: svc.certificates,
     operatorIssuance: svc.operatorIssuance,

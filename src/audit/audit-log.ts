@@ -284,11 +284,25 @@ export class AuditLog {
    * Walks the whole log in seq order, page by page, and reports the first entry that breaks the chain.
    * Every edit, deletion (except of the newest entries: see `head`), insertion and reordering is caught
    * at the first affected seq; the problem label is the most likely explanation of what was done.
+   *
+   * With `after` (an entry an earlier verification found intact), only the entries after it are
+   * walked: the entry at `after.seq` must still be there with that hash and its content must still
+   * hash to it, and the walk chains on from it. What such a check does not see is an edit of an
+   * entry before `after.seq` that leaves `after.seq` itself alone: only a walk of the whole log does.
    */
-  async verify(db: Executor, opts: { pageSize?: number } = {}): Promise<AuditVerifyResult> {
+  async verify(db: Executor, opts: { pageSize?: number; after?: AuditHead } = {}): Promise<AuditVerifyResult> {
     const pageSize = opts.pageSize ?? VERIFY_PAGE_SIZE;
     let expected = 1;
     let last: Buffer = ZERO_HASH;
+    if (opts.after && opts.after.seq > 0) {
+      const k = opts.after.seq;
+      const [r] = await this.store.rangeAfter(db, k - 1, 1);
+      if (!r || r.seq !== k) return bad(k, 'removed', `seq ${k}, intact when the log was last verified, is missing`);
+      if (!r.hash.equals(opts.after.hash) || !this.hashOf(r, k, r.prevHash).equals(r.hash))
+        return bad(k, 'altered', `seq ${k} is not the entry found intact when the log was last verified`);
+      expected = k + 1;
+      last = r.hash;
+    }
     for (;;) {
       const rows = await this.store.rangeAfter(db, expected - 1, pageSize);
       for (const r of rows) {

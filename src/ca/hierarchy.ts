@@ -17,6 +17,7 @@ import { ext, keyIdentifier } from './x509/extensions.js';
 import { encodeName, type NameAttribute } from './x509/names.js';
 import { fromPemAll, toPem } from './x509/pem.js';
 import { nameFields, parseCertificate, type ParsedCertificate } from './x509/inspect.js';
+import { keyTypeLabel } from './x509/spki.js';
 import { createHash } from 'node:crypto';
 
 export interface CaSubject {
@@ -227,6 +228,7 @@ export class CaHierarchy {
         deviceId: null,
         tbsDer: Buffer.from(tbs),
         spkiSha256: createHash('sha256').update(signer.publicKey).digest(),
+        keyType: keyTypeLabel(signer.publicKey),
         notBefore,
         notAfter,
         createdAt: now,

@@ -19,6 +19,7 @@ import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { encodeCertificate, encodeTbsCertificate } from './x509/encode.js';
 import { ext, keyIdentifier } from './x509/extensions.js';
 import { encodeName, type GeneralName } from './x509/names.js';
+import { keyTypeLabel } from './x509/spki.js';
 
 export interface IssueRequest {
   /** A request's certificate is an end entity's; authority profiles have their own method (issueResponder). */
@@ -417,6 +418,7 @@ export class Issuance {
         deviceId: p.req.deviceId ?? null,
         tbsDer: Buffer.from(tbs),
         spkiSha256: createHash('sha256').update(spki).digest(),
+        keyType: keyTypeLabel(spki),
         notBefore,
         notAfter,
         createdAt: now,

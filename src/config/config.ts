@@ -189,6 +189,8 @@ const schema = z.object({
   // The audit chain's head, anchored outside the database
   AUDIT_ANCHOR_FILE: optionalString,
   AUDIT_ANCHOR_BATCH_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+  // GET /v1/audit/verification walks the whole chain at least this often (0: on every request)
+  AUDIT_FULL_VERIFY_MINUTES: z.coerce.number().int().min(0).max(10_080).default(60),
   TRUSTED_PROXIES: optionalString.pipe(
     z
       .string()
@@ -316,6 +318,11 @@ export interface Config {
     anchorFile: string;
     /** Appends within this many ms share one checkpoint (AUDIT_ANCHOR_BATCH_MS): the window in which a deleted tail is not anchored yet. */
     anchorBatchMs: number;
+    /**
+     * GET /v1/audit/verification walks only the entries after the newest one this process found
+     * intact, for this long after its last walk of the whole chain (AUDIT_FULL_VERIFY_MINUTES; 0: always the whole chain).
+     */
+    fullVerifyEveryMs: number;
   };
   /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
   detectionRules: DetectionRule[];
@@ -476,7 +483,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       everyMs: Math.round(e.BACKUP_EVERY_HOURS * 3_600_000),
       keep: e.BACKUP_KEEP,
     },
-    audit: { anchorFile: resolve(e.AUDIT_ANCHOR_FILE ?? join(e.DATA_DIR, 'audit-anchor')), anchorBatchMs: e.AUDIT_ANCHOR_BATCH_MS },
+    audit: {
+      anchorFile: resolve(e.AUDIT_ANCHOR_FILE ?? join(e.DATA_DIR, 'audit-anchor')),
+      anchorBatchMs: e.AUDIT_ANCHOR_BATCH_MS,
+      fullVerifyEveryMs: e.AUDIT_FULL_VERIFY_MINUTES * 60_000,
+    },
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
     rateLimits: {
       'api-source': rate(e.API_RATE_PER_SOURCE),

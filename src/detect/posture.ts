@@ -1,10 +1,10 @@
-import { describeSpki, spkiOfCertificate } from '../ca/x509/spki.js';
+import { keyTypeLabel, spkiOfCertificate } from '../ca/x509/spki.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Clock } from '../shared/clock.js';
 import { badRequest } from '../shared/errors.js';
 import type { Db } from '../store/db.js';
 import type { SettingsStore } from '../store/key-store.js';
-import type { PostureStore } from '../store/posture-store.js';
+import type { PostureStore, UnlabelledCursor } from '../store/posture-store.js';
 import { judgeBackupPlacement, judgeKekPlacement, type StorageLayout } from './storage-layout.js';
 
 export const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
@@ -108,13 +108,6 @@ const UNOBSERVED_DETECT: [category: string, subcategory: string][] = [
 function tierOf(outcomes: Outcome[]): Tier {
   const score = outcomes.reduce((a, o) => a + (o.status === 'met' ? 1 : o.status === 'partial' ? 0.5 : 0), 0) / outcomes.length;
   return score >= 0.9 ? 4 : score >= 0.6 ? 3 : score >= 0.25 ? 2 : 1;
-}
-
-function keyLabel(der: Buffer): string {
-  const k = describeSpki(spkiOfCertificate(der));
-  if (k.kind === 'ec') return `EC ${k.curve === 'other' ? (k.curveOid ?? 'unknown curve') : k.curve}`;
-  if (k.kind === 'rsa') return `RSA ${k.bits}`;
-  return k.kind === 'ed25519' ? 'Ed25519' : 'other';
 }
 
 const CA_KEY_LABELS: Record<string, string> = {
@@ -462,18 +455,28 @@ export class Posture {
     };
   }
 
-  /** Key types of every issued, unexpired certificate, read from their DER a page at a time. */
+  /**
+   * Key types of every issued, unexpired end-entity certificate: counted in the database by the
+   * type recorded when each was issued (certificates.key_type, migration 0029). Rows issued before
+   * that have none: their key type is read from their DER, a page at a time.
+   */
   private async cryptoInventory(now: Date): Promise<Record<string, number>> {
     const counts: Record<string, number> = {};
-    let after: Buffer | null = null;
-    for (;;) {
-      const page = await this.store.validCertificates(this.db, now, after, PAGE);
-      for (const c of page) {
-        const k = keyLabel(c.der);
+    let unlabelled = 0;
+    for (const { keyType, n } of await this.store.certificateKeyTypes(this.db, now)) {
+      if (keyType === null) unlabelled = n;
+      else counts[keyType] = n;
+    }
+    if (unlabelled === 0) return counts;
+    let after: UnlabelledCursor | null = null;
+    do {
+      const page = await this.store.unlabelledCertificates(this.db, now, after, PAGE);
+      for (const c of page.rows) {
+        const k = keyTypeLabel(spkiOfCertificate(c.der));
         counts[k] = (counts[k] ?? 0) + 1;
       }
-      if (page.length < PAGE) return counts;
-      after = page[page.length - 1]!.serial;
-    }
+      after = page.next;
+    } while (after);
+    return counts;
   }
 }

@@ -7,7 +7,6 @@ import type { ConsoleSessions } from '../access/console-sessions.js';
 import { consoleStatic } from './console-static.js';
 import { consoleRoutes } from './routes/console.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { AuditVerification } from '../respond/audit-verification.js';
 import type { CaHierarchy } from '../ca/hierarchy.js';
 import type { CertificateRegistry } from '../ca/certificates.js';
 import type { OperatorIssuance } from '../enroll/operator-issuance.js';
@@ -20,7 +19,7 @@ import { errorHandler, sendProblem } from './problem.js';
 import { assignRequestId, recordWhenFinished, sourceOf } from './request-context.js';
 import type { Telemetry } from '../shared/telemetry.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
-import { auditRoutes } from './routes/audit.js';
+import { auditRoutes, type AuditVerify } from './routes/audit.js';
 import { eventRoutes } from './routes/events.js';
 import { revocationHealthRoutes } from './routes/revocation-health.js';
 import { postureRoutes } from './routes/posture.js';
@@ -76,8 +75,11 @@ export interface AppDeps {
   /** The built web console (dist/console by default), served at / and /console. */
   consoleDir?: string | undefined;
   audit: AuditLog;
-  /** `mqtt-ca audit verify` for GET /v1/audit/verification: the chain, then its head against the checkpoints; `at` when it ran. */
-  verifyAudit: () => Promise<AuditVerification & { at: Date }>;
+  /**
+   * GET /v1/audit/verification: the chain (the entries after the last one found intact, or with
+   * `full` all of them), then its head against the checkpoints; `at` when it ran, `scope` what it walked.
+   */
+  verifyAudit: AuditVerify;
   hierarchy: CaHierarchy;
   certificates: CertificateRegistry;
   operatorIssuance: OperatorIssuance;

@@ -14,6 +14,8 @@ export interface IntentRow {
   deviceId: string | null;
   tbsDer: Buffer;
   spkiSha256: Buffer;
+  /** The subject key's type as the crypto inventory counts it: keyTypeLabel (src/ca/x509/spki.ts) of the SPKI. */
+  keyType: string;
   notBefore: Date;
   notAfter: Date;
   createdAt: Date;
@@ -196,14 +198,14 @@ export class CertificateStore {
       db,
       opts.asyncCommit ? 'certificate-intents-async' : 'certificate-intents',
       `${opts.asyncCommit ? "with async_commit as (select set_config('synchronous_commit', 'off', true) as v)" : ''}
-       insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256,
+       insert into certificates (serial, ca_id, profile, status, subject_cn, device_id, tbs_der, spki_sha256, key_type,
                                  not_before, not_after, created_at, renewed_from, crl_shard)
-       select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256,
+       select serial, ca_id, profile, 'pending', subject_cn, device_id, tbs_der, spki_sha256, key_type,
               not_before, not_after, created_at, renewed_from, crl_shard
          from ${opts.asyncCommit ? 'async_commit, ' : ''}unnest(bytea_split(?::bytea, ?::int[]), ?::text[], ?::text[], ?::text[], ?::text[],
-                     bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[]),
+                     bytea_split(?::bytea, ?::int[]), bytea_split(?::bytea, ?::int[]), ?::text[],
                      ?::timestamptz[], ?::timestamptz[], ?::timestamptz[], bytea_split(?::bytea, ?::int[]), ?::int[])
-           as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, not_before, not_after, created_at, renewed_from, crl_shard)`,
+           as r(serial, ca_id, profile, subject_cn, device_id, tbs_der, spki_sha256, key_type, not_before, not_after, created_at, renewed_from, crl_shard)`,
       [
         ...packedBytea(rows.map((r) => r.serial)),
         rows.map((r) => r.caId),
@@ -212,6 +214,7 @@ export class CertificateStore {
         rows.map((r) => r.deviceId),
         ...packedBytea(rows.map((r) => r.tbsDer)),
         ...packedBytea(rows.map((r) => r.spkiSha256)),
+        rows.map((r) => r.keyType),
         rows.map((r) => r.notBefore),
         rows.map((r) => r.notAfter),
         rows.map((r) => r.createdAt),

@@ -24,6 +24,12 @@ export interface FleetCounts {
 
 const n = (v: unknown) => Number(v ?? 0);
 
+/** Where the next page of unlabelledCertificates starts: after this (notAfter, serial). */
+export interface UnlabelledCursor {
+  notAfter: string;
+  serial: Buffer;
+}
+
 /** The queries behind the posture report: counts over the inventory, certificates, backups, incidents and events. */
 export class PostureStore {
   async fleet(ex: Executor, now: Date): Promise<FleetCounts> {
@@ -67,23 +73,49 @@ export class PostureStore {
   }
 
   /**
-   * DERs of every issued, unexpired end-entity certificate, whoever holds it (devices in a lot or
-   * not, brokers issued through any route, the service's own responders), a page at a time (keyset
-   * on the serial). CA certificates are counted with the CAs.
+   * Every issued, unexpired end-entity certificate, whoever holds it (devices in a lot or not,
+   * brokers issued through any route, the service's own responders), counted by the key type
+   * recorded at issuance; null counts the rows issued before it was recorded (migration 0029).
+   * CA certificates are counted with the CAs.
    */
-  async validCertificates(ex: Executor, now: Date, after: Buffer | null, limit: number): Promise<{ serial: Buffer; der: Buffer }[]> {
-    const q = ex('certificates as c')
+  async certificateKeyTypes(ex: Executor, now: Date): Promise<{ keyType: string | null; n: number }[]> {
+    const rows = (await ex('certificates as c')
       .where('c.status', 'issued')
       .andWhere('c.profile', '<>', 'ca')
       .andWhere('c.not_after', '>', now)
-      .select('c.serial', 'c.der')
-      .orderBy('c.serial')
+      .select('c.key_type')
+      .count({ n: '*' })
+      .groupBy('c.key_type')) as { key_type: string | null; n: unknown }[];
+    return rows.map((r) => ({ keyType: r.key_type, n: n(r.n) }));
+  }
+
+  /**
+   * DERs of the issued, unexpired end-entity certificates with no key type recorded (issued
+   * before migration 0029), a page at a time in notAfter order, by that migration's partial index.
+   * Pass the previous page's `next` to read on (null for the first page).
+   */
+  async unlabelledCertificates(
+    ex: Executor,
+    now: Date,
+    after: UnlabelledCursor | null,
+    limit: number,
+  ): Promise<{ rows: { der: Buffer }[]; next: UnlabelledCursor | null }> {
+    const q = ex('certificates as c')
+      .whereNull('c.key_type')
+      .andWhere('c.status', 'issued')
+      .andWhere('c.not_after', '>', now)
+      .andWhere('c.profile', '<>', 'ca')
+      // notAfter as the database's own text: a Date would drop its microseconds, and the keyset with them.
+      .select('c.serial', 'c.der', ex.raw('c.not_after::text as not_after_key'))
+      .orderBy([{ column: 'c.not_after' }, { column: 'c.serial' }])
       .limit(limit);
-    if (after) q.andWhere('c.serial', '>', after);
-    return ((await q) as { serial: Uint8Array; der: Uint8Array }[]).map((r) => ({
-      serial: Buffer.from(r.serial),
-      der: Buffer.from(r.der),
-    }));
+    if (after) q.andWhereRaw('(c.not_after, c.serial) > (?::timestamptz, ?)', [after.notAfter, after.serial]);
+    const rows = (await q) as { serial: Uint8Array; der: Uint8Array; not_after_key: string }[];
+    const last = rows[rows.length - 1];
+    return {
+      rows: rows.map((r) => ({ der: Buffer.from(r.der) })),
+      next: rows.length < limit || !last ? null : { notAfter: last.not_after_key, serial: Buffer.from(last.serial) },
+    };
   }
 
   async lastBackupAt(ex: Executor): Promise<Date | null> {

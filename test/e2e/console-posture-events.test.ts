@@ -237,6 +237,15 @@ for (const target of dbTargets) {
       assert.equal(v.ok, true, JSON.stringify(v));
       assert.equal(await verification.getAttribute('data-ok'), 'true');
       assert.match((await verification.textContent()) ?? '', /\d+ entries checked/);
+      // Once the service has walked the chain, a page arriving shows its incremental verification, and says so;
+      // Verify again walks the whole chain.
+      await page.reload();
+      const scope = verification.getByTestId('verify-scope');
+      await verification.locator('[data-testid="verify-scope"][data-mode="incremental"]').waitFor();
+      assert.match((await scope.textContent()) ?? '', /Entries after seq \d+ were walked now; the whole chain was last walked/);
+      await verification.getByRole('button', { name: 'Verify again' }).click();
+      await verification.locator('[data-testid="verify-scope"][data-mode="full"]').waitFor();
+      assert.match((await scope.textContent()) ?? '', /The whole chain was walked/);
 
       const rows = page.getByTestId('audit').locator('tbody tr');
       await rows.first().waitFor();

@@ -10,6 +10,8 @@ import { makeApiService } from '../helpers/service.js';
 import { p256Csr } from '../helpers/csr.js';
 import { KEY_ARGS, opensslCsr, run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { keyTypeLabel, spkiOfCertificate } from '../../src/ca/x509/spki.js';
+import { PostureStore, type UnlabelledCursor } from '../../src/store/posture-store.js';
 import { deviceOf } from '../../src/detect/storage-layout.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { serialToBytes, type Serial } from '../../src/shared/ids.js';
@@ -344,6 +346,147 @@ for (const target of dbTargets) {
       const backup = outcomeOf((await api.get('/v1/posture').set(auth).expect(200)).body, 'Backup systems');
       assert.equal(backup.status, 'met');
       assert.match(backup.evidence, /another filesystem than the store/);
+    });
+  });
+}
+
+for (const target of dbTargets) {
+  describe(`GET /v1/posture's crypto inventory, by the key type issuance records, on ${target.name}`, { skip: target.skip }, () => {
+    let svc: Service & { dispose(): Promise<void> };
+    let api: Agent;
+    let keys: Record<Role, string>;
+    const clock = new ManualClock(new Date());
+    const as = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
+    const certs: Record<string, Serial> = {};
+    const keyTypeOf = async (serial: Serial) =>
+      (
+        (await svc
+          .db('certificates')
+          .select('key_type')
+          .where({ serial: serialToBytes(serial) })
+          .first()) as { key_type: string | null }
+      ).key_type;
+    const inventory = async (): Promise<Record<string, number>> =>
+      (await api.get('/v1/posture').set(as('auditor')).expect(200)).body.figures.crypto.certificatesByKey;
+    /** The inventory as it was taken before migration 0029: every issued, unexpired end-entity certificate's DER read. */
+    const fromEveryDer = async () => {
+      const rows = (await svc
+        .db('certificates')
+        .select('der')
+        .where('status', 'issued')
+        .andWhereNot('profile', 'ca')
+        .andWhere('not_after', '>', clock.now())) as { der: Uint8Array }[];
+      const out: Record<string, number> = {};
+      for (const r of rows) {
+        const k = keyTypeLabel(spkiOfCertificate(r.der));
+        out[k] = (out[k] ?? 0) + 1;
+      }
+      return out;
+    };
+    let before0: Record<string, number>;
+
+    before(async () => {
+      ({ svc, api, keys } = await makeApiService(target, { clock }));
+      // Before any certificate of this test: the service's own (its OCSP responders').
+      before0 = await inventory();
+      const issue = async (name: string, keyArgs: readonly string[]) => {
+        await api.post('/v1/devices').set(as('admin')).send({ id: name, kind: 'client' }).expect(201);
+        const { csrPem } = opensslCsr([...keyArgs], `/CN=${name}`);
+        const r = await api.post('/v1/certificates').set(as('admin')).send({ profile: 'device', deviceId: name, csr: csrPem }).expect(201);
+        certs[name] = r.body.serial as Serial;
+      };
+      await issue('inv-p256', KEY_ARGS.p256);
+      await issue('inv-ed25519', KEY_ARGS.ed25519);
+      await issue('inv-rsa', KEY_ARGS.rsa2048);
+      await issue('inv-p256-revoked', KEY_ARGS.p256);
+      await issue('inv-p384-expired', KEY_ARGS.p384);
+      await issue('inv-ed25519-old-expired', KEY_ARGS.ed25519);
+      await api
+        .post(`/v1/certificates/${certs['inv-p256-revoked']}/revoke`)
+        .set(as('operator'))
+        .send({ reason: 'keyCompromise' })
+        .expect(200);
+      const now = clock.now().getTime();
+      for (const name of ['inv-p384-expired', 'inv-ed25519-old-expired'])
+        await svc
+          .db('certificates')
+          .where({ serial: serialToBytes(certs[name]!) })
+          .update({ not_before: new Date(now - 400 * DAY), not_after: new Date(now - DAY) });
+    });
+    after(async () => {
+      await svc?.dispose();
+    });
+
+    it("records each certificate's key type as issued, as the inventory names it, CA certificates included", async () => {
+      assert.equal(await keyTypeOf(certs['inv-p256']!), 'EC P-256');
+      assert.equal(await keyTypeOf(certs['inv-ed25519']!), 'Ed25519');
+      assert.equal(await keyTypeOf(certs['inv-rsa']!), 'RSA 2048');
+      assert.equal(await keyTypeOf(certs['inv-p384-expired']!), 'EC P-384');
+      const rows = (await svc.db('certificates').select('der', 'key_type', 'profile').where('status', 'issued')) as {
+        der: Uint8Array;
+        key_type: string | null;
+        profile: string;
+      }[];
+      assert.ok(
+        rows.some((r) => r.profile === 'ca'),
+        "the issuing CA's certificate is a row of the table",
+      );
+      for (const r of rows) assert.equal(r.key_type, keyTypeLabel(spkiOfCertificate(r.der)), `${r.profile}: the label of its DER`);
+    });
+
+    it('counts issued, unexpired certificates by key type, not the revoked or expired', async () => {
+      const got = await inventory();
+      const want = { ...before0 };
+      for (const k of ['EC P-256', 'Ed25519', 'RSA 2048']) want[k] = (want[k] ?? 0) + 1;
+      assert.deepEqual(got, want);
+      assert.deepEqual(got, await fromEveryDer());
+    });
+
+    it('reads the DER of rows with no key type recorded (issued before migration 0029), and still leaves out the revoked and expired', async () => {
+      const old = ['inv-rsa', 'inv-p256-revoked', 'inv-ed25519-old-expired'].map((n) => serialToBytes(certs[n]!));
+      await svc.db('certificates').whereIn('serial', old).update({ key_type: null });
+      const got = await inventory();
+      const want = { ...before0 };
+      for (const k of ['EC P-256', 'Ed25519', 'RSA 2048']) want[k] = (want[k] ?? 0) + 1;
+      assert.deepEqual(got, want);
+      assert.deepEqual(got, await fromEveryDer());
+      // Every row old: the whole inventory comes from the DER, the same.
+      await svc.db('certificates').update({ key_type: null });
+      assert.deepEqual(await inventory(), want);
+    });
+
+    it("pages through rows with no key type once each, whatever their notAfter's microseconds", async () => {
+      // Five old rows whose notAfter falls in the same millisecond (a Date cannot tell them apart).
+      const names = ['inv-p256', 'inv-ed25519', 'inv-rsa', 'inv-p256-b', 'inv-rsa-b'];
+      for (const name of ['inv-p256-b', 'inv-rsa-b']) {
+        await api.post('/v1/devices').set(as('admin')).send({ id: name, kind: 'client' }).expect(201);
+        const { csrPem } = opensslCsr([...(name === 'inv-rsa-b' ? KEY_ARGS.rsa2048 : KEY_ARGS.p256)], `/CN=${name}`);
+        const r = await api.post('/v1/certificates').set(as('admin')).send({ profile: 'device', deviceId: name, csr: csrPem }).expect(201);
+        certs[name] = r.body.serial as Serial;
+      }
+      const at = new Date(clock.now().getTime() + 100 * DAY).toISOString();
+      for (const [i, name] of [...names].reverse().entries())
+        await svc.db.raw(
+          `update certificates set key_type = null, not_after = ?::timestamptz + ? * interval '1 microsecond' where serial = ?`,
+          [at, i * 100, serialToBytes(certs[name]!)],
+        );
+      const store = new PostureStore();
+      const seen: string[] = [];
+      let after: UnlabelledCursor | null = null;
+      let pages = 0;
+      do {
+        const page = await store.unlabelledCertificates(svc.db, clock.now(), after, 2);
+        for (const r of page.rows) seen.push(keyTypeLabel(spkiOfCertificate(r.der)));
+        after = page.next;
+        pages++;
+      } while (after && pages < 100);
+      const valid = await fromEveryDer();
+      assert.equal(
+        seen.length,
+        Object.values(valid).reduce((a, b) => a + b, 0),
+        'each unexpired, issued row once',
+      );
+      assert.deepEqual(await inventory(), valid);
     });
   });
 }

@@ -50,6 +50,7 @@ function intent(caId: string, deviceId: string): IntentRow {
     deviceId,
     tbsDer: randomBytes(400),
     spkiSha256: randomBytes(32),
+    keyType: 'EC P-256',
     notBefore: now,
     notAfter: new Date(now.getTime() + 86_400_000),
     createdAt: now,

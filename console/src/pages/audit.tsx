@@ -15,6 +15,10 @@ export interface AuditVerification {
     checked: number;
     head: { seq: number; hash: string } | null;
     firstBad: { seq: number; problem: string; message: string } | null;
+    /** incremental: only the entries after `from` were walked now; the whole chain at `fullVerifiedAt`. */
+    mode: 'full' | 'incremental';
+    from: number;
+    fullVerifiedAt: string;
   };
   anchor: {
     ok: boolean;
@@ -167,7 +171,11 @@ export function Audit({ query }: { query: URLSearchParams }) {
   );
 }
 
-/** The chain's verification (GET /v1/audit/verification): run on arrival and on request. */
+/**
+ * The chain's verification (GET /v1/audit/verification): on arrival the service's latest (the
+ * entries since its last verification walked, the whole chain at least hourly), rendered beside the
+ * entries, which do not wait for it; **Verify again** walks the whole chain.
+ */
 function Verification() {
   const [v, setV] = useState<AuditVerification>();
   const [error, setError] = useState<string>();
@@ -177,7 +185,7 @@ function Verification() {
   useEffect(() => {
     let on = true;
     setBusy(true);
-    api<AuditVerification>('GET', '/v1/audit/verification')
+    api<AuditVerification>('GET', runs > 0 ? '/v1/audit/verification?full=true' : '/v1/audit/verification')
       .then((r) => {
         if (!on) return;
         setV(r);
@@ -209,6 +217,12 @@ function Verification() {
                 {v.chain.checked} entries before it are intact.
               </p>
             )}
+            <p data-testid="verify-scope" data-mode={v.chain.mode}>
+              {v.chain.mode === 'full'
+                ? 'The whole chain was walked.'
+                : `Entries after seq ${v.chain.from} were walked now; the whole chain was last walked ${fmtTime(v.chain.fullVerifiedAt)}. ` +
+                  'An edit of an earlier entry shows at the next whole walk (Verify again).'}
+            </p>
             {v.anchor &&
               (v.anchor.ok ? (
                 <p>

@@ -75,6 +75,18 @@ export function describeSpki(spki: Bytes): SpkiDescription {
 }
 
 /**
+ * The subject key's type as the crypto inventory names it ("EC P-256", "EC P-384", "EC <curve
+ * OID hex>", "RSA 2048", "Ed25519", "other"): recorded with each certificate when it is issued
+ * (certificates.key_type, migration 0029) and read from the DER of rows issued before.
+ */
+export function keyTypeLabel(spki: Bytes): string {
+  const k = describeSpki(spki);
+  if (k.kind === 'ec') return `EC ${k.curve === 'other' ? (k.curveOid ?? 'unknown curve') : k.curve}`;
+  if (k.kind === 'rsa') return `RSA ${k.bits}`;
+  return k.kind === 'ed25519' ? 'Ed25519' : 'other';
+}
+
+/**
  * How the verify worker builds the key of a SubjectPublicKeyInfo. OpenSSL 3's DER decoder costs
  * ~125 µs per key; an uncompressed P-256/P-384 point goes in raw instead (~55 µs), which checks
  * that the point is on the curve just the same.

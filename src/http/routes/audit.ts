@@ -1,11 +1,14 @@
 import { Router } from 'express';
 import type { AuditLog } from '../../audit/audit-log.js';
-import type { AuditVerification } from '../../respond/audit-verification.js';
+import type { AuditVerification, ChainScope } from '../../respond/audit-verification.js';
 import { SingleFlight } from '../../shared/single-flight.js';
 import { allow } from '../auth.js';
 
+/** GET /v1/audit/verification's work: the chain (with `full`, all of it), then its head against the checkpoints. */
+export type AuditVerify = (opts: { full?: boolean }) => Promise<AuditVerification & { at: Date; scope: ChainScope }>;
+
 /** The API's view of `mqtt-ca audit verify`'s result (GET /v1/audit/verification). */
-function verificationView(v: AuditVerification & { at: Date }) {
+function verificationView(v: AuditVerification & { at: Date; scope: ChainScope }) {
   const c = v.chain;
   return {
     verifiedAt: v.at.toISOString(),
@@ -15,6 +18,9 @@ function verificationView(v: AuditVerification & { at: Date }) {
       checked: c.entries,
       head: c.ok ? c.head : null,
       firstBad: c.ok ? null : c.firstBad,
+      mode: v.scope.mode,
+      from: v.scope.from,
+      fullVerifiedAt: v.scope.fullAt.toISOString(),
     },
     anchor: v.anchor
       ? {
@@ -28,10 +34,10 @@ function verificationView(v: AuditVerification & { at: Date }) {
   };
 }
 
-export function auditRoutes(audit: AuditLog, verify: () => Promise<AuditVerification & { at: Date }>): Router {
+export function auditRoutes(audit: AuditLog, verify: AuditVerify): Router {
   const r = Router();
-  // The whole chain is read (in pages) on each verification: callers that ask while one runs share it.
-  const verifying = new SingleFlight<'chain', ReturnType<typeof verificationView>>();
+  // Callers that ask while a verification of the same kind runs share it (a whole walk reads the whole log).
+  const verifying = new SingleFlight<'full' | 'latest', ReturnType<typeof verificationView>>();
   r.get('/v1/audit', allow('auditor'), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
     res.json(
@@ -47,9 +53,10 @@ export function auditRoutes(audit: AuditLog, verify: () => Promise<AuditVerifica
       }),
     );
   });
-  r.get('/v1/audit/verification', allow('auditor'), async (_req, res) => {
+  r.get('/v1/audit/verification', allow('auditor'), async (req, res) => {
     res.set('Cache-Control', 'no-store');
-    res.json(await verifying.run('chain', async () => verificationView(await verify())));
+    const full = String(req.query.full) === 'true';
+    res.json(await verifying.run(full ? 'full' : 'latest', async () => verificationView(await verify({ full }))));
   });
   return r;
 }
