@@ -591,6 +591,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       brokerConnectors: brokers.list().map((c) => c.name),
       renewalNoticeSinks: sinks,
       backupEveryMs: config.backups.everyMs,
+      fleetCountsMaxAgeMs: config.postureFleetCountsMaxAgeMs,
     });
     const revocationHealth = new RevocationHealthReport({
       clock,

@@ -191,6 +191,8 @@ const schema = z.object({
   AUDIT_ANCHOR_BATCH_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   // GET /v1/audit/verification walks the whole chain at least this often (0: on every request)
   AUDIT_FULL_VERIFY_MINUTES: z.coerce.number().int().min(0).max(10_080).default(60),
+  // GET /v1/posture reuses its fleet-wide counts (scans of every device and certificate) for this long (0: counted for every report)
+  POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(3_600).default(30),
   TRUSTED_PROXIES: optionalString.pipe(
     z
       .string()
@@ -324,6 +326,8 @@ export interface Config {
      */
     fullVerifyEveryMs: number;
   };
+  /** GET /v1/posture reuses its fleet-wide counts this long (POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS; 0: counted for every report; `?fresh=true` counts anew). */
+  postureFleetCountsMaxAgeMs: number;
   /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
   detectionRules: DetectionRule[];
   /** Requests per second and burst per scope (API_RATE_PER_SOURCE, API_RATE_PER_KEY, ENROLL_RATE_PER_SOURCE); undefined: no limit. Shared through Redis when REDIS_URL is set. */
@@ -488,6 +492,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       anchorBatchMs: e.AUDIT_ANCHOR_BATCH_MS,
       fullVerifyEveryMs: e.AUDIT_FULL_VERIFY_MINUTES * 60_000,
     },
+    postureFleetCountsMaxAgeMs: e.POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS * 1000,
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
     rateLimits: {
       'api-source': rate(e.API_RATE_PER_SOURCE),

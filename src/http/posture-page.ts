@@ -33,7 +33,7 @@ export function posturePage(r: PostureReport): string {
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem}table{border-collapse:collapse;margin:0 0 1.5rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#f3f3f3}</style>
 </head><body>
 <h1>MQTT cybersecurity posture</h1>
-<p>Generated ${esc(r.generatedAt)}. Measured against the MQTT and NIST Cybersecurity Framework subcategories this service can observe; the Detect subcategories it cannot see are listed as unmet, not observed.</p>
+<p>Generated ${esc(r.generatedAt)}; fleet figures counted ${esc(r.fleetCountedAt)}. Measured against the MQTT and NIST Cybersecurity Framework subcategories this service can observe; the Detect subcategories it cannot see are listed as unmet, not observed.</p>
 <h2>Profile</h2>
 <table><thead><tr><th>Function</th><th>Current tier</th><th>Target tier</th><th>Gap</th><th>Outcomes</th></tr></thead><tbody>
 ${profile}

@@ -367,7 +367,7 @@ for (const target of dbTargets) {
           .first()) as { key_type: string | null }
       ).key_type;
     const inventory = async (): Promise<Record<string, number>> =>
-      (await api.get('/v1/posture').set(as('auditor')).expect(200)).body.figures.crypto.certificatesByKey;
+      (await api.get('/v1/posture?fresh=true').set(as('auditor')).expect(200)).body.figures.crypto.certificatesByKey;
     /** The inventory as it was taken before migration 0029: every issued, unexpired end-entity certificate's DER read. */
     const fromEveryDer = async () => {
       const rows = (await svc
@@ -487,6 +487,55 @@ for (const target of dbTargets) {
         'each unexpired, issued row once',
       );
       assert.deepEqual(await inventory(), valid);
+    });
+
+    it('reuses the fleet-wide counts for POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS (30), says when it counted them, and counts anew when asked or once they are older', async () => {
+      const get = async (q = '') => (await api.get(`/v1/posture${q}`).set(as('auditor')).expect(200)).body;
+      const counted = await get('?fresh=true');
+      assert.equal(counted.fleetCountedAt, counted.generatedAt, 'counted for this report');
+      const issue = async (name: string) => {
+        await api.post('/v1/devices').set(as('admin')).send({ id: name, kind: 'client' }).expect(201);
+        const { csrPem } = opensslCsr([...KEY_ARGS.p384], `/CN=${name}`);
+        await api.post('/v1/certificates').set(as('admin')).send({ profile: 'device', deviceId: name, csr: csrPem }).expect(201);
+      };
+      await issue('inv-p384-later');
+      await svc.incidents.open(
+        { kind: 'lost-device', title: 'meter inv-p384-later lost', targets: { devices: ['inv-p384-later'] } },
+        { actor: 'test' },
+      );
+      clock.advance(29_000);
+      const reused = await get();
+      assert.equal(reused.fleetCountedAt, counted.fleetCountedAt, 'the same count, 29 s later');
+      assert.notEqual(reused.generatedAt, counted.generatedAt);
+      assert.deepEqual(reused.figures.crypto.certificatesByKey, counted.figures.crypto.certificatesByKey);
+      assert.deepEqual(reused.figures.devices, counted.figures.devices);
+      assert.equal(reused.figures.openIncidents.total, counted.figures.openIncidents.total + 1, 'incidents are read for every report');
+      clock.advance(1_000);
+      const recounted = await get();
+      assert.equal(recounted.fleetCountedAt, recounted.generatedAt, 'counted anew at 30 s');
+      const p384 = (r: { figures: { crypto: { certificatesByKey: Record<string, number> } } }) =>
+        r.figures.crypto.certificatesByKey['EC P-384'] ?? 0;
+      assert.equal(p384(recounted), p384(counted) + 1);
+      await issue('inv-p384-fresh');
+      assert.equal(p384(await get()), p384(recounted), 'reused');
+      const fresh = await get('?fresh=true');
+      assert.equal(p384(fresh), p384(recounted) + 1, '?fresh=true counts anew');
+      assert.equal(fresh.fleetCountedAt, fresh.generatedAt);
+      // Reports asked at once share one count.
+      clock.advance(60_000);
+      const store = svc.posture['store'];
+      const fleet = store.fleet.bind(store);
+      let counts = 0;
+      store.fleet = (...a) => {
+        counts++;
+        return fleet(...a);
+      };
+      try {
+        await Promise.all([get(), get(), get()]);
+      } finally {
+        store.fleet = fleet;
+      }
+      assert.equal(counts, 1);
     });
   });
 }

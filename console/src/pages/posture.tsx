@@ -19,6 +19,7 @@ interface Outcome {
 
 export interface PostureReport {
   generatedAt: string;
+  fleetCountedAt: string;
   current: Record<CsfFunction, { tier: number; name: string; met: number; partial: number; unmet: number }>;
   target: Record<CsfFunction, number>;
   outcomes: Outcome[];
@@ -35,11 +36,12 @@ export const canPosture = {
 export function Posture({ role }: { role: Role }) {
   const [report, setReport] = useState<PostureReport>();
   const [error, setError] = useState<string>();
-  const [reloads, setReloads] = useState(0);
+  // `fresh`: the fleet-wide figures counted anew rather than reused (the API keeps them POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS).
+  const [reload, setReload] = useState({ n: 0, fresh: false });
 
   useEffect(() => {
     let live = true;
-    api<PostureReport>('GET', '/v1/posture')
+    api<PostureReport>('GET', reload.fresh ? '/v1/posture?fresh=true' : '/v1/posture')
       .then((r) => {
         if (!live) return;
         setReport(r);
@@ -49,7 +51,7 @@ export function Posture({ role }: { role: Role }) {
     return () => {
       live = false;
     };
-  }, [reloads]);
+  }, [reload]);
 
   return (
     <section aria-labelledby="posture-title">
@@ -65,10 +67,18 @@ export function Posture({ role }: { role: Role }) {
             Measured {fmtTime(report.generatedAt)} against the MQTT and NIST Cybersecurity Framework: a function&apos;s tier is the share of
             its outcomes met (a partial counts half): 90 % Adaptive (4), 60 % Repeatable (3), 25 % Risk-Informed (2), else Partial (1).
           </p>
+          <p class="help" data-testid="fleet-counted" data-counted-anew={String(report.fleetCountedAt === report.generatedAt)}>
+            Fleet figures (devices, renewal, key types) counted {fmtTime(report.fleetCountedAt)}.{' '}
+            <button type="button" onClick={() => setReload((r) => ({ n: r.n + 1, fresh: true }))}>
+              Count the fleet again
+            </button>
+          </p>
           <h2 id="profile-title">Current and target profile</h2>
           <TierChart report={report} />
           <TierTable report={report} />
-          {canPosture.setTarget(role) && <TargetForm target={report.target} onSaved={() => setReloads((n) => n + 1)} />}
+          {canPosture.setTarget(role) && (
+            <TargetForm target={report.target} onSaved={() => setReload((r) => ({ n: r.n + 1, fresh: false }))} />
+          )}
           <Gaps gaps={report.gaps} />
           <Outcomes outcomes={report.outcomes} />
         </>

@@ -8,7 +8,7 @@ import { posturePage } from '../posture-page.js';
 export function postureRoutes(posture: Posture): Router {
   const r = Router();
   r.get('/v1/posture', allow('operator', 'auditor'), async (req, res) => {
-    const report = await posture.report();
+    const report = await posture.report({ fresh: String(req.query.fresh) === 'true' });
     if (req.accepts(['application/json', 'text/html']) === 'text/html') res.type('text/html; charset=utf-8').send(posturePage(report));
     else res.json(report);
   });
