@@ -62,7 +62,7 @@ export const description =
   `process, wrk unpinned beside it, ${CONNECTIONS} connections, 1 s of warm-up, then the fastest of ${ROUNDS} ${SECONDS}-second windows; on the small store, in a fresh process, each load runs once uncounted first): GET /v1/devices?lot=&status=${LIST_STATUS}&limit=${LIST_PAGE} (full pages on both stores: a small-store lot has only 43 active devices), ` +
   `first pages and pages 90% deep by cursor; GET /v1/devices/{id} on ${GET_IDS.toLocaleString('en-US')} random devices; POST /pki/ocsp ` +
   `for up to ${OCSP_SERIALS.toLocaleString('en-US')} random certificates with the in-memory cache held to one entry (every answer ` +
-  `read from PostgreSQL, after a first poll that signed and stored them); GET /v1/posture once; POST /v1/enroll as bench/enrollment.ts ` +
+  `read from PostgreSQL, after a first poll that signed and stored them); GET /v1/posture?fresh=true once (the fleet counted, not a count reused); POST /v1/enroll as bench/enrollment.ts ` +
   `(${ENROLL_CONNECTIONS} connections, a lot token, a distinct CSR per device, one ${ENROLL_SECONDS}-second round after 2 s of warm-up); rate limits off. Then a backup ` +
   `(Backups.create) and its restore into a fresh database, and pg_database_size. Baselines: the same figure on the ` +
   `${SMALL.toLocaleString('en-US')}-device store.`;
@@ -271,7 +271,9 @@ export async function run(): Promise<BenchResult[]> {
 
       // ---- the posture report ------------------------------------------------------------------------
       const t1 = performance.now();
-      const posture = (await fetchJson(port, '/v1/posture', key)) as { figures: { crypto: { certificatesByKey: Record<string, number> } } };
+      const posture = (await fetchJson(port, '/v1/posture?fresh=true', key)) as {
+        figures: { crypto: { certificatesByKey: Record<string, number> } };
+      };
       const postureS = (performance.now() - t1) / 1000;
       const postureCerts = Object.values(posture.figures.crypto.certificatesByKey).reduce((a, b) => a + b, 0);
       const valid = Number(
