@@ -169,6 +169,28 @@ describe('Mosquitto 2.0.11 log file (recorded, with debug lines)', () => {
   });
 });
 
+describe("Mosquitto 2.0's other disconnect lines (from do_disconnect in its src/loop.c, not produced here)", () => {
+  it('each gives its reason; errno and unknown errors keep the broker text', () => {
+    const p = new MosquittoLogParser({ broker: 'b' });
+    const lines = [
+      'Client m disconnected due to oversize packet.',
+      'Client m disconnected due to oversize payload.',
+      'Client m disconnected due to out of memory.',
+      'Client m disconnected due to QoS too high or retain not supported.',
+      'Client m disconnected: Connection reset by peer.',
+      'Bad socket read/write on client m: Unknown error.',
+    ];
+    assert.deepEqual(lines.flatMap((l) => p.line(`1700000000: ${l}`)).map(brief), [
+      'disconnect m oversize',
+      'disconnect m oversize',
+      'disconnect m out-of-memory',
+      'disconnect m not-supported',
+      'disconnect m socket-error (Connection reset by peer)',
+      'disconnect m other (Unknown error.)',
+    ]);
+  });
+});
+
 describe('hostile log input', () => {
   const connect = (id: string, port = 40000, user = 'u') =>
     `1700000000: New client connected from 10.1.2.3:${port} as ${id} (p5, c1, k60, u'${user}').`;
