@@ -19,6 +19,8 @@ export interface MosquittoLogParserOptions {
 export type DropReason =
   'not-text' | 'too-long' | 'invalid-utf8' | 'control-characters' | 'no-timestamp' | 'malformed' | 'ambiguous' | 'unrecognised';
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 const PROTOCOLS: Record<string, MqttProtocol> = { '1': 'mqtt3.1', '2': 'mqtt3.1.1', '5': 'mqtt5' };
 
 const EPOCH_PREFIX = /^(\d{1,12}): /;
@@ -117,11 +119,16 @@ export class MosquittoLogParser {
     const level = typeof topic === 'string' && topic.startsWith('$SYS/broker/log/') ? topic.slice(16) : undefined;
     if (level === undefined) return this.drop('unrecognised');
     if (!LEVELS.has(level)) return this.drop('unrecognised');
-    if (!(payload instanceof Uint8Array)) return this.drop('not-text');
-    if (payload.length > MAX_LOG_LINE * 3) return this.drop('too-long');
+    return this.bytes(payload, level);
+  }
+
+  /** One line's raw bytes (a $SYS payload, or a line of a log file without its newline). */
+  bytes(raw: Uint8Array, level?: string): BusEvent[] {
+    if (!(raw instanceof Uint8Array)) return this.drop('not-text');
+    if (raw.length > MAX_LOG_LINE * 3) return this.drop('too-long');
     let text: string;
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+      text = UTF8.decode(raw);
     } catch {
       return this.drop('invalid-utf8');
     }
@@ -340,4 +347,62 @@ function address(host: string, port: string): SourceAddress | undefined {
   const p = Number(port);
   if (!host || p > 65_535) return undefined;
   return { host, port: p };
+}
+
+/**
+ * Splits a log file's bytes, as they arrive in chunks, into lines (without "\n" or "\r\n").
+ * Memory stays bounded: a line longer than `max` bytes is dropped whole (counted), up to its newline.
+ */
+export class LogLineSplitter {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private overlong = false;
+  /** Lines dropped for their length. */
+  tooLong = 0;
+
+  constructor(private readonly max = MAX_LOG_LINE * 3) {}
+
+  push(chunk: Uint8Array): Buffer[] {
+    const lines: Buffer[] = [];
+    const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let start = 0;
+    for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
+      const piece = buf.subarray(start, nl);
+      start = nl + 1;
+      if (this.overlong || this.size + piece.length > this.max) {
+        this.tooLong++;
+        this.reset();
+        continue;
+      }
+      const line = this.parts.length ? Buffer.concat([...this.parts, piece]) : Buffer.from(piece);
+      this.reset();
+      lines.push(line.at(-1) === 13 ? line.subarray(0, -1) : line);
+    }
+    const rest = buf.subarray(start);
+    if (!this.overlong && rest.length) {
+      if (this.size + rest.length > this.max) {
+        this.overlong = true;
+        this.parts = [];
+        this.size = 0;
+      } else {
+        this.parts.push(Buffer.from(rest));
+        this.size += rest.length;
+      }
+    }
+    return lines;
+  }
+
+  /** At the end of the input: the last line if it had no newline (it may be cut short). */
+  end(): Buffer | undefined {
+    const last = this.overlong ? undefined : this.parts.length ? Buffer.concat(this.parts) : undefined;
+    if (this.overlong) this.tooLong++;
+    this.reset();
+    return last;
+  }
+
+  private reset(): void {
+    this.parts = [];
+    this.size = 0;
+    this.overlong = false;
+  }
 }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { BusEvent } from '../../src/broker/bus-events.js';
-import { MAX_LOG_LINE, MosquittoLogParser } from '../../src/broker/mosquitto-log.js';
+import { LogLineSplitter, MAX_LOG_LINE, MosquittoLogParser } from '../../src/broker/mosquitto-log.js';
 
 const FIXTURES = join(import.meta.dirname, '../fixtures/mosquitto-2.0.11');
 const records = (file: string) =>
@@ -166,6 +166,50 @@ describe('Mosquitto 2.0.11 log file (recorded, with debug lines)', () => {
     const [zoned] = p.line('2026-12-07T18:37:34+0100: New client connected from 10.0.0.1:5 as a (p5, c1, k60).');
     assert.deepEqual(zoned!.at, new Date('2026-12-07T17:37:34Z'));
     assert.equal(zoned!.kind === 'connect' && zoned!.username, undefined);
+  });
+});
+
+describe('a log file read in chunks', () => {
+  const file = readFileSync(join(FIXTURES, 'mosquitto-log-file.txt'));
+  const whole = () => {
+    const p = new MosquittoLogParser({ broker: 'b', now: () => new Date(0) });
+    return records('mosquitto-log-file.txt')
+      .flatMap((l) => p.line(l))
+      .map(brief);
+  };
+
+  it('gives the same events wherever the chunks are cut, with CRLF too', () => {
+    const expected = whole();
+    assert.equal(expected.length, 15);
+    for (const crlf of [false, true]) {
+      const bytes = crlf ? Buffer.from(file.toString('utf8').replace(/\n/g, '\r\n')) : file;
+      for (let cut = 1; cut < bytes.length; cut += 7) {
+        const p = new MosquittoLogParser({ broker: 'b', now: () => new Date(0) });
+        const split = new LogLineSplitter();
+        const lines = [...split.push(bytes.subarray(0, cut)), ...split.push(bytes.subarray(cut))];
+        const last = split.end();
+        if (last) lines.push(last);
+        const got = lines
+          .filter((l) => l.length && l[0] !== 0x23)
+          .flatMap((l) => p.bytes(l))
+          .map(brief);
+        assert.deepEqual(got, expected, `cut at ${cut}${crlf ? ' (CRLF)' : ''}`);
+      }
+    }
+  });
+
+  it('drops an endless line whole (it never holds more than its bound) and goes on after its newline', () => {
+    const split = new LogLineSplitter(1_000);
+    for (let i = 0; i < 100; i++) assert.deepEqual(split.push(Buffer.alloc(500, 0x78)), []);
+    const [after] = split.push(Buffer.from('\n1700000000: Client m disconnected.\n'));
+    assert.equal(split.tooLong, 1);
+    assert.deepEqual(new MosquittoLogParser({ broker: 'b' }).bytes(after!).map(brief), ['disconnect m client']);
+    // A last line cut short (no newline) is handed over, and is no event of another kind.
+    split.push(Buffer.from('1700000000: New client connected from 10.0.0.1:5 as m (p5, c1'));
+    const p = new MosquittoLogParser({ broker: 'b' });
+    assert.deepEqual(p.bytes(split.end()!), []);
+    assert.deepEqual(p.dropped(), { malformed: 1 });
+    assert.equal(split.end(), undefined);
   });
 });
 
