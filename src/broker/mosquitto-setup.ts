@@ -61,6 +61,13 @@ export interface MosquittoConfOptions {
   bindAddress?: string;
 }
 
+/**
+ * The log types mqtt-ca needs (log_type lines add up; naming any replaces Mosquitto's default of
+ * error, warning, notice, information): information for the dynsec lines that confirm kicks,
+ * notice and error for connections and TLS failures, subscribe and unsubscribe for the bus watch.
+ */
+export const MOSQUITTO_LOG_TYPES = ['error', 'warning', 'notice', 'information', 'subscribe', 'unsubscribe'] as const;
+
 export const DEFAULT_DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
 
 /** A mosquitto.conf snippet for a listener where devices and the connector log in with mqtt-ca certificates. */
@@ -79,8 +86,11 @@ export function mosquittoConf(o: MosquittoConfOptions): string {
     '# Roles and ACLs, administered by mqtt-ca over $CONTROL/dynamic-security/v1.',
     `plugin ${o.pluginPath ?? DEFAULT_DYNSEC_PLUGIN}`,
     `plugin_opt_config_file ${o.dynsecFile}`,
-    '# The broker log on $SYS/broker/log/#: mqtt-ca reads it to confirm that the sessions it kicks have ended.',
+    '# The broker log on $SYS/broker/log/#: mqtt-ca reads it to confirm that the sessions it kicks have ended,',
+    '# and the bus watch reads connections, disconnects and their reasons, TLS errors and subscriptions from it.',
     'log_dest topic',
+    ...MOSQUITTO_LOG_TYPES.map((t) => `log_type ${t}`),
+    'connection_messages true',
     '',
   ].join('\n');
 }

@@ -70,6 +70,8 @@ export interface MosquittoTlsOptions {
   port?: number;
   /** false: no `log_dest topic` (the connector cannot confirm kicks). */
   logToTopic?: boolean;
+  /** false: only the log types broker-setup's mosquitto.conf names (default: `log_type all` on top). */
+  logTypeAll?: boolean;
 }
 
 /**
@@ -115,7 +117,14 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
   if (opts.logToTopic === false) writeFileSync(files.confFile, readFileSync(files.confFile, 'utf8').replace(/^log_dest topic$/m, ''));
   appendFileSync(
     files.confFile,
-    ['user root', 'persistence false', 'log_dest stderr', 'log_type all', ...(opts.conf ?? []), ''].join('\n'),
+    [
+      'user root',
+      'persistence false',
+      'log_dest stderr',
+      ...(opts.logTypeAll === false ? [] : ['log_type all']),
+      ...(opts.conf ?? []),
+      '',
+    ].join('\n'),
   );
 
   let child: Child | undefined;

@@ -406,6 +406,12 @@ describe('mqtt-ca broker-setup', { skip: toolSkip('mosquitto') }, () => {
       `crlfile ${join(out, 'crl.pem')}`,
       'plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so',
       'log_dest topic',
+      'log_type notice',
+      'log_type error',
+      'log_type information',
+      'log_type subscribe',
+      'log_type unsubscribe',
+      'connection_messages true',
     ]) {
       assert.ok(conf.split('\n').includes(line), `${line} in\n${conf}`);
     }

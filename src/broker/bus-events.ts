@@ -1,0 +1,148 @@
+// What the bus watch sees of a broker: typed events, whichever broker and channel they come from
+// (Mosquitto's log today; the brokers' webhooks later), and what each source can observe at all.
+
+/** A client's network address as the broker saw it (the port is absent where the broker logs the host only). */
+export interface SourceAddress {
+  host: string;
+  port?: number;
+}
+
+interface BusEventBase {
+  /** The broker's id in this service (the connector's name, e.g. "mosquitto"). */
+  broker: string;
+  /** When the broker says it happened (its log's timestamp), or when it arrived where the broker gives none. */
+  at: Date;
+}
+
+export type MqttProtocol = 'mqtt3.1' | 'mqtt3.1.1' | 'mqtt5';
+
+/** A client's session began (CONNACK accepted). */
+export interface ConnectEvent extends BusEventBase {
+  kind: 'connect';
+  clientId: string;
+  /** The MQTT username; with `use_identity_as_username`, the client certificate's CN. */
+  username?: string;
+  source: SourceAddress;
+  protocol: MqttProtocol;
+  /** clean session (3.x) / clean start (5). */
+  cleanStart: boolean;
+  keepAliveSeconds: number;
+}
+
+export type DisconnectReason =
+  /** The client sent DISCONNECT. */
+  | 'client'
+  /** No packet within 1.5 x keep-alive ("has exceeded timeout"). */
+  | 'keepalive-timeout'
+  /** The socket closed without a DISCONNECT (a killed process, a reset, a dropped link). */
+  | 'connection-lost'
+  /** A socket error the broker reports by its errno text (detail). */
+  | 'socket-error'
+  | 'protocol-error'
+  | 'malformed-packet'
+  | 'not-authorised'
+  /** Another connection took over the client id. */
+  | 'taken-over'
+  /** Ended by the broker's administration (a dynsec kick). */
+  | 'administrative'
+  | 'oversize'
+  | 'out-of-memory'
+  /** QoS too high or retain not supported. */
+  | 'not-supported'
+  | 'other';
+
+/**
+ * A connection ended. `clientId` is absent for a connection that never got as far as a CONNECT
+ * the broker accepted (garbage on the socket, refused credentials).
+ */
+export interface DisconnectEvent extends BusEventBase {
+  kind: 'disconnect';
+  clientId?: string;
+  reason: DisconnectReason;
+  /** The broker's own words where they say more than the reason (errno text, its message for `other`). */
+  detail?: string;
+  /** Known when the broker names it or the connection is otherwise unambiguous. */
+  source?: SourceAddress;
+}
+
+/**
+ * Why a TLS handshake failed, as far as the broker says. Mosquitto 2.0.11 logs the same
+ * "certificate verify failed" for a revoked, an expired and a foreign-CA certificate: `verify-failed`
+ * says only that the client's certificate did not verify.
+ */
+export type TlsFailure = 'verify-failed' | 'no-certificate' | 'closed-during-handshake' | 'other';
+
+export interface TlsFailureEvent extends BusEventBase {
+  kind: 'tls-failure';
+  failure: TlsFailure;
+  /** The TLS library's error text as the broker logged it. */
+  detail: string;
+  /** Absent when the broker's log does not tie the failure to one connection. */
+  source?: SourceAddress;
+}
+
+export interface SubscribeEvent extends BusEventBase {
+  kind: 'subscribe';
+  clientId: string;
+  topic: string;
+  /** The granted QoS. */
+  qos: number;
+}
+
+export interface UnsubscribeEvent extends BusEventBase {
+  kind: 'unsubscribe';
+  clientId: string;
+  topic: string;
+}
+
+/** The broker's ACL refused a client's publish or subscribe. */
+export interface AclDeniedEvent extends BusEventBase {
+  kind: 'acl-denied';
+  action: 'publish' | 'subscribe';
+  clientId: string;
+  topic: string;
+  qos: number;
+}
+
+/** A client published (where the broker reports publishes at all). */
+export interface PublishEvent extends BusEventBase {
+  kind: 'publish';
+  clientId: string;
+  topic: string;
+  qos: number;
+  retain: boolean;
+  bytes: number;
+}
+
+export type BusEvent = ConnectEvent | DisconnectEvent | TlsFailureEvent | SubscribeEvent | UnsubscribeEvent | AclDeniedEvent | PublishEvent;
+
+export type BusEventKind = BusEvent['kind'];
+
+export const BUS_EVENT_KINDS: readonly BusEventKind[] = [
+  'connect',
+  'disconnect',
+  'tls-failure',
+  'subscribe',
+  'unsubscribe',
+  'acl-denied',
+  'publish',
+];
+
+/** Whether a source can observe a kind of event, and if not, why: the watch reports it, never guesses. */
+export type Observability = { observed: true; note?: string } | { observed: false; why: string };
+
+/** Input a source could not turn into events, counted per reason (never thrown). */
+export type DropCounts = Record<string, number>;
+
+/** Where a broker's events come from: one interface for every broker and channel. */
+export interface BusEventSource {
+  /** The broker's id, as in the events. */
+  readonly broker: string;
+  /** Per event kind: whether this source can observe it, and why not. */
+  readonly observes: Readonly<Record<BusEventKind, Observability>>;
+  /** Begins delivering events to onEvent (in the broker's order); resolves once the source listens. */
+  start(onEvent: (e: BusEvent) => void): Promise<void>;
+  stop(): Promise<void>;
+  /** Input dropped so far, per reason. */
+  dropped(): DropCounts;
+}
