@@ -7,7 +7,7 @@ import 'reflect-metadata';
 import { performance } from 'node:perf_hooks';
 import { serialFromBytes } from '../src/shared/ids.js';
 import { result, type BenchResult } from './lib.js';
-import { benchService, freshDatabase, SEEDED_KEY_TYPE } from './db.js';
+import { benchService, freshDatabase, SEEDED_KEY_TYPE, steadyState } from './db.js';
 import { Revocations } from '../src/revoke/revocation.js';
 import { CertificateStore } from '../src/store/certificate-store.js';
 import { systemClock } from '../src/shared/clock.js';
@@ -53,16 +53,6 @@ async function seedRevoked(db: import('knex').Knex, caId: string, lot: string, n
     );
   });
   await steadyState(db);
-}
-
-/**
- * The steady state of a fleet this size, not the aftermath of a bulk insert: without it,
- * autovacuum of the new rows (and the devices' statistics left stale) ran during what is
- * measured next.
- */
-async function steadyState(db: import('knex').Knex): Promise<void> {
-  await db.raw('vacuum (analyze) certificates, devices');
-  await db.raw('checkpoint');
 }
 
 async function singleLatencies(svc: import('../src/main.js').Service, serials: ReturnType<typeof serialFromBytes>[]): Promise<number[]> {
