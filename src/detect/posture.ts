@@ -6,6 +6,7 @@ import type { Db } from '../store/db.js';
 import type { SettingsStore } from '../store/key-store.js';
 import type { FleetCounts, PostureStore, UnlabelledCursor } from '../store/posture-store.js';
 import { judgeBackupPlacement, judgeKekPlacement, type StorageLayout } from './storage-layout.js';
+import { FreshRead } from '../shared/single-flight.js';
 
 export const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
 export type CsfFunction = (typeof FUNCTIONS)[number];
@@ -151,6 +152,7 @@ export class Posture {
 
   /** The last fleet counts (or those under way), shared by the reports within their age. */
   private counts: { at: number; figures: Promise<FleetFigures> } | undefined;
+  private readonly counting = new FreshRead(() => this.countFleet());
 
   async target(): Promise<TargetProfile> {
     return { ...DEFAULT_TARGET, ...((await this.settings.get<Partial<TargetProfile>>(this.db, TARGET_KEY)) ?? {}) };
@@ -477,14 +479,8 @@ export class Posture {
   private fleetFigures(now: Date, fresh: boolean): Promise<FleetFigures> {
     const c = this.counts;
     if (c && !fresh && now.getTime() - c.at < this.src.fleetCountsMaxAgeMs) return c.figures;
-    const figures = (async (): Promise<FleetFigures> => {
-      const [fleet, renewal, certificatesByKey] = await Promise.all([
-        this.store.fleet(this.db, now),
-        this.src.pastRenewalPoint(now),
-        this.cryptoInventory(now),
-      ]);
-      return { countedAt: now, fleet, renewal, certificatesByKey };
-    })();
+    // A count that began after this call (however many ask, at most two counts at a time: `fresh` cannot pile scans up).
+    const figures = this.counting.get();
     const entry = { at: now.getTime(), figures };
     this.counts = entry;
     // A failed count is not kept: the next report counts again.
@@ -492,6 +488,16 @@ export class Posture {
       if (this.counts === entry) this.counts = undefined;
     });
     return figures;
+  }
+
+  private async countFleet(): Promise<FleetFigures> {
+    const now = this.clock.now();
+    const [fleet, renewal, certificatesByKey] = await Promise.all([
+      this.store.fleet(this.db, now),
+      this.src.pastRenewalPoint(now),
+      this.cryptoInventory(now),
+    ]);
+    return { countedAt: now, fleet, renewal, certificatesByKey };
   }
 
   /**

@@ -526,16 +526,32 @@ for (const target of dbTargets) {
       const store = svc.posture['store'];
       const fleet = store.fleet.bind(store);
       let counts = 0;
-      store.fleet = (...a) => {
+      let inFlight = 0;
+      let most = 0;
+      store.fleet = async (...a) => {
         counts++;
-        return fleet(...a);
+        most = Math.max(most, ++inFlight);
+        try {
+          return await fleet(...a);
+        } finally {
+          inFlight--;
+        }
       };
       try {
         await Promise.all([get(), get(), get()]);
+        assert.equal(counts, 1);
+        // Fresh counts asked at once: one runs at a time (those who ask meanwhile share the next), however many ask.
+        counts = 0;
+        await Promise.all(Array.from({ length: 6 }, () => get('?fresh=true')));
+        assert.ok(counts >= 1, 'counted');
+        assert.equal(most, 1, 'one count at a time');
       } finally {
         store.fleet = fleet;
       }
-      assert.equal(counts, 1);
+      // What may ask for a count anew: the roles that read the posture, with a boolean.
+      await api.get('/v1/posture?fresh=true').set(as('provisioner')).expect(403);
+      const bad = await api.get('/v1/posture?fresh=yes%00').set(as('auditor')).expect(400);
+      assert.match(bad.headers['content-type'] ?? '', /application\/problem\+json/);
     });
   });
 }

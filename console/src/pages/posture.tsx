@@ -67,7 +67,11 @@ export function Posture({ role }: { role: Role }) {
             Measured {fmtTime(report.generatedAt)} against the MQTT and NIST Cybersecurity Framework: a function&apos;s tier is the share of
             its outcomes met (a partial counts half): 90 % Adaptive (4), 60 % Repeatable (3), 25 % Risk-Informed (2), else Partial (1).
           </p>
-          <p class="help" data-testid="fleet-counted" data-counted-anew={String(report.fleetCountedAt === report.generatedAt)}>
+          <p
+            class="help"
+            data-testid="fleet-counted"
+            data-counted-anew={String(Date.parse(report.fleetCountedAt) >= Date.parse(report.generatedAt))}
+          >
             Fleet figures (devices, renewal, key types) counted {fmtTime(report.fleetCountedAt)}.{' '}
             <button type="button" onClick={() => setReload((r) => ({ n: r.n + 1, fresh: true }))}>
               Count the fleet again
