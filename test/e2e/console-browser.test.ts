@@ -7,11 +7,11 @@ import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { ensureConsoleBuilt } from '../helpers/console.js';
 import { startConsoleBrowser, type ConsoleBrowser } from '../helpers/console-browser.js';
-import { p256Csr } from '../helpers/csr.js';
 import { toolSkip } from '../helpers/tools.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
+import { enrollWithDeviceToken } from '../helpers/enroll.js';
 
 /**
  * The web console in a real browser: Debian's chromium driven by playwright-core (never a
@@ -31,15 +31,7 @@ for (const target of dbTargets) {
     let heldSerial = '';
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
-    const enroll = async (deviceId: string): Promise<string> => {
-      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      const res = await api
-        .post('/v1/enroll')
-        .set({ Authorization: `Bearer ${tok}` })
-        .send({ csr: p256Csr(deviceId).pem })
-        .expect(201);
-      return res.body.serial as string;
-    };
+    const enroll = (deviceId: string): Promise<string> => enrollWithDeviceToken(api, keys.admin, deviceId);
 
     before(async () => {
       ensureConsoleBuilt();

@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
-import { p256Csr } from '../helpers/csr.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
+import { enrollWithDeviceToken } from '../helpers/enroll.js';
 
 /**
  * Decommissioning a device takes its certificates out of trust: before, the device's record
@@ -21,13 +21,7 @@ for (const target of dbTargets) {
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
     const enroll = async (deviceId: string): Promise<string> => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId, kind: 'client' }).expect(201);
-      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      const res = await api
-        .post('/v1/enroll')
-        .set({ Authorization: `Bearer ${tok}` })
-        .send({ csr: p256Csr(deviceId).pem })
-        .expect(201);
-      return res.body.serial as string;
+      return enrollWithDeviceToken(api, keys.admin, deviceId);
     };
     const ocsp = async (serial: string) =>
       (await api.get(`/v1/certificates/${serial}/ocsp`).set(auth('auditor')).expect(200)).body as {

@@ -9,11 +9,11 @@ import request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { assertProblem, listenOnLoopback } from '../helpers/http.js';
-import { p256Csr } from '../helpers/csr.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { ApiClient, ApiError } from '../../src/cli/api-client.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
+import { enrollWithDeviceToken } from '../helpers/enroll.js';
 
 type Agent = ReturnType<typeof request>;
 const HOUR = 3_600_000;
@@ -36,14 +36,7 @@ for (const target of dbTargets) {
     const audited = async (action: string, targetId: string) => count('audit_log', { action, target_id: targetId });
     const enroll = async (deviceId: string): Promise<string> => {
       await api.post('/v1/devices').set(auth('provisioner')).send({ id: deviceId }).expect(201);
-      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      return (
-        await api
-          .post('/v1/enroll')
-          .set({ Authorization: `Bearer ${tok}` })
-          .send({ csr: p256Csr(deviceId).pem })
-          .expect(201)
-      ).body.serial as string;
+      return enrollWithDeviceToken(api, keys.admin, deviceId);
     };
     const openIncident = (role: Role, key: string | undefined, title: string, devices: string[]) => {
       const r = api.post('/v1/incidents').set(auth(role));

@@ -9,6 +9,7 @@ import { p256Csr } from '../helpers/csr.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 import { generateKeyPairSync } from 'node:crypto';
+import { enrollWithDeviceToken } from '../helpers/enroll.js';
 
 const p256Spki = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
 
@@ -30,14 +31,7 @@ for (const target of dbTargets) {
 
     const auth = (role: Role) => ({ Authorization: `Bearer ${keys[role]}` });
     const enroll = async (deviceId: string): Promise<string> => {
-      const tok = (await api.post('/v1/enrollment-tokens').set(auth('admin')).send({ deviceId }).expect(201)).body.token as string;
-      return (
-        await api
-          .post('/v1/enroll')
-          .set({ Authorization: `Bearer ${tok}` })
-          .send({ csr: p256Csr(deviceId).pem })
-          .expect(201)
-      ).body.serial as string;
+      return enrollWithDeviceToken(api, keys.admin, deviceId);
     };
     const device = async (id: string) => (await api.get(`/v1/devices/${id}`).set(auth('auditor')).expect(200)).body;
     const trail = async (targetType: string, targetId: string) =>
