@@ -146,3 +146,20 @@ export interface BusEventSource {
   /** Input dropped so far, per reason. */
   dropped(): DropCounts;
 }
+
+/**
+ * A bus event as the watch hands it on: with the identity of the client it concerns, where the
+ * watch knows it. The identity is the connect's username (the certificate CN under
+ * `use_identity_as_username`, i.e. the device id), else the MQTT client id; for events after the
+ * connect (disconnect, subscribe, ...) the watch carries it over from the client's live session.
+ * Absent for events no client is known for (a TLS failure, a connection refused before CONNECT).
+ */
+export interface WatchedBusEvent {
+  event: BusEvent;
+  identity?: string;
+}
+
+/** What consumes the watch's events (presence, detectors): told synchronously, in the broker's order; never throws. */
+export interface BusObserver {
+  observe(e: WatchedBusEvent): void;
+}
