@@ -474,6 +474,72 @@ export function readTlv(buf: Bytes, pos = 0, limit = buf.length, maxLengthOctets
   return { tag, start, end };
 }
 
+/** An element read by DerCursor: its header, and `at`, where its tag starts. */
+export type ReadElement = TlvHeader & { at: number };
+
+/**
+ * A strict cursor over the children of one constructed element of outside DER, for the readers
+ * of requests and responses (OCSP). Every refusal goes through `fail`, so a reader throws its own
+ * error type and nothing else. `owned`: what bytes() and whole() return is a copy that owns its
+ * memory, for values kept beyond the input (else a view into it).
+ */
+export class DerCursor {
+  constructor(
+    readonly buf: Buffer,
+    private pos: number,
+    private readonly end: number,
+    private readonly fail: (message: string) => never,
+    private readonly owned = false,
+  ) {}
+
+  get done(): boolean {
+    return this.pos >= this.end;
+  }
+
+  peekTag(): number | undefined {
+    return this.done ? undefined : this.buf[this.pos];
+  }
+
+  /** The next element, which must have `tag`. */
+  next(tag: number, what: string): ReadElement {
+    if (this.done) this.fail(`${what} is missing`);
+    const at = this.pos;
+    let h: TlvHeader;
+    try {
+      h = readTlv(this.buf, this.pos, this.end);
+    } catch (e) {
+      if (e instanceof DerError && e.fault === 'truncated') return this.fail(`${what} runs past its container`);
+      return this.fail(`${what}: ${e instanceof DerError ? e.message : 'unreadable'}`);
+    }
+    if (h.tag !== tag) this.fail(`${what}: unexpected tag 0x${h.tag.toString(16)}`);
+    this.pos = h.end;
+    return { ...h, at };
+  }
+
+  children(h: TlvHeader): DerCursor {
+    return new DerCursor(this.buf, h.start, h.end, this.fail, this.owned);
+  }
+
+  /** The element's content. */
+  bytes(h: TlvHeader): Buffer {
+    return this.slice(h.start, h.end);
+  }
+
+  /** The whole element, header included. */
+  whole(h: ReadElement): Buffer {
+    return this.slice(h.at, h.end);
+  }
+
+  finish(what: string): void {
+    if (!this.done) this.fail(`${what} has unexpected trailing content`);
+  }
+
+  private slice(from: number, to: number): Buffer {
+    const view = this.buf.subarray(from, to);
+    return this.owned ? Buffer.from(view) : view;
+  }
+}
+
 /** Whether `der` is exactly one strict DER TLV (with tag `tag`, when given) and nothing after it. */
 export function isSingleTlv(der: Bytes, tag?: number): boolean {
   try {

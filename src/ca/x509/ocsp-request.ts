@@ -11,7 +11,7 @@
  *   CertID      ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier, issuerNameHash OCTET STRING,
  *                              issuerKeyHash OCTET STRING, serialNumber CertificateSerialNumber }
  */
-import { DerError, TAG, octetString, oid, readTlv, refusingWith, sequence, sequenceOf, tlv, type TlvHeader } from './der.js';
+import { DerCursor, TAG, octetString, oid, refusingWith, sequence, sequenceOf, tlv } from './der.js';
 import { extension } from './extensions.js';
 
 export type CertIdHash = 'sha1' | 'sha256' | 'sha384' | 'sha512';
@@ -53,62 +53,9 @@ const fail = (msg: string): never => {
   throw new OcspRequestError(msg);
 };
 
-/** A cursor over the children of one constructed element. */
-class Reader {
-  constructor(
-    private readonly buf: Buffer,
-    private pos: number,
-    private readonly end: number,
-  ) {}
-
-  get done(): boolean {
-    return this.pos >= this.end;
-  }
-
-  peekTag(): number | undefined {
-    return this.done ? undefined : this.buf[this.pos];
-  }
-
-  next(tag: number, what: string): TlvHeader {
-    if (this.done) fail(`${what} is missing`);
-    let h: TlvHeader;
-    try {
-      h = readTlv(this.buf, this.pos, this.end);
-    } catch (e) {
-      if (e instanceof DerError && e.fault === 'truncated') return fail(`${what} runs past its container`);
-      return fail(`${what}: ${(e as Error).message}`);
-    }
-    if (h.tag !== tag) fail(`${what}: unexpected tag 0x${h.tag.toString(16)}`);
-    this.pos = h.end;
-    return h;
-  }
-
-  children(h: TlvHeader): Reader {
-    return new Reader(this.buf, h.start, h.end);
-  }
-
-  bytes(h: TlvHeader): Buffer {
-    return this.buf.subarray(h.start, h.end);
-  }
-
-  whole(h: TlvHeader, headerStart: number): Buffer {
-    return this.buf.subarray(headerStart, h.end);
-  }
-
-  get position(): number {
-    return this.pos;
-  }
-
-  finish(what: string): void {
-    if (!this.done) fail(`${what} has unexpected trailing content`);
-  }
-}
-
-function certId(r: Reader): OcspCertId {
+function certId(r: DerCursor): OcspCertId {
   const alg = r.children(r.next(TAG.SEQUENCE, 'hashAlgorithm'));
-  const start = alg.position;
-  const oidTlv = alg.next(TAG.OID, 'hash algorithm OID');
-  const oidBytes = alg.whole(oidTlv, start);
+  const oidBytes = alg.whole(alg.next(TAG.OID, 'hash algorithm OID'));
   if (!alg.done) {
     alg.next(TAG.NULL, 'hash algorithm parameters');
     alg.finish('hashAlgorithm');
@@ -134,13 +81,12 @@ function certId(r: Reader): OcspCertId {
 }
 
 /** Extensions: returns the nonce's extnValue; refuses unknown critical extensions. */
-function extensions(r: Reader, allowNonce: boolean): Buffer | null {
+function extensions(r: DerCursor, allowNonce: boolean): Buffer | null {
   let nonce: Buffer | null = null;
   const list = r.children(r.next(TAG.SEQUENCE, 'Extensions'));
   while (!list.done) {
     const ext = list.children(list.next(TAG.SEQUENCE, 'Extension'));
-    const start = ext.position;
-    const id = ext.whole(ext.next(TAG.OID, 'extnID'), start);
+    const id = ext.whole(ext.next(TAG.OID, 'extnID'));
     let critical = false;
     if (ext.peekTag() === TAG.BOOLEAN) critical = ext.bytes(ext.next(TAG.BOOLEAN, 'critical'))[0] !== 0;
     const value = ext.bytes(ext.next(TAG.OCTET_STRING, 'extnValue'));
@@ -164,7 +110,7 @@ function parse(input: Uint8Array): ParsedOcspRequest {
   if (!(input instanceof Uint8Array) || input.length === 0) fail('the request is empty');
   if (input.length > MAX_REQUEST_BYTES) fail(`the request is larger than ${MAX_REQUEST_BYTES} bytes`);
   const buf = Buffer.from(input.buffer, input.byteOffset, input.length);
-  const top = new Reader(buf, 0, buf.length);
+  const top = new DerCursor(buf, 0, buf.length, fail);
   const req = top.children(top.next(TAG.SEQUENCE, 'OCSPRequest'));
   top.finish('the request');
   const tbs = req.children(req.next(TAG.SEQUENCE, 'TBSRequest'));

@@ -5,7 +5,7 @@
  * refusing anything else with OcspResponseError and nothing else. It checks no signature: openssl
  * and GnuTLS do that in the tests, and a user can with the DER the API returns.
  */
-import { DerError, TAG, oid, readTlv, refusingWith, type TlvHeader } from './der.js';
+import { DerCursor, TAG, oid, refusingWith } from './der.js';
 import type { CertIdHash } from './ocsp-request.js';
 import type { OcspCertStatus, OcspErrorStatus } from './ocsp-response.js';
 
@@ -66,57 +66,8 @@ const fail = (msg: string): never => {
   throw new OcspResponseError(msg);
 };
 
-/** A cursor over the children of one constructed element. */
-class Reader {
-  constructor(
-    readonly buf: Buffer,
-    private pos: number,
-    private readonly end: number,
-  ) {}
-
-  get done(): boolean {
-    return this.pos >= this.end;
-  }
-
-  peekTag(): number | undefined {
-    return this.done ? undefined : this.buf[this.pos];
-  }
-
-  /** The next element, which must have `tag`; `at` is where its header starts. */
-  next(tag: number, what: string): TlvHeader & { at: number } {
-    if (this.done) fail(`${what} is missing`);
-    const at = this.pos;
-    let h: TlvHeader;
-    try {
-      h = readTlv(this.buf, this.pos, this.end);
-    } catch (e) {
-      return fail(`${what}: ${e instanceof DerError ? e.message : 'unreadable'}`);
-    }
-    if (h.tag !== tag) fail(`${what}: unexpected tag 0x${h.tag.toString(16)}`);
-    this.pos = h.end;
-    return { ...h, at };
-  }
-
-  children(h: TlvHeader): Reader {
-    return new Reader(this.buf, h.start, h.end);
-  }
-
-  bytes(h: TlvHeader): Buffer {
-    return Buffer.from(this.buf.subarray(h.start, h.end));
-  }
-
-  /** The whole element, header included. */
-  whole(h: TlvHeader & { at: number }): Buffer {
-    return Buffer.from(this.buf.subarray(h.at, h.end));
-  }
-
-  finish(what: string): void {
-    if (!this.done) fail(`${what} has unexpected trailing content`);
-  }
-}
-
 /** GeneralizedTime as RFC 5280 and RFC 5019 have it: YYYYMMDDHHMMSSZ. */
-function generalizedTime(r: Reader, what: string): Date {
+function generalizedTime(r: DerCursor, what: string): Date {
   const s = r.bytes(r.next(GENERALIZED_TIME, what)).toString('latin1');
   const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s);
   if (!m) return fail(`${what} is not a GeneralizedTime YYYYMMDDHHMMSSZ`);
@@ -127,7 +78,7 @@ function generalizedTime(r: Reader, what: string): Date {
   return t;
 }
 
-function certStatus(r: Reader): OcspCertStatus {
+function certStatus(r: DerCursor): OcspCertStatus {
   const tag = r.peekTag();
   if (tag === (TAG.CONTEXT | 0) || tag === (TAG.CONTEXT | 2)) {
     const h = r.next(tag, 'certStatus');
@@ -148,7 +99,7 @@ function certStatus(r: Reader): OcspCertStatus {
   return { kind: 'revoked', revokedAt, reasonCode };
 }
 
-function singleResponse(r: Reader): ReadSingleResponse {
+function singleResponse(r: DerCursor): ReadSingleResponse {
   const id = r.children(r.next(TAG.SEQUENCE, 'CertID'));
   const alg = id.children(id.next(TAG.SEQUENCE, 'hashAlgorithm'));
   const algOid = alg.whole(alg.next(TAG.OID, 'hash algorithm OID'));
@@ -174,7 +125,7 @@ function singleResponse(r: Reader): ReadSingleResponse {
   return { hashAlgorithm, issuerNameHash, issuerKeyHash, serial, status, thisUpdate, nextUpdate };
 }
 
-function nonceOf(r: Reader): Buffer | null {
+function nonceOf(r: DerCursor): Buffer | null {
   let nonce: Buffer | null = null;
   const list = r.children(r.next(TAG.SEQUENCE, 'Extensions'));
   while (!list.done) {
@@ -189,7 +140,7 @@ function nonceOf(r: Reader): Buffer | null {
 }
 
 function basicResponse(buf: Buffer): ReadBasicResponse {
-  const top = new Reader(buf, 0, buf.length);
+  const top = new DerCursor(buf, 0, buf.length, fail, true);
   const basic = top.children(top.next(TAG.SEQUENCE, 'BasicOCSPResponse'));
   top.finish('the BasicOCSPResponse');
   const data = basic.children(basic.next(TAG.SEQUENCE, 'tbsResponseData'));
@@ -260,7 +211,7 @@ export function readOcspResponse(der: Uint8Array): ReadOcspResponse {
 function read(der: Uint8Array): ReadOcspResponse {
   if (!(der instanceof Uint8Array) || der.length === 0) fail('the response is empty');
   const buf = Buffer.from(der.buffer, der.byteOffset, der.length);
-  const top = new Reader(buf, 0, buf.length);
+  const top = new DerCursor(buf, 0, buf.length, fail, true);
   const resp = top.children(top.next(TAG.SEQUENCE, 'OCSPResponse'));
   top.finish('the response');
   const code = resp.bytes(resp.next(ENUMERATED, 'responseStatus'));
