@@ -7,22 +7,19 @@
  */
 import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { pino } from 'pino';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { bootstrap } from '../src/bootstrap.js';
-import { loadConfig } from '../src/config/config.js';
 import { defaultConsoleDir } from '../src/http/console-static.js';
-import { buildService, listen, type Service } from '../src/main.js';
+import { listen, type Service } from '../src/main.js';
 import { BULK_REVOKE } from '../src/respond/gated-actions.js';
 import type { ApprovalActor } from '../src/respond/approvals.js';
-import { freshDatabase } from './db.js';
+import { benchService, freshDatabase, NO_RATE_LIMITS } from './db.js';
 import { LOTS, seedFleet } from './fleet.js';
 import { result, type BenchResult } from './lib.js';
 
@@ -192,18 +189,10 @@ export async function run(): Promise<BenchResult[]> {
   let server: Awaited<ReturnType<typeof listen>> | undefined;
   let browser: Browser | undefined;
   try {
-    const env = {
-      MQTT_CA_KEK: randomBytes(32).toString('base64'),
-      DATA_DIR: dir,
-      PORT: '0',
-      LOG_LEVEL: 'silent',
-      API_RATE_PER_SOURCE: '0',
-      API_RATE_PER_KEY: '0',
-      ENROLL_RATE_PER_SOURCE: '0',
-    };
-    svc = await buildService(loadConfig(env), { db: store.db, logger: pino({ level: 'silent' }) });
-    const s = svc;
-    const issuingId = (await bootstrap(s)).issuingId!;
+    const started = await benchService(store.db, { dataDir: dir, env: { PORT: '0', ...NO_RATE_LIMITS } });
+    svc = started.svc;
+    const s = started.svc;
+    const issuingId = started.issuingId;
     const ctx = { actor: 'bench' };
     const admin = await s.apiKeys.create({ name: 'console bench admin', role: 'admin' }, ctx);
     const operator = await s.apiKeys.create({ name: 'console bench operator', role: 'operator' }, ctx);

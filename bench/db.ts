@@ -65,12 +65,20 @@ export async function freshDatabase(poolMax = 10, opts: { shareable?: boolean } 
  */
 export async function benchService(
   db: Db,
-  dataDir = mkdtempSync(join(tmpdir(), 'mqttca-bench-')),
+  opts: { dataDir?: string; env?: Record<string, string> } = {},
 ): Promise<{ svc: Service; issuingId: string; env: Record<string, string> }> {
-  const env = { MQTT_CA_KEK: randomBytes(32).toString('base64'), DATA_DIR: dataDir, LOG_LEVEL: 'silent' };
+  const env = {
+    MQTT_CA_KEK: randomBytes(32).toString('base64'),
+    DATA_DIR: opts.dataDir ?? mkdtempSync(join(tmpdir(), 'mqttca-bench-')),
+    LOG_LEVEL: 'silent',
+    ...opts.env,
+  };
   const svc = await buildService(loadConfig(env), { db, logger: pino({ level: 'silent' }) });
   return { svc, issuingId: (await bootstrap(svc)).issuingId!, env };
 }
+
+/** The rate limits off: what a benchmark measures is the service's capacity, not its per-key allowance. */
+export const NO_RATE_LIMITS = { API_RATE_PER_SOURCE: '0', API_RATE_PER_KEY: '0', ENROLL_RATE_PER_SOURCE: '0' };
 
 /**
  * The steady state of a fleet this size, not the aftermath of a bulk insert: without it,

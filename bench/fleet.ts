@@ -6,21 +6,18 @@
  * (the posture report, backup and restore, the database) per device or per row.
  */
 import 'reflect-metadata';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { pino } from 'pino';
 import { AuditLog } from '../src/audit/audit-log.js';
-import { bootstrap } from '../src/bootstrap.js';
 import { deriveKey, parseKek } from '../src/ca/kek.js';
 import { encodeOcspRequest } from '../src/ca/x509/ocsp-request.js';
 import { keyTypeLabel, spkiOfCertificate } from '../src/ca/x509/spki.js';
 import { encodeCertId, nameHash, publicKeyHash } from '../src/ca/x509/ocsp-response.js';
-import { loadConfig } from '../src/config/config.js';
-import { buildService, listen, type Service } from '../src/main.js';
+import { listen, type Service } from '../src/main.js';
 import { restoreBackup } from '../src/respond/backups.js';
 import { systemClock } from '../src/shared/clock.js';
 import { timeIdCursor } from '../src/shared/page.js';
@@ -29,7 +26,7 @@ import { BackupStore } from '../src/store/backup-store.js';
 import type { Db } from '../src/store/db.js';
 import { csrBody } from './enrollment.js';
 import { result, type BenchResult } from './lib.js';
-import { freshDatabase, steadyState } from './db.js';
+import { benchService, freshDatabase, NO_RATE_LIMITS, steadyState } from './db.js';
 import { bestOf, checked, requestFile, wrk, type WrkOptions, type WrkRequest, type WrkResult } from './wrk.js';
 
 const SMALL = 1_000;
@@ -146,20 +143,10 @@ export async function run(): Promise<BenchResult[]> {
   let svc: Service | undefined;
   let server: Awaited<ReturnType<typeof listen>> | undefined;
   try {
-    // The rate limits off: what is measured is the service's capacity, not its per-key allowance.
-    const env = {
-      MQTT_CA_KEK: randomBytes(32).toString('base64'),
-      DATA_DIR: dir,
-      PORT: '0',
-      LOG_LEVEL: 'silent',
-      OCSP_CACHE_ENTRIES: '1',
-      API_RATE_PER_SOURCE: '0',
-      API_RATE_PER_KEY: '0',
-      ENROLL_RATE_PER_SOURCE: '0',
-    };
-    svc = await buildService(loadConfig(env), { db: store.db, logger: pino({ level: 'silent' }) });
-    const s = svc;
-    const issuingId = (await bootstrap(s)).issuingId!;
+    const started = await benchService(store.db, { dataDir: dir, env: { PORT: '0', ...NO_RATE_LIMITS, OCSP_CACHE_ENTRIES: '1' } });
+    svc = started.svc;
+    const s = started.svc;
+    const issuingId = started.issuingId;
     const ctx = { actor: 'bench' };
     const key = (await s.apiKeys.create({ name: 'fleet bench', role: 'operator' }, ctx)).key;
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
@@ -295,7 +282,7 @@ export async function run(): Promise<BenchResult[]> {
       try {
         await target.db.raw('drop schema public cascade');
         await target.db.raw('create schema public');
-        const kek = parseKek(env.MQTT_CA_KEK, 'bench');
+        const kek = parseKek(started.env.MQTT_CA_KEK!, 'bench');
         const audit = new AuditLog(new AuditStore(target.db), deriveKey(kek, 'audit chain'), systemClock);
         const t3 = performance.now();
         await restoreBackup(

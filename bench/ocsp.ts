@@ -119,7 +119,7 @@ export async function run(): Promise<BenchResult[]> {
   let replica: Service | undefined;
   let svc: Service | undefined;
   try {
-    const started = await benchService(store.db, store.env.DATA_DIR);
+    const started = await benchService(store.db, { dataDir: store.env.DATA_DIR });
     svc = started.svc;
     const { issuingId } = started;
     const ctx = { actor: 'bench' };
