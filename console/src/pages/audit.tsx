@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiError, fmtTime, reasonOf, type AuditEntry, type Page } from '../api.js';
-import { navigate, onLink } from '../router.js';
+import { api, fmtTime, reasonOf, type AuditEntry, type Page } from '../api.js';
+import { CursorPager, filterErrors, FilterInput, formFilters, listQuery, listUrl } from '../filtered-list.js';
+import { navigate } from '../router.js';
 
 /** The filters of GET /v1/audit, as they appear in the URL. */
 const FILTERS = ['action', 'actor', 'targetType', 'targetId', 'since', 'until'] as const;
@@ -29,16 +30,7 @@ export interface AuditVerification {
   skipped: string[];
 }
 
-const auditUrl = (q: URLSearchParams, cursor?: string) => {
-  const out = new URLSearchParams();
-  for (const f of FILTERS) {
-    const v = q.get(f);
-    if (v) out.set(f, v);
-  }
-  if (cursor) out.set('cursor', cursor);
-  const s = out.toString();
-  return s ? `/console/audit?${s}` : '/console/audit';
-};
+const auditUrl = (q: URLSearchParams, cursor?: string) => listUrl('/console/audit', FILTERS, q, cursor);
 
 /** The audit log, newest first, 50 a page by the API's cursor, filtered (in the URL); and the chain's verification. */
 export function Audit({ query }: { query: URLSearchParams }) {
@@ -52,18 +44,13 @@ export function Audit({ query }: { query: URLSearchParams }) {
     let on = true;
     setError(undefined);
     setFieldErrors({});
-    const q = new URLSearchParams({ limit: '50' });
-    for (const f of FILTERS) {
-      const v = query.get(f);
-      if (v) q.set(f, v);
-    }
-    if (cursor) q.set('cursor', cursor);
+    const q = listQuery(FILTERS, query, cursor);
+    q.set('limit', '50');
     api<Page<AuditEntry>>('GET', `/v1/audit?${q}`)
       .then((p) => on && setPage(p))
       .catch((e) => {
         if (!on) return;
-        const out: Partial<Record<Filter, string>> = {};
-        if (e instanceof ApiError) for (const f of FILTERS) if (e.fields[f]) out[f] = e.fields[f];
+        const out = filterErrors(e, FILTERS);
         if (Object.keys(out).length) setFieldErrors(out);
         else setError(reasonOf(e));
         setPage(undefined);
@@ -75,36 +62,11 @@ export function Audit({ query }: { query: URLSearchParams }) {
 
   const submit = (e: Event) => {
     e.preventDefault();
-    const data = new FormData(e.currentTarget as HTMLFormElement);
-    const q = new URLSearchParams();
-    for (const f of FILTERS) {
-      const v = String(data.get(f) ?? '').trim();
-      if (v) q.set(f, v);
-    }
-    navigate(auditUrl(q));
+    navigate(auditUrl(formFilters(e.currentTarget as HTMLFormElement, FILTERS)));
   };
 
-  const input = (f: Filter, text: string, help?: string) => (
-    <div class="field">
-      <label for={`au-${f}`}>{text}</label>
-      <input
-        id={`au-${f}`}
-        name={f}
-        defaultValue={query.get(f) ?? ''}
-        aria-invalid={fieldErrors[f] ? 'true' : undefined}
-        aria-describedby={[help ? `au-${f}-help` : '', fieldErrors[f] ? `au-${f}-error` : ''].filter(Boolean).join(' ') || undefined}
-      />
-      {help && (
-        <span class="help" id={`au-${f}-help`}>
-          {help}
-        </span>
-      )}
-      {fieldErrors[f] && (
-        <span id={`au-${f}-error`} class="error field-error" role="alert">
-          {fieldErrors[f]}
-        </span>
-      )}
-    </div>
+  const input = (f: Filter, label: string, help?: string) => (
+    <FilterInput idPrefix="au" name={f} label={label} help={help} value={query.get(f) ?? ''} error={fieldErrors[f]} />
   );
 
   return (
@@ -157,16 +119,13 @@ export function Audit({ query }: { query: URLSearchParams }) {
           </tbody>
         </table>
       )}
-      <nav aria-label="Pages" class="pager">
-        <a href={auditUrl(query)} onClick={(e) => onLink(e, auditUrl(query))} hidden={!cursor}>
-          Newest entries
-        </a>
-        {page?.nextCursor && (
-          <a href={auditUrl(query, page.nextCursor)} onClick={(e) => onLink(e, auditUrl(query, page.nextCursor!))}>
-            Older entries
-          </a>
-        )}
-      </nav>
+      <CursorPager
+        first={auditUrl(query)}
+        firstLabel="Newest entries"
+        onFirst={!cursor}
+        next={page?.nextCursor ? auditUrl(query, page.nextCursor) : undefined}
+        nextLabel="Older entries"
+      />
     </section>
   );
 }

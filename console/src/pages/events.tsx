@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, fmtTime, reasonOf, type Page, type SecurityEvent } from '../api.js';
-import { navigate, onLink } from '../router.js';
+import { api, fmtTime, reasonOf, type Page, type SecurityEvent } from '../api.js';
+import { CursorPager, filterErrors, FilterInput, formFilters, listQuery, listUrl } from '../filtered-list.js';
+import { navigate } from '../router.js';
 
 /** The filters of GET /v1/events the page offers, as they appear in the URL. */
 const FILTERS = ['kind', 'severity', 'subject', 'source', 'since', 'until'] as const;
@@ -9,16 +10,7 @@ type Filter = (typeof FILTERS)[number];
 export const LIVE_CAP = 500;
 const RECONNECT_MS = 2000;
 
-const eventsUrl = (q: URLSearchParams, cursor?: string) => {
-  const out = new URLSearchParams();
-  for (const f of FILTERS) {
-    const v = q.get(f);
-    if (v) out.set(f, v);
-  }
-  if (cursor) out.set('cursor', cursor);
-  const s = out.toString();
-  return s ? `/console/events?${s}` : '/console/events';
-};
+const eventsUrl = (q: URLSearchParams, cursor?: string) => listUrl('/console/events', FILTERS, q, cursor);
 
 /** Splits a text/event-stream into its events (`id`, `data`); what is left of an unfinished one is returned as `rest`. */
 export function parseSse(buffer: string): { events: { id?: string; data: string }[]; rest: string } {
@@ -69,12 +61,8 @@ export function Events({ query }: { query: URLSearchParams }) {
     setFieldErrors({});
     setItems(undefined);
     newest.current = undefined;
-    const q = new URLSearchParams({ limit: '50' });
-    for (const f of FILTERS) {
-      const v = query.get(f);
-      if (v) q.set(f, v);
-    }
-    if (cursor) q.set('cursor', cursor);
+    const q = listQuery(FILTERS, query, cursor);
+    q.set('limit', '50');
     api<Page<SecurityEvent>>('GET', `/v1/events?${q}`)
       .then((p) => {
         if (!on) return;
@@ -84,8 +72,7 @@ export function Events({ query }: { query: URLSearchParams }) {
       })
       .catch((e) => {
         if (!on) return;
-        const out: Partial<Record<Filter, string>> = {};
-        if (e instanceof ApiError) for (const f of FILTERS) if (e.fields[f]) out[f] = e.fields[f];
+        const out = filterErrors(e, FILTERS);
         if (Object.keys(out).length) setFieldErrors(out);
         else setError(reasonOf(e));
         setItems([]);
@@ -166,36 +153,11 @@ export function Events({ query }: { query: URLSearchParams }) {
 
   const submit = (e: Event) => {
     e.preventDefault();
-    const data = new FormData(e.currentTarget as HTMLFormElement);
-    const q = new URLSearchParams();
-    for (const f of FILTERS) {
-      const v = String(data.get(f) ?? '').trim();
-      if (v) q.set(f, v);
-    }
-    navigate(eventsUrl(q));
+    navigate(eventsUrl(formFilters(e.currentTarget as HTMLFormElement, FILTERS)));
   };
 
-  const input = (f: Filter, text: string, help?: string) => (
-    <div class="field">
-      <label for={`ev-${f}`}>{text}</label>
-      <input
-        id={`ev-${f}`}
-        name={f}
-        defaultValue={query.get(f) ?? ''}
-        aria-invalid={fieldErrors[f] ? 'true' : undefined}
-        aria-describedby={[help ? `ev-${f}-help` : '', fieldErrors[f] ? `ev-${f}-error` : ''].filter(Boolean).join(' ') || undefined}
-      />
-      {help && (
-        <span class="help" id={`ev-${f}-help`}>
-          {help}
-        </span>
-      )}
-      {fieldErrors[f] && (
-        <span id={`ev-${f}-error`} class="error field-error" role="alert">
-          {fieldErrors[f]}
-        </span>
-      )}
-    </div>
+  const input = (f: Filter, label: string, help?: string) => (
+    <FilterInput idPrefix="ev" name={f} label={label} help={help} value={query.get(f) ?? ''} error={fieldErrors[f]} />
   );
 
   return (
@@ -288,16 +250,13 @@ export function Events({ query }: { query: URLSearchParams }) {
           </tbody>
         </table>
       )}
-      <nav aria-label="Pages" class="pager">
-        <a href={eventsUrl(query)} onClick={(e) => onLink(e, eventsUrl(query))} hidden={!cursor}>
-          Newest events
-        </a>
-        {next && (
-          <a href={eventsUrl(query, next)} onClick={(e) => onLink(e, eventsUrl(query, next))}>
-            Older events
-          </a>
-        )}
-      </nav>
+      <CursorPager
+        first={eventsUrl(query)}
+        firstLabel="Newest events"
+        onFirst={!cursor}
+        next={next ? eventsUrl(query, next) : undefined}
+        nextLabel="Older events"
+      />
     </section>
   );
 }

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, DEVICE_STATUSES, type DeviceView, type DeviceStatus, type Page } from '../api.js';
+import { listQuery, listUrl } from '../filtered-list.js';
 import { navigate, onLink } from '../router.js';
 
 /** The list's filters, named as GET /v1/devices names them; they live in the URL so a view can be shared. */
@@ -10,21 +11,9 @@ const PAGE_SIZE = 50;
 /** The cursors of the pages before this one, for Previous (the API's cursor only goes forward). */
 let previous: { filters: string; cursors: string[] } = { filters: '', cursors: [] };
 
-const filterString = (q: URLSearchParams) => {
-  const f = new URLSearchParams();
-  for (const k of FILTERS) {
-    const v = q.get(k);
-    if (v) f.set(k, v);
-  }
-  return f.toString();
-};
+const filterString = (q: URLSearchParams) => listQuery(FILTERS, q).toString();
 
-const fleetUrl = (filters: string, cursor?: string) => {
-  const q = new URLSearchParams(filters);
-  if (cursor) q.set('cursor', cursor);
-  const s = q.toString();
-  return s ? `/console/?${s}` : '/console/';
-};
+const fleetUrl = (filters: string, cursor?: string) => listUrl('/console/', FILTERS, new URLSearchParams(filters), cursor);
 
 const fmt = (iso: string | null) => (iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '—');
 

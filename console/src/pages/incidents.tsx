@@ -1,6 +1,7 @@
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, can, fmtTime, INCIDENT_KINDS, Intent, reasonOf, type Incident, type Page, type Role } from '../api.js';
+import { CursorPager } from '../filtered-list.js';
 import { navigate, onLink } from '../router.js';
 
 const incidentsUrl = (status: string, cursor?: string) => {
@@ -120,16 +121,13 @@ export function Incidents({ query, role }: { query: URLSearchParams; role: Role 
           </tbody>
         </table>
       )}
-      <nav aria-label="Pages" class="pager">
-        <a href={incidentsUrl(status)} onClick={(e) => onLink(e, incidentsUrl(status))} hidden={!cursor}>
-          First page
-        </a>
-        {page?.nextCursor && (
-          <a href={incidentsUrl(status, page.nextCursor)} onClick={(e) => onLink(e, incidentsUrl(status, page.nextCursor!))}>
-            Next page
-          </a>
-        )}
-      </nav>
+      <CursorPager
+        first={incidentsUrl(status)}
+        firstLabel="First page"
+        onFirst={!cursor}
+        next={page?.nextCursor ? incidentsUrl(status, page.nextCursor) : undefined}
+        nextLabel="Next page"
+      />
     </section>
   );
 }
