@@ -111,6 +111,8 @@ import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caR
 import { Backups } from './respond/backups.js';
 import { ReservedIdentities } from './enroll/reserved-identities.js';
 import { BackupStore } from './store/backup-store.js';
+import { WebhookBusEventSource } from './broker/webhook-bus-source.js';
+import { BusEventIngestion } from './detect/bus-event-ingestion.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -168,6 +170,14 @@ export interface Service {
   rollovers: CaRollovers;
   /** The broker connectors (BROKER_MQTT_URL, BROKER_WEBHOOK_URL); none connects before its first use. */
   brokers: BrokerConnectors;
+  /**
+   * Other brokers' event sources, one per broker id of BUS_EVENT_SECRETS (empty when unset): fed by
+   * POST /v1/bus-events; the bus watch start()s them like any BusEventSource. Until one is started,
+   * batches for its broker are answered 503 (the relay keeps and retries them).
+   */
+  busEventWebhooks: Map<string, WebhookBusEventSource>;
+  /** POST /v1/bus-events: signature, replay guard, envelope; hands each batch to its broker's source. */
+  busEventIngestion: BusEventIngestion;
   /** Incidents and their Respond/Recover actions. */
   incidents: Incidents;
   /** The two-person rule: register an executor per action, then propose/approve (the scheduler calls approvals.expireDue()). */
@@ -411,6 +421,18 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 
     // Incidents and their actions (through the broker connectors).
     const brokers = new BrokerConnectors(brokerConnectors(config, identities));
+    // Other brokers' events, posted signed to POST /v1/bus-events (the replay guard is the one signed renewals use).
+    const busEventWebhooks = new Map(
+      config.busEventBrokers.map((b) => [b.id, new WebhookBusEventSource({ broker: b.id, reports: b.reports, now: () => clock.now() })]),
+    );
+    const replayStore = new ReplayStore();
+    const busEventIngestion = new BusEventIngestion({
+      secrets: new Map(config.busEventBrokers.map((b) => [b.id, b.secret])),
+      sources: busEventWebhooks,
+      replay: { useOnce: (digest, expiresAt) => replayStore.useOnce(db, digest, expiresAt), purge: (now) => replayStore.purge(db, now) },
+      clock,
+      onError: onDetectError,
+    });
     const incidentStore = new IncidentStore();
     const incidents = new Incidents(
       db,
@@ -659,6 +681,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       jobs,
       rollovers,
       brokers,
+      busEventWebhooks,
+      busEventIngestion,
       incidents,
       approvals,
       bulkRevocations,
@@ -737,6 +761,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     backups: svc.backups,
     apiIdempotency: { idempotency: svc.apiIdempotency, ttlMs: svc.config.idempotency.ttlMs },
     jobs: svc.jobs,
+    busEvents: svc.busEventIngestion,
     dashboardQueues: svc.jobs instanceof BullMqJobRunner ? svc.jobs.bullQueues() : undefined,
   });
   const pki = createPkiHandler(

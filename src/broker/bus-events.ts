@@ -1,5 +1,5 @@
 // What the bus watch sees of a broker: typed events, whichever broker and channel they come from
-// (Mosquitto's log today; the brokers' webhooks later), and what each source can observe at all.
+// (Mosquitto's log; other brokers' webhooks through POST /v1/bus-events), and what each source can observe at all.
 
 /** A client's network address as the broker saw it (the port is absent where the broker logs the host only). */
 export interface SourceAddress {
@@ -114,7 +114,26 @@ export interface PublishEvent extends BusEventBase {
   bytes: number;
 }
 
-export type BusEvent = ConnectEvent | DisconnectEvent | TlsFailureEvent | SubscribeEvent | UnsubscribeEvent | AclDeniedEvent | PublishEvent;
+/** Why a publish reached no one. */
+export type UndeliverableReason =
+  /** No client subscribes to the topic (EMQX's `no_subscribers`). */
+  | 'no-subscribers'
+  /** Another reason the broker gives (in `detail`). */
+  | 'other';
+
+/** A client's publish the broker dropped undelivered (where the broker reports it: EMQX's `message.dropped`). */
+export interface UndeliverableEvent extends BusEventBase {
+  kind: 'undeliverable';
+  /** The publisher. */
+  clientId: string;
+  topic: string;
+  reason: UndeliverableReason;
+  /** The broker's own word for the reason, where it says more than `reason`. */
+  detail?: string;
+}
+
+export type BusEvent =
+  ConnectEvent | DisconnectEvent | TlsFailureEvent | SubscribeEvent | UnsubscribeEvent | AclDeniedEvent | PublishEvent | UndeliverableEvent;
 
 export type BusEventKind = BusEvent['kind'];
 
@@ -126,6 +145,7 @@ export const BUS_EVENT_KINDS: readonly BusEventKind[] = [
   'unsubscribe',
   'acl-denied',
   'publish',
+  'undeliverable',
 ];
 
 /** Whether a source can observe a kind of event, and if not, why: the watch reports it, never guesses. */

@@ -23,6 +23,10 @@ export const MOSQUITTO_SYS_LOG_OBSERVES: Readonly<Record<BusEventKind, Observabi
     why: 'Mosquitto 2.0 logs denied publishes and subscribes only at debug level, which it never publishes on $SYS/broker/log',
   },
   publish: { observed: false, why: 'Mosquitto 2.0 logs publishes only at debug level, which it never publishes on $SYS/broker/log' },
+  undeliverable: {
+    observed: false,
+    why: 'Mosquitto 2.0 logs no line for a publish that reaches no subscriber, at any level (its debug log lists the deliveries made, never a missing one)',
+  },
 };
 
 export interface MosquittoLogSourceOptions {

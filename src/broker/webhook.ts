@@ -1,15 +1,12 @@
-import { createHmac } from 'node:crypto';
+import { webhookSignature } from '../shared/webhook-signature.js';
+
+export { webhookSignature };
 
 export interface WebhookOptions {
   url: string;
   /** The HMAC-SHA256 key the receiver checks the signature with. */
   secret: string;
   timeoutMs: number;
-}
-
-/** The signature a receiver recomputes: HMAC-SHA256(secret, `${timestamp}.${body}`), hex. */
-export function webhookSignature(secret: string, timestamp: string, body: string): string {
-  return createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
 }
 
 /**

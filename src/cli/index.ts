@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { registerApprovals } from './commands/approvals.js';
+import { registerBusRelay } from './commands/bus-relay.js';
 import { registerCerts } from './commands/certs.js';
 import { registerDevices } from './commands/devices.js';
 import { registerIncidents } from './commands/incidents.js';
@@ -12,7 +13,7 @@ import { registerTokens } from './commands/tokens.js';
 import { addConnectionOptions, exitTwoOnUsage } from './run.js';
 
 /** The top-level commands that talk to the API: they need no DATA_DIR, KEK or store on this machine. */
-export const API_COMMANDS: readonly string[] = ['devices', 'tokens', 'certs', 'incidents', 'approvals', 'posture'];
+export const API_COMMANDS: readonly string[] = ['devices', 'tokens', 'certs', 'incidents', 'approvals', 'posture', 'bus-relay'];
 
 /** Whether `command` (the one whose action runs) is one of the daily-work commands or under one. */
 export function isApiCommand(command: Command): boolean {
@@ -33,4 +34,6 @@ export function registerApiCommands(program: Command): void {
   const leaf = (c: Command) => exitTwoOnUsage(addConnectionOptions(c));
   for (const register of [registerDevices, registerTokens, registerCerts, registerIncidents, registerApprovals, registerPosture])
     exitTwoOnUsage(register(program, leaf));
+  // Not an API-key client: it signs with a broker's secret (POST /v1/bus-events).
+  exitTwoOnUsage(registerBusRelay(program));
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_RULES, rulesSchema, type DetectionRule } from '../shared/detection-rules.js';
@@ -140,6 +141,9 @@ const schema = z.object({
   BROKER_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
   BROKER_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   BROKER_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  // Other brokers' events (POST /v1/bus-events): broker id -> secret, as JSON, or a file holding that JSON
+  BUS_EVENT_SECRETS: optionalString,
+  BUS_EVENT_SECRETS_FILE: optionalString,
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce
     .number()
@@ -293,6 +297,12 @@ export interface Config {
     notifyTopic: string;
     timeoutMs: number;
   };
+  /**
+   * The brokers that may post events to POST /v1/bus-events (BUS_EVENT_SECRETS or BUS_EVENT_SECRETS_FILE):
+   * each one's id, the secret its batches are signed with, and what its webhook reports (the
+   * `observes` of its source). Empty: the route answers 404.
+   */
+  busEventBrokers: BusEventBroker[];
   /** How often housekeeping rotates the session keys that came due (well inside the shortest overlap). */
   sessionKeyRotateEveryMs: number;
   /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
@@ -342,6 +352,61 @@ export interface Config {
   consoleSessions: { idleMs: number; absoluteMs: number };
   /** The proxies whose X-Forwarded-For names the client (TRUSTED_PROXIES); none: the peer is the client. */
   trustedProxies: Cidr[];
+}
+
+export interface BusEventBroker {
+  id: string;
+  secret: string;
+  reports: 'emqx' | 'generic';
+}
+
+/** BUS_EVENT_SECRETS: `{ "<broker id>": "<secret>" }` or `{ "<broker id>": { "secret": "...", "reports": "emqx" | "generic" } }`. */
+const BROKER_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+const busEventSecret = z.string().min(32, 'must be at least 32 characters').max(1024, 'at most 1024 characters');
+const busEventSecretsSchema = z
+  .record(
+    z.string().regex(BROKER_ID, 'a broker id: letters, digits, . _ : - (at most 64)'),
+    z.union([busEventSecret, z.object({ secret: busEventSecret, reports: z.enum(['emqx', 'generic']).default('emqx') }).strict()], {
+      error: 'a secret (at least 32 characters), or { "secret": "...", "reports": "emqx" | "generic" }',
+    }),
+  )
+  .refine((m) => Object.keys(m).length > 0, 'name at least one broker (or leave it unset)');
+
+function busEventBrokers(inline: string | undefined, file: string | undefined): BusEventBroker[] {
+  if (inline && file) throw new ConfigError('invalid configuration:\n  BUS_EVENT_SECRETS and BUS_EVENT_SECRETS_FILE: set one, not both');
+  const name = file ? 'BUS_EVENT_SECRETS_FILE' : 'BUS_EVENT_SECRETS';
+  let json = inline;
+  if (file) {
+    try {
+      json = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(
+        `invalid configuration:\n  BUS_EVENT_SECRETS_FILE: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  }
+  if (json === undefined) return [];
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    throw new ConfigError(`invalid configuration:\n  ${name}: not JSON (an object of broker id -> secret)`);
+  }
+  const badId =
+    value && typeof value === 'object' && !Array.isArray(value) ? Object.keys(value).find((k) => !BROKER_ID.test(k)) : undefined;
+  if (badId !== undefined)
+    throw new ConfigError(
+      `invalid configuration:\n  ${name}: ${JSON.stringify(badId.slice(0, 64))} is not a broker id (letters, digits, . _ : -, at most 64)`,
+    );
+  const parsed = busEventSecretsSchema.safeParse(value);
+  if (!parsed.success) {
+    // The secrets stay out of the message: only where and what is wrong.
+    const lines = parsed.error.issues.map((i) => `${name}${i.path.length ? `.${i.path.join('.')}` : ''}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  return Object.entries(parsed.data).map(([id, v]) =>
+    typeof v === 'string' ? { id, secret: v, reports: 'emqx' as const } : { id, secret: v.secret, reports: v.reports },
+  );
 }
 
 export interface ListenerTimeouts {
@@ -474,6 +539,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       notifyTopic: e.BROKER_NOTIFY_TOPIC,
       timeoutMs: e.BROKER_TIMEOUT_SECONDS * 1000,
     },
+    busEventBrokers: busEventBrokers(e.BUS_EVENT_SECRETS, e.BUS_EVENT_SECRETS_FILE),
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,

@@ -62,6 +62,8 @@ import type { Backups } from '../respond/backups.js';
 import { backupRoutes } from './routes/backups.js';
 import type { Idempotency } from '../enroll/idempotency.js';
 import { idempotentRoutes } from './idempotent-routes.js';
+import type { BusEventIngestion } from '../detect/bus-event-ingestion.js';
+import { busEventRoutes } from './routes/bus-events.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -116,6 +118,8 @@ export interface AppDeps {
   /** Idempotency-Key on the state-changing routes operators, the console and the CLI use; keys live `ttlMs` (IDEMPOTENCY_KEY_TTL_HOURS). */
   apiIdempotency: { idempotency: Idempotency; ttlMs: number };
   jobs: JobRunner;
+  /** POST /v1/bus-events: signed batches of other brokers' events (BUS_EVENT_SECRETS), handed to their WebhookBusEventSource. */
+  busEvents: BusEventIngestion;
   /** BullMQ queues for the admin dashboard at /admin/queues (none with in-process jobs). */
   dashboardQueues?: Queue[] | undefined;
 }
@@ -170,6 +174,8 @@ export function createApp(d: AppDeps): Express {
     '/v1',
     rateLimited(d.limits, 'api-source', (req) => sourceOf(req)),
   );
+  // Signed by a broker's secret, not an API key; the HMAC covers the raw body, read here before the global parsers.
+  app.use(busEventRoutes(d.busEvents, { logger: d.logger, validateResponses: d.validateResponses }));
   const apiKeyAuth = authenticate(d.apiKeys, d.apiKeyWatch, d.consoleSessions);
   // Device manifests (JSON or CSV) and bulk revocations by serial exceed BODY_LIMIT: their routes read their bodies first, after auth and role check.
   app.use(largeBodyParsers(apiKeyAuth, '/v1/devices/import', ['provisioner'], { csv: true }));

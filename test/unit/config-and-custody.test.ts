@@ -1,7 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadConfig, ConfigError } from '../../src/config/config.js';
 import { parseKek, deriveKey, KekError } from '../../src/ca/kek.js';
 import { seal, unseal, UnsealError } from '../../src/ca/envelope.js';
@@ -37,6 +39,38 @@ describe('configuration', () => {
       );
     }
     assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
+  });
+
+  it('BUS_EVENT_SECRETS (or _FILE): broker id -> secret of >= 32 characters, optionally what it reports; never echoes a secret', () => {
+    assert.deepEqual(loadConfig({}).busEventBrokers, []);
+    const secrets = { 'emqx-1': 's'.repeat(32), 'hive.mq:2': { secret: 't'.repeat(40), reports: 'generic' } };
+    const expected = [
+      { id: 'emqx-1', secret: 's'.repeat(32), reports: 'emqx' },
+      { id: 'hive.mq:2', secret: 't'.repeat(40), reports: 'generic' },
+    ];
+    assert.deepEqual(loadConfig({ BUS_EVENT_SECRETS: JSON.stringify(secrets) }).busEventBrokers, expected);
+    const file = join(mkdtempSync(join(tmpdir(), 'mqttca-cfg-')), 'bus-secrets.json');
+    writeFileSync(file, JSON.stringify(secrets), { mode: 0o600 });
+    assert.deepEqual(loadConfig({ BUS_EVENT_SECRETS_FILE: file }).busEventBrokers, expected);
+    const refused: [Record<string, string>, RegExp][] = [
+      [{ BUS_EVENT_SECRETS: 'not json' }, /BUS_EVENT_SECRETS: not JSON/],
+      [{ BUS_EVENT_SECRETS: '{}' }, /BUS_EVENT_SECRETS: name at least one broker/],
+      [{ BUS_EVENT_SECRETS: '["x"]' }, /BUS_EVENT_SECRETS/],
+      [{ BUS_EVENT_SECRETS: JSON.stringify({ 'emqx-1': 'short-secret' }) }, /BUS_EVENT_SECRETS\.emqx-1: must be at least 32 characters/],
+      [{ BUS_EVENT_SECRETS: JSON.stringify({ 'bad id!': 'x'.repeat(32) }) }, /BUS_EVENT_SECRETS: "bad id!" is not a broker id/],
+      [
+        { BUS_EVENT_SECRETS: JSON.stringify({ e: { secret: 'x'.repeat(32), reports: 'mosquitto' } }) },
+        /BUS_EVENT_SECRETS\.e: a secret .* "reports": "emqx" \| "generic"/,
+      ],
+      [{ BUS_EVENT_SECRETS: '{}', BUS_EVENT_SECRETS_FILE: file }, /set one, not both/],
+      [{ BUS_EVENT_SECRETS_FILE: `${file}.missing` }, /BUS_EVENT_SECRETS_FILE: cannot read .* \(ENOENT\)/],
+    ];
+    for (const [env, message] of refused)
+      assert.throws(
+        () => loadConfig(env),
+        (e: unknown) => e instanceof ConfigError && message.test(e.message) && !e.message.includes('short-secret'),
+        JSON.stringify(env),
+      );
   });
 });
 

@@ -32,6 +32,8 @@ function brief(e: BusEvent): string {
       return `acl-denied ${e.action} ${e.clientId} q${e.qos} ${e.topic}`;
     case 'publish':
       return `publish ${e.clientId} q${e.qos} r${+e.retain} ${e.bytes}B ${e.topic}`;
+    case 'undeliverable':
+      return `undeliverable ${e.clientId} ${e.reason} ${e.topic}`;
   }
 }
 
