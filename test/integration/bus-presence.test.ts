@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { BusEvent, WatchedBusEvent } from '../../src/broker/bus-events.js';
 import { PresenceRecorder } from '../../src/detect/bus-presence.js';
+import { BusPresenceReads } from '../../src/detect/bus-presence-reads.js';
+import { systemClock } from '../../src/shared/clock.js';
 import { BusPresenceStore, type PresenceUpdate } from '../../src/store/bus-presence-store.js';
 import type { Db } from '../../src/store/db.js';
 import { DeviceStore } from '../../src/store/device-store.js';
@@ -328,6 +330,20 @@ for (const target of dbTargets) {
         ['d1', 'd2'],
       );
       assert.deepEqual((await store.silent(db, { before: at(1000), limit: 10 })).at(-1)!.lastSeenAt, at(500));
+      // Devices have no profile: the detectors' profile selects by kind (device: client devices, broker: brokers).
+      const reads = new BusPresenceReads(db, store, systemClock);
+      assert.deepEqual(
+        (await reads.silent({ before: at(200), profile: 'broker', limit: 10 })).map((d) => d.deviceId),
+        ['d5'],
+      );
+      assert.deepEqual(
+        (await reads.silent({ before: at(200), profile: 'device', limit: 10 })).map((d) => d.deviceId),
+        ['d3', 'd1'],
+      );
+      // Revoked and decommissioned devices are not expected on the bus: not silent unless asked for.
+      await db('devices').where({ id: 'd3' }).update({ status: 'decommissioned' });
+      assert.deepEqual(await ids({ before: at(200), limit: 10 }), ['d5', 'd1']);
+      assert.deepEqual(await ids({ before: at(200), statuses: ['decommissioned'], limit: 10 }), ['d3']);
     });
 
     it('the map: per broker, devices by site and lot with connected / seen / known counts, strangers apart', async () => {
