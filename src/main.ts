@@ -51,6 +51,9 @@ import { RateLimits } from './detect/rate-limits.js';
 import { rateLimiterFor } from './detect/rate-limit-redis.js';
 import { Posture } from './detect/posture.js';
 import { PostureStore } from './store/posture-store.js';
+import { PresenceRecorder } from './detect/bus-presence.js';
+import { BusPresenceReads } from './detect/bus-presence-reads.js';
+import { BusPresenceStore } from './store/bus-presence-store.js';
 import { measureStorageLayout } from './detect/storage-layout.js';
 import { SecurityEvents, securityEventLogLine } from './detect/security-events.js';
 import { DeviceEnrollmentStore } from './store/device-enrollment-store.js';
@@ -148,6 +151,13 @@ export interface Service {
   enrollment: Enrollment;
   serverKeygen: ServerKeygen;
   devices: DeviceInventory;
+  /**
+   * Presence on the bus, written: a BusObserver for the bus watch (observe() coalesces, a flush every
+   * BUS_PRESENCE_FLUSH_MS writes one statement). stop() flushes it.
+   */
+  presence: PresenceRecorder;
+  /** Presence on the bus, read: GET /v1/devices/{id}, the device list's filters, GET /v1/bus/map, silent devices. */
+  busPresence: BusPresenceReads;
   revocations: Revocations;
   crls: CrlPublisher;
   /** Replaces due CRLs and raises the stale-CRL alarm; serve runs its check every minute. */
@@ -331,6 +341,15 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const rollovers = new CaRollovers(db, new RolloverStore(), hierarchy, audit, clock, { sinks, batchSize: noticeBatchSize });
     const graceDays = async (profile: string, lot: string | null) => (await policies.effective(profile, lot)).graceDays;
     const deviceInventory = new DeviceInventory(db, new DeviceStore(), audit, clock, securityEvents, new TokenStore(), reserved);
+    // Presence on the bus: written in batches from the bus watch's events, read by the API and the detectors.
+    const busPresenceStore = new BusPresenceStore();
+    const presence = new PresenceRecorder(db, busPresenceStore, {
+      flushMs: config.busPresence.flushMs,
+      maxPending: config.busPresence.maxPending,
+      clock,
+      onError: (e) => logger.warn({ err: e }, 'bus presence not written; retrying'),
+    });
+    const busPresence = new BusPresenceReads(db, busPresenceStore, clock);
     // Revocation: CRLs, OCSP, and what follows a revocation (session keys).
     const crlRefreshBeforeMs = (config.crlValidityMs * 3) / 4;
     const crls = new CrlPublisher(
@@ -626,6 +645,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       visibleHistogram: () => metrics.revocationVisibleHistogram(),
     });
     const stop = async () => {
+      await presence.stop().catch((e: unknown) => logger.warn({ err: e }, 'bus presence not written at stop'));
       await brokers.close();
       await jobs.close();
       await crls.close();
@@ -666,6 +686,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       enrollment,
       serverKeygen,
       devices: deviceInventory,
+      presence,
+      busPresence,
       revocations,
       crls,
       crlWatch,
@@ -746,6 +768,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     limits: svc.limits,
     posture: svc.posture,
     devices: svc.devices,
+    busPresence: svc.busPresence,
     revocations: svc.revocations,
     deviceRetirement: new DeviceRetirement(svc.revocations, svc.devices),
     ocspCheck: new OcspCheck(svc.ocsp),

@@ -197,6 +197,10 @@ const schema = z.object({
   AUDIT_FULL_VERIFY_MINUTES: z.coerce.number().int().min(0).max(10_080).default(60),
   // GET /v1/posture reuses its fleet-wide counts (scans of every device and certificate) for this long (0: counted for every report)
   POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(3_600).default(30),
+  // Presence on the bus: pending updates are written this often (or at once when 5,000 identities wait)
+  BUS_PRESENCE_FLUSH_MS: z.coerce.number().int().min(10).max(60_000).default(250),
+  // ... and at most this many identities wait unwritten while the database is away (further ones are dropped, counted)
+  BUS_PRESENCE_MAX_PENDING: z.coerce.number().int().min(1_000).max(10_000_000).default(200_000),
   TRUSTED_PROXIES: optionalString.pipe(
     z
       .string()
@@ -338,6 +342,8 @@ export interface Config {
   };
   /** GET /v1/posture reuses its fleet-wide counts this long (POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS; 0: counted for every report; `?fresh=true` counts anew). */
   postureFleetCountsMaxAgeMs: number;
+  /** Presence on the bus: pending updates written every `flushMs` (BUS_PRESENCE_FLUSH_MS); at most `maxPending` identities wait unwritten (BUS_PRESENCE_MAX_PENDING). */
+  busPresence: { flushMs: number; maxPending: number };
   /** The detection rules and their automatic responses (DETECTION_RULES, a JSON array; default DEFAULT_RULES). */
   detectionRules: DetectionRule[];
   /** Requests per second and burst per scope (API_RATE_PER_SOURCE, API_RATE_PER_KEY, ENROLL_RATE_PER_SOURCE); undefined: no limit. Shared through Redis when REDIS_URL is set. */
@@ -559,6 +565,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       fullVerifyEveryMs: e.AUDIT_FULL_VERIFY_MINUTES * 60_000,
     },
     postureFleetCountsMaxAgeMs: e.POSTURE_FLEET_COUNTS_MAX_AGE_SECONDS * 1000,
+    busPresence: { flushMs: e.BUS_PRESENCE_FLUSH_MS, maxPending: e.BUS_PRESENCE_MAX_PENDING },
     detectionRules: e.DETECTION_RULES === undefined ? DEFAULT_RULES : detectionRules(e.DETECTION_RULES),
     rateLimits: {
       'api-source': rate(e.API_RATE_PER_SOURCE),

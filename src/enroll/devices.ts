@@ -68,6 +68,12 @@ export interface DeviceListFilter {
   site?: string | undefined;
   /** devices whose current certificate ends before this time */
   expiringBefore?: Date | undefined;
+  /** Presence on the bus (docs/bus-watch.md#presence): true, connected now (on `broker`); false, connected nowhere (not on `broker`) now, never-seen devices included. */
+  connected?: boolean | undefined;
+  /** Seen on the bus (on `broker`), connected nowhere now, and not seen since this time; never-seen devices are not silent. */
+  silentSince?: Date | undefined;
+  /** Seen on this broker (the broker's id in this service). */
+  broker?: string | undefined;
 }
 
 export const MAX_IMPORT_ROWS = 50_000;
@@ -366,6 +372,7 @@ export class DeviceInventory {
       throw badRequest(`kind must be one of ${DEVICE_KINDS.join(', ')}`);
     if (filter.expiringBefore !== undefined && Number.isNaN(filter.expiringBefore.getTime()))
       throw badRequest('expiringBefore is not a valid time');
+    if (filter.silentSince !== undefined && Number.isNaN(filter.silentSince.getTime())) throw badRequest('silentSince is not a valid time');
     const storeFilter: DeviceFilter = { ...filter };
     const rows = await this.store.list(this.db, storeFilter, {
       cursor: page.cursor ? decodeCursor(page.cursor) : undefined,

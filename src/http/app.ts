@@ -39,6 +39,8 @@ import type { OcspCheck } from '../revoke/ocsp-check.js';
 import type { Revocations } from '../revoke/revocation.js';
 import type { DeviceRetirement } from '../revoke/device-retirement.js';
 import { deviceRoutes } from './routes/devices.js';
+import { busRoutes } from './routes/bus.js';
+import type { BusPresenceReads } from '../detect/bus-presence-reads.js';
 import { largeBodyParsers } from './large-body.js';
 import type { DeviceInventory, DeviceView } from '../enroll/devices.js';
 import type { RevocationHealthReport } from '../revoke/revocation-health.js';
@@ -100,6 +102,8 @@ export interface AppDeps {
   /** GET /v1/revocation-health. */
   revocationHealth: RevocationHealthReport;
   devices: DeviceInventory;
+  /** Presence on the bus: a device's on GET /v1/devices/{id}, the network map on GET /v1/bus/map. */
+  busPresence: BusPresenceReads;
   revocations: Revocations;
   deviceRetirement: DeviceRetirement<DeviceView>;
   /** GET /v1/certificates/{serial}/ocsp: the OCSP responder's answer, read back. */
@@ -212,7 +216,8 @@ export function createApp(d: AppDeps): Express {
   app.use(postureRoutes(d.posture));
   app.use(revocationHealthRoutes(d.revocationHealth));
   app.use(tokenRoutes(d.tokens));
-  app.use(deviceRoutes(d.devices, d.deviceRetirement));
+  app.use(deviceRoutes(d.devices, d.deviceRetirement, d.busPresence));
+  app.use(busRoutes(d.busPresence));
   app.use(rotationRoutes(d.policies, d.renewals, d.jobs));
   app.use(rolloverRoutes(d.rollovers));
   app.use(sessionKeyRoutes(d.sessionKeys));

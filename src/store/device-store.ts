@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Executor } from './db.js';
+import { presenceFilterSql, type PresenceFilter } from './bus-presence-store.js';
 
 import type { DeviceKind, DeviceStatus } from '../shared/api-views.js';
 
@@ -32,7 +33,7 @@ export type NewDeviceRow = Pick<
   'id' | 'kind' | 'model' | 'hardwareRevision' | 'firmwareVersion' | 'site' | 'lot' | 'labels' | 'createdAt'
 >;
 
-export interface DeviceFilter {
+export interface DeviceFilter extends PresenceFilter {
   status?: DeviceStatus | undefined;
   kind?: DeviceKind | undefined;
   lot?: string | undefined;
@@ -121,6 +122,8 @@ function filtered<Q extends Knex.QueryBuilder>(q: Q, filter: DeviceFilter): Q {
   if (filter.firmwareVersion !== undefined) q.where('firmware_version', filter.firmwareVersion);
   if (filter.site !== undefined) q.where('site', filter.site);
   if (filter.expiringBefore) q.where('current_not_after', '<', filter.expiringBefore);
+  // Presence on the bus (bus_presence, migration 0030): connected, broker, silentSince.
+  for (const c of presenceFilterSql(filter)) q.whereRaw(c.sql, c.bindings);
   return q;
 }
 

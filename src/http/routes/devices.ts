@@ -2,11 +2,19 @@ import { Router } from 'express';
 import type { DeviceInput, DevicePatch } from '../../enroll/device-fields.js';
 import type { DeviceInventory, DeviceKind, DeviceStatus, DeviceView } from '../../enroll/devices.js';
 import type { DeviceRetirement } from '../../revoke/device-retirement.js';
+import type { DevicePresenceView } from '../../shared/api-views.js';
 import { badRequest } from '../../shared/errors.js';
 import { allow, READ_ROLES } from '../auth.js';
 import { ctxOf } from '../context.js';
 
-export function deviceRoutes(devices: DeviceInventory, retirement: DeviceRetirement<DeviceView>): Router {
+/** A query's boolean: the validator has checked it is one (and may have made it one already). */
+const flag = (v: unknown): boolean | undefined => (v === undefined ? undefined : v === true || v === 'true');
+
+export function deviceRoutes(
+  devices: DeviceInventory,
+  retirement: DeviceRetirement<DeviceView>,
+  presence: { ofDevice(deviceId: string): Promise<DevicePresenceView[]> },
+): Router {
   const r = Router();
   r.post('/v1/devices', allow('provisioner'), async (req, res) => {
     res.status(201).json(await devices.register(req.body as DeviceInput, ctxOf(res)));
@@ -28,6 +36,7 @@ export function deviceRoutes(devices: DeviceInventory, retirement: DeviceRetirem
   });
   r.get('/v1/devices', allow(...READ_ROLES), async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
+    const connected = flag(q.connected);
     res.json(
       await devices.list(
         {
@@ -38,6 +47,9 @@ export function deviceRoutes(devices: DeviceInventory, retirement: DeviceRetirem
           firmwareVersion: q.firmwareVersion,
           site: q.site,
           expiringBefore: q.expiringBefore ? new Date(q.expiringBefore) : undefined,
+          connected,
+          silentSince: q.silentSince ? new Date(q.silentSince) : undefined,
+          broker: q.broker,
         },
         { cursor: q.cursor, limit: Number(q.limit ?? 100) },
       ),
@@ -57,7 +69,9 @@ export function deviceRoutes(devices: DeviceInventory, retirement: DeviceRetirem
     );
   });
   r.get('/v1/devices/:deviceId', allow(...READ_ROLES), async (req, res) => {
-    res.json(await devices.get(req.params.deviceId as string));
+    const id = req.params.deviceId as string;
+    const [device, seen] = await Promise.all([devices.get(id), presence.ofDevice(id)]);
+    res.json({ ...device, presence: seen });
   });
   r.patch('/v1/devices/:deviceId', allow('provisioner', 'operator'), async (req, res) => {
     res.json(await devices.update(req.params.deviceId as string, req.body as DevicePatch, ctxOf(res)));
