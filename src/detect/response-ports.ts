@@ -76,9 +76,7 @@ export class DetectionResponsePorts implements ResponsePorts {
     const none = (skipped: string): BrokerActionOutcome => ({ confirmed: false, connectors: [], failures: [], skipped });
     const brokers = this.deps.brokers;
     if (!brokers?.configured) return none('no broker connector configured');
-    const isBroker = new Set(
-      (await this.deps.knownDevices(clientIds)).filter((d) => d.kind === 'broker').map((d) => d.id),
-    );
+    const isBroker = new Set((await this.deps.knownDevices(clientIds)).filter((d) => d.kind === 'broker').map((d) => d.id));
     const ids = clientIds.filter((id) => !isBroker.has(id));
     if (ids.length === 0) return none('a broker: not acted on automatically');
     const fanout = await act(brokers, ids);
@@ -94,7 +92,9 @@ export class DetectionResponsePorts implements ResponsePorts {
     }));
     const failures = fanout.failures.map((f) => ({ connector: f.connector, error: f.error.message }));
     const confirmed =
-      failures.length === 0 && connectors.length > 0 && connectors.every((c) => c.effects.length > 0 && c.effects.every((e) => e.applied && e.confirmed));
+      failures.length === 0 &&
+      connectors.length > 0 &&
+      connectors.every((c) => c.effects.length > 0 && c.effects.every((e) => e.applied && e.confirmed));
     return { confirmed, connectors, failures, ...(isBroker.size ? { skipped: `brokers left out: ${[...isBroker].join(', ')}` } : {}) };
   }
 }

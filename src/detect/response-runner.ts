@@ -7,7 +7,10 @@ import type { SourceBlocks } from './source-blocks.js';
 export interface BrokerActionOutcome {
   /** Every connector answered and confirmed its effect on every client. */
   confirmed: boolean;
-  connectors: { connector: string; effects: { clientId: string; applied: boolean; confirmed: boolean; detail?: string; sessionsEnded?: string[] }[] }[];
+  connectors: {
+    connector: string;
+    effects: { clientId: string; applied: boolean; confirmed: boolean; detail?: string; sessionsEnded?: string[] }[];
+  }[];
   failures: { connector: string; error: string }[];
   /** Why nothing was done (a broker's own identity, no connector configured). */
   skipped?: string;

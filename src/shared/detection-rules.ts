@@ -111,7 +111,10 @@ const watchRules = [
     per: z.enum(['device', 'client', 'source']),
     threshold,
     windowSeconds,
-    reasons: z.array(z.enum(DISCONNECT_REASONS)).min(1).default([...ABNORMAL_REASONS]),
+    reasons: z
+      .array(z.enum(DISCONNECT_REASONS))
+      .min(1)
+      .default([...ABNORMAL_REASONS]),
   }),
   z.strictObject({
     ...watchCommon,
@@ -119,7 +122,10 @@ const watchRules = [
     per: z.literal('source'),
     threshold,
     windowSeconds,
-    failures: z.array(z.enum(TLS_FAILURES)).min(1).default([...TLS_FAILURES]),
+    failures: z
+      .array(z.enum(TLS_FAILURES))
+      .min(1)
+      .default([...TLS_FAILURES]),
   }),
   z
     .strictObject({
