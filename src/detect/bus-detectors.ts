@@ -145,9 +145,15 @@ class WindowCount {
   constructor(private readonly widthMs: number) {}
   add(now: number): number {
     const i = Math.floor(now / this.widthMs);
-    while (this.b.length && this.b[0]! <= i - BUCKETS) (this.b.shift(), this.c.shift());
+    while (this.b.length && this.b[0]! <= i - BUCKETS) {
+      this.b.shift();
+      this.c.shift();
+    }
     if (this.b.length && this.b[this.b.length - 1] === i) this.c[this.c.length - 1]!++;
-    else (this.b.push(i), this.c.push(1));
+    else {
+      this.b.push(i);
+      this.c.push(1);
+    }
     let n = 0;
     for (const x of this.c) n += x;
     return n;

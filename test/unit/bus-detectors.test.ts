@@ -3,7 +3,7 @@
 // and topics kept storable; and the shared ResponseRunner's broker actions (never on a broker).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BusEvent, BusEventKind, Observability, WatchedBusEvent } from '../../src/broker/bus-events.js';
+import type { BusEvent, BusEventKind, Observability } from '../../src/broker/bus-events.js';
 import { BusDetectors, type BusDetectorOptions, type BusDetectorPorts, type DeviceStanding } from '../../src/detect/bus-detectors.js';
 import { ResponseRunner, type ResponsePorts } from '../../src/detect/response-runner.js';
 import { DetectionResponsePorts } from '../../src/detect/response-ports.js';
@@ -98,10 +98,16 @@ describe('BusDetectors', () => {
     const r = rig([
       { name: 'loop', watch: 'connect-attempts', per: 'client', threshold: 5, windowSeconds: 60, raise: raise('bus.reconnect-loop') },
     ]);
-    for (let i = 0; i < 4; i++) (r.feed(connect('meter-1'), 'meter-1'), r.clock.advance(1000));
+    for (let i = 0; i < 4; i++) {
+      r.feed(connect('meter-1'), 'meter-1');
+      r.clock.advance(1000);
+    }
     await r.detectors.settled();
     assert.equal(r.recorded.length, 0, 'below the threshold');
-    for (let i = 0; i < 200; i++) (r.feed(connect('meter-1'), 'meter-1'), r.clock.advance(1000));
+    for (let i = 0; i < 200; i++) {
+      r.feed(connect('meter-1'), 'meter-1');
+      r.clock.advance(1000);
+    }
     await r.detectors.settled();
     assert.equal(r.recorded.length, 1, 'one event for the whole burst');
     const e = r.recorded[0]!;
@@ -115,7 +121,10 @@ describe('BusDetectors', () => {
     assert.equal((e.details!.evidence as unknown[]).length, 3);
     // Quiet for a window: re-armed, and the next burst is a new episode.
     r.clock.advance(61_000);
-    for (let i = 0; i < 5; i++) (r.feed(connect('meter-1'), 'meter-1'), r.clock.advance(1000));
+    for (let i = 0; i < 5; i++) {
+      r.feed(connect('meter-1'), 'meter-1');
+      r.clock.advance(1000);
+    }
     await r.detectors.settled();
     assert.equal(r.recorded.length, 2);
     assert.deepEqual(r.detectors.stats().fired, { loop: 2 });
@@ -126,7 +135,10 @@ describe('BusDetectors', () => {
       { name: 'loop', watch: 'connect-attempts', per: 'client', threshold: 3, windowSeconds: 10, raise: raise('bus.reconnect-loop') },
       { name: 'flood', watch: 'connect-attempts', per: 'source', threshold: 50, windowSeconds: 60, raise: raise('bus.connect-flood') },
     ]);
-    for (let i = 0; i < 20; i++) (r.feed(connect('slow'), 'slow'), r.clock.advance(6000));
+    for (let i = 0; i < 20; i++) {
+      r.feed(connect('slow'), 'slow');
+      r.clock.advance(6000);
+    }
     for (let i = 0; i < 60; i++) r.feed(connect(`dev-${i}`, '192.0.2.9'), `dev-${i}`);
     await r.detectors.settled();
     assert.deepEqual(
@@ -466,7 +478,10 @@ describe('BusDetectors', () => {
     const r = rig([
       { name: 'two', watch: 'client-id-two-sources', per: 'client', windowSeconds: 300, raise: raise('bus.client-id-two-sources') },
     ]);
-    for (let i = 0; i < 20; i++) (r.feed(connect('meter-5', '10.0.0.5'), 'meter-5'), r.clock.advance(1000));
+    for (let i = 0; i < 20; i++) {
+      r.feed(connect('meter-5', '10.0.0.5'), 'meter-5');
+      r.clock.advance(1000);
+    }
     await r.detectors.settled();
     assert.equal(r.recorded.length, 0);
     r.feed(connect('meter-5', '203.0.113.66'), 'meter-5');
