@@ -64,6 +64,8 @@ export interface BusDetectorStats {
   evictions: Record<string, number>;
   /** Keys remembered now, per rule. */
   keys: Record<string, number>;
+  /** The most window entries (distinct topics, hosts) one key of the rule holds now. */
+  largestWindow: Record<string, number>;
   /** Fires dropped with the queue full, connects left unchecked with the lookups full, and errors. */
   droppedFires: number;
   droppedLookups: number;
@@ -88,7 +90,7 @@ interface Fire {
 const MAX_IDENTITY = 256;
 const EVIDENCE_KEPT = 3;
 const EVIDENCE_TEXT = 120;
-const TOPICS_KEPT = 10;
+const TOPICS_KEPT = 5;
 const HOSTS_KEPT = 16;
 const BUCKETS = 8;
 const DEFAULT_CONCURRENCY = 4;
@@ -110,6 +112,13 @@ function digest(s: string): string {
     b ^= b >>> 15;
   }
   return `#${(a >>> 0).toString(36)}.${(b >>> 0).toString(36)}:${s.length}`;
+}
+
+/** FNV-1a, 32 bits. */
+function hash32(s: string): number {
+  let a = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) a = Math.imul(a ^ s.charCodeAt(i), 0x01000193);
+  return a >>> 0;
 }
 
 /** How a long text is remembered (a digest); short ones as they are. */
@@ -306,7 +315,8 @@ class CountDetector extends Detector<CountState> {
 }
 
 interface ScanState extends EpisodeState {
-  topics: Map<string, number>;
+  /** A 32-bit hash of each topic → when last used: distinct topics counted in a few bytes each. */
+  topics: Map<number, number>;
   recent: string[];
   denials: WindowCount;
   denied: number;
@@ -343,17 +353,17 @@ class TopicScanDetector extends Detector<ScanState> {
       counted = true;
     }
     if (this.distinct !== undefined) {
-      const t = memo(e.topic);
+      const t = hash32(e.topic);
       const seen = s.topics.get(t);
-      if (seen !== undefined && now - seen <= this.windowMs) s.topics.set(t, now);
-      else {
-        s.topics.set(t, now);
-        s.recent.push(cut(e.topic));
+      s.topics.delete(t); // in the order last used: the bound drops the longest unused first
+      s.topics.set(t, now);
+      if (seen === undefined || now - seen > this.windowMs) {
+        s.recent.push(cut(e.topic, 80));
         if (s.recent.length > TOPICS_KEPT) s.recent.shift();
         counted = true;
         // Bounded: never more than the threshold's worth (older ones go first once out of the window).
         if (s.topics.size > this.distinct) for (const [k, at] of s.topics) if (now - at > this.windowMs) s.topics.delete(k);
-        while (s.topics.size > this.distinct + 1) s.topics.delete(s.topics.keys().next().value as string);
+        while (s.topics.size > this.distinct + 1) s.topics.delete(s.topics.keys().next().value as number);
       }
     }
     if (!counted) return undefined;
@@ -723,7 +733,14 @@ export class BusDetectors implements BusObserver {
     for (const k of BUS_EVENT_KINDS) seen[k] = this.seen[k] ?? 0;
     const evictions: Record<string, number> = {};
     const keys: Record<string, number> = {};
+    const largestWindow: Record<string, number> = {};
     for (const d of this.detectors) {
+      let most = 0;
+      for (const st of d.keys.map.values()) {
+        const x = st as Partial<ScanState & HostsState>;
+        most = Math.max(most, x.topics?.size ?? 0, x.hosts?.size ?? 0);
+      }
+      largestWindow[d.rule.name] = most;
       evictions[d.rule.name] =
         d.keys.evictions +
         (d instanceof IdleDetector ? d.sessions.evictions + d.reported.evictions : 0) +
@@ -738,6 +755,7 @@ export class BusDetectors implements BusObserver {
       fired: { ...this.fired },
       evictions,
       keys,
+      largestWindow,
       droppedFires: this.droppedFires,
       droppedLookups: this.droppedLookups,
       errors: this.errors,

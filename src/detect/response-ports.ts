@@ -15,6 +15,8 @@ export interface ResponseDeps {
     input: { kind: IncidentKind; title: string; description: string; targets: { devices: string[] } },
     ctx: { actor: string },
   ): Promise<{ id: string }>;
+  /** The service's own identities (ReservedIdentities.isReserved: the connector's CN, ...): never blocked or disconnected. */
+  reserved?: (name: string) => boolean;
   /** The broker connectors (BrokerConnectors); absent or none configured: block-client and disconnect-client do nothing and say so. */
   brokers?: {
     readonly configured: boolean;
@@ -77,8 +79,9 @@ export class DetectionResponsePorts implements ResponsePorts {
     const brokers = this.deps.brokers;
     if (!brokers?.configured) return none('no broker connector configured');
     const isBroker = new Set((await this.deps.knownDevices(clientIds)).filter((d) => d.kind === 'broker').map((d) => d.id));
-    const ids = clientIds.filter((id) => !isBroker.has(id));
-    if (ids.length === 0) return none('a broker: not acted on automatically');
+    const own = clientIds.filter((id) => this.deps.reserved?.(id));
+    const ids = clientIds.filter((id) => !isBroker.has(id) && !own.includes(id));
+    if (ids.length === 0) return none(own.length ? "the service's own identity: not acted on" : 'a broker: not acted on automatically');
     const fanout = await act(brokers, ids);
     const connectors = fanout.results.map((r) => ({
       connector: r.connector,

@@ -322,6 +322,18 @@ describe('BusDetectors', () => {
     assert.ok(grown < 150, `heap grew ${grown.toFixed(0)} MB`);
   });
 
+  it('one client with 200,000 distinct 1 KB topics: its window holds at most distinctTopics + 1 of them, by hash', async () => {
+    const r = rig([
+      { name: 'scan', watch: 'topic-scan', per: 'client', distinctTopics: 50, windowSeconds: 60, raise: raise('bus.topic-scan') },
+    ]);
+    const pad = 'x'.repeat(1000);
+    for (let i = 0; i < 200_000; i++) r.feed({ kind: 'subscribe', clientId: 'scanner', topic: `${pad}/${i}`, qos: 0 } as never, 'scanner');
+    await r.detectors.settled();
+    assert.equal(r.recorded.length, 1);
+    assert.ok(r.detectors.stats().largestWindow.scan! <= 51, `${r.detectors.stats().largestWindow.scan}`);
+    assert.ok((r.recorded[0]!.details!.topics as string[]).every((t) => t.length <= 81));
+  });
+
   it('undeliverable is reported not observed; the others follow what the running sources observe', () => {
     assert.deepEqual(rig([]).detectors.observability([MOSQUITTO_SYS]), []);
     const d = rig(DEFAULT_RULES, { ports: { silentDevices: async () => [] } });
@@ -561,6 +573,8 @@ describe('DetectionResponsePorts: block-client and disconnect-client through the
       failures: [],
       skipped: 'a broker: not acted on automatically',
     });
+    const own = new DetectionResponsePorts({ ...deps(calls), reserved: (n) => n === 'mqtt-ca-connector' });
+    assert.equal((await own.disconnectClients(['mqtt-ca-connector'], 'why')).skipped, "the service's own identity: not acted on");
     assert.deepEqual(calls, ['block meter-1']);
     const unconfirmed = await new DetectionResponsePorts(deps(calls, false)).disconnectClients(['unknown'], 'why');
     assert.equal(unconfirmed.confirmed, false);
