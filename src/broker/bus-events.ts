@@ -27,6 +27,8 @@ export interface ConnectEvent extends BusEventBase {
   /** clean session (3.x) / clean start (5). */
   cleanStart: boolean;
   keepAliveSeconds: number;
+  /** The client certificate's serial (lower-case hex), where the source reports it (Mosquitto's log does not). */
+  certificateSerial?: string;
 }
 
 export type DisconnectReason =

@@ -1,16 +1,10 @@
-import type { IncidentKind } from '../shared/security-terms.js';
 import type { Clock } from '../shared/clock.js';
 import type { RecordedEvent, SecurityEvents } from './security-events.js';
-import type { DetectionRule, ResponseAction } from '../shared/detection-rules.js';
+import { isEventRule, type DetectionRule, type EventRule } from '../shared/detection-rules.js';
 import type { SourceBlocks, SourceGuard } from './source-blocks.js';
+import { ResponseRunner, type ResponsePorts } from './response-runner.js';
 
-/** What the automatic responses do beyond blocking a source; the composition root wires them to the services. */
-export interface ResponsePorts {
-  /** Puts the device's current certificate on hold (the device is suspended); null when it has none in use. */
-  suspendDevice(deviceId: string): Promise<{ held: string | null }>;
-  /** Opens an incident; `devices` are named only when they are in the inventory. */
-  openIncident(input: { kind: IncidentKind; title: string; description: string; devices: string[] }): Promise<{ incidentId: string }>;
-}
+export type { ResponsePorts } from './response-runner.js';
 
 interface Tally {
   hits: number[];
@@ -29,16 +23,21 @@ const MAX_KEYS = 100_000;
  */
 export class AutomaticResponses implements SourceGuard {
   private readonly tallies = new Map<string, Map<string, Tally>>();
+  private readonly rules: EventRule[];
+  /** How actions run, shared with the bus detectors (one SourceBlocks, one set of ports). */
+  readonly runner: ResponseRunner;
 
   constructor(
-    private readonly rules: DetectionRule[],
+    rules: DetectionRule[],
     private readonly events: SecurityEvents,
     private readonly blocks: SourceBlocks,
-    private readonly ports: ResponsePorts,
+    ports: ResponsePorts,
     private readonly clock: Clock,
     private readonly onError: (e: unknown) => void = () => undefined,
   ) {
-    for (const r of rules) this.tallies.set(r.name, new Map());
+    this.rules = rules.filter(isEventRule); // watch rules are counted by the bus detectors
+    this.runner = new ResponseRunner(ports, blocks, onError);
+    for (const r of this.rules) this.tallies.set(r.name, new Map());
     events.listen((recorded) => this.observe(recorded));
   }
 
@@ -64,7 +63,7 @@ export class AutomaticResponses implements SourceGuard {
   }
 
   /** Counts one event; true when it reaches the threshold. */
-  private count(rule: DetectionRule, key: string): boolean {
+  private count(rule: EventRule, key: string): boolean {
     const now = this.clock.now().getTime();
     const tallies = this.tallies.get(rule.name)!;
     const t = tallies.get(key) ?? { hits: [], quietUntil: 0 };
@@ -80,16 +79,19 @@ export class AutomaticResponses implements SourceGuard {
     return true;
   }
 
-  private async fire(rule: DetectionRule, key: string, last: RecordedEvent): Promise<void> {
-    const responses: Record<string, unknown> = {};
-    for (const action of rule.actions) {
-      try {
-        responses[action] = await this.respond(action, rule, key, last);
-      } catch (e) {
-        this.onError(e);
-        responses[action] = { error: e instanceof Error ? e.message : String(e) };
-      }
-    }
+  private async fire(rule: EventRule, key: string, last: RecordedEvent): Promise<void> {
+    const why = `${rule.threshold} × ${rule.on.join('/')} within ${rule.windowSeconds} s (rule ${rule.name})`;
+    const responses = await this.runner.run(rule.actions, {
+      rule,
+      source: rule.per === 'source' ? key : undefined,
+      identity: rule.per === 'subject' ? key : undefined,
+      why,
+      incident: {
+        title: rule.per === 'source' ? `${rule.raise.kind} from ${key}` : `${rule.raise.kind}: ${key}`,
+        evidence: `Last event ${last.id} (${last.kind}).`,
+        devices: rule.per === 'subject' ? [key] : last.subject ? [last.subject] : [],
+      },
+    });
     const blocked = responses['block-source'] as { retryAfterSeconds?: number } | undefined;
     try {
       await this.events.record({
@@ -110,26 +112,6 @@ export class AutomaticResponses implements SourceGuard {
       });
     } catch (e) {
       this.onError(e);
-    }
-  }
-
-  private async respond(action: ResponseAction, rule: DetectionRule, key: string, last: RecordedEvent): Promise<Record<string, unknown>> {
-    const why = `${rule.threshold} × ${rule.on.join('/')} within ${rule.windowSeconds} s (rule ${rule.name})`;
-    switch (action) {
-      case 'block-source':
-        return { retryAfterSeconds: this.blocks.block(key) };
-      case 'suspend-device':
-        return this.ports.suspendDevice(key);
-      case 'open-incident': {
-        const title = rule.per === 'source' ? `${rule.raise.kind} from ${key}` : `${rule.raise.kind}: ${key}`;
-        const devices = rule.per === 'subject' ? [key] : last.subject ? [last.subject] : [];
-        return this.ports.openIncident({
-          kind: rule.incidentKind as IncidentKind,
-          title,
-          description: `Opened by detection: ${why}. Last event ${last.id} (${last.kind}).`,
-          devices,
-        });
-      }
     }
   }
 }
