@@ -541,14 +541,6 @@ class SilentDetector extends Detector {
   }
 }
 
-/** undeliverable: no source reports undeliverable publishes yet; the rule stands, and says it is not observed. */
-class UndeliverableDetector extends Detector {
-  readonly inputs = { all: [] as BusEventKind[] };
-  handle(): Fire | undefined {
-    return undefined;
-  }
-}
-
 function detectorFor(rule: WatchRule, cap: number): Detector {
   switch (rule.watch) {
     case 'connect-attempts':
@@ -564,7 +556,7 @@ function detectorFor(rule: WatchRule, cap: number): Detector {
     case 'topic-scan':
       return new TopicScanDetector(rule, cap);
     case 'undeliverable':
-      return new UndeliverableDetector(rule, cap);
+      return new CountDetector(rule, cap, (e) => e.kind === 'undeliverable', ['undeliverable']);
     case 'idle-connected':
       return new IdleDetector(rule, cap);
     case 'silent':
@@ -706,12 +698,6 @@ export class BusDetectors implements BusObserver {
     };
     return this.detectors.map((d): RuleObservability => {
       const base = { rule: d.rule.name, watch: d.rule.watch };
-      if (d instanceof UndeliverableDetector)
-        return {
-          ...base,
-          observed: false,
-          why: 'no broker event source reports undeliverable publishes (Mosquitto 2.0 does not log them)',
-        };
       if (d instanceof RevokedDetector && !this.ports.deviceStanding)
         return { ...base, observed: false, why: 'no device standing lookup is configured' };
       if (d instanceof SilentDetector && !this.ports.silentDevices)

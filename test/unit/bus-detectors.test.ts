@@ -3,7 +3,7 @@
 // and topics kept storable; and the shared ResponseRunner's broker actions (never on a broker).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BusEvent, BusEventKind, Observability } from '../../src/broker/bus-events.js';
+import { BUS_EVENT_KINDS, type BusEvent, type BusEventKind, type Observability } from '../../src/broker/bus-events.js';
 import { BusDetectors, type BusDetectorOptions, type BusDetectorPorts, type DeviceStanding } from '../../src/detect/bus-detectors.js';
 import { ResponseRunner, type ResponsePorts } from '../../src/detect/response-runner.js';
 import { DetectionResponsePorts } from '../../src/detect/response-ports.js';
@@ -17,16 +17,14 @@ import type { BrokerFanout } from '../../src/broker/connector.js';
 const broker = 'mosquitto';
 const all = (observed: boolean): Record<BusEventKind, Observability> =>
   Object.fromEntries(
-    (['connect', 'disconnect', 'tls-failure', 'subscribe', 'unsubscribe', 'acl-denied', 'publish'] as const).map((k) => [
-      k,
-      observed ? { observed: true } : { observed: false, why: `${k} is debug-level` },
-    ]),
+    BUS_EVENT_KINDS.map((k) => [k, observed ? { observed: true } : { observed: false, why: `${k} is debug-level` }]),
   ) as Record<BusEventKind, Observability>;
 /** What Mosquitto's $SYS log source observes. */
 const MOSQUITTO_SYS: Record<BusEventKind, Observability> = {
   ...all(true),
   'acl-denied': { observed: false, why: 'Mosquitto 2.0 logs denials at debug level only' },
   publish: { observed: false, why: 'debug level only' },
+  undeliverable: { observed: false, why: 'Mosquitto logs no line for a publish nobody receives' },
 };
 
 class FakePorts implements ResponsePorts {
@@ -332,6 +330,24 @@ describe('BusDetectors', () => {
     assert.equal(r.recorded.length, 1);
     assert.ok(r.detectors.stats().largestWindow.scan! <= 51, `${r.detectors.stats().largestWindow.scan}`);
     assert.ok((r.recorded[0]!.details!.topics as string[]).every((t) => t.length <= 81));
+  });
+
+  it('undeliverable: the publishes a broker reports undeliverable, per client, one event per burst; observed where a source reports them', async () => {
+    const r = rig([
+      { name: 'dropped', watch: 'undeliverable', per: 'client', threshold: 3, windowSeconds: 60, raise: raise('bus.undeliverable') },
+    ]);
+    for (let i = 0; i < 10; i++) {
+      r.feed({ kind: 'undeliverable', clientId: 'meter-9', topic: `nowhere/${i}`, reason: 'no-subscribers' } as never, 'meter-9');
+      r.clock.advance(1000);
+    }
+    r.feed({ kind: 'undeliverable', clientId: 'meter-8', topic: 'nowhere', reason: 'no-subscribers' } as never, 'meter-8');
+    await r.detectors.settled();
+    assert.deepEqual(
+      r.recorded.map((e) => [e.kind, e.subject]),
+      [['bus.undeliverable', 'meter-9']],
+    );
+    assert.equal(r.detectors.observability([all(true)])[0]!.observed, true);
+    assert.equal(r.detectors.observability([MOSQUITTO_SYS])[0]!.observed, false);
   });
 
   it('undeliverable is reported not observed; the others follow what the running sources observe', () => {
