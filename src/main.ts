@@ -111,6 +111,12 @@ import { BULK_REVOKE, BulkRevocationGate, bulkRevocationExecutor, CA_REVOKE, caR
 import { Backups } from './respond/backups.js';
 import { ReservedIdentities } from './enroll/reserved-identities.js';
 import { BackupStore } from './store/backup-store.js';
+import { BusWatch } from './detect/bus-watch.js';
+import { WatchGapBook } from './detect/bus-watch-gaps.js';
+import { BusWatchGapStore } from './store/bus-watch-gap-store.js';
+import type { BusEventSource } from './broker/bus-events.js';
+import { MosquittoLogSource } from './broker/mosquitto-log-source.js';
+import { MosquittoLogFileSource } from './broker/mosquitto-log-file-source.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -180,6 +186,12 @@ export interface Service {
   apiIdempotency: Idempotency;
   /** The service's own certificates (TLS listener, broker connector); renewed by the service-identity-renewal job. */
   identities: ServiceIdentities;
+  /**
+   * The bus watch (BUS_WATCH): its sources (the Mosquitto connector's $SYS log, BUS_WATCH_LOG_FILE)
+   * are started by `busWatch.start()` (serve does, after it listens); observers (presence,
+   * detectors) plug in with `busWatch.addObserver`. With BUS_WATCH off it has no sources.
+   */
+  busWatch: BusWatch;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -603,7 +615,18 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       visibleSummary: () => metrics.revocationVisibleSummary(),
       visibleHistogram: () => metrics.revocationVisibleHistogram(),
     });
+    // The bus watch: the Mosquitto log file first (it sees more, in one order), then the connector's $SYS log.
+    const busWatch = new BusWatch({
+      sources: busWatchSources(config, brokers, identities),
+      gaps: new WatchGapBook(db, new BusWatchGapStore(), clock, {
+        process: workerId,
+        onError: (e) => logger.warn({ err: e }, 'bus watch: gaps are kept in memory until the database is back'),
+      }),
+      clock,
+      onError: (e, where) => logger.warn({ err: e, where }, 'bus watch error'),
+    });
     const stop = async () => {
+      await busWatch.stop();
       await brokers.close();
       await jobs.close();
       await crls.close();
@@ -665,6 +688,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       backups,
       apiIdempotency,
       identities,
+      busWatch,
       stop,
       close: async () => {
         await stop();
@@ -699,6 +723,28 @@ function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'e
   ];
 }
 
+/** The bus watch's sources (none with BUS_WATCH off): the log file's, then the Mosquitto connector's $SYS log with its identity. */
+function busWatchSources(config: Config, brokers: BrokerConnectors, identities: Pick<ServiceIdentities, 'ensure'>): BusEventSource[] {
+  if (!config.busWatch.enabled) return [];
+  const sources: BusEventSource[] = [];
+  const file = config.busWatch.logFile;
+  if (file) sources.push(new MosquittoLogFileSource({ broker: file.broker, path: file.path }));
+  const mqtt = config.brokers.mqtt;
+  const connector = brokers.list().find((c) => c instanceof MosquittoDynsecConnector);
+  if (mqtt && connector)
+    sources.push(
+      new MosquittoLogSource({
+        broker: connector.name,
+        url: mqtt.url,
+        username: mqtt.username,
+        password: mqtt.password,
+        ...(mqtt.url.startsWith('mqtts://') ? { tls: () => identities.ensure('broker-connector') } : {}),
+        timeoutMs: config.brokers.timeoutMs,
+      }),
+    );
+  return sources;
+}
+
 export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {
   const app = createApp({
     logger: svc.logger,
@@ -721,6 +767,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     apiKeyWatch: svc.apiKeyWatch,
     limits: svc.limits,
     posture: svc.posture,
+    busWatch: svc.busWatch,
     devices: svc.devices,
     revocations: svc.revocations,
     deviceRetirement: new DeviceRetirement(svc.revocations, svc.devices),
