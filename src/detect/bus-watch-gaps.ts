@@ -44,9 +44,9 @@ const fromRow = (r: WatchGapRow): WatchGap => ({
 
 /**
  * The gaps' book. `recover(brokers, at)` is the start of a process: gaps another process left open
- * are closed at `at` (nobody watched until then), and where a process ended without any gap open
- * (it died), a gap from its last mark (the last time it knew the broker watched) to `at` is
- * recorded. Writes go in order (the recovery first) by one flush at a time; a failed flush keeps
+ * are closed at `at` (nobody watched until then), and where a process ended without closing its
+ * books (it died: no open gap of the whole watch, `watch-stopped`), a gap from its last mark (the
+ * last time it knew the broker watched) to `at` is recorded. Writes go in order (the recovery first) by one flush at a time; a failed flush keeps
  * everything and is tried again.
  */
 export class WatchGapBook {
@@ -71,6 +71,7 @@ export class WatchGapBook {
 
   /** Queues the start-of-process recovery for these brokers at `at`; written with the next flush. */
   recover(brokers: string[], at: Date): void {
+    this.closed = false;
     this.recovery = { brokers: [...new Set([...(this.recovery?.brokers ?? []), ...brokers])], at: this.recovery?.at ?? at };
     this.kick();
   }
@@ -138,7 +139,7 @@ export class WatchGapBook {
         this.again = false;
         ok = await this.writeOnce();
       } while (ok && this.again);
-      return ok;
+      return ok && this.waiting() === 0 && !this.pendingMark;
     })().finally(() => (this.flushing = undefined));
     return this.flushing;
   }
@@ -211,7 +212,7 @@ export class WatchGapBook {
         if (this.retry) clearTimeout(this.retry);
         this.retry = undefined;
       }
-      return this.pending.size === 0 && !this.recovery && !this.pendingMark;
+      return true;
     } catch (e) {
       if (!this.failing) this.o.onError?.(e);
       this.failing = true;
@@ -233,7 +234,8 @@ export class WatchGapBook {
       const marks = await this.store.marks(trx, brokers);
       const made: WatchGap[] = [];
       for (const broker of brokers) {
-        if (closed.some((g) => g.broker === broker)) continue;
+        // A stop closed its books (a gap of the whole watch, now closed): the mark says no more.
+        if (closed.some((g) => g.broker === broker && g.source === 'watch')) continue;
         const m = marks.get(broker);
         if (!m || m.process === this.o.process || m.watchedUntil >= at) continue;
         made.push({

@@ -183,20 +183,24 @@ export class BusWatch {
       s.why = 'watch-starting';
       delete s.detail;
       s.gap = this.o.gaps.open(s.broker, s.kind, 'watch-starting', undefined, at);
-      s.unlisten = s.source.onStatus?.((st) => this.status_(s, st));
+      s.unlisten = s.source.onStatus?.((st) => this.reported(s, st));
     }
     this.markTimer = setInterval(() => this.mark(), this.o.markEveryMs ?? 30_000);
     this.markTimer.unref();
     await Promise.all(this.states.map((s) => this.attempt(s)));
   }
 
-  /** Stops the sources; a broker that was watched gets an open gap (`watch-stopped`) for the next start to close. */
+  /** Stops the sources; a broker that was watched gets an open gap of the whole watch (`watch-stopped`) for the next start to close. */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     if (this.markTimer) clearInterval(this.markTimer);
     this.markTimer = undefined;
     const at = this.clock.now();
+    // Watched until now; from now a gap of the whole watch per broker, for the next start to close.
+    const watched = [...new Set(this.states.filter((s) => s.up).map((s) => s.broker))];
+    this.o.gaps.mark(watched);
+    for (const broker of watched) this.o.gaps.open(broker, 'watch', 'watch-stopped', 'the service stopped', at);
     await Promise.all(
       this.states.map(async (s) => {
         if (s.retry) clearTimeout(s.retry);
@@ -212,7 +216,6 @@ export class BusWatch {
           s.up = false;
           s.since = at;
           s.why = 'watch-stopped';
-          s.gap = this.o.gaps.open(s.broker, s.kind, 'watch-stopped', undefined, at);
         }
       }),
     );
@@ -233,6 +236,11 @@ export class BusWatch {
       out[kind] = { observed: sources.some((s) => s.up && s.observes.observed), sources };
     }
     return out;
+  }
+
+  /** The gaps open or ended since `since`, every broker's (posture's coverage); `complete` false when the database could not be read. */
+  gaps(since: Date): Promise<{ gaps: WatchGap[]; complete: boolean }> {
+    return this.o.gaps.list(since);
   }
 
   async status(): Promise<BusWatchStatus> {
@@ -296,7 +304,7 @@ export class BusWatch {
     this.up(s, true);
   }
 
-  private status_(s: SourceState, st: SourceStatus): void {
+  private reported(s: SourceState, st: SourceStatus): void {
     if (!this.running) return;
     if (st.up) this.up(s, Boolean(st.sessionsReset));
     else this.down(s, st.why, st.detail);

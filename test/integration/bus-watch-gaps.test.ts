@@ -32,12 +32,14 @@ for (const target of dbTargets) {
       if (db) await disposeDb(db);
     });
 
-    it('a gap left open by a process that stopped is closed at the next start; one that died leaves a gap from its last mark', async () => {
-      // Process p0 watches a and b; it stops with a's gap open (watch-stopped), and dies without a word about b.
+    it('at start: gaps another process left open are closed then; where it died (no gap of the whole watch), one from its last mark', async () => {
+      // Process p0 watches a and b. It stops a's watch cleanly (a gap of the whole watch, open), and dies
+      // while b's $SYS source is down (its gap open) and b's file source up (marking).
       const p0 = new WatchGapBook(db, store, clock, { process: 'p0' });
       p0.mark(['a', 'b']);
       await p0.flush();
-      const stopped = p0.open('a', 'mosquitto-sys-log', 'watch-stopped');
+      const stopped = p0.open('a', 'watch', 'watch-stopped');
+      const dropped = p0.open('b', 'mosquitto-sys-log', 'session-dropped');
       await p0.close();
       const markB = (await store.marks(db, ['b'])).get('b')!;
       await new Promise((r) => setTimeout(r, 20));
@@ -46,14 +48,23 @@ for (const target of dbTargets) {
       p1.recover(['a', 'b', 'never-watched'], start);
       assert.equal(await p1.flush(), true);
       const rows = await store.since(db, new Date(0));
-      const a = rows.find((g) => g.id === stopped.id)!;
-      assert.equal(a.to?.getTime(), start.getTime(), 'closed at the start');
-      const b = rows.filter((g) => g.broker === 'b');
-      assert.equal(b.length, 1);
-      assert.equal(b[0]!.why, 'watch-not-running');
-      assert.equal(b[0]!.from.getTime(), markB.watchedUntil.getTime());
-      assert.equal(b[0]!.to?.getTime(), start.getTime());
-      assert.equal(rows.filter((g) => g.broker === 'never-watched').length, 0);
+      assert.equal(rows.find((g) => g.id === stopped.id)!.to?.getTime(), start.getTime(), 'closed at the start');
+      assert.equal(rows.filter((g) => g.broker === 'a').length, 1, 'a stop closed its books: no gap from the mark');
+      assert.equal(rows.find((g) => g.id === dropped.id)!.to?.getTime(), start.getTime());
+      const died = rows.filter((g) => g.broker === 'b' && g.why === 'watch-not-running');
+      assert.equal(died.length, 1);
+      assert.equal(died[0]!.source, 'watch');
+      assert.equal(died[0]!.from.getTime(), markB.watchedUntil.getTime());
+      assert.equal(died[0]!.to?.getTime(), start.getTime());
+      assert.equal(rows.filter((g) => g.broker === 'never-watched').length, 0, 'never watched: no gap invented');
+      assert.deepEqual(
+        p1
+          .known(new Date(0))
+          .map((g) => g.id)
+          .sort(),
+        [stopped.id, dropped.id, died[0]!.id].sort(),
+        'what the recovery recorded is known to the process (its status with the database away)',
+      );
       // A mark never moves back.
       await store.mark(db, ['b'], new Date(0), 'p1');
       assert.equal((await store.marks(db, ['b'])).get('b')!.watchedUntil.getTime(), markB.watchedUntil.getTime());

@@ -223,7 +223,8 @@ describe('BusWatch', () => {
     await watch.stop();
     // Stopped: an open gap for the next start to close.
     await wait(20);
-    assert.ok([...store.rows.values()].some((g) => g.why === 'watch-stopped' && g.to === null));
+    assert.ok([...store.rows.values()].some((g) => g.why === 'watch-stopped' && g.source === 'watch' && g.to === null));
+    assert.ok(store.marksOf.get('mosquitto'), 'watched until the stop');
   });
 
   it('two sources of one broker: the first up delivers a kind, the other fills in while it is down', async () => {
