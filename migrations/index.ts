@@ -29,6 +29,7 @@ import * as bulkSelectionOrder from './20261207_0027_bulk_selection_order.js';
 import * as apiIdempotencyKeys from './20261207_0028_api_idempotency_keys.js';
 import * as certificateKeyType from './20261207_0029_certificate_key_type.js';
 import * as busPresence from './20261207_0030_bus_presence.js';
+import * as busWatchGaps from './20261207_0031_bus_watch_gaps.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -62,6 +63,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261207_0028_api_idempotency_keys': apiIdempotencyKeys,
   '20261207_0029_certificate_key_type': certificateKeyType,
   '20261207_0030_bus_presence': busPresence,
+  '20261207_0031_bus_watch_gaps': busWatchGaps,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -166,6 +166,10 @@ program
       'mqtt-ca listening',
     );
     console.log(`mqtt-ca listening on http://${config.host}:${(server.address() as { port: number }).port} (API docs at /docs)`);
+    // The bus watch, in one process of serve (each would see every event): started, not waited for;
+    // a source that cannot start yet is retried, its gap recorded.
+    if (svc.busWatch.configured && (slot ?? 0) === 0)
+      void svc.busWatch.start().catch((e: unknown) => svc.logger.error({ err: e }, 'bus watch did not start'));
     const stop = async (signal: string) => {
       svc.logger.info({ signal }, 'shutting down');
       server.close();

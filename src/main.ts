@@ -116,6 +116,13 @@ import { ReservedIdentities } from './enroll/reserved-identities.js';
 import { BackupStore } from './store/backup-store.js';
 import { WebhookBusEventSource } from './broker/webhook-bus-source.js';
 import { BusEventIngestion } from './detect/bus-event-ingestion.js';
+import { BusWatch } from './detect/bus-watch.js';
+import { BusDetectors } from './detect/bus-detectors.js';
+import { WatchGapBook } from './detect/bus-watch-gaps.js';
+import { BusWatchGapStore } from './store/bus-watch-gap-store.js';
+import type { BusEventSource } from './broker/bus-events.js';
+import { MosquittoLogSource } from './broker/mosquitto-log-source.js';
+import { MosquittoLogFileSource } from './broker/mosquitto-log-file-source.js';
 
 /** The composition root: the only place that builds the database, keys, services and servers. */
 export interface Service {
@@ -200,6 +207,12 @@ export interface Service {
   apiIdempotency: Idempotency;
   /** The service's own certificates (TLS listener, broker connector); renewed by the service-identity-renewal job. */
   identities: ServiceIdentities;
+  /**
+   * The bus watch (BUS_WATCH): its sources (the Mosquitto connector's $SYS log, BUS_WATCH_LOG_FILE)
+   * are started by `busWatch.start()` (serve does, after it listens); observers (presence,
+   * detectors) plug in with `busWatch.addObserver`. With BUS_WATCH off it has no sources.
+   */
+  busWatch: BusWatch;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -487,6 +500,8 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       knownDevices: (ids) => incidentStore.devices(db, ids),
       hold: (serial, input, ctx) => revocations.revoke(serial, input, ctx),
       openIncident: (input, ctx) => incidents.open(input, ctx),
+      reserved: (name) => reserved.isReserved(name),
+      brokers,
     });
     const responses = new AutomaticResponses(
       config.detectionRules,
@@ -644,7 +659,38 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       visibleSummary: () => metrics.revocationVisibleSummary(),
       visibleHistogram: () => metrics.revocationVisibleHistogram(),
     });
+    // The bus watch: the Mosquitto log file first (it sees more, in one order), then the connector's $SYS log,
+    // then the brokers that post their events; presence and the detectors observe what it sees.
+    const busSources = busWatchSources(config, brokers, identities, [...busEventWebhooks.values()]);
+    const busDetectors = new BusDetectors(
+      config.detectionRules,
+      securityEvents,
+      responses.runner,
+      {
+        deviceStanding: async (ids) => {
+          const found = new Map((await incidentStore.devices(db, ids)).map((d) => [d.id, d]));
+          return ids.map((id) => {
+            const d = found.get(id);
+            return d && { status: d.status, currentSerial: d.currentSerial?.toString('hex') ?? null };
+          });
+        },
+        silentDevices: (q) => busPresence.silent(q),
+      },
+      clock,
+      { sources: () => busSources.map((s) => s.observes), onError: onDetectError },
+    );
+    const busWatch = new BusWatch({
+      sources: busSources,
+      observers: [presence, busDetectors],
+      gaps: new WatchGapBook(db, new BusWatchGapStore(), clock, {
+        process: workerId,
+        onError: (e) => logger.warn({ err: e }, 'bus watch: gaps are kept in memory until the database is back'),
+      }),
+      clock,
+      onError: (e, where) => logger.warn({ err: e, where }, 'bus watch error'),
+    });
     const stop = async () => {
+      await busWatch.stop();
       await presence.stop().catch((e: unknown) => logger.warn({ err: e }, 'bus presence not written at stop'));
       await brokers.close();
       await jobs.close();
@@ -711,6 +757,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       backups,
       apiIdempotency,
       identities,
+      busWatch,
       stop,
       close: async () => {
         await stop();
@@ -745,6 +792,33 @@ function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'e
   ];
 }
 
+/** The bus watch's sources (none with BUS_WATCH off): the log file's, then the Mosquitto connector's $SYS log with its identity. */
+function busWatchSources(
+  config: Config,
+  brokers: BrokerConnectors,
+  identities: Pick<ServiceIdentities, 'ensure'>,
+  webhooks: BusEventSource[],
+): BusEventSource[] {
+  if (!config.busWatch.enabled) return [];
+  const sources: BusEventSource[] = [];
+  const file = config.busWatch.logFile;
+  if (file) sources.push(new MosquittoLogFileSource({ broker: file.broker, path: file.path }));
+  const mqtt = config.brokers.mqtt;
+  const connector = brokers.list().find((c) => c instanceof MosquittoDynsecConnector);
+  if (mqtt && connector)
+    sources.push(
+      new MosquittoLogSource({
+        broker: connector.name,
+        url: mqtt.url,
+        username: mqtt.username,
+        password: mqtt.password,
+        ...(mqtt.url.startsWith('mqtts://') ? { tls: () => identities.ensure('broker-connector') } : {}),
+        timeoutMs: config.brokers.timeoutMs,
+      }),
+    );
+  return [...sources, ...webhooks];
+}
+
 export function createHttpHandler(svc: Service, opts: { validateResponses?: boolean } = {}) {
   const app = createApp({
     logger: svc.logger,
@@ -767,6 +841,7 @@ export function createHttpHandler(svc: Service, opts: { validateResponses?: bool
     apiKeyWatch: svc.apiKeyWatch,
     limits: svc.limits,
     posture: svc.posture,
+    busWatch: svc.busWatch,
     devices: svc.devices,
     busPresence: svc.busPresence,
     revocations: svc.revocations,

@@ -157,7 +157,7 @@ export type Observability = { observed: true; note?: string } | { observed: fals
 export type DropCounts = Record<string, number>;
 
 /** Where a broker's events come from: one interface for every broker and channel. */
-export interface BusEventSource {
+export interface BusEventSource extends StatusReportingSource {
   /** The broker's id, as in the events. */
   readonly broker: string;
   /** Per event kind: whether this source can observe it, and why not. */
@@ -184,4 +184,32 @@ export interface WatchedBusEvent {
 /** What consumes the watch's events (presence, detectors): told synchronously, in the broker's order; never throws. */
 export interface BusObserver {
   observe(e: WatchedBusEvent): void;
+  /** The watch started: begin what runs beside the events (the detectors' sweeps). */
+  watchStarted?(): void;
+  /** The watch stopped: end it, and finish the work under way. */
+  watchStopped?(): Promise<void>;
+}
+
+/**
+ * Why a source stopped delivering, as the watch records the gap: the session to the broker dropped,
+ * the broker went down (it said it was shutting down, or refused connections), the source could not
+ * start, its log file is missing; or the watch itself was not running (stopped, or its process ended
+ * without saying so) or not yet up.
+ */
+export type WatchGapReason =
+  'session-dropped' | 'broker-down' | 'start-failed' | 'file-missing' | 'watch-starting' | 'watch-stopped' | 'watch-not-running';
+
+/**
+ * A source's channel, as it reports it after start() resolved: down (with why) when it lost it,
+ * up again once it delivers again. `sessionsReset`: the broker's sessions are unknown from here (it
+ * reconnected, or the broker restarted), so the watch forgets the live sessions it carried over.
+ */
+export type SourceStatus = { up: true; sessionsReset?: boolean } | { up: false; why: WatchGapReason; detail?: string };
+
+/** What a source that can lose its channel adds to BusEventSource (the watch listens when present). */
+export interface StatusReportingSource {
+  /** A name for the kind of source in status reports (`mosquitto-sys-log`, `mosquitto-log-file`, `webhook`). */
+  readonly kind?: string;
+  /** Listens for the source's channel going down and up; returns the unsubscribe. */
+  onStatus?(listener: (s: SourceStatus) => void): () => void;
 }

@@ -114,6 +114,14 @@ export class MosquittoLogParser {
     return { ...this.drops };
   }
 
+  /** Forgets the sessions and connections under way: the broker restarted, or the log was lost for a while. */
+  forgetSessions(): void {
+    this.sessions.clear();
+    this.pending.clear();
+    this.tlsError = undefined;
+    this.subscribing = undefined;
+  }
+
   /** A `$SYS/broker/log/<level>` message: its topic and raw payload. */
   message(topic: string, payload: Uint8Array): BusEvent[] {
     const level = typeof topic === 'string' && topic.startsWith('$SYS/broker/log/') ? topic.slice(16) : undefined;

@@ -144,6 +144,13 @@ const schema = z.object({
   // Other brokers' events (POST /v1/bus-events): broker id -> secret, as JSON, or a file holding that JSON
   BUS_EVENT_SECRETS: optionalString,
   BUS_EVENT_SECRETS_FILE: optionalString,
+  // The bus watch (docs/bus-watch.md)
+  BUS_WATCH: optionalString.pipe(z.enum(['on', 'off']).optional()),
+  BUS_WATCH_LOG_FILE: optionalString,
+  BUS_WATCH_LOG_FILE_BROKER: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits, . _ : - (at most 64)')
+    .default('mosquitto'),
   SESSION_KEY_ROTATE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   SESSION_KEY_PERIOD_HOURS: z.coerce
     .number()
@@ -307,6 +314,12 @@ export interface Config {
    * `observes` of its source). Empty: the route answers 404.
    */
   busEventBrokers: BusEventBroker[];
+  /**
+   * The bus watch (BUS_WATCH, default on when BROKER_MQTT_URL or BUS_WATCH_LOG_FILE is set): the
+   * Mosquitto connector's broker's $SYS log, and a Mosquitto log file (BUS_WATCH_LOG_FILE) for the
+   * broker BUS_WATCH_LOG_FILE_BROKER.
+   */
+  busWatch: { enabled: boolean; logFile?: { path: string; broker: string } };
   /** How often housekeeping rotates the session keys that came due (well inside the shortest overlap). */
   sessionKeyRotateEveryMs: number;
   /** How long a session key version is current before the next one replaces it (the default policy; channels carry their own). */
@@ -482,6 +495,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration:\n  SERVE_PROCESSES: the embedded store (no DATABASE_URL) is opened by one process only; use PostgreSQL for more',
     );
   }
+  if (e.BUS_WATCH === 'on' && !e.BROKER_MQTT_URL && !e.BUS_WATCH_LOG_FILE) {
+    throw new ConfigError('invalid configuration:\n  BUS_WATCH: on needs something to watch (BROKER_MQTT_URL or BUS_WATCH_LOG_FILE)');
+  }
   const publicUrl = (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
   return {
     port: e.PORT,
@@ -546,6 +562,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: e.BROKER_TIMEOUT_SECONDS * 1000,
     },
     busEventBrokers: busEventBrokers(e.BUS_EVENT_SECRETS, e.BUS_EVENT_SECRETS_FILE),
+    busWatch: {
+      enabled: e.BUS_WATCH === undefined ? Boolean(e.BROKER_MQTT_URL || e.BUS_WATCH_LOG_FILE || e.BUS_EVENT_SECRETS || e.BUS_EVENT_SECRETS_FILE) : e.BUS_WATCH === 'on',
+      ...(e.BUS_WATCH_LOG_FILE ? { logFile: { path: resolve(e.BUS_WATCH_LOG_FILE), broker: e.BUS_WATCH_LOG_FILE_BROKER } } : {}),
+    },
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
     sessionKeyPeriodMs: e.SESSION_KEY_PERIOD_HOURS * 3_600_000,
     sessionKeyOverlapMs: e.SESSION_KEY_OVERLAP_HOURS * 3_600_000,

@@ -24,7 +24,12 @@ export interface BusDetectorPorts {
   /** One answer per identity, in order: the device, or undefined when no device has that id. */
   deviceStanding?(identities: string[]): Promise<(DeviceStanding | undefined)[]>;
   /** Devices last seen on the bus before `before` (oldest first), at most `limit`: the presence store. */
-  silentDevices?(q: { before: Date; lot?: string; limit: number }): Promise<{ deviceId: string; broker: string; lastSeenAt: Date }[]>;
+  silentDevices?(q: {
+    before: Date;
+    lot?: string;
+    profile?: 'device' | 'broker';
+    limit: number;
+  }): Promise<{ deviceId: string; broker?: string; lastSeenAt: Date }[]>;
 }
 
 /** Runs a rule's actions: the ResponseRunner shared with the event rules (AutomaticResponses.runner). */
@@ -514,7 +519,7 @@ class SilentDetector extends Detector {
     if (we.event.kind === 'connect' && we.identity !== undefined) this.reported.delete(memo(we.identity)); // seen again: re-armed
     return undefined;
   }
-  found(rows: { deviceId: string; broker: string; lastSeenAt: Date }[], now: number): Fire[] {
+  found(rows: { deviceId: string; broker?: string; lastSeenAt: Date }[], now: number): Fire[] {
     const rule = this.rule as Extract<WatchRule, { watch: 'silent' }>;
     const out: Fire[] = [];
     for (const r of rows) {
@@ -528,12 +533,13 @@ class SilentDetector extends Detector {
         identity: r.deviceId.length <= MAX_IDENTITY ? r.deviceId : undefined,
         broker: r.broker,
         count: 1,
-        evidence: [{ kind: 'last-seen', at: seen, broker: cut(r.broker) }],
+        evidence: [{ kind: 'last-seen', at: seen, ...(r.broker ? { broker: cut(r.broker) } : {}) }],
         extra: {
           lastSeenAt: r.lastSeenAt.toISOString(),
           silentSeconds: Math.floor((now - seen) / 1000),
           silentAfterSeconds: rule.silentAfterSeconds,
           ...(rule.lot ? { lot: rule.lot } : {}),
+          ...(rule.profile ? { profile: rule.profile } : {}),
         },
       });
     }
@@ -651,6 +657,14 @@ export class BusDetectors implements BusObserver {
     };
     if (this.detectors.some((d) => d instanceof IdleDetector)) every(this.options.idleSweepSeconds, async () => this.sweepIdle());
     if (this.detectors.some((d) => d instanceof SilentDetector)) every(this.options.silentSweepSeconds, () => this.sweepSilent());
+  }
+
+  watchStarted(): void {
+    this.start();
+  }
+
+  watchStopped(): Promise<void> {
+    return this.stop();
   }
 
   /** Stops the sweeps and waits for the work under way. */
@@ -772,6 +786,7 @@ export class BusDetectors implements BusObserver {
           const rows = await port.call(this.ports, {
             before: new Date(now - rule.silentAfterSeconds * 1000),
             ...(rule.lot ? { lot: rule.lot } : {}),
+            ...(rule.profile ? { profile: rule.profile } : {}),
             limit: rule.limit,
           });
           for (const f of d.found(rows, now)) this.enqueue(f);

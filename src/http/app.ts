@@ -23,6 +23,8 @@ import { auditRoutes, type AuditVerify } from './routes/audit.js';
 import { eventRoutes } from './routes/events.js';
 import { revocationHealthRoutes } from './routes/revocation-health.js';
 import { postureRoutes } from './routes/posture.js';
+import { busWatchRoutes } from './routes/bus-watch.js';
+import type { BusWatch } from '../detect/bus-watch.js';
 import type { Posture } from '../detect/posture.js';
 import type { EventFeed } from '../detect/event-feed.js';
 import type { ApiKeyWatch } from '../detect/api-key-watch.js';
@@ -99,6 +101,8 @@ export interface AppDeps {
   /** Per address and per API key on /v1. */
   limits: RateLimits;
   posture: Posture;
+  /** GET /v1/bus/watch. */
+  busWatch: Pick<BusWatch, 'status'>;
   /** GET /v1/revocation-health. */
   revocationHealth: RevocationHealthReport;
   devices: DeviceInventory;
@@ -214,6 +218,7 @@ export function createApp(d: AppDeps): Express {
   app.use(auditRoutes(d.audit, d.verifyAudit));
   app.use(eventRoutes(d.securityEvents, d.eventFeed));
   app.use(postureRoutes(d.posture));
+  app.use(busWatchRoutes(d.busWatch));
   app.use(revocationHealthRoutes(d.revocationHealth));
   app.use(tokenRoutes(d.tokens));
   app.use(deviceRoutes(d.devices, d.deviceRetirement, d.busPresence));

@@ -172,6 +172,8 @@ const watchRules = [
       .max(365 * 86_400),
     /** Only the devices of this lot. */
     lot: z.string().min(1).max(200).optional(),
+    /** Only the devices of this certificate profile (device: client devices, broker: brokers). */
+    profile: z.enum(['device', 'broker']).optional(),
     /** The most devices one sweep reports. */
     limit: z.number().int().min(1).max(10_000).default(1000),
   }),
