@@ -207,6 +207,38 @@ for (const target of dbTargets) {
       await ctx.close();
     });
 
+    it('shows where the bus watch saw the device, per broker, a hostile client id as text', async () => {
+      svc.presence.observe({
+        event: {
+          kind: 'connect',
+          broker: 'mosquitto',
+          at: clock.now(),
+          clientId: XSS,
+          username: 'meter-xss',
+          source: { host: '203.0.113.9', port: 40001 },
+          protocol: 'mqtt5',
+          cleanStart: true,
+          keepAliveSeconds: 60,
+        },
+        identity: 'meter-xss',
+      });
+      await svc.presence.flush();
+      const { ctx, page } = await web.open();
+      await signIn(page, 'auditor');
+      await page.goto(`${web.url}/console/devices/meter-xss`);
+      const row = page.locator('[data-testid=presence] tr[data-broker=mosquitto]');
+      await row.waitFor();
+      const text = (await row.textContent()) ?? '';
+      assert.match(text, /connected/);
+      assert.match(text, /203\.0\.113\.9:40001/);
+      assert.ok(text.includes(XSS), 'the client id as text');
+      assert.equal(await page.locator('img').count(), 0, 'no element was made from the value');
+      await page.goto(`${web.url}/console/devices/meter-000`);
+      await page.getByText('Not seen on a watched broker.').waitFor();
+      assert.deepEqual(web.dialogs, [], 'no dialog fired');
+      await ctx.close();
+    });
+
     it('has no serious or critical accessibility violations (axe-core) on sign-in, Fleet, Device and the confirmation', async () => {
       // axe is injected as a script, which the console's CSP forbids: this one context bypasses it.
       const ctx = await web.browser.newContext({ bypassCSP: true });
@@ -221,6 +253,11 @@ for (const target of dbTargets) {
       await page.goto(`${web.url}/console/devices/meter-000`);
       await page.getByRole('heading', { name: 'Certificates' }).waitFor();
       await web.axe(page, 'device');
+      await page.goto(`${web.url}/console/devices/meter-xss`);
+      await page.locator('[data-testid=presence]').waitFor();
+      await web.axe(page, 'device on the bus');
+      await page.goto(`${web.url}/console/devices/meter-000`);
+      await page.getByRole('heading', { name: 'Certificates' }).waitFor();
       await page.getByRole('button', { name: 'Decommission…' }).click();
       await page.getByRole('dialog').waitFor();
       await web.axe(page, 'confirmation dialog');

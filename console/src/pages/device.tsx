@@ -200,6 +200,8 @@ export function DevicePage({ id, role }: { id: string; role: Role }) {
         />
       )}
 
+      <OnTheBus presence={device.presence} />
+
       <h2>Certificates</h2>
       {certificates.length === 0 ? (
         <p>No certificates.</p>
@@ -544,5 +546,54 @@ function ActionDialog(props: {
         <p>The device is taken out of service for good and its certificates are revoked (cessationOfOperation); this cannot be undone.</p>
       )}
     </ConfirmDialog>
+  );
+}
+
+/** Where the bus watch last saw the device, per broker (docs/bus-watch.md#presence). */
+function OnTheBus({ presence }: { presence: DeviceView['presence'] }) {
+  return (
+    <section aria-labelledby="bus-title">
+      <h2 id="bus-title">On the bus</h2>
+      {!presence || presence.length === 0 ? (
+        <p>Not seen on a watched broker.</p>
+      ) : (
+        <table class="presence" data-testid="presence">
+          <caption class="visually-hidden">The device on each broker, as the bus watch last saw it</caption>
+          <thead>
+            <tr>
+              <th scope="col">Broker</th>
+              <th scope="col">Now</th>
+              <th scope="col">Last connect</th>
+              <th scope="col">From</th>
+              <th scope="col">Client id</th>
+              <th scope="col">Last disconnect</th>
+              <th scope="col">Sessions</th>
+              <th scope="col">Last seen</th>
+            </tr>
+          </thead>
+          <tbody>
+            {presence.map((p) => (
+              <tr key={p.broker} data-broker={p.broker}>
+                <th scope="row">{p.broker}</th>
+                <td>
+                  <span class={`status ${p.connected ? 'status-active' : 'status-registered'}`}>
+                    {p.connected ? 'connected' : 'not connected'}
+                  </span>
+                </td>
+                <td>{fmt(p.lastConnectAt)}</td>
+                <td>{p.source ? `${p.source.host}${p.source.port === null ? '' : `:${p.source.port}`}` : '—'}</td>
+                <td>{p.clientId ?? '—'}</td>
+                <td>
+                  {p.lastDisconnectAt ? `${fmt(p.lastDisconnectAt)}${p.lastDisconnectReason ? `, ${p.lastDisconnectReason}` : ''}` : '—'}
+                  {p.lastDisconnectDetail ? ` (${p.lastDisconnectDetail})` : ''}
+                </td>
+                <td>{p.sessions}</td>
+                <td>{fmt(p.lastSeenAt)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }
