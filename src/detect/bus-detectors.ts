@@ -40,7 +40,11 @@ export interface ActionRunner {
 export interface BusDetectorOptions {
   /** Keys (clients, devices, sources, sessions) one rule remembers; beyond it the least recently hit is evicted (counted). Default 20,000. */
   maxKeysPerRule?: number;
-  /** The idle-connected sweep's period (default 30 s) and the silent sweep's (default 300 s). */
+  /**
+   * The idle-connected sweep's period and the silent sweep's. Default: a tenth of the shortest
+   * rule's idleSeconds (silentAfterSeconds), at least 1 s and at most 30 s (300 s), so that an
+   * event comes at most a tenth of the rule's own time late.
+   */
   idleSweepSeconds?: number;
   silentSweepSeconds?: number;
   /** How long a device's standing is cached (default 60 s). */
@@ -574,6 +578,16 @@ function detectorFor(rule: WatchRule, cap: number): Detector {
   }
 }
 
+/** A sweep's default period: a tenth of the shortest time its rules wait for, between 1 s and `most`. */
+function sweepPeriod(rules: DetectionRule[], watch: 'idle-connected' | 'silent', most: number): number {
+  const waits = rules
+    .filter(isWatchRule)
+    .flatMap((r) =>
+      r.watch !== watch ? [] : r.watch === 'idle-connected' ? [r.idleSeconds] : r.watch === 'silent' ? [r.silentAfterSeconds] : [],
+    );
+  return waits.length ? Math.min(most, Math.max(1, Math.ceil(Math.min(...waits) / 10))) : most;
+}
+
 /** Normalised serial (lower-case hex, no separators or leading zeros) for comparison. */
 const serialKey = (s: string) =>
   s
@@ -620,8 +634,8 @@ export class BusDetectors implements BusObserver {
   ) {
     this.options = {
       maxKeysPerRule: opts.maxKeysPerRule ?? 20_000,
-      idleSweepSeconds: opts.idleSweepSeconds ?? 30,
-      silentSweepSeconds: opts.silentSweepSeconds ?? 300,
+      idleSweepSeconds: opts.idleSweepSeconds ?? sweepPeriod(rules, 'idle-connected', 30),
+      silentSweepSeconds: opts.silentSweepSeconds ?? sweepPeriod(rules, 'silent', 300),
       standingCacheSeconds: opts.standingCacheSeconds ?? 60,
       maxQueuedFires: opts.maxQueuedFires ?? 1000,
       maxPendingLookups: opts.maxPendingLookups ?? 10_000,

@@ -407,6 +407,27 @@ describe('BusDetectors', () => {
     assert.equal(r.recorded.length, 3, 'a disconnected client is not idle');
   });
 
+  it("the idle sweep runs every tenth of the rule's idleSeconds (10 s: every second), not every 30 s; an explicit period wins", async () => {
+    const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 10, raise: raise('bus.idle-connected') }];
+    const r = rig(rules, { options: { sources: () => [all(true)] } });
+    r.detectors.start();
+    try {
+      r.feed(connect('quiet-1'), 'quiet-1');
+      r.clock.advance(11_000);
+      const started = Date.now();
+      while (r.recorded.length === 0 && Date.now() - started < 10_000) await new Promise((res) => setTimeout(res, 50));
+      assert.equal(r.recorded[0]?.subject, 'quiet-1', 'swept within 10 s of real time');
+    } finally {
+      await r.detectors.stop();
+    }
+    const slow = rig(rules, { options: { sources: () => [all(true)], idleSweepSeconds: 3600 } });
+    slow.detectors.start();
+    slow.feed(connect('quiet-1'), 'quiet-1');
+    slow.clock.advance(11_000);
+    await new Promise((res) => setTimeout(res, 1_500));
+    await slow.detectors.stop();
+    assert.equal(slow.recorded.length, 0, 'the explicit hourly period: no sweep yet');
+  });
   it('silent: a periodic sweep through the presence port, each silence once, re-armed when the device connects again', async () => {
     const asked: unknown[] = [];
     let rows = [
