@@ -58,6 +58,11 @@ export interface BusDetectorOptions {
    * some source observes publishes (else quiet is not idleness). Default: none known.
    */
   sources?: () => readonly Readonly<Record<BusEventKind, Observability>>[];
+  /**
+   * The service's own identities (ReservedIdentities: the broker connector's CN). Its sessions on a
+   * broker only listen ($SYS log, dynsec replies), so idle-connected leaves them out. Default: none.
+   */
+  own?: (identity: string) => boolean;
   onError?: (e: unknown) => void;
 }
 
@@ -449,7 +454,11 @@ interface Session {
   clientId: string;
 }
 
-/** idle-connected: sessions connected idleSeconds with no publish or subscribe; one event per idle stretch (re-armed by activity or a new session). */
+/**
+ * idle-connected: sessions connected idleSeconds with no publish or subscribe; one event per idle
+ * stretch (re-armed by activity or a new session). The service's own sessions (its $SYS log reader,
+ * its dynsec connector) listen by design and are not watched.
+ */
 class IdleDetector extends Detector {
   readonly inputs = { all: ['connect', 'disconnect', 'publish'] as BusEventKind[] };
   override readonly also: BusEventKind[] = ['subscribe'];
@@ -457,7 +466,11 @@ class IdleDetector extends Detector {
   readonly sessions: Keyed<Session>;
   readonly reported: Keyed<Session>;
   private readonly idleMs: number;
-  constructor(rule: Extract<WatchRule, { watch: 'idle-connected' }>, cap: number) {
+  constructor(
+    rule: Extract<WatchRule, { watch: 'idle-connected' }>,
+    cap: number,
+    private readonly own: (identity: string) => boolean,
+  ) {
     super(rule, cap);
     this.sessions = new Keyed<Session>(cap);
     this.reported = new Keyed<Session>(cap);
@@ -466,6 +479,7 @@ class IdleDetector extends Detector {
   handle(we: WatchedBusEvent, now: number): Fire | undefined {
     const e = we.event;
     if (!('clientId' in e) || e.clientId === undefined) return undefined;
+    if (we.identity !== undefined && this.own(we.identity)) return undefined;
     const key = this.keyOf(we);
     if (key === undefined) return undefined;
     if (e.kind === 'disconnect') {
@@ -551,7 +565,7 @@ class SilentDetector extends Detector {
   }
 }
 
-function detectorFor(rule: WatchRule, cap: number): Detector {
+function detectorFor(rule: WatchRule, cap: number, own: (identity: string) => boolean): Detector {
   switch (rule.watch) {
     case 'connect-attempts':
       return new CountDetector(rule, cap, (e) => e.kind === 'connect', ['connect']);
@@ -568,7 +582,7 @@ function detectorFor(rule: WatchRule, cap: number): Detector {
     case 'undeliverable':
       return new CountDetector(rule, cap, (e) => e.kind === 'undeliverable', ['undeliverable']);
     case 'idle-connected':
-      return new IdleDetector(rule, cap);
+      return new IdleDetector(rule, cap, own);
     case 'silent':
       return new SilentDetector(rule, cap);
     case 'revoked-certificate':
@@ -621,7 +635,7 @@ export class BusDetectors implements BusObserver {
   private pendingLookups = 0;
   private timers: NodeJS.Timeout[] = [];
   private silentSweeping = false;
-  private readonly options: Required<Omit<BusDetectorOptions, 'sources' | 'onError'>>;
+  private readonly options: Required<Omit<BusDetectorOptions, 'sources' | 'onError' | 'own'>>;
   private readonly onError: (e: unknown) => void;
 
   constructor(
@@ -648,7 +662,8 @@ export class BusDetectors implements BusObserver {
         // the error reporter's own failure stays here
       }
     };
-    this.detectors = rules.filter(isWatchRule).map((r) => detectorFor(r, this.options.maxKeysPerRule));
+    const own = opts.own ?? (() => false);
+    this.detectors = rules.filter(isWatchRule).map((r) => detectorFor(r, this.options.maxKeysPerRule, own));
     for (const d of this.detectors) {
       this.fired[d.rule.name] = 0;
       const kinds = new Set<BusEventKind>([...d.inputs.all, ...(d.inputs.anyOf ?? []), ...d.also]);

@@ -407,6 +407,22 @@ describe('BusDetectors', () => {
     assert.equal(r.recorded.length, 3, 'a disconnected client is not idle');
   });
 
+  it("idle-connected leaves the service's own sessions out (its $SYS log reader and dynsec connector only listen)", async () => {
+    const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 600, raise: raise('bus.idle-connected') }];
+    const r = rig(rules, { options: { sources: () => [all(true)], own: (id) => id === 'mqtt-ca-connector' } });
+    r.feed(connect('mqtt-ca-sys-log'), 'mqtt-ca-connector');
+    r.feed({ kind: 'subscribe', clientId: 'mqtt-ca-sys-log', topic: '$SYS/broker/log/#', qos: 0 } as never, 'mqtt-ca-connector');
+    r.feed(connect('quiet-1'), 'quiet-1');
+    r.clock.advance(601_000);
+    await r.detectors.sweep();
+    await r.detectors.settled();
+    assert.deepEqual(
+      r.recorded.map((e) => e.subject),
+      ['quiet-1'],
+    );
+    assert.equal(r.detectors.stats().keys.idle, 1, 'only the device was remembered');
+  });
+
   it("the idle sweep runs every tenth of the rule's idleSeconds (10 s: every second), not every 30 s; an explicit period wins", async () => {
     const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 10, raise: raise('bus.idle-connected') }];
     const r = rig(rules, { options: { sources: () => [all(true)] } });
