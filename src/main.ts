@@ -118,6 +118,8 @@ import { WebhookBusEventSource } from './broker/webhook-bus-source.js';
 import { BusEventIngestion } from './detect/bus-event-ingestion.js';
 import { BusWatch } from './detect/bus-watch.js';
 import { BusDetectors } from './detect/bus-detectors.js';
+import { describedWatchRules } from './detect/bus-posture.js';
+import { isWatchRule } from './shared/detection-rules.js';
 import { WatchGapBook } from './detect/bus-watch-gaps.js';
 import { BusWatchGapStore } from './store/bus-watch-gap-store.js';
 import type { BusEventSource } from './broker/bus-events.js';
@@ -620,45 +622,6 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         })
       : new LocalJobRunner(defs, (queue, job, e) => onJobError(`${queue}:${job.name}`, e));
     // The CSF posture report, which reads the rest.
-    const posture = new Posture(db, new PostureStore(), settings, audit, clock, {
-      cas: async () =>
-        (await hierarchy.list()).map((c) => ({
-          id: c.id,
-          kind: c.kind,
-          status: c.status,
-          keyAlgorithm: c.keyAlgorithm,
-          notAfter: c.notAfter,
-        })),
-      crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
-      pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
-      revocationVisible: () => metrics.revocationVisibleSummary(),
-      ocspStatusAnswers: () => metrics.ocspStatusAnswers(),
-      storage: () =>
-        measureStorageLayout({
-          storeDir: config.databaseUrl ? null : pgliteDirUnder(config.dataDir),
-          dataDir: config.dataDir,
-          backupDir: config.backups.dir,
-          kekFile: config.kek ? null : origin,
-        }),
-      rules: config.detectionRules,
-      rateLimitScopes: Object.entries(config.rateLimits)
-        .filter(([, l]) => l)
-        .map(([scope]) => scope),
-      brokerConnectors: brokers.list().map((c) => c.name),
-      renewalNoticeSinks: sinks,
-      backupEveryMs: config.backups.everyMs,
-      fleetCountsMaxAgeMs: config.postureFleetCountsMaxAgeMs,
-    });
-    const revocationHealth = new RevocationHealthReport({
-      clock,
-      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, name: c.name })),
-      published: () => crls.published(),
-      isStale: (crl, now) => crlWatch.isStale(crl, now),
-      since: metrics.startedAt,
-      ocspAnswers: () => metrics.ocspAnswers(),
-      visibleSummary: () => metrics.revocationVisibleSummary(),
-      visibleHistogram: () => metrics.revocationVisibleHistogram(),
-    });
     // The bus watch: the Mosquitto log file first (it sees more, in one order), then the connector's $SYS log,
     // then the brokers that post their events; presence and the detectors observe what it sees.
     const busSources = busWatchSources(config, brokers, identities, [...busEventWebhooks.values()]);
@@ -688,6 +651,55 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       }),
       clock,
       onError: (e, where) => logger.warn({ err: e, where }, 'bus watch error'),
+    });
+    const postureStore = new PostureStore();
+    const posture = new Posture(db, postureStore, settings, audit, clock, {
+      cas: async () =>
+        (await hierarchy.list()).map((c) => ({
+          id: c.id,
+          kind: c.kind,
+          status: c.status,
+          keyAlgorithm: c.keyAlgorithm,
+          notAfter: c.notAfter,
+        })),
+      crls: () => crlWatch.status().map((c) => ({ caId: c.caId, stale: c.stale })),
+      pastRenewalPoint: (now) => renewalStore.pastRenewalPoint(db, now, DEFAULT_RENEW_AT_FRACTION),
+      revocationVisible: () => metrics.revocationVisibleSummary(),
+      ocspStatusAnswers: () => metrics.ocspStatusAnswers(),
+      storage: () =>
+        measureStorageLayout({
+          storeDir: config.databaseUrl ? null : pgliteDirUnder(config.dataDir),
+          dataDir: config.dataDir,
+          backupDir: config.backups.dir,
+          kekFile: config.kek ? null : origin,
+        }),
+      rules: config.detectionRules,
+      rateLimitScopes: Object.entries(config.rateLimits)
+        .filter(([, l]) => l)
+        .map(([scope]) => scope),
+      brokerConnectors: brokers.list().map((c) => c.name),
+      renewalNoticeSinks: sinks,
+      backupEveryMs: config.backups.everyMs,
+      fleetCountsMaxAgeMs: config.postureFleetCountsMaxAgeMs,
+      bus: {
+        brokers: () => busWatch.brokers(),
+        watchedUntil: (brokers) => busWatch.watchedUntil(brokers),
+        gaps: (since) => busWatch.gaps(since),
+        rules: () =>
+          describedWatchRules(config.detectionRules.filter(isWatchRule), busDetectors.observability(busSources.map((s) => s.observes))),
+        activeSeen: (since) => busPresenceStore.activeSeen(db, since),
+        lag: (since) => postureStore.busLag(db, since),
+      },
+    });
+    const revocationHealth = new RevocationHealthReport({
+      clock,
+      cas: async () => (await hierarchy.list()).map((c) => ({ id: c.id, name: c.name })),
+      published: () => crls.published(),
+      isStale: (crl, now) => crlWatch.isStale(crl, now),
+      since: metrics.startedAt,
+      ocspAnswers: () => metrics.ocspAnswers(),
+      visibleSummary: () => metrics.revocationVisibleSummary(),
+      visibleHistogram: () => metrics.revocationVisibleHistogram(),
     });
     const stop = async () => {
       await busWatch.stop();

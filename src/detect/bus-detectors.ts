@@ -98,6 +98,8 @@ interface Fire {
   count: number;
   evidence: Evidence[];
   extra?: Record<string, unknown>;
+  /** When the broker says the act that crossed the threshold happened (absent for absences: idle, silent). */
+  actAt?: number;
 }
 
 /** The longest identity acted on: no device id (an X.509 CN) is longer; longer ones are counted by a digest. */
@@ -273,6 +275,7 @@ abstract class Detector<S extends EpisodeState = EpisodeState> {
       count,
       evidence: [...s.evidence],
       ...(extra ? { extra } : {}),
+      actAt: we.event.at.getTime(),
     };
   }
 
@@ -919,6 +922,7 @@ export class BusDetectors implements BusObserver {
       count: f.count,
       ...window,
       ...(f.broker ? { broker: evidenceText(f.broker) } : {}),
+      ...(f.actAt !== undefined ? { actAt: new Date(f.actAt).toISOString() } : {}),
       ...pgJsonObject(f.extra ?? {}),
       evidence: f.evidence.map(finish),
     };

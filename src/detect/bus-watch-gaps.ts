@@ -114,6 +114,12 @@ export class WatchGapBook {
     return [...this.recent.values()].filter((g) => !g.to || g.to >= since);
   }
 
+  /** Per broker, until when a watching process (any) last recorded it watched. */
+  async watchedUntil(brokers: string[]): Promise<Map<string, Date>> {
+    const marks = await this.store.marks(this.db, brokers);
+    return new Map([...marks].map(([broker, m]) => [broker, m.watchedUntil]));
+  }
+
   /** The gaps open or ended since `since`: the database's and this process's; `complete` false when the database could not be read. */
   async list(since: Date): Promise<{ gaps: WatchGap[]; complete: boolean }> {
     const byId = new Map<string, WatchGap>();

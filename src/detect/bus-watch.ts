@@ -248,6 +248,16 @@ export class BusWatch {
     return out;
   }
 
+  /** The brokers its sources watch. */
+  brokers(): string[] {
+    return [...new Set(this.states.map((s) => s.broker))];
+  }
+
+  /** Per broker, until when a watching process (this one or another sharing the database) last recorded it watched. */
+  watchedUntil(brokers: string[]): Promise<Map<string, Date>> {
+    return this.o.gaps.watchedUntil(brokers);
+  }
+
   /** The gaps open or ended since `since`, every broker's (posture's coverage); `complete` false when the database could not be read. */
   gaps(since: Date): Promise<{ gaps: WatchGap[]; complete: boolean }> {
     return this.o.gaps.list(since);

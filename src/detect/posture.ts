@@ -7,6 +7,8 @@ import type { SettingsStore } from '../store/key-store.js';
 import type { FleetCounts, PostureStore, UnlabelledCursor } from '../store/posture-store.js';
 import { judgeBackupPlacement, judgeKekPlacement, type StorageLayout } from './storage-layout.js';
 import { FreshRead } from '../shared/single-flight.js';
+import type { WatchDetector } from '../shared/detection-rules.js';
+import { busFigures, DAY, type BusFigures, type BusPostureSources } from './bus-posture.js';
 
 export const FUNCTIONS = ['identify', 'protect', 'detect', 'respond', 'recover'] as const;
 export type CsfFunction = (typeof FUNCTIONS)[number];
@@ -47,6 +49,8 @@ export interface PostureSources {
   backupEveryMs: number;
   /** How long the fleet-wide counts (scans of every device and certificate) are reused; 0: counted for every report. */
   fleetCountsMaxAgeMs: number;
+  /** The bus watch's books, rules and presence (absent: the Detect subcategories on the bus are not observed). */
+  bus?: BusPostureSources;
 }
 
 /** The figures that scan the whole fleet: counted together, and reused for `fleetCountsMaxAgeMs`. */
@@ -55,6 +59,8 @@ interface FleetFigures {
   fleet: FleetCounts;
   renewal: { past: number; current: number };
   certificatesByKey: Record<string, number>;
+  /** Active devices seen on a watched broker in the 24 h before countedAt. */
+  busActiveSeen: number;
 }
 
 export interface PostureReport {
@@ -79,6 +85,8 @@ export interface PostureReport {
     openIncidents: { total: number; byKind: Record<string, number>; oldestOpenedAt: string | null };
     securityEvents24h: { kind: string; severity: string; count: number }[];
     staleCrls: string[];
+    /** The bus watch: brokers watched, coverage, rules, gaps and detection lag; null without a watch. */
+    bus: BusFigures | null;
   };
   current: Record<CsfFunction, { tier: Tier; name: string; met: number; partial: number; unmet: number }>;
   target: TargetProfile;
@@ -105,18 +113,65 @@ const worst = (...s: OutcomeStatus[]): OutcomeStatus => s.reduce((w, x) => (RANK
 /** What the service cannot see: it is not met, and the report says so. */
 export const NOT_OBSERVED = 'not observed';
 
-/**
- * The framework's Detect subcategories on the bus (and beside it) that this service has no view
- * of: the broker sees connections and traffic, the service sees enrollments, API calls and OCSP.
- */
+/** The framework's Detect subcategories that this service has no view of, bus watch or not. */
 const UNOBSERVED_DETECT: [category: string, subcategory: string][] = [
-  ['Network Monitoring', 'Abnormal termination of connections'],
-  ['Physical Monitoring', 'Client availability verification'],
   ['Physical Monitoring', 'End-devices and their vicinity physical inspection'],
-  ['Intrusion Detection', 'Topic scanning (attempts to send or subscribe to many topics)'],
-  ['Intrusion Detection', 'Sending undeliverable messages (no subscribers to the topics)'],
-  ['Intrusion Detection', 'Clients that connect but do not send data'],
 ];
+
+/** What the bus watch shows of a Detect subcategory: its rules, whether they observe, coverage and gaps. */
+export interface BusOutcome {
+  observed: boolean;
+  status: OutcomeStatus;
+  evidence: string;
+  remedy: string;
+}
+
+const WATCH_REMEDY =
+  'Watch the broker: BROKER_MQTT_URL (its $SYS log), BUS_WATCH_LOG_FILE (its debug log: publishes and denials) or POST /v1/bus-events (EMQX, HiveMQ); keep a DETECTION_RULES watch rule for it.';
+
+/**
+ * Met when a rule watches for it, the sources observe all it counts, every watched broker is
+ * watched now with no gap open, and 90 % of the active devices were seen in 24 h; partial when
+ * observed short of that; unmet, "not observed", when no rule watches for it or nothing observes it.
+ */
+export function busOutcome(bus: BusFigures | null, detectors: WatchDetector[], events: { kind: string; n: number }[]): BusOutcome {
+  const no = (why: string): BusOutcome => ({ observed: false, status: 'unmet', evidence: `${NOT_OBSERVED}: ${why}`, remedy: WATCH_REMEDY });
+  if (!bus || bus.brokers.length === 0) return no('no bus watch runs (BUS_WATCH)');
+  const rules = bus.rules.filter((r) => detectors.includes(r.watch));
+  if (rules.length === 0) return no(`no DETECTION_RULES watch rule for ${detectors.join(' or ')}`);
+  const observed = rules.filter((r) => r.observed);
+  if (observed.length === 0) return no(rules.map((r) => `${r.rule}: ${r.why}`).join('; '));
+  const watchedNow = bus.brokers.filter((b) => b.watchedNow);
+  if (watchedNow.length === 0)
+    return no(`no broker is being watched now (${bus.brokers.map((b) => `${b.broker} last ${b.watchedUntil ?? 'never'}`).join(', ')})`);
+  const raised = events.filter((e) => observed.some((r) => r.raises === e.kind)).reduce((t, e) => t + e.n, 0);
+  const open = bus.gaps24h.filter((g) => g.to === null);
+  const share = bus.coverage.share;
+  const complete = observed.length === rules.length && observed.every((r) => !r.note);
+  const status: OutcomeStatus =
+    complete && open.length === 0 && watchedNow.length === bus.brokers.length && share !== null && share >= 0.9 ? 'met' : 'partial';
+  const parts = [
+    observed.map((r) => (r.note ? `${r.summary} (${r.note})` : r.summary)).join('; '),
+    ...rules.filter((r) => !r.observed).map((r) => `${r.rule} ${NOT_OBSERVED}: ${r.why}`),
+    `${raised} raised in 24 h`,
+    `${percent(share)} of active devices seen in 24 h on ${watchedNow.map((b) => b.broker).join(', ')}`,
+    ...(bus.gaps24h.length
+      ? [`gaps in 24 h: ${bus.gaps24h.map((g) => `${g.broker} ${g.from}–${g.to ?? 'now'} (${g.why})`).join(', ')}`]
+      : []),
+    ...(bus.lag24h
+      ? [`act to event p50 ${bus.lag24h.p50Seconds} s, p99 ${bus.lag24h.p99Seconds} s over ${bus.lag24h.count} bus events`]
+      : []),
+  ];
+  return {
+    observed: true,
+    status,
+    evidence: parts.join('; '),
+    remedy:
+      status === 'met'
+        ? WATCH_REMEDY
+        : 'Close the gaps: watch every broker the devices use (and keep the watch up), give it the debug log where rules count publishes or denials, and find the active devices it has not seen.',
+  };
+}
 
 function tierOf(outcomes: Outcome[]): Tier {
   const score = outcomes.reduce((a, o) => a + (o.status === 'met' ? 1 : o.status === 'partial' ? 0.5 : 0), 0) / outcomes.length;
@@ -185,14 +240,16 @@ export class Posture {
    */
   async report(opts: { fresh?: boolean } = {}): Promise<PostureReport> {
     const now = this.clock.now();
-    const [{ fleet, renewal, certificatesByKey, countedAt }, lastBackup, incidents, events, cas, target] = await Promise.all([
-      this.fleetFigures(now, opts.fresh === true),
-      this.store.lastBackupAt(this.db),
-      this.store.openIncidents(this.db),
-      this.store.eventsSince(this.db, new Date(now.getTime() - 24 * HOUR)),
-      this.src.cas(),
-      this.target(),
-    ]);
+    const [{ fleet, renewal, certificatesByKey, countedAt, busActiveSeen }, lastBackup, incidents, events, cas, target] = await Promise.all(
+      [
+        this.fleetFigures(now, opts.fresh === true),
+        this.store.lastBackupAt(this.db),
+        this.store.openIncidents(this.db),
+        this.store.eventsSince(this.db, new Date(now.getTime() - 24 * HOUR)),
+        this.src.cas(),
+        this.target(),
+      ],
+    );
     const a = fleet.active;
     const validShare = share(a.validCertificate, a.total);
     const casByKey: Record<string, number> = {};
@@ -225,6 +282,17 @@ export class Posture {
     const backupFresh: OutcomeStatus = backupAge === null ? 'unmet' : backupAge <= 24 ? 'met' : backupAge <= 7 * 24 ? 'partial' : 'unmet';
     const ocspAnswers = this.src.ocspStatusAnswers();
     const revokedQueried = events.filter((e) => e.kind === 'ocsp.revoked-queried').reduce((t, e) => t + e.n, 0);
+    const bus = this.src.bus ? await busFigures(this.src.bus, now, { active: a.total, activeSeen: busActiveSeen }) : null;
+    const onBus = (detectors: WatchDetector[]) => busOutcome(bus, detectors, events);
+    const authAtBroker = onBus(['tls-failures', 'revoked-certificate']);
+    const busRow = (category: string, subcategory: string, w: BusOutcome): Outcome => ({
+      function: 'detect',
+      category,
+      subcategory,
+      status: w.status,
+      evidence: w.evidence,
+      remedy: w.remedy,
+    });
 
     const o = (
       fn: CsfFunction,
@@ -323,28 +391,42 @@ export class Posture {
         'detect',
         'Intrusion Detection',
         'Repeated authentication attempts',
-        ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet',
-        `detection rules: ${ruleNames.join(', ') || 'none'}`,
+        // At the API (enrollment, keys) and at the broker (TLS handshakes, revoked certificates): met only with both seen.
+        worst(
+          ruleNames.length && actions.has('block-source') ? 'met' : ruleNames.length ? 'partial' : 'unmet',
+          authAtBroker.observed ? authAtBroker.status : 'partial',
+        ),
+        `detection rules: ${ruleNames.join(', ') || 'none'}; at the broker: ${authAtBroker.evidence}`,
         'Keep rules counting refused enrollments and wrong API keys (DETECTION_RULES).',
       ),
-      o(
-        'detect',
-        'Network Monitoring',
-        'Repeated connection attempts',
-        ocspAnswers > 0 ? 'partial' : 'unmet',
-        ocspAnswers > 0
-          ? `only attempts with revoked certificates are seen, through OCSP: ${ocspAnswers} status answers since the service started, ${revokedQueried} queries about revoked certificates reported (ocsp.revoked-queried) in 24 h; other connection attempts happen at the broker: ${NOT_OBSERVED}`
-          : `${NOT_OBSERVED}: no OCSP status query since the service started, so no broker is seen checking certificates; connection attempts happen at the broker`,
-        'Have the brokers check client certificates with OCSP (revoked devices trying to connect are then reported), and count connection attempts at the broker.',
-      ),
+      ((w) =>
+        o(
+          'detect',
+          'Network Monitoring',
+          'Repeated connection attempts',
+          w.observed ? w.status : ocspAnswers > 0 ? 'partial' : 'unmet',
+          w.observed
+            ? `${w.evidence}; also ${ocspAnswers} OCSP status answers since the service started, ${revokedQueried} about revoked certificates (ocsp.revoked-queried) in 24 h`
+            : ocspAnswers > 0
+              ? `only attempts with revoked certificates are seen, through OCSP: ${ocspAnswers} status answers since the service started, ${revokedQueried} queries about revoked certificates reported (ocsp.revoked-queried) in 24 h; at the broker: ${w.evidence}`
+              : `${w.evidence}; and no OCSP status query since the service started`,
+          w.observed
+            ? w.remedy
+            : 'Watch the broker (BROKER_MQTT_URL with its $SYS log, BUS_WATCH_LOG_FILE, or POST /v1/bus-events), and have the brokers check client certificates with OCSP.',
+        ))(onBus(['connect-attempts', 'client-id-two-sources'])),
+      busRow('Network Monitoring', 'Abnormal termination of connections', onBus(['abnormal-terminations'])),
+      busRow('Physical Monitoring', 'Client availability verification', onBus(['silent'])),
+      busRow('Intrusion Detection', 'Topic scanning (attempts to send or subscribe to many topics)', onBus(['topic-scan'])),
+      busRow('Intrusion Detection', 'Sending undeliverable messages (no subscribers to the topics)', onBus(['undeliverable'])),
+      busRow('Intrusion Detection', 'Clients that connect but do not send data', onBus(['idle-connected'])),
       ...UNOBSERVED_DETECT.map(([category, subcategory]) =>
         o(
           'detect',
           category,
           subcategory,
           'unmet',
-          `${NOT_OBSERVED}: the service does not see MQTT traffic or the devices themselves`,
-          'Watch for it at the broker (its logs or a monitoring plugin) or on site; the service cannot see it yet.',
+          `${NOT_OBSERVED}: neither the service nor the brokers see the devices themselves`,
+          'Inspect the end-devices and their vicinity on site; nothing on the bus shows it.',
         ),
       ),
       o(
@@ -468,6 +550,7 @@ export class Posture {
         openIncidents: { total: incidents.length, byKind, oldestOpenedAt: oldestIncident?.toISOString() ?? null },
         securityEvents24h: events.map((e) => ({ kind: e.kind, severity: e.severity, count: e.n })),
         staleCrls,
+        bus,
       },
       current,
       target,
@@ -492,12 +575,14 @@ export class Posture {
 
   private async countFleet(): Promise<FleetFigures> {
     const now = this.clock.now();
-    const [fleet, renewal, certificatesByKey] = await Promise.all([
+    const bus = this.src.bus;
+    const [fleet, renewal, certificatesByKey, busActiveSeen] = await Promise.all([
       this.store.fleet(this.db, now),
       this.src.pastRenewalPoint(now),
       this.cryptoInventory(now),
+      bus && bus.brokers().length ? bus.activeSeen(new Date(now.getTime() - DAY)) : 0,
     ]);
-    return { countedAt: now, fleet, renewal, certificatesByKey };
+    return { countedAt: now, fleet, renewal, certificatesByKey, busActiveSeen };
   }
 
   /**

@@ -252,6 +252,17 @@ export class BusPresenceStore {
     return rows.map(fromRow);
   }
 
+  /** Active devices seen on any broker since `since` (the bus watch's coverage of the fleet). */
+  async activeSeen(db: Executor, since: Date): Promise<number> {
+    const r = await db.raw(
+      `select count(*)::bigint as n from devices d
+        where d.status = 'active'
+          and exists (select 1 from bus_presence p where p.identity = d.id and p.last_seen_at >= ?)`,
+      [since],
+    );
+    return Number((r.rows[0] as { n: string | number }).n);
+  }
+
   /**
    * Devices seen on the bus, connected on no broker now, and last seen (on every broker) before
    * `before`: oldest silence first. Devices never seen are not silent (they have never spoken);

@@ -137,4 +137,24 @@ export class PostureStore {
       .orderBy('kind')) as { kind: string; severity: string; n: unknown }[];
     return rows.map((r) => ({ kind: r.kind, severity: r.severity, n: n(r.n) }));
   }
+
+  /**
+   * From the broker's time of the act that crossed a bus rule's threshold (details.actAt) to its
+   * security event, over the bus events since `since`; null when there are none.
+   */
+  async busLag(ex: Executor, since: Date): Promise<{ count: number; p50Seconds: number; p99Seconds: number } | null> {
+    const r = await ex.raw(
+      `select count(*)::bigint as n,
+              percentile_cont(0.5) within group (order by lag) as p50,
+              percentile_cont(0.99) within group (order by lag) as p99
+         from (select greatest(0, extract(epoch from (at - (details->>'actAt')::timestamptz))) as lag
+                 from security_events
+                where at >= ? and kind like 'bus.%' and details->>'actAt' is not null) l`,
+      [since],
+    );
+    const row = r.rows[0] as { n: string | number; p50: number | null; p99: number | null };
+    if (Number(row.n) === 0) return null;
+    const round = (x: number | null) => Math.round(Number(x) * 1000) / 1000;
+    return { count: Number(row.n), p50Seconds: round(row.p50), p99Seconds: round(row.p99) };
+  }
 }
