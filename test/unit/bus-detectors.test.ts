@@ -13,6 +13,8 @@ import { DEFAULT_RULES, rulesSchema } from '../../src/shared/detection-rules.js'
 import { ManualClock } from '../../src/shared/clock.js';
 import { pgJsonObject } from '../../src/shared/pg-text.js';
 import type { BrokerFanout } from '../../src/broker/connector.js';
+import { MOSQUITTO_SYS_LOG_OBSERVES } from '../../src/broker/mosquitto-log-source.js';
+import { MOSQUITTO_LOG_FILE_OBSERVES } from '../../src/broker/mosquitto-log-file-source.js';
 
 const broker = 'mosquitto';
 const all = (observed: boolean): Record<BusEventKind, Observability> =>
@@ -368,6 +370,16 @@ describe('BusDetectors', () => {
       d.detectors.observability([]).every((o) => !o.observed),
       'no source: nothing observed',
     );
+  });
+
+  it("a Mosquitto broker watched through its $SYS log and its log file: undeliverable's why is said once (the two sources use the same words)", () => {
+    const d = rig(DEFAULT_RULES);
+    const [rule] = d.detectors
+      .observability([MOSQUITTO_SYS_LOG_OBSERVES, MOSQUITTO_LOG_FILE_OBSERVES])
+      .filter((o) => o.rule === 'bus-undeliverable');
+    assert.equal(rule!.observed, false);
+    const why = (rule as { why: string }).why;
+    assert.equal(why.split('logs no line for a publish').length, 2, why);
   });
 
   it('idle-connected: fires once per idle stretch on the sweep, re-armed by a publish; never while publishes are not observed', async () => {
