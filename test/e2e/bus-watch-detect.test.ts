@@ -38,7 +38,7 @@ const target = dbTargets.find((t) => t.name === 'postgres' && !t.skip) ?? dbTarg
 /** The windows the test waits out (a second burst of reconnects comes after the first's quiet window). */
 const RECONNECT_WINDOW_S = 8;
 const IDLE_S = 10;
-/** The schema's least: presence keeps activity to the minute, so a shorter silence could not be told. */
+/** The schema's least silentAfterSeconds: the other misdeeds run while gone-1's silence lasts. */
 const SILENT_S = 60;
 
 /** The operator's rules: the API's event rules kept, the bus watch's rules tightened for the test. */
@@ -526,8 +526,8 @@ describe(
       await fleetCarriesOn('at the end');
     });
 
-    it('the posture\'s Detect rows on the bus are measured with the watch running, not "not observed" (undeliverable: Mosquitto cannot say)', async () => {
-      const res = await api.get('/v1/posture').set(auth());
+    it("the posture's Detect rows on the bus are measured (met: watched now, every active device seen, no gap open); undeliverable stays not observed (Mosquitto cannot say)", async () => {
+      const res = await api.get('/v1/posture').query({ fresh: true }).set(auth());
       assert.equal(res.status, 200, JSON.stringify(res.body));
       const detect = (res.body.outcomes as { function: string; subcategory: string; status: string; evidence: string }[]).filter(
         (o) => o.function === 'detect',
@@ -537,17 +537,45 @@ describe(
         assert.ok(o, `${name} in ${JSON.stringify(detect.map((x) => x.subcategory))}`);
         return o;
       };
-      for (const name of [
-        'Repeated connection attempts',
-        'Abnormal termination of connections',
-        'Client availability verification',
-        'Topic scanning',
-        'Clients that connect but do not send data',
-      ]) {
+      for (const [name, rules] of [
+        ['Repeated connection attempts', ['bus-reconnect-loop', 'bus-client-id-two-sources']],
+        ['Abnormal termination of connections', ['bus-abnormal-terminations']],
+        ['Client availability verification', ['bus-silent']],
+        ['Topic scanning', ['bus-topic-scan']],
+        ['Clients that connect but do not send data', ['bus-idle-connected']],
+      ] as const) {
         const o = row(name);
-        assert.doesNotMatch(o.evidence, /^not observed/, `${name}: ${o.status} ${o.evidence}`);
+        assert.doesNotMatch(o.evidence, /not observed/, `${name}: ${o.evidence}`);
+        assert.equal(o.status, 'met', `${name}: ${o.evidence}`);
+        for (const rule of rules) assert.match(o.evidence, new RegExp(`${rule}: `), `${name}: ${o.evidence}`);
+        assert.match(o.evidence, /100\.0 % of active devices seen in 24 h on mosquitto/);
       }
-      assert.match(row('Sending undeliverable messages').evidence, /not observed/);
+      assert.match(row('Topic scanning').evidence, /→ block-client, open-incident; 2 raised in 24 h/);
+      assert.match(
+        row('Repeated authentication attempts').evidence,
+        /at the broker: bus-tls-failures: .*bus-revoked-certificate: .*3 raised in 24 h/,
+      );
+      const undeliverable = row('Sending undeliverable messages');
+      assert.equal(undeliverable.status, 'unmet');
+      assert.match(undeliverable.evidence, /^not observed: bus-undeliverable: undeliverable is not observed \(Mosquitto 2\.0 logs no line/);
+      assert.equal(undeliverable.evidence.split('logs no line').length, 2, `said once: ${undeliverable.evidence}`);
+
+      const bus = res.body.figures.bus;
+      assert.deepEqual(
+        bus.brokers.map((b: { broker: string; watchedNow: boolean }) => [b.broker, b.watchedNow]),
+        [['mosquitto', true]],
+      );
+      assert.deepEqual(
+        bus.coverage,
+        { activeSeen24h: 8, active: 8, share: 1 },
+        'every active device (the revoked and suspended ones are not) seen',
+      );
+      assert.deepEqual(
+        bus.rules.filter((r: { observed: boolean }) => !r.observed).map((r: { rule: string }) => r.rule),
+        ['bus-undeliverable'],
+      );
+      assert.equal(bus.gaps24h.filter((g: { to: string | null }) => g.to === null).length, 0, JSON.stringify(bus.gaps24h));
+      assert.ok(bus.lag24h.count >= 8, `the time from act to event, over the events with a broker time: ${JSON.stringify(bus.lag24h)}`);
     });
   },
 );
