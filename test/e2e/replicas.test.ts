@@ -195,7 +195,8 @@ describe('two serve replicas and two workers on one PostgreSQL and one Redis, be
       const span = (seen.at(-1)! - seen[0]!) / 1000;
       // Four processes running their own schedules would run it about four times a second.
       assert.ok(seen.length <= Math.ceil(span) + 2, `${seen.length} runs in ${span.toFixed(1)} s: at most one per period`);
-      assert.ok(periods.size >= seen.length - 2, `runs in distinct periods: ${seen.length} runs in ${periods.size} seconds`);
+      // Runs delayed on a loaded machine can share a second with the next one; four schedules would put ~4 in each.
+      assert.ok(periods.size >= seen.length * 0.75, `runs in distinct periods: ${seen.length} runs in ${periods.size} seconds`);
     } finally {
       redis.disconnect();
     }
