@@ -14,7 +14,8 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import type { MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { TcpNetConnectOpts } from 'node:net';
 import type request from 'supertest';
 import { dbTargets } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
@@ -220,7 +221,7 @@ describe(
       assert.equal(view.status, 0, view.out);
       assert.match(view.out, /mqtt-ca-blocked/, `${id} at the broker: ${view.out}`);
     };
-    /** A block's outcome in the event: applied and confirmed at the broker, the session ended. */
+    /** A block's outcome in the event: applied and confirmed at the broker by the Mosquitto connector. */
     const assertBlocked = (e: SecurityEvent, id: string) => {
       const block = e.details.responses['block-client'];
       assert.equal(block.confirmed, true, JSON.stringify(block));
@@ -234,10 +235,22 @@ describe(
       await until(`meter-b receives ${tag}`, async () => received.includes(tag), 10_000);
     };
     /** mosquitto_pub / mosquitto_sub with a device's certificate, run to its end (never blocking this process). */
-    const cli = (cmd: 'mosquitto_pub' | 'mosquitto_sub', who: string, args: string[], host = 'localhost') =>
+    const cli = (cmd: 'mosquitto_pub' | 'mosquitto_sub', who: string, args: string[]) =>
       runAsync(
         cmd,
-        ['-h', host, '-p', String(broker.port), '--cafile', files[who]!.ca, '--cert', files[who]!.cert, '--key', files[who]!.key, ...args],
+        [
+          '-h',
+          'localhost',
+          '-p',
+          String(broker.port),
+          '--cafile',
+          files[who]!.ca,
+          '--cert',
+          files[who]!.cert,
+          '--key',
+          files[who]!.key,
+          ...args,
+        ],
         20_000,
       );
     const device = async (id: string, opts: Parameters<typeof connectDevice>[2] = {}) => {
@@ -274,13 +287,8 @@ describe(
       for (const args of [
         ['req', '-x509', ...ec, '-keyout', foreign('f-ca.key'), '-out', foreign('f-ca.pem'), '-subj', '/CN=Foreign CA', '-days', '2'],
         ['req', ...ec, '-keyout', foreign('f-dev.key'), '-out', foreign('f-dev.csr'), '-subj', '/CN=meter-a'],
-        ['x509', '-req', '-in', foreign('f-dev.csr'), '-CA', foreign('f-ca.pem'), '-CAkey', foreign('f-ca.key')].concat([
-          '-CAcreateserial',
-          '-out',
-          foreign('f-dev.pem'),
-          '-days',
-          '2',
-        ]),
+        // prettier-ignore
+        ['x509', '-req', '-in', foreign('f-dev.csr'), '-CA', foreign('f-ca.pem'), '-CAkey', foreign('f-ca.key'), '-CAcreateserial', '-out', foreign('f-dev.pem'), '-days', '2'],
       ]) {
         const r = run('openssl', args);
         assert.equal(r.status, 0, r.stderr);
@@ -459,7 +467,9 @@ describe(
     });
 
     it('one client id from two addresses (mqtt.js bound to 127.0.0.2, mosquitto_sub to 127.0.0.3): one bus.client-id-two-sources, an incident', async () => {
-      const first = await device('twin-1', { localAddress: '127.0.0.2' } as never);
+      // mqtt.js hands its options on to tls.connect, which binds the socket to localAddress (not in mqtt.js's types).
+      const from2: IClientOptions & Pick<TcpNetConnectOpts, 'localAddress'> = { localAddress: '127.0.0.2' };
+      const first = await device('twin-1', from2);
       const takenOver = new Promise<void>((resolve) => first.once('close', () => resolve()));
       await presenceUntil('connected from 127.0.0.2', 'twin-1', (x) => x.connected && x.source?.host === '127.0.0.2');
       const clone = spawn('mosquitto_sub', [
