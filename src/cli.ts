@@ -14,7 +14,8 @@ import { isDomainError } from './shared/errors.js';
 import { systemClock } from './shared/clock.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { buildService, createLogger, listen, listenTls, type Service } from './main.js';
-import { isServePrimary, serveSlot, superviseServe } from './cluster.js';
+import { isServePrimary, onMessageForSlot0, sendToSlot0, serveSlot, superviseServe } from './cluster.js';
+import { handOffEvents, takeHandedOff } from './detect/bus-event-handoff.js';
 import type { Logger } from 'pino';
 import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, embeddedStoreExists, holdsCa, migrateLatest, pgliteDirUnder, type Db } from './store/db.js';
@@ -168,8 +169,11 @@ program
     console.log(`mqtt-ca listening on http://${config.host}:${(server.address() as { port: number }).port} (API docs at /docs)`);
     // The bus watch, in one process of serve (each would see every event): started, not waited for;
     // a source that cannot start yet is retried, its gap recorded.
-    if (svc.busWatch.configured && (slot ?? 0) === 0)
+    // The others hand the events brokers post to them on to it.
+    if (svc.busWatch.configured && (slot ?? 0) === 0) {
+      if (slot !== undefined) onMessageForSlot0((payload) => takeHandedOff(svc.busEventWebhooks, payload));
       void svc.busWatch.start().catch((e: unknown) => svc.logger.error({ err: e }, 'bus watch did not start'));
+    } else if (svc.busWatch.configured) await handOffEvents(svc.busEventWebhooks.values(), sendToSlot0);
     const stop = async (signal: string) => {
       svc.logger.info({ signal }, 'shutting down');
       server.close();

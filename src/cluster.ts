@@ -10,6 +10,24 @@ export function serveSlot(): number | undefined {
 
 export const isServePrimary = () => cluster.isPrimary;
 
+/** The envelope of a message one serve process sends to the process of slot 0 (the one that watches the bus); the primary passes it on. */
+const FOR_SLOT_0 = 'mqttca:for-slot-0';
+
+/** Sends `payload` to the serve process of slot 0 (through the primary); false when this process has no IPC channel or it is closed. */
+export function sendToSlot0(payload: unknown): boolean {
+  if (!process.send || !process.connected) return false;
+  return process.send({ [FOR_SLOT_0]: payload }, undefined, undefined, () => undefined);
+}
+
+/** In the process of slot 0: what the other serve processes send it. */
+export function onMessageForSlot0(handler: (payload: unknown) => void): void {
+  process.on('message', (m: unknown) => {
+    if (m && typeof m === 'object' && FOR_SLOT_0 in m) handler((m as Record<string, unknown>)[FOR_SLOT_0]);
+  });
+}
+
+const forSlot0 = (m: unknown) => Boolean(m && typeof m === 'object' && FOR_SLOT_0 in m);
+
 export interface SupervisorLog {
   info(fields: object, msg: string): void;
   warn(fields: object, msg: string): void;
@@ -36,6 +54,10 @@ export function superviseServe(n: number, log: SupervisorLog): void {
     const startedAt = Date.now();
     const w = cluster.fork({ [SLOT_ENV]: String(slot) });
     bySlot.set(slot, w);
+    // Passed on as they come; while slot 0 is being replaced they are lost (its watch is down: a gap).
+    w.on('message', (m: unknown) => {
+      if (forSlot0(m)) bySlot.get(0)?.send(m as object);
+    });
     w.once('exit', (code, signal) => {
       if (bySlot.get(slot) === w) bySlot.delete(slot);
       if (stopping) {

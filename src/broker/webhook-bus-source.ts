@@ -91,6 +91,21 @@ export class WebhookBusEventSource implements BusEventSource {
     return { ...this.drops };
   }
 
+  /**
+   * Delivers events another serve process received and mapped (handed to the watching process);
+   * counted as dropped (`watch-not-started`) while nobody watches.
+   */
+  deliver(events: readonly BusEvent[]): void {
+    const onEvent = this.onEvent;
+    if (!onEvent) return this.countDropped('watch-not-started', events.length);
+    for (const e of events) onEvent(e);
+  }
+
+  /** Counts events lost on their way to the watch (a hand-off that could not be sent). */
+  countDropped(reason: string, n: number): void {
+    if (n > 0) this.drops[reason] = (this.drops[reason] ?? 0) + n;
+  }
+
   /** Maps and delivers one batch's events (already authenticated as this broker's). Throws Unavailable when not started. */
   receive(events: readonly unknown[]): WebhookBatchResult {
     const deliver = this.onEvent;

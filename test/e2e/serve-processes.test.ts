@@ -9,13 +9,16 @@ import { databaseUrlOf, disposeDb, postgresTarget } from '../helpers/db.js';
 import { startServe, until, type Served } from '../helpers/processes.js';
 import { envSkip } from '../helpers/tools.js';
 import type { Db } from '../../src/store/db.js';
+import { webhookSignature } from '../../src/shared/webhook-signature.js';
 
-/** The pids of `pid`'s children. */
+/** The pids of `pid`'s node children (the serve processes; not tsx's esbuild service, which may come and go). */
 function childrenOf(pid: number): number[] {
   try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+    return execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(pid)], { encoding: 'utf8' })
       .split('\n')
-      .map((l) => Number(l.trim()))
+      .map((l) => l.trim().split(/\s+/))
+      .filter(([, comm]) => comm === 'node')
+      .map(([p]) => Number(p))
       .filter((n) => n > 0);
   } catch {
     return []; // ps exits 1 when there are none
@@ -70,6 +73,71 @@ describe(
       served.proc.kill('SIGTERM');
       await until('every process gone', async () => !alive(primary) && now.every((p) => !alive(p)), 30_000);
       assert.equal(served.proc.exitCode, 0, served.output());
+    });
+  },
+);
+
+describe(
+  'mqtt-ca serve with several processes and brokers posting their events',
+  { skip: envSkip('DATABASE_URL', 'serve with several processes (PostgreSQL) is') },
+  () => {
+    let db: Db | undefined;
+    let served: Served | undefined;
+    after(async () => {
+      await served?.stop('SIGKILL');
+      if (db) await disposeDb(db);
+    });
+
+    it("takes a broker's posted events in every process and hands them to the one that watches: none lost to a 503", async () => {
+      db = await postgresTarget.create();
+      const secret = randomBytes(32).toString('hex');
+      served = await startServe({
+        DATABASE_URL: databaseUrlOf(db),
+        MQTT_CA_KEK: randomBytes(32).toString('base64'),
+        DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-processes-')),
+        SERVE_PROCESSES: '2',
+        BUS_EVENT_SECRETS: JSON.stringify({ 'emqx-1': secret }),
+      });
+      await until('two processes listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 2, 60_000);
+      const post = async (i: number) => {
+        const body = JSON.stringify({
+          events: [
+            {
+              event: 'client.connected',
+              clientid: `meter-${i}`,
+              username: `meter-${i}`,
+              peername: `10.0.0.${i}:5000`,
+              proto_ver: 5,
+              keepalive: 60,
+              clean_start: true,
+            },
+          ],
+        });
+        const ts = String(Math.floor(Date.now() / 1000));
+        // A connection each: the first process hands connections round, so the batches reach both.
+        return fetch(`${served!.url}/v1/bus-events`, {
+          method: 'POST',
+          headers: {
+            Connection: 'close',
+            'content-type': 'application/json',
+            'X-MqttCa-Broker': 'emqx-1',
+            'X-MqttCa-Timestamp': ts,
+            'X-MqttCa-Signature': `sha256=${webhookSignature(secret, ts, body)}`,
+          },
+          body,
+        });
+      };
+      // The watch starts once the watching process listens; until then its own batches are 503 (sent again, as a relay does).
+      await until('the watch takes events', async () => (await post(0)).status === 202, 30_000);
+      const statuses = [];
+      for (let i = 1; i <= 20; i++) statuses.push((await post(i)).status);
+      assert.deepEqual(statuses, Array(20).fill(202), 'every batch taken, whichever process it reached');
+      const map = async () => {
+        const res = await fetch(`${served!.url}/v1/bus/map`, { headers: { Authorization: `Bearer ${served!.adminKey}` } });
+        const body = (await res.json()) as { brokers: { broker: string; unregistered: { connected: number } }[] };
+        return body.brokers.find((b) => b.broker === 'emqx-1')?.unregistered.connected ?? 0;
+      };
+      await until('all 21 identities connected in presence', async () => (await map()) === 21, 30_000);
     });
   },
 );
