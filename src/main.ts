@@ -640,7 +640,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         silentDevices: (q) => busPresence.silent(q),
       },
       clock,
-      { sources: () => busSources.map((s) => s.observes), onError: onDetectError },
+      { sources: () => busSources.map((s) => s.observes), own: (id) => reserved.isReserved(id), onError: onDetectError },
     );
     const busWatch = new BusWatch({
       sources: busSources,

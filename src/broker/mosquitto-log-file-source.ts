@@ -1,7 +1,7 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { DomainError } from '../shared/errors.js';
 import type { BusEvent, BusEventKind, BusEventSource, DropCounts, Observability, SourceStatus } from './bus-events.js';
-import { LogLineSplitter, MosquittoLogParser } from './mosquitto-log.js';
+import { LogLineSplitter, MOSQUITTO_UNDELIVERABLE_WHY, MosquittoLogParser } from './mosquitto-log.js';
 
 /** What a Mosquitto 2.0 log file shows with `log_type debug` (besides the $SYS log's levels). */
 export const MOSQUITTO_LOG_FILE_OBSERVES: Readonly<Record<BusEventKind, Observability>> = {
@@ -18,10 +18,7 @@ export const MOSQUITTO_LOG_FILE_OBSERVES: Readonly<Record<BusEventKind, Observab
     note: 'with log_type debug only: "Denied PUBLISH", and a requested subscription the SUBACK did not grant',
   },
   publish: { observed: true, note: 'with log_type debug only ("Received PUBLISH")' },
-  undeliverable: {
-    observed: false,
-    why: 'Mosquitto 2.0 logs no line for a publish that reaches no subscriber, at any log level',
-  },
+  undeliverable: { observed: false, why: MOSQUITTO_UNDELIVERABLE_WHY },
 };
 
 /** A broker (re)starting writes this line; the sessions of before are gone. */

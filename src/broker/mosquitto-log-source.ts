@@ -3,7 +3,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { DomainError } from '../shared/errors.js';
 import type { BusEvent, BusEventKind, BusEventSource, DropCounts, Observability, SourceStatus } from './bus-events.js';
 import type { TlsCredentials } from './mosquitto-dynsec.js';
-import { MosquittoLogParser } from './mosquitto-log.js';
+import { MOSQUITTO_UNDELIVERABLE_WHY, MosquittoLogParser } from './mosquitto-log.js';
 
 /** The log levels that carry bus events (connection notices, TLS errors, subscribe and unsubscribe). */
 export const BUS_LOG_TOPICS = ['$SYS/broker/log/N', '$SYS/broker/log/E', '$SYS/broker/log/M/subscribe', '$SYS/broker/log/M/unsubscribe'];
@@ -23,10 +23,7 @@ export const MOSQUITTO_SYS_LOG_OBSERVES: Readonly<Record<BusEventKind, Observabi
     why: 'Mosquitto 2.0 logs denied publishes and subscribes only at debug level, which it never publishes on $SYS/broker/log',
   },
   publish: { observed: false, why: 'Mosquitto 2.0 logs publishes only at debug level, which it never publishes on $SYS/broker/log' },
-  undeliverable: {
-    observed: false,
-    why: 'Mosquitto 2.0 logs no line for a publish that reaches no subscriber, at any level (its debug log lists the deliveries made, never a missing one)',
-  },
+  undeliverable: { observed: false, why: MOSQUITTO_UNDELIVERABLE_WHY },
 };
 
 /** MQTT 5 DISCONNECT reason "Server shutting down". */

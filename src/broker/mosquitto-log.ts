@@ -7,6 +7,10 @@ import type { BusEvent, DisconnectReason, DropCounts, MqttProtocol, SourceAddres
 /** Longer than any line Mosquitto writes for a 64 KB topic and a 64 KB client id. */
 export const MAX_LOG_LINE = 140_000;
 
+/** Why no Mosquitto source observes undeliverable publishes (the $SYS log's and the file's, in the same words). */
+export const MOSQUITTO_UNDELIVERABLE_WHY =
+  'Mosquitto 2.0 logs no line for a publish that reaches no subscriber, at any level (its debug log lists the deliveries made, never a missing one)';
+
 export interface MosquittoLogParserOptions {
   broker: string;
   /** The clock for lines whose timestamp names no time zone (a custom log_timestamp_format). */

@@ -40,7 +40,11 @@ export interface ActionRunner {
 export interface BusDetectorOptions {
   /** Keys (clients, devices, sources, sessions) one rule remembers; beyond it the least recently hit is evicted (counted). Default 20,000. */
   maxKeysPerRule?: number;
-  /** The idle-connected sweep's period (default 30 s) and the silent sweep's (default 300 s). */
+  /**
+   * The idle-connected sweep's period and the silent sweep's. Default: a tenth of the shortest
+   * rule's idleSeconds (silentAfterSeconds), at least 1 s and at most 30 s (300 s), so that an
+   * event comes at most a tenth of the rule's own time late.
+   */
   idleSweepSeconds?: number;
   silentSweepSeconds?: number;
   /** How long a device's standing is cached (default 60 s). */
@@ -54,6 +58,11 @@ export interface BusDetectorOptions {
    * some source observes publishes (else quiet is not idleness). Default: none known.
    */
   sources?: () => readonly Readonly<Record<BusEventKind, Observability>>[];
+  /**
+   * The service's own identities (ReservedIdentities: the broker connector's CN). Its sessions on a
+   * broker only listen ($SYS log, dynsec replies), so idle-connected leaves them out. Default: none.
+   */
+  own?: (identity: string) => boolean;
   onError?: (e: unknown) => void;
 }
 
@@ -448,7 +457,11 @@ interface Session {
   clientId: string;
 }
 
-/** idle-connected: sessions connected idleSeconds with no publish or subscribe; one event per idle stretch (re-armed by activity or a new session). */
+/**
+ * idle-connected: sessions connected idleSeconds with no publish or subscribe; one event per idle
+ * stretch (re-armed by activity or a new session). The service's own sessions (its $SYS log reader,
+ * its dynsec connector) listen by design and are not watched.
+ */
 class IdleDetector extends Detector {
   readonly inputs = { all: ['connect', 'disconnect', 'publish'] as BusEventKind[] };
   override readonly also: BusEventKind[] = ['subscribe'];
@@ -456,7 +469,11 @@ class IdleDetector extends Detector {
   readonly sessions: Keyed<Session>;
   readonly reported: Keyed<Session>;
   private readonly idleMs: number;
-  constructor(rule: Extract<WatchRule, { watch: 'idle-connected' }>, cap: number) {
+  constructor(
+    rule: Extract<WatchRule, { watch: 'idle-connected' }>,
+    cap: number,
+    private readonly own: (identity: string) => boolean,
+  ) {
     super(rule, cap);
     this.sessions = new Keyed<Session>(cap);
     this.reported = new Keyed<Session>(cap);
@@ -465,6 +482,7 @@ class IdleDetector extends Detector {
   handle(we: WatchedBusEvent, now: number): Fire | undefined {
     const e = we.event;
     if (!('clientId' in e) || e.clientId === undefined) return undefined;
+    if (we.identity !== undefined && this.own(we.identity)) return undefined;
     const key = this.keyOf(we);
     if (key === undefined) return undefined;
     if (e.kind === 'disconnect') {
@@ -550,7 +568,7 @@ class SilentDetector extends Detector {
   }
 }
 
-function detectorFor(rule: WatchRule, cap: number): Detector {
+function detectorFor(rule: WatchRule, cap: number, own: (identity: string) => boolean): Detector {
   switch (rule.watch) {
     case 'connect-attempts':
       return new CountDetector(rule, cap, (e) => e.kind === 'connect', ['connect']);
@@ -567,7 +585,7 @@ function detectorFor(rule: WatchRule, cap: number): Detector {
     case 'undeliverable':
       return new CountDetector(rule, cap, (e) => e.kind === 'undeliverable', ['undeliverable']);
     case 'idle-connected':
-      return new IdleDetector(rule, cap);
+      return new IdleDetector(rule, cap, own);
     case 'silent':
       return new SilentDetector(rule, cap);
     case 'revoked-certificate':
@@ -575,6 +593,16 @@ function detectorFor(rule: WatchRule, cap: number): Detector {
     case 'client-id-two-sources':
       return new TwoSourcesDetector(rule, cap);
   }
+}
+
+/** A sweep's default period: a tenth of the shortest time its rules wait for, between 1 s and `most`. */
+function sweepPeriod(rules: DetectionRule[], watch: 'idle-connected' | 'silent', most: number): number {
+  const waits = rules
+    .filter(isWatchRule)
+    .flatMap((r) =>
+      r.watch !== watch ? [] : r.watch === 'idle-connected' ? [r.idleSeconds] : r.watch === 'silent' ? [r.silentAfterSeconds] : [],
+    );
+  return waits.length ? Math.min(most, Math.max(1, Math.ceil(Math.min(...waits) / 10))) : most;
 }
 
 /** Normalised serial (lower-case hex, no separators or leading zeros) for comparison. */
@@ -610,7 +638,7 @@ export class BusDetectors implements BusObserver {
   private pendingLookups = 0;
   private timers: NodeJS.Timeout[] = [];
   private silentSweeping = false;
-  private readonly options: Required<Omit<BusDetectorOptions, 'sources' | 'onError'>>;
+  private readonly options: Required<Omit<BusDetectorOptions, 'sources' | 'onError' | 'own'>>;
   private readonly onError: (e: unknown) => void;
 
   constructor(
@@ -623,8 +651,8 @@ export class BusDetectors implements BusObserver {
   ) {
     this.options = {
       maxKeysPerRule: opts.maxKeysPerRule ?? 20_000,
-      idleSweepSeconds: opts.idleSweepSeconds ?? 30,
-      silentSweepSeconds: opts.silentSweepSeconds ?? 300,
+      idleSweepSeconds: opts.idleSweepSeconds ?? sweepPeriod(rules, 'idle-connected', 30),
+      silentSweepSeconds: opts.silentSweepSeconds ?? sweepPeriod(rules, 'silent', 300),
       standingCacheSeconds: opts.standingCacheSeconds ?? 60,
       maxQueuedFires: opts.maxQueuedFires ?? 1000,
       maxPendingLookups: opts.maxPendingLookups ?? 10_000,
@@ -637,7 +665,8 @@ export class BusDetectors implements BusObserver {
         // the error reporter's own failure stays here
       }
     };
-    this.detectors = rules.filter(isWatchRule).map((r) => detectorFor(r, this.options.maxKeysPerRule));
+    const own = opts.own ?? (() => false);
+    this.detectors = rules.filter(isWatchRule).map((r) => detectorFor(r, this.options.maxKeysPerRule, own));
     for (const d of this.detectors) {
       this.fired[d.rule.name] = 0;
       const kinds = new Set<BusEventKind>([...d.inputs.all, ...(d.inputs.anyOf ?? []), ...d.also]);

@@ -13,6 +13,8 @@ import { DEFAULT_RULES, rulesSchema } from '../../src/shared/detection-rules.js'
 import { ManualClock } from '../../src/shared/clock.js';
 import { pgJsonObject } from '../../src/shared/pg-text.js';
 import type { BrokerFanout } from '../../src/broker/connector.js';
+import { MOSQUITTO_SYS_LOG_OBSERVES } from '../../src/broker/mosquitto-log-source.js';
+import { MOSQUITTO_LOG_FILE_OBSERVES } from '../../src/broker/mosquitto-log-file-source.js';
 
 const broker = 'mosquitto';
 const all = (observed: boolean): Record<BusEventKind, Observability> =>
@@ -370,6 +372,16 @@ describe('BusDetectors', () => {
     );
   });
 
+  it("a Mosquitto broker watched through its $SYS log and its log file: undeliverable's why is said once (the two sources use the same words)", () => {
+    const d = rig(DEFAULT_RULES);
+    const [rule] = d.detectors
+      .observability([MOSQUITTO_SYS_LOG_OBSERVES, MOSQUITTO_LOG_FILE_OBSERVES])
+      .filter((o) => o.rule === 'bus-undeliverable');
+    assert.equal(rule!.observed, false);
+    const why = (rule as { why: string }).why;
+    assert.equal(why.split('logs no line for a publish').length, 2, why);
+  });
+
   it('idle-connected: fires once per idle stretch on the sweep, re-armed by a publish; never while publishes are not observed', async () => {
     const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 600, raise: raise('bus.idle-connected') }];
     const blind = rig(rules, { options: { sources: () => [MOSQUITTO_SYS] } });
@@ -407,6 +419,43 @@ describe('BusDetectors', () => {
     assert.equal(r.recorded.length, 3, 'a disconnected client is not idle');
   });
 
+  it("idle-connected leaves the service's own sessions out (its $SYS log reader and dynsec connector only listen)", async () => {
+    const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 600, raise: raise('bus.idle-connected') }];
+    const r = rig(rules, { options: { sources: () => [all(true)], own: (id) => id === 'mqtt-ca-connector' } });
+    r.feed(connect('mqtt-ca-sys-log'), 'mqtt-ca-connector');
+    r.feed({ kind: 'subscribe', clientId: 'mqtt-ca-sys-log', topic: '$SYS/broker/log/#', qos: 0 } as never, 'mqtt-ca-connector');
+    r.feed(connect('quiet-1'), 'quiet-1');
+    r.clock.advance(601_000);
+    await r.detectors.sweep();
+    await r.detectors.settled();
+    assert.deepEqual(
+      r.recorded.map((e) => e.subject),
+      ['quiet-1'],
+    );
+    assert.equal(r.detectors.stats().keys.idle, 1, 'only the device was remembered');
+  });
+
+  it("the idle sweep runs every tenth of the rule's idleSeconds (10 s: every second), not every 30 s; an explicit period wins", async () => {
+    const rules = [{ name: 'idle', watch: 'idle-connected', per: 'client', idleSeconds: 10, raise: raise('bus.idle-connected') }];
+    const r = rig(rules, { options: { sources: () => [all(true)] } });
+    r.detectors.start();
+    try {
+      r.feed(connect('quiet-1'), 'quiet-1');
+      r.clock.advance(11_000);
+      const started = Date.now();
+      while (r.recorded.length === 0 && Date.now() - started < 10_000) await new Promise((res) => setTimeout(res, 50));
+      assert.equal(r.recorded[0]?.subject, 'quiet-1', 'swept within 10 s of real time');
+    } finally {
+      await r.detectors.stop();
+    }
+    const slow = rig(rules, { options: { sources: () => [all(true)], idleSweepSeconds: 3600 } });
+    slow.detectors.start();
+    slow.feed(connect('quiet-1'), 'quiet-1');
+    slow.clock.advance(11_000);
+    await new Promise((res) => setTimeout(res, 1_500));
+    await slow.detectors.stop();
+    assert.equal(slow.recorded.length, 0, 'the explicit hourly period: no sweep yet');
+  });
   it('silent: a periodic sweep through the presence port, each silence once, re-armed when the device connects again', async () => {
     const asked: unknown[] = [];
     let rows = [
