@@ -323,6 +323,7 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     const back = await connectDevice(broker, creds.get('smart-meter')!);
     await assert.rejects(back.subscribeAsync(T.output, { qos: 1 }), (err: any) => err.packet?.granted?.[0] === 0x87);
     await assert.rejects(back.publishAsync(T.voltage, JSON.stringify({ meter: 'smart-meter', volts: 90 }), { qos: 1 }));
+    await assert.rejects(back.publishAsync(T.set, JSON.stringify({ volts: 90 }), { qos: 1 }));
     for (const topic of ['lab/#', T.command, T.set]) assert.equal(await attempt(back, back.subscribeAsync(topic, { qos: 1 })), 'refused');
     clients.set('smart-meter', back); // the attacker stays on, harmless, until the operator acts
     await until(
@@ -365,8 +366,13 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     );
     assert.deepEqual(incident.timeline, [], 'no person has acted on it');
 
+    // Nothing of the meter's got through, before the block or after it.
+    assert.ok(!seen['power-supply']!.some((m) => m.body.volts === 90), "the meter's 90 V never reached the supply");
+    assert.ok(!seen['capbank-ctl']!.some((m) => m.body.capBank === 'open'), "nor its 'open' the capacitor bank");
+    assert.ok(!seen.dms!.some((m) => m.topic === T.voltage && m.body.volts === 90), 'nor its false reading the DMS');
+
     // The others carry on: the tablet drives the supply, the DMS the capacitor bank and the tablet's
-    // diagram, the substation reports to the DMS; nothing of the meter's got through.
+    // diagram, the substation reports to the DMS.
     for (const k of Object.keys(seen)) seen[k] = [];
     capBank = 'open';
     await clients.get('tablet-ui')!.publishAsync(T.set, JSON.stringify({ volts: 116 }), { qos: 1 });
@@ -385,12 +391,12 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     assert.deepEqual(
       seen['power-supply']!.map((m) => m.body.volts),
       [116, 120],
-      "the supply obeyed the tablet and the DMS, not the meter's 90 V",
+      'the supply obeyed the tablet, then the DMS',
     );
     assert.deepEqual(
       seen['capbank-ctl']!.map((m) => m.body),
       [{ capBank: 'close' }],
-      'the bank was never told to open',
+      'the bank obeyed the DMS',
     );
     assert.deepEqual(
       seen.dms!.filter((m) => m.topic === T.voltage),
