@@ -85,6 +85,8 @@ export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOpt
       `mqtt-ca broker connector identity: certificate CN "${b.clientCn}" (its MQTT username with use_identity_as_username).`,
       `It holds the dynsec role ${CONNECTOR_ROLE} (administer $CONTROL/dynamic-security/v1, read $SYS/broker/log/#, publish ${b.notifyTopic}/#).`,
       `Blocked clients get role ${b.denyRole}.`,
+      'The bus watch reads the broker log on $SYS/broker/log/# with the same identity (mosquitto.conf: log_dest topic and the log_type',
+      'lines); for denied publishes and subscribes it follows a log file with log_type debug (BUS_WATCH_LOG_FILE, see mosquitto.conf).',
       '',
       'ca.pem                 cafile: the CA certificates that sign device and connector certificates',
       'crl.pem                crlfile: the current CRLs (keep fresh: mqtt-ca crl-sync --out crl.pem --reload "kill -HUP <pid>")',

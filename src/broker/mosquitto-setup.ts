@@ -68,6 +68,18 @@ export interface MosquittoConfOptions {
  */
 export const MOSQUITTO_LOG_TYPES = ['error', 'warning', 'notice', 'information', 'subscribe', 'unsubscribe'] as const;
 
+/**
+ * The bus watch's optional log file, commented out: debug lines are the only ones with denied
+ * publishes and subscribes and with publishes, and they are never published on $SYS.
+ */
+export const MOSQUITTO_LOG_FILE_HINT = [
+  '# Optional, for the bus watch to see denied publishes and subscribes (topic scans) and publishes:',
+  '# a log file mqtt-ca follows (BUS_WATCH_LOG_FILE) with debug lines, one or more per message: size the',
+  '# disk and the rotation for it, and let mqtt-ca read the file (docs/bus-watch.md, "Point the watch at Mosquitto").',
+  '#log_dest file /var/log/mosquitto/mosquitto.log',
+  '#log_type debug',
+] as const;
+
 export const DEFAULT_DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
 
 /** A mosquitto.conf snippet for a listener where devices and the connector log in with mqtt-ca certificates. */
@@ -91,6 +103,7 @@ export function mosquittoConf(o: MosquittoConfOptions): string {
     'log_dest topic',
     ...MOSQUITTO_LOG_TYPES.map((t) => `log_type ${t}`),
     'connection_messages true',
+    ...MOSQUITTO_LOG_FILE_HINT,
     '',
   ].join('\n');
 }
