@@ -9,7 +9,7 @@ import { AuditCheckpoints, startAuditAnchor } from './audit/audit-anchor.js';
 import { auditLogLine } from './audit/log-lines.js';
 import { safeErrorSerializer } from './shared/log-redaction.js';
 import { CertificateRegistry } from './ca/certificates.js';
-import { Revocations } from './revoke/revocation.js';
+import { Revocations, type RevocationListener } from './revoke/revocation.js';
 import { DeviceRetirement } from './revoke/device-retirement.js';
 import { CrlPublisher } from './revoke/crl-publisher.js';
 import { CrlStore } from './store/crl-store.js';
@@ -426,13 +426,17 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       sessionKeyPeriod,
     );
     // Session keys follow inside the revoking transaction: a revoked member's channels are re-keyed with it.
+    // The bus detectors act through revocations, so they are built later; they hear of changes through this.
+    const standings: RevocationListener & { detectors?: BusDetectors } = {
+      onRevocationChanged: async () => standings.detectors?.forgetStandings(),
+    };
     const revocations = new Revocations(
       db,
       certificateStore,
       deviceInventory,
       audit,
       clock,
-      [ocsp, crls, sessionKeys],
+      [ocsp, crls, sessionKeys, standings],
       hierarchy,
       metrics,
       {
@@ -642,6 +646,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       clock,
       { sources: () => busSources.map((s) => s.observes), own: (id) => reserved.isReserved(id), onError: onDetectError },
     );
+    standings.detectors = busDetectors;
     const busWatch = new BusWatch({
       sources: busSources,
       observers: [presence, busDetectors],

@@ -47,7 +47,7 @@ export interface BusDetectorOptions {
    */
   idleSweepSeconds?: number;
   silentSweepSeconds?: number;
-  /** How long a device's standing is cached (default 60 s). */
+  /** How long a device's standing is cached (default 10 s; this process's own revocations clear it at once). */
   standingCacheSeconds?: number;
   /** Fires waiting for their event and actions; beyond it a fire is dropped (counted). Default 1,000. */
   maxQueuedFires?: number;
@@ -634,6 +634,8 @@ export class BusDetectors implements BusObserver {
   private running = 0;
   private readonly idle = new Set<Promise<void>>();
   private readonly standingCache = new Map<string, { standing: DeviceStanding | undefined; until: number }>();
+  /** Moves on when standings change (a revocation): lookups begun before it are not cached. */
+  private standingGeneration = 0;
   private readonly lookups: GroupBatcher<string, DeviceStanding | undefined> | undefined;
   private pendingLookups = 0;
   private timers: NodeJS.Timeout[] = [];
@@ -653,7 +655,7 @@ export class BusDetectors implements BusObserver {
       maxKeysPerRule: opts.maxKeysPerRule ?? 20_000,
       idleSweepSeconds: opts.idleSweepSeconds ?? sweepPeriod(rules, 'idle-connected', 30),
       silentSweepSeconds: opts.silentSweepSeconds ?? sweepPeriod(rules, 'silent', 300),
-      standingCacheSeconds: opts.standingCacheSeconds ?? 60,
+      standingCacheSeconds: opts.standingCacheSeconds ?? 10,
       maxQueuedFires: opts.maxQueuedFires ?? 1000,
       maxPendingLookups: opts.maxPendingLookups ?? 10_000,
     };
@@ -689,6 +691,16 @@ export class BusDetectors implements BusObserver {
     };
     if (this.detectors.some((d) => d instanceof IdleDetector)) every(this.options.idleSweepSeconds, async () => this.sweepIdle());
     if (this.detectors.some((d) => d instanceof SilentDetector)) every(this.options.silentSweepSeconds, () => this.sweepSilent());
+  }
+
+  /**
+   * Certificates were revoked, held or released here: the devices' cached standings may be stale,
+   * and a device revoked a moment ago reconnecting (the broker's CRL lags) must be seen as revoked.
+   * Changes made by another process reach this one when its cache entries expire (standingCacheSeconds).
+   */
+  forgetStandings(): void {
+    this.standingGeneration++;
+    this.standingCache.clear();
   }
 
   watchStarted(): void {
@@ -842,12 +854,14 @@ export class BusDetectors implements BusObserver {
       return;
     }
     this.pendingLookups++;
+    const generation = this.standingGeneration;
     const work = this.lookups
       .add(id)
       .then((standing) => {
         const at = this.clock.now().getTime();
         this.standingCache.delete(id);
-        this.standingCache.set(id, { standing, until: at + this.options.standingCacheSeconds * 1000 });
+        if (generation === this.standingGeneration)
+          this.standingCache.set(id, { standing, until: at + this.options.standingCacheSeconds * 1000 });
         if (this.standingCache.size > this.options.maxKeysPerRule)
           evictOldest(
             this.standingCache,
