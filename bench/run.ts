@@ -37,6 +37,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['replicas', () => import('./replicas.js')],
   ['fleet', () => import('./fleet.js')],
   ['console', () => import('./console.js')],
+  ['bus-watch', () => import('./bus-watch.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
