@@ -80,7 +80,10 @@ function writeCorpus(path: string, clients: number, t0: number): { lines: number
       }
       for (const i of ids) {
         const id = deviceId(i);
-        out.push(`${t}: Received PUBLISH from ${id} (d0, q1, r0, m1, 'fleet/${id}/data', ... (12 bytes))`, `${t}: Sending PUBACK to ${id} (m1, rc0)`);
+        out.push(
+          `${t}: Received PUBLISH from ${id} (d0, q1, r0, m1, 'fleet/${id}/data', ... (12 bytes))`,
+          `${t}: Sending PUBACK to ${id} (m1, rc0)`,
+        );
       }
       t++;
       for (const i of ids) {
@@ -199,10 +202,12 @@ function detectorsOf(svc: Service): BusDetectors | undefined {
 
 const detectorNote = (s: BusDetectorStats | undefined) =>
   s
-    ? `detectors: ${Object.entries(s.fired)
-        .filter(([, n]) => n > 0)
-        .map(([r, n]) => `${r} fired ${n}`)
-        .join(', ') || 'none fired'}; ${fmt(Object.values(s.evictions).reduce((a, b) => a + b, 0))} keys evicted at the cap, ` +
+    ? `detectors: ${
+        Object.entries(s.fired)
+          .filter(([, n]) => n > 0)
+          .map(([r, n]) => `${r} fired ${n}`)
+          .join(', ') || 'none fired'
+      }; ${fmt(Object.values(s.evictions).reduce((a, b) => a + b, 0))} keys evicted at the cap, ` +
       `${fmt(s.droppedLookups)} standing lookups dropped, ${s.droppedFires} fires dropped, ${s.errors} errors`
     : 'detectors not found';
 
@@ -215,7 +220,9 @@ async function seedDevices(db: import('knex').Knex, n: number, lot: string): Pro
   await db.raw('analyze devices');
 }
 
-async function presenceTotals(db: import('knex').Knex): Promise<{ rows: number; connected: number; connects: number; disconnects: number }> {
+async function presenceTotals(
+  db: import('knex').Knex,
+): Promise<{ rows: number; connected: number; connects: number; disconnects: number }> {
   const r = (
     await db.raw(
       `select count(*)::int as rows, count(*) filter (where connected)::int as connected,
@@ -293,7 +300,9 @@ async function endToEnd(): Promise<BenchResult[]> {
   const runs = [parseOnly(corpus1), parseOnly(corpus1)];
   const best = runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
   if (best.connects !== CLIENTS || best.disconnects !== CLIENTS || best.dropped !== 0)
-    throw new Error(`parse-only: ${best.connects} connects, ${best.disconnects} disconnects, ${best.dropped} dropped; expected ${CLIENTS} each`);
+    throw new Error(
+      `parse-only: ${best.connects} connects, ${best.disconnects} disconnects, ${best.dropped} dropped; expected ${CLIENTS} each`,
+    );
   const baseRate = (best.connects + best.disconnects) / best.seconds;
   const base = { name: 'parse only: LogLineSplitter + MosquittoLogParser, connect/disconnect events', value: baseRate };
   const baseLoad = load();
@@ -318,7 +327,9 @@ async function endToEnd(): Promise<BenchResult[]> {
     const mem2 = await memoryFloor();
     const totals = await presenceTotals(db);
     if (totals.rows !== CLIENTS || totals.connected !== 0 || totals.connects !== 2 * CLIENTS || totals.disconnects !== 2 * CLIENTS)
-      throw new Error(`bus_presence after two passes: ${JSON.stringify(totals)}; expected ${CLIENTS} rows, none connected, 2 sessions each`);
+      throw new Error(
+        `bus_presence after two passes: ${JSON.stringify(totals)}; expected ${CLIENTS} rows, none connected, 2 sessions each`,
+      );
     const dstats = detectorsOf(svc)?.stats();
     const watchStatus = (await svc.busWatch.status()).sources.find((s) => s.kind === 'mosquitto-log-file')!;
     const fileDropped = Object.entries(watchStatus.dropped)
@@ -334,9 +345,27 @@ async function endToEnd(): Promise<BenchResult[]> {
     const heapBase = { name: 'heap used after GC, before the run', value: mem0.heap };
     const extBase = { name: 'external memory after GC, before the run', value: mem0.external };
     return [
-      result(base.name, 'events/s', baseRate, base, `${fmt(CLIENTS * 2)} events from ${fmt(c1.lines)} lines (${fmt(c1.lines / best.seconds)} lines/s), best of 2; ${baseLoad}`),
-      result('bus watch end to end (log file → BusWatch → presence + detectors), pass 1', 'events/s', rate(p1), base, `${label}; ${passNote(p1)}`),
-      result('bus watch end to end, pass 2 (the same clients again, later timestamps)', 'events/s', rate(p2), base, `${label}; ${passNote(p2)}`),
+      result(
+        base.name,
+        'events/s',
+        baseRate,
+        base,
+        `${fmt(CLIENTS * 2)} events from ${fmt(c1.lines)} lines (${fmt(c1.lines / best.seconds)} lines/s), best of 2; ${baseLoad}`,
+      ),
+      result(
+        'bus watch end to end (log file → BusWatch → presence + detectors), pass 1',
+        'events/s',
+        rate(p1),
+        base,
+        `${label}; ${passNote(p1)}`,
+      ),
+      result(
+        'bus watch end to end, pass 2 (the same clients again, later timestamps)',
+        'events/s',
+        rate(p2),
+        base,
+        `${label}; ${passNote(p2)}`,
+      ),
       result('bus watch end to end against the target, pass 1', 'events/s', rate(p1), target, 'ratio >= 1 meets the target'),
       result(
         'presence rows upserted, pass 1',
@@ -357,9 +386,15 @@ async function endToEnd(): Promise<BenchResult[]> {
         'ms',
         p1.currentAfterIngestMs,
         currencyTarget,
-        "from the watch handing on the last disconnect until bus_presence shows it; ratio <= 1 meets the target",
+        'from the watch handing on the last disconnect until bus_presence shows it; ratio <= 1 meets the target',
       ),
-      result("presence current after the watch's last event, pass 2", 'ms', p2.currentAfterIngestMs, currencyTarget, 'ratio <= 1 meets the target'),
+      result(
+        "presence current after the watch's last event, pass 2",
+        'ms',
+        p2.currentAfterIngestMs,
+        currencyTarget,
+        'ratio <= 1 meets the target',
+      ),
       result(
         'presence current after the last append, pass 1',
         'ms',
@@ -367,8 +402,20 @@ async function endToEnd(): Promise<BenchResult[]> {
         currencyTarget,
         `the corpus appended at once (${p1.appendSeconds.toFixed(1)} s): this includes reading the backlog; ratio <= 1 meets the target`,
       ),
-      result('presence current after the last append, pass 2', 'ms', p2.currentAfterAppendMs, currencyTarget, 'ratio <= 1 meets the target'),
-      result('heap used after GC, after pass 1', 'MiB', mem1.heap, heapBase, `before ${mem0.heap.toFixed(1)} MiB (service built, watch started)`),
+      result(
+        'presence current after the last append, pass 2',
+        'ms',
+        p2.currentAfterAppendMs,
+        currencyTarget,
+        'ratio <= 1 meets the target',
+      ),
+      result(
+        'heap used after GC, after pass 1',
+        'MiB',
+        mem1.heap,
+        heapBase,
+        `before ${mem0.heap.toFixed(1)} MiB (service built, watch started)`,
+      ),
       result(
         'heap used after GC, after pass 2',
         'MiB',
