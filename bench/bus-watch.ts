@@ -27,7 +27,7 @@ import { freePort } from '../test/helpers/processes.js';
 import { tempDir } from '../test/helpers/openssl.js';
 
 const CLIENTS = Number(process.env.BENCH_BUS_CLIENTS ?? 100_000);
-const STORM = Number(process.env.BENCH_BUS_STORM ?? 1_500);
+const STORM = Number(process.env.BENCH_BUS_STORM ?? 2_000);
 const WAVE = 250;
 /** Clients of the paced pass (their corpus appended at the target rate, 5,000 events/s). */
 const PACED = Math.min(CLIENTS, 25_000);
@@ -211,7 +211,7 @@ const detectorNote = (s: BusDetectorStats | undefined) =>
           .map(([r, n]) => `${r} fired ${n}`)
           .join(', ') || 'none fired'
       }; ${fmt(Object.values(s.evictions).reduce((a, b) => a + b, 0))} keys evicted at the cap, ` +
-      `${fmt(s.droppedLookups)} standing lookups dropped, ${s.droppedFires} fires dropped, ${s.errors} errors`
+      `${fmt(Object.values(s.keys).reduce((a, b) => a + b, 0))} keys held (at most 20,000 per rule), ${fmt(s.droppedLookups)} standing lookups dropped, ${s.droppedFires} fires dropped, ${s.errors} errors`
     : 'detectors not found';
 
 async function seedDevices(db: import('knex').Knex, n: number, lot: string): Promise<void> {
