@@ -48,9 +48,13 @@ export const description =
   'append to the last event; presence rows upserted per second (PresenceRecorder.stats()); presence currency: from the last ' +
   "append, and from the watch's last event, until bus_presence shows the last client's disconnect; memory: heap used and " +
   'external (Buffers) after forced full GCs, before the run, after it, and after a second pass of the same clients (a second ' +
-  'corpus, later timestamps): a flat watch keeps pass 2 / pass 1 near 1. Storm: a private Mosquitto 2.0 with mutual TLS from ' +
+  'corpus, later timestamps): a flat watch keeps pass 2 / pass 1 near 1 (the detectors keep at most 20,000 keys per rule, the ' +
+  'least recently hit evicted: a fleet this size fills them in pass 1). Then a third corpus, of the first ' +
+  `${PACED.toLocaleString('en-US')} clients, appended at the target rate (whole lines every 50 ms, 5,000 connect/disconnect ` +
+  'events/s): presence currency at that rate, not behind a backlog. Storm: a private Mosquitto 2.0 with mutual TLS from ' +
   `this CA (test/helpers/mosquitto-tls.ts, the log types broker-setup names), the watch reading its $SYS log (BROKER_MQTT_URL), ` +
-  `${STORM.toLocaleString('en-US')} devices with certificates from this CA (issueBatch) connecting with mqtt.js (MQTT 5) in waves ` +
+  `${STORM.toLocaleString('en-US')} devices with certificates from this CA (issueBatch; each TLS context made before the storm) ` +
+  `connecting with mqtt.js (MQTT 5) from this process in waves ` +
   `of ${WAVE} and disconnecting; the rate at which the watch saw their connects and disconnects against the rate at which the ` +
   'clients completed them (ratio 1: it keeps up), and presence currency after the storm. Targets (issue 26): at least 5,000 ' +
   'connect/disconnect events/s ingested, presence current within 2 s, memory flat — measured and reported, not asserted. The ' +
