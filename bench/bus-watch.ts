@@ -252,6 +252,8 @@ interface PassFigures {
   currentAfterIngestMs: number;
   dropped: number;
   load: string;
+  /** This process's CPU time (every thread) from the first append to presence current. */
+  cpuSeconds: number;
 }
 
 /** Appends the corpus at `eventsPerSecond` connects and disconnects (whole lines, every 50 ms), or as fast as it goes. */
@@ -300,6 +302,7 @@ async function pass(
   const events = 2 * o.clients;
   counter.reset(events);
   const before = svc.presence.stats();
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await appendCorpus(corpus, followed, o.clients, o.eventsPerSecond);
   const appended = performance.now();
@@ -317,6 +320,7 @@ async function pass(
     await sleep(10);
   }
   const current = performance.now();
+  const cpu = process.cpuUsage(cpu0);
   const l = load();
   await svc.presence.flush();
   const after = svc.presence.stats();
@@ -331,6 +335,7 @@ async function pass(
     currentAfterIngestMs: current - ingested,
     dropped: after.dropped - before.dropped,
     load: l,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
 }
 
@@ -390,7 +395,7 @@ async function endToEnd(): Promise<BenchResult[]> {
 
     const rate = (p: PassFigures) => p.events / p.ingestSeconds;
     const passNote = (p: PassFigures) =>
-      `${fmt(p.events)} events (${fmt(c1.lines)} lines, ${(c1.bytes / 2 ** 20).toFixed(0)} MiB) in ${p.ingestSeconds.toFixed(1)} s; appended in ${p.appendSeconds.toFixed(1)} s; ${p.load}`;
+      `${fmt(p.events)} events (${fmt(c1.lines)} lines, ${(c1.bytes / 2 ** 20).toFixed(0)} MiB) in ${p.ingestSeconds.toFixed(1)} s; appended in ${p.appendSeconds.toFixed(1)} s; this process's CPU ${p.cpuSeconds.toFixed(1)} s over ${p.writeSeconds.toFixed(1)} s; ${p.load}`;
     const target = { name: 'target (issue 26)', value: 5_000 };
     const currencyTarget = { name: 'target (issue 26)', value: 2_000 };
     const heapBase = { name: 'heap used after GC, before the run', value: mem0.heap };
