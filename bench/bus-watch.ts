@@ -8,9 +8,9 @@ import 'reflect-metadata';
 import { generateKeyPairSync } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { appendFile } from 'node:fs/promises';
-import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadavg } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -24,7 +24,6 @@ import { BusDetectors, type BusDetectorStats } from '../src/detect/bus-detectors
 import { toPem } from '../src/ca/x509/pem.js';
 import { startMosquittoTls } from '../test/helpers/mosquitto-tls.js';
 import { freePort } from '../test/helpers/processes.js';
-import { tempDir } from '../test/helpers/openssl.js';
 
 const CLIENTS = Number(process.env.BENCH_BUS_CLIENTS ?? 100_000);
 const STORM = Number(process.env.BENCH_BUS_STORM ?? 2_000);
@@ -340,7 +339,15 @@ async function pass(
 }
 
 async function endToEnd(): Promise<BenchResult[]> {
-  const dir = tempDir();
+  const dir = mkdtempSync(join(tmpdir(), 'mqttca-bench-bus-'));
+  try {
+    return await endToEndIn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true }); // the corpora: over 100 MiB
+  }
+}
+
+async function endToEndIn(dir: string): Promise<BenchResult[]> {
   const corpus1 = join(dir, 'corpus-1.log');
   const corpus2 = join(dir, 'corpus-2.log');
   const followed = join(dir, 'mosquitto.log');
