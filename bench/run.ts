@@ -7,6 +7,7 @@
  *   npm run bench                  # everything; rewrites docs/benchmarks.md
  *   npm run bench -- signing       # only the named modules; prints, does not write the page
  *   BENCH_SECONDS=5 npm run bench  # longer measuring windows (default 2 s per figure)
+ *   BENCH_MARKDOWN=1 npm run bench -- bus-watch   # also prints each section as the page has it (to copy in)
  *
  * Benchmarks that need PostgreSQL read DATABASE_URL.
  *
@@ -37,6 +38,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['replicas', () => import('./replicas.js')],
   ['fleet', () => import('./fleet.js')],
   ['console', () => import('./console.js')],
+  ['bus-watch', () => import('./bus-watch.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 
@@ -116,12 +118,19 @@ function page(sections: Section[], started: Date, finished: Date): string {
     'baseline it is compared with, measured in the same run on the same machine; ratio =',
     'value / baseline value. Absolute figures depend on the machine, ratios travel better.',
   ];
-  for (const s of sections) {
-    out.push('', `## ${s.name}`, '');
-    if (s.description) out.push(s.description.trim(), '');
-    out.push(markdownTable(s.results), '', `_${s.results.length} results in ${Math.round(s.seconds)} s._`);
-  }
+  for (const s of sections) out.push('', ...sectionLines(s));
   return out.join('\n') + '\n';
+}
+
+function sectionLines(s: Section): string[] {
+  return [
+    `## ${s.name}`,
+    '',
+    ...(s.description ? [s.description.trim(), ''] : []),
+    markdownTable(s.results),
+    '',
+    `_${s.results.length} results in ${Math.round(s.seconds)} s._`,
+  ];
 }
 
 async function main(): Promise<void> {
@@ -145,7 +154,9 @@ async function main(): Promise<void> {
     if (!Array.isArray(results) || results.length === 0) throw new Error(`bench module "${name}" returned no results`);
     const seconds = (performance.now() - t0) / 1000;
     console.log(consoleTable(results));
-    sections.push({ name, description: mod.description, results, seconds });
+    const section = { name, description: mod.description, results, seconds };
+    if (process.env.BENCH_MARKDOWN) console.log(`\n${sectionLines(section).join('\n')}\n`);
+    sections.push(section);
   }
   const finished = new Date();
 

@@ -31,7 +31,11 @@ export interface MosquittoLogFileSourceOptions {
   path: string;
   /** How often the file is looked at. */
   pollMs?: number;
-  /** Bytes read per look at most (the rest at the next): memory stays bounded whatever the file's growth. */
+  /**
+   * Bytes read per look at most: memory stays bounded whatever the file's growth. A look that
+   * stops at this budget with more to read is followed by the next at once (after the event loop's
+   * turn), not after pollMs: a backlog is read as fast as it is handled, in bounded pieces.
+   */
   maxReadBytes?: number;
 }
 
@@ -63,6 +67,8 @@ export class MosquittoLogFileSource implements BusEventSource {
   private polling: Promise<void> | undefined;
   private running = false;
   private up = false;
+  /** The last look stopped at its read budget: there is likely more to read now. */
+  private more = false;
   /** Times the file was reopened from its start (rotated or truncated). */
   reopened = 0;
 
@@ -111,18 +117,26 @@ export class MosquittoLogFileSource implements BusEventSource {
     this.fh = undefined;
   }
 
-  /** Reads what is new now (tests; the timer does the same). */
+  /** Reads what is new now, up to maxReadBytes (tests; the timer does the same). A look that leaves more brings the next one forward. */
   async poll(): Promise<void> {
-    this.polling ??= this.look().finally(() => (this.polling = undefined));
+    this.polling ??= this.look().finally(() => {
+      this.polling = undefined;
+      // Called from outside the timer with a backlog left: the waiting timer comes at once.
+      if (this.more && this.timer) this.schedule();
+    });
     return this.polling;
   }
 
   private schedule(): void {
     if (!this.running) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.poll().finally(() => this.schedule());
-    }, this.pollMs);
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        void this.poll().finally(() => this.schedule());
+      },
+      this.more ? 0 : this.pollMs,
+    );
     this.timer.unref();
   }
 
@@ -137,6 +151,7 @@ export class MosquittoLogFileSource implements BusEventSource {
   }
 
   private async look(): Promise<void> {
+    this.more = false;
     try {
       let st: { ino: number; size: number } | undefined;
       try {
@@ -202,6 +217,7 @@ export class MosquittoLogFileSource implements BusEventSource {
       budget -= bytesRead;
       for (const line of this.splitter.push(this.buf.subarray(0, bytesRead))) this.line(line);
     }
+    this.more = budget <= 0;
   }
 
   private line(raw: Buffer): void {
