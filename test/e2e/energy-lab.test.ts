@@ -66,7 +66,10 @@ const json = (b: Buffer) => JSON.parse(b.toString()) as Record<string, unknown>;
  * first (mqtt.js keeps a QoS 1 act of a session the broker closed pending for ever).
  */
 function attempt(c: MqttClient, act: Promise<unknown>): Promise<'done' | 'refused' | 'closed'> {
-  if (!c.connected) return Promise.resolve('closed');
+  if (!c.connected) {
+    act.catch(() => undefined); // rejected when the client is ended
+    return Promise.resolve('closed');
+  }
   return new Promise((resolve) => {
     const closed = () => resolve('closed');
     c.once('close', closed);
@@ -434,6 +437,14 @@ describe(`the energy-provider test lab over mutual-TLS Mosquitto (${target.name}
     // Until the brokers reload the CRL a certificate login still works, but the deny role refuses everything
     // (should the watch's revoked-certificate rule kick it meanwhile, its session ends: refused too).
     const sneaky = await connectDevice(broker, creds.get('smart-meter')!);
+    // The watch sees the revoked meter back on the bus before the CRL reload: the revocation made it forget the meter's standing.
+    await until(
+      'the revoked meter seen reconnecting',
+      async () =>
+        (await api.get('/v1/events?kind=bus.revoked-certificate&subject=smart-meter').set(auth('auditor')).expect(200)).body.items
+          .length === 1,
+      20_000,
+    );
     assert.notEqual(
       await attempt(sneaky, sneaky.publishAsync(T.voltage, JSON.stringify({ meter: 'smart-meter', volts: 90 }), { qos: 1 })),
       'done',
