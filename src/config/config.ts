@@ -563,7 +563,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     busEventBrokers: busEventBrokers(e.BUS_EVENT_SECRETS, e.BUS_EVENT_SECRETS_FILE),
     busWatch: {
-      enabled: e.BUS_WATCH === undefined ? Boolean(e.BROKER_MQTT_URL || e.BUS_WATCH_LOG_FILE || e.BUS_EVENT_SECRETS || e.BUS_EVENT_SECRETS_FILE) : e.BUS_WATCH === 'on',
+      enabled:
+        e.BUS_WATCH === undefined
+          ? Boolean(e.BROKER_MQTT_URL || e.BUS_WATCH_LOG_FILE || e.BUS_EVENT_SECRETS || e.BUS_EVENT_SECRETS_FILE)
+          : e.BUS_WATCH === 'on',
       ...(e.BUS_WATCH_LOG_FILE ? { logFile: { path: resolve(e.BUS_WATCH_LOG_FILE), broker: e.BUS_WATCH_LOG_FILE_BROKER } } : {}),
     },
     sessionKeyRotateEveryMs: e.SESSION_KEY_ROTATE_SECONDS * 1000,
