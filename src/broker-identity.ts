@@ -1,7 +1,10 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CONNECTOR_ROLE, dynsecSeed, mosquittoConf, type DynsecSeedOptions } from './broker/mosquitto-setup.js';
-import type { CaHierarchy } from './ca/hierarchy.js';
+import { BROKER_SETUPS, type BrokerKind } from './broker/setup/index.js';
+import type { BrokerSetupInput, DynsecSeedExtras } from './broker/setup/plan.js';
+import type { CaHierarchy, CaView } from './ca/hierarchy.js';
+import type { Issuance } from './ca/issuance.js';
 import type { Config } from './config/config.js';
 import type { CrlPublisher } from './revoke/crl-publisher.js';
 import { toPem } from './ca/x509/pem.js';
@@ -11,8 +14,10 @@ export interface CrlBundleSource {
   crls: Pick<CrlPublisher, 'all' | 'der'>;
 }
 export interface BrokerSetupSource extends CrlBundleSource {
-  config: { brokers: Pick<Config['brokers'], 'clientCn' | 'denyRole' | 'notifyTopic'> };
-  hierarchy: Pick<CaHierarchy, 'list'>;
+  config: Pick<Config, 'publicUrl'> & { brokers: Pick<Config['brokers'], 'clientCn' | 'denyRole' | 'notifyTopic'> };
+  hierarchy: Pick<CaHierarchy, 'list' | 'chain'>;
+  /** Needed only when broker-setup issues the broker's certificate. */
+  issuance?: Pick<Issuance, 'issue'>;
 }
 
 /** Every signing CA's current CRLs (each shard's too), PEM, concatenated: what Mosquitto's crlfile holds. */
@@ -25,84 +30,154 @@ export async function crlBundlePem(svc: CrlBundleSource): Promise<string> {
     .join('');
 }
 
+/** The names of a broker certificate broker-setup issues (profile `broker`, from the default issuing CA). */
+export interface BrokerCertificateRequest {
+  dnsNames: string[];
+  ipAddresses: string[];
+  /** Default: the first DNS name, else the first address. */
+  commonName?: string;
+  validityDays?: number;
+}
+
 export interface BrokerSetupOptions {
+  /** Default mosquitto. */
+  broker?: BrokerKind;
   dir: string;
   /** Where the broker will find the files (default: dir itself). */
   brokerDir?: string;
   port?: number;
   bindAddress?: string;
+  /** mosquitto: the dynamic-security plugin. */
   pluginPath?: string;
-  /** The broker's own server certificate and key, as the broker sees them. */
+  /** A certificate to issue for the broker (its key is made here and written beside it)... */
+  certificate?: BrokerCertificateRequest;
+  /** ...or the broker's own certificate and key, as the broker sees them. */
   certFile?: string;
   keyFile?: string;
-  /** Extra roles and clients for the seed (tests: the devices' roles). */
-  seed?: Pick<DynsecSeedOptions, 'roles' | 'clients' | 'defaultACLAccess'>;
+  /** mosquitto: extra roles and clients for the dynsec seed (tests: the devices' roles). */
+  seed?: DynsecSeedExtras;
 }
 
 export interface BrokerSetupFiles {
+  broker: BrokerKind;
   connectorCn: string;
   caFile: string;
   crlFile: string;
-  dynsecFile: string;
-  confFile: string;
   readmeFile: string;
+  /** The broker certificate issued for it (absent when its own files were named). */
+  issued?: { serial: string; certFile: string; keyFile: string };
+  /** Every file written, by name, with its path here. */
+  paths: Record<string, string>;
 }
 
 /**
- * What an operator needs to configure Mosquitto for the connector: the CA bundle (trust anchors
- * for client certificates), the current CRLs, a seed dynamic-security.json granting the
- * connector's CN the admin role (a certificate login: no password), and a mosquitto.conf snippet.
+ * The CA certificates a broker trusts, each once: roots first, the issuing CA of the broker's
+ * certificate last (NATS takes the last certificate of its ca_file as its OCSP issuer).
+ */
+function caOrder(cas: CaView[], brokerIssuer: string | null): CaView[] {
+  const rank = (c: CaView) => (c.kind === 'root' ? 0 : c.id === brokerIssuer ? 2 : 1);
+  return cas.filter((c) => c.certificate).sort((a, b) => rank(a) - rank(b));
+}
+
+/**
+ * What an operator needs to configure one broker: the CA bundle, the current CRLs, a broker
+ * certificate (issued here unless its own is named), and that broker's configuration as its
+ * writer (src/broker/setup) makes it, with a README of what it checks and what to run.
  */
 export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOptions): Promise<BrokerSetupFiles> {
-  const cas = (await svc.hierarchy.list()).filter((c) => c.certificate).map((c) => c.certificate!);
-  if (cas.length === 0) throw new Error('this store has no CA yet: run `mqtt-ca init` first');
+  const kind = o.broker ?? 'mosquitto';
+  const views = await svc.hierarchy.list();
+  if (!views.some((c) => c.certificate)) throw new Error('this store has no CA yet: run `mqtt-ca init` first');
+  if (!o.certificate && !(o.certFile && o.keyFile))
+    throw new Error('name the broker certificate to issue (DNS names or addresses), or the certificate and key files it has');
   mkdirSync(o.dir, { recursive: true });
   const at = (f: string) => join(o.dir, f);
-  const broker = (f: string) => join(o.brokerDir ?? resolve(o.dir), f);
+  const brokerDir = o.brokerDir ?? resolve(o.dir);
+  const broker = (f: string) => join(brokerDir, f);
+  const paths: Record<string, string> = {};
+  const write = (name: string, content: string, mode = 0o644) => {
+    writeFileSync(at(name), content, { mode });
+    paths[name] = at(name);
+  };
+
+  let issued: BrokerSetupFiles['issued'];
+  let issuerId = views.find((c) => c.isDefaultIssuer)?.id ?? null;
+  if (o.certificate) {
+    if (!svc.issuance) throw new Error('broker-setup cannot issue a certificate here');
+    const r = o.certificate;
+    const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const cert = await svc.issuance.issue(
+      {
+        profile: 'broker',
+        subjectPublicKeyInfo: key.publicKey.export({ format: 'der', type: 'spki' }),
+        commonName: r.commonName,
+        dnsNames: r.dnsNames,
+        ipAddresses: r.ipAddresses,
+        validityDays: r.validityDays,
+      },
+      { actor: 'broker-setup' },
+    );
+    issuerId = cert.caId;
+    const chain = await svc.hierarchy.chain(cert.caId);
+    write(
+      'broker.pem',
+      toPem(cert.der) +
+        chain
+          .slice(0, -1)
+          .map((d) => toPem(d))
+          .join(''),
+    );
+    // The broker reads its key; it may run as its own user: hand it over with chown (the README says so).
+    write('broker.key', key.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
+    issued = { serial: cert.serial, certFile: at('broker.pem'), keyFile: at('broker.key') };
+  }
+  const cas = caOrder(views, issuerId);
+  write('ca.pem', cas.map((c) => c.certificate!).join(''));
+  write('crl.pem', await crlBundlePem(svc));
+
   const b = svc.config.brokers;
-  writeFileSync(at('ca.pem'), cas.join(''));
-  writeFileSync(at('crl.pem'), await crlBundlePem(svc));
-  // Mosquitto rewrites this file on every change: it must stay writable by the broker.
-  writeFileSync(
-    at('dynamic-security.json'),
-    JSON.stringify(dynsecSeed({ connectorCn: b.clientCn, denyRole: b.denyRole, notifyTopic: b.notifyTopic, ...o.seed }), null, 2),
-    { mode: 0o600 },
-  );
-  const conf = mosquittoConf({
+  const input: BrokerSetupInput = {
+    brokerDir,
     port: o.port ?? 8883,
-    ...(o.bindAddress ? { bindAddress: o.bindAddress } : {}),
-    caFile: broker('ca.pem'),
-    crlFile: broker('crl.pem'),
-    dynsecFile: broker('dynamic-security.json'),
-    certFile: o.certFile ?? '/etc/mosquitto/certs/server.pem',
-    keyFile: o.keyFile ?? '/etc/mosquitto/certs/server.key',
-    ...(o.pluginPath ? { pluginPath: o.pluginPath } : {}),
-  });
-  writeFileSync(at('mosquitto.conf'), conf);
-  writeFileSync(
-    at('README.txt'),
-    [
-      `mqtt-ca broker connector identity: certificate CN "${b.clientCn}" (its MQTT username with use_identity_as_username).`,
-      `It holds the dynsec role ${CONNECTOR_ROLE} (administer $CONTROL/dynamic-security/v1, read $SYS/broker/log/#, publish ${b.notifyTopic}/#).`,
-      `Blocked clients get role ${b.denyRole}.`,
-      'The bus watch reads the broker log on $SYS/broker/log/# with the same identity (mosquitto.conf: log_dest topic and the log_type',
-      'lines); for denied publishes and subscribes it follows a log file with log_type debug (BUS_WATCH_LOG_FILE, see mosquitto.conf).',
-      '',
-      'ca.pem                 cafile: the CA certificates that sign device and connector certificates',
-      'crl.pem                crlfile: the current CRLs (keep fresh: mqtt-ca crl-sync --out crl.pem --reload "kill -HUP <pid>")',
-      'dynamic-security.json  plugin_opt_config_file (seed; the broker rewrites it, keep it writable by the broker)',
-      'mosquitto.conf         a listener snippet to include or merge',
-      '',
-      "Then set on mqtt-ca: BROKER_MQTT_URL=mqtts://<broker host>:<port> (and BROKER_CA_FILE if the broker's server certificate is not from this CA).",
-      '',
-    ].join('\n'),
+    bindAddress: o.bindAddress,
+    caChain: cas.map((c) => c.certificate!),
+    files: {
+      ca: broker('ca.pem'),
+      crl: broker('crl.pem'),
+      cert: issued ? broker('broker.pem') : o.certFile!,
+      key: issued ? broker('broker.key') : o.keyFile!,
+    },
+    publicUrl: svc.config.publicUrl,
+    cas: cas.map((c) => ({ id: c.id, name: c.name, certificate: c.certificate! })),
+    connector: { cn: b.clientCn, denyRole: b.denyRole, notifyTopic: b.notifyTopic },
+    mosquitto: { pluginPath: o.pluginPath, seed: o.seed },
+  };
+  const plan = BROKER_SETUPS[kind](input);
+  for (const f of plan.files) write(f.name, f.content, f.mode);
+
+  const listing = [
+    ['ca.pem', 'the CA certificates (roots first, the broker certificate’s issuing CA last)'],
+    ['crl.pem', 'the current CRLs of every CA, PEM'],
+    ...(issued
+      ? [
+          ['broker.pem', `the broker's certificate (serial ${issued.serial}) and its chain without the root`],
+          ['broker.key', "the broker's private key (0600: chown it to the broker's user)"],
+        ]
+      : []),
+    ...plan.files.map((f) => [f.name, f.what]),
+  ];
+  const width = Math.max(...listing.map(([n]) => n!.length)) + 2;
+  write(
+    'README.txt',
+    [`mqtt-ca broker-setup --broker ${kind}`, '', ...listing.map(([n, w]) => `${n!.padEnd(width)}${w}`), '', ...plan.readme, ''].join('\n'),
   );
   return {
+    broker: kind,
     connectorCn: b.clientCn,
     caFile: at('ca.pem'),
     crlFile: at('crl.pem'),
-    dynsecFile: at('dynamic-security.json'),
-    confFile: at('mosquitto.conf'),
     readmeFile: at('README.txt'),
+    ...(issued ? { issued } : {}),
+    paths,
   };
 }

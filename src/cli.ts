@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -23,6 +23,8 @@ import { DataDirError, securePrivateDirs } from './store/data-dir.js';
 import { StoreLockedError } from './store/store-lock.js';
 import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
+import { BROKER_KINDS, type BrokerKind } from './broker/setup/index.js';
+import { DEFAULT_DYNSEC_PLUGIN } from './broker/mosquitto-setup.js';
 import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
 import { verifyAuditLog } from './respond/audit-verification.js';
 import { isApiCommand, registerApiCommands } from './cli/index.js';
@@ -435,28 +437,50 @@ const portNumber = (v: string) => {
 program
   .command('broker-setup')
   .description(
-    "write what Mosquitto needs for mqtt-ca's broker connector: CA bundle, CRLs, seed dynamic-security.json, mosquitto.conf snippet",
+    'write what a broker needs to enforce this CA: CA bundle in its order, CRLs, a broker certificate and its configuration (see README.txt in --dir)',
   )
   .requiredOption('--dir <dir>', 'where to write the files')
+  .addOption(new Option('--broker <broker>', 'the broker').choices(BROKER_KINDS).default('mosquitto'))
   .option('--broker-dir <dir>', 'where the broker will read them (default: --dir)')
   .option('--port <port>', 'the mutual-TLS listener port', portNumber, 8883)
-  .option('--cert-file <file>', "the broker's server certificate, as the broker sees it", '/etc/mosquitto/certs/server.pem')
-  .option('--key-file <file>', "the broker's server key, as the broker sees it", '/etc/mosquitto/certs/server.key')
-  .option('--plugin <path>', 'mosquitto_dynamic_security.so', '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so')
-  .action(async (o: { dir: string; brokerDir?: string; port: number; certFile: string; keyFile: string; plugin: string }) => {
-    await withService(async (svc) => {
-      const f = await writeBrokerSetup(svc, {
-        dir: o.dir,
-        ...(o.brokerDir ? { brokerDir: o.brokerDir } : {}),
-        port: o.port,
-        certFile: o.certFile,
-        keyFile: o.keyFile,
-        pluginPath: o.plugin,
+  .option('--dns <name>', "a DNS name for the broker's certificate (repeat for more)", collect, [])
+  .option('--ip <address>', "an IP address for the broker's certificate (repeat for more)", collect, [])
+  .option('--cert-file <file>', "instead of issuing one: the broker's own certificate, as the broker sees it")
+  .option('--key-file <file>', "instead of issuing one: the broker's own key, as the broker sees it")
+  .option('--plugin <path>', 'mosquitto: mosquitto_dynamic_security.so', DEFAULT_DYNSEC_PLUGIN)
+  .action(
+    async (o: {
+      dir: string;
+      broker: BrokerKind;
+      brokerDir?: string;
+      port: number;
+      dns: string[];
+      ip: string[];
+      certFile?: string;
+      keyFile?: string;
+      plugin: string;
+    }) => {
+      const names = { dnsNames: o.dns, ipAddresses: o.ip };
+      const issue = names.dnsNames.length + names.ipAddresses.length > 0;
+      if (issue === Boolean(o.certFile || o.keyFile) || Boolean(o.certFile) !== Boolean(o.keyFile)) {
+        console.error('mqtt-ca broker-setup: give --dns/--ip to issue a broker certificate, or both --cert-file and --key-file');
+        process.exit(2);
+      }
+      await withService(async (svc) => {
+        const f = await writeBrokerSetup(svc, {
+          broker: o.broker,
+          dir: o.dir,
+          ...(o.brokerDir ? { brokerDir: o.brokerDir } : {}),
+          port: o.port,
+          ...(issue ? { certificate: names } : { certFile: o.certFile!, keyFile: o.keyFile! }),
+          pluginPath: o.plugin,
+        });
+        if (f.issued) console.log(`issued the broker certificate ${f.issued.serial}`);
+        console.log(`connector identity: certificate CN ${f.connectorCn}`);
+        for (const file of Object.values(f.paths)) console.log(`wrote ${file}`);
       });
-      console.log(`connector identity: certificate CN ${f.connectorCn} (granted the dynsec admin role; no password)`);
-      for (const file of [f.caFile, f.crlFile, f.dynsecFile, f.confFile, f.readmeFile]) console.log(`wrote ${file}`);
-    });
-  });
+    },
+  );
 
 // The daily-work commands over the running service's API (src/cli/, docs/cli.md).
 registerApiCommands(program);

@@ -2,13 +2,11 @@
 // seeded from `mqtt-ca broker-setup` (writeBrokerSetup), and its log on $SYS/broker/log (log_dest
 // topic), so the broker connector can be tested for real. Plus device certificates for mqtt.js.
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Service } from '../../src/main.js';
 import { crlBundlePem, writeBrokerSetup, type BrokerSetupOptions } from '../../src/broker-identity.js';
-import { toPem } from '../../src/ca/x509/pem.js';
 import { p256Csr } from './csr.js';
 import { tempDir } from './openssl.js';
 import { freePort, startChild, type Child } from './processes.js';
@@ -82,41 +80,19 @@ export interface MosquittoTlsOptions {
 export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions = {}): Promise<MosquittoTls> {
   const dir = tempDir();
   const port = opts.port ?? (await freePort());
-  const brokerKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const issued = await svc.issuance.issue(
-    {
-      profile: 'broker',
-      dnsNames: ['localhost'],
-      ipAddresses: ['127.0.0.1'],
-      subjectPublicKeyInfo: brokerKey.publicKey.export({ format: 'der', type: 'spki' }),
-    },
-    { actor: 'test' },
-  );
-  const chain = await svc.hierarchy.chain(issued.caId);
-  const certFile = join(dir, 'server.pem');
-  const keyFile = join(dir, 'server.key');
-  writeFileSync(
-    certFile,
-    toPem(issued.der) +
-      chain
-        .slice(0, -1)
-        .map((d) => toPem(d))
-        .join(''),
-  );
-  writeFileSync(keyFile, brokerKey.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 });
   const files = await writeBrokerSetup(svc, {
     dir,
     port,
     bindAddress: '127.0.0.1',
-    certFile,
-    keyFile,
+    certificate: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
     pluginPath: DYNSEC_PLUGIN,
     ...(opts.seed ? { seed: opts.seed } : {}),
   });
   // The test's files are private to the user running it; stderr for the test's own eyes.
-  if (opts.logToTopic === false) writeFileSync(files.confFile, readFileSync(files.confFile, 'utf8').replace(/^log_dest topic$/m, ''));
+  if (opts.logToTopic === false)
+    writeFileSync(files.paths['mosquitto.conf']!, readFileSync(files.paths['mosquitto.conf']!, 'utf8').replace(/^log_dest topic$/m, ''));
   appendFileSync(
-    files.confFile,
+    files.paths['mosquitto.conf']!,
     [
       'user root',
       'persistence false',
@@ -130,7 +106,7 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
   let child: Child | undefined;
   let earlier = '';
   const start = async () => {
-    child = await startChild('mosquitto', ['-c', files.confFile], {}, /mosquitto version [\d.]+ running/, 20_000);
+    child = await startChild('mosquitto', ['-c', files.paths['mosquitto.conf']!], {}, /mosquitto version [\d.]+ running/, 20_000);
     // A test process that dies leaves no broker behind.
     const c = child;
     process.once('exit', () => c.proc.kill('SIGKILL'));
@@ -141,7 +117,7 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
     url: `mqtts://localhost:${port}`,
     dir,
     caPem: readFileSync(files.caFile, 'utf8'),
-    dynsecFile: files.dynsecFile,
+    dynsecFile: files.paths['dynamic-security.json']!,
     output: () => earlier + (child?.output() ?? ''),
     async reloadCrl() {
       // What crl-sync would fetch once the full CRLs caught up with the revocations (they follow the delta in the background).

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
@@ -388,7 +388,7 @@ describe('mqtt-ca broker-setup', { skip: toolSkip('mosquitto') }, () => {
         child.on('close', (status) => resolve({ status, out: o }));
       });
     assert.equal((await cli(['init'])).status, 0);
-    const r = await cli(['broker-setup', '--dir', out, '--port', '8884']);
+    const r = await cli(['broker-setup', '--dir', out, '--port', '8884', '--dns', 'broker.example', '--ip', '127.0.0.1']);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /certificate CN ops-connector/);
     const seed = JSON.parse(readFileSync(join(out, 'dynamic-security.json'), 'utf8'));
@@ -419,6 +419,41 @@ describe('mqtt-ca broker-setup', { skip: toolSkip('mosquitto') }, () => {
     assert.match(readFileSync(join(out, 'crl.pem'), 'utf8'), /BEGIN X509 CRL/);
     // The CRL file is what openssl reads as CRLs.
     assert.equal(run('openssl', ['crl', '-in', join(out, 'crl.pem'), '-noout']).status, 0);
+    // The broker certificate it issued: verifies to the CA bundle (roots first), names the broker, holds the key beside it.
+    assert.match(r.out, /issued the broker certificate [0-9a-f]+/);
+    const verify = run('openssl', ['verify', '-CAfile', join(out, 'ca.pem'), join(out, 'broker.pem')]);
+    assert.equal(verify.status, 0, verify.stderr);
+    const text = run('openssl', ['x509', '-in', join(out, 'broker.pem'), '-noout', '-text']).stdout;
+    assert.match(text, /DNS:broker\.example, IP Address:127\.0\.0\.1/);
+    assert.match(text, /TLS Web Server Authentication/);
+    const pub = (args: string[]) => run('openssl', args).stdout;
+    assert.equal(
+      pub(['pkey', '-in', join(out, 'broker.key'), '-pubout']),
+      pub(['x509', '-in', join(out, 'broker.pem'), '-noout', '-pubkey']),
+    );
+    assert.equal(statSync(join(out, 'broker.key')).mode & 0o777, 0o600);
+    const bundle = readFileSync(join(out, 'ca.pem'), 'utf8').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g)!;
+    const subjects = bundle.map((pem) => run('openssl', ['x509', '-noout', '-subject', '-issuer'], pem).stdout);
+    assert.equal(subjects.length, 2);
+    assert.match(subjects[0]!, /subject=(.*)\nissuer=\1\n/, 'the root comes first');
+    assert.match(readFileSync(join(out, 'README.txt'), 'utf8'), /broker\.pem/);
+
+    // Neither names to issue for nor the broker's own files: a clear refusal, nothing issued.
+    const refused = await cli(['broker-setup', '--dir', join(tempDir(), 'x')]);
+    assert.equal(refused.status, 2);
+    assert.match(refused.out, /--dns\/--ip to issue a broker certificate, or both --cert-file and --key-file/);
+    // Every broker it knows: the configuration each reads, from the same store.
+    const emqx = join(tempDir(), 'emqx');
+    const e = await cli(['broker-setup', '--broker', 'emqx', '--dir', emqx, '--dns', 'emqx.example']);
+    assert.equal(e.status, 0, e.out);
+    const emqxConf = readFileSync(join(emqx, 'emqx.conf'), 'utf8');
+    for (const line of ['enable_crl_check = true', 'enable_ocsp_stapling = true', 'fail_if_no_peer_cert = true', 'verify = verify_peer'])
+      assert.ok(emqxConf.includes(line), line);
+    assert.equal(
+      run('openssl', ['verify', '-CAfile', join(emqx, 'ocsp-issuer.pem'), '-partial_chain', join(emqx, 'broker.pem')]).status,
+      0,
+    );
+    assert.equal((await cli(['broker-setup', '--broker', 'hivemq', '--dir', emqx, '--dns', 'x'])).status !== 0, true);
   });
 });
 

@@ -66,16 +66,29 @@ describe('broker-setup for Mosquitto and the bus watch', () => {
     const dir = tempDir();
     const files = await writeBrokerSetup(
       {
-        config: { brokers },
-        hierarchy: { list: async () => [{ certificate: '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n' }] as never },
+        config: { brokers, publicUrl: 'https://ca.example' },
+        hierarchy: {
+          list: async () =>
+            [
+              {
+                id: 'ca1',
+                name: 'issuing',
+                kind: 'intermediate',
+                certificate: '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n',
+              },
+            ] as never,
+          chain: async () => [],
+        },
         crls: { all: async () => [], der: async () => undefined } as never,
       },
-      { dir },
+      { dir, certFile: '/etc/mosquitto/certs/server.pem', keyFile: '/etc/mosquitto/certs/server.key' },
     );
-    const conf = readFileSync(files.confFile, 'utf8');
+    const conf = readFileSync(files.paths['mosquitto.conf']!, 'utf8');
     assert.match(conf, /^log_dest topic$/m);
     assert.match(conf, /^#log_type debug$/m);
-    const seed = JSON.parse(readFileSync(files.dynsecFile, 'utf8')) as { roles: { rolename: string; acls: { topic: string }[] }[] };
+    const seed = JSON.parse(readFileSync(files.paths['dynamic-security.json']!, 'utf8')) as {
+      roles: { rolename: string; acls: { topic: string }[] }[];
+    };
     assert.ok(seed.roles.find((r) => r.rolename === CONNECTOR_ROLE)!.acls.some((a) => a.topic === '$SYS/broker/log/#'));
     const readme = readFileSync(files.readmeFile, 'utf8');
     assert.match(readme, /bus watch reads the broker log on \$SYS\/broker\/log\/#/);
