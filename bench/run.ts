@@ -39,6 +39,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['fleet', () => import('./fleet.js')],
   ['console', () => import('./console.js')],
   ['bus-watch', () => import('./bus-watch.js')],
+  ['broker-refusal', () => import('./broker-refusal.js')],
 ];
 // -------------------------------------------------------------------------------------------------
 

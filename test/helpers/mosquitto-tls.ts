@@ -51,6 +51,8 @@ export interface MosquittoTls {
   dynsecFile: string;
   /** Everything the broker wrote to stderr so far. */
   output(): string;
+  /** The running broker's process id (for a reload command such as crl-sync's). */
+  pid(): number;
   /** Writes the service's current CRLs to the broker's crlfile and sends SIGHUP; resolves once the broker says it reloaded. */
   reloadCrl(): Promise<void>;
   /** Stops the broker (its dynsec state stays in dir). */
@@ -119,6 +121,7 @@ export async function startMosquittoTls(svc: Service, opts: MosquittoTlsOptions 
     caPem: readFileSync(files.caFile, 'utf8'),
     dynsecFile: files.paths['dynamic-security.json']!,
     output: () => earlier + (child?.output() ?? ''),
+    pid: () => child!.proc.pid!,
     async reloadCrl() {
       // What crl-sync would fetch once the full CRLs caught up with the revocations (they follow the delta in the background).
       await svc.crls.settled();
