@@ -114,16 +114,23 @@ export type BusEvent =
 
 export type BusEventKind = BusEvent['kind'];
 
-export const BUS_EVENT_KINDS: readonly BusEventKind[] = [
-  'connect',
-  'disconnect',
-  'tls-failure',
-  'subscribe',
-  'unsubscribe',
-  'acl-denied',
-  'publish',
-  'undeliverable',
-];
+/** Every kind once: a Record, so the compiler refuses a kind of BusEvent left out. */
+const EVERY_KIND: Record<BusEventKind, true> = {
+  connect: true,
+  disconnect: true,
+  'tls-failure': true,
+  subscribe: true,
+  unsubscribe: true,
+  'acl-denied': true,
+  publish: true,
+  undeliverable: true,
+};
+export const BUS_EVENT_KINDS: readonly BusEventKind[] = Object.keys(EVERY_KIND) as BusEventKind[];
+
+/** A table with a value for every event kind, in BUS_EVENT_KINDS' order. */
+export function perBusEventKind<T>(of: (kind: BusEventKind) => T): Record<BusEventKind, T> {
+  return Object.fromEntries(BUS_EVENT_KINDS.map((k) => [k, of(k)])) as Record<BusEventKind, T>;
+}
 
 /** Whether a source can observe a kind of event, and if not, why: the watch reports it, never guesses. */
 export type Observability = { observed: true; note?: string } | { observed: false; why: string };
