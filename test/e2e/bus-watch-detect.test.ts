@@ -26,6 +26,7 @@ import {
   connectDevice,
   dynsecCtrl,
   enrollDevice,
+  fleetSeed,
   startMosquittoTls,
   type DeviceCredentials,
   type MosquittoTls,
@@ -223,18 +224,7 @@ describe(
       broker = await startMosquittoTls(svc, {
         port,
         conf: [`log_dest file ${logFile}`],
-        seed: {
-          roles: [
-            {
-              rolename: 'fleet',
-              acls: [
-                { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-              ],
-            },
-          ],
-          clients: DEVICES.map((username) => ({ username, roles: [{ rolename: 'fleet' }] })),
-        },
+        seed: fleetSeed(DEVICES),
       });
       const id = await svc.identities.ensure('broker-connector');
       admin.cert = writeTemp(dir, 'connector.pem', id.cert);

@@ -224,6 +224,30 @@ export async function connectDevice(
 /** A dynsec ACL of a seeded role. */
 type DynsecAcl = NonNullable<NonNullable<BrokerSetupOptions['seed']>['roles']>[number]['acls'][number];
 
+/**
+ * A dynsec seed of one role (default `fleet`) that may publish and subscribe under fleet/ (and
+ * what `acls` add), held by the `clients` (usernames: the devices' certificate CNs).
+ */
+export function fleetSeed(
+  clients: string[],
+  opts: { rolename?: string; acls?: DynsecAcl[] } = {},
+): NonNullable<MosquittoTlsOptions['seed']> {
+  const rolename = opts.rolename ?? 'fleet';
+  return {
+    roles: [
+      {
+        rolename,
+        acls: [
+          { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
+          { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
+          ...(opts.acls ?? []),
+        ],
+      },
+    ],
+    clients: clients.map((username) => ({ username, roles: [{ rolename }] })),
+  };
+}
+
 /** What startConnectorBroker sets up: the service, its broker, the devices and the connector's files. */
 export interface ConnectorBroker {
   svc: Service & { dispose(): Promise<void> };
@@ -241,8 +265,8 @@ export interface ConnectorBroker {
 
 /**
  * A service (on `target`) whose Mosquitto connector (BROKER_MQTT_URL, 5 s timeout) speaks to a
- * private broker of its own (startMosquittoTls): the devices enrolled, the `fleet` ones in a
- * dynsec role that may publish and subscribe under fleet/ (and what `acls` add).
+ * private broker of its own (startMosquittoTls): the devices enrolled, the `fleet` ones in the
+ * fleetSeed role (with what `acls` add).
  */
 export async function startConnectorBroker(
   target: DbTarget,
@@ -258,22 +282,7 @@ export async function startConnectorBroker(
   try {
     await bootstrap(svc);
     for (const id of opts.devices) devices[id] = await enrollDevice(svc, id);
-    broker = await startMosquittoTls(svc, {
-      port,
-      seed: {
-        roles: [
-          {
-            rolename: 'fleet',
-            acls: [
-              { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-              { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-              ...(opts.acls ?? []),
-            ],
-          },
-        ],
-        clients: opts.fleet.map((username) => ({ username, roles: [{ rolename: 'fleet' }] })),
-      },
-    });
+    broker = await startMosquittoTls(svc, { port, seed: fleetSeed(opts.fleet, { acls: opts.acls ?? [] }) });
     identity = await svc.identities.ensure('broker-connector');
     adminFiles = {
       cert: writeTemp(broker.dir, 'connector.pem', identity.cert),
