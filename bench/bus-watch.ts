@@ -20,7 +20,7 @@ import { benchService, freshDatabase, NO_RATE_LIMITS } from './db.js';
 import type { Service } from '../src/main.js';
 import type { BusObserver, WatchedBusEvent } from '../src/broker/bus-events.js';
 import { LogLineSplitter, MosquittoLogParser } from '../src/broker/mosquitto-log.js';
-import { BusDetectors, type BusDetectorStats } from '../src/detect/bus-detectors.js';
+import type { BusDetectorStats } from '../src/detect/bus-detectors.js';
 import { toPem } from '../src/ca/x509/pem.js';
 import { startMosquittoTls } from '../test/helpers/mosquitto-tls.js';
 import { freePort } from '../test/helpers/processes.js';
@@ -200,22 +200,14 @@ class Counter implements BusObserver {
   }
 }
 
-/** The service's detectors, for their counts (the watch holds them among its observers). */
-function detectorsOf(svc: Service): BusDetectors | undefined {
-  const observers = (svc.busWatch as unknown as { observers: BusObserver[] }).observers;
-  return observers.find((o): o is BusDetectors => o instanceof BusDetectors);
-}
-
-const detectorNote = (s: BusDetectorStats | undefined) =>
-  s
-    ? `detectors: ${
-        Object.entries(s.fired)
-          .filter(([, n]) => n > 0)
-          .map(([r, n]) => `${r} fired ${n}`)
-          .join(', ') || 'none fired'
-      }; ${fmt(Object.values(s.evictions).reduce((a, b) => a + b, 0))} keys evicted at the cap, ` +
-      `${fmt(Object.values(s.keys).reduce((a, b) => a + b, 0))} keys held (at most 20,000 per rule), ${fmt(s.droppedLookups)} standing lookups dropped, ${s.droppedFires} fires dropped, ${s.errors} errors`
-    : 'detectors not found';
+const detectorNote = (s: BusDetectorStats) =>
+  `detectors: ${
+    Object.entries(s.fired)
+      .filter(([, n]) => n > 0)
+      .map(([r, n]) => `${r} fired ${n}`)
+      .join(', ') || 'none fired'
+  }; ${fmt(Object.values(s.evictions).reduce((a, b) => a + b, 0))} keys evicted at the cap, ` +
+  `${fmt(Object.values(s.keys).reduce((a, b) => a + b, 0))} keys held (at most 20,000 per rule), ${fmt(s.droppedLookups)} standing lookups dropped, ${s.droppedFires} fires dropped, ${s.errors} errors`;
 
 async function seedDevices(db: import('knex').Knex, n: number, lot: string): Promise<void> {
   await db.raw(
@@ -381,10 +373,10 @@ async function endToEndIn(dir: string): Promise<BenchResult[]> {
 
     const mem0 = await memoryFloor();
     const p1 = await pass(svc, counter, corpus1, followed, { clients: CLIENTS, expectDisconnects: 1 });
-    await detectorsOf(svc)?.settled();
+    await svc.busDetectors.settled();
     const mem1 = await memoryFloor();
     const p2 = await pass(svc, counter, corpus2, followed, { clients: CLIENTS, expectDisconnects: 2 });
-    await detectorsOf(svc)?.settled();
+    await svc.busDetectors.settled();
     const mem2 = await memoryFloor();
     const totals = await presenceTotals(db);
     if (totals.rows !== CLIENTS || totals.connected !== 0 || totals.connects !== 2 * CLIENTS || totals.disconnects !== 2 * CLIENTS)
@@ -393,7 +385,7 @@ async function endToEndIn(dir: string): Promise<BenchResult[]> {
       );
     // At the target rate: the corpus of the first PACED clients appended at 5,000 events/s.
     const p3 = await pass(svc, counter, corpus3, followed, { clients: PACED, expectDisconnects: 3, eventsPerSecond: 5_000 });
-    const dstats = detectorsOf(svc)?.stats();
+    const dstats = svc.busDetectors.stats();
     const watchStatus = (await svc.busWatch.status()).sources.find((s) => s.kind === 'mosquitto-log-file')!;
     const fileDropped = Object.entries(watchStatus.dropped)
       .filter(([k]) => k !== 'unrecognised')
@@ -606,7 +598,7 @@ async function storm(): Promise<BenchResult[]> {
     }
     const current = performance.now();
     const currentOk = totals.disconnects >= disconnected && totals.connected === 0;
-    const dstats = detectorsOf(svc)?.stats();
+    const dstats = svc.busDetectors.stats();
     const sysAfter = (await svc.busWatch.status()).sources.find((s) => s.kind === 'mosquitto-sys-log')!;
     await svc.close();
 

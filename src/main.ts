@@ -215,6 +215,8 @@ export interface Service {
    * detectors) plug in with `busWatch.addObserver`. With BUS_WATCH off it has no sources.
    */
   busWatch: BusWatch;
+  /** The bus watch's detectors (one of its observers, with presence): their stats(), settled(). */
+  busDetectors: BusDetectors;
   /** Stops background connections (the OCSP change feed) and leaves the database open. */
   stop(): Promise<void>;
   /** stop(), then closes the database. */
@@ -775,6 +777,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       apiIdempotency,
       identities,
       busWatch,
+      busDetectors,
       stop,
       close: async () => {
         await stop();

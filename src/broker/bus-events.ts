@@ -1,5 +1,9 @@
 // What the bus watch sees of a broker: typed events, whichever broker and channel they come from
 // (Mosquitto's log; other brokers' webhooks through POST /v1/bus-events), and what each source can observe at all.
+import type { DisconnectReason, TlsFailure } from '../shared/bus-terms.js';
+
+/** A connection's end and a TLS failure, as listed in src/shared/bus-terms.ts (the detection rules name them too). */
+export type { DisconnectReason, TlsFailure };
 
 /** A client's network address as the broker saw it (the port is absent where the broker logs the host only). */
 export interface SourceAddress {
@@ -31,28 +35,6 @@ export interface ConnectEvent extends BusEventBase {
   certificateSerial?: string;
 }
 
-export type DisconnectReason =
-  /** The client sent DISCONNECT. */
-  | 'client'
-  /** No packet within 1.5 x keep-alive ("has exceeded timeout"). */
-  | 'keepalive-timeout'
-  /** The socket closed without a DISCONNECT (a killed process, a reset, a dropped link). */
-  | 'connection-lost'
-  /** A socket error the broker reports by its errno text (detail). */
-  | 'socket-error'
-  | 'protocol-error'
-  | 'malformed-packet'
-  | 'not-authorised'
-  /** Another connection took over the client id. */
-  | 'taken-over'
-  /** Ended by the broker's administration (a dynsec kick). */
-  | 'administrative'
-  | 'oversize'
-  | 'out-of-memory'
-  /** QoS too high or retain not supported. */
-  | 'not-supported'
-  | 'other';
-
 /**
  * A connection ended. `clientId` is absent for a connection that never got as far as a CONNECT
  * the broker accepted (garbage on the socket, refused credentials).
@@ -66,13 +48,6 @@ export interface DisconnectEvent extends BusEventBase {
   /** Known when the broker names it or the connection is otherwise unambiguous. */
   source?: SourceAddress;
 }
-
-/**
- * Why a TLS handshake failed, as far as the broker says. Mosquitto 2.0.11 logs the same
- * "certificate verify failed" for a revoked, an expired and a foreign-CA certificate: `verify-failed`
- * says only that the client's certificate did not verify.
- */
-export type TlsFailure = 'verify-failed' | 'no-certificate' | 'closed-during-handshake' | 'other';
 
 export interface TlsFailureEvent extends BusEventBase {
   kind: 'tls-failure';
@@ -139,16 +114,23 @@ export type BusEvent =
 
 export type BusEventKind = BusEvent['kind'];
 
-export const BUS_EVENT_KINDS: readonly BusEventKind[] = [
-  'connect',
-  'disconnect',
-  'tls-failure',
-  'subscribe',
-  'unsubscribe',
-  'acl-denied',
-  'publish',
-  'undeliverable',
-];
+/** Every kind once: a Record, so the compiler refuses a kind of BusEvent left out. */
+const EVERY_KIND: Record<BusEventKind, true> = {
+  connect: true,
+  disconnect: true,
+  'tls-failure': true,
+  subscribe: true,
+  unsubscribe: true,
+  'acl-denied': true,
+  publish: true,
+  undeliverable: true,
+};
+export const BUS_EVENT_KINDS: readonly BusEventKind[] = Object.keys(EVERY_KIND) as BusEventKind[];
+
+/** A table with a value for every event kind, in BUS_EVENT_KINDS' order. */
+export function perBusEventKind<T>(of: (kind: BusEventKind) => T): Record<BusEventKind, T> {
+  return Object.fromEntries(BUS_EVENT_KINDS.map((k) => [k, of(k)])) as Record<BusEventKind, T>;
+}
 
 /** Whether a source can observe a kind of event, and if not, why: the watch reports it, never guesses. */
 export type Observability = { observed: true; note?: string } | { observed: false; why: string };

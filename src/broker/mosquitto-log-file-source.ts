@@ -1,25 +1,17 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { DomainError } from '../shared/errors.js';
-import type { BusEvent, BusEventKind, BusEventSource, DropCounts, Observability, SourceStatus } from './bus-events.js';
-import { LogLineSplitter, MOSQUITTO_UNDELIVERABLE_WHY, MosquittoLogParser } from './mosquitto-log.js';
+import type { BusEvent, BusEventSource, DropCounts, SourceStatus } from './bus-events.js';
+import { LogLineSplitter, MOSQUITTO_TLS_FAILURE_NOTE, MosquittoLogParser, mosquittoLogObserves } from './mosquitto-log.js';
 
 /** What a Mosquitto 2.0 log file shows with `log_type debug` (besides the $SYS log's levels). */
-export const MOSQUITTO_LOG_FILE_OBSERVES: Readonly<Record<BusEventKind, Observability>> = {
-  connect: { observed: true },
-  disconnect: { observed: true },
-  'tls-failure': {
-    observed: true,
-    note: 'Mosquitto logs "certificate verify failed" alike for revoked, expired and foreign-CA certificates, and no certificate name',
-  },
-  subscribe: { observed: true, note: 'granted subscriptions (log_type subscribe)' },
-  unsubscribe: { observed: true, note: 'log_type unsubscribe' },
+export const MOSQUITTO_LOG_FILE_OBSERVES = mosquittoLogObserves({
+  'tls-failure': { observed: true, note: MOSQUITTO_TLS_FAILURE_NOTE },
   'acl-denied': {
     observed: true,
     note: 'with log_type debug only: "Denied PUBLISH", and a requested subscription the SUBACK did not grant',
   },
   publish: { observed: true, note: 'with log_type debug only ("Received PUBLISH")' },
-  undeliverable: { observed: false, why: MOSQUITTO_UNDELIVERABLE_WHY },
-};
+});
 
 /** A broker (re)starting writes this line; the sessions of before are gone. */
 const BROKER_STARTING = /^\d[^:]*: mosquitto version \S+ starting$/;

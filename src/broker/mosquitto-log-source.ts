@@ -1,30 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { DomainError } from '../shared/errors.js';
-import type { BusEvent, BusEventKind, BusEventSource, DropCounts, Observability, SourceStatus } from './bus-events.js';
+import type { BusEvent, BusEventSource, DropCounts, SourceStatus } from './bus-events.js';
 import type { TlsCredentials } from './mosquitto-dynsec.js';
-import { MOSQUITTO_UNDELIVERABLE_WHY, MosquittoLogParser } from './mosquitto-log.js';
+import { MOSQUITTO_TLS_FAILURE_NOTE, MosquittoLogParser, mosquittoLogObserves } from './mosquitto-log.js';
 
 /** The log levels that carry bus events (connection notices, TLS errors, subscribe and unsubscribe). */
 export const BUS_LOG_TOPICS = ['$SYS/broker/log/N', '$SYS/broker/log/E', '$SYS/broker/log/M/subscribe', '$SYS/broker/log/M/unsubscribe'];
 
 /** What Mosquitto 2.0 reports on $SYS/broker/log (pinned by test/fixtures/mosquitto-2.0.11 and the e2e test). */
-export const MOSQUITTO_SYS_LOG_OBSERVES: Readonly<Record<BusEventKind, Observability>> = {
-  connect: { observed: true },
-  disconnect: { observed: true },
+export const MOSQUITTO_SYS_LOG_OBSERVES = mosquittoLogObserves({
   'tls-failure': {
     observed: true,
-    note: 'Mosquitto logs "certificate verify failed" alike for revoked, expired and foreign-CA certificates, and no certificate name; the source address only when a single handshake was under way',
+    note: `${MOSQUITTO_TLS_FAILURE_NOTE}; the source address only when a single handshake was under way`,
   },
-  subscribe: { observed: true, note: 'granted subscriptions (log_type subscribe)' },
-  unsubscribe: { observed: true, note: 'log_type unsubscribe' },
   'acl-denied': {
     observed: false,
     why: 'Mosquitto 2.0 logs denied publishes and subscribes only at debug level, which it never publishes on $SYS/broker/log',
   },
   publish: { observed: false, why: 'Mosquitto 2.0 logs publishes only at debug level, which it never publishes on $SYS/broker/log' },
-  undeliverable: { observed: false, why: MOSQUITTO_UNDELIVERABLE_WHY },
-};
+});
 
 /** MQTT 5 DISCONNECT reason "Server shutting down". */
 const SERVER_SHUTTING_DOWN = 0x8b;

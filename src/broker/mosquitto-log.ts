@@ -2,7 +2,17 @@
 // Mosquitto 2.0.11 in test/fixtures/mosquitto-2.0.11/, the rest from its source's log__printf calls):
 // see docs/bus-watch.md for which line gives which event. Input is hostile: anything that is not a
 // line Mosquitto writes is dropped with a counter per reason; nothing here throws.
-import type { BusEvent, DisconnectReason, DropCounts, MqttProtocol, SourceAddress, TlsFailure } from './bus-events.js';
+import {
+  perBusEventKind,
+  type BusEvent,
+  type BusEventKind,
+  type DisconnectReason,
+  type DropCounts,
+  type MqttProtocol,
+  type Observability,
+  type SourceAddress,
+  type TlsFailure,
+} from './bus-events.js';
 
 /** Longer than any line Mosquitto writes for a 64 KB topic and a 64 KB client id. */
 export const MAX_LOG_LINE = 140_000;
@@ -10,6 +20,30 @@ export const MAX_LOG_LINE = 140_000;
 /** Why no Mosquitto source observes undeliverable publishes (the $SYS log's and the file's, in the same words). */
 export const MOSQUITTO_UNDELIVERABLE_WHY =
   'Mosquitto 2.0 logs no line for a publish that reaches no subscriber, at any level (its debug log lists the deliveries made, never a missing one)';
+
+/** What a Mosquitto 2.0 TLS failure line says, in whichever log it is read. */
+export const MOSQUITTO_TLS_FAILURE_NOTE =
+  'Mosquitto logs "certificate verify failed" alike for revoked, expired and foreign-CA certificates, and no certificate name';
+
+/** What the $SYS log and a log file of Mosquitto 2.0 observe alike. */
+const MOSQUITTO_LOG_ALIKE = {
+  connect: { observed: true },
+  disconnect: { observed: true },
+  subscribe: { observed: true, note: 'granted subscriptions (log_type subscribe)' },
+  unsubscribe: { observed: true, note: 'log_type unsubscribe' },
+  undeliverable: { observed: false, why: MOSQUITTO_UNDELIVERABLE_WHY },
+} satisfies Partial<Record<BusEventKind, Observability>>;
+
+/**
+ * A Mosquitto log source's `observes`: what every Mosquitto 2.0 log shows, and the source's own word
+ * on the kinds its channel shows or not (the compiler asks for each of them), in BUS_EVENT_KINDS' order.
+ */
+export function mosquittoLogObserves(
+  own: Record<Exclude<BusEventKind, keyof typeof MOSQUITTO_LOG_ALIKE>, Observability>,
+): Readonly<Record<BusEventKind, Observability>> {
+  const all: Record<BusEventKind, Observability> = { ...MOSQUITTO_LOG_ALIKE, ...own };
+  return perBusEventKind((k) => all[k]);
+}
 
 export interface MosquittoLogParserOptions {
   broker: string;

@@ -3,6 +3,7 @@
 // anyone else send), mapped to a BusEvent or dropped with a reason. Nothing here throws for an
 // event: only a batch whose envelope is wrong is refused (DomainError, 400 / 413).
 import { DomainError, badRequest } from '../shared/errors.js';
+import { DISCONNECT_REASONS, TLS_FAILURES } from '../shared/bus-terms.js';
 import {
   BUS_EVENT_KINDS,
   type BusEvent,
@@ -10,7 +11,6 @@ import {
   type DisconnectReason,
   type MqttProtocol,
   type SourceAddress,
-  type TlsFailure,
   type UndeliverableReason,
 } from './bus-events.js';
 
@@ -338,22 +338,6 @@ function payloadBytes(o: Obj): number {
 
 // ---- the generic form: a BusEvent as JSON --------------------------------------------------------
 
-const DISCONNECT_REASONS: readonly DisconnectReason[] = [
-  'client',
-  'keepalive-timeout',
-  'connection-lost',
-  'socket-error',
-  'protocol-error',
-  'malformed-packet',
-  'not-authorised',
-  'taken-over',
-  'administrative',
-  'oversize',
-  'out-of-memory',
-  'not-supported',
-  'other',
-];
-const TLS_FAILURES: readonly TlsFailure[] = ['verify-failed', 'no-certificate', 'closed-during-handshake', 'other'];
 const PROTOCOLS: readonly MqttProtocol[] = ['mqtt3.1', 'mqtt3.1.1', 'mqtt5'];
 const UNDELIVERABLE_REASONS: readonly UndeliverableReason[] = ['no-subscribers', 'other'];
 

@@ -1,5 +1,12 @@
 import { DomainError } from '../shared/errors.js';
-import type { BusEvent, BusEventKind, BusEventSource, DropCounts, Observability } from './bus-events.js';
+import {
+  perBusEventKind,
+  type BusEvent,
+  type BusEventKind,
+  type BusEventSource,
+  type DropCounts,
+  type Observability,
+} from './bus-events.js';
 import { mapWebhookEvent } from './webhook-bus-events.js';
 
 /** What a broker's webhook reports: EMQX's rule engine (through `mqtt-ca bus-relay`), or the generic form (HiveMQ extensions, others). */
@@ -26,16 +33,13 @@ export const EMQX_WEBHOOK_OBSERVES: Readonly<Record<BusEventKind, Observability>
 };
 
 /** The generic form carries every kind: the sender (a HiveMQ extension, a bridge) decides what it posts. */
-export const GENERIC_WEBHOOK_OBSERVES: Readonly<Record<BusEventKind, Observability>> = {
-  connect: { observed: true, note: 'as far as the sender posts it' },
-  disconnect: { observed: true, note: 'as far as the sender posts it' },
-  'tls-failure': { observed: true, note: 'as far as the sender posts it (a HiveMQ extension sees no failed TLS handshake)' },
-  subscribe: { observed: true, note: 'as far as the sender posts it' },
-  unsubscribe: { observed: true, note: 'as far as the sender posts it' },
-  'acl-denied': { observed: true, note: 'as far as the sender posts it' },
-  publish: { observed: true, note: 'as far as the sender posts it' },
-  undeliverable: { observed: true, note: 'as far as the sender posts it' },
-};
+export const GENERIC_WEBHOOK_OBSERVES: Readonly<Record<BusEventKind, Observability>> = perBusEventKind((k) => ({
+  observed: true,
+  note:
+    k === 'tls-failure'
+      ? 'as far as the sender posts it (a HiveMQ extension sees no failed TLS handshake)'
+      : 'as far as the sender posts it',
+}));
 
 /** What one signed batch came to: events handed on, well-formed reports that are no bus event, and drops per reason. */
 export interface WebhookBatchResult {

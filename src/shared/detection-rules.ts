@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { INCIDENT_KINDS, SEVERITIES } from './security-terms.js';
+import { DISCONNECT_REASONS, TLS_FAILURES } from './bus-terms.js';
 
 /** What event rules (`on: [...]`) may do. */
 export const EVENT_RULE_ACTIONS = ['block-source', 'suspend-device', 'open-incident'] as const;
@@ -65,26 +66,8 @@ export const WATCH_DETECTORS = [
 ] as const;
 export type WatchDetector = (typeof WATCH_DETECTORS)[number];
 
-/** A broker's reasons for a connection's end (as src/broker/bus-events.ts DisconnectReason). */
-export const DISCONNECT_REASONS = [
-  'client',
-  'keepalive-timeout',
-  'connection-lost',
-  'socket-error',
-  'protocol-error',
-  'malformed-packet',
-  'not-authorised',
-  'taken-over',
-  'administrative',
-  'oversize',
-  'out-of-memory',
-  'not-supported',
-  'other',
-] as const;
 /** The ends abnormal-terminations counts unless its rule says otherwise. */
 export const ABNORMAL_REASONS = ['keepalive-timeout', 'connection-lost', 'socket-error', 'protocol-error', 'malformed-packet'] as const;
-/** TLS handshake failures (as src/broker/bus-events.ts TlsFailure). */
-export const TLS_FAILURES = ['verify-failed', 'no-certificate', 'closed-during-handshake', 'other'] as const;
 
 /** What every watch rule has: what it raises and what it does about it. */
 const watchCommon = {

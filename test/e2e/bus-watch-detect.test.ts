@@ -26,13 +26,14 @@ import {
   connectDevice,
   dynsecCtrl,
   enrollDevice,
+  fleetSeed,
   startMosquittoTls,
   type DeviceCredentials,
   type MosquittoTls,
 } from '../helpers/mosquitto-tls.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
-import { DEFAULT_RULES, isEventRule } from '../../src/shared/detection-rules.js';
+import { defaultRulesWith } from '../helpers/detection-rules.js';
 
 const target = dbTargets.find((t) => t.name === 'postgres' && !t.skip) ?? dbTargets.find((t) => t.name === 'pglite')!;
 
@@ -42,93 +43,18 @@ const IDLE_S = 10;
 /** The schema's least silentAfterSeconds: the other misdeeds run while gone-1's silence lasts. */
 const SILENT_S = 60;
 
-/** The operator's rules: the API's event rules kept, the bus watch's rules tightened for the test. */
-const RULES = [
-  ...DEFAULT_RULES.filter(isEventRule),
-  {
-    name: 'bus-reconnect-loop',
-    watch: 'connect-attempts',
-    per: 'client',
-    threshold: 5,
-    windowSeconds: RECONNECT_WINDOW_S,
-    raise: { kind: 'bus.reconnect-loop', severity: 'warning' },
-  },
-  {
-    name: 'bus-connect-flood',
-    watch: 'connect-attempts',
-    per: 'source',
-    threshold: 1000,
-    windowSeconds: 60,
-    raise: { kind: 'bus.connect-flood', severity: 'warning' },
-  },
-  {
-    name: 'bus-abnormal-terminations',
-    watch: 'abnormal-terminations',
-    per: 'device',
-    threshold: 5,
-    windowSeconds: 600,
-    raise: { kind: 'bus.abnormal-terminations', severity: 'warning' },
-  },
-  {
-    name: 'bus-tls-failures',
-    watch: 'tls-failures',
-    per: 'source',
-    threshold: 4,
-    windowSeconds: 60,
-    raise: { kind: 'bus.tls-failures', severity: 'warning' },
-  },
-  {
-    name: 'bus-topic-scan',
-    watch: 'topic-scan',
-    per: 'client',
-    distinctTopics: 8,
-    denials: 3,
-    windowSeconds: 30,
-    raise: { kind: 'bus.topic-scan', severity: 'critical' },
-    actions: ['block-client', 'open-incident'],
-  },
-  {
-    name: 'bus-undeliverable',
-    watch: 'undeliverable',
-    per: 'client',
-    threshold: 100,
-    windowSeconds: 60,
-    raise: { kind: 'bus.undeliverable', severity: 'warning' },
-  },
-  {
-    name: 'bus-idle-connected',
-    watch: 'idle-connected',
-    per: 'client',
-    idleSeconds: IDLE_S,
-    raise: { kind: 'bus.idle-connected', severity: 'info' },
-  },
-  {
-    name: 'bus-silent',
-    watch: 'silent',
-    per: 'device',
-    silentAfterSeconds: SILENT_S,
-    profile: 'device',
-    raise: { kind: 'bus.silent', severity: 'warning' },
-  },
-  {
-    name: 'bus-revoked-certificate',
-    watch: 'revoked-certificate',
-    per: 'device',
-    windowSeconds: 600,
-    raise: { kind: 'bus.revoked-certificate', severity: 'critical' },
-    actions: ['block-client', 'open-incident'],
-  },
-  {
-    // A cloned credential, or a device that moved: an incident to look at, no block.
-    name: 'bus-client-id-two-sources',
-    watch: 'client-id-two-sources',
-    per: 'client',
-    threshold: 2,
-    windowSeconds: 60,
-    raise: { kind: 'bus.client-id-two-sources', severity: 'warning' },
-    actions: ['open-incident'],
-  },
-];
+/** The operator's rules: the defaults, the bus watch's rules tightened for the test. */
+const RULES = defaultRulesWith({
+  'bus-reconnect-loop': { threshold: 5, windowSeconds: RECONNECT_WINDOW_S },
+  'bus-connect-flood': { threshold: 1000 },
+  'bus-tls-failures': { threshold: 4, windowSeconds: 60 },
+  'bus-topic-scan': { distinctTopics: 8, denials: 3, windowSeconds: 30 },
+  'bus-idle-connected': { idleSeconds: IDLE_S },
+  'bus-silent': { silentAfterSeconds: SILENT_S, profile: 'device' },
+  'bus-revoked-certificate': { windowSeconds: 600 },
+  // A cloned credential, or a device that moved: an incident to look at, no block.
+  'bus-client-id-two-sources': { windowSeconds: 60, actions: ['open-incident'] },
+});
 
 const DEVICES = ['loop-1', 'stolen-1', 'held-1', 'scanner-1', 'nosy-1', 'idle-1', 'gone-1', 'twin-1', 'meter-a', 'meter-b'];
 
@@ -298,18 +224,7 @@ describe(
       broker = await startMosquittoTls(svc, {
         port,
         conf: [`log_dest file ${logFile}`],
-        seed: {
-          roles: [
-            {
-              rolename: 'fleet',
-              acls: [
-                { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-              ],
-            },
-          ],
-          clients: DEVICES.map((username) => ({ username, roles: [{ rolename: 'fleet' }] })),
-        },
+        seed: fleetSeed(DEVICES),
       });
       const id = await svc.identities.ensure('broker-connector');
       admin.cert = writeTemp(dir, 'connector.pem', id.cert);

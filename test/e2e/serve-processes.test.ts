@@ -34,27 +34,41 @@ const alive = (pid: number) => {
   }
 };
 
+/**
+ * For a describe: `mqtt-ca serve` with SERVE_PROCESSES=2 on a PostgreSQL database of its own (and
+ * `env`), started by the test once both processes listen; killed, and the database dropped, after.
+ */
+function twoProcesses() {
+  let db: Db | undefined;
+  let served: Served | undefined;
+  after(async () => {
+    await served?.stop('SIGKILL');
+    if (db) await disposeDb(db);
+  });
+  return async (env: Record<string, string> = {}): Promise<{ db: Db; served: Served }> => {
+    db = await postgresTarget.create();
+    const s = await startServe({
+      DATABASE_URL: databaseUrlOf(db),
+      MQTT_CA_KEK: randomBytes(32).toString('base64'),
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-processes-')),
+      SERVE_PROCESSES: '2',
+      ...env,
+    });
+    served = s;
+    await until('two processes listening', async () => (s.output().match(/mqtt-ca listening on/g) ?? []).length >= 2, 60_000);
+    return { db, served: s };
+  };
+}
+
 describe(
   'mqtt-ca serve with several processes (SERVE_PROCESSES)',
   { skip: envSkip('DATABASE_URL', 'serve with several processes (PostgreSQL) is') },
   () => {
-    let db: Db | undefined;
-    let served: Served | undefined;
-    after(async () => {
-      await served?.stop('SIGKILL');
-      if (db) await disposeDb(db);
-    });
+    const serve = twoProcesses();
 
     it('bootstraps once, shares the port, replaces a process that dies, and stops them all on SIGTERM', async () => {
-      db = await postgresTarget.create();
-      served = await startServe({
-        DATABASE_URL: databaseUrlOf(db),
-        MQTT_CA_KEK: randomBytes(32).toString('base64'),
-        DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-processes-')),
-        SERVE_PROCESSES: '2',
-      });
+      const { db, served } = await serve();
       const primary = served.proc.pid!;
-      await until('two processes listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 2, 60_000);
       const first = childrenOf(primary);
       assert.equal(first.length, 2, `two processes under the first: ${first.join(', ')}`);
       // One CA, bootstrapped once (the processes did not each make one).
@@ -63,7 +77,7 @@ describe(
       assert.equal((served.output().match(/Initialised a new CA/g) ?? []).length, 1);
 
       process.kill(first[0]!, 'SIGKILL');
-      await until('a replacement listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 3, 60_000);
+      await until('a replacement listening', async () => (served.output().match(/mqtt-ca listening on/g) ?? []).length >= 3, 60_000);
       const now = childrenOf(primary);
       assert.equal(now.length, 2, `two processes again: ${now.join(', ')}`);
       assert.ok(!now.includes(first[0]!) && now.includes(first[1]!), 'the dead one was replaced, the other left alone');
@@ -81,24 +95,11 @@ describe(
   'mqtt-ca serve with several processes and brokers posting their events',
   { skip: envSkip('DATABASE_URL', 'serve with several processes (PostgreSQL) is') },
   () => {
-    let db: Db | undefined;
-    let served: Served | undefined;
-    after(async () => {
-      await served?.stop('SIGKILL');
-      if (db) await disposeDb(db);
-    });
+    const serve = twoProcesses();
 
     it("takes a broker's posted events in every process and hands them to the one that watches: none lost to a 503", async () => {
-      db = await postgresTarget.create();
       const secret = randomBytes(32).toString('hex');
-      served = await startServe({
-        DATABASE_URL: databaseUrlOf(db),
-        MQTT_CA_KEK: randomBytes(32).toString('base64'),
-        DATA_DIR: mkdtempSync(join(tmpdir(), 'mqttca-processes-')),
-        SERVE_PROCESSES: '2',
-        BUS_EVENT_SECRETS: JSON.stringify({ 'emqx-1': secret }),
-      });
-      await until('two processes listening', async () => (served!.output().match(/mqtt-ca listening on/g) ?? []).length >= 2, 60_000);
+      const { served } = await serve({ BUS_EVENT_SECRETS: JSON.stringify({ 'emqx-1': secret }) });
       const post = async (i: number) => {
         const body = JSON.stringify({
           events: [
@@ -115,7 +116,7 @@ describe(
         });
         const ts = String(Math.floor(Date.now() / 1000));
         // A connection each: the first process hands connections round, so the batches reach both.
-        return fetch(`${served!.url}/v1/bus-events`, {
+        return fetch(`${served.url}/v1/bus-events`, {
           method: 'POST',
           headers: {
             Connection: 'close',
@@ -133,7 +134,7 @@ describe(
       for (let i = 1; i <= 20; i++) statuses.push((await post(i)).status);
       assert.deepEqual(statuses, Array(20).fill(202), 'every batch taken, whichever process it reached');
       const map = async () => {
-        const res = await fetch(`${served!.url}/v1/bus/map`, { headers: { Authorization: `Bearer ${served!.adminKey}` } });
+        const res = await fetch(`${served.url}/v1/bus/map`, { headers: { Authorization: `Bearer ${served.adminKey}` } });
         const body = (await res.json()) as { brokers: { broker: string; unregistered: { connected: number } }[] };
         return body.brokers.find((b) => b.broker === 'emqx-1')?.unregistered.connected ?? 0;
       };

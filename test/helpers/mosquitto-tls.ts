@@ -1,6 +1,7 @@
 // A private Mosquitto with mutual TLS against a service's own CA, its dynamic-security plugin
 // seeded from `mqtt-ca broker-setup` (writeBrokerSetup), and its log on $SYS/broker/log (log_dest
-// topic), so the broker connector can be tested for real. Plus device certificates for mqtt.js.
+// topic), so the broker connector can be tested for real. Plus device certificates for mqtt.js, and
+// a service whose connector speaks to such a broker (startConnectorBroker).
 import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,8 +9,11 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Service } from '../../src/main.js';
 import { crlBundlePem, writeBrokerSetup, type BrokerSetupOptions } from '../../src/broker-identity.js';
 import { p256Csr } from './csr.js';
-import { tempDir } from './openssl.js';
+import { bootstrap } from '../../src/bootstrap.js';
+import type { DbTarget } from './db.js';
+import { tempDir, writeTemp } from './openssl.js';
 import { freePort, startChild, type Child } from './processes.js';
+import { makeService } from './service.js';
 
 export const DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
 
@@ -194,4 +198,99 @@ export async function connectDevice(
     client.once('close', () => reject(new Error('the broker closed the connection')));
   });
   return client;
+}
+
+/** A dynsec ACL of a seeded role. */
+type DynsecAcl = NonNullable<NonNullable<BrokerSetupOptions['seed']>['roles']>[number]['acls'][number];
+
+/**
+ * A dynsec seed of one role (default `fleet`) that may publish and subscribe under fleet/ (and
+ * what `acls` add), held by the `clients` (usernames: the devices' certificate CNs).
+ */
+export function fleetSeed(
+  clients: string[],
+  opts: { rolename?: string; acls?: DynsecAcl[] } = {},
+): NonNullable<MosquittoTlsOptions['seed']> {
+  const rolename = opts.rolename ?? 'fleet';
+  return {
+    roles: [
+      {
+        rolename,
+        acls: [
+          { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
+          { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
+          ...(opts.acls ?? []),
+        ],
+      },
+    ],
+    clients: clients.map((username) => ({ username, roles: [{ rolename }] })),
+  };
+}
+
+/** What startConnectorBroker sets up: the service, its broker, the devices and the connector's files. */
+export interface ConnectorBroker {
+  svc: Service & { dispose(): Promise<void> };
+  broker: MosquittoTls;
+  devices: Record<string, DeviceCredentials>;
+  /** The connector's client certificate (PEM), e.g. for a log source's TLS. */
+  identity: { cert: string; key: string };
+  /** The same written to the broker's dir, for mosquitto_ctrl (dynsecCtrl). */
+  adminFiles: { cert: string; key: string };
+  /** A device connected on the broker (connectDevice); stop() ends it. */
+  device(id: string): Promise<MqttClient>;
+  /** Ends the devices' clients, closes the service's connectors, stops the broker, disposes the service. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A service (on `target`) whose Mosquitto connector (BROKER_MQTT_URL, 5 s timeout) speaks to a
+ * private broker of its own (startMosquittoTls): the devices enrolled, the `fleet` ones in the
+ * fleetSeed role (with what `acls` add).
+ */
+export async function startConnectorBroker(
+  target: DbTarget,
+  opts: { devices: string[]; fleet: string[]; acls?: DynsecAcl[] },
+): Promise<ConnectorBroker> {
+  const port = await freePort();
+  const svc = await makeService(target, { env: { BROKER_MQTT_URL: `mqtts://localhost:${port}`, BROKER_TIMEOUT_SECONDS: '5' } });
+  // A setup that fails half-way leaves nothing running.
+  let broker: MosquittoTls | undefined;
+  const devices: Record<string, DeviceCredentials> = {};
+  let identity: { cert: string; key: string };
+  let adminFiles: { cert: string; key: string };
+  try {
+    await bootstrap(svc);
+    for (const id of opts.devices) devices[id] = await enrollDevice(svc, id);
+    broker = await startMosquittoTls(svc, { port, seed: fleetSeed(opts.fleet, { acls: opts.acls ?? [] }) });
+    identity = await svc.identities.ensure('broker-connector');
+    adminFiles = {
+      cert: writeTemp(broker.dir, 'connector.pem', identity.cert),
+      key: writeTemp(broker.dir, 'connector.key', identity.key),
+    };
+  } catch (e) {
+    await svc.brokers.close();
+    await broker?.stop();
+    await svc.dispose();
+    throw e;
+  }
+  const running = broker;
+  const open: MqttClient[] = [];
+  return {
+    svc,
+    broker: running,
+    devices,
+    identity,
+    adminFiles,
+    async device(id) {
+      const c = await connectDevice(running, devices[id]!);
+      open.push(c);
+      return c;
+    },
+    async stop() {
+      for (const c of open) c.end(true);
+      await svc.brokers.close();
+      await running.stop();
+      await svc.dispose();
+    },
+  };
 }

@@ -20,13 +20,12 @@ import { toolSkip } from '../helpers/tools.js';
 import {
   connectDevice,
   dynsecCtrl as ctrl,
-  enrollDevice,
+  startConnectorBroker,
   startMosquittoTls,
-  type DeviceCredentials,
+  type ConnectorBroker,
   type MosquittoTls,
 } from '../helpers/mosquitto-tls.js';
 import { bootstrap } from '../../src/bootstrap.js';
-import type { Service } from '../../src/main.js';
 import { BrokerConnectors, type BrokerConnector, type BrokerResult } from '../../src/broker/connector.js';
 import { MosquittoDynsecConnector } from '../../src/broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from '../../src/broker/webhook-connector.js';
@@ -47,19 +46,15 @@ describe(
   'Mosquitto dynamic-security connector (real broker, mutual TLS)',
   { skip: toolSkip('mosquitto') ?? toolSkip('mosquitto_ctrl') },
   () => {
-    let svc: Service & { dispose(): Promise<void> };
+    let rig: ConnectorBroker;
+    let svc: ConnectorBroker['svc'];
     let broker: MosquittoTls;
+    let devices: ConnectorBroker['devices'];
+    let adminFiles: ConnectorBroker['adminFiles'];
     let mosquitto: BrokerConnector;
     let observer: MqttClient;
     const received: string[] = [];
-    const devices: Record<string, DeviceCredentials> = {};
-    const adminFiles = {} as { cert: string; key: string };
-    const open: MqttClient[] = [];
-    const device = async (id: string) => {
-      const c = await connectDevice(broker, devices[id]!);
-      open.push(c);
-      return c;
-    };
+    const device = (id: string) => rig.device(id);
     /** Publishes a marker from a device that is not blocked and waits until the observer has it: everything before it has arrived too. */
     const drain = async (marker: string) => {
       const m = await device('meter-9');
@@ -69,42 +64,21 @@ describe(
     };
 
     before(async () => {
-      const port = await freePort();
-      svc = await makeService(pglite, { env: { BROKER_MQTT_URL: `mqtts://localhost:${port}`, BROKER_TIMEOUT_SECONDS: '5' } });
-      await bootstrap(svc);
-      for (const id of ['meter-1', 'meter-2', 'meter-3', 'meter-9', 'observer', 'stranger-1']) devices[id] = await enrollDevice(svc, id);
-      const fleet = [{ rolename: 'fleet' }];
-      broker = await startMosquittoTls(svc, {
-        port,
-        seed: {
-          roles: [
-            {
-              rolename: 'fleet',
-              acls: [
-                { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'mqtt-ca/events/#', allow: true },
-              ],
-            },
-          ],
-          clients: ['meter-1', 'meter-2', 'meter-3', 'meter-9', 'observer'].map((username) => ({ username, roles: fleet })),
-        },
+      rig = await startConnectorBroker(pglite, {
+        devices: ['meter-1', 'meter-2', 'meter-3', 'meter-9', 'observer', 'stranger-1'],
+        fleet: ['meter-1', 'meter-2', 'meter-3', 'meter-9', 'observer'],
+        acls: [{ acltype: 'subscribePattern', topic: 'mqtt-ca/events/#', allow: true }],
       });
+      ({ svc, broker, devices, adminFiles } = rig);
       mosquitto = svc.brokers.get('mosquitto')!;
       assert.ok(mosquitto, 'BROKER_MQTT_URL configures the mosquitto connector');
-      const id = await svc.identities.ensure('broker-connector');
-      adminFiles.cert = writeTemp(broker.dir, 'connector.pem', id.cert);
-      adminFiles.key = writeTemp(broker.dir, 'connector.key', id.key);
       observer = await device('observer');
       observer.on('message', (t, p) => received.push(`${t} ${p.toString()}`));
       await observer.subscribeAsync('fleet/#', { qos: 1 });
     });
 
     after(async () => {
-      for (const c of open) c.end(true);
-      await svc?.brokers.close();
-      await broker?.stop();
-      await svc?.dispose();
+      await rig?.stop();
     });
 
     it('block ends the session; the device gets back in (certificate logins are not stopped) but may neither publish nor subscribe; unblock restores it', async () => {

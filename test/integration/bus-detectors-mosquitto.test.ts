@@ -7,22 +7,10 @@
 import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import type { MqttClient } from 'mqtt';
 import { dbTargets } from '../helpers/db.js';
-import { makeService } from '../helpers/service.js';
-import { writeTemp } from '../helpers/openssl.js';
-import { freePort, until } from '../helpers/processes.js';
+import { until } from '../helpers/processes.js';
 import { toolSkip } from '../helpers/tools.js';
-import {
-  connectDevice,
-  dynsecCtrl,
-  enrollDevice,
-  startMosquittoTls,
-  type DeviceCredentials,
-  type MosquittoTls,
-} from '../helpers/mosquitto-tls.js';
-import { bootstrap } from '../../src/bootstrap.js';
-import type { Service } from '../../src/main.js';
+import { dynsecCtrl, startConnectorBroker, type ConnectorBroker, type MosquittoTls } from '../helpers/mosquitto-tls.js';
 import { MosquittoLogSource } from '../../src/broker/mosquitto-log-source.js';
 import { BusDetectors } from '../../src/detect/bus-detectors.js';
 import { ResponseRunner } from '../../src/detect/response-runner.js';
@@ -37,43 +25,19 @@ describe(
   'Bus detectors: topic-scan blocks the client at a real Mosquitto (mutual TLS, dynsec)',
   { skip: toolSkip('mosquitto') ?? toolSkip('mosquitto_ctrl') },
   () => {
-    let svc: Service & { dispose(): Promise<void> };
+    let rig: ConnectorBroker;
+    let svc: ConnectorBroker['svc'];
     let broker: MosquittoTls;
     let source: MosquittoLogSource;
     let detectors: BusDetectors;
-    const devices: Record<string, DeviceCredentials> = {};
-    const admin = {} as { cert: string; key: string };
-    const open: MqttClient[] = [];
+    let admin: ConnectorBroker['adminFiles'];
     const errors: unknown[] = [];
-    const device = async (id: string) => {
-      const c = await connectDevice(broker, devices[id]!);
-      open.push(c);
-      return c;
-    };
+    const device = (id: string) => rig.device(id);
 
     before(async () => {
-      const port = await freePort();
-      svc = await makeService(pglite, { env: { BROKER_MQTT_URL: `mqtts://localhost:${port}`, BROKER_TIMEOUT_SECONDS: '5' } });
-      await bootstrap(svc);
-      for (const id of ['meter-1', 'meter-2']) devices[id] = await enrollDevice(svc, id);
-      broker = await startMosquittoTls(svc, {
-        port,
-        seed: {
-          roles: [
-            {
-              rolename: 'fleet',
-              acls: [
-                { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-              ],
-            },
-          ],
-          clients: ['meter-1', 'meter-2'].map((username) => ({ username, roles: [{ rolename: 'fleet' }] })),
-        },
-      });
-      const id = await svc.identities.ensure('broker-connector');
-      admin.cert = writeTemp(broker.dir, 'connector.pem', id.cert);
-      admin.key = writeTemp(broker.dir, 'connector.key', id.key);
+      rig = await startConnectorBroker(pglite, { devices: ['meter-1', 'meter-2'], fleet: ['meter-1', 'meter-2'] });
+      ({ svc, broker, adminFiles: admin } = rig);
+      const id = rig.identity;
 
       // What main.ts wires: the response ports with the broker connectors, one runner, the detectors.
       const ports = new DetectionResponsePorts({
@@ -122,12 +86,9 @@ describe(
     });
 
     after(async () => {
-      for (const c of open) c.end(true);
       await detectors?.stop();
       await source?.stop();
-      await svc?.brokers.close();
-      await broker?.stop();
-      await svc?.dispose();
+      await rig?.stop();
     });
 
     it('a device subscribing to many topics is blocked at the broker once, confirmed, with an incident holding the evidence; the others carry on', async () => {

@@ -13,7 +13,14 @@ import { makeService } from '../helpers/service.js';
 import { writeTemp } from '../helpers/openssl.js';
 import { until } from '../helpers/processes.js';
 import { toolSkip } from '../helpers/tools.js';
-import { connectDevice, enrollDevice, startMosquittoTls, type DeviceCredentials, type MosquittoTls } from '../helpers/mosquitto-tls.js';
+import {
+  connectDevice,
+  enrollDevice,
+  fleetSeed,
+  startMosquittoTls,
+  type DeviceCredentials,
+  type MosquittoTls,
+} from '../helpers/mosquitto-tls.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import type { Service } from '../../src/main.js';
 import type { BusEvent } from '../../src/broker/bus-events.js';
@@ -64,18 +71,7 @@ describe(
       for (const id of ['meter-1', 'meter-2', 'meter-3', 'meter-4']) devices[id] = await enrollDevice(svc, id);
       broker = await startMosquittoTls(svc, {
         logTypeAll: false,
-        seed: {
-          roles: [
-            {
-              rolename: 'meter',
-              acls: [
-                { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-                { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-              ],
-            },
-          ],
-          clients: ['meter-1', 'meter-2', 'meter-3', 'meter-4'].map((username) => ({ username, roles: [{ rolename: 'meter' }] })),
-        },
+        seed: fleetSeed(['meter-1', 'meter-2', 'meter-3', 'meter-4'], { rolename: 'meter' }),
       });
       const id = await svc.identities.ensure('broker-connector');
       source = new MosquittoLogSource({

@@ -15,7 +15,14 @@ import { makeApiService } from '../helpers/service.js';
 import { tempDir } from '../helpers/openssl.js';
 import { freePort, until } from '../helpers/processes.js';
 import { toolSkip } from '../helpers/tools.js';
-import { connectDevice, enrollDevice, startMosquittoTls, type DeviceCredentials, type MosquittoTls } from '../helpers/mosquitto-tls.js';
+import {
+  connectDevice,
+  enrollDevice,
+  fleetSeed,
+  startMosquittoTls,
+  type DeviceCredentials,
+  type MosquittoTls,
+} from '../helpers/mosquitto-tls.js';
 import type { Service } from '../../src/main.js';
 import type { Role } from '../../src/access/api-keys.js';
 import type { BusEvent, SourceStatus, WatchedBusEvent } from '../../src/broker/bus-events.js';
@@ -52,18 +59,7 @@ describe('bus watch on a real Mosquitto ($SYS log and log file)', { skip: toolSk
     broker = await startMosquittoTls(svc, {
       port,
       conf: [`log_dest file ${logFile}`],
-      seed: {
-        roles: [
-          {
-            rolename: 'meter',
-            acls: [
-              { acltype: 'publishClientSend', topic: 'fleet/#', allow: true },
-              { acltype: 'subscribePattern', topic: 'fleet/#', allow: true },
-            ],
-          },
-        ],
-        clients: ['meter-1', 'meter-2', 'meter-3'].map((username) => ({ username, roles: [{ rolename: 'meter' }] })),
-      },
+      seed: fleetSeed(['meter-1', 'meter-2', 'meter-3'], { rolename: 'meter' }),
     });
     svc.busWatch.addObserver({ observe: (w) => seen.push(w) });
     await svc.busWatch.start();

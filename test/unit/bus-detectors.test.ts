@@ -3,7 +3,7 @@
 // and topics kept storable; and the shared ResponseRunner's broker actions (never on a broker).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { BUS_EVENT_KINDS, type BusEvent, type BusEventKind, type Observability } from '../../src/broker/bus-events.js';
+import { perBusEventKind, type BusEvent, type BusEventKind, type Observability } from '../../src/broker/bus-events.js';
 import { BusDetectors, type BusDetectorOptions, type BusDetectorPorts, type DeviceStanding } from '../../src/detect/bus-detectors.js';
 import { ResponseRunner, type ResponsePorts } from '../../src/detect/response-runner.js';
 import { DetectionResponsePorts } from '../../src/detect/response-ports.js';
@@ -17,10 +17,8 @@ import { MOSQUITTO_SYS_LOG_OBSERVES } from '../../src/broker/mosquitto-log-sourc
 import { MOSQUITTO_LOG_FILE_OBSERVES } from '../../src/broker/mosquitto-log-file-source.js';
 
 const broker = 'mosquitto';
-const all = (observed: boolean): Record<BusEventKind, Observability> =>
-  Object.fromEntries(
-    BUS_EVENT_KINDS.map((k) => [k, observed ? { observed: true } : { observed: false, why: `${k} is debug-level` }]),
-  ) as Record<BusEventKind, Observability>;
+const all = (observed: boolean) =>
+  perBusEventKind<Observability>((k) => (observed ? { observed: true } : { observed: false, why: `${k} is debug-level` }));
 /** What Mosquitto's $SYS log source observes. */
 const MOSQUITTO_SYS: Record<BusEventKind, Observability> = {
   ...all(true),

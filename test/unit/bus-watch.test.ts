@@ -3,22 +3,22 @@
 // start (retried, a gap), go down and up (a gap from..to); two sources of one broker (one delivers).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BusEvent, BusEventKind, BusEventSource, Observability, SourceStatus, WatchedBusEvent } from '../../src/broker/bus-events.js';
+import {
+  perBusEventKind,
+  type BusEvent,
+  type BusEventKind,
+  type BusEventSource,
+  type Observability,
+  type SourceStatus,
+  type WatchedBusEvent,
+} from '../../src/broker/bus-events.js';
 import { BusWatch } from '../../src/detect/bus-watch.js';
 import { WatchGapBook } from '../../src/detect/bus-watch-gaps.js';
 import type { BusWatchGapStore, WatchGapRow } from '../../src/store/bus-watch-gap-store.js';
 import type { Db } from '../../src/store/db.js';
 
-const ALL: Record<BusEventKind, Observability> = {
-  connect: { observed: true },
-  disconnect: { observed: true },
-  'tls-failure': { observed: true },
-  subscribe: { observed: true },
-  unsubscribe: { observed: true },
-  'acl-denied': { observed: false, why: 'not here' },
-  publish: { observed: false, why: 'not here' },
-  undeliverable: { observed: false, why: 'not here' },
-};
+const NOT_HERE: readonly BusEventKind[] = ['acl-denied', 'publish', 'undeliverable'];
+const ALL = perBusEventKind<Observability>((k) => (NOT_HERE.includes(k) ? { observed: false, why: 'not here' } : { observed: true }));
 
 class FakeSource implements BusEventSource {
   readonly observes: Record<BusEventKind, Observability>;

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../../src/config/config.js';
 import { DEFAULT_RULES, isEventRule, isWatchRule, rulesSchema, WATCH_DETECTORS } from '../../src/shared/detection-rules.js';
+import { defaultRule } from '../helpers/detection-rules.js';
 
 /** The default rules as they were before the watch rules (a config written then). */
 const OLD = [
@@ -105,57 +106,11 @@ describe('DETECTION_RULES: event rules and watch rules', () => {
       [{ ...scan, windowSeconds: 0 }, /^0\.windowSeconds: /],
       [{ ...scan, cooldownSeconds: 5 }, /^0: Unrecognized key: "cooldownSeconds"/],
       [{ ...scan, on: ['x'] }, /^0: Unrecognized key: "on"/],
-      [
-        {
-          name: 'tls',
-          watch: 'tls-failures',
-          per: 'source',
-          threshold: 5,
-          windowSeconds: 60,
-          raise: { kind: 'bus.tls', severity: 'warning' },
-          actions: ['block-client'],
-        },
-        /^0\.actions: block-client needs per: client or device/,
-      ],
-      [
-        {
-          name: 'flood',
-          watch: 'connect-attempts',
-          per: 'client',
-          threshold: 5,
-          windowSeconds: 60,
-          raise: { kind: 'bus.f', severity: 'warning' },
-          actions: ['block-source'],
-        },
-        /^0\.actions: block-source needs per: source/,
-      ],
-      [
-        {
-          name: 'abn',
-          watch: 'abnormal-terminations',
-          per: 'device',
-          threshold: 5,
-          windowSeconds: 60,
-          reasons: ['gremlins'],
-          raise: { kind: 'bus.a', severity: 'warning' },
-        },
-        /^0\.reasons\.0: /,
-      ],
-      [
-        { name: 'silent', watch: 'silent', per: 'device', silentAfterSeconds: 5, raise: { kind: 'bus.s', severity: 'warning' } },
-        /^0\.silentAfterSeconds: /,
-      ],
-      [
-        {
-          name: 'two',
-          watch: 'client-id-two-sources',
-          per: 'client',
-          threshold: 1,
-          windowSeconds: 60,
-          raise: { kind: 'bus.t', severity: 'warning' },
-        },
-        /^0\.threshold: /,
-      ],
+      [defaultRule('bus-tls-failures', { actions: ['block-client'] }), /^0\.actions: block-client needs per: client or device/],
+      [defaultRule('bus-reconnect-loop', { actions: ['block-source'] }), /^0\.actions: block-source needs per: source/],
+      [defaultRule('bus-abnormal-terminations', { reasons: ['gremlins'] }), /^0\.reasons\.0: /],
+      [defaultRule('bus-silent', { silentAfterSeconds: 5 }), /^0\.silentAfterSeconds: /],
+      [defaultRule('bus-client-id-two-sources', { threshold: 1 }), /^0\.threshold: /],
     ];
     for (const [rule, reason] of cases) {
       const found = errors([rule]);
