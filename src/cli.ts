@@ -24,6 +24,7 @@ import { StoreLockedError } from './store/store-lock.js';
 import { CrlSyncError, hashDirBundle, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
 import { BROKER_KINDS, type BrokerKind } from './broker/setup/index.js';
+import { RABBIT_CRL_MODES, type RabbitCrlMode } from './broker/setup/rabbitmq.js';
 import { DEFAULT_DYNSEC_PLUGIN } from './broker/mosquitto-setup.js';
 import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
 import { verifyAuditLog } from './respond/audit-verification.js';
@@ -469,6 +470,12 @@ program
   .option('--cert-file <file>', "instead of issuing one: the broker's own certificate, as the broker sees it")
   .option('--key-file <file>', "instead of issuing one: the broker's own key, as the broker sees it")
   .option('--plugin <path>', 'mosquitto: mosquitto_dynamic_security.so', DEFAULT_DYNSEC_PLUGIN)
+  .addOption(
+    new Option('--crl-mode <mode>', 'rabbitmq: CRLs from a hashed directory kept by crl-sync, or fetched over HTTP at every handshake')
+      .choices(RABBIT_CRL_MODES)
+      .default('hash-dir'),
+  )
+  .option('--management-port <port>', 'rabbitmq: the management API listener (the connector)', portNumber, 15672)
   .action(
     async (o: {
       dir: string;
@@ -480,6 +487,8 @@ program
       certFile?: string;
       keyFile?: string;
       plugin: string;
+      crlMode: RabbitCrlMode;
+      managementPort: number;
     }) => {
       const names = { dnsNames: o.dns, ipAddresses: o.ip };
       const issue = names.dnsNames.length + names.ipAddresses.length > 0;
@@ -495,6 +504,8 @@ program
           port: o.port,
           ...(issue ? { certificate: names } : { certFile: o.certFile!, keyFile: o.keyFile! }),
           pluginPath: o.plugin,
+          crlMode: o.crlMode,
+          managementPort: o.managementPort,
         });
         if (f.issued) console.log(`issued the broker certificate ${f.issued.serial}`);
         console.log(`connector identity: certificate CN ${f.connectorCn}`);
