@@ -49,6 +49,8 @@ export function rabbitmqSetup(i: BrokerSetupInput): BrokerSetupPlan {
           '# The management API, for the mqtt-ca connector (BROKER_RABBITMQ_URL). Put TLS or a firewall in front of it off this host.',
           `management.tcp.port = ${mgmtPort}`,
           'management.tcp.ip = 127.0.0.1',
+          '# The connector sees a new connection once the management plugin collected its statistics: every second, not 5.',
+          'collect_statistics_interval = 1000',
           '# The connector user, created on the first start of an empty node only (otherwise: README.txt).',
           `default_user = ${user}`,
           `default_pass = ${password}`,
