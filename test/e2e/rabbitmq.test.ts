@@ -24,6 +24,8 @@ import { run, tempDir } from '../helpers/openssl.js';
 import { connectRabbitDevice, startRabbitFromSetup, type RabbitNode } from '../helpers/rabbitmq.js';
 import { envSkip, toolSkip } from '../helpers/tools.js';
 import { loadConfig } from '../../src/config/config.js';
+import { RabbitMqConnector } from '../../src/broker/rabbitmq-connector.js';
+import { DomainError } from '../../src/shared/errors.js';
 import { buildService, listen, type Service } from '../../src/main.js';
 import type { Db } from '../../src/store/db.js';
 
@@ -243,6 +245,92 @@ describe(
       assert.deepEqual((await node.api<unknown[]>('GET', '/api/users/meter-2/permissions')).body, before);
       const back = await connectRabbitDevice(node, devices.get('meter-2')!);
       back.end(true);
+    });
+
+    it('the connector: disconnect ends a session (its client id reported), a second block keeps the first saved permissions, notify reaches a subscriber; errors are Unavailable without the password', async () => {
+      const node = nodes['hash-dir'];
+      const connector = new RabbitMqConnector({
+        url: node.managementUrl,
+        username: node.username,
+        password: node.password,
+        vhost: '/',
+        notifyTopic: 'mqtt-ca/events',
+      });
+      const listed = (user: string) =>
+        until(
+          `${user} listed by the management API`,
+          async () => ((await node.api<{ user: string }[]>('GET', '/api/connections')).body ?? []).some((c) => c.user === user),
+          20_000,
+        );
+      const live = await connectRabbitDevice(node, devices.get('meter-3')!);
+      clients.push(live);
+      const closed = new Promise<void>((resolve) => live.once('close', () => resolve()));
+      await listed('meter-3');
+      const d = await connector.disconnect(['meter-3'], 'test');
+      assert.deepEqual(
+        d.effects.map((e) => [e.clientId, e.applied, e.confirmed, e.sessionsEnded]),
+        [['meter-3', true, true, ['meter-3']]],
+      );
+      await closed;
+      // disconnect has no lasting effect.
+      (await connectRabbitDevice(node, devices.get('meter-3')!)).end(true);
+
+      const first = await connector.block(['meter-3'], 'one');
+      const second = await connector.block(['meter-3'], 'two');
+      assert.deepEqual(
+        [first, second].map((r) => r.effects[0]!.confirmed),
+        [true, true],
+      );
+      const saved = (
+        await node.api<{ value: { reason: string; permissions: unknown[] } }>('GET', '/api/global-parameters/mqtt-ca-blocked.meter-3')
+      ).body!;
+      assert.equal(saved.value.reason, 'one');
+      assert.equal(saved.value.permissions.length, 1);
+      assert.ok(await refused(node, devices.get('meter-3')!));
+      const un = await connector.unblock(['meter-3'], 'done');
+      assert.equal(un.effects[0]!.confirmed, true);
+      assert.equal((await node.api('GET', '/api/global-parameters/mqtt-ca-blocked.meter-3')).status, 404);
+      assert.equal((await connector.unblock(['meter-3'], 'again')).effects[0]!.detail, 'not blocked: no saved permissions for this user');
+      (await connectRabbitDevice(node, devices.get('meter-3')!)).end(true);
+
+      const sub = await connectRabbitDevice(node, devices.get('sub-1')!);
+      clients.push(sub);
+      await new Promise<void>((resolve, reject) => sub.subscribe('mqtt-ca/events/#', { qos: 1 }, (e) => (e ? reject(e) : resolve())));
+      const got = new Promise<{ topic: string; payload: string }>((resolve) =>
+        sub.once('message', (topic, payload) => resolve({ topic, payload: payload.toString() })),
+      );
+      const n = await connector.notify({ kind: 'broker-quarantined', subject: 'broker-7' });
+      assert.equal(n.effects[0]!.confirmed, true);
+      const m = await got;
+      assert.equal(m.topic, 'mqtt-ca/events/broker-quarantined');
+      assert.equal((JSON.parse(m.payload) as { subject: string }).subject, 'broker-7');
+      sub.end(true);
+
+      const wrong = new RabbitMqConnector({
+        url: node.managementUrl,
+        username: node.username,
+        password: 'not-the-password-xyz',
+        vhost: '/',
+        notifyTopic: 'x',
+      });
+      const away = new RabbitMqConnector({
+        url: `http://127.0.0.1:${await freePort()}`,
+        username: 'u',
+        password: 'secret-xyz',
+        vhost: '/',
+        notifyTopic: 'x',
+      });
+      for (const [c, secret] of [
+        [wrong, 'not-the-password-xyz'],
+        [away, 'secret-xyz'],
+      ] as const) {
+        const e = await c.block(['meter-3'], 'x').then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        assert.ok(e instanceof DomainError && e.kind === 'Unavailable', String(e));
+        assert.ok(!e.message.includes(secret), e.message);
+      }
     });
 
     it('with the CA away, the hash-dir node keeps letting valid devices in and revoked ones out; the HTTP node refuses everyone', async () => {
