@@ -60,6 +60,7 @@ async function refused(node: RabbitNode, d: DeviceCredentials): Promise<boolean>
   }
 }
 
+const SHARDS = 4;
 const ADMIN = { actor: 'test', keyId: 'test-key', name: 'test', role: 'admin' as const };
 
 describe(
@@ -78,7 +79,15 @@ describe(
     const devices = new Map<string, DeviceCredentials>();
     const clients: MqttClient[] = [];
     let crlSync: ChildProcess | undefined;
-    const cliEnv = () => ({ DATABASE_URL: databaseUrlOf(db), MQTT_CA_KEK: kek, DATA_DIR: dataDir, PUBLIC_URL: publicUrl });
+    // Partitioned CRLs: each device certificate names its shard's CRL, the hashed directory holds one file per shard.
+    const cliEnv = () => ({
+      DATABASE_URL: databaseUrlOf(db),
+      MQTT_CA_KEK: kek,
+      DATA_DIR: dataDir,
+      PUBLIC_URL: publicUrl,
+      CRL_SHARDS: String(SHARDS),
+    });
+    let crlFetches = 0;
 
     const startCrlSync = () => {
       const dir = setupDirs['hash-dir'];
@@ -124,12 +133,16 @@ describe(
         DATA_DIR: dataDir,
         PUBLIC_URL: publicUrl,
         PORT: String(servicePort),
+        CRL_SHARDS: String(SHARDS),
         LOG_LEVEL: 'silent',
         BROKER_RABBITMQ_URL: nodes['hash-dir'].managementUrl,
         BROKER_RABBITMQ_PASSWORD_FILE: join(setupDirs['hash-dir'], 'rabbitmq-connector.password'),
       });
       svc = await buildService(config, { db, logger: pino({ level: 'silent' }) });
       server = await listen(svc);
+      server.on('request', (req: { url?: string }) => {
+        if (req.url?.startsWith('/pki/crl/') && req.url.endsWith('.crl')) crlFetches++; // not crl-sync's bundle.pem
+      });
       for (const id of ['meter-1', 'meter-2', 'meter-3', 'sub-1']) {
         devices.set(id, await enrollDevice(svc, id));
         for (const m of MODES) await nodes[m].addDevice(id);
@@ -161,7 +174,7 @@ describe(
         assert.match(readFileSync(join(setupDirs[m], 'README.txt'), 'utf8'), new RegExp(`CRL mode: ${m}`));
       }
       const crls = readdirSync(join(setupDirs['hash-dir'], 'crls')).filter((f) => /^[0-9a-f]{8}\.r\d+$/.test(f));
-      assert.equal(crls.length, 2, "the root's CRL and the issuing CA's");
+      assert.equal(crls.length, 2 + SHARDS, "the root's CRL, the issuing CA's one CRL and a CRL per shard");
     });
 
     for (const mode of MODES)
@@ -173,7 +186,9 @@ describe(
         const got = new Promise<{ topic: string; payload: string }>((resolve) =>
           sub.once('message', (topic, payload) => resolve({ topic, payload: payload.toString() })),
         );
+        const fetchesBefore = crlFetches;
         const pub = await connectRabbitDevice(node, devices.get('meter-1')!);
+        console.log(`${mode}: CRL fetches from the service for one device handshake: ${crlFetches - fetchesBefore}`);
         await pub.publishAsync('meters/1', `hello over ${mode}`, { qos: 1 });
         pub.end(true);
         assert.deepEqual(await got, { topic: 'meters/1', payload: `hello over ${mode}` });
