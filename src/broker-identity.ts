@@ -8,6 +8,8 @@ import type { Issuance } from './ca/issuance.js';
 import type { Config } from './config/config.js';
 import type { CrlPublisher } from './revoke/crl-publisher.js';
 import { toPem } from './ca/x509/pem.js';
+import { summarizeCrlBundle } from './ca/x509/inspect.js';
+import { writeCrlHashDir } from './revoke/crl-sync.js';
 
 /** Where the broker's files come from (the Service of main.ts has all of it). */
 export interface CrlBundleSource {
@@ -56,6 +58,9 @@ export interface BrokerSetupOptions {
   keyFile?: string;
   /** mosquitto: extra roles and clients for the dynsec seed (tests: the devices' roles). */
   seed?: DynsecSeedExtras;
+  /** rabbitmq: where its CRLs come from (default hash-dir), the management listener's port (default 15672). */
+  crlMode?: 'http' | 'hash-dir';
+  managementPort?: number;
 }
 
 export interface BrokerSetupFiles {
@@ -151,9 +156,16 @@ export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOpt
     cas: cas.map((c) => ({ id: c.id, name: c.name, certificate: c.certificate! })),
     connector: { cn: b.clientCn, denyRole: b.denyRole, notifyTopic: b.notifyTopic },
     mosquitto: { pluginPath: o.pluginPath, seed: o.seed },
+    rabbitmq: { crlMode: o.crlMode, managementPort: o.managementPort },
   };
   const plan = BROKER_SETUPS[kind](input);
   for (const f of plan.files) write(f.name, f.content, f.mode);
+  if (plan.crlHashDir) {
+    // The broker starts with the current CRLs; crl-sync --hash-dir keeps them.
+    const crls = await summarizeCrlBundle(await crlBundlePem(svc));
+    for (const name of await writeCrlHashDir(at(plan.crlHashDir), crls))
+      paths[`${plan.crlHashDir}/${name}`] = at(join(plan.crlHashDir, name));
+  }
 
   const listing = [
     ['ca.pem', 'the CA certificates (roots first, the broker certificate’s issuing CA last)'],
@@ -165,6 +177,7 @@ export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOpt
         ]
       : []),
     ...plan.files.map((f) => [f.name, f.what]),
+    ...(plan.crlHashDir ? [[`${plan.crlHashDir}/`, 'the current CRLs as <issuer hash>.r<N> (crl-sync --hash-dir keeps them)']] : []),
   ];
   const width = Math.max(...listing.map(([n]) => n!.length)) + 2;
   write(

@@ -21,9 +21,10 @@ import { ROLES, type Role } from './access/api-keys.js';
 import { createDb, embeddedStoreExists, holdsCa, migrateLatest, pgliteDirUnder, type Db } from './store/db.js';
 import { DataDirError, securePrivateDirs } from './store/data-dir.js';
 import { StoreLockedError } from './store/store-lock.js';
-import { CrlSyncError, syncCrlBundle } from './revoke/crl-sync.js';
+import { CrlSyncError, hashDirBundle, syncCrlBundle } from './revoke/crl-sync.js';
 import { writeBrokerSetup } from './broker-identity.js';
 import { BROKER_KINDS, type BrokerKind } from './broker/setup/index.js';
+import { RABBIT_CRL_MODES, type RabbitCrlMode } from './broker/setup/rabbitmq.js';
 import { DEFAULT_DYNSEC_PLUGIN } from './broker/mosquitto-setup.js';
 import { anchorAtStart, AuditCheckpoints, type CheckpointSource } from './audit/audit-anchor.js';
 import { verifyAuditLog } from './respond/audit-verification.js';
@@ -390,7 +391,11 @@ program
   .command('crl-sync')
   .description('for broker hosts: keep a CRL bundle file fresh (conditional GETs, atomic writes, a reload command on change)')
   .requiredOption('--url <url>', 'the bundle URL, e.g. https://ca.example/pki/crl/bundle.pem')
-  .requiredOption('--out <file>', "where the broker reads it (Mosquitto's crlfile)")
+  .option('--out <file>', "where the broker reads it (Mosquitto's crlfile); optional with --hash-dir")
+  .option(
+    '--hash-dir <dir>',
+    'also (or only) keep a hashed directory: <issuer hash>.r0 per CRL, as openssl rehash names them (RabbitMQ ssl_crl_hash_dir, OpenSSL CApath)',
+  )
   .option('--cafile <file>', 'PEM CA certificates: every CRL must be signed by one of them (recommended: the CRLs come over plain HTTP)')
   .option('--reload <command>', 'run after the file changed, e.g. "kill -HUP $(cat /run/mosquitto/mosquitto.pid)"')
   .option('--interval <seconds>', 'poll every so many seconds; without it, sync once and exit', positiveNumber('--interval'))
@@ -400,33 +405,50 @@ program
     positiveNumber('--min-remaining'),
     60,
   )
-  .action(async (o: { url: string; out: string; cafile?: string; reload?: string; interval?: number; minRemaining: number }) => {
-    const opts = {
-      url: o.url,
-      out: o.out,
-      reload: o.reload,
-      minRemainingMs: o.minRemaining * 60_000,
-      trustedPem: o.cafile ? readFileSync(o.cafile, 'utf8') : undefined,
-    };
-    for (;;) {
-      try {
-        const r = await syncCrlBundle(opts);
-        if (r.kind === 'updated')
-          console.log(
-            `${new Date().toISOString()} updated ${o.out}: ${r.crls.map((c) => `${c.issuer} (${c.entries} entries, next update ${c.nextUpdate?.toISOString()})`).join('; ')}`,
-          );
-        else if (r.kind === 'kept') console.warn(`${new Date().toISOString()} kept ${o.out}: ${r.reason}`);
-      } catch (e) {
-        if (e instanceof CrlSyncError) {
-          console.error(`mqtt-ca crl-sync: ${e.message}`);
-          process.exit(2);
-        }
-        throw e;
+  .action(
+    async (o: {
+      url: string;
+      out?: string;
+      hashDir?: string;
+      cafile?: string;
+      reload?: string;
+      interval?: number;
+      minRemaining: number;
+    }) => {
+      if (!o.out && !o.hashDir) {
+        console.error('mqtt-ca crl-sync: give --out, --hash-dir, or both');
+        process.exit(2);
       }
-      if (!o.interval) return;
-      await new Promise((r) => setTimeout(r, o.interval! * 1000));
-    }
-  });
+      const out = o.out ?? hashDirBundle(o.hashDir!);
+      const written = o.hashDir ? (o.out ? `${o.out} and ${o.hashDir}` : o.hashDir) : out;
+      const opts = {
+        url: o.url,
+        out,
+        hashDir: o.hashDir,
+        reload: o.reload,
+        minRemainingMs: o.minRemaining * 60_000,
+        trustedPem: o.cafile ? readFileSync(o.cafile, 'utf8') : undefined,
+      };
+      for (;;) {
+        try {
+          const r = await syncCrlBundle(opts);
+          if (r.kind === 'updated')
+            console.log(
+              `${new Date().toISOString()} updated ${written}: ${r.crls.map((c) => `${c.issuer} (${c.entries} entries, next update ${c.nextUpdate?.toISOString()})`).join('; ')}`,
+            );
+          else if (r.kind === 'kept') console.warn(`${new Date().toISOString()} kept ${written}: ${r.reason}`);
+        } catch (e) {
+          if (e instanceof CrlSyncError) {
+            console.error(`mqtt-ca crl-sync: ${e.message}`);
+            process.exit(2);
+          }
+          throw e;
+        }
+        if (!o.interval) return;
+        await new Promise((r) => setTimeout(r, o.interval! * 1000));
+      }
+    },
+  );
 
 const portNumber = (v: string) => {
   const n = Number(v);
@@ -448,6 +470,12 @@ program
   .option('--cert-file <file>', "instead of issuing one: the broker's own certificate, as the broker sees it")
   .option('--key-file <file>', "instead of issuing one: the broker's own key, as the broker sees it")
   .option('--plugin <path>', 'mosquitto: mosquitto_dynamic_security.so', DEFAULT_DYNSEC_PLUGIN)
+  .addOption(
+    new Option('--crl-mode <mode>', 'rabbitmq: CRLs from a hashed directory kept by crl-sync, or fetched over HTTP at every handshake')
+      .choices(RABBIT_CRL_MODES)
+      .default('hash-dir'),
+  )
+  .option('--management-port <port>', 'rabbitmq: the management API listener (the connector)', portNumber, 15672)
   .action(
     async (o: {
       dir: string;
@@ -459,6 +487,8 @@ program
       certFile?: string;
       keyFile?: string;
       plugin: string;
+      crlMode: RabbitCrlMode;
+      managementPort: number;
     }) => {
       const names = { dnsNames: o.dns, ipAddresses: o.ip };
       const issue = names.dnsNames.length + names.ipAddresses.length > 0;
@@ -474,6 +504,8 @@ program
           port: o.port,
           ...(issue ? { certificate: names } : { certFile: o.certFile!, keyFile: o.keyFile! }),
           pluginPath: o.plugin,
+          crlMode: o.crlMode,
+          managementPort: o.managementPort,
         });
         if (f.issued) console.log(`issued the broker certificate ${f.issued.serial}`);
         console.log(`connector identity: certificate CN ${f.connectorCn}`);

@@ -106,6 +106,7 @@ import { IncidentStore } from './store/incident-store.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
+import { RabbitMqConnector } from './broker/rabbitmq-connector.js';
 import { brokerConnectorSpec, ServiceIdentities, tlsServerSpec } from './rotate/service-identities.js';
 import { readFileSync } from 'node:fs';
 import { Approvals } from './respond/approvals.js';
@@ -791,7 +792,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
   }
 }
 
-/** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
+/** The configured broker connectors (Mosquitto, a webhook, RabbitMQ's management API); the Mosquitto one logs in with the service's own client certificate (mqtts://). */
 function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'ensure'>): BrokerConnector[] {
   const b = config.brokers;
   return [
@@ -809,6 +810,7 @@ function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'e
         ]
       : []),
     ...(b.webhook ? [new WebhookBrokerConnector(new SignedWebhook({ ...b.webhook, timeoutMs: b.timeoutMs }))] : []),
+    ...(b.rabbitmq ? [new RabbitMqConnector({ ...b.rabbitmq, notifyTopic: b.notifyTopic, timeoutMs: b.timeoutMs })] : []),
   ];
 }
 

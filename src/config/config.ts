@@ -141,6 +141,12 @@ const schema = z.object({
   BROKER_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
   BROKER_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   BROKER_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  // RabbitMQ's management API (the RabbitMQ connector): its URL, user (default BROKER_CLIENT_CN), password or a file holding it
+  BROKER_RABBITMQ_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  BROKER_RABBITMQ_USERNAME: optionalString,
+  BROKER_RABBITMQ_PASSWORD: optionalString,
+  BROKER_RABBITMQ_PASSWORD_FILE: optionalString,
+  BROKER_RABBITMQ_VHOST: z.string().min(1).default('/'),
   // Other brokers' events (POST /v1/bus-events): broker id -> secret, as JSON, or a file holding that JSON
   BUS_EVENT_SECRETS: optionalString,
   BUS_EVENT_SECRETS_FILE: optionalString,
@@ -302,6 +308,8 @@ export interface Config {
   brokers: {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined };
     webhook?: { url: string; secret: string };
+    /** RabbitMQ's management API (BROKER_RABBITMQ_URL; the password from BROKER_RABBITMQ_PASSWORD or _PASSWORD_FILE). */
+    rabbitmq?: { url: string; username: string; password: string; vhost: string };
     /** The CN of the service's own client certificate, its username on the broker. */
     clientCn: string;
     denyRole: string;
@@ -391,6 +399,26 @@ const busEventSecretsSchema = z
   )
   .refine((m) => Object.keys(m).length > 0, 'name at least one broker (or leave it unset)');
 
+/** The RabbitMQ management password, inline or from a file (its first line); never part of a message. */
+function rabbitPassword(inline: string | undefined, file: string | undefined): string {
+  if (inline && file)
+    throw new ConfigError('invalid configuration:\n  BROKER_RABBITMQ_PASSWORD and BROKER_RABBITMQ_PASSWORD_FILE: set one, not both');
+  if (inline) return inline;
+  if (!file)
+    throw new ConfigError('invalid configuration:\n  BROKER_RABBITMQ_URL: needs BROKER_RABBITMQ_PASSWORD or BROKER_RABBITMQ_PASSWORD_FILE');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(
+      `invalid configuration:\n  BROKER_RABBITMQ_PASSWORD_FILE: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  const password = text.split(/\r?\n/)[0]!;
+  if (!password) throw new ConfigError(`invalid configuration:\n  BROKER_RABBITMQ_PASSWORD_FILE: ${file} is empty`);
+  return password;
+}
+
 function busEventBrokers(inline: string | undefined, file: string | undefined): BusEventBroker[] {
   if (inline && file) throw new ConfigError('invalid configuration:\n  BUS_EVENT_SECRETS and BUS_EVENT_SECRETS_FILE: set one, not both');
   const name = file ? 'BUS_EVENT_SECRETS_FILE' : 'BUS_EVENT_SECRETS';
@@ -479,6 +507,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(e.BROKER_MQTT_USERNAME) !== Boolean(e.BROKER_MQTT_PASSWORD)) {
     throw new ConfigError('invalid configuration:\n  BROKER_MQTT_USERNAME and BROKER_MQTT_PASSWORD: set both or neither');
   }
+  if (!e.BROKER_RABBITMQ_URL && (e.BROKER_RABBITMQ_USERNAME || e.BROKER_RABBITMQ_PASSWORD || e.BROKER_RABBITMQ_PASSWORD_FILE)) {
+    throw new ConfigError('invalid configuration:\n  BROKER_RABBITMQ_URL: required with BROKER_RABBITMQ_USERNAME or its password');
+  }
   if (!e.BROKER_MQTT_URL && (e.BROKER_MQTT_USERNAME || e.BROKER_CA_FILE)) {
     throw new ConfigError('invalid configuration:\n  BROKER_MQTT_URL: required with BROKER_MQTT_USERNAME or BROKER_CA_FILE');
   }
@@ -556,6 +587,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         ? { mqtt: { url: e.BROKER_MQTT_URL, username: e.BROKER_MQTT_USERNAME, password: e.BROKER_MQTT_PASSWORD, caFile: e.BROKER_CA_FILE } }
         : {}),
       ...(e.BROKER_WEBHOOK_URL ? { webhook: { url: e.BROKER_WEBHOOK_URL, secret: e.BROKER_WEBHOOK_SECRET! } } : {}),
+      ...(e.BROKER_RABBITMQ_URL
+        ? {
+            rabbitmq: {
+              url: e.BROKER_RABBITMQ_URL,
+              username: e.BROKER_RABBITMQ_USERNAME ?? e.BROKER_CLIENT_CN,
+              password: rabbitPassword(e.BROKER_RABBITMQ_PASSWORD, e.BROKER_RABBITMQ_PASSWORD_FILE),
+              vhost: e.BROKER_RABBITMQ_VHOST,
+            },
+          }
+        : {}),
       clientCn: e.BROKER_CLIENT_CN,
       denyRole: e.BROKER_DENY_ROLE,
       notifyTopic: e.BROKER_NOTIFY_TOPIC,

@@ -6,7 +6,7 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,6 +17,8 @@ import { run, tempDir, writeTemp } from '../helpers/openssl.js';
 import { toolSkip } from '../helpers/tools.js';
 import { freePort, runAsync, waitForPort } from '../helpers/processes.js';
 import { toPem } from '../../src/ca/x509/pem.js';
+import { summarizeCrlBundle } from '../../src/ca/x509/inspect.js';
+import { writeCrlHashDir } from '../../src/revoke/crl-sync.js';
 import { bootstrap } from '../../src/bootstrap.js';
 import { listen, type Service } from '../../src/main.js';
 
@@ -192,6 +194,68 @@ for (const target of dbTargets) {
       const otherOk = verify(other.certPem, all, ['-crl_check_all']);
       assert.equal(otherOk.status, 0, otherOk.stdout + otherOk.stderr);
     });
+
+    // Once, on PGlite: the hashed directory is the store's business no more than the crlfile is.
+    if (target.name === 'pglite')
+      it('crl-sync --hash-dir names every CRL as openssl rehash does (a shard per .rN); openssl verify -CApath refuses the revoked device and lets its neighbours in', async () => {
+        const [a, b] = devices;
+        const other = devices.find((d) => d.shard !== a!.shard)!;
+        const chain = writeTemp(dir, 'chain.pem', issuingPem + rootPem);
+        const hashDir = join(tempDir(), 'crls');
+        const sync = await runAsync(process.execPath, [
+          ...['--import', 'tsx', CLI, 'crl-sync'],
+          ...['--url', `${base}/pki/crl/bundle.pem`, '--hash-dir', hashDir, '--cafile', chain],
+        ]);
+        assert.equal(sync.status, 0, sync.stderr);
+        assert.match(sync.stdout, /updated/);
+        const written = readdirSync(hashDir)
+          .filter((f) => !f.startsWith('.'))
+          .sort();
+        // The names openssl itself gives the same CRLs: each under another name in a directory of its own, then `openssl rehash`.
+        const plain = tempDir();
+        for (const f of written) copyFileSync(join(hashDir, f), join(plain, `crl-${f}.pem`));
+        const rehash = run('openssl', ['rehash', plain]);
+        assert.equal(rehash.status, 0, rehash.stderr);
+        const theirs = readdirSync(plain)
+          .filter((f) => /^[0-9a-f]{8}\.r\d+$/.test(f))
+          .sort();
+        assert.deepEqual(written, theirs);
+        const hashOf = (pem: string) => run('openssl', ['x509', '-noout', '-hash', '-in', writeTemp(dir, 'h.pem', pem)]).stdout.trim();
+        assert.deepEqual(
+          written.map((f) => f.replace(/\.r\d+$/, '')),
+          [hashOf(rootPem), ...Array<string>(1 + SHARDS).fill(hashOf(issuingPem))].sort(),
+          "the root's CRL, the issuing CA's one CRL and a file per shard",
+        );
+        for (const f of written) {
+          const h = run('openssl', ['crl', '-noout', '-hash', '-in', join(hashDir, f)]);
+          assert.equal(h.stdout.trim(), f.slice(0, 8), f);
+        }
+
+        // OpenSSL's CApath: the CA certificates as <hash>.0 beside the CRLs.
+        writeTemp(hashDir, `${hashOf(rootPem)}.0`, rootPem);
+        writeTemp(hashDir, `${hashOf(issuingPem)}.0`, issuingPem);
+        const verifyDir = (certPem: string) =>
+          run('openssl', ['verify', '-crl_check_all', '-CApath', hashDir, writeTemp(dir, 'leaf.pem', certPem)]);
+        const refused = verifyDir(a!.certPem);
+        assert.notEqual(refused.status, 0);
+        assert.match(refused.stdout + refused.stderr, /certificate revoked/);
+        for (const d of [b!, other]) {
+          const ok = verifyDir(d.certPem);
+          assert.equal(ok.status, 0, `${d.id}: ${ok.stdout}${ok.stderr}`);
+        }
+
+        // Fewer CRLs next time (a shard retired): its files go, the CA certificates (not crl-sync's) stay.
+        const crls = await summarizeCrlBundle(readFileSync(join(hashDir, '.mqtt-ca-bundle.pem'), 'utf8'));
+        const kept = await writeCrlHashDir(hashDir, crls.slice(0, 3));
+        assert.equal(kept.length, 3);
+        assert.deepEqual(
+          readdirSync(hashDir)
+            .filter((f) => /\.r\d+$/.test(f))
+            .sort(),
+          [...kept].sort(),
+        );
+        assert.ok(readdirSync(hashDir).includes(`${hashOf(rootPem)}.0`));
+      });
 
     // Once, on PostgreSQL: the store makes no difference to the broker.
     if (target.name === 'postgres')

@@ -32,6 +32,8 @@ export interface BrokerSetupInput {
   cas: { id: string; name: string; certificate: string }[];
   /** The broker connector's identity: its certificate CN, the deny role and the notice topic. */
   connector: { cn: string; denyRole: string; notifyTopic: string };
+  /** rabbitmq: where its CRLs come from (default hash-dir) and the management listener's port (default 15672). */
+  rabbitmq?: { crlMode?: 'http' | 'hash-dir' | undefined; managementPort?: number | undefined };
   /** mosquitto: the dynamic-security plugin and extra seed entries. */
   mosquitto?: {
     pluginPath?: string | undefined;
@@ -51,6 +53,8 @@ export interface SetupFile {
 
 export interface BrokerSetupPlan {
   files: SetupFile[];
+  /** A directory (relative) the orchestrator fills with the current CRLs as `openssl rehash` names them (crl-sync --hash-dir keeps it). */
+  crlHashDir?: string | undefined;
   /** The README's broker-specific part: what the broker checks, what it cannot, what to run. */
   readme: string[];
 }

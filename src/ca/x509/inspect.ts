@@ -71,6 +71,10 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
 /** What a relying party needs to know of each CRL in a PEM bundle. */
 export interface CrlSummary {
   issuer: string;
+  /** The issuer Name, DER (its OpenSSL hash names the CRL in a hashed directory). */
+  issuerDer: Buffer;
+  /** The CRL itself, DER. */
+  der: Buffer;
   thisUpdate: Date;
   nextUpdate: Date | undefined;
   entries: number;
@@ -104,7 +108,14 @@ export async function summarizeCrlBundle(pem: string, trustedPem?: string): Prom
       }
       if (!ok) throw new DomainError('BadRequest', `the CRL of ${crl.issuer} is not signed by a trusted CA`);
     }
-    out.push({ issuer: crl.issuer, thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate, entries: crl.entries.length });
+    out.push({
+      issuer: crl.issuer,
+      issuerDer: Buffer.from(crl.issuerName.toArrayBuffer()),
+      der: Buffer.from(crl.rawData),
+      thisUpdate: crl.thisUpdate,
+      nextUpdate: crl.nextUpdate,
+      entries: crl.entries.length,
+    });
   }
   return out;
 }
