@@ -389,7 +389,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const ocspResponders = new OcspResponders(db, hierarchy, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
-      responseValidityMs: config.ocspValidityMs,
+      responseValidityMs: Math.max(config.ocspValidityMs, config.ocspBrokerValidityMs),
     });
     const revokedQueries = new RevokedQueryWatch(
       securityEvents,
@@ -407,7 +407,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       hierarchy,
       ocspResponders,
       clock,
-      { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
+      {
+        validityMs: config.ocspValidityMs,
+        validityByProfile: { broker: config.ocspBrokerValidityMs },
+        cacheEntries: config.ocspCacheEntries,
+        notifyReplicas: replicas,
+      },
       (e) => logger.error({ err: e }, 'OCSP responder error'),
       metrics,
       (serials, requester) => revokedQueries.queried(serials, requester),
@@ -614,7 +619,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         }),
       },
       enqueue,
-      { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
+      {
+        renewalPlanEveryMs: config.jobs.renewalPlanEveryMs,
+        ocspShortestValidityMs: Math.min(config.ocspValidityMs, config.ocspBrokerValidityMs),
+      },
     );
     const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
     const jobs: JobRunner = config.redisUrl

@@ -73,6 +73,12 @@ const schema = z.object({
     .min(1)
     .max(24 * 7)
     .default(24),
+  OCSP_BROKER_VALIDITY_MINUTES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 60)
+    .default(60),
   OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
   OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
@@ -262,8 +268,10 @@ export interface Config {
   crlDeltaMaxEntries: number;
   /** Issuing CAs' CRL shards for new certificates; 0: one CRL per CA. */
   crlShards: number;
-  /** An OCSP response's nextUpdate - thisUpdate; pre-signed responses are re-signed at half of it. */
+  /** An OCSP response's nextUpdate - thisUpdate (devices, and any profile without its own); pre-signed responses are re-signed at half of it. */
   ocspValidityMs: number;
+  /** The same for certificates of the broker profile: short, so a stapling broker re-checks often. */
+  ocspBrokerValidityMs: number;
   /** Lifetime of a delegated OCSP responder certificate. */
   ocspResponderDays: number;
   /** Cache-Control max-age of an OCSP GET answer (capped by its nextUpdate): how long an HTTP cache may keep a status. */
@@ -458,6 +466,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)',
     );
   }
+  if (e.OCSP_RESPONDER_DAYS * 24 * 60 < 4 * e.OCSP_BROKER_VALIDITY_MINUTES) {
+    throw new ConfigError(
+      'invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_BROKER_VALIDITY_MINUTES)',
+    );
+  }
   if (e.RENEWAL_WEBHOOK_URL && !e.RENEWAL_WEBHOOK_SECRET) {
     throw new ConfigError(
       'invalid configuration:\n  RENEWAL_WEBHOOK_SECRET: required with RENEWAL_WEBHOOK_URL (the receiver checks the signature with it)',
@@ -522,6 +535,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     crlDeltaMaxEntries: e.CRL_DELTA_MAX_ENTRIES,
     crlShards: e.CRL_SHARDS,
     ocspValidityMs: e.OCSP_VALIDITY_HOURS * 3_600_000,
+    ocspBrokerValidityMs: e.OCSP_BROKER_VALIDITY_MINUTES * 60_000,
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
