@@ -106,6 +106,8 @@ import { IncidentStore } from './store/incident-store.js';
 import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
+import { NatsConnector } from './broker/nats-connector.js';
+import { deviceUri } from './ca/profiles.js';
 import { brokerConnectorSpec, ServiceIdentities, tlsServerSpec } from './rotate/service-identities.js';
 import { readFileSync } from 'node:fs';
 import { Approvals } from './respond/approvals.js';
@@ -435,13 +437,19 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const standings: RevocationListener & { detectors?: BusDetectors } = {
       onRevocationChanged: async () => standings.detectors?.forgetStandings(),
     };
+    // Brokers that check no revocation themselves (NATS 2.9) keep an allowlist: a revocation rewrites it at once.
+    const brokerAllowlists: RevocationListener = {
+      onRevocationChanged: async () => {
+        for (const c of brokers.list()) if (c instanceof NatsConnector) await c.onRevocationChanged();
+      },
+    };
     const revocations = new Revocations(
       db,
       certificateStore,
       deviceInventory,
       audit,
       clock,
-      [ocsp, crls, sessionKeys, standings],
+      [ocsp, crls, sessionKeys, standings, brokerAllowlists],
       hierarchy,
       metrics,
       {
@@ -463,7 +471,13 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
     // Incidents and their actions (through the broker connectors).
-    const brokers = new BrokerConnectors(brokerConnectors(config, identities));
+    const brokers = new BrokerConnectors(
+      brokerConnectors(config, identities, {
+        identity: deviceUri,
+        activeDevices: () => certificateStore.activeDeviceIds(db, clock.now()),
+        onError: (e) => logger.error({ err: e }, 'NATS connector'),
+      }),
+    );
     // Other brokers' events, posted signed to POST /v1/bus-events (the replay guard is the one signed renewals use).
     const busEventWebhooks = new Map(
       config.busEventBrokers.map((b) => [b.id, new WebhookBusEventSource({ broker: b.id, reports: b.reports, now: () => clock.now() })]),
@@ -797,7 +811,11 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
 }
 
 /** The configured broker connectors; the Mosquitto one logs in with the service's own client certificate (mqtts://). */
-function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'ensure'>): BrokerConnector[] {
+function brokerConnectors(
+  config: Config,
+  identities: Pick<ServiceIdentities, 'ensure'>,
+  nats: { identity: (deviceId: string) => string; activeDevices: () => Promise<string[]>; onError: (e: unknown) => void },
+): BrokerConnector[] {
   const b = config.brokers;
   return [
     ...(b.mqtt
@@ -814,6 +832,7 @@ function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'e
         ]
       : []),
     ...(b.webhook ? [new WebhookBrokerConnector(new SignedWebhook({ ...b.webhook, timeoutMs: b.timeoutMs }))] : []),
+    ...(b.nats ? [new NatsConnector({ ...b.nats, ...nats, timeoutMs: b.timeoutMs })] : []),
   ];
 }
 

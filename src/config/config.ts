@@ -147,6 +147,13 @@ const schema = z.object({
   BROKER_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
   BROKER_WEBHOOK_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
   BROKER_WEBHOOK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+  // The NATS connector: the users file it owns, how it reloads the server, where it confirms
+  BROKER_NATS_USERS_FILE: optionalString,
+  BROKER_NATS_BLOCK_FILE: optionalString,
+  BROKER_NATS_PID_FILE: optionalString,
+  BROKER_NATS_RELOAD_COMMAND: optionalString,
+  BROKER_NATS_MONITOR_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  BROKER_NATS_SYNC_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   // Other brokers' events (POST /v1/bus-events): broker id -> secret, as JSON, or a file holding that JSON
   BUS_EVENT_SECRETS: optionalString,
   BUS_EVENT_SECRETS_FILE: optionalString,
@@ -310,6 +317,14 @@ export interface Config {
   brokers: {
     mqtt?: { url: string; username?: string | undefined; password?: string | undefined; caFile?: string | undefined };
     webhook?: { url: string; secret: string };
+    /** NATS 2.9: the users file (allowlist) the connector owns, its block list, the reload, the monitor; the periodic sync (0: off). */
+    nats?: {
+      usersFile: string;
+      blockFile?: string | undefined;
+      reload: { pidFile: string } | { command: string };
+      monitorUrl: string;
+      syncMs: number;
+    };
     /** The CN of the service's own client certificate, its username on the broker. */
     clientCn: string;
     denyRole: string;
@@ -479,6 +494,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
     throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
   }
+  if (e.BROKER_NATS_USERS_FILE) {
+    if (!e.BROKER_NATS_MONITOR_URL)
+      throw new ConfigError(
+        'invalid configuration:\n  BROKER_NATS_MONITOR_URL: required with BROKER_NATS_USERS_FILE (the connector confirms there)',
+      );
+    if (Boolean(e.BROKER_NATS_PID_FILE) === Boolean(e.BROKER_NATS_RELOAD_COMMAND))
+      throw new ConfigError(
+        'invalid configuration:\n  BROKER_NATS_PID_FILE or BROKER_NATS_RELOAD_COMMAND: exactly one, with BROKER_NATS_USERS_FILE (how the server is reloaded)',
+      );
+  } else if (e.BROKER_NATS_PID_FILE || e.BROKER_NATS_RELOAD_COMMAND || e.BROKER_NATS_MONITOR_URL || e.BROKER_NATS_BLOCK_FILE) {
+    throw new ConfigError('invalid configuration:\n  BROKER_NATS_USERS_FILE: required with the other BROKER_NATS_ settings');
+  }
   if (e.BROKER_WEBHOOK_URL && !e.BROKER_WEBHOOK_SECRET) {
     throw new ConfigError(
       'invalid configuration:\n  BROKER_WEBHOOK_SECRET: required with BROKER_WEBHOOK_URL (the receiver checks the signature with it)',
@@ -570,6 +597,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         ? { mqtt: { url: e.BROKER_MQTT_URL, username: e.BROKER_MQTT_USERNAME, password: e.BROKER_MQTT_PASSWORD, caFile: e.BROKER_CA_FILE } }
         : {}),
       ...(e.BROKER_WEBHOOK_URL ? { webhook: { url: e.BROKER_WEBHOOK_URL, secret: e.BROKER_WEBHOOK_SECRET! } } : {}),
+      ...(e.BROKER_NATS_USERS_FILE
+        ? {
+            nats: {
+              usersFile: resolve(e.BROKER_NATS_USERS_FILE),
+              blockFile: e.BROKER_NATS_BLOCK_FILE ? resolve(e.BROKER_NATS_BLOCK_FILE) : undefined,
+              reload: e.BROKER_NATS_PID_FILE ? { pidFile: resolve(e.BROKER_NATS_PID_FILE) } : { command: e.BROKER_NATS_RELOAD_COMMAND! },
+              monitorUrl: e.BROKER_NATS_MONITOR_URL!,
+              syncMs: e.BROKER_NATS_SYNC_SECONDS * 1000,
+            },
+          }
+        : {}),
       clientCn: e.BROKER_CLIENT_CN,
       denyRole: e.BROKER_DENY_ROLE,
       notifyTopic: e.BROKER_NOTIFY_TOPIC,

@@ -1,11 +1,13 @@
 import { emqxSetup } from './emqx.js';
 import { mosquittoSetup } from './mosquitto.js';
+import { natsSetup } from './nats.js';
 import type { BrokerSetupWriter } from './plan.js';
 
 /** The brokers `mqtt-ca broker-setup --broker` writes a configuration for. */
 export const BROKER_SETUPS = {
   mosquitto: mosquittoSetup,
   emqx: emqxSetup,
+  nats: natsSetup,
 } satisfies Record<string, BrokerSetupWriter>;
 
 export type BrokerKind = keyof typeof BROKER_SETUPS;
