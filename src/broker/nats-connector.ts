@@ -74,7 +74,6 @@ export class NatsConnector implements BrokerConnector {
   private readonly timeoutMs: number;
   /** One change at a time: each reads, writes and reloads the whole file. */
   private queue: Promise<unknown> = Promise.resolve();
-  private blocked: Set<string> | undefined;
   /** Identities held out only while disconnect() waits for their sessions to end. */
   private readonly kicking = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -105,9 +104,15 @@ export class NatsConnector implements BrokerConnector {
    * devices leave the allowlist now. A failed reload is reported, not thrown: the file is written.
    */
   async onRevocationChanged(): Promise<void> {
-    const s = await this.sync();
-    if (s.reloaded && !s.reloaded.confirmed)
-      this.opts.onError?.(new Error(`NATS allowlist written, reload not seen: ${s.reloaded.detail}`));
+    try {
+      const s = await this.sync();
+      if (s.reloaded && !s.reloaded.confirmed)
+        this.opts.onError?.(new Error(`NATS allowlist written, reload not seen: ${s.reloaded.detail}`));
+    } catch (e) {
+      // The file is written: a server that could not be told reads it at its next start.
+      if (e instanceof NatsReloadError) this.opts.onError?.(e);
+      else throw e;
+    }
   }
 
   block(clientIds: string[], reason: string): Promise<BrokerResult> {
@@ -269,7 +274,7 @@ export class NatsConnector implements BrokerConnector {
     try {
       await this.signal();
     } catch (e) {
-      throw unavailable(`could not reload the server: ${e instanceof Error ? e.message : String(e)}`);
+      throw new NatsReloadError(`broker connector nats: could not reload the server: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (before === undefined)
       return { confirmed: false, detail: `the monitoring endpoint ${this.opts.monitorUrl} did not answer: the reload is not confirmed` };
@@ -348,8 +353,8 @@ export class NatsConnector implements BrokerConnector {
     return res.json();
   }
 
+  /** Read anew each time: another process of the service (SERVE_PROCESSES) may have changed it. */
   private async blockedSet(): Promise<Set<string>> {
-    if (this.blocked) return this.blocked;
     let text: string | undefined;
     try {
       text = await readFile(this.blockFile, 'utf8');
@@ -358,12 +363,18 @@ export class NatsConnector implements BrokerConnector {
     }
     const list = text === undefined ? [] : ((JSON.parse(text) as { blocked?: unknown }).blocked ?? []);
     if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) throw new Error(`${this.blockFile}: not a block list`);
-    this.blocked = new Set(list as string[]);
-    return this.blocked;
+    return new Set(list as string[]);
   }
 
   private async saveBlocked(blocked: Set<string>): Promise<void> {
     await atomicWrite(this.blockFile, `${JSON.stringify({ blocked: [...blocked].sort() }, null, 2)}\n`, 0o600);
+  }
+}
+
+/** The users file is written but the server could not be told to reread it. */
+class NatsReloadError extends DomainError {
+  constructor(message: string) {
+    super('Unavailable', message, { connector: 'nats' });
   }
 }
 

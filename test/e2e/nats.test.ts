@@ -6,14 +6,24 @@ import { describe, it, before, after } from 'node:test';
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { postgresTarget } from '../helpers/db.js';
 import { makeApiService } from '../helpers/service.js';
 import { connectDevice, enrollDevice, type DeviceCredentials } from '../helpers/mosquitto-tls.js';
-import { natsConnectorEnv, natsDir, natsPorts, startNats, writeNatsSetup, type NatsPorts, type NatsServer } from '../helpers/nats.js';
-import { runAsync } from '../helpers/openssl.js';
+import {
+  NATS_SERVER,
+  natsConnectorEnv,
+  natsDir,
+  natsPorts,
+  startNats,
+  writeNatsSetup,
+  type NatsPorts,
+  type NatsServer,
+} from '../helpers/nats.js';
+import { runAsync, tempDir } from '../helpers/openssl.js';
 import { freePort, until } from '../helpers/processes.js';
 import { toolSkip } from '../helpers/tools.js';
 import { createHttpHandler, type Service } from '../../src/main.js';
@@ -22,6 +32,7 @@ import { deviceUri } from '../../src/ca/profiles.js';
 import type { Role } from '../../src/access/api-keys.js';
 
 const target = postgresTarget;
+const CLI = join(import.meta.dirname, '../../src/cli.ts');
 
 describe('NATS 2.9 from broker-setup, kept by its connector', { skip: target.skip ?? toolSkip('nats-server') }, () => {
   const dir = natsDir();
@@ -131,12 +142,22 @@ describe('NATS 2.9 from broker-setup, kept by its connector', { skip: target.ski
     await pub.publishAsync('fleet/nats-pub/temp', '21.5', { qos: 1 });
     assert.deepEqual(await got, { topic: 'fleet/nats-pub/temp', body: '21.5' });
     assert.deepEqual(await sessionsOf('nats-pub'), ['nats-pub']);
-    // A certificate from this CA is not enough: the identity must be in the allowlist (enrolled after the last sync).
-    creds.set('nats-late', await enrollDevice(svc, 'nats-late'));
-    const synced = readFileSync(nats.usersFile, 'utf8').includes(deviceUri('nats-late'));
-    if (!synced) await refused('nats-late');
-    await admitted('nats-late');
-    (await connect('nats-late')).end(true);
+    // A certificate from this CA is not enough: one whose identity is not in the allowlist (the broker's own, CN=localhost) is refused.
+    await assert.rejects(
+      connectDevice(
+        nats,
+        {
+          deviceId: 'not-listed',
+          serial: brokerSerial,
+          key: readFileSync(join(dir, 'broker.key'), 'utf8'),
+          cert: readFileSync(join(dir, 'broker.pem'), 'utf8'),
+          ca: creds.get('nats-pub')!.ca,
+        },
+        { protocolVersion: 4 },
+      ),
+      /Not authorized|closed the connection/i,
+    );
+    await until('NATS to log the refusal', async () => /"not-listed" - authentication error/.test(nats.output()), 10_000);
   });
 
   it('a revocation reaches NATS: the live session ends and the next connection is refused', async () => {
@@ -238,5 +259,40 @@ describe('NATS 2.9 from broker-setup, kept by its connector', { skip: target.ski
         .join('\n'),
     );
     assert.match(nats.output(), /revoked/i);
+  });
+});
+
+describe('mqtt-ca broker-setup --broker nats', { skip: toolSkip('nats-server') }, () => {
+  it('writes a nats.conf that nats-server accepts, with the users file beside it and the README of what NATS checks', async () => {
+    const env = {
+      ...process.env,
+      DATA_DIR: tempDir(),
+      MQTT_CA_KEK: Buffer.alloc(32, 9).toString('base64'),
+      LOG_LEVEL: 'silent',
+      DATABASE_URL: '',
+    };
+    const cli = (args: string[]) =>
+      new Promise<{ status: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env });
+        let o = '';
+        child.stdout.on('data', (c: Buffer) => (o += c));
+        child.stderr.on('data', (c: Buffer) => (o += c));
+        child.on('close', (status) => resolve({ status, out: o }));
+      });
+    assert.equal((await cli(['init'])).status, 0);
+    const out = join(tempDir(), 'nats');
+    const r = await cli(['broker-setup', '--broker', 'nats', '--dir', out, '--port', '8883', '--dns', 'nats.example']);
+    assert.equal(r.status, 0, r.out);
+    for (const f of ['nats.conf', 'nats-users.conf', 'ca.pem', 'crl.pem', 'broker.pem', 'broker.key', 'README.txt'])
+      assert.match(r.out, new RegExp(`wrote ${join(out, f)}`));
+    // nats-server's own configuration check (-t): it parses the file, the include and the TLS files.
+    const t = await runAsync(NATS_SERVER, ['-t', '-c', join(out, 'nats.conf')]);
+    assert.match(t.stdout + t.stderr, /configuration file .* is valid/, t.stdout + t.stderr);
+    const users = readFileSync(join(out, 'nats-users.conf'), 'utf8');
+    assert.match(users, /user: "urn:mqtt-ca:nobody"/);
+    assert.doesNotMatch(users, /urn:mqtt-ca:device:/);
+    const readme = readFileSync(join(out, 'README.txt'), 'utf8');
+    assert.match(readme, /BROKER_NATS_USERS_FILE=/);
+    assert.match(readme, /nats-server --signal reload=/);
   });
 });
