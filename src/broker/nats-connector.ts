@@ -129,10 +129,12 @@ export class NatsConnector implements BrokerConnector {
         ids.map((id): BrokerEffect => {
           const ended = (before.get(id) ?? []).map(sessionName);
           const base = { clientId: id, action: 'block' as const, applied: true, sessionsEnded: ended };
-          if (synced.reloaded && !synced.reloaded.confirmed) return { ...base, confirmed: false, detail: synced.reloaded.detail };
+          if (synced.reloaded && !synced.reloaded.confirmed)
+            return { ...base, sessionsEnded: [], confirmed: false, detail: synced.reloaded.detail };
           if (!gone.has(id))
             return {
               ...base,
+              sessionsEnded: [],
               confirmed: false,
               detail: `${this.opts.identity(id)} still has a session ${this.timeoutMs} ms after the reload`,
             };
@@ -209,10 +211,11 @@ export class NatsConnector implements BrokerConnector {
           const ended = (before.get(id) ?? []).map(sessionName);
           const base = { clientId: id, action: 'disconnect' as const, applied: true, sessionsEnded: ended };
           if (ended.length === 0) return { ...base, confirmed: true, detail: 'no session' };
-          if (out.reloaded && !out.reloaded.confirmed) return { ...base, confirmed: false, detail: out.reloaded.detail };
+          if (out.reloaded && !out.reloaded.confirmed) return { ...base, sessionsEnded: [], confirmed: false, detail: out.reloaded.detail };
           if (!gone.has(id))
             return {
               ...base,
+              sessionsEnded: [],
               confirmed: false,
               detail: `${this.opts.identity(id)} still has a session ${this.timeoutMs} ms after the reload`,
             };
