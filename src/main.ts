@@ -107,6 +107,8 @@ import { BrokerConnectors, type BrokerConnector } from './broker/connector.js';
 import { MosquittoDynsecConnector } from './broker/mosquitto-dynsec.js';
 import { WebhookBrokerConnector } from './broker/webhook-connector.js';
 import { RabbitMqConnector } from './broker/rabbitmq-connector.js';
+import { NatsConnector } from './broker/nats-connector.js';
+import { deviceUri } from './ca/profiles.js';
 import { brokerConnectorSpec, ServiceIdentities, tlsServerSpec } from './rotate/service-identities.js';
 import { readFileSync } from 'node:fs';
 import { Approvals } from './respond/approvals.js';
@@ -392,7 +394,7 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     });
     const ocspResponders = new OcspResponders(db, hierarchy, settings, vault, issuance, certificateStore, audit, clock, {
       lifetimeDays: config.ocspResponderDays,
-      responseValidityMs: config.ocspValidityMs,
+      responseValidityMs: Math.max(config.ocspValidityMs, config.ocspBrokerValidityMs),
     });
     const revokedQueries = new RevokedQueryWatch(
       securityEvents,
@@ -410,7 +412,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
       hierarchy,
       ocspResponders,
       clock,
-      { validityMs: config.ocspValidityMs, cacheEntries: config.ocspCacheEntries, notifyReplicas: replicas },
+      {
+        validityMs: config.ocspValidityMs,
+        validityByProfile: { broker: config.ocspBrokerValidityMs },
+        cacheEntries: config.ocspCacheEntries,
+        notifyReplicas: replicas,
+      },
       (e) => logger.error({ err: e }, 'OCSP responder error'),
       metrics,
       (serials, requester) => revokedQueries.queried(serials, requester),
@@ -433,13 +440,19 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const standings: RevocationListener & { detectors?: BusDetectors } = {
       onRevocationChanged: async () => standings.detectors?.forgetStandings(),
     };
+    // Brokers that check no revocation themselves (NATS 2.9) keep an allowlist: a revocation rewrites it at once.
+    const brokerAllowlists: RevocationListener = {
+      onRevocationChanged: async () => {
+        for (const c of brokers.list()) if (c instanceof NatsConnector) await c.onRevocationChanged();
+      },
+    };
     const revocations = new Revocations(
       db,
       certificateStore,
       deviceInventory,
       audit,
       clock,
-      [ocsp, crls, sessionKeys, standings],
+      [ocsp, crls, sessionKeys, standings, brokerAllowlists],
       hierarchy,
       metrics,
       {
@@ -461,7 +474,13 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
     const bulkRevocations = new BulkRevocationGate(revocations, approvals, clock, config.approvals.bulkRevokeThreshold);
 
     // Incidents and their actions (through the broker connectors).
-    const brokers = new BrokerConnectors(brokerConnectors(config, identities));
+    const brokers = new BrokerConnectors(
+      brokerConnectors(config, identities, {
+        identity: deviceUri,
+        activeDevices: () => certificateStore.activeDeviceIds(db, clock.now()),
+        onError: (e) => logger.error({ err: e }, 'NATS connector'),
+      }),
+    );
     // Other brokers' events, posted signed to POST /v1/bus-events (the replay guard is the one signed renewals use).
     const busEventWebhooks = new Map(
       config.busEventBrokers.map((b) => [b.id, new WebhookBusEventSource({ broker: b.id, reports: b.reports, now: () => clock.now() })]),
@@ -617,7 +636,10 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
         }),
       },
       enqueue,
-      { renewalPlanEveryMs: config.jobs.renewalPlanEveryMs },
+      {
+        renewalPlanEveryMs: config.jobs.renewalPlanEveryMs,
+        ocspShortestValidityMs: Math.min(config.ocspValidityMs, config.ocspBrokerValidityMs),
+      },
     );
     const onJobError = (where: string, e: unknown) => logger.warn({ err: e, where }, 'job error');
     const jobs: JobRunner = config.redisUrl
@@ -792,8 +814,12 @@ export async function buildService(config: Config, opts: { logger?: Logger; cloc
   }
 }
 
-/** The configured broker connectors (Mosquitto, a webhook, RabbitMQ's management API); the Mosquitto one logs in with the service's own client certificate (mqtts://). */
-function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'ensure'>): BrokerConnector[] {
+/** The configured broker connectors (Mosquitto, a webhook, RabbitMQ's management API, NATS's users file); the Mosquitto one logs in with the service's own client certificate (mqtts://). */
+function brokerConnectors(
+  config: Config,
+  identities: Pick<ServiceIdentities, 'ensure'>,
+  nats: { identity: (deviceId: string) => string; activeDevices: () => Promise<string[]>; onError: (e: unknown) => void },
+): BrokerConnector[] {
   const b = config.brokers;
   return [
     ...(b.mqtt
@@ -811,6 +837,7 @@ function brokerConnectors(config: Config, identities: Pick<ServiceIdentities, 'e
       : []),
     ...(b.webhook ? [new WebhookBrokerConnector(new SignedWebhook({ ...b.webhook, timeoutMs: b.timeoutMs }))] : []),
     ...(b.rabbitmq ? [new RabbitMqConnector({ ...b.rabbitmq, notifyTopic: b.notifyTopic, timeoutMs: b.timeoutMs })] : []),
+    ...(b.nats ? [new NatsConnector({ ...b.nats, ...nats, timeoutMs: b.timeoutMs })] : []),
   ];
 }
 

@@ -73,6 +73,12 @@ const schema = z.object({
     .min(1)
     .max(24 * 7)
     .default(24),
+  OCSP_BROKER_VALIDITY_MINUTES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 60)
+    .default(60),
   OCSP_RESPONDER_DAYS: z.coerce.number().int().min(2).max(90).default(30),
   OCSP_MAX_AGE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   OCSP_CACHE_ENTRIES: z.coerce.number().int().min(0).max(10_000_000).default(200_000),
@@ -147,6 +153,13 @@ const schema = z.object({
   BROKER_RABBITMQ_PASSWORD: optionalString,
   BROKER_RABBITMQ_PASSWORD_FILE: optionalString,
   BROKER_RABBITMQ_VHOST: z.string().min(1).default('/'),
+  // The NATS connector: the users file it owns, how it reloads the server, where it confirms
+  BROKER_NATS_USERS_FILE: optionalString,
+  BROKER_NATS_BLOCK_FILE: optionalString,
+  BROKER_NATS_PID_FILE: optionalString,
+  BROKER_NATS_RELOAD_COMMAND: optionalString,
+  BROKER_NATS_MONITOR_URL: optionalString.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  BROKER_NATS_SYNC_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   // Other brokers' events (POST /v1/bus-events): broker id -> secret, as JSON, or a file holding that JSON
   BUS_EVENT_SECRETS: optionalString,
   BUS_EVENT_SECRETS_FILE: optionalString,
@@ -268,8 +281,10 @@ export interface Config {
   crlDeltaMaxEntries: number;
   /** Issuing CAs' CRL shards for new certificates; 0: one CRL per CA. */
   crlShards: number;
-  /** An OCSP response's nextUpdate - thisUpdate; pre-signed responses are re-signed at half of it. */
+  /** An OCSP response's nextUpdate - thisUpdate (devices, and any profile without its own); pre-signed responses are re-signed at half of it. */
   ocspValidityMs: number;
+  /** The same for certificates of the broker profile: short, so a stapling broker re-checks often. */
+  ocspBrokerValidityMs: number;
   /** Lifetime of a delegated OCSP responder certificate. */
   ocspResponderDays: number;
   /** Cache-Control max-age of an OCSP GET answer (capped by its nextUpdate): how long an HTTP cache may keep a status. */
@@ -310,6 +325,14 @@ export interface Config {
     webhook?: { url: string; secret: string };
     /** RabbitMQ's management API (BROKER_RABBITMQ_URL; the password from BROKER_RABBITMQ_PASSWORD or _PASSWORD_FILE). */
     rabbitmq?: { url: string; username: string; password: string; vhost: string };
+    /** NATS 2.9: the users file (allowlist) the connector owns, its block list, the reload, the monitor; the periodic sync (0: off). */
+    nats?: {
+      usersFile: string;
+      blockFile?: string | undefined;
+      reload: { pidFile: string } | { command: string };
+      monitorUrl: string;
+      syncMs: number;
+    };
     /** The CN of the service's own client certificate, its username on the broker. */
     clientCn: string;
     denyRole: string;
@@ -486,6 +509,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_VALIDITY_HOURS)',
     );
   }
+  if (e.OCSP_RESPONDER_DAYS * 24 * 60 < 4 * e.OCSP_BROKER_VALIDITY_MINUTES) {
+    throw new ConfigError(
+      'invalid configuration:\n  OCSP_RESPONDER_DAYS: a responder certificate must outlive four OCSP responses (OCSP_BROKER_VALIDITY_MINUTES)',
+    );
+  }
   if (e.RENEWAL_WEBHOOK_URL && !e.RENEWAL_WEBHOOK_SECRET) {
     throw new ConfigError(
       'invalid configuration:\n  RENEWAL_WEBHOOK_SECRET: required with RENEWAL_WEBHOOK_URL (the receiver checks the signature with it)',
@@ -493,6 +521,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(e.RENEWAL_MQTT_CERT_FILE) !== Boolean(e.RENEWAL_MQTT_KEY_FILE)) {
     throw new ConfigError('invalid configuration:\n  RENEWAL_MQTT_CERT_FILE and RENEWAL_MQTT_KEY_FILE: set both or neither');
+  }
+  if (e.BROKER_NATS_USERS_FILE) {
+    if (!e.BROKER_NATS_MONITOR_URL)
+      throw new ConfigError(
+        'invalid configuration:\n  BROKER_NATS_MONITOR_URL: required with BROKER_NATS_USERS_FILE (the connector confirms there)',
+      );
+    if (Boolean(e.BROKER_NATS_PID_FILE) === Boolean(e.BROKER_NATS_RELOAD_COMMAND))
+      throw new ConfigError(
+        'invalid configuration:\n  BROKER_NATS_PID_FILE or BROKER_NATS_RELOAD_COMMAND: exactly one, with BROKER_NATS_USERS_FILE (how the server is reloaded)',
+      );
+  } else if (e.BROKER_NATS_PID_FILE || e.BROKER_NATS_RELOAD_COMMAND || e.BROKER_NATS_MONITOR_URL || e.BROKER_NATS_BLOCK_FILE) {
+    throw new ConfigError('invalid configuration:\n  BROKER_NATS_USERS_FILE: required with the other BROKER_NATS_ settings');
   }
   if (e.BROKER_WEBHOOK_URL && !e.BROKER_WEBHOOK_SECRET) {
     throw new ConfigError(
@@ -553,6 +593,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     crlDeltaMaxEntries: e.CRL_DELTA_MAX_ENTRIES,
     crlShards: e.CRL_SHARDS,
     ocspValidityMs: e.OCSP_VALIDITY_HOURS * 3_600_000,
+    ocspBrokerValidityMs: e.OCSP_BROKER_VALIDITY_MINUTES * 60_000,
     ocspResponderDays: e.OCSP_RESPONDER_DAYS,
     ocspMaxAgeSeconds: e.OCSP_MAX_AGE_SECONDS,
     ocspCacheEntries: e.OCSP_CACHE_ENTRIES,
@@ -594,6 +635,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
               username: e.BROKER_RABBITMQ_USERNAME ?? e.BROKER_CLIENT_CN,
               password: rabbitPassword(e.BROKER_RABBITMQ_PASSWORD, e.BROKER_RABBITMQ_PASSWORD_FILE),
               vhost: e.BROKER_RABBITMQ_VHOST,
+            },
+          }
+        : {}),
+      ...(e.BROKER_NATS_USERS_FILE
+        ? {
+            nats: {
+              usersFile: resolve(e.BROKER_NATS_USERS_FILE),
+              blockFile: e.BROKER_NATS_BLOCK_FILE ? resolve(e.BROKER_NATS_BLOCK_FILE) : undefined,
+              reload: e.BROKER_NATS_PID_FILE ? { pidFile: resolve(e.BROKER_NATS_PID_FILE) } : { command: e.BROKER_NATS_RELOAD_COMMAND! },
+              monitorUrl: e.BROKER_NATS_MONITOR_URL!,
+              syncMs: e.BROKER_NATS_SYNC_SECONDS * 1000,
             },
           }
         : {}),

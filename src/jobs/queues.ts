@@ -34,6 +34,8 @@ export interface JobServices {
 
 export interface ScheduleOptions {
   renewalPlanEveryMs: number;
+  /** The shortest OCSP response validity of any profile: stored responses are re-signed often enough to stay within half of it. */
+  ocspShortestValidityMs?: number;
 }
 
 /**
@@ -71,7 +73,12 @@ export function queueDefinitions(
         return { crls: all.length, stale: all.filter((c) => c.stale).length, pruned };
       },
     },
-    'ocsp-refresh': { everyMs: 5 * MINUTE, run: async () => ({ resigned: await s.ocsp.refreshDue(20_000) }) },
+    // Every 5 minutes, or a quarter of the shortest validity (a broker's), not less than 15 s:
+    // a response is re-signed between half and three quarters of its validity, before any poll.
+    'ocsp-refresh': {
+      everyMs: Math.max(15_000, Math.min(5 * MINUTE, (o.ocspShortestValidityMs ?? Infinity) / 4)),
+      run: async () => ({ resigned: await s.ocsp.refreshDue(20_000) }),
+    },
     'responder-renewal': { everyMs: 60 * MINUTE, run: async () => ({ responders: (await s.ocspResponders.renewDue()).length }) },
     // The TLS listeners (each process's own) pick a renewed server certificate up within a minute.
     'service-identity-renewal': {

@@ -2,8 +2,8 @@ import type { CertIdHash } from '../ca/x509/ocsp-request.js';
 
 /** A certificate's state as OCSP answers it. */
 export type CertState =
-  | { kind: 'good'; caId: string }
-  | { kind: 'revoked'; caId: string; revokedAt: Date; reason: string }
+  | { kind: 'good'; caId: string; profile: string }
+  | { kind: 'revoked'; caId: string; profile: string; revokedAt: Date; reason: string }
   /** Never issued by us (or not yet: an intent not signed is unknown too). */
   | { kind: 'unknown' };
 

@@ -52,8 +52,13 @@ interface Found {
 }
 
 export interface OcspPolicy {
-  /** nextUpdate - thisUpdate of every response. */
+  /** nextUpdate - thisUpdate of a response, unless its certificate's profile has its own (`validityByProfile`). */
   validityMs: number;
+  /**
+   * nextUpdate - thisUpdate by certificate profile (brokers: short, a stapling broker re-checks at
+   * half of it). A response about several certificates takes the shortest of theirs.
+   */
+  validityByProfile?: Readonly<Partial<Record<string, number>>>;
   /** Entries kept in memory. */
   cacheEntries: number;
   /** Tell other replicas through the database's notifications (PostgreSQL; the embedded store has no other replica). */
@@ -207,8 +212,10 @@ export class OcspResponder implements RevocationListener {
    * a quiet spell is still answered without signing. Returns how many it re-signed.
    */
   async refreshDue(limit: number): Promise<number> {
-    const half = this.policy.validityMs / 2;
-    const due = await this.store.signedBefore(this.db, new Date(this.clock.now().getTime() - half), limit);
+    const now = this.clock.now().getTime();
+    const cutoffs: Record<string, Date> = {};
+    for (const [profile, ms] of Object.entries(this.policy.validityByProfile ?? {})) if (ms) cutoffs[profile] = new Date(now - ms / 2);
+    const due = await this.store.signedBefore(this.db, cutoffs, new Date(now - this.policy.validityMs / 2), limit);
     let n = 0;
     for (const d of due) {
       const certId = await this.certIdFor(d, d.hashAlgorithm as CertIdHash);
@@ -263,8 +270,16 @@ export class OcspResponder implements RevocationListener {
     const entry = this.cache.get(serial, now);
     const hit = entry?.byHash[certId.hashAlgorithm];
     if (entry && hit && hit.issuerKeyHash.equals(certId.issuerKeyHash) && now < hit.nextUpdate.getTime()) {
-      if (now >= hit.refreshAt) this.fill(caId, certId).catch((e) => this.onError(e));
-      return { presigned: hit, status: forCa(entry.state, caId).kind, source: 'memory' };
+      if (now < hit.refreshAt) return { presigned: hit, status: forCa(entry.state, caId).kind, source: 'memory' };
+      // Past half its validity: a relying party asking now gets a new one (a stapling broker
+      // re-checks at half the remaining validity, and must not be handed a response about to lapse).
+      // Only if that fails (the database away) is the old one, still valid, served.
+      try {
+        return await this.fill(caId, certId);
+      } catch (e) {
+        this.onError(e);
+        return { presigned: hit, status: forCa(entry.state, caId).kind, source: 'memory' };
+      }
     }
     return this.fill(caId, certId);
   }
@@ -282,21 +297,23 @@ export class OcspResponder implements RevocationListener {
     const state = stateOf(row);
     const answer = forCa(state, caId);
     const now = this.clock.now();
-    const half = this.policy.validityMs / 2;
+    const validityMs = this.validityOf(row?.profile);
+    const half = validityMs / 2;
     const ttl = state.kind === 'unknown' ? now.getTime() + UNKNOWN_TTL_MS : Infinity;
-    if (row?.presigned && answer.kind !== 'unknown' && now.getTime() < row.presigned.thisUpdate.getTime() + half) {
-      const p = presignedOf(
-        row.presigned.der,
-        row.presigned.thisUpdate,
-        row.presigned.nextUpdate,
-        row.presigned.thisUpdate.getTime() + half,
-        certId,
-      );
+    // A stored response signed for a longer validity than the profile's now (the setting was lowered) is replaced.
+    const stored = row?.presigned;
+    if (
+      stored &&
+      answer.kind !== 'unknown' &&
+      now.getTime() < stored.thisUpdate.getTime() + half &&
+      stored.nextUpdate.getTime() - stored.thisUpdate.getTime() <= validityMs
+    ) {
+      const p = presignedOf(stored.der, stored.thisUpdate, stored.nextUpdate, stored.thisUpdate.getTime() + half, certId);
       this.cache.put(since, serial, state, ttl, { hash: certId.hashAlgorithm, response: p });
       return { presigned: p, status: answer.kind, source: 'stored' };
     }
     const responder = await this.responders.responder(caId);
-    const { thisUpdate, nextUpdate } = this.window(now, responder);
+    const { thisUpdate, nextUpdate } = this.window(now, responder, validityMs);
     const single = encodeSingleResponse({ certId, status: statusOf(answer), thisUpdate, nextUpdate });
     const der = await sign(responder, [single], thisUpdate, null);
     const p = presignedOf(der, thisUpdate, nextUpdate, thisUpdate.getTime() + half, certId);
@@ -324,12 +341,15 @@ export class OcspResponder implements RevocationListener {
     const now = this.clock.now();
     const since = this.cache.generation;
     const states = new Map<string, CertState>();
+    const profiles = new Set<string | undefined>();
     const missing: Buffer[] = [];
     for (const id of certIds) {
       const hex = id.serial.toString('hex');
       const e = current ? this.cache.get(hex, now.getTime()) : undefined;
-      if (e) states.set(hex, e.state);
-      else missing.push(id.serial);
+      if (e) {
+        states.set(hex, e.state);
+        profiles.add(profileOf(e.state));
+      } else missing.push(id.serial);
     }
     if (missing.length) {
       const rows = new Map((await this.store.statuses(this.db, missing)).map((r) => [r.serial.toString('hex'), r]));
@@ -337,22 +357,26 @@ export class OcspResponder implements RevocationListener {
         const hex = serial.toString('hex');
         const state = stateOf(rows.get(hex));
         states.set(hex, state);
+        profiles.add(profileOf(state));
         this.cache.put(since, hex, state, state.kind === 'unknown' ? now.getTime() + UNKNOWN_TTL_MS : Infinity);
       }
     }
     const responder = await this.responders.responder(caId);
-    const { thisUpdate, nextUpdate } = this.window(now, responder);
+    const { thisUpdate, nextUpdate } = this.window(now, responder, Math.min(...[...profiles].map((p) => this.validityOf(p))));
     const answers = certIds.map((certId) => forCa(states.get(certId.serial.toString('hex'))!, caId));
     const singles = certIds.map((certId, i) => encodeSingleResponse({ certId, status: statusOf(answers[i]!), thisUpdate, nextUpdate }));
     const revoked = certIds.filter((_, i) => answers[i]!.kind === 'revoked').map((c) => c.serial);
     return { der: await sign(responder, singles, thisUpdate, nonce), status: answers.length === 1 ? answers[0]!.kind : 'several', revoked };
   }
 
-  private window(now: Date, responder: ResponderIdentity): { thisUpdate: Date; nextUpdate: Date } {
+  /** nextUpdate - thisUpdate of a response about a certificate of `profile` (undefined: a serial we never issued). */
+  validityOf(profile: string | undefined): number {
+    return (profile !== undefined ? this.policy.validityByProfile?.[profile] : undefined) ?? this.policy.validityMs;
+  }
+
+  private window(now: Date, responder: ResponderIdentity, validityMs: number): { thisUpdate: Date; nextUpdate: Date } {
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
-    const nextUpdate = new Date(
-      Math.min(thisUpdate.getTime() + this.policy.validityMs, Math.floor(responder.notAfter.getTime() / 1000) * 1000),
-    );
+    const nextUpdate = new Date(Math.min(thisUpdate.getTime() + validityMs, Math.floor(responder.notAfter.getTime() / 1000) * 1000));
     return { thisUpdate, nextUpdate };
   }
 
@@ -410,10 +434,14 @@ async function sign(responder: ResponderIdentity, singles: Uint8Array[], produce
 
 /** A certificate row's state: unknown unless it was issued (an intent not signed, or one that failed, never existed). */
 function stateOf(row: OcspStatusRow | undefined): CertState {
-  if (row?.status === 'issued') return { kind: 'good', caId: row.caId };
+  if (row?.status === 'issued') return { kind: 'good', caId: row.caId, profile: row.profile };
   if (row?.status === 'revoked' && row.revokedAt && row.revocationReason)
-    return { kind: 'revoked', caId: row.caId, revokedAt: row.revokedAt, reason: row.revocationReason };
+    return { kind: 'revoked', caId: row.caId, profile: row.profile, revokedAt: row.revokedAt, reason: row.revocationReason };
   return { kind: 'unknown' };
+}
+
+function profileOf(state: CertState): string | undefined {
+  return state.kind === 'unknown' ? undefined : state.profile;
 }
 
 /** What to answer when asked under `caId`: a certificate of another CA is unknown to this one. */

@@ -509,6 +509,21 @@ export class CertificateStore {
     return rows.map(fromRow);
   }
 
+  /**
+   * The devices that hold at least one active certificate at `at` (issued, not revoked, within
+   * its validity), each once, sorted: who a broker that checks no revocation may let in.
+   */
+  async activeDeviceIds(db: Executor, at: Date): Promise<string[]> {
+    const rows = (await db('certificates')
+      .distinct('device_id')
+      .where('status', 'issued')
+      .whereNotNull('device_id')
+      .where('not_before', '<=', at)
+      .where('not_after', '>', at)
+      .orderBy('device_id')) as { device_id: string }[];
+    return rows.map((r) => r.device_id);
+  }
+
   async countByStatus(db: Executor): Promise<Record<string, number>> {
     const rows = (await db('certificates').select('status').count({ n: 'serial' }).groupBy('status')) as { status: string; n: unknown }[];
     return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));

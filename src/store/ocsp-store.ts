@@ -5,6 +5,8 @@ import { prepared, type Executor } from './db.js';
 export interface OcspStatusRow {
   serial: Buffer;
   caId: string;
+  /** The certificate's profile: its OCSP responses' validity depends on it (brokers staple short-lived ones). */
+  profile: string;
   status: 'pending' | 'issued' | 'failed' | 'revoked';
   revokedAt: Date | null;
   revocationReason: string | null;
@@ -34,6 +36,7 @@ function statusFromRow(r: Record<string, unknown>): OcspStatusRow {
   return {
     serial: Buffer.from(r.serial as Uint8Array),
     caId: r.ca_id as string,
+    profile: r.profile as string,
     status: r.status as OcspStatusRow['status'],
     revokedAt: r.revoked_at ? new Date(r.revoked_at as string) : null,
     revocationReason: (r.revocation_reason as string | null) ?? null,
@@ -47,7 +50,7 @@ export class OcspStore {
     const r = await prepared(
       ex,
       'ocsp-lookup',
-      `select c.serial, c.ca_id, c.status, c.revoked_at, c.revocation_reason, r.der, r.this_update, r.next_update
+      `select c.serial, c.ca_id, c.profile, c.status, c.revoked_at, c.revocation_reason, r.der, r.this_update, r.next_update
          from certificates c left join ocsp_responses r on r.serial = c.serial and r.hash_algorithm = ?
         where c.serial = ?`,
       [hashAlgorithm, serial],
@@ -68,9 +71,10 @@ export class OcspStore {
 
   /** The states of several certificates (missing serials are simply absent). */
   async statuses(ex: Executor, serials: Buffer[]): Promise<OcspStatusRow[]> {
-    const r = await ex.raw(`select serial, ca_id, status, revoked_at, revocation_reason from certificates where serial = any(?::bytea[])`, [
-      serials,
-    ]);
+    const r = await ex.raw(
+      `select serial, ca_id, profile, status, revoked_at, revocation_reason from certificates where serial = any(?::bytea[])`,
+      [serials],
+    );
     return (r.rows as Record<string, unknown>[]).map(statusFromRow);
   }
 
@@ -102,13 +106,27 @@ export class OcspStore {
     return (r.rows as unknown[]).length > 0;
   }
 
-  /** Stored responses signed before `before` (oldest first), with their certificates' states. */
-  async signedBefore(ex: Executor, before: Date, limit: number): Promise<(OcspStatusRow & { hashAlgorithm: string })[]> {
+  /**
+   * Stored responses signed before their profile's cutoff (`cutoffs[profile]`, else `otherwise`),
+   * oldest first, with their certificates' states: what the refresh re-signs.
+   */
+  async signedBefore(
+    ex: Executor,
+    cutoffs: Readonly<Record<string, Date>>,
+    otherwise: Date,
+    limit: number,
+  ): Promise<(OcspStatusRow & { hashAlgorithm: string })[]> {
+    const named = Object.entries(cutoffs);
+    const latest = new Date(Math.max(otherwise.getTime(), ...named.map(([, d]) => d.getTime())));
+    const due = named.length
+      ? `case ${named.map(() => 'when c.profile = ? then r.this_update < ?').join(' ')} else r.this_update < ? end`
+      : 'r.this_update < ?';
     const r = await ex.raw(
-      `select c.serial, c.ca_id, c.status, c.revoked_at, c.revocation_reason, r.hash_algorithm
+      `select c.serial, c.ca_id, c.profile, c.status, c.revoked_at, c.revocation_reason, r.hash_algorithm
          from ocsp_responses r join certificates c on c.serial = r.serial
-        where r.this_update < ? order by r.this_update limit ?`,
-      [before, limit],
+        where r.this_update < ? and (${due})
+        order by r.this_update limit ?`,
+      [latest, ...named.flatMap(([profile, d]) => [profile, d]), otherwise, limit],
     );
     return (r.rows as Record<string, unknown>[]).map((row) => ({ ...statusFromRow(row), hashAlgorithm: row.hash_algorithm as string }));
   }

@@ -39,6 +39,24 @@ describe('configuration', () => {
       );
     }
     assert.throws(() => loadConfig({ MQTT_CA_KEK: 'a', MQTT_CA_KEK_FILE: '/x' }), /MQTT_CA_KEK and MQTT_CA_KEK_FILE/);
+    // The NATS connector: its users file, one way to reload, the monitor to confirm on.
+    const nats = { BROKER_NATS_USERS_FILE: '/etc/nats/nats-users.conf', BROKER_NATS_MONITOR_URL: 'http://127.0.0.1:8222' };
+    assert.deepEqual(loadConfig({ ...nats, BROKER_NATS_PID_FILE: '/run/nats.pid' }).brokers.nats, {
+      usersFile: '/etc/nats/nats-users.conf',
+      blockFile: undefined,
+      reload: { pidFile: '/run/nats.pid' },
+      monitorUrl: 'http://127.0.0.1:8222',
+      syncMs: 60_000,
+    });
+    assert.deepEqual(loadConfig({ ...nats, BROKER_NATS_RELOAD_COMMAND: 'systemctl reload nats' }).brokers.nats?.reload, {
+      command: 'systemctl reload nats',
+    });
+    assert.equal(loadConfig({}).brokers.nats, undefined);
+    assert.throws(() => loadConfig(nats), /exactly one, with BROKER_NATS_USERS_FILE/);
+    assert.throws(() => loadConfig({ ...nats, BROKER_NATS_PID_FILE: '/a', BROKER_NATS_RELOAD_COMMAND: 'b' }), /exactly one/);
+    assert.throws(() => loadConfig({ BROKER_NATS_USERS_FILE: '/x', BROKER_NATS_PID_FILE: '/a' }), /BROKER_NATS_MONITOR_URL: required/);
+    assert.throws(() => loadConfig({ BROKER_NATS_PID_FILE: '/a' }), /BROKER_NATS_USERS_FILE: required/);
+    assert.throws(() => loadConfig({ ...nats, BROKER_NATS_PID_FILE: '/a', BROKER_NATS_MONITOR_URL: 'ftp://x' }), /BROKER_NATS_MONITOR_URL/);
   });
 
   it('BUS_EVENT_SECRETS (or _FILE): broker id -> secret of >= 32 characters, optionally what it reports; never echoes a secret', () => {

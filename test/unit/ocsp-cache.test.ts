@@ -10,8 +10,8 @@ const response = (tag: string): Presigned => ({
   etag: `"${tag}"`,
   issuerKeyHash: Buffer.alloc(20),
 });
-const good = { kind: 'good' as const, caId: 'ca_1' };
-const revoked = { kind: 'revoked' as const, caId: 'ca_1', revokedAt: new Date(5), reason: 'keyCompromise' };
+const good = { kind: 'good' as const, caId: 'ca_1', profile: 'device' };
+const revoked = { kind: 'revoked' as const, caId: 'ca_1', profile: 'device', revokedAt: new Date(5), reason: 'keyCompromise' };
 
 describe('OcspCache', () => {
   it('a fill that began before a forget is not written back: a read that raced a revocation never parks the old state', () => {

@@ -34,7 +34,7 @@ export interface PkiSource {
 }
 
 export interface PkiOptions {
-  /** Cache-Control max-age of a pre-signed OCSP GET answer, capped by its nextUpdate. */
+  /** Cache-Control max-age of a pre-signed OCSP GET answer, capped by its refresh point (half its validity) and its nextUpdate. */
   ocspMaxAgeSeconds: number;
   clock: Clock;
   /**
@@ -218,7 +218,10 @@ function createOcspHandler(source: PkiSource, options: PkiOptions, inFlight: InF
       return;
     }
     const now = options.clock.now().getTime();
-    const maxAge = Math.max(0, Math.min(options.ocspMaxAgeSeconds, Math.floor((c.nextUpdate.getTime() - now) / 1000)));
+    // Not kept by an HTTP cache past the point where this responder hands out a new one (half its
+    // validity: a broker's response may be valid for a minute only).
+    const keepUntil = Math.min(c.nextUpdate.getTime(), c.refreshAt);
+    const maxAge = Math.max(0, Math.min(options.ocspMaxAgeSeconds, Math.floor((keepUntil - now) / 1000)));
     const headers = {
       'Content-Type': OCSP_TYPE,
       'Cache-Control': `public, max-age=${maxAge}, no-transform, must-revalidate`,
