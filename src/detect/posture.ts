@@ -457,7 +457,7 @@ export class Posture {
         'Disconnect suspicious or compromised end-devices',
         this.src.brokerConnectors.length ? 'met' : 'unmet',
         `broker connectors: ${this.src.brokerConnectors.join(', ') || 'none'}`,
-        'Configure a broker connector (BROKER_MQTT_URL, BROKER_WEBHOOK_URL or BROKER_NATS_USERS_FILE) so incidents disconnect and block devices.',
+        'Configure a broker connector (BROKER_MQTT_URL, BROKER_WEBHOOK_URL, BROKER_RABBITMQ_URL or BROKER_NATS_USERS_FILE) so incidents disconnect and block devices.',
       ),
       o(
         'respond',

@@ -108,7 +108,9 @@ async function revokeScope(
 
 function needConnectors(s: ActionServices): void {
   if (!s.brokers.configured)
-    throw conflict('no broker connector is configured (BROKER_MQTT_URL, BROKER_WEBHOOK_URL or BROKER_NATS_USERS_FILE)');
+    throw conflict(
+      'no broker connector is configured (BROKER_MQTT_URL, BROKER_WEBHOOK_URL, BROKER_RABBITMQ_URL or BROKER_NATS_USERS_FILE)',
+    );
 }
 
 /**

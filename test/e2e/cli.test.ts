@@ -257,7 +257,12 @@ describe('mqtt-ca CLI on the embedded store', () => {
       assert.doesNotMatch(created.stdout, /mqca_/, 'no key is printed that the service would never know');
       assert.match(created.stderr, new RegExp(`in use by pid ${s.child.pid} \\(mqtt-ca serve`));
       assert.match(created.stderr, /through the running service's API .*\/v1\/api-keys.* or stop that process/);
-      for (const args of [['apikey', 'list'], ['audit', 'verify'], ['backup'], ['broker-setup', '--dir', join(dataDir, 'broker')]]) {
+      for (const args of [
+        ['apikey', 'list'],
+        ['audit', 'verify'],
+        ['backup'],
+        ['broker-setup', '--dir', join(dataDir, 'broker'), '--dns', 'broker.example'],
+      ]) {
         const r = cli(args, env);
         assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
         assert.match(r.stderr, new RegExp(`in use by pid ${s.child.pid}`), args.join(' '));
@@ -337,7 +342,7 @@ describe('mqtt-ca run outside the repository, where there is no store', () => {
       ['apikey', 'revoke', 'ak_x'],
       ['audit', 'verify'],
       ['backup'],
-      ['broker-setup', '--dir', 'broker'],
+      ['broker-setup', '--dir', 'broker', '--dns', 'broker.example'],
       ['migrate'],
       ['worker'],
     ];
