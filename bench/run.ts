@@ -32,6 +32,7 @@ const modules: Array<[name: string, load: () => Promise<BenchModule>]> = [
   ['crl', () => import('./crl.js')],
   ['revocation', () => import('./revocation.js')],
   ['ocsp', () => import('./ocsp.js')],
+  ['crl-endpoint', () => import('./crl-endpoint.js')],
   ['rotation', () => import('./rotation.js')],
   ['backup', () => import('./backup.js')],
   ['posture', () => import('./posture.js')],

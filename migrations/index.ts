@@ -30,6 +30,7 @@ import * as apiIdempotencyKeys from './20261207_0028_api_idempotency_keys.js';
 import * as certificateKeyType from './20261207_0029_certificate_key_type.js';
 import * as busPresence from './20261207_0030_bus_presence.js';
 import * as busWatchGaps from './20261207_0031_bus_watch_gaps.js';
+import * as crlSharesSecond from './20261208_0032_crl_shares_second.js';
 
 /** Migrations are listed here, not discovered on disk, so they run the same under tsx and from dist. */
 const migrations: Record<string, Knex.Migration> = {
@@ -64,6 +65,7 @@ const migrations: Record<string, Knex.Migration> = {
   '20261207_0029_certificate_key_type': certificateKeyType,
   '20261207_0030_bus_presence': busPresence,
   '20261207_0031_bus_watch_gaps': busWatchGaps,
+  '20261208_0032_crl_shares_second': crlSharesSecond,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -17,7 +17,7 @@ import type { PkiUrls } from './urls.js';
 import { crlShardFor } from './crl-shard.js';
 import { NO_TELEMETRY, type Telemetry } from '../shared/telemetry.js';
 import { encodeCertificate, encodeTbsCertificate } from './x509/encode.js';
-import { ext, keyIdentifier } from './x509/extensions.js';
+import { TLS_FEATURE, ext, keyIdentifier } from './x509/extensions.js';
 import { encodeName, type GeneralName } from './x509/names.js';
 import { keyTypeLabel } from './x509/spki.js';
 
@@ -35,6 +35,11 @@ export interface IssueRequest {
   dnsNames?: string[] | undefined;
   ipAddresses?: string[] | undefined;
   validityDays?: number | undefined;
+  /**
+   * broker only: the TLS Feature extension with status_request (RFC 7633, "must-staple"): clients
+   * that honour it refuse a handshake in which the broker staples no OCSP response.
+   */
+  mustStaple?: boolean | undefined;
   /** The certificate this one renews (serial bytes), recorded as its lineage. */
   renews?: Buffer | undefined;
 }
@@ -118,6 +123,8 @@ interface Refused {
   refused: unknown;
 }
 
+/** The TLS Feature extension of a must-staple broker certificate. */
+const MUST_STAPLE = ext.tlsFeature([TLS_FEATURE.statusRequest]);
 const NO_CHECK: RegistrationCheck = Promise.resolve({});
 const statusOf = (c: PromiseSettledResult<Awaited<RegistrationCheck>>) => (c.status === 'fulfilled' ? c.value.deviceStatus : undefined);
 
@@ -314,6 +321,11 @@ export class Issuance {
     if (!Number.isInteger(days) || days < 1 || days > profile.maxValidityDays) {
       throw policyViolation(`validityDays must be between 1 and ${profile.maxValidityDays} for profile ${profile.name}`);
     }
+    if (req.mustStaple && !profile.mustStaple) {
+      throw badRequest(
+        `mustStaple (the TLS Feature status_request, RFC 7633) is for broker certificates; profile ${profile.name} does not allow it`,
+      );
+    }
     const { commonName, sans } = this.names(profile, req);
     return { req, ctx, registration, profile, keyAlgorithm, commonName, sans, validityMs: days * DAY };
   }
@@ -406,6 +418,7 @@ export class Issuance {
           ...this.fixed(issuer, p, crlShard),
           ext.subjectKeyIdentifier(keyIdentifier(spki)),
           ...(p.sans.length ? [ext.subjectAltName(p.sans, false)] : []),
+          ...(p.req.mustStaple ? [MUST_STAPLE] : []),
         ],
       });
       tbsList.push(tbs);

@@ -34,6 +34,8 @@ export interface Profile {
   /** Extra key usage for RSA subject keys (TLS 1.2 RSA key transport). */
   rsaKeyUsage: readonly KeyUsageFlag[];
   ocspNoCheck: boolean;
+  /** Whether a request may ask for the TLS Feature status_request extension (RFC 7633, "must-staple"): servers only. */
+  mustStaple: boolean;
   /** How long after expiry a holder may still renew with the expired certificate (devices that were offline). */
   renewalGraceDays: number;
 }
@@ -52,6 +54,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: ['keyEncipherment'],
     ocspNoCheck: false,
+    mustStaple: false,
     renewalGraceDays: 30,
   },
   broker: {
@@ -65,6 +68,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: ['keyEncipherment'],
     ocspNoCheck: false,
+    mustStaple: true,
     renewalGraceDays: 7,
   },
   'ocsp-responder': {
@@ -78,6 +82,7 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
     keyUsage: ['digitalSignature'],
     rsaKeyUsage: [],
     ocspNoCheck: true,
+    mustStaple: false,
     renewalGraceDays: 0,
   },
 };

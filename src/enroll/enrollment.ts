@@ -96,6 +96,7 @@ export class Enrollment {
         renews: draft.renews,
         caId: this.routing ? await this.routing.issuerFor(draft) : draft.caId,
         validityDays: draft.validityDays,
+        mustStaple: draft.mustStaple,
         subjectPublicKeyInfo: csr.spki,
       };
       this.issuance.validate(request); // key policy and names, before anything is spent

@@ -32,6 +32,8 @@ export interface IssueDraft {
   /** Only an operator may pick the issuing CA or a shorter validity. */
   caId?: string | undefined;
   validityDays?: number | undefined;
+  /** broker only: the TLS Feature status_request extension (must-staple); a renewal keeps the renewed certificate's. */
+  mustStaple?: boolean | undefined;
 }
 
 /**

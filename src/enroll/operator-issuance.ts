@@ -11,6 +11,8 @@ export interface CsrIssueInput {
   dnsNames?: string[] | undefined;
   ipAddresses?: string[] | undefined;
   validityDays?: number | undefined;
+  /** broker only: the TLS Feature status_request extension (RFC 7633, must-staple). */
+  mustStaple?: boolean | undefined;
 }
 
 /**

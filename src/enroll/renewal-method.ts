@@ -79,7 +79,8 @@ export class RenewalEnrollment implements EnrollmentMethod {
       scope: `renewal:${name}`,
       actor: `certificate:${name}`,
       subject: row.deviceId,
-      draft: { profile: row.profile, deviceId: row.deviceId, renews: serial },
+      // A must-staple broker stays must-staple: its relying parties may be refusing handshakes without a staple.
+      draft: { profile: row.profile, deviceId: row.deviceId, renews: serial, ...(presented.mustStaple ? { mustStaple: true } : {}) },
       steps,
       spend: async () => (device ? { deviceStatus: device.status } : {}),
       refund: async () => undefined,

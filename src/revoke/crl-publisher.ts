@@ -8,7 +8,16 @@ import { performance } from 'node:perf_hooks';
 import type { Knex } from 'knex';
 import type { Clock } from '../shared/clock.js';
 import type { Db } from '../store/db.js';
-import { partitionKey, type CrlHeader, type CrlKind, type CrlPartition, type CrlRow, type CrlStore } from '../store/crl-store.js';
+import {
+  partitionKey,
+  type CrlHeader,
+  type CrlKind,
+  type CrlPartition,
+  type CrlRow,
+  type CrlStore,
+  type ServedCrl,
+} from '../store/crl-store.js';
+import { FreshRead } from '../shared/single-flight.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 
@@ -156,6 +165,8 @@ export class CrlPublisher implements RevocationListener {
    * chunks each publish one). Only the delta lane changes an entry's map; a new base replaces it.
    */
   private readonly deltaEntries = new Map<string, DeltaEntries>();
+  /** The endpoints' reads of the newest CRL, per partition and kind (see served()). */
+  private readonly servedReads = new Map<string, FreshRead<ServedCrl | undefined>>();
   private closed = false;
 
   constructor(
@@ -196,12 +207,12 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /** The full CRL to serve: the newest; a due one is served while its replacement is built in the background. */
-  current(caId: string, shard = 0): Promise<CrlHeader | undefined> {
+  current(caId: string, shard = 0): Promise<ServedCrl | CrlHeader | undefined> {
     return this.currentOf({ caId, shard }, 'full', () => this.publishes({ caId, shard }));
   }
 
   /** The newest delta CRL. */
-  currentDelta(caId: string, shard = 0): Promise<CrlHeader | undefined> {
+  currentDelta(caId: string, shard = 0): Promise<ServedCrl | CrlHeader | undefined> {
     return this.currentOf({ caId, shard }, 'delta', () => this.publishes({ caId, shard }));
   }
 
@@ -377,9 +388,9 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /** `publishes` is asked only when a CRL has to be built. */
-  private async currentOf(p: CrlPartition, kind: CrlKind, publishes: () => Promise<boolean>): Promise<CrlHeader | undefined> {
-    const latest = await this.store.latest(this.db, p, kind);
-    const full = kind === 'full' ? latest : await this.store.latest(this.db, p, 'full');
+  private async currentOf(p: CrlPartition, kind: CrlKind, publishes: () => Promise<boolean>): Promise<ServedCrl | CrlHeader | undefined> {
+    const latest = await this.served(p, kind);
+    const full = kind === 'full' ? latest : await this.served(p, 'full');
     if (latest && full) {
       if (this.due(full) && (await publishes())) this.background(p, { kind: 'due' }, 0);
       return latest;
@@ -387,6 +398,19 @@ export class CrlPublisher implements RevocationListener {
     if (!(await publishes())) return latest;
     const pair = await this.lane(p).full.request(full ? { kind: 'force' } : { kind: 'due' });
     return pair?.[kind] ?? (await this.store.latest(this.db, p, kind));
+  }
+
+  /**
+   * The newest CRL of a partition and kind, read for the endpoints: a read that began after the
+   * call (so a CRL committed before a request is in its answer, on every replica), shared by every
+   * request that arrived while the previous read was under way. Under a handshake storm that is
+   * one small query per database round trip, not one per request.
+   */
+  private served(p: CrlPartition, kind: CrlKind): Promise<ServedCrl | undefined> {
+    const key = `${partitionKey(p)}|${kind}`;
+    let read = this.servedReads.get(key);
+    if (!read) this.servedReads.set(key, (read = new FreshRead(() => this.store.served(this.db, p, kind))));
+    return read.get();
   }
 
   private due(crl: CrlHeader): boolean {

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { Executor } from './db.js';
+import { prepared, type Executor } from './db.js';
 import { packedBytea } from './packed-bytea.js';
 
 export type CrlKind = 'full' | 'delta';
@@ -29,6 +29,15 @@ export interface CrlHeader extends CrlPartition {
   coversSeq: bigint | null;
   /** A full CRL that deltas are computed against. */
   isBase: boolean;
+}
+
+/** A CRL as the endpoints serve it. */
+export interface ServedCrl extends CrlHeader {
+  /**
+   * No other CRL of its partition and kind has a thisUpdate in the same second: its HTTP
+   * Last-Modified (whole seconds) names it alone, so an If-Modified-Since can be answered 304.
+   */
+  secondUnique: boolean;
 }
 
 export interface CrlRow extends CrlHeader {
@@ -76,6 +85,22 @@ const date = (v: unknown): Date | null => (v == null ? null : new Date(v as stri
 
 /** Published CRLs (full and delta), and the snapshot the next ones are built from. */
 export class CrlStore {
+  /**
+   * The newest CRL of a kind as the endpoints serve it (a prepared statement: every fetch of a
+   * broker handshake storm may read it), and whether it alone has its second.
+   */
+  async served(ex: Executor, p: CrlPartition, kind: CrlKind): Promise<ServedCrl | undefined> {
+    const r = await prepared(
+      ex,
+      'crl-served',
+      `select ${HEADER_COLUMNS.join(', ')}, shares_second
+         from crls where ca_id = ? and shard = ? and kind = ? order by crl_number desc limit 1`,
+      [p.caId, p.shard, kind],
+    );
+    const row = r.rows[0] as Record<string, unknown> | undefined;
+    return row ? { ...headerFromRow(row), secondUnique: !row.shares_second } : undefined;
+  }
+
   /** The newest CRL of a kind, without its body (a large CRL is tens of MB). */
   async latest(ex: Executor, p: CrlPartition, kind: CrlKind = 'full'): Promise<CrlHeader | undefined> {
     const r = await ex('crls').select(HEADER_COLUMNS).where({ ca_id: p.caId, shard: p.shard, kind }).orderBy('crl_number', 'desc').first();
@@ -145,8 +170,18 @@ export class CrlStore {
     return Number(r.rowCount ?? 0);
   }
 
+  /**
+   * Inserts a published CRL, inside the transaction that holds its partition's sequence lock
+   * (lockSequence): the CRLs of its kind already there are every one before it, so whether one of
+   * them has a thisUpdate in its second (shares_second, migration 0032) is settled here, for good.
+   */
   async insert(ex: Executor, row: CrlRow): Promise<void> {
     await ex('crls').insert({
+      shares_second: ex.raw(
+        `exists (select 1 from crls o where o.ca_id = ? and o.shard = ? and o.kind = ?
+                   and o.this_update >= date_trunc('second', ?::timestamptz) and o.this_update < date_trunc('second', ?::timestamptz) + interval '1 second')`,
+        [row.caId, row.shard, row.kind, row.thisUpdate, row.thisUpdate],
+      ),
       ca_id: row.caId,
       shard: row.shard,
       kind: row.kind,

@@ -55,6 +55,9 @@ const KEY_USAGE_BIT: Record<KeyUsageFlag, number> = {
   cRLSign: 6,
 };
 
+/** TLS extension numbers a TLS Feature extension may name (RFC 7633 4.2; IANA TLS ExtensionType). */
+export const TLS_FEATURE = { statusRequest: 5, statusRequestV2: 17 } as const;
+
 const AD_OCSP = oid(OID.adOcsp);
 const AD_CA_ISSUERS = oid(OID.adCaIssuers);
 const OCSP_NOCHECK = extension(OID.ocspNoCheck, false, NULL);
@@ -115,6 +118,16 @@ export const ext = {
   /** Not critical. One DistributionPoint whose fullName lists every URL. */
   crlDistributionPoints(urls: string[]): Uint8Array {
     return extension(OID.crlDistributionPoints, false, distributionPoints(urls));
+  },
+
+  /**
+   * TLS Feature (RFC 7633): Features ::= SEQUENCE OF INTEGER, the TLS extensions a server
+   * presenting this certificate must use; [status_request] is "must-staple" (the client refuses a
+   * handshake without a stapled OCSP response). Not critical (RFC 7633 4.2: SHOULD NOT be).
+   */
+  tlsFeature(features: number[]): Uint8Array {
+    if (features.length === 0) throw new TypeError('tlsFeature needs at least one feature');
+    return extension(OID.tlsFeature, false, sequenceOf(features.map(smallInt)));
   },
 
   /** id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): NULL value, not critical. */

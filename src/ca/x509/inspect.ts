@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { DomainError } from '../../shared/errors.js';
+import { OID } from './oids.js';
 
 // The library is used off the hot path (parsing what arrives from outside, verifying chains);
 // Node's own WebCrypto is its provider.
@@ -22,6 +23,8 @@ export interface ParsedCertificate {
   selfIssued: boolean;
   /** DNS, IP and URI subject alternative names. */
   sans: { type: 'dns' | 'ip' | 'uri'; value: string }[];
+  /** Whether it carries a TLS Feature extension (RFC 7633, must-staple). */
+  mustStaple: boolean;
   /** Verifies this certificate's signature with the issuer's SPKI. */
   verifiedBy(issuerSpki: Uint8Array): Promise<boolean>;
 }
@@ -57,6 +60,7 @@ export function parseCertificate(der: Uint8Array, what = 'certificate'): ParsedC
     canSignCertificates: ku ? (ku.usages & x509.KeyUsageFlags.keyCertSign) !== 0 : true,
     selfIssued: subjectDer.equals(issuerDer),
     sans,
+    mustStaple: cert.getExtension(OID.tlsFeature) !== null,
     async verifiedBy(issuerSpki: Uint8Array) {
       try {
         const publicKey = new x509.PublicKey(Buffer.from(issuerSpki));

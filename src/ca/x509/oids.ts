@@ -36,6 +36,8 @@ export const OID = Object.freeze({
   extKeyUsage: '2.5.29.37',
   authorityInfoAccess: '1.3.6.1.5.5.7.1.1',
   ocspNoCheck: '1.3.6.1.5.5.7.48.1.5',
+  /** TLS Feature (RFC 7633), id-pe-tlsfeature: "must-staple" with status_request. */
+  tlsFeature: '1.3.6.1.5.5.7.1.24',
   // Access methods (RFC 5280 4.2.2.1)
   adOcsp: '1.3.6.1.5.5.7.48.1',
   adCaIssuers: '1.3.6.1.5.5.7.48.2',

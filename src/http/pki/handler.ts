@@ -15,6 +15,8 @@ export interface PublishedCrl {
   kind: 'full' | 'delta';
   crlNumber: bigint;
   thisUpdate: Date;
+  /** No other CRL of its partition and kind shares its second: an If-Modified-Since may be answered 304. */
+  secondUnique?: boolean;
 }
 
 /** What the public PKI endpoints read. */
@@ -90,15 +92,30 @@ interface Representation {
   cacheControl: string;
   etag?: string;
   lastModified?: Date;
+  /**
+   * Whether Last-Modified, in whole seconds, names this representation alone, so that an
+   * If-Modified-Since at or after it may be answered 304. Not for a CRL published in the same
+   * second as another of its kind (the client may hold the other), nor for the bundle.
+   */
+  lastModifiedUnique?: boolean;
 }
 
-/** Sends a representation, or 304 when the client's If-None-Match names its ETag. */
+/** Whether the client holds the representation: If-None-Match names its ETag, or (without If-None-Match, RFC 9110 13.1.3) If-Modified-Since is not before it. */
+function notModified(req: IncomingMessage, r: Representation): boolean {
+  const inm = req.headers['if-none-match'];
+  if (inm !== undefined) return r.etag !== undefined && inm.split(',').some((t) => t.trim() === r.etag || t.trim() === '*');
+  const ims = req.headers['if-modified-since'];
+  if (!ims || !r.lastModified || !r.lastModifiedUnique) return false;
+  const since = Date.parse(ims);
+  return Number.isFinite(since) && Math.floor(r.lastModified.getTime() / 1000) * 1000 <= since;
+}
+
+/** Sends a representation, or 304 when the client already holds it (If-None-Match, If-Modified-Since). */
 async function send(req: IncomingMessage, res: ServerResponse, r: Representation): Promise<void> {
   const headers: Record<string, string | number> = { 'Content-Type': r.type, 'Cache-Control': r.cacheControl };
   if (r.etag) headers.ETag = r.etag;
   if (r.lastModified) headers['Last-Modified'] = r.lastModified.toUTCString();
-  const inm = req.headers['if-none-match'];
-  if (r.etag && inm && inm.split(',').some((t) => t.trim() === r.etag || t.trim() === '*')) {
+  if (notModified(req, r)) {
     res.writeHead(304, headers);
     return void res.end();
   }
@@ -159,6 +176,7 @@ export function createPkiHandler(source: PkiSource, options: PkiOptions): (req: 
         cacheControl: CRL_CACHE,
         etag: crlEtag(c),
         lastModified: c.thisUpdate,
+        lastModifiedUnique: c.secondUnique === true,
       });
     }
     const ca = CA_PATH.exec(path);
