@@ -39,6 +39,8 @@ export interface BrokerCertificateRequest {
   /** Default: the first DNS name, else the first address. */
   commonName?: string;
   validityDays?: number;
+  /** The TLS Feature status_request extension (RFC 7633): clients that honour it refuse the broker without a stapled OCSP answer. */
+  mustStaple?: boolean;
 }
 
 export interface BrokerSetupOptions {
@@ -119,6 +121,7 @@ export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOpt
         dnsNames: r.dnsNames,
         ipAddresses: r.ipAddresses,
         validityDays: r.validityDays,
+        mustStaple: r.mustStaple,
       },
       { actor: 'broker-setup' },
     );

@@ -467,6 +467,10 @@ program
   .option('--port <port>', 'the mutual-TLS listener port', portNumber, 8883)
   .option('--dns <name>', "a DNS name for the broker's certificate (repeat for more)", collect, [])
   .option('--ip <address>', "an IP address for the broker's certificate (repeat for more)", collect, [])
+  .option(
+    '--must-staple',
+    'the issued certificate carries the TLS Feature status_request (RFC 7633): for a broker that staples OCSP (EMQX)',
+  )
   .option('--cert-file <file>', "instead of issuing one: the broker's own certificate, as the broker sees it")
   .option('--key-file <file>', "instead of issuing one: the broker's own key, as the broker sees it")
   .option('--plugin <path>', 'mosquitto: mosquitto_dynamic_security.so', DEFAULT_DYNSEC_PLUGIN)
@@ -484,16 +488,21 @@ program
       port: number;
       dns: string[];
       ip: string[];
+      mustStaple?: boolean;
       certFile?: string;
       keyFile?: string;
       plugin: string;
       crlMode: RabbitCrlMode;
       managementPort: number;
     }) => {
-      const names = { dnsNames: o.dns, ipAddresses: o.ip };
+      const names = { dnsNames: o.dns, ipAddresses: o.ip, mustStaple: o.mustStaple === true };
       const issue = names.dnsNames.length + names.ipAddresses.length > 0;
       if (issue === Boolean(o.certFile || o.keyFile) || Boolean(o.certFile) !== Boolean(o.keyFile)) {
         console.error('mqtt-ca broker-setup: give --dns/--ip to issue a broker certificate, or both --cert-file and --key-file');
+        process.exit(2);
+      }
+      if (o.mustStaple && !issue) {
+        console.error('mqtt-ca broker-setup: --must-staple is for a certificate it issues (--dns/--ip)');
         process.exit(2);
       }
       await withService(async (svc) => {

@@ -418,7 +418,7 @@ describe('mqtt-ca broker-setup', { skip: toolSkip('mosquitto') }, () => {
     assert.match(refused.out, /--dns\/--ip to issue a broker certificate, or both --cert-file and --key-file/);
     // Every broker it knows: the configuration each reads, from the same store.
     const emqx = join(tempDir(), 'emqx');
-    const e = await cli(['broker-setup', '--broker', 'emqx', '--dir', emqx, '--dns', 'emqx.example']);
+    const e = await cli(['broker-setup', '--broker', 'emqx', '--dir', emqx, '--dns', 'emqx.example', '--must-staple']);
     assert.equal(e.status, 0, e.out);
     const emqxConf = readFileSync(join(emqx, 'emqx.conf'), 'utf8');
     for (const line of ['enable_crl_check = true', 'enable_ocsp_stapling = true', 'fail_if_no_peer_cert = true', 'verify = verify_peer'])
@@ -427,6 +427,20 @@ describe('mqtt-ca broker-setup', { skip: toolSkip('mosquitto') }, () => {
       run('openssl', ['verify', '-CAfile', join(emqx, 'ocsp-issuer.pem'), '-partial_chain', join(emqx, 'broker.pem')]).status,
       0,
     );
+    // EMQX staples: its certificate can demand it (RFC 7633); the first one, above, does not.
+    assert.match(run('openssl', ['x509', '-in', join(emqx, 'broker.pem'), '-noout', '-text']).stdout, /TLS Feature:\s*\n\s*status_request/);
+    assert.doesNotMatch(text, /TLS Feature/);
+    const stapleWithout = await cli([
+      'broker-setup',
+      '--dir',
+      join(tempDir(), 'y'),
+      '--cert-file',
+      'a.pem',
+      '--key-file',
+      'a.key',
+      '--must-staple',
+    ]);
+    assert.equal(stapleWithout.status, 2);
     assert.equal((await cli(['broker-setup', '--broker', 'hivemq', '--dir', emqx, '--dns', 'x'])).status !== 0, true);
   });
 });
