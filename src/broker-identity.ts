@@ -16,7 +16,8 @@ export interface CrlBundleSource {
   crls: Pick<CrlPublisher, 'all' | 'der'>;
 }
 export interface BrokerSetupSource extends CrlBundleSource {
-  config: Pick<Config, 'publicUrl'> & { brokers: Pick<Config['brokers'], 'clientCn' | 'denyRole' | 'notifyTopic'> };
+  config: Pick<Config, 'publicUrl'> &
+    Partial<Pick<Config, 'crlShards'>> & { brokers: Pick<Config['brokers'], 'clientCn' | 'denyRole' | 'notifyTopic'> };
   hierarchy: Pick<CaHierarchy, 'list' | 'chain'>;
   /** Needed only when broker-setup issues the broker's certificate. */
   issuance?: Pick<Issuance, 'issue'>;
@@ -95,6 +96,10 @@ export async function writeBrokerSetup(svc: BrokerSetupSource, o: BrokerSetupOpt
   const kind = o.broker ?? 'mosquitto';
   const views = await svc.hierarchy.list();
   if (!views.some((c) => c.certificate)) throw new Error('this store has no CA yet: run `mqtt-ca init` first');
+  if (kind === 'rabbitmq' && (o.crlMode ?? 'hash-dir') === 'hash-dir' && (svc.config.crlShards ?? 0) > 0)
+    throw new Error(
+      "RabbitMQ's hash-dir CRL mode missed revocations with partitioned CRLs (CRL_SHARDS > 0): use --crl-mode http (docs/brokers/rabbitmq.md)",
+    );
   if (!o.certificate && !(o.certFile && o.keyFile))
     throw new Error('name the broker certificate to issue (DNS names or addresses), or the certificate and key files it has');
   mkdirSync(o.dir, { recursive: true });

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rabbitmqSetup } from '../../src/broker/setup/rabbitmq.js';
+import { writeBrokerSetup } from '../../src/broker-identity.js';
 import { mqttTopicToRoutingKey } from '../../src/broker/rabbitmq-connector.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { run, tempDir } from '../helpers/openssl.js';
@@ -97,5 +98,35 @@ describe('BROKER_RABBITMQ_* settings', () => {
         JSON.stringify(env),
       );
     }
+  });
+
+  it('refuses hash-dir mode with partitioned CRLs, where RabbitMQ missed revocations; http mode is written', async () => {
+    const svc = (crlShards: number) => ({
+      config: {
+        publicUrl: 'https://ca.example',
+        crlShards,
+        brokers: { clientCn: 'mqtt-ca-connector', denyRole: 'mqtt-ca-blocked', notifyTopic: 'mqtt-ca/events' },
+      },
+      hierarchy: {
+        list: async () =>
+          [
+            {
+              id: 'ca1',
+              name: 'issuing',
+              kind: 'intermediate',
+              certificate: '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n',
+            },
+          ] as never,
+        chain: async () => [],
+      },
+      crls: { all: async () => [], der: async () => undefined } as never,
+    });
+    const own = { certFile: '/x/broker.pem', keyFile: '/x/broker.key' };
+    await assert.rejects(
+      writeBrokerSetup(svc(4), { broker: 'rabbitmq', dir: tempDir(), ...own }),
+      /hash-dir CRL mode missed revocations with partitioned CRLs \(CRL_SHARDS > 0\): use --crl-mode http/,
+    );
+    const http = await writeBrokerSetup(svc(4), { broker: 'rabbitmq', dir: tempDir(), crlMode: 'http', ...own });
+    assert.ok(http.paths['advanced.config']);
   });
 });
