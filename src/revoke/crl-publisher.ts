@@ -17,7 +17,6 @@ import {
   type CrlStore,
   type ServedCrl,
 } from '../store/crl-store.js';
-import { FreshRead } from '../shared/single-flight.js';
 import { REASON_CODES, isRevocationReason } from './reasons.js';
 import type { RevocationChange, RevocationListener } from './revocation.js';
 
@@ -165,8 +164,6 @@ export class CrlPublisher implements RevocationListener {
    * chunks each publish one). Only the delta lane changes an entry's map; a new base replaces it.
    */
   private readonly deltaEntries = new Map<string, DeltaEntries>();
-  /** The endpoints' reads of the newest CRL, per partition and kind (see served()). */
-  private readonly servedReads = new Map<string, FreshRead<ServedCrl | undefined>>();
   private closed = false;
 
   constructor(
@@ -401,16 +398,12 @@ export class CrlPublisher implements RevocationListener {
   }
 
   /**
-   * The newest CRL of a partition and kind, read for the endpoints: a read that began after the
-   * call (so a CRL committed before a request is in its answer, on every replica), shared by every
-   * request that arrived while the previous read was under way. Under a handshake storm that is
-   * one small query per database round trip, not one per request.
+   * The newest CRL of a partition and kind, read for the endpoints (one prepared statement per
+   * request). Sharing one read among concurrent requests was tried and taken out: it let CRLs be
+   * published that the revocation API's dry run must not cause (test/e2e/revocation-api.test.ts).
    */
   private served(p: CrlPartition, kind: CrlKind): Promise<ServedCrl | undefined> {
-    const key = `${partitionKey(p)}|${kind}`;
-    let read = this.servedReads.get(key);
-    if (!read) this.servedReads.set(key, (read = new FreshRead(() => this.store.served(this.db, p, kind))));
-    return read.get();
+    return this.store.served(this.db, p, kind);
   }
 
   private due(crl: CrlHeader): boolean {
